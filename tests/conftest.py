@@ -1,0 +1,5 @@
+"""Fixtures live in tests/fixtures/, one plugin module per kind of real part they start."""
+
+pytest_plugins = [
+    "tests.fixtures.data",
+]
