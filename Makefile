@@ -1,0 +1,33 @@
+# Everything a fresh machine needs is installed by these targets; nothing by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup system-deps demo test test-fast bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,twin]'
+	touch $@
+
+system-deps:
+	./scripts/system-deps.sh
+
+# The main job on the sample job, with the embedded default (no Redis).
+demo: setup
+	$(VENV)/bin/prewarm plan sample_jobs/shot100/manifest.yaml --traces sample_jobs/shot100/traces --summary -o /dev/null
+
+# The whole test suite: unit tests, and integration tests on real Redis, Celery and FUSE
+# (the fixtures start those services and stop them by PID).
+test: setup system-deps
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+bench: setup system-deps
+	$(PY) bench/predict.py

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the system packages prewarm's tests and demo need, if missing (Debian, as root).
+#   redis-server: broker and state store for the Celery warm tests
+#   fuse3:        fusermount3 and libfuse3 for the gateway twin (PyPI mfusepy binds it)
+#   strace:       trace capture (`prewarm record`) and its tests
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v strace >/dev/null || need+=(strace)
+if ((${#need[@]})); then
+    if [[ $(id -u) != 0 ]]; then
+        echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2
+        exit 1
+    fi
+    echo "installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [[ ! -e /dev/fuse ]]; then
+    echo "/dev/fuse is missing: the gateway twin needs FUSE (a container needs --device /dev/fuse)" >&2
+    exit 1
+fi

@@ -1,0 +1,165 @@
+"""The predictor on synthetic training sets built to show each pattern of real renders."""
+
+from __future__ import annotations
+
+from prewarm.ordering import order_ranges
+from prewarm.plan import Reason
+from prewarm.predict import Candidate, PredictOptions, fit_progression, find_sequences, predict
+from prewarm.ranges import normalize
+from prewarm.records import Access, FileInfo
+from prewarm.training import aggregate, restrict
+
+KiB = 1024
+MiB = 1 << 20
+
+
+def reads(path: str, frame: int, *spans: tuple[int, int]) -> list[Access]:
+    return [Access(path, offset=s, length=e - s, frame=frame) for s, e in spans]
+
+
+def lookup_from(sizes: dict[str, int]):
+    return lambda p: FileInfo(p, sizes[p], 0.0) if p in sizes else None
+
+
+def spans_for(result, path: str, frame: int) -> list[tuple[int, int]]:
+    return normalize(s for p in result.predictions if p.path == path and frame in p.frames for s in p.spans)
+
+
+def test_per_frame_files_generalise_to_unseen_frames_whole():
+    sizes = {f"/s/cache/fluid.{f:04d}.bgeo": 1000 + f for f in range(1001, 1011)}
+    ts = aggregate(a for f in (1001, 1002, 1003) for a in reads(f"/s/cache/fluid.{f:04d}.bgeo", f, (0, 1000 + f)))
+    res = predict(range(1004, 1011), [], ts, lookup_from(sizes))
+    for f in range(1004, 1011):
+        assert spans_for(res, f"/s/cache/fluid.{f:04d}.bgeo", f) == [(0, 1000 + f)]
+    assert {p.reason for p in res.predictions} == {Reason.PATTERN}
+
+
+def test_motion_blur_reads_of_the_next_frame_form_a_second_sequence():
+    sizes = {f"/s/c/v.{f:04d}.bgeo": 5000 for f in range(1, 12)}
+    train = [a for f in (1, 2, 3, 4) for a in reads(f"/s/c/v.{f:04d}.bgeo", f, (0, 5000))
+             + reads(f"/s/c/v.{f + 1:04d}.bgeo", f, (0, 5000))]
+    seqs = find_sequences(aggregate(train), max_delta=2)
+    assert sorted(s.delta for s in seqs) == [0, 1]
+    res = predict([8], [], aggregate(train), lookup_from(sizes))
+    assert {p.path for p in res.predictions} == {"/s/c/v.0008.bgeo", "/s/c/v.0009.bgeo"}
+
+
+def test_udim_tile_number_equal_to_a_frame_is_not_a_sequence():
+    tile = "/s/tex/diff.1001.tx"
+    ts = aggregate(a for f in range(1001, 1005) for a in reads(tile, f, (0, 4096)))
+    assert find_sequences(ts, max_delta=2) == []
+    res = predict(range(1005, 1010), [], ts, lookup_from({tile: 10_000}))
+    assert all(spans_for(res, tile, f) == [(0, 4096)] for f in range(1005, 1010))
+
+
+def test_headers_and_footers_anchor_to_start_and_end_of_another_size():
+    # Each frame's EXR: 300-byte header + offset table, 100-byte footer, the rest unread.
+    sizes = {f"/s/r/beauty.{f:04d}.exr": 10_000 + 500 * f for f in range(1, 9)}
+    train = [a for f in (1, 2, 3) for a in reads(f"/s/r/beauty.{f:04d}.exr", f, (0, 300),
+                                                   (sizes[f"/s/r/beauty.{f:04d}.exr"] - 100, sizes[f"/s/r/beauty.{f:04d}.exr"]))]
+    res = predict([7], [], aggregate(train), lookup_from(sizes))
+    size7 = sizes["/s/r/beauty.0007.exr"]
+    assert spans_for(res, "/s/r/beauty.0007.exr", 7) == [(0, 300), (size7 - 100, size7)]
+    assert {p.reason for p in res.predictions} == {Reason.ANCHORED}
+
+
+def alembic_training(frames, stride=120_000, header=200_000, size=5_000_000):
+    footer = (size - 3000, size)
+    return [a for f in frames for a in reads("/s/anim.abc", f, (0, header),
+                                               (header + (f - 1) * stride, header + f * stride), footer)]
+
+
+def test_alembic_region_moving_with_the_frame_is_extrapolated():
+    stride, header, size = 120_000, 200_000, 5_000_000
+    ts = aggregate(alembic_training(range(1, 7)))
+    res = predict(range(7, 25), [], ts, lookup_from({"/s/anim.abc": size}))
+    for f in (7, 15, 24):
+        got = spans_for(res, "/s/anim.abc", f)
+        region = (header + (f - 1) * stride, header + f * stride)
+        assert normalize(got + [region]) == got, f"frame {f} region not covered"
+        assert (0, header) in got and got[-1][1] == size
+        # nothing of other frames' regions beyond a small fit slack
+        assert sum(e - s for s, e in got) <= header + stride + 3000 + 2 * 16
+    assert Reason.PROGRESSION in {p.reason for p in res.predictions}
+
+
+def test_progression_needs_three_frames_and_a_steady_stride():
+    assert fit_progression({1: [(100, 200)], 2: [(200, 300)]}) is None
+    assert fit_progression({1: [(100, 200)], 2: [(9000, 9100)], 3: [(300, 400)]}) is None
+    p = fit_progression({1: [(100, 200)], 2: [(200, 300)], 3: [(300, 400)]})
+    assert p is not None and p.region(10, 10_000)[0][0] <= 1000 < p.region(10, 10_000)[0][1]
+
+
+def test_textures_borrow_tiles_from_neighbouring_training_frames():
+    tex = "/s/tex/rock.tx"
+    tile = {1: (1 * MiB, 1 * MiB + 64 * KiB), 5: (5 * MiB, 5 * MiB + 64 * KiB), 9: (2 * MiB, 2 * MiB + 64 * KiB)}
+    ts = aggregate(a for f in (1, 5, 9) for a in reads(tex, f, (0, 8 * KiB), tile[f]))
+    res = predict([2, 7], [], ts, lookup_from({tex: 8 * MiB}), opts=PredictOptions(spread=0))
+    assert spans_for(res, tex, 2) == [(0, 8 * KiB), tile[1], tile[5]]
+    assert spans_for(res, tex, 7) == [(0, 8 * KiB), tile[9], tile[5]]
+    wide = predict([2], [], ts, lookup_from({tex: 8 * MiB}), opts=PredictOptions(spread=64 * KiB))
+    assert spans_for(wide, tex, 2)[1] == (tile[1][0] - 64 * KiB, tile[1][1] + 64 * KiB)
+
+
+def test_file_read_only_on_some_frames_is_predicted_only_near_them():
+    tex, tree = "/s/tex/a.tx", "/s/tex/tree.tx"
+    train = [a for f in range(1, 40, 4) for a in reads(tex, f, (0, 1000))]
+    train += [a for f in (9, 13, 17) for a in reads(tree, f, (0, 500))]
+    res = predict(range(1, 40), [], aggregate(train), lookup_from({tex: 5000, tree: 5000}))
+    tree_frames = sorted({f for p in res.predictions if p.path == tree for f in p.frames})
+    assert tree_frames == list(range(6, 21))
+
+
+def test_unseen_inputs_fall_back_to_whole_files_up_to_the_cap_then_head_and_tail():
+    small, big = "/s/a.bin", "/s/b.bin"
+    sizes = {small: 10 * MiB, big: 400 * MiB}
+    res = predict([1, 2], [Candidate(small), Candidate(big)], aggregate([]), lookup_from(sizes),
+                  opts=PredictOptions(unseen_cap=256 * MiB, probe=MiB))
+    assert spans_for(res, small, 1) == [(0, 10 * MiB)]
+    assert spans_for(res, big, 2) == [(0, MiB), (399 * MiB, 400 * MiB)]
+    assert {p.reason for p in res.predictions} == {Reason.FALLBACK}
+
+
+def test_missing_member_of_a_sequence_is_a_finding():
+    sizes = {f"/s/m.{f:04d}.png": 100 for f in (1, 2, 3)}
+    ts = aggregate(a for f in (1, 2, 3) for a in reads(f"/s/m.{f:04d}.png", f, (0, 100)))
+    res = predict([4], [], ts, lookup_from(sizes))
+    assert res.missing and res.missing[0][0] == "/s/m.0004.png"
+
+
+def test_restrict_splits_training_frames():
+    ts = aggregate(alembic_training(range(1, 11)))
+    sub = restrict(ts, range(1, 4))
+    assert sub.frames == frozenset({1, 2, 3}) and set(sub.reads["/s/anim.abc"]) == {1, 2, 3}
+
+
+def test_order_puts_first_frames_and_shared_data_first_and_fallbacks_last():
+    sizes = {"/s/scene": 4 * MiB, "/s/seq.0001": MiB, "/s/seq.0002": MiB, "/s/unseen": 2 * MiB}
+    from prewarm.predict import Prediction
+    preds = [
+        Prediction("/s/unseen", (1, 2), [(0, 2 * MiB)], Reason.FALLBACK),
+        Prediction("/s/seq.0002", (2,), [(0, MiB)], Reason.PATTERN),
+        Prediction("/s/scene", (1, 2), [(0, 4 * MiB)], Reason.TRACE),
+        Prediction("/s/seq.0001", (1,), [(0, MiB)], Reason.PATTERN),
+    ]
+    out = order_ranges(preds, [1, 2], sizes, granule=MiB)
+    assert [r.path for r in out.ranges] == ["/s/scene", "/s/seq.0001", "/s/seq.0002", "/s/unseen"]
+    assert out.ranges[0].frames == 2 and out.ranges[0].length == 4 * MiB
+
+
+def test_budget_keeps_most_frames_per_byte_and_reports_the_rest():
+    from prewarm.predict import Prediction
+    sizes = {"/s/shared": 2 * MiB, "/s/one": 2 * MiB}
+    preds = [Prediction("/s/one", (1,), [(0, 2 * MiB)], Reason.TRACE),
+             Prediction("/s/shared", (1, 2, 3), [(0, 2 * MiB)], Reason.TRACE)]
+    out = order_ranges(preds, [1, 2, 3], sizes, granule=MiB, max_bytes=3 * MiB)
+    kept = {(r.path, r.offset) for r in out.ranges}
+    assert ("/s/shared", 0) in kept and sum(r.length for r in out.ranges) == 3 * MiB
+    assert sum(r.length for r in out.dropped) == MiB and out.dropped[0].path == "/s/one"
+
+
+def test_ranges_are_granule_aligned_and_clipped_to_file_size():
+    from prewarm.predict import Prediction
+    out = order_ranges([Prediction("/s/f", (1,), [(10, 20), (3 * MiB + 5, 3 * MiB + 9)], Reason.TRACE)],
+                       [1], {"/s/f": 3 * MiB + 100}, granule=MiB)
+    assert [(r.offset, r.length) for r in out.ranges] == [(0, MiB), (3 * MiB, 100)]

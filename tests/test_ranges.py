@@ -1,0 +1,84 @@
+"""Range algebra: parametrised pure tests plus properties checked against a brute-force byte set."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prewarm.ranges import (SpanAccumulator, align, clip, covered, intersect, normalize, split, subtract,
+                            total, union)
+
+spans_st = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1])),
+                    max_size=12)
+
+
+def as_set(spans: list[tuple[int, int]]) -> set[int]:
+    return {b for s, e in spans for b in range(s, e)}
+
+
+@pytest.mark.parametrize("spans, gap, expected", [
+    ([], 0, []),
+    ([(5, 5)], 0, []),
+    ([(0, 10), (10, 20)], 0, [(0, 20)]),
+    ([(10, 20), (0, 5)], 0, [(0, 5), (10, 20)]),
+    ([(10, 20), (0, 5)], 5, [(0, 20)]),
+    ([(0, 100), (10, 20)], 0, [(0, 100)]),
+])
+def test_normalize(spans, gap, expected):
+    assert normalize(spans, gap) == expected
+
+
+@pytest.mark.parametrize("spans, granule, size, expected", [
+    ([(1, 2)], 1024, None, [(0, 1024)]),
+    ([(1000, 1100)], 1024, None, [(0, 2048)]),
+    ([(1000, 1100)], 1024, 1500, [(0, 1500)]),
+    ([(0, 1024), (5000, 5001)], 1024, None, [(0, 1024), (4096, 5120)]),
+])
+def test_align(spans, granule, size, expected):
+    assert align(spans, granule, size) == expected
+
+
+def test_align_rejects_zero_granule():
+    with pytest.raises(ValueError):
+        align([(0, 1)], 0)
+
+
+@given(spans_st, spans_st)
+def test_algebra_matches_byte_sets(a, b):
+    na, nb = normalize(a), normalize(b)
+    assert as_set(intersect(na, nb)) == as_set(na) & as_set(nb)
+    assert as_set(subtract(na, nb)) == as_set(na) - as_set(nb)
+    assert as_set(union(na, nb)) == as_set(na) | as_set(nb)
+    assert total(a) == len(as_set(a))
+    assert as_set(clip(a, 100)) == {x for x in as_set(a) if x < 100}
+    for out in (intersect(na, nb), subtract(na, nb), union(na, nb)):
+        assert out == normalize(out)
+
+
+@given(spans_st, st.integers(0, 250), st.integers(0, 60))
+def test_covered_counts_bytes_in_window(a, start, length):
+    na = normalize(a)
+    assert covered(na, start, start + length) == len(as_set(na) & set(range(start, start + length)))
+
+
+@given(spans_st, st.integers(1, 17))
+def test_split_keeps_bytes_and_bounds_pieces(a, n):
+    pieces = split(normalize(a), n)
+    assert all(e - s <= n for s, e in pieces)
+    assert as_set(pieces) == as_set(a)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 300)), max_size=300))
+def test_accumulator_equals_normalize(reads):
+    acc = SpanAccumulator()
+    for s, n in reads:
+        acc.add(s, s + n)
+    assert acc.spans() == normalize((s, s + n) for s, n in reads)
+
+
+def test_accumulator_extends_sequential_reads_in_place():
+    acc = SpanAccumulator()
+    for i in range(100_000):
+        acc.add(i * 10, i * 10 + 10)
+    assert acc.spans() == [(0, 1_000_000)]
