@@ -87,7 +87,8 @@ class Plan:
     created: float = field(default_factory=time.time)
     start: float | None = None
     priority: int = 0
-    gateway: str | None = None
+    gateways: tuple[str, ...] = ()
+    """Gateway nodes whose caches to warm (a queue each); empty: the configured default."""
     stats: Mapping[str, Any] = field(default_factory=dict)
     """Planner statistics (trace records used, frames seen, ...) shown in the summary."""
 
@@ -122,7 +123,7 @@ class Plan:
             "created": self.created,
             "start": self.start,
             "priority": self.priority,
-            "gateway": self.gateway,
+            "gateways": list(self.gateways),
             "granule": self.granule,
             "ranges": [r.to_json() for r in self.ranges],
             "metadata": [{"op": m.op.value, "path": m.path} for m in self.metadata],
@@ -166,7 +167,7 @@ class Plan:
                                    v.string(mm.get("reason"), f"missing[{i}].reason"),
                                    None if line is None else v.integer(line, f"missing[{i}].line")))
         start = obj.get("start")
-        gateway = obj.get("gateway")
+        gateways = tuple(v.string(g, f"gateways[{i}]") for i, g in enumerate(v.array(obj.get("gateways", []), "gateways")))
         return cls(
             job=job, frames=frames, ranges=ranges, metadata=tuple(metadata), files=files,
             missing=tuple(missing), dropped=dropped,
@@ -174,7 +175,7 @@ class Plan:
             created=v.number(obj.get("created", time.time()), "created"),
             start=None if start is None else v.number(start, "start"),
             priority=v.integer(obj.get("priority", 0), "priority", lo=-MAX_OFFSET),
-            gateway=None if gateway is None else v.string(gateway, "gateway"),
+            gateways=gateways,
         )
 
 
