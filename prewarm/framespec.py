@@ -1,0 +1,104 @@
+"""Frame specs: which frames a job renders, in the order the spec lists them.
+
+Syntax (comma-separated items, whitespace ignored):
+
+    1001            one frame             -5          negative frames are fine
+    1001-1100       a range               10-1        descending: 10, 9, ..., 1
+    1-100x5         every 5th frame       -10--5      -10 ... -5
+    1-100:5         the same (OpenJD)     10-1x3      10, 7, 4, 1
+    1-100y5         the complement of 1-100x5 (2, 3, 4, 5, 7, ...)
+    1,3,5           a list; items keep their order, repeats are dropped
+
+fileseq expands each item, but every item is checked first with our own grammar,
+because fileseq gets in the way in four places: it reads `:` as "stagger"
+(1-20:5 -> 1,6,11,16,5,9,...), while Deadline and OpenJD specs use `:` as a step
+like `x`; it silently accepts subframes and padding characters (`1-10#`); its
+errors are multi-line regex dumps, not one line a user can act on; and it would
+happily try to expand `1-999999999`. A negative step is accepted when it points
+the way the range goes (`10-1:-2`, as OpenJD writes it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from fileseq import FrameSet
+
+from prewarm.errors import ManifestError
+
+MAX_FRAMES = 1_000_000
+"""More frames than any job renders: a typo such as `1-10000000` must fail, not eat memory."""
+
+_ITEM = re.compile(r"(-?\d+)(?:-(-?\d+)(?:([x:y])(-?\d+))?)?")
+_SYNTAX = "expected e.g. 1001-1100, 1-100x5, 1-100:5, 1-100y5, 1,3,5"
+
+
+def parse_frames(spec: str | int | list[str | int], where: str, field: str = "frames") -> tuple[int, ...]:
+    """The frames of `spec`, in its order, each once.
+
+    `where` (`file:line`) and `field` name the place for the one-line error.
+    """
+    if isinstance(spec, bool) or not isinstance(spec, (str, int, list)):
+        raise ManifestError(where, f"{field}: expected a frame spec such as 1001-1100, got {_kind(spec)}")
+    if isinstance(spec, int):
+        return (spec,)
+    items: list[str | int] = spec if isinstance(spec, list) else [spec]
+    if not items:
+        raise ManifestError(where, f"{field}: empty list, expected at least one frame")
+    frames: dict[int, None] = {}
+    for i, item in enumerate(items):
+        label = f"{field}[{i}]" if isinstance(spec, list) else field
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise ManifestError(where, f"{label}: expected a frame or a frame spec, got {_kind(item)}")
+        for frame in (item,) if isinstance(item, int) else _parse_text(item, where, label):
+            frames[frame] = None
+        if len(frames) > MAX_FRAMES:
+            raise ManifestError(where, f"{field}: more than {MAX_FRAMES:,} frames")
+    if not frames:
+        raise ManifestError(where, f"{field}: {spec!r} selects no frames")
+    return tuple(frames)
+
+
+def _parse_text(text: str, where: str, field: str) -> list[int]:
+    squeezed = re.sub(r"\s+", "", text)
+    if not squeezed:
+        raise ManifestError(where, f"{field}: empty, expected a frame spec such as 1001-1100")
+    frames: list[int] = []
+    for item in squeezed.split(","):
+        frames.extend(_expand_item(item, text, where, field))
+        if len(frames) > MAX_FRAMES:
+            raise ManifestError(where, f"{field}: more than {MAX_FRAMES:,} frames in {text!r}")
+    return frames
+
+
+def _expand_item(item: str, text: str, where: str, field: str) -> list[int]:
+    m = _ITEM.fullmatch(item)
+    if m is None:
+        what = "" if item == text else " (an empty item)" if not item else f" (at {item!r})"
+        raise ManifestError(where, f"{field}: cannot parse {text!r}{what}; {_SYNTAX}")
+    start, end = int(m[1]), int(m[2]) if m[2] is not None else None
+    if end is None:
+        return [start]
+    kind, step = m[3] or "x", int(m[4]) if m[4] is not None else 1
+    if step == 0:
+        raise ManifestError(where, f"{field}: cannot parse {text!r}: step 0 in {item!r}")
+    if step < 0:
+        if kind == "y" or start <= end:
+            raise ManifestError(where, f"{field}: cannot parse {text!r}: negative step in {item!r} "
+                                       "points away from the end of the range")
+        step = -step
+    count = abs(end - start) // step + 1
+    if count > MAX_FRAMES:
+        raise ManifestError(where, f"{field}: {item!r} has {count:,} frames, more than {MAX_FRAMES:,}")
+    return list(FrameSet(f"{start}-{end}{'y' if kind == 'y' else 'x'}{step}"))
+
+
+def format_frames(frames: Iterable[int]) -> str:
+    """A compact spec of `frames` for display, in their order (`1-24`, `1-99x2,100`); parses back."""
+    return str(FrameSet.framesToFrameRange(list(frames), sort=False, compress=False))
+
+
+def _kind(value: object) -> str:
+    names = {dict: "a mapping", list: "a list", type(None): "nothing", bool: "a boolean", float: "a number"}
+    return names.get(type(value), type(value).__name__)
