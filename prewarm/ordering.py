@@ -31,9 +31,17 @@ _FALLBACK_TIER = 1
 
 @dataclass(slots=True)
 class _Granule:
-    rank: int        # index in the job's frame order of the first frame needing it
-    count: int       # frames needing it
+    frames: int      # bitset over the job's frame order: bit i = the i-th frame needs it
     reason: str
+
+    @property
+    def rank(self) -> int:
+        """Index in the job's frame order of the first frame needing it."""
+        return (self.frames & -self.frames).bit_length() - 1
+
+    @property
+    def count(self) -> int:
+        return self.frames.bit_count()
 
     @property
     def value(self) -> float:
@@ -48,31 +56,26 @@ class Ordered:
 
 def _granules(preds: Iterable[Prediction], rank_of: Mapping[int, int], granule: int,
               sizes: Mapping[str, int]) -> dict[str, dict[int, _Granule]]:
+    """Per file, per granule index: which frames need it (a union, so no frame counts twice)."""
     out: dict[str, dict[int, _Granule]] = {}
+    masks: dict[tuple[int, ...], int] = {}
     for p in preds:
         if not p.spans:
             continue
-        rank = min(rank_of[f] for f in p.frames)
-        n = len(p.frames)
+        mask = masks.get(p.frames)
+        if mask is None:
+            mask = masks[p.frames] = sum(1 << rank_of[f] for f in set(p.frames))
         conf = CONFIDENCE[p.reason]
         per = out.setdefault(p.path, {})
-        last = -1
-        for s, e in p.spans:
-            first = max(s // granule, last + 1)
-            for g in range(first, -(-e // granule)):
-                cur = per.get(g)
-                if cur is None:
-                    per[g] = _Granule(rank, n, p.reason)
-                else:
-                    cur.rank = min(cur.rank, rank)
-                    cur.count += n
-                    if conf > CONFIDENCE[cur.reason]:
-                        cur.reason = p.reason
-                last = g
-    for path, per in out.items():
-        limit = -(-sizes.get(path, 0) // granule)
-        for g in [g for g in per if g >= limit]:
-            del per[g]
+        limit = -(-sizes[p.path] // granule)
+        for g in {g for s, e in p.spans for g in range(s // granule, min(-(-e // granule), limit))}:
+            cur = per.get(g)
+            if cur is None:
+                per[g] = _Granule(mask, p.reason)
+            else:
+                cur.frames |= mask
+                if conf > CONFIDENCE[cur.reason]:
+                    cur.reason = p.reason
     return out
 
 
