@@ -31,8 +31,9 @@ class Settings:
     granule: int = MiB
     """Ranges are widened to whole granules: the gateway mounts with rsize=1M and fetches that anyway."""
 
-    max_gap: int = 2 * MiB
-    """Two planned ranges of a file closer than this are joined: one request beats two round trips."""
+    max_gap: int = 0
+    """Planned ranges of a file this close are joined. 0: warming is bandwidth-bound (many
+    reads in flight hide round trips), so filling a gap costs bytes and saves nothing."""
 
     path_map: PathMap = field(default_factory=PathMap)
     """Studio paths <-> trace aliases <-> local (gateway mount) paths."""
@@ -51,6 +52,13 @@ class Settings:
 
     dedupe_ttl_s: int = 6 * 3600
     """How long a warmed range is trusted to still be in the gateway cache."""
+
+    dispatch_window: int = 8
+    """Batches per gateway sitting in the broker at once: enough to keep every worker busy,
+    few enough that a job whose frames start sooner overtakes the queue within a batch or two."""
+
+    visibility_timeout_s: int = 3600
+    """Seconds before the broker hands an unacknowledged batch (its worker died) to another worker."""
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, path: str | None = None) -> Settings:
@@ -94,10 +102,11 @@ class Settings:
                     raise ConfigError(f"{where}: {name}", "expected a string")
                 kwargs[name] = value
             else:
-                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                    raise ConfigError(f"{where}: {name}", "expected a positive integer")
+                floor = 0 if name == "max_gap" else 1
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < floor):
+                    raise ConfigError(f"{where}: {name}", f"expected an integer >= {floor}")
                 if value is None and name != "throttle_bps":
-                    raise ConfigError(f"{where}: {name}", "expected a positive integer")
+                    raise ConfigError(f"{where}: {name}", "expected an integer, not null")
                 kwargs[name] = value
         return cls(**kwargs)
 
