@@ -1,0 +1,111 @@
+"""Throughput through the gateway twin at 30 ms / 50 MB/s: cold with 1-32 readers, then hits.
+
+Why: a warmer's design rests on "one reader gets a fraction of the link, many fill
+it" (test-bench.md: a prototype gave 20 MB/s with 1 reader, 49 MB/s with 16). This
+measures the twin the tests and benchmarks use, so its numbers can be trusted.
+
+    .venv/bin/python bench/twin_link.py [--mib-per-run 48] [--rtt-ms 30] [--mbps 50]
+
+Prints a table and writes bench/out/twin_link.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prewarm.twin.control import start_twin  # noqa: E402
+from prewarm.twin.gateway import TwinConfig  # noqa: E402
+from prewarm.twin.link import MB  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def read_all(mount: Path, names: list[str], readers: int) -> float:
+    """Read each 1 MiB chunk of `names` once with `readers` threads pulling from one queue; return seconds."""
+    jobs = [(n, off) for n in names for off in range(0, (mount / n).stat().st_size, MiB)]
+    lock = threading.Lock()
+
+    def work() -> None:
+        fds: dict[str, int] = {}
+        while True:
+            with lock:
+                if not jobs:
+                    break
+                name, off = jobs.pop()
+            fd = fds.get(name)
+            if fd is None:
+                fd = fds[name] = os.open(mount / name, os.O_RDONLY)
+            os.pread(fd, MiB, off)
+        for fd in fds.values():
+            os.close(fd)
+
+    threads = [threading.Thread(target=work) for _ in range(readers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mib-per-run", type=int, default=48)
+    p.add_argument("--rtt-ms", type=float, default=30.0)
+    p.add_argument("--mbps", type=float, default=50.0)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "twin_link.json")
+    args = p.parse_args()
+    n_files = 8
+    per_file = args.mib_per_run // n_files
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="twin-bench-") as tmp:
+        origin, mount = Path(tmp) / "origin", Path(tmp) / "mnt"
+        origin.mkdir()
+        names = [f"f{i}.bin" for i in range(n_files)]
+        for name in names:
+            (origin / name).write_bytes(os.urandom(per_file * MiB))
+        config = TwinConfig(rtt_ms=args.rtt_ms, mbps=args.mbps, capacity=4 * args.mib_per_run * MiB)
+        twin = start_twin(origin, mount, config, cache_dir=Path(tmp) / "cache", state_dir=Path(tmp) / "state")
+        try:
+            for readers in (1, 4, 16, 32):
+                twin.drop_cache()
+                for name in names:          # metadata warm: measure the data path only
+                    os.stat(mount / name)
+                twin.reset()
+                secs = read_all(mount, names, readers)
+                s = twin.stats()
+                rows.append({"path": "cold", "readers": readers, "bytes": s["bytes_served"], "seconds": secs,
+                             "mb_per_s": s["bytes_served"] / secs / MB, "wan_bytes": s["wan_bytes"],
+                             "misses": s["misses"], "peak_reads_in_flight": s["peak_reads_in_flight"]})
+            for readers in (1, 16):
+                twin.reset()
+                secs = read_all(mount, names, readers)
+                s = twin.stats()
+                rows.append({"path": "hit", "readers": readers, "bytes": s["bytes_served"], "seconds": secs,
+                             "mb_per_s": s["bytes_served"] / secs / MB, "wan_bytes": s["wan_bytes"],
+                             "misses": s["misses"], "peak_reads_in_flight": s["peak_reads_in_flight"]})
+        finally:
+            twin.stop()
+    print(f"gateway twin at {args.rtt_ms:g} ms, {args.mbps:g} MB/s, {args.mib_per_run} MiB per run, 1 MiB reads")
+    print(f"{'path':<5} {'readers':>7} {'MB/s':>8} {'seconds':>8} {'WAN MB':>8} {'misses':>6} {'peak':>5}")
+    for r in rows:
+        print(f"{r['path']:<5} {r['readers']:>7} {r['mb_per_s']:>8.1f} {r['seconds']:>8.2f} "
+              f"{r['wan_bytes'] / MB:>8.1f} {r['misses']:>6} {r['peak_reads_in_flight']:>5}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rtt_ms": args.rtt_ms, "mbps": args.mbps, "mib_per_run": args.mib_per_run,
+                                    "read_size": MiB, "cpus": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

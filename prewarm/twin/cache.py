@@ -1,0 +1,212 @@
+"""The gateway's chunk cache: fixed granules on local disk, LRU, single-flight misses.
+
+It plays fscache/cachefiles: the first read of a granule fetches the whole granule
+from the origin (knfsd-cache-utils mounts with rsize=1M), later reads of any part of
+it are served from disk. Capacity is finite and the least recently used granule goes
+first, so a plan larger than the cache visibly evicts what it warmed.
+
+Concurrent misses on one granule share one fetch: a hundred render nodes opening the
+same texture must cost one WAN transfer, and the warmer's tests count on it.
+
+The fetch is a plain function `(path, offset, length) -> bytes`, so the cache is
+tested with an in-process fetch and no FUSE.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+Fetch = Callable[[str, int, int], bytes]
+ChunkKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheCounters:
+    """A snapshot of the cache's counters since the last reset (occupancy is always current)."""
+
+    hits: int
+    """Granule lookups served from the disk cache."""
+    misses: int
+    """Granule fetches from the origin (one per single-flight group)."""
+    joined: int
+    """Granule lookups that waited on a fetch already in flight instead of starting one."""
+    evictions: int
+    wan_bytes: int
+    """Bytes fetched from the origin: what crossed the WAN."""
+    cached_bytes: int
+    cached_chunks: int
+
+
+@dataclass(slots=True)
+class _Entry:
+    file: Path
+    size: int
+    version: Hashable
+
+
+class _Flight:
+    """One fetch in progress; waiters block on `done` and then read `data` or `error`."""
+
+    __slots__ = ("version", "done", "data", "error")
+
+    def __init__(self, version: Hashable) -> None:
+        self.version = version
+        self.done = threading.Event()
+        self.data = b""
+        self.error: BaseException | None = None
+
+
+class ChunkCache:
+    """Granule cache of origin files, keyed by (path, granule index) and tagged with a version.
+
+    The version is whatever identifies a file's content to the caller (the gateway uses
+    size and mtime): a granule cached under another version is stale and refetched.
+    """
+
+    def __init__(self, directory: Path, granule: int, capacity: int, fetch: Fetch) -> None:
+        if granule <= 0:
+            raise ValueError("granule must be positive")
+        if capacity < 0:
+            raise ValueError("capacity must not be negative")
+        self.granule = granule
+        self.capacity = capacity
+        self._fetch = fetch
+        self._dir = Path(directory) / "chunks"
+        # The index lives in memory, so chunk files from an earlier run are garbage.
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir.mkdir(parents=True)
+        self._lock = threading.Lock()
+        self._index: OrderedDict[ChunkKey, _Entry] = OrderedDict()
+        self._by_path: dict[str, set[int]] = {}
+        self._flights: dict[ChunkKey, _Flight] = {}
+        self._used = 0
+        self._seq = 0
+        self._hits = self._misses = self._joined = self._evictions = self._wan = 0
+
+    def read(self, path: str, version: Hashable, size: int, offset: int, length: int) -> bytes:
+        """Bytes `[offset, offset+length)` of a file of `size` bytes, clipped at its end."""
+        end = min(offset + length, size)
+        if end <= offset:
+            return b""
+        g = self.granule
+        parts = []
+        for idx in range(offset // g, (end - 1) // g + 1):
+            start = idx * g
+            chunk_len = min(g, size - start)
+            lo = max(offset, start) - start
+            hi = min(end, start + chunk_len) - start
+            parts.append(self._read_chunk(path, version, idx, chunk_len, lo, hi))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_chunk(self, path: str, version: Hashable, idx: int, chunk_len: int, lo: int, hi: int) -> bytes:
+        key = (path, idx)
+        fd = -1
+        leader = False
+        with self._lock:
+            entry = self._index.get(key)
+            if entry is not None and entry.version == version:
+                self._index.move_to_end(key)
+                self._hits += 1
+                # Opened under the lock so an eviction cannot unlink it first; an
+                # eviction after this point leaves the open descriptor readable.
+                fd = os.open(entry.file, os.O_RDONLY)
+            else:
+                if entry is not None:
+                    self._remove(key)
+                flight = self._flights.get(key)
+                if flight is not None and flight.version == version:
+                    self._joined += 1
+                else:
+                    flight = _Flight(version)
+                    self._flights[key] = flight
+                    self._misses += 1
+                    leader = True
+        if fd >= 0:
+            try:
+                return os.pread(fd, hi - lo, lo)
+            finally:
+                os.close(fd)
+        if leader:
+            self._lead(key, flight, chunk_len)
+        else:
+            flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        return flight.data[lo:hi]
+
+    def _lead(self, key: ChunkKey, flight: _Flight, chunk_len: int) -> None:
+        path, idx = key
+        try:
+            flight.data = self._fetch(path, idx * self.granule, chunk_len)
+            with self._lock:
+                self._wan += len(flight.data)
+            self._store(key, flight.version, flight.data)
+        except Exception as exc:
+            flight.error = exc
+        finally:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight.done.set()
+
+    def _store(self, key: ChunkKey, version: Hashable, data: bytes) -> None:
+        if len(data) > self.capacity:
+            return
+        with self._lock:
+            self._seq += 1
+            file = self._dir / f"{self._seq:x}"
+        # Written before it is indexed: no reader can find a half-written chunk.
+        file.write_bytes(data)
+        with self._lock:
+            if key in self._index:
+                self._remove(key)
+            while self._index and self._used + len(data) > self.capacity:
+                self._remove(next(iter(self._index)))
+                self._evictions += 1
+            self._index[key] = _Entry(file, len(data), version)
+            self._by_path.setdefault(key[0], set()).add(key[1])
+            self._used += len(data)
+
+    def _remove(self, key: ChunkKey) -> None:
+        """Forget one chunk; the caller holds the lock."""
+        entry = self._index.pop(key)
+        self._used -= entry.size
+        idxs = self._by_path[key[0]]
+        idxs.discard(key[1])
+        if not idxs:
+            del self._by_path[key[0]]
+        entry.file.unlink(missing_ok=True)
+
+    def invalidate(self, path: str) -> int:
+        """Drop every granule of `path` (its content changed at the origin); return how many."""
+        with self._lock:
+            idxs = list(self._by_path.get(path, ()))
+            for idx in idxs:
+                self._remove((path, idx))
+            return len(idxs)
+
+    def drop(self) -> None:
+        """Empty the cache, as a cold benchmark run needs; counters are kept."""
+        with self._lock:
+            for key in list(self._index):
+                self._remove(key)
+
+    def cached(self, path: str) -> list[int]:
+        """Indexes of the granules of `path` held now, ascending."""
+        with self._lock:
+            return sorted(self._by_path.get(path, ()))
+
+    def counters(self) -> CacheCounters:
+        with self._lock:
+            return CacheCounters(self._hits, self._misses, self._joined, self._evictions, self._wan,
+                                 self._used, len(self._index))
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._hits = self._misses = self._joined = self._evictions = self._wan = 0

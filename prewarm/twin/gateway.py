@@ -1,0 +1,268 @@
+"""The gateway twin's behaviour, apart from FUSE: attribute cache, chunk cache, WAN link, counters.
+
+`fs.py` only translates FUSE calls into these methods, so everything that decides
+what crosses the (simulated) WAN is here and runs without a mount.
+
+Metadata follows the NFS client that a knfsd re-export gateway runs: the first
+LOOKUP/GETATTR of a path and the first READDIRPLUS of a directory cost a round trip,
+then the answer (negative ones too, like the dentry cache) is trusted for
+`attr_ttl_s` (knfsd-cache-utils: `acregmin=acregmax=acdirmin=acdirmax=600`). When a
+revalidation finds a new size or mtime, the file's cached granules are dropped, which
+is how an origin change becomes visible after attribute expiry.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from prewarm.twin.cache import ChunkCache
+from prewarm.twin.link import MB, Link
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+T = TypeVar("T")
+
+OPS = ("LOOKUP", "GETATTR", "READDIRPLUS", "READLINK", "READ")
+"""NFS operations the twin sends over its WAN link, as named in /proc/self/mountstats."""
+
+
+@dataclass(frozen=True, slots=True)
+class TwinConfig:
+    """How the simulated gateway and its WAN link behave."""
+
+    rtt_ms: float = 30.0
+    """Round trip to the studio filer; 30-80 ms is typical of a cloud burst."""
+    mbps: float | None = 50.0
+    """Shared link bandwidth in MB/s (10**6 bytes); None: latency only."""
+    granule: int = MiB
+    """Fetch and cache unit: knfsd-cache-utils mounts the origin with rsize=1M."""
+    capacity: int = 10 * GiB
+    """Cache size in bytes; least recently used granules are evicted beyond it."""
+    attr_ttl_s: float = 600.0
+    """How long attributes, negative lookups and listings are trusted (NFS acregmax/acdirmax)."""
+    log_reads: bool = False
+    """Keep every client read (path, offset, length) so a test can check what was read."""
+
+    def link(self) -> Link:
+        return Link(self.rtt_ms / 1000.0, self.mbps * MB if self.mbps else None)
+
+
+@dataclass(slots=True)
+class _OpStats:
+    requests: int = 0
+    errors: int = 0
+    bytes_received: int = 0
+    wait_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Attr:
+    st: os.stat_result | None
+    """None: the path does not exist at the origin (a cached negative lookup)."""
+    fetched_at: float
+
+
+class Gateway:
+    """A read-only caching gateway over the directory `origin`.
+
+    Paths are absolute inside the export (`/shot/tex.tx`), as FUSE passes them.
+    """
+
+    def __init__(self, origin: Path, cache_dir: Path, config: TwinConfig,
+                 link: Link | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.origin = Path(origin)
+        self.config = config
+        self._link = link or config.link()
+        self._clock = clock
+        self.started_at = clock()
+        self._lock = threading.Lock()
+        self._attrs: dict[str, _Attr] = {}
+        self._dirs: dict[str, tuple[list[str], float]] = {}
+        self.cache = ChunkCache(cache_dir, config.granule, config.capacity, self._fetch)
+        self._zero()
+
+    def _zero(self) -> None:
+        self._ops = {op: _OpStats() for op in OPS}
+        self._bytes_served = 0
+        self._reads = 0
+        self._opens = 0
+        self._attr_invalidations = 0
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._read_log: list[tuple[str, int, int]] = []
+
+    def _origin_path(self, path: str) -> str:
+        return os.path.join(self.origin, path.lstrip("/"))
+
+    def _round_trip(self, op: str, call: Callable[[], T]) -> T:
+        """Run a metadata call at the origin and charge it one WAN round trip."""
+        waited = self._link.round_trip()
+        try:
+            return call()
+        except OSError:
+            with self._lock:
+                self._ops[op].errors += 1
+            raise
+        finally:
+            with self._lock:
+                self._ops[op].requests += 1
+                self._ops[op].wait_s += waited
+
+    def getattr(self, path: str) -> os.stat_result:
+        """Attributes of `path` (symlinks not followed); FileNotFoundError if absent."""
+        now = self._clock()
+        with self._lock:
+            cached = self._attrs.get(path)
+        if cached is None or now - cached.fetched_at >= self.config.attr_ttl_s:
+            op = "LOOKUP" if cached is None else "GETATTR"
+            try:
+                st: os.stat_result | None = self._round_trip(op, lambda: os.lstat(self._origin_path(path)))
+            except FileNotFoundError:
+                st = None
+            self._remember(path, st, self._clock(), cached)
+            cached = _Attr(st, now)
+        if cached.st is None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return cached.st
+
+    def _remember(self, path: str, st: os.stat_result | None, at: float, old: _Attr | None) -> None:
+        with self._lock:
+            self._attrs[path] = _Attr(st, at)
+            changed = (old is not None and old.st is not None and
+                       (st is None or (st.st_size, st.st_mtime_ns) != (old.st.st_size, old.st.st_mtime_ns)))
+            if changed:
+                self._attr_invalidations += 1
+        if changed:
+            self.cache.invalidate(path)
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in directory `path`; one READDIRPLUS also refreshes the entries' attributes."""
+        now = self._clock()
+        with self._lock:
+            cached = self._dirs.get(path)
+        if cached is not None and now - cached[1] < self.config.attr_ttl_s:
+            return cached[0]
+        base = self._origin_path(path)
+
+        def readdirplus() -> list[tuple[str, os.stat_result]]:
+            with os.scandir(base) as it:
+                return [(e.name, e.stat(follow_symlinks=False)) for e in it]
+
+        entries = self._round_trip("READDIRPLUS", readdirplus)
+        at = self._clock()
+        prefix = path.rstrip("/")
+        for name, st in entries:
+            child = f"{prefix}/{name}"
+            with self._lock:
+                old = self._attrs.get(child)
+            self._remember(child, st, at, old)
+        names = sorted(name for name, _ in entries)
+        with self._lock:
+            self._dirs[path] = (names, at)
+        return names
+
+    def readlink(self, path: str) -> str:
+        return self._round_trip("READLINK", lambda: os.readlink(self._origin_path(path)))
+
+    def open(self, path: str) -> None:
+        """Check that `path` is a readable file: nocto, so no revalidation beyond the attribute cache."""
+        st = self.getattr(path)
+        if statmod.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", path)
+        with self._lock:
+            self._opens += 1
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        """Serve a client read from the chunk cache, fetching missing granules over the link."""
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            st = self.getattr(path)
+            data = self.cache.read(path, (st.st_size, st.st_mtime_ns), st.st_size, offset, size)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        with self._lock:
+            self._reads += 1
+            self._bytes_served += len(data)
+            if self.config.log_reads and data:
+                self._read_log.append((path, offset, len(data)))
+        return data
+
+    def _fetch(self, path: str, offset: int, length: int) -> bytes:
+        """One granule from the origin: a READ that pays latency and its share of bandwidth."""
+        try:
+            fd = os.open(self._origin_path(path), os.O_RDONLY)
+            try:
+                data = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+        except OSError:
+            with self._lock:
+                self._ops["READ"].errors += 1
+            raise
+        waited = self._link.transfer(len(data))
+        with self._lock:
+            op = self._ops["READ"]
+            op.requests += 1
+            op.bytes_received += len(data)
+            op.wait_s += waited
+        return data
+
+    def reads(self) -> list[tuple[str, int, int]]:
+        """Client reads since the last reset, if `log_reads` is on."""
+        with self._lock:
+            return list(self._read_log)
+
+    def reset(self) -> None:
+        """Zero every counter and the read log; cached data and attributes stay."""
+        with self._lock:
+            in_flight = self._in_flight
+            self._zero()
+            self._in_flight = self._peak_in_flight = in_flight
+        self.cache.reset_counters()
+
+    def drop(self) -> None:
+        """Forget cached data, attributes and listings: the next access of anything is cold."""
+        with self._lock:
+            self._attrs.clear()
+            self._dirs.clear()
+        self.cache.drop()
+
+    def stats(self) -> dict[str, object]:
+        """The twin's counters as plain JSON values."""
+        c = self.cache.counters()
+        cfg = self.config
+        with self._lock:
+            ops = {name: {"requests": o.requests, "errors": o.errors, "bytes_received": o.bytes_received,
+                          "wait_ms": round(o.wait_s * 1000.0, 3)} for name, o in self._ops.items()}
+            return {
+                "hits": c.hits,
+                "misses": c.misses,
+                "joined": c.joined,
+                "wan_bytes": c.wan_bytes,
+                "bytes_served": self._bytes_served,
+                "reads": self._reads,
+                "opens": self._opens,
+                "reads_in_flight": self._in_flight,
+                "peak_reads_in_flight": self._peak_in_flight,
+                "evictions": c.evictions,
+                "cached_bytes": c.cached_bytes,
+                "cached_chunks": c.cached_chunks,
+                "metadata_round_trips": sum(ops[op]["requests"] for op in OPS if op != "READ"),
+                "attr_invalidations": self._attr_invalidations,
+                "ops": ops,
+                "config": {"origin": str(self.origin), "rtt_ms": cfg.rtt_ms, "mbps": cfg.mbps,
+                           "granule": cfg.granule, "capacity": cfg.capacity, "attr_ttl_s": cfg.attr_ttl_s,
+                           "log_reads": cfg.log_reads},
+                "uptime_s": round(self._clock() - self.started_at, 3),
+            }
