@@ -1,0 +1,130 @@
+"""`prewarm plan` as users and submitter hooks call it (contract 3), on the real sample jobs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prewarm.plan import Plan
+from prewarm.ranges import covered, normalize
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_jobs"
+
+
+def prewarm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "prewarm", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture()
+def local(shot_trees: Path) -> str:
+    return f"/studio/proj={shot_trees}"
+
+
+def test_plan_to_stdout_follows_contract(local: str):
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(SAMPLES / "shot100/traces"),
+                "--local", local)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["job"] == "shot100_lighting_v001"
+    assert {"path", "offset", "length"} <= set(data["ranges"][0])
+    assert data["summary"]["bytes"] == sum(x["length"] for x in data["ranges"])
+    assert data["summary"]["files"] == len({x["path"] for x in data["ranges"]})
+    assert all(x["path"].startswith("/studio/proj/") for x in data["ranges"]), "plans carry studio paths"
+    Plan.from_json(data)  # what the plan command writes, the warm side accepts
+
+
+def test_plan_orders_first_frame_and_shared_data_first(local: str, tmp_path: Path):
+    out = tmp_path / "plan.json"
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(SAMPLES / "shot100/traces"),
+                "--local", local, "-o", str(out), "--summary")
+    assert r.returncode == 0, r.stderr
+    assert "planned" in r.stderr and "shot100_lighting_v001" in r.stderr
+    ranges = json.loads(out.read_text())["ranges"]
+    firsts = [x["frame"] for x in ranges if x["reason"] != "fallback"]
+    assert firsts == sorted(firsts), "frames' needs come in frame order"
+    head = [x for x in ranges if x["frame"] == 1]
+    assert head[0]["frames"] == 24, "what every frame needs leads"
+    monitors = [x["path"] for x in ranges if "monitor" in x["path"]]
+    assert monitors == sorted(monitors) and len(monitors) == 24
+    assert ranges[-1]["reason"] == "fallback", "untraced tiles 1002/1003 go last"
+
+
+def test_plan_extrapolates_unseen_frames_from_earlier_traces(local: str, tmp_path: Path):
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    for f in range(1, 7):
+        (traces / f"frame.{f:04d}.strace.gz").write_bytes((SAMPLES / f"shot100/traces/frame.{f:04d}.strace.gz").read_bytes())
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(traces), "--local", local,
+                "--frames", "7-24", "--granule", "64KiB")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    reasons = {x["reason"] for x in data["ranges"]}
+    assert {"progression", "pattern"} <= reasons
+    abc = normalize((x["offset"], x["offset"] + x["length"]) for x in data["ranges"]
+                    if x["path"].endswith("crate_anim.abc"))
+    # frames 7 and 24 read their Alembic regions here (checked by hand in the raw traces)
+    for start, end in [(234_850 + 5 * 120_720, 234_850 + 6 * 120_720), (2_890_618, 3_011_338)]:
+        assert covered(abc, start, end) == end - start
+    # frames 2-6 (traced, not in the job) read 234,850-838,450: whole granules inside it stay out
+    assert covered(abc, 4 * 65_536, 12 * 65_536) == 0
+
+
+def test_budget_drops_and_reports(local: str):
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(SAMPLES / "shot100/traces"),
+                "--local", local, "--max-bytes", "4MiB")
+    data = json.loads(r.stdout)
+    assert data["summary"]["bytes"] <= 4 << 20
+    assert data["summary"]["dropped_bytes"] > 0 and data["dropped"]
+    # the scene, read by all 24 frames, survives the budget before any one frame's monitor image
+    assert any(x["path"].endswith(".blend") for x in data["ranges"])
+
+
+def test_missing_inputs_are_findings_not_crashes(tmp_path: Path):
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text("job: j\nframes: 1-3\ninputs:\n  - /nowhere/scene.blend\n  - /nowhere/c.####.bgeo\n")
+    r = prewarm("plan", str(manifest))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["ranges"] == []
+    assert {m["path"] for m in data["missing"]} >= {"/nowhere/scene.blend", "/nowhere/c.0002.bgeo"}
+    assert all(m["line"] in (4, 5) for m in data["missing"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("job: j\nframes: 1-x\ninputs: [/a]\n", ":2: "),
+    ("job: j\nframes: 1-3\n", "inputs"),
+    ("job: j\nframes: 1-3\ninputs: [/a]\nframs: 2\n", ":4: "),
+    ("- just\n- a list\n", ":1: "),
+])
+def test_bad_manifest_is_one_line_exit_2(tmp_path: Path, text: str, expected: str):
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(text)
+    out = tmp_path / "plan.json"
+    r = prewarm("plan", str(manifest), "-o", str(out))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert str(manifest) in r.stderr and expected in r.stderr
+    assert not out.exists(), "nothing half-written"
+
+
+def test_bad_trace_path_and_bad_flags_are_one_line_exit_2(tmp_path: Path):
+    manifest = SAMPLES / "shot100/manifest.yaml"
+    for args, needle in [(["--traces", str(tmp_path / "nope")], "nope"),
+                         (["--granule", "lots"], "--granule"),
+                         (["--local", "relative=x"], "--local")]:
+        r = prewarm("plan", str(manifest), *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and needle in r.stderr
+
+
+def test_garbage_trace_file_is_named(tmp_path: Path):
+    bad = tmp_path / "frame.0001.log"
+    bad.write_bytes(b"\x00\x01binary garbage\n")
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(bad))
+    assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr
