@@ -1,0 +1,168 @@
+"""Trace import speed and memory, on a synthetic log grown from the real traces.
+
+A frame of a heavy render logs millions of calls and a job has hundreds of frames, so
+the importer must stream (memory independent of log length) and parse strace at
+>= 150,000 lines/s on one core. This builds ~1M-line logs by repeating the real
+shot100/shot200 traces with shifted pids and renamed paths (so caches see many
+distinct files and threads), writes them plain and gzip-compressed, as strace and as
+prewarm JSON Lines, and times `read_traces` end to end (open, decompress, sniff,
+parse, path mapping). Each measurement runs in a fresh process so that its peak RSS
+is its own; peak Python heap (tracemalloc) is measured at two log sizes to show it
+does not grow with the log.
+
+    .venv/bin/python bench/trace_import.py [--lines 1000000] [--json bench/out/trace_import.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterable, Iterator
+from typing import Any
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prewarm.pathmap import PathMap, Prefix  # noqa: E402
+from prewarm.trace_files import ImportStats, read_traces  # noqa: E402
+from prewarm.trace_jsonl import write_jsonl  # noqa: E402
+
+REAL = ROOT.parent / "shared" / "data" / "real-traces"
+TARGET_LINES_PER_S = 150_000
+_PID = re.compile(r"^(\d+)")
+
+
+def real_lines() -> list[str]:
+    lines: list[str] = []
+    for f in sorted(REAL.glob("shot*/traces/*.strace.gz")):
+        with gzip.open(f, "rt") as fh:
+            lines.extend(fh)
+    return lines
+
+
+def synthetic(lines: list[str], target: int) -> Iterator[str]:
+    """Copies of the real lines, each with its own pids and its own project folder."""
+    made, copy = 0, 0
+    while made < target:
+        prefix = f"/studio/proj/c{copy:03d}/"
+        shift = copy * 100_000
+        for line in lines:
+            yield _PID.sub(lambda m: str(int(m.group(1)) + shift), line.replace("/studio/proj/", prefix), 1)
+            made += 1
+            if made >= target:
+                return
+        copy += 1
+
+
+def write(path: Path, lines: Iterable[str], compress: bool) -> None:
+    with (gzip.open(path, "wt", compresslevel=6) if compress else open(path, "w")) as fh:
+        fh.writelines(lines)
+
+
+def measure(path: str, heap: bool) -> dict[str, object]:
+    """One import of one file, as a child process runs it."""
+    # Traces name the render host's mount; map it, as a real import does.
+    path_map = PathMap((Prefix("/studio/proj", aliases=("/net/filer01/proj",)),))
+    stats = ImportStats()
+    if heap:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    for _ in read_traces([path], path_map=path_map, stats=stats):
+        pass
+    seconds = time.perf_counter() - t0
+    out: dict[str, object] = {"lines": stats.lines, "records": stats.records, "seconds": seconds,
+                              "skipped_lines": stats.skipped_lines,
+                              "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if heap:
+        out["heap_peak_kb"] = tracemalloc.get_traced_memory()[1] / 1024
+        tracemalloc.stop()
+    return out
+
+
+def child(path: Path, heap: bool = False) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", str(path)] + (["--heap"] if heap else [])
+    got: dict[str, Any] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return got
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lines", type=int, default=1_000_000, help="lines in the large synthetic log")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "trace_import.json"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--heap", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.heap)))
+        return 0
+
+    real = real_lines()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="prewarm-bench-") as tmp:
+        d = Path(tmp)
+        small = max(args.lines // 8, 1)
+        files = {}
+        for size_name, n in (("large", args.lines), ("small", small)):
+            for compress in (False, True):
+                f = d / f"strace_{size_name}{'.gz' if compress else ''}.log"
+                write(f, synthetic(real, n), compress)
+                files[("strace", size_name, compress)] = f
+        # JSON Lines of the same accesses, as many lines as the strace log.
+        plain = d / "records.jsonl"
+        with open(plain, "wb") as fh:
+            written = 0
+            while written < args.lines:
+                more = read_traces([str(files[("strace", "large", False)])], frame=1001)
+                written += write_jsonl((a for a, _ in zip(more, range(args.lines - written))), fh)
+        with open(plain) as fh_in:
+            write(d / "records.jsonl.gz", fh_in, True)
+        files[("jsonl", "large", False)] = plain
+        files[("jsonl", "large", True)] = d / "records.jsonl.gz"
+
+        for fmt in ("strace", "jsonl"):
+            for compress in (False, True):
+                f = files[(fmt, "large", compress)]
+                r = child(f)
+                rows.append({"format": fmt, "gzip": compress, "size_mb": f.stat().st_size / 2**20,
+                             "lines_per_s": r["lines"] / r["seconds"], "records_per_s": r["records"] / r["seconds"],
+                             **r})
+        memory: list[dict[str, Any]] = []
+        for size_name in ("small", "large"):
+            f = files[("strace", size_name, True)]
+            r = child(f, heap=True)
+            memory.append({"log": f"strace gzip, {size_name}", "lines": r["lines"],
+                           "heap_peak_kb": r["heap_peak_kb"], "max_rss_mb": r["max_rss_mb"]})
+
+    print(f"{'format':8} {'gzip':5} {'MB':>7} {'lines':>9} {'records':>9} {'s':>6} {'lines/s':>9} {'records/s':>10} {'RSS MB':>7}")
+    for r in rows:
+        print(f"{r['format']:8} {str(r['gzip']):5} {r['size_mb']:7.1f} {r['lines']:9d} {r['records']:9d} "
+              f"{r['seconds']:6.2f} {r['lines_per_s']:9.0f} {r['records_per_s']:10.0f} {r['max_rss_mb']:7.1f}")
+    print()
+    print(f"{'memory (tracemalloc)':24} {'lines':>9} {'heap peak KB':>13} {'RSS MB':>7}")
+    for m in memory:
+        print(f"{m['log']:24} {m['lines']:9d} {m['heap_peak_kb']:13.0f} {m['max_rss_mb']:7.1f}")
+    strace_plain = next(r for r in rows if r["format"] == "strace" and not r["gzip"])
+    ok = strace_plain["lines_per_s"] >= TARGET_LINES_PER_S
+    print(f"\nstrace plain: {strace_plain['lines_per_s']:.0f} lines/s, target {TARGET_LINES_PER_S}: "
+          f"{'PASS' if ok else 'FAIL'}")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cpu_count": os.cpu_count(), "python": sys.version.split()[0],
+                               "target_strace_lines_per_s": TARGET_LINES_PER_S, "pass": ok,
+                               "throughput": rows, "memory": memory}, indent=2))
+    print(f"wrote {out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
