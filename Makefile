@@ -19,7 +19,9 @@ system-deps:
 
 # The main job on the sample job, with the embedded default (no Redis).
 demo: setup
-	$(VENV)/bin/prewarm plan sample_jobs/shot100/manifest.yaml --traces sample_jobs/shot100/traces --summary -o /dev/null
+	$(VENV)/bin/prewarm sample build sample_jobs/shot100 --root .demo/proj
+	$(VENV)/bin/prewarm plan sample_jobs/shot100/manifest.yaml --traces sample_jobs/shot100/traces \
+		--local /studio/proj=.demo/proj --summary -o .demo/shot100.plan.json
 
 # The whole test suite: unit tests, and integration tests on real Redis, Celery and FUSE
 # (the fixtures start those services and stop them by PID).
