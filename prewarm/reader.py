@@ -1,0 +1,130 @@
+"""Read byte ranges so that the reads reach the gateway, not this host's page cache.
+
+A buffered re-read of a range this worker read before is answered from its own page
+cache and never reaches the gateway, even if the gateway evicted it. So files are
+opened with `O_DIRECT` where the mount allows it (the Linux NFS client accepts
+unaligned O_DIRECT reads into any buffer; local file systems want aligned ones,
+hence an `mmap` buffer, which is page aligned). Where O_DIRECT is refused (tmpfs at
+open, some file systems at read with EINVAL) the file is reopened buffered and each
+read is followed by `POSIX_FADV_DONTNEED`, which drops the pages just read.
+
+A file is opened once per batch and shared by the reader threads: `pread` has no
+file position, so concurrent reads of one descriptor are safe.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import threading
+from typing import Protocol
+
+BUFFER_BYTES = 1 << 20
+"""Largest single read; longer ranges are read in several calls (granules are 1 MiB)."""
+
+
+class OpenFile(Protocol):
+    """An open file: its identity as seen now, and a way to read it."""
+
+    size: int
+    mtime: float
+    regular: bool
+
+    def read(self, offset: int, length: int) -> int:
+        """Read `[offset, offset+length)`; return the bytes read (fewer at end of file)."""
+
+    def close(self) -> None: ...
+
+
+class Reader(Protocol):
+    def open(self, path: str) -> OpenFile:
+        """Open a local path for warming; raises OSError as the file system says."""
+
+    def stat(self, path: str) -> None: ...
+
+    def listdir(self, path: str) -> int: ...
+
+
+_local = threading.local()
+
+
+def _buffer() -> mmap.mmap:
+    """A page-aligned buffer per reader thread, reused: no allocation per read."""
+    buf: mmap.mmap | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = mmap.mmap(-1, BUFFER_BYTES)
+        _local.buf = buf
+    return buf
+
+
+class _File:
+    def __init__(self, path: str, direct: bool) -> None:
+        self.path = path
+        self.fd = -1
+        self.direct = False
+        if direct and hasattr(os, "O_DIRECT"):
+            try:
+                self.fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+                self.direct = True
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        if self.fd < 0:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        self.mtime = st.st_mtime
+        self.regular = stat.S_ISREG(st.st_mode)
+        self._lock = threading.Lock()
+
+    def _fall_back(self) -> None:
+        """O_DIRECT refused this read (alignment): continue buffered on a new descriptor."""
+        with self._lock:
+            if self.direct:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                old, self.fd, self.direct = self.fd, fd, False
+                os.close(old)
+
+    def read(self, offset: int, length: int) -> int:
+        view = memoryview(_buffer())
+        done = 0
+        while done < length:
+            n = min(length - done, BUFFER_BYTES)
+            fd, direct = self.fd, self.direct
+            try:
+                got = os.preadv(fd, [view[:n]], offset + done)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL and direct:
+                    self._fall_back()
+                    continue
+                raise
+            if not direct:
+                os.posix_fadvise(fd, offset + done, got, os.POSIX_FADV_DONTNEED)
+            if got == 0:
+                break
+            done += got
+        return done
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class DirectReader:
+    """The production reader: O_DIRECT when the mount allows it, else buffered and dropped."""
+
+    def __init__(self, direct: bool = True) -> None:
+        self.direct = direct
+
+    def open(self, path: str) -> OpenFile:
+        return _File(path, self.direct)
+
+    def stat(self, path: str) -> None:
+        """A LOOKUP and GETATTR through the gateway: warms its attribute and dentry caches."""
+        os.stat(path)
+
+    def listdir(self, path: str) -> int:
+        """A READDIR through the gateway: renderers resolve UDIMs and sequences by listing."""
+        with os.scandir(path) as it:
+            return sum(1 for _ in it)

@@ -1,0 +1,375 @@
+"""The warm loop: read one batch through the gateway mount, many reads in flight.
+
+Used unchanged by the embedded mode and by the Celery task; everything it touches
+(the reader, the throttle, the dedupe index, the clock) is passed in, so tests run
+it on real files with no mocks.
+
+Latency, not bandwidth, limits a naive warmer: one reader moves one request per
+round trip. So opens, reads and metadata operations are scheduled on a pool of
+`in_flight` threads by a small event loop in the calling thread, which always
+prefers reads of files already open (plan order) over opening the next file, and
+opens each file once per batch.
+
+What can go wrong is reported, never guessed around:
+- a path outside the allowed studio roots is refused before it is even mapped to
+  a local path (a hostile plan must not read `/etc/shadow` through the mount);
+- a file whose size or mtime differs from the plan, or that reads short, is
+  *changed*: warming it would cache bytes the render will not read;
+- missing and denied are final; EIO, ETIMEDOUT and ESTALE are retried with
+  exponential backoff, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import posixpath
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol, TypeVar
+
+from prewarm.batches import Batch
+from prewarm.plan import MetaOp
+from prewarm.reader import OpenFile, Reader
+from prewarm.records import ByteRange, FileInfo, Op
+from prewarm.throttle import Throttle, Unthrottled
+
+T = TypeVar("T")
+
+TRANSIENT = frozenset({errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN})
+"""Errors a gateway under load or failing over returns for a moment: worth another try."""
+
+MTIME_SLACK = 1e-6
+"""mtimes go through JSON as floats; anything closer than this is the same mtime."""
+
+STOP_POLL_S = 0.5
+"""How often a running batch asks whether its job was cancelled."""
+
+
+class FindingKind(str, Enum):
+    MISSING = "missing"
+    DENIED = "denied"
+    CHANGED = "changed"
+    IO_ERROR = "io-error"
+    OUTSIDE = "outside-roots"
+
+
+@dataclass(frozen=True, slots=True)
+class FileFinding:
+    """What the studio should hear about one file before the render starts."""
+
+    path: str
+    kind: FindingKind
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "kind": self.kind.value, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> FileFinding:
+        return cls(data["path"], FindingKind(data["kind"]), data["detail"])
+
+
+@dataclass
+class WarmResult:
+    """What one batch (or a whole embedded warm) did. Plain values: it travels as JSON."""
+
+    bytes_done: int = 0
+    bytes_skipped: int = 0
+    bytes_failed: int = 0
+    files_done: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    meta_done: int = 0
+    meta_failed: int = 0
+    reads: int = 0
+    findings: dict[str, FileFinding] = field(default_factory=dict)
+    failed: list[ByteRange] = field(default_factory=list)
+    """Reads that failed and may succeed later (`prewarm warm --retry`); refused paths are not among them."""
+
+    COUNTERS = ("bytes_done", "bytes_skipped", "bytes_failed", "files_done", "files_skipped",
+                "files_failed", "meta_done", "meta_failed", "reads")
+
+    def counters(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.COUNTERS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.counters(),
+                "findings": [f.to_json() for f in self.findings.values()],
+                "failed": [[r.path, r.offset, r.length] for r in self.failed]}
+
+
+class Dedupe(Protocol):
+    """Cross-job memory of what the gateway already holds, with claims so two jobs never read the same bytes."""
+
+    def claim(self, ident: FileInfo, piece: ByteRange) -> bool:
+        """True: read it (now claimed by us). False: warmed recently, skip. May wait for another reader."""
+
+    def warmed(self, ident: FileInfo, piece: ByteRange) -> None: ...
+
+    def release(self, ident: FileInfo, piece: ByteRange) -> None: ...
+
+
+def inside(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether a studio path lies under one of `roots` (whole components; no `..` tricks)."""
+    if not path.startswith("/") or "\0" in path or posixpath.normpath(path) != path or ".." in path.split("/"):
+        return False
+    return any(r == "/" or path == r or path.startswith(r + "/") for r in roots)
+
+
+def classify(exc: OSError) -> FindingKind:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return FindingKind.MISSING
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return FindingKind.DENIED
+    if exc.errno == errno.EISDIR:
+        return FindingKind.CHANGED
+    return FindingKind.IO_ERROR
+
+
+@dataclass(frozen=True)
+class WarmContext:
+    """Everything the loop touches, passed in."""
+
+    reader: Reader
+    roots: tuple[str, ...]
+    to_local: Callable[[str], str]
+    throttle: Throttle = field(default_factory=Unthrottled)
+    in_flight: int = 16
+    dedupe: Dedupe | None = None
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    retries: int = 3
+    backoff_s: float = 0.05
+    should_stop: Callable[[], bool] | None = None
+    progress: Callable[[WarmResult], None] | None = None
+
+
+@dataclass
+class _File:
+    path: str
+    pieces: list[tuple[int, ByteRange]]
+    handle: OpenFile | None = None
+    ident: FileInfo | None = None
+    left: int = 0
+    read_any: bool = False
+
+
+class _Run:
+    def __init__(self, batch: Batch, ctx: WarmContext) -> None:
+        self.batch = batch
+        self.ctx = ctx
+        self.result = WarmResult()
+        self.files: dict[str, _File] = {}
+        self.to_open: deque[str] = deque()
+        self.meta: deque[MetaOp] = deque()
+        self.ready: list[tuple[int, str, ByteRange]] = []
+        self.failed_here: set[str] = set()
+        self.stopped = False
+        self._next_poll = 0.0
+        for op in batch.meta:
+            if inside(op.path, ctx.roots):
+                self.meta.append(op)
+            else:
+                self._refuse(op.path)
+                self.result.meta_failed += 1
+        for pos, r in enumerate(batch.reads):
+            if not inside(r.path, ctx.roots):
+                self._refuse(r.path)
+                self.result.bytes_failed += r.length
+                continue
+            f = self.files.get(r.path)
+            if f is None:
+                f = self.files[r.path] = _File(r.path, [])
+                self.to_open.append(r.path)
+            f.pieces.append((pos, r))
+            f.left += 1
+
+    def _refuse(self, path: str) -> None:
+        self._finding(path, FindingKind.OUTSIDE, "outside the allowed studio roots: not read")
+
+    def _finding(self, path: str, kind: FindingKind, detail: str) -> None:
+        self.failed_here.add(path)
+        self.result.findings.setdefault(path, FileFinding(path, kind, detail))
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except OSError as exc:
+                if exc.errno not in TRANSIENT or attempt >= self.ctx.retries:
+                    raise
+                self.ctx.sleep(self.ctx.backoff_s * 2 ** attempt)
+                attempt += 1
+
+    # work done in pool threads
+
+    def _open(self, f: _File) -> OpenFile:
+        return self._retrying(lambda: self.ctx.reader.open(self.ctx.to_local(f.path)))
+
+    def _read(self, f: _File, piece: ByteRange) -> tuple[bool, int]:
+        """(read?, bytes): read False means the dedupe index says the gateway holds it."""
+        handle, ident, dedupe = f.handle, f.ident, self.ctx.dedupe
+        assert handle is not None and ident is not None
+        if dedupe is not None and not dedupe.claim(ident, piece):
+            return False, 0
+        try:
+            self.ctx.throttle.acquire(piece.length)
+            got = self._retrying(lambda: handle.read(piece.offset, piece.length))
+        except BaseException:
+            if dedupe is not None:
+                dedupe.release(ident, piece)
+            raise
+        if dedupe is not None:
+            (dedupe.warmed if got == piece.length else dedupe.release)(ident, piece)
+        return True, got
+
+    def _meta(self, op: MetaOp) -> None:
+        local = self.ctx.to_local(op.path)
+        if op.op is Op.READDIR:
+            self._retrying(lambda: self.ctx.reader.listdir(local))
+        elif op.op is Op.OPEN:
+            self._retrying(lambda: self.ctx.reader.open(local)).close()
+        else:
+            self._retrying(lambda: self.ctx.reader.stat(local))
+
+    # the event loop, in the calling thread
+
+    def run(self) -> WarmResult:
+        pending: dict[Future[Any], tuple[str, Any]] = {}
+        with ThreadPoolExecutor(max(1, self.ctx.in_flight), thread_name_prefix="prewarm-read") as pool:
+            while True:
+                while len(pending) < self.ctx.in_flight and not self._stop_requested():
+                    job = self._next()
+                    if job is None:
+                        break
+                    kind, arg = job
+                    if kind == "read":
+                        f, piece = arg
+                        pending[pool.submit(self._read, f, piece)] = job
+                    elif kind == "open":
+                        pending[pool.submit(self._open, arg)] = job
+                    else:
+                        pending[pool.submit(self._meta, arg)] = job
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    self._settle(pending.pop(fut), fut)
+                if self.ctx.progress is not None:
+                    self.ctx.progress(self.result)
+        for f in self.files.values():
+            if f.handle is not None:
+                f.handle.close()
+        self._count_files()
+        return self.result
+
+    def _stop_requested(self) -> bool:
+        if self.stopped or self.ctx.should_stop is None:
+            return self.stopped
+        now = self.ctx.clock()
+        if now >= self._next_poll:
+            self._next_poll = now + STOP_POLL_S
+            self.stopped = self.ctx.should_stop()
+        return self.stopped
+
+    def _next(self) -> tuple[str, Any] | None:
+        if self.ready:
+            _, path, piece = heapq.heappop(self.ready)
+            return "read", (self.files[path], piece)
+        if self.meta:
+            return "meta", self.meta.popleft()
+        if self.to_open:
+            return "open", self.files[self.to_open.popleft()]
+        return None
+
+    def _settle(self, job: tuple[str, Any], fut: Future[Any]) -> None:
+        kind, arg = job
+        exc = fut.exception()
+        if kind == "meta":
+            if exc is None:
+                self.result.meta_done += 1
+            else:
+                self.result.meta_failed += 1
+                self._os_finding(arg.path, exc)
+        elif kind == "open":
+            self._opened(arg, fut.result() if exc is None else None, exc)
+        else:
+            f, piece = arg
+            if exc is not None:
+                self._os_finding(f.path, exc)
+                self._fail(piece)
+            else:
+                read, got = fut.result()
+                self._account(f, piece, read, got)
+            f.left -= 1
+            if f.left == 0 and f.handle is not None:
+                f.handle.close()
+                f.handle = None
+
+    def _os_finding(self, path: str, exc: BaseException) -> None:
+        if not isinstance(exc, OSError):
+            raise exc
+        self._finding(path, classify(exc), exc.strerror or str(exc))
+
+    def _fail(self, piece: ByteRange) -> None:
+        self.result.bytes_failed += piece.length
+        self.result.failed.append(piece)
+
+    def _opened(self, f: _File, handle: OpenFile | None, exc: BaseException | None) -> None:
+        if handle is None:
+            assert exc is not None
+            self._os_finding(f.path, exc)
+            for _, piece in f.pieces:
+                self._fail(piece)
+            return
+        planned = self.batch.files.get(f.path)
+        problem = None
+        if not handle.regular:
+            problem = "no longer a regular file"
+        elif planned is not None and handle.size != planned.size:
+            problem = f"size {planned.size} in the plan, {handle.size} now"
+        elif planned is not None and abs(handle.mtime - planned.mtime) > MTIME_SLACK:
+            problem = f"modified since planned (mtime {planned.mtime} -> {handle.mtime})"
+        if problem is not None:
+            handle.close()
+            self._finding(f.path, FindingKind.CHANGED, problem)
+            for _, piece in f.pieces:
+                self._fail(piece)
+            return
+        f.handle = handle
+        f.ident = FileInfo(f.path, handle.size, handle.mtime)
+        for pos, piece in f.pieces:
+            heapq.heappush(self.ready, (pos, f.path, piece))
+
+    def _account(self, f: _File, piece: ByteRange, read: bool, got: int) -> None:
+        if not read:
+            self.result.bytes_skipped += piece.length
+            return
+        self.result.reads += 1
+        f.read_any = True
+        self.result.bytes_done += got
+        if got < piece.length:
+            self._finding(f.path, FindingKind.CHANGED, f"short read at {piece.offset + got}: file truncated?")
+            self.result.bytes_failed += piece.length - got
+            self.result.failed.append(ByteRange(piece.path, piece.offset + got, piece.length - got))
+
+    def _count_files(self) -> None:
+        for path in self.batch.closes:
+            f = self.files.get(path)
+            if path in self.failed_here:
+                self.result.files_failed += 1
+            elif f is not None and not f.read_any and f.left == 0:
+                self.result.files_skipped += 1
+            elif f is not None and f.left == 0:
+                self.result.files_done += 1
+
+
+def warm_batch(batch: Batch, ctx: WarmContext) -> WarmResult:
+    """Warm one batch; never raises for a file's problem, only for a broken environment."""
+    return _Run(batch, ctx).run()
