@@ -1,0 +1,390 @@
+"""End to end through the gateway twin: cold frames, today's whole-file warm, and prewarm.
+
+Why: prediction quality (bench/predict.py) only matters if a warm through a real
+mount, with real workers, makes frames stop waiting on the WAN, costs few bytes and
+finishes near what the link allows. For each sample shot, from a cold twin each time:
+
+- cold:    the test frames' real traces replayed through the mount, nothing warmed;
+- naive:   every resolved manifest input read whole by 8 threads (`xargs -P 8 cat`), then frames;
+- prewarm: planned from the first quarter of frames' traces for the rest, warmed by a
+           Celery worker on Redis (both started here, stopped by PID; `--embedded`: in
+           process), then frames.
+
+frame_hit_ratio counts the twin's granule lookups during the replay phase:
+hits / (hits + misses + joined), where joined means a read waited on a fetch already
+in flight (not served from cache). ideal_s is the warm phase's WAN bytes at link rate.
+
+    .venv/bin/python bench/e2e.py [--rtt-ms 30] [--mbps 50] [--quick] [--embedded] [--json FILE]
+    .venv/bin/python bench/e2e.py --demo      # shot100, cold against prewarm (embedded, or Celery
+                                              # on $PREWARM_REDIS_URL), what `make demo` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prewarm import engine  # noqa: E402
+from prewarm.config import Settings  # noqa: E402
+from prewarm.inputs import resolve_inputs  # noqa: E402
+from prewarm.manifest import load_manifest  # noqa: E402
+from prewarm.pathmap import PathMap  # noqa: E402
+from prewarm.plan import Plan  # noqa: E402
+from prewarm.planner import PlanOptions, build_plan  # noqa: E402
+from prewarm.records import Access  # noqa: E402
+from prewarm.replay import group_frames, replay_frames  # noqa: E402
+from prewarm.samples import build_tree  # noqa: E402
+from prewarm.trace_files import read_traces  # noqa: E402
+from prewarm.trace_stats import ImportStats  # noqa: E402
+from prewarm.training import aggregate, restrict  # noqa: E402
+from prewarm.twin.control import TwinHandle, fuse_missing, start_twin  # noqa: E402
+from prewarm.twin.gateway import GiB, TwinConfig  # noqa: E402
+
+STUDIO = "/studio/proj"
+SHOTS = ("shot100", "shot200")
+STRATEGIES = ("cold", "naive", "prewarm")
+NAIVE_THREADS = 8
+CAT_BUFFER = 128 * 1024
+"""coreutils `cat` reads 128 KiB at a time."""
+CELERY = Path(sys.executable).with_name("celery")
+
+
+class Services:
+    """A redis-server (unless given a URL) and one Celery worker, both ours, stopped by PID."""
+
+    def __init__(self, work: Path, mount: Path, redis_url: str | None) -> None:
+        self.work = work
+        self.mount = mount
+        self.url = redis_url
+        self.redis_pid: int | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def start(self, queue: str) -> str:
+        if self.url is None:
+            exe = shutil.which("redis-server")
+            if exe is None:
+                raise SystemExit("redis-server not found: run ./scripts/system-deps.sh (or use --embedded)")
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            pidfile = self.work / "redis.pid"
+            subprocess.run([exe, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
+                            "--appendonly", "no", "--dir", str(self.work), "--pidfile", str(pidfile),
+                            "--logfile", str(self.work / "redis.log")], check=True)
+            self.url = f"redis://127.0.0.1:{port}/0"
+            deadline = time.monotonic() + 10
+            while not pidfile.exists() or not pidfile.read_text().strip():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"redis-server did not start: see {self.work / 'redis.log'}")
+                time.sleep(0.02)
+            self.redis_pid = int(pidfile.read_text())
+        config = self.work / "worker.yaml"
+        config.write_text(json.dumps({"path_map": [{"studio": STUDIO, "local": str(self.mount)}]}))
+        log = self.work / "worker.log"
+        env = {**os.environ, "PREWARM_CONFIG": str(config), "PREWARM_REDIS_URL": self.url, "PYTHONUNBUFFERED": "1"}
+        with open(log, "wb") as out:
+            self.worker = subprocess.Popen(
+                [str(CELERY), "-A", "workers", "worker", "-Q", queue, "-P", "threads", "-c", "2",
+                 "--without-mingle", "--without-gossip", "-l", "info", "-n", f"e2e-{os.getpid()}@%h"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while b" ready." not in log.read_bytes():
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"celery worker did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        return self.url
+
+    def stop(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        if self.redis_pid is not None:
+            _stop_pid(self.redis_pid)
+
+
+def _stop_pid(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+
+
+Warm = Callable[[Plan], None]
+
+
+def embedded_warm(settings: Settings) -> Warm:
+    from prewarm.engine import run_embedded
+
+    def warm(plan: Plan) -> None:
+        info = run_embedded(plan, settings)
+        if info.state.value != "done":
+            raise SystemExit(f"embedded warm ended {info.state.value}: {info.findings[:3]}")
+    return warm
+
+
+def celery_warm(settings: Settings) -> Warm:
+    """Submit through the engine as `prewarm warm --redis` does, wait for the job to end."""
+    from prewarm import engine
+    from prewarm.jobs import JobState
+    from prewarm.state_redis import WarmJob, connect
+    from workers import app as worker_app
+    from workers.tasks import send
+
+    worker_app.configure(settings)
+    r = connect(settings.redis_url or worker_app.DEFAULT_URL)
+
+    def warm(plan: Plan) -> None:
+        jobs = [engine.submit(r, plan, settings, send, gw) for gw in engine.gateways_of(plan, settings)]
+        for job in jobs:
+            while True:
+                state = job.state()
+                if state is not None and state.final:
+                    break
+                time.sleep(0.01)
+            if state is not JobState.DONE:
+                info = WarmJob(r, job.id).info()
+                raise SystemExit(f"celery warm ended {state}: {info.findings[:3] if info else ''}")
+    return warm
+
+
+def naive_warm(paths: Sequence[str]) -> None:
+    """`xargs -P 8 cat > /dev/null` over every input: 8 threads, each file read whole."""
+    todo = list(paths)
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                path = todo.pop(0)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                while os.read(fd, CAT_BUFFER):
+                    pass
+            finally:
+                os.close(fd)
+
+    threads = [threading.Thread(target=work) for _ in range(NAIVE_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
+    return int(after[key]) - int(before[key])
+
+
+def run_strategy(twin: TwinHandle, name: str, test: list[list[Access]], to_mount: Callable[[str], str],
+                 warm: Callable[[], None] | None, mbps: float, nodes: int) -> dict[str, Any]:
+    twin.drop_cache()
+    twin.reset()
+    t0 = time.perf_counter()
+    if warm is not None:
+        warm()
+    warm_s = time.perf_counter() - t0 if warm is not None else 0.0
+    s1 = twin.stats()
+    replay = replay_frames(test, to_mount, nodes=nodes)
+    s2 = twin.stats()
+    if replay.errors:
+        bad = [f.failed for f in replay.frames if f.failed][:1]
+        raise SystemExit(f"{name}: {replay.errors} replay errors, e.g. {bad}")
+    hits, misses, joined = (_delta(s2, s1, k) for k in ("hits", "misses", "joined"))
+    lookups = hits + misses + joined
+    return {
+        "warm_s": round(warm_s, 3),
+        "ideal_s": round(s1["wan_bytes"] / (mbps * 1e6), 3),
+        "wan_bytes": int(s2["wan_bytes"]),
+        "frame_read_bytes": replay.bytes_read,
+        "frame_wait_s": round(replay.read_wait_s, 3),
+        "frame_hit_ratio": round(hits / lookups, 4) if lookups else 1.0,
+    }
+
+
+def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: Warm, strategies: Sequence[str],
+             mbps: float, nodes: int, max_test: int | None) -> dict[str, dict[str, Any]]:
+    shot_dir = samples / shot
+    manifest = load_manifest(shot_dir / "manifest.yaml")
+    at_origin = PathMap.parse([{"studio": STUDIO, "local": str(origin)}], "bench")
+    at_mount = PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench")
+    accesses = [a for a in read_traces([str(shot_dir / "traces")], at_origin)
+                if a.path.startswith(STUDIO + "/")]
+    frames = group_frames(a for a in accesses if a.frame is not None)
+    numbers = [f[0].frame for f in frames]
+    train = numbers[: max(1, len(numbers) // 4)]
+    test_frames = [f for f in frames if f[0].frame not in train][:max_test]
+    test_numbers = tuple(f[0].frame for f in test_frames)
+    resolved = resolve_inputs(manifest, at_origin)
+    ts = restrict(aggregate(iter(accesses)), train)
+    plan = build_plan(manifest, resolved, ts, at_origin, Settings(),
+                      PlanOptions(frames=test_numbers), ImportStats())
+    inputs = [at_mount.to_local(f.path) for f in resolved.files]
+    warms: dict[str, Callable[[], None] | None] = {
+        "cold": None, "naive": lambda: naive_warm(inputs), "prewarm": lambda: warm(plan)}
+    out = {}
+    for name in strategies:
+        out[name] = run_strategy(twin, name, test_frames, at_mount.to_local, warms[name], mbps, nodes)
+        print(f"  {shot} {name}: done", file=sys.stderr)
+    return out
+
+
+def combine(shots: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Sums over shots; the hit ratio weighted by each shot's frame bytes."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in next(iter(shots.values())):
+        rows = [s[name] for s in shots.values()]
+        total = {k: sum(r[k] for r in rows) for k in ("warm_s", "ideal_s", "wan_bytes", "frame_read_bytes",
+                                                    "frame_wait_s")}
+        nbytes = total["frame_read_bytes"]
+        total["frame_hit_ratio"] = (sum(r["frame_hit_ratio"] * r["frame_read_bytes"] for r in rows) / nbytes
+                                    if nbytes else 1.0)
+        out[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in total.items()}
+    return out
+
+
+def table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [title, f"{'strategy':9} {'warm_s':>7} {'ideal_s':>7} {'util':>5} {'WAN MB':>8} {'frames MB':>9} "
+                    f"{'wait_s':>7} {'hit':>6}"]
+    for name, r in rows.items():
+        util = f"{r['ideal_s'] / r['warm_s']:.2f}" if r["warm_s"] > 0 else "-"
+        lines.append(f"{name:9} {r['warm_s']:>7.2f} {r['ideal_s']:>7.2f} {util:>5} {r['wan_bytes'] / 1e6:>8.1f} "
+                     f"{r['frame_read_bytes'] / 1e6:>9.1f} {r['frame_wait_s']:>7.2f} {r['frame_hit_ratio']:>6.3f}")
+    return lines
+
+
+def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The issue's targets, as measured ratios."""
+    lines = []
+    for shot, rows in shots.items():
+        p, c, n = rows["prewarm"], rows["cold"], rows.get("naive")
+
+        def check(label: str, value: float, limit: float, ok: bool) -> None:
+            lines.append(f"{shot}: {label} = {value:.3f} (target {limit:g}) {'MET' if ok else 'MISSED'}")
+
+        speed = p["warm_s"] / p["ideal_s"] if p["ideal_s"] else float("inf")
+        check("prewarm warm_s / ideal_s", speed, 1.15, speed <= 1.15)
+        wait = p["frame_wait_s"] / c["frame_wait_s"] if c["frame_wait_s"] else float("inf")
+        check("prewarm frame wait / cold", wait, 0.05, wait <= 0.05)
+        wan = p["wan_bytes"] / p["frame_read_bytes"] if p["frame_read_bytes"] else float("inf")
+        check("prewarm WAN / frame bytes", wan, 1.3, wan <= 1.3)
+        if n is not None and shot == "shot200":
+            fewer = n["wan_bytes"] / p["wan_bytes"] if p["wan_bytes"] else float("inf")
+            check("naive WAN / prewarm WAN", fewer, 3.0, fewer >= 3.0)
+            sooner = p["warm_s"] / n["warm_s"] if n["warm_s"] else float("inf")
+            check("prewarm warm_s / naive warm_s", sooner, 1.0, sooner < 1.0)
+    return lines
+
+
+@contextmanager
+def twin_over(origin: Path, work: Path, rtt_ms: float, mbps: float) -> Iterator[TwinHandle]:
+    missing = fuse_missing()
+    if missing:
+        raise SystemExit(f"the gateway twin needs FUSE: {missing} (./scripts/system-deps.sh installs it)")
+    twin = start_twin(origin, work / "mnt", TwinConfig(rtt_ms=rtt_ms, mbps=mbps, capacity=4 * GiB),
+                      cache_dir=work / "cache", state_dir=work / "state")
+    try:
+        yield twin
+    finally:
+        twin.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rtt-ms", type=float, default=30.0)
+    ap.add_argument("--mbps", type=float, default=50.0)
+    ap.add_argument("--nodes", type=int, default=None, help="frames replayed at once (default 8, --quick 4)")
+    ap.add_argument("--quick", action="store_true", help="at most 8 test frames per shot, 4 nodes")
+    ap.add_argument("--embedded", action="store_true", help="warm in process instead of Celery on Redis")
+    ap.add_argument("--demo", action="store_true", help="shot100 only, cold against prewarm")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "e2e.json"))
+    ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
+    args = ap.parse_args()
+    nodes = args.nodes or (4 if args.quick or args.demo else 8)
+    max_test = 8 if args.quick or args.demo else None
+    shots = ("shot100",) if args.demo else SHOTS
+    strategies = ("cold", "prewarm") if args.demo else STRATEGIES
+    env_url = os.environ.get("PREWARM_REDIS_URL")
+    use_celery = (env_url is not None) if args.demo else not args.embedded
+    samples = Path(args.samples)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="prewarm-e2e-") as tmp:
+        work = Path(tmp)
+        origin = work / "proj"
+        for shot in shots:
+            build_tree(samples / shot / "sizes.json", origin)
+        with twin_over(origin, work, args.rtt_ms, args.mbps) as twin:
+            settings = Settings(path_map=PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench"))
+            services = Services(work, twin.mount, env_url if args.demo else None)
+            try:
+                if use_celery:
+                    url = services.start(queue=engine.queue_of(settings.queue))
+                    warm = celery_warm(replace(settings, redis_url=url))
+                    mode = f"Celery worker (pid {services.worker.pid if services.worker else '?'}) on {url}"
+                else:
+                    warm = embedded_warm(settings)
+                    mode = "embedded (in process)"
+                print(f"gateway twin {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; "
+                      f"{nodes} nodes", file=sys.stderr)
+                for shot in shots:
+                    results[shot] = run_shot(shot, samples, origin, twin, warm, strategies, args.mbps, nodes,
+                                             max_test)
+            finally:
+                services.stop()
+    link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
+    lines = [f"gateway twin: {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; {nodes} render nodes"]
+    for shot, rows in results.items():
+        lines += ["", *table(shot, rows)]
+    if not args.demo:
+        lines += ["", *verdicts(results)]
+    print("\n".join(lines))
+    if args.demo:
+        c, p = results["shot100"]["cold"], results["shot100"]["prewarm"]
+        print(f"\nframes waited {c['frame_wait_s']:.2f} s on reads cold, {p['frame_wait_s']:.2f} s after "
+              f"a {p['warm_s']:.2f} s warm ({p['frame_hit_ratio']:.0%} of frame reads from cache)")
+        return 0
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "link": link, "strategies": combine(results), "shots": results,
+        "method": {"frame_hit_ratio": "twin granule lookups during replay: hits / (hits + misses + joined)",
+                   "ideal_s": "twin WAN bytes during the warm phase / link rate",
+                   "wan_bytes": "twin WAN bytes over the whole run (warm + frames)",
+                   "split": "plan trained on the first quarter of frames, frames replayed are the rest",
+                   "warm": mode, "nodes": nodes, "quick": args.quick},
+    }, indent=1) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
