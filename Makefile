@@ -17,11 +17,14 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	./scripts/system-deps.sh
 
-# The main job on the sample job, with the embedded default (no Redis).
-demo: setup
+# The main job on the sample job, with the embedded default (no Redis): plan it, then
+# warm it through a gateway twin (FUSE, 30 ms / 50 MB/s) and replay its frames cold
+# against warm. With PREWARM_REDIS_URL set, the warm goes through a Celery worker.
+demo: setup system-deps
 	$(VENV)/bin/prewarm sample build sample_jobs/shot100 --root .demo/proj
 	$(VENV)/bin/prewarm plan sample_jobs/shot100/manifest.yaml --traces sample_jobs/shot100/traces \
 		--local /studio/proj=.demo/proj --summary -o .demo/shot100.plan.json
+	$(PY) bench/e2e.py --demo
 
 # The whole test suite: unit tests, and integration tests on real Redis, Celery and FUSE
 # (the fixtures start those services and stop them by PID).
