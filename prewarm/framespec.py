@@ -1,6 +1,6 @@
 """Frame specs: which frames a job renders, in the order the spec lists them.
 
-Syntax (comma-separated items, whitespace ignored):
+Syntax (comma-separated items; spaces around `-`, `x`, `,` are fine, inside numbers not):
 
     1001            one frame             -5          negative frames are fine
     1001-1100       a range               10-1        descending: 10, 9, ..., 1
@@ -23,14 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from fileseq import FrameSet
+from fileseq.frameset import FrameSet
 
 from prewarm.errors import ManifestError
 
 MAX_FRAMES = 1_000_000
 """More frames than any job renders: a typo such as `1-10000000` must fail, not eat memory."""
 
-_ITEM = re.compile(r"(-?\d+)(?:-(-?\d+)(?:([x:y])(-?\d+))?)?")
+_ITEM = re.compile(r"(-?\d+)(?:\s*-\s*(-?\d+)(?:\s*([x:y])\s*(-?\d+))?)?")
 _SYNTAX = "expected e.g. 1001-1100, 1-100x5, 1-100:5, 1-100y5, 1,3,5"
 
 
@@ -61,12 +61,11 @@ def parse_frames(spec: str | int | list[str | int], where: str, field: str = "fr
 
 
 def _parse_text(text: str, where: str, field: str) -> list[int]:
-    squeezed = re.sub(r"\s+", "", text)
-    if not squeezed:
+    if not text.strip():
         raise ManifestError(where, f"{field}: empty, expected a frame spec such as 1001-1100")
     frames: list[int] = []
-    for item in squeezed.split(","):
-        frames.extend(_expand_item(item, text, where, field))
+    for item in text.split(","):
+        frames.extend(_expand_item(item.strip(), text, where, field))
         if len(frames) > MAX_FRAMES:
             raise ManifestError(where, f"{field}: more than {MAX_FRAMES:,} frames in {text!r}")
     return frames
@@ -75,7 +74,7 @@ def _parse_text(text: str, where: str, field: str) -> list[int]:
 def _expand_item(item: str, text: str, where: str, field: str) -> list[int]:
     m = _ITEM.fullmatch(item)
     if m is None:
-        what = "" if item == text else " (an empty item)" if not item else f" (at {item!r})"
+        what = "" if item == text.strip() else " (an empty item)" if not item else f" (at {item!r})"
         raise ManifestError(where, f"{field}: cannot parse {text!r}{what}; {_SYNTAX}")
     start, end = int(m[1]), int(m[2]) if m[2] is not None else None
     if end is None:
@@ -91,7 +90,7 @@ def _expand_item(item: str, text: str, where: str, field: str) -> list[int]:
     count = abs(end - start) // step + 1
     if count > MAX_FRAMES:
         raise ManifestError(where, f"{field}: {item!r} has {count:,} frames, more than {MAX_FRAMES:,}")
-    return list(FrameSet(f"{start}-{end}{'y' if kind == 'y' else 'x'}{step}"))
+    return [int(f) for f in FrameSet(f"{start}-{end}{'y' if kind == 'y' else 'x'}{step}")]
 
 
 def format_frames(frames: Iterable[int]) -> str:

@@ -21,6 +21,7 @@ import os
 import posixpath
 import stat as statmod
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -31,6 +32,9 @@ from prewarm.records import FileInfo
 
 StatFn = Callable[[str], os.stat_result]
 ScandirFn = Callable[[str], Iterable[os.DirEntry[str]]]
+
+_CHUNK = 256
+"""Paths per stat task: the thread hand-off costs about as much as a local stat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +74,28 @@ class Resolved:
     """Studio folders listed (tile folders, folder inputs): a warm lists them again to warm READDIR."""
 
 
-def resolve_inputs(manifest: Manifest, path_map: PathMap, *,
-                   stat: StatFn = os.stat, scandir: ScandirFn = os.scandir) -> Resolved:
-    """Every input of `manifest` as the files that exist now, in manifest then frame order."""
-    resolver = _Resolver(path_map, stat, scandir)
-    for index, spec in enumerate(manifest.inputs):
-        frames: tuple[int | None, ...] = manifest.frames if spec.pattern.has_frame else (None,)
-        for frame in frames:
+def resolve_inputs(manifest: Manifest, path_map: PathMap, *, stat: StatFn = os.stat,
+                   scandir: ScandirFn = os.scandir, workers: int = 16) -> Resolved:
+    """Every input of `manifest` as the files that exist now, in manifest then frame order.
+
+    Up to `workers` stat calls are in flight at once: on a gateway mount each one
+    waits a WAN round trip, and one at a time would take hours for a big job.
+    """
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="prewarm-stat") as pool:
+        resolver = _Resolver(path_map, stat, scandir, pool if workers > 1 else None)
+        for index, spec in enumerate(manifest.inputs):
+            pattern = spec.pattern
+            frames: tuple[int | None, ...] = manifest.frames if pattern.has_frame else (None,)
             if spec.is_dir:
-                resolver.walk(index, spec, spec.pattern.expand(frame), frame)
-            elif spec.pattern.has_tile:
-                resolver.tiles(index, spec, spec.pattern if frame is None else spec.pattern.for_frame(frame), frame)
+                for frame in frames:
+                    resolver.walk(index, spec, pattern.expand(frame), frame)
+            elif pattern.has_tile:
+                for frame in frames:
+                    resolver.tiles(index, spec, pattern if frame is None else pattern.for_frame(frame), frame)
+            elif pattern.has_frame:
+                resolver.sequence(index, spec, manifest.frames)
             else:
-                resolver.file(index, spec, spec.pattern.expand(frame), frame)
+                resolver.file(index, spec, pattern.expand(), None)
     return Resolved(tuple(resolver.files), tuple(resolver.missing), tuple(resolver.listed))
 
 
@@ -104,12 +117,14 @@ def _selected(rel: str, name: str, globs: tuple[str, ...]) -> bool:
 class _Resolver:
     """Collects findings while memoising every stat and listing by local path."""
 
-    def __init__(self, path_map: PathMap, stat: StatFn, scandir: ScandirFn) -> None:
+    def __init__(self, path_map: PathMap, stat: StatFn, scandir: ScandirFn, pool: Executor | None) -> None:
         self.path_map = path_map
         self._stat = stat
         self._scandir = scandir
+        self.pool = pool
         self.stats: dict[str, os.stat_result | OSError] = {}
         self.listings: dict[str, list[str] | OSError] = {}
+        self.name_sets: dict[str, frozenset[str]] = {}
         self.local_dirs: dict[str, str] = {}
         self.files: list[ResolvedFile] = []
         self.missing: list[Missing] = []
@@ -126,15 +141,31 @@ class _Resolver:
         head, _, name = path.rpartition("/")
         return f"{self.local_dir(head).rstrip('/')}/{name}"
 
+    def _stat_or_error(self, local: str) -> os.stat_result | OSError:
+        try:
+            return self._stat(local)
+        except OSError as exc:
+            return exc
+
+    def _stat_chunk(self, chunk: list[str]) -> list[os.stat_result | OSError]:
+        return [self._stat_or_error(local) for local in chunk]
+
     def stat(self, local: str) -> os.stat_result | OSError:
         result = self.stats.get(local)
         if result is None:
-            try:
-                result = self._stat(local)
-            except OSError as exc:
-                result = exc
-            self.stats[local] = result
+            result = self.stats[local] = self._stat_or_error(local)
         return result
+
+    def prefetch(self, locals_: Iterable[str]) -> None:
+        """Stat many paths concurrently, in chunks so thread hand-offs stay cheap next to the calls."""
+        todo = [p for p in dict.fromkeys(locals_) if p not in self.stats]
+        if self.pool is None or len(todo) < 2:
+            return
+        chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
+        if len(chunks) < 4:
+            chunks = [todo[i::4] for i in range(4) if todo[i::4]]
+        for chunk, results in zip(chunks, self.pool.map(self._stat_chunk, chunks), strict=True):
+            self.stats.update(zip(chunk, results, strict=True))
 
     def names(self, local_dir: str) -> list[str] | OSError:
         result = self.listings.get(local_dir)
@@ -145,6 +176,16 @@ class _Resolver:
                 result = exc
             self.listings[local_dir] = result
         return result
+
+    def present(self, local_dir: str) -> frozenset[str] | None:
+        """Names in a folder, or None when it cannot be listed (stat then tells why)."""
+        names = self.name_sets.get(local_dir)
+        if names is None:
+            listing = self.names(local_dir)
+            if isinstance(listing, OSError):
+                return None
+            names = self.name_sets[local_dir] = frozenset(listing)
+        return names
 
     def miss(self, index: int, spec: InputSpec, path: str, reason: str, frame: int | None) -> None:
         self.missing.append(Missing(path, spec.line, reason, index, frame, spec.optional))
@@ -160,6 +201,21 @@ class _Resolver:
         else:
             self.files.append(ResolvedFile(path, st.st_size, st.st_mtime, index, frame, tile))
 
+    def sequence(self, index: int, spec: InputSpec, frames: tuple[int, ...]) -> None:
+        """One file per frame; when one folder holds them all, it is listed once and only
+        the frames in it are stat-ed: a missing frame costs no LOOKUP round trip."""
+        paths = [(frame, spec.pattern.expand(frame)) for frame in frames]
+        present = None if spec.pattern.frame_in_directory else self.present(self.local_dir(spec.pattern.directory))
+        if present is not None:
+            paths_here = [(frame, path) for frame, path in paths if path.rpartition("/")[2] in present]
+            for frame, path in paths:
+                if path.rpartition("/")[2] not in present:
+                    self.miss(index, spec, path, "not found", frame)
+            paths = paths_here
+        self.prefetch(self.local(path) for _, path in paths)
+        for frame, path in paths:
+            self.file(index, spec, path, frame)
+
     def tiles(self, index: int, spec: InputSpec, pattern: PathPattern, frame: int | None) -> None:
         """The tiles that exist, found as renderers find them: by listing their folder."""
         folder = pattern.directory
@@ -168,13 +224,11 @@ class _Resolver:
         if isinstance(names, OSError):
             self.miss(index, spec, pattern.text, f"cannot list {folder}/: {_reason(names)}", frame)
             return
-        found = 0
-        for name in names:
-            match = pattern.match(name)
-            if match is not None:
-                found += 1
-                self.file(index, spec, posixpath.join(folder, name), frame, match.tile)
-        if not found:
+        matches = [(posixpath.join(folder, name), m.tile) for name in names if (m := pattern.match(name))]
+        self.prefetch(self.local(path) for path, _ in matches)
+        for path, tile in matches:
+            self.file(index, spec, path, frame, tile)
+        if not matches:
             self.miss(index, spec, pattern.text, "no tiles found", frame)
 
     def walk(self, index: int, spec: InputSpec, root: str, frame: int | None) -> None:
@@ -219,5 +273,6 @@ class _Resolver:
         if isinstance(names, OSError):
             self.miss(index, spec, folder + "/", f"cannot list: {_reason(names)}", frame)
             return
+        self.prefetch(f"{self.local_dir(folder).rstrip('/')}/{name}" for name in names)
         for name in names:
             yield f"{folder}/{name}", rel + name

@@ -59,7 +59,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from prewarm.errors import ConfigError, ManifestError
 from prewarm.framespec import MAX_FRAMES, parse_frames
-from prewarm.pathmap import PathMap
+from prewarm.pathmap import PathMap, Prefix
 from prewarm.patterns import PathPattern
 
 
@@ -147,7 +147,7 @@ def parse_size(value: object, where: str, field: str) -> int:
     return size
 
 
-def _compose(text: str, source: str) -> Node:
+def _compose(text: str, source: str) -> MappingNode:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -376,7 +376,7 @@ class _Parser:
         if not isinstance(node, SequenceNode):
             raise self.error(node, f"path_map: expected a list of {{studio, local, aliases}} mappings, "
                                    f"got {_kind(node)}")
-        entries = []
+        entries: list[Prefix] = []
         for i, item in enumerate(node.value):
             name = f"path_map[{i}]"
             try:

@@ -115,7 +115,7 @@ def _check(parts: tuple[str | Token, ...], text: str) -> None:
         return
     styles = {_STYLE[t.kind] for t in tiles}
     if len(styles) > 1:
-        raise ValueError(f"{text!r} mixes tile styles ({', '.join(sorted(styles))})")
+        raise ValueError(f"{text!r}: mixes tile styles ({', '.join(sorted(styles))})")
     kinds = {t.kind for t in tiles}
     if kinds & {"uvtile1", "uvtile0"} and kinds - {"uvtile1", "uvtile0"}:
         raise ValueError(f"{text!r}: use either <UVTILE> or <U>/<V>, not both")
@@ -134,10 +134,11 @@ class PathPattern:
     re-parsing) because a job expands every pattern once per frame.
     """
 
-    __slots__ = ("_parts", "_regexes", "text")
+    __slots__ = ("_format", "_parts", "_regexes", "text")
     text: str
     _parts: tuple[str | Token, ...]
     _regexes: dict[bool, re.Pattern[str]]
+    _format: str | None
 
     def __init__(self, text: str) -> None:
         parts = _tokenize(text)
@@ -148,6 +149,8 @@ class PathPattern:
         self.text = text
         self._parts = parts
         self._regexes = {}
+        self._format = None if any(isinstance(p, Token) and p.kind != "frame" for p in parts) else "".join(
+            p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{0:0{p.width}d}}" for p in parts)
 
     @classmethod
     def literal(cls, text: str) -> PathPattern:
@@ -195,12 +198,16 @@ class PathPattern:
         return not any(isinstance(p, Token) for p in self._parts)
 
     @property
+    def frame_in_directory(self) -> bool:
+        """Per-frame folders (`/r/####/beauty.exr`): no single folder holds every frame."""
+        return any(isinstance(p, Token) and p.kind == "frame" for p in self._dir_parts())
+
+    @property
     def directory(self) -> str:
-        """The folder to list for tiles; only defined once no frame token is left in it."""
-        head = posixpath.dirname(self.text)
-        if any(isinstance(p, Token) and p.kind == "frame" for p in self._dir_parts()):
+        """The folder to list for tiles or frames; only defined once no frame token is left in it."""
+        if self.frame_in_directory:
             raise ValueError(f"{self.text!r}: the folder has frame tokens; expand a frame first")
-        return head
+        return posixpath.dirname(self.text)
 
     def _dir_parts(self) -> tuple[str | Token, ...]:
         for i in range(len(self._parts) - 1, -1, -1):
@@ -226,17 +233,11 @@ class PathPattern:
 
     def expand(self, frame: int | None = None) -> str:
         """The concrete path for `frame`; a pattern with tile tokens has no single path."""
-        out: list[str] = []
-        for p in self._parts:
-            if isinstance(p, str):
-                out.append(p)
-            elif p.kind != "frame":
-                raise ValueError(f"{self.text!r} has tile tokens: list its folder to find the tiles")
-            elif frame is None:
-                raise ValueError(f"{self.text!r} has frame tokens: a frame is needed")
-            else:
-                out.append(f"{frame:0{p.width}d}")
-        return "".join(out)
+        if self._format is None:
+            raise ValueError(f"{self.text!r} has tile tokens: list its folder to find the tiles")
+        if frame is None and self.has_frame:
+            raise ValueError(f"{self.text!r} has frame tokens: a frame is needed")
+        return self._format.format(frame)
 
     def regex(self, name_only: bool = False) -> re.Pattern[str]:
         """Matches the concrete paths (or file names) of this pattern; tile parts only valid tiles."""
