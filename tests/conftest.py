@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.data",
     "tests.fixtures.twin",
+    "tests.fixtures.services",
+    "tests.fixtures.studio",
 ]

@@ -1,0 +1,256 @@
+"""The warm loop on real files: findings, retries, the roots guard, metadata, concurrency.
+
+Failures a root-run test cannot produce with chmod (EACCES, EIO) are injected at the
+reader seam by a real reader that raises for chosen paths; everything else is real.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from prewarm.batches import Batch, make_batches, pieces
+from prewarm.engine import run_embedded
+from prewarm.jobs import JobState
+from prewarm.plan import MetaOp
+from prewarm.reader import DirectReader, OpenFile
+from prewarm.records import ByteRange, Op
+from prewarm.warm import FindingKind, WarmContext, WarmResult, warm_batch
+from tests.fixtures.studio import Studio
+
+MiB = 1 << 20
+
+
+class RecordingReader(DirectReader):
+    """The real reader, keeping a log of opens and reads, failing on request (errno per local path)."""
+
+    def __init__(self, fail_open: dict[str, list[int]] | None = None,
+                 fail_read: dict[str, list[int]] | None = None, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.fail_open = fail_open or {}
+        self.fail_read = fail_read or {}
+        self.delay_s = delay_s
+        self.opens: Counter[str] = Counter()
+        self.reads: list[tuple[str, int, int]] = []
+        self.meta: list[tuple[str, str]] = []
+        self.active = 0
+        self.max_active = 0
+        self.lock = threading.Lock()
+
+    def open(self, path: str) -> OpenFile:
+        with self.lock:
+            self.opens[path] += 1
+            errs = self.fail_open.get(path)
+            err = errs.pop(0) if errs else None
+        if err is not None:
+            raise OSError(err, os.strerror(err), path)
+        real = super().open(path)
+        outer = self
+
+        class Logged:
+            size, mtime, regular = real.size, real.mtime, real.regular
+
+            def read(self, offset: int, length: int) -> int:
+                with outer.lock:
+                    errs = outer.fail_read.get(path)
+                    err = errs.pop(0) if errs else None
+                    outer.active += 1
+                    outer.max_active = max(outer.max_active, outer.active)
+                try:
+                    if err is not None:
+                        raise OSError(err, os.strerror(err), path)
+                    time.sleep(outer.delay_s)
+                    got = real.read(offset, length)
+                    with outer.lock:
+                        outer.reads.append((path, offset, got))
+                    return got
+                finally:
+                    with outer.lock:
+                        outer.active -= 1
+
+            def close(self) -> None:
+                real.close()
+
+        return Logged()
+
+    def stat(self, path: str) -> None:
+        self.meta.append(("stat", path))
+        super().stat(path)
+
+    def listdir(self, path: str) -> int:
+        self.meta.append(("readdir", path))
+        return super().listdir(path)
+
+
+def ctx_for(studio: Studio, reader: RecordingReader, **kw: object) -> WarmContext:
+    s = studio.settings()
+    sleeps: list[float] = []
+    return WarmContext(reader=reader, roots=s.allowed_roots(), to_local=s.path_map.to_local,
+                       sleep=kw.pop("sleep", sleeps.append), **kw)  # type: ignore[arg-type]
+
+
+def one_batch(studio: Studio, plan_ranges: list[tuple[str, int, int]], meta: tuple[MetaOp, ...] = ()) -> Batch:
+    plan = studio.plan(plan_ranges, metadata=meta)
+    reads = pieces([(r.path, r.offset, r.length) for r in plan.ranges], MiB)
+    return Batch(0, reads=tuple(reads), meta=meta, files=dict(plan.files), closes=frozenset(r.path for r in reads))
+
+
+def test_every_planned_byte_is_read_once_and_nothing_else(studio: Studio) -> None:
+    a = studio.file("a.tx", 3 * MiB + 123)
+    b = studio.file("b.exr", 200_000)
+    reader = RecordingReader()
+    batch = one_batch(studio, [(a, 0, 3 * MiB + 123), (b, 1000, 5000), (b, 100_000, 50_000)])
+    result = warm_batch(batch, ctx_for(studio, reader))
+    assert result.bytes_done == batch.bytes and result.bytes_failed == 0 and not result.findings
+    assert sorted(reader.reads) == sorted((str(studio.local(r.path)), r.offset, r.length) for r in batch.reads)
+    assert set(reader.opens.values()) == {1}, "each file is opened once per batch"
+    assert result.files_done == 2
+
+
+def test_reads_are_in_flight_together(studio: Studio) -> None:
+    paths = [studio.file(f"tex/t{i}.tx", 64 * 1024) for i in range(24)]
+    reader = RecordingReader(delay_s=0.02)
+    result = warm_batch(one_batch(studio, [(p, 0, 64 * 1024) for p in paths]), ctx_for(studio, reader, in_flight=8))
+    assert result.files_done == 24
+    assert reader.max_active >= 4
+
+
+def test_missing_truncated_replaced_files_are_findings_and_the_rest_is_warmed(studio: Studio) -> None:
+    keep = studio.file("keep.tx", MiB)
+    gone = studio.file("gone.tx", MiB)
+    short = studio.file("short.tx", 2 * MiB)
+    dirp = studio.file("dir.tx", MiB)
+    batch = one_batch(studio, [(p, 0, studio.local(p).stat().st_size) for p in (keep, gone, short, dirp)])
+    studio.local(gone).unlink()
+    with open(studio.local(short), "r+b") as fh:
+        fh.truncate(MiB // 2)
+    studio.local(dirp).unlink()
+    studio.local(dirp).mkdir()
+    reader = RecordingReader()
+    result = warm_batch(batch, ctx_for(studio, reader))
+    kinds = {p: f.kind for p, f in result.findings.items()}
+    assert kinds == {gone: FindingKind.MISSING, short: FindingKind.CHANGED, dirp: FindingKind.CHANGED}
+    assert result.bytes_done == MiB, "only the unchanged file is warmed; nothing is read from a changed one"
+    assert {p for p, _, _ in reader.reads} == {str(studio.local(keep))}
+    assert result.files_done == 1 and result.files_failed == 3
+    assert sum(r.length for r in result.failed) == result.bytes_failed == 4 * MiB
+
+
+def test_a_file_modified_in_place_is_changed_not_warmed(studio: Studio) -> None:
+    p = studio.file("m.tx", MiB)
+    batch = one_batch(studio, [(p, 0, MiB)])
+    os.utime(studio.local(p), (1, 1))
+    result = warm_batch(batch, ctx_for(studio, RecordingReader()))
+    assert result.findings[p].kind is FindingKind.CHANGED and result.bytes_done == 0
+
+
+def test_denied_is_final_and_transient_errors_are_retried_with_backoff(studio: Studio) -> None:
+    denied = studio.file("denied.tx", MiB)
+    flaky = studio.file("flaky.tx", MiB)
+    broken = studio.file("broken.tx", MiB)
+    reader = RecordingReader(
+        fail_open={str(studio.local(denied)): [errno.EACCES] * 10, str(studio.local(flaky)): [errno.ESTALE]},
+        fail_read={str(studio.local(flaky)): [errno.EIO, errno.ETIMEDOUT], str(studio.local(broken)): [errno.EIO] * 10})
+    sleeps: list[float] = []
+    result = warm_batch(one_batch(studio, [(denied, 0, MiB), (flaky, 0, MiB), (broken, 0, MiB)]),
+                        ctx_for(studio, reader, sleep=sleeps.append, retries=3, backoff_s=0.01))
+    assert result.findings[denied].kind is FindingKind.DENIED
+    assert reader.opens[str(studio.local(denied))] == 1, "permission denied is not retried"
+    assert flaky not in result.findings and result.files_done == 1
+    assert result.findings[broken].kind is FindingKind.IO_ERROR
+    assert sorted(result.failed) == sorted([ByteRange(denied, 0, MiB), ByteRange(broken, 0, MiB)])
+    # flaky: 1 open retry + 2 read retries; broken: 3 retries then gives up; each doubling
+    assert sorted(sleeps).count(0.01) == 3 and sleeps.count(0.02) == 2 and sleeps.count(0.04) == 1
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "/studio/proj/../../etc/passwd", "/studio/project2/x",
+                                 "/studio/proj/./x", "relative/x"])
+def test_paths_outside_the_roots_are_never_opened(studio: Studio, bad: str) -> None:
+    ok = studio.file("ok.tx", 1000)
+    reader = RecordingReader()
+    batch = Batch(0, reads=(ByteRange(bad, 0, 100), ByteRange(ok, 0, 1000)),
+                  meta=(MetaOp(Op.STAT, bad), MetaOp(Op.READDIR, bad)),
+                  files={ok: studio.info(ok)}, closes=frozenset({bad, ok}))
+    result = warm_batch(batch, ctx_for(studio, reader))
+    assert result.findings[bad].kind is FindingKind.OUTSIDE
+    assert list(reader.opens) == [str(studio.local(ok))] and not reader.meta
+    assert result.bytes_done == 1000 and result.meta_failed == 2
+    assert not result.failed, "refused paths are not offered for retry"
+
+
+def test_metadata_ops_stat_and_list(studio: Studio, tmp_path: Path) -> None:
+    p = studio.file("udim/diffuse.1001.tx", 10)
+    studio.file("udim/diffuse.1002.tx", 10)
+    meta = (MetaOp(Op.READDIR, "/studio/proj/udim"), MetaOp(Op.STAT, p), MetaOp(Op.STAT, "/studio/proj/nope.tx"))
+    reader = RecordingReader()
+    result = warm_batch(Batch(0, meta=meta), ctx_for(studio, reader))
+    assert sorted(reader.meta) == sorted([("readdir", str(studio.root / "udim")), ("stat", str(studio.local(p))),
+                                          ("stat", str(studio.root / "nope.tx"))])
+    assert result.meta_done == 2 and result.meta_failed == 1
+    assert result.findings["/studio/proj/nope.tx"].kind is FindingKind.MISSING
+
+
+def test_stop_request_ends_the_batch_early(studio: Studio) -> None:
+    paths = [studio.file(f"s{i}.tx", 1000) for i in range(50)]
+    reader = RecordingReader(delay_s=0.01)
+    stop = threading.Event()
+    seen: list[WarmResult] = []
+
+    def progress(r: WarmResult) -> None:
+        seen.append(r)
+        if r.reads >= 5:
+            stop.set()
+
+    result = warm_batch(one_batch(studio, [(p, 0, 1000) for p in paths]),
+                        ctx_for(studio, reader, in_flight=2, should_stop=stop.is_set, progress=progress,
+                                clock=iter(range(10**6)).__next__))
+    assert 5 <= result.reads < 50 and result.bytes_failed == 0
+
+
+def test_direct_reader_reads_unaligned_ranges_exactly(studio: Studio) -> None:
+    p = studio.file("u.bin", 3 * MiB + 7)
+    f = DirectReader().open(str(studio.local(p)))
+    try:
+        assert f.read(0, 4096) == 4096
+        assert f.read(3, 100) == 100, "EINVAL from O_DIRECT falls back to a buffered read"
+        assert f.read(3 * MiB, MiB) == 7
+        assert f.read(10, 2 * MiB + 5) == 2 * MiB + 5
+    finally:
+        f.close()
+
+
+def test_embedded_warm_reports_like_a_job(studio: Studio) -> None:
+    a = studio.file("a.tx", 2 * MiB)
+    gone = studio.file("gone.tx", MiB)
+    plan = studio.whole([a, gone])
+    studio.local(gone).unlink()
+    info = run_embedded(plan, studio.settings(in_flight=4))
+    assert info.state is JobState.PARTIAL
+    assert info.counters["bytes_done"] == 2 * MiB and info.counters["bytes_failed"] == MiB
+    assert [f.kind for f in info.findings] == [FindingKind.MISSING]
+    assert run_embedded(studio.whole([a]), studio.settings()).state is JobState.DONE
+
+
+def test_embedded_throttle_limits_the_rate(studio: Studio) -> None:
+    a = studio.file("a.tx", 2 * MiB)
+    t0 = time.monotonic()
+    info = run_embedded(studio.whole([a]), studio.settings(throttle_bps=8 * MiB))
+    assert info.state is JobState.DONE
+    assert time.monotonic() - t0 >= 2 / 8 - 0.05 - 0.02
+
+
+def test_batches_of_a_plan_cover_it(studio: Studio) -> None:
+    paths = [studio.file(f"c{i}.tx", 300_000) for i in range(20)]
+    plan = studio.whole(paths)
+    total = WarmResult()
+    for b in make_batches(plan, MiB, rate_bps=1_000_000):
+        r = warm_batch(b, ctx_for(studio, RecordingReader()))
+        total.bytes_done += r.bytes_done
+        total.files_done += r.files_done
+    assert total.bytes_done == plan.bytes and total.files_done == 20

@@ -1,0 +1,240 @@
+"""Job state, dedupe, shared throttle and dispatch on a real Redis, batches run in this process.
+
+`send` is a list: what the dispatcher would put on the Celery queue, run here by hand,
+so redelivery and ordering can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import redis
+
+from prewarm import dispatch_redis as dispatch
+from prewarm import engine
+from prewarm.dedupe_redis import RedisDedupe
+from prewarm.jobs import JobState
+from prewarm.records import ByteRange, FileInfo
+from prewarm.state_redis import WarmJob, connect, recent
+from prewarm.throttle_redis import RedisThrottle, get_rate, set_rate
+from prewarm.warm import FindingKind
+from tests.fixtures.studio import Studio
+
+MiB = 1 << 20
+
+
+class Sent(list[tuple[str, str, int]]):
+    def __call__(self, gateway: str, job_id: str, index: int) -> None:
+        self.append((gateway, job_id, index))
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    return connect(redis_url)
+
+
+def drain(r: redis.Redis, studio: Studio, sent: Sent, **settings: object) -> None:
+    """Run every batch the dispatcher sends until the window is empty (a worker, in-process)."""
+    s = studio.settings(**settings)
+    while sent:
+        _, job_id, index = sent.pop(0)
+        engine.run_batch(r, s, job_id, index, sent)
+
+
+def test_a_job_runs_to_done_with_true_counters(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"t{i}.tx", 700_000) for i in range(12)]
+    plan = studio.whole(paths)
+    s = studio.settings(throttle_bps=2 * MiB, dispatch_window=3)
+    sent = Sent()
+    job = engine.submit(r, plan, s, sent, "gw1")
+    assert len(sent) == 3, "only the window is sent at once"
+    assert job.state() is JobState.QUEUED
+    drain(r, studio, sent)
+    info = job.info()
+    assert info is not None and info.state is JobState.DONE
+    assert info.counters["bytes_done"] == plan.bytes == info.bytes_planned
+    assert info.counters["files_done"] == 12 == info.files_planned
+    assert info.batches_done == info.batches and info.finished and info.started
+    assert [j.id for j in recent(r)] == [job.id]
+
+
+def test_a_redelivered_batch_is_counted_once(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"t{i}.tx", MiB) for i in range(4)]
+    plan = studio.whole(paths)
+    s = studio.settings(throttle_bps=MiB)
+    sent = Sent()
+    job = engine.submit(r, plan, s, sent, "gw1")
+    first = list(sent)
+    drain(r, studio, sent)
+    for _, job_id, index in first:  # the broker hands the same batches out again
+        engine.run_batch(r, s, job_id, index, sent)
+    info = job.info()
+    assert info is not None and info.state is JobState.DONE
+    assert info.counters["bytes_done"] == plan.bytes and info.counters["files_done"] == 4
+
+
+def test_partial_job_lists_failures_and_retry_reads_only_those(r: redis.Redis, studio: Studio) -> None:
+    ok = studio.file("ok.tx", MiB)
+    gone = studio.file("gone.tx", MiB)
+    plan = studio.whole([ok, gone])
+    moved = studio.local(gone).rename(studio.root / "elsewhere")
+    s = studio.settings()
+    sent = Sent()
+    job = engine.submit(r, plan, s, sent, "gw1")
+    drain(r, studio, sent)
+    info = job.info()
+    assert info is not None and info.state is JobState.PARTIAL
+    assert [(f.path, f.kind) for f in info.findings] == [(gone, FindingKind.MISSING)]
+    assert job.failed_ranges() == [ByteRange(gone, 0, MiB)]
+    moved.rename(studio.local(gone))  # the studio restores the file
+    retry = engine.submit(r, job.plan(), s, sent, "gw1", retry_of=job)
+    drain(r, studio, sent)
+    rinfo = retry.info()
+    assert rinfo is not None and rinfo.state is JobState.DONE and rinfo.retry_of == job.id
+    assert rinfo.bytes_planned == MiB and rinfo.counters["bytes_done"] == MiB
+
+
+def test_nothing_warmable_is_failed(r: redis.Redis, studio: Studio) -> None:
+    gone = studio.file("gone.tx", 1000)
+    plan = studio.whole([gone])
+    studio.local(gone).unlink()
+    sent = Sent()
+    job = engine.submit(r, plan, studio.settings(), sent, "gw1")
+    drain(r, studio, sent)
+    assert job.state() is JobState.FAILED
+
+
+def test_second_job_over_the_same_data_reads_nothing(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"d{i}.tx", 3 * MiB) for i in range(3)]
+    plan = studio.whole(paths)
+    s = studio.settings()
+    sent = Sent()
+    first = engine.submit(r, plan, s, sent, "gw1")
+    drain(r, studio, sent)
+    second = engine.submit(r, plan, s, sent, "gw1")
+    drain(r, studio, sent)
+    other_gw = engine.submit(r, plan, s, sent, "gw2")
+    drain(r, studio, sent)
+    a, b, c = first.info(), second.info(), other_gw.info()
+    assert a and b and c
+    assert a.counters["bytes_done"] == plan.bytes
+    assert b.counters["bytes_done"] == 0 and b.counters["bytes_skipped"] == plan.bytes
+    assert b.counters["files_skipped"] == 3 and b.state is JobState.DONE
+    assert c.counters["bytes_done"] == plan.bytes, "another gateway has its own cache"
+
+
+def test_a_changed_file_invalidates_what_was_warmed(r: redis.Redis, studio: Studio) -> None:
+    p = studio.file("c.tx", 2 * MiB)
+    q = studio.file("q.tx", 2 * MiB)
+    s = studio.settings()
+    sent = Sent()
+    engine.submit(r, studio.whole([p, q]), s, sent, "gw1")
+    drain(r, studio, sent)
+    studio.file("c.tx", 2 * MiB)  # re-rendered
+    later = time.time() + 5
+    os.utime(studio.local(p), (later, later))
+    again = engine.submit(r, studio.whole([p, q]), s, sent, "gw1")
+    drain(r, studio, sent)
+    info = again.info()
+    assert info is not None
+    assert info.counters["bytes_done"] == 2 * MiB and info.counters["bytes_skipped"] == 2 * MiB
+
+
+def test_two_jobs_at_once_never_read_a_granule_twice(r: redis.Redis, studio: Studio) -> None:
+    p = studio.file("big.tx", 8 * MiB)
+    ident = studio.info(p)
+    reads: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def worker(owner: str) -> None:
+        d = RedisDedupe(r, "gw1", owner, MiB, ttl_s=3600, poll_s=0.01)
+        for g in range(8):
+            piece = ByteRange(p, g * MiB, MiB)
+            if d.claim(ident, piece):
+                with lock:
+                    reads.append((owner, g))
+                time.sleep(0.01)
+                d.warmed(ident, piece)
+
+    threads = [threading.Thread(target=worker, args=(f"job{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(g for _, g in reads) == list(range(8))
+
+
+def test_a_claim_of_the_same_job_is_taken_over(r: redis.Redis) -> None:
+    ident = FileInfo("/studio/proj/x", 10, 1.0)
+    piece = ByteRange("/studio/proj/x", 0, 10)
+    a = RedisDedupe(r, "gw1", "jobA", MiB, ttl_s=60)
+    assert a.claim(ident, piece)
+    # jobA's worker died holding the claim; its redelivered batch reads at once
+    assert RedisDedupe(r, "gw1", "jobA", MiB, ttl_s=60).claim(ident, piece)
+    waited: list[float] = []
+    b = RedisDedupe(r, "gw1", "jobB", MiB, ttl_s=60, sleep=lambda s: (waited.append(s), a.warmed(ident, piece)))
+    assert not b.claim(ident, piece), "jobB waits for jobA, then skips what it warmed"
+    assert waited
+
+
+def test_shared_throttle_rate_is_changeable(r: redis.Redis) -> None:
+    slept: list[float] = []
+    t = RedisThrottle(r, "gw1", default_bps=10 * MiB, sleep=slept.append, burst_s=0.0)
+    for _ in range(5):
+        t.acquire(MiB)
+    # the sleep is not real, so each wait is measured from the same moment: the 5th MiB may go at 0.5 s
+    assert max(slept) == pytest.approx(0.5, abs=0.05)
+    set_rate(r, "gw1", 100 * MiB)
+    assert get_rate(r, "gw1") == 100 * MiB
+    slept.clear()
+    r.delete("prewarm:gw:gw1:tat")
+    for _ in range(5):
+        t.acquire(MiB)
+    assert max(slept) == pytest.approx(0.05, abs=0.02)
+    set_rate(r, "gw1", None)
+    slept.clear()
+    for _ in range(5):
+        t.acquire(MiB)
+    assert slept == []
+
+
+def test_the_job_whose_frames_start_first_is_dispatched_first(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"o{i}.tx", MiB) for i in range(6)]
+    s = studio.settings(throttle_bps=MiB, dispatch_window=1)  # small batches: one file each
+    set_rate(r, "gw1", None)  # ...read unthrottled
+    sent = Sent()
+    now = time.time()
+    late = engine.submit(r, studio.whole(paths, start=now + 3600), s, sent, "gw1")
+    soon = engine.submit(r, studio.whole(paths, start=now + 60, job="soon"), s, sent, "gw1")
+    urgent = engine.submit(r, studio.whole(paths, start=now + 60, priority=5, job="urgent"), s, sent, "gw1")
+    order: list[str] = []
+    while sent:
+        _, job_id, index = sent.pop(0)
+        order.append(job_id)
+        engine.run_batch(r, s, job_id, index, sent)
+    # the first batch of `late` was sent before the others existed; then urgent, soon, late
+    assert order[0] == late.id
+    rest = [j for i, j in enumerate(order[1:]) if i == 0 or order[i] != j]
+    assert rest == [urgent.id, soon.id, late.id]
+
+
+def test_cancel_stops_dispatch_and_running_batches(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"k{i}.tx", MiB) for i in range(8)]
+    s = studio.settings(throttle_bps=MiB, dispatch_window=2)
+    set_rate(r, "gw1", None)
+    sent = Sent()
+    job = engine.submit(r, studio.whole(paths), s, sent, "gw1")
+    _, job_id, index = sent.pop(0)
+    engine.run_batch(r, s, job_id, index, sent)
+    revoked: list[str] = []
+    assert engine.cancel(r, job.id, s, revoked.extend, sent)
+    assert revoked == [dispatch.task_id(job.id, i) for i in (1, 2)]
+    drain(r, studio, sent)  # revoked tasks that still arrive do nothing
+    info = job.info()
+    assert info is not None and info.state is JobState.CANCELLED and info.finished
+    assert info.batches_done == 1
+    assert not list(dispatch.window_of(r, "gw1"))
+    assert not engine.cancel(r, job.id, s, revoked.extend, sent), "cancelling twice changes nothing"

@@ -1,0 +1,35 @@
+"""Thin tasks: plain JSON arguments (a job id, a batch index); the work is in `prewarm.engine`."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import redis
+
+from prewarm import engine
+from prewarm.dispatch_redis import task_id
+from prewarm.state_redis import connect
+from workers.app import DEFAULT_URL, app, current
+
+
+@cache
+def _redis(url: str) -> redis.Redis:
+    return connect(url)
+
+
+def client() -> redis.Redis:
+    return _redis(current().redis_url or DEFAULT_URL)
+
+
+def send(gateway: str, job_id: str, index: int) -> None:
+    """Put one batch on its gateway's queue (the dispatcher decides which batch and when)."""
+    warm_batch.apply_async((job_id, index), queue=engine.queue_of(gateway), task_id=task_id(job_id, index))
+
+
+def revoke(task_ids: list[str]) -> None:
+    app.control.revoke(task_ids)
+
+
+@app.task(name="prewarm.warm_batch")
+def warm_batch(job_id: str, index: int) -> None:
+    engine.run_batch(client(), current(), job_id, index, send)
