@@ -7,8 +7,10 @@ shot100/shot200 traces with shifted pids and renamed paths (so caches see many
 distinct files and threads), writes them plain and gzip-compressed, as strace and as
 prewarm JSON Lines, and times `read_traces` end to end (open, decompress, sniff,
 parse, path mapping). Each measurement runs in a fresh process so that its peak RSS
-is its own; peak Python heap (tracemalloc) is measured at two log sizes to show it
-does not grow with the log.
+is its own. Peak Python heap (tracemalloc) is measured on a small log, on a log 8x
+longer with the same paths (it must not grow: memory is independent of length), and
+on one 8x longer with 8x the distinct paths (it grows a little: the parser caches
+each distinct path and descriptor, which is bounded by the job, not the log).
 
     .venv/bin/python bench/trace_import.py [--lines 1000000] [--json bench/out/trace_import.json]
 """
@@ -50,11 +52,11 @@ def real_lines() -> list[str]:
     return lines
 
 
-def synthetic(lines: list[str], target: int) -> Iterator[str]:
-    """Copies of the real lines, each with its own pids and its own project folder."""
+def synthetic(lines: list[str], target: int, rename: bool = True) -> Iterator[str]:
+    """Copies of the real lines, each with its own pids and (if `rename`) its own project folder."""
     made, copy = 0, 0
     while made < target:
-        prefix = f"/studio/proj/c{copy:03d}/"
+        prefix = f"/studio/proj/c{copy:03d}/" if rename else "/studio/proj/"
         shift = copy * 100_000
         for line in lines:
             yield _PID.sub(lambda m: str(int(m.group(1)) + shift), line.replace("/studio/proj/", prefix), 1)
@@ -76,11 +78,11 @@ def measure(path: str, heap: bool) -> dict[str, object]:
     stats = ImportStats()
     if heap:
         tracemalloc.start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in read_traces([path], path_map=path_map, stats=stats):
         pass
-    seconds = time.perf_counter() - t0
-    out: dict[str, object] = {"lines": stats.lines, "records": stats.records, "seconds": seconds,
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out: dict[str, object] = {"lines": stats.lines, "records": stats.records, "seconds": seconds, "cpu_seconds": cpu,
                               "skipped_lines": stats.skipped_lines,
                               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if heap:
@@ -117,6 +119,9 @@ def main() -> int:
                 f = d / f"strace_{size_name}{'.gz' if compress else ''}.log"
                 write(f, synthetic(real, n), compress)
                 files[("strace", size_name, compress)] = f
+        # The large log again but without renaming: as many distinct paths as the small one.
+        files[("strace", "large, same paths", True)] = d / "strace_same.gz.log"
+        write(files[("strace", "large, same paths", True)], synthetic(real, args.lines, rename=False), True)
         # JSON Lines of the same accesses, as many lines as the strace log.
         plain = d / "records.jsonl"
         with open(plain, "wb") as fh:
@@ -135,26 +140,31 @@ def main() -> int:
                 r = child(f)
                 rows.append({"format": fmt, "gzip": compress, "size_mb": f.stat().st_size / 2**20,
                              "lines_per_s": r["lines"] / r["seconds"], "records_per_s": r["records"] / r["seconds"],
+                             "lines_per_cpu_s": r["lines"] / r["cpu_seconds"],
                              **r})
         memory: list[dict[str, Any]] = []
-        for size_name in ("small", "large"):
+        for size_name in ("small", "large, same paths", "large"):
             f = files[("strace", size_name, True)]
             r = child(f, heap=True)
             memory.append({"log": f"strace gzip, {size_name}", "lines": r["lines"],
                            "heap_peak_kb": r["heap_peak_kb"], "max_rss_mb": r["max_rss_mb"]})
 
-    print(f"{'format':8} {'gzip':5} {'MB':>7} {'lines':>9} {'records':>9} {'s':>6} {'lines/s':>9} {'records/s':>10} {'RSS MB':>7}")
+    print(f"{'format':8} {'gzip':5} {'MB':>7} {'lines':>9} {'records':>9} {'wall s':>6} {'cpu s':>6} "
+          f"{'lines/s':>9} {'records/s':>10} {'lines/cpu-s':>11} {'RSS MB':>7}")
     for r in rows:
         print(f"{r['format']:8} {str(r['gzip']):5} {r['size_mb']:7.1f} {r['lines']:9d} {r['records']:9d} "
-              f"{r['seconds']:6.2f} {r['lines_per_s']:9.0f} {r['records_per_s']:10.0f} {r['max_rss_mb']:7.1f}")
+              f"{r['seconds']:6.2f} {r['cpu_seconds']:6.2f} {r['lines_per_s']:9.0f} {r['records_per_s']:10.0f} "
+              f"{r['lines_per_cpu_s']:11.0f} {r['max_rss_mb']:7.1f}")
     print()
-    print(f"{'memory (tracemalloc)':24} {'lines':>9} {'heap peak KB':>13} {'RSS MB':>7}")
+    print(f"{'memory (tracemalloc)':32} {'lines':>9} {'heap peak KB':>13} {'RSS MB':>7}")
     for m in memory:
-        print(f"{m['log']:24} {m['lines']:9d} {m['heap_peak_kb']:13.0f} {m['max_rss_mb']:7.1f}")
+        print(f"{m['log']:32} {m['lines']:9d} {m['heap_peak_kb']:13.0f} {m['max_rss_mb']:7.1f}")
     strace_plain = next(r for r in rows if r["format"] == "strace" and not r["gzip"])
+    # Judged on wall time; CPU time is printed too because the 2 cores are shared and a
+    # busy neighbour lowers wall-clock figures without the parser getting any slower.
     ok = strace_plain["lines_per_s"] >= TARGET_LINES_PER_S
-    print(f"\nstrace plain: {strace_plain['lines_per_s']:.0f} lines/s, target {TARGET_LINES_PER_S}: "
-          f"{'PASS' if ok else 'FAIL'}")
+    print(f"\nstrace plain: {strace_plain['lines_per_s']:.0f} lines/s wall, "
+          f"{strace_plain['lines_per_cpu_s']:.0f} lines/cpu-s, target {TARGET_LINES_PER_S}: {'PASS' if ok else 'FAIL'}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpu_count": os.cpu_count(), "python": sys.version.split()[0],

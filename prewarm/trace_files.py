@@ -20,7 +20,6 @@ import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 from prewarm.errors import TraceError
 from prewarm.pathmap import PathMap
@@ -53,7 +52,7 @@ def trace_files(path: str) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise TraceError(path, "no such trace file or folder")
-    found = []
+    found: list[Path] = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found.extend(Path(folder, f) for f in files if not f.startswith("."))
@@ -114,10 +113,10 @@ def _stream(files: list[Path], frame: int | None, resolve: Resolve, stats: Impor
         yield from _read_file(f, frame if frame is not None else frame_from_name(f.name), resolve, stats)
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> gzip.GzipFile | io.BufferedReader:
     with open(path, "rb") as fh:
         compressed = fh.read(2) == _GZIP_MAGIC
-    return gzip.open(path, "rb") if compressed else open(path, "rb")
+    return gzip.GzipFile(path, "rb") if compressed else open(path, "rb")
 
 
 def _read_file(path: Path, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Access]:

@@ -255,17 +255,116 @@ def _is_noise(body: str) -> bool:
     return paren > 0 and body[:paren].isidentifier()
 
 
-def _pending_for(pending: dict[int | None, tuple[str, str, str | None]], pid: int | None,
-                 name: str) -> tuple[str, str, str | None] | None:
-    """The unfinished start of the call a `<... name resumed>` line ends."""
-    start = pending.pop(pid, None)
-    if start is None and pid is None:
-        candidates = [p for p, s in pending.items() if s[0] == name]
-        if len(candidates) == 1:
-            start = pending.pop(candidates[0])
-    if start is not None and start[0] != name:
-        return None
-    return start
+Pending = dict[int | None, tuple[str, str, str | None]]
+"""Unfinished calls by pid: (call name, the line up to `<unfinished ...>`, its time stamp)."""
+
+
+class _Parser:
+    """One log's parse state: split calls waiting for their end, and resolved paths."""
+
+    __slots__ = ("calls", "frame", "outputs", "paths", "pending", "resolve", "stats", "table", "where")
+
+    def __init__(self, stats: ImportStats, frame: int | None, resolve: Resolve | None, where: str) -> None:
+        self.calls = _Calls()
+        self.table = self.calls.table
+        self.outputs = self.calls.outputs
+        self.pending: Pending = {}
+        self.paths: dict[str, str | None] = {}
+        self.stats, self.frame, self.resolve, self.where = stats, frame, resolve, where
+
+    def line(self, line: str, n: int) -> Access | None:
+        """The access line `n` completes, if any. Peels `[pid N]`, the pid column and the stamp."""
+        line = line.rstrip()
+        if not line:
+            return None
+        pid: int | None = None
+        body = line
+        try:
+            if line.startswith("[pid "):  # strace -f writing to stderr
+                close = line.find("]")
+                pid = int(line[5:close])
+                body = line[close + 1:].lstrip()
+            sp = body.find(" ")
+            if sp > 0 and body[:sp].isdigit():  # the pid column of `strace -f -o`
+                pid = int(body[:sp])
+                body = body[sp:].lstrip()
+                sp = body.find(" ")
+        except ValueError:
+            self.stats.skip(self.where, n)
+            return None
+        stamp = None
+        if sp > 0 and body[0].isdigit():
+            stamp = body[:sp]
+            body = body[sp + 1:]
+        if body.startswith("<... "):
+            start = self._start_of(body, pid)
+            if start is None:
+                self.stats.unmatched_resumed += 1
+                return None
+            body = start[1] + body[body.find(" resumed>") + 9:]
+            stamp = start[2]
+        elif body.endswith(_UNFINISHED):
+            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
+            return None
+        return self._call(body, pid, stamp, n)
+
+    def _start_of(self, body: str, pid: int | None) -> tuple[str, str, str | None] | None:
+        """The unfinished start of the call a `<... name resumed>` line ends.
+
+        An unprefixed resumed line may end a call that started while strace still wrote
+        `[pid N]` prefixes: it takes the one pending call of its name, if there is one.
+        """
+        r = body.find(" resumed>")
+        if r < 0:
+            return None
+        name = body[5:r]
+        start = self.pending.pop(pid, None)
+        if start is None and pid is None:
+            candidates = [p for p, s in self.pending.items() if s[0] == name]
+            if len(candidates) == 1:
+                start = self.pending.pop(candidates[0])
+        return start if start is not None and start[0] == name else None
+
+    def _call(self, body: str, pid: int | None, stamp: str | None, n: int) -> Access | None:
+        """A whole call line (`name(args) = ret [<secs>]`) as the access it made, if any."""
+        paren = body.find("(")
+        handler = self.table.get(body[:paren]) if paren > 0 else None
+        if handler is None:
+            if not _is_noise(body):
+                self.stats.skip(self.where, n)
+            return None
+        eq = body.rfind(" = ")
+        close = body.rfind(")", paren, eq) if eq > 0 else -1
+        if close < 0:
+            self.stats.skip(self.where, n)
+            return None
+        ret = body[eq + 3:]
+        if ret[0] == "-" or ret[0] == "?":
+            self.stats.failed_calls += 1
+            return None
+        try:
+            found = handler(body[paren + 1:close], ret)
+            if found is None or found[0] in self.outputs:
+                return None
+            path = self._path(found[0])
+            if path is None:
+                return None
+            return Access(path, found[1], found[2], found[3], self.frame, _seconds(stamp), None, None, pid)
+        except (ValueError, IndexError):
+            self.stats.skip(self.where, n)
+            return None
+
+    def _path(self, raw: str) -> str | None:
+        """The path to record for a path as strace printed it; None (counted) if filtered out."""
+        path = self.paths.get(raw, "")  # "" is never a resolved path: not cached yet
+        if path == "":
+            path = unescape(raw)
+            if path.endswith(" (deleted)"):
+                path = path[:-10]
+            path = self.paths[raw] = self.resolve(path) if self.resolve is not None else path
+        if path is None:
+            self.stats.filtered += 1
+        return path
 
 
 def parse_strace(lines: Iterable[str], stats: ImportStats, frame: int | None = None,
@@ -275,91 +374,15 @@ def parse_strace(lines: Iterable[str], stats: ImportStats, frame: int | None = N
     `frame` is set on every record; `resolve` maps each path once (see `Resolve`);
     `where` names the log in `stats.first_skipped`.
     """
-    calls = _Calls()
-    table = calls.table
-    outputs = calls.outputs
-    pending: dict[int | None, tuple[str, str, str | None]] = {}
-    paths: dict[str, str | None] = {}
+    feed = _Parser(stats, frame, resolve, where).line
     n = records = 0
     try:
         for line in lines:
             n += 1
-            line = line.rstrip()
-            if not line:
-                continue
-            pid: int | None = None
-            body = line
-            try:
-                if line[0] == "[":  # `[pid  4740] ...` when strace writes to stderr
-                    close = line.find("]")
-                    pid = int(line[5:close])
-                    body = line[close + 1:].lstrip()
-                sp = body.find(" ")
-                if sp > 0 and body[:sp].isdigit():  # the pid column of `-f -o`
-                    pid = int(body[:sp])
-                    body = body[sp:].lstrip()
-                    sp = body.find(" ")
-            except ValueError:
-                stats.skip(where, n)
-                continue
-            stamp = None
-            if sp > 0 and body[0].isdigit():
-                stamp = body[:sp]
-                body = body[sp + 1:]
-
-            if body.startswith("<... "):
-                r = body.find(" resumed>")
-                start = _pending_for(pending, pid, body[5:r]) if r > 0 else None
-                if start is None:
-                    stats.unmatched_resumed += 1
-                    continue
-                body = start[1] + body[r + 9:]
-                stamp = start[2]
-            elif body.endswith(_UNFINISHED):
-                pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
-                continue
-
-            paren = body.find("(")
-            handler = table.get(body[:paren]) if paren > 0 else None
-            if handler is None:
-                if not _is_noise(body):
-                    stats.skip(where, n)
-                continue
-            eq = body.rfind(" = ")
-            close = body.rfind(")", paren, eq) if eq > 0 else -1
-            if close < 0:
-                stats.skip(where, n)
-                continue
-            ret = body[eq + 3:]
-            if ret[0] == "-" or ret[0] == "?":
-                stats.failed_calls += 1
-                continue
-            try:
-                found = handler(body[paren + 1:close], ret)
-                if found is None:
-                    continue
-                raw = found[0]
-                if raw in outputs:
-                    continue
-                path = paths.get(raw, "")  # "" is never a resolved path: not cached yet
-                if path == "":
-                    path = paths[raw] = _resolve(raw, resolve)
-                if path is None:
-                    stats.filtered += 1
-                    continue
-                access = Access(path, found[1], found[2], found[3], frame, _seconds(stamp), None, None, pid)
-            except (ValueError, IndexError):
-                stats.skip(where, n)
-                continue
-            records += 1
-            yield access
+            access = feed(line, n)
+            if access is not None:
+                records += 1
+                yield access
     finally:
         stats.lines += n
         stats.records += records
-
-
-def _resolve(raw: str, resolve: Resolve | None) -> str | None:
-    path = unescape(raw)
-    if path.endswith(" (deleted)"):
-        path = path[:-10]
-    return resolve(path) if resolve is not None else path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,10 @@ def write(path: Path, text: str, compress: bool = False) -> Path:
     return path
 
 
-def load(*paths: Path, **kw: object) -> tuple[list[Access], ImportStats]:
+def load(*paths: Path, path_map: PathMap = PathMap(), frame: int | None = None,
+         keep: Callable[[str], bool] | None = None) -> tuple[list[Access], ImportStats]:
     stats = ImportStats()
-    return list(read_traces([str(p) for p in paths], stats=stats, **kw)), stats  # type: ignore[arg-type]
+    return list(read_traces([str(p) for p in paths], path_map, frame, keep, stats)), stats
 
 
 # --- finding files -------------------------------------------------------------------------

@@ -388,12 +388,12 @@ def test_shot100_exr_pread64_runs(real_traces: Path) -> None:
 
 def test_shot100_png_unfinished_resumed_reads(real_traces: Path) -> None:
     records, stats = real_frame(real_traces, "shot100", 1)
-    png = [(a.op, a.offset, a.length, a.tid, a.t) for a in records if a.path == PNG and a.tid == 4076]
+    png = {round(a.t or 0, 6): (a.op, a.offset, a.length) for a in records if a.path == PNG and a.tid == 4076}
     # 23:34:33.414840 pread64(... <unfinished ...>; resumed `"\211PNG\r\n\32\n", 8, 0) = 8`
-    assert (Op.READ, 0, 8, 4076, pytest.approx(84873.414840)) in png
-    # lseek(0) split in two, then 4096-byte read() calls, each split but the fifth, at 0, 4096, ...
-    after = [r for r in png if r[0] is Op.READ and r[4] >= 84873.415941]
-    assert [(o, n) for _, o, n, _, _ in after[:5]] == [(0, 4096), (4096, 4096), (8192, 4096), (12288, 4096), (16384, 4096)]
+    assert png[84873.414840] == (Op.READ, 0, 8)
+    # lseek(0) split in two, then 4096-byte read() calls, all split but the fifth, at 0, 4096, ...
+    assert [png[t] for t in (84873.415941, 84873.416639, 84873.416755, 84873.417174, 84873.417315)] == [
+        (Op.READ, offset, 4096) for offset in range(0, 5 * 4096, 4096)]
     assert stats.unmatched_resumed == 12 and stats.skipped_lines == 0 and stats.failed_calls == 0
 
 
