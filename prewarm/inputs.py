@@ -9,6 +9,8 @@ that `PathMap.to_local` gives. Every path is stat-ed at most once and every
 folder listed at most once per call, however many inputs and frames reach it:
 on a gateway mount each of those calls is a WAN round trip (and warms the
 gateway's attribute and dentry caches, which is why `listed_dirs` is kept).
+So stats run concurrently, and a sequence whose frames share a folder lists it
+once and stats only the frames it holds.
 
 `stat` and `scandir` are parameters so tests can produce errors that root cannot
 (permission denied) without mocks. `stat` follows symlinks, as renderers do;
@@ -81,8 +83,9 @@ def resolve_inputs(manifest: Manifest, path_map: PathMap, *, stat: StatFn = os.s
     Up to `workers` stat calls are in flight at once: on a gateway mount each one
     waits a WAN round trip, and one at a time would take hours for a big job.
     """
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="prewarm-stat") as pool:
-        resolver = _Resolver(path_map, stat, scandir, pool if workers > 1 else None)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="prewarm-stat") if workers > 1 else None
+    resolver = _Resolver(path_map, stat, scandir, pool)
+    try:
         for index, spec in enumerate(manifest.inputs):
             pattern = spec.pattern
             frames: tuple[int | None, ...] = manifest.frames if pattern.has_frame else (None,)
@@ -96,6 +99,9 @@ def resolve_inputs(manifest: Manifest, path_map: PathMap, *, stat: StatFn = os.s
                 resolver.sequence(index, spec, manifest.frames)
             else:
                 resolver.file(index, spec, pattern.expand(), None)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return Resolved(tuple(resolver.files), tuple(resolver.missing), tuple(resolver.listed))
 
 
@@ -249,17 +255,17 @@ class _Resolver:
                 stack.pop()
                 continue
             path, rel = item
-            child = self.stat(self.local(path))
             name = rel.rpartition("/")[2]
+            if _selected(rel, name, spec.exclude):
+                continue
+            child = self.stat(self.local(path))
             if isinstance(child, OSError):
                 self.miss(index, spec, path, _reason(child), frame)
             elif statmod.S_ISDIR(child.st_mode):
-                key = (child.st_dev, child.st_ino)
-                if key not in visited and not _selected(rel, name, spec.exclude):
-                    visited.add(key)
+                if (child.st_dev, child.st_ino) not in visited:
+                    visited.add((child.st_dev, child.st_ino))
                     stack.append(self.entries(index, spec, path, rel + "/", frame))
-            elif statmod.S_ISREG(child.st_mode) and (not spec.include or _selected(rel, name, spec.include)) \
-                    and not _selected(rel, name, spec.exclude):
+            elif statmod.S_ISREG(child.st_mode) and (not spec.include or _selected(rel, name, spec.include)):
                 self.files.append(ResolvedFile(path, child.st_size, child.st_mtime, index, frame))
         if len(self.files) == before:
             reason = "no files match include/exclude" if spec.include or spec.exclude else "no files below"
@@ -273,6 +279,7 @@ class _Resolver:
         if isinstance(names, OSError):
             self.miss(index, spec, folder + "/", f"cannot list: {_reason(names)}", frame)
             return
-        self.prefetch(f"{self.local_dir(folder).rstrip('/')}/{name}" for name in names)
+        base = self.local_dir(folder).rstrip("/")
+        self.prefetch(f"{base}/{name}" for name in names if not _selected(rel + name, name, spec.exclude))
         for name in names:
             yield f"{folder}/{name}", rel + name

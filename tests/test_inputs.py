@@ -120,15 +120,17 @@ def test_folder_input_walks_everything_below(tmp_path: Path) -> None:
 
 def test_include_exclude_and_excluded_folders_are_not_listed(tmp_path: Path) -> None:
     make(tmp_path, "look/a.tx", "look/a.png", "look/old/b.tx", "look/hero/c.tx", "look/hero/c.png")
+    (tmp_path / "look/old.tx").symlink_to(tmp_path / "nothing")     # excluded: not a finding either
     manifest = parse_manifest(textwrap.dedent(f"""\
         job: j
         frames: 1
         inputs:
           - path: {STUDIO}/look/
             include: ["*.tx", "hero/*"]
-            exclude: [old]
+            exclude: [old, old.tx]
         """), "job.yaml")
     resolved = resolve_inputs(manifest, studio_map(tmp_path))
+    assert resolved.missing == ()
     assert found(resolved) == [("look/a.tx", None, None), ("look/hero/c.png", None, None),
                                ("look/hero/c.tx", None, None)]
     assert f"{STUDIO}/look/old" not in resolved.listed_dirs
