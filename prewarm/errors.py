@@ -32,6 +32,10 @@ class InputError(PrewarmError):
         self.message = message
         super().__init__(f"{where}: {message}" if where else message)
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Survive pickling: trace files are imported in worker processes."""
+        return (type(self), (self.where, self.message))
+
 
 class ManifestError(InputError):
     """A job manifest that is not valid."""

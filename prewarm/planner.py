@@ -8,11 +8,13 @@ but every path in the plan is a studio path.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import posixpath
 import stat as stat_mod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, fields
 
 from prewarm.config import Settings
 from prewarm.inputs import Resolved, resolve_inputs
@@ -22,9 +24,9 @@ from prewarm.pathmap import PathMap
 from prewarm.plan import Finding, MetaOp, Plan
 from prewarm.predict import Candidate, PredictOptions, predict
 from prewarm.records import FileInfo, Op
-from prewarm.trace_files import read_traces
+from prewarm.trace_files import read_traces, trace_files
 from prewarm.trace_stats import ImportStats
-from prewarm.training import TraceSet, aggregate
+from prewarm.training import TraceSet, aggregate, merge
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,43 @@ def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,
                   options: PlanOptions = PlanOptions()) -> Plan:
     path_map = settings.path_map.merged(manifest.path_map).merged(options.path_map)
     resolved = resolve_inputs(manifest, path_map)
-    import_stats = ImportStats()
-    ts = aggregate(read_traces(list(traces), path_map, frame=options.frame, stats=import_stats)) \
-        if traces else TraceSet()
+    ts, import_stats = load_traces(traces, path_map, options.frame)
     return build_plan(manifest, resolved, ts, path_map, settings, options, import_stats)
+
+
+PARALLEL_BYTES = 32 << 20
+"""Below this much trace data, starting worker processes costs more than it saves."""
+
+
+def _aggregate_files(files: list[str], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
+    stats = ImportStats()
+    return aggregate(read_traces(files, path_map, frame=frame, stats=stats)), stats
+
+
+def load_traces(paths: Sequence[str], path_map: PathMap, frame: int | None = None,
+                workers: int | None = None, min_parallel_bytes: int = PARALLEL_BYTES) -> tuple[TraceSet, ImportStats]:
+    """Import and aggregate trace files, over all cores when there is enough to read.
+
+    Trace files are per frame, so aggregates of disjoint groups of files merge exactly.
+    """
+    files = [str(f) for p in paths for f in trace_files(p)]
+    if not files:
+        return TraceSet(), ImportStats()
+    workers = workers or min(len(files), os.cpu_count() or 1, 8)
+    size = sum(os.path.getsize(f) for f in files)
+    if workers < 2 or size < min_parallel_bytes:
+        return _aggregate_files(files, path_map, frame)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        parts = list(pool.map(_aggregate_files, [files[i::workers] for i in range(workers)],
+                              [path_map] * workers, [frame] * workers))
+    stats = ImportStats()
+    for _, s in parts:
+        for f in fields(ImportStats):
+            if isinstance(getattr(s, f.name), int):
+                setattr(stats, f.name, getattr(stats, f.name) + getattr(s, f.name))
+        stats.first_skipped = stats.first_skipped or s.first_skipped
+    return merge(ts for ts, _ in parts), stats
 
 
 def _frames(manifest: Manifest, options: PlanOptions) -> list[int]:

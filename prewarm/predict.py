@@ -243,8 +243,24 @@ def _neighbours(train: list[int], frame: int, k: int) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------- the models
 
+Groups = list[tuple[tuple[int, ...], bool, list[int]]]
+
+
+def neighbour_groups(train: list[int], job: list[int], k: int) -> Groups:
+    """Job frames grouped by the training frames they borrow from, the same for every file.
+
+    A traced frame is its own group (`exact`): it reads what it was seen reading.
+    """
+    trained = set(train)
+    groups: dict[tuple[tuple[int, ...], bool], list[int]] = defaultdict(list)
+    for f in job:
+        exact = f in trained
+        groups[((f,) if exact else _neighbours(train, f, k), exact)].append(f)
+    return [(nb, exact, frames) for (nb, exact), frames in groups.items()]
+
+
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
-                    job: list[int], opts: PredictOptions) -> Iterator[Prediction]:
+                    groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
     common = clip(_read_by_share(per, need), size)
@@ -253,30 +269,32 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     everyone = len(readers) >= opts.always_share * len(train)
 
     present: list[int] = []
-    by_neighbours: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for f in job:
-        nb = _neighbours(train, f, opts.neighbours)
+    borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+    extrapolate: list[int] = []
+    for nb, exact, frames in groups:
         reading = tuple(t for t in nb if t in per)
+        if exact:
+            if reading:
+                present.extend(frames)
+                borrow[(reading, True)] = frames
+            continue
         if not (reading or everyone or progression):
             continue
-        present.append(f)
-        if f in per:
-            by_neighbours[(f,)].append(f)
-        elif progression is None:
-            by_neighbours[reading].append(f)
+        present.extend(frames)
+        if progression is not None:
+            extrapolate.extend(frames)
+        else:
+            borrow.setdefault((reading, False), []).extend(frames)
     if common and present:
         yield Prediction(path, tuple(present), common, Reason.TRACE)
-    for nb, frames in by_neighbours.items():
+    for (nb, exact), frames in borrow.items():
         spans = normalize(s for t in nb for s in specific[t])
-        if nb != (frames[0],) or frames[0] not in per:
+        if not exact:
             spans = clip([(s - opts.spread, e + opts.spread) for s, e in spans], size)
         if spans:
-            reason = Reason.TRACE if nb == (frames[0],) and frames[0] in per else Reason.NEIGHBOURS
-            yield Prediction(path, tuple(frames), spans, reason)
+            yield Prediction(path, tuple(frames), spans, Reason.TRACE if exact else Reason.NEIGHBOURS)
     if progression is not None:
-        for f in present:
-            if f in per:
-                continue
+        for f in extrapolate:
             region = subtract(progression.region(f, size), common)
             if region:
                 yield Prediction(path, (f,), region, Reason.PROGRESSION)
@@ -354,6 +372,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     result.stats["sequences"] = len(seqs)
 
     shared = 0
+    groups = neighbour_groups(train, job_frames, opts.neighbours)
     for p, per in ts.reads.items():
         if p in in_sequence or p in explained or not traced_ok(p):
             continue
@@ -363,7 +382,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.missing.append((p, "not found: earlier renders of this shot read it"))
             continue
         shared += 1
-        out.extend(_predict_shared(p, info.size, per, train, job_frames, opts))
+        out.extend(_predict_shared(p, info.size, per, train, groups, opts))
     result.stats["shared_files"] = shared
 
     unseen = 0

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from prewarm.ranges import Span, SpanAccumulator
+from prewarm.ranges import Span, SpanAccumulator, normalize
 from prewarm.records import Access, Op
 
 
@@ -75,3 +75,26 @@ def restrict(ts: TraceSet, keep_frames: Iterable[int]) -> TraceSet:
     listed = {p: fs & keep for p, fs in ts.listed.items() if fs & keep}
     return TraceSet(reads=reads, stats=stats, listed=listed, frames=ts.frames & keep,
                     records=ts.records, unframed=ts.unframed)
+
+
+def merge(parts: Iterable[TraceSet]) -> TraceSet:
+    """One TraceSet from aggregates of disjoint groups of trace files (parallel import)."""
+    reads: dict[str, dict[int, list[Span]]] = {}
+    stats: dict[str, set[int]] = defaultdict(set)
+    listed: dict[str, set[int]] = defaultdict(set)
+    frames: set[int] = set()
+    n = unframed = 0
+    for part in parts:
+        for p, per in part.reads.items():
+            mine = reads.setdefault(p, {})
+            for f, spans in per.items():
+                mine[f] = normalize(mine[f] + spans) if f in mine else spans
+        for p, fs in part.stats.items():
+            stats[p] |= fs
+        for p, fs in part.listed.items():
+            listed[p] |= fs
+        frames |= part.frames
+        n += part.records
+        unframed += part.unframed
+    return TraceSet(reads=reads, stats=dict(stats), listed=dict(listed), frames=frozenset(frames),
+                    records=n, unframed=unframed)

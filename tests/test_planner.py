@@ -1,0 +1,26 @@
+"""The planner's IO layer: trace loading over processes, traced files kept to the job's folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prewarm.manifest import parse_manifest
+from prewarm.pathmap import PathMap
+from prewarm.planner import job_folders, load_traces
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
+
+
+def test_parallel_import_equals_sequential_on_real_traces():
+    paths = [str(SAMPLES / "shot200" / "traces")]
+    seq, seq_stats = load_traces(paths, PathMap(), workers=1)
+    par, par_stats = load_traces(paths, PathMap(), workers=2, min_parallel_bytes=0)
+    assert par.reads == seq.reads and par.frames == seq.frames == frozenset(range(1, 37))
+    assert (par_stats.records, par_stats.lines, par_stats.files) == (seq_stats.records, seq_stats.lines, 36)
+
+
+def test_traced_files_join_only_below_job_folders_or_roots():
+    m = parse_manifest("job: j\nframes: 1\ninputs:\n  - /studio/p/shot/a.blend\n  - /studio/p/tex/\n", "m.yaml")
+    ok = job_folders(m, ["/studio/p/shot/a.blend"], roots=["/studio/lib"])
+    assert ok("/studio/p/shot/cache/x.abc") and ok("/studio/p/tex/deep/t.tx") and ok("/studio/lib/fonts/a.ttf")
+    assert not ok("/usr/lib/libc.so.6") and not ok("/studio/p/other/x") and not ok("/studio/p/shotgun/x")
