@@ -24,6 +24,11 @@ What a call read is not always written on its line, so the parser keeps state:
 * `mmap` of a file is recorded as a read of the whole mapped region. Reads through a
   mapping are invisible to strace; mapping a file almost always means reading it, and
   warming too much is cheaper than a render stalling on the WAN.
+* A file the process creates, truncates or opens write-only is an output: its opens,
+  reads and stats are left out, since they touch what the render wrote, not what the
+  filer holds.
+* `t` is the call's start in seconds since midnight with `-t`/`-tt` (strace does not
+  log the date) and epoch seconds with `-ttt`; `tid` is the pid column.
 * Failed calls (`= -1 ENOENT ...`, `= ? ERESTARTSYS`) are counted; lines that cannot
   be understood are counted and skipped. Neither is fatal: a trace is evidence.
 
@@ -71,8 +76,8 @@ def unescape(raw: str) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _quoted(s: str, i: int) -> tuple[str, int] | None:
-    """The C string literal starting at `s[i]` (still escaped) and the index after it."""
+def _quoted(s: str, i: int) -> str | None:
+    """The C string literal starting at `s[i]`, still escaped (an escaped quote does not end it)."""
     if s[i:i + 1] != '"':
         return None
     j = i + 1
@@ -84,7 +89,7 @@ def _quoted(s: str, i: int) -> tuple[str, int] | None:
         while s[k] == "\\":
             k -= 1
         if (q - 1 - k) % 2 == 0:
-            return s[i + 1:q], q + 1
+            return s[i + 1:q]
         j = q + 1
 
 
@@ -113,10 +118,9 @@ def _at_path(args: str) -> str | None:
         comma = args.find(", ", gt)
     if comma < 0:
         return None
-    got = _quoted(args, comma + 2)
-    if got is None:
+    name = _quoted(args, comma + 2)
+    if name is None:
         return None
-    name = got[0]
     if name.startswith("/"):
         return name
     if directory is None or not directory.startswith("/"):
@@ -197,8 +201,8 @@ class _Calls:
             path: str | None = ret[lt + 1:gt]
             self.pos[ret[:gt]] = 0
         elif args.startswith('"'):
-            got = _quoted(args, 0)
-            path = got[0] if got is not None and got[0].startswith("/") else None
+            name = _quoted(args, 0)
+            path = name if name is not None and name.startswith("/") else None
         else:
             path = _at_path(args)
         if path is None:
@@ -214,8 +218,8 @@ class _Calls:
         return (path, Op.STAT, 0, 0) if path is not None else None
 
     def stat(self, args: str, ret: str) -> Found | None:
-        got = _quoted(args, 0)
-        return (got[0], Op.STAT, 0, 0) if got is not None and got[0].startswith("/") else None
+        name = _quoted(args, 0)
+        return (name, Op.STAT, 0, 0) if name is not None and name.startswith("/") else None
 
     def fstat(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
