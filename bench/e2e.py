@@ -142,10 +142,8 @@ Warm = Callable[[Plan], None]
 
 
 def embedded_warm(settings: Settings) -> Warm:
-    from prewarm.engine import run_embedded
-
     def warm(plan: Plan) -> None:
-        info = run_embedded(plan, settings)
+        info = engine.run_embedded(plan, settings)
         if info.state.value != "done":
             raise SystemExit(f"embedded warm ended {info.state.value}: {info.findings[:3]}")
     return warm
@@ -153,7 +151,6 @@ def embedded_warm(settings: Settings) -> Warm:
 
 def celery_warm(settings: Settings) -> Warm:
     """Submit through the engine as `prewarm warm --redis` does, wait for the job to end."""
-    from prewarm import engine
     from prewarm.jobs import JobState
     from prewarm.state_redis import WarmJob, connect
     from workers.app import DEFAULT_URL, configure
