@@ -35,7 +35,13 @@ def configure(new: Settings) -> None:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": new.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": new.visibility_timeout_s,
+            # kombu sweeps for unacknowledged messages every interval x throttle seconds (100 s by
+            # default): sweep every half visibility timeout, up to 10 s, so redelivery follows it
+            "unacked_restore_interval": max(1, min(10, new.visibility_timeout_s // 2)),
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"visibility_timeout": new.visibility_timeout_s},
         worker_hijack_root_logger=False,
     )
