@@ -1,0 +1,98 @@
+"""`prewarm warm` embedded, and what it does with bad and hostile input: one line, exit 2, no read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.services import ROOT
+from tests.fixtures.studio import Studio
+
+MiB = 1 << 20
+
+
+def cli(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    pre = ["--config", str(config)] if config else []
+    env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
+    return subprocess.run([sys.executable, "-m", "prewarm", *pre, "warm", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_embedded_warm_of_a_plan(studio: Studio, tmp_path: Path) -> None:
+    a = studio.file("a.tx", 2 * MiB)
+    b = studio.file("b.tx", 100_000)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(studio.whole([a, b]).to_json()))
+    out = cli(str(plan), "--local", f"/studio/proj={studio.root}", "--json", "--in-flight", "4")
+    assert out.returncode == 0, out.stderr
+    [report] = json.loads(out.stdout)
+    assert report["state"] == "done" and report["counters"]["bytes_done"] == 2 * MiB + 100_000
+    assert "done" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_embedded_partial_warm_exits_1_and_names_the_missing_file(studio: Studio, tmp_path: Path) -> None:
+    a = studio.file("a.tx", 1000)
+    gone = studio.file("gone.tx", 1000)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(studio.whole([a, gone]).to_json()))
+    studio.local(gone).unlink()
+    out = cli(str(plan), "--local", f"/studio/proj={studio.root}")
+    assert out.returncode == 1
+    assert "partial" in out.stderr and "missing: 1 file(s)" in out.stderr and gone in out.stderr
+
+
+def hostile(tmp_path: Path, ranges: list[dict[str, object]], name: str = "hostile.json") -> Path:
+    p = tmp_path / name
+    p.write_text(json.dumps({"format": "prewarm.plan/1", "job": "evil", "ranges": ranges}))
+    return p
+
+
+@pytest.mark.parametrize(("ranges", "field"), [
+    ([{"path": "/studio/proj/a.tx", "offset": -1, "length": 10}], "ranges[0].offset"),
+    ([{"path": "/studio/proj/a.tx", "offset": 0, "length": 0}], "ranges[0].length"),
+    ([{"path": "/etc/shadow", "offset": 0, "length": 10}], "ranges[0].path"),
+    ([{"path": "/studio/proj/../../etc/shadow", "offset": 0, "length": 10}], "ranges[0].path"),
+    ([{"path": "/studio/proj/a.tx", "offset": 0, "length": 10},
+      {"path": "/studio/projX/a.tx", "offset": 0, "length": 10}], "ranges[1].path"),
+    ([{"path": "studio/proj/a.tx", "offset": 0, "length": 10}], "ranges[0].path"),
+    ([{"path": "/studio/proj/a.tx", "offset": 0, "length": 1 << 61}], "ranges"),
+    ("not a list", "ranges"),
+])
+def test_hostile_plans_are_refused_naming_the_field(studio: Studio, tmp_path: Path, ranges: object,
+                                                    field: str) -> None:
+    studio.file("a.tx", 1000)
+    out = cli(str(hostile(tmp_path, ranges)), "--local", f"/studio/proj={studio.root}")  # type: ignore[arg-type]
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "hostile.json" in out.stderr and field in out.stderr
+
+
+def test_not_json_and_missing_files_are_one_line(tmp_path: Path, studio: Studio) -> None:
+    bad = tmp_path / "plan.json"
+    bad.write_text("{not json")
+    for target in (bad, tmp_path / "nope.json"):
+        out = cli(str(target), "--local", f"/studio/proj={studio.root}")
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and str(target) in out.stderr
+
+
+def test_no_roots_means_nothing_is_read(tmp_path: Path, studio: Studio) -> None:
+    a = studio.file("a.tx", 1000)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(studio.whole([a]).to_json()))
+    out = cli(str(plan))
+    assert out.returncode == 2 and "roots" in out.stderr
+
+
+def test_a_hundred_thousand_tiny_ranges_are_handled(studio: Studio, tmp_path: Path) -> None:
+    a = studio.file("many.bin", 400_000)
+    b = studio.file("other.bin", 400_000)
+    ranges = [{"path": p, "offset": i * 4, "length": 1} for i in range(50_000) for p in (a, b)]
+    out = cli(str(hostile(tmp_path, ranges)), "--local", f"/studio/proj={studio.root}", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    [report] = json.loads(out.stdout)
+    assert report["counters"]["bytes_done"] == 100_000 and report["state"] == "done"
