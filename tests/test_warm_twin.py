@@ -1,0 +1,103 @@
+"""Warming through the gateway twin (a real FUSE mount with WAN latency and a chunk cache).
+
+What matters is the gateway's side: every planned granule crosses the WAN exactly
+once, nothing outside the plan is read, re-reads reach the gateway (not this host's
+page cache), and a second job over the same data sends it nothing at all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prewarm import engine
+from prewarm.config import Settings
+from prewarm.jobs import JobState
+from prewarm.pathmap import PathMap, Prefix
+from prewarm.plan import MetaOp
+from prewarm.records import Op
+from prewarm.state_redis import WarmJob, connect
+from tests.fixtures.services import ROOT, StartWorker
+from tests.fixtures.studio import PREFIX, Studio
+from tests.fixtures.twin import StartTwin
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+
+
+def twin_settings(mount: Path, **kw: object) -> Settings:
+    return Settings(path_map=PathMap((Prefix(PREFIX, (), str(mount)),)), roots=(PREFIX,), **kw)  # type: ignore[arg-type]
+
+
+def planned_ranges(studio: Studio, n: int) -> list[tuple[str, int, int]]:
+    """Per file: its first granule and its tail granule (to EOF), skipping the middle one."""
+    out = []
+    for i in range(n):
+        p = studio.file(f"tex/t{i}.tx", 2 * MiB + MiB // 2)
+        out += [(p, 0, MiB), (p, 2 * MiB, MiB // 2)]
+    return out
+
+
+def inside_plan(reads: list[tuple[str, int, int]], ranges: list[tuple[str, int, int]]) -> bool:
+    spans = {(p.removeprefix(PREFIX), o, o + n) for p, o, n in ranges}
+    return all(any(rp == p and o >= s and o + n <= e for p, s, e in spans) for rp, o, n in reads)
+
+
+def test_embedded_warm_fetches_each_planned_granule_once_and_nothing_else(
+        studio: Studio, gateway_twin: StartTwin) -> None:
+    ranges = planned_ranges(studio, 6)
+    plan = studio.plan(ranges, metadata=(MetaOp(Op.READDIR, f"{PREFIX}/tex"),))
+    twin = gateway_twin(studio.root, rtt_ms=5, mbps=200, log_reads=True)
+    info = engine.run_embedded(plan, twin_settings(twin.mount, in_flight=8))
+    assert info.state is JobState.DONE, info.findings
+    stats = twin.stats()
+    assert stats["wan_bytes"] == plan.bytes == 6 * (MiB + MiB // 2)
+    assert stats["misses"] == 12
+    assert stats["ops"]["READDIRPLUS"]["requests"] == 1
+    reads = twin.reads()
+    assert sum(n for _, _, n in reads) == plan.bytes and inside_plan(reads, ranges)
+    # the same warm again: every read reaches the gateway (no local page cache), all hits
+    twin.reset()
+    again = engine.run_embedded(plan, twin_settings(twin.mount, in_flight=8))
+    stats = twin.stats()
+    assert again.state is JobState.DONE
+    assert stats["wan_bytes"] == 0 and stats["bytes_served"] == plan.bytes
+
+
+def test_workers_warm_through_the_twin_and_a_second_job_reads_nothing(
+        studio: Studio, gateway_twin: StartTwin, redis_url: str, celery_worker: StartWorker,
+        tmp_path: Path) -> None:
+    ranges = planned_ranges(studio, 8)
+    plan = studio.plan(ranges, gateways=("gw1",))
+    twin = gateway_twin(studio.root, rtt_ms=5, mbps=200, log_reads=True)
+    config = tmp_path / "worker.yaml"
+    config.write_text(yaml.safe_dump({"path_map": [{"studio": PREFIX, "local": str(twin.mount)}],
+                                      "roots": [PREFIX], "in_flight": 8, "visibility_timeout_s": 10}))
+    celery_worker(config, "prewarm.gw1", redis_url=redis_url)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan.to_json()))
+
+    def warm() -> dict[str, object]:
+        out = subprocess.run([sys.executable, "-m", "prewarm", "--config", str(config), "warm", str(plan_file),
+                              "--redis", redis_url, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        [report] = json.loads(out.stdout)
+        return report  # type: ignore[no-any-return]
+
+    first = warm()
+    stats = twin.stats()
+    assert stats["wan_bytes"] == plan.bytes
+    assert inside_plan(twin.reads(), ranges)
+    twin.reset()
+    second = warm()
+    assert twin.stats()["reads"] == 0, "the second job reads nothing already warmed"
+    assert second["counters"]["bytes_skipped"] == plan.bytes and second["counters"]["bytes_done"] == 0  # type: ignore[index]
+    assert first["counters"]["bytes_done"] == plan.bytes  # type: ignore[index]
+    info = WarmJob(connect(redis_url), str(second["id"])).info()
+    assert info is not None and info.state is JobState.DONE
