@@ -16,6 +16,8 @@ costs one read, placed where the plan first needed it.
 
 from __future__ import annotations
 
+import posixpath
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,15 @@ MAX_READS = 512
 
 MAX_META = 1024
 """Metadata operations per batch at most."""
+
+LIST_DIR_MIN = 16
+"""A batch opening this many files of one directory lists the directory first.
+
+One READDIRPLUS fills the gateway's attribute cache for every entry, so the file
+opens that follow cost no WAN round trip each; Linux also serialises the lookups of
+one directory on some mounts (FUSE without parallel dirops), which would otherwise
+turn N opens into N sequential round trips.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +120,21 @@ def pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> list[ByteRang
     return out
 
 
+def dir_listings(paths: Iterable[str], have: Iterable[MetaOp] = ()) -> tuple[MetaOp, ...]:
+    """READDIR of each directory holding at least `LIST_DIR_MIN` of `paths`, unless already in `have`."""
+    listed = {m.path for m in have if m.op is Op.READDIR}
+    per_dir = Counter(posixpath.dirname(p) for p in set(paths))
+    return tuple(MetaOp(Op.READDIR, d) for d, n in sorted(per_dir.items()) if n >= LIST_DIR_MIN and d not in listed)
+
+
+def whole_batch(plan: Plan, granule: int) -> Batch:
+    """The entire plan as one batch: the embedded mode's reader pool then never drains between batches."""
+    reads = pieces([(r.path, r.offset, r.length) for r in plan.ranges], granule)
+    paths = {r.path for r in reads}
+    return Batch(0, reads=tuple(reads), meta=plan.metadata + dir_listings(paths, plan.metadata),
+                 files=dict(plan.files), closes=frozenset(paths))
+
+
 def make_batches(plan: Plan, granule: int, rate_bps: int | None,
                  max_reads: int = MAX_READS, max_meta: int = MAX_META) -> list[Batch]:
     """The plan's metadata operations first (renderers list and stat before they read), then its reads."""
@@ -141,7 +167,7 @@ def _assemble(meta: Sequence[MetaOp], spans: list[tuple[str, int, int]], files: 
             end += 1
         chunk = reads[start:end]
         paths = {r.path for r in chunk}
-        out.append(Batch(len(out), reads=tuple(chunk),
+        out.append(Batch(len(out), reads=tuple(chunk), meta=dir_listings(paths),
                          files={p: files[p] for p in sorted(paths) if p in files},
                          closes=frozenset(p for p in paths if start <= last[p] < end)))
         start = end

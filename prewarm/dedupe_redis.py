@@ -19,12 +19,20 @@ Keys (per studio path P, identity I = "size:mtime"):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import redis
 
 from prewarm.records import ByteRange, FileInfo
+from prewarm.warm import Claim
+
+CLAIM_CHUNK = 512
+"""Pieces claimed per pipelined round trip when a batch starts."""
+
+FLUSH_EVERY = 64
+"""Warmed pieces recorded per pipelined round trip (claims stay held until then)."""
 
 _CLAIM = """
 local ttl = tonumber(ARGV[4])
@@ -74,6 +82,9 @@ class RedisDedupe:
 
     def __init__(self, r: redis.Redis, gateway: str, owner: str, granule: int, ttl_s: int, claim_ttl_s: float = 60.0,
                  poll_s: float = 0.05, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._r = r
+        self._lock = threading.Lock()
+        self._pending: list[tuple[FileInfo, ByteRange]] = []
         self._claim = r.register_script(_CLAIM)
         self._warmed = r.register_script(_WARMED)
         self._release = r.register_script(_RELEASE)
@@ -95,8 +106,7 @@ class RedisDedupe:
 
     def claim(self, ident: FileInfo, piece: ByteRange) -> bool:
         keys = self._keys(ident, piece)
-        args = [_ident(ident), f"{piece.offset}-{piece.end}", self._granule_member(ident, piece),
-                self.ttl_s, self.owner, self.claim_ms]
+        args = self._claim_args(ident, piece)
         while True:
             answer = self._claim(keys=keys, args=args)
             if answer == b"read":
@@ -105,9 +115,41 @@ class RedisDedupe:
                 return False
             self._sleep(self.poll_s)
 
+    def _claim_args(self, ident: FileInfo, piece: ByteRange) -> list[object]:
+        return [_ident(ident), f"{piece.offset}-{piece.end}", self._granule_member(ident, piece),
+                self.ttl_s, self.owner, self.claim_ms]
+
+    def claim_now(self, items: list[tuple[FileInfo, ByteRange]]) -> list[Claim]:
+        out: list[Claim] = []
+        for i in range(0, len(items), CLAIM_CHUNK):
+            with self._r.pipeline(transaction=False) as p:
+                for ident, piece in items[i:i + CLAIM_CHUNK]:
+                    self._claim(keys=self._keys(ident, piece), args=self._claim_args(ident, piece), client=p)
+                out.extend(Claim(a.decode()) for a in p.execute())
+        return out
+
     def warmed(self, ident: FileInfo, piece: ByteRange) -> None:
-        self._warmed(keys=self._keys(ident, piece),
-                     args=[_ident(ident), f"{piece.offset}-{piece.end}", self.ttl_s, self.owner])
+        """Recorded in pipelined groups: one round trip per `FLUSH_EVERY` pieces, not per piece."""
+        with self._lock:
+            self._pending.append((ident, piece))
+            if len(self._pending) < FLUSH_EVERY:
+                return
+            todo, self._pending = self._pending, []
+        self._record(todo)
+
+    def flush(self) -> None:
+        with self._lock:
+            todo, self._pending = self._pending, []
+        self._record(todo)
+
+    def _record(self, todo: list[tuple[FileInfo, ByteRange]]) -> None:
+        if not todo:
+            return
+        with self._r.pipeline(transaction=False) as p:
+            for ident, piece in todo:
+                self._warmed(keys=self._keys(ident, piece),
+                             args=[_ident(ident), f"{piece.offset}-{piece.end}", self.ttl_s, self.owner], client=p)
+            p.execute()
 
     def release(self, ident: FileInfo, piece: ByteRange) -> None:
         self._release(keys=self._keys(ident, piece)[2:], args=[self.owner])

@@ -17,7 +17,7 @@ Keys (gateway G):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import redis
 
@@ -101,7 +101,3 @@ def withdraw(r: redis.Redis, gateway: str, job_id: str) -> list[str]:
     if mine:
         r.srem(inflight_key(gateway), *mine)
     return [task_id(job_id, int(m.rpartition(":")[2])) for m in mine]
-
-
-def window_of(r: redis.Redis, gateway: str) -> Iterable[str]:
-    return sorted(m.decode() for m in r.smembers(inflight_key(gateway)))

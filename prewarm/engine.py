@@ -12,15 +12,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
-
 import redis
 
 from prewarm import dispatch_redis as dispatch
-from prewarm.batches import Batch, make_batches, make_retry_batches, pieces
+from prewarm.batches import make_batches, make_retry_batches, whole_batch
 from prewarm.config import Settings
 from prewarm.dedupe_redis import RedisDedupe
-from prewarm.errors import ConfigError, PlanFileError, ServiceError
+from prewarm.errors import ConfigError, PlanFileError
 from prewarm.jobs import JobInfo, JobState, final_state
 from prewarm.plan import Plan
 from prewarm.reader import DirectReader, Reader
@@ -72,13 +70,11 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 
     The whole plan is one batch, so the reader pool never drains between batches.
     """
-    reads = pieces([(r.path, r.offset, r.length) for r in plan.ranges], settings.granule)
-    batch = Batch(0, reads=tuple(reads), meta=plan.metadata, files=dict(plan.files),
-                  closes=frozenset(r.path for r in reads))
+    batch = whole_batch(plan, settings.granule)
     info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=",".join(gateways_of(plan, settings)),
                    state=JobState.RUNNING, created=time.time(), started=time.time(), priority=plan.priority,
                    start=plan.start, batches=1, bytes_planned=batch.bytes, files_planned=len(batch.closes),
-                   meta_planned=len(plan.metadata))
+                   meta_planned=len(batch.meta))
 
     def report(result: WarmResult) -> None:
         if progress is not None:
@@ -156,21 +152,3 @@ def cancel(r: redis.Redis, job_id: str, settings: Settings, revoke: Callable[[li
         revoke(ids)
     dispatch.refill(r, gateway.decode(), settings.dispatch_window, send)
     return changed
-
-
-def with_overrides(settings: Settings, in_flight: int | None, rate: int | None | str) -> Settings:
-    """Command-line values over configured ones (`rate="keep"` leaves the configured rate)."""
-    s = settings
-    if in_flight is not None:
-        if in_flight <= 0:
-            raise ConfigError("--in-flight", "must be a positive integer")
-        s = replace(s, in_flight=in_flight)
-    if rate != "keep":
-        s = replace(s, throttle_bps=rate if isinstance(rate, int) else None)
-    return s
-
-
-def require(job: WarmJob) -> WarmJob:
-    if not job.exists():
-        raise ServiceError(f"no warm job {job.id} (expired or never created)")
-    return job

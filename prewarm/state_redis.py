@@ -45,16 +45,21 @@ RETENTION_S = 7 * 86400
 """Job records expire a week after creation: status history, not an archive."""
 
 
+MAX_CONNECTIONS = 256
+"""Per process. Every in-flight read may talk to Redis (claim, throttle): callers wait for a
+connection beyond this rather than fail."""
+
+
 def connect(url: str) -> redis.Redis:
     """A client that rides out a Redis restart (about 10 s of retries) instead of failing a batch."""
     try:
-        r = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=30, health_check_interval=10,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 25),
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=60, socket_connect_timeout=2, socket_timeout=30,
+            health_check_interval=10, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 25),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError])
     except ValueError as exc:
         raise ServiceError(f"bad Redis URL {url!r}: {exc}") from exc
-    return r
+    return redis.Redis(connection_pool=pool)
 
 
 def ping(r: redis.Redis, url: str) -> None:
@@ -154,9 +159,6 @@ class WarmJob:
                 p.expire(k, RETENTION_S)
             p.execute()
         return job
-
-    def exists(self) -> bool:
-        return bool(self.r.exists(self.key))
 
     def state(self) -> JobState | None:
         s = self.r.hget(self.key, "state")

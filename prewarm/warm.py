@@ -103,15 +103,27 @@ class WarmResult:
                 "failed": [[r.path, r.offset, r.length] for r in self.failed]}
 
 
+class Claim(str, Enum):
+    READ = "read"
+    SKIP = "skip"
+    WAIT = "wait"
+
+
 class Dedupe(Protocol):
     """Cross-job memory of what the gateway already holds, with claims so two jobs never read the same bytes."""
 
     def claim(self, ident: FileInfo, piece: ByteRange) -> bool:
         """True: read it (now claimed by us). False: warmed recently, skip. May wait for another reader."""
 
+    def claim_now(self, items: list[tuple[FileInfo, ByteRange]]) -> list[Claim]:
+        """Claim many pieces in one round trip, without waiting: `WAIT` ones go through `claim` later."""
+
     def warmed(self, ident: FileInfo, piece: ByteRange) -> None: ...
 
     def release(self, ident: FileInfo, piece: ByteRange) -> None: ...
+
+    def flush(self) -> None:
+        """Write what `warmed` may have buffered: called once the batch's reads are over."""
 
 
 def inside(path: str, roots: tuple[str, ...]) -> bool:
@@ -169,11 +181,17 @@ class _Run:
         self.meta: deque[MetaOp] = deque()
         self.ready: list[tuple[int, str, ByteRange]] = []
         self.failed_here: set[str] = set()
+        self.listing: dict[str, list[str]] = {}
+        """Directories listed in this batch -> files whose open waits for the listing (see batches.LIST_DIR_MIN)."""
         self.stopped = False
         self._next_poll = 0.0
+        self.claimed: dict[tuple[str, int], Claim] = {}
+        self.attempted: set[tuple[str, int]] = set()
         for op in batch.meta:
             if inside(op.path, ctx.roots):
                 self.meta.append(op)
+                if op.op is Op.READDIR:
+                    self.listing[op.path] = []
             else:
                 self._refuse(op.path)
                 self.result.meta_failed += 1
@@ -185,9 +203,28 @@ class _Run:
             f = self.files.get(r.path)
             if f is None:
                 f = self.files[r.path] = _File(r.path, [])
-                self.to_open.append(r.path)
+                parked = self.listing.get(posixpath.dirname(r.path))
+                (self.to_open if parked is None else parked).append(r.path)
             f.pieces.append((pos, r))
             f.left += 1
+        if ctx.dedupe is not None:
+            self._preclaim(ctx.dedupe)
+
+    def _preclaim(self, dedupe: Dedupe) -> None:
+        """Claim the batch's pieces up front, by planned identity: a file whose every piece is
+        already warm is not even opened (a second job over the same data sends the gateway nothing)."""
+        items = [(self.batch.files[f.path], piece) for f in self.files.values() if f.path in self.batch.files
+                 for _, piece in f.pieces]
+        for (_, piece), claim in zip(items, dedupe.claim_now(items)):
+            self.claimed[(piece.path, piece.offset)] = claim
+        for f in self.files.values():
+            keep = [(pos, p) for pos, p in f.pieces if self.claimed.get((p.path, p.offset)) is not Claim.SKIP]
+            self.result.bytes_skipped += sum(p.length for _, p in f.pieces) - sum(p.length for _, p in keep)
+            f.pieces, f.left = keep, len(keep)
+        gone = {path for path, f in self.files.items() if not f.pieces}
+        self.to_open = deque(p for p in self.to_open if p not in gone)
+        for d, parked in self.listing.items():
+            self.listing[d] = [p for p in parked if p not in gone]
 
     def _refuse(self, path: str) -> None:
         self._finding(path, FindingKind.OUTSIDE, "outside the allowed studio roots: not read")
@@ -216,7 +253,8 @@ class _Run:
         """(read?, bytes): read False means the dedupe index says the gateway holds it."""
         handle, ident, dedupe = f.handle, f.ident, self.ctx.dedupe
         assert handle is not None and ident is not None
-        if dedupe is not None and not dedupe.claim(ident, piece):
+        pre = self.claimed.get((piece.path, piece.offset))
+        if dedupe is not None and pre is not Claim.READ and not dedupe.claim(ident, piece):
             return False, 0
         try:
             self.ctx.throttle.acquire(piece.length)
@@ -251,6 +289,7 @@ class _Run:
                     kind, arg = job
                     if kind == "read":
                         f, piece = arg
+                        self.attempted.add((piece.path, piece.offset))
                         pending[pool.submit(self._read, f, piece)] = job
                     elif kind == "open":
                         pending[pool.submit(self._open, arg)] = job
@@ -266,8 +305,20 @@ class _Run:
         for f in self.files.values():
             if f.handle is not None:
                 f.handle.close()
+        if self.ctx.dedupe is not None:
+            self.ctx.dedupe.flush()
+            self._release_unread(self.ctx.dedupe)
         self._count_files()
         return self.result
+
+    def _release_unread(self, dedupe: Dedupe) -> None:
+        """Pieces claimed up front but never read (file changed or missing, batch cancelled): let others have them."""
+        for f in self.files.values():
+            planned = self.batch.files.get(f.path)
+            for _, piece in f.pieces:
+                key = (piece.path, piece.offset)
+                if planned is not None and self.claimed.get(key) is Claim.READ and key not in self.attempted:
+                    dedupe.release(planned, piece)
 
     def _stop_requested(self) -> bool:
         if self.stopped or self.ctx.should_stop is None:
@@ -292,6 +343,8 @@ class _Run:
         kind, arg = job
         exc = fut.exception()
         if kind == "meta":
+            if arg.op is Op.READDIR:
+                self.to_open.extend(self.listing.pop(arg.path, ()))
             if exc is None:
                 self.result.meta_done += 1
             else:
@@ -343,7 +396,7 @@ class _Run:
                 self._fail(piece)
             return
         f.handle = handle
-        f.ident = FileInfo(f.path, handle.size, handle.mtime)
+        f.ident = planned or FileInfo(f.path, handle.size, handle.mtime)
         for pos, piece in f.pieces:
             heapq.heappush(self.ready, (pos, f.path, piece))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.batches import Batch, make_batches, pieces
+from prewarm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
 from prewarm.engine import run_embedded
 from prewarm.jobs import JobState
 from prewarm.plan import MetaOp
@@ -39,6 +39,7 @@ class RecordingReader(DirectReader):
         self.opens: Counter[str] = Counter()
         self.reads: list[tuple[str, int, int]] = []
         self.meta: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str]] = []
         self.active = 0
         self.max_active = 0
         self.lock = threading.Lock()
@@ -46,6 +47,7 @@ class RecordingReader(DirectReader):
     def open(self, path: str) -> OpenFile:
         with self.lock:
             self.opens[path] += 1
+            self.events.append(("open", path))
             errs = self.fail_open.get(path)
             err = errs.pop(0) if errs else None
         if err is not None:
@@ -85,7 +87,10 @@ class RecordingReader(DirectReader):
 
     def listdir(self, path: str) -> int:
         self.meta.append(("readdir", path))
-        return super().listdir(path)
+        n = super().listdir(path)
+        with self.lock:
+            self.events.append(("listed", path))
+        return n
 
 
 def ctx_for(studio: Studio, reader: RecordingReader, **kw: object) -> WarmContext:
@@ -254,3 +259,15 @@ def test_batches_of_a_plan_cover_it(studio: Studio) -> None:
         total.bytes_done += r.bytes_done
         total.files_done += r.files_done
     assert total.bytes_done == plan.bytes and total.files_done == 20
+
+
+def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened(studio: Studio) -> None:
+    many = [studio.file(f"udim/d.{1001 + i}.tx", 100) for i in range(LIST_DIR_MIN)]
+    few = [studio.file(f"other/o{i}.tx", 100) for i in range(3)]
+    reader = RecordingReader()
+    result = warm_batch(whole_batch(studio.whole(many + few), MiB), ctx_for(studio, reader, in_flight=8))
+    assert result.files_done == LIST_DIR_MIN + 3 and result.meta_done == 1
+    listed = reader.events.index(("listed", str(studio.root / "udim")))
+    udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p]
+    assert min(udim_opens) > listed, "one READDIRPLUS first, then opens served from the attribute cache"
+    assert ("readdir", str(studio.root / "other")) not in reader.meta

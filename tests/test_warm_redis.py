@@ -18,7 +18,7 @@ from prewarm import engine
 from prewarm.dedupe_redis import RedisDedupe
 from prewarm.jobs import JobState
 from prewarm.records import ByteRange, FileInfo
-from prewarm.state_redis import WarmJob, connect, recent
+from prewarm.state_redis import connect, recent
 from prewarm.throttle_redis import RedisThrottle, get_rate, set_rate
 from prewarm.warm import FindingKind
 from tests.fixtures.studio import Studio
@@ -158,6 +158,7 @@ def test_two_jobs_at_once_never_read_a_granule_twice(r: redis.Redis, studio: Stu
                     reads.append((owner, g))
                 time.sleep(0.01)
                 d.warmed(ident, piece)
+                d.flush()
 
     threads = [threading.Thread(target=worker, args=(f"job{i}",)) for i in range(3)]
     for t in threads:
@@ -175,7 +176,13 @@ def test_a_claim_of_the_same_job_is_taken_over(r: redis.Redis) -> None:
     # jobA's worker died holding the claim; its redelivered batch reads at once
     assert RedisDedupe(r, "gw1", "jobA", MiB, ttl_s=60).claim(ident, piece)
     waited: list[float] = []
-    b = RedisDedupe(r, "gw1", "jobB", MiB, ttl_s=60, sleep=lambda s: (waited.append(s), a.warmed(ident, piece)))
+
+    def jobA_finishes(s: float) -> None:
+        waited.append(s)
+        a.warmed(ident, piece)
+        a.flush()
+
+    b = RedisDedupe(r, "gw1", "jobB", MiB, ttl_s=60, sleep=jobA_finishes)
     assert not b.claim(ident, piece), "jobB waits for jobA, then skips what it warmed"
     assert waited
 
@@ -236,5 +243,16 @@ def test_cancel_stops_dispatch_and_running_batches(r: redis.Redis, studio: Studi
     info = job.info()
     assert info is not None and info.state is JobState.CANCELLED and info.finished
     assert info.batches_done == 1
-    assert not list(dispatch.window_of(r, "gw1"))
+    assert not r.smembers(dispatch.inflight_key("gw1"))
     assert not engine.cancel(r, job.id, s, revoked.extend, sent), "cancelling twice changes nothing"
+
+
+def test_claims_of_a_file_that_changed_are_released(r: redis.Redis, studio: Studio) -> None:
+    p = studio.file("ch.tx", 2 * MiB)
+    plan = studio.whole([p])
+    studio.file("ch.tx", 3 * MiB)  # changed between plan and warm
+    sent = Sent()
+    job = engine.submit(r, plan, studio.settings(), sent, "gw1")
+    drain(r, studio, sent)
+    assert job.state() is JobState.FAILED
+    assert not list(r.scan_iter("prewarm:dd:gw1:*:c:*")), "another job must not wait on claims nobody holds"

@@ -1,4 +1,9 @@
-"""Thin tasks: plain JSON arguments (a job id, a batch index); the work is in `prewarm.engine`."""
+"""Thin tasks: plain JSON arguments (a job id, a batch index); the work is in `prewarm.engine`.
+
+A batch that fails because Redis is away longer than the client's own retries is
+retried by Celery (a new message): failing it would ack it and lose it, and
+recording is idempotent, so running it again is always safe.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import redis
 
 from prewarm import engine
 from prewarm.dispatch_redis import task_id
+from prewarm.errors import ServiceError
 from prewarm.state_redis import connect
 from workers.app import DEFAULT_URL, app, current
 
@@ -30,6 +36,7 @@ def revoke(task_ids: list[str]) -> None:
     app.control.revoke(task_ids)
 
 
-@app.task(name="prewarm.warm_batch")
+@app.task(name="prewarm.warm_batch", autoretry_for=(redis.RedisError, ServiceError),
+          retry_backoff=1, retry_backoff_max=30, max_retries=20)
 def warm_batch(job_id: str, index: int) -> None:
     engine.run_batch(client(), current(), job_id, index, send)

@@ -1,0 +1,377 @@
+"""Warm engine benchmark through the gateway twin: throughput, small files, throttle, memory, broker overhead.
+
+Why: latency, not bandwidth, limits a naive warmer. The engine must fill the link at
+30 ms round trips (>= 90% of a 50 MB/s cap) in both modes, move >= 1,000 small
+files a second, hold a set rate within 10%, stay under 150 MB RSS per worker whatever
+the plan's size, and keep broker overhead a small share of warm time. Each figure is
+a ratio measured within one run, against the same twin.
+
+Scenarios (twin caches dropped before each; Redis and one Celery worker started
+here and stopped by PID):
+- bytes:    N big files read whole at `--rtt-ms`/`--mbps`, embedded then Celery;
+- files:    10,000 files of 64 KiB at `--rtt-ms`, latency only (the 50 MB/s cap
+            alone would hold 64 KiB files to 760 files/s), embedded then Celery;
+- throttle: the big files through Celery with `prewarm throttle set` at `--throttle`;
+- overhead: a job of single-stat batches (no transfer): per-task broker cost, then
+            its share of the Celery bytes warm.
+
+    .venv/bin/python bench/warm.py [--rtt-ms 30] [--mbps 50] [--big-mb 320] [--files 10000]
+                                   [--throttle 20MB/s] [--json bench/out/warm.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prewarm import dispatch_redis as dispatch  # noqa: E402
+from prewarm import engine  # noqa: E402
+from prewarm.batches import Batch  # noqa: E402
+from prewarm.config import Settings  # noqa: E402
+from prewarm.jobs import JobInfo, JobState  # noqa: E402
+from prewarm.pathmap import PathMap, Prefix  # noqa: E402
+from prewarm.plan import MetaOp, Plan, PlannedRange  # noqa: E402
+from prewarm.records import FileInfo, Op  # noqa: E402
+from prewarm.state_redis import WarmJob, connect  # noqa: E402
+from prewarm.throttle import parse_rate  # noqa: E402
+from prewarm.throttle_redis import set_rate  # noqa: E402
+from prewarm.twin.control import TwinHandle, fuse_missing, start_twin  # noqa: E402
+from prewarm.twin.gateway import GiB, MiB, TwinConfig  # noqa: E402
+
+STUDIO = "/studio/proj"
+CELERY = Path(sys.executable).with_name("celery")
+GATEWAY = "bench"
+WORKER_CONCURRENCY = 4
+WORKER_IN_FLIGHT = 32
+EMBEDDED_IN_FLIGHT = 128
+OVERHEAD_TASKS = 300
+STALL_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop_pid(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and psutil.pid_exists(pid) and \
+                psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.02)
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return
+
+
+@contextmanager
+def services(work: Path, mount_big: Path, mount_small: Path) -> Iterator[tuple[str, int]]:
+    """A redis-server and one Celery worker (threads pool), ours, stopped by PID: (url, worker pid)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("redis-server not found: apt-get install -y redis-server")
+    port = _free_port()
+    pidfile = work / "redis.pid"
+    subprocess.run([exe, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
+                    "--appendonly", "no", "--dir", str(work), "--pidfile", str(pidfile),
+                    "--logfile", str(work / "redis.log")], check=True)
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        if time.monotonic() > deadline:
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.02)
+    redis_pid = int(pidfile.read_text())
+    url = f"redis://127.0.0.1:{port}/0"
+    config = work / "worker.json"
+    config.write_text(json.dumps({
+        "path_map": [{"studio": f"{STUDIO}/big", "local": str(mount_big)},
+                     {"studio": f"{STUDIO}/small", "local": str(mount_small)}],
+        "roots": [STUDIO], "in_flight": WORKER_IN_FLIGHT}))
+    log = work / "worker.log"
+    env = {**os.environ, "PREWARM_CONFIG": str(config), "PREWARM_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    worker = None
+    try:
+        with open(log, "wb") as out:
+            worker = subprocess.Popen(
+                [str(CELERY), "-A", "workers", "worker", "-Q", engine.queue_of(GATEWAY), "-P", "threads",
+                 "-c", str(WORKER_CONCURRENCY), "--without-mingle", "--without-gossip", "-l", "warning",
+                 "-n", f"bench-{os.getpid()}@%h"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        r = connect(url)
+        deadline = time.monotonic() + 60
+        # ready when it consumes: a one-stat job goes through
+        while True:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"celery worker did not start:\n{log.read_text()[-2000:]}")
+            if worker_replies(r, url):
+                break
+        yield url, worker.pid
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        _stop_pid(redis_pid)
+
+
+def worker_replies(r: Any, url: str) -> bool:
+    plan = Plan(job="ping", frames=(), ranges=(), metadata=(MetaOp(Op.STAT, f"{STUDIO}/big"),))
+    job = submit_batches(r, url, plan, [Batch(0, meta=plan.metadata)])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        state = job.state()
+        if state is not None and state.final:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def submit_batches(r: Any, url: str, plan: Plan, batches: list[Batch]) -> WarmJob:
+    """What `engine.submit` does, with batches of our making (for the overhead measurement)."""
+    from workers.app import configure
+    from workers.tasks import send
+
+    configure(Settings(redis_url=url))
+    job = WarmJob.create(r, plan, batches, GATEWAY, MiB)
+    dispatch.submit(r, job, GATEWAY, None, time.time())
+    dispatch.refill(r, GATEWAY, Settings().dispatch_window, send)
+    return job
+
+
+@dataclass
+class RssSampler:
+    """Peak resident memory of a process, sampled every 50 ms while a warm runs."""
+
+    pid: int
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> RssSampler:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        proc = psutil.Process(self.pid)
+        while not self._stop.is_set():
+            self.peak = max(self.peak, proc.memory_info().rss)
+            time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def make_files(origin: Path, sub: str, count: int, size: int) -> Plan:
+    """Sparse origin files read whole by the plan (the twin reads them like real data)."""
+    folder = origin / sub
+    folder.mkdir(parents=True)
+    ranges, files = [], {}
+    for i in range(count):
+        local = folder / f"f{i:05d}.bin"
+        with open(local, "wb") as fh:
+            fh.truncate(size)
+        studio = f"{STUDIO}/{sub}/f{i:05d}.bin"
+        st = local.stat()
+        ranges.append(PlannedRange(studio, 0, size))
+        files[studio] = FileInfo(studio, size, st.st_mtime)
+    return Plan(job=f"bench-{sub}", frames=(1,), ranges=tuple(ranges), files=files, gateways=(GATEWAY,))
+
+
+def settings_for(mount_big: Path, mount_small: Path, **kw: Any) -> Settings:
+    pm = PathMap((Prefix(f"{STUDIO}/big", (), str(mount_big)), Prefix(f"{STUDIO}/small", (), str(mount_small))))
+    return Settings(path_map=pm, roots=(STUDIO,), **kw)
+
+
+def timed_celery(r: Any, url: str, plan: Plan, settings: Settings) -> tuple[float, JobInfo]:
+    from workers.app import configure
+    from workers.tasks import send
+
+    configure(settings)
+    t0 = time.monotonic()
+    job = engine.submit(r, plan, settings, send, GATEWAY)
+    while True:
+        state = job.state()
+        if state is not None and state.final:
+            break
+        if time.monotonic() - t0 > STALL_S:
+            raise SystemExit(f"celery warm of {plan.job} still {state} after {STALL_S}s: see the worker log")
+        time.sleep(0.005)
+    wall = time.monotonic() - t0
+    info = job.info()
+    assert info is not None
+    if info.state is not JobState.DONE:
+        raise SystemExit(f"celery warm of {plan.job} ended {info.state.value}: {info.findings[:3]}")
+    return wall, info
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    missing = fuse_missing()
+    if missing:
+        raise SystemExit(f"the gateway twin needs FUSE: {missing}")
+    work = Path(tempfile.mkdtemp(prefix="prewarm-bench-warm-"))
+    twins: list[TwinHandle] = []
+    out: dict[str, Any] = {"rtt_ms": args.rtt_ms, "mbps": args.mbps, "worker_concurrency": WORKER_CONCURRENCY,
+                           "worker_in_flight": WORKER_IN_FLIGHT, "embedded_in_flight": EMBEDDED_IN_FLIGHT}
+    try:
+        origin = work / "origin"
+        big_size = 16 * MiB
+        big = make_files(origin, "big", max(1, args.big_mb * 10**6 // big_size), big_size)
+        small = make_files(origin, "small", args.files, 64 * 1024)
+        configs = {"big": TwinConfig(rtt_ms=args.rtt_ms, mbps=args.mbps, capacity=4 * GiB),
+                   "small": TwinConfig(rtt_ms=args.rtt_ms, mbps=None, capacity=4 * GiB)}
+        handles: dict[str, TwinHandle] = {}
+
+        def fresh(kind: str) -> TwinHandle:
+            """A newly mounted twin: cold gateway cache and cold kernel dentries and attributes."""
+            old = handles.pop(kind, None)
+            if old is not None:
+                old.stop()
+                twins.remove(old)
+                shutil.rmtree(work / f"cache-{kind}", ignore_errors=True)
+            handles[kind] = start_twin(origin / kind, work / f"mnt-{kind}", configs[kind],
+                                       cache_dir=work / f"cache-{kind}", state_dir=work / "state")
+            twins.append(handles[kind])
+            return handles[kind]
+
+        twin_big, twin_small = fresh("big"), fresh("small")
+        base = settings_for(twin_big.mount, twin_small.mount)
+        cap = args.mbps * 1e6
+
+        def embedded(plan: Plan, kind: str) -> tuple[float, JobInfo, dict[str, Any]]:
+            twin = fresh(kind)
+            t0 = time.monotonic()
+            info = engine.run_embedded(plan, settings_for(twin_big.mount, twin_small.mount,
+                                                          in_flight=EMBEDDED_IN_FLIGHT))
+            wall = time.monotonic() - t0
+            if info.state is not JobState.DONE:
+                raise SystemExit(f"embedded warm of {plan.job} ended {info.state.value}: {info.findings[:3]}")
+            return wall, info, twin.stats()
+
+        print(f"bytes: {big.bytes / 1e6:.0f} MB in {len(big.ranges)} files, embedded ...", file=sys.stderr)
+        wall, info, st = embedded(big, "big")
+        out["embedded_bytes"] = {"wall_s": round(wall, 3), "wan_bytes": st["wan_bytes"],
+                                 "mb_s": round(st["wan_bytes"] / wall / 1e6, 2),
+                                 "of_cap": round(st["wan_bytes"] / wall / cap, 3)}
+        print(f"files: {len(small.ranges)} x 64 KiB, embedded ...", file=sys.stderr)
+        wall, info, st = embedded(small, "small")
+        out["embedded_files"] = {"wall_s": round(wall, 3), "files": info.counters["files_done"],
+                                 "files_s": round(info.counters["files_done"] / wall, 1),
+                                 "wan_bytes": st["wan_bytes"]}
+
+        with services(work, twin_big.mount, twin_small.mount) as (url, worker_pid):
+            r = connect(url)
+            set_rate(r, GATEWAY, None)
+            celery_settings = Settings(redis_url=url, granule=base.granule)
+            with RssSampler(worker_pid) as rss:
+                print("bytes: Celery ...", file=sys.stderr)
+                twin = fresh("big")
+                wall, info = timed_celery(r, url, big, celery_settings)
+                st = twin.stats()
+                out["celery_bytes"] = {"wall_s": round(wall, 3), "wan_bytes": st["wan_bytes"],
+                                       "batches": info.batches, "mb_s": round(st["wan_bytes"] / wall / 1e6, 2),
+                                       "of_cap": round(st["wan_bytes"] / wall / cap, 3)}
+                print("files: Celery ...", file=sys.stderr)
+                twin = fresh("small")
+                wall_f, info_f = timed_celery(r, url, small, celery_settings)
+                out["celery_files"] = {"wall_s": round(wall_f, 3), "files": info_f.counters["files_done"],
+                                       "batches": info_f.batches,
+                                       "files_s": round(info_f.counters["files_done"] / wall_f, 1),
+                                       "wan_bytes": twin.stats()["wan_bytes"]}
+                rate = parse_rate(args.throttle) or 0
+                print(f"throttle: Celery at {args.throttle} ...", file=sys.stderr)
+                twin = fresh("big")
+                set_rate(r, GATEWAY, rate)
+                # the same files again: forget they were warmed (the twin's cache was dropped)
+                for key in r.scan_iter(f"prewarm:dd:{GATEWAY}:*"):
+                    r.delete(key)
+                wall_t, _ = timed_celery(r, url, big, replace(celery_settings, throttle_bps=rate))
+                got = twin.stats()["wan_bytes"] / wall_t
+                out["throttle"] = {"set_mb_s": rate / 1e6, "got_mb_s": round(got / 1e6, 2),
+                                   "ratio": round(got / rate, 3), "wall_s": round(wall_t, 3)}
+                set_rate(r, GATEWAY, None)
+            out["worker_peak_rss_mb"] = round(rss.peak / 1e6, 1)
+            print("overhead: single-stat batches ...", file=sys.stderr)
+            plan = Plan(job="overhead", frames=(), ranges=(), metadata=(MetaOp(Op.STAT, f"{STUDIO}/big"),))
+            t0 = time.monotonic()
+            job = submit_batches(r, url, plan, [Batch(i, meta=plan.metadata) for i in range(OVERHEAD_TASKS)])
+            while not (job.state() or JobState.QUEUED).final:
+                time.sleep(0.005)
+            per_task = (time.monotonic() - t0) / OVERHEAD_TASKS
+            cb = out["celery_bytes"]
+            out["broker"] = {"per_task_ms": round(per_task * 1000, 2),
+                             "tasks_s": round(1 / per_task, 1),
+                             "bytes_warm_share": round(cb["batches"] * per_task / cb["wall_s"], 4),
+                             "files_warm_share": round(out["celery_files"]["batches"] * per_task
+                                                       / out["celery_files"]["wall_s"], 4)}
+    finally:
+        for t in twins:
+            t.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def table(res: dict[str, Any]) -> str:
+    rows = [
+        ("link", f"{res['rtt_ms']} ms RTT, {res['mbps']} MB/s cap (files: latency only)", ""),
+        ("embedded bytes", f"{res['embedded_bytes']['mb_s']} MB/s", f"{res['embedded_bytes']['of_cap']:.0%} of cap (>= 90%)"),
+        ("celery bytes", f"{res['celery_bytes']['mb_s']} MB/s", f"{res['celery_bytes']['of_cap']:.0%} of cap (>= 90%)"),
+        ("embedded files", f"{res['embedded_files']['files_s']} files/s", "(>= 1000)"),
+        ("celery files", f"{res['celery_files']['files_s']} files/s", "(>= 1000)"),
+        ("throttle", f"{res['throttle']['got_mb_s']} MB/s of {res['throttle']['set_mb_s']}",
+         f"{res['throttle']['ratio']:.1%} of set (within 10%)"),
+        ("worker peak RSS", f"{res['worker_peak_rss_mb']} MB", "(<= 150 MB)"),
+        ("broker per task", f"{res['broker']['per_task_ms']} ms",
+         f"share: bytes {res['broker']['bytes_warm_share']:.2%}, files {res['broker']['files_warm_share']:.2%} (< 5%)"),
+    ]
+    w0 = max(len(a) for a, _, _ in rows)
+    w1 = max(len(b) for _, b, _ in rows)
+    return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rtt-ms", type=float, default=30.0)
+    p.add_argument("--mbps", type=float, default=50.0)
+    p.add_argument("--big-mb", type=int, default=320, help="MB of big files for the bytes scenarios")
+    p.add_argument("--files", type=int, default=10_000, help="64 KiB files for the files scenarios")
+    p.add_argument("--throttle", default="20MB/s")
+    p.add_argument("--quick", action="store_true", help="smaller plans (about a third of the time)")
+    p.add_argument("--json", default=str(ROOT / "bench" / "out" / "warm.json"), metavar="FILE")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.big_mb, args.files = 128, 3000
+    res = run(args)
+    print(table(res))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+if __name__ == "__main__":
+    raise SystemExit(main())
