@@ -78,7 +78,7 @@ class JobInfo:
 def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
     """The human report: totals, then findings grouped by kind (what to fix before the render)."""
     c = info.counters
-    took = f" in {info.elapsed:.1f}s" if info.elapsed else ""
+    took = f" in {info.elapsed:.2f}s" if info.elapsed is not None else ""
     lines = [
         f"warm {info.id} ({info.name}) {info.state.value}{took}: "
         f"{_mb(c['bytes_done'])} read, {_mb(c['bytes_skipped'])} already warm, {_mb(c['bytes_failed'])} failed "

@@ -141,3 +141,27 @@ def test_cancel_stops_a_running_warm(
     assert not r.smembers("prewarm:gw:gw1:inflight")
     status = cli("status", job_id, "--redis", redis_url, config=config)
     assert "cancelled" in status.stdout
+
+
+def test_files_gone_between_plan_and_warm_partial_exit_1_then_retry(
+        studio: Studio, tmp_path: Path, redis_url: str, celery_worker: StartWorker, config: Path) -> None:
+    paths = [studio.file(f"p/t{i}.tx", 300_000) for i in range(6)]
+    plan = studio.whole(paths, gateways=("gw1",))
+    gone = studio.local(paths[2]).rename(tmp_path / "kept-aside")
+    studio.local(paths[4]).unlink()
+    studio.local(paths[4]).mkdir()  # replaced by a directory
+    celery_worker(config, "prewarm.gw1", redis_url=redis_url)
+    plan_file = write_plan(tmp_path, plan.to_json())
+    out = cli("warm", str(plan_file), "--redis", redis_url, "--json", config=config)
+    assert out.returncode == 1, out.stderr
+    [report] = json.loads(out.stdout)
+    assert report["state"] == "partial"
+    assert {(f["path"], f["kind"]) for f in report["findings"]} == {(paths[2], "missing"), (paths[4], "changed")}
+    assert report["counters"]["bytes_done"] == 4 * 300_000 and report["counters"]["files_done"] == 4
+    assert "missing: 1 file(s)" in out.stderr and f"--retry {report['id']}" in out.stderr
+    gone.rename(studio.local(paths[2]))
+    retry = cli("warm", "--retry", report["id"], "--redis", redis_url, "--json", config=config)
+    [again] = json.loads(retry.stdout)
+    assert again["retry_of"] == report["id"] and again["bytes_planned"] == 2 * 300_000
+    assert again["counters"]["bytes_done"] == 300_000, "the restored file is warmed, the changed one still refused"
+    assert retry.returncode == 1 and [f["path"] for f in again["findings"]] == [paths[4]]

@@ -115,14 +115,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.source:
         raise ConfigError("warm", "give a manifest or a plan (or --retry ID)")
     plan, settings = load_source(args.source, args.traces, settings, args)
+    for m in plan.missing:
+        print(f"planner: missing input {m.path} ({m.reason}{f', line {m.line}' if m.line else ''})", file=sys.stderr)
     if not settings.redis_url:
         engine.check_plan(plan, settings, args.source)
         progress = Progress(sys.stderr)
         info = engine.run_embedded(plan, settings, progress=progress.update)
         progress.done()
         return _report([info], args.json)
-    if settings.allowed_roots():
-        engine.check_plan(plan, settings, args.source)
+    engine.check_plan(plan, settings, args.source, need_roots=False)
     r = redis_of(settings, "warm")
     send = _sender(settings)
     gateways = tuple(args.gateway) or engine.gateways_of(plan, settings)
