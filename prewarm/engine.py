@@ -116,8 +116,13 @@ def submit(r: redis.Redis, plan: Plan, settings: Settings, send: dispatch.Send, 
     job = WarmJob.create(r, plan, batches, gw, settings.granule,
                          retry_of=None if retry_of is None else retry_of.id)
     dispatch.submit(r, job, gw, plan.start, time.time())
-    dispatch.refill(r, gw, settings.dispatch_window, send)
+    refill(r, gw, settings, send)
     return job
+
+
+def refill(r: redis.Redis, gateway: str, settings: Settings, send: dispatch.Send) -> int:
+    """Top up the gateway's window; a batch unfinished after twice the visibility timeout is sent again."""
+    return dispatch.refill(r, gateway, settings.dispatch_window, send, 2 * settings.visibility_timeout_s)
 
 
 def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send: dispatch.Send,
@@ -139,7 +144,7 @@ def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send:
         result = warm_batch(job.batch(index), ctx)
         job.complete_batch(index, result)
     dispatch.finished(r, gw, job_id, index)
-    dispatch.refill(r, gw, settings.dispatch_window, send)
+    refill(r, gw, settings, send)
     return result
 
 
@@ -154,5 +159,5 @@ def cancel(r: redis.Redis, job_id: str, settings: Settings, revoke: Callable[[li
     ids = dispatch.withdraw(r, gateway.decode(), job_id)
     if ids:
         revoke(ids)
-    dispatch.refill(r, gateway.decode(), settings.dispatch_window, send)
+    refill(r, gateway.decode(), settings, send)
     return changed

@@ -138,7 +138,7 @@ def test_cancel_stops_a_running_warm(
     time.sleep(2)  # what was running stops at its next poll; nothing more is dispatched
     info = job.info(findings=False)
     assert info is not None and info.counters["bytes_done"] < plan.bytes
-    assert not r.smembers("prewarm:gw:gw1:inflight")
+    assert not r.zcard("prewarm:gw:gw1:inflight")
     status = cli("status", job_id, "--redis", redis_url, config=config)
     assert "cancelled" in status.stdout
 

@@ -243,7 +243,7 @@ def test_cancel_stops_dispatch_and_running_batches(r: redis.Redis, studio: Studi
     info = job.info()
     assert info is not None and info.state is JobState.CANCELLED and info.finished
     assert info.batches_done == 1
-    assert not r.smembers(dispatch.inflight_key("gw1"))
+    assert not r.zcard(dispatch.inflight_key("gw1"))
     assert not engine.cancel(r, job.id, s, revoked.extend, sent), "cancelling twice changes nothing"
 
 
@@ -256,3 +256,18 @@ def test_claims_of_a_file_that_changed_are_released(r: redis.Redis, studio: Stud
     drain(r, studio, sent)
     assert job.state() is JobState.FAILED
     assert not list(r.scan_iter("prewarm:dd:gw1:*:c:*")), "another job must not wait on claims nobody holds"
+
+
+def test_a_batch_lost_on_the_way_is_sent_again(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"l{i}.tx", MiB) for i in range(4)]
+    s = studio.settings(throttle_bps=MiB, dispatch_window=2)
+    set_rate(r, "gw1", None)
+    sent = Sent()
+    job = engine.submit(r, studio.whole(paths), s, sent, "gw1")
+    lost = list(sent)
+    sent.clear()  # the messages never reach a worker; nothing finishes, nothing refills
+    assert dispatch.refill(r, "gw1", 2, sent, stale_after_s=3600) == 0
+    assert dispatch.refill(r, "gw1", 2, sent, stale_after_s=0) == 2 and sent == lost
+    drain(r, studio, sent)
+    info = job.info()
+    assert info is not None and info.state is JobState.DONE and info.counters["bytes_done"] == 4 * MiB

@@ -33,6 +33,9 @@ EXIT_UNFINISHED = 1
 POLL_S = 0.5
 """How often a waiting `prewarm warm` reads job state from Redis."""
 
+REFILL_S = 5.0
+"""How often a waiting `prewarm warm` tops up the dispatch window (re-sending lost batches)."""
+
 
 def add_redis_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis", metavar="URL", help="Redis of the workers (default $PREWARM_REDIS_URL or the config)")
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         for gw in gateways:
             set_rate(r, gw, rate)
     jobs = [engine.submit(r, plan, settings, send, gw) for gw in gateways]
-    return _follow(r, [j.id for j in jobs], args)
+    return _follow(r, [j.id for j in jobs], args, settings, send)
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,8 +148,9 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
     gw = r.hget(old.key, "gateway")
     if gw is None:
         raise ConfigError("--retry", f"no warm job {args.retry} (expired or never created)")
-    job = engine.submit(r, old.plan(), settings, _sender(settings), gw.decode(), retry_of=old)
-    return _follow(r, [job.id], args)
+    send = _sender(settings)
+    job = engine.submit(r, old.plan(), settings, send, gw.decode(), retry_of=old)
+    return _follow(r, [job.id], args, settings, send)
 
 
 def _sender(settings: Settings) -> Send:
@@ -158,7 +162,9 @@ def _sender(settings: Settings) -> Send:
     return send
 
 
-def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace) -> int:
+def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace, settings: Settings, send: Send) -> int:
+    """Wait for the jobs to end, showing progress; meanwhile re-send batches lost on the way (see dispatch)."""
+    from prewarm import engine
     from prewarm.state_redis import WarmJob
 
     if args.no_wait:
@@ -168,6 +174,7 @@ def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace) -> int:
     print("warm job(s): " + " ".join(ids), file=sys.stderr)
     progress = Progress(sys.stderr)
     handles = [WarmJob(r, i) for i in ids]
+    next_refill = time.monotonic() + REFILL_S
     while True:
         infos = [h.info(findings=False) for h in handles]
         live = [i for i in infos if i is not None]
@@ -175,6 +182,10 @@ def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace) -> int:
             progress.update(_combined(live))
         if all(i is None or i.state.final for i in infos):
             break
+        if time.monotonic() >= next_refill:
+            for gw in {i.gateway for i in live}:
+                engine.refill(r, gw, settings, send)
+            next_refill = time.monotonic() + REFILL_S
         time.sleep(POLL_S)
     progress.done()
     return _report([i for i in (h.info() for h in handles) if i is not None], args.json)
