@@ -96,3 +96,17 @@ def test_a_hundred_thousand_tiny_ranges_are_handled(studio: Studio, tmp_path: Pa
     assert out.returncode == 0, out.stderr[-2000:]
     [report] = json.loads(out.stdout)
     assert report["counters"]["bytes_done"] == 100_000 and report["state"] == "done"
+
+
+def test_throttle_set_and_show(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
+
+    def throttle(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "prewarm", "throttle", *args, "--redis", redis_url], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    assert "not set" in throttle("show", "gw1").stdout
+    assert throttle("set", "gw1", "20MB/s").stdout.strip() == "gw1: 20.0 MB/s"
+    assert throttle("set", "gw1", "off").stdout.strip() == "gw1: unthrottled"
+    bad = throttle("set", "gw1", "fast")
+    assert bad.returncode == 2 and "RATE" in bad.stderr

@@ -20,7 +20,7 @@ from prewarm.jobs import JobState
 from prewarm.records import ByteRange, FileInfo
 from prewarm.state_redis import connect, recent
 from prewarm.throttle_redis import RedisThrottle, get_rate, set_rate
-from prewarm.warm import FindingKind
+from prewarm.warm import Claim, FindingKind
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
@@ -271,3 +271,15 @@ def test_a_batch_lost_on_the_way_is_sent_again(r: redis.Redis, studio: Studio) -
     drain(r, studio, sent)
     info = job.info()
     assert info is not None and info.state is JobState.DONE and info.counters["bytes_done"] == 4 * MiB
+
+
+def test_what_was_warmed_is_trusted_only_for_the_retention_time(r: redis.Redis) -> None:
+    ident = FileInfo("/studio/proj/x", 3 * MiB, 1.0)
+    piece = ByteRange("/studio/proj/x", MiB, MiB)
+    first = RedisDedupe(r, "gw1", "jobA", MiB, ttl_s=1)
+    assert first.claim_now([(ident, piece)]) == [Claim.READ]
+    first.warmed(ident, piece)
+    first.flush()
+    assert RedisDedupe(r, "gw1", "jobB", MiB, ttl_s=1).claim_now([(ident, piece)]) == [Claim.SKIP]
+    time.sleep(1.1)  # the gateway cache may have culled it by now
+    assert RedisDedupe(r, "gw1", "jobC", MiB, ttl_s=1).claim_now([(ident, piece)]) == [Claim.READ]
