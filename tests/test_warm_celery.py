@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from prewarm.jobs import JobState
+from prewarm.jobs import JobInfo, JobState
 from prewarm.state_redis import WarmJob, connect
 from tests.fixtures.services import ROOT, RedisServer, StartWorker
 from tests.fixtures.studio import Studio
@@ -40,19 +41,21 @@ def write_plan(tmp_path: Path, plan_json: dict[str, object], name: str = "plan.j
     return path
 
 
-def wait_for(predicate: object, timeout: float = 60.0, what: str = "condition") -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.1)
     pytest.fail(f"timed out waiting for {what}")
 
 
-def final_info(r: redis.Redis, job_id: str, timeout: float = 90.0) -> object:
+def final_info(r: redis.Redis, job_id: str, timeout: float = 90.0) -> JobInfo:
     job = WarmJob(r, job_id)
     wait_for(lambda: (s := job.state()) is not None and s.final, timeout, f"job {job_id} to end")
-    return job.info()
+    info = job.info()
+    assert info is not None
+    return info
 
 
 @pytest.fixture
@@ -93,11 +96,11 @@ def test_worker_killed_mid_warm_the_warm_still_completes(
     assert job.state() is JobState.RUNNING
     celery_worker(config, "prewarm.gw1", redis_url=redis_url)
     info = final_info(r, job_id)
-    assert info.state is JobState.DONE  # type: ignore[attr-defined]
+    assert info.state is JobState.DONE
     # counters stay true although the killed worker's batches ran again
-    assert info.counters["bytes_done"] + info.counters["bytes_skipped"] == plan.bytes  # type: ignore[attr-defined]
-    assert info.counters["files_done"] + info.counters["files_skipped"] == 12  # type: ignore[attr-defined]
-    assert info.batches_done == info.batches  # type: ignore[attr-defined]
+    assert info.counters["bytes_done"] + info.counters["bytes_skipped"] == plan.bytes
+    assert info.counters["files_done"] + info.counters["files_skipped"] == 12
+    assert info.batches_done == info.batches
 
 
 def test_redis_restarted_mid_warm_the_warm_completes_with_true_counters(
@@ -116,9 +119,9 @@ def test_redis_restarted_mid_warm_the_warm_completes_with_true_counters(
     wait_for(lambda: (i := job.info(findings=False)) is not None and i.batches_done >= 1, 60, "a first batch")
     persistent_redis.restart(down_s=1.0)
     info = final_info(r, job_id, timeout=120)
-    assert info.state is JobState.DONE  # type: ignore[attr-defined]
-    assert info.counters["bytes_done"] + info.counters["bytes_skipped"] == plan.bytes  # type: ignore[attr-defined]
-    assert info.batches_done == info.batches  # type: ignore[attr-defined]
+    assert info.state is JobState.DONE
+    assert info.counters["bytes_done"] + info.counters["bytes_skipped"] == plan.bytes
+    assert info.batches_done == info.batches
 
 
 def test_cancel_stops_a_running_warm(

@@ -46,7 +46,7 @@ def test_embedded_partial_warm_exits_1_and_names_the_missing_file(studio: Studio
     assert "partial" in out.stderr and "missing: 1 file(s)" in out.stderr and gone in out.stderr
 
 
-def hostile(tmp_path: Path, ranges: list[dict[str, object]], name: str = "hostile.json") -> Path:
+def hostile(tmp_path: Path, ranges: object, name: str = "hostile.json") -> Path:
     p = tmp_path / name
     p.write_text(json.dumps({"format": "prewarm.plan/1", "job": "evil", "ranges": ranges}))
     return p
@@ -66,7 +66,7 @@ def hostile(tmp_path: Path, ranges: list[dict[str, object]], name: str = "hostil
 def test_hostile_plans_are_refused_naming_the_field(studio: Studio, tmp_path: Path, ranges: object,
                                                     field: str) -> None:
     studio.file("a.tx", 1000)
-    out = cli(str(hostile(tmp_path, ranges)), "--local", f"/studio/proj={studio.root}")  # type: ignore[arg-type]
+    out = cli(str(hostile(tmp_path, ranges)), "--local", f"/studio/proj={studio.root}")
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert "hostile.json" in out.stderr and field in out.stderr

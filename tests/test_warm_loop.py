@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,11 +94,11 @@ class RecordingReader(DirectReader):
         return n
 
 
-def ctx_for(studio: Studio, reader: RecordingReader, **kw: object) -> WarmContext:
+def ctx_for(studio: Studio, reader: RecordingReader, **kw: Any) -> WarmContext:
+    """The loop's context over the studio tree; backoff sleeps are recorded, not slept, unless given."""
     s = studio.settings()
-    sleeps: list[float] = []
-    return WarmContext(reader=reader, roots=s.allowed_roots(), to_local=s.path_map.to_local,
-                       sleep=kw.pop("sleep", sleeps.append), **kw)  # type: ignore[arg-type]
+    kw.setdefault("sleep", [].append)
+    return WarmContext(reader=reader, roots=s.allowed_roots(), to_local=s.path_map.to_local, **kw)
 
 
 def one_batch(studio: Studio, plan_ranges: list[tuple[str, int, int]], meta: tuple[MetaOp, ...] = ()) -> Batch:

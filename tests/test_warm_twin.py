@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -31,8 +32,8 @@ pytestmark = pytest.mark.integration
 MiB = 1 << 20
 
 
-def twin_settings(mount: Path, **kw: object) -> Settings:
-    return Settings(path_map=PathMap((Prefix(PREFIX, (), str(mount)),)), roots=(PREFIX,), **kw)  # type: ignore[arg-type]
+def twin_settings(mount: Path, in_flight: int) -> Settings:
+    return Settings(path_map=PathMap((Prefix(PREFIX, (), str(mount)),)), roots=(PREFIX,), in_flight=in_flight)
 
 
 def planned_ranges(studio: Studio, n: int) -> list[tuple[str, int, int]]:
@@ -83,12 +84,13 @@ def test_workers_warm_through_the_twin_and_a_second_job_reads_nothing(
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan.to_json()))
 
-    def warm() -> dict[str, object]:
+    def warm() -> dict[str, Any]:
         out = subprocess.run([sys.executable, "-m", "prewarm", "--config", str(config), "warm", str(plan_file),
                               "--redis", redis_url, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         [report] = json.loads(out.stdout)
-        return report  # type: ignore[no-any-return]
+        assert isinstance(report, dict)
+        return report
 
     first = warm()
     stats = twin.stats()
@@ -98,7 +100,7 @@ def test_workers_warm_through_the_twin_and_a_second_job_reads_nothing(
     second = warm()
     again = twin.stats()
     assert again["reads"] == 0 and again["opens"] == 0, "the second job reads (or opens) nothing already warmed"
-    assert second["counters"]["bytes_skipped"] == plan.bytes and second["counters"]["bytes_done"] == 0  # type: ignore[index]
-    assert first["counters"]["bytes_done"] == plan.bytes  # type: ignore[index]
+    assert second["counters"]["bytes_skipped"] == plan.bytes and second["counters"]["bytes_done"] == 0
+    assert first["counters"]["bytes_done"] == plan.bytes
     info = WarmJob(connect(redis_url), str(second["id"])).info()
     assert info is not None and info.state is JobState.DONE
