@@ -125,6 +125,14 @@ def refill(r: redis.Redis, gateway: str, settings: Settings, send: dispatch.Send
     return dispatch.refill(r, gateway, settings.dispatch_window, send, 2 * settings.visibility_timeout_s)
 
 
+def refill_all(r: redis.Redis, settings: Settings, send: dispatch.Send) -> int:
+    """Refill every gateway with work waiting or in flight: the sweep that re-sends batches lost
+    when nothing else would trigger a refill (a sender killed between choosing and sending)."""
+    gateways = {k.decode()[len("prewarm:gw:"):].rpartition(":")[0]
+                for pattern in (dispatch.jobs_key("*"), dispatch.inflight_key("*")) for k in r.scan_iter(pattern)}
+    return sum(refill(r, gw, settings, send) for gw in sorted(gateways))
+
+
 def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send: dispatch.Send,
               reader: Reader | None = None) -> WarmResult | None:
     """What a worker does with one batch: warm it unless done or cancelled, record once, refill the window."""

@@ -283,3 +283,17 @@ def test_what_was_warmed_is_trusted_only_for_the_retention_time(r: redis.Redis) 
     assert RedisDedupe(r, "gw1", "jobB", MiB, ttl_s=1).claim_now([(ident, piece)]) == [Claim.SKIP]
     time.sleep(1.1)  # the gateway cache may have culled it by now
     assert RedisDedupe(r, "gw1", "jobC", MiB, ttl_s=1).claim_now([(ident, piece)]) == [Claim.READ]
+
+
+def test_the_sweep_resends_what_a_dead_sender_chose(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"w{i}.tx", MiB) for i in range(3)]
+    s = studio.settings(throttle_bps=MiB, dispatch_window=2, visibility_timeout_s=1)
+    set_rate(r, "gw1", None)
+    sent = Sent()
+    job = engine.submit(r, studio.whole(paths), s, sent, "gw1")
+    sent.clear()  # chosen, never sent: the sender died
+    assert engine.refill_all(r, s, sent) == 0, "not stale yet"
+    time.sleep(2.1)
+    assert engine.refill_all(r, s, sent) == 2
+    drain(r, studio, sent)
+    assert job.state() is JobState.DONE

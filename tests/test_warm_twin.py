@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,37 @@ def test_workers_warm_through_the_twin_and_a_second_job_reads_nothing(
     assert first["counters"]["bytes_done"] == plan.bytes
     info = WarmJob(connect(redis_url), str(second["id"])).info()
     assert info is not None and info.state is JobState.DONE
+
+
+def test_a_worker_killed_mid_warm_every_granule_still_reaches_the_gateway(
+        studio: Studio, gateway_twin: StartTwin, redis_url: str, celery_worker: StartWorker,
+        tmp_path: Path) -> None:
+    ranges = planned_ranges(studio, 10)
+    plan = studio.plan(ranges, gateways=("gw1",))
+    twin = gateway_twin(studio.root, rtt_ms=5, mbps=None, log_reads=True)
+    config = tmp_path / "worker.yaml"
+    config.write_text(yaml.safe_dump({"path_map": [{"studio": PREFIX, "local": str(twin.mount)}],
+                                      "roots": [PREFIX], "in_flight": 2, "visibility_timeout_s": 4,
+                                      "throttle_bps": 3_000_000}))
+    first = celery_worker(config, "prewarm.gw1", redis_url=redis_url, concurrency=2)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan.to_json()))
+    out = subprocess.run([sys.executable, "-m", "prewarm", "--config", str(config), "warm", str(plan_file),
+                          "--redis", redis_url, "--no-wait"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    r = connect(redis_url)
+    job = WarmJob(r, out.stdout.strip())
+    deadline = time.monotonic() + 60
+    while (info := job.info(findings=False)) is None or info.batches_done < 1:
+        assert time.monotonic() < deadline, "no batch finished"
+        time.sleep(0.05)
+    first.kill()
+    celery_worker(config, "prewarm.gw1", redis_url=redis_url)
+    deadline = time.monotonic() + 90
+    while not ((state := job.state()) and state.final):
+        assert time.monotonic() < deadline, "the warm did not complete after the kill"
+        time.sleep(0.1)
+    assert job.state() is JobState.DONE
+    stats = twin.stats()
+    assert stats["wan_bytes"] == plan.bytes, "every planned granule fetched, each once"
+    assert inside_plan(twin.reads(), ranges)

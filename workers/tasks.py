@@ -7,15 +7,21 @@ recording is idempotent, so running it again is always safe.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from functools import cache
 
 import redis
+from celery.signals import worker_ready
 
 from prewarm import engine
 from prewarm.dispatch_redis import task_id
 from prewarm.errors import ServiceError
 from prewarm.state_redis import connect
 from workers.app import DEFAULT_URL, app, current
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -34,6 +40,21 @@ def send(gateway: str, job_id: str, index: int) -> None:
 
 def revoke(task_ids: list[str]) -> None:
     app.control.revoke(task_ids)
+
+
+def sweep_forever() -> None:
+    """Re-send batches nobody will finish (see `engine.refill_all`), every half visibility timeout."""
+    while True:
+        time.sleep(max(1, min(10, current().visibility_timeout_s // 2)))
+        try:
+            engine.refill_all(client(), current(), send)
+        except redis.RedisError:
+            log.warning("dispatch sweep: Redis unavailable, retrying", exc_info=True)
+
+
+@worker_ready.connect
+def _start_sweep(**_: object) -> None:
+    threading.Thread(target=sweep_forever, name="prewarm-sweep", daemon=True).start()
 
 
 @app.task(name="prewarm.warm_batch", autoretry_for=(redis.RedisError, ServiceError),
