@@ -15,6 +15,7 @@ import redis
 
 from prewarm import dispatch_redis as dispatch
 from prewarm import engine
+from prewarm.config import Settings
 from prewarm.dedupe_redis import RedisDedupe
 from prewarm.jobs import JobState
 from prewarm.records import ByteRange, FileInfo
@@ -297,3 +298,16 @@ def test_the_sweep_resends_what_a_dead_sender_chose(r: redis.Redis, studio: Stud
     assert engine.refill_all(r, s, sent) == 2
     drain(r, studio, sent)
     assert job.state() is JobState.DONE
+
+
+def test_workers_refuse_paths_outside_their_roots_even_if_the_submitter_did_not(
+        r: redis.Redis, studio: Studio) -> None:
+    ok = studio.file("ok.tx", 1000)
+    plan = studio.plan([(ok, 0, 1000), ("/etc/hostname", 0, 10)])
+    sent = Sent()
+    job = engine.submit(r, plan, Settings(), sent, "gw1")  # a submitter with no roots configured
+    drain(r, studio, sent)
+    info = job.info()
+    assert info is not None and info.state is JobState.PARTIAL
+    assert [(f.path, f.kind) for f in info.findings] == [("/etc/hostname", FindingKind.OUTSIDE)]
+    assert info.counters["bytes_done"] == 1000 and info.failed_ranges == 0
