@@ -33,6 +33,9 @@ EXIT_UNFINISHED = 1
 POLL_S = 0.5
 """How often a waiting `prewarm warm` reads job state from Redis."""
 
+STALL_S = 60.0
+"""A waiting `prewarm warm` says so when no batch has finished for this long (no worker on the queue?)."""
+
 REFILL_S = 5.0
 """How often a waiting `prewarm warm` tops up the dispatch window (re-sending lost batches)."""
 
@@ -175,6 +178,8 @@ def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace, settings: 
     progress = Progress(sys.stderr)
     handles = [WarmJob(r, i) for i in ids]
     next_refill = time.monotonic() + REFILL_S
+    seen: tuple[int, ...] = ()
+    moved_at = time.monotonic()
     while True:
         infos = [h.info(findings=False) for h in handles]
         live = [i for i in infos if i is not None]
@@ -182,6 +187,15 @@ def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace, settings: 
             progress.update(_combined(live))
         if all(i is None or i.state.final for i in infos):
             break
+        now = time.monotonic()
+        mark = tuple(i.batches_done for i in live)
+        if mark != seen:
+            seen, moved_at = mark, now
+        elif now - moved_at > STALL_S:
+            queues = ", ".join(sorted({engine.queue_of(i.gateway) for i in live}))
+            print(f"no batch finished for {STALL_S:.0f}s: is a worker consuming {queues}? (still waiting)",
+                  file=sys.stderr)
+            moved_at = now
         if time.monotonic() >= next_refill:
             for gw in {i.gateway for i in live}:
                 engine.refill(r, gw, settings, send)
