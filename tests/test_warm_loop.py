@@ -193,10 +193,10 @@ def test_paths_outside_the_roots_are_never_opened(studio: Studio, bad: str) -> N
 def test_metadata_ops_stat_and_list(studio: Studio, tmp_path: Path) -> None:
     p = studio.file("udim/diffuse.1001.tx", 10)
     studio.file("udim/diffuse.1002.tx", 10)
-    meta = (MetaOp(Op.READDIR, "/studio/proj/udim"), MetaOp(Op.STAT, p), MetaOp(Op.STAT, "/studio/proj/nope.tx"))
+    meta = (MetaOp(Op.READDIR, "/studio/proj/udim/"), MetaOp(Op.STAT, p), MetaOp(Op.STAT, "/studio/proj/nope.tx"))
     reader = RecordingReader()
     result = warm_batch(Batch(0, meta=meta), ctx_for(studio, reader))
-    assert sorted(reader.meta) == sorted([("readdir", str(studio.root / "udim")), ("stat", str(studio.local(p))),
+    assert sorted(reader.meta) == sorted([("readdir", f"{studio.root}/udim/"), ("stat", str(studio.local(p))),
                                           ("stat", str(studio.root / "nope.tx"))])
     assert result.meta_done == 2 and result.meta_failed == 1
     assert result.findings["/studio/proj/nope.tx"].kind is FindingKind.MISSING
