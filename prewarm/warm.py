@@ -192,7 +192,7 @@ class _Run:
             if inside(op.path, ctx.roots):
                 self.meta.append(op)
                 if op.op is Op.READDIR:
-                    self.listing[op.path] = []
+                    self.listing[op.path.rstrip("/") or "/"] = []
             else:
                 self._refuse(op.path)
                 self.result.meta_failed += 1
@@ -345,7 +345,7 @@ class _Run:
         exc = fut.exception()
         if kind == "meta":
             if arg.op is Op.READDIR:
-                self.to_open.extend(self.listing.pop(arg.path, ()))
+                self.to_open.extend(self.listing.pop(arg.path.rstrip("/") or "/", ()))
             if exc is None:
                 self.result.meta_done += 1
             else:
