@@ -84,14 +84,20 @@ class _File:
         self.mtime = st.st_mtime
         self.regular = stat.S_ISREG(st.st_mode)
         self._lock = threading.Lock()
+        self._retired: list[int] = []
 
     def _fall_back(self) -> None:
-        """O_DIRECT refused this read (alignment): continue buffered on a new descriptor."""
+        """O_DIRECT refused this read (alignment): continue buffered on a new descriptor.
+
+        The O_DIRECT descriptor stays open until `close`: other threads may be inside a
+        read on it, and closing it under them would make their descriptor number free
+        for the next file opened, so they could read the wrong file.
+        """
         with self._lock:
             if self.direct:
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                old, self.fd, self.direct = self.fd, fd, False
-                os.close(old)
+                self._retired.append(self.fd)
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self.direct = False
 
     def read(self, offset: int, length: int) -> int:
         view = memoryview(_buffer())
@@ -114,7 +120,8 @@ class _File:
         return done
 
     def close(self) -> None:
-        os.close(self.fd)
+        for fd in (*self._retired, self.fd):
+            os.close(fd)
 
 
 class DirectReader:

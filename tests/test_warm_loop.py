@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,16 @@ def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened(stud
     udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p]
     assert min(udim_opens) > listed, "one READDIRPLUS first, then opens served from the attribute cache"
     assert ("readdir", str(studio.root / "other")) not in reader.meta
+
+
+def test_many_threads_falling_back_from_o_direct_at_once_read_the_right_file(studio: Studio) -> None:
+    p = studio.file("unaligned.bin", 64 * 1024)
+    reader = DirectReader()
+    for _ in range(20):
+        f = reader.open(str(studio.local(p)))
+        try:
+            with ThreadPoolExecutor(16) as pool:
+                got = list(pool.map(lambda i: f.read(i * 7 + 1, 5), range(64)))
+        finally:
+            f.close()
+        assert got == [5] * 64
