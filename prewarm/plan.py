@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from prewarm.errors import PlanFileError
 from prewarm.records import FileInfo, Op
@@ -185,7 +185,7 @@ class _Validator:
     def __init__(self, where: str) -> None:
         self.where = where
 
-    def fail(self, fld: str, message: str) -> Any:
+    def fail(self, fld: str, message: str) -> NoReturn:
         raise PlanFileError(f"{self.where}: {fld}" if fld else self.where, message)
 
     def mapping(self, value: Any, fld: str) -> Mapping[str, Any]:

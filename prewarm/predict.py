@@ -355,20 +355,20 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             sizes.append((ts.reads[p][t], info.size if info else 0))
         shape = _shape(sizes, opts.whole_share)
         for f in job_frames:
-            p = seq.key.path(f + seq.delta)
-            if p is None or not traced_ok(p):
+            member = seq.key.path(f + seq.delta)
+            if member is None or not traced_ok(member):
                 continue
-            explained.add(p)
-            info = lookup(p)
+            explained.add(member)
+            info = lookup(member)
             if info is None:
-                result.missing.append((p, f"not found: frame {f} should read it ({seq.key.display()})"))
+                result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
                 continue
-            if f in ts.reads.get(p, {}):
-                out.append(Prediction(p, (f,), clip(ts.reads[p][f], info.size), Reason.TRACE))
+            if f in ts.reads.get(member, {}):
+                out.append(Prediction(member, (f,), clip(ts.reads[member][f], info.size), Reason.TRACE))
             else:
                 spans = shape.spans(info.size)
                 if spans:
-                    out.append(Prediction(p, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
+                    out.append(Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
     result.stats["sequences"] = len(seqs)
 
     shared = 0

@@ -7,12 +7,16 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from typing import Any
 
+from prewarm.config import Settings
 from prewarm.framespec import parse_frames
 from prewarm.manifest import parse_size
 from prewarm.pathmap import PathMap, parse_pair
 from prewarm.plan import Plan
+from prewarm.planner import PlanOptions, plan_job
+from prewarm.predict import PredictOptions
 
 MiB = 1 << 20
 
@@ -36,7 +40,7 @@ def path_map_from(args: argparse.Namespace) -> PathMap:
     return PathMap.parse(items, "command line")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="predict the byte ranges a job's frames will read, in warm order",
                        description="Plan a render job: which byte ranges of which files its frames will read, "
                                    "in the order they are needed. Writes the plan as JSON.")
@@ -59,12 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def options_from(args: argparse.Namespace):
-    from dataclasses import replace
-
-    from prewarm.planner import PlanOptions
-    from prewarm.predict import PredictOptions
-
+def options_from(args: argparse.Namespace) -> PlanOptions:
     def size(name: str) -> int | None:
         value = getattr(args, name)
         return None if value is None else parse_size(value, "command line", "--" + name.replace("_", "-"))
@@ -82,9 +81,6 @@ def options_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from prewarm.config import Settings
-    from prewarm.planner import plan_job
-
     settings = Settings.load(path=args.config)
     plan = plan_job(args.manifest, args.traces, settings, options_from(args))
     write_json(plan.to_json(), args.output)

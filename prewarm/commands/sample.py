@@ -8,7 +8,7 @@ from pathlib import Path
 from prewarm.samples import build_tree
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sample", help="recreate the sample jobs' input trees (sparse files of the real sizes)")
     sp = p.add_subparsers(dest="sample_command", required=True, metavar="ACTION")
     b = sp.add_parser("build", help="create the files of each shot's sizes.json under ROOT (standing for /studio/proj)")
