@@ -60,6 +60,16 @@ class Settings:
     visibility_timeout_s: int = 3600
     """Seconds before the broker hands an unacknowledged batch (its worker died) to another worker."""
 
+    service_token: str | None = None
+    """Bearer token `prewarm serve` requires on every call that changes something (also
+    $PREWARM_SERVICE_TOKEN); without one the service refuses to start unless told `--no-token`."""
+
+    max_request_bytes: int = 8 * MiB
+    """Largest request body the service accepts (413 beyond): a manifest or a bundle is kilobytes."""
+
+    service_dedupe_s: int = 6 * 3600
+    """A job submitted again within this long, while its warm is queued, running or done, is not warmed twice."""
+
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, path: str | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -79,6 +89,8 @@ class Settings:
         settings = cls.from_mapping(data, where=cfg_path or "config")
         if env.get("PREWARM_REDIS_URL"):
             settings = replace(settings, redis_url=env["PREWARM_REDIS_URL"])
+        if env.get("PREWARM_SERVICE_TOKEN"):
+            settings = replace(settings, service_token=env["PREWARM_SERVICE_TOKEN"])
         return settings
 
     @classmethod
@@ -97,7 +109,7 @@ class Settings:
                 if not isinstance(value, list) or not all(isinstance(r, str) and r.startswith("/") for r in value):
                     raise ConfigError(f"{where}: roots", "expected a list of absolute paths")
                 kwargs[name] = tuple(r.rstrip("/") or "/" for r in value)
-            elif name in ("redis_url", "queue"):
+            elif name in ("redis_url", "queue", "service_token"):
                 if value is not None and not isinstance(value, str):
                     raise ConfigError(f"{where}: {name}", "expected a string")
                 kwargs[name] = value
