@@ -25,6 +25,7 @@ from prewarm.reader import DirectReader, Reader
 from prewarm.state_redis import WarmJob
 from prewarm.throttle import TokenBucket, Unthrottled
 from prewarm.throttle_redis import RedisThrottle
+from prewarm.timeline import Sampler
 from prewarm.warm import WarmContext, WarmResult, inside, warm_batch
 
 MAX_PIECES = 20_000_000
@@ -80,7 +81,10 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                    start=plan.start, batches=1, bytes_planned=batch.bytes, files_planned=len(batch.closes),
                    meta_planned=len(batch.meta))
 
+    sampler = Sampler(info.samples.append)
+
     def report(result: WarmResult) -> None:
+        sampler(result)
         if progress is not None:
             info.counters = result.counters()
             progress(info)
@@ -91,6 +95,7 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                       to_local=settings.path_map.to_local, throttle=throttle, in_flight=settings.in_flight,
                       progress=report)
     result = warm_batch(batch, ctx)
+    sampler.flush()
     info.counters = result.counters()
     info.findings = sorted(result.findings.values(), key=lambda f: f.path)
     info.failed_ranges = len(result.failed)
@@ -144,12 +149,14 @@ def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send:
     result = None
     if not job.cancelled() and not job.batch_done(index):
         job.mark_running()
+        sampler = Sampler(job.record_point)
         ctx = WarmContext(
             reader=reader or DirectReader(), roots=settings.allowed_roots(), to_local=settings.path_map.to_local,
             throttle=RedisThrottle(r, gw, settings.throttle_bps), in_flight=settings.in_flight,
             dedupe=RedisDedupe(r, gw, job_id, settings.granule, settings.dedupe_ttl_s),
-            should_stop=job.cancelled)
+            should_stop=job.cancelled, progress=sampler)
         result = warm_batch(job.batch(index), ctx)
+        sampler.flush()
         job.complete_batch(index, result)
     dispatch.finished(r, gw, job_id, index)
     refill(r, gw, settings, send)

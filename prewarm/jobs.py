@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from prewarm.timeline import Point
 from prewarm.warm import FileFinding, WarmResult
 
 
@@ -61,6 +62,8 @@ class JobInfo:
     findings: list[FileFinding] = field(default_factory=list)
     failed_ranges: int = 0
     retry_of: str | None = None
+    samples: list[Point] = field(default_factory=list)
+    """Bytes and reads in flight per second (prewarm.timeline): filled by the embedded mode; from Redis on request."""
 
     @property
     def elapsed(self) -> float | None:

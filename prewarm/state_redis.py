@@ -18,6 +18,9 @@ Keys (job id J):
     prewarm:job:J:done           set of recorded batch indexes
     prewarm:job:J:findings       hash: path -> finding JSON (first finding per file)
     prewarm:job:J:failed         list of failed ranges [path, offset, length]
+    prewarm:job:J:samples        hash: b:SECOND -> bytes read, f:SECOND -> reads in flight, summed
+                                 over the batches running in that second (see prewarm.timeline)
+    prewarm:job:J:evaluation     JSON: the last `prewarm evaluate` of this job (prewarm.evaluate)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from prewarm.errors import ServiceError
 from prewarm.jobs import JobInfo, JobState
 from prewarm.plan import Plan
 from prewarm.records import ByteRange
+from prewarm.timeline import Point
 from prewarm.warm import FileFinding, WarmResult
 
 JOBS = "prewarm:jobs"
@@ -192,6 +196,22 @@ class WarmJob:
                    "failed": [[r.path, r.offset, r.length] for r in result.failed]}
         keys = [self.key, f"{self.key}:done", f"{self.key}:findings", f"{self.key}:failed"]
         return int(self.r.eval(_COMPLETE, len(keys), *keys, index, json.dumps(payload), time.time())) == 1
+
+    def record_point(self, point: Point) -> None:
+        """One second of one batch: added to what other batches recorded for that second."""
+        key = f"{self.key}:samples"
+        with self.r.pipeline(transaction=False) as p:
+            p.hincrby(key, f"b:{point.t}", point.bytes)
+            p.hincrby(key, f"f:{point.t}", point.in_flight)
+            p.expire(key, RETENTION_S)
+            p.execute()
+
+    def points(self) -> list[Point]:
+        acc: dict[int, list[int]] = {}
+        for k, v in self.r.hgetall(f"{self.key}:samples").items():
+            kind, _, sec = k.decode().partition(":")
+            acc.setdefault(int(sec), [0, 0])[0 if kind == "b" else 1] = int(v)
+        return [Point(t, b, f) for t, (b, f) in sorted(acc.items())]
 
     def cancel(self) -> bool:
         """queued/running -> cancelled; False if the job had already ended."""

@@ -90,6 +90,8 @@ class WarmResult:
     findings: dict[str, FileFinding] = field(default_factory=dict)
     failed: list[ByteRange] = field(default_factory=list)
     """Reads that failed and may succeed later (`prewarm warm --retry`); refused paths are not among them."""
+    in_flight_now: int = 0
+    """Operations in flight at the last progress call: the report's concurrency series, not a counter."""
 
     COUNTERS = ("bytes_done", "bytes_skipped", "bytes_failed", "files_done", "files_skipped",
                 "files_failed", "meta_done", "meta_failed", "reads")
@@ -302,6 +304,7 @@ class _Run:
                 for fut in done:
                     self._settle(pending.pop(fut), fut)
                 if self.ctx.progress is not None:
+                    self.result.in_flight_now = len(pending)
                     self.ctx.progress(self.result)
         for f in self.files.values():
             if f.handle is not None:
