@@ -32,7 +32,7 @@ _FALLBACK_TIER = 1
 @dataclass(slots=True)
 class _Granule:
     frames: int      # bitset over the job's frame order: bit i = the i-th frame needs it
-    reason: str
+    reason: Reason
 
     @property
     def rank(self) -> int:

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NoReturn
 
 from prewarm.errors import PlanFileError
@@ -25,7 +26,7 @@ MAX_OFFSET = 1 << 62
 """No real file is this large; beyond it an offset is a corrupt or hostile plan."""
 
 
-class Reason:
+class Reason(StrEnum):
     """Why a range is in the plan (reported per range and summed in the summary)."""
 
     TRACE = "trace"            # seen read by training frames, applies to this frame as is
@@ -46,7 +47,7 @@ class PlannedRange:
     length: int
     frame: int | None = None
     frames: int = 1
-    reason: str = Reason.TRACE
+    reason: Reason = Reason.TRACE
 
     @property
     def end(self) -> int:
@@ -54,7 +55,7 @@ class PlannedRange:
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "offset": self.offset, "length": self.length,
-                "frame": self.frame, "frames": self.frames, "reason": self.reason}
+                "frame": self.frame, "frames": self.frames, "reason": self.reason.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ class Plan:
     def summary(self) -> dict[str, Any]:
         by_reason: Counter[str] = Counter()
         for r in self.ranges:
-            by_reason[r.reason] += r.length
+            by_reason[r.reason.value] += r.length
         planned_files = {r.path for r in self.ranges}
         return {
             "bytes": self.bytes,
@@ -221,6 +222,12 @@ class _Validator:
             self.fail(fld, f"'..' is not allowed in a path: {p!r}")
         return p
 
+    def reason(self, value: Any, fld: str) -> Reason:
+        try:
+            return Reason(value)
+        except ValueError:
+            self.fail(fld, f"unknown reason {value!r} (one of {', '.join(r.value for r in Reason)})")
+
     def planned_range(self, value: Any, fld: str) -> PlannedRange:
         r = self.mapping(value, fld)
         frame = r.get("frame")
@@ -230,5 +237,5 @@ class _Validator:
             length=self.integer(r.get("length"), f"{fld}.length", lo=1),
             frame=None if frame is None else self.integer(frame, f"{fld}.frame", lo=-MAX_OFFSET),
             frames=self.integer(r.get("frames", 1), f"{fld}.frames"),
-            reason=str(r.get("reason", Reason.TRACE)),
+            reason=self.reason(r.get("reason", Reason.TRACE.value), f"{fld}.reason"),
         )

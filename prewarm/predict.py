@@ -71,7 +71,7 @@ class Prediction:
     path: str
     frames: tuple[int, ...]
     spans: list[Span]
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
