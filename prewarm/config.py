@@ -70,6 +70,19 @@ class Settings:
     service_dedupe_s: int = 6 * 3600
     """A job submitted again within this long, while its warm is queued, running or done, is not warmed twice."""
 
+    trace_store: str | None = None
+    """Folder of the trace store (`ROOT/show/shot/job/frame.NNNN.jsonl.gz`; also $PREWARM_TRACE_STORE).
+    Files, not Redis: traces are large and append-only, and render nodes can write them to a
+    shared folder. None: no store, plans use only the traces they are given."""
+
+    trace_store_max_bytes: int | None = None
+    """The store is pruned to this size (oldest jobs first) after each import; None: unbounded."""
+
+    trace_rules: tuple[str, ...] = ()
+    """Regular expressions on job names: jobs whose names give the same first group share traces
+    (e.g. `^(\\w+_lighting)_` for every lighting job of a shot). Tried after show/shot and the
+    version-number rule (`shot010_lighting_v003` finds `shot010_lighting_v002`)."""
+
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, path: str | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -91,6 +104,8 @@ class Settings:
             settings = replace(settings, redis_url=env["PREWARM_REDIS_URL"])
         if env.get("PREWARM_SERVICE_TOKEN"):
             settings = replace(settings, service_token=env["PREWARM_SERVICE_TOKEN"])
+        if env.get("PREWARM_TRACE_STORE"):
+            settings = replace(settings, trace_store=env["PREWARM_TRACE_STORE"])
         return settings
 
     @classmethod
@@ -109,7 +124,9 @@ class Settings:
                 if not isinstance(value, list) or not all(isinstance(r, str) and r.startswith("/") for r in value):
                     raise ConfigError(f"{where}: roots", "expected a list of absolute paths")
                 kwargs[name] = tuple(r.rstrip("/") or "/" for r in value)
-            elif name in ("redis_url", "queue", "service_token"):
+            elif name == "trace_rules":
+                kwargs[name] = _trace_rules(value, f"{where}: trace_rules")
+            elif name in ("redis_url", "queue", "service_token", "trace_store"):
                 if value is not None and not isinstance(value, str):
                     raise ConfigError(f"{where}: {name}", "expected a string")
                 kwargs[name] = value
@@ -117,7 +134,7 @@ class Settings:
                 floor = 0 if name == "max_gap" else 1
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < floor):
                     raise ConfigError(f"{where}: {name}", f"expected an integer >= {floor}")
-                if value is None and name != "throttle_bps":
+                if value is None and name not in ("throttle_bps", "trace_store_max_bytes"):
                     raise ConfigError(f"{where}: {name}", "expected an integer, not null")
                 kwargs[name] = value
         return cls(**kwargs)
@@ -127,3 +144,19 @@ class Settings:
         if self.roots:
             return self.roots
         return tuple(e.studio for e in self.path_map.entries)
+
+
+def _trace_rules(value: object, where: str) -> tuple[str, ...]:
+    """Each rule must compile and capture the part of the name that jobs share."""
+    import re
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(where, "expected a list of regular expressions")
+    for i, rule in enumerate(value):
+        try:
+            groups = re.compile(rule).groups
+        except re.error as exc:
+            raise ConfigError(f"{where}[{i}]", f"not a valid regular expression: {exc}") from exc
+        if groups < 1:
+            raise ConfigError(f"{where}[{i}]", "needs a group: the part of the job name that jobs share")
+    return tuple(value)
