@@ -1,0 +1,175 @@
+"""The warm service on loopback with real Redis (and a real Celery worker for the end-to-end warm)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from prewarm.errors import InputError
+from prewarm.service import create_app
+from tests.fixtures.services import ROOT, StartWorker, free_port
+from tests.test_service_support import (  # noqa: F401  (fixtures)
+    STUDIO, TOKEN, TRACES, LiveService, live_service, manifest_text, run_server, wait_final)
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post(svc: LiveService, path: str, **kw: object) -> requests.Response:
+    headers = {**AUTH, **kw.pop("headers", {})}  # type: ignore[dict-item]
+    return requests.post(f"{svc.url}/api/v1{path}", headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def test_sample_job_warms_end_to_end_and_a_resubmission_reuses_it(
+        live_service: LiveService, celery_worker: StartWorker) -> None:
+    celery_worker(live_service.config, "prewarm.prewarm", redis_url=live_service.settings.redis_url)
+    client = live_service.client(timeout=30)
+    result = client.submit_manifest(manifest_text(), traces=[f"{TRACES}/shot100"])
+    assert not result["duplicate"] and len(result["ids"]) == 1
+    assert result["job"] == "shot100_lighting_v001" and result["plan"]["bytes"] > 0
+    info = wait_final(client, result["ids"][0])
+    assert info["state"] == "done", info["findings"]
+    assert info["counters"]["bytes_done"] + info["counters"]["bytes_skipped"] == info["bytes_planned"] > 0
+
+    second = client.submit_manifest(manifest_text(), traces=[f"{TRACES}/shot100"])
+    assert second["duplicate"] and second["ids"] == result["ids"]
+    assert [j["id"] for j in client.recent()] == result["ids"]
+
+
+def test_yaml_body_and_duplicates_while_queued(live_service: LiveService) -> None:
+    body = manifest_text(job="shot100_yaml")
+    first = post(live_service, "/jobs", data=body, headers={"Content-Type": "application/yaml"})
+    assert first.status_code == 202, first.text
+    second = post(live_service, "/jobs", data=body, headers={"Content-Type": "application/yaml"})
+    assert second.status_code == 200 and second.json()["ids"] == first.json()["ids"]
+    job_id = first.json()["ids"][0]
+    assert live_service.client().status(job_id)["state"] == "queued"
+    cancelled = live_service.client().cancel(job_id)
+    assert cancelled == {"id": job_id, "cancelled": True, "state": "cancelled"}
+    third = post(live_service, "/jobs", data=body, headers={"Content-Type": "application/yaml"})
+    assert third.status_code == 202 and third.json()["ids"] != [job_id]
+
+
+def test_changes_need_the_token_reads_do_not(live_service: LiveService) -> None:
+    url = f"{live_service.url}/api/v1"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        r = requests.post(f"{url}/jobs", json={"manifest": manifest_text()}, headers=headers, timeout=10)
+        assert r.status_code == 401 and "Bearer" in r.json()["error"]
+        assert requests.post(f"{url}/jobs/abc/cancel", headers=headers, timeout=10).status_code == 401
+    assert live_service.r.zcard("prewarm:jobs") == 0
+    assert requests.get(f"{url}/health", timeout=10).json() == {"ok": True, "redis": "ok"}
+    assert requests.get(f"{url}/jobs", timeout=10).json() == []
+
+
+def test_oversize_bodies_get_413_with_or_without_a_length(live_service: LiveService) -> None:
+    big = "# " + "x" * (70 * 1024) + "\n" + manifest_text()
+    r = post(live_service, "/jobs", data=big, headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    chunks = (big[i:i + 8192].encode() for i in range(0, len(big), 8192))
+    r = post(live_service, "/jobs", data=chunks, headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 413
+    assert live_service.r.zcard("prewarm:jobs") == 0
+
+
+@pytest.mark.parametrize("body, where", [
+    ({"manifest": "job: x\nframes: 1-2\ninputs:\n  - /etc/passwd\n"}, "inputs[0] (line 4)"),
+    ({"bundle_path": "/home/someone/bundle"}, "bundle_path"),
+    ({"manifest": manifest_text(), "traces": ["/var/log"]}, "traces[0]"),
+])
+def test_paths_outside_the_roots_are_refused_by_name(live_service: LiveService, body: dict[str, object],
+                                                     where: str) -> None:
+    r = post(live_service, "/jobs", json=body)
+    assert r.status_code == 403, r.text
+    assert r.json()["where"] == where and "outside the allowed roots" in r.json()["error"]
+    assert live_service.r.zcard("prewarm:jobs") == 0
+
+
+@pytest.mark.parametrize("kw, status, where, says", [
+    ({"json": {"manifest": "job: x\nframes: 1-\ninputs: [/studio/proj/a]\n"}}, 422, "manifest:2", "frame"),
+    ({"json": {"manifest": "job: [unclosed"}}, 422, "manifest", "YAML"),
+    ({"json": {}}, 400, "body", "exactly one of"),
+    ({"json": {"manifest": "a", "bundle_path": "/studio/proj/b"}}, 400, "body", "exactly one of"),
+    ({"json": {"manifest": 7}}, 422, "manifest", "string"),
+    ({"json": {"manifesto": "x"}}, 422, "manifesto", "Extra inputs"),
+    ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "body", "JSON"),
+    ({"json": {"manifest": "job: x\nframes: 1\ninputs:\n  - /studio/proj/../../etc/shadow\n"}}, 422, "manifest:4",
+     ".. components"),
+    ({"data": b"\xff\xfe", "headers": {"Content-Type": "application/yaml"}}, 400, "body", "UTF-8"),
+    ({"data": b"x", "headers": {"Content-Type": "image/png"}}, 415, "", "content type"),
+    ({"json": {"manifest": manifest_text(), "traces": [f"{TRACES}/none"]}}, 422, "traces[0]", "does not exist"),
+])
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong(live_service: LiveService, kw: dict[str, object],
+                                                        status: int, where: str, says: str) -> None:
+    r = post(live_service, "/jobs", **kw)
+    assert r.status_code == status, r.text
+    assert says in r.json()["error"]
+    if where:
+        assert r.json()["where"].startswith(where)
+
+
+def test_unknown_jobs_are_404(live_service: LiveService) -> None:
+    url = f"{live_service.url}/api/v1"
+    for job_id in ("0123abcd", "not-hex", "x" * 64):
+        assert requests.get(f"{url}/jobs/{job_id}", timeout=10).status_code == 404
+        assert requests.post(f"{url}/jobs/{job_id}/cancel", headers=AUTH, timeout=10).status_code == 404
+    assert requests.get(f"{url}/jobs", params={"limit": 0}, timeout=10).status_code == 422
+
+
+@pytest.fixture
+def service_without_redis(live_service: LiveService) -> Iterator[str]:
+    from workers.tasks import revoke, send
+
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    url, stop = run_server(create_app(live_service.settings, dead, send, revoke, TOKEN))
+    yield url
+    stop()
+
+
+def test_redis_down_is_503_not_500(service_without_redis: str) -> None:
+    url = f"{service_without_redis}/api/v1"
+    assert requests.get(f"{url}/health", timeout=10).status_code == 503
+    assert requests.get(f"{url}/jobs/abc", timeout=10).status_code == 503
+    r = requests.post(f"{url}/jobs", json={"manifest": manifest_text(), "traces": []}, headers=AUTH, timeout=30)
+    assert r.status_code == 503 and "Redis" in r.json()["error"]
+
+
+def test_submit_cli(live_service: LiveService, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(manifest_text(job="shot100_cli"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
+
+    def submit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "prewarm", "submit", *args, "--server", live_service.url],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    done = submit(str(manifest), "--token", TOKEN, "--traces", f"{TRACES}/shot100")
+    assert done.returncode == 0, done.stderr
+    [job_id] = done.stdout.split()
+    assert live_service.client().status(job_id)["name"] == "shot100_cli"
+    refused = submit(str(manifest), "--token", "nope")
+    assert refused.returncode == 2 and "401" in refused.stderr and "Traceback" not in refused.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("job: x\nframes: 1-2\ninputs:\n  - /etc/passwd\n")
+    refused = submit(str(bad), "--token", TOKEN)
+    assert refused.returncode == 2 and "inputs[0] (line 4)" in refused.stderr and "/etc/passwd" in refused.stderr
+
+
+def test_client_raises_input_errors_at_once(live_service: LiveService) -> None:
+    client = live_service.client(retries=5, backoff=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match="outside the allowed roots"):
+        client.submit_manifest("job: x\nframes: 1\ninputs: [/etc/passwd]\n")
+    assert time.monotonic() - t0 < 5  # no retry, no backoff on a 4xx
+    with pytest.raises(InputError, match="no warm job"):
+        client.status("abcdef")
+    assert json.loads(json.dumps(client.health())) == {"ok": True, "redis": "ok"}
