@@ -161,3 +161,32 @@ def test_mount_is_read_only(gateway_twin: StartTwin, origin: Path) -> None:
     with pytest.raises(OSError) as info:
         os.open(twin.mount / "scene.usdc", os.O_WRONLY)
     assert info.value.errno in (errno.EROFS, errno.EACCES)
+
+
+def test_client_cache_answers_rereads_in_an_open_but_never_hides_a_miss(origin: Path, tmp_path: Path) -> None:
+    from prewarm.twin.control import start_twin
+    from prewarm.twin.gateway import TwinConfig
+
+    twin = start_twin(origin, tmp_path / "mnt", TwinConfig(rtt_ms=1, mbps=None, client_cache=True),
+                      cache_dir=tmp_path / "cache", state_dir=tmp_path / "state")
+    try:
+        path = twin.mount / "tex" / "a.tx"
+        blob = (origin / "tex" / "a.tx").read_bytes()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(fd, 4096, 0) == blob[:4096]
+            first = twin.stats()
+            assert (first["misses"], first["wan_bytes"]) == (1, MiB)
+            for _ in range(20):
+                assert os.pread(fd, 100, 1000) == blob[1000:1100]
+            assert twin.stats()["reads"] == first["reads"]  # the kernel answered
+        finally:
+            os.close(fd)
+        assert pread(path, 4096, 0) == blob[:4096]
+        reopened = twin.stats()
+        assert reopened["hits"] > first["hits"] and reopened["misses"] == 1  # an open drops the pages
+        twin.drop_cache()
+        assert pread(path, 4096, 0) == blob[:4096]
+        assert twin.stats()["misses"] == 2  # cold again after a drop: the kernel held nothing back
+    finally:
+        twin.stop()

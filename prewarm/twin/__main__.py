@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--capacity", type=int, default=_DEFAULTS.capacity, help="bytes")
     p.add_argument("--attr-ttl", type=float, default=_DEFAULTS.attr_ttl_s, help="seconds")
     p.add_argument("--log-reads", action="store_true")
+    p.add_argument("--client-cache", action="store_true", help="kernel page cache answers re-reads within an open")
     p.add_argument("--cache-dir", type=Path, required=True)
     p.add_argument("--http-port", type=int, default=0)
     p.add_argument("--max-threads", type=int, default=64, help="FUSE worker threads: reads served at once")
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from prewarm.twin.fs import serve  # mfusepy loads libfuse at import: only this process needs it
 
     config = TwinConfig(rtt_ms=args.rtt_ms, mbps=args.mbps or None, granule=args.granule,
-                        capacity=args.capacity, attr_ttl_s=args.attr_ttl, log_reads=args.log_reads)
+                        capacity=args.capacity, attr_ttl_s=args.attr_ttl, log_reads=args.log_reads,
+                        client_cache=args.client_cache)
     gateway = Gateway(args.origin.resolve(), args.cache_dir, config)
     server = start_stats_server(gateway, args.mountpoint, args.http_port)
     state = {"pid": os.getpid(), "url": f"http://127.0.0.1:{server.server_address[1]}",

@@ -8,12 +8,20 @@ first, so a plan larger than the cache visibly evicts what it warmed.
 Concurrent misses on one granule share one fetch: a hundred render nodes opening the
 same texture must cost one WAN transfer, and the warmer's tests count on it.
 
+A hit must cost what a real gateway's does (the kernel page cache: microseconds),
+or the twin's own overhead drowns what warming saves. So each chunk file is mapped
+once when stored and a hit is a lookup under the lock plus a copy out of the mapping
+outside it: no open, read or close per hit, and no system call under the lock, which
+is what serialised every hit when chunk files were opened per read. An evicted
+chunk's file is unlinked at once; its mapping lives until the last reader drops it.
+
 The fetch is a plain function `(path, offset, length) -> bytes`, so the cache is
 tested with an in-process fetch and no FUSE.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import threading
@@ -48,6 +56,16 @@ class _Entry:
     file: Path
     size: int
     version: Hashable
+    data: mmap.mmap
+    """The chunk file mapped read-only: slicing it copies from the page cache without a system call."""
+
+
+def _map(file: Path) -> mmap.mmap:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
 
 
 class _Flight:
@@ -106,16 +124,14 @@ class ChunkCache:
 
     def _read_chunk(self, path: str, version: Hashable, idx: int, chunk_len: int, lo: int, hi: int) -> bytes:
         key = (path, idx)
-        fd = -1
+        mapped: mmap.mmap | None = None
         leader = False
         with self._lock:
             entry = self._index.get(key)
             if entry is not None and entry.version == version:
                 self._index.move_to_end(key)
                 self._hits += 1
-                # Opened under the lock so an eviction cannot unlink it first; an
-                # eviction after this point leaves the open descriptor readable.
-                fd = os.open(entry.file, os.O_RDONLY)
+                mapped = entry.data  # stays readable if evicted before the copy below
             else:
                 if entry is not None:
                     self._remove(key)
@@ -127,11 +143,8 @@ class ChunkCache:
                     self._flights[key] = flight
                     self._misses += 1
                     leader = True
-        if fd >= 0:
-            try:
-                return os.pread(fd, hi - lo, lo)
-            finally:
-                os.close(fd)
+        if mapped is not None:
+            return mapped[lo:hi]
         if leader:
             self._lead(key, flight, chunk_len)
         else:
@@ -156,20 +169,21 @@ class ChunkCache:
             flight.done.set()
 
     def _store(self, key: ChunkKey, version: Hashable, data: bytes) -> None:
-        if len(data) > self.capacity:
-            return
+        if not data or len(data) > self.capacity:
+            return  # an empty file cannot be mapped; an origin that shrank is refetched
         with self._lock:
             self._seq += 1
             file = self._dir / f"{self._seq:x}"
         # Written before it is indexed: no reader can find a half-written chunk.
         file.write_bytes(data)
+        mapped = _map(file)
         with self._lock:
             if key in self._index:
                 self._remove(key)
             while self._index and self._used + len(data) > self.capacity:
                 self._remove(next(iter(self._index)))
                 self._evictions += 1
-            self._index[key] = _Entry(file, len(data), version)
+            self._index[key] = _Entry(file, len(data), version, mapped)
             self._by_path.setdefault(key[0], set()).add(key[1])
             self._used += len(data)
 

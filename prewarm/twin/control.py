@@ -260,6 +260,8 @@ def start_twin(origin: Path, mountpoint: Path, config: TwinConfig | None = None,
            "--cache-dir", str(cache_dir), "--http-port", str(http_port), "--state-file", str(info_file)]
     if config.log_reads:
         cmd.append("--log-reads")
+    if config.client_cache:
+        cmd.append("--client-cache")
     env = dict(os.environ)
     root = str(Path(prewarm.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

@@ -3,6 +3,8 @@
 Kernel-side caching is switched off (`direct_io`, zero attribute and entry timeouts)
 so every client read and stat reaches the twin and its own caches decide what costs
 a round trip: otherwise the kernel page cache answers re-reads and the counters lie.
+`TwinConfig.client_cache` turns the page cache on for data (never for attributes),
+for benchmarks that measure read wait; its docstring says which counters stay exact.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import mfusepy
 from prewarm.twin.gateway import Gateway
 
 _STAT_KEYS = ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks")
+_FUSE_CAP_AUTO_INVAL_DATA = 1 << 12
+"""libfuse 3 fuse_common.h: revalidate attributes before every cached read."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
@@ -32,7 +36,12 @@ class TwinOperations(mfusepy.Operations):  # type: ignore[misc]
         self.gateway = gateway
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        config.direct_io = 1
+        if self.gateway.config.client_cache:
+            config.direct_io = 0
+            # Without this the kernel asks for attributes (timeout 0) before each cached read.
+            conn.want &= ~_FUSE_CAP_AUTO_INVAL_DATA
+        else:
+            config.direct_io = 1
         config.attr_timeout = 0.0
         config.entry_timeout = 0.0
         config.negative_timeout = 0.0
