@@ -23,18 +23,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prewarm.config import Settings  # noqa: E402
-from prewarm.inputs import resolve_inputs  # noqa: E402
-from prewarm.manifest import load_manifest  # noqa: E402
-from prewarm.pathmap import PathMap  # noqa: E402
-from prewarm.planner import PlanOptions, build_plan  # noqa: E402
-from prewarm.predict import PredictOptions  # noqa: E402
-from prewarm.samples import build_tree  # noqa: E402
-from prewarm.trace_files import read_traces  # noqa: E402
-from prewarm.trace_stats import ImportStats  # noqa: E402
-from prewarm.training import TraceSet, aggregate, restrict  # noqa: E402
+from prewarm.config import Settings
+from prewarm.evaluate import BLOCK, blocks_of, needed_blocks, plan_blocks, score
+from prewarm.inputs import resolve_inputs
+from prewarm.manifest import load_manifest
+from prewarm.pathmap import PathMap
+from prewarm.planner import PlanOptions, build_plan
+from prewarm.predict import PredictOptions
+from prewarm.samples import build_tree
+from prewarm.trace_files import read_traces
+from prewarm.trace_stats import ImportStats
+from prewarm.training import aggregate, restrict
 
-BLOCK = 64 * 1024
 KiB = 1024
 
 SPLITS: dict[str, Callable[[list[int]], list[int]]] = {
@@ -46,23 +46,6 @@ TARGETS = {  # (shot, split): (min recall, max over-fetch), from the issue
     ("shot100", "first quarter"): (0.99, 1.1),
     ("shot200", "every 4th"): (0.85, 4.0),
 }
-
-
-def blocks_of(spans_by_path: dict[str, list[tuple[int, int]]]) -> set[tuple[str, int]]:
-    return {(p, b) for p, spans in spans_by_path.items() for s, e in spans for b in range(s // BLOCK, (e - 1) // BLOCK + 1)}
-
-
-def needed_blocks(ts: TraceSet, frames: list[int]) -> set[tuple[str, int]]:
-    out: set[tuple[str, int]] = set()
-    for p, per in ts.reads.items():
-        for f in frames:
-            for s, e in per.get(f, ()):
-                out.update((p, b) for b in range(s // BLOCK, (e - 1) // BLOCK + 1))
-    return out
-
-
-def score(planned: set[tuple[str, int]], needed: set[tuple[str, int]]) -> tuple[float, float]:
-    return len(planned & needed) / len(needed), len(planned) / len(needed)
 
 
 def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int], spreads: list[int]) -> list[dict]:
@@ -80,7 +63,7 @@ def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int], spreads
     for split_name, split in SPLITS.items():
         train = split(frames)
         test = [f for f in frames if f not in set(train)]
-        needed = needed_blocks(full, test)
+        needed = set(needed_blocks(full, test))
         ts = restrict(full, train)
         base_whole = score(blocks_of(whole), needed)
         union = {p: [s for per in (ts.reads[p],) for f in per for s in per[f]] for p in ts.reads}
@@ -91,10 +74,7 @@ def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int], spreads
                 t1 = time.perf_counter()
                 plan = build_plan(manifest, resolved, ts, path_map, settings, opts, ImportStats())
                 plan_s = time.perf_counter() - t1
-                planned = blocks_of({})
-                for r in plan.ranges:
-                    planned.update((r.path, b) for b in range(r.offset // BLOCK, (r.end - 1) // BLOCK + 1))
-                recall, over = score(planned, needed)
+                recall, over = score(plan_blocks(plan), needed)
                 # Targets are defined on 64 KiB blocks: judged where the plan's granule is that block.
                 target = TARGETS.get((shot, split_name)) if granule == BLOCK else None
                 rows.append({

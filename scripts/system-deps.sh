@@ -3,11 +3,13 @@
 #   redis-server: broker and state store for the Celery warm tests
 #   fuse3:        fusermount3 and libfuse3 for the gateway twin (PyPI mfusepy binds it)
 #   strace:       trace capture (`prewarm record`) and its tests
+#   chromium:     headless check that the HTML warm report renders with its plots, no console errors
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v strace >/dev/null || need+=(strace)
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
     if [[ $(id -u) != 0 ]]; then
         echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2

@@ -1,0 +1,75 @@
+"""`prewarm report ID [--json] [--html FILE]`: the warm report of one job, from Redis.
+
+Without flags, a short text form on stdout; `--json` prints the report data (the same
+the service serves at /jobs/ID/report); `--html FILE` writes the self-contained page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+from prewarm.commands.warm import add_redis_flag, load_settings, redis_of
+from prewarm.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="the report of a warm job: summary, plots, coverage, failures")
+    p.add_argument("id", help="warm job id")
+    p.add_argument("--json", action="store_true", help="print the report data as JSON")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (no network needed to view)")
+    add_redis_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from prewarm import report_html, report_redis
+
+    settings = load_settings(args)
+    data = report_redis.load(redis_of(settings, "report"), args.id, settings.throttle_bps)
+    if args.html:
+        write_atomic(args.html, report_html.render(data))
+    if args.json:
+        print(json.dumps(data, indent=1))
+    elif not args.html:
+        print("\n".join(text_lines(data)))
+    return 0
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write whole or not at all: a half-written report must never be left where a browser finds it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".prewarm-report-")
+    except OSError as exc:
+        raise ConfigError("--html", f"cannot write in {folder}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise ConfigError("--html", f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def text_lines(data: dict) -> list[str]:
+    j, s, t, r = data["job"], data["summary"], data["timing"], data["readiness"]
+    lines = [f"warm {j['id']} ({j['name']}) on {j['gateway']}: {j['state']}"]
+    for name in ("planned", "warmed", "skipped", "missing", "failed"):
+        lines.append(f"  {name:<8} {s[name]['bytes'] / 1e6:>12,.1f} MB {s[name]['files']:>8,} files")
+    if t["elapsed_s"] is not None:
+        ideal = "" if t["ideal_s"] is None else f" (ideal {t['ideal_s']:.1f}s at the throttle)"
+        lines.append(f"  took {t['elapsed_s']:.1f}s{ideal}")
+    if r["first_frame"] is not None:
+        when = "" if r["margin_s"] is None else f", {r['margin_s']:+.0f}s before the frames start"
+        lines.append(f"  first frame {r['first_frame']}: {'ready' if r['ready'] else 'not ready'}{when}")
+    for p in data["problems"][:20]:
+        lines.append(f"  {p['kind']}: {p['path']}: {p['detail']}")
+    if data["retry"]["command"]:
+        lines.append(f"  retry the {data['retry']['ranges']} failed range(s): {data['retry']['command']}")
+    if data["evaluation"]:
+        o = data["evaluation"]["overall"]
+        lines.append(f"  prediction: recall {o['recall']:.1%}, over-fetch {o['overfetch']:.2f}x")
+    return lines

@@ -1,0 +1,198 @@
+"""The warm report: data from a job's real state (embedded and in Redis), the command, the page in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from prewarm import engine, report, report_html
+from prewarm.batches import Batch
+from prewarm.jobs import JobInfo, JobState
+from prewarm.plan import Plan, PlannedRange
+from prewarm.records import ByteRange
+from prewarm.state_redis import WarmJob, connect
+from prewarm.timeline import Point, Sampler, merged
+from prewarm.warm import FileFinding, FindingKind, WarmResult
+from tests.fixtures.services import ROOT
+from tests.fixtures.studio import Studio
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = connect(redis_url)
+    yield client
+    client.connection_pool.disconnect()
+
+
+class Sent(list[tuple[str, str, int]]):
+    def __call__(self, gateway: str, job_id: str, index: int) -> None:
+        self.append((gateway, job_id, index))
+
+
+def test_sampler_emits_one_point_a_second_and_the_rest_on_flush() -> None:
+    now = [100.2]
+    points: list[Point] = []
+    s = Sampler(points.append, clock=lambda: now[0])
+    for t, done, flying in [(100.5, 10, 4), (100.9, 20, 5), (101.1, 30, 6), (101.8, 45, 2), (103.0, 60, 1)]:
+        now[0] = t
+        s(WarmResult(bytes_done=done, in_flight_now=flying))
+    s.flush()
+    assert points == [Point(100, 30, 6), Point(101, 30, 1)]
+    now[0] = 103.5
+    s.flush()
+    assert points == [Point(100, 30, 6), Point(101, 30, 1)]  # nothing new since
+
+
+def test_points_of_concurrent_batches_add_up_per_second_and_gaps_are_zero() -> None:
+    assert merged([Point(5, 10, 2), Point(7, 1, 1), Point(5, 5, 3)]) == [Point(5, 15, 5), Point(6, 0, 0),
+                                                                          Point(7, 1, 1)]
+
+
+def _info(**kw: object) -> JobInfo:
+    info = JobInfo(id="j1", name="shot010", gateway="gw1", state=JobState.PARTIAL, created=1000.0, started=1000.0,
+                   finished=1010.0, bytes_planned=40 * MiB, files_planned=3, batches=2, batches_done=2)
+    for k, v in kw.items():
+        setattr(info, k, v)
+    return info
+
+
+def test_report_summary_coverage_retry_and_readiness() -> None:
+    a, b, c = "/studio/proj/a.tx", "/studio/proj/b.tx", "/studio/proj/gone.tx"
+    plan = Plan(job="shot010", frames=(1001, 1002), start=1020.0, ranges=(
+        PlannedRange(a, 0, 4 * MiB, frame=None), PlannedRange(b, 0, 6 * MiB, frame=1001),
+        PlannedRange(c, 0, 10 * MiB, frame=1002), PlannedRange(b, 6 * MiB, 20 * MiB, frame=1002)))
+    batches = [Batch(0, reads=(ByteRange(a, 0, 4 * MiB), ByteRange(b, 0, 6 * MiB))),
+               Batch(1, reads=(ByteRange(c, 0, 10 * MiB), ByteRange(b, 6 * MiB, 20 * MiB)))]
+    info = _info(findings=[FileFinding(c, FindingKind.MISSING, "No such file or directory")], failed_ranges=1)
+    info.counters.update(bytes_done=29 * MiB, files_done=2, bytes_failed=11 * MiB, files_failed=1)
+    points = [Point(1000 + i, 4 * MiB, 8) for i in range(10)]
+    rep = report.build(info, plan, report.Progress.of(batches, {0, 1}), [ByteRange(b, 8 * MiB, MiB)], points,
+                       throttle_bps=8 * MiB, now=1030.0)
+    s = rep["summary"]
+    assert s["planned"] == {"bytes": 40 * MiB, "files": 3, "meta": 0}
+    assert s["missing"] == {"bytes": 10 * MiB, "files": 1, "inputs": 0}
+    assert s["failed"]["ranges"] == 1
+    assert [row["path"] for row in rep["coverage"]] == [b, c, a]  # largest first
+    assert rep["coverage"][0]["warmed"] == 25 * MiB and rep["coverage"][1]["warmed"] == 0
+    assert rep["timing"]["ideal_s"] == 5.0 and rep["timing"]["elapsed_s"] == 10.0
+    assert rep["retry"]["command"] == "prewarm warm --retry j1"
+    ready = rep["readiness"]
+    # frame 1001 needs a and the first 6 MiB of b: the first quarter of the plan, warm after ~3 s of 10
+    assert ready["first_frame"] == 1001 and ready["ready"] is True
+    assert ready["ready_at"] == 1003.0 and ready["margin_s"] == 17.0
+    assert [p["kind"] for p in rep["problems"]] == ["missing"]
+    json.dumps(rep)
+
+
+def test_first_frame_blocked_by_a_failed_file_is_not_ready() -> None:
+    a = "/studio/proj/a.tx"
+    plan = Plan(job="s", frames=(1,), start=2000.0, ranges=(PlannedRange(a, 0, MiB, frame=1),))
+    info = _info(findings=[FileFinding(a, FindingKind.DENIED, "Permission denied")], state=JobState.FAILED)
+    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}))
+    assert rep["readiness"]["ready"] is False and rep["readiness"]["blocked_by"] == [a]
+    assert rep["coverage"] == [{"path": a, "planned": MiB, "warmed": 0}]
+    assert "Not ready for frame 1" in report_html.render(rep)
+
+
+def test_embedded_warm_records_its_time_series(studio: Studio) -> None:
+    paths = [studio.file(f"t{i}.tx", 3 * MiB) for i in range(4)]
+    plan = studio.whole(paths)
+    s = studio.settings(throttle_bps=8 * MiB, in_flight=4)
+    info = engine.run_embedded(plan, s)
+    assert info.state is JobState.DONE
+    assert sum(p.bytes for p in info.samples) == info.counters["bytes_done"] == 12 * MiB
+    assert len(info.samples) >= 2 and max(p.in_flight for p in info.samples) >= 1
+    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=tuple(
+        ByteRange(r.path, r.offset, r.length) for r in plan.ranges))], {0}), (), info.samples, s.throttle_bps)
+    assert rep["series"] and all(row["warmed"] == row["planned"] for row in rep["coverage"])
+
+
+def _redis_job(r: redis.Redis, studio: Studio, with_missing: bool) -> str:
+    paths = [studio.file(f"t{i}.tx", 2 * MiB) for i in range(6)]
+    plan = studio.whole(paths, start=time.time() + 3600)
+    if with_missing:
+        gone = studio.file("gone.tx", MiB)
+        plan = studio.whole([*paths, gone], start=time.time() + 3600)
+        os.unlink(studio.local(gone))
+    sent = Sent()
+    s = studio.settings(throttle_bps=16 * MiB)
+    job = engine.submit(r, plan, s, sent, "gw1")
+    while sent:
+        _, job_id, index = sent.pop(0)
+        engine.run_batch(r, s, job_id, index, sent)
+    return job.id
+
+
+def test_report_from_redis_has_samples_and_coverage(r: redis.Redis, studio: Studio) -> None:
+    from prewarm import report_redis
+
+    job_id = _redis_job(r, studio, with_missing=True)
+    assert sum(p.bytes for p in WarmJob(r, job_id).points()) == 12 * MiB
+    rep = report_redis.load(r, job_id)
+    assert rep["job"]["state"] == "partial"
+    assert rep["summary"]["warmed"]["bytes"] == 12 * MiB and rep["series"]
+    gone = [row for row in rep["coverage"] if row["path"].endswith("gone.tx")]
+    assert gone == [{"path": "/studio/proj/gone.tx", "planned": MiB, "warmed": 0}]
+    assert rep["readiness"]["ready"] is False and rep["readiness"]["margin_s"] is None
+
+
+def chromium(page: Path, tmp: Path) -> tuple[str, str]:
+    """Render a page in headless Chromium: (the DOM after load, Chromium's log with console messages)."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("needs Debian's chromium: run scripts/system-deps.sh")
+    out = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'chromium'}",
+         "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+        check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout, out.stderr
+
+
+def console_errors(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+
+
+def test_the_console_check_sees_an_error(tmp_path: Path) -> None:
+    page = tmp_path / "bad.html"
+    page.write_text("<!DOCTYPE html><html><body><script>console.error('boom'); nope();</script></body></html>")
+    _, log = chromium(page, tmp_path)
+    assert console_errors(log)
+
+
+def test_report_command_writes_a_page_that_renders_with_its_plots(r: redis.Redis, redis_url: str, studio: Studio,
+                                                                   tmp_path: Path) -> None:
+    job_id = _redis_job(r, studio, with_missing=True)
+    page = tmp_path / "report.html"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
+    out = subprocess.run([sys.executable, "-m", "prewarm", "report", job_id, "--redis", redis_url, "--json",
+                          "--html", str(page)], cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["job"]["id"] == job_id
+    html = page.read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # nothing to fetch
+    assert f"<code>prewarm warm --retry {job_id}</code>" in html  # re-reads the missing file once it is back
+    dom, log = chromium(page, tmp_path)
+    assert console_errors(log) == []
+    for chart in ("throughput", "in-flight", "coverage"):
+        assert f'data-chart="{chart}"' in dom
+    assert dom.count("<polyline") == 2 and dom.count("<rect") >= 2 * 7
+    assert "gone.tx" in dom and "missing" in dom
+
+
+def test_report_of_an_unknown_job_is_one_line_exit_2(redis_url: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "prewarm", "report", "nope", "--redis", redis_url], cwd=ROOT,
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "nope" in out.stderr
