@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from prewarm.records import Access, Op
-from prewarm.replay import ReplayIO, group_frames, replay_frames, split_threads
+from prewarm.replay import (
+    ReplayIO,
+    ReplayResult,
+    group_frames,
+    replay_frames,
+    split_threads,
+)
 from tests.fixtures.twin import StartTwin
 
 STUDIO = "/studio/proj"
@@ -156,7 +162,7 @@ def test_rejects_zero_nodes(tree: Path) -> None:
 @pytest.mark.integration
 def test_replay_through_the_twin_reads_exactly_the_recorded_ranges(gateway_twin: StartTwin, tree: Path) -> None:
     twin = gateway_twin(tree, rtt_ms=5, mbps=None, log_reads=True)
-    to_mount = lambda p: str(twin.mount) + p[len(STUDIO):]  # noqa: E731
+    to_mount = lambda p: str(twin.mount) + p[len(STUDIO):]
     frames = [[acc("a.tx", 0, 4096, frame=1, tid=1), acc("b.tx", 8192, 1000, frame=1, tid=2),
                Access(path=f"{STUDIO}/tex", op=Op.READDIR, frame=1)],
               [acc("a.tx", 4096, 4096, frame=2, tid=1), acc("c.tx", 0, 88, frame=2, tid=1)]]
@@ -168,3 +174,28 @@ def test_replay_through_the_twin_reads_exactly_the_recorded_ranges(gateway_twin:
     warm = replay_frames(frames, to_mount, nodes=2)
     assert warm.bytes_read == cold.bytes_read
     assert twin.stats()["wan_bytes"] == wan
+
+
+def test_nodes_as_processes_give_the_same_results_in_input_order(tree: Path) -> None:
+    frames = [[acc("abc"[i % 3] + ".tx", j * 1000, length=500 + i, frame=i + 1, tid=j % 2) for j in range(6)]
+              + [acc("gone.tx", 0, frame=i + 1)] for i in range(5)]
+    threaded = replay_frames(frames, mapper(tree), nodes=3)
+    forked = replay_frames(frames, mapper(tree), nodes=3, processes=True)
+    def key(r: ReplayResult) -> list[tuple[object, ...]]:
+        return [(f.frame, f.threads, f.reads, f.bytes_read, f.errors, sorted(f.failed)) for f in r.frames]
+
+    assert key(forked) == key(threaded)
+    assert [f.frame for f in forked.frames] == [1, 2, 3, 4, 5] and forked.errors == 5
+    assert all(f.read_wait_s > 0 and f.wall_s > 0 for f in forked.frames)
+
+
+@pytest.mark.integration
+def test_forked_nodes_read_exactly_the_recorded_ranges_through_the_twin(gateway_twin: StartTwin, tree: Path) -> None:
+    twin = gateway_twin(tree, rtt_ms=5, mbps=None, log_reads=True)
+    to_mount = mapper(twin.mount)
+    frames = [[acc("a.tx", 0, 4096, frame=1, tid=1), acc("b.tx", 8192, 1000, frame=1, tid=2)],
+              [acc("a.tx", 4096, 4096, frame=2, tid=1), acc("c.tx", 0, 88, frame=2, tid=1)]]
+    result = replay_frames(frames, to_mount, nodes=2, processes=True)
+    assert result.errors == 0 and result.bytes_read == 4096 + 1000 + 4096 + 88
+    assert sorted(twin.reads()) == [("/tex/a.tx", 0, 4096), ("/tex/a.tx", 4096, 4096),
+                                    ("/tex/b.tx", 8192, 1000), ("/tex/c.tx", 0, 88)]

@@ -135,9 +135,10 @@ class ChunkCache:
             else:
                 if entry is not None:
                     self._remove(key)
-                flight = self._flights.get(key)
-                if flight is not None and flight.version == version:
+                found = self._flights.get(key)
+                if found is not None and found.version == version:
                     self._joined += 1
+                    flight = found
                 else:
                     flight = _Flight(version)
                     self._flights[key] = flight
