@@ -21,6 +21,9 @@ import requests
 
 from prewarm.errors import InputError, ServiceError
 
+BUNDLE_FILES = ("template", "asset_references", "parameter_values")
+"""The files of an OpenJD job bundle that describe the job (by stem; .yaml, .yml or .json)."""
+
 MAX_BUNDLE_FILE = 4 << 20
 """A bundle file beyond this is not a job description (the service's whole body limit is 8 MiB)."""
 
@@ -53,12 +56,14 @@ class PrewarmClient:
             raise InputError(str(folder), "not a job bundle folder")
         files = {}
         for f in sorted(folder.iterdir()):
-            if f.is_file() and f.suffix in (".yaml", ".yml", ".json"):
+            if f.is_file() and f.stem in BUNDLE_FILES and f.suffix in (".yaml", ".yml", ".json"):
                 if f.stat().st_size > MAX_BUNDLE_FILE:
                     raise InputError(str(f), f"over {MAX_BUNDLE_FILE} bytes: not a job description")
-                files[f.name] = _read(f, str(f))
-        if not files:
-            raise InputError(str(folder), "no template or other YAML/JSON files in the bundle folder")
+                if f.stem in files:
+                    raise InputError(str(f), f"the bundle has two {f.stem} files: keep one")
+                files[f.stem] = _read(f, str(f))
+        if "template" not in files:
+            raise InputError(str(folder), "not a job bundle: no template.yaml or template.json")
         return self._submit({"bundle": files}, traces)
 
     def submit_deadline(self, job_info: str | os.PathLike[str], plugin_info: str | os.PathLike[str],

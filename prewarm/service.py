@@ -22,10 +22,8 @@ import hmac
 import json
 import os
 import re
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Annotated, Any
 
 import redis
@@ -51,9 +49,6 @@ API = "/api/v1"
 
 JOB_ID = r"^[0-9a-f]{1,64}$"
 """Warm ids are hex (see `WarmJob.create`); anything else is a 404 before Redis is asked."""
-
-MAX_BUNDLE_FILES = 64
-"""A job bundle is a handful of files (template, parameter values, asset references)."""
 
 REUSABLE = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
 """A submission identical to a warm in one of these states gets that warm's id, not a new warm."""
@@ -81,8 +76,9 @@ class SubmitRequest(_Strict):
     """Exactly one of `manifest`, `bundle`, `bundle_path`, `deadline`."""
 
     manifest: str | None = Field(None, description="a prewarm manifest, YAML or JSON text")
-    bundle: dict[Annotated[str, Field(max_length=255)], str] | None = Field(
-        None, description="an OpenJD job bundle: file name -> file text")
+    bundle: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(
+        None, description="an OpenJD job bundle: {template, asset_references?, parameter_values?}, "
+                          "each the file's content as an object or as its YAML/JSON text")
     bundle_path: str | None = Field(None, max_length=4096,
                                     description="an OpenJD job bundle folder under the configured roots")
     deadline: DeadlineJob | None = None
@@ -265,21 +261,14 @@ def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -
 
         d = req.deadline
         return job_to_manifest(d.job_info, d.plugin_info, "deadline", d.extra_inputs)
-    from prewarm.adapters.openjd import bundle_to_manifest
+    from prewarm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
 
     if req.bundle_path is not None:
         if not inside(req.bundle_path, tuple(roots)):
             raise _Refused("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(roots)}")
         return bundle_to_manifest(settings.path_map.to_local(req.bundle_path), req.bundle_path)
     assert req.bundle is not None
-    if not req.bundle or len(req.bundle) > MAX_BUNDLE_FILES:
-        raise InputError("bundle", f"expected 1 to {MAX_BUNDLE_FILES} files")
-    with tempfile.TemporaryDirectory(prefix="prewarm-bundle-") as tmp:
-        for name, text in req.bundle.items():
-            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-                raise InputError(f"bundle[{name!r}]", "file names must be plain names (no folders)")
-            Path(tmp, name).write_text(text)
-        return bundle_to_manifest(tmp, "bundle")
+    return bundle_json_to_manifest(req.bundle, "bundle")
 
 
 def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, roots: Sequence[str]) -> list[str]:

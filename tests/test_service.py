@@ -173,3 +173,30 @@ def test_client_raises_input_errors_at_once(live_service: LiveService) -> None:
     with pytest.raises(InputError, match="no warm job"):
         client.status("abcdef")
     assert json.loads(json.dumps(client.health())) == {"ok": True, "redis": "ok"}
+
+
+def test_bundles_and_deadline_jobs_are_planned_like_manifests(live_service: LiveService, tmp_path: Path) -> None:
+    from tests.test_hooks import INPUTS, SCENE, TEMPLATE
+
+    bundle = tmp_path / "traces" / "bundle"
+    bundle.mkdir()
+    (bundle / "template.yaml").write_text(TEMPLATE)
+    (bundle / "parameter_values.yaml").write_text(f"parameterValues:\n- name: SceneFile\n  value: {SCENE}\n")
+    (bundle / "asset_references.yaml").write_text(
+        "assetReferences:\n  inputs:\n    filenames:\n" + "".join(f"    - {p}\n" for p in INPUTS[1:2]))
+    client = live_service.client(timeout=30)
+    sent = client.submit_bundle(bundle, traces=[])
+    by_path = client.submit_bundle(f"{TRACES}/bundle", traces=[], remote=True)
+    assert not sent["duplicate"] and by_path["duplicate"] and by_path["ids"] == sent["ids"]
+    assert sent["job"] == "shot100_cloud" and sent["plan"]["files"] == 2
+    job_info = tmp_path / "job.txt"
+    job_info.write_text("Plugin=Blender\nName=shot100_dl\nFrames=1-24x2\nPriority=40\n")
+    plugin_info = tmp_path / "plugin.txt"
+    plugin_info.write_text(f"SceneFile={SCENE}\nOutputFile=/studio/proj/out/f_####.exr\n")
+    dl = client.submit_deadline(job_info, plugin_info, extra_inputs=INPUTS[3:4], traces=[])
+    info = client.status(dl["ids"][0])
+    assert info["name"] == "shot100_dl" and info["priority"] == 40 and dl["plan"]["frames"] == 12
+    with pytest.raises(InputError, match="Frames"):
+        client.submit_deadline("Name=x\n", f"SceneFile={SCENE}\n")
+    with pytest.raises(InputError, match="template"):
+        client._submit({"bundle": {"parameter_values": {}}}, None)
