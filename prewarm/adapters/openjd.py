@@ -110,7 +110,10 @@ def _one_line(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if lines and "validation error" in lines[0]:
         lines = lines[1:]
-    return "; ".join(lines)[:500] or type(exc).__name__
+    out = ""
+    for ln in lines:
+        out += ln if not out else (" " if out.endswith(":") else "; ") + ln
+    return out[:500] or type(exc).__name__
 
 
 def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None) -> Manifest:
