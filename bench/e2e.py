@@ -14,6 +14,14 @@ frame_hit_ratio counts the twin's granule lookups during the replay phase:
 hits / (hits + misses + joined), where joined means a read waited on a fetch already
 in flight (not served from cache). ideal_s is the warm phase's WAN bytes at link rate.
 
+The twin runs with `client_cache` (a render node's page cache answers re-reads within
+an open, see TwinConfig) and each render node replays in its own process, so a hit
+costs what it costs on a node. What the replay still costs on 2 shared cores is
+measured: after prewarm the frames are replayed 3 more times, all hits, and the
+median is `frame_floor_wait_s`, the wait that has nothing to do with the WAN.
+`frame_wan_wait_s` = frame_wait_s - that floor (clamped at 0) is the wait that warming
+can remove; frame_wait_s stays the raw sum of the frames' pread times.
+
     .venv/bin/python bench/e2e.py [--rtt-ms 30] [--mbps 50] [--quick] [--embedded] [--json FILE]
     .venv/bin/python bench/e2e.py --demo      # shot100, cold against prewarm (embedded, or Celery
                                               # on $PREWARM_REDIS_URL), what `make demo` runs
@@ -27,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,6 +211,9 @@ def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
     return int(after[key]) - int(before[key])
 
 
+FLOOR_REPLAYS = 3
+
+
 def run_strategy(twin: TwinHandle, name: str, test: list[list[Access]], to_mount: Callable[[str], str],
                  warm: Callable[[], None] | None, mbps: float, nodes: int) -> dict[str, Any]:
     twin.drop_cache()
@@ -211,12 +223,13 @@ def run_strategy(twin: TwinHandle, name: str, test: list[list[Access]], to_mount
         warm()
     warm_s = time.perf_counter() - t0 if warm is not None else 0.0
     s1 = twin.stats()
-    replay = replay_frames(test, to_mount, nodes=nodes)
+    replay = replay_frames(test, to_mount, nodes=nodes, processes=True)
     s2 = twin.stats()
     if replay.errors:
         bad = [f.failed for f in replay.frames if f.failed][:1]
         raise SystemExit(f"{name}: {replay.errors} replay errors, e.g. {bad}")
-    floor = replay_frames(test, to_mount, nodes=nodes).read_wait_s if name == "prewarm" else None
+    floor = (statistics.median(replay_frames(test, to_mount, nodes=nodes, processes=True).read_wait_s
+                               for _ in range(FLOOR_REPLAYS)) if name == "prewarm" else None)
     hits, misses, joined = (_delta(s2, s1, k) for k in ("hits", "misses", "joined"))
     lookups = hits + misses + joined
     return {
@@ -226,7 +239,7 @@ def run_strategy(twin: TwinHandle, name: str, test: list[list[Access]], to_mount
         "frame_read_bytes": replay.bytes_read,
         "frame_wait_s": round(replay.read_wait_s, 3),
         "frame_hit_ratio": round(hits / lookups, 4) if lookups else 1.0,
-        **({} if floor is None else {"hot_wait_s": round(floor, 3)}),
+        **({} if floor is None else {"frame_floor_wait_s": round(floor, 3)}),
     }
 
 
@@ -254,6 +267,10 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
     for name in strategies:
         out[name] = run_strategy(twin, name, test_frames, at_mount.to_local, warms[name], mbps, nodes)
         print(f"  {shot} {name}: done", file=sys.stderr)
+    floor = out["prewarm"]["frame_floor_wait_s"]
+    for row in out.values():
+        row["frame_floor_wait_s"] = floor
+        row["frame_wan_wait_s"] = round(max(0.0, row["frame_wait_s"] - floor), 3)
     return out
 
 
@@ -263,7 +280,7 @@ def combine(shots: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     for name in next(iter(shots.values())):
         rows = [s[name] for s in shots.values()]
         total = {k: sum(r[k] for r in rows) for k in ("warm_s", "ideal_s", "wan_bytes", "frame_read_bytes",
-                                                    "frame_wait_s")}
+                                                    "frame_wait_s", "frame_floor_wait_s", "frame_wan_wait_s")}
         nbytes = total["frame_read_bytes"]
         total["frame_hit_ratio"] = (sum(r["frame_hit_ratio"] * r["frame_read_bytes"] for r in rows) / nbytes
                                     if nbytes else 1.0)
@@ -273,11 +290,12 @@ def combine(shots: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
 
 def table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     lines = [title, f"{'strategy':9} {'warm_s':>7} {'ideal_s':>7} {'util':>5} {'WAN MB':>8} {'frames MB':>9} "
-                    f"{'wait_s':>7} {'hit':>6}"]
+                    f"{'wait_s':>7} {'floor_s':>7} {'wan_wait':>8} {'hit':>6}"]
     for name, r in rows.items():
         util = f"{r['ideal_s'] / r['warm_s']:.2f}" if r["warm_s"] > 0 else "-"
         lines.append(f"{name:9} {r['warm_s']:>7.2f} {r['ideal_s']:>7.2f} {util:>5} {r['wan_bytes'] / 1e6:>8.1f} "
-                     f"{r['frame_read_bytes'] / 1e6:>9.1f} {r['frame_wait_s']:>7.2f} {r['frame_hit_ratio']:>6.3f}")
+                     f"{r['frame_read_bytes'] / 1e6:>9.1f} {r['frame_wait_s']:>7.2f} {r['frame_floor_wait_s']:>7.2f} "
+                     f"{r['frame_wan_wait_s']:>8.2f} {r['frame_hit_ratio']:>6.3f}")
     return lines
 
 
@@ -285,8 +303,8 @@ def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The issue's targets, as measured ratios."""
     lines = []
     for shot, rows in shots.items():
-        lines.append(f"{shot}: frames' read wait on an all-hit twin (replayed again after prewarm): "
-                     f"{rows['prewarm']['hot_wait_s']:.2f} s, the twin's own floor")
+        lines.append(f"{shot}: frames' read wait when every read hits (median of {FLOOR_REPLAYS} replays after "
+                     f"prewarm): {rows['prewarm']['frame_floor_wait_s']:.2f} s, subtracted as the floor")
         p, c, n = rows["prewarm"], rows["cold"], rows.get("naive")
 
         def check(label: str, value: float, limit: float, ok: bool) -> None:
@@ -295,7 +313,9 @@ def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         speed = p["warm_s"] / p["ideal_s"] if p["ideal_s"] else float("inf")
         check("prewarm warm_s / ideal_s", speed, 1.15, speed <= 1.15)
         wait = p["frame_wait_s"] / c["frame_wait_s"] if c["frame_wait_s"] else float("inf")
-        check("prewarm frame wait / cold", wait, 0.05, wait <= 0.05)
+        check("prewarm frame wait / cold (raw)", wait, 0.05, wait <= 0.05)
+        wan_wait = p["frame_wan_wait_s"] / c["frame_wan_wait_s"] if c["frame_wan_wait_s"] else float("inf")
+        check("prewarm frame WAN wait / cold (floor subtracted)", wan_wait, 0.05, wan_wait <= 0.05)
         wan = p["wan_bytes"] / p["frame_read_bytes"] if p["frame_read_bytes"] else float("inf")
         check("prewarm WAN / frame bytes", wan, 1.3, wan <= 1.3)
         if n is not None and shot == "shot200":
@@ -311,7 +331,7 @@ def twin_over(origin: Path, work: Path, rtt_ms: float, mbps: float) -> Iterator[
     missing = fuse_missing()
     if missing:
         raise SystemExit(f"the gateway twin needs FUSE: {missing} (./scripts/system-deps.sh installs it)")
-    twin = start_twin(origin, work / "mnt", TwinConfig(rtt_ms=rtt_ms, mbps=mbps, capacity=4 * GiB),
+    twin = start_twin(origin, work / "mnt", TwinConfig(rtt_ms=rtt_ms, mbps=mbps, capacity=4 * GiB, client_cache=True),
                       cache_dir=work / "cache", state_dir=work / "state")
     try:
         yield twin
@@ -372,15 +392,18 @@ def main() -> int:
         c, p = results["shot100"]["cold"], results["shot100"]["prewarm"]
         print(f"\nframes waited {c['frame_wait_s']:.2f} s on reads cold, {p['frame_wait_s']:.2f} s after "
               f"a {p['warm_s']:.2f} s warm ({p['frame_hit_ratio']:.0%} of frame reads from cache; "
-              f"{p['hot_wait_s']:.2f} s when replayed again: the twin's own cost per read)")
+              f"{p['frame_floor_wait_s']:.2f} s when every read hits: the replay's own floor on this machine)")
         return 0
-    floors = {shot: rows["prewarm"].pop("hot_wait_s") for shot, rows in results.items()}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "link": link, "strategies": combine(results), "shots": results,
         "method": {"frame_hit_ratio": "twin granule lookups during replay: hits / (hits + misses + joined)",
-                   "hot_wait_s": {"per shot": floors, "what": "frames replayed again after prewarm, all hits: the twin's floor"},
+                   "frame_wait_s": "sum over the frames' reads of each pread call's duration",
+                   "frame_floor_wait_s": f"median frame_wait_s of {FLOOR_REPLAYS} replays after prewarm, all hits: "
+                                         "what the replay costs on this machine whatever the WAN",
+                   "frame_wan_wait_s": "frame_wait_s - frame_floor_wait_s, clamped at 0: the wait warming can remove",
+                   "twin": "client_cache on (page cache answers re-reads within an open); one process per node",
                    "ideal_s": "twin WAN bytes during the warm phase / link rate",
                    "wan_bytes": "twin WAN bytes over the whole run (warm + frames)",
                    "split": "plan trained on the first quarter of frames, frames replayed are the rest",
