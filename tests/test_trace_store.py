@@ -1,0 +1,150 @@
+"""The trace store on the real sample traces: import, list, prune, find, and planning from it."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+from prewarm.cli import main
+from prewarm.config import Settings
+from prewarm.errors import ConfigError, TraceError
+from prewarm.manifest import load_manifest, parse_manifest
+from prewarm.pathmap import PathMap, Prefix
+from prewarm.planner import plan_manifest
+from prewarm.trace_files import read_traces
+from prewarm.trace_store import find_traces, import_traces, list_traces, prune, version_family
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_jobs"
+SHOT100 = SAMPLE / "shot100"
+
+
+def _frames(n: int) -> list[str]:
+    return [str(p) for p in sorted((SHOT100 / "traces").iterdir())[:n]]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(trace_store=str(tmp_path / "store"), roots=("/studio/proj",))
+
+
+def _manifest(job: str, show: str | None = None, shot: str | None = None) -> object:
+    extra = (f"show: {show}\n" if show else "") + (f"shot: {shot}\n" if shot else "")
+    return parse_manifest(f"job: {job}\nframes: 1-3\ninputs: [/studio/proj/x]\n{extra}", "m.yaml")
+
+
+def test_import_normalises_to_one_gzip_jsonl_per_frame(settings: Settings) -> None:
+    result = import_traces(settings, _frames(3), "proj", "shot100", "shot100_lighting_v001")
+    folder = Path(result.folder)
+    assert folder == Path(settings.trace_store or "") / "proj" / "shot100" / "shot100_lighting_v001"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "frame.0001.jsonl.gz", "frame.0002.jsonl.gz", "frame.0003.jsonl.gz"]
+    assert gzip.open(folder / "frame.0002.jsonl.gz").readline().startswith(b'{"path":"/studio/proj/')
+    stored = list(read_traces([str(folder)]))
+    raw = list(read_traces(_frames(3)))
+    assert len(stored) == len(raw) == sum(result.frames.values())
+    assert {a.frame for a in stored} == {1, 2, 3}
+
+
+def test_import_again_replaces_the_frame(settings: Settings) -> None:
+    first = import_traces(settings, _frames(2), "proj", "shot100", "j_v001")
+    again = import_traces(settings, _frames(2), "proj", "shot100", "j_v001")
+    assert first.frames == again.frames
+    assert len(list(read_traces([again.folder]))) == sum(first.frames.values())
+
+
+def test_only_reads_under_the_roots_are_kept(settings: Settings, tmp_path: Path) -> None:
+    narrow = Settings(trace_store=settings.trace_store, roots=("/studio/proj/assets",))
+    result = import_traces(narrow, _frames(1), None, None, "j")
+    assert result.stats.filtered > 0
+    assert all(a.path.startswith("/studio/proj/assets/") for a in read_traces([result.folder]))
+    assert Path(result.folder).parent.name == "_"        # shot and show unknown
+
+
+def test_a_file_that_is_not_a_trace_leaves_nothing_behind(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\nworld\n")
+    with pytest.raises(TraceError, match="notes.txt"):
+        import_traces(settings, [*_frames(1), str(bad)], "proj", "shot100", "j")
+    folder = Path(settings.trace_store or "") / "proj" / "shot100" / "j"
+    assert not [p for p in folder.iterdir() if p.name.endswith(".gz")]
+
+
+def test_no_store_configured_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="trace_store"):
+        import_traces(Settings(), _frames(1), None, None, "j")
+
+
+def test_plan_from_the_store_matches_the_plan_from_raw_traces(tmp_path: Path, real_traces: Path,
+                                                              shot_trees: Path) -> None:
+    settings = Settings(trace_store=str(tmp_path / "store"), roots=("/studio/proj",),
+                        path_map=PathMap((Prefix("/studio/proj", (), str(shot_trees)),)))
+    raw = str(real_traces / "shot100" / "traces")
+    import_traces(settings, [raw], "proj", "shot100", "shot100_lighting_v001")
+    manifest = load_manifest(SHOT100 / "manifest.yaml")
+    found = find_traces(settings, manifest)
+    assert len(found) == 1
+    assert plan_manifest(manifest, found, settings).ranges == plan_manifest(manifest, [raw], settings).ranges
+
+
+def test_find_by_shot_then_version_then_rules(settings: Settings) -> None:
+    import_traces(settings, _frames(1), "proj", "shot010", "shot010_lighting_v002")
+    import_traces(settings, _frames(1), None, None, "shot020_comp_v001")
+    import_traces(settings, _frames(1), None, None, "shot030_fx_sim")
+    store = Path(settings.trace_store or "")
+    assert find_traces(settings, _manifest("anything", "proj", "shot010")) == [
+        str(store / "proj" / "shot010" / "shot010_lighting_v002")]
+    assert find_traces(settings, _manifest("shot010_lighting_v003")) == [
+        str(store / "proj" / "shot010" / "shot010_lighting_v002")]
+    assert find_traces(settings, _manifest("shot020_comp_v014")) == [str(store / "_" / "_" / "shot020_comp_v001")]
+    assert find_traces(settings, _manifest("shot030_fx_render")) == []
+    ruled = Settings(trace_store=settings.trace_store, trace_rules=(r"^(shot\d+)_",))
+    assert find_traces(ruled, _manifest("shot030_fx_render")) == [str(store / "_" / "_" / "shot030_fx_sim")]
+    assert find_traces(Settings(), _manifest("shot010_lighting_v003")) == []
+
+
+@pytest.mark.parametrize("name, family", [("shot010_lighting_v003", "shot010_lighting"),
+                                          ("shot010_v3_lighting", "shot010_lighting"),
+                                          ("shot010.lighting.V012", "shot010.lighting"), ("shot010_fx", None)])
+def test_version_family(name: str, family: str | None) -> None:
+    assert version_family(name) == family
+
+
+def test_prune_removes_oldest_jobs_first(settings: Settings) -> None:
+    folders = []
+    for i, job in enumerate(["a_v001", "a_v002", "a_v003", "b_v001"]):
+        r = import_traces(settings, _frames(1), "proj", job[0], job)
+        for f in Path(r.folder).iterdir():
+            os.utime(f, (1_000_000 + i, 1_000_000 + i))
+        folders.append(r.folder)
+    sizes = [j.bytes for j in sorted(list_traces(settings), key=lambda j: j.mtime)]
+    kept = prune(settings, keep_jobs=2)
+    assert [j.job for j in kept.removed] == ["a_v001"]
+    budget = prune(settings, max_bytes=sizes[3] + sizes[2])
+    assert [j.job for j in budget.removed] == ["a_v002"]
+    assert [j.job for j in list_traces(settings)] == ["b_v001", "a_v003"]
+    assert list_traces(settings, shot="b")[0].frames == 1
+
+
+def test_store_budget_applies_after_each_import(tmp_path: Path) -> None:
+    settings = Settings(trace_store=str(tmp_path / "store"), roots=("/studio/proj",), trace_store_max_bytes=1)
+    import_traces(settings, _frames(1), "proj", "s", "old")
+    result = import_traces(settings, _frames(1), "proj", "s", "new")
+    assert result.pruned == 1
+    assert [j.job for j in list_traces(settings)] == ["new"]      # the job just imported is kept
+
+
+def test_traces_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store")
+    assert main(["traces", "--store", store, "import", "--job", "shot100_lighting_v001", "--show", "proj",
+                 "--shot", "shot100", *_frames(2)]) == 0
+    assert "2 file(s)" in capsys.readouterr().err
+    assert main(["traces", "--store", store, "list", "--json"]) == 0
+    assert '"job": "shot100_lighting_v001"' in capsys.readouterr().out
+    assert main(["traces", "--store", store, "prune"]) == 2
+    assert main(["traces", "--store", store, "prune", "--keep-jobs", "0"]) == 0
+    assert "1 job(s) removed" in capsys.readouterr().err
+    assert main(["traces", "--store", store, "import", "--job", "j", str(tmp_path / "missing")]) == 2
+    assert "missing: no such trace file or folder" in capsys.readouterr().err
