@@ -115,8 +115,8 @@ def evaluate(plan: Plan, rendered: TraceSet, training: Training | None = None) -
         why = _why(blk[0], frames, planned_paths, training)
         missed[(blk[0], why)] += BLOCK
         why_total[why] += BLOCK
-    rows = sorted(({"path": p, "why": w, "bytes": n} for (p, w), n in missed.items()),
-                  key=lambda r: (-r["bytes"], r["path"]))
+    rows: list[dict[str, Any]] = sorted(({"path": p, "why": w, "bytes": n} for (p, w), n in missed.items()),
+                                        key=lambda r: (-r["bytes"], r["path"]))
     return {
         "job": plan.job, "block": BLOCK, "frames_traced": len(rendered.frames),
         "frames_planned": len(plan.frames),

@@ -128,7 +128,7 @@ def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[
     if progress is None:
         return []
     lost = {f.path for f in info.findings if f.kind in LOST}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path, planned in progress.planned.items():
         done = 0 if path in lost else max(progress.done.get(path, 0) - failed_by_file.get(path, 0), 0)
         rows.append({"path": path, "planned": planned, "warmed": min(done, planned)})

@@ -44,14 +44,19 @@ MARGIN_S = 0.002
 trip is 2-80 ms; a hit from the gateway's page or disk cache well under a millisecond to a few)."""
 
 
-def choose(ranges: Sequence[ByteRange], n: int, seed: int | None = None) -> list[ByteRange]:
-    """`n` samples spread evenly over the ranges' bytes, from a random start (systematic sampling)."""
+def choose(ranges: Sequence[ByteRange], n: int, granule: int, seed: int | None = None) -> list[ByteRange]:
+    """Up to `n` samples spread evenly over the ranges' bytes, from a random start (systematic sampling).
+
+    At most one sample per gateway granule: reading a cold sample makes the gateway fetch its
+    whole granule, and a second sample there would then be counted as a hit.
+    """
     total = sum(r.length for r in ranges)
     if total <= 0 or n <= 0:
         return []
     step = total / n
     pos = random.Random(seed).random() * step
     out: list[ByteRange] = []
+    seen: set[tuple[str, int]] = set()
     acc = 0
     it = iter(ranges)
     r = next(it)
@@ -61,7 +66,9 @@ def choose(ranges: Sequence[ByteRange], n: int, seed: int | None = None) -> list
             r = next(it)
         at = r.offset + int(pos - acc)
         off = max(r.offset, at - at % ALIGN)
-        out.append(ByteRange(r.path, off, min(SAMPLE_BYTES, r.end - off)))
+        if (r.path, off // granule) not in seen:
+            seen.add((r.path, off // granule))
+            out.append(ByteRange(r.path, off, min(SAMPLE_BYTES, r.end - off, granule - off % granule)))
         pos += step
     return out
 

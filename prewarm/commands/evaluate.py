@@ -92,7 +92,7 @@ def _keep(args: argparse.Namespace, r: redis.Redis | None, job_id: str | None, s
     history = f"prewarm:shot:{shot}:evaluations"
     with r.pipeline() as p:
         p.set(evaluation_key(job_id), text, ex=RETENTION_S)
-        p.lpush(history, json.dumps({"job": job_id, **result}))
+        p.lpush(history, json.dumps({**result, "warm_job": job_id}))
         p.ltrim(history, 0, HISTORY - 1)
         p.expire(history, RETENTION_S * 4)
         p.execute()

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from dataclasses import replace
+from typing import Any
 
 from prewarm.commands.plan import add_path_map_flags, path_map_from
 from prewarm.commands.warm import add_redis_flag, load_settings, redis_of
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         plan = job.plan()
     engine.check_plan(plan, settings, args.source)
     ranges = [ByteRange(r.path, r.offset, r.length) for r in plan.ranges]
-    samples = verify.choose(ranges, args.sample, args.seed)
+    samples = verify.choose(ranges, args.sample, plan.granule, args.seed)
     reader = DirectReader()
 
     def read(s: ByteRange) -> None:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     out = verdict.to_json()
     if note:
         out["note"] = note
-    rewarmed = None
+    rewarmed: dict[str, Any] | None = None
     if args.rewarm and verdict.cold:
         files = {s.path for s in verdict.cold}
         sub = replace(plan, ranges=tuple(r for r in plan.ranges if r.path in files), metadata=())
