@@ -14,6 +14,7 @@ import pytest
 import redis
 import requests
 
+from prewarm.client import PrewarmClient
 from prewarm.errors import InputError
 from prewarm.service import create_app
 from tests.fixtures.services import ROOT, StartWorker, free_port
@@ -200,3 +201,26 @@ def test_bundles_and_deadline_jobs_are_planned_like_manifests(live_service: Live
         client.submit_deadline("Name=x\n", f"SceneFile={SCENE}\n")
     with pytest.raises(InputError, match="template"):
         client._submit({"bundle": {"parameter_values": {}}}, None)
+
+
+def test_serve_command_refuses_without_a_token_and_serves_with_one(
+        live_service: LiveService, tmp_path: Path) -> None:
+    from tests.fixtures.services import stop_pid
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")},
+           "PREWARM_CONFIG": str(live_service.config), "PREWARM_REDIS_URL": str(live_service.settings.redis_url)}
+    port = free_port()
+    cmd = [sys.executable, "-m", "prewarm", "serve", "--port", str(port)]
+    refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "service_token" in refused.stderr and "Traceback" not in refused.stderr
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "PREWARM_SERVICE_TOKEN": "cli-token"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = PrewarmClient(f"http://127.0.0.1:{port}", token="cli-token", retries=40, backoff=0.05, timeout=5)
+        assert client.health() == {"ok": True, "redis": "ok"}
+        assert client.submit_manifest(manifest_text(job="shot100_served"), traces=[])["ids"]
+        with pytest.raises(InputError, match="401"):
+            PrewarmClient(f"http://127.0.0.1:{port}", token="wrong").cancel("abc")
+    finally:
+        stop_pid(proc.pid)
+        proc.wait(10)
