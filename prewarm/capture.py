@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prewarm.config import Settings
-from prewarm.errors import ConfigError, ServiceError
+from prewarm.errors import ConfigError, InputError, ServiceError
 from prewarm.trace_store import ImportResult, import_traces, store_root
 
 __all__ = ["STRACE_CALLS", "RecordResult", "record", "resolve_command", "strace_argv"]
@@ -102,7 +102,7 @@ def record(settings: Settings, argv: Sequence[str], job: str, show: str | None =
         returncode = _run(strace_argv(raw, command))
         try:
             stored = import_traces(settings, [raw], show, shot, job, frame)
-        except Exception as exc:  # the render's status matters more than its trace
+        except (InputError, OSError) as exc:  # the render's status matters more than its trace
             return RecordResult(returncode, None, f"trace not filed: {exc}")
         return RecordResult(returncode, stored)
     finally:

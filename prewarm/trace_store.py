@@ -25,20 +25,31 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from prewarm.config import Settings
 from prewarm.errors import ConfigError
 from prewarm.manifest import Manifest
-from prewarm.records import Access
 from prewarm.trace_files import read_traces
 from prewarm.trace_jsonl import write_jsonl
 from prewarm.trace_stats import ImportStats
 
-__all__ = ["ImportResult", "StoredJob", "PruneResult", "import_traces", "list_traces", "prune",
-           "find_traces", "store_root", "under_roots", "version_family", "describe"]
+__all__ = [
+    "ImportResult",
+    "PruneResult",
+    "StoredJob",
+    "describe",
+    "find_traces",
+    "import_traces",
+    "list_traces",
+    "prune",
+    "store_root",
+    "under_roots",
+    "version_family",
+]
 
 UNKNOWN = "_"
 """Folder of a job whose show or shot nobody said."""
@@ -130,34 +141,28 @@ def import_traces(settings: Settings, paths: Sequence[str], show: str | None, sh
     result = ImportResult(show or UNKNOWN, shot or UNKNOWN, job, str(folder))
     records = read_traces(paths, settings.path_map, frame=frame, keep=under_roots(settings), stats=result.stats)
     folder.mkdir(parents=True, exist_ok=True)
-    writers: dict[int | None, tuple[Path, IO[bytes]]] = {}
+    temps: dict[int | None, Path] = {}
     try:
-        for access in records:
-            _write(access, folder, writers, result.frames)
-        for tmp, fh in writers.values():
-            fh.close()
-        for f, (tmp, _) in writers.items():
+        with ExitStack() as files:
+            writers: dict[int | None, gzip.GzipFile] = {}
+            for access in records:
+                fh = writers.get(access.frame)
+                if fh is None:
+                    temps[access.frame] = folder / f".tmp-{uuid.uuid4().hex}-{_frame_name(access.frame)}"
+                    fh = writers[access.frame] = files.enter_context(gzip.open(temps[access.frame], "wb"))
+                    result.frames[access.frame] = 0
+                write_jsonl((access,), cast(IO[bytes], fh))  # GzipFile is a binary stream
+                result.frames[access.frame] += 1
+        for f, tmp in temps.items():
             result.bytes += tmp.stat().st_size
             os.replace(tmp, folder / _frame_name(f))
     finally:
-        for tmp, fh in writers.values():
-            fh.close()
+        for tmp in temps.values():
             tmp.unlink(missing_ok=True)
     _write_meta(folder, show, shot, job)
     if settings.trace_store_max_bytes is not None:
         result.pruned = len(prune(settings, max_bytes=settings.trace_store_max_bytes, protect=(str(folder),)).removed)
     return result
-
-
-def _write(access: Access, folder: Path, writers: dict[int | None, tuple[Path, IO[bytes]]],
-           counts: dict[int | None, int]) -> None:
-    entry = writers.get(access.frame)
-    if entry is None:
-        tmp = folder / f".tmp-{uuid.uuid4().hex}-{_frame_name(access.frame)}"
-        entry = writers[access.frame] = (tmp, gzip.open(tmp, "wb", compresslevel=6))
-        counts[access.frame] = 0
-    write_jsonl((access,), entry[1])
-    counts[access.frame] += 1
 
 
 def _write_meta(folder: Path, show: str | None, shot: str | None, job: str) -> None:

@@ -15,7 +15,13 @@ from prewarm.manifest import load_manifest, parse_manifest
 from prewarm.pathmap import PathMap, Prefix
 from prewarm.planner import plan_manifest
 from prewarm.trace_files import read_traces
-from prewarm.trace_store import find_traces, import_traces, list_traces, prune, version_family
+from prewarm.trace_store import (
+    find_traces,
+    import_traces,
+    list_traces,
+    prune,
+    version_family,
+)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_jobs"
 SHOT100 = SAMPLE / "shot100"
@@ -41,7 +47,8 @@ def test_import_normalises_to_one_gzip_jsonl_per_frame(settings: Settings) -> No
     assert folder == Path(settings.trace_store or "") / "proj" / "shot100" / "shot100_lighting_v001"
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "frame.0001.jsonl.gz", "frame.0002.jsonl.gz", "frame.0003.jsonl.gz"]
-    assert gzip.open(folder / "frame.0002.jsonl.gz").readline().startswith(b'{"path":"/studio/proj/')
+    with gzip.open(folder / "frame.0002.jsonl.gz") as fh:
+        assert fh.readline().startswith(b'{"path":"/studio/proj/')
     stored = list(read_traces([str(folder)]))
     raw = list(read_traces(_frames(3)))
     assert len(stored) == len(raw) == sum(result.frames.values())

@@ -31,7 +31,7 @@ from prewarm.errors import ManifestError
 from prewarm.framespec import MAX_FRAMES, parse_frames
 from prewarm.manifest import Manifest
 
-__all__ = ["bundle_to_manifest", "bundle_json_to_manifest", "BUNDLE_FILES"]
+__all__ = ["BUNDLE_FILES", "bundle_json_to_manifest", "bundle_to_manifest"]
 
 BUNDLE_FILES = ("template", "asset_references", "parameter_values")
 """Stems of a bundle's files; each may be `.yaml`, `.yml` or `.json`."""
@@ -69,7 +69,7 @@ def bundle_json_to_manifest(obj: Mapping[str, Any], where: str) -> Manifest:
         raise ManifestError(where, "expected an object with template, asset_references, parameter_values")
     unknown = set(obj) - set(BUNDLE_FILES)
     if unknown:
-        raise ManifestError(where, f"{sorted(unknown)[0]}: unknown key (known: {', '.join(BUNDLE_FILES)})")
+        raise ManifestError(where, f"{min(unknown)}: unknown key (known: {', '.join(BUNDLE_FILES)})")
     if "template" not in obj:
         raise ManifestError(where, "template: missing")
     docs: dict[str, tuple[Any, str]] = {}
@@ -117,8 +117,14 @@ def _one_line(exc: Exception) -> str:
 
 
 def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None) -> Manifest:
-    from openjd.model import (DecodeValidationError, ParameterValueType, StepParameterSpaceIterator,
-                              create_job, decode_job_template, preprocess_job_parameters)
+    from openjd.model import (
+        DecodeValidationError,
+        ParameterValueType,
+        StepParameterSpaceIterator,
+        create_job,
+        decode_job_template,
+        preprocess_job_parameters,
+    )
 
     template, t_where = docs["template"]
     if not isinstance(template, dict):
@@ -170,11 +176,11 @@ def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None
         if len(iterator) > MAX_FRAMES:
             raise ManifestError(t_where, f"step {step.name!r}: more than {MAX_FRAMES:,} tasks")
         for task in iterator:
-            value = task[names[0]]
-            if value.type is ParameterValueType.INT:
-                frames[int(value.value)] = None
+            task_value = task[names[0]]
+            if task_value.type is ParameterValueType.INT:
+                frames[int(task_value.value)] = None
             else:
-                frames.update(dict.fromkeys(parse_frames(value.value, t_where, f"step {step.name} {names[0]}")))
+                frames.update(dict.fromkeys(parse_frames(task_value.value, t_where, f"step {step.name} {names[0]}")))
     if not frames:
         raise ManifestError(t_where, "no step has a Frame task parameter (an INT range): which frames render?")
 

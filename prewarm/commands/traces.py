@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_jobs is not None and args.keep_jobs < 0:
         raise ConfigError("--keep-jobs", "must be 0 or more")
     max_bytes = parse_size(args.max_bytes, "command line", "--max-bytes") if args.max_bytes else None
-    result = trace_store.prune(settings, max_bytes=max_bytes, keep_jobs=args.keep_jobs)
-    for job in result.removed:
+    pruned = trace_store.prune(settings, max_bytes=max_bytes, keep_jobs=args.keep_jobs)
+    for job in pruned.removed:
         print(f"removed {job.show}/{job.shot}/{job.job} ({job.bytes / 1e6:.2f} MB)", file=sys.stderr)
-    print(f"{len(result.removed)} job(s) removed, {result.bytes_freed / 1e6:.2f} MB freed, "
-          f"{result.bytes_left / 1e6:.2f} MB left", file=sys.stderr)
+    print(f"{len(pruned.removed)} job(s) removed, {pruned.bytes_freed / 1e6:.2f} MB freed, "
+          f"{pruned.bytes_left / 1e6:.2f} MB left", file=sys.stderr)
     return 0
