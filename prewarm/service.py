@@ -124,6 +124,7 @@ def create_app(settings: Settings, r: redis.Redis, send: Send, revoke: Revoke,
     """
     app = FastAPI(title="prewarm", version="1",
                   description="Plan and warm render jobs' reads through a caching gateway.")
+    app.state.redis, app.state.settings = r, settings  # for the report routes (prewarm.service_reports)
     _handlers(app)
     app.middleware("http")(_size_guard(settings.max_request_bytes))
 
@@ -273,10 +274,8 @@ def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -
 
 def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, roots: Sequence[str]) -> list[str]:
     if req.traces is None:
-        try:
-            from prewarm.trace_store import find_traces
-        except ImportError:  # the trace store ships separately: without it a job plans from its manifest alone
-            return []
+        from prewarm.trace_store import find_traces
+
         return find_traces(settings, manifest)
     out = []
     for i, t in enumerate(req.traces):

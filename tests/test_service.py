@@ -19,7 +19,7 @@ from prewarm.errors import InputError
 from prewarm.service import create_app
 from tests.fixtures.services import ROOT, StartWorker, free_port
 from tests.test_service_support import (  # noqa: F401  (fixtures)
-    STUDIO, TOKEN, TRACES, LiveService, live_service, manifest_text, run_server, wait_final)
+    SHOT100, STUDIO, TOKEN, TRACES, LiveService, live_service, manifest_text, run_server, wait_final)
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +224,21 @@ def test_serve_command_refuses_without_a_token_and_serves_with_one(
     finally:
         stop_pid(proc.pid)
         proc.wait(10)
+
+
+def test_without_traces_a_job_plans_from_the_trace_store(live_service: LiveService, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from prewarm.trace_store import import_traces
+    from workers.tasks import revoke, send
+
+    settings = replace(live_service.settings, trace_store=str(tmp_path / "store"))
+    import_traces(settings, [str(SHOT100 / "traces")], "proj", "shot100", "shot100_lighting_v001")
+    url, stop = run_server(create_app(settings, live_service.r, send, revoke, TOKEN))
+    try:
+        client = PrewarmClient(url, token=TOKEN, timeout=30)
+        from_store = client.submit_manifest(manifest_text(job="shot100_lighting_v002"))
+        bare = live_service.client(timeout=30).submit_manifest(manifest_text(job="shot100_lighting_v002"), traces=[])
+    finally:
+        stop()
+    assert from_store["plan"]["trace_records"] > 0 and bare["plan"]["trace_records"] == 0
