@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ from prewarm.config import Settings
 from prewarm.errors import InputError, ManifestError, ServiceError
 from prewarm.manifest import Manifest, load_manifest, parse_manifest
 
-__all__ = ["Submit", "Spool", "TraceDrop", "load_job", "local_submitter", "client_submitter", "watch"]
+__all__ = ["Spool", "Submit", "TraceDrop", "client_submitter", "load_job", "local_submitter", "watch"]
 
 log = logging.getLogger(__name__)
 

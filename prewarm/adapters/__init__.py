@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from prewarm.errors import ManifestError
 from prewarm.manifest import Manifest, parse_manifest
 
-__all__ = ["frame_spec", "build_manifest", "check_path"]
+__all__ = ["build_manifest", "check_path", "frame_spec"]
 
 
 def check_path(path: object, where: str, field: str) -> str:
