@@ -1,0 +1,123 @@
+"""Prometheus metrics from the job state in Redis: the service's route, the standalone exporter,
+and the service's report routes, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from prewarm import engine, metrics
+from prewarm.jobs import JobInfo, JobState
+from prewarm.service import create_app
+from prewarm.state_redis import connect
+from prewarm.timeline import Point
+from prewarm.warm import FileFinding, FindingKind
+from tests.fixtures.services import ROOT, free_port, stop_pid
+from tests.fixtures.studio import Studio
+from tests.test_service_support import run_server
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = connect(redis_url)
+    yield client
+    client.connection_pool.disconnect()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_rate_and_in_flight_come_from_the_last_complete_seconds() -> None:
+    pts = [Point(95, 50, 9), Point(96, 10, 3), Point(99, 40, 4), Point(100, 999, 7)]
+    assert metrics.current(pts, now=100.5) == (100 / metrics.RATE_WINDOW_S, 4)  # seconds 95-99
+
+
+def test_families_label_jobs_and_gateways_and_count_errors_by_kind() -> None:
+    info = JobInfo(id="j1", name="shot", gateway="gw1", state=JobState.RUNNING, created=0.0, bytes_planned=10,
+                   findings=[FileFinding("/a", FindingKind.MISSING, "x"), FileFinding("/b", FindingKind.MISSING, "y")])
+    info.counters["bytes_done"] = 7
+    fams = {f.name: f for f in metrics.families([metrics.JobSample(info, 3.0, 2)],
+                                                [metrics.GatewaySample("gw1", 5, 2, None)])}
+    [err] = fams["prewarm_job_errors"].samples
+    assert err.labels == {"job": "j1", "name": "shot", "gateway": "gw1", "kind": "missing"} and err.value == 2
+    assert fams["prewarm_gateway_queue_batches"].samples[0].value == 5
+    assert fams["prewarm_gateway_throttle_bytes_per_second"].samples == []
+    running = [s for s in fams["prewarm_job_state"].samples if s.value == 1.0]
+    assert [s.labels["state"] for s in running] == ["running"]
+
+
+class Sent(list[tuple[str, str, int]]):
+    def __call__(self, gateway: str, job_id: str, index: int) -> None:
+        self.append((gateway, job_id, index))
+
+
+def test_service_serves_metrics_and_the_report_of_a_job(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"t{i}.tx", 2 * MiB) for i in range(4)]
+    settings = studio.settings(throttle_bps=32 * MiB)
+    sent = Sent()
+    done = engine.submit(r, studio.whole(paths[:2]), settings, sent, "gw1")
+    while sent:
+        _, job_id, index = sent.pop(0)
+        engine.run_batch(r, settings, job_id, index, sent)
+    waiting = engine.submit(r, studio.whole(paths[2:]), settings, sent, "gw1")  # sent, never run
+    url, stop = run_server(create_app(settings, r, sent, lambda ids: None, "token"))
+    try:
+        text = requests.get(f"{url}/api/v1/metrics", timeout=10).text
+        got = samples(text)
+        lv = (("gateway", "gw1"), ("job", done.id), ("kind", "done"), ("name", "test"))
+        assert got[("prewarm_job_bytes_total", lv)] == 4 * MiB
+        assert got[("prewarm_job_state", (("gateway", "gw1"), ("job", waiting.id), ("name", "test"),
+                                           ("state", "queued")))] == 1.0
+        assert got[("prewarm_gateway_bytes_total", (("gateway", "gw1"),))] == 4 * MiB
+        assert got[("prewarm_gateway_inflight_batches", (("gateway", "gw1"),))] >= 1
+        rep = requests.get(f"{url}/api/v1/jobs/{done.id}/report", timeout=10)
+        assert rep.status_code == 200 and rep.json()["summary"]["warmed"]["bytes"] == 4 * MiB
+        page = requests.get(f"{url}/api/v1/jobs/{done.id}/report.html", timeout=10)
+        assert page.headers["content-type"].startswith("text/html") and 'data-chart="coverage"' in page.text
+        assert requests.get(f"{url}/api/v1/jobs/abc123/report", timeout=10).status_code == 404
+        assert requests.get(f"{url}/api/v1/jobs/..%2Fx/report.html", timeout=10).status_code == 404
+    finally:
+        stop()
+
+
+def test_standalone_exporter(redis_url: str, r: redis.Redis, studio: Studio) -> None:
+    settings = studio.settings()
+    job = engine.submit(r, studio.whole([studio.file("a.tx", MiB)]), settings, Sent(), "gw9")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
+    proc = subprocess.Popen([sys.executable, "-m", "prewarm", "metrics", "--port", str(port), "--bind", "127.0.0.1",
+                             "--redis", redis_url], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "exporter did not start"
+                time.sleep(0.1)
+        got = samples(text)
+        assert got[("prewarm_job_planned_bytes", (("gateway", "gw9"), ("job", job.id), ("name", "test")))] == MiB
+        assert got[("prewarm_gateway_inflight_batches", (("gateway", "gw9"),))] == 1  # sent, no worker
+        assert got[("prewarm_gateway_queue_batches", (("gateway", "gw9"),))] == 0
+    finally:
+        stop_pid(proc.pid)
+        proc.communicate()
+
+
+def test_exporter_on_a_bad_port_is_one_line_exit_2() -> None:
+    out = subprocess.run([sys.executable, "-m", "prewarm", "metrics", "--port", "70000"],
+                         cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--port" in out.stderr
