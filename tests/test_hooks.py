@@ -64,7 +64,7 @@ def run_hook(args: list[str], stdin: str = "", timeout: float = 30) -> tuple[sub
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, str(HOOK), *args], input=stdin, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
     return done, time.monotonic() - t0
 
 
@@ -95,7 +95,7 @@ def cloud_input(tmp_path: Path) -> str:
 
 
 def test_deadline_cloud_hook_submits_the_bundle(live_service: LiveService, tmp_path: Path) -> None:
-    done, took = run_hook(["--server", live_service.url, "--token", TOKEN, "--print-ids", "deadline-cloud"],
+    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "--print-ids", "deadline-cloud"],
                           cloud_input(tmp_path))
     assert done.returncode == 0, done.stderr
     [job_id] = done.stdout.split()
@@ -232,7 +232,8 @@ def run_plugin(tmp_path: Path, config: dict[str, str]) -> tuple[subprocess.Compl
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}, "PYTHONPATH": str(standin)}
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, str(standin / "driver.py"), str(PLUGIN / "PrewarmEvents.py"),
-                           json.dumps(config)], env=env, capture_output=True, text=True, timeout=30)
+                           json.dumps(config)], env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
     return done, time.monotonic() - t0
 
 

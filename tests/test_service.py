@@ -19,7 +19,16 @@ from prewarm.errors import InputError
 from prewarm.service import create_app
 from tests.fixtures.services import ROOT, StartWorker, free_port
 from tests.test_service_support import (  # noqa: F401  (fixtures)
-    SHOT100, STUDIO, TOKEN, TRACES, LiveService, live_service, manifest_text, run_server, wait_final)
+    SHOT100,
+    STUDIO,
+    TOKEN,
+    TRACES,
+    LiveService,
+    live_service,
+    manifest_text,
+    run_server,
+    wait_final,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +160,7 @@ def test_submit_cli(live_service: LiveService, tmp_path: Path) -> None:
 
     def submit(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "prewarm", "submit", *args, "--server", live_service.url],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
 
     done = submit(str(manifest), "--token", TOKEN, "--traces", f"{TRACES}/shot100")
     assert done.returncode == 0, done.stderr
@@ -211,7 +220,7 @@ def test_serve_command_refuses_without_a_token_and_serves_with_one(
            "PREWARM_CONFIG": str(live_service.config), "PREWARM_REDIS_URL": str(live_service.settings.redis_url)}
     port = free_port()
     cmd = [sys.executable, "-m", "prewarm", "serve", "--port", str(port)]
-    refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "service_token" in refused.stderr and "Traceback" not in refused.stderr
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "PREWARM_SERVICE_TOKEN": "cli-token"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
