@@ -52,8 +52,10 @@ def test_bundle_posted_as_json_is_the_same_job() -> None:
     obj = {stem: yaml.safe_load((BLENDER_BUNDLE / f"{stem}.yaml").read_text())
            for stem in ("template", "asset_references", "parameter_values")}
     assert bundle_json_to_manifest(obj, "request").inputs == bundle_to_manifest(BLENDER_BUNDLE, "b").inputs
-    as_text = {stem: (BLENDER_BUNDLE / f"{stem}.yaml").read_text() for stem in obj}
-    assert bundle_json_to_manifest(as_text, "request").frames == bundle_to_manifest(BLENDER_BUNDLE, "b").frames
+    as_files = {f"{stem}.yaml": (BLENDER_BUNDLE / f"{stem}.yaml").read_text() for stem in obj}   # as the client sends it
+    assert bundle_json_to_manifest(as_files, "request").frames == bundle_to_manifest(BLENDER_BUNDLE, "b").frames
+    with pytest.raises(ManifestError, match="template.yaml: the bundle also has template.json: keep one"):
+        bundle_json_to_manifest({**as_files, "template.json": "{}"}, "request")
 
 
 def test_bundle_defaults_apply_and_json_files_are_read(bundle: Path) -> None:

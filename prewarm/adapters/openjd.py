@@ -63,22 +63,26 @@ def bundle_to_manifest(bundle_dir: str | Path, where: str) -> Manifest:
 
 def bundle_json_to_manifest(obj: Mapping[str, Any], where: str) -> Manifest:
     """A bundle posted as one JSON object: `{"template": {...}, "asset_references": {...},
-    "parameter_values": {...}}` (each value the file's content, as an object or as its
-    YAML/JSON text). Relative paths have no bundle folder to resolve against: refused."""
+    "parameter_values": {...}}`, keys also as file names (`"template.yaml"`), each value the
+    file's content as an object or as its YAML/JSON text. Relative paths have no bundle
+    folder to resolve against: refused."""
     if not isinstance(obj, Mapping):
         raise ManifestError(where, "expected an object with template, asset_references, parameter_values")
-    unknown = set(obj) - set(BUNDLE_FILES)
-    if unknown:
-        raise ManifestError(where, f"{min(unknown)}: unknown key (known: {', '.join(BUNDLE_FILES)})")
-    if "template" not in obj:
-        raise ManifestError(where, "template: missing")
     docs: dict[str, tuple[Any, str]] = {}
-    for stem in BUNDLE_FILES:
-        if stem in obj:
-            value = obj[stem]
-            if isinstance(value, str):
-                value = _parse_text(value, f"{where}: {stem}")
-            docs[stem] = (value, f"{where}: {stem}")
+    for key in sorted(obj):
+        stem = str(key)
+        for ext in (".yaml", ".yml", ".json"):
+            stem = stem.removesuffix(ext)
+        if stem not in BUNDLE_FILES:
+            raise ManifestError(where, f"{key}: unknown key (known: {', '.join(BUNDLE_FILES)})")
+        if stem in docs:
+            raise ManifestError(where, f"{key}: the bundle also has {docs[stem][1].rsplit(': ', 1)[-1]}: keep one")
+        value = obj[key]
+        if isinstance(value, str):
+            value = _parse_text(value, f"{where}: {key}")
+        docs[stem] = (value, f"{where}: {key}")
+    if "template" not in docs:
+        raise ManifestError(where, "template: missing")
     return _to_manifest(docs, where, None)
 
 
