@@ -146,3 +146,15 @@ def test_mount_stats_has_the_knfsd_agent_shape(tmp_path: Path, origin: Path) -> 
 @pytest.mark.parametrize("secs, text", [(0, "0s"), (46.7, "46s"), (60, "1m0s"), (4666, "1h17m46s")])
 def test_age_prints_like_go_durations(secs: float, text: str) -> None:
     assert go_duration(secs) == text
+
+
+def test_fetch_window_brackets_the_origin_reads_since_the_reset(tmp_path: Path, origin: Path) -> None:
+    gw, clock = make(tmp_path, origin)
+    assert gw.stats()["fetch_window"] is None
+    gw.read("/tex/a.tx", 0, 10)
+    clock.now += 5
+    gw.read("/tex/b.tx", 0, 10)
+    gw.read("/tex/a.tx", 0, 10)  # a hit: no fetch
+    assert gw.stats()["fetch_window"] == {"first_sent": 1000.0, "last_done": 1005.0}
+    gw.reset()
+    assert gw.stats()["fetch_window"] is None
