@@ -121,3 +121,27 @@ def test_exporter_on_a_bad_port_is_one_line_exit_2() -> None:
     out = subprocess.run([sys.executable, "-m", "prewarm", "metrics", "--port", "70000"],
                          cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--port" in out.stderr
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist() -> None:
+    import json
+    import re
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    info = JobInfo(id="j1", name="shot", gateway="gw1", state=JobState.RUNNING, created=0.0,
+                   findings=[FileFinding("/a", FindingKind.MISSING, "x")])
+
+    class Snapshot:
+        def collect(self) -> Iterator[metrics.Metric]:
+            yield from metrics.families([metrics.JobSample(info, 1.0, 1)],
+                                        [metrics.GatewaySample("gw1", 1, 1, 5.0)])
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot())  # type: ignore[arg-type]
+    exposed = {s.name for fam in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in fam.samples}
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "prewarm.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    asked = {m for e in exprs for m in re.findall(r"\bprewarm_\w+", e)}
+    assert asked and asked <= exposed, asked - exposed
