@@ -14,7 +14,7 @@ import posixpath
 import stat as stat_mod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from prewarm.config import Settings
 from prewarm.inputs import Resolved, resolve_inputs
@@ -25,6 +25,7 @@ from prewarm.plan import Finding, MetaOp, Plan
 from prewarm.predict import Candidate, PredictOptions, predict
 from prewarm.records import FileInfo, Op
 from prewarm.trace_files import read_traces, trace_files
+from prewarm.trace_store import find_traces
 from prewarm.trace_stats import ImportStats
 from prewarm.training import TraceSet, aggregate, merge
 
@@ -47,7 +48,14 @@ class PlanOptions:
 
 def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
              options: PlanOptions = PlanOptions()) -> Plan:
-    return plan_manifest(load_manifest(manifest_path), traces, settings, options)
+    """Plan from a manifest file. Without `traces`, the trace store's earlier jobs of the
+    shot are used (`find_traces`): a submitter need not know where traces live."""
+    manifest = load_manifest(manifest_path)
+    found = list(traces) or find_traces(settings, manifest)
+    plan = plan_manifest(manifest, found, settings, options)
+    if found and not traces:
+        return replace(plan, stats={**plan.stats, "traces_from_store": found})
+    return plan
 
 
 def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,

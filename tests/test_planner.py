@@ -24,3 +24,20 @@ def test_traced_files_join_only_below_job_folders_or_roots():
     ok = job_folders(m, ["/studio/p/shot/a.blend"], roots=["/studio/lib"])
     assert ok("/studio/p/shot/cache/x.abc") and ok("/studio/p/tex/deep/t.tx") and ok("/studio/lib/fonts/a.ttf")
     assert not ok("/usr/lib/libc.so.6") and not ok("/studio/p/other/x") and not ok("/studio/p/shotgun/x")
+
+
+def test_plan_without_traces_uses_earlier_jobs_of_the_shot_from_the_store(shot_trees: Path, tmp_path: Path):
+    from dataclasses import replace
+
+    from prewarm.config import Settings
+    from prewarm.planner import PlanOptions, plan_job
+    from prewarm.trace_store import import_traces
+
+    settings = replace(Settings(), trace_store=str(tmp_path / "store"), roots=("/studio/proj",))
+    import_traces(settings, [str(SAMPLES / "shot100" / "traces")], "proj", "shot100", "shot100_lighting_v000")
+    local = PathMap.parse([{"studio": "/studio/proj", "local": str(shot_trees)}], "test")
+    plan = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], settings, PlanOptions(path_map=local))
+    assert plan.stats["trace_frames"] == 24 and plan.stats["traces_from_store"]
+    assert {r.reason for r in plan.ranges} >= {"trace"}
+    untraced = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], Settings(), PlanOptions(path_map=local))
+    assert untraced.stats["trace_frames"] == 0
