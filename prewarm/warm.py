@@ -8,7 +8,11 @@ Latency, not bandwidth, limits a naive warmer: one reader moves one request per
 round trip. So opens, reads and metadata operations are scheduled on a pool of
 `in_flight` threads by a small event loop in the calling thread, which always
 prefers reads of files already open (plan order) over opening the next file, and
-opens each file once per batch.
+opens each file once per batch. Directory listings go first (opens wait for them),
+then opens, and the plan's other metadata operations (stats of files the render
+looks at) only fill slots no open needs: on a cold gateway every one of them costs
+round trips, and before any data moves they only delay the first byte (shot100 at
+30 ms: 16 stats took every slot before the first open).
 
 What can go wrong is reported, never guessed around:
 - a path outside the allowed studio roots is refused before it is even mapped to
@@ -181,6 +185,7 @@ class _Run:
         self.result = WarmResult()
         self.files: dict[str, _File] = {}
         self.to_open: deque[str] = deque()
+        self.listings: deque[MetaOp] = deque()
         self.meta: deque[MetaOp] = deque()
         self.ready: list[tuple[int, str, ByteRange]] = []
         self.failed_here: set[str] = set()
@@ -192,9 +197,11 @@ class _Run:
         self.attempted: set[tuple[str, int]] = set()
         for op in batch.meta:
             if inside(op.path, ctx.roots):
-                self.meta.append(op)
                 if op.op is Op.READDIR:
+                    self.listings.append(op)
                     self.listing[op.path.rstrip("/") or "/"] = []
+                else:
+                    self.meta.append(op)
             else:
                 self._refuse(op.path)
                 self.result.meta_failed += 1
@@ -337,10 +344,12 @@ class _Run:
         if self.ready:
             _, path, piece = heapq.heappop(self.ready)
             return "read", (self.files[path], piece)
-        if self.meta:
-            return "meta", self.meta.popleft()
+        if self.listings:
+            return "meta", self.listings.popleft()
         if self.to_open:
             return "open", self.files[self.to_open.popleft()]
+        if self.meta:
+            return "meta", self.meta.popleft()
         return None
 
     def _settle(self, job: tuple[str, Any], fut: Future[Any]) -> None:
