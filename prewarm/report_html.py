@@ -100,13 +100,13 @@ def _verdict(r: Mapping[str, Any]) -> str:
 
 def _summary(s: Mapping[str, Any], t: Mapping[str, Any]) -> str:
     rows = [("planned", s["planned"]), ("warmed", s["warmed"]), ("already warm (skipped)", s["skipped"]),
-            ("missing", s["missing"]), ("failed", s["failed"])]
+            ("failed", s["failed"]), ("of which missing", s["missing"])]
     body = "".join(f"<tr><td>{name}</td><td>{_mb(v['bytes'])}</td><td>{v['files']:,}</td></tr>" for name, v in rows)
     rate = "-" if t.get("rate_bps") is None else f"{t['rate_bps'] / 1e6:,.1f} MB/s"
     fps = "-" if t.get("files_per_s") is None else f"{t['files_per_s']:,.1f} files/s"
     ideal = ("no throttle set: no ideal" if t.get("ideal_s") is None
              else f"{_secs(t['ideal_s'])} at {t['throttle_bps'] / 1e6:,.1f} MB/s")
-    eff = "" if t.get("efficiency") is None else f" ({t['efficiency']:.0%} of the ideal)"
+    eff = "" if t.get("efficiency") is None else f" ({1 / t['efficiency']:.2f}x the ideal)"
     return (f"<table><tr><th></th><th>bytes</th><th>files</th></tr>{body}</table>"
             f"<p>Took {_secs(t.get('elapsed_s'))}{eff}; ideal (planned bytes / throttle) {ideal}. "
             f"Read at {rate}, {fps}.</p>")
@@ -191,8 +191,8 @@ def _problems(problems: Sequence[Mapping[str, Any]], retry: Mapping[str, Any]) -
         out.append('<table class="problems"><tr><th>file</th><th>kind</th><th>detail</th></tr>')
         out.extend(f'<tr><td class="path">{escape(p["path"])}</td><td>{escape(p["kind"])}</td>'
                    f'<td style="text-align:left">{escape(p["detail"])}</td></tr>' for p in problems)
-        out.append("</table><p class=\"sub\">Missing and denied files are final: fix them on the studio side, "
-                   "then warm again.</p>")
+        out.append("</table><p class=\"sub\">Missing and denied files need a fix on the studio side first; "
+                   "the retry then re-reads them.</p>")
     return "".join(out)
 
 
@@ -207,6 +207,9 @@ def _evaluation(e: Mapping[str, Any]) -> str:
                    f'<td>{r["overfetch"]:.2f}</td><td>{_mb(r["needed_bytes"])}</td><td>{_mb(r["planned_bytes"])}</td></tr>'
                    for r in e["per_input"][:40])
         out.append("</table>")
+    if e.get("missed_by_reason"):
+        out.append("<p>Missed: " + "; ".join(f"{_mb(n)} {escape(why)}" for why, n in e["missed_by_reason"].items())
+                   + ". These evaluations are kept with the job and the shot so later plans can learn from them.</p>")
     if e.get("missed"):
         out.append("<h3>Missed reads, and why</h3><table><tr><th>file</th><th>why</th><th>bytes</th></tr>")
         out.extend(f'<tr><td class="path">{escape(m["path"])}</td><td style="text-align:left">{escape(m["why"])}</td>'
