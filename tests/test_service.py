@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from prewarm.client import PrewarmClient
 from prewarm.errors import InputError
-from prewarm.service import create_app
+from prewarm.service import connect, create_app
 from tests.fixtures.services import ROOT, StartWorker, free_port
 from tests.test_service_support import (  # noqa: F401  (fixtures)
     SHOT100,
@@ -139,7 +138,7 @@ def test_unknown_jobs_are_404(live_service: LiveService) -> None:
 def service_without_redis(live_service: LiveService) -> Iterator[str]:
     from workers.tasks import revoke, send
 
-    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    dead = connect(f"redis://127.0.0.1:{free_port()}/0")
     url, stop = run_server(create_app(live_service.settings, dead, send, revoke, TOKEN))
     yield url
     stop()

@@ -19,7 +19,7 @@ import yaml
 from prewarm.client import PrewarmClient
 from prewarm.config import Settings
 from prewarm.pathmap import PathMap
-from prewarm.service import create_app
+from prewarm.service import connect, create_app
 from tests.fixtures.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def live_service(redis_url: str, shot_trees: Path, tmp_path: Path) -> Iterator[L
     config = tmp_path / "worker.yaml"
     config.write_text(yaml.safe_dump({"path_map": mapping, "roots": [STUDIO, TRACES],
                                       "visibility_timeout_s": 4, "in_flight": 4, "dispatch_window": 4}))
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     url, stop = run_server(create_app(settings, r, send, revoke, TOKEN))
     yield LiveService(url, settings, r, config)
     stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prewarm.commands.warm import add_redis_flag, load_settings, redis_of
+from prewarm.commands.warm import add_redis_flag, load_settings
 from prewarm.errors import ConfigError
 
 
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from prewarm.service import create_app
+    from prewarm.service import connect, create_app
+    from prewarm.state_redis import ping
     from workers.app import configure
     from workers.tasks import revoke, send
 
@@ -36,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("roots", "the service needs `roots` or `path_map` in its config: it plans only below them")
     if not 0 < args.port < 65536:
         raise ConfigError("--port", f"{args.port} is not a port number")
-    r = redis_of(settings, "serve")
+    if not settings.redis_url:
+        raise ConfigError("--redis", "`prewarm serve` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
+    r = connect(settings.redis_url)
+    ping(r, settings.redis_url)
     configure(settings)
     app = create_app(settings, r, send, revoke, None if args.no_token else settings.service_token)
     print(f"prewarm serve: http://{args.host}:{args.port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr)
