@@ -190,6 +190,10 @@ def test_report_command_writes_a_page_that_renders_with_its_plots(r: redis.Redis
         assert f'data-chart="{chart}"' in dom
     assert dom.count("<polyline") == 2 and dom.count("<rect") >= 2 * 7
     assert "gone.tx" in dom and "missing" in dom
+    text = subprocess.run([sys.executable, "-m", "prewarm", "report", job_id, "--redis", redis_url], cwd=ROOT,
+                          env=env, check=False, capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0 and f"warm {job_id} (test) on gw1: partial" in text.stdout
+    assert "first frame 1: not ready" in text.stdout and f"prewarm warm --retry {job_id}" in text.stdout
 
 
 def test_report_of_an_unknown_job_is_one_line_exit_2(redis_url: str) -> None:
