@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prewarm.batches import Batch
+from prewarm.evaluate import input_of
 from prewarm.jobs import JobInfo, JobState
 from prewarm.plan import Plan
 from prewarm.records import ByteRange
@@ -26,7 +27,7 @@ MAX_POINTS = 600
 """Series longer than this are averaged into buckets: a plot has no use for more points than pixels."""
 
 COVERAGE_ROWS = 40
-"""Files shown in the coverage chart, largest first; the rest are summed in one row."""
+"""Inputs shown in the coverage chart, largest first; the rest are summed in one row."""
 
 LOST = frozenset({FindingKind.MISSING, FindingKind.DENIED, FindingKind.OUTSIDE, FindingKind.CHANGED})
 """Findings after which nothing useful of the file is in the cache (bytes of a changed file are stale)."""
@@ -125,19 +126,26 @@ def _series(points: list[Point], started: float | None) -> list[dict[str, float]
 
 
 def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Bytes warmed / planned per input: a file, or a frame or tile sequence folded as the manifest names it."""
     if progress is None:
         return []
     lost = {f.path for f in info.findings if f.kind in LOST}
-    rows: list[dict[str, Any]] = []
+    acc: dict[str, list[int]] = {}
     for path, planned in progress.planned.items():
         done = 0 if path in lost else max(progress.done.get(path, 0) - failed_by_file.get(path, 0), 0)
-        rows.append({"path": path, "planned": planned, "warmed": min(done, planned)})
+        row = acc.setdefault(input_of(path), [0, 0, 0])
+        row[0] += planned
+        row[1] += min(done, planned)
+        row[2] += 1
+    rows: list[dict[str, Any]] = [{"path": k, "planned": p, "warmed": w, "files": n}
+                                  for k, (p, w, n) in acc.items()]
     rows.sort(key=lambda r: (-r["planned"], r["path"]))
     if len(rows) > COVERAGE_ROWS:
         rest = rows[COVERAGE_ROWS - 1:]
-        rows = rows[:COVERAGE_ROWS - 1] + [{"path": f"({len(rest)} more files)",
+        rows = rows[:COVERAGE_ROWS - 1] + [{"path": f"({len(rest)} more inputs)",
                                              "planned": sum(r["planned"] for r in rest),
-                                             "warmed": sum(r["warmed"] for r in rest)}]
+                                             "warmed": sum(r["warmed"] for r in rest),
+                                             "files": sum(r["files"] for r in rest)}]
     return rows
 
 

@@ -54,7 +54,7 @@ def render(report: Mapping[str, Any]) -> str:
         _line_chart(report["series"], "bytes_per_s", 1e-6, "MB/s", "#2f6fbf", "throughput"),
         "<h2>Reads in flight</h2>",
         _line_chart(report["series"], "in_flight", 1.0, "reads", "#8a4fbf", "in-flight"),
-        "<h2>Coverage per file</h2>", _coverage(report["coverage"]),
+        "<h2>Coverage per input</h2>", _coverage(report["coverage"]),
         "<h2>Missing and failed</h2>", _problems(report["problems"], report["retry"]),
     ]
     if report.get("evaluation"):
@@ -163,7 +163,7 @@ def _coverage(rows: Sequence[Mapping[str, Any]]) -> str:
     top = max(r["planned"] for r in rows) or 1
     width = W - label_w - 120
     out = [(f'<svg class="chart" data-chart="coverage" viewBox="0 0 {W} {height}" role="img" '
-           f'aria-label="coverage per file, largest first">')]
+           f'aria-label="coverage per input, largest first">')]
     for i, r in enumerate(rows):
         y = 8 + i * (bar_h + gap)
         planned_w = max(r["planned"] / top * width, 1)
@@ -171,11 +171,12 @@ def _coverage(rows: Sequence[Mapping[str, Any]]) -> str:
         share = r["warmed"] / r["planned"] if r["planned"] else 1.0
         color = "#2e9d4f" if share >= 0.999 else "#d99a00" if share > 0 else "#c9372c"
         name = r["path"] if len(r["path"]) <= 48 else "\u2026" + r["path"][-47:]
-        out.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end"><title>{escape(r["path"])}</title>'
+        files = f" ({r['files']} files)" if r.get("files", 1) > 1 else ""
+        out.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end"><title>{escape(r["path"])}{files}</title>'
                    f'{escape(name)}</text>'
                    f'<rect x="{label_w}" y="{y}" width="{planned_w:.1f}" height="{bar_h}" fill="#e6e9ed"/>'
                    f'<rect x="{label_w}" y="{y}" width="{warmed_w:.1f}" height="{bar_h}" fill="{color}"/>'
-                   f'<text x="{label_w + planned_w + 6:.1f}" y="{y + 12}">{share:.0%} of {_mb(r["planned"])}</text>')
+                   f'<text x="{label_w + planned_w + 6:.1f}" y="{y + 12}">{share:.0%} of {_mb(r["planned"])}{files}</text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -101,7 +101,7 @@ def test_first_frame_blocked_by_a_failed_file_is_not_ready() -> None:
     info = _info(findings=[FileFinding(a, FindingKind.DENIED, "Permission denied")], state=JobState.FAILED)
     rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}))
     assert rep["readiness"]["ready"] is False and rep["readiness"]["blocked_by"] == [a]
-    assert rep["coverage"] == [{"path": a, "planned": MiB, "warmed": 0}]
+    assert rep["coverage"] == [{"path": a, "planned": MiB, "warmed": 0, "files": 1}]
     assert "Not ready for frame 1" in report_html.render(rep)
 
 
@@ -143,7 +143,8 @@ def test_report_from_redis_has_samples_and_coverage(r: redis.Redis, studio: Stud
     assert rep["job"]["state"] == "partial"
     assert rep["summary"]["warmed"]["bytes"] == 12 * MiB and rep["series"]
     gone = [row for row in rep["coverage"] if row["path"].endswith("gone.tx")]
-    assert gone == [{"path": "/studio/proj/gone.tx", "planned": MiB, "warmed": 0}]
+    assert gone == [{"path": "/studio/proj/gone.tx", "planned": MiB, "warmed": 0, "files": 1}]
+    assert {"path": "/studio/proj/t#.tx", "planned": 12 * MiB, "warmed": 12 * MiB, "files": 6} in rep["coverage"]
     assert rep["readiness"]["ready"] is False and rep["readiness"]["margin_s"] is None
 
 
@@ -188,7 +189,7 @@ def test_report_command_writes_a_page_that_renders_with_its_plots(r: redis.Redis
     assert console_errors(log) == []
     for chart in ("throughput", "in-flight", "coverage"):
         assert f'data-chart="{chart}"' in dom
-    assert dom.count("<polyline") == 2 and dom.count("<rect") >= 2 * 7
+    assert dom.count("<polyline") == 2 and dom.count("<rect") == 2 * 2  # t0-t5.tx fold into one input
     assert "gone.tx" in dom and "missing" in dom
     text = subprocess.run([sys.executable, "-m", "prewarm", "report", job_id, "--redis", redis_url], cwd=ROOT,
                           env=env, check=False, capture_output=True, text=True, timeout=60)
