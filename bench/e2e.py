@@ -6,7 +6,8 @@ finishes near what the link allows. For each sample shot, from a cold twin each 
 
 - cold:    the test frames' real traces replayed through the mount, nothing warmed;
 - naive:   every resolved manifest input read whole by 8 threads (`xargs -P 8 cat`), then frames;
-- prewarm: planned from the first quarter of frames' traces for the rest, warmed by a
+- prewarm: planned from the first quarter of frames' traces for the rest (`--train
+           stepped`: from every 4th frame, as after a stepped check render), warmed by a
            Celery worker on Redis (both started here, stopped by PID; `--embedded`: in
            process), then frames.
 
@@ -256,8 +257,18 @@ def run_strategy(twin: TwinHandle, name: str, test: list[list[Access]], to_mount
     }
 
 
+TRAIN = {
+    "first-quarter": "plan trained on the first quarter of frames, frames replayed are the rest",
+    "stepped": "plan trained on every 4th frame (a farm's stepped check render), frames replayed are the rest",
+}
+
+
+def training_frames(numbers: list[int], split: str) -> list[int]:
+    return numbers[::4] if split == "stepped" else numbers[: max(1, len(numbers) // 4)]
+
+
 def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: Warm, strategies: Sequence[str],
-             mbps: float, nodes: int, max_test: int | None) -> dict[str, dict[str, Any]]:
+             mbps: float, nodes: int, max_test: int | None, split: str) -> dict[str, dict[str, Any]]:
     shot_dir = samples / shot
     manifest = load_manifest(shot_dir / "manifest.yaml")
     at_origin = PathMap.parse([{"studio": STUDIO, "local": str(origin)}], "bench")
@@ -266,7 +277,7 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
                 if a.path.startswith(STUDIO + "/")]
     frames = group_frames(a for a in accesses if a.frame is not None)
     numbers = [f[0].frame for f in frames]
-    train = numbers[: max(1, len(numbers) // 4)]
+    train = training_frames(numbers, split)
     test_frames = [f for f in frames if f[0].frame not in train][:max_test]
     test_numbers = tuple(f[0].frame for f in test_frames)
     resolved = resolve_inputs(manifest, at_origin)
@@ -367,6 +378,8 @@ def main() -> int:
     ap.add_argument("--demo", action="store_true", help="shot100 only, cold against prewarm")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "e2e.json"))
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
+    ap.add_argument("--train", choices=sorted(TRAIN), default="first-quarter",
+                    help="which traced frames the plan learns from (default: the first quarter)")
     args = ap.parse_args()
     nodes = args.nodes or (4 if args.quick or args.demo else 8)
     max_test = 8 if args.quick or args.demo else None
@@ -397,7 +410,7 @@ def main() -> int:
                 warm_up(warm)
                 for shot in shots:
                     results[shot] = run_shot(shot, samples, origin, twin, warm, strategies, args.mbps, nodes,
-                                             max_test)
+                                             max_test, args.train)
             finally:
                 services.stop()
     link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
@@ -428,7 +441,7 @@ def main() -> int:
                    "warm_up": "one stat-only job ran before any measurement: connections of a fresh client and "
                               "worker are not a job's cost",
                    "wan_bytes": "twin WAN bytes over the whole run (warm + frames)",
-                   "split": "plan trained on the first quarter of frames, frames replayed are the rest",
+                   "split": TRAIN[args.train],
                    "warm": mode, "nodes": nodes, "quick": args.quick},
     }, indent=1) + "\n")
     print(f"\nwrote {out}")
