@@ -21,9 +21,13 @@ costs what it costs on a node. What the replay still costs on 2 shared cores is
 measured: after prewarm the frames are replayed 3 more times, all hits, and the
 median is `frame_floor_wait_s`, the wait that has nothing to do with the WAN.
 `frame_wan_wait_s` = frame_wait_s - that floor (clamped at 0) is the wait that warming
-can remove; frame_wait_s stays the raw sum of the frames' pread times.
+can remove; frame_wait_s stays the raw sum of the frames' pread times. WAN bytes then
+include the kernel's readahead (128 KiB) of frame reads, as a real NFS client's would;
+`--direct-io` measures without it (every read reaches the twin; the twin's own cost
+per read then dominates the wait).
 
-    .venv/bin/python bench/e2e.py [--rtt-ms 30] [--mbps 50] [--quick] [--embedded] [--json FILE]
+    .venv/bin/python bench/e2e.py [--rtt-ms 30] [--mbps 50] [--quick] [--embedded] [--direct-io]
+                                  [--train first-quarter|stepped] [--json FILE]
     .venv/bin/python bench/e2e.py --demo      # shot100, cold against prewarm (embedded, or Celery
                                               # on $PREWARM_REDIS_URL), what `make demo` runs
 """
@@ -276,10 +280,10 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
     accesses = [a for a in read_traces([str(shot_dir / "traces")], at_origin)
                 if a.path.startswith(STUDIO + "/")]
     frames = group_frames(a for a in accesses if a.frame is not None)
-    numbers = [f[0].frame for f in frames]
+    numbers = [f[0].frame for f in frames if f[0].frame is not None]
     train = training_frames(numbers, split)
     test_frames = [f for f in frames if f[0].frame not in train][:max_test]
-    test_numbers = tuple(f[0].frame for f in test_frames)
+    test_numbers = tuple(n for f in test_frames if (n := f[0].frame) is not None)
     resolved = resolve_inputs(manifest, at_origin)
     ts = restrict(aggregate(iter(accesses)), train)
     plan = build_plan(manifest, resolved, ts, at_origin, Settings(),
@@ -356,11 +360,13 @@ def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 
 @contextmanager
-def twin_over(origin: Path, work: Path, rtt_ms: float, mbps: float) -> Iterator[TwinHandle]:
+def twin_over(origin: Path, work: Path, rtt_ms: float, mbps: float,
+              client_cache: bool = True) -> Iterator[TwinHandle]:
     missing = fuse_missing()
     if missing:
         raise SystemExit(f"the gateway twin needs FUSE: {missing} (./scripts/system-deps.sh installs it)")
-    twin = start_twin(origin, work / "mnt", TwinConfig(rtt_ms=rtt_ms, mbps=mbps, capacity=4 * GiB, client_cache=True),
+    config = TwinConfig(rtt_ms=rtt_ms, mbps=mbps, capacity=4 * GiB, client_cache=client_cache)
+    twin = start_twin(origin, work / "mnt", config,
                       cache_dir=work / "cache", state_dir=work / "state")
     try:
         yield twin
@@ -378,6 +384,9 @@ def main() -> int:
     ap.add_argument("--demo", action="store_true", help="shot100 only, cold against prewarm")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "e2e.json"))
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
+    ap.add_argument("--direct-io", action="store_true",
+                    help="twin without client cache: every frame read reaches the twin (exact read counters, "
+                         "no kernel readahead, but the Python twin's cost per read dominates the wait)")
     ap.add_argument("--train", choices=sorted(TRAIN), default="first-quarter",
                     help="which traced frames the plan learns from (default: the first quarter)")
     args = ap.parse_args()
@@ -394,7 +403,7 @@ def main() -> int:
         origin = work / "proj"
         for shot in shots:
             build_tree(samples / shot / "sizes.json", origin)
-        with twin_over(origin, work, args.rtt_ms, args.mbps) as twin:
+        with twin_over(origin, work, args.rtt_ms, args.mbps, client_cache=not args.direct_io) as twin:
             settings = Settings(path_map=PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench"))
             services = Services(work, twin.mount, env_url if args.demo else None)
             try:
@@ -435,7 +444,10 @@ def main() -> int:
                    "frame_floor_wait_s": f"median frame_wait_s of {FLOOR_REPLAYS} replays after prewarm, all hits: "
                                          "what the replay costs on this machine whatever the WAN",
                    "frame_wan_wait_s": "frame_wait_s - frame_floor_wait_s, clamped at 0: the wait warming can remove",
-                   "twin": "client_cache on (page cache answers re-reads within an open); one process per node",
+                   "twin": ("direct I/O: every frame read reaches the twin" if args.direct_io else
+                            "client_cache on: the page cache answers re-reads within an open, kernel readahead "
+                            "(128 KiB) included in WAN bytes"),
+                   "replay": "one forked process per render node",
                    "ideal_s": "twin WAN bytes during the warm phase / link rate",
                    "warm_first_fetch_s": "from the start of the warm to the first origin READ the twin sent",
                    "warm_up": "one stat-only job ran before any measurement: connections of a fresh client and "
