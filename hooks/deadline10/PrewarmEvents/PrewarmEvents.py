@@ -45,7 +45,7 @@ class PrewarmEvents(DeadlineEventListener):
                 return
             body = {"deadline": {"job_info": job_info_text(job), "plugin_info": plugin_info_text(job),
                                  "extra_inputs": self.extra_inputs(job)}}
-            give_up = float(self.GetConfigEntryWithDefault("GiveUpSeconds", "2") or 2)
+            give_up = float(self.GetConfigEntryWithDefault("GiveUpSeconds", "1.5") or 1.5)
             answer = prewarm_hook.post(server, body, self.GetConfigEntryWithDefault("Token", "").strip() or None,
                                        min(give_up, prewarm_hook.GIVE_UP_S))
             if answer is None:
