@@ -7,17 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from prewarm import engine, report_redis
 from prewarm.evaluate import BLOCK, Training, evaluate, input_of
 from prewarm.plan import Plan, PlannedRange
 from prewarm.records import Access
-from prewarm.state_redis import connect
 from prewarm.trace_jsonl import access_to_json
 from prewarm.training import aggregate
 from tests.fixtures.services import ROOT
@@ -83,13 +80,6 @@ def test_evaluate_a_plan_file_keeps_the_result_beside_it(studio: Studio, tmp_pat
     assert "recall 50.0%, over-fetch 1.00x" in out.stdout
     kept = json.loads((tmp_path / "shot.evaluation.json").read_text())
     assert kept["overall"]["recall"] == 0.5 and kept["missed"][0]["why"] == "region outside the prediction"
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = connect(redis_url)
-    yield client
-    client.connection_pool.disconnect()
 
 
 def test_evaluate_a_warm_job_is_kept_in_redis_and_shown_in_its_report(

@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import pytest
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from prewarm import engine, metrics
 from prewarm.jobs import JobInfo, JobState
 from prewarm.service import create_app
-from prewarm.state_redis import connect
 from prewarm.timeline import Point
 from prewarm.warm import FileFinding, FindingKind
 from tests.fixtures.services import ROOT, free_port, stop_pid
@@ -25,13 +23,6 @@ from tests.fixtures.studio import Studio
 from tests.test_service_support import run_server
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = connect(redis_url)
-    yield client
-    client.connection_pool.disconnect()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,13 @@ from prewarm.batches import Batch
 from prewarm.jobs import JobInfo, JobState
 from prewarm.plan import Plan, PlannedRange
 from prewarm.records import ByteRange
-from prewarm.state_redis import WarmJob, connect
+from prewarm.state_redis import WarmJob
 from prewarm.timeline import Point, Sampler, merged
 from prewarm.warm import FileFinding, FindingKind, WarmResult
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = connect(redis_url)
-    yield client
-    client.connection_pool.disconnect()
 
 
 class Sent(list[tuple[str, str, int]]):

@@ -9,13 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from prewarm import engine
-from prewarm.state_redis import connect
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
 
@@ -25,13 +22,6 @@ MiB = 1 << 20
 class Sent(list[tuple[str, str, int]]):
     def __call__(self, gateway: str, job_id: str, index: int) -> None:
         self.append((gateway, job_id, index))
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = connect(redis_url)
-    yield client
-    client.connection_pool.disconnect()
 
 
 def status(*args: str, **kw: object) -> subprocess.Popen[str]:

@@ -19,7 +19,7 @@ from prewarm.config import Settings
 from prewarm.dedupe_redis import RedisDedupe
 from prewarm.jobs import JobState
 from prewarm.records import ByteRange, FileInfo
-from prewarm.state_redis import connect, recent
+from prewarm.state_redis import recent
 from prewarm.throttle_redis import RedisThrottle, get_rate, set_rate
 from prewarm.warm import Claim, FindingKind
 from tests.fixtures.studio import Studio
@@ -30,11 +30,6 @@ MiB = 1 << 20
 class Sent(list[tuple[str, str, int]]):
     def __call__(self, gateway: str, job_id: str, index: int) -> None:
         self.append((gateway, job_id, index))
-
-
-@pytest.fixture
-def r(redis_url: str) -> redis.Redis:
-    return connect(redis_url)
 
 
 def drain(r: redis.Redis, studio: Studio, sent: Sent, **settings: object) -> None:
