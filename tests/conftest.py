@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.twin",
     "tests.fixtures.services",
     "tests.fixtures.studio",
+    "tests.fixtures.service",
 ]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.services import ROOT, free_port
-from tests.test_service_support import STUDIO, TOKEN, LiveService, live_service  # noqa: F401  (fixture)
+from tests.fixtures.service import STUDIO, TOKEN, LiveService
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from prewarm.timeline import Point
 from prewarm.warm import FileFinding, FindingKind
 from tests.fixtures.services import ROOT, free_port, stop_pid
 from tests.fixtures.studio import Studio
-from tests.test_service_support import run_server
+from tests.fixtures.service import run_server
 
 MiB = 1 << 20
 

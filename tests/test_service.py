@@ -17,13 +17,11 @@ from prewarm.client import PrewarmClient
 from prewarm.errors import InputError
 from prewarm.service import connect, create_app
 from tests.fixtures.services import ROOT, StartWorker, free_port
-from tests.test_service_support import (  # noqa: F401  (fixtures)
+from tests.fixtures.service import (
     SHOT100,
-    STUDIO,
     TOKEN,
     TRACES,
     LiveService,
-    live_service,
     manifest_text,
     run_server,
     wait_final,

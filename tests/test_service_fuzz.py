@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from schemathesis.generation import GenerationMode
 
-from tests.test_service_support import TOKEN, LiveService, live_service  # noqa: F401  (fixture)
+from tests.fixtures.service import TOKEN, LiveService
 
 pytestmark = pytest.mark.integration
 
