@@ -48,6 +48,42 @@ class ReplayIO:
     close: Callable[[int], None] = os.close
     stat: Callable[[str], Any] = os.stat
     listdir: Callable[[str], list[str]] = os.listdir
+    sleep: Callable[[float], None] = time.sleep
+    """Only for pacing: the renderer's compute between two accesses."""
+
+
+MIN_SLEEP_S = 0.001
+"""Shorter gaps are owed, not slept: a sleep this short mostly measures the timer."""
+
+
+class _Pacer:
+    """Keeps one recorded thread's gaps between accesses: the renderer computing between reads.
+
+    The gap before an access is its recorded time minus the previous one's, times
+    `pace`, counted from when the previous call returned: a read that waits longer
+    than recorded delays everything after it, as it would delay the renderer. The
+    first gap is from the frame's first recorded access, so threads start staggered.
+    """
+
+    def __init__(self, pace: float, frame_t0: float | None, clock: Callable[[], float],
+                 sleep: Callable[[float], None]) -> None:
+        self._pace = pace
+        self._prev_t = frame_t0
+        self._clock = clock
+        self._sleep = sleep
+        self._due = clock()
+
+    def before(self, a: Access) -> None:
+        if not self._pace or a.t is None or self._prev_t is None:
+            return
+        self._due += max(0.0, a.t - self._prev_t) * self._pace
+        self._prev_t = a.t
+        lag = self._due - self._clock()
+        if lag > MIN_SLEEP_S:
+            self._sleep(lag)
+
+    def after(self) -> None:
+        self._due = max(self._due, self._clock())
 
 
 @dataclass(slots=True)
@@ -135,11 +171,13 @@ class _FrameFiles:
 
 class _FrameRun:
     def __init__(self, result: FrameResult, io: ReplayIO, to_mount: Callable[[str], str],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], pace: float, frame_t0: float | None) -> None:
         self.result = result
         self._io = io
         self._to_mount = to_mount
         self._clock = clock
+        self._pace = pace
+        self._frame_t0 = frame_t0
         self._files = _FrameFiles(io)
         self._lock = threading.Lock()
 
@@ -161,9 +199,11 @@ class _FrameRun:
         reads = nbytes = meta = errors = 0
         read_wait = meta_wait = 0.0
         failed: dict[str, str] = {}
+        pacer = _Pacer(self._pace, self._frame_t0, self._clock, self._io.sleep)
         for a in accesses:
             if a.op is Op.READ and a.length <= 0:
                 continue
+            pacer.before(a)
             path = self._to_mount(a.path)
             is_read = a.op is Op.READ
             t0 = self._clock()
@@ -186,6 +226,7 @@ class _FrameRun:
                 dt = self._clock() - t0
                 errors += 1
                 failed.setdefault(path, f"{a.op.value}: {exc.strerror or exc}")
+            pacer.after()
             if is_read:
                 reads += 1
                 read_wait += dt
@@ -205,17 +246,18 @@ class _FrameRun:
 
 
 def _run_frame(frame: list[Access], result: FrameResult, io: ReplayIO, to_mount: Callable[[str], str],
-               clock: Callable[[], float], t_start: float) -> FrameResult:
+               clock: Callable[[], float], t_start: float, pace: float) -> FrameResult:
     threads = split_threads(frame)
     result.threads = len(threads)
     t0 = clock()
     result.started_s = t0 - t_start
-    _FrameRun(result, io, to_mount, clock).run(threads)
+    frame_t0 = min((a.t for a in frame if a.t is not None), default=None)
+    _FrameRun(result, io, to_mount, clock, pace, frame_t0).run(threads)
     result.wall_s = clock() - t0
     return result
 
 
-_Job = tuple[list[list[Access]], list[FrameResult], ReplayIO, Callable[[str], str], Callable[[], float], float]
+_Job = tuple[list[list[Access]], list[FrameResult], ReplayIO, Callable[[str], str], Callable[[], float], float, float]
 _node_job: _Job | None = None
 """In a forked node process: the replay it belongs to, inherited at fork, never pickled."""
 
@@ -227,18 +269,21 @@ def _adopt(job: _Job) -> None:
 
 def _frame_in_node(i: int) -> FrameResult:
     assert _node_job is not None, "run only in a node process"
-    frames, results, io, to_mount, clock, t_start = _node_job
-    return _run_frame(frames[i], results[i], io, to_mount, clock, t_start)
+    frames, results, io, to_mount, clock, t_start, pace = _node_job
+    return _run_frame(frames[i], results[i], io, to_mount, clock, t_start, pace)
 
 
 def replay_frames(frames: Iterable[Sequence[Access]], to_mount: Callable[[str], str], *, nodes: int = 1,
                   io: ReplayIO | None = None, clock: Callable[[], float] = time.perf_counter,
-                  processes: bool = False) -> ReplayResult:
+                  processes: bool = False, pace: float = 0.0) -> ReplayResult:
     """Replay `frames` (each a list of one frame's accesses, studio paths) through `to_mount`.
 
     Results come back in input order whatever order the frames finished in. With
     `processes`, each node is a forked process (the clock must be one that processes
     share, as `perf_counter` is on Linux); `io` calls then run in those processes.
+    `pace` 0 replays each thread's accesses back to back; 1 keeps the recorded gaps
+    between them (`Access.t`), the renderer's compute, so reads arrive as spread out
+    as they did and a 2-core bench box is not a farm of tight loops fighting for CPU.
     """
     if nodes < 1:
         raise ValueError("nodes must be at least 1")
@@ -247,12 +292,12 @@ def replay_frames(frames: Iterable[Sequence[Access]], to_mount: Callable[[str], 
     results = [FrameResult(frame=f[0].frame if f else None) for f in frame_list]
     t_start = clock()
     if processes:
-        job: _Job = (frame_list, results, io, to_mount, clock, t_start)
+        job: _Job = (frame_list, results, io, to_mount, clock, t_start, pace)
         with multiprocessing.get_context("fork").Pool(nodes, initializer=_adopt, initargs=(job,)) as pool:
             results = pool.map(_frame_in_node, range(len(frame_list)), chunksize=1)
         return ReplayResult(frames=results, wall_s=clock() - t_start, nodes=nodes)
     with ThreadPoolExecutor(max_workers=nodes, thread_name_prefix="replay-node") as threads:
-        for fut in [threads.submit(_run_frame, frame_list[i], results[i], io, to_mount, clock, t_start)
+        for fut in [threads.submit(_run_frame, frame_list[i], results[i], io, to_mount, clock, t_start, pace)
                     for i in range(len(frame_list))]:
             fut.result()
     return ReplayResult(frames=results, wall_s=clock() - t_start, nodes=nodes)

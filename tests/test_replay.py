@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,44 @@ def test_forked_nodes_read_exactly_the_recorded_ranges_through_the_twin(gateway_
     assert result.errors == 0 and result.bytes_read == 4096 + 1000 + 4096 + 88
     assert sorted(twin.reads()) == [("/tex/a.tx", 0, 4096), ("/tex/a.tx", 4096, 4096),
                                     ("/tex/b.tx", 8192, 1000), ("/tex/c.tx", 0, 88)]
+
+
+def test_pacing_keeps_recorded_gaps_after_each_call_returns_and_never_counts_them_as_wait(tree: Path) -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(round(s, 6))
+        now[0] += s
+
+    def slow_pread(fd: int, n: int, off: int) -> bytes:
+        now[0] += 0.005 if off == 200 else 0.0  # this read waits 5 ms longer than recorded
+        return os.pread(fd, n, off)
+
+    io = ReplayIO(pread=slow_pread, sleep=sleep)
+    frame = [replace(acc("a.tx", off), t=t) for off, t in ((0, 10.0), (100, 10.020), (150, 10.0204), (200, 10.0208),
+                                                         (300, 10.030))]
+    (f,) = replay_frames([frame], mapper(tree), io=io, clock=lambda: now[0], pace=1.0).frames
+    # 20 ms before the 2nd read; 0.4 + 0.4 ms owed but not slept; the read at 200 waited
+    # 5 ms, which the renderer would not compute again: 9.2 ms before the last read.
+    assert slept == [0.02, 0.0092]
+    assert f.read_wait_s == pytest.approx(0.005) and f.reads == 5
+    slept.clear()
+    assert replay_frames([frame], mapper(tree), io=io, clock=lambda: now[0]).frames[0].reads == 5
+    assert slept == []  # pace 0: back to back
+
+
+def test_pacing_starts_a_frames_threads_as_staggered_as_recorded(tree: Path) -> None:
+    slept: list[float] = []
+    io = ReplayIO(sleep=slept.append)
+    frame = [replace(acc("a.tx", 0, tid=1), t=10.0), replace(acc("b.tx", 0, tid=2), t=10.5)]
+    assert replay_frames([frame], mapper(tree), io=io, pace=2.0).frames[0].reads == 2
+    assert slept == [pytest.approx(1.0, abs=0.01)]
+
+
+def test_pacing_ignores_accesses_without_time_stamps(tree: Path) -> None:
+    slept: list[float] = []
+    io = ReplayIO(sleep=slept.append)
+    frame = [acc("a.tx", 0), replace(acc("a.tx", 100), t=5.0), acc("a.tx", 200)]
+    assert replay_frames([frame], mapper(tree), io=io, pace=1.0).frames[0].reads == 3
+    assert slept == []
