@@ -17,7 +17,10 @@ in flight (not served from cache). ideal_s is the warm phase's WAN bytes at link
 
 The twin runs with `client_cache` (a render node's page cache answers re-reads within
 an open, see TwinConfig) and each render node replays in its own process, so a hit
-costs what it costs on a node. What the replay still costs on 2 shared cores is
+costs what it costs on a node. Each recorded thread keeps its trace's gaps between
+accesses (`--pace 1`, the renderer's compute as recorded under strace): without them
+8 nodes of back-to-back reads are 40 tight loops on 2 cores and the wait measured is
+mostly waiting for a CPU. What the replay still costs on 2 shared cores is
 measured: after prewarm the frames are replayed 3 more times, all hits, and the
 median is `frame_floor_wait_s`, the wait that has nothing to do with the WAN.
 `frame_wan_wait_s` = frame_wait_s - that floor (clamped at 0) is the wait that warming
@@ -27,7 +30,7 @@ include the kernel's readahead (128 KiB) of frame reads, as a real NFS client's 
 per read then dominates the wait).
 
     .venv/bin/python bench/e2e.py [--rtt-ms 30] [--mbps 50] [--quick] [--embedded] [--direct-io]
-                                  [--train first-quarter|stepped] [--json FILE]
+                                  [--train first-quarter|stepped] [--pace 1] [--json FILE]
     .venv/bin/python bench/e2e.py --demo      # shot100, cold against prewarm (embedded, or Celery
                                               # on $PREWARM_REDIS_URL), what `make demo` runs
 """
@@ -35,6 +38,7 @@ per read then dominates the wait).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -63,7 +67,7 @@ from prewarm.pathmap import PathMap  # noqa: E402
 from prewarm.plan import MetaOp, Plan  # noqa: E402
 from prewarm.planner import PlanOptions, build_plan  # noqa: E402
 from prewarm.records import Access, Op  # noqa: E402
-from prewarm.replay import group_frames, replay_frames  # noqa: E402
+from prewarm.replay import ReplayResult, group_frames, replay_frames  # noqa: E402
 from prewarm.samples import build_tree  # noqa: E402
 from prewarm.trace_files import read_traces  # noqa: E402
 from prewarm.trace_stats import ImportStats  # noqa: E402
@@ -229,9 +233,12 @@ def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
 
 FLOOR_REPLAYS = 3
 
+Replay = Callable[[list[list[Access]], Callable[[str], str]], ReplayResult]
+"""Frames and the path mapping in, their replay out: nodes, processes and pace fixed once per run."""
+
 
 def run_strategy(twin: TwinHandle, name: str, test: list[list[Access]], to_mount: Callable[[str], str],
-                 warm: Callable[[], None] | None, mbps: float, nodes: int) -> dict[str, Any]:
+                 warm: Callable[[], None] | None, mbps: float, replay_run: Replay) -> dict[str, Any]:
     twin.drop_cache()
     twin.reset()
     t0 = time.monotonic()  # the twin's fetch_window is on this clock
@@ -240,13 +247,13 @@ def run_strategy(twin: TwinHandle, name: str, test: list[list[Access]], to_mount
     warm_s = time.monotonic() - t0 if warm is not None else 0.0
     s1 = twin.stats()
     window = s1["fetch_window"]
-    replay = replay_frames(test, to_mount, nodes=nodes, processes=True)
+    replay = replay_run(test, to_mount)
     s2 = twin.stats()
     if replay.errors:
         bad = [f.failed for f in replay.frames if f.failed][:1]
         raise SystemExit(f"{name}: {replay.errors} replay errors, e.g. {bad}")
-    floor = (statistics.median(replay_frames(test, to_mount, nodes=nodes, processes=True).read_wait_s
-                               for _ in range(FLOOR_REPLAYS)) if name == "prewarm" else None)
+    floor = (statistics.median(replay_run(test, to_mount).read_wait_s for _ in range(FLOOR_REPLAYS))
+             if name == "prewarm" else None)
     hits, misses, joined = (_delta(s2, s1, k) for k in ("hits", "misses", "joined"))
     lookups = hits + misses + joined
     return {
@@ -272,7 +279,7 @@ def training_frames(numbers: list[int], split: str) -> list[int]:
 
 
 def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: Warm, strategies: Sequence[str],
-             mbps: float, nodes: int, max_test: int | None, split: str) -> dict[str, dict[str, Any]]:
+             mbps: float, replay_run: Replay, max_test: int | None, split: str) -> dict[str, dict[str, Any]]:
     shot_dir = samples / shot
     manifest = load_manifest(shot_dir / "manifest.yaml")
     at_origin = PathMap.parse([{"studio": STUDIO, "local": str(origin)}], "bench")
@@ -293,7 +300,7 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
         "cold": None, "naive": lambda: naive_warm(inputs), "prewarm": lambda: warm(plan)}
     out = {}
     for name in strategies:
-        out[name] = run_strategy(twin, name, test_frames, at_mount.to_local, warms[name], mbps, nodes)
+        out[name] = run_strategy(twin, name, test_frames, at_mount.to_local, warms[name], mbps, replay_run)
         print(f"  {shot} {name}: done", file=sys.stderr)
     floor = out["prewarm"]["frame_floor_wait_s"]
     for row in out.values():
@@ -391,10 +398,14 @@ def main() -> int:
     ap.add_argument("--direct-io", action="store_true",
                     help="twin without client cache: every frame read reaches the twin (exact read counters, "
                          "no kernel readahead, but the Python twin's cost per read dominates the wait)")
+    ap.add_argument("--pace", type=float, default=1.0,
+                    help="1: keep the traces' gaps between a thread's accesses (the renderer's compute, as "
+                         "recorded under strace); 0: back to back, every node a tight loop")
     ap.add_argument("--train", choices=sorted(TRAIN), default="first-quarter",
                     help="which traced frames the plan learns from (default: the first quarter)")
     args = ap.parse_args()
     nodes = args.nodes or (4 if args.quick or args.demo else 8)
+    replay_run: Replay = functools.partial(replay_frames, nodes=nodes, processes=True, pace=args.pace)
     max_test = 8 if args.quick or args.demo else None
     shots = ("shot100",) if args.demo else SHOTS
     strategies = ("cold", "prewarm") if args.demo else STRATEGIES
@@ -422,7 +433,7 @@ def main() -> int:
                       f"{nodes} nodes", file=sys.stderr)
                 warm_up(warm)
                 for shot in shots:
-                    results[shot] = run_shot(shot, samples, origin, twin, warm, strategies, args.mbps, nodes,
+                    results[shot] = run_shot(shot, samples, origin, twin, warm, strategies, args.mbps, replay_run,
                                              max_test, args.train)
             finally:
                 services.stop()
@@ -451,7 +462,8 @@ def main() -> int:
                    "twin": ("direct I/O: every frame read reaches the twin" if args.direct_io else
                             "client_cache on: the page cache answers re-reads within an open, kernel readahead "
                             "(128 KiB) included in WAN bytes"),
-                   "replay": "one forked process per render node",
+                   "replay": f"one forked process per render node, pace {args.pace:g} (1: recorded gaps "
+                             "between a thread's accesses kept, counted from each call's return)",
                    "ideal_s": "twin WAN bytes during the warm phase / link rate",
                    "warm_first_fetch_s": "from the start of the warm to the first origin READ the twin sent",
                    "warm_up": "one stat-only job ran before any measurement: connections of a fresh client and "
