@@ -14,6 +14,8 @@ once when stored and a hit is a lookup under the lock plus a copy out of the map
 outside it: no open, read or close per hit, and no system call under the lock, which
 is what serialised every hit when chunk files were opened per read. An evicted
 chunk's file is unlinked at once; its mapping lives until the last reader drops it.
+One mapping per cached chunk: capacity / granule must stay under the kernel's
+`vm.max_map_count` (65,530 by default; 10 GiB of 1 MiB granules is 10,240).
 
 The fetch is a plain function `(path, offset, length) -> bytes`, so the cache is
 tested with an in-process fetch and no FUSE.
