@@ -41,11 +41,7 @@ import argparse
 import functools
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,24 +52,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from prewarm import engine
+from prewarm.config import Settings
+from prewarm.errors import ServiceError
+from prewarm.inputs import resolve_inputs
+from prewarm.localservices import RedisServer, Worker, start_worker
+from prewarm.manifest import load_manifest
+from prewarm.pathmap import PathMap
+from prewarm.plan import MetaOp, Plan
+from prewarm.planner import PlanOptions, build_plan
+from prewarm.records import Access, Op
+from prewarm.replay import ReplayResult, group_frames, replay_frames
+from prewarm.samples import build_tree
+from prewarm.trace_files import read_traces
+from prewarm.trace_stats import ImportStats
+from prewarm.training import aggregate, restrict
+from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
+from prewarm.twin.gateway import GiB, TwinConfig
 
-from prewarm import engine  # noqa: E402
-from prewarm.config import Settings  # noqa: E402
-from prewarm.inputs import resolve_inputs  # noqa: E402
-from prewarm.manifest import load_manifest  # noqa: E402
-from prewarm.pathmap import PathMap  # noqa: E402
-from prewarm.plan import MetaOp, Plan  # noqa: E402
-from prewarm.planner import PlanOptions, build_plan  # noqa: E402
-from prewarm.records import Access, Op  # noqa: E402
-from prewarm.replay import ReplayResult, group_frames, replay_frames  # noqa: E402
-from prewarm.samples import build_tree  # noqa: E402
-from prewarm.trace_files import read_traces  # noqa: E402
-from prewarm.trace_stats import ImportStats  # noqa: E402
-from prewarm.training import aggregate, restrict  # noqa: E402
-from prewarm.twin.control import TwinHandle, fuse_missing, start_twin  # noqa: E402
-from prewarm.twin.gateway import GiB, TwinConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 STUDIO = "/studio/proj"
 SHOTS = ("shot100", "shot200")
@@ -81,7 +79,6 @@ STRATEGIES = ("cold", "naive", "prewarm")
 NAIVE_THREADS = 8
 CAT_BUFFER = 128 * 1024
 """coreutils `cat` reads 128 KiB at a time."""
-CELERY = Path(sys.executable).with_name("celery")
 
 
 class Services:
@@ -91,69 +88,29 @@ class Services:
         self.work = work
         self.mount = mount
         self.url = redis_url
-        self.redis_pid: int | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.server: RedisServer | None = None
+        self.worker: Worker | None = None
 
     def start(self, queue: str) -> str:
-        if self.url is None:
-            exe = shutil.which("redis-server")
-            if exe is None:
-                raise SystemExit("redis-server not found: run ./scripts/system-deps.sh (or use --embedded)")
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-            pidfile = self.work / "redis.pid"
-            subprocess.run([exe, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
-                            "--appendonly", "no", "--dir", str(self.work), "--pidfile", str(pidfile),
-                            "--logfile", str(self.work / "redis.log")], check=True)
-            self.url = f"redis://127.0.0.1:{port}/0"
-            deadline = time.monotonic() + 10
-            while not pidfile.exists() or not pidfile.read_text().strip():
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"redis-server did not start: see {self.work / 'redis.log'}")
-                time.sleep(0.02)
-            self.redis_pid = int(pidfile.read_text())
-        config = self.work / "worker.yaml"
-        config.write_text(json.dumps({"path_map": [{"studio": STUDIO, "local": str(self.mount)}]}))
-        log = self.work / "worker.log"
-        env = {**os.environ, "PREWARM_CONFIG": str(config), "PREWARM_REDIS_URL": self.url, "PYTHONUNBUFFERED": "1"}
-        with open(log, "wb") as out:
-            self.worker = subprocess.Popen(
-                [str(CELERY), "-A", "workers", "worker", "-Q", queue, "-P", "threads", "-c", "2",
-                 "--without-mingle", "--without-gossip", "-l", "info", "-n", f"e2e-{os.getpid()}@%h"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while b" ready." not in log.read_bytes():
-            if self.worker.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"celery worker did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        try:
+            if self.url is None:
+                self.server = RedisServer(self.work)
+                self.server.start()
+                self.url = self.server.url
+            config = self.work / "worker.yaml"
+            config.write_text(json.dumps({"path_map": [{"studio": STUDIO, "local": str(self.mount)}]}))
+            self.worker = start_worker(config, queue, self.work / "worker.log", f"e2e-{os.getpid()}",
+                                       concurrency=2, redis_url=self.url)
+            self.worker.wait_ready()
+        except ServiceError as exc:
+            raise SystemExit(f"{exc} (./scripts/system-deps.sh installs what is missing, or use --embedded)") from exc
         return self.url
 
     def stop(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)
-            try:
-                self.worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
-        if self.redis_pid is not None:
-            _stop_pid(self.redis_pid)
-
-
-def _stop_pid(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
+        if self.worker is not None:
+            self.worker.stop()
+        if self.server is not None:
+            self.server.stop()
 
 
 Warm = Callable[[Plan], None]

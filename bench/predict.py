@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from prewarm.config import Settings
 from prewarm.evaluate import BLOCK, blocks_of, needed_blocks, plan_blocks, score
@@ -34,6 +30,8 @@ from prewarm.samples import build_tree
 from prewarm.trace_files import read_traces
 from prewarm.trace_stats import ImportStats
 from prewarm.training import aggregate, restrict
+
+ROOT = Path(__file__).resolve().parents[1]
 
 KiB = 1024
 

@@ -29,15 +29,15 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
+
+from prewarm.pathmap import PathMap, Prefix
+from prewarm.trace_files import ImportStats, read_traces
+from prewarm.trace_jsonl import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from prewarm.pathmap import PathMap, Prefix  # noqa: E402
-from prewarm.trace_files import ImportStats, read_traces  # noqa: E402
-from prewarm.trace_jsonl import write_jsonl  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real-traces"
 TARGET_LINES_PER_S = 150_000

@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from prewarm.twin.control import start_twin  # noqa: E402
-from prewarm.twin.gateway import TwinConfig  # noqa: E402
-from prewarm.twin.link import MB  # noqa: E402
+from prewarm.twin.control import start_twin
+from prewarm.twin.gateway import TwinConfig
+from prewarm.twin.link import MB
 
 MiB = 1024 * 1024
 

@@ -25,9 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,25 +37,26 @@ from typing import Any
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from prewarm import dispatch_redis as dispatch
+from prewarm import engine
+from prewarm.batches import Batch
+from prewarm.config import Settings
+from prewarm.errors import ServiceError
+from prewarm.jobs import JobInfo, JobState
+from prewarm.localservices import RedisServer, start_worker
+from prewarm.pathmap import PathMap, Prefix
+from prewarm.plan import MetaOp, Plan, PlannedRange
+from prewarm.records import FileInfo, Op
+from prewarm.state_redis import WarmJob, connect
+from prewarm.throttle import parse_rate
+from prewarm.throttle_redis import set_rate
+from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
+from prewarm.twin.gateway import GiB, MiB, TwinConfig
 
-from prewarm import dispatch_redis as dispatch  # noqa: E402
-from prewarm import engine  # noqa: E402
-from prewarm.batches import Batch  # noqa: E402
-from prewarm.config import Settings  # noqa: E402
-from prewarm.jobs import JobInfo, JobState  # noqa: E402
-from prewarm.pathmap import PathMap, Prefix  # noqa: E402
-from prewarm.plan import MetaOp, Plan, PlannedRange  # noqa: E402
-from prewarm.records import FileInfo, Op  # noqa: E402
-from prewarm.state_redis import WarmJob, connect  # noqa: E402
-from prewarm.throttle import parse_rate  # noqa: E402
-from prewarm.throttle_redis import set_rate  # noqa: E402
-from prewarm.twin.control import TwinHandle, fuse_missing, start_twin  # noqa: E402
-from prewarm.twin.gateway import GiB, MiB, TwinConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 STUDIO = "/studio/proj"
-CELERY = Path(sys.executable).with_name("celery")
 GATEWAY = "bench"
 WORKER_CONCURRENCY = 4
 WORKER_IN_FLIGHT = 32
@@ -67,76 +65,33 @@ OVERHEAD_TASKS = 300
 STALL_S = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop_pid(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and psutil.pid_exists(pid) and \
-                psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-            time.sleep(0.02)
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return
-
-
 @contextmanager
 def services(work: Path, mount_big: Path, mount_small: Path) -> Iterator[tuple[str, int]]:
     """A redis-server and one Celery worker (threads pool), ours, stopped by PID: (url, worker pid)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server not found: apt-get install -y redis-server")
-    port = _free_port()
-    pidfile = work / "redis.pid"
-    subprocess.run([exe, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
-                    "--appendonly", "no", "--dir", str(work), "--pidfile", str(pidfile),
-                    "--logfile", str(work / "redis.log")], check=True)
-    deadline = time.monotonic() + 10
-    while not pidfile.exists() or not pidfile.read_text().strip():
-        if time.monotonic() > deadline:
-            raise SystemExit("redis-server did not start")
-        time.sleep(0.02)
-    redis_pid = int(pidfile.read_text())
-    url = f"redis://127.0.0.1:{port}/0"
-    config = work / "worker.json"
-    config.write_text(json.dumps({
-        "path_map": [{"studio": f"{STUDIO}/big", "local": str(mount_big)},
-                     {"studio": f"{STUDIO}/small", "local": str(mount_small)}],
-        "roots": [STUDIO], "in_flight": WORKER_IN_FLIGHT}))
-    log = work / "worker.log"
-    env = {**os.environ, "PREWARM_CONFIG": str(config), "PREWARM_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    server = RedisServer(work)
     worker = None
     try:
-        with open(log, "wb") as out:
-            worker = subprocess.Popen(
-                [str(CELERY), "-A", "workers", "worker", "-Q", engine.queue_of(GATEWAY), "-P", "threads",
-                 "-c", str(WORKER_CONCURRENCY), "--without-mingle", "--without-gossip", "-l", "warning",
-                 "-n", f"bench-{os.getpid()}@%h"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        r = connect(url)
+        server.start()
+        config = work / "worker.json"
+        config.write_text(json.dumps({
+            "path_map": [{"studio": f"{STUDIO}/big", "local": str(mount_big)},
+                         {"studio": f"{STUDIO}/small", "local": str(mount_small)}],
+            "roots": [STUDIO], "in_flight": WORKER_IN_FLIGHT}))
+        worker = start_worker(config, engine.queue_of(GATEWAY), work / "worker.log", f"bench-{os.getpid()}",
+                              WORKER_CONCURRENCY, server.url, loglevel="warning")
+        r = connect(server.url)
         deadline = time.monotonic() + 60
         # ready when it consumes: a one-stat job goes through
-        while True:
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"celery worker did not start:\n{log.read_text()[-2000:]}")
-            if worker_replies(r, url):
-                break
-        yield url, worker.pid
+        while not worker_replies(r, server.url):
+            if worker.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"celery worker did not start:\n{worker.log.read_text()[-2000:]}")
+        yield server.url, worker.pid
+    except ServiceError as exc:
+        raise SystemExit(str(exc)) from exc
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        _stop_pid(redis_pid)
+        if worker is not None:
+            worker.stop()
+        server.stop()
 
 
 def worker_replies(r: Any, url: str) -> bool:
