@@ -32,12 +32,10 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prewarm import engine, service_reports
+from prewarm import engine, service_reports, state_redis
 from prewarm.config import Settings
 from prewarm.dispatch_redis import Send
 from prewarm.errors import InputError, ServiceError
@@ -120,18 +118,8 @@ _SUBMIT_BODY = {
 
 
 def connect(url: str) -> redis.Redis:
-    """A Redis client that gives up in well under a second when Redis is away.
-
-    Hooks stop waiting after 2 s, so riding out a Redis restart the way workers do
-    (`state_redis.connect`, about 10 s) would only turn a quick 503 into a timeout.
-    """
-    try:
-        return redis.Redis.from_url(
-            url, socket_connect_timeout=1, socket_timeout=10, health_check_interval=10,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
-    except ValueError as exc:
-        raise ServiceError(f"bad Redis URL {url!r}: {exc}") from exc
+    """The service answers at once when Redis is away: a quick 503, never a hook's timeout."""
+    return state_redis.connect(url, ride_out_restarts=False)
 
 
 def create_app(settings: Settings, r: redis.Redis, send: Send, revoke: Revoke,

@@ -54,9 +54,20 @@ MAX_CONNECTIONS = 256
 connection beyond this rather than fail."""
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that rides out a Redis restart (about 10 s of retries) instead of failing a batch."""
+def connect(url: str, ride_out_restarts: bool = True) -> redis.Redis:
+    """A Redis client.
+
+    Workers and a waiting `prewarm warm` ride out a Redis restart (about 10 s of
+    retries) instead of failing a batch. The service and a command's first check must
+    answer at once: a hook stops waiting after 2 s, and a user should hear "Redis is
+    not there" rather than wait (`ride_out_restarts=False`: under a second).
+    """
     try:
+        if not ride_out_restarts:
+            return redis.Redis.from_url(
+                url, socket_connect_timeout=1, socket_timeout=10, health_check_interval=10,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=60, socket_connect_timeout=2, socket_timeout=30,
             health_check_interval=10, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 25),

@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.services import ROOT
+from tests.fixtures.services import ROOT, free_port
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
@@ -110,3 +111,14 @@ def test_throttle_set_and_show(redis_url: str) -> None:
     assert throttle("set", "gw1", "off").stdout.strip() == "gw1: unthrottled"
     bad = throttle("set", "gw1", "fast")
     assert bad.returncode == 2 and "RATE" in bad.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["report", "0123abcd"], ["cancel", "0123abcd"]])
+def test_commands_say_at_once_that_redis_is_unreachable(command: list[str]) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "prewarm", *command, "--redis", dead], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "cannot reach Redis" in r.stderr and "Traceback" not in r.stderr
+    # not the ~20 s a worker's client spends riding out a restart (a bound on behaviour, not a benchmark)
+    assert time.monotonic() - started < 10

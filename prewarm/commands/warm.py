@@ -56,9 +56,8 @@ def redis_of(settings: Settings, command: str) -> redis.Redis:
 
     if not settings.redis_url:
         raise ConfigError("--redis", f"`prewarm {command}` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
-    r = connect(settings.redis_url)
-    ping(r, settings.redis_url)
-    return r
+    ping(connect(settings.redis_url, ride_out_restarts=False), settings.redis_url)
+    return connect(settings.redis_url)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
