@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from prewarm.errors import ConfigError
+from prewarm.manifest import parse_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.twin_command == "start":
         if args.rtt_ms < 0 or args.mbps < 0 or args.attr_ttl < 0:
             raise ConfigError("--rtt-ms/--mbps/--attr-ttl", "must not be negative")
-        granule = control.parse_size(args.granule)
-        if granule <= 0:
-            raise ConfigError("--granule", "must be positive")
-        config = TwinConfig(rtt_ms=args.rtt_ms, mbps=args.mbps or None, granule=granule,
-                            capacity=control.parse_size(args.capacity), attr_ttl_s=args.attr_ttl,
+        config = TwinConfig(rtt_ms=args.rtt_ms, mbps=args.mbps or None,
+                            granule=parse_size(args.granule, "command line", "--granule"),
+                            capacity=parse_size(args.capacity, "command line", "--capacity"), attr_ttl_s=args.attr_ttl,
                             log_reads=args.log_reads)
         handle = control.start_twin(args.origin, args.mountpoint, config, cache_dir=args.cache_dir,
                                     http_port=args.http_port, state_dir=args.state_dir, detach=True)

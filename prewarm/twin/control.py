@@ -34,21 +34,6 @@ import prewarm
 from prewarm.errors import ConfigError, ServiceError
 from prewarm.twin.gateway import TwinConfig
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
-          "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """`1MiB`, `10GiB`, `512k`, `1048576`: binary with `i`, decimal without, as `dd` does."""
-    m = _SIZE.match(text)
-    unit = (m.group(2) or "").lower() if m else None
-    if m is None or unit not in _UNITS:
-        raise ConfigError(text, "not a size: use bytes or a unit such as 1MiB, 64KiB, 10GiB")
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$PREWARM_TWIN_STATE_DIR`, else `$XDG_RUNTIME_DIR/prewarm-twin`, else `/tmp/prewarm-twin`."""
     env = os.environ if env is None else env
