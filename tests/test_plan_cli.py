@@ -128,3 +128,15 @@ def test_garbage_trace_file_is_named(tmp_path: Path):
     bad.write_bytes(b"\x00\x01binary garbage\n")
     r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(bad))
     assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unwritable_output_is_one_line_exit_2(local: str, tmp_path: Path):
+    out = tmp_path / "no-such-folder" / "plan.json"
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--local", local, "-o", str(out))
+    assert r.returncode == 2 and "-o" in r.stderr and str(out) in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_plan_to_dev_null_leaves_the_device_alone(local: str):
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--local", local, "-o", "/dev/null")
+    assert r.returncode == 0 and Path("/dev/null").is_char_device()

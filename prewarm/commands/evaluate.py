@@ -15,8 +15,8 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from prewarm import atomic
 from prewarm.commands.plan import add_path_map_flags, path_map_from
-from prewarm.commands.report import write_atomic
 from prewarm.commands.warm import add_redis_flag, load_settings, redis_of
 from prewarm.errors import ConfigError
 
@@ -84,7 +84,7 @@ def _keep(args: argparse.Namespace, r: redis.Redis | None, job_id: str | None, s
     text = json.dumps(result)
     if args.output or r is None or job_id is None:
         path = args.output or f"{os.path.splitext(args.source)[0]}.evaluation.json"
-        write_atomic(path, text)
+        atomic.write_text(path, text, "--output")
         return path
     from prewarm.report_redis import evaluation_key
     from prewarm.state_redis import RETENTION_S

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import replace
 from typing import Any
 
+from prewarm import atomic
 from prewarm.config import Settings
 from prewarm.framespec import parse_frames
 from prewarm.manifest import parse_size
@@ -90,24 +89,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_json(data: dict[str, Any], output: str | None) -> None:
-    """Stdout, or a file replaced atomically: a reader never sees half a plan."""
+    """Stdout, or a file written whole: a reader never sees half a plan."""
     text = json.dumps(data, indent=1) + "\n"
     if output is None:
         sys.stdout.write(text)
-        return
-    if os.path.exists(output) and not os.path.isfile(output):  # /dev/null, a FIFO
-        with open(output, "w") as fh:
-            fh.write(text)
-        return
-    folder = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plan-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, output)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    else:
+        atomic.write_text(output, text, "-o")
 
 
 def human(n: float) -> str:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 
+from prewarm import atomic
 from prewarm.commands.warm import add_redis_flag, load_settings, redis_of
-from prewarm.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,28 +28,12 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     data = report_redis.load(redis_of(settings, "report"), args.id, settings.throttle_bps)
     if args.html:
-        write_atomic(args.html, report_html.render(data))
+        atomic.write_text(args.html, report_html.render(data), "--html")
     if args.json:
         print(json.dumps(data, indent=1))
     elif not args.html:
         print("\n".join(text_lines(data)))
     return 0
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write whole or not at all: a half-written report must never be left where a browser finds it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".prewarm-report-")
-    except OSError as exc:
-        raise ConfigError("--html", f"cannot write in {folder}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise ConfigError("--html", f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def text_lines(data: dict) -> list[str]:
