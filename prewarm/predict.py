@@ -406,7 +406,3 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     result.stats["unseen_files"] = unseen
     return result
 
-
-def coverage_of(spans: list[Span], start: int, end: int) -> float:
-    """Share of `[start, end)` inside normal list `spans` (evaluation helper)."""
-    return covered(spans, start, end) / (end - start) if end > start else 1.0

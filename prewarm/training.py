@@ -30,9 +30,6 @@ class TraceSet:
     unframed: int = 0
     """Records with no frame: they cannot train a per-frame model and are counted, not used."""
 
-    def frames_reading(self, path: str) -> list[int]:
-        return sorted(self.reads.get(path, ()))
-
 
 def aggregate(records: Iterable[Access]) -> TraceSet:
     acc: dict[str, dict[int, SpanAccumulator]] = defaultdict(dict)
