@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prewarm.plan import Reason
-from prewarm.ranges import Span, clip, covered, normalize, subtract, total
+from prewarm.ranges import Span, clip, normalize, subtract, total
 from prewarm.records import FileInfo
 from prewarm.training import TraceSet
 
