@@ -41,6 +41,7 @@ from prewarm import dispatch_redis as dispatch
 from prewarm import engine
 from prewarm.batches import Batch
 from prewarm.config import Settings
+from prewarm.dedupe_redis import forget_gateway
 from prewarm.errors import ServiceError
 from prewarm.jobs import JobInfo, JobState
 from prewarm.localservices import RedisServer, start_worker
@@ -264,8 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 twin = fresh("big")
                 set_rate(r, GATEWAY, rate)
                 # the same files again: forget they were warmed (the twin's cache was dropped)
-                for key in r.scan_iter(f"prewarm:dd:{GATEWAY}:*"):
-                    r.delete(key)
+                forget_gateway(r, GATEWAY)
                 wall_t, _ = timed_celery(r, url, big, replace(celery_settings, throttle_bps=rate))
                 got = twin.stats()["wan_bytes"] / wall_t
                 out["throttle"] = {"set_mb_s": rate / 1e6, "got_mb_s": round(got / 1e6, 2),

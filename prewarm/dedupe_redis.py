@@ -153,3 +153,15 @@ class RedisDedupe:
 
     def release(self, ident: FileInfo, piece: ByteRange) -> None:
         self._release(keys=self._keys(ident, piece)[2:], args=[self.owner])
+
+
+def forget_gateway(r: redis.Redis, gateway: str) -> int:
+    """Drop gateway `gateway`'s whole index; returns the keys deleted.
+
+    For when that gateway's cache was wiped or the node replaced: until the entries'
+    TTL ran out, every job would skip pieces the gateway no longer holds.
+    """
+    keys = list(r.scan_iter(f"prewarm:dd:{gateway}:*", count=1000))
+    for i in range(0, len(keys), 1000):
+        r.delete(*keys[i:i + 1000])
+    return len(keys)

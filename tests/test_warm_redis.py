@@ -16,7 +16,7 @@ import redis
 from prewarm import dispatch_redis as dispatch
 from prewarm import engine
 from prewarm.config import Settings
-from prewarm.dedupe_redis import RedisDedupe
+from prewarm.dedupe_redis import RedisDedupe, forget_gateway
 from prewarm.jobs import JobState
 from prewarm.records import ByteRange, FileInfo
 from prewarm.state_redis import recent
@@ -120,6 +120,23 @@ def test_second_job_over_the_same_data_reads_nothing(r: redis.Redis, studio: Stu
     assert b.counters["bytes_done"] == 0 and b.counters["bytes_skipped"] == plan.bytes
     assert b.counters["files_skipped"] == 3 and b.state is JobState.DONE
     assert c.counters["bytes_done"] == plan.bytes, "another gateway has its own cache"
+
+
+def test_forgetting_a_wiped_gateway_warms_its_data_again(r: redis.Redis, studio: Studio) -> None:
+    paths = [studio.file(f"w{i}.tx", 2 * MiB) for i in range(2)]
+    plan = studio.whole(paths)
+    s = studio.settings()
+    sent = Sent()
+    for gw in ("gw1", "gw2"):
+        engine.submit(r, plan, s, sent, gw)
+    drain(r, studio, sent)
+    assert forget_gateway(r, "gw1") > 0
+    again, other = engine.submit(r, plan, s, sent, "gw1"), engine.submit(r, plan, s, sent, "gw2")
+    drain(r, studio, sent)
+    a, b = again.info(), other.info()
+    assert a and b
+    assert a.counters["bytes_done"] == plan.bytes, "the wiped gateway's data is read again"
+    assert b.counters["bytes_done"] == 0 and b.counters["bytes_skipped"] == plan.bytes, "gw2 still holds it"
 
 
 def test_a_changed_file_invalidates_what_was_warmed(r: redis.Redis, studio: Studio) -> None:
