@@ -275,10 +275,11 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
     test_frames = [f for f in frames if f[0].frame not in train][:max_test]
     test_numbers = tuple(n for f in test_frames if (n := f[0].frame) is not None)
     resolved = resolve_inputs(manifest, at_origin)
-    ts = restrict(aggregate(iter(accesses)), train)
+    traced = aggregate(iter(accesses))
+    ts = restrict(traced, train)
     plan = build_plan(manifest, resolved, ts, at_origin, Settings(),
                       PlanOptions(frames=test_numbers), ImportStats())
-    seen = restrict(aggregate(iter(accesses)), list(test_numbers))
+    seen = restrict(traced, test_numbers)
     oracle = build_plan(manifest, resolved, seen, at_origin, Settings(),
                         PlanOptions(frames=test_numbers, predict=PredictOptions(spread=0)), ImportStats())
     inputs = [at_mount.to_local(f.path) for f in resolved.files]
