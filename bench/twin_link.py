@@ -22,8 +22,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from prewarm.twin.control import start_twin
+from prewarm.twin.control import TwinHandle, start_twin
 from prewarm.twin.gateway import TwinConfig
 from prewarm.twin.link import MB
 
@@ -56,6 +57,14 @@ def read_all(mount: Path, names: list[str], readers: int) -> float:
     for t in threads:
         t.join()
     return time.perf_counter() - t0
+
+
+def row(twin: TwinHandle, path: str, readers: int, secs: float) -> dict[str, Any]:
+    """One row of the table: a run of `secs` against the twin's counters since its last reset."""
+    s = twin.stats()
+    return {"path": path, "readers": readers, "bytes": s["bytes_served"], "seconds": secs,
+            "mb_per_s": s["bytes_served"] / secs / MB, "wan_bytes": s["wan_bytes"],
+            "misses": s["misses"], "peak_reads_in_flight": s["peak_reads_in_flight"], "reads": s["reads"]}
 
 
 SMALL = 4096
@@ -118,26 +127,15 @@ def main() -> int:
                 for name in names:          # metadata warm: measure the data path only
                     os.stat(mount / name)
                 twin.reset()
-                secs = read_all(mount, names, readers)
-                s = twin.stats()
-                rows.append({"path": "cold", "readers": readers, "bytes": s["bytes_served"], "seconds": secs,
-                             "mb_per_s": s["bytes_served"] / secs / MB, "wan_bytes": s["wan_bytes"],
-                             "misses": s["misses"], "peak_reads_in_flight": s["peak_reads_in_flight"]})
+                rows.append(row(twin, "cold", readers, read_all(mount, names, readers)))
             for readers in (1, 16):
                 twin.reset()
-                secs = read_all(mount, names, readers)
-                s = twin.stats()
-                rows.append({"path": "hit", "readers": readers, "bytes": s["bytes_served"], "seconds": secs,
-                             "mb_per_s": s["bytes_served"] / secs / MB, "wan_bytes": s["wan_bytes"],
-                             "misses": s["misses"], "peak_reads_in_flight": s["peak_reads_in_flight"]})
+                rows.append(row(twin, "hit", readers, read_all(mount, names, readers)))
             for readers in (1, 16):
                 twin.reset()
                 secs, per_call = small_hits(mount, names, readers)
-                s = twin.stats()
-                rows.append({"path": "small-hit", "readers": readers, "bytes": s["bytes_served"], "seconds": secs,
-                             "mb_per_s": s["bytes_served"] / secs / MB, "wan_bytes": s["wan_bytes"],
-                             "misses": s["misses"], "peak_reads_in_flight": s["peak_reads_in_flight"],
-                             "reads_per_s": s["reads"] / secs, "call_us": per_call * 1e6})
+                r = row(twin, "small-hit", readers, secs)
+                rows.append({**r, "reads_per_s": r["reads"] / secs, "call_us": per_call * 1e6})
         finally:
             twin.stop()
     print(f"gateway twin at {args.rtt_ms:g} ms, {args.mbps:g} MB/s, {args.mib_per_run} MiB per run, 1 MiB reads")
