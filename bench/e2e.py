@@ -60,25 +60,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prewarm import engine
-from prewarm.config import Settings
-from prewarm.dedupe_redis import forget_gateway
 from prewarm.errors import ServiceError
-from prewarm.inputs import resolve_inputs
-from prewarm.localservices import RedisServer, Worker, start_worker
-from prewarm.manifest import load_manifest
-from prewarm.pathmap import PathMap
-from prewarm.plan import MetaOp, Plan
-from prewarm.planner import PlanOptions, build_plan
-from prewarm.predict import PredictOptions
-from prewarm.records import Access, Op
-from prewarm.replay import ReplayResult, group_frames, replay_frames
-from prewarm.samples import build_tree
-from prewarm.trace_files import read_traces
-from prewarm.trace_stats import ImportStats
-from prewarm.training import aggregate, restrict
+from prewarm.flow.planning import PlanOptions, build_plan
+from prewarm.plan.access import Access, Op
+from prewarm.plan.aggregate import aggregate, restrict
+from prewarm.plan.inputs import resolve_inputs
+from prewarm.plan.manifest import load_manifest
+from prewarm.plan.model import MetaOp, Plan
+from prewarm.plan.pathmap import PathMap
+from prewarm.plan.predict import PredictOptions
+from prewarm.site.settings import Settings
+from prewarm.state import keys, runner
+from prewarm.state.dedupe import forget_gateway
+from prewarm.testkit.replay import ReplayResult, group_frames, replay_frames
+from prewarm.testkit.samples import build_tree
+from prewarm.testkit.services import RedisServer, Worker, start_worker
+from prewarm.traces.counters import ImportStats
+from prewarm.traces.files import read_traces
 from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
 from prewarm.twin.gateway import GiB, TwinConfig
+from prewarm.warm import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +129,7 @@ Warm = Callable[[Plan], None]
 
 def embedded_warm(settings: Settings) -> Warm:
     def warm(plan: Plan) -> None:
-        info = engine.run_embedded(plan, settings)
+        info = embedded.run_embedded(plan, settings)
         if info.state.value != "done":
             raise SystemExit(f"embedded warm ended {info.state.value}: {info.findings[:3]}")
     return warm
@@ -136,8 +137,9 @@ def embedded_warm(settings: Settings) -> Warm:
 
 def celery_warm(settings: Settings) -> Warm:
     """Submit through the engine as `prewarm warm --redis` does, wait for the job to end."""
-    from prewarm.jobs import JobState
-    from prewarm.state_redis import WarmJob, connect
+    from prewarm.state.client import connect
+    from prewarm.state.jobs import WarmJob
+    from prewarm.warm.job import JobState
     from workers.app import DEFAULT_URL, configure
     from workers.tasks import send
 
@@ -145,10 +147,10 @@ def celery_warm(settings: Settings) -> Warm:
     r = connect(settings.redis_url or DEFAULT_URL)
 
     def warm(plan: Plan) -> None:
-        gateways = engine.gateways_of(plan, settings)
+        gateways = settings.gateways(plan.gateways)
         for gw in gateways:  # every strategy starts from a dropped twin: nothing is warmed any more
             forget_gateway(r, gw)
-        jobs = [engine.submit(r, plan, settings, send, gw) for gw in gateways]
+        jobs = [runner.submit(r, plan, settings, send, gw) for gw in gateways]
         for job in jobs:
             while True:
                 state = job.state()
@@ -426,7 +428,7 @@ def main() -> int:
             services = Services(work, twin.mount, env_url if args.demo else None)
             try:
                 if use_celery:
-                    url = services.start(queue=engine.queue_of(settings.queue))
+                    url = services.start(queue=keys.queue_of(settings.queue))
                     warm = celery_warm(replace(settings, redis_url=url))
                     mode = f"Celery worker (pid {services.worker.pid if services.worker else '?'}) on {url}"
                 else:

@@ -19,17 +19,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from prewarm.config import Settings
-from prewarm.evaluate import BLOCK, blocks_of, needed_blocks, plan_blocks, score
-from prewarm.inputs import resolve_inputs
-from prewarm.manifest import load_manifest
-from prewarm.pathmap import PathMap
-from prewarm.planner import PlanOptions, build_plan
-from prewarm.predict import PredictOptions
-from prewarm.samples import build_tree
-from prewarm.trace_files import read_traces
-from prewarm.trace_stats import ImportStats
-from prewarm.training import aggregate, restrict
+from prewarm.flow.planning import PlanOptions, build_plan
+from prewarm.plan.aggregate import aggregate, restrict
+from prewarm.plan.evaluate import BLOCK, blocks_of, needed_blocks, plan_blocks, score
+from prewarm.plan.inputs import resolve_inputs
+from prewarm.plan.manifest import load_manifest
+from prewarm.plan.pathmap import PathMap
+from prewarm.plan.predict import PredictOptions
+from prewarm.site.settings import Settings
+from prewarm.testkit.samples import build_tree
+from prewarm.traces.counters import ImportStats
+from prewarm.traces.files import read_traces
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,14 +32,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.trace_files import ImportStats, read_traces
-from prewarm.trace_jsonl import write_jsonl
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.traces.files import ImportStats, read_traces
+from prewarm.traces.jsonl import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-REAL = ROOT.parent / "shared" / "data" / "real-traces"
+REAL = ROOT / "sample_jobs"
 TARGET_LINES_PER_S = 150_000
 _PID = re.compile(r"^(\d+)")
 

@@ -37,22 +37,22 @@ from typing import Any
 
 import psutil
 
-from prewarm import dispatch_redis as dispatch
-from prewarm import engine
-from prewarm.batches import Batch
-from prewarm.config import Settings
-from prewarm.dedupe_redis import forget_gateway
 from prewarm.errors import ServiceError
-from prewarm.jobs import JobInfo, JobState
-from prewarm.localservices import RedisServer, start_worker
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.plan import MetaOp, Plan, PlannedRange
-from prewarm.records import FileInfo, Op
-from prewarm.state_redis import WarmJob, connect
-from prewarm.throttle import parse_rate
-from prewarm.throttle_redis import set_rate
+from prewarm.plan.access import Op
+from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.plan.units import parse_rate
+from prewarm.site.settings import Settings
+from prewarm.state import dispatch, keys, runner
+from prewarm.state.client import connect
+from prewarm.state.dedupe import forget_gateway
+from prewarm.state.jobs import WarmJob
+from prewarm.state.throttle import set_rate
+from prewarm.testkit.services import RedisServer, start_worker
 from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
 from prewarm.twin.gateway import GiB, MiB, TwinConfig
+from prewarm.warm.batches import Batch
+from prewarm.warm.job import JobInfo, JobState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def services(work: Path, mount_big: Path, mount_small: Path) -> Iterator[tuple[s
             "path_map": [{"studio": f"{STUDIO}/big", "local": str(mount_big)},
                          {"studio": f"{STUDIO}/small", "local": str(mount_small)}],
             "roots": [STUDIO], "in_flight": WORKER_IN_FLIGHT}))
-        worker = start_worker(config, engine.queue_of(GATEWAY), work / "worker.log", f"bench-{os.getpid()}",
+        worker = start_worker(config, keys.queue_of(GATEWAY), work / "worker.log", f"bench-{os.getpid()}",
                               WORKER_CONCURRENCY, server.url, loglevel="warning")
         r = connect(server.url)
         deadline = time.monotonic() + 60
@@ -108,7 +108,7 @@ def worker_replies(r: Any, url: str) -> bool:
 
 
 def submit_batches(r: Any, url: str, plan: Plan, batches: list[Batch]) -> WarmJob:
-    """What `engine.submit` does, with batches of our making (for the overhead measurement)."""
+    """What `runner.submit` does, with batches of our making (for the overhead measurement)."""
     from workers.app import configure
     from workers.tasks import send
 
@@ -171,7 +171,7 @@ def timed_celery(r: Any, url: str, plan: Plan, settings: Settings) -> tuple[floa
 
     configure(settings)
     t0 = time.monotonic()
-    job = engine.submit(r, plan, settings, send, GATEWAY)
+    job = runner.submit(r, plan, settings, send, GATEWAY)
     while True:
         state = job.state()
         if state is not None and state.final:
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def embedded(plan: Plan, kind: str) -> tuple[float, JobInfo, dict[str, Any]]:
             twin = fresh(kind)
             t0 = time.monotonic()
-            info = engine.run_embedded(plan, settings_for(twin_big.mount, twin_small.mount,
+            info = embedded.run_embedded(plan, settings_for(twin_big.mount, twin_small.mount,
                                                           in_flight=EMBEDDED_IN_FLIGHT))
             wall = time.monotonic() - t0
             if info.state is not JobState.DONE:
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                        "batches": info_f.batches,
                                        "files_s": round(info_f.counters["files_done"] / wall_f, 1),
                                        "wan_bytes": twin.stats()["wan_bytes"]}
-                rate = parse_rate(args.throttle) or 0
+                rate = parse_rate(args.throttle, "command line", "--throttle") or 0
                 print(f"throttle: Celery at {args.throttle} ...", file=sys.stderr)
                 twin = fresh("big")
                 set_rate(r, GATEWAY, rate)

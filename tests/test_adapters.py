@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prewarm.adapters import frame_spec
-from prewarm.adapters.deadline10 import job_to_manifest
-from prewarm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
-from prewarm.config import Settings
 from prewarm.errors import ManifestError
-from prewarm.framespec import parse_frames
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.planner import plan_manifest
+from prewarm.farm.adapters import frame_spec
+from prewarm.farm.adapters.deadline10 import job_to_manifest
+from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
+from prewarm.flow.planning import plan_manifest
+from prewarm.plan.framespec import parse_frames
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 BLENDER_BUNDLE = DATA / "bundles" / "blender_shot100"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.client import PrewarmClient
 from prewarm.errors import InputError, ServiceError
+from prewarm.farm.client import PrewarmClient
 from tests.fixtures.services import free_port
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.config import Settings
-from prewarm.engine import run_embedded
-from prewarm.jobs import JobState
-from prewarm.pathmap import PathMap
-from prewarm.plan import MetaOp, Plan, PlannedRange
-from prewarm.records import Access, FileInfo, Op
-from prewarm.replay import replay_frames
+from prewarm.plan.access import Access, Op
+from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange
+from prewarm.plan.pathmap import PathMap
+from prewarm.site.settings import Settings
+from prewarm.testkit.replay import replay_frames
+from prewarm.warm.embedded import run_embedded
+from prewarm.warm.job import JobState
 from tests.fixtures.twin import StartTwin
 
 pytestmark = pytest.mark.integration

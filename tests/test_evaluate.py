@@ -11,12 +11,13 @@ from pathlib import Path
 
 import redis
 
-from prewarm import engine, report_redis
-from prewarm.evaluate import BLOCK, Training, evaluate, input_of
-from prewarm.plan import Plan, PlannedRange
-from prewarm.records import Access
-from prewarm.trace_jsonl import access_to_json
-from prewarm.training import aggregate
+from prewarm.plan.access import Access
+from prewarm.plan.aggregate import aggregate
+from prewarm.plan.evaluate import BLOCK, Training, evaluate, input_of
+from prewarm.plan.model import Plan, PlannedRange
+from prewarm.report import load as report_redis
+from prewarm.state import runner
+from prewarm.traces.jsonl import access_to_json
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
 
@@ -87,7 +88,7 @@ def test_evaluate_a_warm_job_is_kept_in_redis_and_shown_in_its_report(
     a = studio.file("a.tx", 16 * BLOCK)
     plan = studio.plan([(a, 0, 8 * BLOCK)], job="shot010")
     sent: list[tuple[str, str, int]] = []
-    job = engine.submit(r, plan, studio.settings(), lambda g, j, i: sent.append((g, j, i)), "gw1")
+    job = runner.submit(r, plan, studio.settings(), lambda g, j, i: sent.append((g, j, i)), "gw1")
     traces = write_traces(tmp_path / "f.jsonl", reads((a, 0, 4 * BLOCK, 1)))
     out = cli("evaluate", job.id, "--traces", str(traces), "--redis", redis_url, "--json")
     assert out.returncode == 0, out.stderr

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prewarm.errors import ManifestError
-from prewarm.framespec import MAX_FRAMES, format_frames, parse_frames
+from prewarm.plan.framespec import MAX_FRAMES, format_frames, parse_frames
 
 
 @pytest.mark.parametrize(("spec", "frames"), [

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.services import ROOT, free_port
 from tests.fixtures.service import STUDIO, TOKEN, LiveService
+from tests.fixtures.services import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.inputs import Missing, Resolved, ResolvedFile, resolve_inputs
-from prewarm.manifest import load_manifest, parse_manifest
-from prewarm.pathmap import PathMap
-from prewarm.records import FileInfo
+from prewarm.plan.inputs import Missing, Resolved, ResolvedFile, resolve_inputs
+from prewarm.plan.manifest import load_manifest, parse_manifest
+from prewarm.plan.model import FileInfo
+from prewarm.plan.pathmap import PathMap
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
 STUDIO = "/studio/proj"

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from prewarm.errors import ManifestError
-from prewarm.manifest import FrameOrder, InputSpec, load_manifest, parse_manifest, parse_size
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.patterns import PathPattern
+from prewarm.plan.manifest import FrameOrder, InputSpec, load_manifest, parse_manifest
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.plan.patterns import PathPattern
+from prewarm.plan.units import parse_size
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
 

@@ -13,14 +13,15 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from prewarm import engine, metrics
-from prewarm.jobs import JobInfo, JobState
-from prewarm.service import create_app
-from prewarm.timeline import Point
-from prewarm.warm import FileFinding, FindingKind
+from prewarm.farm.service import create_app
+from prewarm.report import metrics
+from prewarm.state import runner
+from prewarm.warm.job import JobInfo, JobState
+from prewarm.warm.results import FileFinding, FindingKind
+from prewarm.warm.timeline import Point
+from tests.fixtures.service import run_server
 from tests.fixtures.services import ROOT, free_port, stop_pid
 from tests.fixtures.studio import Studio
-from tests.fixtures.service import run_server
 
 MiB = 1 << 20
 
@@ -58,11 +59,11 @@ def test_service_serves_metrics_and_the_report_of_a_job(r: redis.Redis, studio: 
     paths = [studio.file(f"t{i}.tx", 2 * MiB) for i in range(4)]
     settings = studio.settings(throttle_bps=32 * MiB)
     sent = Sent()
-    done = engine.submit(r, studio.whole(paths[:2]), settings, sent, "gw1")
+    done = runner.submit(r, studio.whole(paths[:2]), settings, sent, "gw1")
     while sent:
         _, job_id, index = sent.pop(0)
-        engine.run_batch(r, settings, job_id, index, sent)
-    waiting = engine.submit(r, studio.whole(paths[2:]), settings, sent, "gw1")  # sent, never run
+        runner.run_batch(r, settings, job_id, index, sent)
+    waiting = runner.submit(r, studio.whole(paths[2:]), settings, sent, "gw1")  # sent, never run
     url, stop = run_server(create_app(settings, r, sent, lambda ids: None, "token"))
     try:
         text = requests.get(f"{url}/api/v1/metrics", timeout=10).text
@@ -85,7 +86,7 @@ def test_service_serves_metrics_and_the_report_of_a_job(r: redis.Redis, studio: 
 
 def test_standalone_exporter(redis_url: str, r: redis.Redis, studio: Studio) -> None:
     settings = studio.settings()
-    job = engine.submit(r, studio.whole([studio.file("a.tx", MiB)]), settings, Sent(), "gw9")
+    job = runner.submit(r, studio.whole([studio.file("a.tx", MiB)]), settings, Sent(), "gw9")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
     proc = subprocess.Popen([sys.executable, "-m", "prewarm", "metrics", "--port", str(port), "--bind", "127.0.0.1",

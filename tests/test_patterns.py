@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from prewarm.patterns import PathPattern, PatternMatch, frame_pattern
+from prewarm.plan.patterns import PathPattern, PatternMatch, frame_pattern
 
 
 @pytest.mark.parametrize(("text", "frame", "path"), [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.plan import Plan
-from prewarm.ranges import covered, normalize
+from prewarm.plan.model import Plan
+from prewarm.plan.ranges import covered, normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_jobs"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prewarm.manifest import parse_manifest
-from prewarm.pathmap import PathMap
-from prewarm.planner import job_folders, load_traces
+from prewarm.flow.planning import job_folders, load_traces
+from prewarm.plan.manifest import parse_manifest
+from prewarm.plan.pathmap import PathMap
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
 
@@ -29,9 +29,9 @@ def test_traced_files_join_only_below_job_folders_or_roots():
 def test_plan_without_traces_uses_earlier_jobs_of_the_shot_from_the_store(shot_trees: Path, tmp_path: Path):
     from dataclasses import replace
 
-    from prewarm.config import Settings
-    from prewarm.planner import PlanOptions, plan_job
-    from prewarm.trace_store import import_traces
+    from prewarm.flow.planning import PlanOptions, plan_job
+    from prewarm.site.settings import Settings
+    from prewarm.traces.store import import_traces
 
     settings = replace(Settings(), trace_store=str(tmp_path / "store"), roots=("/studio/proj",))
     import_traces(settings, [str(SAMPLES / "shot100" / "traces")], "proj", "shot100", "shot100_lighting_v000")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from prewarm.ordering import order_ranges
-from prewarm.plan import Reason
-from prewarm.predict import Candidate, PredictOptions, fit_progression, find_sequences, predict
-from prewarm.ranges import normalize
-from prewarm.records import Access, FileInfo
-from prewarm.training import aggregate, restrict
+from prewarm.plan.access import Access
+from prewarm.plan.aggregate import aggregate, restrict
+from prewarm.plan.model import FileInfo, Reason
+from prewarm.plan.ordering import order_ranges
+from prewarm.plan.predict import (
+    Candidate,
+    PredictOptions,
+    find_sequences,
+    fit_progression,
+    predict,
+)
+from prewarm.plan.ranges import normalize
 
 KiB = 1024
 MiB = 1 << 20
@@ -135,7 +141,7 @@ def test_restrict_splits_training_frames():
 
 def test_order_puts_first_frames_and_shared_data_first_and_fallbacks_last():
     sizes = {"/s/scene": 4 * MiB, "/s/seq.0001": MiB, "/s/seq.0002": MiB, "/s/unseen": 2 * MiB}
-    from prewarm.predict import Prediction
+    from prewarm.plan.predict import Prediction
     preds = [
         Prediction("/s/unseen", (1, 2), [(0, 2 * MiB)], Reason.FALLBACK),
         Prediction("/s/seq.0002", (2,), [(0, MiB)], Reason.PATTERN),
@@ -148,7 +154,7 @@ def test_order_puts_first_frames_and_shared_data_first_and_fallbacks_last():
 
 
 def test_budget_keeps_most_frames_per_byte_and_reports_the_rest():
-    from prewarm.predict import Prediction
+    from prewarm.plan.predict import Prediction
     sizes = {"/s/shared": 2 * MiB, "/s/one": 2 * MiB}
     preds = [Prediction("/s/one", (1,), [(0, 2 * MiB)], Reason.TRACE),
              Prediction("/s/shared", (1, 2, 3), [(0, 2 * MiB)], Reason.TRACE)]
@@ -159,7 +165,7 @@ def test_budget_keeps_most_frames_per_byte_and_reports_the_rest():
 
 
 def test_ranges_are_granule_aligned_and_clipped_to_file_size():
-    from prewarm.predict import Prediction
+    from prewarm.plan.predict import Prediction
     out = order_ranges([Prediction("/s/f", (1,), [(10, 20), (3 * MiB + 5, 3 * MiB + 9)], Reason.TRACE)],
                        [1], {"/s/f": 3 * MiB + 100}, granule=MiB)
     assert [(r.offset, r.length) for r in out.ranges] == [(0, MiB), (3 * MiB, 100)]

@@ -6,8 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prewarm.ranges import (SpanAccumulator, align, clip, covered, intersect, normalize, split, subtract,
-                            total, union)
+from prewarm.plan.ranges import (
+    SpanAccumulator,
+    align,
+    clip,
+    covered,
+    intersect,
+    normalize,
+    split,
+    subtract,
+    total,
+    union,
+)
 
 spans_st = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1])),
                     max_size=12)

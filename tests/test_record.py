@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.capture import record, resolve_command
 from prewarm.cli import main
-from prewarm.config import Settings
 from prewarm.errors import ConfigError
-from prewarm.manifest import parse_manifest
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.planner import plan_manifest
-from prewarm.trace_files import read_traces
-from prewarm.trace_store import find_traces
+from prewarm.flow.planning import plan_manifest
+from prewarm.plan.manifest import parse_manifest
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.settings import Settings
+from prewarm.traces.files import read_traces
+from prewarm.traces.record import record, resolve_command
+from prewarm.traces.store import find_traces
 
 READER = """
 import os, sys

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from prewarm.records import Access, Op
-from prewarm.replay import (
+from prewarm.plan.access import Access, Op
+from prewarm.testkit.replay import (
     ReplayIO,
     ReplayResult,
     group_frames,

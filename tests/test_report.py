@@ -13,14 +13,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from prewarm import engine, report, report_html
-from prewarm.batches import Batch
-from prewarm.jobs import JobInfo, JobState
-from prewarm.plan import Plan, PlannedRange
-from prewarm.records import ByteRange
-from prewarm.state_redis import WarmJob
-from prewarm.timeline import Point, Sampler, merged
-from prewarm.warm import FileFinding, FindingKind, WarmResult
+from prewarm.plan.model import Plan, PlannedRange
+from prewarm.plan.ranges import ByteRange
+from prewarm.report import build as report
+from prewarm.report import html as report_html
+from prewarm.state import runner
+from prewarm.state.jobs import WarmJob
+from prewarm.warm import embedded
+from prewarm.warm.batches import Batch
+from prewarm.warm.job import JobInfo, JobState
+from prewarm.warm.results import FileFinding, FindingKind, WarmResult
+from prewarm.warm.timeline import Point, Sampler, merged
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
 
@@ -101,7 +104,7 @@ def test_embedded_warm_records_its_time_series(studio: Studio) -> None:
     paths = [studio.file(f"t{i}.tx", 3 * MiB) for i in range(4)]
     plan = studio.whole(paths)
     s = studio.settings(throttle_bps=8 * MiB, in_flight=4)
-    info = engine.run_embedded(plan, s)
+    info = embedded.run_embedded(plan, s)
     assert info.state is JobState.DONE
     assert sum(p.bytes for p in info.samples) == info.counters["bytes_done"] == 12 * MiB
     assert len(info.samples) >= 2 and max(p.in_flight for p in info.samples) >= 1
@@ -119,15 +122,15 @@ def _redis_job(r: redis.Redis, studio: Studio, with_missing: bool) -> str:
         os.unlink(studio.local(gone))
     sent = Sent()
     s = studio.settings(throttle_bps=16 * MiB)
-    job = engine.submit(r, plan, s, sent, "gw1")
+    job = runner.submit(r, plan, s, sent, "gw1")
     while sent:
         _, job_id, index = sent.pop(0)
-        engine.run_batch(r, s, job_id, index, sent)
+        runner.run_batch(r, s, job_id, index, sent)
     return job.id
 
 
 def test_report_from_redis_has_samples_and_coverage(r: redis.Redis, studio: Studio) -> None:
-    from prewarm import report_redis
+    from prewarm.report import load as report_redis
 
     job_id = _redis_job(r, studio, with_missing=True)
     assert sum(p.bytes for p in WarmJob(r, job_id).points()) == 12 * MiB

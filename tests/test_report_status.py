@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from prewarm import engine
+from prewarm.state import runner
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
 
@@ -35,12 +35,12 @@ def slow_job(r: redis.Redis, studio: Studio) -> tuple[str, threading.Thread]:
     paths = [studio.file(f"t{i}.tx", 2 * MiB) for i in range(4)]
     settings = studio.settings(throttle_bps=4 * MiB)
     sent = Sent()
-    job = engine.submit(r, studio.whole(paths), settings, sent, "gw1")
+    job = runner.submit(r, studio.whole(paths), settings, sent, "gw1")
 
     def work() -> None:
         while sent:
             _, job_id, index = sent.pop(0)
-            engine.run_batch(r, settings, job_id, index, sent)
+            runner.run_batch(r, settings, job_id, index, sent)
 
     return job.id, threading.Thread(target=work)
 

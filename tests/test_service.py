@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from prewarm.client import PrewarmClient
 from prewarm.errors import InputError
-from prewarm.service import connect, create_app
-from tests.fixtures.services import ROOT, StartWorker, free_port
+from prewarm.farm.client import PrewarmClient
+from prewarm.farm.service import connect, create_app
 from tests.fixtures.service import (
     SHOT100,
     TOKEN,
@@ -26,6 +25,7 @@ from tests.fixtures.service import (
     run_server,
     wait_final,
 )
+from tests.fixtures.services import ROOT, StartWorker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -235,7 +235,7 @@ def test_serve_command_refuses_without_a_token_and_serves_with_one(
 def test_without_traces_a_job_plans_from_the_trace_store(live_service: LiveService, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from prewarm.trace_store import import_traces
+    from prewarm.traces.store import import_traces
     from workers.tasks import revoke, send
 
     settings = replace(live_service.settings, trace_store=str(tmp_path / "store"))

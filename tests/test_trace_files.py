@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 
 from prewarm.errors import TraceError
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.records import Access, Op
-from prewarm.trace_files import ImportStats, frame_from_name, read_traces, sniff, trace_files
+from prewarm.plan.access import Access, Op
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.traces.files import (
+    ImportStats,
+    frame_from_name,
+    read_traces,
+    sniff,
+    trace_files,
+)
 
 STRACE = ('4070  23:34:33.288641 openat(AT_FDCWD</studio/render>, "/net/filer01/proj/a.blend", O_RDONLY) = 3</net/filer01/proj/a.blend>\n'
           '4070  23:34:33.288768 read(3</net/filer01/proj/a.blend>, "(\\265/\\375`\\31\\5", 7) = 7\n')

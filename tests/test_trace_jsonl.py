@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from prewarm.records import Access, Op
-from prewarm.trace_jsonl import access_to_json, parse_jsonl, write_jsonl
-from prewarm.trace_stats import ImportStats
+from prewarm.plan.access import Access, Op
+from prewarm.traces.counters import ImportStats
+from prewarm.traces.jsonl import access_to_json, parse_jsonl, write_jsonl
 
 
 def parse(lines: list[str] | list[bytes], frame: int | None = None) -> tuple[list[Access], ImportStats]:

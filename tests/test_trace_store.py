@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from prewarm.cli import main
-from prewarm.config import Settings
 from prewarm.errors import ConfigError, TraceError
-from prewarm.manifest import load_manifest, parse_manifest
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.planner import plan_manifest
-from prewarm.trace_files import read_traces
-from prewarm.trace_store import (
+from prewarm.flow.planning import plan_manifest
+from prewarm.plan.manifest import load_manifest, parse_manifest
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.settings import Settings
+from prewarm.traces.files import read_traces
+from prewarm.traces.store import (
     find_traces,
     import_traces,
     list_traces,

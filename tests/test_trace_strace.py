@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.records import Access, Op
-from prewarm.trace_stats import ImportStats, Resolve
-from prewarm.trace_strace import parse_strace, unescape
+from prewarm.plan.access import Access, Op
+from prewarm.traces.counters import ImportStats, Resolve
+from prewarm.traces.strace import parse_strace, unescape
 
 
 def parse(text: str, frame: int | None = None, resolve: Resolve | None = None,

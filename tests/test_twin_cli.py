@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.twin.control import fuse_missing, is_mounted, is_stale, process_alive, stop_twin
-
+from prewarm.twin.control import (
+    fuse_missing,
+    is_mounted,
+    is_stale,
+    process_alive,
+    stop_twin,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 Setup = tuple[Path, Path, Path]

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from prewarm import engine, verify
-from prewarm.config import Settings
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.records import ByteRange
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.plan.ranges import ByteRange
+from prewarm.report import verify
+from prewarm.site.settings import Settings
+from prewarm.warm import embedded
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import PREFIX, Studio
 from tests.fixtures.twin import StartTwin
@@ -72,7 +73,7 @@ def test_half_a_warm_verifies_as_half_cached_by_counters_and_by_timing(
     local = ("--local", f"{PREFIX}={twin.mount}")
     settings = Settings(path_map=PathMap((Prefix(PREFIX, (), str(twin.mount)),)), roots=(PREFIX,), in_flight=8)
     half = replace(plan, ranges=plan.ranges[:4])
-    assert engine.run_embedded(half, settings).state.value == "done"
+    assert embedded.run_embedded(half, settings).state.value == "done"
 
     out = cli(str(plan_file), *local, "--agent", twin.url, "--sample", "16", "--seed", "3", "--json")
     assert out.returncode == 1, out.stderr  # not all cached
@@ -83,7 +84,7 @@ def test_half_a_warm_verifies_as_half_cached_by_counters_and_by_timing(
 
     # the probes warmed what they touched; drop the cache, warm half again, judge by timing alone
     twin.drop_cache()
-    assert engine.run_embedded(half, settings).state.value == "done"
+    assert embedded.run_embedded(half, settings).state.value == "done"
     out = cli(str(plan_file), *local, "--sample", "16", "--seed", "3", "--json", "--rewarm")
     v = json.loads(out.stdout)
     # a hit slowed past the threshold by a busy machine reads as cold: allow two of sixteen

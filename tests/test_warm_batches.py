@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from prewarm.batches import MAX_READS, Batch, batch_bytes, make_batches, pieces
 from prewarm.errors import ConfigError
-from prewarm.plan import MetaOp, Plan, PlannedRange
-from prewarm.records import ByteRange, FileInfo, Op
-from prewarm.throttle import TokenBucket, parse_rate
+from prewarm.plan.access import Op
+from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange
+from prewarm.plan.ranges import ByteRange
+from prewarm.plan.units import parse_rate
+from prewarm.warm.batches import MAX_READS, Batch, batch_bytes, make_batches, pieces
+from prewarm.warm.throttle import TokenBucket
 
 MiB = 1 << 20
 
@@ -106,13 +108,13 @@ def test_token_bucket_does_not_bank_idle_time() -> None:
 
 @pytest.mark.parametrize(("text", "bps"), [
     ("50MB/s", 50_000_000), ("400MiB/s", 400 << 20), ("1e6", 1_000_000), ("2.5 GB/s", 2_500_000_000),
-    ("100k", 100_000), ("off", None), ("0", None),
+    ("100KB", 100_000), ("off", None), ("0", None),
 ])
 def test_parse_rate(text: str, bps: int | None) -> None:
-    assert parse_rate(text) == bps
+    assert parse_rate(text, "command line", "--rate", ConfigError) == bps
 
 
-@pytest.mark.parametrize("text", ["fast", "-5MB/s", "10XB/s", "MB/s", ""])
+@pytest.mark.parametrize("text", ["fast", "-5MB/s", "10XB/s", "MB/s", "", "100k", "20G"])
 def test_parse_rate_refuses_nonsense(text: str) -> None:
     with pytest.raises(ConfigError, match="--rate"):
-        parse_rate(text)
+        parse_rate(text, "command line", "--rate", ConfigError)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from prewarm.jobs import JobInfo, JobState
-from prewarm.state_redis import WarmJob, connect
+from prewarm.state.client import connect
+from prewarm.state.jobs import WarmJob
+from prewarm.warm.job import JobInfo, JobState
 from tests.fixtures.services import ROOT, RedisServer, StartWorker
 from tests.fixtures.studio import Studio
 

@@ -17,13 +17,15 @@ from typing import Any
 
 import pytest
 
-from prewarm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
-from prewarm.engine import run_embedded
-from prewarm.jobs import JobState
-from prewarm.plan import MetaOp
-from prewarm.reader import DirectReader, OpenFile
-from prewarm.records import ByteRange, Op
-from prewarm.warm import FindingKind, WarmContext, WarmResult, warm_batch
+from prewarm.plan.access import Op
+from prewarm.plan.model import MetaOp
+from prewarm.plan.ranges import ByteRange
+from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
+from prewarm.warm.embedded import run_embedded
+from prewarm.warm.job import JobState
+from prewarm.warm.loop import WarmContext, warm_batch
+from prewarm.warm.reader import DirectReader, OpenFile
+from prewarm.warm.results import FindingKind, WarmResult
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20

@@ -13,15 +13,15 @@ import time
 import pytest
 import redis
 
-from prewarm import dispatch_redis as dispatch
-from prewarm import engine
-from prewarm.config import Settings
-from prewarm.dedupe_redis import RedisDedupe, forget_gateway
-from prewarm.jobs import JobState
-from prewarm.records import ByteRange, FileInfo
-from prewarm.state_redis import recent
-from prewarm.throttle_redis import RedisThrottle, get_rate, set_rate
-from prewarm.warm import Claim, FindingKind
+from prewarm.plan.model import FileInfo
+from prewarm.plan.ranges import ByteRange
+from prewarm.site.settings import Settings
+from prewarm.state import dispatch, runner
+from prewarm.state.dedupe import RedisDedupe, forget_gateway
+from prewarm.state.jobs import recent
+from prewarm.state.throttle import RedisThrottle, get_rate, set_rate
+from prewarm.warm.job import JobState
+from prewarm.warm.results import Claim, FindingKind
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
@@ -37,7 +37,7 @@ def drain(r: redis.Redis, studio: Studio, sent: Sent, **settings: object) -> Non
     s = studio.settings(**settings)
     while sent:
         _, job_id, index = sent.pop(0)
-        engine.run_batch(r, s, job_id, index, sent)
+        runner.run_batch(r, s, job_id, index, sent)
 
 
 def test_a_job_runs_to_done_with_true_counters(r: redis.Redis, studio: Studio) -> None:
@@ -45,7 +45,7 @@ def test_a_job_runs_to_done_with_true_counters(r: redis.Redis, studio: Studio) -
     plan = studio.whole(paths)
     s = studio.settings(throttle_bps=2 * MiB, dispatch_window=3)
     sent = Sent()
-    job = engine.submit(r, plan, s, sent, "gw1")
+    job = runner.submit(r, plan, s, sent, "gw1")
     assert len(sent) == 3, "only the window is sent at once"
     assert job.state() is JobState.QUEUED
     drain(r, studio, sent)
@@ -62,11 +62,11 @@ def test_a_redelivered_batch_is_counted_once(r: redis.Redis, studio: Studio) -> 
     plan = studio.whole(paths)
     s = studio.settings(throttle_bps=MiB)
     sent = Sent()
-    job = engine.submit(r, plan, s, sent, "gw1")
+    job = runner.submit(r, plan, s, sent, "gw1")
     first = list(sent)
     drain(r, studio, sent)
     for _, job_id, index in first:  # the broker hands the same batches out again
-        engine.run_batch(r, s, job_id, index, sent)
+        runner.run_batch(r, s, job_id, index, sent)
     info = job.info()
     assert info is not None and info.state is JobState.DONE
     assert info.counters["bytes_done"] == plan.bytes and info.counters["files_done"] == 4
@@ -79,14 +79,14 @@ def test_partial_job_lists_failures_and_retry_reads_only_those(r: redis.Redis, s
     moved = studio.local(gone).rename(studio.root / "elsewhere")
     s = studio.settings()
     sent = Sent()
-    job = engine.submit(r, plan, s, sent, "gw1")
+    job = runner.submit(r, plan, s, sent, "gw1")
     drain(r, studio, sent)
     info = job.info()
     assert info is not None and info.state is JobState.PARTIAL
     assert [(f.path, f.kind) for f in info.findings] == [(gone, FindingKind.MISSING)]
     assert job.failed_ranges() == [ByteRange(gone, 0, MiB)]
     moved.rename(studio.local(gone))  # the studio restores the file
-    retry = engine.submit(r, job.plan(), s, sent, "gw1", retry_of=job)
+    retry = runner.submit(r, job.plan(), s, sent, "gw1", retry_of=job)
     drain(r, studio, sent)
     rinfo = retry.info()
     assert rinfo is not None and rinfo.state is JobState.DONE and rinfo.retry_of == job.id
@@ -98,7 +98,7 @@ def test_nothing_warmable_is_failed(r: redis.Redis, studio: Studio) -> None:
     plan = studio.whole([gone])
     studio.local(gone).unlink()
     sent = Sent()
-    job = engine.submit(r, plan, studio.settings(), sent, "gw1")
+    job = runner.submit(r, plan, studio.settings(), sent, "gw1")
     drain(r, studio, sent)
     assert job.state() is JobState.FAILED
 
@@ -108,11 +108,11 @@ def test_second_job_over_the_same_data_reads_nothing(r: redis.Redis, studio: Stu
     plan = studio.whole(paths)
     s = studio.settings()
     sent = Sent()
-    first = engine.submit(r, plan, s, sent, "gw1")
+    first = runner.submit(r, plan, s, sent, "gw1")
     drain(r, studio, sent)
-    second = engine.submit(r, plan, s, sent, "gw1")
+    second = runner.submit(r, plan, s, sent, "gw1")
     drain(r, studio, sent)
-    other_gw = engine.submit(r, plan, s, sent, "gw2")
+    other_gw = runner.submit(r, plan, s, sent, "gw2")
     drain(r, studio, sent)
     a, b, c = first.info(), second.info(), other_gw.info()
     assert a and b and c
@@ -128,10 +128,10 @@ def test_forgetting_a_wiped_gateway_warms_its_data_again(r: redis.Redis, studio:
     s = studio.settings()
     sent = Sent()
     for gw in ("gw1", "gw2"):
-        engine.submit(r, plan, s, sent, gw)
+        runner.submit(r, plan, s, sent, gw)
     drain(r, studio, sent)
     assert forget_gateway(r, "gw1") > 0
-    again, other = engine.submit(r, plan, s, sent, "gw1"), engine.submit(r, plan, s, sent, "gw2")
+    again, other = runner.submit(r, plan, s, sent, "gw1"), runner.submit(r, plan, s, sent, "gw2")
     drain(r, studio, sent)
     a, b = again.info(), other.info()
     assert a and b
@@ -144,12 +144,12 @@ def test_a_changed_file_invalidates_what_was_warmed(r: redis.Redis, studio: Stud
     q = studio.file("q.tx", 2 * MiB)
     s = studio.settings()
     sent = Sent()
-    engine.submit(r, studio.whole([p, q]), s, sent, "gw1")
+    runner.submit(r, studio.whole([p, q]), s, sent, "gw1")
     drain(r, studio, sent)
     studio.file("c.tx", 2 * MiB)  # re-rendered
     later = time.time() + 5
     os.utime(studio.local(p), (later, later))
-    again = engine.submit(r, studio.whole([p, q]), s, sent, "gw1")
+    again = runner.submit(r, studio.whole([p, q]), s, sent, "gw1")
     drain(r, studio, sent)
     info = again.info()
     assert info is not None
@@ -227,14 +227,14 @@ def test_the_job_whose_frames_start_first_is_dispatched_first(r: redis.Redis, st
     set_rate(r, "gw1", None)  # ...read unthrottled
     sent = Sent()
     now = time.time()
-    late = engine.submit(r, studio.whole(paths, start=now + 3600), s, sent, "gw1")
-    soon = engine.submit(r, studio.whole(paths, start=now + 60, job="soon"), s, sent, "gw1")
-    urgent = engine.submit(r, studio.whole(paths, start=now + 60, priority=5, job="urgent"), s, sent, "gw1")
+    late = runner.submit(r, studio.whole(paths, start=now + 3600), s, sent, "gw1")
+    soon = runner.submit(r, studio.whole(paths, start=now + 60, job="soon"), s, sent, "gw1")
+    urgent = runner.submit(r, studio.whole(paths, start=now + 60, priority=5, job="urgent"), s, sent, "gw1")
     order: list[str] = []
     while sent:
         _, job_id, index = sent.pop(0)
         order.append(job_id)
-        engine.run_batch(r, s, job_id, index, sent)
+        runner.run_batch(r, s, job_id, index, sent)
     # the first batch of `late` was sent before the others existed; then urgent, soon, late
     assert order[0] == late.id
     rest = [j for i, j in enumerate(order[1:]) if i == 0 or order[i] != j]
@@ -246,18 +246,18 @@ def test_cancel_stops_dispatch_and_running_batches(r: redis.Redis, studio: Studi
     s = studio.settings(throttle_bps=MiB, dispatch_window=2)
     set_rate(r, "gw1", None)
     sent = Sent()
-    job = engine.submit(r, studio.whole(paths), s, sent, "gw1")
+    job = runner.submit(r, studio.whole(paths), s, sent, "gw1")
     _, job_id, index = sent.pop(0)
-    engine.run_batch(r, s, job_id, index, sent)
+    runner.run_batch(r, s, job_id, index, sent)
     revoked: list[str] = []
-    assert engine.cancel(r, job.id, s, revoked.extend, sent)
+    assert runner.cancel(r, job.id, s, revoked.extend, sent)
     assert revoked == [dispatch.task_id(job.id, i) for i in (1, 2)]
     drain(r, studio, sent)  # revoked tasks that still arrive do nothing
     info = job.info()
     assert info is not None and info.state is JobState.CANCELLED and info.finished
     assert info.batches_done == 1
     assert not r.zcard(dispatch.inflight_key("gw1"))
-    assert not engine.cancel(r, job.id, s, revoked.extend, sent), "cancelling twice changes nothing"
+    assert not runner.cancel(r, job.id, s, revoked.extend, sent), "cancelling twice changes nothing"
 
 
 def test_claims_of_a_file_that_changed_are_released(r: redis.Redis, studio: Studio) -> None:
@@ -265,7 +265,7 @@ def test_claims_of_a_file_that_changed_are_released(r: redis.Redis, studio: Stud
     plan = studio.whole([p])
     studio.file("ch.tx", 3 * MiB)  # changed between plan and warm
     sent = Sent()
-    job = engine.submit(r, plan, studio.settings(), sent, "gw1")
+    job = runner.submit(r, plan, studio.settings(), sent, "gw1")
     drain(r, studio, sent)
     assert job.state() is JobState.FAILED
     assert not list(r.scan_iter("prewarm:dd:gw1:*:c:*")), "another job must not wait on claims nobody holds"
@@ -276,7 +276,7 @@ def test_a_batch_lost_on_the_way_is_sent_again(r: redis.Redis, studio: Studio) -
     s = studio.settings(throttle_bps=MiB, dispatch_window=2)
     set_rate(r, "gw1", None)
     sent = Sent()
-    job = engine.submit(r, studio.whole(paths), s, sent, "gw1")
+    job = runner.submit(r, studio.whole(paths), s, sent, "gw1")
     lost = list(sent)
     sent.clear()  # the messages never reach a worker; nothing finishes, nothing refills
     assert dispatch.refill(r, "gw1", 2, sent, stale_after_s=3600) == 0
@@ -303,11 +303,11 @@ def test_the_sweep_resends_what_a_dead_sender_chose(r: redis.Redis, studio: Stud
     s = studio.settings(throttle_bps=MiB, dispatch_window=2, visibility_timeout_s=1)
     set_rate(r, "gw1", None)
     sent = Sent()
-    job = engine.submit(r, studio.whole(paths), s, sent, "gw1")
+    job = runner.submit(r, studio.whole(paths), s, sent, "gw1")
     sent.clear()  # chosen, never sent: the sender died
-    assert engine.refill_all(r, s, sent) == 0, "not stale yet"
+    assert runner.refill_all(r, s, sent) == 0, "not stale yet"
     time.sleep(2.1)
-    assert engine.refill_all(r, s, sent) == 2
+    assert runner.refill_all(r, s, sent) == 2
     drain(r, studio, sent)
     assert job.state() is JobState.DONE
 
@@ -317,7 +317,7 @@ def test_workers_refuse_paths_outside_their_roots_even_if_the_submitter_did_not(
     ok = studio.file("ok.tx", 1000)
     plan = studio.plan([(ok, 0, 1000), ("/etc/hostname", 0, 10)])
     sent = Sent()
-    job = engine.submit(r, plan, Settings(), sent, "gw1")  # a submitter with no roots configured
+    job = runner.submit(r, plan, Settings(), sent, "gw1")  # a submitter with no roots configured
     drain(r, studio, sent)
     info = job.info()
     assert info is not None and info.state is JobState.PARTIAL

@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 import yaml
 
-from prewarm import engine
-from prewarm.config import Settings
-from prewarm.jobs import JobState
-from prewarm.pathmap import PathMap, Prefix
-from prewarm.plan import MetaOp
-from prewarm.records import Op
-from prewarm.state_redis import WarmJob, connect
+from prewarm.plan.access import Op
+from prewarm.plan.model import MetaOp
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.settings import Settings
+from prewarm.state.client import connect
+from prewarm.state.jobs import WarmJob
+from prewarm.warm import embedded
+from prewarm.warm.job import JobState
 from tests.fixtures.services import ROOT, StartWorker
 from tests.fixtures.studio import PREFIX, Studio
 from tests.fixtures.twin import StartTwin
@@ -56,7 +57,7 @@ def test_embedded_warm_fetches_each_planned_granule_once_and_nothing_else(
     ranges = planned_ranges(studio, 6)
     plan = studio.plan(ranges, metadata=(MetaOp(Op.READDIR, f"{PREFIX}/tex"),))
     twin = gateway_twin(studio.root, rtt_ms=5, mbps=200, log_reads=True)
-    info = engine.run_embedded(plan, twin_settings(twin.mount, in_flight=8))
+    info = embedded.run_embedded(plan, twin_settings(twin.mount, in_flight=8))
     assert info.state is JobState.DONE, info.findings
     stats = twin.stats()
     assert stats["wan_bytes"] == plan.bytes == 6 * (MiB + MiB // 2)
@@ -66,7 +67,7 @@ def test_embedded_warm_fetches_each_planned_granule_once_and_nothing_else(
     assert sum(n for _, _, n in reads) == plan.bytes and inside_plan(reads, ranges)
     # the same warm again: every read reaches the gateway (no local page cache), all hits
     twin.reset()
-    again = engine.run_embedded(plan, twin_settings(twin.mount, in_flight=8))
+    again = embedded.run_embedded(plan, twin_settings(twin.mount, in_flight=8))
     stats = twin.stats()
     assert again.state is JobState.DONE
     assert stats["wan_bytes"] == 0 and stats["bytes_served"] == plan.bytes

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.config import Settings
-from prewarm.trace_files import read_traces
-from prewarm.trace_store import list_traces
-from prewarm.watch import Spool, TraceDrop, client_submitter, local_submitter
+from prewarm.farm.watch import Spool, TraceDrop, client_submitter, local_submitter
+from prewarm.site.settings import Settings
+from prewarm.traces.files import read_traces
+from prewarm.traces.store import list_traces
 from tests.fixtures.studio import Studio
 
 TRACES = Path(__file__).resolve().parents[1] / "sample_jobs" / "shot100" / "traces"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from prewarm.config import Settings
+from prewarm.site.settings import Settings
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 """Where a worker started without PREWARM_REDIS_URL or a config file looks for Redis."""

@@ -15,10 +15,10 @@ from functools import cache
 import redis
 from celery.signals import worker_ready
 
-from prewarm import engine
-from prewarm.dispatch_redis import task_id
 from prewarm.errors import ServiceError
-from prewarm.state_redis import connect
+from prewarm.state import keys, runner
+from prewarm.state.client import connect
+from prewarm.state.dispatch import task_id
 from workers.app import DEFAULT_URL, app, current
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def client() -> redis.Redis:
 
 def send(gateway: str, job_id: str, index: int) -> None:
     """Put one batch on its gateway's queue (the dispatcher decides which batch and when)."""
-    warm_batch.apply_async((job_id, index), queue=engine.queue_of(gateway), task_id=task_id(job_id, index))
+    warm_batch.apply_async((job_id, index), queue=keys.queue_of(gateway), task_id=task_id(job_id, index))
 
 
 def revoke(task_ids: list[str]) -> None:
@@ -43,11 +43,11 @@ def revoke(task_ids: list[str]) -> None:
 
 
 def sweep_forever() -> None:
-    """Re-send batches nobody will finish (see `engine.refill_all`), every half visibility timeout."""
+    """Re-send batches nobody will finish (see `runner.refill_all`), every half visibility timeout."""
     while True:
         time.sleep(max(1, min(10, current().visibility_timeout_s // 2)))
         try:
-            engine.refill_all(client(), current(), send)
+            runner.refill_all(client(), current(), send)
         except redis.RedisError:
             log.warning("dispatch sweep: Redis unavailable, retrying", exc_info=True)
 
@@ -60,4 +60,4 @@ def _start_sweep(**_: object) -> None:
 @app.task(name="prewarm.warm_batch", autoretry_for=(redis.RedisError, ServiceError),
           retry_backoff=1, retry_backoff_max=30, max_retries=20)
 def warm_batch(job_id: str, index: int) -> None:
-    engine.run_batch(client(), current(), job_id, index, send)
+    runner.run_batch(client(), current(), job_id, index, send)

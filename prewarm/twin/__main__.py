@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from prewarm.twin.fs import serve  # mfusepy loads libfuse at import: only this process needs it
+    from prewarm.twin.fs import (
+        serve,  # mfusepy loads libfuse at import: only this process needs it
+    )
 
     config = TwinConfig(rtt_ms=args.rtt_ms, mbps=args.mbps or None, granule=args.granule,
                         capacity=args.capacity, attr_ttl_s=args.attr_ttl, log_reads=args.log_reads,

@@ -34,6 +34,7 @@ import prewarm
 from prewarm.errors import ConfigError, ServiceError
 from prewarm.twin.gateway import TwinConfig
 
+
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$PREWARM_TWIN_STATE_DIR`, else `$XDG_RUNTIME_DIR/prewarm-twin`, else `/tmp/prewarm-twin`."""
     env = os.environ if env is None else env

@@ -1,0 +1,129 @@
+"""`prewarm plan MANIFEST [--traces PATH]... [-o PLAN.json]` (contract 3)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from typing import Any
+
+from prewarm.flow.planning import PlanOptions, plan_job
+from prewarm.plan.framespec import parse_frames
+from prewarm.plan.model import Plan
+from prewarm.plan.pathmap import PathMap, parse_pair
+from prewarm.plan.predict import PredictOptions
+from prewarm.plan.units import parse_size
+from prewarm.site import atomic
+from prewarm.site.settings import Settings
+
+MiB = 1 << 20
+
+
+def add_path_map_flags(p: argparse.ArgumentParser) -> None:
+    """`--local` and `--alias`, shared by every command that touches studio files."""
+    p.add_argument("--local", action="append", default=[], metavar="STUDIO=LOCAL",
+                   help="reach studio prefix STUDIO at LOCAL on this machine (the gateway mount); repeatable")
+    p.add_argument("--alias", action="append", default=[], metavar="OTHER=STUDIO",
+                   help="trace paths under OTHER are studio paths under STUDIO; repeatable")
+
+
+def path_map_from(args: argparse.Namespace) -> PathMap:
+    items: list[dict[str, Any]] = []
+    for text in args.local:
+        studio, local = parse_pair(text, "--local")
+        items.append({"studio": studio, "local": local})
+    for text in args.alias:
+        other, studio = parse_pair(text, "--alias")
+        items.append({"studio": studio, "aliases": [other]})
+    return PathMap.parse(items, "command line")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("plan", help="predict the byte ranges a job's frames will read, in warm order",
+                       description="Plan a render job: which byte ranges of which files its frames will read, "
+                                   "in the order they are needed. Writes the plan as JSON.")
+    p.add_argument("manifest", help="the job manifest (YAML)")
+    p.add_argument("--traces", action="append", default=[], metavar="PATH",
+                   help="trace file or folder of earlier frames (strace or JSON Lines, plain or gzip); repeatable")
+    p.add_argument("-o", "--output", metavar="PLAN.json", help="write the plan here (default: stdout)")
+    p.add_argument("--summary", action="store_true", help="print a summary table on stderr")
+    p.add_argument("--frame", type=int, help="frame of trace records that name none")
+    p.add_argument("--frames", metavar="SPEC", help="plan these frames instead of the manifest's")
+    p.add_argument("--granule", metavar="SIZE", help="align ranges to this size (default 1MiB)")
+    p.add_argument("--max-bytes", metavar="SIZE", help="budget: keep the ranges worth the most frames per byte")
+    p.add_argument("--max-gap", metavar="SIZE", help="join ranges of a file this close (default 0)")
+    p.add_argument("--spread", metavar="SIZE",
+                   help="widen spans borrowed from neighbouring frames: coverage for bytes (default 512KiB)")
+    p.add_argument("--neighbours", type=int, metavar="N", help="training frames borrowed from on each side (default 1)")
+    p.add_argument("--unseen-cap", metavar="SIZE",
+                   help="files no trace read are warmed whole up to this size, else head and tail (default 256MiB)")
+    add_path_map_flags(p)
+    p.set_defaults(func=run)
+
+
+def options_from(args: argparse.Namespace) -> PlanOptions:
+    def size(name: str) -> int | None:
+        value = getattr(args, name)
+        return None if value is None else parse_size(value, "command line", "--" + name.replace("_", "-"))
+
+    pred = PredictOptions()
+    if args.spread is not None:
+        pred = replace(pred, spread=size("spread") or 0)
+    if args.neighbours is not None:
+        pred = replace(pred, neighbours=max(1, args.neighbours))
+    if args.unseen_cap is not None:
+        pred = replace(pred, unseen_cap=size("unseen_cap") or 0)
+    frames = parse_frames(args.frames, "command line", "--frames") if args.frames else None
+    return PlanOptions(granule=size("granule"), max_bytes=size("max_bytes"), max_gap=size("max_gap"),
+                       frame=args.frame, frames=frames, path_map=path_map_from(args), predict=pred)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.load(path=args.config)
+    plan = plan_job(args.manifest, args.traces, settings, options_from(args))
+    write_json(plan.to_json(), args.output)
+    if args.summary:
+        print(summary_table(plan), file=sys.stderr)
+    return 0
+
+
+def write_json(data: dict[str, Any], output: str | None) -> None:
+    """Stdout, or a file written whole: a reader never sees half a plan."""
+    text = json.dumps(data, indent=1) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic.write_text(output, text, "-o")
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def summary_table(plan: Plan) -> str:
+    s = plan.summary()
+    whole = s["whole_file_bytes"]
+    rows = [
+        ("job", plan.job),
+        ("frames", f"{s['frames']} (first {plan.frames[0] if plan.frames else '-'})"),
+        ("planned", f"{human(s['bytes'])} in {s['ranges']} ranges of {s['files']} files"
+                    + (f" ({s['bytes'] / whole:.0%} of those files)" if whole else "")),
+        ("by reason", ", ".join(f"{k} {human(v)}" for k, v in s["bytes_by_reason"].items()) or "-"),
+        ("metadata", f"{s['metadata_ops']} operations (stat, readdir)"),
+        ("traces", f"{s.get('trace_records', 0)} records from {s.get('trace_frames', 0)} frames"
+                   f" ({s.get('trace_lines_skipped', 0)} lines skipped, {s.get('trace_calls_failed', 0)} failed calls)"),
+        ("missing", str(s["missing"])),
+        ("dropped", f"{human(s['dropped_bytes'])} over budget" if s["dropped_ranges"] else "nothing"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    for m in plan.missing[:10]:
+        lines.append(f"{'':<{width}}  missing: {m.path} ({m.reason}{f', line {m.line}' if m.line else ''})")
+    if len(plan.missing) > 10:
+        lines.append(f"{'':<{width}}  ... and {len(plan.missing) - 10} more in the plan's 'missing'")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""`prewarm record [--job J --shot S --show P --frame N] -- CMD ...` (see prewarm.capture).
+
+Names default to $PREWARM_JOB, $PREWARM_SHOW, $PREWARM_SHOT and $PREWARM_FRAME, so a farm
+wrapper can set them once for every task. Exits with the command's own status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+
+from prewarm.errors import ConfigError
+from prewarm.site.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="run a render command under strace and file its trace in the store",
+                       description="Run CMD under strace, keep its reads under the configured roots, and file "
+                                   "the trace in the trace store with its job and frame. Exits with CMD's status.")
+    p.add_argument("--job", default=os.environ.get("PREWARM_JOB"), help="the job (default $PREWARM_JOB)")
+    p.add_argument("--show", default=os.environ.get("PREWARM_SHOW"), help="the show (default $PREWARM_SHOW)")
+    p.add_argument("--shot", default=os.environ.get("PREWARM_SHOT"), help="the shot (default $PREWARM_SHOT)")
+    p.add_argument("--frame", default=os.environ.get("PREWARM_FRAME"),
+                   help="the frame the command renders (default $PREWARM_FRAME)")
+    p.add_argument("--store", metavar="DIR", help="the trace store folder (default: trace_store setting)")
+    p.add_argument("--keep-raw", metavar="FILE", help="also keep strace's raw log here")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the render command")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from prewarm.traces.record import record
+    from prewarm.traces.store import describe
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise ConfigError("record", "give the command to run after --")
+    if not args.job:
+        raise ConfigError("--job", "say which job this render is of (--job or $PREWARM_JOB)")
+    try:
+        frame = int(args.frame) if args.frame not in (None, "") else None
+    except ValueError as exc:
+        raise ConfigError("--frame", f"expected an integer, got {args.frame!r}") from exc
+    settings = Settings.load(path=args.config)
+    if args.store:
+        settings = replace(settings, trace_store=args.store)
+    result = record(settings, cmd, args.job, args.show, args.shot, frame, args.keep_raw)
+    if result.stored is not None:
+        print(f"prewarm record: {describe(result.stored)}", file=sys.stderr)
+    elif result.error:
+        print(f"prewarm record: {result.error}", file=sys.stderr)
+    return result.returncode

@@ -1,0 +1,160 @@
+"""`prewarm status [ID...]`: warm jobs in detail, the recent ones, or live progress; `--json` for scripts.
+
+`--follow` watches jobs until they end (the given ones, else every queued or running
+one): on a terminal, a progress bar per warm with bytes, files, rate and ETA; in logs
+and farm job output (not a TTY, or `--oneline`), one plain line per warm every
+`--every` seconds. `--oneline` alone prints that line once per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.errors import ConfigError
+from prewarm.warm.job import JobInfo, summary_lines
+
+if TYPE_CHECKING:
+    import redis
+
+POLL_S = 0.5
+"""How often live bars read the job state."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="show warm jobs: one in detail, the recent ones, or live progress")
+    p.add_argument("ids", nargs="*", metavar="ID", help="warm job id(s) (default: list recent jobs)")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many recent jobs to list")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-f", "--follow", action="store_true", help="live progress until the jobs end")
+    p.add_argument("--oneline", action="store_true", help="one plain line per job (logs, farm job output)")
+    p.add_argument("--every", type=float, default=10.0, metavar="S",
+                   help="with --follow and no TTY: seconds between lines (default 10)")
+    add_redis_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from prewarm.state.jobs import WarmJob, recent
+
+    if args.every <= 0:
+        raise ConfigError("--every", "must be a positive number of seconds")
+    r = redis_of(load_settings(args), "status")
+    if args.follow:
+        return follow(r, args.ids, args.oneline or not sys.stdout.isatty(), args.every)
+    if args.ids:
+        infos = []
+        for job_id in args.ids:
+            info = WarmJob(r, job_id).info()
+            if info is None:
+                raise ConfigError(job_id, "no such warm job (expired or never created)")
+            infos.append(info)
+        if args.json:
+            print(json.dumps(infos[0].to_json() if len(infos) == 1 else [i.to_json() for i in infos], indent=1))
+        for info in [] if args.json else infos:
+            print(oneline(info, *_rate(r, info)) if args.oneline else "\n".join(summary_lines(info)))
+        return 0
+    infos = recent(r, args.limit)
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=1))
+        return 0
+    if not infos:
+        print("no warm jobs", file=sys.stderr)
+    for i in infos:
+        if args.oneline:
+            print(oneline(i, *_rate(r, i)))
+            continue
+        c = i.counters
+        print(f"{i.id}  {i.state.value:<9} {i.gateway:<12} {i.name:<30} "
+              f"{(c['bytes_done'] + c['bytes_skipped']) / 1e6:,.1f}/{i.bytes_planned / 1e6:,.1f} MB  "
+              f"batches {i.batches_done}/{i.batches}  findings {c['files_failed']}")
+    return 0
+
+
+def moved(info: JobInfo) -> tuple[int, int]:
+    """(bytes, files) dealt with: read, already warm or failed: what progress is measured in."""
+    c = info.counters
+    return (c["bytes_done"] + c["bytes_skipped"] + c["bytes_failed"],
+            c["files_done"] + c["files_skipped"] + c["files_failed"])
+
+
+def oneline(info: JobInfo, rate_bps: float, in_flight: int) -> str:
+    """The log form: everything on one grep-able line, `key=value` where a machine may parse it."""
+    done_b, done_f = moved(info)
+    left = max(info.bytes_planned - done_b, 0)
+    eta = "-" if info.state.final else (f"{left / rate_bps:.0f}s" if rate_bps > 0 else "?")
+    pct = 100.0 * done_b / info.bytes_planned if info.bytes_planned else 100.0
+    return (f"prewarm {info.id} {info.name} state={info.state.value} {pct:.1f}% "
+            f"bytes={done_b}/{info.bytes_planned} files={done_f}/{info.files_planned} "
+            f"rate={rate_bps / 1e6:.1f}MB/s in_flight={in_flight} eta={eta} "
+            f"failed_files={info.counters['files_failed']}")
+
+
+def _rate(r: redis.Redis, info: JobInfo) -> tuple[float, int]:
+    from prewarm.report.metrics import current
+    from prewarm.state.jobs import WarmJob
+
+    if info.state.final:
+        return 0.0, 0
+    return current(WarmJob(r, info.id).points(), time.time())
+
+
+def _live(r: redis.Redis, ids: list[str]) -> list[JobInfo]:
+    from prewarm.state.jobs import WarmJob, recent
+
+    if ids:
+        infos = [WarmJob(r, i).info(findings=False) for i in ids]
+        missing = [i for i, info in zip(ids, infos) if info is None]
+        if missing:
+            raise ConfigError(missing[0], "no such warm job (expired or never created)")
+        return [i for i in infos if i is not None]
+    return [i for i in recent(r, 100) if not i.state.final]
+
+
+def follow(r: redis.Redis, ids: list[str], plain: bool, every: float) -> int:
+    """Watch until every followed job has ended; the jobs are fixed at the start."""
+    infos = _live(r, ids)
+    if not infos:
+        print("no queued or running warm jobs", file=sys.stderr)
+        return 0
+    ids = [i.id for i in infos]
+    if plain:
+        while True:
+            for info in infos:
+                print(oneline(info, *_rate(r, info)), flush=True)
+            if all(i.state.final for i in infos):
+                return 0
+            time.sleep(every)
+            infos = _live(r, ids)
+    return _bars(r, ids, infos)
+
+
+def _bars(r: redis.Redis, ids: list[str], infos: list[JobInfo]) -> int:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=False),
+               TextColumn("files {task.fields[files]}"), TransferSpeedColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[state]}"))
+    with Progress(*columns, refresh_per_second=4) as bars:
+        tasks = {i.id: bars.add_task(f"{i.id} {i.name[:28]}", total=max(i.bytes_planned, 1), files="",
+                                     state="") for i in infos}
+        while True:
+            for info in infos:
+                done_b, done_f = moved(info)
+                bars.update(tasks[info.id], completed=done_b, files=f"{done_f}/{info.files_planned}",
+                            state=info.state.value)
+            if all(i.state.final for i in infos):
+                return 0
+            time.sleep(POLL_S)
+            infos = _live(r, ids)

@@ -1,0 +1,124 @@
+"""`prewarm verify ID|PLAN.json [--sample N] [--agent URL] [--rewarm]`: how much of a warm is cached now.
+
+Samples the planned ranges and asks the gateway (see `prewarm.verify`): through the
+agent's counters when `--agent` is given and answers, else by timed O_DIRECT reads.
+Prints the cached percentage with its method and sample size; `--rewarm` then warms
+again, in this process, the planned ranges of every file a cold sample was found in.
+Exit 0 when every judged sample was cached (or after a re-warm that finished), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from typing import Any
+
+from prewarm.cli.plan import add_path_map_flags, path_map_from
+from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.errors import ConfigError, ServiceError
+from prewarm.plan.ranges import ByteRange
+from prewarm.report.verify import Counters
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="measure how much of a warm the gateway really holds now")
+    p.add_argument("source", metavar="ID|PLAN.json", help="warm job id (plan from Redis) or a plan file")
+    p.add_argument("--sample", type=int, default=64, metavar="N", help="ranges to sample (default 64)")
+    p.add_argument("--agent", metavar="URL",
+                   help="the gateway's knfsd-cache-utils agent (or twin), e.g. http://proxy:80: judge by its counters")
+    p.add_argument("--seed", type=int, help="sampling seed, for a repeatable sample")
+    p.add_argument("--rewarm", action="store_true", help="warm again the files found cold")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    add_redis_flag(p)
+    add_path_map_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from prewarm.flow import warming
+    from prewarm.report import verify
+    from prewarm.warm import embedded
+    from prewarm.warm.reader import DirectReader
+
+    if args.sample <= 0:
+        raise ConfigError("--sample", "must be a positive integer")
+    settings = load_settings(args)
+    settings = replace(settings, path_map=settings.path_map.merged(path_map_from(args)))
+    if os.path.exists(args.source):
+        from prewarm.cli.warm import load_source
+
+        plan, settings = load_source(args.source, [], settings, args)
+    else:
+        from prewarm.state.jobs import WarmJob
+
+        job = WarmJob(redis_of(settings, "verify"), args.source)
+        if job.state() is None:
+            raise ConfigError(args.source, "neither a plan file nor a warm job id (expired or never created)")
+        plan = job.plan()
+    warming.check_plan(plan, settings, args.source)
+    ranges = [ByteRange(r.path, r.offset, r.length) for r in plan.ranges]
+    samples = verify.choose(ranges, args.sample, plan.granule, args.seed)
+    reader = DirectReader()
+
+    def read(s: ByteRange) -> None:
+        f = reader.open(settings.path_map.to_local(s.path))
+        try:
+            f.read(s.offset, s.length)
+        finally:
+            f.close()
+
+    note = ""
+    counters = _agent(args.agent) if args.agent else None
+    if counters is not None:
+        try:
+            counters()
+        except ServiceError as exc:
+            note, counters = f"{exc}; judged by timing instead", None
+    try:
+        verdict = verify.by_counters(samples, read, counters) if counters else verify.by_timing(samples, read)
+    except OSError as exc:
+        raise ConfigError(getattr(exc, "filename", None) or args.source, f"cannot read a sample: {exc.strerror or exc}") from exc
+    out = verdict.to_json()
+    if note:
+        out["note"] = note
+    rewarmed: dict[str, Any] | None = None
+    if args.rewarm and verdict.cold:
+        files = {s.path for s in verdict.cold}
+        sub = replace(plan, ranges=tuple(r for r in plan.ranges if r.path in files), metadata=())
+        info = embedded.run_embedded(sub, settings)
+        rewarmed = {"files": len(files), "bytes": sub.bytes, "state": info.state.value}
+        out["rewarmed"] = rewarmed
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        pct = "-" if verdict.cached_pct is None else f"{verdict.cached_pct:.1f}%"
+        extra = "".join(f", {k} {out[k]}" for k in ("hit_ms", "miss_ms", "threshold_ms") if out.get(k) is not None)
+        print(f"{plan.job}: {pct} cached ({verdict.cached}/{verdict.judged} samples, method {verdict.method}"
+              f"{extra}{f', {verdict.unreached} never reached the gateway' if verdict.unreached else ''})")
+        if note:
+            print(f"  {note}", file=sys.stderr)
+        if rewarmed:
+            print(f"  re-warmed {rewarmed['files']} file(s), {rewarmed['bytes'] / 1e6:,.1f} MB: {rewarmed['state']}")
+    all_cached = verdict.judged > 0 and not verdict.cold
+    return 0 if all_cached or (rewarmed and rewarmed["state"] == "done") else 1
+
+
+def _agent(url: str) -> Counters:
+    import requests
+
+    endpoint = url.rstrip("/") + "/api/v1/mountStats"
+
+    def counters() -> tuple[int, int]:
+        try:
+            resp = requests.get(endpoint, timeout=5)
+            resp.raise_for_status()
+            mounts = resp.json()["mounts"]
+            return (sum(int(m["stats"]["bytes"]["normalRead"]) for m in mounts),
+                    sum(int(m["stats"]["bytes"]["serverRead"]) for m in mounts))
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            raise ServiceError(f"gateway agent {endpoint} gave no usable mountStats: {exc}") from exc
+
+    return counters

@@ -1,0 +1,266 @@
+"""`prewarm warm MANIFEST|PLAN.json`: plan if needed, then warm, in-process or through Celery workers.
+
+Without a Redis URL (`--redis`, PREWARM_REDIS_URL or the config) the warm runs
+embedded, in this process, needing no server. With one, a warm job is created per
+gateway node, its batches are fed to the workers, and this command follows progress
+until the jobs end (unless `--no-wait`). Exit 0 when every job is `done`, 1 when one
+is `partial`, `failed` or `cancelled`, 2 on bad input, 3 when a service is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from typing import IO, TYPE_CHECKING
+
+from prewarm.cli.plan import add_path_map_flags, path_map_from
+from prewarm.errors import ConfigError, PlanFileError
+from prewarm.plan.model import Plan
+from prewarm.plan.units import parse_rate
+from prewarm.site.settings import Settings
+from prewarm.warm.job import JobInfo, JobState, summary_lines
+
+if TYPE_CHECKING:
+    import redis
+
+    from prewarm.state.dispatch import Send
+
+EXIT_UNFINISHED = 1
+
+POLL_S = 0.5
+"""How often a waiting `prewarm warm` reads job state from Redis."""
+
+STALL_S = 60.0
+"""A waiting `prewarm warm` says so when no batch has finished for this long (no worker on the queue?)."""
+
+REFILL_S = 5.0
+"""How often a waiting `prewarm warm` tops up the dispatch window (re-sending lost batches)."""
+
+
+def add_redis_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis", metavar="URL", help="Redis of the workers (default $PREWARM_REDIS_URL or the config)")
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.load(path=args.config)
+    if getattr(args, "redis", None):
+        settings = replace(settings, redis_url=args.redis)
+    return settings
+
+
+def redis_of(settings: Settings, command: str) -> redis.Redis:
+    from prewarm.state.client import connect, ping
+
+    if not settings.redis_url:
+        raise ConfigError("--redis", f"`prewarm {command}` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
+    ping(connect(settings.redis_url, ride_out_restarts=False), settings.redis_url)
+    return connect(settings.redis_url)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("warm", help="read a plan's ranges through the gateway mount so the gateway caches them",
+                       description="Warm the gateway cache for a job: plan it (from a manifest) or take a plan, "
+                                   "then read its ranges through the gateway mount.")
+    p.add_argument("source", nargs="?", metavar="MANIFEST|PLAN.json", help="job manifest (YAML) or plan (JSON)")
+    p.add_argument("--traces", action="append", default=[], metavar="PATH",
+                   help="traces of earlier frames, when planning from a manifest; repeatable")
+    add_redis_flag(p)
+    p.add_argument("--in-flight", type=int, metavar="N", help="reads in flight per worker (default 16)")
+    p.add_argument("--rate", metavar="RATE",
+                   help="cap, e.g. 50MB/s or off; with Redis it becomes the gateway's shared rate for all workers")
+    p.add_argument("--gateway", action="append", default=[], metavar="NAME",
+                   help="warm this gateway node's cache (queue prewarm.NAME) instead of the plan's; repeatable")
+    p.add_argument("--no-wait", action="store_true", help="with Redis: print the job ids and return at once")
+    p.add_argument("--retry", metavar="ID", help="re-read only the failed ranges of warm job ID")
+    p.add_argument("--json", action="store_true", help="print the final report(s) as JSON on stdout")
+    add_path_map_flags(p)
+    p.set_defaults(func=run)
+
+
+def load_source(source: str, traces: list[str], settings: Settings, args: argparse.Namespace) -> tuple[Plan, Settings]:
+    """The plan to warm and the settings to warm it with (the manifest's path map joins them)."""
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(1 << 16).lstrip()
+    except OSError as exc:
+        raise PlanFileError(source, f"cannot read: {exc.strerror or exc}") from exc
+    if source.endswith(".json") or head.startswith(b"{"):
+        try:
+            with open(source, "rb") as fh:
+                data = json.load(fh)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PlanFileError(source, f"not valid JSON: {exc}") from exc
+        return Plan.from_json(data, where=source), settings
+    from prewarm.flow.planning import PlanOptions, plan_manifest
+    from prewarm.plan.manifest import load_manifest
+
+    manifest = load_manifest(source)
+    cli_map = path_map_from(args)
+    plan = plan_manifest(manifest, traces, settings, PlanOptions(path_map=cli_map))
+    return plan, replace(settings, path_map=settings.path_map.merged(manifest.path_map).merged(cli_map))
+
+
+def run(args: argparse.Namespace) -> int:
+    from prewarm.flow import warming
+    from prewarm.state import runner
+    from prewarm.warm import embedded
+
+    settings = load_settings(args)
+    settings = replace(settings, path_map=settings.path_map.merged(path_map_from(args)))
+    if args.in_flight is not None:
+        if args.in_flight <= 0:
+            raise ConfigError("--in-flight", "must be a positive integer")
+        settings = replace(settings, in_flight=args.in_flight)
+    rate = parse_rate(args.rate, "command line", "--rate", ConfigError) if args.rate is not None else None
+    if args.rate is not None:
+        settings = replace(settings, throttle_bps=rate)
+    if args.retry:
+        return _retry(args, settings)
+    if not args.source:
+        raise ConfigError("warm", "give a manifest or a plan (or --retry ID)")
+    plan, settings = load_source(args.source, args.traces, settings, args)
+    for m in plan.missing:
+        print(f"planner: missing input {m.path} ({m.reason}{f', line {m.line}' if m.line else ''})", file=sys.stderr)
+    if not settings.redis_url:
+        warming.check_plan(plan, settings, args.source)
+        progress = Progress(sys.stderr)
+        info = embedded.run_embedded(plan, settings, progress=progress.update)
+        progress.done()
+        return _report([info], args.json)
+    warming.check_plan(plan, settings, args.source, need_roots=False)
+    r = redis_of(settings, "warm")
+    send = _sender(settings)
+    gateways = tuple(args.gateway) or settings.gateways(plan.gateways)
+    if args.rate is not None:
+        from prewarm.state.throttle import set_rate
+
+        for gw in gateways:
+            set_rate(r, gw, rate)
+    jobs = [runner.submit(r, plan, settings, send, gw) for gw in gateways]
+    return _follow(r, [j.id for j in jobs], args, settings, send)
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    from prewarm.state import runner
+    from prewarm.state.jobs import WarmJob
+
+    r = redis_of(settings, "warm --retry")
+    old = WarmJob(r, args.retry)
+    gw = r.hget(old.key, "gateway")
+    if gw is None:
+        raise ConfigError("--retry", f"no warm job {args.retry} (expired or never created)")
+    send = _sender(settings)
+    job = runner.submit(r, old.plan(), settings, send, gw.decode(), retry_of=old)
+    return _follow(r, [job.id], args, settings, send)
+
+
+def _sender(settings: Settings) -> Send:
+    """Celery's `send`, pointed at this command's Redis (imported only when a warm goes to workers)."""
+    from workers.app import configure
+    from workers.tasks import send
+
+    configure(settings)
+    return send
+
+
+def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace, settings: Settings, send: Send) -> int:
+    """Wait for the jobs to end, showing progress; meanwhile re-send batches lost on the way (see dispatch)."""
+    from prewarm.state import keys, runner
+    from prewarm.state.jobs import WarmJob
+
+    if args.no_wait:
+        for job_id in ids:
+            print(job_id)
+        return 0
+    print("warm job(s): " + " ".join(ids), file=sys.stderr)
+    progress = Progress(sys.stderr)
+    handles = [WarmJob(r, i) for i in ids]
+    next_refill = time.monotonic() + REFILL_S
+    seen: tuple[int, ...] = ()
+    moved_at = time.monotonic()
+    while True:
+        infos = [h.info(findings=False) for h in handles]
+        live = [i for i in infos if i is not None]
+        if live:
+            progress.update(_combined(live))
+        if all(i is None or i.state.final for i in infos):
+            break
+        now = time.monotonic()
+        mark = tuple(i.batches_done for i in live)
+        if mark != seen:
+            seen, moved_at = mark, now
+        elif now - moved_at > STALL_S:
+            queues = ", ".join(sorted({keys.queue_of(i.gateway) for i in live}))
+            print(f"no batch finished for {STALL_S:.0f}s: is a worker consuming {queues}? (still waiting)",
+                  file=sys.stderr)
+            moved_at = now
+        if time.monotonic() >= next_refill:
+            for gw in {i.gateway for i in live}:
+                runner.refill(r, gw, settings, send)
+            next_refill = time.monotonic() + REFILL_S
+        time.sleep(POLL_S)
+    progress.done()
+    return _report([i for i in (h.info() for h in handles) if i is not None], args.json)
+
+
+def _combined(infos: list[JobInfo]) -> JobInfo:
+    first = infos[0]
+    if len(infos) == 1:
+        return first
+    out = replace(first, id=",".join(i.id for i in infos), counters=dict(first.counters),
+                  bytes_planned=sum(i.bytes_planned for i in infos), files_planned=sum(i.files_planned for i in infos),
+                  started=min((i.started for i in infos if i.started), default=None))
+    for i in infos[1:]:
+        for k, v in i.counters.items():
+            out.counters[k] += v
+    return out
+
+
+def _report(infos: list[JobInfo], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([i.to_json() for i in infos], indent=1))
+    for info in infos:
+        for line in summary_lines(info):
+            print(line, file=sys.stderr)
+    return 0 if all(i.state is JobState.DONE for i in infos) else EXIT_UNFINISHED
+
+
+class Progress:
+    """A live line on a terminal; a plain line every `every_s` seconds otherwise (logs, CI)."""
+
+    def __init__(self, out: IO[str], every_s: float = 5.0) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.every_s = 0.2 if self.tty else every_s
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, info: JobInfo) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        c = info.counters
+        elapsed = max(now - self.t0, 1e-3)
+        moved = c["bytes_done"] + c["bytes_skipped"] + c["bytes_failed"]
+        rate = c["bytes_done"] / elapsed
+        left = max(info.bytes_planned - moved, 0)
+        eta = f"{left / rate:.0f}s" if rate > 0 else "-"
+        files = c["files_done"] + c["files_skipped"] + c["files_failed"]
+        line = (f"{info.state.value:<8} {moved / 1e6:,.1f}/{info.bytes_planned / 1e6:,.1f} MB  "
+                f"files {files}/{info.files_planned}  {rate / 1e6:.1f} MB/s  ETA {eta}")
+        if self.tty:
+            self.out.write("\r\x1b[K" + line)
+            self.shown = True
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def done(self) -> None:
+        if self.tty and self.shown:
+            self.out.write("\n")
+            self.out.flush()

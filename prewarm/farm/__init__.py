@@ -1,0 +1,1 @@
+"""Integration with render farms: the warm service, its client, watch folders, farm job adapters."""

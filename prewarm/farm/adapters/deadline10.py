@@ -1,0 +1,107 @@
+"""Thinkbox Deadline 10 submissions (job info + plugin info, `Key=Value` lines) to manifests.
+
+What is used from the job info: `Name` (else `BatchName`) is the job, `Frames` the
+frames (`1-35`, `1-100x5`, `1,3,5`, ranges and lists mixed), `Priority`, and
+`ExtraInfoKeyValueN=key=value` pairs whose keys are `show`, `shot`, `gateway`,
+`max_bytes`, `start` (optionally prefixed `prewarm_`), plus `prewarm_inputs`: extra
+input paths or patterns separated by `;`. From the plugin info: `SceneFile` and every
+other key naming an input file (ending in `File`, `Filename`, `Scene` or `Path` of a
+file, not an output), when its value is an absolute path. Auxiliary files the caller
+passes as `extra_inputs`.
+
+Keys are matched without regard to case, as Deadline does; a key given twice, a line
+without `=`, a bad frame list or a relative path is an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from prewarm.errors import ManifestError
+from prewarm.farm.adapters import build_manifest, check_path
+from prewarm.plan.framespec import parse_frames
+from prewarm.plan.manifest import Manifest
+
+__all__ = ["job_to_manifest", "parse_key_values"]
+
+_EXTRA_KEY = re.compile(r"extrainfokeyvalue\d+")
+_INPUT_KEY = re.compile(r".*(file|filename|scene|scenefile)$")
+_NOT_INPUT = re.compile(r"output|render|log|temp|tmp|dir|folder|executable|exe$")
+_EXTRA_FIELDS = ("show", "shot", "gateway", "max_bytes", "start")
+
+
+def parse_key_values(text: str, where: str) -> dict[str, tuple[str, int]]:
+    """Lower-cased key -> (value, line). Blank lines and `#`/`;` comments are skipped."""
+    out: dict[str, tuple[str, int]] = {}
+    for n, raw in enumerate(text.lstrip("\ufeff").splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ManifestError(f"{where}:{n}", f"expected Key=Value, got {line[:80]!r}")
+        low = key.lower()
+        if low in out:
+            raise ManifestError(f"{where}:{n}", f"{key}: given twice (first on line {out[low][1]})")
+        out[low] = (value.strip(), n)
+    return out
+
+
+def job_to_manifest(job_info_text: str, plugin_info_text: str, where: str,
+                    extra_inputs: Sequence[str] = (), plugin_where: str | None = None) -> Manifest:
+    """The manifest of a Deadline 10 job. `where` names the job info file in errors,
+    `plugin_where` the plugin info file (default: `where` + ` (plugin info)`)."""
+    p_where = plugin_where or f"{where} (plugin info)"
+    job = parse_key_values(job_info_text, where)
+    plugin = parse_key_values(plugin_info_text, p_where)
+
+    name = job.get("name") or job.get("batchname")
+    if name is None or not name[0]:
+        raise ManifestError(where, "Name: missing (and no BatchName): the job needs a name")
+    if "frames" not in job or not job["frames"][0]:
+        raise ManifestError(where, "Frames: missing: which frames does the job render?")
+    spec, line = job["frames"]
+    # Deadline also separates items with spaces: "1-10 20-30"; "1 - 10" is one item.
+    items = [i for i in re.split(r"[,\s]+", re.sub(r"\s*([-x:y])\s*", r"\1", spec)) if i]
+    frames = parse_frames(",".join(items), f"{where}:{line}", "Frames")
+
+    extra: dict[str, object] = {}
+    patterns: list[str] = []
+    for key, (value, n) in job.items():
+        if not _EXTRA_KEY.fullmatch(key):
+            continue
+        k, sep, v = value.partition("=")
+        k = k.strip().lower().removeprefix("prewarm_").removeprefix("prewarm.")
+        if not sep:
+            continue  # a plain note for the farm, not ours
+        if k in _EXTRA_FIELDS:
+            extra[k] = v.strip()
+        elif k == "inputs":
+            for i, p in enumerate(x.strip() for x in v.split(";") if x.strip()):
+                patterns.append(check_path(p, f"{where}:{n}", f"prewarm_inputs[{i}]"))
+    if "priority" in job:
+        value, n = job["priority"]
+        try:
+            extra["priority"] = int(value)
+        except ValueError as exc:
+            raise ManifestError(f"{where}:{n}", f"Priority: expected an integer, got {value!r}") from exc
+
+    inputs: list[str] = []
+    for key, (value, n) in plugin.items():
+        if not value or not _INPUT_KEY.fullmatch(key) or _NOT_INPUT.search(key):
+            continue
+        if key == "scenefile" or value.startswith("/"):
+            inputs.append(check_path(value, f"{p_where}:{n}", key_case(plugin_info_text, key)))
+    for i, p in enumerate(extra_inputs):
+        inputs.append(check_path(p, where, f"auxiliary file {i}"))
+    if not inputs and not patterns:
+        raise ManifestError(p_where, "no SceneFile and no other input path: nothing to warm")
+    return build_manifest(where, name[0], frames, inputs, extra, patterns)
+
+
+def key_case(text: str, low: str) -> str:
+    """The key as the file spells it, for messages."""
+    m = re.search(rf"^\s*({re.escape(low)})\s*=", text, re.IGNORECASE | re.MULTILINE)
+    return m.group(1) if m else low

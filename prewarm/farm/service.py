@@ -1,0 +1,377 @@
+"""`prewarm serve`: the HTTP face of plan + warm, for submitter hooks and farm tools.
+
+The service does no reading itself: it turns a job description (a manifest, an OpenJD
+bundle, a Deadline 10 job) into a plan and hands the plan to the warm engine on Redis,
+where the Celery workers of each gateway node do the reading. Everything it accepts
+comes from the network, so every input is checked as hostile: bodies are bounded,
+paths must lie under the configured roots, and any bad request gets a 4xx with
+`{"error": ..., "where": ...}`, never a 500.
+
+Routes (all under /api/v1; POSTs need `Authorization: Bearer <service_token>`):
+    POST /jobs               submit; 202 with new warm ids, 200 with the ids of an identical live warm
+    GET  /jobs               recent warms
+    GET  /jobs/{id}          one warm
+    POST /jobs/{id}/cancel   cancel
+    GET  /health             Redis reachable
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Annotated, Any
+
+import redis
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from prewarm.errors import InputError, ServiceError
+from prewarm.farm import report_routes as service_reports
+from prewarm.flow import warming
+from prewarm.flow.planning import PlanOptions, plan_manifest
+from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.plan.model import Plan
+from prewarm.site.guard import inside
+from prewarm.site.settings import Settings
+from prewarm.state import client as state_client
+from prewarm.state import runner
+from prewarm.state.dispatch import Send
+from prewarm.state.jobs import WarmJob, recent
+from prewarm.warm.job import JobState
+
+API = "/api/v1"
+
+JOB_ID = r"^[0-9a-f]{1,64}$"
+"""Warm ids are hex (see `WarmJob.create`); anything else is a 404 before Redis is asked."""
+
+REUSABLE = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
+"""A submission identical to a warm in one of these states gets that warm's id, not a new warm."""
+
+Revoke = Callable[[list[str]], None]
+
+
+# request bodies
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeadlineJob(_Strict):
+    """A Deadline 10 submission as its two `Key=Value` files hold it."""
+
+    job_info: str = Field(max_length=1 << 20, description="the job info file's text")
+    plugin_info: str = Field(max_length=1 << 20, description="the plugin info file's text")
+    extra_inputs: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default=[], max_length=1000, description="input paths or patterns the job files do not name")
+
+
+class SubmitRequest(_Strict):
+    """Exactly one of `manifest`, `bundle`, `bundle_path`, `deadline`."""
+
+    manifest: str | None = Field(None, description="a prewarm manifest, YAML or JSON text")
+    bundle: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(
+        None, description="an OpenJD job bundle: {template, asset_references?, parameter_values?}, "
+                          "each the file's content as an object or as its YAML/JSON text")
+    bundle_path: str | None = Field(None, max_length=4096,
+                                    description="an OpenJD job bundle folder under the configured roots")
+    deadline: DeadlineJob | None = None
+    traces: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        None, max_length=1000, description="trace files or folders under the roots; default: the trace store's")
+
+
+class Submitted(BaseModel):
+    ids: list[str]
+    job: str
+    duplicate: bool
+    plan: dict[str, Any]
+    missing: list[dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    where: str = ""
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 503)}
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}},
+            "application/yaml": {"schema": {"type": "string", "description": "a prewarm manifest"}},
+        },
+    }
+}
+
+
+# the app
+
+
+def connect(url: str) -> redis.Redis:
+    """The service answers at once when Redis is away: a quick 503, never a hook's timeout."""
+    return state_client.connect(url, ride_out_restarts=False)
+
+
+def create_app(settings: Settings, r: redis.Redis, send: Send, revoke: Revoke,
+               token: str | None) -> FastAPI:
+    """The service over one Redis; `send`/`revoke` reach the workers (Celery's in production).
+
+    `token` None leaves the service open: only for a trusted loopback (`prewarm serve --no-token`).
+    """
+    app = FastAPI(title="prewarm", version="1",
+                  description="Plan and warm render jobs' reads through a caching gateway.")
+    app.state.redis, app.state.settings = r, settings  # for the report routes (prewarm.service_reports)
+    _handlers(app)
+    app.middleware("http")(_size_guard(settings.max_request_bytes))
+
+    def authorised(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise HTTPException(401, "a valid `Authorization: Bearer <token>` header is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(authorised)]
+
+    @app.post(f"{API}/jobs", status_code=202, response_model=Submitted, responses=ERRORS, dependencies=auth,
+              openapi_extra=_SUBMIT_BODY)
+    async def submit_job(request: Request) -> JSONResponse:
+        body = await _read_body(request, settings.max_request_bytes)
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/plain"):
+            req = SubmitRequest(manifest=_text(body))
+        elif kind == "application/json":
+            try:
+                req = SubmitRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise _invalid(exc) from exc
+        else:
+            raise HTTPException(415, f"content type {kind!r}: send application/json or application/yaml")
+        result = await run_in_threadpool(_submit, req, settings, r, send)
+        return JSONResponse(result.model_dump(), status_code=200 if result.duplicate else 202)
+
+    @app.get(f"{API}/jobs", responses=ERRORS)
+    def list_jobs(limit: int = Query(20, ge=1, le=500)) -> list[dict[str, Any]]:
+        return [i.to_json() for i in recent(r, limit)]
+
+    @app.get(f"{API}/jobs/{{job_id}}", responses=ERRORS)
+    def job_status(job_id: str = PathParam(max_length=64)) -> dict[str, Any]:
+        info = WarmJob(r, _known_id(job_id)).info()
+        if info is None:
+            raise HTTPException(404, f"no warm job {job_id} (expired or never created)")
+        return info.to_json()
+
+    @app.post(f"{API}/jobs/{{job_id}}/cancel", responses=ERRORS, dependencies=auth)
+    def cancel_job(job_id: str = PathParam(max_length=64)) -> dict[str, Any]:
+        _known_id(job_id)
+        job = WarmJob(r, job_id)
+        if job.state() is None:
+            raise HTTPException(404, f"no warm job {job_id} (expired or never created)")
+        changed = runner.cancel(r, job_id, settings, revoke, send)
+        state = job.state()
+        return {"id": job_id, "cancelled": changed, "state": None if state is None else state.value}
+
+    @app.get(f"{API}/health", responses={503: {"model": ErrorBody}})
+    def health() -> dict[str, Any]:
+        try:
+            r.ping()
+        except redis.RedisError as exc:
+            raise ServiceError(f"Redis unreachable: {exc}") from exc
+        return {"ok": True, "redis": "ok"}
+
+    app.include_router(service_reports.router, prefix=API)
+    return app
+
+
+def _known_id(job_id: str) -> str:
+    if not re.match(JOB_ID, job_id):
+        raise HTTPException(404, f"no warm job {job_id!r}: ids are hexadecimal")
+    return job_id
+
+
+# submission
+
+
+def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis, send: Send) -> Submitted:
+    """Describe, check, plan, then warm each gateway unless an identical warm is live."""
+    roots = settings.allowed_roots()
+    if not roots:
+        raise ServiceError("the service has no allowed roots: set `roots` or `path_map` in its config")
+    manifest = _manifest_of(req, settings, roots)
+    for i, spec in enumerate(manifest.inputs):
+        if not inside(spec.path, roots):
+            raise _Refused(f"inputs[{i}] (line {spec.line})", f"{spec.path!r} is outside the allowed roots {list(roots)}")
+    traces = _traces_of(req, manifest, settings, roots)
+    plan = plan_manifest(manifest, traces, settings, PlanOptions())
+    path_map = settings.path_map.merged(manifest.path_map)
+    warming.check_plan(plan, replace(settings, path_map=path_map), "plan")
+    gateways = settings.gateways(plan.gateways)
+    key = _identity(plan)
+    ids: list[str] = []
+    fresh = False
+    with r.lock(f"prewarm:svc:lock:{key}", timeout=60, blocking_timeout=30):
+        for gw in gateways:
+            existing = _live_duplicate(r, key, gw)
+            if existing is None:
+                job = runner.submit(r, plan, settings, send, gw)
+                r.set(_dedupe_key(key, gw), job.id, ex=settings.service_dedupe_s)
+                existing, fresh = job.id, True
+            ids.append(existing)
+    return Submitted(ids=ids, job=plan.job, duplicate=not fresh, plan=plan.summary(),
+                     missing=[{"path": m.path, "reason": m.reason, "line": m.line} for m in plan.missing])
+
+
+def _dedupe_key(identity: str, gateway: str) -> str:
+    return f"prewarm:svc:dedupe:{gateway}:{identity}"
+
+
+def _live_duplicate(r: redis.Redis, identity: str, gateway: str) -> str | None:
+    raw = r.get(_dedupe_key(identity, gateway))
+    if raw is None:
+        return None
+    state = WarmJob(r, raw.decode()).state()
+    return raw.decode() if state in REUSABLE else None
+
+
+def _identity(plan: Plan) -> str:
+    """What makes two submissions the same warm: the same reads of the same file versions, in order.
+
+    The plan's creation time and statistics are left out, so re-planning an unchanged job
+    gives the same identity, while a changed input file (size, mtime) gives a new one.
+    """
+    data = plan.to_json()
+    core = {k: data[k] for k in ("job", "frames", "gateways", "granule", "ranges", "metadata", "files", "priority")}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -> Manifest:
+    given = [k for k in ("manifest", "bundle", "bundle_path", "deadline") if getattr(req, k) is not None]
+    if len(given) != 1:
+        raise InputError("body", "give exactly one of manifest, bundle, bundle_path, deadline"
+                         + (f" (got {', '.join(given)})" if given else ""))
+    if req.manifest is not None:
+        return parse_manifest(req.manifest, "manifest")
+    if req.deadline is not None:
+        from prewarm.farm.adapters.deadline10 import job_to_manifest
+
+        d = req.deadline
+        return job_to_manifest(d.job_info, d.plugin_info, "deadline", d.extra_inputs)
+    from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
+
+    if req.bundle_path is not None:
+        if not inside(req.bundle_path, tuple(roots)):
+            raise _Refused("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(roots)}")
+        return bundle_to_manifest(settings.path_map.to_local(req.bundle_path), req.bundle_path)
+    assert req.bundle is not None
+    return bundle_json_to_manifest(req.bundle, "bundle")
+
+
+def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, roots: Sequence[str]) -> list[str]:
+    if req.traces is None:
+        from prewarm.traces.store import find_traces
+
+        return find_traces(settings, manifest)
+    out = []
+    for i, t in enumerate(req.traces):
+        if not inside(t, tuple(roots)):
+            raise _Refused(f"traces[{i}]", f"{t!r} is outside the allowed roots {list(roots)}")
+        local = settings.path_map.to_local(t)
+        if not os.path.exists(local):
+            raise InputError(f"traces[{i}]", f"{t!r} does not exist")
+        out.append(local)
+    return out
+
+
+# request guards and error bodies
+
+
+class _Refused(InputError):
+    """A path outside the allowed roots: 403, the service will not go there."""
+
+
+def _size_guard(limit: int) -> Callable[[Request, Callable[[Request], Awaitable[Any]]], Awaitable[Any]]:
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return _error(413, f"request body over the limit of {limit} bytes", "body")
+        return await call_next(request)
+
+    return guard
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes even when the client streams without a length."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError("body", f"not UTF-8 text (byte {exc.start})") from exc
+
+
+def _invalid(exc: ValidationError | RequestValidationError) -> InputError:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return InputError(where, f"{first.get('msg', 'invalid')}{more}")
+
+
+def _error(status: int, message: str, where: str = "") -> JSONResponse:
+    return JSONResponse({"error": message, "where": where}, status_code=status)
+
+
+def _handlers(app: FastAPI) -> None:
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InputError)
+        return _error(403, exc.message, exc.where)
+
+    async def bad_input(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InputError)
+        return _error(400 if exc.where == "body" else 422, exc.message, exc.where)
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return _error(503, str(exc) if isinstance(exc, ServiceError) else f"Redis: {exc}")
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        resp = _error(exc.status_code, str(exc.detail))
+        resp.headers.update(exc.headers or {})
+        return resp
+
+    async def validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        err = _invalid(exc)
+        return _error(422, err.message, err.where)
+
+    app.add_exception_handler(_Refused, refused)
+    app.add_exception_handler(InputError, bad_input)
+    app.add_exception_handler(ServiceError, unavailable)
+    app.add_exception_handler(redis.RedisError, unavailable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation)
+

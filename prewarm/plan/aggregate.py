@@ -1,0 +1,97 @@
+"""What earlier renders read, aggregated from a stream of trace records. Pure.
+
+The predictor needs, per file, which spans each training frame read; it never needs
+the individual calls. Aggregating while streaming keeps memory proportional to the
+distinct regions read, not to the length of the logs (5 million records fold into
+a few hundred thousand spans).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prewarm.plan.access import Access, Op
+from prewarm.plan.ranges import Span, SpanAccumulator, normalize
+
+
+@dataclass
+class TraceSet:
+    """Per file, per training frame: the normal span list that frame read."""
+
+    reads: dict[str, dict[int, list[Span]]] = field(default_factory=dict)
+    stats: dict[str, set[int]] = field(default_factory=dict)
+    """Files stat-ed or opened, by the frames that did it (also files never read)."""
+    listed: dict[str, set[int]] = field(default_factory=dict)
+    """Directories listed (getdents), by frame: renderers resolve UDIM tiles this way."""
+    frames: frozenset[int] = frozenset()
+    records: int = 0
+    unframed: int = 0
+    """Records with no frame: they cannot train a per-frame model and are counted, not used."""
+
+
+def aggregate(records: Iterable[Access]) -> TraceSet:
+    acc: dict[str, dict[int, SpanAccumulator]] = defaultdict(dict)
+    stats: dict[str, set[int]] = defaultdict(set)
+    listed: dict[str, set[int]] = defaultdict(set)
+    frames: set[int] = set()
+    n = unframed = 0
+    for a in records:
+        n += 1
+        f = a.frame
+        if f is None:
+            unframed += 1
+            continue
+        frames.add(f)
+        if a.op is Op.READ:
+            if a.length > 0:
+                per = acc[a.path]
+                sa = per.get(f)
+                if sa is None:
+                    sa = per[f] = SpanAccumulator()
+                sa.add(a.offset, a.offset + a.length)
+        elif a.op is Op.READDIR:
+            listed[a.path].add(f)
+        else:
+            stats[a.path].add(f)
+    reads = {p: {f: sa.spans() for f, sa in per.items()} for p, per in acc.items()}
+    return TraceSet(reads=reads, stats=dict(stats), listed=dict(listed), frames=frozenset(frames),
+                    records=n, unframed=unframed)
+
+
+def restrict(ts: TraceSet, keep_frames: Iterable[int]) -> TraceSet:
+    """The same traces limited to some frames: how benchmarks split train from test."""
+    keep = frozenset(keep_frames)
+    reads = {}
+    for p, per in ts.reads.items():
+        sub = {f: s for f, s in per.items() if f in keep}
+        if sub:
+            reads[p] = sub
+    stats = {p: fs & keep for p, fs in ts.stats.items() if fs & keep}
+    listed = {p: fs & keep for p, fs in ts.listed.items() if fs & keep}
+    return TraceSet(reads=reads, stats=stats, listed=listed, frames=ts.frames & keep,
+                    records=ts.records, unframed=ts.unframed)
+
+
+def merge(parts: Iterable[TraceSet]) -> TraceSet:
+    """One TraceSet from aggregates of disjoint groups of trace files (parallel import)."""
+    reads: dict[str, dict[int, list[Span]]] = {}
+    stats: dict[str, set[int]] = defaultdict(set)
+    listed: dict[str, set[int]] = defaultdict(set)
+    frames: set[int] = set()
+    n = unframed = 0
+    for part in parts:
+        for p, per in part.reads.items():
+            mine = reads.setdefault(p, {})
+            for f, spans in per.items():
+                mine[f] = normalize(mine[f] + spans) if f in mine else spans
+        for p, fs in part.stats.items():
+            stats[p] |= fs
+        for p, fs in part.listed.items():
+            listed[p] |= fs
+        frames |= part.frames
+        n += part.records
+        unframed += part.unframed
+    return TraceSet(reads=reads, stats=dict(stats), listed=dict(listed), frames=frozenset(frames),
+                    records=n, unframed=unframed)

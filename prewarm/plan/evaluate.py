@@ -1,0 +1,143 @@
+"""How good was a plan: its ranges against what the rendered frames really read. Pure.
+
+Scored on 64 KiB blocks, as the prediction targets are defined: recall = needed
+blocks that were planned / needed blocks; over-fetch = planned blocks / needed blocks
+(1.0 is perfect, whole-file warming is often 10-100x). Overall, and per input, where an
+input is a file or a frame/tile sequence (digit runs of the file name folded to `#`,
+so `fluid.1001.vdb` and `fluid.1002.vdb` are one input, as in the manifest).
+
+Every missed byte gets a reason, so the next plan of the shot can do better:
+- `never seen`: the plan has nothing of the file; with the training traces at hand
+  this splits into "file never read in training" and "pattern never seen";
+- `frame with no neighbours`: the frame that missed has no training frame within
+  `NEIGHBOUR_FRAMES` (per-frame reads are predicted from neighbours);
+- `outside the prediction`: the file was planned, the region was not.
+`bench/predict.py` scores train/test splits with these same functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prewarm.plan.aggregate import TraceSet
+from prewarm.plan.model import Plan
+
+BLOCK = 64 * 1024
+"""Scoring granularity: the prediction targets are stated on 64 KiB blocks."""
+
+NEIGHBOUR_FRAMES = 8
+"""A frame further than this from every training frame has no neighbours to predict it from."""
+
+MISSED_ROWS = 200
+"""Missed files kept in a stored evaluation, largest first."""
+
+Block = tuple[str, int]
+_DIGITS = re.compile(r"\d+")
+
+
+def input_of(path: str) -> str:
+    """The manifest-style input a file belongs to: digit runs of its name become `#` (same width)."""
+    head, _, name = path.rpartition("/")
+    return f"{head}/{_DIGITS.sub(lambda m: '#' * len(m.group()), name)}"
+
+
+def blocks_of(spans_by_path: Mapping[str, Iterable[tuple[int, int]]]) -> set[Block]:
+    return {(p, b) for p, spans in spans_by_path.items() for s, e in spans if e > s
+            for b in range(s // BLOCK, (e - 1) // BLOCK + 1)}
+
+
+def plan_blocks(plan: Plan) -> set[Block]:
+    return {(r.path, b) for r in plan.ranges if r.length > 0
+            for b in range(r.offset // BLOCK, (r.end - 1) // BLOCK + 1)}
+
+
+def needed_blocks(ts: TraceSet, frames: Iterable[int] | None = None) -> dict[Block, set[int]]:
+    """Blocks the frames read, each with the frames that read it (all traced frames by default)."""
+    want = None if frames is None else set(frames)
+    out: dict[Block, set[int]] = defaultdict(set)
+    for p, per in ts.reads.items():
+        for f, spans in per.items():
+            if want is not None and f not in want:
+                continue
+            for s, e in spans:
+                for b in range(s // BLOCK, (e - 1) // BLOCK + 1):
+                    out[(p, b)].add(f)
+    return dict(out)
+
+
+def score(planned: set[Block], needed: Iterable[Block]) -> tuple[float, float]:
+    """(recall, over-fetch); both 0 when nothing was needed."""
+    need = needed if isinstance(needed, (set, frozenset)) else set(needed)
+    if not need:
+        return 0.0, 0.0
+    return len(planned & need) / len(need), len(planned) / len(need)
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the plan was trained on, when known: sharpens the reasons for misses."""
+
+    paths: frozenset[str]
+    inputs: frozenset[str]
+    frames: tuple[int, ...]
+
+    @classmethod
+    def of(cls, ts: TraceSet) -> Training:
+        return cls(frozenset(ts.reads), frozenset(input_of(p) for p in ts.reads), tuple(sorted(ts.frames)))
+
+    def lonely(self, frame: int) -> bool:
+        return not any(abs(frame - f) <= NEIGHBOUR_FRAMES for f in self.frames)
+
+
+def evaluate(plan: Plan, rendered: TraceSet, training: Training | None = None) -> dict[str, Any]:
+    """The plan scored against the rendered frames' reads, overall, per input, and what was missed and why."""
+    planned = plan_blocks(plan)
+    needed = needed_blocks(rendered, [f for f in rendered.frames if not plan.frames or f in set(plan.frames)])
+    recall, over = score(planned, needed.keys())
+    planned_paths = {p for p, _ in planned}
+    per_need: Counter[str] = Counter(input_of(p) for p, _ in needed)
+    per_plan: Counter[str] = Counter(input_of(p) for p, _ in planned)
+    per_hit: Counter[str] = Counter(input_of(p) for p, b in needed if (p, b) in planned)
+    per_input = [{"input": i, "recall": round(per_hit[i] / n, 4) if n else 0.0,
+                  "overfetch": round(per_plan[i] / n, 3) if n else None,
+                  "needed_bytes": n * BLOCK, "planned_bytes": per_plan[i] * BLOCK}
+                 for i in sorted(set(per_need) | set(per_plan), key=lambda i: (-per_need[i], i))
+                 for n in (per_need[i],)]
+    missed: dict[tuple[str, str], int] = Counter()
+    why_total: Counter[str] = Counter()
+    for blk, frames in needed.items():
+        if blk in planned:
+            continue
+        why = _why(blk[0], frames, planned_paths, training)
+        missed[(blk[0], why)] += BLOCK
+        why_total[why] += BLOCK
+    rows: list[dict[str, Any]] = sorted(({"path": p, "why": w, "bytes": n} for (p, w), n in missed.items()),
+                                        key=lambda r: (-r["bytes"], r["path"]))
+    return {
+        "job": plan.job, "block": BLOCK, "frames_traced": len(rendered.frames),
+        "frames_planned": len(plan.frames),
+        "overall": {"recall": round(recall, 4), "overfetch": round(over, 3), "needed_bytes": len(needed) * BLOCK,
+                    "planned_bytes": len(planned) * BLOCK, "hit_bytes": len(planned & needed.keys()) * BLOCK},
+        "per_input": per_input,
+        "missed_by_reason": dict(why_total.most_common()),
+        "missed": rows[:MISSED_ROWS],
+        "missed_files": len({p for p, _ in missed}),
+    }
+
+
+def _why(path: str, frames: set[int], planned_paths: set[str], training: Training | None) -> str:
+    if path not in planned_paths:
+        if training is None:
+            return "never seen: the plan has nothing of this file"
+        if input_of(path) not in training.inputs:
+            return "pattern never seen in the training traces"
+        if path not in training.paths:
+            return "file never read in the training traces (its pattern was)"
+        return "read in training, dropped by the planner (budget or filter)"
+    if training is not None and training.frames and all(training.lonely(f) for f in frames):
+        return "frame with no neighbours in the training traces"
+    return "region outside the prediction"

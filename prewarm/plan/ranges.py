@@ -1,0 +1,167 @@
+"""Range algebra on one file's byte spans. Pure: values in, values out.
+
+A *span list* is a list of half-open `(start, end)` int tuples. Functions that
+return span lists return them *normal*: sorted, non-empty, non-overlapping and
+non-touching. Inputs may be in any order and may overlap unless said otherwise.
+
+Tuples rather than `ByteRange` objects because the planner holds millions of spans
+per job; `ByteRange` is what leaves the planner.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+Span = tuple[int, int]
+
+
+def normalize(spans: Iterable[Span], gap: int = 0) -> list[Span]:
+    """Sort and merge spans; spans separated by at most `gap` bytes are joined too."""
+    out: list[Span] = []
+    for start, end in sorted(s for s in spans if s[1] > s[0]):
+        if out and start <= out[-1][1] + gap:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def total(spans: Iterable[Span]) -> int:
+    """Bytes covered, counting overlaps once."""
+    return sum(e - s for s, e in normalize(spans))
+
+
+def align(spans: Iterable[Span], granule: int, size: int | None = None) -> list[Span]:
+    """Widen spans to whole granules (what the gateway fetches anyway), clipped to `size`."""
+    if granule <= 0:
+        raise ValueError("granule must be positive")
+    widened = []
+    for s, e in spans:
+        if e <= s:
+            continue
+        a = (s // granule) * granule
+        b = -(-e // granule) * granule
+        if size is not None:
+            b = min(b, size)
+        if b > a:
+            widened.append((a, b))
+    return normalize(widened)
+
+
+def clip(spans: Iterable[Span], size: int) -> list[Span]:
+    """Keep only what lies inside `[0, size)`."""
+    return normalize((max(0, s), min(e, size)) for s, e in spans)
+
+
+def union(*lists: Iterable[Span]) -> list[Span]:
+    return normalize(s for lst in lists for s in lst)
+
+
+def intersect(a: list[Span], b: list[Span]) -> list[Span]:
+    """Overlap of two *normal* span lists, in one linear pass."""
+    out: list[Span] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        s = max(a[i][0], b[j][0])
+        e = min(a[i][1], b[j][1])
+        if e > s:
+            out.append((s, e))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def subtract(a: list[Span], b: list[Span]) -> list[Span]:
+    """What of normal list `a` is not covered by normal list `b`."""
+    out: list[Span] = []
+    j = 0
+    for s, e in a:
+        cur = s
+        while j < len(b) and b[j][1] <= cur:
+            j += 1
+        k = j
+        while k < len(b) and b[k][0] < e:
+            if b[k][0] > cur:
+                out.append((cur, b[k][0]))
+            cur = max(cur, b[k][1])
+            k += 1
+        if cur < e:
+            out.append((cur, e))
+    return out
+
+
+def covered(spans: list[Span], start: int, end: int) -> int:
+    """Bytes of `[start, end)` covered by normal list `spans` (binary search, no copy)."""
+    i = max(bisect_right(spans, (start, start)) - 1, 0)
+    got = 0
+    while i < len(spans) and spans[i][0] < end:
+        s, e = spans[i]
+        lo, hi = max(s, start), min(e, end)
+        if hi > lo:
+            got += hi - lo
+        i += 1
+    return got
+
+
+def split(spans: Iterable[Span], max_len: int) -> list[Span]:
+    """Cut spans into pieces of at most `max_len` bytes (granule-sized reads)."""
+    out: list[Span] = []
+    for s, e in spans:
+        while s < e:
+            out.append((s, min(e, s + max_len)))
+            s += max_len
+    return out
+
+
+class SpanAccumulator:
+    """Collects spans from a stream with bounded memory.
+
+    Renderers read mostly forward in small calls, so a read that starts where the
+    previous one ended extends it in place; other spans are buffered and merged
+    when the buffer doubles, which keeps memory proportional to the *distinct*
+    regions read rather than to the number of calls.
+    """
+
+    __slots__ = ("_spans", "_limit")
+
+    def __init__(self) -> None:
+        self._spans: list[Span] = []
+        self._limit = 64
+
+    def add(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        spans = self._spans
+        if spans:
+            ls, le = spans[-1]
+            if ls <= start <= le:
+                if end > le:
+                    spans[-1] = (ls, end)
+                return
+        spans.append((start, end))
+        if len(spans) >= self._limit:
+            self._spans = normalize(spans)
+            self._limit = max(64, 2 * len(self._spans))
+
+    def spans(self) -> list[Span]:
+        """The normal span list of everything added so far."""
+        self._spans = normalize(self._spans)
+        return list(self._spans)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ByteRange:
+    """A half-open byte range `[offset, offset + length)` of one file."""
+
+    path: str
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length

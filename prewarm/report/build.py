@@ -1,0 +1,197 @@
+"""The warm report: is the job's data warm, how fast did it get there, what went wrong. Pure.
+
+A render-farm engineer wants one answer first (ready for the first frames, and when,
+against when they start) and then the evidence: totals in bytes and files, time taken
+against the physical limit (planned bytes / throttle), throughput and reads in flight
+over time, coverage per file, and the files that are missing or failed with the one
+command that retries them. Everything here takes values and returns JSON-able values;
+loading them from Redis is `prewarm.report_redis`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prewarm.plan.evaluate import input_of
+from prewarm.plan.model import Plan
+from prewarm.plan.ranges import ByteRange
+from prewarm.warm.batches import Batch
+from prewarm.warm.job import JobInfo, JobState
+from prewarm.warm.results import FindingKind
+from prewarm.warm.timeline import Point, merged
+
+MAX_POINTS = 600
+"""Series longer than this are averaged into buckets: a plot has no use for more points than pixels."""
+
+COVERAGE_ROWS = 40
+"""Inputs shown in the coverage chart, largest first; the rest are summed in one row."""
+
+LOST = frozenset({FindingKind.MISSING, FindingKind.DENIED, FindingKind.OUTSIDE, FindingKind.CHANGED})
+"""Findings after which nothing useful of the file is in the cache (bytes of a changed file are stale)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the stored batches say about a job: planned and done bytes per file (after granule cuts)."""
+
+    planned: Mapping[str, int]
+    done: Mapping[str, int]
+
+    @classmethod
+    def of(cls, batches: Iterable[Batch], done: set[int]) -> Progress:
+        planned: dict[str, int] = defaultdict(int)
+        finished: dict[str, int] = defaultdict(int)
+        for b in batches:
+            for r in b.reads:
+                planned[r.path] += r.length
+                if b.index in done:
+                    finished[r.path] += r.length
+        return cls(dict(planned), dict(finished))
+
+
+def retry_command(info: JobInfo) -> str | None:
+    """The command that re-reads just the failed ranges; None when there is nothing to retry."""
+    if not info.failed_ranges:
+        return None
+    if info.id.startswith("local-"):
+        return "prewarm warm PLAN.json  (an embedded warm keeps no state: re-run it, or warm through Redis)"
+    return f"prewarm warm --retry {info.id}"
+
+
+def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: Sequence[ByteRange] = (),
+          points: Sequence[Point] = (), throttle_bps: int | None = None,
+          evaluation: Mapping[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
+    """The whole report as JSON-able data: what `prewarm report --json` prints and the HTML page shows."""
+    c = info.counters
+    series = _series(merged(points), info.started)
+    failed_by_file: dict[str, int] = defaultdict(int)
+    for r in failed:
+        failed_by_file[r.path] += r.length
+    coverage = _coverage(info, progress, failed_by_file)
+    missing = [f for f in info.findings if f.kind is FindingKind.MISSING]
+    planned_by_file = progress.planned if progress is not None else {}
+    report: dict[str, Any] = {
+        "job": {"id": info.id, "name": info.name, "gateway": info.gateway, "state": info.state.value,
+                "created": info.created, "started": info.started, "finished": info.finished,
+                "retry_of": info.retry_of, "batches": info.batches, "batches_done": info.batches_done},
+        "summary": {
+            "planned": {"bytes": info.bytes_planned, "files": info.files_planned, "meta": info.meta_planned},
+            "warmed": {"bytes": c["bytes_done"], "files": c["files_done"], "meta": c["meta_done"]},
+            "skipped": {"bytes": c["bytes_skipped"], "files": c["files_skipped"]},
+            "missing": {"bytes": sum(planned_by_file.get(f.path, 0) for f in missing), "files": len(missing),
+                        "inputs": 0 if plan is None else len(plan.missing)},
+            "failed": {"bytes": c["bytes_failed"], "files": c["files_failed"], "meta": c["meta_failed"],
+                       "ranges": info.failed_ranges},
+        },
+        "timing": _timing(info, throttle_bps, now),
+        "readiness": _readiness(info, plan, series, failed, now),
+        "series": series,
+        "coverage": coverage,
+        "problems": [f.to_json() for f in info.findings]
+        + ([] if plan is None else [{"path": m.path, "kind": "missing-input",
+                                     "detail": f"{m.reason}{f' (manifest line {m.line})' if m.line else ''}"}
+                                    for m in plan.missing]),
+        "retry": {"command": retry_command(info), "ranges": info.failed_ranges},
+        "evaluation": None if evaluation is None else dict(evaluation),
+    }
+    return report
+
+
+def _timing(info: JobInfo, throttle_bps: int | None, now: float | None) -> dict[str, Any]:
+    end = info.finished if info.finished is not None else now
+    elapsed = None if info.started is None or end is None else max(end - info.started, 0.0)
+    ideal = info.bytes_planned / throttle_bps if throttle_bps else None
+    read = info.counters["bytes_done"]
+    return {"elapsed_s": elapsed, "ideal_s": ideal, "throttle_bps": throttle_bps,
+            "rate_bps": read / elapsed if elapsed else None,
+            "files_per_s": info.counters["files_done"] / elapsed if elapsed else None,
+            "efficiency": ideal / elapsed if ideal and elapsed else None}
+
+
+def _series(points: list[Point], started: float | None) -> list[dict[str, float]]:
+    """Seconds since the start with bytes/s and reads in flight, averaged into at most MAX_POINTS buckets."""
+    if not points:
+        return []
+    t0 = started if started is not None else points[0].t
+    step = max(1, -(-len(points) // MAX_POINTS))
+    out = []
+    for i in range(0, len(points), step):
+        chunk = points[i:i + step]
+        out.append({"t": round(chunk[0].t - t0, 3), "bytes_per_s": sum(p.bytes for p in chunk) / len(chunk),
+                    "in_flight": sum(p.in_flight for p in chunk) / len(chunk)})
+    return out
+
+
+def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Bytes warmed / planned per input: a file, or a frame or tile sequence folded as the manifest names it."""
+    if progress is None:
+        return []
+    lost = {f.path for f in info.findings if f.kind in LOST}
+    acc: dict[str, list[int]] = {}
+    for path, planned in progress.planned.items():
+        done = 0 if path in lost else max(progress.done.get(path, 0) - failed_by_file.get(path, 0), 0)
+        row = acc.setdefault(input_of(path), [0, 0, 0])
+        row[0] += planned
+        row[1] += min(done, planned)
+        row[2] += 1
+    rows: list[dict[str, Any]] = [{"path": k, "planned": p, "warmed": w, "files": n}
+                                  for k, (p, w, n) in acc.items()]
+    rows.sort(key=lambda r: (-r["planned"], r["path"]))
+    if len(rows) > COVERAGE_ROWS:
+        rest = rows[COVERAGE_ROWS - 1:]
+        rows = rows[:COVERAGE_ROWS - 1] + [{"path": f"({len(rest)} more inputs)",
+                                             "planned": sum(r["planned"] for r in rest),
+                                             "warmed": sum(r["warmed"] for r in rest),
+                                             "files": sum(r["files"] for r in rest)}]
+    return rows
+
+
+def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
+               failed: Sequence[ByteRange], now: float | None) -> dict[str, Any]:
+    """Whether what the first frame needs is warm, and when it was (estimated from plan order).
+
+    The first frame's ranges and the every-frame ranges come first in a plan, and batches are
+    dispatched in plan order, so the first frame is ready once the warm has moved that prefix
+    of the plan's bytes; the time is read off the cumulative throughput series.
+    """
+    if plan is None or not plan.frames or not plan.ranges:
+        return {"first_frame": None, "ready": None, "ready_at": None, "start": None, "margin_s": None}
+    first = plan.frames[0]
+    position = 0
+    total = 0
+    needed: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for r in plan.ranges:
+        total += r.length
+        if r.frame is None or r.frame == first:
+            position = total
+            needed[r.path].append((r.offset, r.end))
+    blocked = {f.path for f in info.findings if f.path in needed}
+    blocked.update(r.path for r in failed if any(r.offset < e and s < r.end for s, e in needed.get(r.path, ())))
+    share = position / total if total else 1.0
+    moved = info.counters["bytes_done"] + info.counters["bytes_skipped"] + info.counters["bytes_failed"]
+    reached = info.state.final or moved >= share * info.bytes_planned
+    ready = reached and not blocked and info.state is not JobState.CANCELLED
+    ready_at = _when(info, series, share) if ready else None
+    margin = None if plan.start is None or ready_at is None else plan.start - ready_at
+    return {"first_frame": first, "ready": ready, "ready_at": ready_at, "start": plan.start,
+            "margin_s": margin, "share_of_plan": share, "blocked_by": sorted(blocked)[:20],
+            "late": None if plan.start is None else (not ready and now is not None and now > plan.start)
+            or (margin is not None and margin < 0)}
+
+
+def _when(info: JobInfo, series: list[dict[str, float]], share: float) -> float | None:
+    if info.started is None:
+        return None
+    total = sum(s["bytes_per_s"] for s in series)
+    if not series or total <= 0:
+        return info.finished
+    step = series[1]["t"] - series[0]["t"] if len(series) > 1 else 1.0
+    acc = 0.0
+    for s in series:
+        acc += s["bytes_per_s"]
+        if acc >= share * total - 1e-9:
+            return info.started + s["t"] + step
+    return info.finished

@@ -1,0 +1,43 @@
+"""Redis connections: workers ride out a restart, commands and the service answer at once."""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from prewarm.errors import ServiceError
+
+MAX_CONNECTIONS = 256
+"""Per process. Every in-flight read may talk to Redis (claim, throttle): callers wait for a
+connection beyond this rather than fail."""
+
+
+def connect(url: str, ride_out_restarts: bool = True) -> redis.Redis:
+    """A Redis client.
+
+    Workers and a waiting `prewarm warm` ride out a Redis restart (about 10 s of
+    retries) instead of failing a batch. The service and a command's first check must
+    answer at once: a hook stops waiting after 2 s, and a user should hear "Redis is
+    not there" rather than wait (`ride_out_restarts=False`: under a second).
+    """
+    try:
+        if not ride_out_restarts:
+            return redis.Redis.from_url(
+                url, socket_connect_timeout=1, socket_timeout=10, health_check_interval=10,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=60, socket_connect_timeout=2, socket_timeout=30,
+            health_check_interval=10, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 25),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+    except ValueError as exc:
+        raise ServiceError(f"bad Redis URL {url!r}: {exc}") from exc
+    return redis.Redis(connection_pool=pool)
+
+
+def ping(r: redis.Redis, url: str) -> None:
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        raise ServiceError(f"cannot reach Redis at {url}: {exc}") from exc

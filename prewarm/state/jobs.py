@@ -1,0 +1,236 @@
+"""Warm job state in Redis: a thin `WarmJob` handle over plain `JobInfo` data (arq-style).
+
+Counters must stay true when a batch runs twice: Celery redelivers a batch whose
+worker died (acks_late), and a worker can finish a batch and die before its ack.
+So a batch's result is recorded by one Lua script that adds the batch index to the
+job's done set and, only if it was not there, adds its counters, findings and
+failed ranges, and closes the job when the last batch lands. Lua scripts are
+atomic and reach the append-only file as one unit, so a Redis restart cannot keep
+half of a batch.
+
+Keys (job id J):
+    prewarm:jobs                 zset J -> created, the recent list
+    prewarm:job:J                hash: name, gateway, state, created, started, finished,
+                                 priority, start, granule, batches, batches_done, next,
+                                 bytes/files/meta planned, counters, retry_of
+    prewarm:job:J:plan           the plan JSON (file identities for --retry, reports)
+    prewarm:job:J:batches        hash: batch index -> batch JSON (workers load one, never the plan)
+    prewarm:job:J:done           set of recorded batch indexes
+    prewarm:job:J:findings       hash: path -> finding JSON (first finding per file)
+    prewarm:job:J:failed         list of failed ranges [path, offset, length]
+    prewarm:job:J:samples        hash: b:SECOND -> bytes read, f:SECOND -> reads in flight, summed
+                                 over the batches running in that second (see prewarm.timeline)
+    prewarm:job:J:evaluation     JSON: the last `prewarm evaluate` of this job (prewarm.evaluate)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from prewarm.errors import ServiceError
+from prewarm.plan.model import Plan
+from prewarm.plan.ranges import ByteRange
+from prewarm.warm.batches import Batch
+from prewarm.warm.job import JobInfo, JobState
+from prewarm.warm.results import FileFinding, WarmResult
+from prewarm.warm.timeline import Point
+
+JOBS = "prewarm:jobs"
+
+RETENTION_S = 7 * 86400
+"""Job records expire a week after creation: status history, not an archive."""
+
+
+
+
+
+
+
+
+def job_key(job_id: str) -> str:
+    return f"prewarm:job:{job_id}"
+
+
+_COMPLETE = """
+local job, done, findings, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', job) == 0 then return -1 end
+if redis.call('SADD', done, ARGV[1]) == 0 then return 0 end
+local res = cjson.decode(ARGV[2])
+for _, k in ipairs(res.names) do
+  redis.call('HINCRBY', job, k, string.format('%.0f', res.counters[k]))
+end
+for _, f in ipairs(res.findings) do
+  redis.call('HSETNX', findings, f.path, cjson.encode(f))
+end
+for _, r in ipairs(res.failed) do
+  redis.call('RPUSH', failed, cjson.encode(r))
+end
+redis.call('HINCRBY', job, 'batches_done', 1)
+if redis.call('SCARD', done) >= tonumber(redis.call('HGET', job, 'batches')) then
+  if redis.call('HGET', job, 'state') ~= 'cancelled' then
+    local function n(k) return tonumber(redis.call('HGET', job, k) or '0') end
+    local state = 'done'
+    if n('bytes_failed') > 0 or n('files_failed') > 0 or n('meta_failed') > 0
+       or redis.call('HLEN', findings) > 0 then
+      if n('bytes_done') + n('bytes_skipped') + n('meta_done') == 0 then state = 'failed'
+      else state = 'partial' end
+    end
+    redis.call('HSET', job, 'state', state)
+  end
+  redis.call('HSETNX', job, 'finished', ARGV[3])
+end
+return 1
+"""
+
+_START = """
+if redis.call('HGET', KEYS[1], 'state') == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[1])
+end
+return 1
+"""
+
+_CANCEL = """
+local s = redis.call('HGET', KEYS[1], 'state')
+if s == 'queued' or s == 'running' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled')
+  redis.call('HSETNX', KEYS[1], 'finished', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class WarmJob:
+    """Handle on one warm job in Redis. Holds no state of its own beyond the id."""
+
+    def __init__(self, r: redis.Redis, job_id: str) -> None:
+        self.r = r
+        self.id = job_id
+        self.key = job_key(job_id)
+
+    @classmethod
+    def create(cls, r: redis.Redis, plan: Plan, batches: Sequence[Batch], gateway: str, granule: int,
+               retry_of: str | None = None) -> WarmJob:
+        job = cls(r, uuid.uuid4().hex[:12])
+        now = time.time()
+        reads = [rd for b in batches for rd in b.reads]
+        fields: dict[str, Any] = {
+            "name": plan.job, "gateway": gateway, "state": JobState.QUEUED.value, "created": now,
+            "priority": plan.priority, "start": "" if plan.start is None else plan.start, "granule": granule,
+            "batches": len(batches), "batches_done": 0, "next": 0,
+            "bytes_planned": sum(rd.length for rd in reads),
+            "files_planned": len({rd.path for rd in reads}),
+            "meta_planned": sum(len(b.meta) for b in batches),
+            "retry_of": retry_of or "",
+            **dict.fromkeys(WarmResult.COUNTERS, 0),
+        }
+        if not batches:
+            fields.update(state=JobState.DONE.value, started=now, finished=now)
+        keys = [job.key, f"{job.key}:plan", f"{job.key}:batches"]
+        with r.pipeline(transaction=False) as p:
+            p.set(keys[1], json.dumps(plan.to_json()))
+            for i in range(0, len(batches), 500):
+                p.hset(keys[2], mapping={str(b.index): json.dumps(b.to_json()) for b in batches[i:i + 500]})
+            p.hset(keys[0], mapping=fields)
+            p.zadd(JOBS, {job.id: now})
+            for k in keys:
+                p.expire(k, RETENTION_S)
+            p.execute()
+        return job
+
+    def state(self) -> JobState | None:
+        s = self.r.hget(self.key, "state")
+        return None if s is None else JobState(s.decode())
+
+    def cancelled(self) -> bool:
+        return self.state() is JobState.CANCELLED
+
+    def batch(self, index: int) -> Batch:
+        raw = self.r.hget(f"{self.key}:batches", str(index))
+        if raw is None:
+            raise ServiceError(f"warm job {self.id} has no batch {index}")
+        return Batch.from_json(json.loads(raw))
+
+    def batch_done(self, index: int) -> bool:
+        return bool(self.r.sismember(f"{self.key}:done", str(index)))
+
+    def plan(self) -> Plan:
+        raw = self.r.get(f"{self.key}:plan")
+        if raw is None:
+            raise ServiceError(f"warm job {self.id} has no stored plan (expired?)")
+        return Plan.from_json(json.loads(raw), where=f"warm job {self.id} plan")
+
+    def mark_running(self) -> None:
+        self.r.eval(_START, 1, self.key, time.time())
+
+    def complete_batch(self, index: int, result: WarmResult) -> bool:
+        """Record a batch's result once; False if it was already recorded (a redelivery)."""
+        payload = {"names": list(WarmResult.COUNTERS), "counters": result.counters(),
+                   "findings": [f.to_json() for f in result.findings.values()],
+                   "failed": [[r.path, r.offset, r.length] for r in result.failed]}
+        keys = [self.key, f"{self.key}:done", f"{self.key}:findings", f"{self.key}:failed"]
+        return int(self.r.eval(_COMPLETE, len(keys), *keys, index, json.dumps(payload), time.time())) == 1
+
+    def record_point(self, point: Point) -> None:
+        """One second of one batch: added to what other batches recorded for that second."""
+        key = f"{self.key}:samples"
+        with self.r.pipeline(transaction=False) as p:
+            p.hincrby(key, f"b:{point.t}", point.bytes)
+            p.hincrby(key, f"f:{point.t}", point.in_flight)
+            p.expire(key, RETENTION_S)
+            p.execute()
+
+    def points(self) -> list[Point]:
+        acc: dict[int, list[int]] = {}
+        for k, v in self.r.hgetall(f"{self.key}:samples").items():
+            kind, _, sec = k.decode().partition(":")
+            acc.setdefault(int(sec), [0, 0])[0 if kind == "b" else 1] = int(v)
+        return [Point(t, b, f) for t, (b, f) in sorted(acc.items())]
+
+    def cancel(self) -> bool:
+        """queued/running -> cancelled; False if the job had already ended."""
+        return int(self.r.eval(_CANCEL, 1, self.key, time.time())) == 1
+
+    def failed_ranges(self) -> list[ByteRange]:
+        return [ByteRange(p, int(o), int(n)) for p, o, n in
+                (json.loads(x) for x in self.r.lrange(f"{self.key}:failed", 0, -1))]
+
+    def info(self, findings: bool = True) -> JobInfo | None:
+        h = {k.decode(): v.decode() for k, v in self.r.hgetall(self.key).items()}
+        if not h:
+            return None
+        found: list[FileFinding] = []
+        if findings:
+            found = [FileFinding.from_json(json.loads(v)) for v in self.r.hvals(f"{self.key}:findings")]
+            found.sort(key=lambda f: f.path)
+
+        def num(k: str) -> float | None:
+            return float(h[k]) if h.get(k) else None
+
+        return JobInfo(
+            id=self.id, name=h["name"], gateway=h["gateway"], state=JobState(h["state"]),
+            created=float(h["created"]), started=num("started"), finished=num("finished"),
+            priority=int(h["priority"]), start=num("start"), batches=int(h["batches"]),
+            batches_done=int(h["batches_done"]), bytes_planned=int(h["bytes_planned"]),
+            files_planned=int(h["files_planned"]), meta_planned=int(h["meta_planned"]),
+            counters={k: int(h.get(k, 0)) for k in WarmResult.COUNTERS}, findings=found,
+            failed_ranges=int(self.r.llen(f"{self.key}:failed")), retry_of=h.get("retry_of") or None)
+
+
+def recent(r: redis.Redis, limit: int = 20) -> list[JobInfo]:
+    """The most recent jobs, newest first (expired ones dropped from the list)."""
+    out = []
+    for raw in r.zrevrange(JOBS, 0, limit - 1):
+        job_id = raw.decode()
+        info = WarmJob(r, job_id).info(findings=False)
+        if info is None:
+            r.zrem(JOBS, job_id)
+        else:
+            out.append(info)
+    return out

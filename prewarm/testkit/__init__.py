@@ -1,0 +1,4 @@
+"""Tools for tests, benchmarks and the demo: local services, sample trees, frame replay.
+
+Nothing in the product imports these; `prewarm sample` and the benches do.
+"""

@@ -1,0 +1,6 @@
+"""Access traces of earlier renders: parsers (pure), trace files, the trace store, `prewarm record`.
+
+`strace` and `jsonl` turn lines into `Access` records and do no IO; `files` finds,
+opens and tells trace files apart by content; `store` files them per show/shot/job;
+`record` runs a render under strace and files what it read.
+"""

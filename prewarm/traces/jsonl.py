@@ -1,0 +1,108 @@
+"""prewarm's own trace format, JSON Lines: one access per line. Pure: lines in, records out.
+
+    {"path": "/abs/file", "offset": 0, "length": 65536, "frame": 1001}
+
+plus optional `op` (read, stat, readdir, open; default read), `t` (epoch seconds),
+`host`, `job`, `tid`. Unknown keys are ignored so newer writers stay readable by older
+readers. A `read` must say where and how much it read; other ops need only a path.
+A line that is not valid JSON or breaks these rules is counted and skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import orjson
+
+from prewarm.plan.access import Access, Op
+from prewarm.traces.counters import ImportStats, Resolve
+
+_OPS = {op.value: op for op in Op}
+
+
+def _opt_int(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"expected a non-negative integer, got {value!r}")
+
+
+def _opt_str(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _access(obj: Any, path: str, frame: int | None) -> Access:
+    """The record a decoded line describes; ValueError if a field is wrong."""
+    op = _OPS[obj.get("op", "read")]  # KeyError on an unknown op, caught by the caller
+    offset = obj.get("offset", 0 if op is not Op.READ else None)
+    length = obj.get("length", 0 if op is not Op.READ else None)
+    if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
+        raise ValueError("offset and length must be non-negative integers")
+    got = obj.get("frame")
+    if got is not None:
+        if type(got) is not int:
+            raise ValueError("frame must be an integer")
+        frame = got
+    t = obj.get("t")
+    if t is not None and type(t) is not float and type(t) is not int:
+        raise ValueError("t must be a number")
+    return Access(path, op, offset, length, frame, t, _opt_str(obj.get("host")),
+                  _opt_str(obj.get("job")), _opt_int(obj.get("tid")))
+
+
+def parse_jsonl(lines: Iterable[str | bytes], stats: ImportStats, frame: int | None = None,
+                resolve: Resolve | None = None, where: str = "<jsonl>") -> Iterator[Access]:
+    """Stream the accesses of a JSON Lines trace.
+
+    `frame` is used for records without their own `frame`; `resolve` maps each path
+    once; `where` names the file in `stats.first_skipped`.
+    """
+    paths: dict[str, str | None] = {}
+    n = records = 0
+    try:
+        for line in lines:
+            n += 1
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+                raw = obj["path"]
+                if type(raw) is not str or not raw.startswith("/"):
+                    raise ValueError("path must be absolute")
+                path = paths.get(raw, "")
+                if path == "":
+                    path = paths[raw] = resolve(raw) if resolve is not None else raw
+                if path is None:
+                    stats.filtered += 1
+                    continue
+                access = _access(obj, path, frame)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                stats.skip(where, n)
+                continue
+            records += 1
+            yield access
+    finally:
+        stats.lines += n
+        stats.records += records
+
+
+def access_to_json(a: Access) -> dict[str, object]:
+    """The JSON object of one record: unset fields are left out to keep traces small."""
+    d: dict[str, object] = {"path": a.path, "offset": a.offset, "length": a.length}
+    if a.op is not Op.READ:
+        d["op"] = a.op.value
+    for key, value in (("frame", a.frame), ("t", a.t), ("host", a.host), ("job", a.job), ("tid", a.tid)):
+        if value is not None:
+            d[key] = value
+    return d
+
+
+def write_jsonl(records: Iterable[Access], fh: IO[bytes]) -> int:
+    """Write records one per line to a binary stream; returns how many were written."""
+    count = 0
+    for a in records:
+        fh.write(orjson.dumps(access_to_json(a), option=orjson.OPT_APPEND_NEWLINE))
+        count += 1
+    return count

@@ -1,0 +1,392 @@
+"""Reads `strace -f -tt [-T] -y` output into `Access` records. Pure: lines in, records out.
+
+What a call read is not always written on its line, so the parser keeps state:
+
+* `read`/`readv` carry no offset: they read at the descriptor's position, which
+  `openat` sets to 0, `lseek` sets to its *return value* (whatever the whence), and
+  every `read` advances by what it returned. `pread64`/`preadv`/`preadv2` carry their
+  offset and leave the position alone (except `preadv2(..., -1, ...)`, which reads
+  at the position and moves it, as the man page says).
+* Positions are keyed by the descriptor *and its path* (`3</p/a.exr`), not by pid.
+  strace's pid column is the thread id, and the threads of a renderer share one fd
+  table: thread A opens and seeks, thread B reads. Keying by pid would lose the seek;
+  keying by fd alone would mix a closed descriptor's position with the next file that
+  reuses the number (`close` is usually not traced). The cost: two *processes* reading
+  the same file through the same fd number would share a position. Renderers read
+  through threads, so this is the right trade.
+* A descriptor whose `openat` is not in the trace (attached late, `dup`) starts at 0:
+  most files are read from their start, and the first `lseek` corrects it anyway.
+* Interleaved threads split a call into `name(args <unfinished ...>` and
+  `<... name resumed>rest`; the two halves are joined by pid, and the record takes
+  the start's time. Without `-o`, strace drops the `[pid N]` prefix once only one
+  thread is left, so an unprefixed resumed line also matches the one pending call of
+  that name. A resumed line with no start is counted (`unmatched_resumed`), not an error.
+* `mmap` of a file is recorded as a read of the whole mapped region. Reads through a
+  mapping are invisible to strace; mapping a file almost always means reading it, and
+  warming too much is cheaper than a render stalling on the WAN.
+* A file the process creates, truncates or opens write-only is an output: its opens,
+  reads and stats are left out, since they touch what the render wrote, not what the
+  filer holds.
+* `t` is the call's start in seconds since midnight with `-t`/`-tt` (strace does not
+  log the date) and epoch seconds with `-ttt`; `tid` is the pid column.
+* Failed calls (`= -1 ENOENT ...`, `= ? ERESTARTSYS`) are counted; lines that cannot
+  be understood are counted and skipped. Neither is fatal: a trace is evidence.
+
+Only absolute `-y` paths reach records: pipes, sockets and descriptors without an
+annotation are ignored. strace escapes `<`, `>`, quotes and non-ASCII bytes in paths
+(`a\\76b`, `\\303\\251`), so a path never contains a bare `>` and is decoded before use.
+
+Speed: a render frame logs hundreds of thousands of calls, so the hot path uses `str`
+methods only (no regex, no splitting of buffers), and per-path work (unescaping,
+path mapping, filtering) is done once per distinct path and cached.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+from prewarm.plan.access import Access, Op
+from prewarm.traces.counters import ImportStats, Resolve
+
+_UNFINISHED = " <unfinished ...>"
+
+Found = tuple[str, Op, int, int]
+"""What a handled call touched: (raw path as strace printed it, op, offset, length)."""
+
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", re.DOTALL)
+_SIMPLE_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"v": b"\v", b"f": b"\f"}
+
+
+def _unescape_byte(m: re.Match[bytes]) -> bytes:
+    code = m.group(1)
+    if code[:1] == b"x":
+        return bytes([int(code[1:], 16)])
+    if code[:1].isdigit():
+        return bytes([int(code, 8) & 0xFF])
+    return _SIMPLE_ESCAPES.get(code, code)
+
+
+def unescape(raw: str) -> str:
+    """A path as strace printed it (C escapes, octal for non-ASCII bytes) as the real path."""
+    if "\\" not in raw:
+        return raw
+    data = _ESCAPE.sub(_unescape_byte, raw.encode("utf-8", "surrogateescape"))
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _quoted(s: str, i: int) -> str | None:
+    """The C string literal starting at `s[i]`, still escaped (an escaped quote does not end it)."""
+    if s[i:i + 1] != '"':
+        return None
+    j = i + 1
+    while True:
+        q = s.find('"', j)
+        if q < 0:
+            return None
+        k = q - 1
+        while s[k] == "\\":
+            k -= 1
+        if (q - 1 - k) % 2 == 0:
+            return s[i + 1:q]
+        j = q + 1
+
+
+def _fd(args: str) -> tuple[str, str] | None:
+    """(position key, raw path) of the `-y` descriptor that is the first argument.
+
+    The key is the argument text itself (`3</p/a.exr`): one string, so one dict lookup.
+    """
+    lt = args.find("<")
+    if lt <= 0 or args[lt + 1:lt + 2] != "/" or not args[:lt].isdigit():
+        return None
+    gt = args.find(">", lt)
+    if gt < 0:
+        return None
+    return args[:gt], args[lt + 1:gt]
+
+
+def _at_path(args: str) -> str | None:
+    """The path an `*at` call names: `dirfd<dir>, "name", ...`, joined to the dir if relative."""
+    comma = args.find(", ")
+    lt = args.find("<")
+    directory = None
+    if 0 <= lt < comma:
+        gt = args.find(">", lt)
+        directory = args[lt + 1:gt]
+        comma = args.find(", ", gt)
+    if comma < 0:
+        return None
+    name = _quoted(args, comma + 2)
+    if name is None:
+        return None
+    if name.startswith("/"):
+        return name
+    if directory is None or not directory.startswith("/"):
+        return None
+    return posixpath.normpath(posixpath.join(directory, name)) if name else directory
+
+
+def _int_ret(ret: str) -> int:
+    """The return value before any `-T` time (`4096 <0.000023>`)."""
+    sp = ret.find(" ")
+    return int(ret if sp < 0 else ret[:sp])
+
+
+class _Calls:
+    """Per-call handlers and the descriptor positions they share.
+
+    Each handler takes the argument text (without the call's parentheses) and the
+    return text, and returns what the call touched or None.
+    """
+
+    __slots__ = ("outputs", "pos", "table")
+
+    def __init__(self) -> None:
+        self.pos: dict[str, int] = {}
+        self.outputs: set[str] = set()
+        """Paths the traced process creates, truncates or only writes: what it then
+        reads or stats there is its own output, not something to fetch from the filer."""
+        self.table: dict[str, Callable[[str, str], Found | None]] = {
+            "read": self.read, "readv": self.read,
+            "pread64": self.pread, "preadv": self.pread, "preadv2": self.preadv2,
+            "lseek": self.lseek,
+            "open": self.open, "openat": self.open, "openat2": self.open,
+            "newfstatat": self.stat_at, "fstatat64": self.stat_at, "statx": self.stat_at,
+            "stat": self.stat, "lstat": self.stat, "stat64": self.stat, "lstat64": self.stat,
+            "fstat": self.fstat, "fstat64": self.fstat,
+            "getdents64": self.getdents, "getdents": self.getdents,
+            "mmap": self.mmap,
+        }
+
+    def read(self, args: str, ret: str) -> Found | None:
+        fd = _fd(args)
+        if fd is None:
+            return None
+        n = _int_ret(ret)
+        pos = self.pos.get(fd[0], 0)
+        self.pos[fd[0]] = pos + n
+        return (fd[1], Op.READ, pos, n) if n > 0 else None
+
+    def pread(self, args: str, ret: str) -> Found | None:
+        fd = _fd(args)
+        if fd is None:
+            return None
+        n = _int_ret(ret)
+        return (fd[1], Op.READ, int(args[args.rfind(", ") + 2:]), n) if n > 0 else None
+
+    def preadv2(self, args: str, ret: str) -> Found | None:
+        fd = _fd(args)
+        if fd is None:
+            return None
+        offset = int(args.rsplit(", ", 2)[1])
+        if offset == -1:
+            return self.read(args, ret)
+        n = _int_ret(ret)
+        return (fd[1], Op.READ, offset, n) if n > 0 else None
+
+    def lseek(self, args: str, ret: str) -> Found | None:
+        fd = _fd(args)
+        if fd is not None:
+            self.pos[fd[0]] = _int_ret(ret)
+        return None
+
+    def open(self, args: str, ret: str) -> Found | None:
+        """The result's `-y` annotation is the canonical path (symlinks resolved), and
+        the one later calls on the descriptor show: prefer it to the argument."""
+        lt = ret.find("<")
+        if lt > 0 and ret[lt + 1:lt + 2] == "/":
+            gt = ret.find(">", lt)
+            path: str | None = ret[lt + 1:gt]
+            self.pos[ret[:gt]] = 0
+        elif args.startswith('"'):
+            name = _quoted(args, 0)
+            path = name if name is not None and name.startswith("/") else None
+        else:
+            path = _at_path(args)
+        if path is None:
+            return None
+        flags = args[args.rfind('"') + 1:]
+        if "O_WRONLY" in flags or "O_TRUNC" in flags or "O_EXCL" in flags:
+            self.outputs.add(path)
+            return None
+        return path, Op.OPEN, 0, 0
+
+    def stat_at(self, args: str, ret: str) -> Found | None:
+        path = _at_path(args)
+        return (path, Op.STAT, 0, 0) if path is not None else None
+
+    def stat(self, args: str, ret: str) -> Found | None:
+        name = _quoted(args, 0)
+        return (name, Op.STAT, 0, 0) if name is not None and name.startswith("/") else None
+
+    def fstat(self, args: str, ret: str) -> Found | None:
+        fd = _fd(args)
+        return (fd[1], Op.STAT, 0, 0) if fd is not None else None
+
+    def getdents(self, args: str, ret: str) -> Found | None:
+        """The call that returns 0 only marks the end of a listing already recorded."""
+        fd = _fd(args)
+        return (fd[1], Op.READDIR, 0, 0) if fd is not None and _int_ret(ret) > 0 else None
+
+    def mmap(self, args: str, ret: str) -> Found | None:
+        parts = args.split(", ", 4)  # addr, length, prot, flags, "fd<path>, offset"
+        if len(parts) < 5:
+            return None
+        fd = _fd(parts[4])
+        if fd is None:
+            return None
+        length = int(parts[1])
+        offset = int(parts[4][len(fd[0]) + 3:], 0)
+        return (fd[1], Op.READ, offset, length) if length > 0 else None
+
+
+def _seconds(stamp: str | None) -> float | None:
+    """`-t`/`-tt` stamps as seconds since midnight, `-ttt` as epoch seconds."""
+    if stamp is None:
+        return None
+    if stamp[2:3] == ":":
+        return int(stamp[0:2]) * 3600 + int(stamp[3:5]) * 60 + float(stamp[6:])
+    return float(stamp)
+
+
+def _is_noise(body: str) -> bool:
+    """Lines strace writes that are not calls: signals, exits, attach notices, calls we skip."""
+    if body.startswith(("---", "+++", "strace: ")):
+        return True
+    paren = body.find("(")
+    return paren > 0 and body[:paren].isidentifier()
+
+
+Pending = dict[int | None, tuple[str, str, str | None]]
+"""Unfinished calls by pid: (call name, the line up to `<unfinished ...>`, its time stamp)."""
+
+
+class _Parser:
+    """One log's parse state: split calls waiting for their end, and resolved paths."""
+
+    __slots__ = ("calls", "frame", "outputs", "paths", "pending", "resolve", "stats", "table", "where")
+
+    def __init__(self, stats: ImportStats, frame: int | None, resolve: Resolve | None, where: str) -> None:
+        self.calls = _Calls()
+        self.table = self.calls.table
+        self.outputs = self.calls.outputs
+        self.pending: Pending = {}
+        self.paths: dict[str, str | None] = {}
+        self.stats, self.frame, self.resolve, self.where = stats, frame, resolve, where
+
+    def line(self, line: str, n: int) -> Access | None:
+        """The access line `n` completes, if any. Peels `[pid N]`, the pid column and the stamp."""
+        line = line.rstrip()
+        if not line:
+            return None
+        pid: int | None = None
+        body = line
+        try:
+            if line.startswith("[pid "):  # strace -f writing to stderr
+                close = line.find("]")
+                pid = int(line[5:close])
+                body = line[close + 1:].lstrip()
+            sp = body.find(" ")
+            if sp > 0 and body[:sp].isdigit():  # the pid column of `strace -f -o`
+                pid = int(body[:sp])
+                body = body[sp:].lstrip()
+                sp = body.find(" ")
+        except ValueError:
+            self.stats.skip(self.where, n)
+            return None
+        stamp = None
+        if sp > 0 and body[0].isdigit():
+            stamp = body[:sp]
+            body = body[sp + 1:]
+        if body.startswith("<... "):
+            start = self._start_of(body, pid)
+            if start is None:
+                self.stats.unmatched_resumed += 1
+                return None
+            body = start[1] + body[body.find(" resumed>") + 9:]
+            stamp = start[2]
+        elif body.endswith(_UNFINISHED):
+            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
+            return None
+        return self._call(body, pid, stamp, n)
+
+    def _start_of(self, body: str, pid: int | None) -> tuple[str, str, str | None] | None:
+        """The unfinished start of the call a `<... name resumed>` line ends.
+
+        An unprefixed resumed line may end a call that started while strace still wrote
+        `[pid N]` prefixes: it takes the one pending call of its name, if there is one.
+        """
+        r = body.find(" resumed>")
+        if r < 0:
+            return None
+        name = body[5:r]
+        start = self.pending.pop(pid, None)
+        if start is None and pid is None:
+            candidates = [p for p, s in self.pending.items() if s[0] == name]
+            if len(candidates) == 1:
+                start = self.pending.pop(candidates[0])
+        return start if start is not None and start[0] == name else None
+
+    def _call(self, body: str, pid: int | None, stamp: str | None, n: int) -> Access | None:
+        """A whole call line (`name(args) = ret [<secs>]`) as the access it made, if any."""
+        paren = body.find("(")
+        handler = self.table.get(body[:paren]) if paren > 0 else None
+        if handler is None:
+            if not _is_noise(body):
+                self.stats.skip(self.where, n)
+            return None
+        eq = body.rfind(" = ")
+        close = body.rfind(")", paren, eq) if eq > 0 else -1
+        if close < 0:
+            self.stats.skip(self.where, n)
+            return None
+        ret = body[eq + 3:]
+        if ret[0] == "-" or ret[0] == "?":
+            self.stats.failed_calls += 1
+            return None
+        try:
+            found = handler(body[paren + 1:close], ret)
+            if found is None or found[0] in self.outputs:
+                return None
+            path = self._path(found[0])
+            if path is None:
+                return None
+            return Access(path, found[1], found[2], found[3], self.frame, _seconds(stamp), None, None, pid)
+        except (ValueError, IndexError):
+            self.stats.skip(self.where, n)
+            return None
+
+    def _path(self, raw: str) -> str | None:
+        """The path to record for a path as strace printed it; None (counted) if filtered out."""
+        path = self.paths.get(raw, "")  # "" is never a resolved path: not cached yet
+        if path == "":
+            path = unescape(raw)
+            if path.endswith(" (deleted)"):
+                path = path[:-10]
+            path = self.paths[raw] = self.resolve(path) if self.resolve is not None else path
+        if path is None:
+            self.stats.filtered += 1
+        return path
+
+
+def parse_strace(lines: Iterable[str], stats: ImportStats, frame: int | None = None,
+                 resolve: Resolve | None = None, where: str = "<strace>") -> Iterator[Access]:
+    """Stream the accesses of an strace log, in the order the calls completed.
+
+    `frame` is set on every record; `resolve` maps each path once (see `Resolve`);
+    `where` names the log in `stats.first_skipped`.
+    """
+    feed = _Parser(stats, frame, resolve, where).line
+    n = records = 0
+    try:
+        for line in lines:
+            n += 1
+            access = feed(line, n)
+            if access is not None:
+                records += 1
+                yield access
+    finally:
+        stats.lines += n
+        stats.records += records

@@ -1,0 +1,104 @@
+"""A warm job as data: its state machine and the report both modes print. Pure.
+
+    queued ──first batch starts──▶ running ──every batch recorded──▶ done | partial | failed
+       └───────────────┴──── prewarm cancel ────▶ cancelled
+
+`done`: everything planned was read or already warm. `partial`: some files or
+ranges failed (the findings say which, `--retry ID` re-reads the failed ranges).
+`failed`: nothing could be warmed. Embedded warms and Redis-backed warms produce
+the same `JobInfo`, so reports and exit codes do not depend on the mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from prewarm.warm.results import FileFinding, WarmResult
+from prewarm.warm.timeline import Point
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.DONE, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED)
+
+
+def final_state(counters: dict[str, int], findings: int) -> JobState:
+    """The state a job ends in once every batch is recorded."""
+    failed = counters.get("bytes_failed", 0) or counters.get("files_failed", 0) or counters.get("meta_failed", 0)
+    if not failed and not findings:
+        return JobState.DONE
+    if counters.get("bytes_done", 0) + counters.get("bytes_skipped", 0) + counters.get("meta_done", 0) == 0:
+        return JobState.FAILED
+    return JobState.PARTIAL
+
+
+@dataclass
+class JobInfo:
+    id: str
+    name: str
+    gateway: str
+    state: JobState
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    priority: int = 0
+    start: float | None = None
+    batches: int = 0
+    batches_done: int = 0
+    bytes_planned: int = 0
+    files_planned: int = 0
+    meta_planned: int = 0
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WarmResult.COUNTERS, 0))
+    findings: list[FileFinding] = field(default_factory=list)
+    failed_ranges: int = 0
+    retry_of: str | None = None
+    samples: list[Point] = field(default_factory=list)
+    """Bytes and reads in flight per second (prewarm.timeline): filled by the embedded mode; from Redis on request."""
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        d["findings"] = [f.to_json() for f in self.findings]
+        return d
+
+
+def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
+    """The human report: totals, then findings grouped by kind (what to fix before the render)."""
+    c = info.counters
+    took = f" in {info.elapsed:.2f}s" if info.elapsed is not None else ""
+    lines = [
+        f"warm {info.id} ({info.name}) {info.state.value}{took}: "
+        f"{_mb(c['bytes_done'])} read, {_mb(c['bytes_skipped'])} already warm, {_mb(c['bytes_failed'])} failed "
+        f"of {_mb(info.bytes_planned)}; files {c['files_done']} warmed, {c['files_skipped']} already warm, "
+        f"{c['files_failed']} failed of {info.files_planned}; metadata {c['meta_done']} ok, {c['meta_failed']} failed"]
+    by_kind: dict[str, list[FileFinding]] = {}
+    for f in info.findings:
+        by_kind.setdefault(f.kind.value, []).append(f)
+    for kind, items in sorted(by_kind.items()):
+        lines.append(f"  {kind}: {len(items)} file(s)")
+        lines.extend(f"    {f.path}: {f.detail}" for f in items[:limit])
+        if len(items) > limit:
+            lines.append(f"    ... and {len(items) - limit} more")
+    if info.failed_ranges and info.state is JobState.PARTIAL:
+        lines.append(f"  {info.failed_ranges} failed range(s): re-run them with `prewarm warm --retry {info.id}`")
+    return lines
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
