@@ -61,11 +61,10 @@ from pathlib import Path
 from typing import Any
 
 from prewarm.errors import ServiceError
-from prewarm.flow.planning import PlanOptions, build_plan
+from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.manifest import load_manifest
 from prewarm.plan.model import MetaOp, Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
@@ -75,7 +74,6 @@ from prewarm.state.dedupe import forget_gateway
 from prewarm.testkit.replay import ReplayResult, group_frames, replay_frames
 from prewarm.testkit.samples import build_tree
 from prewarm.testkit.services import RedisServer, Worker, start_worker
-from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces
 from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
 from prewarm.twin.gateway import GiB, TwinConfig
@@ -137,13 +135,12 @@ def embedded_warm(settings: Settings) -> Warm:
 
 def celery_warm(settings: Settings) -> Warm:
     """Submit through the engine as `prewarm warm --redis` does, wait for the job to end."""
+    from prewarm.state.celery_app import DEFAULT_URL, CelerySender
     from prewarm.state.client import connect
     from prewarm.state.jobs import WarmJob
     from prewarm.warm.job import JobState
-    from workers.app import DEFAULT_URL, configure
-    from workers.tasks import send
 
-    configure(settings)
+    send = CelerySender(settings).send
     r = connect(settings.redis_url or DEFAULT_URL)
 
     def warm(plan: Plan) -> None:
@@ -276,14 +273,15 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
     train = training_frames(numbers, split)
     test_frames = [f for f in frames if f[0].frame not in train][:max_test]
     test_numbers = tuple(n for f in test_frames if (n := f[0].frame) is not None)
-    resolved = resolve_inputs(manifest, at_origin)
     traced = aggregate(iter(accesses))
     ts = restrict(traced, train)
-    plan = build_plan(manifest, resolved, ts, at_origin, Settings(),
-                      PlanOptions(frames=test_numbers), ImportStats())
     seen = restrict(traced, test_numbers)
-    oracle = build_plan(manifest, resolved, seen, at_origin, Settings(),
-                        PlanOptions(frames=test_numbers, predict=PredictOptions(spread=0)), ImportStats())
+    planning = Settings(path_map=at_origin)
+    with site_fs(planning) as fs:
+        resolved = resolve_inputs(manifest, fs)
+        plan = plan_resolved(manifest, resolved, ts, fs, planning, PlanOptions(frames=test_numbers))
+        oracle = plan_resolved(manifest, resolved, seen, fs, planning,
+                               PlanOptions(frames=test_numbers, predict=PredictOptions(spread=0)))
     inputs = [at_mount.to_local(f.path) for f in resolved.files]
     warms: dict[str, Callable[[], None] | None] = {
         "cold": None, "naive": lambda: naive_warm(inputs), "prewarm": lambda: warm(plan),

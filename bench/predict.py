@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from prewarm.flow.planning import PlanOptions, build_plan
+from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.evaluate import BLOCK, blocks_of, needed_blocks, plan_blocks, score
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.manifest import load_manifest
+from prewarm.plan.manifest import Manifest
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
+from prewarm.site.fs import SiteFS
 from prewarm.site.settings import Settings
 from prewarm.testkit.samples import build_tree
 from prewarm.traces.counters import ImportStats
@@ -49,8 +50,15 @@ TARGETS = {  # (shot, split): (min recall, max over-fetch), from the issue
 def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int], spreads: list[int]) -> list[dict]:
     manifest = load_manifest(shot_dir / "manifest.yaml")
     path_map = PathMap.parse([{"studio": "/studio/proj", "local": str(tree)}], "bench")
-    settings = Settings()
-    resolved = resolve_inputs(manifest, path_map)
+    settings = Settings(path_map=path_map)
+    with site_fs(settings) as fs:
+        return _score_splits(manifest, shot_dir, shot, fs, settings, granules, spreads)
+
+
+def _score_splits(manifest: Manifest, shot_dir: Path, shot: str, fs: SiteFS, settings: Settings,
+                  granules: list[int], spreads: list[int]) -> list[dict]:
+    path_map = settings.path_map
+    resolved = resolve_inputs(manifest, fs)
     t0 = time.perf_counter()
     stats = ImportStats()
     full = aggregate(read_traces([str(shot_dir / "traces")], path_map, stats=stats))
@@ -70,7 +78,7 @@ def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int], spreads
             for spread in spreads:
                 opts = PlanOptions(granule=granule, frames=tuple(test), predict=PredictOptions(spread=spread))
                 t1 = time.perf_counter()
-                plan = build_plan(manifest, resolved, ts, path_map, settings, opts, ImportStats())
+                plan = plan_resolved(manifest, resolved, ts, fs, settings, opts)
                 plan_s = time.perf_counter() - t1
                 recall, over = score(plan_blocks(plan), needed)
                 # Targets are defined on 64 KiB blocks: judged where the plan's granule is that block.

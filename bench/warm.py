@@ -109,13 +109,11 @@ def worker_replies(r: Any, url: str) -> bool:
 
 def submit_batches(r: Any, url: str, plan: Plan, batches: list[Batch]) -> WarmJob:
     """What `runner.submit` does, with batches of our making (for the overhead measurement)."""
-    from workers.app import configure
-    from workers.tasks import send
+    from prewarm.state.celery_app import CelerySender
 
-    configure(Settings(redis_url=url))
     job = WarmJob.create(r, plan, batches, GATEWAY, MiB)
     dispatch.submit(r, job, GATEWAY, None, time.time())
-    dispatch.refill(r, GATEWAY, Settings().dispatch_window, send)
+    dispatch.refill(r, GATEWAY, Settings().dispatch_window, CelerySender(Settings(redis_url=url)).send)
     return job
 
 
@@ -166,10 +164,9 @@ def settings_for(mount_big: Path, mount_small: Path, **kw: Any) -> Settings:
 
 
 def timed_celery(r: Any, url: str, plan: Plan, settings: Settings) -> tuple[float, JobInfo]:
-    from workers.app import configure
-    from workers.tasks import send
+    from prewarm.state.celery_app import CelerySender
 
-    configure(settings)
+    send = CelerySender(settings).send
     t0 = time.monotonic()
     job = runner.submit(r, plan, settings, send, GATEWAY)
     while True:

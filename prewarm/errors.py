@@ -5,7 +5,8 @@
     │   ├── ManifestError        a job manifest (file, line, field)
     │   ├── TraceError           a trace file that cannot be read at all
     │   ├── PlanFileError        a plan JSON that is corrupt or hostile
-    │   └── ConfigError          settings from a file, the environment or the command line
+    │   ├── ConfigError          settings from a file, the environment or the command line
+    │   └── OutsideRoots         a job names a path the site does not allow (HTTP 403)
     └── ServiceError             something prewarm depends on is not there (Redis, a mount)
 
 A user's mistake must never surface as a traceback: the CLI catches `InputError`
@@ -51,6 +52,14 @@ class PlanFileError(InputError):
 
 class ConfigError(InputError):
     """Settings that are malformed or inconsistent."""
+
+
+class OutsideRoots(InputError):
+    """A job names a path outside the site's allowed roots: the job is refused, nothing is looked at.
+
+    (A symlink found to lead out of the roots while a job is planned or warmed is not
+    this error: it is an `outside-roots` finding, and the rest of the job goes on.)
+    """
 
 
 class ServiceError(PrewarmError):

@@ -1,4 +1,8 @@
-"""Resolving inputs on real files in tmp_path; errors root cannot cause come from an injected stat."""
+"""Resolving inputs on real files in tmp_path, through the site's file system and its guard.
+
+Errors root cannot cause (permission denied, stale handles) are injected by `Spy`, which
+wraps the real site file system and also counts what was asked of it, by studio path.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,25 @@ import os
 import textwrap
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from prewarm.plan.inputs import Missing, Resolved, ResolvedFile, resolve_inputs
-from prewarm.plan.manifest import load_manifest, parse_manifest
+from prewarm.flow.planning import load_manifest
+from prewarm.plan.inputs import (
+    Failure,
+    Missing,
+    Resolved,
+    ResolvedFile,
+    Stat,
+    resolve_inputs,
+)
+from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import FileInfo
 from prewarm.plan.pathmap import PathMap
+from prewarm.site.fs import SiteFS, reason
+from prewarm.site.guard import Guard
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
 STUDIO = "/studio/proj"
@@ -22,6 +36,36 @@ STUDIO = "/studio/proj"
 
 def studio_map(root: Path) -> PathMap:
     return PathMap.parse([{"studio": STUDIO, "local": str(root)}], "test")
+
+
+class Spy:
+    """The site's file system over `root`, with OSErrors injected and calls counted by studio path."""
+
+    def __init__(self, root: Path, errors: dict[str, OSError] | None = None,
+                 list_errors: dict[str, OSError] | None = None, workers: int = 16) -> None:
+        self.site = SiteFS(Guard((STUDIO,), studio_map(root)), workers)
+        self.errors = errors or {}
+        self.list_errors = list_errors or {}
+        self.stats: Counter[str] = Counter()
+        self.listings: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def stat_many(self, paths: Sequence[str]) -> list[Stat | Failure]:
+        with self.lock:
+            self.stats.update(paths)
+        real = self.site.stat_many([p for p in paths if p not in self.errors])
+        it = iter(real)
+        return [Failure(reason(self.errors[p])) if p in self.errors else next(it) for p in paths]
+
+    def listdir(self, path: str) -> list[str] | Failure:
+        self.listings[path] += 1
+        if path in self.list_errors:
+            return Failure(reason(self.list_errors[path]))
+        return self.site.listdir(path)
+
+
+def resolve_with(root: Path, manifest: Manifest, **kwargs: object) -> Resolved:
+    return resolve_inputs(manifest, kwargs.pop("fs", None) or Spy(root, **kwargs))  # type: ignore[arg-type]
 
 
 def make(root: Path, *names: str, size: int = 10) -> None:
@@ -34,7 +78,7 @@ def make(root: Path, *names: str, size: int = 10) -> None:
 def resolve(root: Path, frames: str, *inputs: str, **kwargs: object) -> Resolved:
     body = "\n".join(f"  - {line}" for line in inputs)
     manifest = parse_manifest(f"job: j\nframes: {frames}\ninputs:\n{body}\n", "job.yaml")
-    return resolve_inputs(manifest, studio_map(root), **kwargs)  # type: ignore[arg-type]
+    return resolve_with(root, manifest, **kwargs)
 
 
 def found(resolved: Resolved) -> list[tuple[str, int | None, str | None]]:
@@ -129,7 +173,7 @@ def test_include_exclude_and_excluded_folders_are_not_listed(tmp_path: Path) -> 
             include: ["*.tx", "hero/*"]
             exclude: [old, old.tx]
         """), "job.yaml")
-    resolved = resolve_inputs(manifest, studio_map(tmp_path))
+    resolved = resolve_with(tmp_path, manifest)
     assert resolved.missing == ()
     assert found(resolved) == [("look/a.tx", None, None), ("look/hero/c.png", None, None),
                                ("look/hero/c.tx", None, None)]
@@ -151,7 +195,7 @@ def test_folder_findings(tmp_path: Path) -> None:
           - path: {STUDIO}/alsogone/
             optional: true
         """), "job.yaml")
-    resolved = resolve_inputs(manifest, studio_map(tmp_path))
+    resolved = resolve_with(tmp_path, manifest)
     assert resolved.files == ()
     assert resolved.missing == (
         Missing(f"{STUDIO}/gone/", 4, "not found", 0),
@@ -188,89 +232,55 @@ def test_a_folder_named_as_a_file_and_special_files(tmp_path: Path) -> None:
     )
 
 
-def test_permission_denied_from_an_injected_stat_and_scandir(tmp_path: Path) -> None:
-    """Tests run as root, so chmod cannot deny anything: the IO functions are parameters."""
-    make(tmp_path, "a.abc", "locked/b.tx", "tex/a.1001.png")
-    denied = {str(tmp_path / "a.abc"), str(tmp_path / "locked")}
-
-    def stat(path: str) -> os.stat_result:
-        if path in denied:
-            raise PermissionError(13, "Permission denied", path)
-        return os.stat(path)
-
-    def scandir(path: str) -> Iterable[os.DirEntry[str]]:
-        if path == str(tmp_path / "tex"):
-            raise PermissionError(13, "Permission denied", path)
-        return os.scandir(path)
-
+def test_permission_denied_and_other_errors_keep_their_words(tmp_path: Path) -> None:
+    """Tests run as root, so chmod cannot deny anything: `Spy` injects the errors."""
+    make(tmp_path, "a.abc", "locked/b.tx", "tex/a.1001.png", "stale.abc")
+    errors: dict[str, OSError] = {f"{STUDIO}/a.abc": PermissionError(13, "Permission denied"),
+                                  f"{STUDIO}/locked": PermissionError(13, "Permission denied"),
+                                  f"{STUDIO}/stale.abc": OSError(116, "Stale file handle")}
     resolved = resolve(tmp_path, "1", f"{STUDIO}/a.abc", f"{STUDIO}/locked/", f"{STUDIO}/tex/a.<UDIM>.png",
-                       stat=stat, scandir=scandir)
+                       f"{STUDIO}/stale.abc", errors=errors,
+                       list_errors={f"{STUDIO}/tex": PermissionError(13, "Permission denied")})
     assert resolved.files == ()
     assert resolved.missing == (
         Missing(f"{STUDIO}/a.abc", 4, "permission denied", 0),
         Missing(f"{STUDIO}/locked/", 5, "permission denied", 1),
         Missing(f"{STUDIO}/tex/a.<UDIM>.png", 6, f"cannot list {STUDIO}/tex/: permission denied", 2),
+        Missing(f"{STUDIO}/stale.abc", 7, "stale file handle", 3),
     )
-
-
-def test_other_os_errors_keep_their_text(tmp_path: Path) -> None:
-    def stat(path: str) -> os.stat_result:
-        raise OSError(116, "Stale file handle", path)
-
-    resolved = resolve(tmp_path, "1", f"{STUDIO}/a.abc", stat=stat)
-    assert resolved.missing == (Missing(f"{STUDIO}/a.abc", 4, "stale file handle", 0),)
 
 
 def test_nothing_is_stat_ed_or_listed_twice(tmp_path: Path) -> None:
     """Overlapping inputs and many frames: one stat per path, one listing per folder."""
     make(tmp_path, *(f"seq{i}/f.{frame:04d}.exr" for i in range(20) for frame in range(1, 51)))
     make(tmp_path, "tex/t.1001.tx", "tex/t.1002.tx", "tex/other.tx")
-    stats: Counter[str] = Counter()
-    listings: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def stat(path: str) -> os.stat_result:
-        with lock:
-            stats[path] += 1
-        return os.stat(path)
-
-    def scandir(path: str) -> Iterable[os.DirEntry[str]]:
-        listings[path] += 1
-        return os.scandir(path)
-
     inputs = [f"{STUDIO}/seq{i}/f.####.exr" for i in range(20)] + [
         f"{STUDIO}/seq0/f.0001.exr", f"{STUDIO}/seq0/", f"{STUDIO}/tex/", f"{STUDIO}/tex/t.<UDIM>.tx",
         f"{STUDIO}/tex/t.1001.tx", f"{STUDIO}/seq1/f.0099.exr"]
-    resolved = resolve(tmp_path, "1-60", *inputs, stat=stat, scandir=scandir)
+    body = "\n".join(f"  - {line}" for line in inputs)
+    spy = Spy(tmp_path)
+    resolved = resolve_inputs(parse_manifest(f"job: j\nframes: 1-60\ninputs:\n{body}\n", "job.yaml"), spy)
     assert len(resolved.files) == 20 * 50 + 1 + 50 + 3 + 2 + 1
     assert len(resolved.missing) == 20 * 10 + 1
-    assert max(stats.values()) == 1 and max(listings.values()) == 1
-    assert len(stats) == 20 * 50 + 1 + 3 + 2   # the frames that exist, seq1's 0099, the tex files, 2 roots
-    assert set(listings) == {str(tmp_path / f"seq{i}") for i in range(20)} | {str(tmp_path / "tex")}
+    assert max(spy.stats.values()) == 1 and max(spy.listings.values()) == 1
+    assert len(spy.stats) == 20 * 50 + 1 + 3 + 2   # the frames that exist, seq1's 0099, the tex files, 2 roots
+    assert set(spy.listings) == {f"{STUDIO}/seq{i}" for i in range(20)} | {f"{STUDIO}/tex"}
 
 
 def test_missing_frames_cost_no_stat_when_the_folder_is_listed(tmp_path: Path) -> None:
     make(tmp_path, "seq/m.0001.png", "seq/m.0003.png")
-    stats: list[str] = []
-
-    def stat(path: str) -> os.stat_result:
-        stats.append(path)
-        return os.stat(path)
-
-    resolved = resolve(tmp_path, "1-4", f"{STUDIO}/seq/m.####.png", stat=stat)
+    spy = Spy(tmp_path)
+    resolved = resolve(tmp_path, "1-4", f"{STUDIO}/seq/m.####.png", fs=spy)
     assert [f for _, f, _ in found(resolved)] == [1, 3]
     assert [(m.frame, m.reason) for m in resolved.missing] == [(2, "not found"), (4, "not found")]
-    assert sorted(stats) == [str(tmp_path / "seq/m.0001.png"), str(tmp_path / "seq/m.0003.png")]
+    assert sorted(spy.stats) == [f"{STUDIO}/seq/m.0001.png", f"{STUDIO}/seq/m.0003.png"]
     assert resolved.listed_dirs == ()          # renderers open frames by name: nothing to re-list
 
 
 def test_sequence_in_a_folder_that_cannot_be_listed_falls_back_to_stat(tmp_path: Path) -> None:
     make(tmp_path, "seq/m.0001.png")
-
-    def scandir(path: str) -> Iterable[os.DirEntry[str]]:
-        raise PermissionError(13, "Permission denied", path)   # an execute-only folder
-
-    resolved = resolve(tmp_path, "1-2", f"{STUDIO}/seq/m.####.png", scandir=scandir)
+    denied = {f"{STUDIO}/seq": PermissionError(13, "Permission denied")}   # an execute-only folder
+    resolved = resolve(tmp_path, "1-2", f"{STUDIO}/seq/m.####.png", list_errors=denied)
     assert [f for _, f, _ in found(resolved)] == [1]
     assert resolved.missing == (Missing(f"{STUDIO}/seq/m.0002.png", 4, "not found", 0, 2),)
 
@@ -281,19 +291,15 @@ def test_one_worker_and_many_give_the_same_result(tmp_path: Path) -> None:
     assert resolve(tmp_path, "1-3", *inputs, workers=1) == resolve(tmp_path, "1-3", *inputs, workers=8)
 
 
-def test_path_map_picks_the_local_side_only_for_io(tmp_path: Path) -> None:
+def test_the_site_maps_studio_paths_and_the_plan_keeps_them(tmp_path: Path) -> None:
     make(tmp_path / "mnt", "proj/a.abc")
-    seen: list[str] = []
-
-    def stat(path: str) -> os.stat_result:
-        seen.append(path)
-        return os.stat(path)
-
     manifest = parse_manifest("job: j\nframes: 1\ninputs: [/studio/proj/a.abc]\n", "job.yaml")
     path_map = PathMap.parse([{"studio": "/studio", "local": str(tmp_path / "mnt")}], "test")
-    resolved = resolve_inputs(manifest, path_map, stat=stat)
+    spy = Spy(tmp_path)
+    spy.site = SiteFS(Guard(("/studio",), path_map))
+    resolved = resolve_inputs(manifest, spy)
     assert [f.path for f in resolved.files] == ["/studio/proj/a.abc"]
-    assert seen == [str(tmp_path / "mnt/proj/a.abc")]
+    assert list(spy.stats) == ["/studio/proj/a.abc"]
 
 
 @pytest.mark.parametrize(("shot", "frames", "files"), [
@@ -303,7 +309,7 @@ def test_path_map_picks_the_local_side_only_for_io(tmp_path: Path) -> None:
 def test_sample_manifests_resolve_on_the_real_shot_trees(shot_trees: Path, shot: str, frames: int,
                                                          files: int) -> None:
     manifest = load_manifest(SAMPLES / shot / "manifest.yaml")
-    resolved = resolve_inputs(manifest, studio_map(shot_trees))
+    resolved = resolve_with(shot_trees, manifest)
     assert len(manifest.frames) == frames
     assert len(resolved.files) == files
     assert resolved.missing == ()

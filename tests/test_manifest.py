@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from prewarm.errors import ManifestError
-from prewarm.plan.manifest import FrameOrder, InputSpec, load_manifest, parse_manifest
+from prewarm.flow.planning import load_manifest
+from prewarm.plan.manifest import FrameOrder, InputSpec, parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.patterns import PathPattern
 from prewarm.plan.units import parse_size
@@ -58,7 +59,7 @@ def test_every_optional_key() -> None:
         granule: 1 MiB
         frame_order: sorted
         path_map:
-          - {studio: /studio/proj, local: /mnt/gw/proj, aliases: [/net/filer01/proj]}
+          - {studio: /studio/proj, aliases: [/net/filer01/proj]}
         inputs:
           - path: /studio/proj//cache/sim.abc
             whole: true
@@ -75,7 +76,7 @@ def test_every_optional_key() -> None:
     assert m.gateways == ("gw-a", "gw-b")
     assert (m.max_bytes, m.granule) == (20 * 2**30, 2**20)
     assert m.frame_order is FrameOrder.SORTED
-    assert m.path_map == PathMap((Prefix("/studio/proj", ("/net/filer01/proj",), "/mnt/gw/proj"),))
+    assert m.path_map == PathMap((Prefix("/studio/proj", ("/net/filer01/proj",)),))
     sim, lookdev, notes = m.inputs
     assert sim == InputSpec(PathPattern("/studio/proj/cache/sim.abc"), 14, whole=True, optional=True)
     assert lookdev == InputSpec(PathPattern("/studio/proj/lookdev"), 17, is_dir=True,
@@ -173,12 +174,15 @@ BAD = [
     ("job: j\nframes: 1\ngateway: []\ninputs: [/a]\n", "job.yaml:3: gateway: expected a gateway name or a list of them"),
     ("job: j\nframes: 1\nframe_order: random\ninputs: [/a]\n",
      "job.yaml:3: frame_order: expected one of spec, sorted, got 'random'"),
-    ("job: j\nframes: 1\npath_map:\n  - {studio: /s, local: /l}\n  - {studio: rel}\ninputs: [/a]\n",
+    ("job: j\nframes: 1\npath_map:\n  - {studio: /s, aliases: [/l]}\n  - {studio: rel}\ninputs: [/a]\n",
      "job.yaml:5: path_map[1].studio: must be an absolute path"),
     ("job: j\nframes: 1\npath_map:\n  - {studio: /s, lcoal: /l}\ninputs: [/a]\n",
      "job.yaml:4: path_map[0]: unknown key(s): lcoal"),
     ("job: j\nframes: 1\npath_map: /s\ninputs: [/a]\n",
-     "job.yaml:3: path_map: expected a list of {studio, local, aliases} mappings, got a string"),
+     "job.yaml:3: path_map: expected a list of {studio, aliases} mappings, got a string"),
+    ("job: j\nframes: 1\npath_map:\n  - {studio: /studio/proj, local: /etc}\ninputs: [/a]\n",
+     "job.yaml:4: path_map[0].local: a job cannot say where studio paths are on this machine; that is the "
+     "site's `path_map` setting (or `--local` on the command line)"),
     ("job: j\nframes: 1\n[a]: 1\ninputs: [/a]\n", "job.yaml:3: keys must be plain names, got a list"),
 ]
 

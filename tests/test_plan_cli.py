@@ -88,7 +88,7 @@ def test_budget_drops_and_reports(local: str):
 def test_missing_inputs_are_findings_not_crashes(tmp_path: Path):
     manifest = tmp_path / "job.yaml"
     manifest.write_text("job: j\nframes: 1-3\ninputs:\n  - /nowhere/scene.blend\n  - /nowhere/c.####.bgeo\n")
-    r = prewarm("plan", str(manifest))
+    r = prewarm("plan", str(manifest), "--local", f"/nowhere={tmp_path / 'nowhere'}")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["ranges"] == []
@@ -113,20 +113,21 @@ def test_bad_manifest_is_one_line_exit_2(tmp_path: Path, text: str, expected: st
     assert not out.exists(), "nothing half-written"
 
 
-def test_bad_trace_path_and_bad_flags_are_one_line_exit_2(tmp_path: Path):
+def test_bad_trace_path_and_bad_flags_are_one_line_exit_2(tmp_path: Path, local: str):
     manifest = SAMPLES / "shot100/manifest.yaml"
-    for args, needle in [(["--traces", str(tmp_path / "nope")], "nope"),
-                         (["--granule", "lots"], "--granule"),
-                         (["--local", "relative=x"], "--local")]:
+    for args, needle in [(["--traces", str(tmp_path / "nope"), "--local", local], "nope"),
+                         (["--granule", "lots", "--local", local], "--granule"),
+                         (["--local", "relative=x"], "--local"),
+                         ([], "no allowed studio roots")]:
         r = prewarm("plan", str(manifest), *args)
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr and needle in r.stderr
 
 
-def test_garbage_trace_file_is_named(tmp_path: Path):
+def test_garbage_trace_file_is_named(tmp_path: Path, local: str):
     bad = tmp_path / "frame.0001.log"
     bad.write_bytes(b"\x00\x01binary garbage\n")
-    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(bad))
+    r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--traces", str(bad), "--local", local)
     assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prewarm.flow.planning import job_folders, load_traces
+from prewarm.flow.planning import load_traces
+from prewarm.plan.build import job_folders
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.pathmap import PathMap
 
@@ -33,11 +34,11 @@ def test_plan_without_traces_uses_earlier_jobs_of_the_shot_from_the_store(shot_t
     from prewarm.site.settings import Settings
     from prewarm.traces.store import import_traces
 
-    settings = replace(Settings(), trace_store=str(tmp_path / "store"), roots=("/studio/proj",))
-    import_traces(settings, [str(SAMPLES / "shot100" / "traces")], "proj", "shot100", "shot100_lighting_v000")
     local = PathMap.parse([{"studio": "/studio/proj", "local": str(shot_trees)}], "test")
-    plan = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], settings, PlanOptions(path_map=local))
+    settings = replace(Settings(), trace_store=str(tmp_path / "store"), roots=("/studio/proj",), path_map=local)
+    import_traces(settings, [str(SAMPLES / "shot100" / "traces")], "proj", "shot100", "shot100_lighting_v000")
+    plan = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], settings, PlanOptions())
     assert plan.stats["trace_frames"] == 24 and plan.stats["traces_from_store"]
     assert {r.reason for r in plan.ranges} >= {"trace"}
-    untraced = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], Settings(), PlanOptions(path_map=local))
+    untraced = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], Settings(path_map=local), PlanOptions())
     assert untraced.stats["trace_frames"] == 0

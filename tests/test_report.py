@@ -22,7 +22,7 @@ from prewarm.state.jobs import WarmJob
 from prewarm.warm import embedded
 from prewarm.warm.batches import Batch
 from prewarm.warm.job import JobInfo, JobState
-from prewarm.warm.results import FileFinding, FindingKind, WarmResult
+from prewarm.warm.results import FileFinding, FindingKind, Snapshot
 from prewarm.warm.timeline import Point, Sampler, merged
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
@@ -41,7 +41,7 @@ def test_sampler_emits_one_point_a_second_and_the_rest_on_flush() -> None:
     s = Sampler(points.append, clock=lambda: now[0])
     for t, done, flying in [(100.5, 10, 4), (100.9, 20, 5), (101.1, 30, 6), (101.8, 45, 2), (103.0, 60, 1)]:
         now[0] = t
-        s(WarmResult(bytes_done=done, in_flight_now=flying))
+        s(Snapshot(done, {}, flying))
     s.flush()
     assert points == [Point(100, 30, 6), Point(101, 30, 1)]
     now[0] = 103.5
@@ -116,16 +116,18 @@ def test_embedded_warm_records_its_time_series(studio: Studio) -> None:
 def _redis_job(r: redis.Redis, studio: Studio, with_missing: bool) -> str:
     paths = [studio.file(f"t{i}.tx", 2 * MiB) for i in range(6)]
     plan = studio.whole(paths, start=time.time() + 3600)
+    failing: list[str] = []
     if with_missing:
         gone = studio.file("gone.tx", MiB)
-        plan = studio.whole([*paths, gone], start=time.time() + 3600)
+        failing = [studio.file("flaky.tx", MiB)]  # an I/O error: the one kind --retry re-reads
+        plan = studio.whole([*paths, gone, *failing], start=time.time() + 3600)
         os.unlink(studio.local(gone))
     sent = Sent()
     s = studio.settings(throttle_bps=16 * MiB)
     job = runner.submit(r, plan, s, sent, "gw1")
     while sent:
         _, job_id, index = sent.pop(0)
-        runner.run_batch(r, s, job_id, index, sent)
+        runner.run_batch(r, s, job_id, index, sent, studio.reader(failing))
     return job.id
 
 
@@ -179,12 +181,12 @@ def test_report_command_writes_a_page_that_renders_with_its_plots(r: redis.Redis
     assert json.loads(out.stdout)["job"]["id"] == job_id
     html = page.read_text()
     assert "http://" not in html and "https://" not in html and "<script" not in html  # nothing to fetch
-    assert f"<code>prewarm warm --retry {job_id}</code>" in html  # re-reads the missing file once it is back
+    assert f"<code>prewarm warm --retry {job_id}</code>" in html  # re-reads what failed with an I/O error
     dom, log = chromium(page, tmp_path)
     assert console_errors(log) == []
     for chart in ("throughput", "in-flight", "coverage"):
         assert f'data-chart="{chart}"' in dom
-    assert dom.count("<polyline") == 2 and dom.count("<rect") == 2 * 2  # t0-t5.tx fold into one input
+    assert dom.count("<polyline") == 2 and dom.count("<rect") == 2 * 3  # t0-t5.tx fold into one input; gone, flaky
     assert "gone.tx" in dom and "missing" in dom
     text = subprocess.run([sys.executable, "-m", "prewarm", "report", job_id, "--redis", redis_url], cwd=ROOT,
                           env=env, check=False, capture_output=True, text=True, timeout=60)

@@ -89,7 +89,7 @@ def test_oversize_bodies_get_413_with_or_without_a_length(live_service: LiveServ
 
 
 @pytest.mark.parametrize("body, where", [
-    ({"manifest": "job: x\nframes: 1-2\ninputs:\n  - /etc/passwd\n"}, "inputs[0] (line 4)"),
+    ({"manifest": "job: x\nframes: 1-2\ninputs:\n  - /etc/passwd\n"}, "manifest:4: inputs[0]"),
     ({"bundle_path": "/home/someone/bundle"}, "bundle_path"),
     ({"manifest": manifest_text(), "traces": ["/var/log"]}, "traces[0]"),
 ])
@@ -134,10 +134,9 @@ def test_unknown_jobs_are_404(live_service: LiveService) -> None:
 
 @pytest.fixture
 def service_without_redis(live_service: LiveService) -> Iterator[str]:
-    from workers.tasks import revoke, send
-
+    sender = live_service.sender
     dead = connect(f"redis://127.0.0.1:{free_port()}/0")
-    url, stop = run_server(create_app(live_service.settings, dead, send, revoke, TOKEN))
+    url, stop = run_server(create_app(live_service.settings, dead, sender.send, sender.revoke, TOKEN))
     yield url
     stop()
 
@@ -168,7 +167,7 @@ def test_submit_cli(live_service: LiveService, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("job: x\nframes: 1-2\ninputs:\n  - /etc/passwd\n")
     refused = submit(str(bad), "--token", TOKEN)
-    assert refused.returncode == 2 and "inputs[0] (line 4)" in refused.stderr and "/etc/passwd" in refused.stderr
+    assert refused.returncode == 2 and "manifest:4: inputs[0]" in refused.stderr and "/etc/passwd" in refused.stderr
 
 
 def test_client_raises_input_errors_at_once(live_service: LiveService) -> None:
@@ -236,11 +235,11 @@ def test_without_traces_a_job_plans_from_the_trace_store(live_service: LiveServi
     from dataclasses import replace
 
     from prewarm.traces.store import import_traces
-    from workers.tasks import revoke, send
 
     settings = replace(live_service.settings, trace_store=str(tmp_path / "store"))
     import_traces(settings, [str(SHOT100 / "traces")], "proj", "shot100", "shot100_lighting_v001")
-    url, stop = run_server(create_app(settings, live_service.r, send, revoke, TOKEN))
+    sender = live_service.sender
+    url, stop = run_server(create_app(settings, live_service.r, sender.send, sender.revoke, TOKEN))
     try:
         client = PrewarmClient(url, token=TOKEN, timeout=30)
         from_store = client.submit_manifest(manifest_text(job="shot100_lighting_v002"))

@@ -147,7 +147,7 @@ def test_cancel_stops_a_running_warm(
     assert "cancelled" in status.stdout
 
 
-def test_files_gone_between_plan_and_warm_partial_exit_1_then_retry(
+def test_files_gone_between_plan_and_warm_partial_exit_1_then_warmed_again(
         studio: Studio, tmp_path: Path, redis_url: str, celery_worker: StartWorker, config: Path) -> None:
     paths = [studio.file(f"p/t{i}.tx", 300_000) for i in range(6)]
     plan = studio.whole(paths, gateways=("gw1",))
@@ -162,10 +162,12 @@ def test_files_gone_between_plan_and_warm_partial_exit_1_then_retry(
     assert report["state"] == "partial"
     assert {(f["path"], f["kind"]) for f in report["findings"]} == {(paths[2], "missing"), (paths[4], "changed")}
     assert report["counters"]["bytes_done"] == 4 * 300_000 and report["counters"]["files_done"] == 4
-    assert "missing: 1 file(s)" in out.stderr and f"--retry {report['id']}" in out.stderr
-    gone.rename(studio.local(paths[2]))
-    retry = cli("warm", "--retry", report["id"], "--redis", redis_url, "--json", config=config)
-    [again] = json.loads(retry.stdout)
-    assert again["retry_of"] == report["id"] and again["bytes_planned"] == 2 * 300_000
-    assert again["counters"]["bytes_done"] == 300_000, "the restored file is warmed, the changed one still refused"
-    assert retry.returncode == 1 and [f["path"] for f in again["findings"]] == [paths[4]]
+    assert "missing: 1 file(s)" in out.stderr and "--retry" not in out.stderr, "missing and changed are final"
+    retry = cli("warm", "--retry", report["id"], "--redis", redis_url, config=config)
+    assert retry.returncode == 2 and "no failed ranges to retry" in retry.stderr
+    gone.rename(studio.local(paths[2]))  # the studio restores the file: the job is warmed again
+    out = cli("warm", str(plan_file), "--redis", redis_url, "--json", config=config)
+    [again] = json.loads(out.stdout)
+    assert again["counters"]["bytes_done"] == 300_000, "the restored file is read, the changed one still refused"
+    assert again["counters"]["bytes_skipped"] == 4 * 300_000, "what the first warm read is not read again"
+    assert out.returncode == 1 and [f["path"] for f in again["findings"]] == [paths[4]]

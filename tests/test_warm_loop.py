@@ -20,23 +20,26 @@ import pytest
 from prewarm.plan.access import Op
 from prewarm.plan.model import MetaOp
 from prewarm.plan.ranges import ByteRange
+from prewarm.site.guard import Guard
 from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
 from prewarm.warm.loop import WarmContext, warm_batch
 from prewarm.warm.reader import DirectReader, OpenFile
-from prewarm.warm.results import FindingKind, WarmResult
+from prewarm.warm.results import FindingKind, Snapshot, WarmResult
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
 
 
 class RecordingReader(DirectReader):
-    """The real reader, keeping a log of opens and reads, failing on request (errno per local path)."""
+    """The real reader of the studio tree, keeping a log of opens and reads (by studio path),
+    failing on request (an errno per studio path)."""
 
-    def __init__(self, fail_open: dict[str, list[int]] | None = None,
+    def __init__(self, studio: Studio, fail_open: dict[str, list[int]] | None = None,
                  fail_read: dict[str, list[int]] | None = None, delay_s: float = 0.0) -> None:
-        super().__init__()
+        settings = studio.settings()
+        super().__init__(Guard(settings.allowed_roots(), settings.path_map))
         self.fail_open = fail_open or {}
         self.fail_read = fail_read or {}
         self.delay_s = delay_s
@@ -55,7 +58,7 @@ class RecordingReader(DirectReader):
             errs = self.fail_open.get(path)
             err = errs.pop(0) if errs else None
         if err is not None:
-            raise OSError(err, os.strerror(err), path)
+            raise OSError(err, os.strerror(err))
         real = super().open(path)
         outer = self
 
@@ -70,7 +73,7 @@ class RecordingReader(DirectReader):
                     outer.max_active = max(outer.max_active, outer.active)
                 try:
                     if err is not None:
-                        raise OSError(err, os.strerror(err), path)
+                        raise OSError(err, os.strerror(err))
                     time.sleep(outer.delay_s)
                     got = real.read(offset, length)
                     with outer.lock:
@@ -99,9 +102,9 @@ class RecordingReader(DirectReader):
 
 def ctx_for(studio: Studio, reader: RecordingReader, **kw: Any) -> WarmContext:
     """The loop's context over the studio tree; backoff sleeps are recorded, not slept, unless given."""
-    s = studio.settings()
     kw.setdefault("sleep", [].append)
-    return WarmContext(reader=reader, roots=s.allowed_roots(), to_local=s.path_map.to_local, **kw)
+    kw.setdefault("in_flight", studio.settings().in_flight)
+    return WarmContext(reader=reader, **kw)
 
 
 def one_batch(studio: Studio, plan_ranges: list[tuple[str, int, int]], meta: tuple[MetaOp, ...] = ()) -> Batch:
@@ -113,18 +116,18 @@ def one_batch(studio: Studio, plan_ranges: list[tuple[str, int, int]], meta: tup
 def test_every_planned_byte_is_read_once_and_nothing_else(studio: Studio) -> None:
     a = studio.file("a.tx", 3 * MiB + 123)
     b = studio.file("b.exr", 200_000)
-    reader = RecordingReader()
+    reader = RecordingReader(studio)
     batch = one_batch(studio, [(a, 0, 3 * MiB + 123), (b, 1000, 5000), (b, 100_000, 50_000)])
     result = warm_batch(batch, ctx_for(studio, reader))
     assert result.bytes_done == batch.bytes and result.bytes_failed == 0 and not result.findings
-    assert sorted(reader.reads) == sorted((str(studio.local(r.path)), r.offset, r.length) for r in batch.reads)
+    assert sorted(reader.reads) == sorted((r.path, r.offset, r.length) for r in batch.reads)
     assert set(reader.opens.values()) == {1}, "each file is opened once per batch"
     assert result.files_done == 2
 
 
 def test_reads_are_in_flight_together(studio: Studio) -> None:
     paths = [studio.file(f"tex/t{i}.tx", 64 * 1024) for i in range(24)]
-    reader = RecordingReader(delay_s=0.02)
+    reader = RecordingReader(studio, delay_s=0.02)
     result = warm_batch(one_batch(studio, [(p, 0, 64 * 1024) for p in paths]), ctx_for(studio, reader, in_flight=8))
     assert result.files_done == 24
     assert reader.max_active >= 4
@@ -141,21 +144,21 @@ def test_missing_truncated_replaced_files_are_findings_and_the_rest_is_warmed(st
         fh.truncate(MiB // 2)
     studio.local(dirp).unlink()
     studio.local(dirp).mkdir()
-    reader = RecordingReader()
+    reader = RecordingReader(studio)
     result = warm_batch(batch, ctx_for(studio, reader))
     kinds = {p: f.kind for p, f in result.findings.items()}
     assert kinds == {gone: FindingKind.MISSING, short: FindingKind.CHANGED, dirp: FindingKind.CHANGED}
     assert result.bytes_done == MiB, "only the unchanged file is warmed; nothing is read from a changed one"
-    assert {p for p, _, _ in reader.reads} == {str(studio.local(keep))}
-    assert result.files_done == 1 and result.files_failed == 3
-    assert sum(r.length for r in result.failed) == result.bytes_failed == 4 * MiB
+    assert {p for p, _, _ in reader.reads} == {keep}
+    assert result.files_done == 1 and result.files_failed == 3 and result.bytes_failed == 4 * MiB
+    assert not result.failed, "missing and changed files are final: nothing to offer --retry"
 
 
 def test_a_file_modified_in_place_is_changed_not_warmed(studio: Studio) -> None:
     p = studio.file("m.tx", MiB)
     batch = one_batch(studio, [(p, 0, MiB)])
     os.utime(studio.local(p), (1, 1))
-    result = warm_batch(batch, ctx_for(studio, RecordingReader()))
+    result = warm_batch(batch, ctx_for(studio, RecordingReader(studio)))
     assert result.findings[p].kind is FindingKind.CHANGED and result.bytes_done == 0
 
 
@@ -164,16 +167,16 @@ def test_denied_is_final_and_transient_errors_are_retried_with_backoff(studio: S
     flaky = studio.file("flaky.tx", MiB)
     broken = studio.file("broken.tx", MiB)
     reader = RecordingReader(
-        fail_open={str(studio.local(denied)): [errno.EACCES] * 10, str(studio.local(flaky)): [errno.ESTALE]},
-        fail_read={str(studio.local(flaky)): [errno.EIO, errno.ETIMEDOUT], str(studio.local(broken)): [errno.EIO] * 10})
+        studio, fail_open={denied: [errno.EACCES] * 10, flaky: [errno.ESTALE]},
+        fail_read={flaky: [errno.EIO, errno.ETIMEDOUT], broken: [errno.EIO] * 10})
     sleeps: list[float] = []
     result = warm_batch(one_batch(studio, [(denied, 0, MiB), (flaky, 0, MiB), (broken, 0, MiB)]),
                         ctx_for(studio, reader, sleep=sleeps.append, retries=3, backoff_s=0.01))
     assert result.findings[denied].kind is FindingKind.DENIED
-    assert reader.opens[str(studio.local(denied))] == 1, "permission denied is not retried"
+    assert reader.opens[denied] == 1, "permission denied is not retried"
     assert flaky not in result.findings and result.files_done == 1
     assert result.findings[broken].kind is FindingKind.IO_ERROR
-    assert sorted(result.failed) == sorted([ByteRange(denied, 0, MiB), ByteRange(broken, 0, MiB)])
+    assert result.failed == [ByteRange(broken, 0, MiB)], "only what may succeed later is offered to --retry"
     # flaky: 1 open retry + 2 read retries; broken: 3 retries then gives up; each doubling
     assert sorted(sleeps).count(0.01) == 3 and sleeps.count(0.02) == 2 and sleeps.count(0.04) == 1
 
@@ -182,13 +185,13 @@ def test_denied_is_final_and_transient_errors_are_retried_with_backoff(studio: S
                                  "/studio/proj/./x", "relative/x"])
 def test_paths_outside_the_roots_are_never_opened(studio: Studio, bad: str) -> None:
     ok = studio.file("ok.tx", 1000)
-    reader = RecordingReader()
+    reader = RecordingReader(studio)
     batch = Batch(0, reads=(ByteRange(bad, 0, 100), ByteRange(ok, 0, 1000)),
                   meta=(MetaOp(Op.STAT, bad), MetaOp(Op.READDIR, bad)),
                   files={ok: studio.info(ok)}, closes=frozenset({bad, ok}))
     result = warm_batch(batch, ctx_for(studio, reader))
     assert result.findings[bad].kind is FindingKind.OUTSIDE
-    assert list(reader.opens) == [str(studio.local(ok))] and not reader.meta
+    assert list(reader.opens) == [ok] and not reader.meta
     assert result.bytes_done == 1000 and result.meta_failed == 2
     assert not result.failed, "refused paths are not offered for retry"
 
@@ -197,23 +200,23 @@ def test_metadata_ops_stat_and_list(studio: Studio, tmp_path: Path) -> None:
     p = studio.file("udim/diffuse.1001.tx", 10)
     studio.file("udim/diffuse.1002.tx", 10)
     meta = (MetaOp(Op.READDIR, "/studio/proj/udim/"), MetaOp(Op.STAT, p), MetaOp(Op.STAT, "/studio/proj/nope.tx"))
-    reader = RecordingReader()
+    reader = RecordingReader(studio)
     result = warm_batch(Batch(0, meta=meta), ctx_for(studio, reader))
-    assert sorted(reader.meta) == sorted([("readdir", f"{studio.root}/udim/"), ("stat", str(studio.local(p))),
-                                          ("stat", str(studio.root / "nope.tx"))])
+    assert sorted(reader.meta) == sorted([("readdir", "/studio/proj/udim/"), ("stat", p),
+                                          ("stat", "/studio/proj/nope.tx")])
     assert result.meta_done == 2 and result.meta_failed == 1
     assert result.findings["/studio/proj/nope.tx"].kind is FindingKind.MISSING
 
 
 def test_stop_request_ends_the_batch_early(studio: Studio) -> None:
     paths = [studio.file(f"s{i}.tx", 1000) for i in range(50)]
-    reader = RecordingReader(delay_s=0.01)
+    reader = RecordingReader(studio, delay_s=0.01)
     stop = threading.Event()
-    seen: list[WarmResult] = []
+    seen: list[Snapshot] = []
 
-    def progress(r: WarmResult) -> None:
+    def progress(r: Snapshot) -> None:
         seen.append(r)
-        if r.reads >= 5:
+        if r.counters["reads"] >= 5:
             stop.set()
 
     result = warm_batch(one_batch(studio, [(p, 0, 1000) for p in paths]),
@@ -224,7 +227,7 @@ def test_stop_request_ends_the_batch_early(studio: Studio) -> None:
 
 def test_direct_reader_reads_unaligned_ranges_exactly(studio: Studio) -> None:
     p = studio.file("u.bin", 3 * MiB + 7)
-    f = DirectReader().open(str(studio.local(p)))
+    f = RecordingReader(studio).open(p)
     try:
         assert f.read(0, 4096) == 4096
         assert f.read(3, 100) == 100, "EINVAL from O_DIRECT falls back to a buffered read"
@@ -259,7 +262,7 @@ def test_batches_of_a_plan_cover_it(studio: Studio) -> None:
     plan = studio.whole(paths)
     total = WarmResult()
     for b in make_batches(plan, MiB, rate_bps=1_000_000):
-        r = warm_batch(b, ctx_for(studio, RecordingReader()))
+        r = warm_batch(b, ctx_for(studio, RecordingReader(studio)))
         total.bytes_done += r.bytes_done
         total.files_done += r.files_done
     assert total.bytes_done == plan.bytes and total.files_done == 20
@@ -268,20 +271,20 @@ def test_batches_of_a_plan_cover_it(studio: Studio) -> None:
 def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened(studio: Studio) -> None:
     many = [studio.file(f"udim/d.{1001 + i}.tx", 100) for i in range(LIST_DIR_MIN)]
     few = [studio.file(f"other/o{i}.tx", 100) for i in range(3)]
-    reader = RecordingReader()
+    reader = RecordingReader(studio)
     result = warm_batch(whole_batch(studio.whole(many + few), MiB), ctx_for(studio, reader, in_flight=8))
     assert result.files_done == LIST_DIR_MIN + 3 and result.meta_done == 1
-    listed = reader.events.index(("listed", str(studio.root / "udim")))
+    listed = reader.events.index(("listed", "/studio/proj/udim"))
     udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p]
     assert min(udim_opens) > listed, "one READDIRPLUS first, then opens served from the attribute cache"
-    assert ("readdir", str(studio.root / "other")) not in reader.meta
+    assert ("readdir", "/studio/proj/other") not in reader.meta
 
 
 def test_many_threads_falling_back_from_o_direct_at_once_read_the_right_file(studio: Studio) -> None:
     p = studio.file("unaligned.bin", 64 * 1024)
-    reader = DirectReader()
+    reader = RecordingReader(studio)
     for _ in range(20):
-        f = reader.open(str(studio.local(p)))
+        f = reader.open(p)
         try:
             with ThreadPoolExecutor(16) as pool:
                 got = list(pool.map(lambda i: f.read(i * 7 + 1, 5), range(64)))

@@ -16,11 +16,12 @@ import redis
 from prewarm.plan.model import FileInfo
 from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
-from prewarm.state import dispatch, runner
+from prewarm.state import dispatch, keys, runner
 from prewarm.state.dedupe import RedisDedupe, forget_gateway
 from prewarm.state.jobs import recent
 from prewarm.state.throttle import RedisThrottle, get_rate, set_rate
 from prewarm.warm.job import JobState
+from prewarm.warm.reader import Reader
 from prewarm.warm.results import Claim, FindingKind
 from tests.fixtures.studio import Studio
 
@@ -32,12 +33,12 @@ class Sent(list[tuple[str, str, int]]):
         self.append((gateway, job_id, index))
 
 
-def drain(r: redis.Redis, studio: Studio, sent: Sent, **settings: object) -> None:
+def drain(r: redis.Redis, studio: Studio, sent: Sent, reader: Reader | None = None, **settings: object) -> None:
     """Run every batch the dispatcher sends until the window is empty (a worker, in-process)."""
     s = studio.settings(**settings)
     while sent:
         _, job_id, index = sent.pop(0)
-        runner.run_batch(r, s, job_id, index, sent)
+        runner.run_batch(r, s, job_id, index, sent, reader)
 
 
 def test_a_job_runs_to_done_with_true_counters(r: redis.Redis, studio: Studio) -> None:
@@ -75,17 +76,17 @@ def test_a_redelivered_batch_is_counted_once(r: redis.Redis, studio: Studio) -> 
 def test_partial_job_lists_failures_and_retry_reads_only_those(r: redis.Redis, studio: Studio) -> None:
     ok = studio.file("ok.tx", MiB)
     gone = studio.file("gone.tx", MiB)
-    plan = studio.whole([ok, gone])
-    moved = studio.local(gone).rename(studio.root / "elsewhere")
+    flaky = studio.file("flaky.tx", MiB)
+    plan = studio.whole([ok, gone, flaky])
+    studio.local(gone).unlink()
     s = studio.settings()
     sent = Sent()
     job = runner.submit(r, plan, s, sent, "gw1")
-    drain(r, studio, sent)
+    drain(r, studio, sent, studio.reader(failing=[flaky]))  # the gateway's link drops for that file
     info = job.info()
     assert info is not None and info.state is JobState.PARTIAL
-    assert [(f.path, f.kind) for f in info.findings] == [(gone, FindingKind.MISSING)]
-    assert job.failed_ranges() == [ByteRange(gone, 0, MiB)]
-    moved.rename(studio.local(gone))  # the studio restores the file
+    assert [(f.path, f.kind) for f in info.findings] == [(flaky, FindingKind.IO_ERROR), (gone, FindingKind.MISSING)]
+    assert job.failed_ranges() == [ByteRange(flaky, 0, MiB)], "missing is final: only the I/O error is retried"
     retry = runner.submit(r, job.plan(), s, sent, "gw1", retry_of=job)
     drain(r, studio, sent)
     rinfo = retry.info()
@@ -251,12 +252,12 @@ def test_cancel_stops_dispatch_and_running_batches(r: redis.Redis, studio: Studi
     runner.run_batch(r, s, job_id, index, sent)
     revoked: list[str] = []
     assert runner.cancel(r, job.id, s, revoked.extend, sent)
-    assert revoked == [dispatch.task_id(job.id, i) for i in (1, 2)]
+    assert revoked == [keys.task_id(job.id, i) for i in (1, 2)]
     drain(r, studio, sent)  # revoked tasks that still arrive do nothing
     info = job.info()
     assert info is not None and info.state is JobState.CANCELLED and info.finished
     assert info.batches_done == 1
-    assert not r.zcard(dispatch.inflight_key("gw1"))
+    assert not r.zcard(keys.gateway("gw1", "inflight"))
     assert not runner.cancel(r, job.id, s, revoked.extend, sent), "cancelling twice changes nothing"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,13 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from prewarm.state import runner
-    from workers.app import configure
-    from workers.tasks import revoke, send
+    from prewarm.state.celery_app import CelerySender
 
-    settings = load_settings(args)
+    settings = site_settings(args)
     r = redis_of(settings, "cancel")
-    configure(settings)
-    if runner.cancel(r, args.id, settings, revoke, send):
+    sender = CelerySender(settings)
+    if runner.cancel(r, args.id, settings, sender.revoke, sender.send):
         print(f"cancelled {args.id}", file=sys.stderr)
     else:
         print(f"{args.id} had already ended", file=sys.stderr)

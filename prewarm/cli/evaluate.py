@@ -15,8 +15,12 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from prewarm.cli.plan import add_path_map_flags, path_map_from
-from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.cli.options import (
+    add_path_map_flags,
+    add_redis_flag,
+    redis_of,
+    site_settings,
+)
 from prewarm.errors import ConfigError
 from prewarm.site import atomic
 
@@ -46,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from prewarm.flow.planning import load_traces
     from prewarm.plan.evaluate import Training, evaluate
 
-    settings = load_settings(args)
-    path_map = settings.path_map.merged(path_map_from(args))
+    settings = site_settings(args)
+    path_map = settings.path_map
     job_id, r = None, None
     if os.path.exists(args.source):
         from prewarm.cli.warm import load_source
@@ -86,14 +90,6 @@ def _keep(args: argparse.Namespace, r: redis.Redis | None, job_id: str | None, s
         path = args.output or f"{os.path.splitext(args.source)[0]}.evaluation.json"
         atomic.write_text(path, text, "--output")
         return path
-    from prewarm.report.load import evaluation_key
-    from prewarm.state.jobs import RETENTION_S
+    from prewarm.state.jobs import WarmJob
 
-    history = f"prewarm:shot:{shot}:evaluations"
-    with r.pipeline() as p:
-        p.set(evaluation_key(job_id), text, ex=RETENTION_S)
-        p.lpush(history, json.dumps({**result, "warm_job": job_id}))
-        p.ltrim(history, 0, HISTORY - 1)
-        p.expire(history, RETENTION_S * 4)
-        p.execute()
-    return f"Redis ({evaluation_key(job_id)}, {history})"
+    return WarmJob(r, job_id).store_evaluation(shot, result, HISTORY)

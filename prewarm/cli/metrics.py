@@ -11,7 +11,7 @@ import argparse
 import sys
 import threading
 
-from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.errors import ConfigError, ServiceError
 
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ConfigError("--port", f"{args.port} is not a TCP port")
-    r = redis_of(load_settings(args), "metrics")
+    r = redis_of(site_settings(args), "metrics")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(r))
     try:

@@ -8,35 +8,15 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from prewarm.cli.options import add_path_map_flags, site_settings
 from prewarm.flow.planning import PlanOptions, plan_job
 from prewarm.plan.framespec import parse_frames
 from prewarm.plan.model import Plan
-from prewarm.plan.pathmap import PathMap, parse_pair
 from prewarm.plan.predict import PredictOptions
 from prewarm.plan.units import parse_size
 from prewarm.site import atomic
-from prewarm.site.settings import Settings
 
 MiB = 1 << 20
-
-
-def add_path_map_flags(p: argparse.ArgumentParser) -> None:
-    """`--local` and `--alias`, shared by every command that touches studio files."""
-    p.add_argument("--local", action="append", default=[], metavar="STUDIO=LOCAL",
-                   help="reach studio prefix STUDIO at LOCAL on this machine (the gateway mount); repeatable")
-    p.add_argument("--alias", action="append", default=[], metavar="OTHER=STUDIO",
-                   help="trace paths under OTHER are studio paths under STUDIO; repeatable")
-
-
-def path_map_from(args: argparse.Namespace) -> PathMap:
-    items: list[dict[str, Any]] = []
-    for text in args.local:
-        studio, local = parse_pair(text, "--local")
-        items.append({"studio": studio, "local": local})
-    for text in args.alias:
-        other, studio = parse_pair(text, "--alias")
-        items.append({"studio": studio, "aliases": [other]})
-    return PathMap.parse(items, "command line")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,11 +56,11 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
         pred = replace(pred, unseen_cap=size("unseen_cap") or 0)
     frames = parse_frames(args.frames, "command line", "--frames") if args.frames else None
     return PlanOptions(granule=size("granule"), max_bytes=size("max_bytes"), max_gap=size("max_gap"),
-                       frame=args.frame, frames=frames, path_map=path_map_from(args), predict=pred)
+                       frame=args.frame, frames=frames, predict=pred)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.load(path=args.config)
+    settings = site_settings(args)
     plan = plan_job(args.manifest, args.traces, settings, options_from(args))
     write_json(plan.to_json(), args.output)
     if args.summary:

@@ -11,8 +11,8 @@ import os
 import sys
 from dataclasses import replace
 
+from prewarm.cli.options import site_settings
 from prewarm.errors import ConfigError
-from prewarm.site.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         frame = int(args.frame) if args.frame not in (None, "") else None
     except ValueError as exc:
         raise ConfigError("--frame", f"expected an integer, got {args.frame!r}") from exc
-    settings = Settings.load(path=args.config)
+    settings = site_settings(args)
     if args.store:
         settings = replace(settings, trace_store=args.store)
     result = record(settings, cmd, args.job, args.show, args.shot, frame, args.keep_raw)

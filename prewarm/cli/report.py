@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.site import atomic
 
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from prewarm.report import html as report_html
     from prewarm.report import load as report_redis
 
-    settings = load_settings(args)
+    settings = site_settings(args)
     data = report_redis.load(redis_of(settings, "report"), args.id, settings.throttle_bps)
     if args.html:
         atomic.write_text(args.html, report_html.render(data), "--html")

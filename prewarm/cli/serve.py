@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prewarm.cli.warm import add_redis_flag, load_settings
+from prewarm.cli.options import add_redis_flag, site_settings
 from prewarm.errors import ConfigError
 
 
@@ -25,11 +25,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from prewarm.farm.service import connect, create_app
+    from prewarm.state.celery_app import CelerySender
     from prewarm.state.client import ping
-    from workers.app import configure
-    from workers.tasks import revoke, send
 
-    settings = load_settings(args)
+    settings = site_settings(args)
     if not settings.service_token and not args.no_token:
         raise ConfigError("service_token", "no token: set `service_token` in the config or $PREWARM_SERVICE_TOKEN "
                                            "(or pass --no-token on a trusted loopback)")
@@ -41,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--redis", "`prewarm serve` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
     r = connect(settings.redis_url)
     ping(r, settings.redis_url)
-    configure(settings)
-    app = create_app(settings, r, send, revoke, None if args.no_token else settings.service_token)
+    sender = CelerySender(settings)
+    app = create_app(settings, r, sender.send, sender.revoke, None if args.no_token else settings.service_token)
     print(f"prewarm serve: http://{args.host}:{args.port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

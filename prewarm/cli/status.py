@@ -14,7 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.errors import ConfigError
 from prewarm.warm.job import JobInfo, summary_lines
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.every <= 0:
         raise ConfigError("--every", "must be a positive number of seconds")
-    r = redis_of(load_settings(args), "status")
+    r = redis_of(site_settings(args), "status")
     if args.follow:
         return follow(r, args.ids, args.oneline or not sys.stdout.isatty(), args.every)
     if args.ids:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.plan.units import parse_rate
 
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from prewarm.errors import ConfigError
     from prewarm.state.throttle import get_rate, set_rate
 
-    settings = load_settings(args)
+    settings = site_settings(args)
     r = redis_of(settings, "throttle")
     if args.action == "set":
         if args.rate is None:

@@ -7,8 +7,8 @@ import json
 import sys
 from dataclasses import asdict, replace
 
+from prewarm.cli.options import site_settings
 from prewarm.errors import ConfigError
-from prewarm.site.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from prewarm.plan.units import parse_size
     from prewarm.traces import store as trace_store
 
-    settings = Settings.load(path=args.config)
+    settings = site_settings(args)
     if args.store:
         settings = replace(settings, trace_store=args.store)
     if args.verb == "import":

@@ -16,8 +16,12 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from prewarm.cli.plan import add_path_map_flags, path_map_from
-from prewarm.cli.warm import add_redis_flag, load_settings, redis_of
+from prewarm.cli.options import (
+    add_path_map_flags,
+    add_redis_flag,
+    redis_of,
+    site_settings,
+)
 from prewarm.errors import ConfigError, ServiceError
 from prewarm.plan.ranges import ByteRange
 from prewarm.report.verify import Counters
@@ -41,12 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from prewarm.flow import warming
     from prewarm.report import verify
     from prewarm.warm import embedded
-    from prewarm.warm.reader import DirectReader
+    from prewarm.warm.reader import site_reader
 
     if args.sample <= 0:
         raise ConfigError("--sample", "must be a positive integer")
-    settings = load_settings(args)
-    settings = replace(settings, path_map=settings.path_map.merged(path_map_from(args)))
+    settings = site_settings(args)
     if os.path.exists(args.source):
         from prewarm.cli.warm import load_source
 
@@ -61,14 +64,17 @@ def run(args: argparse.Namespace) -> int:
     warming.check_plan(plan, settings, args.source)
     ranges = [ByteRange(r.path, r.offset, r.length) for r in plan.ranges]
     samples = verify.choose(ranges, args.sample, plan.granule, args.seed)
-    reader = DirectReader()
+    reader = site_reader(settings)
 
     def read(s: ByteRange) -> None:
-        f = reader.open(settings.path_map.to_local(s.path))
         try:
-            f.read(s.offset, s.length)
-        finally:
-            f.close()
+            f = reader.open(s.path)
+            try:
+                f.read(s.offset, s.length)
+            finally:
+                f.close()
+        except OSError as exc:
+            raise ConfigError(s.path, f"cannot read a sample: {exc.strerror or exc}") from exc
 
     note = ""
     counters = _agent(args.agent) if args.agent else None
@@ -77,10 +83,7 @@ def run(args: argparse.Namespace) -> int:
             counters()
         except ServiceError as exc:
             note, counters = f"{exc}; judged by timing instead", None
-    try:
-        verdict = verify.by_counters(samples, read, counters) if counters else verify.by_timing(samples, read)
-    except OSError as exc:
-        raise ConfigError(getattr(exc, "filename", None) or args.source, f"cannot read a sample: {exc.strerror or exc}") from exc
+    verdict = verify.by_counters(samples, read, counters) if counters else verify.by_timing(samples, read)
     out = verdict.to_json()
     if note:
         out["note"] = note

@@ -16,7 +16,12 @@ import time
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING
 
-from prewarm.cli.plan import add_path_map_flags, path_map_from
+from prewarm.cli.options import (
+    add_path_map_flags,
+    add_redis_flag,
+    redis_of,
+    site_settings,
+)
 from prewarm.errors import ConfigError, PlanFileError
 from prewarm.plan.model import Plan
 from prewarm.plan.units import parse_rate
@@ -38,26 +43,6 @@ STALL_S = 60.0
 
 REFILL_S = 5.0
 """How often a waiting `prewarm warm` tops up the dispatch window (re-sending lost batches)."""
-
-
-def add_redis_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis", metavar="URL", help="Redis of the workers (default $PREWARM_REDIS_URL or the config)")
-
-
-def load_settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.load(path=args.config)
-    if getattr(args, "redis", None):
-        settings = replace(settings, redis_url=args.redis)
-    return settings
-
-
-def redis_of(settings: Settings, command: str) -> redis.Redis:
-    from prewarm.state.client import connect, ping
-
-    if not settings.redis_url:
-        raise ConfigError("--redis", f"`prewarm {command}` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
-    ping(connect(settings.redis_url, ride_out_restarts=False), settings.redis_url)
-    return connect(settings.redis_url)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,22 +79,16 @@ def load_source(source: str, traces: list[str], settings: Settings, args: argpar
         except (ValueError, UnicodeDecodeError) as exc:
             raise PlanFileError(source, f"not valid JSON: {exc}") from exc
         return Plan.from_json(data, where=source), settings
-    from prewarm.flow.planning import PlanOptions, plan_manifest
-    from prewarm.plan.manifest import load_manifest
+    from prewarm.flow.planning import load_manifest, plan_manifest
 
-    manifest = load_manifest(source)
-    cli_map = path_map_from(args)
-    plan = plan_manifest(manifest, traces, settings, PlanOptions(path_map=cli_map))
-    return plan, replace(settings, path_map=settings.path_map.merged(manifest.path_map).merged(cli_map))
+    return plan_manifest(load_manifest(source), traces, settings), settings
 
 
 def run(args: argparse.Namespace) -> int:
     from prewarm.flow import warming
-    from prewarm.state import runner
     from prewarm.warm import embedded
 
-    settings = load_settings(args)
-    settings = replace(settings, path_map=settings.path_map.merged(path_map_from(args)))
+    settings = site_settings(args)
     if args.in_flight is not None:
         if args.in_flight <= 0:
             raise ConfigError("--in-flight", "must be a positive integer")
@@ -130,21 +109,23 @@ def run(args: argparse.Namespace) -> int:
         info = embedded.run_embedded(plan, settings, progress=progress.update)
         progress.done()
         return _report([info], args.json)
-    warming.check_plan(plan, settings, args.source, need_roots=False)
+    from prewarm.state.celery_app import CelerySender
+
     r = redis_of(settings, "warm")
-    send = _sender(settings)
+    send = CelerySender(settings).send
     gateways = tuple(args.gateway) or settings.gateways(plan.gateways)
     if args.rate is not None:
         from prewarm.state.throttle import set_rate
 
         for gw in gateways:
             set_rate(r, gw, rate)
-    jobs = [runner.submit(r, plan, settings, send, gw) for gw in gateways]
-    return _follow(r, [j.id for j in jobs], args, settings, send)
+    submitted = warming.submit_plan(r, plan, settings, send, args.source, gateways, reuse=False)
+    return _follow(r, list(submitted.ids), args, settings, send)
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
     from prewarm.state import runner
+    from prewarm.state.celery_app import CelerySender
     from prewarm.state.jobs import WarmJob
 
     r = redis_of(settings, "warm --retry")
@@ -152,18 +133,9 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
     gw = r.hget(old.key, "gateway")
     if gw is None:
         raise ConfigError("--retry", f"no warm job {args.retry} (expired or never created)")
-    send = _sender(settings)
+    send = CelerySender(settings).send
     job = runner.submit(r, old.plan(), settings, send, gw.decode(), retry_of=old)
     return _follow(r, [job.id], args, settings, send)
-
-
-def _sender(settings: Settings) -> Send:
-    """Celery's `send`, pointed at this command's Redis (imported only when a warm goes to workers)."""
-    from workers.app import configure
-    from workers.tasks import send
-
-    configure(settings)
-    return send
 
 
 def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace, settings: Settings, send: Send) -> int:
@@ -193,7 +165,7 @@ def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace, settings: 
         if mark != seen:
             seen, moved_at = mark, now
         elif now - moved_at > STALL_S:
-            queues = ", ".join(sorted({keys.queue_of(i.gateway) for i in live}))
+            queues = ", ".join(sorted({keys.queue(i.gateway) for i in live}))
             print(f"no batch finished for {STALL_S:.0f}s: is a worker consuming {queues}? (still waiting)",
                   file=sys.stderr)
             moved_at = now

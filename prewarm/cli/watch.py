@@ -17,8 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from prewarm.cli.options import site_settings
 from prewarm.errors import ConfigError
-from prewarm.site.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("watch", "give --spool DIR, --traces DIR or both")
     if args.settle < 0 or args.retry <= 0:
         raise ConfigError("--settle/--retry", "must be positive numbers of seconds")
-    settings = Settings.load(path=args.config)
+    settings = site_settings(args)
     if args.store:
         settings = replace(settings, trace_store=args.store)
     if args.redis:

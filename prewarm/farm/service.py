@@ -17,13 +17,10 @@ Routes (all under /api/v1; POSTs need `Authorization: Bearer <service_token>`):
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Annotated, Any
 
 import redis
@@ -35,27 +32,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prewarm.errors import InputError, ServiceError
+from prewarm.errors import InputError, OutsideRoots, ServiceError
 from prewarm.farm import report_routes as service_reports
 from prewarm.flow import warming
-from prewarm.flow.planning import PlanOptions, plan_manifest
+from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import Manifest, parse_manifest
-from prewarm.plan.model import Plan
 from prewarm.site.guard import inside
 from prewarm.site.settings import Settings
 from prewarm.state import client as state_client
 from prewarm.state import runner
 from prewarm.state.dispatch import Send
 from prewarm.state.jobs import WarmJob, recent
-from prewarm.warm.job import JobState
 
 API = "/api/v1"
 
 JOB_ID = r"^[0-9a-f]{1,64}$"
 """Warm ids are hex (see `WarmJob.create`); anything else is a 404 before Redis is asked."""
-
-REUSABLE = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
-"""A submission identical to a warm in one of these states gets that warm's id, not a new warm."""
 
 Revoke = Callable[[list[str]], None]
 
@@ -213,50 +205,11 @@ def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis, send: Send) 
     if not roots:
         raise ServiceError("the service has no allowed roots: set `roots` or `path_map` in its config")
     manifest = _manifest_of(req, settings, roots)
-    for i, spec in enumerate(manifest.inputs):
-        if not inside(spec.path, roots):
-            raise _Refused(f"inputs[{i}] (line {spec.line})", f"{spec.path!r} is outside the allowed roots {list(roots)}")
     traces = _traces_of(req, manifest, settings, roots)
-    plan = plan_manifest(manifest, traces, settings, PlanOptions())
-    path_map = settings.path_map.merged(manifest.path_map)
-    warming.check_plan(plan, replace(settings, path_map=path_map), "plan")
-    gateways = settings.gateways(plan.gateways)
-    key = _identity(plan)
-    ids: list[str] = []
-    fresh = False
-    with r.lock(f"prewarm:svc:lock:{key}", timeout=60, blocking_timeout=30):
-        for gw in gateways:
-            existing = _live_duplicate(r, key, gw)
-            if existing is None:
-                job = runner.submit(r, plan, settings, send, gw)
-                r.set(_dedupe_key(key, gw), job.id, ex=settings.service_dedupe_s)
-                existing, fresh = job.id, True
-            ids.append(existing)
-    return Submitted(ids=ids, job=plan.job, duplicate=not fresh, plan=plan.summary(),
+    plan = plan_manifest(manifest, traces, settings)
+    submitted = warming.submit_plan(r, plan, settings, send, "plan")
+    return Submitted(ids=list(submitted.ids), job=plan.job, duplicate=submitted.duplicate, plan=plan.summary(),
                      missing=[{"path": m.path, "reason": m.reason, "line": m.line} for m in plan.missing])
-
-
-def _dedupe_key(identity: str, gateway: str) -> str:
-    return f"prewarm:svc:dedupe:{gateway}:{identity}"
-
-
-def _live_duplicate(r: redis.Redis, identity: str, gateway: str) -> str | None:
-    raw = r.get(_dedupe_key(identity, gateway))
-    if raw is None:
-        return None
-    state = WarmJob(r, raw.decode()).state()
-    return raw.decode() if state in REUSABLE else None
-
-
-def _identity(plan: Plan) -> str:
-    """What makes two submissions the same warm: the same reads of the same file versions, in order.
-
-    The plan's creation time and statistics are left out, so re-planning an unchanged job
-    gives the same identity, while a changed input file (size, mtime) gives a new one.
-    """
-    data = plan.to_json()
-    core = {k: data[k] for k in ("job", "frames", "gateways", "granule", "ranges", "metadata", "files", "priority")}
-    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -> Manifest:
@@ -275,7 +228,7 @@ def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -
 
     if req.bundle_path is not None:
         if not inside(req.bundle_path, tuple(roots)):
-            raise _Refused("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(roots)}")
+            raise OutsideRoots("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(roots)}")
         return bundle_to_manifest(settings.path_map.to_local(req.bundle_path), req.bundle_path)
     assert req.bundle is not None
     return bundle_json_to_manifest(req.bundle, "bundle")
@@ -289,7 +242,7 @@ def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, roots
     out = []
     for i, t in enumerate(req.traces):
         if not inside(t, tuple(roots)):
-            raise _Refused(f"traces[{i}]", f"{t!r} is outside the allowed roots {list(roots)}")
+            raise OutsideRoots(f"traces[{i}]", f"{t!r} is outside the allowed roots {list(roots)}")
         local = settings.path_map.to_local(t)
         if not os.path.exists(local):
             raise InputError(f"traces[{i}]", f"{t!r} does not exist")
@@ -298,10 +251,6 @@ def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, roots
 
 
 # request guards and error bodies
-
-
-class _Refused(InputError):
-    """A path outside the allowed roots: 403, the service will not go there."""
 
 
 def _size_guard(limit: int) -> Callable[[Request, Callable[[Request], Awaitable[Any]]], Awaitable[Any]]:
@@ -368,7 +317,7 @@ def _handlers(app: FastAPI) -> None:
         err = _invalid(exc)
         return _error(422, err.message, err.where)
 
-    app.add_exception_handler(_Refused, refused)
+    app.add_exception_handler(OutsideRoots, refused)
     app.add_exception_handler(InputError, bad_input)
     app.add_exception_handler(ServiceError, unavailable)
     app.add_exception_handler(redis.RedisError, unavailable)

@@ -39,11 +39,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prewarm.errors import InputError, ManifestError, ServiceError
-from prewarm.plan.manifest import Manifest, load_manifest, parse_manifest
+from prewarm.flow.planning import load_manifest
+from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.site.settings import Settings
 
 __all__ = ["Spool", "Submit", "TraceDrop", "client_submitter", "load_job", "local_submitter", "watch"]
@@ -387,27 +388,22 @@ def local_submitter(settings: Settings) -> Submit:
     configured (returns the warm job ids at once), else embedded (returns when the warm ends)."""
     from prewarm.flow import warming
     from prewarm.flow.planning import plan_manifest
-    from prewarm.state import runner
     from prewarm.traces.store import find_traces
     from prewarm.warm import embedded
 
     def submit(path: Path) -> str:
         manifest = load_job(path)
         plan = plan_manifest(manifest, find_traces(settings, manifest), settings)
-        s = replace(settings, path_map=settings.path_map.merged(manifest.path_map))
-        if not s.redis_url:
-            warming.check_plan(plan, s, str(path))
-            info = embedded.run_embedded(plan, s)
+        if not settings.redis_url:
+            warming.check_plan(plan, settings, str(path))
+            info = embedded.run_embedded(plan, settings)
             return f"{info.id} {info.state.value}"
+        from prewarm.state.celery_app import CelerySender
         from prewarm.state.client import connect, ping
-        from workers.app import configure
-        from workers.tasks import send
 
-        warming.check_plan(plan, s, str(path), need_roots=False)
-        r = connect(s.redis_url)
-        ping(r, s.redis_url)
-        configure(s)
-        return " ".join(runner.submit(r, plan, s, send, gw).id for gw in s.gateways(plan.gateways))
+        r = connect(settings.redis_url)
+        ping(r, settings.redis_url)
+        return " ".join(warming.submit_plan(r, plan, settings, CelerySender(settings).send, str(path)).ids)
     return submit
 
 

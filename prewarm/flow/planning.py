@@ -1,49 +1,52 @@
-"""Plan a job: manifest, file system and traces in, a `Plan` out. The IO around the pure core.
+"""Plan a job on this site: read the manifest, look at the studio files, read the traces, build the plan.
 
-This module only gathers facts (what the manifest names, what exists on disk and
-how big it is, what earlier frames read) and hands them to `predict` and
-`order_ranges`. Files are looked at through their local paths (`PathMap.to_local`),
-but every path in the plan is a studio path.
+The IO around the pure core (`prewarm.plan`). Facts are gathered once and handed on
+as values: the manifest's text becomes a `Manifest`, the site's file system (through
+its one guard, `prewarm.site`) resolves the inputs, the traces are aggregated, and
+`prewarm.plan.build` does the rest. Studio paths stay studio paths throughout: only
+the site's file system knows where they are on this machine, and only the site's
+settings (or the operator's `--local` flags folded into them) say so. A manifest may
+add trace aliases, never local paths.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import posixpath
-import stat as stat_mod
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
+from pathlib import Path
 
-from prewarm.plan.access import Op
+from prewarm.errors import ConfigError, ManifestError, OutsideRoots
 from prewarm.plan.aggregate import TraceSet, aggregate, merge
+from prewarm.plan.build import Effective, PlanOptions, build_plan
 from prewarm.plan.inputs import Resolved, resolve_inputs
-from prewarm.plan.manifest import FrameOrder, Manifest, load_manifest
-from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
-from prewarm.plan.ordering import order_ranges
+from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
-from prewarm.plan.predict import Candidate, PredictOptions, predict
+from prewarm.site.fs import SiteFS
+from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces, trace_files
 from prewarm.traces.store import find_traces
 
+__all__ = ["PlanOptions", "check_inputs", "load_manifest", "load_traces", "plan_job", "plan_manifest",
+           "plan_resolved", "site_fs"]
 
-@dataclass(frozen=True)
-class PlanOptions:
-    granule: int | None = None
-    """Overrides the manifest's and the settings' granule."""
-    max_bytes: int | None = None
-    """Overrides the manifest's budget."""
-    max_gap: int | None = None
-    frame: int | None = None
-    """Frame of trace records that carry none and whose file names hold no number."""
-    frames: tuple[int, ...] | None = None
-    """Plan these frames instead of the manifest's (re-plan the rest of a running job)."""
-    path_map: PathMap = field(default_factory=PathMap)
-    """From the command line: takes precedence over the manifest and the settings."""
-    predict: PredictOptions = field(default_factory=PredictOptions)
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read and parse a manifest file; unreadable files fail like bad ones, in one line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or exc}") from exc
+    return parse_manifest(text, str(path))
 
 
 def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
@@ -59,11 +62,48 @@ def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
 
 
 def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,
-                  options: PlanOptions = PlanOptions()) -> Plan:
-    path_map = settings.path_map.merged(manifest.path_map).merged(options.path_map)
-    resolved = resolve_inputs(manifest, path_map)
-    ts, import_stats = load_traces(traces, path_map, options.frame)
-    return build_plan(manifest, resolved, ts, path_map, settings, options, import_stats)
+                  options: PlanOptions = PlanOptions(), clock: Callable[[], float] = time.time) -> Plan:
+    """Plan `manifest` with `traces` (files or folders on this machine) on this site."""
+    with site_fs(settings) as fs:
+        check_inputs(manifest, fs.guard.roots)
+        resolved = resolve_inputs(manifest, fs)
+        ts, stats = load_traces(traces, settings.path_map.merged(manifest.path_map), options.frame)
+        counts = {"trace_lines_skipped": stats.skipped_lines, "trace_calls_failed": stats.failed_calls}
+        return plan_resolved(manifest, resolved, ts, fs, settings, options, counts, clock())
+
+
+@contextmanager
+def site_fs(settings: Settings) -> Iterator[SiteFS]:
+    """This machine's studio file system, through its one guard; refused when it has no roots."""
+    roots = settings.allowed_roots()
+    if not roots:
+        raise ConfigError("roots", "this machine has no allowed studio roots: set `roots` or `path_map` in "
+                                   "the settings file, or pass --local STUDIO=MOUNT")
+    with SiteFS(Guard(roots, settings.path_map), settings.in_flight) as fs:
+        yield fs
+
+
+def check_inputs(manifest: Manifest, roots: tuple[str, ...]) -> None:
+    """A job naming a path outside the roots is refused whole: it is a bad job, not a partial one."""
+    for i, spec in enumerate(manifest.inputs):
+        if not inside(spec.path, roots):
+            raise OutsideRoots(f"{manifest.source}:{spec.line}: inputs[{i}]",
+                               f"{spec.path!r} is outside the allowed roots {list(roots)}")
+
+
+def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: SiteFS, settings: Settings,
+                  options: PlanOptions = PlanOptions(), trace_counts: Mapping[str, int] | None = None,
+                  created: float | None = None) -> Plan:
+    """The plan of inputs already resolved and traces already aggregated (benches split them per run).
+
+    Each setting is taken from the first that gives it: the options, the manifest, the site.
+    """
+    effective = Effective(
+        granule=options.granule or manifest.granule or settings.granule,
+        max_gap=settings.max_gap if options.max_gap is None else options.max_gap,
+        max_bytes=options.max_bytes if options.max_bytes is not None else manifest.max_bytes,
+        roots=settings.roots)
+    return build_plan(manifest, resolved, ts, fs.info, options, effective, trace_counts or {}, created)
 
 
 PARALLEL_BYTES = 32 << 20
@@ -99,108 +139,3 @@ def load_traces(paths: Sequence[str], path_map: PathMap, frame: int | None = Non
                 setattr(stats, f.name, getattr(stats, f.name) + getattr(s, f.name))
         stats.first_skipped = stats.first_skipped or s.first_skipped
     return merge(ts for ts, _ in parts), stats
-
-
-def _frames(manifest: Manifest, options: PlanOptions) -> list[int]:
-    frames = list(options.frames if options.frames is not None else manifest.frames)
-    return sorted(frames) if manifest.frame_order is FrameOrder.SORTED else frames
-
-
-def file_lookup(path_map: PathMap, known: dict[str, FileInfo]) -> Callable[[str], FileInfo | None]:
-    """Stat a studio path through its local path, once; regular files only."""
-    cache: dict[str, FileInfo | None] = dict(known)
-
-    def lookup(path: str) -> FileInfo | None:
-        if path in cache:
-            return cache[path]
-        try:
-            st = os.stat(path_map.to_local(path))
-            info = FileInfo(path, st.st_size, st.st_mtime) if stat_mod.S_ISREG(st.st_mode) else None
-        except OSError:
-            info = None
-        cache[path] = info
-        return info
-
-    return lookup
-
-
-def job_folders(manifest: Manifest, files: Sequence[str], roots: Sequence[str]) -> Callable[[str], bool]:
-    """Traced files may join the plan only below the job's own folders or configured roots.
-
-    Raw strace logs hold every library and font a renderer opens; those are the
-    render node's business, not the gateway's.
-    """
-    folders = {posixpath.dirname(p) for p in files}
-    folders.update(spec.path.rstrip("/") for spec in manifest.inputs if spec.is_dir)
-    folders.update(roots)
-    memo: dict[str, bool] = {}
-
-    def ok(path: str) -> bool:
-        d = posixpath.dirname(path)
-        chain = []
-        verdict = False
-        while True:
-            if d in memo:
-                verdict = memo[d]
-                break
-            if d in folders:
-                verdict = True
-                break
-            chain.append(d)
-            parent = posixpath.dirname(d)
-            if parent == d:
-                break
-            d = parent
-        for c in chain:
-            memo[c] = verdict
-        return verdict
-
-    return ok
-
-
-def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, path_map: PathMap, settings: Settings,
-               options: PlanOptions, import_stats: ImportStats) -> Plan:
-    frames = _frames(manifest, options)
-    granule = options.granule or manifest.granule or settings.granule
-    max_gap = settings.max_gap if options.max_gap is None else options.max_gap
-    max_bytes = options.max_bytes if options.max_bytes is not None else manifest.max_bytes
-    known = {f.path: f.info for f in resolved.files}
-    lookup = file_lookup(path_map, known)
-    wholes = {i for i, spec in enumerate(manifest.inputs) if spec.whole}
-    candidates = [Candidate(f.path, f.frame, f.input_index in wholes) for f in resolved.files]
-    traced_ok = job_folders(manifest, list(known), settings.roots)
-
-    result = predict(frames, candidates, ts, lookup, traced_ok, options.predict)
-    sizes = {}
-    for p in {pr.path for pr in result.predictions}:
-        info = lookup(p)
-        assert info is not None, p  # predict only predicts files lookup found
-        sizes[p] = info.size
-    ordered = order_ranges(result.predictions, frames, sizes, granule, max_gap, max_bytes)
-
-    files: dict[str, FileInfo] = {}
-    metadata: list[MetaOp] = []
-    for r in ordered.ranges:
-        if r.path not in files:
-            info = lookup(r.path)
-            assert info is not None
-            files[r.path] = info
-            metadata.append(MetaOp(Op.STAT, r.path))
-    listed = dict.fromkeys(resolved.listed_dirs)
-    listed.update(dict.fromkeys(d for d in sorted(ts.listed) if traced_ok(d + "/x")))
-    metadata.extend(MetaOp(Op.READDIR, d) for d in listed)
-
-    missing = [Finding(m.path, m.reason + (" (optional input)" if m.optional else ""), m.input_line)
-               for m in resolved.missing]
-    missing += [Finding(p, why) for p, why in result.missing]
-    stats = {
-        "trace_records": ts.records,
-        "trace_frames": len(ts.frames),
-        "trace_lines_skipped": import_stats.skipped_lines,
-        "trace_calls_failed": import_stats.failed_calls,
-        "granule": granule,
-        **result.stats,
-    }
-    return Plan(job=manifest.job, frames=tuple(frames), ranges=tuple(ordered.ranges), metadata=tuple(metadata),
-                files=files, missing=tuple(missing), dropped=tuple(ordered.dropped), granule=granule,
-                start=manifest.start, priority=manifest.priority, gateways=manifest.gateways, stats=stats)

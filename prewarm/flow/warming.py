@@ -1,18 +1,32 @@
-"""Wiring of the warm loop to its two homes: in-process (embedded) and Redis + Celery.
+"""Check a plan and start its warms: the one flow behind `prewarm warm`, the service and the watch folders.
 
-The loop (`prewarm.warm`) is the same in both; what differs is where batches come
-from, where results go and what enforces the shared rate. This module owns that
-wiring and the checks that guard it: a plan is refused here, before any job exists,
-if it names paths outside the allowed roots or asks for absurd amounts of work.
-Celery itself stays out: the task passes in how to send a batch.
+A plan is refused here, before any job exists, if it names paths outside the allowed
+roots or asks for absurd amounts of work (`check_plan`). Then a warm job is created
+for every gateway node the render reads through (each has its own cache), and the
+gateway's dispatch window takes its batches (`submit_plan`). Submitting the same work
+again while its warm is queued, running or done returns that warm instead of a
+second one: a hook that fires twice, or a watch folder restarted after submitting,
+must not pull the same bytes twice. Sending a batch is passed in, so nothing here
+knows Celery.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
 
 from prewarm.errors import ConfigError, PlanFileError
 from prewarm.plan.model import Plan
 from prewarm.site.guard import inside
 from prewarm.site.settings import Settings
+from prewarm.state import keys, runner
+from prewarm.state.dispatch import Send
+from prewarm.state.jobs import WarmJob
+from prewarm.warm.job import JobState
 
 MAX_PIECES = 20_000_000
 """Reads one plan may ask for (20 TB at 1 MiB): more is a corrupt or hostile plan, refused before any work."""
@@ -37,26 +51,64 @@ def check_plan(plan: Plan, settings: Settings, where: str, need_roots: bool = Tr
     for i, m in enumerate(plan.metadata):
         if roots and not inside(m.path, roots):
             raise PlanFileError(f"{where}: metadata[{i}].path", f"{m.path!r} is outside the allowed roots {list(roots)}")
-    count = len(plan.ranges) + sum(r.length for r in plan.ranges) // settings.granule
+    count = len(plan.ranges) + sum(r.length for r in plan.ranges) // settings.read_size
     if count > MAX_PIECES:
         raise PlanFileError(f"{where}: ranges", f"asks for about {count} reads (limit {MAX_PIECES})")
 
 
+REUSABLE = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
+"""A submission identical to a warm in one of these states gets that warm's id, not a new warm."""
+
+LOCK_S = 60
+"""How long one submission may hold its identity's lock (planning is done before it is taken)."""
 
 
-# embedded
+@dataclass(frozen=True)
+class Submitted:
+    ids: tuple[str, ...]
+    """One warm job per gateway node, in the order of the gateways."""
+    duplicate: bool
+    """True when every id is an earlier identical submission's."""
 
 
+def identity(plan: Plan) -> str:
+    """What makes two submissions the same warm: the same reads of the same file versions, in order.
+
+    The plan's creation time and statistics are left out, so re-planning an unchanged job
+    gives the same identity, while a changed input file (size, mtime) gives a new one.
+    """
+    data = plan.to_json()
+    core = {k: data[k] for k in ("job", "frames", "gateways", "granule", "ranges", "metadata", "files", "priority")}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
 
 
-# with Redis and workers
+def submit_plan(r: redis.Redis, plan: Plan, settings: Settings, send: Send, where: str,
+                gateways: Sequence[str] = (), reuse: bool = True) -> Submitted:
+    """Check `plan` and warm it on each gateway (`gateways`, else the plan's, else the default one).
+
+    `reuse=False` (an operator's explicit `prewarm warm`) always starts new warms; the
+    cross-job dedupe still keeps them from reading what a gateway already holds. The
+    submitter may have no roots of its own: each worker enforces its own settings'.
+    """
+    check_plan(plan, settings, where, need_roots=False)
+    names = tuple(gateways) or settings.gateways(plan.gateways)
+    key = identity(plan)
+    ids: list[str] = []
+    fresh = False
+    with r.lock(keys.submission_lock(key), timeout=LOCK_S, blocking_timeout=LOCK_S / 2):
+        for gw in names:
+            existing = _live_duplicate(r, key, gw) if reuse else None
+            if existing is None:
+                existing = runner.submit(r, plan, settings, send, gw).id
+                r.set(keys.submission(gw, key), existing, ex=settings.service_dedupe_s)
+                fresh = True
+            ids.append(existing)
+    return Submitted(tuple(ids), duplicate=not fresh)
 
 
-
-
-
-
-
-
-
-
+def _live_duplicate(r: redis.Redis, key: str, gateway: str) -> str | None:
+    raw = r.get(keys.submission(gateway, key))
+    if raw is None:
+        return None
+    job_id = raw.decode()
+    return job_id if WarmJob(r, job_id).state() in REUSABLE else None

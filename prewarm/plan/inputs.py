@@ -1,42 +1,66 @@
-"""Resolve a manifest's inputs to the files that exist, with their sizes: the one IO step of planning.
+"""Resolve a manifest's inputs to the files that exist, with their sizes. Pure: the file system is passed in.
 
-Nothing here is fatal. A missing texture, an empty UDIM folder, a permission
-error: each becomes a `Missing` finding next to the files that were found,
-because a missing input reported before the render is a failed render saved.
+Nothing here is fatal. A missing texture, an empty UDIM folder, a permission error,
+a symlink leading out of the roots: each becomes a `Missing` finding next to the
+files that were found, because a missing input reported before the render is a
+failed render saved.
 
-Plans keep studio paths; only the stat and listing calls use the local paths
-that `PathMap.to_local` gives. Every path is stat-ed at most once and every
-folder listed at most once per call, however many inputs and frames reach it:
-on a gateway mount each of those calls is a WAN round trip (and warms the
-gateway's attribute and dentry caches, which is why `listed_dirs` is kept).
-So stats run concurrently, and a sequence whose frames share a folder lists it
-once and stats only the frames it holds.
-
-`stat` and `scandir` are parameters so tests can produce errors that root cannot
-(permission denied) without mocks. `stat` follows symlinks, as renderers do;
-folder symlinks are followed once (a loop is walked once, not forever).
+Everything here is a studio path; the `FileSystem` (the site's, `prewarm.site.fs`)
+decides where each one is on this machine and whether it may be touched. Every
+path is stat-ed at most once and every folder listed at most once per call, however
+many inputs and frames reach it: on a gateway mount each of those calls is a WAN
+round trip (and warms the gateway's attribute and dentry caches, which is why
+`listed_dirs` is kept). So stats are asked for in bulk (`stat_many`, which the site
+runs concurrently), and a sequence whose frames share a folder lists it once and
+stats only the frames it holds. Folders reached twice (a symlink loop) are walked once.
 """
 
 from __future__ import annotations
 
-import os
 import posixpath
-import stat as statmod
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from fnmatch import fnmatchcase
+from typing import Protocol
 
 from prewarm.plan.manifest import InputSpec, Manifest
 from prewarm.plan.model import FileInfo
-from prewarm.plan.pathmap import PathMap
 from prewarm.plan.patterns import PathPattern
 
-StatFn = Callable[[str], os.stat_result]
-ScandirFn = Callable[[str], Iterable[os.DirEntry[str]]]
 
-_CHUNK = 256
-"""Paths per stat task: the thread hand-off costs about as much as a local stat."""
+class Kind(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What a stat said about a studio path (symlinks followed, as renderers do)."""
+
+    kind: Kind
+    size: int
+    mtime: float
+    ident: tuple[int, int] = (0, 0)
+    """(device, inode): a folder reached twice is walked once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a path could not be stat-ed or listed, in words for the plan's findings."""
+
+    reason: str
+
+
+class FileSystem(Protocol):
+    """The studio file system as this machine sees it (`prewarm.site.fs.SiteFS`)."""
+
+    def stat_many(self, paths: Sequence[str]) -> list[Stat | Failure]:
+        """One answer per path, in order; may run the calls concurrently."""
+
+    def listdir(self, path: str) -> list[str] | Failure:
+        """The names in a folder, sorted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,44 +100,23 @@ class Resolved:
     """Studio folders listed (tile folders, folder inputs): a warm lists them again to warm READDIR."""
 
 
-def resolve_inputs(manifest: Manifest, path_map: PathMap, *, stat: StatFn = os.stat,
-                   scandir: ScandirFn = os.scandir, workers: int = 16) -> Resolved:
-    """Every input of `manifest` as the files that exist now, in manifest then frame order.
-
-    Up to `workers` stat calls are in flight at once: on a gateway mount each one
-    waits a WAN round trip, and one at a time would take hours for a big job.
-    """
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="prewarm-stat") if workers > 1 else None
-    resolver = _Resolver(path_map, stat, scandir, pool)
-    try:
-        for index, spec in enumerate(manifest.inputs):
-            pattern = spec.pattern
-            frames: tuple[int | None, ...] = manifest.frames if pattern.has_frame else (None,)
-            if spec.is_dir:
-                for frame in frames:
-                    resolver.walk(index, spec, pattern.expand(frame), frame)
-            elif pattern.has_tile:
-                for frame in frames:
-                    resolver.tiles(index, spec, pattern if frame is None else pattern.for_frame(frame), frame)
-            elif pattern.has_frame:
-                resolver.sequence(index, spec, manifest.frames)
-            else:
-                resolver.file(index, spec, pattern.expand(), None)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+def resolve_inputs(manifest: Manifest, fs: FileSystem) -> Resolved:
+    """Every input of `manifest` as the files that exist now, in manifest then frame order."""
+    resolver = _Resolver(fs)
+    for index, spec in enumerate(manifest.inputs):
+        pattern = spec.pattern
+        frames: tuple[int | None, ...] = manifest.frames if pattern.has_frame else (None,)
+        if spec.is_dir:
+            for frame in frames:
+                resolver.walk(index, spec, pattern.expand(frame), frame)
+        elif pattern.has_tile:
+            for frame in frames:
+                resolver.tiles(index, spec, pattern if frame is None else pattern.for_frame(frame), frame)
+        elif pattern.has_frame:
+            resolver.sequence(index, spec, manifest.frames)
+        else:
+            resolver.file(index, spec, pattern.expand(), None)
     return Resolved(tuple(resolver.files), tuple(resolver.missing), tuple(resolver.listed))
-
-
-def _reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "not found"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, NotADirectoryError):
-        return "a folder on the way is a file"
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]
 
 
 def _selected(rel: str, name: str, globs: tuple[str, ...]) -> bool:
@@ -121,104 +124,71 @@ def _selected(rel: str, name: str, globs: tuple[str, ...]) -> bool:
 
 
 class _Resolver:
-    """Collects findings while memoising every stat and listing by local path."""
+    """Collects findings while memoising every stat and listing by studio path."""
 
-    def __init__(self, path_map: PathMap, stat: StatFn, scandir: ScandirFn, pool: Executor | None) -> None:
-        self.path_map = path_map
-        self._stat = stat
-        self._scandir = scandir
-        self.pool = pool
-        self.stats: dict[str, os.stat_result | OSError] = {}
-        self.listings: dict[str, list[str] | OSError] = {}
+    def __init__(self, fs: FileSystem) -> None:
+        self.fs = fs
+        self.stats: dict[str, Stat | Failure] = {}
+        self.listings: dict[str, list[str] | Failure] = {}
         self.name_sets: dict[str, frozenset[str]] = {}
-        self.local_dirs: dict[str, str] = {}
         self.files: list[ResolvedFile] = []
         self.missing: list[Missing] = []
         self.listed: dict[str, None] = {}
 
-    def local_dir(self, folder: str) -> str:
-        """Cached per folder: path-map prefixes are folders (mount points), so files follow theirs."""
-        base = self.local_dirs.get(folder)
-        if base is None:
-            base = self.local_dirs[folder] = self.path_map.to_local(folder or "/")
-        return base
-
-    def local(self, path: str) -> str:
-        head, _, name = path.rpartition("/")
-        return f"{self.local_dir(head).rstrip('/')}/{name}"
-
-    def _stat_or_error(self, local: str) -> os.stat_result | OSError:
-        try:
-            return self._stat(local)
-        except OSError as exc:
-            return exc
-
-    def _stat_chunk(self, chunk: list[str]) -> list[os.stat_result | OSError]:
-        return [self._stat_or_error(local) for local in chunk]
-
-    def stat(self, local: str) -> os.stat_result | OSError:
-        result = self.stats.get(local)
+    def stat(self, path: str) -> Stat | Failure:
+        result = self.stats.get(path)
         if result is None:
-            result = self.stats[local] = self._stat_or_error(local)
+            result = self.stats[path] = self.fs.stat_many([path])[0]
         return result
 
-    def prefetch(self, locals_: Iterable[str]) -> None:
-        """Stat many paths concurrently, in chunks so thread hand-offs stay cheap next to the calls."""
-        todo = [p for p in dict.fromkeys(locals_) if p not in self.stats]
-        if self.pool is None or len(todo) < 2:
-            return
-        chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
-        if len(chunks) < 4:
-            chunks = [todo[i::4] for i in range(4) if todo[i::4]]
-        for chunk, results in zip(chunks, self.pool.map(self._stat_chunk, chunks), strict=True):
-            self.stats.update(zip(chunk, results, strict=True))
+    def prefetch(self, paths: Iterable[str]) -> None:
+        """Stat many paths in one request: the site runs them concurrently."""
+        todo = [p for p in dict.fromkeys(paths) if p not in self.stats]
+        if len(todo) > 1:
+            self.stats.update(zip(todo, self.fs.stat_many(todo), strict=True))
 
-    def names(self, local_dir: str) -> list[str] | OSError:
-        result = self.listings.get(local_dir)
+    def names(self, folder: str) -> list[str] | Failure:
+        result = self.listings.get(folder)
         if result is None:
-            try:
-                result = sorted(entry.name for entry in self._scandir(local_dir))
-            except OSError as exc:
-                result = exc
-            self.listings[local_dir] = result
+            result = self.listings[folder] = self.fs.listdir(folder or "/")
         return result
 
-    def present(self, local_dir: str) -> frozenset[str] | None:
+    def present(self, folder: str) -> frozenset[str] | None:
         """Names in a folder, or None when it cannot be listed (stat then tells why)."""
-        names = self.name_sets.get(local_dir)
+        names = self.name_sets.get(folder)
         if names is None:
-            listing = self.names(local_dir)
-            if isinstance(listing, OSError):
+            listing = self.names(folder)
+            if isinstance(listing, Failure):
                 return None
-            names = self.name_sets[local_dir] = frozenset(listing)
+            names = self.name_sets[folder] = frozenset(listing)
         return names
 
     def miss(self, index: int, spec: InputSpec, path: str, reason: str, frame: int | None) -> None:
         self.missing.append(Missing(path, spec.line, reason, index, frame, spec.optional))
 
     def file(self, index: int, spec: InputSpec, path: str, frame: int | None, tile: str | None = None) -> None:
-        st = self.stat(self.local(path))
-        if isinstance(st, OSError):
-            self.miss(index, spec, path, _reason(st), frame)
-        elif statmod.S_ISDIR(st.st_mode):
+        st = self.stat(path)
+        if isinstance(st, Failure):
+            self.miss(index, spec, path, st.reason, frame)
+        elif st.kind is Kind.DIR:
             self.miss(index, spec, path, "is a folder: end the path with / to warm everything below it", frame)
-        elif not statmod.S_ISREG(st.st_mode):
+        elif st.kind is not Kind.FILE:
             self.miss(index, spec, path, "not a regular file", frame)
         else:
-            self.files.append(ResolvedFile(path, st.st_size, st.st_mtime, index, frame, tile))
+            self.files.append(ResolvedFile(path, st.size, st.mtime, index, frame, tile))
 
     def sequence(self, index: int, spec: InputSpec, frames: tuple[int, ...]) -> None:
         """One file per frame; when one folder holds them all, it is listed once and only
         the frames in it are stat-ed: a missing frame costs no LOOKUP round trip."""
         paths = [(frame, spec.pattern.expand(frame)) for frame in frames]
-        present = None if spec.pattern.frame_in_directory else self.present(self.local_dir(spec.pattern.directory))
+        present = None if spec.pattern.frame_in_directory else self.present(spec.pattern.directory)
         if present is not None:
             paths_here = [(frame, path) for frame, path in paths if path.rpartition("/")[2] in present]
             for frame, path in paths:
                 if path.rpartition("/")[2] not in present:
                     self.miss(index, spec, path, "not found", frame)
             paths = paths_here
-        self.prefetch(self.local(path) for _, path in paths)
+        self.prefetch(path for _, path in paths)
         for frame, path in paths:
             self.file(index, spec, path, frame)
 
@@ -226,12 +196,12 @@ class _Resolver:
         """The tiles that exist, found as renderers find them: by listing their folder."""
         folder = pattern.directory
         self.listed[folder] = None
-        names = self.names(self.local_dir(folder))
-        if isinstance(names, OSError):
-            self.miss(index, spec, pattern.text, f"cannot list {folder}/: {_reason(names)}", frame)
+        names = self.names(folder)
+        if isinstance(names, Failure):
+            self.miss(index, spec, pattern.text, f"cannot list {folder}/: {names.reason}", frame)
             return
         matches = [(posixpath.join(folder, name), m.tile) for name in names if (m := pattern.match(name))]
-        self.prefetch(self.local(path) for path, _ in matches)
+        self.prefetch(path for path, _ in matches)
         for path, tile in matches:
             self.file(index, spec, path, frame, tile)
         if not matches:
@@ -239,15 +209,15 @@ class _Resolver:
 
     def walk(self, index: int, spec: InputSpec, root: str, frame: int | None) -> None:
         """Every regular file below `root`, in sorted path order; excluded folders are not listed."""
-        st = self.stat(self.local(root))
-        if isinstance(st, OSError):
-            self.miss(index, spec, root + "/", _reason(st), frame)
+        st = self.stat(root)
+        if isinstance(st, Failure):
+            self.miss(index, spec, root + "/", st.reason, frame)
             return
-        if not statmod.S_ISDIR(st.st_mode):
+        if st.kind is not Kind.DIR:
             self.miss(index, spec, root + "/", "not a folder", frame)
             return
         before = len(self.files)
-        visited = {(st.st_dev, st.st_ino)}
+        visited = {st.ident}
         stack: list[Iterator[tuple[str, str]]] = [self.entries(index, spec, root, "", frame)]
         while stack:
             item = next(stack[-1], None)
@@ -258,15 +228,15 @@ class _Resolver:
             name = rel.rpartition("/")[2]
             if _selected(rel, name, spec.exclude):
                 continue
-            child = self.stat(self.local(path))
-            if isinstance(child, OSError):
-                self.miss(index, spec, path, _reason(child), frame)
-            elif statmod.S_ISDIR(child.st_mode):
-                if (child.st_dev, child.st_ino) not in visited:
-                    visited.add((child.st_dev, child.st_ino))
+            child = self.stat(path)
+            if isinstance(child, Failure):
+                self.miss(index, spec, path, child.reason, frame)
+            elif child.kind is Kind.DIR:
+                if child.ident not in visited:
+                    visited.add(child.ident)
                     stack.append(self.entries(index, spec, path, rel + "/", frame))
-            elif statmod.S_ISREG(child.st_mode) and (not spec.include or _selected(rel, name, spec.include)):
-                self.files.append(ResolvedFile(path, child.st_size, child.st_mtime, index, frame))
+            elif child.kind is Kind.FILE and (not spec.include or _selected(rel, name, spec.include)):
+                self.files.append(ResolvedFile(path, child.size, child.mtime, index, frame))
         if len(self.files) == before:
             reason = "no files match include/exclude" if spec.include or spec.exclude else "no files below"
             self.miss(index, spec, root + "/", reason, frame)
@@ -275,11 +245,10 @@ class _Resolver:
                 ) -> Iterator[tuple[str, str]]:
         """(studio path, path below the input's folder) of each entry, listing the folder once."""
         self.listed[folder] = None
-        names = self.names(self.local_dir(folder))
-        if isinstance(names, OSError):
-            self.miss(index, spec, folder + "/", f"cannot list: {_reason(names)}", frame)
+        names = self.names(folder)
+        if isinstance(names, Failure):
+            self.miss(index, spec, folder + "/", f"cannot list: {names.reason}", frame)
             return
-        base = self.local_dir(folder).rstrip("/")
-        self.prefetch(f"{base}/{name}" for name in names if not _selected(rel + name, name, spec.exclude))
+        self.prefetch(f"{folder}/{name}" for name in names if not _selected(rel + name, name, spec.exclude))
         for name in names:
             yield f"{folder}/{name}", rel + name

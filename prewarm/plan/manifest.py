@@ -25,8 +25,8 @@
                               # default: the configured queue
     max_bytes: 20GiB          # budget: at most this much is planned (the gateway cache is finite)
     granule: 1MiB             # ranges widened to whole granules; default from the settings
-    path_map:                 # prefix mapping as in the settings, taking precedence over them
-      - {studio: /studio/proj, local: /mnt/gateway/proj, aliases: [/net/filer01/proj]}
+    path_map:                 # trace aliases: paths other hosts recorded traces under
+      - {studio: /studio/proj, aliases: [/net/filer01/proj]}
     frame_order: spec         # `spec`: frames render in the spec's order (default);
                               # `sorted`: the farm renders them in ascending order
 
@@ -48,8 +48,6 @@ import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -113,17 +111,6 @@ INPUT_KEYS = ("path", "whole", "optional", "include", "exclude", "literal")
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
-
-
-def load_manifest(path: str | PathLike[str]) -> Manifest:
-    """Read and parse a manifest file; unreadable files fail like bad ones, in one line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
-    except OSError as exc:
-        raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or exc}") from exc
-    return parse_manifest(text, str(path))
 
 
 def parse_manifest(text: str, source: str) -> Manifest:
@@ -358,15 +345,23 @@ class _Parser:
         return parse_size(value, f"{self.source}:{_line(node)}", name)
 
     def path_map(self, node: Node) -> PathMap:
-        """Checked item by item so that an error points at the item's line."""
+        """Trace aliases only, checked item by item so that an error points at the item's line.
+
+        Where studio paths live on this machine (`local`) is the site's to say, never a
+        job's: a manifest that could remap `/studio/proj` to `/etc` would read `/etc`.
+        """
         if not isinstance(node, SequenceNode):
-            raise self.error(node, f"path_map: expected a list of {{studio, local, aliases}} mappings, "
+            raise self.error(node, f"path_map: expected a list of {{studio, aliases}} mappings, "
                                    f"got {_kind(node)}")
         entries: list[Prefix] = []
         for i, item in enumerate(node.value):
             name = f"path_map[{i}]"
+            data = self.plain(item, name, depth=0)
+            if isinstance(data, dict) and "local" in data:
+                raise self.error(item, f"{name}.local: a job cannot say where studio paths are on this machine; "
+                                       "that is the site's `path_map` setting (or `--local` on the command line)")
             try:
-                entries.extend(PathMap.parse([self.plain(item, name, depth=0)], name).entries)
+                entries.extend(PathMap.parse([data], name).entries)
             except ConfigError as exc:
                 raise self.error(item, f"{exc.where.replace(f'{name}[0]', name)}: {exc.message}") from exc
         return PathMap(tuple(entries))

@@ -10,7 +10,6 @@ decide against its own settings; here only the shape is checked.
 from __future__ import annotations
 
 import posixpath
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,9 @@ from prewarm.errors import PlanFileError
 from prewarm.plan.access import Op
 
 FORMAT = "prewarm.plan/1"
+
+DEFAULT_GRANULE = 1 << 20
+"""Ranges are widened to whole granules. The one default: the site's `granule` setting starts from it."""
 
 MAX_OFFSET = 1 << 62
 """No real file is this large; beyond it an offset is a corrupt or hostile plan."""
@@ -84,8 +86,9 @@ class Plan:
     files: Mapping[str, FileInfo] = field(default_factory=dict)
     missing: tuple[Finding, ...] = ()
     dropped: tuple[PlannedRange, ...] = ()
-    granule: int = 1 << 20
-    created: float = field(default_factory=time.time)
+    granule: int = DEFAULT_GRANULE
+    created: float | None = None
+    """Epoch seconds when it was planned (the caller's clock); None in hand-written plans."""
     start: float | None = None
     priority: int = 0
     gateways: tuple[str, ...] = ()
@@ -172,8 +175,8 @@ class Plan:
         return cls(
             job=job, frames=frames, ranges=ranges, metadata=tuple(metadata), files=files,
             missing=tuple(missing), dropped=dropped,
-            granule=v.integer(obj.get("granule", 1 << 20), "granule", lo=1),
-            created=v.number(obj.get("created", time.time()), "created"),
+            granule=v.integer(obj.get("granule", DEFAULT_GRANULE), "granule", lo=1),
+            created=None if obj.get("created") is None else v.number(obj["created"], "created"),
             start=None if start is None else v.number(start, "start"),
             priority=v.integer(obj.get("priority", 0), "priority", lo=-MAX_OFFSET),
             gateways=gateways,

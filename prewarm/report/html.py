@@ -192,8 +192,9 @@ def _problems(problems: Sequence[Mapping[str, Any]], retry: Mapping[str, Any]) -
         out.append('<table class="problems"><tr><th>file</th><th>kind</th><th>detail</th></tr>')
         out.extend(f'<tr><td class="path">{escape(p["path"])}</td><td>{escape(p["kind"])}</td>'
                    f'<td style="text-align:left">{escape(p["detail"])}</td></tr>' for p in problems)
-        out.append("</table><p class=\"sub\">Missing and denied files need a fix on the studio side first; "
-                   "the retry then re-reads them.</p>")
+        out.append("</table><p class=\"sub\">Missing, denied, refused and changed files are final for this warm: "
+                   "fix them on the studio side, then warm the job again (what is already warm is skipped). "
+                   "The retry re-reads only ranges that failed with an I/O error.</p>")
     return "".join(out)
 
 

@@ -5,7 +5,6 @@ Shared by `prewarm report` and the service's report routes, so both show the sam
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -14,11 +13,7 @@ import redis
 from prewarm.errors import ConfigError
 from prewarm.report import build as report
 from prewarm.state.jobs import WarmJob
-from prewarm.warm.batches import Batch
-
-
-def evaluation_key(job_id: str) -> str:
-    return f"prewarm:job:{job_id}:evaluation"
+from prewarm.state.throttle import get_rate
 
 
 def load(r: redis.Redis, job_id: str, throttle_bps: int | None = None) -> dict[str, Any]:
@@ -28,11 +23,8 @@ def load(r: redis.Redis, job_id: str, throttle_bps: int | None = None) -> dict[s
     if info is None:
         raise ConfigError(job_id, "no such warm job (expired or never created)")
     plan = job.plan()
-    done = {int(x) for x in r.smembers(f"{job.key}:done")}
-    batches = [Batch.from_json(json.loads(v)) for v in r.hvals(f"{job.key}:batches")]
-    rate = r.get(f"prewarm:gw:{info.gateway}:rate")
+    rate = get_rate(r, info.gateway)
     if rate is not None:
-        throttle_bps = int(float(rate)) or None
-    raw = r.get(evaluation_key(job_id))
-    return report.build(info, plan, report.Progress.of(batches, done), job.failed_ranges(), job.points(),
-                        throttle_bps, None if raw is None else json.loads(raw), now=time.time())
+        throttle_bps = rate or None
+    return report.build(info, plan, report.Progress.of(job.batches(), job.done()), job.failed_ranges(),
+                        job.points(), throttle_bps, job.evaluation(), now=time.time())

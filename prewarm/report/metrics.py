@@ -33,7 +33,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from prewarm.state import dispatch
+from prewarm.state import dispatch, throttle
 from prewarm.state.jobs import WarmJob, recent
 from prewarm.warm.job import JobInfo, JobState
 from prewarm.warm.timeline import Point
@@ -131,22 +131,12 @@ def snapshot(r: redis.Redis, now: float | None = None) -> tuple[list[JobSample],
         rate, flying = current(points, now)
         jobs.append(JobSample(full, rate, flying))
     gateways = []
-    names = {k.decode()[len("prewarm:gw:"):].rpartition(":")[0]
-             for pattern in (dispatch.jobs_key("*"), dispatch.inflight_key("*"), "prewarm:gw:*:rate")
-             for k in r.scan_iter(pattern)} | {j.info.gateway for j in jobs}
+    names = dispatch.busy_gateways(r) | throttle.throttled_gateways(r) | {j.info.gateway for j in jobs}
     for gw in sorted(names):
-        queued = 0
-        for raw in r.zrange(dispatch.jobs_key(gw), 0, -1):
-            total, sent = r.hmget(f"prewarm:job:{_text(raw)}", "batches", "next")
-            queued += max(int(total or 0) - int(sent or 0), 0)
-        shared = r.get(f"prewarm:gw:{gw}:rate")
-        gateways.append(GatewaySample(gw, queued, int(r.zcard(dispatch.inflight_key(gw))),
-                                      None if shared is None else float(shared)))
+        queued, sent = dispatch.window(r, gw)
+        shared = throttle.get_rate(r, gw)
+        gateways.append(GatewaySample(gw, queued, sent, None if shared is None else float(shared)))
     return jobs, gateways
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 class RedisCollector(Collector):

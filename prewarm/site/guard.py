@@ -1,13 +1,188 @@
-"""Which studio paths may be touched on this machine."""
+"""The one path guard: which studio paths may be opened or listed on this machine, and where they are.
+
+A job names studio paths (`/studio/proj/...`). Only the site's settings say where they
+live here (the local side of the path map) and which of them may be touched (the
+roots). A check on the text of a path is not enough: a file symlink inside a root may
+point at `/etc/shadow`, and a folder may hold a link to `/etc`. So every path prewarm
+opens, stats or lists goes through `Guard`:
+
+- It is resolved one component at a time, below the root that holds it, symlinks
+  included. A symlink's target is a path on the filer: an absolute target is a studio
+  path (or an alias of one) and is mapped with the site's path map like any other
+  path; a relative target is joined to its folder. At most `MAX_LINKS` links are
+  followed, so a loop is refused rather than walked.
+- The resolved studio path must lie inside the roots. Its local path then holds no
+  symlink below the root's local folder.
+- Files are opened with `O_NOFOLLOW`, and the kernel's own name for the opened
+  descriptor (`/proc/self/fd/N`) must be that symlink-free local path: a component
+  swapped for a link between the check and the open is caught on the descriptor.
+
+Refusals are `Refused` (an `OSError`, so the warm loop's error handling sees it), whose
+message names the studio path and what is wrong, never a local path of this machine.
+Symlinks that stay inside the roots work as before: studios rely on `latest` links.
+
+The local folder of each root is trusted as configured (it may itself be a link, such
+as a mount point); everything below it is not.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import posixpath
+import stat as statmod
+import threading
+from dataclasses import dataclass
+
+from prewarm.plan.pathmap import PathMap
+
+MAX_LINKS = 40
+"""Symlinks followed while resolving one path, as Linux's own limit: more is a loop."""
+
+
+class Refused(OSError):
+    """A path the site does not allow: outside the roots, or led outside them by a symlink."""
+
+    def __init__(self, studio: str, why: str) -> None:
+        super().__init__(errno.EACCES, why)
+        self.studio = studio
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"{self.studio}: {self.why}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where a studio path really is: its symlink-free studio path and the local path of that."""
+
+    studio: str
+    local: str
+
+
+def is_clean(path: str) -> bool:
+    """Absolute, normalised, no `..` and no NUL: the only shape of path prewarm accepts."""
+    return (path.startswith("/") and "\0" not in path and posixpath.normpath(path) == path
+            and ".." not in path.split("/"))
 
 
 def inside(path: str, roots: tuple[str, ...]) -> bool:
-    """Whether a studio path lies under one of `roots` (whole components; no `..` tricks)."""
+    """Whether the text of a studio path lies under one of `roots` (whole components).
+
+    Only a first filter (a plan naming `/etc/passwd` is refused before anything is
+    opened); what may really be touched is decided by `Guard.resolve`.
+    """
     path = path.rstrip("/") or "/"  # a directory may be written with a trailing slash
-    if not path.startswith("/") or "\0" in path or posixpath.normpath(path) != path or ".." in path.split("/"):
-        return False
-    return any(r == "/" or path == r or path.startswith(r + "/") for r in roots)
+    return is_clean(path) and _root_of(path, roots) is not None
+
+
+def _root_of(path: str, roots: tuple[str, ...]) -> str | None:
+    best = None
+    for r in roots:
+        if (r == "/" or path == r or path.startswith(r + "/")) and (best is None or len(r) > len(best)):
+            best = r
+    return best
+
+
+class Guard:
+    """Resolves, checks and opens studio paths for this machine's settings.
+
+    Folder resolutions are cached for the guard's life (one plan, one batch): a job
+    touches thousands of files in a few folders, and on a gateway mount every
+    uncached LOOKUP is a WAN round trip. Safe to share between threads.
+    """
+
+    def __init__(self, roots: tuple[str, ...], path_map: PathMap) -> None:
+        self.roots = tuple(r.rstrip("/") or "/" for r in roots)
+        self.path_map = path_map
+        self._root_local: dict[str, str] = {}
+        self._dirs: dict[str, Resolved] = {}
+        self._lock = threading.Lock()
+
+    def allows(self, studio: str) -> bool:
+        """The text check alone (see `inside`)."""
+        return inside(studio, self.roots)
+
+    def resolve(self, studio: str) -> Resolved:
+        """The symlink-free location of `studio`; `Refused` or the file system's OSError."""
+        path = studio.rstrip("/") or "/"
+        if not self.roots:
+            raise Refused(studio, "this machine has no allowed studio roots: set `roots` or `path_map` in its "
+                                  "settings file (PREWARM_CONFIG or /etc/prewarm/config.yaml)")
+        if not is_clean(path):
+            raise Refused(studio, "not a clean absolute path")
+        links = 0
+        while True:
+            root = _root_of(path, self.roots)
+            if root is None:
+                why = "outside the allowed roots" if links == 0 else "a symlink leads outside the allowed roots"
+                raise Refused(studio, why)
+            target = self._walk(root, path)
+            if isinstance(target, Resolved):
+                return target
+            links += 1
+            if links > MAX_LINKS:
+                raise Refused(studio, f"more than {MAX_LINKS} symlinks: a loop?")
+            path = target
+
+    def _walk(self, root: str, path: str) -> Resolved | str:
+        """Resolved, or the studio path to start again from when a component is a symlink."""
+        parent, _, name = path.rpartition("/")
+        if path == root:
+            return Resolved(root, self._local_root(root))
+        parent = parent or "/"
+        base = self._dirs.get(parent)
+        if base is None:
+            above = self._walk(root, parent)
+            if isinstance(above, str):
+                return posixpath.join(above, name)
+            base = above
+        local = posixpath.join(base.local, name)
+        st = os.lstat(local)
+        if statmod.S_ISLNK(st.st_mode):
+            return self._follow(base.studio, local)
+        here = Resolved(posixpath.join(base.studio, name), local)
+        if statmod.S_ISDIR(st.st_mode):
+            with self._lock:
+                self._dirs[path] = here
+        return here
+
+    def _follow(self, folder: str, link: str) -> str:
+        """The studio path a symlink names: absolute targets are filer paths, mapped like any path."""
+        target = os.readlink(link)
+        if target.startswith("/"):
+            return posixpath.normpath(self.path_map.to_studio(target))
+        return posixpath.normpath(posixpath.join(folder, target))
+
+    def _local_root(self, root: str) -> str:
+        local = self._root_local.get(root)
+        if local is None:
+            local = self._root_local[root] = os.path.realpath(self.path_map.to_local(root))
+        return local
+
+    def open(self, studio: str, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
+        """A descriptor on the resolved file, checked after the open; the caller closes it."""
+        where = self.resolve(studio)
+        fd = os.open(where.local, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            os.close(fd)
+            raise
+        if real != where.local:
+            os.close(fd)
+            raise Refused(studio, "changed while being opened (a symlink swapped in?)")
+        return fd, where
+
+    def stat(self, studio: str) -> os.stat_result:
+        """The attributes of what `studio` resolves to (a LOOKUP and GETATTR of each component)."""
+        return os.lstat(self.resolve(studio).local)
+
+    def listdir(self, studio: str) -> list[str]:
+        """The names in a folder, read through a descriptor checked like a file's."""
+        fd, _ = self.open(studio, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(fd) as it:
+                return sorted(entry.name for entry in it)
+        finally:
+            os.close(fd)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from prewarm.errors import ConfigError
+from prewarm.plan.model import DEFAULT_GRANULE
 from prewarm.plan.pathmap import PathMap
 
 MiB = 1024 * 1024
@@ -28,8 +29,13 @@ class Settings:
     redis_url: str | None = None
     """Broker and state store. None: `prewarm warm` runs embedded, in-process."""
 
-    granule: int = MiB
-    """Ranges are widened to whole granules: the gateway mounts with rsize=1M and fetches that anyway."""
+    granule: int = DEFAULT_GRANULE
+    """Planned ranges are widened to whole granules: the unit the plan is scored and budgeted in."""
+
+    read_size: int = MiB
+    """Largest single read a warm sends, and the unit the cross-job dedupe remembers: the
+    gateway's `rsize` (knfsd-cache-utils mounts with 1 MiB), the largest READ its NFS
+    client sends, so one read costs one round trip however the plan was aligned."""
 
     max_gap: int = 0
     """Planned ranges of a file this close are joined. 0: warming is bandwidth-bound (many

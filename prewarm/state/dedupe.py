@@ -10,11 +10,10 @@ piece (SET NX with a TTL) before reading it; the other job waits until the piece
 warmed (then skips it) or the claim lapses (then reads it). A claim held by the same
 warm job is taken over at once: that is a batch redelivered after its worker died.
 
-Gateways do not share caches, so the index is per gateway node G.
-Keys (per studio path P, identity I = "size:mtime"):
-    prewarm:dd:G:{P}:id            I, the identity the index below belongs to
-    prewarm:dd:G:{P}:w             zset: "start-end" -> time warmed
-    prewarm:dd:G:{P}:c:{I}:{s-e}   claim: owner job id, expires after `claim_ttl_s`
+Gateways do not share caches, so the index is per gateway node G. Below the prefix
+`prewarm.state.keys.dedupe(G, P)` of a studio path P, with identity I = "size:mtime":
+`:id` holds I, the identity the index belongs to; `:w` is a zset "start-end" -> time
+warmed; `:c:I:s-e` is a claim (the owner job id, expiring after `claim_ttl_s`).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import redis
 
 from prewarm.plan.model import FileInfo
 from prewarm.plan.ranges import ByteRange
+from prewarm.state import keys
 from prewarm.warm.results import Claim
 
 CLAIM_CHUNK = 512
@@ -98,7 +98,7 @@ class RedisDedupe:
         self._sleep = sleep
 
     def _keys(self, info: FileInfo, piece: ByteRange) -> list[str]:
-        base = f"prewarm:dd:{self.gateway}:{info.path}"
+        base = keys.dedupe(self.gateway, info.path)
         return [f"{base}:id", f"{base}:w", f"{base}:c:{_ident(info)}:{piece.offset}-{piece.end}"]
 
     def _granule_member(self, info: FileInfo, piece: ByteRange) -> str:
@@ -162,7 +162,7 @@ def forget_gateway(r: redis.Redis, gateway: str) -> int:
     For when that gateway's cache was wiped or the node replaced: until the entries'
     TTL ran out, every job would skip pieces the gateway no longer holds.
     """
-    keys = list(r.scan_iter(f"prewarm:dd:{gateway}:*", count=1000))
-    for i in range(0, len(keys), 1000):
-        r.delete(*keys[i:i + 1000])
-    return len(keys)
+    found = list(r.scan_iter(keys.dedupe_pattern(gateway), count=1000))
+    for i in range(0, len(found), 1000):
+        r.delete(*found[i:i + 1000])
+    return len(found)

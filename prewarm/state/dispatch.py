@@ -15,9 +15,9 @@ window slot forever and stall its job; a refill sends such a batch again after
 
 Sending is passed in (`send(gateway, job_id, index)`), so this module needs no Celery.
 
-Keys (gateway G):
-    prewarm:gw:G:jobs       zset: job id -> start time (or creation time): jobs with batches to send
-    prewarm:gw:G:inflight   zset "J:index" -> time sent, not yet finished (the window)
+Keys (`prewarm.state.keys`), per gateway G: `jobs`, a zset of job id -> start time (or
+creation time) of jobs with batches to send; `inflight`, a zset of "J:index" -> time
+sent, not yet finished (the window). The script is handed the job-key prefix.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from collections.abc import Callable
 
 import redis
 
+from prewarm.state import keys
 from prewarm.state.jobs import WarmJob
 
 Send = Callable[[str, str, int], None]
 """`send(gateway, job_id, index)`: put one batch on the gateway's queue."""
 
 _REFILL = """
-local jobs, inflight, window = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local jobs, inflight, window, jobkey = KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local out = {}
@@ -49,13 +50,13 @@ while redis.call('ZCARD', inflight) < window do
   for i = 1, #cands, 2 do
     local id, score = cands[i], tonumber(cands[i + 1])
     if bscore ~= nil and score > bscore then break end
-    local h = redis.call('HMGET', 'prewarm:job:' .. id, 'priority', 'created')
+    local h = redis.call('HMGET', jobkey .. id, 'priority', 'created')
     local prio, created = tonumber(h[1] or '0'), tonumber(h[2] or '0')
     if best == nil or prio > bprio or (prio == bprio and created < bcreated) then
       best, bscore, bprio, bcreated = id, score, prio, created
     end
   end
-  local jk = 'prewarm:job:' .. best
+  local jk = jobkey .. best
   local state = redis.call('HGET', jk, 'state')
   local total = tonumber(redis.call('HGET', jk, 'batches') or '0')
   local nxt = 0
@@ -74,28 +75,16 @@ return out
 """
 
 
-def jobs_key(gateway: str) -> str:
-    return f"prewarm:gw:{gateway}:jobs"
-
-
-def inflight_key(gateway: str) -> str:
-    return f"prewarm:gw:{gateway}:inflight"
-
-
-def task_id(job_id: str, index: int) -> str:
-    """Deterministic, so cancel can revoke what it never saw sent."""
-    return f"prewarm-{job_id}-{index}"
-
-
 def submit(r: redis.Redis, job: WarmJob, gateway: str, start: float | None, created: float) -> None:
     """Make a job eligible for its gateway's window."""
-    r.zadd(jobs_key(gateway), {job.id: start if start is not None else created})
+    r.zadd(keys.gateway(gateway, "jobs"), {job.id: start if start is not None else created})
 
 
 def refill(r: redis.Redis, gateway: str, window: int, send: Send, stale_after_s: float | None = None) -> int:
     """Top the gateway's window up (and re-send stale batches); returns how many batches were sent."""
     stale = "" if stale_after_s is None else repr(float(stale_after_s))
-    picked = r.eval(_REFILL, 2, jobs_key(gateway), inflight_key(gateway), window, stale)
+    picked = r.eval(_REFILL, 2, keys.gateway(gateway, "jobs"), keys.gateway(gateway, "inflight"), window, stale,
+                    keys.JOB_PREFIX)
     for item in picked:
         job_id, _, index = item.decode().rpartition(":")
         send(gateway, job_id, int(index))
@@ -104,14 +93,28 @@ def refill(r: redis.Redis, gateway: str, window: int, send: Send, stale_after_s:
 
 def finished(r: redis.Redis, gateway: str, job_id: str, index: int) -> None:
     """A batch left the window (done, or skipped because its job was cancelled)."""
-    r.zrem(inflight_key(gateway), f"{job_id}:{index}")
+    r.zrem(keys.gateway(gateway, "inflight"), f"{job_id}:{index}")
 
 
 def withdraw(r: redis.Redis, gateway: str, job_id: str) -> list[str]:
     """Take a cancelled job out of dispatch; returns the task ids still queued or running, to revoke."""
-    r.zrem(jobs_key(gateway), job_id)
-    mine = sorted((m.decode() for m in r.zrange(inflight_key(gateway), 0, -1) if m.decode().startswith(job_id + ":")),
+    r.zrem(keys.gateway(gateway, "jobs"), job_id)
+    mine = sorted((m.decode() for m in r.zrange(keys.gateway(gateway, "inflight"), 0, -1) if m.decode().startswith(job_id + ":")),
                   key=lambda m: int(m.rpartition(":")[2]))
     if mine:
-        r.zrem(inflight_key(gateway), *mine)
-    return [task_id(job_id, int(m.rpartition(":")[2])) for m in mine]
+        r.zrem(keys.gateway(gateway, "inflight"), *mine)
+    return [keys.task_id(job_id, int(m.rpartition(":")[2])) for m in mine]
+
+
+def busy_gateways(r: redis.Redis) -> set[str]:
+    """Gateways with batches waiting to be sent or in flight."""
+    return {keys.gateway_of(k) for part in ("jobs", "inflight") for k in r.scan_iter(keys.gateway_pattern(part))}
+
+
+def window(r: redis.Redis, gateway: str) -> tuple[int, int]:
+    """(batches waiting to be sent, batches sent and unfinished) of one gateway."""
+    waiting = 0
+    for raw in r.zrange(keys.gateway(gateway, "jobs"), 0, -1):
+        total, sent = r.hmget(keys.job(raw.decode()), "batches", "next")
+        waiting += max(int(total or 0) - int(sent or 0), 0)
+    return waiting, int(r.zcard(keys.gateway(gateway, "inflight")))

@@ -4,23 +4,16 @@ Counters must stay true when a batch runs twice: Celery redelivers a batch whose
 worker died (acks_late), and a worker can finish a batch and die before its ack.
 So a batch's result is recorded by one Lua script that adds the batch index to the
 job's done set and, only if it was not there, adds its counters, findings and
-failed ranges, and closes the job when the last batch lands. Lua scripts are
-atomic and reach the append-only file as one unit, so a Redis restart cannot keep
-half of a batch.
+failed ranges, and closes the job when the last batch lands, by the one rule of
+`prewarm.warm.job.final_state` (its counter lists are passed to the script). Lua
+scripts are atomic and reach the append-only file as one unit, so a Redis restart
+cannot keep half of a batch.
 
-Keys (job id J):
-    prewarm:jobs                 zset J -> created, the recent list
-    prewarm:job:J                hash: name, gateway, state, created, started, finished,
-                                 priority, start, granule, batches, batches_done, next,
-                                 bytes/files/meta planned, counters, retry_of
-    prewarm:job:J:plan           the plan JSON (file identities for --retry, reports)
-    prewarm:job:J:batches        hash: batch index -> batch JSON (workers load one, never the plan)
-    prewarm:job:J:done           set of recorded batch indexes
-    prewarm:job:J:findings       hash: path -> finding JSON (first finding per file)
-    prewarm:job:J:failed         list of failed ranges [path, offset, length]
-    prewarm:job:J:samples        hash: b:SECOND -> bytes read, f:SECOND -> reads in flight, summed
-                                 over the batches running in that second (see prewarm.timeline)
-    prewarm:job:J:evaluation     JSON: the last `prewarm evaluate` of this job (prewarm.evaluate)
+Keys are named in `prewarm.state.keys`: the job hash holds name, gateway, state,
+created, started, finished, priority, start, granule, batches, batches_done, next,
+bytes/files/meta planned, the counters and retry_of; its parts hold the plan, the
+batches (workers load one, never the plan), the done set, findings (first per
+file), failed ranges, per-second samples and the last evaluation.
 """
 
 from __future__ import annotations
@@ -36,12 +29,11 @@ import redis
 from prewarm.errors import ServiceError
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
+from prewarm.state import keys
 from prewarm.warm.batches import Batch
-from prewarm.warm.job import JobInfo, JobState
+from prewarm.warm.job import FAILURE_COUNTERS, PROGRESS_COUNTERS, JobInfo, JobState
 from prewarm.warm.results import FileFinding, WarmResult
 from prewarm.warm.timeline import Point
-
-JOBS = "prewarm:jobs"
 
 RETENTION_S = 7 * 86400
 """Job records expire a week after creation: status history, not an archive."""
@@ -51,10 +43,6 @@ RETENTION_S = 7 * 86400
 
 
 
-
-
-def job_key(job_id: str) -> str:
-    return f"prewarm:job:{job_id}"
 
 
 _COMPLETE = """
@@ -74,12 +62,15 @@ end
 redis.call('HINCRBY', job, 'batches_done', 1)
 if redis.call('SCARD', done) >= tonumber(redis.call('HGET', job, 'batches')) then
   if redis.call('HGET', job, 'state') ~= 'cancelled' then
-    local function n(k) return tonumber(redis.call('HGET', job, k) or '0') end
+    local function any(names)
+      for _, k in ipairs(names) do
+        if tonumber(redis.call('HGET', job, k) or '0') > 0 then return true end
+      end
+      return false
+    end
     local state = 'done'
-    if n('bytes_failed') > 0 or n('files_failed') > 0 or n('meta_failed') > 0
-       or redis.call('HLEN', findings) > 0 then
-      if n('bytes_done') + n('bytes_skipped') + n('meta_done') == 0 then state = 'failed'
-      else state = 'partial' end
+    if redis.call('HLEN', findings) > 0 or any(res.failure) then
+      if any(res.progress) then state = 'partial' else state = 'failed' end
     end
     redis.call('HSET', job, 'state', state)
   end
@@ -112,7 +103,7 @@ class WarmJob:
     def __init__(self, r: redis.Redis, job_id: str) -> None:
         self.r = r
         self.id = job_id
-        self.key = job_key(job_id)
+        self.key = keys.job(job_id)
 
     @classmethod
     def create(cls, r: redis.Redis, plan: Plan, batches: Sequence[Batch], gateway: str, granule: int,
@@ -132,17 +123,20 @@ class WarmJob:
         }
         if not batches:
             fields.update(state=JobState.DONE.value, started=now, finished=now)
-        keys = [job.key, f"{job.key}:plan", f"{job.key}:batches"]
+        names = [job.key, job.part("plan"), job.part("batches")]
         with r.pipeline(transaction=False) as p:
-            p.set(keys[1], json.dumps(plan.to_json()))
+            p.set(names[1], json.dumps(plan.to_json()))
             for i in range(0, len(batches), 500):
-                p.hset(keys[2], mapping={str(b.index): json.dumps(b.to_json()) for b in batches[i:i + 500]})
-            p.hset(keys[0], mapping=fields)
-            p.zadd(JOBS, {job.id: now})
-            for k in keys:
+                p.hset(names[2], mapping={str(b.index): json.dumps(b.to_json()) for b in batches[i:i + 500]})
+            p.hset(names[0], mapping=fields)
+            p.zadd(keys.JOBS, {job.id: now})
+            for k in names:
                 p.expire(k, RETENTION_S)
             p.execute()
         return job
+
+    def part(self, name: str) -> str:
+        return keys.job_part(self.id, name)
 
     def state(self) -> JobState | None:
         s = self.r.hget(self.key, "state")
@@ -152,16 +146,40 @@ class WarmJob:
         return self.state() is JobState.CANCELLED
 
     def batch(self, index: int) -> Batch:
-        raw = self.r.hget(f"{self.key}:batches", str(index))
+        raw = self.r.hget(self.part("batches"), str(index))
         if raw is None:
             raise ServiceError(f"warm job {self.id} has no batch {index}")
         return Batch.from_json(json.loads(raw))
 
+    def batches(self) -> list[Batch]:
+        return [Batch.from_json(json.loads(v)) for v in self.r.hvals(self.part("batches"))]
+
+    def done(self) -> set[int]:
+        """Indexes of the batches whose results are recorded."""
+        return {int(x) for x in self.r.smembers(self.part("done"))}
+
+    def evaluation(self) -> dict[str, Any] | None:
+        """The last `prewarm evaluate` of this job, if any."""
+        raw = self.r.get(self.part("evaluation"))
+        return None if raw is None else dict(json.loads(raw))
+
+    def store_evaluation(self, shot: str, result: dict[str, Any], history: int) -> str:
+        """Keep an evaluation with the job and at the head of its shot's history (the newest `history`)."""
+        text = json.dumps(result)
+        shot_key = keys.shot_evaluations(shot)
+        with self.r.pipeline() as p:
+            p.set(self.part("evaluation"), text, ex=RETENTION_S)
+            p.lpush(shot_key, json.dumps({**result, "warm_job": self.id}))
+            p.ltrim(shot_key, 0, history - 1)
+            p.expire(shot_key, RETENTION_S * 4)
+            p.execute()
+        return f"Redis ({self.part('evaluation')}, {shot_key})"
+
     def batch_done(self, index: int) -> bool:
-        return bool(self.r.sismember(f"{self.key}:done", str(index)))
+        return bool(self.r.sismember(self.part("done"), str(index)))
 
     def plan(self) -> Plan:
-        raw = self.r.get(f"{self.key}:plan")
+        raw = self.r.get(self.part("plan"))
         if raw is None:
             raise ServiceError(f"warm job {self.id} has no stored plan (expired?)")
         return Plan.from_json(json.loads(raw), where=f"warm job {self.id} plan")
@@ -172,14 +190,15 @@ class WarmJob:
     def complete_batch(self, index: int, result: WarmResult) -> bool:
         """Record a batch's result once; False if it was already recorded (a redelivery)."""
         payload = {"names": list(WarmResult.COUNTERS), "counters": result.counters(),
+                   "failure": list(FAILURE_COUNTERS), "progress": list(PROGRESS_COUNTERS),
                    "findings": [f.to_json() for f in result.findings.values()],
                    "failed": [[r.path, r.offset, r.length] for r in result.failed]}
-        keys = [self.key, f"{self.key}:done", f"{self.key}:findings", f"{self.key}:failed"]
-        return int(self.r.eval(_COMPLETE, len(keys), *keys, index, json.dumps(payload), time.time())) == 1
+        names = [self.key, self.part("done"), self.part("findings"), self.part("failed")]
+        return int(self.r.eval(_COMPLETE, len(names), *names, index, json.dumps(payload), time.time())) == 1
 
     def record_point(self, point: Point) -> None:
         """One second of one batch: added to what other batches recorded for that second."""
-        key = f"{self.key}:samples"
+        key = self.part("samples")
         with self.r.pipeline(transaction=False) as p:
             p.hincrby(key, f"b:{point.t}", point.bytes)
             p.hincrby(key, f"f:{point.t}", point.in_flight)
@@ -188,7 +207,7 @@ class WarmJob:
 
     def points(self) -> list[Point]:
         acc: dict[int, list[int]] = {}
-        for k, v in self.r.hgetall(f"{self.key}:samples").items():
+        for k, v in self.r.hgetall(self.part("samples")).items():
             kind, _, sec = k.decode().partition(":")
             acc.setdefault(int(sec), [0, 0])[0 if kind == "b" else 1] = int(v)
         return [Point(t, b, f) for t, (b, f) in sorted(acc.items())]
@@ -199,7 +218,7 @@ class WarmJob:
 
     def failed_ranges(self) -> list[ByteRange]:
         return [ByteRange(p, int(o), int(n)) for p, o, n in
-                (json.loads(x) for x in self.r.lrange(f"{self.key}:failed", 0, -1))]
+                (json.loads(x) for x in self.r.lrange(self.part("failed"), 0, -1))]
 
     def info(self, findings: bool = True) -> JobInfo | None:
         h = {k.decode(): v.decode() for k, v in self.r.hgetall(self.key).items()}
@@ -207,7 +226,7 @@ class WarmJob:
             return None
         found: list[FileFinding] = []
         if findings:
-            found = [FileFinding.from_json(json.loads(v)) for v in self.r.hvals(f"{self.key}:findings")]
+            found = [FileFinding.from_json(json.loads(v)) for v in self.r.hvals(self.part("findings"))]
             found.sort(key=lambda f: f.path)
 
         def num(k: str) -> float | None:
@@ -220,17 +239,17 @@ class WarmJob:
             batches_done=int(h["batches_done"]), bytes_planned=int(h["bytes_planned"]),
             files_planned=int(h["files_planned"]), meta_planned=int(h["meta_planned"]),
             counters={k: int(h.get(k, 0)) for k in WarmResult.COUNTERS}, findings=found,
-            failed_ranges=int(self.r.llen(f"{self.key}:failed")), retry_of=h.get("retry_of") or None)
+            failed_ranges=int(self.r.llen(self.part("failed"))), retry_of=h.get("retry_of") or None)
 
 
 def recent(r: redis.Redis, limit: int = 20) -> list[JobInfo]:
     """The most recent jobs, newest first (expired ones dropped from the list)."""
     out = []
-    for raw in r.zrevrange(JOBS, 0, limit - 1):
+    for raw in r.zrevrange(keys.JOBS, 0, limit - 1):
         job_id = raw.decode()
         info = WarmJob(r, job_id).info(findings=False)
         if info is None:
-            r.zrem(JOBS, job_id)
+            r.zrem(keys.JOBS, job_id)
         else:
             out.append(info)
     return out

@@ -1,8 +1,93 @@
-"""Names in Redis and Celery, in one place."""
+"""Every name prewarm uses in Redis and Celery: the one key schema.
+
+Nothing else types a key. Lua scripts receive the names they touch (or their prefix)
+as arguments, so a script and the Python around it cannot disagree.
+
+    prewarm:jobs                          zset J -> created: the recent list
+    prewarm:job:J                         hash: one warm job (`prewarm.state.jobs`)
+    prewarm:job:J:PART                    PART in JOB_PARTS: plan, batches, done, findings,
+                                          failed, samples, evaluation
+    prewarm:shot:S:evaluations            list: the shot's latest `prewarm evaluate` results
+    prewarm:gw:G:jobs                     zset: jobs with batches to send (`prewarm.state.dispatch`)
+    prewarm:gw:G:inflight                 zset: batches sent and not finished
+    prewarm:gw:G:rate                     the gateway's shared rate (`prewarm.state.throttle`)
+    prewarm:gw:G:tat                      its bucket's theoretical arrival time
+    prewarm:dd:G:{P}:id|w|c:...           what gateway G holds of studio path P (`prewarm.state.dedupe`)
+    prewarm:svc:dedupe:G:I                the warm of an identical submission (identity I)
+    prewarm:svc:lock:I                    held while one submission of identity I is made
+
+Celery: a queue per gateway node (`queue(G)` = `prewarm.G`), task `TASK`, task ids
+`prewarm-J-N` (deterministic, so cancel can revoke batches it never saw sent).
+"""
 
 from __future__ import annotations
 
+PREFIX = "prewarm"
 
-def queue_of(gateway: str) -> str:
+JOBS = f"{PREFIX}:jobs"
+
+JOB_PARTS = ("plan", "batches", "done", "findings", "failed", "samples", "evaluation")
+
+JOB_PREFIX = f"{PREFIX}:job:"
+"""What a job id is appended to; the dispatch script builds job keys from it."""
+
+GATEWAY_PARTS = ("jobs", "inflight", "rate", "tat")
+
+TASK = "prewarm.warm_batch"
+
+
+def job(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def job_part(job_id: str, part: str) -> str:
+    if part not in JOB_PARTS:
+        raise ValueError(f"no job key part {part!r}")
+    return f"{JOB_PREFIX}{job_id}:{part}"
+
+
+def shot_evaluations(shot: str) -> str:
+    return f"{PREFIX}:shot:{shot}:evaluations"
+
+
+def gateway(name: str, part: str) -> str:
+    if part not in GATEWAY_PARTS:
+        raise ValueError(f"no gateway key part {part!r}")
+    return f"{PREFIX}:gw:{name}:{part}"
+
+
+def gateway_pattern(part: str) -> str:
+    """Matches `part` of every gateway (for SCAN)."""
+    return gateway("*", part)
+
+
+def gateway_of(key: str | bytes) -> str:
+    """The gateway name in a `prewarm:gw:G:part` key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return text[len(f"{PREFIX}:gw:"):].rpartition(":")[0]
+
+
+def dedupe(name: str, path: str) -> str:
+    """The prefix of gateway `name`'s keys about studio path `path`."""
+    return f"{PREFIX}:dd:{name}:{path}"
+
+
+def dedupe_pattern(name: str) -> str:
+    return f"{PREFIX}:dd:{name}:*"
+
+
+def submission(name: str, identity: str) -> str:
+    return f"{PREFIX}:svc:dedupe:{name}:{identity}"
+
+
+def submission_lock(identity: str) -> str:
+    return f"{PREFIX}:svc:lock:{identity}"
+
+
+def queue(name: str) -> str:
     """One Celery queue per gateway node: gateways do not share caches."""
-    return f"prewarm.{gateway}"
+    return f"{PREFIX}.{name}"
+
+
+def task_id(job_id: str, index: int) -> str:
+    return f"{PREFIX}-{job_id}-{index}"

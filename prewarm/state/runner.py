@@ -20,7 +20,7 @@ from prewarm.state.jobs import WarmJob
 from prewarm.state.throttle import RedisThrottle
 from prewarm.warm.batches import make_batches, make_retry_batches
 from prewarm.warm.loop import WarmContext, warm_batch
-from prewarm.warm.reader import DirectReader, Reader
+from prewarm.warm.reader import Reader, site_reader
 from prewarm.warm.results import WarmResult
 from prewarm.warm.timeline import Sampler
 
@@ -32,10 +32,10 @@ def submit(r: redis.Redis, plan: Plan, settings: Settings, send: dispatch.Send, 
         failed = retry_of.failed_ranges()
         if not failed:
             raise ConfigError("--retry", f"warm job {retry_of.id} has no failed ranges to retry")
-        batches = make_retry_batches(failed, plan.files, settings.granule, settings.throttle_bps)
+        batches = make_retry_batches(failed, plan.files, settings.read_size, settings.throttle_bps)
     else:
-        batches = make_batches(plan, settings.granule, settings.throttle_bps)
-    job = WarmJob.create(r, plan, batches, gw, settings.granule,
+        batches = make_batches(plan, settings.read_size, settings.throttle_bps)
+    job = WarmJob.create(r, plan, batches, gw, settings.read_size,
                          retry_of=None if retry_of is None else retry_of.id)
     dispatch.submit(r, job, gw, plan.start, time.time())
     refill(r, gw, settings, send)
@@ -50,9 +50,7 @@ def refill(r: redis.Redis, gateway: str, settings: Settings, send: dispatch.Send
 def refill_all(r: redis.Redis, settings: Settings, send: dispatch.Send) -> int:
     """Refill every gateway with work waiting or in flight: the sweep that re-sends batches lost
     when nothing else would trigger a refill (a sender killed between choosing and sending)."""
-    gateways = {k.decode()[len("prewarm:gw:"):].rpartition(":")[0]
-                for pattern in (dispatch.jobs_key("*"), dispatch.inflight_key("*")) for k in r.scan_iter(pattern)}
-    return sum(refill(r, gw, settings, send) for gw in sorted(gateways))
+    return sum(refill(r, gw, settings, send) for gw in sorted(dispatch.busy_gateways(r)))
 
 
 def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send: dispatch.Send,
@@ -68,9 +66,9 @@ def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send:
         job.mark_running()
         sampler = Sampler(job.record_point)
         ctx = WarmContext(
-            reader=reader or DirectReader(), roots=settings.allowed_roots(), to_local=settings.path_map.to_local,
-            throttle=RedisThrottle(r, gw, settings.throttle_bps), in_flight=settings.in_flight,
-            dedupe=RedisDedupe(r, gw, job_id, settings.granule, settings.dedupe_ttl_s),
+            reader=reader or site_reader(settings), in_flight=settings.in_flight,
+            throttle=RedisThrottle(r, gw, settings.throttle_bps),
+            dedupe=RedisDedupe(r, gw, job_id, settings.read_size, settings.dedupe_ttl_s),
             should_stop=job.cancelled, progress=sampler)
         result = warm_batch(job.batch(index), ctx)
         sampler.flush()

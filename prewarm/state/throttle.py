@@ -5,9 +5,9 @@ reserves bytes against the gateway's theoretical arrival time, using Redis's clo
 so that workers with skewed clocks agree. The rate is read from Redis on every
 call, so `prewarm throttle set gw1 20MB/s` takes effect within one read.
 
-Keys:
-    prewarm:gw:{gateway}:rate   bytes/s; "0" means unthrottled; absent: the worker's default
-    prewarm:gw:{gateway}:tat    theoretical arrival time, seconds (Redis clock), expires when idle
+Keys (`prewarm.state.keys`), per gateway: `rate`, bytes/s ("0" means unthrottled; absent:
+the worker's default); `tat`, the theoretical arrival time in seconds (Redis clock),
+which expires when idle.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import redis
 
+from prewarm.state import keys
 from prewarm.warm.throttle import BURST_SECONDS
 
 _RESERVE = """
@@ -34,23 +35,20 @@ return string.format('%.6f', wait)
 """
 
 
-def rate_key(gateway: str) -> str:
-    return f"prewarm:gw:{gateway}:rate"
-
-
-def tat_key(gateway: str) -> str:
-    return f"prewarm:gw:{gateway}:tat"
-
-
 def set_rate(r: redis.Redis, gateway: str, rate_bps: int | None) -> None:
     """Change a gateway's warm rate for every worker, at once (None: unthrottled)."""
-    r.set(rate_key(gateway), 0 if rate_bps is None else int(rate_bps))
+    r.set(keys.gateway(gateway, "rate"), 0 if rate_bps is None else int(rate_bps))
 
 
 def get_rate(r: redis.Redis, gateway: str) -> int | None:
     """The gateway's rate if one was set, else None (0 means explicitly unthrottled)."""
-    value = r.get(rate_key(gateway))
+    value = r.get(keys.gateway(gateway, "rate"))
     return None if value is None else int(value)
+
+
+def throttled_gateways(r: redis.Redis) -> set[str]:
+    """Gateways whose rate was set (`prewarm throttle set`)."""
+    return {keys.gateway_of(k) for k in r.scan_iter(keys.gateway_pattern("rate"))}
 
 
 RATE_REFRESH_S = 0.5
@@ -67,7 +65,7 @@ class RedisThrottle:
         self._checked = -RATE_REFRESH_S
         self._unthrottled = False
         self._script = r.register_script(_RESERVE)
-        self._keys = [rate_key(gateway), tat_key(gateway)]
+        self._keys = [keys.gateway(gateway, "rate"), keys.gateway(gateway, "tat")]
         self._default = str(default_bps or 0)
         self._burst = str(burst_s)
         self._sleep = sleep

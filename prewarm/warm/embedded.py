@@ -15,8 +15,8 @@ from prewarm.site.settings import Settings
 from prewarm.warm.batches import whole_batch
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, warm_batch
-from prewarm.warm.reader import DirectReader, Reader
-from prewarm.warm.results import WarmResult
+from prewarm.warm.reader import Reader, site_reader
+from prewarm.warm.results import Snapshot
 from prewarm.warm.throttle import TokenBucket, Unthrottled
 from prewarm.warm.timeline import Sampler
 
@@ -27,7 +27,7 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 
     The whole plan is one batch, so the reader pool never drains between batches.
     """
-    batch = whole_batch(plan, settings.granule)
+    batch = whole_batch(plan, settings.read_size)
     info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=",".join(settings.gateways(plan.gateways)),
                    state=JobState.RUNNING, created=time.time(), started=time.time(), priority=plan.priority,
                    start=plan.start, batches=1, bytes_planned=batch.bytes, files_planned=len(batch.closes),
@@ -35,16 +35,15 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 
     sampler = Sampler(info.samples.append)
 
-    def report(result: WarmResult) -> None:
-        sampler(result)
+    def report(snapshot: Snapshot) -> None:
+        sampler(snapshot)
         if progress is not None:
-            info.counters = result.counters()
+            info.counters = dict(snapshot.counters)
             progress(info)
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
                 if settings.throttle_bps else Unthrottled())
-    ctx = WarmContext(reader=reader or DirectReader(), roots=settings.allowed_roots(),
-                      to_local=settings.path_map.to_local, throttle=throttle, in_flight=settings.in_flight,
+    ctx = WarmContext(reader=reader or site_reader(settings), in_flight=settings.in_flight, throttle=throttle,
                       progress=report)
     result = warm_batch(batch, ctx)
     sampler.flush()

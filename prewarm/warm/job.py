@@ -11,6 +11,7 @@ the same `JobInfo`, so reports and exit codes do not depend on the mode.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -32,12 +33,22 @@ class JobState(str, Enum):
         return self in (JobState.DONE, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED)
 
 
-def final_state(counters: dict[str, int], findings: int) -> JobState:
-    """The state a job ends in once every batch is recorded."""
-    failed = counters.get("bytes_failed", 0) or counters.get("files_failed", 0) or counters.get("meta_failed", 0)
-    if not failed and not findings:
+FAILURE_COUNTERS = ("bytes_failed", "files_failed", "meta_failed")
+"""Any of these above zero, or any finding, and the job did not fully succeed."""
+
+PROGRESS_COUNTERS = ("bytes_done", "bytes_skipped", "meta_done")
+"""All of these zero as well, and nothing at all was warmed: the job failed."""
+
+
+def final_state(counters: Mapping[str, int], findings: int) -> JobState:
+    """The state a job ends in once every batch is recorded: the one rule.
+
+    Redis-backed jobs end in a Lua script (`prewarm.state.jobs`) that is handed
+    `FAILURE_COUNTERS` and `PROGRESS_COUNTERS` and applies exactly this.
+    """
+    if not findings and not any(counters.get(k, 0) for k in FAILURE_COUNTERS):
         return JobState.DONE
-    if counters.get("bytes_done", 0) + counters.get("bytes_skipped", 0) + counters.get("meta_done", 0) == 0:
+    if not any(counters.get(k, 0) for k in PROGRESS_COUNTERS):
         return JobState.FAILED
     return JobState.PARTIAL
 

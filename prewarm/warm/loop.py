@@ -2,7 +2,11 @@
 
 Used unchanged by the embedded mode and by the Celery task; everything it touches
 (the reader, the throttle, the dedupe index, the clock) is passed in, so tests run
-it on real files with no mocks.
+it on real files with no mocks. It speaks studio paths only: the reader owns the
+site's path map and its guard. A path whose text lies outside the roots is refused
+before anything is opened; one that a symlink leads out of them is refused where it
+would be opened (`Refused`). Either is an `outside-roots` finding, and the rest of
+the batch is warmed.
 
 Latency, not bandwidth, limits a naive warmer: one reader moves one request per
 round trip. So opens, reads and metadata operations are scheduled on a pool of
@@ -15,12 +19,13 @@ round trips, and before any data moves they only delay the first byte (shot100 a
 30 ms: 16 stats took every slot before the first open).
 
 What can go wrong is reported, never guessed around:
-- a path outside the allowed studio roots is refused before it is even mapped to
-  a local path (a hostile plan must not read `/etc/shadow` through the mount);
 - a file whose size or mtime differs from the plan, or that reads short, is
-  *changed*: warming it would cache bytes the render will not read;
-- missing and denied are final; EIO, ETIMEDOUT and ESTALE are retried with
-  exponential backoff, a bounded number of times.
+  *changed*: warming it would cache bytes the render will not read; ranges past the
+  end of a file are not read at all (a plan cannot make a worker read a file's
+  end a million times);
+- missing, denied, refused and changed are final: their ranges are not offered to
+  `--retry`, which would only fail again; EIO, ETIMEDOUT and ESTALE are retried with
+  exponential backoff a bounded number of times, and what still fails is retryable.
 """
 
 from __future__ import annotations
@@ -38,10 +43,17 @@ from typing import Any, TypeVar
 from prewarm.plan.access import Op
 from prewarm.plan.model import FileInfo, MetaOp
 from prewarm.plan.ranges import ByteRange
-from prewarm.site.guard import inside
+from prewarm.site.guard import Refused
 from prewarm.warm.batches import Batch
 from prewarm.warm.reader import OpenFile, Reader
-from prewarm.warm.results import Claim, Dedupe, FileFinding, FindingKind, WarmResult
+from prewarm.warm.results import (
+    Claim,
+    Dedupe,
+    FileFinding,
+    FindingKind,
+    Snapshot,
+    WarmResult,
+)
 from prewarm.warm.throttle import Throttle, Unthrottled
 
 T = TypeVar("T")
@@ -55,20 +67,13 @@ MTIME_SLACK = 1e-6
 STOP_POLL_S = 0.5
 """How often a running batch asks whether its job was cancelled."""
 
-
-
-
-
-
-
-
-
-
-
-
+RETRYABLE = frozenset({FindingKind.IO_ERROR})
+"""Findings whose ranges `prewarm warm --retry` reads again; the others would only fail again."""
 
 
 def classify(exc: OSError) -> FindingKind:
+    if isinstance(exc, Refused):
+        return FindingKind.OUTSIDE
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return FindingKind.MISSING
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -78,22 +83,28 @@ def classify(exc: OSError) -> FindingKind:
     return FindingKind.IO_ERROR
 
 
+def detail(exc: OSError) -> str:
+    """What went wrong, in words that name no local path of this machine."""
+    if isinstance(exc, Refused):
+        return f"{exc.why}: not read"
+    return exc.strerror or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class WarmContext:
     """Everything the loop touches, passed in."""
 
     reader: Reader
-    roots: tuple[str, ...]
-    to_local: Callable[[str], str]
+    in_flight: int
     throttle: Throttle = field(default_factory=Unthrottled)
-    in_flight: int = 16
     dedupe: Dedupe | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     retries: int = 3
     backoff_s: float = 0.05
     should_stop: Callable[[], bool] | None = None
-    progress: Callable[[WarmResult], None] | None = None
+    progress: Callable[[Snapshot], None] | None = None
+    """Called after each completion with a frozen snapshot (never the live result)."""
 
 
 @dataclass
@@ -104,6 +115,25 @@ class _File:
     ident: FileInfo | None = None
     left: int = 0
     read_any: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    file: _File
+    piece: ByteRange
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    file: _File
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    op: MetaOp
+
+
+_Work = _Read | _Open | _Meta
 
 
 class _Run:
@@ -124,17 +154,16 @@ class _Run:
         self.claimed: dict[tuple[str, int], Claim] = {}
         self.attempted: set[tuple[str, int]] = set()
         for op in batch.meta:
-            if inside(op.path, ctx.roots):
-                if op.op is Op.READDIR:
-                    self.listings.append(op)
-                    self.listing[op.path.rstrip("/") or "/"] = []
-                else:
-                    self.meta.append(op)
-            else:
+            if not ctx.reader.allows(op.path):
                 self._refuse(op.path)
                 self.result.meta_failed += 1
+            elif op.op is Op.READDIR:
+                self.listings.append(op)
+                self.listing[op.path.rstrip("/") or "/"] = []
+            else:
+                self.meta.append(op)
         for pos, r in enumerate(batch.reads):
-            if not inside(r.path, ctx.roots):
+            if not ctx.reader.allows(r.path):
                 self._refuse(r.path)
                 self.result.bytes_failed += r.length
                 continue
@@ -153,7 +182,7 @@ class _Run:
         already warm is not even opened (a second job over the same data sends the gateway nothing)."""
         items = [(self.batch.files[f.path], piece) for f in self.files.values() if f.path in self.batch.files
                  for _, piece in f.pieces]
-        for (_, piece), claim in zip(items, dedupe.claim_now(items)):
+        for (_, piece), claim in zip(items, dedupe.claim_now(items), strict=True):
             self.claimed[(piece.path, piece.offset)] = claim
         for f in self.files.values():
             keep = [(pos, p) for pos, p in f.pieces if self.claimed.get((p.path, p.offset)) is not Claim.SKIP]
@@ -165,17 +194,20 @@ class _Run:
             self.listing[d] = [p for p in parked if p not in gone]
 
     def _refuse(self, path: str) -> None:
+        """Outside the roots by its text alone: refused before anything is mapped or opened."""
         self._finding(path, FindingKind.OUTSIDE, "outside the allowed studio roots: not read")
 
-    def _finding(self, path: str, kind: FindingKind, detail: str) -> None:
+    def _finding(self, path: str, kind: FindingKind, text: str) -> None:
         self.failed_here.add(path)
-        self.result.findings.setdefault(path, FileFinding(path, kind, detail))
+        self.result.findings.setdefault(path, FileFinding(path, kind, text))
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
                 return fn()
+            except Refused:
+                raise
             except OSError as exc:
                 if exc.errno not in TRANSIENT or attempt >= self.ctx.retries:
                     raise
@@ -185,7 +217,7 @@ class _Run:
     # work done in pool threads
 
     def _open(self, f: _File) -> OpenFile:
-        return self._retrying(lambda: self.ctx.reader.open(self.ctx.to_local(f.path)))
+        return self._retrying(lambda: self.ctx.reader.open(f.path))
 
     def _read(self, f: _File, piece: ByteRange) -> tuple[bool, int]:
         """(read?, bytes): read False means the dedupe index says the gateway holds it."""
@@ -206,41 +238,32 @@ class _Run:
         return True, got
 
     def _meta(self, op: MetaOp) -> None:
-        local = self.ctx.to_local(op.path)
+        reader = self.ctx.reader
         if op.op is Op.READDIR:
-            self._retrying(lambda: self.ctx.reader.listdir(local))
+            self._retrying(lambda: reader.listdir(op.path))
         elif op.op is Op.OPEN:
-            self._retrying(lambda: self.ctx.reader.open(local)).close()
+            self._retrying(lambda: reader.open(op.path)).close()
         else:
-            self._retrying(lambda: self.ctx.reader.stat(local))
+            self._retrying(lambda: reader.stat(op.path))
 
     # the event loop, in the calling thread
 
     def run(self) -> WarmResult:
-        pending: dict[Future[Any], tuple[str, Any]] = {}
+        pending: dict[Future[Any], _Work] = {}
         with ThreadPoolExecutor(max(1, self.ctx.in_flight), thread_name_prefix="prewarm-read") as pool:
             while True:
                 while len(pending) < self.ctx.in_flight and not self._stop_requested():
-                    job = self._next()
-                    if job is None:
+                    work = self._next()
+                    if work is None:
                         break
-                    kind, arg = job
-                    if kind == "read":
-                        f, piece = arg
-                        self.attempted.add((piece.path, piece.offset))
-                        pending[pool.submit(self._read, f, piece)] = job
-                    elif kind == "open":
-                        pending[pool.submit(self._open, arg)] = job
-                    else:
-                        pending[pool.submit(self._meta, arg)] = job
+                    pending[self._start(pool, work)] = work
                 if not pending:
                     break
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     self._settle(pending.pop(fut), fut)
                 if self.ctx.progress is not None:
-                    self.result.in_flight_now = len(pending)
-                    self.ctx.progress(self.result)
+                    self.ctx.progress(self.result.snapshot(len(pending)))
         for f in self.files.values():
             if f.handle is not None:
                 f.handle.close()
@@ -249,6 +272,17 @@ class _Run:
             self._release_unread(self.ctx.dedupe)
         self._count_files()
         return self.result
+
+    def _start(self, pool: ThreadPoolExecutor, work: _Work) -> Future[Any]:
+        match work:
+            case _Read(file=f, piece=piece):
+                self.attempted.add((piece.path, piece.offset))
+                return pool.submit(self._read, f, piece)
+            case _Open(file=f):
+                return pool.submit(self._open, f)
+            case _Meta(op=op):
+                return pool.submit(self._meta, op)
+        raise AssertionError(work)
 
     def _release_unread(self, dedupe: Dedupe) -> None:
         """Pieces claimed up front but never read (file changed or missing, batch cancelled): let others have them."""
@@ -268,59 +302,62 @@ class _Run:
             self.stopped = self.ctx.should_stop()
         return self.stopped
 
-    def _next(self) -> tuple[str, Any] | None:
+    def _next(self) -> _Work | None:
         if self.ready:
             _, path, piece = heapq.heappop(self.ready)
-            return "read", (self.files[path], piece)
+            return _Read(self.files[path], piece)
         if self.listings:
-            return "meta", self.listings.popleft()
+            return _Meta(self.listings.popleft())
         if self.to_open:
-            return "open", self.files[self.to_open.popleft()]
+            return _Open(self.files[self.to_open.popleft()])
         if self.meta:
-            return "meta", self.meta.popleft()
+            return _Meta(self.meta.popleft())
         return None
 
-    def _settle(self, job: tuple[str, Any], fut: Future[Any]) -> None:
-        kind, arg = job
+    def _settle(self, work: _Work, fut: Future[Any]) -> None:
         exc = fut.exception()
-        if kind == "meta":
-            if arg.op is Op.READDIR:
-                self.to_open.extend(self.listing.pop(arg.path.rstrip("/") or "/", ()))
-            if exc is None:
-                self.result.meta_done += 1
-            else:
-                self.result.meta_failed += 1
-                self._os_finding(arg.path, exc)
-        elif kind == "open":
-            self._opened(arg, fut.result() if exc is None else None, exc)
-        else:
-            f, piece = arg
-            if exc is not None:
-                self._os_finding(f.path, exc)
-                self._fail(piece)
-            else:
-                read, got = fut.result()
-                self._account(f, piece, read, got)
-            f.left -= 1
-            if f.left == 0 and f.handle is not None:
-                f.handle.close()
-                f.handle = None
+        match work:
+            case _Meta(op=op):
+                if op.op is Op.READDIR:
+                    self.to_open.extend(self.listing.pop(op.path.rstrip("/") or "/", ()))
+                if exc is None:
+                    self.result.meta_done += 1
+                else:
+                    self.result.meta_failed += 1
+                    self._os_finding(op.path, exc)
+            case _Open(file=f):
+                self._opened(f, fut.result() if exc is None else None, exc)
+            case _Read(file=f, piece=piece):
+                if exc is not None:
+                    self._fail(piece, self._os_finding(f.path, exc))
+                else:
+                    read, got = fut.result()
+                    self._account(f, piece, read, got)
+                f.left -= 1
+                if f.left == 0 and f.handle is not None:
+                    f.handle.close()
+                    f.handle = None
 
-    def _os_finding(self, path: str, exc: BaseException) -> None:
+    def _os_finding(self, path: str, exc: BaseException) -> FindingKind:
         if not isinstance(exc, OSError):
             raise exc
-        self._finding(path, classify(exc), exc.strerror or str(exc))
+        kind = classify(exc)
+        self._finding(path, kind, detail(exc))
+        return kind
 
-    def _fail(self, piece: ByteRange) -> None:
+    def _fail(self, piece: ByteRange, kind: FindingKind) -> None:
         self.result.bytes_failed += piece.length
-        self.result.failed.append(piece)
+        if kind in RETRYABLE:
+            self.result.failed.append(piece)
+
+    def _fail_file(self, f: _File, kind: FindingKind) -> None:
+        for _, piece in f.pieces:
+            self._fail(piece, kind)
 
     def _opened(self, f: _File, handle: OpenFile | None, exc: BaseException | None) -> None:
         if handle is None:
             assert exc is not None
-            self._os_finding(f.path, exc)
-            for _, piece in f.pieces:
-                self._fail(piece)
+            self._fail_file(f, self._os_finding(f.path, exc))
             return
         planned = self.batch.files.get(f.path)
         problem = None
@@ -333,13 +370,22 @@ class _Run:
         if problem is not None:
             handle.close()
             self._finding(f.path, FindingKind.CHANGED, problem)
-            for _, piece in f.pieces:
-                self._fail(piece)
+            self._fail_file(f, FindingKind.CHANGED)
             return
         f.handle = handle
         f.ident = planned or FileInfo(f.path, handle.size, handle.mtime)
+        inside_file = [(pos, p) for pos, p in f.pieces if p.offset < handle.size]
+        if len(inside_file) < len(f.pieces):
+            self._finding(f.path, FindingKind.CHANGED, f"ranges past the end of the file ({handle.size} bytes): not read")
+            for _, piece in f.pieces:
+                if piece.offset >= handle.size:
+                    self._fail(piece, FindingKind.CHANGED)
+            f.pieces, f.left = inside_file, len(inside_file)
         for pos, piece in f.pieces:
             heapq.heappush(self.ready, (pos, f.path, piece))
+        if not f.pieces:
+            handle.close()
+            f.handle = None
 
     def _account(self, f: _File, piece: ByteRange, read: bool, got: int) -> None:
         if not read:
@@ -350,8 +396,7 @@ class _Run:
         self.result.bytes_done += got
         if got < piece.length:
             self._finding(f.path, FindingKind.CHANGED, f"short read at {piece.offset + got}: file truncated?")
-            self.result.bytes_failed += piece.length - got
-            self.result.failed.append(ByteRange(piece.path, piece.offset + got, piece.length - got))
+            self._fail(ByteRange(piece.path, piece.offset + got, piece.length - got), FindingKind.CHANGED)
 
     def _count_files(self) -> None:
         for path in self.batch.closes:

@@ -1,5 +1,9 @@
 """Read byte ranges so that the reads reach the gateway, not this host's page cache.
 
+The reader takes studio paths and opens them through the site's one guard
+(`prewarm.site.guard`), which maps them to this machine's mount and refuses what lies
+outside the roots, symlinks included.
+
 A buffered re-read of a range this worker read before is answered from its own page
 cache and never reaches the gateway, even if the gateway evicted it. So files are
 opened with `O_DIRECT` where the mount allows it (the Linux NFS client accepts
@@ -21,6 +25,9 @@ import stat
 import threading
 from typing import Protocol
 
+from prewarm.site.guard import Guard
+from prewarm.site.settings import Settings
+
 BUFFER_BYTES = 1 << 20
 """Largest single read; longer ranges are read in several calls (granules are 1 MiB)."""
 
@@ -39,8 +46,12 @@ class OpenFile(Protocol):
 
 
 class Reader(Protocol):
-    def open(self, path: str) -> OpenFile:
-        """Open a local path for warming; raises OSError as the file system says."""
+    """Opens, stats and lists studio paths; raises OSError (`Refused` included) as the site says."""
+
+    def allows(self, path: str) -> bool:
+        """Whether the path's text lies inside the roots: checked before any IO."""
+
+    def open(self, path: str) -> OpenFile: ...
 
     def stat(self, path: str) -> None: ...
 
@@ -66,19 +77,20 @@ def _buffer() -> mmap.mmap:
 
 
 class _File:
-    def __init__(self, path: str, direct: bool) -> None:
+    def __init__(self, guard: Guard, path: str, direct: bool) -> None:
+        self.guard = guard
         self.path = path
         self.fd = -1
         self.direct = False
         if direct and hasattr(os, "O_DIRECT"):
             try:
-                self.fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+                self.fd, _ = guard.open(path, os.O_RDONLY | os.O_DIRECT)
                 self.direct = True
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
         if self.fd < 0:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self.fd, _ = guard.open(path, os.O_RDONLY)
         st = os.fstat(self.fd)
         self.size = st.st_size
         self.mtime = st.st_mtime
@@ -96,7 +108,7 @@ class _File:
         with self._lock:
             if self.direct:
                 self._retired.append(self.fd)
-                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self.fd, _ = self.guard.open(self.path, os.O_RDONLY)
                 self.direct = False
 
     def read(self, offset: int, length: int) -> int:
@@ -127,17 +139,25 @@ class _File:
 class DirectReader:
     """The production reader: O_DIRECT when the mount allows it, else buffered and dropped."""
 
-    def __init__(self, direct: bool = True) -> None:
+    def __init__(self, guard: Guard, direct: bool = True) -> None:
+        self.guard = guard
         self.direct = direct
 
+    def allows(self, path: str) -> bool:
+        return self.guard.allows(path)
+
     def open(self, path: str) -> OpenFile:
-        return _File(path, self.direct)
+        return _File(self.guard, path, self.direct)
 
     def stat(self, path: str) -> None:
-        """A LOOKUP and GETATTR through the gateway: warms its attribute and dentry caches."""
-        os.stat(path)
+        """A LOOKUP and GETATTR of every component through the gateway: warms its attribute and dentry caches."""
+        self.guard.stat(path)
 
     def listdir(self, path: str) -> int:
         """A READDIR through the gateway: renderers resolve UDIMs and sequences by listing."""
-        with os.scandir(path) as it:
-            return sum(1 for _ in it)
+        return len(self.guard.listdir(path))
+
+
+def site_reader(settings: Settings) -> DirectReader:
+    """The reader of this machine: its roots and its path map, through one guard."""
+    return DirectReader(Guard(settings.allowed_roots(), settings.path_map))

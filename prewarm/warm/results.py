@@ -6,6 +6,7 @@ them without importing a thread pool.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -54,8 +55,6 @@ class WarmResult:
     findings: dict[str, FileFinding] = field(default_factory=dict)
     failed: list[ByteRange] = field(default_factory=list)
     """Reads that failed and may succeed later (`prewarm warm --retry`); refused paths are not among them."""
-    in_flight_now: int = 0
-    """Operations in flight at the last progress call: the report's concurrency series, not a counter."""
 
     COUNTERS = ("bytes_done", "bytes_skipped", "bytes_failed", "files_done", "files_skipped",
                 "files_failed", "meta_done", "meta_failed", "reads")
@@ -63,10 +62,23 @@ class WarmResult:
     def counters(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.COUNTERS}
 
+    def snapshot(self, in_flight: int) -> Snapshot:
+        return Snapshot(self.bytes_done, self.counters(), in_flight)
+
     def to_json(self) -> dict[str, Any]:
         return {**self.counters(),
                 "findings": [f.to_json() for f in self.findings.values()],
                 "failed": [[r.path, r.offset, r.length] for r in self.failed]}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Progress of a running batch at one moment: what progress callbacks get, never the live result."""
+
+    bytes_done: int
+    counters: Mapping[str, int]
+    in_flight: int
+    """Operations in flight now: the report's concurrency series, not a counter."""
 
 
 class Claim(str, Enum):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from prewarm.warm.results import WarmResult
+from prewarm.warm.results import Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +33,9 @@ class Sampler:
         self.clock = clock
         self.sec = int(clock())
         self.sent = 0
-        self.last: WarmResult | None = None
+        self.last: Snapshot | None = None
 
-    def __call__(self, result: WarmResult) -> None:
+    def __call__(self, result: Snapshot) -> None:
         self.last = result
         now = int(self.clock())
         if now != self.sec:
@@ -47,8 +47,8 @@ class Sampler:
             self.emit(Point(int(self.clock()), self.last.bytes_done - self.sent, 0))
             self.sent = self.last.bytes_done
 
-    def _emit(self, result: WarmResult, now: int) -> None:
-        self.emit(Point(self.sec, result.bytes_done - self.sent, result.in_flight_now))
+    def _emit(self, result: Snapshot, now: int) -> None:
+        self.emit(Point(self.sec, result.bytes_done - self.sent, result.in_flight))
         self.sent = result.bytes_done
         self.sec = now
 

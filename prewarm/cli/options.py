@@ -1,0 +1,63 @@
+"""Options every command shares, parsed one way: the settings file, `--redis`, `--local` and `--alias`.
+
+The person running a command is this machine's operator, so `--local` joins the
+site's path map (where studio paths are here) exactly as the settings file would;
+a job's manifest never can. Commands call `site_settings` once and hand the result on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from prewarm.errors import ConfigError
+from prewarm.plan.pathmap import PathMap, parse_pair
+from prewarm.site.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
+
+
+def add_redis_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis", metavar="URL", help="Redis of the workers (default $PREWARM_REDIS_URL or the config)")
+
+
+def add_path_map_flags(p: argparse.ArgumentParser) -> None:
+    """`--local` and `--alias`, for every command that touches studio files."""
+    p.add_argument("--local", action="append", default=[], metavar="STUDIO=LOCAL",
+                   help="reach studio prefix STUDIO at LOCAL on this machine (the gateway mount); repeatable")
+    p.add_argument("--alias", action="append", default=[], metavar="OTHER=STUDIO",
+                   help="trace paths under OTHER are studio paths under STUDIO; repeatable")
+
+
+def path_map_from(args: argparse.Namespace) -> PathMap:
+    items: list[dict[str, Any]] = []
+    for text in getattr(args, "local", []):
+        studio, local = parse_pair(text, "--local")
+        items.append({"studio": studio, "local": local})
+    for text in getattr(args, "alias", []):
+        other, studio = parse_pair(text, "--alias")
+        items.append({"studio": studio, "aliases": [other]})
+    return PathMap.parse(items, "command line")
+
+
+def site_settings(args: argparse.Namespace) -> Settings:
+    """The settings file, then the environment, then this command's flags."""
+    settings = Settings.load(path=args.config)
+    if getattr(args, "redis", None):
+        settings = replace(settings, redis_url=args.redis)
+    flags = path_map_from(args)
+    if flags.entries:
+        settings = replace(settings, path_map=settings.path_map.merged(flags))
+    return settings
+
+
+def redis_of(settings: Settings, command: str) -> redis.Redis:
+    """A connection that fails within a second when Redis is not there, with what to do about it."""
+    from prewarm.state.client import connect, ping
+
+    if not settings.redis_url:
+        raise ConfigError("--redis", f"`prewarm {command}` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
+    ping(connect(settings.redis_url, ride_out_restarts=False), settings.redis_url)
+    return connect(settings.redis_url)

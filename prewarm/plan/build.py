@@ -1,0 +1,130 @@
+"""From the facts gathered about a job to its `Plan`: prediction, order, metadata, findings. Pure.
+
+The facts come in as values (the manifest, the inputs resolved against the site's
+file system, the aggregated traces) and one function, `lookup`, that says what a
+studio path named only by a trace is (the site's stat, through its guard). Where
+each setting's value comes from (a flag, the manifest, the site) is decided by the
+caller; this module only applies them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prewarm.plan.access import Op
+from prewarm.plan.aggregate import TraceSet
+from prewarm.plan.inputs import Resolved
+from prewarm.plan.manifest import FrameOrder, Manifest
+from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
+from prewarm.plan.ordering import order_ranges
+from prewarm.plan.predict import Candidate, PredictOptions, predict
+
+Lookup = Callable[[str], FileInfo | None]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the person planning asked for on top of the manifest; None: the manifest's, else the site's."""
+
+    granule: int | None = None
+    max_bytes: int | None = None
+    max_gap: int | None = None
+    frame: int | None = None
+    """Frame of trace records that carry none and whose file names hold no number."""
+    frames: tuple[int, ...] | None = None
+    """Plan these frames instead of the manifest's (re-plan the rest of a running job)."""
+    predict: PredictOptions = field(default_factory=PredictOptions)
+
+
+@dataclass(frozen=True)
+class Effective:
+    """The settings a plan is made with, each already chosen from its sources."""
+
+    granule: int
+    max_gap: int
+    max_bytes: int | None
+    roots: tuple[str, ...]
+    """Traced files below these may join the plan though no input names them."""
+
+
+def job_frames(manifest: Manifest, options: PlanOptions) -> list[int]:
+    """The frames to plan, in the order the farm renders them."""
+    frames = list(options.frames if options.frames is not None else manifest.frames)
+    return sorted(frames) if manifest.frame_order is FrameOrder.SORTED else frames
+
+
+def job_folders(manifest: Manifest, files: Sequence[str], roots: Sequence[str]) -> Callable[[str], bool]:
+    """Traced files may join the plan only below the job's own folders or configured roots.
+
+    Raw strace logs hold every library and font a renderer opens; those are the
+    render node's business, not the gateway's.
+    """
+    folders = {posixpath.dirname(p) for p in files}
+    folders.update(spec.path.rstrip("/") for spec in manifest.inputs if spec.is_dir)
+    folders.update(roots)
+    memo: dict[str, bool] = {}
+
+    def ok(path: str) -> bool:
+        d = posixpath.dirname(path)
+        chain = []
+        verdict = False
+        while True:
+            if d in memo:
+                verdict = memo[d]
+                break
+            if d in folders:
+                verdict = True
+                break
+            chain.append(d)
+            parent = posixpath.dirname(d)
+            if parent == d:
+                break
+            d = parent
+        for c in chain:
+            memo[c] = verdict
+        return verdict
+
+    return ok
+
+
+def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Lookup, options: PlanOptions,
+               effective: Effective, trace_counts: Mapping[str, int], created: float | None) -> Plan:
+    """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary."""
+    frames = job_frames(manifest, options)
+    known: dict[str, FileInfo | None] = {f.path: f.info for f in resolved.files}
+
+    def info(path: str) -> FileInfo | None:
+        if path not in known:
+            known[path] = lookup(path)
+        return known[path]
+
+    wholes = {i for i, spec in enumerate(manifest.inputs) if spec.whole}
+    candidates = [Candidate(f.path, f.frame, f.input_index in wholes) for f in resolved.files]
+    traced_ok = job_folders(manifest, [f.path for f in resolved.files], effective.roots)
+
+    result = predict(frames, candidates, ts, info, traced_ok, options.predict)
+    files: dict[str, FileInfo] = {}
+    for p in {pr.path for pr in result.predictions}:
+        found = info(p)
+        assert found is not None, p  # predict only predicts files lookup found
+        files[p] = found
+    ordered = order_ranges(result.predictions, frames, {p: f.size for p, f in files.items()}, effective.granule,
+                           effective.max_gap, effective.max_bytes)
+
+    planned = dict.fromkeys(r.path for r in ordered.ranges)
+    metadata = [MetaOp(Op.STAT, p) for p in planned]
+    listed = dict.fromkeys(resolved.listed_dirs)
+    listed.update(dict.fromkeys(d for d in sorted(ts.listed) if traced_ok(d + "/x")))
+    metadata.extend(MetaOp(Op.READDIR, d) for d in listed)
+
+    missing = [Finding(m.path, m.reason + (" (optional input)" if m.optional else ""), m.input_line)
+               for m in resolved.missing]
+    missing += [Finding(p, why) for p, why in result.missing]
+    stats = {"trace_records": ts.records, "trace_frames": len(ts.frames), **trace_counts,
+             "granule": effective.granule, **result.stats}
+    return Plan(job=manifest.job, frames=tuple(frames), ranges=tuple(ordered.ranges), metadata=tuple(metadata),
+                files={p: files[p] for p in planned}, missing=tuple(missing), dropped=tuple(ordered.dropped),
+                granule=effective.granule, created=created, start=manifest.start, priority=manifest.priority,
+                gateways=manifest.gateways, stats=stats)
