@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-deps demo test test-fast bench
+.PHONY: setup system-deps demo lint test test-fast bench
 
 setup: $(VENV)/.installed
 
@@ -26,9 +26,15 @@ demo: setup system-deps
 		--local /studio/proj=.demo/proj --summary -o .demo/shot100.plan.json
 	$(PY) bench/e2e.py --demo
 
-# The whole test suite: unit tests, and integration tests on real Redis, Celery and FUSE
-# (the fixtures start those services and stop them by PID).
-test: setup system-deps
+# Lint and types: ruff (with a complexity limit) and mypy --strict on the package.
+lint: setup
+	$(VENV)/bin/ruff check prewarm workers tests bench
+	$(VENV)/bin/mypy
+
+# The whole test suite: lint, then unit tests and integration tests on real Redis, Celery and
+# FUSE (the fixtures start those services and stop them by PID; tests/test_layers.py checks
+# the import contracts).
+test: setup system-deps lint
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -28,7 +28,7 @@ sender = CelerySender(settings, app)
 
 
 @cache
-def client() -> redis.Redis:
+def client() -> redis.Redis[bytes]:
     return connect(settings.redis_url or DEFAULT_URL)
 
 

@@ -15,7 +15,8 @@ import sys
 from prewarm import __version__
 from prewarm.errors import InputError, ServiceError
 
-COMMANDS = ("plan", "sample", "twin", "warm", "status", "cancel", "throttle", "serve", "submit", "traces", "record", "report", "evaluate", "verify", "metrics", "watch")
+COMMANDS = ("plan", "sample", "twin", "warm", "status", "cancel", "throttle", "serve", "submit", "traces", "record",
+            "report", "evaluate", "verify", "metrics", "watch")
 
 EXIT_INPUT = 2
 EXIT_SERVICE = 3
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plan and warm the byte ranges a render job will read through a caching gateway.")
     parser.add_argument("--version", action="version", version=f"prewarm {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging; -vv shows tracebacks")
-    parser.add_argument("--config", metavar="FILE", help="settings file (default $PREWARM_CONFIG or /etc/prewarm/config.yaml)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="settings file (default $PREWARM_CONFIG or /etc/prewarm/config.yaml)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"prewarm.cli.{name}").register(sub)

@@ -8,7 +8,7 @@ import sys
 from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("cancel", help="cancel a warm job")
     p.add_argument("id", help="warm job id")
     add_redis_flag(p)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prewarm.cli.options import (
     add_path_map_flags,
@@ -31,7 +31,7 @@ HISTORY = 20
 """Evaluations kept per shot (job name) in Redis."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="score a plan against the traces of the frames that rendered")
     p.add_argument("source", metavar="JOB|PLAN.json", help="warm job id (plan from Redis) or a plan file")
     p.add_argument("--traces", action="append", default=[], required=True, metavar="PATH",
@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keep(args: argparse.Namespace, r: redis.Redis | None, job_id: str | None, shot: str, result: dict) -> str:
+def _keep(args: argparse.Namespace, r: redis.Redis[bytes] | None, job_id: str | None, shot: str,
+          result: dict[str, Any]) -> str:
     text = json.dumps(result)
     if args.output or r is None or job_id is None:
         path = args.output or f"{os.path.splitext(args.source)[0]}.evaluation.json"

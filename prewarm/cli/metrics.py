@@ -15,7 +15,7 @@ from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.errors import ConfigError, ServiceError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("metrics", help="serve Prometheus metrics of the warm jobs (standalone exporter)")
     p.add_argument("--port", type=int, default=9464, help="port to listen on (default 9464)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default all)")

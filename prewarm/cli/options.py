@@ -53,7 +53,7 @@ def site_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def redis_of(settings: Settings, command: str) -> redis.Redis:
+def redis_of(settings: Settings, command: str) -> redis.Redis[bytes]:
     """A connection that fails within a second when Redis is not there, with what to do about it."""
     from prewarm.state.client import connect, ping
 

@@ -96,7 +96,8 @@ def summary_table(plan: Plan) -> str:
         ("by reason", ", ".join(f"{k} {human(v)}" for k, v in s["bytes_by_reason"].items()) or "-"),
         ("metadata", f"{s['metadata_ops']} operations (stat, readdir)"),
         ("traces", f"{s.get('trace_records', 0)} records from {s.get('trace_frames', 0)} frames"
-                   f" ({s.get('trace_lines_skipped', 0)} lines skipped, {s.get('trace_calls_failed', 0)} failed calls)"),
+                   f" ({s.get('trace_lines_skipped', 0)} lines skipped,"
+                   f" {s.get('trace_calls_failed', 0)} failed calls)"),
         ("missing", str(s["missing"])),
         ("dropped", f"{human(s['dropped_bytes'])} over budget" if s["dropped_ranges"] else "nothing"),
     ]

@@ -15,7 +15,7 @@ from prewarm.cli.options import site_settings
 from prewarm.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("record", help="run a render command under strace and file its trace in the store",
                        description="Run CMD under strace, keep its reads under the configured roots, and file "
                                    "the trace in the trace store with its job and frame. Exits with CMD's status.")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.site import atomic
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="the report of a warm job: summary, plots, coverage, failures")
     p.add_argument("id", help="warm job id")
     p.add_argument("--json", action="store_true", help="print the report data as JSON")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def text_lines(data: dict) -> list[str]:
+def text_lines(data: dict[str, Any]) -> list[str]:
     j, s, t, r = data["job"], data["summary"], data["timing"], data["readiness"]
     lines = [f"warm {j['id']} ({j['name']}) on {j['gateway']}: {j['state']}"]
     for name in ("planned", "warmed", "skipped", "missing", "failed"):

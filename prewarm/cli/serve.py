@@ -9,7 +9,7 @@ from prewarm.cli.options import add_redis_flag, site_settings
 from prewarm.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the HTTP service that submitter hooks call",
                        description="Serve the warm API: submit a job (manifest, OpenJD bundle, Deadline 10 job), "
                                    "status, list, cancel, health. Needs Redis; Celery workers do the reading.")

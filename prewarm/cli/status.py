@@ -25,7 +25,7 @@ POLL_S = 0.5
 """How often live bars read the job state."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="show warm jobs: one in detail, the recent ones, or live progress")
     p.add_argument("ids", nargs="*", metavar="ID", help="warm job id(s) (default: list recent jobs)")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many recent jobs to list")
@@ -94,7 +94,7 @@ def oneline(info: JobInfo, rate_bps: float, in_flight: int) -> str:
             f"failed_files={info.counters['files_failed']}")
 
 
-def _rate(r: redis.Redis, info: JobInfo) -> tuple[float, int]:
+def _rate(r: redis.Redis[bytes], info: JobInfo) -> tuple[float, int]:
     from prewarm.report.metrics import current
     from prewarm.state.jobs import WarmJob
 
@@ -103,19 +103,19 @@ def _rate(r: redis.Redis, info: JobInfo) -> tuple[float, int]:
     return current(WarmJob(r, info.id).points(), time.time())
 
 
-def _live(r: redis.Redis, ids: list[str]) -> list[JobInfo]:
+def _live(r: redis.Redis[bytes], ids: list[str]) -> list[JobInfo]:
     from prewarm.state.jobs import WarmJob, recent
 
     if ids:
         infos = [WarmJob(r, i).info(findings=False) for i in ids]
-        missing = [i for i, info in zip(ids, infos) if info is None]
+        missing = [i for i, info in zip(ids, infos, strict=True) if info is None]
         if missing:
             raise ConfigError(missing[0], "no such warm job (expired or never created)")
         return [i for i in infos if i is not None]
     return [i for i in recent(r, 100) if not i.state.final]
 
 
-def follow(r: redis.Redis, ids: list[str], plain: bool, every: float) -> int:
+def follow(r: redis.Redis[bytes], ids: list[str], plain: bool, every: float) -> int:
     """Watch until every followed job has ended; the jobs are fixed at the start."""
     infos = _live(r, ids)
     if not infos:
@@ -133,7 +133,7 @@ def follow(r: redis.Redis, ids: list[str], plain: bool, every: float) -> int:
     return _bars(r, ids, infos)
 
 
-def _bars(r: redis.Redis, ids: list[str], infos: list[JobInfo]) -> int:
+def _bars(r: redis.Redis[bytes], ids: list[str], infos: list[JobInfo]) -> int:
     from rich.progress import (
         BarColumn,
         DownloadColumn,

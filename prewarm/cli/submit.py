@@ -13,7 +13,7 @@ import sys
 from prewarm.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("submit", help="submit a job to the warm service (`prewarm serve`)",
                        description="Submit a manifest, an OpenJD job bundle folder, or a Deadline 10 job "
                                    "(job info + plugin info) to the warm service, which plans and warms it.")

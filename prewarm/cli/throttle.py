@@ -11,7 +11,7 @@ from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.plan.units import parse_rate
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("throttle", help="set or show a gateway's warm rate")
     p.add_argument("action", choices=("set", "show"))
     p.add_argument("gateway")

@@ -11,7 +11,7 @@ from prewarm.cli.options import site_settings
 from prewarm.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("traces", help="the store of earlier renders' traces, per show/shot/job",
                        description="Import traces into the trace store, list what it holds, prune it. "
                                    "Planning a job finds the traces of earlier jobs of its shot there.")

@@ -10,7 +10,7 @@ from prewarm.errors import ConfigError
 from prewarm.plan.units import parse_size
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("twin", help="a FUSE stand-in for the caching NFS gateway, for tests and benchmarks",
                               description="Mirror ORIGIN at MOUNTPOINT through a simulated WAN link and chunk cache.")
     sub = p.add_subparsers(dest="twin_command", required=True, metavar="ACTION")

@@ -27,7 +27,7 @@ from prewarm.plan.ranges import ByteRange
 from prewarm.report.verify import Counters
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("verify", help="measure how much of a warm the gateway really holds now")
     p.add_argument("source", metavar="ID|PLAN.json", help="warm job id (plan from Redis) or a plan file")
     p.add_argument("--sample", type=int, default=64, metavar="N", help="ranges to sample (default 64)")

@@ -45,7 +45,7 @@ REFILL_S = 5.0
 """How often a waiting `prewarm warm` tops up the dispatch window (re-sending lost batches)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("warm", help="read a plan's ranges through the gateway mount so the gateway caches them",
                        description="Warm the gateway cache for a job: plan it (from a manifest) or take a plan, "
                                    "then read its ranges through the gateway mount.")
@@ -138,7 +138,7 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
     return _follow(r, [job.id], args, settings, send)
 
 
-def _follow(r: redis.Redis, ids: list[str], args: argparse.Namespace, settings: Settings, send: Send) -> int:
+def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, settings: Settings, send: Send) -> int:
     """Wait for the jobs to end, showing progress; meanwhile re-send batches lost on the way (see dispatch)."""
     from prewarm.state import keys, runner
     from prewarm.state.jobs import WarmJob

@@ -14,14 +14,19 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prewarm.cli.options import site_settings
 from prewarm.errors import ConfigError
 
+if TYPE_CHECKING:
+    from prewarm.farm.watch import Outcome
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("watch", help="watch a spool folder for jobs and a drop folder for traces",
                        description="Submit every manifest or job bundle dropped into the spool folder once "
                                    "(then move it to done/ or failed/), and import every trace dropped into "
@@ -57,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     settings = site_settings(args)
     if args.store:
         settings = replace(settings, trace_store=args.store)
-    if args.redis:
-        settings = replace(settings, redis_url=args.redis)
     pollers = []
     folders = []
     if args.spool:
@@ -73,20 +76,25 @@ def run(args: argparse.Namespace) -> int:
         drop = TraceDrop(Path(args.traces), settings, settle_s=args.settle)
         pollers.append(drop.poll)
         folders.append(Path(args.traces))
-    stop = threading.Event()
     if args.once:
-        failed = 0
-        for poll in pollers:
-            poll()  # first sight of each drop
-        time.sleep(args.settle)
-        for poll in pollers:
-            for outcome in poll():
-                failed += outcome.state == "failed"
-                print(f"{outcome.name}: {outcome.state}: {outcome.detail}", file=sys.stderr)
-        return 1 if failed else 0
+        return _once(pollers, args.settle)
+    stop = threading.Event()
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, lambda *_: stop.set())
     print(f"watching {', '.join(map(str, folders))} (Ctrl-C to stop)", file=sys.stderr)
     for outcome in watch(pollers, folders, stop):
         print(f"{outcome.name}: {outcome.state}: {outcome.detail}", file=sys.stderr, flush=True)
     return 0
+
+
+def _once(pollers: list[Callable[[], list[Outcome]]], settle_s: float) -> int:
+    """One pass: see each drop, let it settle, take it; exit 1 when any failed."""
+    failed = 0
+    for poll in pollers:
+        poll()  # first sight of each drop
+    time.sleep(settle_s)
+    for poll in pollers:
+        for outcome in poll():
+            failed += outcome.state == "failed"
+            print(f"{outcome.name}: {outcome.state}: {outcome.detail}", file=sys.stderr)
+    return 1 if failed else 0

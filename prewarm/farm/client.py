@@ -81,25 +81,28 @@ class PrewarmClient:
     # warms
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/jobs/{job_id}")
+        return _object(self._call("GET", f"/jobs/{job_id}"))
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        return self._call("GET", "/jobs", params={"limit": limit})
+        answer = self._call("GET", "/jobs", params={"limit": limit})
+        if not isinstance(answer, list):
+            raise ServiceError("the service answered something other than a list of warms")
+        return [_object(a) for a in answer]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/jobs/{job_id}/cancel")
+        return _object(self._call("POST", f"/jobs/{job_id}/cancel"))
 
     def health(self) -> dict[str, Any]:
-        return self._call("GET", "/health")
+        return _object(self._call("GET", "/health"))
 
     # transport
 
     def _submit(self, body: dict[str, Any], traces: Sequence[str] | None) -> dict[str, Any]:
         if traces is not None:
             body["traces"] = list(traces)
-        return self._call("POST", "/jobs", json=body)
+        return _object(self._call("POST", "/jobs", json=body))
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
+    def _call(self, method: str, path: str, **kw: Any) -> object:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = self.base + path
         problem = ""
@@ -122,6 +125,12 @@ class PrewarmClient:
             except ValueError as exc:
                 raise ServiceError(f"{url}: answer is not JSON") from exc
         raise ServiceError(f"{problem} (after {self.retries + 1} attempt(s))")
+
+
+def _object(answer: object) -> dict[str, Any]:
+    if not isinstance(answer, dict):
+        raise ServiceError("the service answered something other than a JSON object")
+    return answer
 
 
 def _message(resp: requests.Response) -> tuple[str, str]:

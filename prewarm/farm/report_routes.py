@@ -32,7 +32,7 @@ router = APIRouter()
 _JOB_ID = re.compile(r"^[0-9a-f]{1,64}$")
 
 
-def _state(request: Request) -> tuple[redis.Redis, Settings]:
+def _state(request: Request) -> tuple[redis.Redis[bytes], Settings]:
     return request.app.state.redis, request.app.state.settings
 
 

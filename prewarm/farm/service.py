@@ -112,12 +112,12 @@ _SUBMIT_BODY = {
 # the app
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str) -> redis.Redis[bytes]:
     """The service answers at once when Redis is away: a quick 503, never a hook's timeout."""
     return state_client.connect(url, ride_out_restarts=False)
 
 
-def create_app(settings: Settings, r: redis.Redis, send: Send, revoke: Revoke,
+def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Revoke,
                token: str | None) -> FastAPI:
     """The service over one Redis; `send`/`revoke` reach the workers (Celery's in production).
 
@@ -129,31 +129,12 @@ def create_app(settings: Settings, r: redis.Redis, send: Send, revoke: Revoke,
     _handlers(app)
     app.middleware("http")(_size_guard(settings.max_request_bytes))
 
-    def authorised(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            raise HTTPException(401, "a valid `Authorization: Bearer <token>` header is required",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(authorised)]
+    auth = [Depends(_bearer(token))]
 
     @app.post(f"{API}/jobs", status_code=202, response_model=Submitted, responses=ERRORS, dependencies=auth,
               openapi_extra=_SUBMIT_BODY)
     async def submit_job(request: Request) -> JSONResponse:
-        body = await _read_body(request, settings.max_request_bytes)
-        kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/plain"):
-            req = SubmitRequest(manifest=_text(body))
-        elif kind == "application/json":
-            try:
-                req = SubmitRequest.model_validate_json(body)
-            except ValidationError as exc:
-                raise _invalid(exc) from exc
-        else:
-            raise HTTPException(415, f"content type {kind!r}: send application/json or application/yaml")
+        req = await _submission(request, settings.max_request_bytes)
         result = await run_in_threadpool(_submit, req, settings, r, send)
         return JSONResponse(result.model_dump(), status_code=200 if result.duplicate else 202)
 
@@ -190,6 +171,33 @@ def create_app(settings: Settings, r: redis.Redis, send: Send, revoke: Revoke,
     return app
 
 
+def _bearer(token: str | None) -> Callable[[Request], None]:
+    """The dependency every changing route has: the token, compared in constant time."""
+    def authorised(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise HTTPException(401, "a valid `Authorization: Bearer <token>` header is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+    return authorised
+
+
+async def _submission(request: Request, limit: int) -> SubmitRequest:
+    """The request body as a submission: a manifest as YAML text, or the JSON form."""
+    body = await _read_body(request, limit)
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/plain"):
+        return SubmitRequest.model_validate({"manifest": _text(body)})
+    if kind == "application/json":
+        try:
+            return SubmitRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+    raise HTTPException(415, f"content type {kind!r}: send application/json or application/yaml")
+
+
 def _known_id(job_id: str) -> str:
     if not re.match(JOB_ID, job_id):
         raise HTTPException(404, f"no warm job {job_id!r}: ids are hexadecimal")
@@ -199,7 +207,7 @@ def _known_id(job_id: str) -> str:
 # submission
 
 
-def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis, send: Send) -> Submitted:
+def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send: Send) -> Submitted:
     """Describe, check, plan, then warm each gateway unless an identical warm is live."""
     roots = settings.allowed_roots()
     if not roots:

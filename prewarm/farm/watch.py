@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -347,7 +348,7 @@ def _job_from_records(path: Path) -> str | None:
             gz = fh.read(2) == b"\x1f\x8b"
         with (gzip.open(path, "rt", encoding="utf-8", errors="replace") if gz
               else open(path, encoding="utf-8", errors="replace")) as fh:
-            for _, line in zip(range(1000), fh):
+            for line in itertools.islice(fh, 1000):
                 if not line.lstrip().startswith("{"):
                     return None
                 try:

@@ -15,8 +15,8 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -34,6 +34,9 @@ from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces, trace_files
 from prewarm.traces.store import find_traces
 
+DEFAULT_OPTIONS = PlanOptions()
+"""Nothing asked for beyond the manifest and the site's settings."""
+
 __all__ = ["PlanOptions", "check_inputs", "load_manifest", "load_traces", "plan_job", "plan_manifest",
            "plan_resolved", "site_fs"]
 
@@ -50,7 +53,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 
 def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
-             options: PlanOptions = PlanOptions()) -> Plan:
+             options: PlanOptions = DEFAULT_OPTIONS) -> Plan:
     """Plan from a manifest file. Without `traces`, the trace store's earlier jobs of the
     shot are used (`find_traces`): a submitter need not know where traces live."""
     manifest = load_manifest(manifest_path)
@@ -62,7 +65,7 @@ def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
 
 
 def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,
-                  options: PlanOptions = PlanOptions(), clock: Callable[[], float] = time.time) -> Plan:
+                  options: PlanOptions = DEFAULT_OPTIONS, clock: Callable[[], float] = time.time) -> Plan:
     """Plan `manifest` with `traces` (files or folders on this machine) on this site."""
     with site_fs(settings) as fs:
         check_inputs(manifest, fs.guard.roots)
@@ -92,7 +95,7 @@ def check_inputs(manifest: Manifest, roots: tuple[str, ...]) -> None:
 
 
 def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: SiteFS, settings: Settings,
-                  options: PlanOptions = PlanOptions(), trace_counts: Mapping[str, int] | None = None,
+                  options: PlanOptions = DEFAULT_OPTIONS, trace_counts: Mapping[str, int] | None = None,
                   created: float | None = None) -> Plan:
     """The plan of inputs already resolved and traces already aggregated (benches split them per run).
 

@@ -50,7 +50,8 @@ def check_plan(plan: Plan, settings: Settings, where: str, need_roots: bool = Tr
             raise PlanFileError(f"{where}: ranges[{i}]", f"ends at {r.end}, beyond the file's planned size {info.size}")
     for i, m in enumerate(plan.metadata):
         if roots and not inside(m.path, roots):
-            raise PlanFileError(f"{where}: metadata[{i}].path", f"{m.path!r} is outside the allowed roots {list(roots)}")
+            raise PlanFileError(f"{where}: metadata[{i}].path",
+                                f"{m.path!r} is outside the allowed roots {list(roots)}")
     count = len(plan.ranges) + sum(r.length for r in plan.ranges) // settings.read_size
     if count > MAX_PIECES:
         raise PlanFileError(f"{where}: ranges", f"asks for about {count} reads (limit {MAX_PIECES})")
@@ -82,7 +83,7 @@ def identity(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def submit_plan(r: redis.Redis, plan: Plan, settings: Settings, send: Send, where: str,
+def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Send, where: str,
                 gateways: Sequence[str] = (), reuse: bool = True) -> Submitted:
     """Check `plan` and warm it on each gateway (`gateways`, else the plan's, else the default one).
 
@@ -106,7 +107,7 @@ def submit_plan(r: redis.Redis, plan: Plan, settings: Settings, send: Send, wher
     return Submitted(tuple(ids), duplicate=not fresh)
 
 
-def _live_duplicate(r: redis.Redis, key: str, gateway: str) -> str | None:
+def _live_duplicate(r: redis.Redis[bytes], key: str, gateway: str) -> str | None:
     raw = r.get(keys.submission(gateway, key))
     if raw is None:
         return None

@@ -7,10 +7,10 @@ ints, strings), so a plan written by one host is read back identically by a work
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     """What a trace record or a planned metadata operation does to a path."""
 
     READ = "read"

@@ -47,7 +47,7 @@ import difflib
 import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import yaml
@@ -61,7 +61,7 @@ from prewarm.plan.patterns import PathPattern
 from prewarm.plan.units import parse_size
 
 
-class FrameOrder(str, Enum):
+class FrameOrder(StrEnum):
     """In which order the farm renders the frames of the spec."""
 
     SPEC = "spec"

@@ -146,14 +146,16 @@ class Plan:
         if fmt != FORMAT:
             v.fail("format", f"unsupported plan format {fmt!r} (expected {FORMAT!r})")
         job = v.string(obj.get("job"), "job")
-        frames = tuple(v.integer(f, f"frames[{i}]", lo=-MAX_OFFSET) for i, f in enumerate(v.array(obj.get("frames", []), "frames")))
+        frames = tuple(v.integer(f, f"frames[{i}]", lo=-MAX_OFFSET)
+                       for i, f in enumerate(v.array(obj.get("frames", []), "frames")))
         ranges = tuple(v.planned_range(r, f"ranges[{i}]") for i, r in enumerate(v.array(obj.get("ranges"), "ranges")))
-        dropped = tuple(v.planned_range(r, f"dropped[{i}]") for i, r in enumerate(v.array(obj.get("dropped", []), "dropped")))
+        dropped = tuple(v.planned_range(r, f"dropped[{i}]")
+                        for i, r in enumerate(v.array(obj.get("dropped", []), "dropped")))
         metadata = []
         for i, m in enumerate(v.array(obj.get("metadata", []), "metadata")):
             mm = v.mapping(m, f"metadata[{i}]")
             try:
-                op = Op(mm.get("op"))
+                op = Op(str(mm.get("op")))
             except ValueError:
                 v.fail(f"metadata[{i}].op", f"unknown operation {mm.get('op')!r}")
             metadata.append(MetaOp(op, v.path(mm.get("path"), f"metadata[{i}].path")))
@@ -171,7 +173,8 @@ class Plan:
                                    v.string(mm.get("reason"), f"missing[{i}].reason"),
                                    None if line is None else v.integer(line, f"missing[{i}].line")))
         start = obj.get("start")
-        gateways = tuple(v.string(g, f"gateways[{i}]") for i, g in enumerate(v.array(obj.get("gateways", []), "gateways")))
+        gateways = tuple(v.string(g, f"gateways[{i}]")
+                         for i, g in enumerate(v.array(obj.get("gateways", []), "gateways")))
         return cls(
             job=job, frames=frames, ranges=ranges, metadata=tuple(metadata), files=files,
             missing=tuple(missing), dropped=dropped,

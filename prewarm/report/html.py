@@ -22,7 +22,8 @@ W, H = 720, 180
 PAD_L, PAD_B, PAD_T, PAD_R = 56, 28, 12, 12
 
 STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:980px;color:#1d232a;padding:0 16px}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:980px;
+     color:#1d232a;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde2e8;padding-bottom:4px}
 .sub{color:#5b6670}.verdict{font-size:18px;padding:10px 14px;border-radius:6px;margin:14px 0}
 .ok{background:#e3f5e8;border-left:6px solid #2e9d4f}.bad{background:#fdecea;border-left:6px solid #c9372c}
@@ -93,7 +94,8 @@ def _verdict(r: Mapping[str, Any]) -> str:
                 f"{escape(when)}.</div>")
     if r.get("blocked_by"):
         paths = ", ".join(escape(p) for p in r["blocked_by"][:5])
-        return f'<div class="verdict bad">Not ready for frame {frame}: it needs files that failed ({paths}){start}.</div>'
+        return (f'<div class="verdict bad">Not ready for frame {frame}: it needs files that failed ({paths})'
+                f'{start}.</div>')
     cls = "bad" if r.get("late") else "wait"
     return f'<div class="verdict {cls}">Not ready for frame {frame} yet{start}.</div>'
 
@@ -146,7 +148,7 @@ def _line_chart(series: Sequence[Mapping[str, float]], key: str, scale: float, u
     for v in _ticks(x1 - x0):
         x = sx(x0 + v)
         grid.append(f'<text x="{x:.1f}" y="{H - 8}" text-anchor="middle">{v:g}s</text>')
-    pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys))
+    pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys, strict=True))
     area = f"{sx(xs[0]):.1f},{sy(0):.1f} {pts} {sx(xs[-1]):.1f},{sy(0):.1f}"
     return (f'<svg class="chart" data-chart="{label}" viewBox="0 0 {W} {H}" role="img" '
             f'aria-label="{label} over time">{"".join(grid)}'
@@ -176,7 +178,8 @@ def _coverage(rows: Sequence[Mapping[str, Any]]) -> str:
                    f'{escape(name)}</text>'
                    f'<rect x="{label_w}" y="{y}" width="{planned_w:.1f}" height="{bar_h}" fill="#e6e9ed"/>'
                    f'<rect x="{label_w}" y="{y}" width="{warmed_w:.1f}" height="{bar_h}" fill="{color}"/>'
-                   f'<text x="{label_w + planned_w + 6:.1f}" y="{y + 12}">{share:.0%} of {_mb(r["planned"])}{files}</text>')
+                   f'<text x="{label_w + planned_w + 6:.1f}" y="{y + 12}">'
+                   f'{share:.0%} of {_mb(r["planned"])}{files}</text>')
     out.append("</svg>")
     return "".join(out)
 

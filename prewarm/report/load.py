@@ -16,7 +16,7 @@ from prewarm.state.jobs import WarmJob
 from prewarm.state.throttle import get_rate
 
 
-def load(r: redis.Redis, job_id: str, throttle_bps: int | None = None) -> dict[str, Any]:
+def load(r: redis.Redis[bytes], job_id: str, throttle_bps: int | None = None) -> dict[str, Any]:
     """The report of job `job_id`; ConfigError (exit 2 / HTTP 404) when there is no such job."""
     job = WarmJob(r, job_id)
     info = job.info()

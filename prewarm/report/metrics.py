@@ -120,7 +120,7 @@ def families(jobs: list[JobSample], gateways: list[GatewaySample]) -> Iterator[M
     yield from (gb, gr, gf, gq, gi, gt)
 
 
-def snapshot(r: redis.Redis, now: float | None = None) -> tuple[list[JobSample], list[GatewaySample]]:
+def snapshot(r: redis.Redis[bytes], now: float | None = None) -> tuple[list[JobSample], list[GatewaySample]]:
     """Read what the families need from Redis: recent jobs, their last seconds, each gateway's queue."""
     now = time.time() if now is None else now
     jobs = []
@@ -142,7 +142,7 @@ def snapshot(r: redis.Redis, now: float | None = None) -> tuple[list[JobSample],
 class RedisCollector(Collector):
     """A prometheus_client collector: one Redis snapshot per scrape."""
 
-    def __init__(self, r: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, r: redis.Redis[bytes], clock: Callable[[], float] = time.time) -> None:
         self.r = r
         self.clock = clock
 

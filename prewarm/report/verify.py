@@ -140,7 +140,7 @@ def judge_times(samples: Sequence[ByteRange], firsts: Sequence[float], seconds: 
     """Classify first reads against the measured hit latency (the median second read)."""
     hit = statistics.median(seconds)
     threshold = hit * HIT_FACTOR + MARGIN_S
-    cold = [s for s, t in zip(samples, firsts) if t > threshold]
+    cold = [s for s, t in zip(samples, firsts, strict=True) if t > threshold]
     misses = [t for t in firsts if t > threshold]
     return Verdict("timing", len(samples), len(samples) - len(cold), cold, detail={
         "hit_ms": round(hit * 1e3, 3), "threshold_ms": round(threshold * 1e3, 3),

@@ -13,7 +13,7 @@ MAX_CONNECTIONS = 256
 connection beyond this rather than fail."""
 
 
-def connect(url: str, ride_out_restarts: bool = True) -> redis.Redis:
+def connect(url: str, ride_out_restarts: bool = True) -> redis.Redis[bytes]:
     """A Redis client.
 
     Workers and a waiting `prewarm warm` ride out a Redis restart (about 10 s of
@@ -36,7 +36,7 @@ def connect(url: str, ride_out_restarts: bool = True) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def ping(r: redis.Redis, url: str) -> None:
+def ping(r: redis.Redis[bytes], url: str) -> None:
     try:
         r.ping()
     except redis.RedisError as exc:

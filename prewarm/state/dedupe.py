@@ -81,7 +81,8 @@ def _ident(info: FileInfo) -> str:
 class RedisDedupe:
     """The `warm.Dedupe` of a warm job `owner`, over Redis."""
 
-    def __init__(self, r: redis.Redis, gateway: str, owner: str, granule: int, ttl_s: int, claim_ttl_s: float = 60.0,
+    def __init__(self, r: redis.Redis[bytes], gateway: str, owner: str, granule: int, ttl_s: int,
+                 claim_ttl_s: float = 60.0,
                  poll_s: float = 0.05, sleep: Callable[[float], None] = time.sleep) -> None:
         self._r = r
         self._lock = threading.Lock()
@@ -156,7 +157,7 @@ class RedisDedupe:
         self._release(keys=self._keys(ident, piece)[2:], args=[self.owner])
 
 
-def forget_gateway(r: redis.Redis, gateway: str) -> int:
+def forget_gateway(r: redis.Redis[bytes], gateway: str) -> int:
     """Drop gateway `gateway`'s whole index; returns the keys deleted.
 
     For when that gateway's cache was wiped or the node replaced: until the entries'

@@ -75,43 +75,45 @@ return out
 """
 
 
-def submit(r: redis.Redis, job: WarmJob, gateway: str, start: float | None, created: float) -> None:
+def submit(r: redis.Redis[bytes], job: WarmJob, gateway: str, start: float | None, created: float) -> None:
     """Make a job eligible for its gateway's window."""
     r.zadd(keys.gateway(gateway, "jobs"), {job.id: start if start is not None else created})
 
 
-def refill(r: redis.Redis, gateway: str, window: int, send: Send, stale_after_s: float | None = None) -> int:
+def refill(r: redis.Redis[bytes], gateway: str, window: int, send: Send, stale_after_s: float | None = None) -> int:
     """Top the gateway's window up (and re-send stale batches); returns how many batches were sent."""
     stale = "" if stale_after_s is None else repr(float(stale_after_s))
-    picked = r.eval(_REFILL, 2, keys.gateway(gateway, "jobs"), keys.gateway(gateway, "inflight"), window, stale,
-                    keys.JOB_PREFIX)
+    picked = r.register_script(_REFILL)(
+        keys=[keys.gateway(gateway, "jobs"), keys.gateway(gateway, "inflight")],
+        args=[window, stale, keys.JOB_PREFIX])
     for item in picked:
         job_id, _, index = item.decode().rpartition(":")
         send(gateway, job_id, int(index))
     return len(picked)
 
 
-def finished(r: redis.Redis, gateway: str, job_id: str, index: int) -> None:
+def finished(r: redis.Redis[bytes], gateway: str, job_id: str, index: int) -> None:
     """A batch left the window (done, or skipped because its job was cancelled)."""
     r.zrem(keys.gateway(gateway, "inflight"), f"{job_id}:{index}")
 
 
-def withdraw(r: redis.Redis, gateway: str, job_id: str) -> list[str]:
+def withdraw(r: redis.Redis[bytes], gateway: str, job_id: str) -> list[str]:
     """Take a cancelled job out of dispatch; returns the task ids still queued or running, to revoke."""
     r.zrem(keys.gateway(gateway, "jobs"), job_id)
-    mine = sorted((m.decode() for m in r.zrange(keys.gateway(gateway, "inflight"), 0, -1) if m.decode().startswith(job_id + ":")),
+    sent = (m.decode() for m in r.zrange(keys.gateway(gateway, "inflight"), 0, -1))
+    mine = sorted((m for m in sent if m.startswith(job_id + ":")),
                   key=lambda m: int(m.rpartition(":")[2]))
     if mine:
         r.zrem(keys.gateway(gateway, "inflight"), *mine)
     return [keys.task_id(job_id, int(m.rpartition(":")[2])) for m in mine]
 
 
-def busy_gateways(r: redis.Redis) -> set[str]:
+def busy_gateways(r: redis.Redis[bytes]) -> set[str]:
     """Gateways with batches waiting to be sent or in flight."""
     return {keys.gateway_of(k) for part in ("jobs", "inflight") for k in r.scan_iter(keys.gateway_pattern(part))}
 
 
-def window(r: redis.Redis, gateway: str) -> tuple[int, int]:
+def window(r: redis.Redis[bytes], gateway: str) -> tuple[int, int]:
     """(batches waiting to be sent, batches sent and unfinished) of one gateway."""
     waiting = 0
     for raw in r.zrange(keys.gateway(gateway, "jobs"), 0, -1):

@@ -100,18 +100,18 @@ return 0
 class WarmJob:
     """Handle on one warm job in Redis. Holds no state of its own beyond the id."""
 
-    def __init__(self, r: redis.Redis, job_id: str) -> None:
+    def __init__(self, r: redis.Redis[bytes], job_id: str) -> None:
         self.r = r
         self.id = job_id
         self.key = keys.job(job_id)
 
     @classmethod
-    def create(cls, r: redis.Redis, plan: Plan, batches: Sequence[Batch], gateway: str, granule: int,
+    def create(cls, r: redis.Redis[bytes], plan: Plan, batches: Sequence[Batch], gateway: str, granule: int,
                retry_of: str | None = None) -> WarmJob:
         job = cls(r, uuid.uuid4().hex[:12])
         now = time.time()
         reads = [rd for b in batches for rd in b.reads]
-        fields: dict[str, Any] = {
+        fields: dict[str | bytes, bytes | float | int | str] = {
             "name": plan.job, "gateway": gateway, "state": JobState.QUEUED.value, "created": now,
             "priority": plan.priority, "start": "" if plan.start is None else plan.start, "granule": granule,
             "batches": len(batches), "batches_done": 0, "next": 0,
@@ -185,7 +185,7 @@ class WarmJob:
         return Plan.from_json(json.loads(raw), where=f"warm job {self.id} plan")
 
     def mark_running(self) -> None:
-        self.r.eval(_START, 1, self.key, time.time())
+        self.r.register_script(_START)(keys=[self.key], args=[time.time()])
 
     def complete_batch(self, index: int, result: WarmResult) -> bool:
         """Record a batch's result once; False if it was already recorded (a redelivery)."""
@@ -194,7 +194,7 @@ class WarmJob:
                    "findings": [f.to_json() for f in result.findings.values()],
                    "failed": [[r.path, r.offset, r.length] for r in result.failed]}
         names = [self.key, self.part("done"), self.part("findings"), self.part("failed")]
-        return int(self.r.eval(_COMPLETE, len(names), *names, index, json.dumps(payload), time.time())) == 1
+        return int(self.r.register_script(_COMPLETE)(keys=names, args=[index, json.dumps(payload), time.time()])) == 1
 
     def record_point(self, point: Point) -> None:
         """One second of one batch: added to what other batches recorded for that second."""
@@ -214,7 +214,7 @@ class WarmJob:
 
     def cancel(self) -> bool:
         """queued/running -> cancelled; False if the job had already ended."""
-        return int(self.r.eval(_CANCEL, 1, self.key, time.time())) == 1
+        return int(self.r.register_script(_CANCEL)(keys=[self.key], args=[time.time()])) == 1
 
     def failed_ranges(self) -> list[ByteRange]:
         return [ByteRange(p, int(o), int(n)) for p, o, n in
@@ -242,7 +242,7 @@ class WarmJob:
             failed_ranges=int(self.r.llen(self.part("failed"))), retry_of=h.get("retry_of") or None)
 
 
-def recent(r: redis.Redis, limit: int = 20) -> list[JobInfo]:
+def recent(r: redis.Redis[bytes], limit: int = 20) -> list[JobInfo]:
     """The most recent jobs, newest first (expired ones dropped from the list)."""
     out = []
     for raw in r.zrevrange(keys.JOBS, 0, limit - 1):

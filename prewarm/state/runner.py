@@ -25,7 +25,7 @@ from prewarm.warm.results import WarmResult
 from prewarm.warm.timeline import Sampler
 
 
-def submit(r: redis.Redis, plan: Plan, settings: Settings, send: dispatch.Send, gw: str,
+def submit(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: dispatch.Send, gw: str,
            retry_of: WarmJob | None = None) -> WarmJob:
     """Create a warm job of one gateway (or a retry of a partial one) and let the gateway's window take its batches."""
     if retry_of is not None:
@@ -42,18 +42,18 @@ def submit(r: redis.Redis, plan: Plan, settings: Settings, send: dispatch.Send, 
     return job
 
 
-def refill(r: redis.Redis, gateway: str, settings: Settings, send: dispatch.Send) -> int:
+def refill(r: redis.Redis[bytes], gateway: str, settings: Settings, send: dispatch.Send) -> int:
     """Top up the gateway's window; a batch unfinished after twice the visibility timeout is sent again."""
     return dispatch.refill(r, gateway, settings.dispatch_window, send, 2 * settings.visibility_timeout_s)
 
 
-def refill_all(r: redis.Redis, settings: Settings, send: dispatch.Send) -> int:
+def refill_all(r: redis.Redis[bytes], settings: Settings, send: dispatch.Send) -> int:
     """Refill every gateway with work waiting or in flight: the sweep that re-sends batches lost
     when nothing else would trigger a refill (a sender killed between choosing and sending)."""
     return sum(refill(r, gw, settings, send) for gw in sorted(dispatch.busy_gateways(r)))
 
 
-def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send: dispatch.Send,
+def run_batch(r: redis.Redis[bytes], settings: Settings, job_id: str, index: int, send: dispatch.Send,
               reader: Reader | None = None) -> WarmResult | None:
     """What a worker does with one batch: warm it unless done or cancelled, record once, refill the window."""
     job = WarmJob(r, job_id)
@@ -78,7 +78,7 @@ def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send:
     return result
 
 
-def cancel(r: redis.Redis, job_id: str, settings: Settings, revoke: Callable[[list[str]], None],
+def cancel(r: redis.Redis[bytes], job_id: str, settings: Settings, revoke: Callable[[list[str]], None],
            send: dispatch.Send) -> bool:
     """Stop dispatch, revoke what is queued; running batches stop at their next poll."""
     job = WarmJob(r, job_id)

@@ -35,18 +35,18 @@ return string.format('%.6f', wait)
 """
 
 
-def set_rate(r: redis.Redis, gateway: str, rate_bps: int | None) -> None:
+def set_rate(r: redis.Redis[bytes], gateway: str, rate_bps: int | None) -> None:
     """Change a gateway's warm rate for every worker, at once (None: unthrottled)."""
     r.set(keys.gateway(gateway, "rate"), 0 if rate_bps is None else int(rate_bps))
 
 
-def get_rate(r: redis.Redis, gateway: str) -> int | None:
+def get_rate(r: redis.Redis[bytes], gateway: str) -> int | None:
     """The gateway's rate if one was set, else None (0 means explicitly unthrottled)."""
     value = r.get(keys.gateway(gateway, "rate"))
     return None if value is None else int(value)
 
 
-def throttled_gateways(r: redis.Redis) -> set[str]:
+def throttled_gateways(r: redis.Redis[bytes]) -> set[str]:
     """Gateways whose rate was set (`prewarm throttle set`)."""
     return {keys.gateway_of(k) for k in r.scan_iter(keys.gateway_pattern("rate"))}
 
@@ -56,7 +56,7 @@ RATE_REFRESH_S = 0.5
 
 
 class RedisThrottle:
-    def __init__(self, r: redis.Redis, gateway: str, default_bps: int | None,
+    def __init__(self, r: redis.Redis[bytes], gateway: str, default_bps: int | None,
                  sleep: Callable[[float], None] = time.sleep, burst_s: float = BURST_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._r = r

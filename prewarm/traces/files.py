@@ -88,7 +88,7 @@ def sniff(line: str) -> str | None:
     return None
 
 
-def read_traces(paths: Sequence[str], path_map: PathMap = PathMap(), frame: int | None = None,
+def read_traces(paths: Sequence[str], path_map: PathMap | None = None, frame: int | None = None,
                 keep: Callable[[str], bool] | None = None,
                 stats: ImportStats | None = None) -> Iterator[Access]:
     """Stream the accesses of trace files and folders, paths mapped to studio paths.
@@ -100,8 +100,10 @@ def read_traces(paths: Sequence[str], path_map: PathMap = PathMap(), frame: int 
     files = [f for p in paths for f in trace_files(p)]
     counters = stats if stats is not None else ImportStats()
 
+    mapping = path_map or PathMap()
+
     def resolve(traced: str) -> str | None:
-        studio = path_map.to_studio(traced)
+        studio = mapping.to_studio(traced)
         return studio if keep is None or keep(studio) else None
 
     return _stream(files, frame, resolve, counters)

@@ -100,13 +100,17 @@ class TwinHandle:
             self._process.wait(timeout=10)
 
 
-def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> Any:
+def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> dict[str, Any]:
+    """A JSON object from the twin's counter server (every route answers one)."""
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+            data = json.loads(resp.read())
     except OSError as exc:
         raise ServiceError(f"gateway twin at {url}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ServiceError(f"gateway twin at {url}: answered something other than a JSON object")
+    return data
 
 
 def _key(mountpoint: Path) -> str:

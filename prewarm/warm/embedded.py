@@ -28,7 +28,8 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     The whole plan is one batch, so the reader pool never drains between batches.
     """
     batch = whole_batch(plan, settings.read_size)
-    info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=",".join(settings.gateways(plan.gateways)),
+    gateway = ",".join(settings.gateways(plan.gateways))
+    info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=gateway,
                    state=JobState.RUNNING, created=time.time(), started=time.time(), priority=plan.priority,
                    start=plan.start, batches=1, bytes_planned=batch.bytes, files_planned=len(batch.closes),
                    meta_planned=len(batch.meta))

@@ -376,7 +376,8 @@ class _Run:
         f.ident = planned or FileInfo(f.path, handle.size, handle.mtime)
         inside_file = [(pos, p) for pos, p in f.pieces if p.offset < handle.size]
         if len(inside_file) < len(f.pieces):
-            self._finding(f.path, FindingKind.CHANGED, f"ranges past the end of the file ({handle.size} bytes): not read")
+            self._finding(f.path, FindingKind.CHANGED,
+                          f"ranges past the end of the file ({handle.size} bytes): not read")
             for _, piece in f.pieces:
                 if piece.offset >= handle.size:
                     self._fail(piece, FindingKind.CHANGED)

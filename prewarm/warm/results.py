@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from prewarm.plan.model import FileInfo
 from prewarm.plan.ranges import ByteRange
 
 
-class FindingKind(str, Enum):
+class FindingKind(StrEnum):
     MISSING = "missing"
     DENIED = "denied"
     CHANGED = "changed"
@@ -81,7 +81,7 @@ class Snapshot:
     """Operations in flight now: the report's concurrency series, not a counter."""
 
 
-class Claim(str, Enum):
+class Claim(StrEnum):
     READ = "read"
     SKIP = "skip"
     WAIT = "wait"

@@ -60,13 +60,27 @@ def job_to_manifest(job_info_text: str, plugin_info_text: str, where: str,
     name = job.get("name") or job.get("batchname")
     if name is None or not name[0]:
         raise ManifestError(where, "Name: missing (and no BatchName): the job needs a name")
+    frames = _frames(job, where)
+    extra, patterns = _extra_info(job, where)
+    inputs = _plugin_inputs(plugin, plugin_info_text, p_where)
+    for i, p in enumerate(extra_inputs):
+        inputs.append(check_path(p, where, f"auxiliary file {i}"))
+    if not inputs and not patterns:
+        raise ManifestError(p_where, "no SceneFile and no other input path: nothing to warm")
+    return build_manifest(where, name[0], frames, inputs, extra, patterns)
+
+
+def _frames(job: dict[str, tuple[str, int]], where: str) -> tuple[int, ...]:
     if "frames" not in job or not job["frames"][0]:
         raise ManifestError(where, "Frames: missing: which frames does the job render?")
     spec, line = job["frames"]
     # Deadline also separates items with spaces: "1-10 20-30"; "1 - 10" is one item.
     items = [i for i in re.split(r"[,\s]+", re.sub(r"\s*([-x:y])\s*", r"\1", spec)) if i]
-    frames = parse_frames(",".join(items), f"{where}:{line}", "Frames")
+    return parse_frames(",".join(items), f"{where}:{line}", "Frames")
 
+
+def _extra_info(job: dict[str, tuple[str, int]], where: str) -> tuple[dict[str, object], list[str]]:
+    """prewarm's own keys (`ExtraInfoKeyValueN=prewarm_shot=...`, `prewarm_inputs=a;b`) and the priority."""
     extra: dict[str, object] = {}
     patterns: list[str] = []
     for key, (value, n) in job.items():
@@ -87,18 +101,18 @@ def job_to_manifest(job_info_text: str, plugin_info_text: str, where: str,
             extra["priority"] = int(value)
         except ValueError as exc:
             raise ManifestError(f"{where}:{n}", f"Priority: expected an integer, got {value!r}") from exc
+    return extra, patterns
 
+
+def _plugin_inputs(plugin: dict[str, tuple[str, int]], text: str, where: str) -> list[str]:
+    """The scene file and any other absolute path the plugin info names as an input."""
     inputs: list[str] = []
     for key, (value, n) in plugin.items():
         if not value or not _INPUT_KEY.fullmatch(key) or _NOT_INPUT.search(key):
             continue
         if key == "scenefile" or value.startswith("/"):
-            inputs.append(check_path(value, f"{p_where}:{n}", key_case(plugin_info_text, key)))
-    for i, p in enumerate(extra_inputs):
-        inputs.append(check_path(p, where, f"auxiliary file {i}"))
-    if not inputs and not patterns:
-        raise ManifestError(p_where, "no SceneFile and no other input path: nothing to warm")
-    return build_manifest(where, name[0], frames, inputs, extra, patterns)
+            inputs.append(check_path(value, f"{where}:{n}", key_case(text, key)))
+    return inputs
 
 
 def key_case(text: str, low: str) -> str:

@@ -123,8 +123,6 @@ def _one_line(exc: Exception) -> str:
 def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None) -> Manifest:
     from openjd.model import (
         DecodeValidationError,
-        ParameterValueType,
-        StepParameterSpaceIterator,
         create_job,
         decode_job_template,
         preprocess_job_parameters,
@@ -141,14 +139,8 @@ def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None
     values, farm = _parameter_values(docs.get("parameter_values"))
     defs = {d["name"]: d for d in template.get("parameterDefinitions") or [] if isinstance(d, dict) and "name" in d}
     pv_where = docs["parameter_values"][1] if "parameter_values" in docs else t_where
-    for name, value in values.items():
-        if defs.get(name, {}).get("type") == "PATH" and root is None:
-            check_path(value, pv_where, f"parameterValues {name}")
     if root is None:
-        for name, d in defs.items():
-            if (d.get("type") == "PATH" and d.get("dataFlow") in ("IN", "INOUT") and name not in values
-                    and "default" in d):
-                check_path(d["default"], t_where, f"parameterDefinitions {name}.default")
+        _check_given_paths(defs, values, pv_where, t_where)
     try:
         params = preprocess_job_parameters(job_template=job_template, job_parameter_values=values,
                                            job_template_dir=root or Path("/"), current_working_dir=root or Path("/"))
@@ -156,6 +148,30 @@ def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None
     except (DecodeValidationError, ValueError) as exc:
         raise ManifestError(pv_where, f"parameter values: {_one_line(exc)}") from exc
 
+    inputs = _path_inputs(defs, params, pv_where) + _asset_inputs(docs.get("asset_references"))
+    frames = _job_frames(job, t_where)
+    extra: dict[str, object] = {key: farm[k] for k, key in PREWARM_KEYS.items() if k in farm}
+    if "deadline:priority" in farm:
+        try:
+            extra["priority"] = int(str(farm["deadline:priority"]))
+        except ValueError as exc:
+            raise ManifestError(pv_where, f"deadline:priority: expected an integer, "
+                                          f"got {farm['deadline:priority']!r}") from exc
+    return build_manifest(where, job.name, frames, inputs, extra)
+
+
+def _check_given_paths(defs: dict[str, Any], values: dict[str, Any], pv_where: str, t_where: str) -> None:
+    """A bundle posted without its folder: its PATH values must already be absolute studio paths."""
+    for name, value in values.items():
+        if defs.get(name, {}).get("type") == "PATH":
+            check_path(value, pv_where, f"parameterValues {name}")
+    for name, d in defs.items():
+        if d.get("type") == "PATH" and d.get("dataFlow") in ("IN", "INOUT") and name not in values and "default" in d:
+            check_path(d["default"], t_where, f"parameterDefinitions {name}.default")
+
+
+def _path_inputs(defs: dict[str, Any], params: dict[str, Any], where: str) -> list[str]:
+    """PATH parameters read by the job (dataFlow IN or INOUT); folders keep a trailing `/`."""
     inputs: list[str] = []
     for name, d in defs.items():
         if d.get("type") != "PATH" or d.get("dataFlow") not in ("IN", "INOUT") or name not in params:
@@ -163,9 +179,14 @@ def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None
         path = params[name].value
         if not path:
             continue
-        check_path(path, pv_where, f"parameter {name}")
+        check_path(path, where, f"parameter {name}")
         inputs.append(path.rstrip("/") + "/" if d.get("objectType") == "DIRECTORY" else path)
-    inputs.extend(_asset_inputs(docs.get("asset_references")))
+    return inputs
+
+
+def _job_frames(job: Any, where: str) -> list[int]:
+    """The frames of every step with a frame task parameter, in task order, each once."""
+    from openjd.model import ParameterValueType, StepParameterSpaceIterator
 
     frames: dict[int, None] = {}
     for step in job.steps:
@@ -178,24 +199,16 @@ def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path | None
             continue
         iterator = StepParameterSpaceIterator(space=space)
         if len(iterator) > MAX_FRAMES:
-            raise ManifestError(t_where, f"step {step.name!r}: more than {MAX_FRAMES:,} tasks")
+            raise ManifestError(where, f"step {step.name!r}: more than {MAX_FRAMES:,} tasks")
         for task in iterator:
             task_value = task[names[0]]
             if task_value.type is ParameterValueType.INT:
                 frames[int(task_value.value)] = None
             else:
-                frames.update(dict.fromkeys(parse_frames(task_value.value, t_where, f"step {step.name} {names[0]}")))
+                frames.update(dict.fromkeys(parse_frames(task_value.value, where, f"step {step.name} {names[0]}")))
     if not frames:
-        raise ManifestError(t_where, "no step has a Frame task parameter (an INT range): which frames render?")
-
-    extra: dict[str, object] = {key: farm[k] for k, key in PREWARM_KEYS.items() if k in farm}
-    if "deadline:priority" in farm:
-        try:
-            extra["priority"] = int(str(farm["deadline:priority"]))
-        except ValueError as exc:
-            raise ManifestError(pv_where, f"deadline:priority: expected an integer, "
-                                          f"got {farm['deadline:priority']!r}") from exc
-    return build_manifest(where, job.name, list(frames), inputs, extra)
+        raise ManifestError(where, "no step has a Frame task parameter (an INT range): which frames render?")
+    return list(frames)
 
 
 def _parameter_values(doc: tuple[Any, str] | None) -> tuple[dict[str, str], dict[str, Any]]:
