@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--traces", action="append", default=[], metavar="PATH",
                    help="traces of earlier frames, when planning from a manifest; repeatable")
     add_redis_flag(p)
-    p.add_argument("--in-flight", type=int, metavar="N", help="reads in flight per worker (default 16)")
+    p.add_argument("--in-flight", type=int, metavar="N",
+                   help=f"reads in flight per worker (default: the setting, {Settings().in_flight})")
     p.add_argument("--rate", metavar="RATE",
                    help="cap, e.g. 50MB/s or off; with Redis it becomes the gateway's shared rate for all workers")
     p.add_argument("--gateway", action="append", default=[], metavar="NAME",

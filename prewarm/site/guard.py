@@ -162,7 +162,11 @@ class Guard:
 
     def open(self, studio: str, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
         """A descriptor on the resolved file, checked after the open; the caller closes it."""
-        where = self.resolve(studio)
+        return self.open_resolved(studio, self.resolve(studio), flags)
+
+    def open_resolved(self, studio: str, where: Resolved, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
+        """Open what `resolve` found, then make sure the descriptor is that file: if a folder on
+        the way was swapped for a symlink since, the kernel's name for it differs and it is refused."""
         fd = os.open(where.local, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")
