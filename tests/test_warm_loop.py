@@ -291,3 +291,20 @@ def test_many_threads_falling_back_from_o_direct_at_once_read_the_right_file(stu
         finally:
             f.close()
         assert got == [5] * 64
+
+
+def test_missing_inputs_make_an_embedded_warm_partial_and_optional_ones_do_not(studio: Studio) -> None:
+    from dataclasses import replace
+
+    from prewarm.plan.model import Finding
+
+    a = studio.file("a.tx", MiB)
+    plan = studio.whole([a])
+    gone = Finding("/studio/proj/gone.tx", "not found", 4)
+    maybe = Finding("/studio/proj/maybe.tx", "not found (optional input)", 5, optional=True)
+    info = run_embedded(replace(plan, missing=(gone, maybe)), studio.settings())
+    assert info.state is JobState.PARTIAL and info.counters["inputs_missing"] == 1
+    assert info.counters["bytes_done"] == MiB
+    assert run_embedded(replace(plan, missing=(maybe,)), studio.settings()).state is JobState.DONE
+    nothing = run_embedded(replace(plan, ranges=(), metadata=(), missing=(gone,)), studio.settings())
+    assert nothing.state is JobState.PARTIAL, "all inputs missing: not done, and nothing planned failed either"

@@ -324,3 +324,18 @@ def test_workers_refuse_paths_outside_their_roots_even_if_the_submitter_did_not(
     assert info is not None and info.state is JobState.PARTIAL
     assert [(f.path, f.kind) for f in info.findings] == [("/etc/hostname", FindingKind.OUTSIDE)]
     assert info.counters["bytes_done"] == 1000 and info.failed_ranges == 0
+
+
+def test_missing_inputs_make_a_redis_job_partial_by_the_same_rule(r: redis.Redis, studio: Studio) -> None:
+    from dataclasses import replace
+
+    from prewarm.plan.model import Finding
+
+    plan = replace(studio.whole([studio.file("a.tx", MiB)]), missing=(Finding("/studio/proj/gone.tx", "not found"),))
+    sent = Sent()
+    job = runner.submit(r, plan, studio.settings(), sent, "gw1")
+    drain(r, studio, sent)
+    info = job.info()
+    assert info is not None and info.state is JobState.PARTIAL and info.counters["inputs_missing"] == 1
+    empty = runner.submit(r, replace(plan, ranges=(), metadata=()), studio.settings(), sent, "gw1")
+    assert empty.state() is JobState.PARTIAL, "no batches to send: the job ends at once, by the same rule"

@@ -44,6 +44,9 @@ def sweep_forever() -> None:
 
 @worker_ready.connect
 def _start_sweep(**_: object) -> None:
+    if not settings.allowed_roots():
+        log.warning("this worker has no allowed studio roots: every file will be refused. Set `roots` or "
+                    "`path_map` in its settings file (PREWARM_CONFIG or /etc/prewarm/config.yaml)")
     threading.Thread(target=sweep_forever, name="prewarm-sweep", daemon=True).start()
 
 

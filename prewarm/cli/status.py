@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from prewarm.cli.options import add_redis_flag, redis_of, site_settings
 from prewarm.errors import ConfigError
+from prewarm.site.settings import Settings
 from prewarm.warm.job import JobInfo, summary_lines
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.every <= 0:
         raise ConfigError("--every", "must be a positive number of seconds")
-    r = redis_of(site_settings(args), "status")
+    settings = site_settings(args)
+    r = redis_of(settings, "status")
     if args.follow:
         return follow(r, args.ids, args.oneline or not sys.stdout.isatty(), args.every)
     if args.ids:
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(infos[0].to_json() if len(infos) == 1 else [i.to_json() for i in infos], indent=1))
         for info in [] if args.json else infos:
             print(oneline(info, *_rate(r, info)) if args.oneline else "\n".join(summary_lines(info)))
+        _warn_unserved(settings, infos)
         return 0
     infos = recent(r, args.limit)
     if args.json:
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{i.id}  {i.state.value:<9} {i.gateway:<12} {i.name:<30} "
               f"{(c['bytes_done'] + c['bytes_skipped']) / 1e6:,.1f}/{i.bytes_planned / 1e6:,.1f} MB  "
               f"batches {i.batches_done}/{i.batches}  findings {c['files_failed']}")
+    _warn_unserved(settings, infos)
     return 0
 
 
@@ -158,3 +162,11 @@ def _bars(r: redis.Redis[bytes], ids: list[str], infos: list[JobInfo]) -> int:
                 return 0
             time.sleep(POLL_S)
             infos = _live(r, ids)
+
+
+def _warn_unserved(settings: Settings, infos: list[JobInfo]) -> None:
+    from prewarm.cli.warm import warn_unserved
+    from prewarm.state.celery_app import CelerySender
+
+    if any(not i.state.final for i in infos):
+        warn_unserved(CelerySender(settings), infos)

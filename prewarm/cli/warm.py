@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING
 
@@ -31,7 +32,7 @@ from prewarm.warm.job import JobInfo, JobState, summary_lines
 if TYPE_CHECKING:
     import redis
 
-    from prewarm.state.dispatch import Send
+    from prewarm.state.celery_app import CelerySender
 
 EXIT_UNFINISHED = 1
 
@@ -113,15 +114,15 @@ def run(args: argparse.Namespace) -> int:
     from prewarm.state.celery_app import CelerySender
 
     r = redis_of(settings, "warm")
-    send = CelerySender(settings).send
+    sender = CelerySender(settings)
     gateways = tuple(args.gateway) or settings.gateways(plan.gateways)
     if args.rate is not None:
         from prewarm.state.throttle import set_rate
 
         for gw in gateways:
             set_rate(r, gw, rate)
-    submitted = warming.submit_plan(r, plan, settings, send, args.source, gateways, reuse=False)
-    return _follow(r, list(submitted.ids), args, settings, send)
+    submitted = warming.submit_plan(r, plan, settings, sender.send, args.source, gateways, reuse=False)
+    return _follow(r, list(submitted.ids), args, settings, sender)
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -134,16 +135,18 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
     gw = r.hget(old.key, "gateway")
     if gw is None:
         raise ConfigError("--retry", f"no warm job {args.retry} (expired or never created)")
-    send = CelerySender(settings).send
-    job = runner.submit(r, old.plan(), settings, send, gw.decode(), retry_of=old)
-    return _follow(r, [job.id], args, settings, send)
+    sender = CelerySender(settings)
+    job = runner.submit(r, old.plan(), settings, sender.send, gw.decode(), retry_of=old)
+    return _follow(r, [job.id], args, settings, sender)
 
 
-def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, settings: Settings, send: Send) -> int:
+def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, settings: Settings,
+            sender: CelerySender) -> int:
     """Wait for the jobs to end, showing progress; meanwhile re-send batches lost on the way (see dispatch)."""
     from prewarm.state import keys, runner
     from prewarm.state.jobs import WarmJob
 
+    warn_unserved(sender, [h.info(findings=False) for h in (WarmJob(r, i) for i in ids)])
     if args.no_wait:
         for job_id in ids:
             print(job_id)
@@ -172,11 +175,20 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
             moved_at = now
         if time.monotonic() >= next_refill:
             for gw in {i.gateway for i in live}:
-                runner.refill(r, gw, settings, send)
+                runner.refill(r, gw, settings, sender.send)
             next_refill = time.monotonic() + REFILL_S
         time.sleep(POLL_S)
     progress.done()
     return _report([i for i in (h.info() for h in handles) if i is not None], args.json)
+
+
+def warn_unserved(sender: CelerySender, infos: Sequence[JobInfo | None]) -> None:
+    """Say at once when no worker consumes a queued or running job's queue: it would wait forever."""
+    gateways = {i.gateway for i in infos if i is not None and not i.state.final}
+    for queue in sender.unserved(gateways) if gateways else ():
+        gateway = queue.removeprefix("prewarm.")
+        print(f"no worker consumes {queue}: start one with `prewarm worker --gateway {gateway}` "
+              f"(or `celery -A workers worker -Q {queue} -P threads`) against this Redis", file=sys.stderr)
 
 
 def _combined(infos: list[JobInfo]) -> JobInfo:

@@ -119,7 +119,7 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
     listed.update(dict.fromkeys(d for d in sorted(ts.listed) if traced_ok(d + "/x")))
     metadata.extend(MetaOp(Op.READDIR, d) for d in listed)
 
-    missing = [Finding(m.path, m.reason + (" (optional input)" if m.optional else ""), m.input_line)
+    missing = [Finding(m.path, m.reason + (" (optional input)" if m.optional else ""), m.input_line, m.optional)
                for m in resolved.missing]
     missing += [Finding(p, why) for p, why in result.missing]
     stats = {"trace_records": ts.records, "trace_frames": len(ts.frames), **trace_counts,

@@ -75,6 +75,12 @@ class Finding:
     path: str
     reason: str
     line: int | None = None
+    optional: bool = False
+    """The manifest said the input may be absent: shown, but the warm is not less for it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "reason": self.reason, "line": self.line,
+                **({"optional": True} if self.optional else {})}
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,11 @@ class Plan:
     @property
     def bytes(self) -> int:
         return sum(r.length for r in self.ranges)
+
+    @property
+    def missing_inputs(self) -> int:
+        """Inputs the render needs that are not there (optional ones do not count)."""
+        return sum(not m.optional for m in self.missing)
 
     def summary(self) -> dict[str, Any]:
         by_reason: Counter[str] = Counter()
@@ -132,7 +143,7 @@ class Plan:
             "ranges": [r.to_json() for r in self.ranges],
             "metadata": [{"op": m.op.value, "path": m.path} for m in self.metadata],
             "files": {p: {"size": f.size, "mtime": f.mtime} for p, f in sorted(self.files.items())},
-            "missing": [{"path": m.path, "reason": m.reason, "line": m.line} for m in self.missing],
+            "missing": [m.to_json() for m in self.missing],
             "dropped": [r.to_json() for r in self.dropped],
             "summary": self.summary(),
         }
@@ -171,7 +182,8 @@ class Plan:
             line = mm.get("line")
             missing.append(Finding(v.string(mm.get("path"), f"missing[{i}].path"),
                                    v.string(mm.get("reason"), f"missing[{i}].reason"),
-                                   None if line is None else v.integer(line, f"missing[{i}].line")))
+                                   None if line is None else v.integer(line, f"missing[{i}].line"),
+                                   v.boolean(mm.get("optional", False), f"missing[{i}].optional")))
         start = obj.get("start")
         gateways = tuple(v.string(g, f"gateways[{i}]")
                          for i, g in enumerate(v.array(obj.get("gateways", []), "gateways")))
@@ -213,6 +225,11 @@ class _Validator:
     def integer(self, value: Any, fld: str, lo: int = 0) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= MAX_OFFSET:
             self.fail(fld, f"expected an integer >= {lo}" if lo > -MAX_OFFSET else "expected an integer")
+        return value
+
+    def boolean(self, value: Any, fld: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(fld, "expected true or false")
         return value
 
     def number(self, value: Any, fld: str) -> float:

@@ -40,6 +40,10 @@ MAX_LINKS = 40
 """Symlinks followed while resolving one path, as Linux's own limit: more is a loop."""
 
 
+NO_ROOTS = ("this machine has no allowed studio roots: set `roots` or `path_map` in its settings file "
+            "(PREWARM_CONFIG or /etc/prewarm/config.yaml)")
+
+
 class Refused(OSError):
     """A path the site does not allow: outside the roots, or led outside them by a symlink."""
 
@@ -103,12 +107,17 @@ class Guard:
         """The text check alone (see `inside`)."""
         return inside(studio, self.roots)
 
+    def refusal(self, studio: str) -> str | None:
+        """Why the text of `studio` alone is refused, or None: the check made before any IO."""
+        if not self.roots:
+            return NO_ROOTS
+        return None if inside(studio, self.roots) else "outside the allowed studio roots"
+
     def resolve(self, studio: str) -> Resolved:
         """The symlink-free location of `studio`; `Refused` or the file system's OSError."""
         path = studio.rstrip("/") or "/"
         if not self.roots:
-            raise Refused(studio, "this machine has no allowed studio roots: set `roots` or `path_map` in its "
-                                  "settings file (PREWARM_CONFIG or /etc/prewarm/config.yaml)")
+            raise Refused(studio, NO_ROOTS)
         if not is_clean(path):
             raise Refused(studio, "not a clean absolute path")
         links = 0

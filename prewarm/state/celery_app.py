@@ -13,6 +13,8 @@ app, and the product never imports the worker package.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from celery import Celery
 
 from prewarm.site.settings import Settings
@@ -45,8 +47,24 @@ def make_app(settings: Settings, include: tuple[str, ...] = ()) -> Celery:
         },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         worker_hijack_root_logger=False,
+        # a worker started with no -Q serves the default gateway, where plans that name none go
+        task_default_queue=keys.queue(settings.queue),
     )
     return app
+
+
+CONSUMERS_TIMEOUT_S = 1.0
+"""How long to wait for workers to say which queues they consume: a live worker answers in milliseconds."""
+
+
+def consumers(app: Celery, timeout: float = CONSUMERS_TIMEOUT_S) -> dict[str, set[str]]:
+    """Queue name -> the workers consuming it now, as they answer a broadcast (empty: nobody answered)."""
+    answers = app.control.inspect(timeout=timeout).active_queues() or {}
+    out: dict[str, set[str]] = {}
+    for worker, queues in answers.items():
+        for q in queues or ():
+            out.setdefault(str(q.get("name")), set()).add(str(worker))
+    return out
 
 
 class CelerySender:
@@ -62,3 +80,8 @@ class CelerySender:
 
     def revoke(self, task_ids: list[str]) -> None:
         self.app.control.revoke(task_ids)
+
+    def unserved(self, gateways: Iterable[str]) -> list[str]:
+        """The queues of `gateways` that no worker consumes right now."""
+        served = consumers(self.app)
+        return sorted({keys.queue(g) for g in gateways} - set(served))

@@ -31,7 +31,15 @@ from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.state import keys
 from prewarm.warm.batches import Batch
-from prewarm.warm.job import FAILURE_COUNTERS, PROGRESS_COUNTERS, JobInfo, JobState
+from prewarm.warm.job import (
+    FAILURE_COUNTERS,
+    JOB_COUNTERS,
+    PLANNED_COUNTERS,
+    PROGRESS_COUNTERS,
+    JobInfo,
+    JobState,
+    final_state,
+)
 from prewarm.warm.results import FileFinding, WarmResult
 from prewarm.warm.timeline import Point
 
@@ -70,7 +78,7 @@ if redis.call('SCARD', done) >= tonumber(redis.call('HGET', job, 'batches')) the
     end
     local state = 'done'
     if redis.call('HLEN', findings) > 0 or any(res.failure) then
-      if any(res.progress) then state = 'partial' else state = 'failed' end
+      if any(res.planned) and not any(res.progress) then state = 'failed' else state = 'partial' end
     end
     redis.call('HSET', job, 'state', state)
   end
@@ -120,9 +128,11 @@ class WarmJob:
             "meta_planned": sum(len(b.meta) for b in batches),
             "retry_of": retry_of or "",
             **dict.fromkeys(WarmResult.COUNTERS, 0),
+            "inputs_missing": 0 if retry_of else plan.missing_inputs,
         }
-        if not batches:
-            fields.update(state=JobState.DONE.value, started=now, finished=now)
+        if not batches:  # nothing to send: the job ends now, by the same rule
+            numbers = {str(k): int(v) for k, v in fields.items() if k in (*JOB_COUNTERS, *PLANNED_COUNTERS)}
+            fields.update(state=final_state(numbers, 0).value, started=now, finished=now)
         names = [job.key, job.part("plan"), job.part("batches")]
         with r.pipeline(transaction=False) as p:
             p.set(names[1], json.dumps(plan.to_json()))
@@ -191,6 +201,7 @@ class WarmJob:
         """Record a batch's result once; False if it was already recorded (a redelivery)."""
         payload = {"names": list(WarmResult.COUNTERS), "counters": result.counters(),
                    "failure": list(FAILURE_COUNTERS), "progress": list(PROGRESS_COUNTERS),
+                   "planned": list(PLANNED_COUNTERS),
                    "findings": [f.to_json() for f in result.findings.values()],
                    "failed": [[r.path, r.offset, r.length] for r in result.failed]}
         names = [self.key, self.part("done"), self.part("findings"), self.part("failed")]
@@ -238,7 +249,7 @@ class WarmJob:
             priority=int(h["priority"]), start=num("start"), batches=int(h["batches"]),
             batches_done=int(h["batches_done"]), bytes_planned=int(h["bytes_planned"]),
             files_planned=int(h["files_planned"]), meta_planned=int(h["meta_planned"]),
-            counters={k: int(h.get(k, 0)) for k in WarmResult.COUNTERS}, findings=found,
+            counters={k: int(h.get(k, 0)) for k in JOB_COUNTERS}, findings=found,
             failed_ranges=int(self.r.llen(self.part("failed"))), retry_of=h.get("retry_of") or None)
 
 

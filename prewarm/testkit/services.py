@@ -146,6 +146,19 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
+def start_prewarm_worker(config: Path, log: Path, gateways: tuple[str, ...] = (), redis_url: str | None = None,
+                         concurrency: int = 2) -> Worker:
+    """A worker started the way the README says: `prewarm --config FILE worker [--gateway NAME]...`."""
+    argv = [sys.executable, "-m", "prewarm", "--config", str(config), "worker", "-c", str(concurrency)]
+    argv += [a for g in gateways for a in ("--gateway", g)]
+    if redis_url:
+        argv += ["--redis", redis_url]
+    env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT)
+    return Worker(proc, log)
+
+
 def start_worker(config: Path, queue: str, log: Path, name: str, concurrency: int = 4,
                  redis_url: str | None = None, loglevel: str = "info") -> Worker:
     """Start a worker (not waiting for it: see `Worker.wait_ready`); its log goes to `log`.

@@ -39,7 +39,7 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     def report(snapshot: Snapshot) -> None:
         sampler(snapshot)
         if progress is not None:
-            info.counters = dict(snapshot.counters)
+            info.counters = {**snapshot.counters, "inputs_missing": plan.missing_inputs}
             progress(info)
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
@@ -48,10 +48,10 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                       progress=report)
     result = warm_batch(batch, ctx)
     sampler.flush()
-    info.counters = result.counters()
+    info.counters = {**result.counters(), "inputs_missing": plan.missing_inputs}
     info.findings = sorted(result.findings.values(), key=lambda f: f.path)
     info.failed_ranges = len(result.failed)
     info.batches_done = 1
     info.finished = time.time()
-    info.state = final_state(info.counters, len(info.findings))
+    info.state = final_state(info.numbers(), len(info.findings))
     return info

@@ -33,22 +33,28 @@ class JobState(StrEnum):
         return self in (JobState.DONE, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED)
 
 
-FAILURE_COUNTERS = ("bytes_failed", "files_failed", "meta_failed")
-"""Any of these above zero, or any finding, and the job did not fully succeed."""
+FAILURE_COUNTERS = ("bytes_failed", "files_failed", "meta_failed", "inputs_missing")
+"""Any of these above zero, or any finding, and the job did not fully succeed. A missing
+input counts: the render will miss it as surely as a file that failed to warm."""
 
 PROGRESS_COUNTERS = ("bytes_done", "bytes_skipped", "meta_done")
-"""All of these zero as well, and nothing at all was warmed: the job failed."""
+PLANNED_COUNTERS = ("bytes_planned", "meta_planned")
+"""With work planned and no progress at all, the job failed: nothing could be warmed."""
+
+JOB_COUNTERS = (*WarmResult.COUNTERS, "inputs_missing")
+"""What a job counts: its batches' counters, and the plan's missing inputs."""
 
 
-def final_state(counters: Mapping[str, int], findings: int) -> JobState:
+def final_state(numbers: Mapping[str, int], findings: int) -> JobState:
     """The state a job ends in once every batch is recorded: the one rule.
 
-    Redis-backed jobs end in a Lua script (`prewarm.state.jobs`) that is handed
-    `FAILURE_COUNTERS` and `PROGRESS_COUNTERS` and applies exactly this.
+    `numbers` holds the job's counters and planned totals. Redis-backed jobs end in a
+    Lua script (`prewarm.state.jobs`) that is handed these three lists and applies
+    exactly this.
     """
-    if not findings and not any(counters.get(k, 0) for k in FAILURE_COUNTERS):
+    if not findings and not any(numbers.get(k, 0) for k in FAILURE_COUNTERS):
         return JobState.DONE
-    if not any(counters.get(k, 0) for k in PROGRESS_COUNTERS):
+    if any(numbers.get(k, 0) for k in PLANNED_COUNTERS) and not any(numbers.get(k, 0) for k in PROGRESS_COUNTERS):
         return JobState.FAILED
     return JobState.PARTIAL
 
@@ -69,12 +75,16 @@ class JobInfo:
     bytes_planned: int = 0
     files_planned: int = 0
     meta_planned: int = 0
-    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WarmResult.COUNTERS, 0))
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_COUNTERS, 0))
     findings: list[FileFinding] = field(default_factory=list)
     failed_ranges: int = 0
     retry_of: str | None = None
     samples: list[Point] = field(default_factory=list)
     """Bytes and reads in flight per second (prewarm.timeline): filled by the embedded mode; from Redis on request."""
+
+    def numbers(self) -> dict[str, int]:
+        """Counters and planned totals: what `final_state` judges."""
+        return {**self.counters, "bytes_planned": self.bytes_planned, "meta_planned": self.meta_planned}
 
     @property
     def elapsed(self) -> float | None:
@@ -98,6 +108,8 @@ def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
         f"{_mb(c['bytes_done'])} read, {_mb(c['bytes_skipped'])} already warm, {_mb(c['bytes_failed'])} failed "
         f"of {_mb(info.bytes_planned)}; files {c['files_done']} warmed, {c['files_skipped']} already warm, "
         f"{c['files_failed']} failed of {info.files_planned}; metadata {c['meta_done']} ok, {c['meta_failed']} failed"]
+    if c.get("inputs_missing"):
+        lines.append(f"  missing inputs: {c['inputs_missing']} (listed in the plan's `missing`): the render will miss them")
     by_kind: dict[str, list[FileFinding]] = {}
     for f in info.findings:
         by_kind.setdefault(f.kind.value, []).append(f)

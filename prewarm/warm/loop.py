@@ -154,8 +154,8 @@ class _Run:
         self.claimed: dict[tuple[str, int], Claim] = {}
         self.attempted: set[tuple[str, int]] = set()
         for op in batch.meta:
-            if not ctx.reader.allows(op.path):
-                self._refuse(op.path)
+            if why := ctx.reader.refusal(op.path):
+                self._finding(op.path, FindingKind.OUTSIDE, f"{why}: not read")
                 self.result.meta_failed += 1
             elif op.op is Op.READDIR:
                 self.listings.append(op)
@@ -163,8 +163,8 @@ class _Run:
             else:
                 self.meta.append(op)
         for pos, r in enumerate(batch.reads):
-            if not ctx.reader.allows(r.path):
-                self._refuse(r.path)
+            if why := ctx.reader.refusal(r.path):
+                self._finding(r.path, FindingKind.OUTSIDE, f"{why}: not read")
                 self.result.bytes_failed += r.length
                 continue
             f = self.files.get(r.path)
@@ -192,10 +192,6 @@ class _Run:
         self.to_open = deque(p for p in self.to_open if p not in gone)
         for d, parked in self.listing.items():
             self.listing[d] = [p for p in parked if p not in gone]
-
-    def _refuse(self, path: str) -> None:
-        """Outside the roots by its text alone: refused before anything is mapped or opened."""
-        self._finding(path, FindingKind.OUTSIDE, "outside the allowed studio roots: not read")
 
     def _finding(self, path: str, kind: FindingKind, text: str) -> None:
         self.failed_here.add(path)

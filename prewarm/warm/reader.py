@@ -48,8 +48,8 @@ class OpenFile(Protocol):
 class Reader(Protocol):
     """Opens, stats and lists studio paths; raises OSError (`Refused` included) as the site says."""
 
-    def allows(self, path: str) -> bool:
-        """Whether the path's text lies inside the roots: checked before any IO."""
+    def refusal(self, path: str) -> str | None:
+        """Why the path's text alone is refused (outside the roots, no roots at all), or None: before any IO."""
 
     def open(self, path: str) -> OpenFile: ...
 
@@ -143,8 +143,8 @@ class DirectReader:
         self.guard = guard
         self.direct = direct
 
-    def allows(self, path: str) -> bool:
-        return self.guard.allows(path)
+    def refusal(self, path: str) -> str | None:
+        return self.guard.refusal(path)
 
     def open(self, path: str) -> OpenFile:
         return _File(self.guard, path, self.direct)
