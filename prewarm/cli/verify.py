@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     warming.check_plan(plan, settings, args.source)
     ranges = [ByteRange(r.path, r.offset, r.length) for r in plan.ranges]
     samples = verify.choose(ranges, args.sample, plan.granule, args.seed)
-    reader = DirectReader()
+    reader = DirectReader(settings.read_mode)
 
     def read(s: ByteRange) -> None:
         f = reader.open(settings.path_map.to_local(s.path))

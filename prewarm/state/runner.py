@@ -68,7 +68,7 @@ def run_batch(r: redis.Redis, settings: Settings, job_id: str, index: int, send:
         job.mark_running()
         sampler = Sampler(job.record_point)
         ctx = WarmContext(
-            reader=reader or DirectReader(), roots=settings.allowed_roots(), to_local=settings.path_map.to_local,
+            reader=reader or DirectReader(settings.read_mode), roots=settings.allowed_roots(), to_local=settings.path_map.to_local,
             throttle=RedisThrottle(r, gw, settings.throttle_bps), in_flight=settings.in_flight,
             dedupe=RedisDedupe(r, gw, job_id, settings.granule, settings.dedupe_ttl_s),
             should_stop=job.cancelled, progress=sampler)

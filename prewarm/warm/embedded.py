@@ -43,7 +43,7 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
                 if settings.throttle_bps else Unthrottled())
-    ctx = WarmContext(reader=reader or DirectReader(), roots=settings.allowed_roots(),
+    ctx = WarmContext(reader=reader or DirectReader(settings.read_mode), roots=settings.allowed_roots(),
                       to_local=settings.path_map.to_local, throttle=throttle, in_flight=settings.in_flight,
                       progress=report)
     result = warm_batch(batch, ctx)

@@ -1,12 +1,16 @@
-"""Read byte ranges so that the reads reach the gateway, not this host's page cache.
+"""Read byte ranges so that the reads reach the gateway's cache and fill it.
 
-A buffered re-read of a range this worker read before is answered from its own page
-cache and never reaches the gateway, even if the gateway evicted it. So files are
-opened with `O_DIRECT` where the mount allows it (the Linux NFS client accepts
-unaligned O_DIRECT reads into any buffer; local file systems want aligned ones,
-hence an `mmap` buffer, which is page aligned). Where O_DIRECT is refused (tmpfs at
-open, some file systems at read with EINVAL) the file is reopened buffered and each
-read is followed by `POSIX_FADV_DONTNEED`, which drops the pages just read.
+How depends on the mount a file is on (`prewarm.site.mounts.choose_read`, per
+`read_mode`), decided once per device:
+- a render-side client of the gateway's export: a buffered re-read of a range this
+  worker read before is answered from its own page cache and never reaches the
+  gateway, so files are opened with `O_DIRECT` (the Linux NFS client accepts
+  unaligned O_DIRECT reads into any buffer; local file systems want aligned ones,
+  hence an `mmap` buffer, which is page aligned). Where O_DIRECT is refused (tmpfs
+  at open, some file systems at read with EINVAL) the file is reopened buffered and
+  each read is followed by `POSIX_FADV_DONTNEED`, which drops the pages just read;
+- the gateway's own `fsc` mount: O_DIRECT would skip fscache, so reads are buffered,
+  and the pages are dropped only where the kernel keeps the cache write (>= 6.4).
 
 A file is opened once per batch and shared by the reader threads: `pread` has no
 file position, so concurrent reads of one descriptor are safe.
@@ -19,7 +23,21 @@ import mmap
 import os
 import stat
 import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
+
+from prewarm.site.mounts import (
+    Kernel,
+    Mount,
+    ReadChoice,
+    ReadMode,
+    by_device,
+    by_path,
+    choose_read,
+    device_of,
+    read_mounts,
+    this_kernel,
+)
 
 BUFFER_BYTES = 1 << 20
 """Largest single read; longer ranges are read in several calls (granules are 1 MiB)."""
@@ -66,10 +84,11 @@ def _buffer() -> mmap.mmap:
 
 
 class _File:
-    def __init__(self, path: str, direct: bool) -> None:
+    def __init__(self, path: str, direct: bool, drop_pages: bool = True) -> None:
         self.path = path
         self.fd = -1
         self.direct = False
+        self.drop_pages = drop_pages
         if direct and hasattr(os, "O_DIRECT"):
             try:
                 self.fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
@@ -112,7 +131,7 @@ class _File:
                     self._fall_back()
                     continue
                 raise
-            if not direct:
+            if not direct and self.drop_pages:
                 os.posix_fadvise(fd, offset + done, got, os.POSIX_FADV_DONTNEED)
             if got == 0:
                 break
@@ -125,13 +144,44 @@ class _File:
 
 
 class DirectReader:
-    """The production reader: O_DIRECT when the mount allows it, else buffered and dropped."""
+    """The production reader: each file read the way its mount needs (see the module docstring).
 
-    def __init__(self, direct: bool = True) -> None:
-        self.direct = direct
+    The mount table is read again when a file is on a device not seen before (a mount
+    that appeared since), so a long-lived worker follows its mounts.
+    """
+
+    def __init__(self, mode: ReadMode | str = ReadMode.AUTO,
+                 mounts: Callable[[], Sequence[Mount]] = read_mounts,
+                 kernel: Kernel | None = None) -> None:
+        self.mode = ReadMode(mode)
+        self._mounts = mounts
+        self._kernel = kernel or this_kernel()
+        self._table: Sequence[Mount] | None = None
+        self._choices: dict[int, ReadChoice] = {}
+        self._lock = threading.Lock()
+
+    def choice(self, path: str) -> ReadChoice:
+        """How `path` is read; raises OSError as `stat` does (a missing file)."""
+        dev = os.stat(path).st_dev
+        with self._lock:
+            found = self._choices.get(dev)
+        if found is not None:
+            return found
+        table = self._table if self._table is not None else self._mounts()
+        mount = by_device(table, device_of(dev))
+        if mount is None and self._table is not None:
+            table = self._mounts()
+            mount = by_device(table, device_of(dev))
+        mount = mount or by_path(table, os.path.realpath(path))
+        made = choose_read(self.mode, mount, self._kernel)
+        with self._lock:
+            self._table = table
+            self._choices[dev] = made
+        return made
 
     def open(self, path: str) -> OpenFile:
-        return _File(path, self.direct)
+        c = self.choice(path)
+        return _File(path, c.direct, c.drop_pages)
 
     def stat(self, path: str) -> None:
         """A LOOKUP and GETATTR through the gateway: warms its attribute and dentry caches."""
