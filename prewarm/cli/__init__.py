@@ -15,7 +15,7 @@ import sys
 from prewarm import __version__
 from prewarm.errors import InputError, ServiceError
 
-COMMANDS = ("plan", "sample", "twin", "warm", "status", "cancel", "throttle", "serve", "submit", "traces", "record", "report", "evaluate", "verify", "metrics", "watch")
+COMMANDS = ("plan", "sample", "twin", "warm", "doctor", "status", "cancel", "throttle", "serve", "submit", "traces", "record", "report", "evaluate", "verify", "metrics", "watch")
 
 EXIT_INPUT = 2
 EXIT_SERVICE = 3
