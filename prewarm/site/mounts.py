@@ -228,8 +228,11 @@ def choose_read(mode: ReadMode, mount: Mount | None, kernel: Kernel | None) -> R
     if fsc:
         return ReadChoice(False, drop, "the gateway's own fsc mount: buffered reads fill fscache"
                           + ("" if drop else _KEEP_PAGES))
-    what = "no mount found" if mount is None else f"{mount.fstype} without fsc"
-    return ReadChoice(True, True, f"{what}: O_DIRECT, so reads reach the gateway, not this host's page cache")
+    if mount is not None and mount.nfs:
+        return ReadChoice(True, True, "an NFS client without fsc: O_DIRECT, so reads reach the gateway, "
+                                      "not this host's page cache")
+    what = "no mount found" if mount is None else f"{mount.fstype}, not an NFS mount"
+    return ReadChoice(True, True, f"{what}: O_DIRECT (buffered, pages dropped, where it is refused)")
 
 
 _KEEP_PAGES = "; pages kept (dropping them on kernels < 6.4 may cancel the cache write)"
