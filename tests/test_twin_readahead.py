@@ -8,6 +8,7 @@ from prewarm.twin.readahead import (
     PAGE,
     READY,
     FilePages,
+    RaState,
     init_size,
     next_size,
     read_pages,
@@ -87,3 +88,13 @@ def test_nothing_is_fetched_past_the_end_of_the_file() -> None:
     assert read_pages(fp, 0, 10, size, RA) == [(0, 4)]
     assert read_pages(fp, size, 10, size, RA) == []
     assert read_pages(pages(0), 0, 10, 0, RA) == []
+
+
+def test_a_page_brought_by_a_marks_readahead_is_not_read_again() -> None:
+    """A read crossing a mark: the window it starts holds the next page, which then needs no readahead of its own."""
+    fp = pages(64 * MiB)
+    fp.state[163:179] = bytes([READY]) * 16           # a context window of 16 pages, its mark on the last one
+    fp.marks = {178}
+    fp.ra = RaState(163, 16, 1)
+    runs = read_pages(fp, 175 * PAGE, 37_000, 64 * MiB, RA)
+    assert runs == [(179, 243), (243, 499)], "the expected window, then the one its own mark starts"

@@ -103,6 +103,9 @@ def read_pages(fp: FilePages, offset: int, length: int, size: int, max_pages: in
             _ondemand(fp, m, last_req - m, True, max_pages, runs)
         if miss < 0:
             break
+        if fp.state[miss] != MISSING:  # the readahead a mark started brought it
+            i = miss
+            continue
         _ondemand(fp, miss, last_req - miss, False, max_pages, runs)
         if fp.state[miss] == MISSING:  # the window left it out: read on its own, as read_folio does
             _add(fp, miss, 1, 0, runs)
