@@ -79,11 +79,13 @@ class TwinHandle:
 
     def stats(self) -> dict[str, Any]:
         """The twin's own counters (`GET /stats`)."""
-        return http_json(self.url + "/stats")
+        stats: dict[str, Any] = http_json(self.url + "/stats")
+        return stats
 
     def mount_stats(self) -> dict[str, Any]:
         """The knfsd agent's view (`GET /api/v1/mountStats`)."""
-        return http_json(self.url + "/api/v1/mountStats")
+        stats: dict[str, Any] = http_json(self.url + "/api/v1/mountStats")
+        return stats
 
     def reads(self) -> list[tuple[str, int, int]]:
         """Client reads (path inside the mount, offset, length) since the last reset; needs `log_reads`."""
