@@ -24,7 +24,7 @@ _MARK = {"ok": "ok", "info": "--", "warn": "WARN", "fail": "FAIL"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("doctor", help="say what a warm on this machine will do, and why (exit 1 if it would be useless)",
+    p = sub.add_parser("doctor", help="say what a warm on this machine will do, and why (exit 1 if useless)",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     p.add_argument("mount", nargs="?", metavar="MOUNT", help="a local directory to warm through (the gateway mount)")
     p.add_argument("--local", action="append", default=[], metavar="STUDIO=LOCAL",

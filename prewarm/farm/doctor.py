@@ -167,8 +167,8 @@ def _kernel(kernel: Kernel | None, mount: Mount | None) -> Check:
     caveats = kernel.fscache_caveats()
     gateway_side = mount is not None and mount.fsc
     status = Status.WARN if caveats and gateway_side else (Status.INFO if caveats else Status.OK)
-    return Check("kernel", status, f"{kernel}" + (f": {'; '.join(caveats)}" if caveats else ": no known fscache caveat"),
-                 {"kernel": str(kernel), "caveats": list(caveats)})
+    said = f": {'; '.join(caveats)}" if caveats else ": no known fscache caveat"
+    return Check("kernel", status, f"{kernel}{said}", {"kernel": str(kernel), "caveats": list(caveats)})
 
 
 def _walk(top: str) -> Iterator[str]:
@@ -327,10 +327,10 @@ def service_checks(settings: Settings, consumers: Consumers = celery_consumers) 
             out.append(Check(f"workers {gw}", Status.OK, f"{len(who)} worker(s) consume {queue}: {', '.join(who)}",
                              {"queue": queue, "workers": who}))
         else:
-            out.append(Check(f"workers {gw}", Status.FAIL, f"no worker consumes {queue} (answered within "
-                                                           f"{TIMEOUT_S:.0f} s: {', '.join(sorted(by_worker)) or 'none'}); "
-                                                           f"warms of gateway {gw} would stay queued",
-                             {"queue": queue, "workers": []}))
+            answered = ", ".join(sorted(by_worker)) or "none"
+            out.append(Check(f"workers {gw}", Status.FAIL,
+                             f"no worker consumes {queue} (answered within {TIMEOUT_S:.0f} s: {answered}); "
+                             f"warms of gateway {gw} would stay queued", {"queue": queue, "workers": []}))
     return out
 
 

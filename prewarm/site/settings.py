@@ -193,7 +193,8 @@ def _site_value(name: str, value: object, where: str) -> Any:
         if value is not None and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
             raise ConfigError(where, "expected an http:// or https:// URL")
         return value
+    urls = value.items() if isinstance(value, dict) else ()
     if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and v.startswith(("http://", "https://")) for k, v in value.items()):
+            isinstance(k, str) and isinstance(v, str) and v.startswith(("http://", "https://")) for k, v in urls):
         raise ConfigError(where, "expected a mapping of gateway name to agent URL (http://...)")
     return dict(value)
