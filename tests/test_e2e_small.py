@@ -32,7 +32,7 @@ def test_embedded_warm_leaves_frames_nothing_to_fetch(tmp_path: Path, gateway_tw
     sizes = {"tex/a.tx": 96 * KiB, "tex/b.tx": 40 * KiB, "tex/unused.tx": 64 * KiB}
     for name, size in sizes.items():
         (origin / name).write_bytes(os.urandom(size))
-    twin = gateway_twin(origin, rtt_ms=5.0, mbps=None, granule=16 * KiB)
+    twin = gateway_twin(origin, rtt_ms=5.0, mbps=None, granule=16 * KiB, cache_model="chunk")
     mapping = PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "test")
     frames = [
         [Access(f"{STUDIO}/tex/a.tx", Op.READ, 0, 20 * KiB, frame=1),

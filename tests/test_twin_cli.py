@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from prewarm.site.mounts import mount_of
 from prewarm.twin.control import (
     fuse_missing,
     is_mounted,
@@ -100,6 +101,31 @@ def test_a_killed_twin_leaves_a_stale_mount_that_the_next_start_cleans(setup: Se
     assert json.loads(res.stdout)["pid"] != pid
     assert not is_stale(mount)
     assert (mount / "shot.abc").read_bytes() == (origin / "shot.abc").read_bytes()
+
+
+@pytest.mark.integration
+def test_an_fsc_twin_says_so_in_mountinfo_and_restarts_keeping_its_data(setup: Setup) -> None:
+    origin, mount, state = setup
+    res = prewarm("twin", "start", str(origin), str(mount), "--fsc", "--cache-model", "chunk", "--rsize", "256KiB",
+                  "--node-name", "proxy-1", "--rtt-ms", "1", "--state-dir", str(state))
+    assert res.returncode == 0, res.stderr
+    m = mount_of(str(mount))
+    assert m is not None and m.fsc and m.options["rsize"] == str(256 * 1024)
+    fd = os.open(mount / "shot.abc", os.O_RDONLY)
+    os.pread(fd, 1000, 0)
+    os.close(fd)
+    res = prewarm("twin", "restart", str(mount), "--state-dir", str(state))
+    assert res.returncode == 0 and "data kept" in res.stdout
+    stats = json.loads(prewarm("twin", "stats", str(mount), "--state-dir", str(state)).stdout)
+    assert (stats["restarts"], stats["wan_bytes"], stats["cached_bytes"]) == (1, 0, 300_000)
+    assert stats["config"]["fsc"] and stats["config"]["cache_model"] == "chunk"
+
+
+@pytest.mark.integration
+def test_a_bad_rsize_is_one_line(setup: Setup) -> None:
+    origin, mount, state = setup
+    res = prewarm("twin", "start", str(origin), str(mount), "--rsize", "100", "--state-dir", str(state))
+    assert res.returncode == 2 and "one 4 KiB page" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_missing_fusermount_names_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,8 @@
-"""The gateway twin through a real FUSE mount, read by this process, served by another."""
+"""The gateway twin through a real FUSE mount, read by this process, served by another.
+
+Tests of granule arithmetic run the chunk model; the page model and the fsc mount
+have test_twin_fsc.py.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def test_bytes_through_the_mount_equal_the_origin(gateway_twin: StartTwin, origi
 
 
 def test_first_read_misses_a_granule_second_read_hits(gateway_twin: StartTwin, origin: Path) -> None:
-    twin = gateway_twin(origin, rtt_ms=5, mbps=None)
+    twin = gateway_twin(origin, rtt_ms=5, mbps=None, cache_model="chunk")
     before = twin.stats()
     pread(twin.mount / "tex" / "a.tx", 4096, MiB + 100)
     first = twin.stats()
@@ -62,7 +66,7 @@ def test_first_read_misses_a_granule_second_read_hits(gateway_twin: StartTwin, o
 
 
 def test_sixteen_concurrent_readers_of_one_chunk_fetch_it_once(gateway_twin: StartTwin, origin: Path) -> None:
-    twin = gateway_twin(origin, rtt_ms=200, mbps=None)
+    twin = gateway_twin(origin, rtt_ms=200, mbps=None, cache_model="chunk")
     os.stat(twin.mount / "tex" / "a.tx")
     twin.reset()
     expected = (origin / "tex" / "a.tx").read_bytes()[2 * MiB:3 * MiB]
@@ -84,7 +88,7 @@ def test_sixteen_concurrent_readers_of_one_chunk_fetch_it_once(gateway_twin: Sta
 
 
 def test_capacity_smaller_than_the_data_evicts_least_recently_used(gateway_twin: StartTwin, origin: Path) -> None:
-    twin = gateway_twin(origin, rtt_ms=1, mbps=None, capacity=2 * MiB)
+    twin = gateway_twin(origin, rtt_ms=1, mbps=None, capacity=2 * MiB, cache_model="chunk")
     f = twin.mount / "tex" / "a.tx"
     for chunk in (0, 1, 0, 2):       # touching 0 again makes 1 the least recently used
         pread(f, 10, chunk * MiB)
@@ -123,7 +127,7 @@ def test_long_ttl_hides_an_origin_change_until_expiry(gateway_twin: StartTwin, o
 
 
 def test_counters_over_http_reset_and_drop(gateway_twin: StartTwin, origin: Path) -> None:
-    twin = gateway_twin(origin, rtt_ms=1, mbps=None)
+    twin = gateway_twin(origin, rtt_ms=1, mbps=None, cache_model="chunk")
     pread(twin.mount / "tex" / "b.tx", 100, 0)
     s = twin.stats()
     assert s["bytes_served"] == 100 and s["wan_bytes"] == MiB and s["peak_reads_in_flight"] >= 1
@@ -138,7 +142,7 @@ def test_counters_over_http_reset_and_drop(gateway_twin: StartTwin, origin: Path
 
 
 def test_mount_stats_over_http_in_the_knfsd_agent_shape(gateway_twin: StartTwin, origin: Path) -> None:
-    twin = gateway_twin(origin, rtt_ms=1, mbps=None)
+    twin = gateway_twin(origin, rtt_ms=1, mbps=None, cache_model="chunk")
     pread(twin.mount / "tex" / "a.tx", 1000, 0)
     pread(twin.mount / "tex" / "a.tx", 1000, 0)
     (m,) = twin.mount_stats()["mounts"]
@@ -167,7 +171,7 @@ def test_client_cache_answers_rereads_in_an_open_but_never_hides_a_miss(origin: 
     from prewarm.twin.control import start_twin
     from prewarm.twin.gateway import TwinConfig
 
-    twin = start_twin(origin, tmp_path / "mnt", TwinConfig(rtt_ms=1, mbps=None, client_cache=True),
+    twin = start_twin(origin, tmp_path / "mnt", TwinConfig(rtt_ms=1, mbps=None, client_cache=True, cache_model="chunk"),
                       cache_dir=tmp_path / "cache", state_dir=tmp_path / "state")
     try:
         path = twin.mount / "tex" / "a.tx"

@@ -1,4 +1,5 @@
-"""The twin's behaviour without FUSE: real origin files, a fake clock, a zero-latency link."""
+"""The twin's behaviour without FUSE: real origin files, a fake clock, a zero-latency link (chunk model:
+its arithmetic is what these tests check; the page model has test_twin_pages.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prewarm.twin.link import Link
 from prewarm.twin.stats_http import go_duration, mount_stats
 
 G = 4096
+MiB = 1 << 20
 
 
 class Clock:
@@ -33,7 +35,7 @@ def origin(tmp_path: Path) -> Path:
 
 def make(tmp_path: Path, origin: Path, **cfg: object) -> tuple[Gateway, Clock]:
     clock = Clock()
-    config = TwinConfig(**{"granule": G, "attr_ttl_s": 600.0, **cfg})  # type: ignore[arg-type]
+    config = TwinConfig(**{"cache_model": "chunk", "granule": G, "attr_ttl_s": 600.0, **cfg})  # type: ignore[arg-type]
     return Gateway(origin, tmp_path / "cache", config, link=Link(0.0, None), clock=clock), clock
 
 
@@ -132,7 +134,7 @@ def test_mount_stats_has_the_knfsd_agent_shape(tmp_path: Path, origin: Path) -> 
     doc = mount_stats(gw.stats(), "/mnt/gw")
     (m,) = doc["mounts"]
     assert set(m) == {"device", "mount", "export", "options", "stats"}
-    assert m["mount"] == "/mnt/gw" and m["options"]["rsize"] == str(G)
+    assert m["mount"] == "/mnt/gw" and m["options"]["rsize"] == str(MiB)
     assert set(m["stats"]) == {"age", "bytes", "events", "operations"}
     assert m["stats"]["bytes"] == {"normalRead": 20, "normalWrite": 0, "directRead": 0, "directWrite": 0,
                                    "serverRead": G, "serverWrite": 0, "readPages": 1, "writePages": 0}

@@ -2,7 +2,9 @@
 
 What matters is the gateway's side: every planned granule crosses the WAN exactly
 once, nothing outside the plan is read, re-reads reach the gateway (not this host's
-page cache), and a second job over the same data sends it nothing at all.
+page cache), and a second job over the same data sends it nothing at all. The twin
+runs its chunk model here, where "every planned granule once" is exact arithmetic;
+what the page model fetches for the same reads is test_twin_fsc.py's subject.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def test_embedded_warm_fetches_each_planned_granule_once_and_nothing_else(
         studio: Studio, gateway_twin: StartTwin) -> None:
     ranges = planned_ranges(studio, 6)
     plan = studio.plan(ranges, metadata=(MetaOp(Op.READDIR, f"{PREFIX}/tex"),))
-    twin = gateway_twin(studio.root, rtt_ms=5, mbps=200, log_reads=True)
+    twin = gateway_twin(studio.root, rtt_ms=5, mbps=200, log_reads=True, cache_model="chunk")
     info = embedded.run_embedded(plan, twin_settings(twin.mount, in_flight=8))
     assert info.state is JobState.DONE, info.findings
     stats = twin.stats()
@@ -78,7 +80,7 @@ def test_workers_warm_through_the_twin_and_a_second_job_reads_nothing(
         tmp_path: Path) -> None:
     ranges = planned_ranges(studio, 8)
     plan = studio.plan(ranges, gateways=("gw1",))
-    twin = gateway_twin(studio.root, rtt_ms=5, mbps=200, log_reads=True)
+    twin = gateway_twin(studio.root, rtt_ms=5, mbps=200, log_reads=True, cache_model="chunk")
     config = tmp_path / "worker.yaml"
     config.write_text(yaml.safe_dump({"path_map": [{"studio": PREFIX, "local": str(twin.mount)}],
                                       "roots": [PREFIX], "in_flight": 8, "visibility_timeout_s": 10}))
@@ -113,7 +115,7 @@ def test_a_worker_killed_mid_warm_every_granule_still_reaches_the_gateway(
         tmp_path: Path) -> None:
     ranges = planned_ranges(studio, 10)
     plan = studio.plan(ranges, gateways=("gw1",))
-    twin = gateway_twin(studio.root, rtt_ms=5, mbps=None, log_reads=True)
+    twin = gateway_twin(studio.root, rtt_ms=5, mbps=None, log_reads=True, cache_model="chunk")
     config = tmp_path / "worker.yaml"
     config.write_text(yaml.safe_dump({"path_map": [{"studio": PREFIX, "local": str(twin.mount)}],
                                       "roots": [PREFIX], "in_flight": 2, "visibility_timeout_s": 4,

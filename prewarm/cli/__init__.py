@@ -15,8 +15,8 @@ import sys
 from prewarm import __version__
 from prewarm.errors import InputError, ServiceError
 
-COMMANDS = ("plan", "sample", "twin", "warm", "status", "cancel", "throttle", "serve", "submit", "traces", "record",
-            "report", "evaluate", "verify", "metrics", "watch", "worker")
+COMMANDS = ("plan", "sample", "twin", "warm", "doctor", "status", "cancel", "throttle", "serve", "submit", "traces",
+            "record", "report", "evaluate", "verify", "metrics", "watch", "worker")
 
 EXIT_INPUT = 2
 EXIT_SERVICE = 3

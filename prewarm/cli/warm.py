@@ -26,6 +26,7 @@ from prewarm.cli.options import (
 from prewarm.errors import ConfigError, PlanFileError
 from prewarm.plan.model import Plan
 from prewarm.plan.units import parse_rate
+from prewarm.site.mounts import ReadMode
 from prewarm.site.settings import Settings
 from prewarm.warm.job import JobInfo, JobState, summary_lines
 
@@ -58,6 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"reads in flight per worker (default: the setting, {Settings().in_flight})")
     p.add_argument("--rate", metavar="RATE",
                    help="cap, e.g. 50MB/s or off; with Redis it becomes the gateway's shared rate for all workers")
+    p.add_argument("--read-mode", choices=[m.value for m in ReadMode],
+                   help="embedded warm: auto (default) reads the gateway's own fsc mount buffered, others O_DIRECT")
     p.add_argument("--gateway", action="append", default=[], metavar="NAME",
                    help="warm this gateway node's cache (queue prewarm.NAME) instead of the plan's; repeatable")
     p.add_argument("--no-wait", action="store_true", help="with Redis: print the job ids and return at once")
@@ -98,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
     rate = parse_rate(args.rate, "command line", "--rate", ConfigError) if args.rate is not None else None
     if args.rate is not None:
         settings = replace(settings, throttle_bps=rate)
+    if args.read_mode:
+        if settings.redis_url:
+            raise ConfigError("--read-mode", "workers read with the read_mode of their own config; "
+                                             "the flag applies to an embedded warm (no Redis)")
+        settings = replace(settings, read_mode=ReadMode(args.read_mode))
     if args.retry:
         return _retry(args, settings)
     if not args.source:

@@ -18,6 +18,7 @@ import yaml
 from prewarm.errors import ConfigError
 from prewarm.plan.model import DEFAULT_GRANULE
 from prewarm.plan.pathmap import PathMap
+from prewarm.site.mounts import ReadMode
 
 MiB = 1024 * 1024
 
@@ -89,6 +90,19 @@ class Settings:
     (e.g. `^(\\w+_lighting)_` for every lighting job of a shot). Tried after show/shot and the
     version-number rule (`shot010_lighting_v003` finds `shot010_lighting_v002`)."""
 
+    read_mode: ReadMode = ReadMode.AUTO
+    """How workers read: `auto` decides per mount (buffered on the gateway's own fsc mount, where
+    O_DIRECT would skip fscache; O_DIRECT elsewhere, so reads reach the gateway), or force one."""
+
+    agent_url: str | None = None
+    """The knfsd-cache-utils agent (http://proxy:80) of the default gateway; `prewarm doctor` asks it."""
+
+    gateway_agents: Mapping[str, str] = field(default_factory=dict)
+    """Agent URL of each named gateway node: its workers must reach that proxy (checked by nodeInfo)."""
+
+    def agent_for(self, gateway: str) -> str | None:
+        return self.gateway_agents.get(gateway) or (self.agent_url if gateway == self.queue else None)
+
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, path: str | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -132,6 +146,8 @@ class Settings:
                 kwargs[name] = tuple(r.rstrip("/") or "/" for r in value)
             elif name == "trace_rules":
                 kwargs[name] = _trace_rules(value, f"{where}: trace_rules")
+            elif name in ("read_mode", "agent_url", "gateway_agents"):
+                kwargs[name] = _site_value(name, value, f"{where}: {name}")
             elif name in ("redis_url", "queue", "service_token", "trace_store"):
                 if value is not None and not isinstance(value, str):
                     raise ConfigError(f"{where}: {name}", "expected a string")
@@ -170,3 +186,21 @@ def _trace_rules(value: object, where: str) -> tuple[str, ...]:
         if groups < 1:
             raise ConfigError(f"{where}[{i}]", "needs a group: the part of the job name that jobs share")
     return tuple(value)
+
+
+def _site_value(name: str, value: object, where: str) -> Any:
+    """The read mode and the agents: what this site's mounts and proxies are."""
+    if name == "read_mode":
+        try:
+            return ReadMode(str(value))
+        except ValueError:
+            raise ConfigError(where, f"expected one of {', '.join(m.value for m in ReadMode)}") from None
+    if name == "agent_url":
+        if value is not None and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
+            raise ConfigError(where, "expected an http:// or https:// URL")
+        return value
+    urls = value.items() if isinstance(value, dict) else ()
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.startswith(("http://", "https://")) for k, v in urls):
+        raise ConfigError(where, "expected a mapping of gateway name to agent URL (http://...)")
+    return dict(value)

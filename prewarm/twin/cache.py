@@ -1,8 +1,10 @@
 """The gateway's chunk cache: fixed granules on local disk, LRU, single-flight misses.
 
-It plays fscache/cachefiles: the first read of a granule fetches the whole granule
-from the origin (knfsd-cache-utils mounts with rsize=1M), later reads of any part of
-it are served from disk. Capacity is finite and the least recently used granule goes
+The twin's older, coarser model, kept for comparison with the page model (`pages.py`,
+the default): the first read of a granule fetches the whole granule from the origin,
+later reads of any part of it are served from disk. That overstates what a real
+gateway fetches for sparse reads (it fetches pages, not 1 MiB), which is the point
+of comparing the two. Capacity is finite and the least recently used granule goes
 first, so a plan larger than the cache visibly evicts what it warmed.
 
 Concurrent misses on one granule share one fetch: a hundred render nodes opening the
@@ -31,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 Fetch = Callable[[str, int, int], bytes]
 ChunkKey = tuple[str, int]
@@ -51,6 +54,30 @@ class CacheCounters:
     """Bytes fetched from the origin: what crossed the WAN."""
     cached_bytes: int
     cached_chunks: int
+    """Granules held (chunk model) or pages held (page model)."""
+    readahead_bytes: int = 0
+    """WAN bytes fetched ahead of what any read asked for (page model)."""
+    cached_files: int = 0
+
+
+class Cache(Protocol):
+    """What the gateway needs of its data cache; `ChunkCache` and `PageCache` are the two models."""
+
+    def read(self, path: str, version: Hashable, size: int, offset: int, length: int) -> bytes: ...
+
+    def invalidate(self, path: str) -> int: ...
+
+    def drop(self) -> None: ...
+
+    def forget_readahead(self) -> None: ...
+
+    def in_flight(self) -> int: ...
+
+    def counters(self) -> CacheCounters: ...
+
+    def reset_counters(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -219,11 +246,21 @@ class ChunkCache:
         with self._lock:
             return sorted(self._by_path.get(path, ()))
 
+    def forget_readahead(self) -> None:
+        """Granules have no readahead state."""
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._flights)
+
     def counters(self) -> CacheCounters:
         with self._lock:
             return CacheCounters(self._hits, self._misses, self._joined, self._evictions, self._wan,
-                                 self._used, len(self._index))
+                                 self._used, len(self._index), cached_files=len(self._by_path))
 
     def reset_counters(self) -> None:
         with self._lock:
             self._hits = self._misses = self._joined = self._evictions = self._wan = 0
+
+    def close(self) -> None:
+        """Nothing runs in the background."""

@@ -13,6 +13,7 @@ until `fusermount3 -u`. `start_twin` does that cleanup before mounting again.
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -26,7 +27,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +79,13 @@ class TwinHandle:
 
     def stats(self) -> dict[str, Any]:
         """The twin's own counters (`GET /stats`)."""
-        return http_json(self.url + "/stats")
+        stats: dict[str, Any] = http_json(self.url + "/stats")
+        return stats
 
     def mount_stats(self) -> dict[str, Any]:
         """The knfsd agent's view (`GET /api/v1/mountStats`)."""
-        return http_json(self.url + "/api/v1/mountStats")
+        stats: dict[str, Any] = http_json(self.url + "/api/v1/mountStats")
+        return stats
 
     def reads(self) -> list[tuple[str, int, int]]:
         """Client reads (path inside the mount, offset, length) since the last reset; needs `log_reads`."""
@@ -93,6 +96,15 @@ class TwinHandle:
 
     def drop_cache(self) -> None:
         http_json(self.url + "/drop", method="POST")
+
+    def restart(self) -> None:
+        """A gateway restart keeping its cache disk: attributes and dentries cold, data warm, `age` from 0."""
+        http_json(self.url + "/restart", method="POST")
+
+    def node_info(self) -> dict[str, Any]:
+        """The knfsd agent's view of which proxy this is (`GET /api/v1/nodeInfo`)."""
+        info: dict[str, Any] = http_json(self.url + "/api/v1/nodeInfo")
+        return info
 
     def stop(self) -> None:
         stop_twin(self.mount, state_dir=self.state_dir)
@@ -105,7 +117,9 @@ def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> dict[str,
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = json.loads(resp.read())
+            body = resp.read()
+            # the agent's endpoints are always gzip-encoded, as the real agent's are
+            data = json.loads(gzip.decompress(body) if resp.headers.get("Content-Encoding") == "gzip" else body)
     except OSError as exc:
         raise ServiceError(f"gateway twin at {url}: {exc}") from exc
     if not isinstance(data, dict):
@@ -244,14 +258,8 @@ def start_twin(origin: Path, mountpoint: Path, config: TwinConfig | None = None,
     info_file, pid_file, log_file = _state_paths(mountpoint, state_dir)
     cache_dir = Path(cache_dir) if cache_dir else info_file.with_suffix(".cache")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "prewarm.twin", str(origin), str(mountpoint),
-           "--rtt-ms", str(config.rtt_ms), "--mbps", str(config.mbps or 0), "--granule", str(config.granule),
-           "--capacity", str(config.capacity), "--attr-ttl", str(config.attr_ttl_s),
+    cmd = [sys.executable, "-m", "prewarm.twin", str(origin), str(mountpoint), "--config", json.dumps(asdict(config)),
            "--cache-dir", str(cache_dir), "--http-port", str(http_port), "--state-file", str(info_file)]
-    if config.log_reads:
-        cmd.append("--log-reads")
-    if config.client_cache:
-        cmd.append("--client-cache")
     env = dict(os.environ)
     root = str(Path(prewarm.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

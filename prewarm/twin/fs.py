@@ -5,6 +5,12 @@ so every client read and stat reaches the twin and its own caches decide what co
 a round trip: otherwise the kernel page cache answers re-reads and the counters lie.
 `TwinConfig.client_cache` turns the page cache on for data (never for attributes),
 for benchmarks that measure read wait; its docstring says which counters stay exact.
+
+A read tells whether its file was opened with O_DIRECT: the kernel passes the open
+flags to FUSE (`fuse_file_info.flags`, which mfusepy hands to `open` when `raw_fi` is
+off), and the file handle `open` returns comes back with every read (`fh`). So `open`
+returns `DIRECT_FH` for O_DIRECT opens and 0 otherwise. A flag set later with
+`fcntl(F_SETFL, O_DIRECT)` never reaches FUSE; prewarm's reader sets it at open.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from typing import Any
 
 import mfusepy
 
+from prewarm.site.mounts import TWIN_SOURCE
 from prewarm.twin.gateway import Gateway
 
 _STAT_KEYS = ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks")
 _FUSE_CAP_AUTO_INVAL_DATA = 1 << 12
 """libfuse 3 fuse_common.h: revalidate attributes before every cached read."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+DIRECT_FH = 1
+"""The file handle of an O_DIRECT open."""
 
 
 def _errno_of(exc: OSError) -> mfusepy.FuseOSError:
@@ -75,11 +84,11 @@ class TwinOperations(mfusepy.Operations):  # type: ignore[misc]
             self.gateway.open(path)
         except OSError as exc:
             raise _errno_of(exc) from exc
-        return 0
+        return DIRECT_FH if flags & os.O_DIRECT else 0
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         try:
-            return self.gateway.read(path, offset, size)
+            return self.gateway.read(path, offset, size, direct=fh == DIRECT_FH)
         except OSError as exc:
             raise _errno_of(exc) from exc
 
@@ -89,7 +98,11 @@ class TwinOperations(mfusepy.Operations):  # type: ignore[misc]
                                             "f_files", "f_ffree", "f_favail", "f_namemax")}
 
 
-def serve(gateway: Gateway, mountpoint: str, max_threads: int = 64) -> None:
-    """Mount and serve in the foreground until unmounted or signalled (SIGTERM unmounts)."""
+def serve(gateway: Gateway, mountpoint: str, max_threads: int = 64, source: str = TWIN_SOURCE) -> None:
+    """Mount and serve in the foreground until unmounted or signalled (SIGTERM unmounts).
+
+    `source` is the mountinfo source field: the twin declares there the options of the
+    mount it plays (`prewarm.site.mounts.twin_source`).
+    """
     mfusepy.FUSE(TwinOperations(gateway), mountpoint, foreground=True, ro=True,
-                 fsname="prewarm-twin", subtype="prewarm-twin", max_threads=max_threads)
+                 fsname=source, subtype="prewarm-twin", max_threads=max_threads)

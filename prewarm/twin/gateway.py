@@ -1,4 +1,4 @@
-"""The gateway twin's behaviour, apart from FUSE: attribute cache, chunk cache, WAN link, counters.
+"""The gateway twin's behaviour, apart from FUSE: attribute cache, data cache, WAN link, counters.
 
 `fs.py` only translates FUSE calls into these methods, so everything that decides
 what crosses the (simulated) WAN is here and runs without a mount.
@@ -7,8 +7,22 @@ Metadata follows the NFS client that a knfsd re-export gateway runs: the first
 LOOKUP/GETATTR of a path and the first READDIRPLUS of a directory cost a round trip,
 then the answer (negative ones too, like the dentry cache) is trusted for
 `attr_ttl_s` (knfsd-cache-utils: `acregmin=acregmax=acdirmin=acdirmax=600`). When a
-revalidation finds a new size or mtime, the file's cached granules are dropped, which
+revalidation finds a new size or mtime, the file's cached data is dropped, which
 is how an origin change becomes visible after attribute expiry.
+
+The data cache is the page model (`pages.py`: what a knfsd proxy fetches, readahead
+and all) or, for comparison, the chunk model (`cache.py`: whole granules).
+
+Which side of the gateway the mount plays:
+- by default a render-side client of the re-export: every read reaches the cache,
+  O_DIRECT or not (knfsd serves every READ buffered, through its own cache);
+- with `fsc`, the gateway's own NFS client mount: buffered reads go through the cache,
+  and O_DIRECT reads go to the origin every time and cache nothing
+  (`nfs_file_direct_read` makes no fscache calls).
+
+`restart()` plays a gateway that restarts keeping its cache disk: data stays,
+attributes, dentries and readahead state are gone, and the agent's counters restart
+(their `age` goes down).
 """
 
 from __future__ import annotations
@@ -18,12 +32,13 @@ import stat as statmod
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from prewarm.twin.cache import ChunkCache
+from prewarm.twin.cache import Cache, ChunkCache
 from prewarm.twin.link import MB, Link
+from prewarm.twin.pages import PageCache
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -42,10 +57,20 @@ class TwinConfig:
     """Round trip to the studio filer; 30-80 ms is typical of a cloud burst."""
     mbps: float | None = 50.0
     """Shared link bandwidth in MB/s (10**6 bytes); None: latency only."""
+    cache_model: str = "page"
+    """`page`: what a gateway fetches (pages, Linux readahead, READs up to `rsize`); `chunk`: whole granules."""
     granule: int = MiB
-    """Fetch and cache unit: knfsd-cache-utils mounts the origin with rsize=1M."""
+    """Chunk model only: the fetch and cache unit."""
+    rsize: int = MiB
+    """Largest READ sent to the origin (knfsd-cache-utils: rsize=1048576); longer runs are split."""
+    read_ahead_kb: int = 8192
+    """Page model: the largest readahead window (knfsd-cache-utils sets read_ahead_kb=8192)."""
+    fsc: bool = False
+    """The mount plays the gateway's own fsc mount: O_DIRECT reads bypass the cache (see above)."""
+    node_name: str = ""
+    """The proxy's name in `/api/v1/nodeInfo`; empty: `prewarm-twin-PORT`."""
     capacity: int = 10 * GiB
-    """Cache size in bytes; least recently used granules are evicted beyond it."""
+    """Cache size in bytes; least recently used granules (chunk) or files (page) are evicted beyond it."""
     attr_ttl_s: float = 600.0
     """How long attributes, negative lookups and listings are trusted (NFS acregmax/acdirmax)."""
     log_reads: bool = False
@@ -69,6 +94,14 @@ class TwinConfig:
 
     def link(self) -> Link:
         return Link(self.rtt_ms / 1000.0, self.mbps * MB if self.mbps else None)
+
+    def mount_options(self) -> dict[str, str]:
+        """The NFS options of the mount this twin plays, as mountinfo would show them."""
+        opts = {"vers": "3", "rsize": str(self.rsize), "wsize": str(self.rsize), "hard": "", "proto": "tcp"}
+        if self.fsc:
+            ttl = str(int(self.attr_ttl_s))
+            opts.update(dict.fromkeys(("acregmin", "acregmax", "acdirmin", "acdirmax"), ttl), nocto="", fsc="")
+        return opts
 
 
 @dataclass(slots=True)
@@ -102,12 +135,21 @@ class Gateway:
         self._lock = threading.Lock()
         self._attrs: dict[str, _Attr] = {}
         self._dirs: dict[str, tuple[list[str], float]] = {}
-        self.cache = ChunkCache(cache_dir, config.granule, config.capacity, self._fetch)
+        self.cache: Cache
+        if config.cache_model == "chunk":
+            self.cache = ChunkCache(cache_dir, config.granule, config.capacity, self._fetch)
+        elif config.cache_model == "page":
+            self.cache = PageCache(cache_dir, config.capacity, self._fetch, config.rsize, config.read_ahead_kb)
+        else:
+            raise ValueError(f"cache_model must be page or chunk, not {config.cache_model!r}")
+        self.restarts = 0
         self._zero()
 
     def _zero(self) -> None:
         self._ops = {op: _OpStats() for op in OPS}
         self._bytes_served = 0
+        self._direct_served = 0
+        self._direct_wan = 0
         self._reads = 0
         self._opens = 0
         self._attr_invalidations = 0
@@ -198,24 +240,44 @@ class Gateway:
         with self._lock:
             self._opens += 1
 
-    def read(self, path: str, offset: int, size: int) -> bytes:
-        """Serve a client read from the chunk cache, fetching missing granules over the link."""
+    def read(self, path: str, offset: int, size: int, direct: bool = False) -> bytes:
+        """Serve a client read from the cache, fetching what is missing over the link.
+
+        `direct`: the client opened the file with O_DIRECT, which matters on the fsc mount only.
+        """
         with self._lock:
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         data: bytes | None = None
+        bypass = direct and self.config.fsc
         try:
             st = self.getattr(path)
-            data = self.cache.read(path, (st.st_size, st.st_mtime_ns), st.st_size, offset, size)
+            if bypass:
+                data = self._read_direct(path, st.st_size, offset, size)
+            else:
+                data = self.cache.read(path, (st.st_size, st.st_mtime_ns), st.st_size, offset, size)
         finally:
             with self._lock:  # one lock round per end of a read: hits are thousands a second
                 self._in_flight -= 1
                 if data is not None:
                     self._reads += 1
                     self._bytes_served += len(data)
+                    if bypass:
+                        self._direct_served += len(data)
                     if self.config.log_reads and data:
                         self._read_log.append((path, offset, len(data)))
         return data
+
+    def _read_direct(self, path: str, file_size: int, offset: int, size: int) -> bytes:
+        """An O_DIRECT read of the fsc mount: exactly the bytes asked, in READs of `rsize`, cached nowhere."""
+        end = min(offset + size, file_size)
+        parts = []
+        for start in range(offset, end, self.config.rsize):
+            part = self._fetch(path, start, min(self.config.rsize, end - start))
+            with self._lock:
+                self._direct_wan += len(part)
+            parts.append(part)
+        return b"".join(parts)
 
     def _fetch(self, path: str, offset: int, length: int) -> bytes:
         """One granule from the origin: a READ that pays latency and its share of bandwidth."""
@@ -261,6 +323,21 @@ class Gateway:
             self._dirs.clear()
         self.cache.drop()
 
+    def restart(self) -> None:
+        """A gateway restart that keeps its cache disk: data stays; attributes, dentries and readahead
+        state are gone; counters start again from zero and the agent's `age` from now."""
+        with self._lock:
+            self._attrs.clear()
+            self._dirs.clear()
+            self.started_at = self._clock()
+            self.restarts += 1
+        self.cache.forget_readahead()
+        self.reset()
+
+    def close(self) -> None:
+        """Stop background readahead (the process is ending)."""
+        self.cache.close()
+
     def stats(self) -> dict[str, object]:
         """The twin's counters as plain JSON values."""
         c = self.cache.counters()
@@ -272,8 +349,11 @@ class Gateway:
                 "hits": c.hits,
                 "misses": c.misses,
                 "joined": c.joined,
-                "wan_bytes": c.wan_bytes,
+                "wan_bytes": c.wan_bytes + self._direct_wan,
+                "readahead_bytes": c.readahead_bytes,
+                "direct_wan_bytes": self._direct_wan,
                 "bytes_served": self._bytes_served,
+                "direct_bytes_served": self._direct_served,
                 "reads": self._reads,
                 "opens": self._opens,
                 "reads_in_flight": self._in_flight,
@@ -281,12 +361,13 @@ class Gateway:
                 "evictions": c.evictions,
                 "cached_bytes": c.cached_bytes,
                 "cached_chunks": c.cached_chunks,
+                "cached_files": c.cached_files,
+                "fetches_in_flight": self.cache.in_flight(),
+                "restarts": self.restarts,
                 "metadata_round_trips": sum(ops[op]["requests"] for op in OPS if op != "READ"),
                 "attr_invalidations": self._attr_invalidations,
                 "ops": ops,
-                "config": {"origin": str(self.origin), "rtt_ms": cfg.rtt_ms, "mbps": cfg.mbps,
-                           "granule": cfg.granule, "capacity": cfg.capacity, "attr_ttl_s": cfg.attr_ttl_s,
-                           "log_reads": cfg.log_reads, "client_cache": cfg.client_cache},
+                "config": {"origin": str(self.origin), **asdict(cfg)},
                 "uptime_s": round(self._clock() - self.started_at, 3),
                 # Monotonic seconds, comparable with time.monotonic() in any process on the
                 # host: a benchmark splits a warm into time before the first fetch and after.

@@ -4,8 +4,13 @@
     GET  /reads               {"reads": [[path, offset, length], ...]} when started with read logging
     GET  /api/v1/mountStats   the knfsd-cache-utils agent's shape, so verification code
                               written against a real proxy runs against the twin
+    GET  /api/v1/nodeInfo     which proxy this is (also `/`, and any other path, as the agent does)
     POST /reset               zero counters and the read log
     POST /drop                empty the data and attribute caches (a cold run)
+    POST /restart             a gateway restart keeping its cache disk (`Gateway.restart`)
+
+Like the agent, the `/api/v1` answers and `/` are always gzip-encoded, whatever the
+client asked: a client of the agent must cope with that.
 
 In the mountStats view `normalRead` is bytes served to clients and `serverRead` the
 bytes fetched over the WAN, which is how the agent's numbers read on a real proxy:
@@ -14,7 +19,9 @@ server reads growing with normal reads is WAN traffic, normal reads alone are hi
 
 from __future__ import annotations
 
+import gzip
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,7 +64,7 @@ def mount_stats(stats: dict[str, Any], mountpoint: str) -> dict[str, Any]:
                   inodeRevalidate=ops["GETATTR"]["requests"], vfsGetdents=ops["READDIRPLUS"]["requests"],
                   dataInvalidate=stats["attr_invalidations"], vfsReadPages=stats["reads"])
     ttl = str(int(cfg["attr_ttl_s"]))
-    rsize = str(cfg["granule"])
+    rsize = str(cfg["rsize"])
     return {"mounts": [{
         "device": f"prewarm-twin:{cfg['origin']}",
         "mount": mountpoint,
@@ -66,7 +73,8 @@ def mount_stats(stats: dict[str, Any], mountpoint: str) -> dict[str, Any]:
                     "acdirmin": ttl, "acdirmax": ttl, "hard": "", "nocto": "", "proto": "tcp", "fsc": ""},
         "stats": {
             "age": go_duration(stats["uptime_s"]),
-            "bytes": {"normalRead": stats["bytes_served"], "normalWrite": 0, "directRead": 0, "directWrite": 0,
+            "bytes": {"normalRead": stats["bytes_served"] - stats["direct_bytes_served"], "normalWrite": 0,
+                      "directRead": stats["direct_bytes_served"], "directWrite": 0,
                       "serverRead": stats["wan_bytes"], "serverWrite": 0,
                       "readPages": -(-stats["bytes_served"] // 4096), "writePages": 0},
             "events": events,
@@ -75,15 +83,29 @@ def mount_stats(stats: dict[str, Any], mountpoint: str) -> dict[str, Any]:
     }]}
 
 
+def node_info(name: str) -> dict[str, Any]:
+    """The agent's `GET /api/v1/nodeInfo`, for a proxy named `name` on this host's loopback."""
+    return {"name": name, "hostname": socket.gethostname(),
+            "interfaceConfig": {"ipAddress": "127.0.0.1", "networkName": "loopback", "networkURI": ""},
+            "zone": "local", "machineType": "prewarm-twin", "image": "prewarm-twin"}
+
+
 def start_stats_server(gateway: Gateway, mountpoint: str, port: int = 0,
                        host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Serve the endpoints above from a daemon thread; `server.server_address[1]` is the port bound."""
+    """Serve the endpoints above from a daemon thread; `server.server_address[1]` is the port bound.
+
+    The proxy's name is `gateway.config.node_name`, or `prewarm-twin-PORT`.
+    """
+    node: dict[str, Any] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, body: Any) -> None:
+        def _send(self, code: int, body: Any, gzipped: bool = False) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            if gzipped:
+                data = gzip.compress(data)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -95,9 +117,9 @@ def start_stats_server(gateway: Gateway, mountpoint: str, port: int = 0,
             elif route == "/reads":
                 self._send(200, {"reads": [list(r) for r in gateway.reads()]})
             elif route == "/api/v1/mountStats":
-                self._send(200, mount_stats(gateway.stats(), mountpoint))
-            else:
-                self._send(404, {"error": f"no such endpoint: {route}"})
+                self._send(200, mount_stats(gateway.stats(), mountpoint), gzipped=True)
+            else:  # the agent answers any other path as it answers /
+                self._send(200, node, gzipped=True)
 
         def do_POST(self) -> None:
             route = self.path.split("?", 1)[0].rstrip("/")
@@ -107,6 +129,9 @@ def start_stats_server(gateway: Gateway, mountpoint: str, port: int = 0,
             elif route == "/drop":
                 gateway.drop()
                 self._send(200, {"ok": True})
+            elif route == "/restart":
+                gateway.restart()
+                self._send(200, {"ok": True})
             else:
                 self._send(404, {"error": f"no such endpoint: {route}"})
 
@@ -115,5 +140,6 @@ def start_stats_server(gateway: Gateway, mountpoint: str, port: int = 0,
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
+    node.update(node_info(gateway.config.node_name or f"prewarm-twin-{server.server_address[1]}"))
     threading.Thread(target=server.serve_forever, name="twin-stats-http", daemon=True).start()
     return server

@@ -1,16 +1,20 @@
-"""Read byte ranges so that the reads reach the gateway, not this host's page cache.
+"""Read byte ranges so that the reads reach the gateway's cache and fill it.
 
 The reader takes studio paths and opens them through the site's one guard
 (`prewarm.site.guard`), which maps them to this machine's mount and refuses what lies
 outside the roots, symlinks included.
 
-A buffered re-read of a range this worker read before is answered from its own page
-cache and never reaches the gateway, even if the gateway evicted it. So files are
-opened with `O_DIRECT` where the mount allows it (the Linux NFS client accepts
-unaligned O_DIRECT reads into any buffer; local file systems want aligned ones,
-hence an `mmap` buffer, which is page aligned). Where O_DIRECT is refused (tmpfs at
-open, some file systems at read with EINVAL) the file is reopened buffered and each
-read is followed by `POSIX_FADV_DONTNEED`, which drops the pages just read.
+How it reads depends on the mount a file is on (`prewarm.site.mounts.choose_read`, per
+`read_mode`), decided once per device:
+- a render-side client of the gateway's export: a buffered re-read of a range this
+  worker read before is answered from its own page cache and never reaches the
+  gateway, so files are opened with `O_DIRECT` (the Linux NFS client accepts
+  unaligned O_DIRECT reads into any buffer; local file systems want aligned ones,
+  hence an `mmap` buffer, which is page aligned). Where O_DIRECT is refused (tmpfs
+  at open, some file systems at read with EINVAL) the file is reopened buffered and
+  each read is followed by `POSIX_FADV_DONTNEED`, which drops the pages just read;
+- the gateway's own `fsc` mount: O_DIRECT would skip fscache, so reads are buffered,
+  and the pages are dropped only where the kernel keeps the cache write (>= 6.4).
 
 A file is opened once per batch and shared by the reader threads: `pread` has no
 file position, so concurrent reads of one descriptor are safe.
@@ -23,9 +27,22 @@ import mmap
 import os
 import stat
 import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from prewarm.site.guard import Guard
+from prewarm.site.guard import Guard, Resolved
+from prewarm.site.mounts import (
+    Kernel,
+    Mount,
+    ReadChoice,
+    ReadMode,
+    by_device,
+    by_path,
+    choose_read,
+    device_of,
+    read_mounts,
+    this_kernel,
+)
 from prewarm.site.settings import Settings
 
 BUFFER_BYTES = 1 << 20
@@ -77,20 +94,22 @@ def _buffer() -> mmap.mmap:
 
 
 class _File:
-    def __init__(self, guard: Guard, path: str, direct: bool) -> None:
+    def __init__(self, guard: Guard, path: str, where: Resolved, direct: bool, drop_pages: bool = True) -> None:
         self.guard = guard
+        self.where = where
         self.path = path
         self.fd = -1
         self.direct = False
+        self.drop_pages = drop_pages
         if direct and hasattr(os, "O_DIRECT"):
             try:
-                self.fd, _ = guard.open(path, os.O_RDONLY | os.O_DIRECT)
+                self.fd, _ = guard.open_resolved(path, where, os.O_RDONLY | os.O_DIRECT)
                 self.direct = True
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
         if self.fd < 0:
-            self.fd, _ = guard.open(path, os.O_RDONLY)
+            self.fd, _ = guard.open_resolved(path, where, os.O_RDONLY)
         st = os.fstat(self.fd)
         self.size = st.st_size
         self.mtime = st.st_mtime
@@ -108,7 +127,7 @@ class _File:
         with self._lock:
             if self.direct:
                 self._retired.append(self.fd)
-                self.fd, _ = self.guard.open(self.path, os.O_RDONLY)
+                self.fd, _ = self.guard.open_resolved(self.path, self.where, os.O_RDONLY)
                 self.direct = False
 
     def read(self, offset: int, length: int) -> int:
@@ -124,7 +143,7 @@ class _File:
                     self._fall_back()
                     continue
                 raise
-            if not direct:
+            if not direct and self.drop_pages:
                 os.posix_fadvise(fd, offset + done, got, os.POSIX_FADV_DONTNEED)
             if got == 0:
                 break
@@ -137,17 +156,49 @@ class _File:
 
 
 class DirectReader:
-    """The production reader: O_DIRECT when the mount allows it, else buffered and dropped."""
+    """The production reader: each file read the way its mount needs (see the module docstring).
 
-    def __init__(self, guard: Guard, direct: bool = True) -> None:
+    The mount table is read again when a file is on a device not seen before (a mount
+    that appeared since), so a long-lived worker follows its mounts.
+    """
+
+    def __init__(self, guard: Guard, mode: ReadMode | str = ReadMode.AUTO,
+                 mounts: Callable[[], Sequence[Mount]] = read_mounts,
+                 kernel: Kernel | None = None) -> None:
         self.guard = guard
-        self.direct = direct
+        self.mode = ReadMode(mode)
+        self._mounts = mounts
+        self._kernel = kernel or this_kernel()
+        self._table: Sequence[Mount] | None = None
+        self._choices: dict[int, ReadChoice] = {}
+        self._lock = threading.Lock()
+
+    def choice(self, path: str) -> ReadChoice:
+        """How the local `path` is read; raises OSError as `stat` does (a missing file)."""
+        dev = os.stat(path).st_dev
+        with self._lock:
+            found = self._choices.get(dev)
+        if found is not None:
+            return found
+        table = self._table if self._table is not None else self._mounts()
+        mount = by_device(table, device_of(dev))
+        if mount is None and self._table is not None:
+            table = self._mounts()
+            mount = by_device(table, device_of(dev))
+        mount = mount or by_path(table, os.path.realpath(path))
+        made = choose_read(self.mode, mount, self._kernel)
+        with self._lock:
+            self._table = table
+            self._choices[dev] = made
+        return made
 
     def refusal(self, path: str) -> str | None:
         return self.guard.refusal(path)
 
     def open(self, path: str) -> OpenFile:
-        return _File(self.guard, path, self.direct)
+        where = self.guard.resolve(path)
+        c = self.choice(where.local)
+        return _File(self.guard, path, where, c.direct, c.drop_pages)
 
     def stat(self, path: str) -> None:
         """A LOOKUP and GETATTR of every component through the gateway: warms its attribute and dentry caches."""
@@ -159,5 +210,5 @@ class DirectReader:
 
 
 def site_reader(settings: Settings) -> DirectReader:
-    """The reader of this machine: its roots and its path map, through one guard."""
-    return DirectReader(Guard(settings.allowed_roots(), settings.path_map))
+    """The reader of this machine: its roots and its path map through one guard, its `read_mode`."""
+    return DirectReader(Guard(settings.allowed_roots(), settings.path_map), settings.read_mode)
