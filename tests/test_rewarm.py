@@ -11,12 +11,13 @@ from prewarm.farm.agent import Agent
 from prewarm.plan.access import Op
 from prewarm.plan.model import MetaOp, Plan
 from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 from prewarm.warm import embedded
 from prewarm.warm.batches import LIST_DIR_MIN
 from prewarm.warm.job import JobState
 from prewarm.warm.loop import WarmContext
-from prewarm.warm.reader import DirectReader
+from prewarm.warm.reader import DirectReader, site_reader
 from prewarm.warm.rewarm import after_restart, metadata_ops
 from tests.fixtures.studio import PREFIX, Studio
 from tests.fixtures.twin import StartTwin
@@ -40,8 +41,8 @@ def test_listed_directories_replace_the_stats_of_their_files() -> None:
 
 
 def ctx_for(mount: str) -> WarmContext:
-    return WarmContext(reader=DirectReader(), roots=(PREFIX,), to_local=PathMap((Prefix(PREFIX, (), mount),)).to_local,
-                       in_flight=8)
+    settings = Settings(path_map=PathMap((Prefix(PREFIX, (), mount),)), roots=(PREFIX,))
+    return WarmContext(reader=site_reader(settings), in_flight=8)
 
 
 @pytest.mark.integration
@@ -69,7 +70,7 @@ def test_after_a_restart_the_recent_jobs_metadata_is_warm_again_and_their_data_n
     for p in paths:                                   # what a render does first: stat, then read its tiles
         local = twin.mount / os.path.relpath(p, PREFIX)
         os.stat(local)
-        f = DirectReader().open(str(local))
+        f = DirectReader(Guard((str(twin.mount),), PathMap())).open(str(local))
         f.read(100_000, 37_000)
         f.close()
     s = twin.stats()

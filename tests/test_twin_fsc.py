@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.guard import Guard
 from prewarm.site.mounts import ReadMode, mount_of
 from prewarm.site.settings import Settings
 from prewarm.twin.control import TwinHandle
@@ -59,9 +61,14 @@ def test_the_fsc_twin_is_recognised_from_its_mountinfo_line(studio: Studio, gate
     r = mount_of(str(render.mount))
     assert r is not None and r.twin and not r.fsc
     f = studio.file("x.bin", 10_000)
-    reader = DirectReader(ReadMode.AUTO)
+    reader = raw(ReadMode.AUTO, fsc.mount, render.mount)
     assert not reader.choice(str(fsc.mount / os.path.relpath(f, PREFIX))).direct
     assert reader.choice(str(render.mount / os.path.relpath(f, PREFIX))).direct
+
+
+def raw(mode: ReadMode, *mounts: Path) -> DirectReader:
+    """A reader of the mounts' own paths, as a render reading the mount directly would."""
+    return DirectReader(Guard(tuple(str(m) for m in mounts), PathMap()), mode)
 
 
 def test_auto_fills_the_cache_of_the_fsc_mount(studio: Studio, gateway_twin: StartTwin) -> None:
@@ -111,7 +118,7 @@ def quiet(twin: TwinHandle) -> dict[str, int]:
 def test_a_sequential_read_through_the_mount_is_read_ahead(studio: Studio, gateway_twin: StartTwin) -> None:
     p = studio.file("seq.bin", 32 * MiB)
     twin = gateway_twin(studio.root, rtt_ms=1, mbps=None, log_reads=True)
-    f = DirectReader(ReadMode.DIRECT).open(str(twin.mount / os.path.relpath(p, PREFIX)))
+    f = raw(ReadMode.DIRECT, twin.mount).open(str(twin.mount / os.path.relpath(p, PREFIX)))
     try:
         for n in range(12):
             assert f.read(n * MiB, MiB) == MiB
@@ -126,7 +133,7 @@ def test_a_restart_keeps_data_but_its_metadata_and_age_start_again(studio: Studi
     p = studio.file("r.bin", 2 * MiB)
     twin = gateway_twin(studio.root, rtt_ms=1, mbps=None)
     local = twin.mount / os.path.relpath(p, PREFIX)
-    f = DirectReader(ReadMode.DIRECT).open(str(local))
+    f = raw(ReadMode.DIRECT, twin.mount).open(str(local))
     f.read(MiB, 37_000)
     f.close()
     time.sleep(1.1)
@@ -134,7 +141,7 @@ def test_a_restart_keeps_data_but_its_metadata_and_age_start_again(studio: Studi
     assert age != "0s"
     twin.restart()
     assert twin.mount_stats()["mounts"][0]["stats"]["age"] == "0s"
-    f = DirectReader(ReadMode.DIRECT).open(str(local))
+    f = raw(ReadMode.DIRECT, twin.mount).open(str(local))
     f.read(MiB, 37_000)
     f.close()
     s = twin.stats()

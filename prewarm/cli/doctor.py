@@ -13,17 +13,15 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 
-from prewarm.cli.plan import path_map_from
-from prewarm.cli.warm import add_redis_flag, load_settings
+from prewarm.cli.options import add_redis_flag, path_map_from, site_settings
 
 EXIT_USELESS = 1
 
 _MARK = {"ok": "ok", "info": "--", "warn": "WARN", "fail": "FAIL"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="say what a warm on this machine will do, and why (exit 1 if useless)",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     p.add_argument("mount", nargs="?", metavar="MOUNT", help="a local directory to warm through (the gateway mount)")
@@ -37,9 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from prewarm.farm import doctor
 
-    settings = load_settings(args)
+    settings = site_settings(args)
     cli_map = path_map_from(args)
-    settings = replace(settings, path_map=settings.path_map.merged(cli_map))
     if args.mount:
         targets = [doctor.Target(os.path.abspath(args.mount))]
     elif cli_map.entries:

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from prewarm.errors import ServiceError
 from prewarm.farm.agent import Agent, Match, check_gateway
+from prewarm.plan.pathmap import PathMap
+from prewarm.site.guard import Guard
 from prewarm.site.mounts import (
     Kernel,
     Mount,
@@ -117,13 +120,14 @@ def mount_checks(target: Target, settings: Settings, kernel: Kernel | None,
                      f"{choice.mode.value} ({settings.read_mode.value}): {choice.why}",
                      {"read_mode": choice.mode.value, "setting": settings.read_mode.value,
                       "drop_pages": choice.drop_pages}))
-    sample = _a_file(where)
+    guard, top = _guard_of(target)
+    sample = _a_file(guard, top)
     if sample is None:
         out.append(Check(f"test read {where}", Status.WARN, f"no readable file found under {where} "
                                                               f"(looked at {WALK_LIMIT} entries at most)"))
         return out, choice
-    out.append(_o_direct(sample, choice))
-    out.append(_timed_read(sample, settings.read_mode))
+    out.append(_o_direct(guard, sample, choice))
+    out.append(_timed_read(guard, sample, settings.read_mode))
     return out, choice
 
 
@@ -171,39 +175,57 @@ def _kernel(kernel: Kernel | None, mount: Mount | None) -> Check:
     return Check("kernel", status, f"{kernel}{said}", {"kernel": str(kernel), "caveats": list(caveats)})
 
 
-def _walk(top: str) -> Iterator[str]:
-    """Regular files under `top`, breadth first, at most `WALK_LIMIT` entries looked at."""
+def _guard_of(target: Target) -> tuple[Guard, str]:
+    """The guard a warm through `target` would use, and the studio prefix to look under.
+
+    A bare MOUNT stands for itself (its own root, no mapping), so even the doctor opens
+    and lists nothing a warm could not: symlinks out of it are refused the same way.
+    """
+    studio = target.studio or target.local
+    mapping = [{"studio": studio, "local": target.local}] if target.studio else []
+    return Guard((studio,), PathMap.parse(mapping, "doctor")), studio
+
+
+def _walk(guard: Guard, top: str) -> Iterator[str]:
+    """Regular files under `top` (studio paths), breadth first, at most `WALK_LIMIT` entries looked at."""
     seen, queue = 0, [top]
     while queue and seen < WALK_LIMIT:
         d = queue.pop(0)
         try:
-            with os.scandir(d) as it:
-                for e in it:
-                    seen += 1
-                    if seen > WALK_LIMIT:
-                        return
-                    if e.is_file(follow_symlinks=False):
-                        yield e.path
-                    elif e.is_dir(follow_symlinks=False):
-                        queue.append(e.path)
+            names = guard.listdir(d)
         except OSError:
             continue
+        for name in names:
+            seen += 1
+            if seen > WALK_LIMIT:
+                return
+            path = f"{d.rstrip('/')}/{name}"
+            try:
+                mode = guard.stat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode):
+                yield path
+            elif stat.S_ISDIR(mode):
+                queue.append(path)
 
 
-def _a_file(top: str) -> str | None:
-    """The first non-empty readable file under `top`."""
-    for path in _walk(top):
+def _a_file(guard: Guard, top: str) -> str | None:
+    """The first non-empty file under `top` the guard lets a warm open."""
+    for path in _walk(guard, top):
         try:
-            if os.stat(path).st_size > 0 and os.access(path, os.R_OK):
+            if guard.stat(path).st_size > 0:
+                fd, _ = guard.open(path)
+                os.close(fd)
                 return path
         except OSError:
             continue
     return None
 
 
-def _o_direct(path: str, choice: ReadChoice) -> Check:
+def _o_direct(guard: Guard, path: str, choice: ReadChoice) -> Check:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        fd, _ = guard.open(path, os.O_RDONLY | os.O_DIRECT)
     except OSError as exc:
         status = Status.INFO if not choice.direct else Status.WARN
         fallback = "" if not choice.direct else ": reads fall back to buffered + POSIX_FADV_DONTNEED"
@@ -214,9 +236,9 @@ def _o_direct(path: str, choice: ReadChoice) -> Check:
     return Check("O_DIRECT", Status.OK, f"open(O_DIRECT) works on {path}; {used}", {"o_direct": True})
 
 
-def _timed_read(path: str, mode: ReadMode) -> Check:
+def _timed_read(guard: Guard, path: str, mode: ReadMode) -> Check:
     """One read as the warm makes it: its latency is a gateway round trip (cold) or a hit."""
-    reader = DirectReader(mode)
+    reader = DirectReader(guard, mode)
     try:
         f = reader.open(path)
         try:
@@ -284,25 +306,18 @@ def _gateways(settings: Settings) -> list[str]:
     return [settings.queue, *sorted(g for g in settings.gateway_agents if g != settings.queue)]
 
 
-Consumers = Callable[[str, float], dict[str, list[str]]]
-"""(broker URL, timeout) -> {worker name: [queues it consumes]}."""
+def consumers_of(settings: Settings, timeout_s: float) -> dict[str, set[str]]:
+    """Queue -> the workers consuming it, as they answer within `timeout_s` (`state.celery_app.consumers`)."""
+    from prewarm.state.celery_app import consumers, make_app
 
-
-def celery_consumers(url: str, timeout_s: float) -> dict[str, list[str]]:
-    """Ask every worker on the broker which queues it consumes (Celery's inspect, bounded)."""
-    from celery import Celery
-
-    app = Celery("prewarm-doctor", broker=url)
-    app.conf.update(broker_connection_retry_on_startup=False, broker_connection_max_retries=1,
-                    broker_transport_options={"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s})
+    app = make_app(settings)
     try:
-        replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
+        return consumers(app, timeout_s)
     finally:
         app.close()
-    return {worker: [q["name"] for q in queues] for worker, queues in replies.items()}
 
 
-def service_checks(settings: Settings, consumers: Consumers = celery_consumers) -> list[Check]:
+def service_checks(settings: Settings) -> list[Check]:
     """Redis, then the workers consuming each gateway's queue."""
     if not settings.redis_url:
         return [Check("redis", Status.INFO, "no redis_url: `prewarm warm` runs embedded, in its own process")]
@@ -317,25 +332,24 @@ def service_checks(settings: Settings, consumers: Consumers = celery_consumers) 
     from redis import RedisError
 
     try:
-        by_worker = consumers(settings.redis_url, TIMEOUT_S)
+        served = consumers_of(settings, TIMEOUT_S)
     except (OSError, KombuError, RedisError) as exc:
         return [*out, Check("workers", Status.FAIL, f"cannot ask the workers: {exc}")]
     for gw in _gateways(settings):
-        queue = keys.queue_of(gw)
-        who = sorted(w for w, qs in by_worker.items() if queue in qs)
+        queue = keys.queue(gw)
+        who = sorted(served.get(queue, ()))
         if who:
             out.append(Check(f"workers {gw}", Status.OK, f"{len(who)} worker(s) consume {queue}: {', '.join(who)}",
                              {"queue": queue, "workers": who}))
         else:
-            answered = ", ".join(sorted(by_worker)) or "none"
+            answered = ", ".join(sorted({w for ws in served.values() for w in ws})) or "none"
             out.append(Check(f"workers {gw}", Status.FAIL,
                              f"no worker consumes {queue} (answered within {TIMEOUT_S:.0f} s: {answered}); "
                              f"warms of gateway {gw} would stay queued", {"queue": queue, "workers": []}))
     return out
 
 
-def diagnose(settings: Settings, targets: Sequence[Target], kernel: Kernel | None = None,
-             consumers: Consumers = celery_consumers) -> Report:
+def diagnose(settings: Settings, targets: Sequence[Target], kernel: Kernel | None = None) -> Report:
     """Every check, in the order a person reads them: the mounts, then the site, then the services."""
     kernel = kernel or this_kernel()
     report = Report()
@@ -350,5 +364,5 @@ def diagnose(settings: Settings, targets: Sequence[Target], kernel: Kernel | Non
                                                           "or configure a path_map with local paths"))
     report.checks += site_checks(settings, targets)
     report.checks += agent_checks(settings)
-    report.checks += service_checks(settings, consumers)
+    report.checks += service_checks(settings)
     return report
