@@ -81,6 +81,8 @@ class Candidate:
     frame: int | None = None
     """The job frame this file belongs to (a frame-pattern input), None for shared files."""
     whole: bool = False
+    frames: tuple[int, ...] | None = None
+    """A shared file read only by these frames, as a scene says (a value clip); None: every frame."""
 
 
 @dataclass
@@ -330,6 +332,15 @@ def _shape(instances: Iterable[tuple[list[Span], int]], whole_share: float) -> _
     return _Shape(whole, normalize(head), normalize(tail))
 
 
+def _candidate_frames(c: Candidate, job_frames: list[int], job_set: set[int]) -> tuple[int, ...]:
+    if c.frame is not None:
+        return (c.frame,) if c.frame in job_set else ()
+    if c.frames is not None:
+        reading = set(c.frames)
+        return tuple(f for f in job_frames if f in reading)
+    return tuple(job_frames)
+
+
 def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, lookup: Lookup,
             traced_ok: Callable[[str], bool] = lambda p: True,
             opts: PredictOptions = PredictOptions()) -> PredictResult:
@@ -388,7 +399,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     for c in candidates:
         if c.path in explained and not c.whole:
             continue
-        frames = tuple(job_frames) if c.frame is None else ((c.frame,) if c.frame in job_set else ())
+        frames = _candidate_frames(c, job_frames, job_set)
         info = lookup(c.path)
         if not frames or info is None or info.size == 0:
             continue
