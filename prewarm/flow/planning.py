@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 
+from prewarm.formats.scenes import SceneReader
 from prewarm.plan.access import Op
 from prewarm.plan.aggregate import TraceSet, aggregate, merge
 from prewarm.plan.inputs import Resolved, resolve_inputs
@@ -24,6 +25,8 @@ from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
 from prewarm.plan.ordering import order_ranges
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import Candidate, PredictOptions, predict
+from prewarm.plan.scenes import Expansion, expand_scenes
+from prewarm.site.guard import inside
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces, trace_files
@@ -61,9 +64,23 @@ def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
 def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,
                   options: PlanOptions = PlanOptions()) -> Plan:
     path_map = settings.path_map.merged(manifest.path_map).merged(options.path_map)
-    resolved = resolve_inputs(manifest, path_map)
+    scenes = expand_scene_inputs(manifest, path_map, settings, options)
+    resolved = resolve_inputs(scenes.manifest, path_map)
     ts, import_stats = load_traces(traces, path_map, options.frame)
-    return build_plan(manifest, resolved, ts, path_map, settings, options, import_stats)
+    plan = build_plan(scenes.manifest, resolved, ts, path_map, settings, options, import_stats)
+    return scenes.annotate(plan, resolved.files, resolved.missing)
+
+
+def expand_scene_inputs(manifest: Manifest, path_map: PathMap, settings: Settings,
+                        options: PlanOptions) -> Expansion:
+    """Issue 15: scene inputs (USD stages, .blend files) bring in what they use, per frame.
+
+    Read in child processes (`prewarm.formats.scenes`); dependencies outside the allowed
+    roots are counted, not planned, so a scene's render-node paths do not fail a warm.
+    """
+    roots = settings.allowed_roots()
+    return expand_scenes(manifest, SceneReader(path_map), frames=_frames(manifest, options),
+                         allowed=lambda path: not roots or inside(path, roots))
 
 
 PARALLEL_BYTES = 32 << 20
@@ -167,7 +184,8 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, path_map: P
     known = {f.path: f.info for f in resolved.files}
     lookup = file_lookup(path_map, known)
     wholes = {i for i, spec in enumerate(manifest.inputs) if spec.whole}
-    candidates = [Candidate(f.path, f.frame, f.input_index in wholes) for f in resolved.files]
+    candidates = [Candidate(f.path, f.frame, f.input_index in wholes, manifest.inputs[f.input_index].frames)
+                  for f in resolved.files]
     traced_ok = job_folders(manifest, list(known), settings.roots)
 
     result = predict(frames, candidates, ts, lookup, traced_ok, options.predict)
