@@ -39,10 +39,11 @@ EXTRA = "scenes"
 class SceneReader:
     """A `ReadScene` for `expand_scenes`: one child process per scene file, all within one budget."""
 
-    def __init__(self, path_map: PathMap, *, python: str = sys.executable,
+    def __init__(self, path_map: PathMap, *, python: str = sys.executable, grace: float = GRACE,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.path_map = path_map
         self.python = python
+        self.grace = grace
         self.clock = clock
         self.deadline: float | None = None
 
@@ -63,7 +64,7 @@ class SceneReader:
         with tempfile.TemporaryDirectory(prefix="prewarm-scene-") as tmp:
             try:
                 done = subprocess.run([self.python, "-m", "prewarm.formats.child"], input=json.dumps(message),
-                                      capture_output=True, text=True, timeout=remaining + GRACE,
+                                      capture_output=True, text=True, timeout=remaining + self.grace,
                                       env={**os.environ, "TMPDIR": tmp}, check=False)
             except subprocess.TimeoutExpired:
                 return SceneDeps(error=f"reading it took more than {request.limits.seconds:g} s (stopped)")

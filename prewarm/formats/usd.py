@@ -43,8 +43,6 @@ from prewarm.plan.scenes import (
 )
 
 LAYER_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
-MAX_RETRIES = 8
-"""Runs of the dependency walk, each leaving out the unreadable layers the last one met."""
 PRIM_CHECK = 1000
 """Prims between two looks at the clock while the stage is traversed."""
 
@@ -55,10 +53,9 @@ class MissingExtra(Exception):
 
 def one_line(exc: BaseException) -> str:
     """A Tf error's own words, without its C++ location: `Sdf crate file version mismatch ...`."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    quoted = re.search(r" : '(.*)'$", text)
-    return plain(quoted.group(1) if quoted else text)
+    first = str(exc).strip().split("\n\tError in ")[0]
+    said = re.search(r" : '(.*)'\s*$", first, re.DOTALL)
+    return plain(said.group(1) if said else first) or type(exc).__name__
 
 
 @dataclass
@@ -73,11 +70,31 @@ class _Walk:
     tiles: dict[str, str] = field(default_factory=dict)
     """Local `<UDIM>` path -> the asking layer; the tiles it expanded to are not listed one by one."""
     bad: dict[str, str] = field(default_factory=dict)
-    """Local layer path -> why it cannot be read."""
+    """Local layer path -> why it cannot be read (found by `_walk_layers`)."""
     cut: str | None = None
 
     def local(self, path: str) -> str:
         return self.path_map.to_local(self.path_map.to_studio(path))
+
+    def over(self) -> bool:
+        """Past a limit: the walk stops following dependencies, and says why once."""
+        if len(self.asked) >= self.max_deps:
+            self.cut = self.cut or f"more than {self.max_deps:,} dependencies: the rest are not planned"
+        elif time.monotonic() > self.deadline:
+            self.cut = self.cut or "out of time reading the scene: the rest of its dependencies are not planned"
+        else:
+            return False
+        return True
+
+    def record(self, layer: Any, raw: str) -> str:
+        """Where `raw`, written in `layer`, is on this machine; remembers who asked for it."""
+        anchored = raw if raw.startswith("/") else posixpath.normpath(layer.ComputeAbsolutePath(raw))
+        mapped = self.local(anchored)
+        asker = str(layer.realPath or layer.identifier)
+        self.asked.setdefault(mapped, asker)
+        if "<UDIM>" in raw:
+            self.tiles.setdefault(mapped, asker)
+        return mapped
 
 
 def _is_layer(path: str) -> bool:
@@ -97,67 +114,70 @@ def read_usd(local: str, request: SceneRequest, path_map: PathMap, deadline: flo
     if root is None:
         return SceneDeps(error="not a USD layer")
     walk = _Walk(path_map, request.limits.max_deps, deadline)
-    found = _compute(walk, local, Sdf, Tf, UsdUtils)
-    if isinstance(found, str):
-        return SceneDeps(error=found)
-    layers, assets, unresolved = found
+    layers, assets, unresolved = _compute(walk, local, Sdf, Tf, UsdUtils)
     per_frame, shared, note = _per_frame(root, request, walk)
-    return _result(walk, local, request, layers, assets, unresolved, per_frame, shared,
+    return _result(walk, local, layers, assets, unresolved, per_frame, shared,
                    tuple(n for n in (walk.cut, note) if n))
 
 
-def _compute(walk: _Walk, local: str, Sdf: Any, Tf: Any, UsdUtils: Any) -> tuple[list[Any], list[str], list[str]] | str:
-    """ComputeAllDependencies, again without the layers that made the last run fail.
+def _compute(walk: _Walk, local: str, Sdf: Any, Tf: Any, UsdUtils: Any) -> tuple[list[str], list[str], list[str]]:
+    """Layers, assets and unresolved paths (local) of the closure of `local`.
 
-    A Tf error anywhere in the walk (a corrupt referenced layer) fails the whole call
-    after it has visited everything else, so each run finds the unreadable layers among
-    those it met, and the next leaves them out.
+    ComputeAllDependencies first. A Tf error anywhere in its walk (a corrupt referenced
+    layer) fails the whole call, and its callback cannot keep it from opening a layer,
+    so then the closure is walked again layer by layer (`_walk_layers`), each layer read
+    on its own, an unreadable one reported and left out.
     """
     def visit(layer: Any, info: Any) -> Any:
         raw = info.assetPath
         if not raw or "[" in raw:  # package-relative: inside the .usdz being read
             return info
-        if len(walk.asked) >= walk.max_deps or time.monotonic() > walk.deadline:
-            walk.cut = walk.cut or (f"more than {walk.max_deps:,} dependencies: the rest are not planned"
-                                    if len(walk.asked) >= walk.max_deps else
-                                    "out of time reading the scene: the rest of its dependencies are not planned")
+        if walk.over():
             return UsdUtils.DependencyInfo("")
-        anchored = posixpath.normpath(layer.ComputeAbsolutePath(raw)) if not raw.startswith("/") else raw
-        mapped = walk.local(anchored)
-        walk.asked.setdefault(mapped, layer.realPath or layer.identifier)
-        if "<UDIM>" in raw:
-            walk.tiles.setdefault(mapped, layer.realPath or layer.identifier)
-        if mapped in walk.bad:
-            return UsdUtils.DependencyInfo("")
-        if mapped != anchored:
+        mapped = walk.record(layer, raw)
+        if raw.startswith("/") and mapped != raw:  # a studio path or an alias: where this machine has it
             return UsdUtils.DependencyInfo(mapped, list(info.dependencies))
         return info
 
-    error: str | None = None
-    for _ in range(MAX_RETRIES):
-        try:
-            return UsdUtils.ComputeAllDependencies(local, visit)  # type: ignore[no-any-return]
-        except Tf.ErrorException as exc:
-            error = one_line(exc)
-        new = _find_bad(walk, Sdf, Tf)
-        if not new:
-            break
-    return f"cannot follow its dependencies: {error}"
+    try:
+        layers, assets, unresolved = UsdUtils.ComputeAllDependencies(local, visit)
+    except Tf.ErrorException:
+        return _walk_layers(walk, local, Sdf, Tf, UsdUtils)
+    return [str(x.realPath or x.identifier) for x in layers], list(assets), list(unresolved)
 
 
-def _find_bad(walk: _Walk, Sdf: Any, Tf: Any) -> int:
-    """Open each layer met so far; return how many newly failed."""
-    new = 0
-    for path in list(walk.asked):
-        if path in walk.bad or not _is_layer(path) or time.monotonic() > walk.deadline:
-            continue
+def _walk_layers(walk: _Walk, local: str, Sdf: Any, Tf: Any, UsdUtils: Any) -> tuple[list[str], list[str], list[str]]:
+    from pxr import Ar
+
+    resolver = Ar.GetResolver()
+    layers: list[str] = []
+    assets: list[str] = []
+    unresolved: list[str] = []
+    queue = [local]
+    seen = {local}
+    while queue and not walk.over():
+        path = queue.pop(0)
         try:
-            if Sdf.Layer.FindOrOpen(path) is None:
-                continue  # not there: ComputeAllDependencies reports it unresolved
+            layer = Sdf.Layer.FindOrOpen(path)
+            subs, refs, payloads = UsdUtils.ExtractExternalReferences(path)
         except Tf.ErrorException as exc:
             walk.bad[path] = one_line(exc)
-            new += 1
-    return new
+            continue
+        layers.append(path)
+        for raw in (*subs, *refs, *payloads):
+            if not raw or "[" in raw:
+                continue
+            mapped = walk.record(layer, raw)
+            if mapped in seen or mapped in walk.tiles:
+                continue
+            seen.add(mapped)
+            if not resolver.Resolve(mapped):
+                unresolved.append(mapped)
+            elif _is_layer(mapped):
+                queue.append(mapped)
+            else:
+                assets.append(mapped)
+    return layers, assets, unresolved
 
 
 def _per_frame(root: Any, request: SceneRequest, walk: _Walk) -> tuple[dict[str, set[int]], set[str], str | None]:
@@ -245,55 +265,65 @@ def _template_schedule(api: Any, name: str, template: str, paths: list[str]) -> 
     return sorted(schedule)
 
 
-def _result(walk: _Walk, local: str, request: SceneRequest, layers: list[Any], assets: list[str],
-            unresolved: list[str], per_frame: dict[str, set[int]], shared: set[str],
-            notes: tuple[str, ...]) -> SceneDeps:
-    studio = walk.path_map.to_studio
+@dataclass
+class _Result:
+    """What the walk and the stage said, turned into studio-path dependencies and findings."""
 
-    def asker(path: str) -> str:
-        return studio(walk.asked.get(path, local))
+    walk: _Walk
+    local: str
+    per_frame: dict[str, set[int]]
+    shared: set[str]
+    deps: dict[str, SceneDep] = field(default_factory=dict)
+    missing: list[Unresolved] = field(default_factory=list)
 
-    def frames_of(path: str) -> tuple[int, ...] | None:
-        if path in shared or path not in per_frame:
-            return None
-        return tuple(sorted(per_frame[path]))
+    def asker(self, path: str) -> str:
+        return self.walk.path_map.to_studio(self.walk.asked.get(path, self.local))
 
-    deps: dict[str, SceneDep] = {}
-    tile_patterns: dict[str, PathPattern] = {}
-    missing: list[Unresolved] = [Unresolved(studio(p), asker(p), f"cannot read the layer: {why}")
-                                 for p, why in walk.bad.items()]
-    for p in walk.tiles:
-        try:
-            tile_patterns[p] = PathPattern(p)
-        except ValueError as exc:
-            missing.append(Unresolved(studio(p), asker(p), str(exc)))
+    def add(self, path: str, pattern: bool = False) -> None:
+        frames = None
+        if not pattern and path not in self.shared and path in self.per_frame:
+            frames = tuple(sorted(self.per_frame[path]))
+            if not frames:
+                return  # a clip or time sample no job frame reads
+        studio = self.walk.path_map.to_studio(path)
+        self.deps.setdefault(studio, SceneDep(studio, self.asker(path), frames, pattern))
 
-    def add(path: str, pattern: bool = False) -> None:
-        frames = None if pattern else frames_of(path)
-        if frames == ():
-            return  # a clip or sample no job frame reads
-        deps.setdefault(studio(path), SceneDep(studio(path), asker(path), frames, pattern))
+    def miss(self, path: str, reason: str = "not found") -> None:
+        self.missing.append(Unresolved(self.walk.path_map.to_studio(path), self.asker(path), reason))
 
-    for layer in layers:
-        path = walk.local(layer.realPath or layer.identifier)
-        if path != local:
-            add(path)
-    for p in tile_patterns:
-        add(p, pattern=True)
-    for asset in assets:
-        path = walk.local(asset)
-        if not any(pt.match(path) for pt in tile_patterns.values()):
-            add(path)
-    for raw in unresolved:
-        path = walk.local(raw)
-        if path in walk.bad or path in walk.tiles:
-            continue
+    def unresolved(self, path: str) -> None:
+        """Frame or tile tokens are for the planner to expand (`vol.####.vdb`, `<UVTILE>`)."""
         try:
             tokens = not PathPattern(path).is_literal
         except ValueError:
             tokens = False
         if tokens:
-            add(path, pattern=True)
+            self.add(path, pattern=True)
         else:
-            missing.append(Unresolved(studio(path), asker(path)))
-    return SceneDeps(deps=tuple(deps.values()), unresolved=tuple(missing), notes=notes, layers=len(layers))
+            self.miss(path)
+
+
+def _result(walk: _Walk, local: str, layers: list[str], assets: list[str],
+            unresolved: list[str], per_frame: dict[str, set[int]], shared: set[str],
+            notes: tuple[str, ...]) -> SceneDeps:
+    out = _Result(walk, local, per_frame, shared)
+    for path, why in walk.bad.items():
+        out.miss(path, f"cannot read the layer: {why}")
+    tiles: list[PathPattern] = []
+    for path in walk.tiles:
+        try:
+            tiles.append(PathPattern(path))
+        except ValueError as exc:
+            out.miss(path, str(exc))
+            continue
+        out.add(path, pattern=True)
+    for layer in layers:
+        if walk.local(layer) != local:
+            out.add(walk.local(layer))
+    for asset in map(walk.local, assets):
+        if not any(t.match(asset) for t in tiles):
+            out.add(asset)
+    for path in map(walk.local, unresolved):
+        if path not in walk.bad and path not in walk.tiles:
+            out.unresolved(path)
+    return SceneDeps(deps=tuple(out.deps.values()), unresolved=tuple(out.missing), notes=notes, layers=len(layers))
