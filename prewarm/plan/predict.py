@@ -206,13 +206,42 @@ def _fit_line(xs: list[int], ys: list[int]) -> tuple[float, float, float]:
     return a, b, worst
 
 
-def fit_progression(specific: Mapping[int, list[Span]]) -> _Progression | None:
+@dataclass(frozen=True)
+class _Progressions:
+    """Several frame-specific regions, each moving at its own stride (see `fit_progression`)."""
+
+    parts: tuple[_Progression, ...]
+
+    def region(self, frame: int, size: int) -> list[Span]:
+        return normalize(s for p in self.parts for s in p.region(frame, size))
+
+
+MAX_PARTS = 8
+"""Frame-specific regions fitted one by one when every training frame reads that many."""
+
+
+def fit_progression(specific: Mapping[int, list[Span]]) -> _Progression | _Progressions | None:
     """A frame-specific region moving at a steady stride, or None.
 
     Needs three frames: two points always fit a line. Requires a real stride, a
-    steady region length, and residuals small against the region's length.
+    steady region length, and residuals small against the region's length. When the
+    frames' regions do not fit as one but every frame reads the same number of
+    separate spans, each is fitted on its own: a USD crate's time sample is its value
+    block (240 KB further per frame in tests/data/usd_traces) and its 8-byte entry in
+    the value table near the end of the file (8 bytes further per frame).
     """
-    pts = sorted((t, h) for t, sp in specific.items() if (h := _hull(sp)) is not None)
+    whole = _fit_hulls({t: h for t, sp in specific.items() if (h := _hull(sp)) is not None})
+    if whole is not None:
+        return whole
+    counts = {len(sp) for sp in specific.values() if sp}
+    if len(counts) != 1 or not 1 < (k := counts.pop()) <= MAX_PARTS:
+        return None
+    parts = [_fit_hulls({t: sp[i] for t, sp in specific.items() if sp}) for i in range(k)]
+    return _Progressions(tuple(p for p in parts if p is not None)) if all(parts) else None
+
+
+def _fit_hulls(hulls: Mapping[int, Span]) -> _Progression | None:
+    pts = sorted(hulls.items())
     if len(pts) < 3:
         return None
     xs = [t for t, _ in pts]
