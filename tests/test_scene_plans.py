@@ -60,7 +60,7 @@ def test_a_blend_input_brings_what_the_scene_uses(blend_tree: SceneTree) -> None
     data = plan.to_json()
     assert data["files"][f"{STUDIO}/lib/tex/prop_diff.png"]["scene"] == SHOT
     assert Plan.from_json(json.loads(json.dumps(data))).origins == plan.origins
-    assert data["summary"]["scenes"] == 1 and data["summary"]["scene_layers"] == 5
+    assert data["summary"]["scenes"] == 1 and data["summary"]["scene_layers"] == 4
 
 
 def test_deadline10_job_whose_scene_file_is_a_blend(blend_tree: SceneTree) -> None:

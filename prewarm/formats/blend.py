@@ -97,7 +97,8 @@ class _Found:
     """local path -> (local path of the .blend asking, is a pattern)"""
     per_frame: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     unresolved: list[tuple[str, str, str]] = field(default_factory=list)
-    libraries: int = 0
+    libraries: set[str] = field(default_factory=set)
+    """Libraries read (a cycle brings one back: it counts once)."""
 
     def local(self, path: str) -> str:
         return self.path_map.to_local(self.path_map.to_studio(path))
@@ -168,7 +169,7 @@ class _LibraryWalk(file2blocks.BlockIterator):
             except Exception as exc:  # noqa: BLE001 - whatever a corrupt library raises, it is a finding
                 self.found.unresolved.append((lib, lib, f"cannot read the library: {_reason(exc)}"))
                 continue
-            self.found.libraries += 1
+            self.found.libraries.add(lib)
             yield from self.iter_blocks(libfile, idblocks)
 
 
@@ -259,4 +260,4 @@ def _result(found: _Found, local: str, notes: list[str]) -> SceneDeps:
     deps = tuple(SceneDep(studio(p), studio(asker), tuple(sorted(found.per_frame[p])) if p in found.per_frame else None,
                           pattern) for p, (asker, pattern) in found.deps.items() if p != local)
     unresolved = tuple(Unresolved(studio(p), studio(asker), why) for p, asker, why in found.unresolved)
-    return SceneDeps(deps=deps, unresolved=unresolved, notes=tuple(notes), layers=1 + found.libraries)
+    return SceneDeps(deps=deps, unresolved=unresolved, notes=tuple(notes), layers=1 + len(found.libraries))

@@ -37,7 +37,7 @@ STRACE = ["strace", "-f", "-tt", "-T", "-y", "-e",
 
 
 def build(root: str) -> None:
-    from pxr import Gf, Sdf, Usd, UsdGeom, Vt
+    from pxr import Gf, Sdf, Usd, UsdGeom, Vt  # type: ignore[import-untyped]
 
     os.makedirs(os.path.join(root, "clips"), exist_ok=True)
     asset = Usd.Stage.CreateNew(os.path.join(root, "asset.usdc"))
