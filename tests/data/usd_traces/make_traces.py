@@ -15,8 +15,10 @@ frames 1-8: each frame's values are their own 240 KB block) and drives `/World/A
 value clips `clips/anim.000N.usdc`, one per frame, with a clip manifest
 (`clips/manifest.usda`: without one, usd-core opens every clip to learn what they hold). The traces were taken with
 `strace -f -tt -T -y -e trace=openat,read,pread64,preadv,preadv2,lseek,mmap,newfstatat,statx,getdents64`;
-only the lines touching the stage's folder (rewritten to `/studio/proj`) and every
-`<... resumed>` line are kept, as in the project's other real traces.
+only the lines touching the stage's folder (rewritten to `/studio/proj`; the working
+directory to `/studio/render`, Python's own prefix to `/opt/python`) and every
+`<... resumed>` line are kept, as in the
+project's other real traces.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STUDIO = "/studio/proj"
+RENDER = "/studio/render"
+"""The recording process's working directory, as in the project's other real traces."""
 FRAMES = range(1, 9)
 STRACE = ["strace", "-f", "-tt", "-T", "-y", "-e",
           "trace=openat,read,pread64,preadv,preadv2,lseek,mmap,newfstatat,statx,getdents64"]
@@ -89,7 +93,10 @@ def record(root: str, frame: int, out: str, pread: bool) -> None:
     with open(raw, encoding="utf-8", errors="replace") as f, gzip.open(out, "wt", encoding="utf-8") as g:
         for line in f:
             if root in line or "resumed>" in line:
-                g.write(line.replace(root, STUDIO))
+                for old, new in ((root, STUDIO), (os.getcwd(), RENDER), (sys.prefix, "/opt/python"),
+                                 (sys.base_prefix, "/opt/python")):
+                    line = line.replace(old, new)
+                g.write(line)
     os.unlink(raw)
 
 
