@@ -21,12 +21,14 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from prewarm.errors import ConfigError, ManifestError, OutsideRoots
+from prewarm.formats.scenes import SceneReader
 from prewarm.plan.aggregate import TraceSet, aggregate, merge
-from prewarm.plan.build import Effective, PlanOptions, build_plan
+from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames
 from prewarm.plan.inputs import Resolved, resolve_inputs
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
+from prewarm.plan.scenes import Expansion, expand_scenes
 from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
@@ -69,10 +71,23 @@ def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,
     """Plan `manifest` with `traces` (files or folders on this machine) on this site."""
     with site_fs(settings) as fs:
         check_inputs(manifest, fs.guard.roots)
-        resolved = resolve_inputs(manifest, fs)
+        scenes = expand_scene_inputs(manifest, fs.guard, options)
+        resolved = resolve_inputs(scenes.manifest, fs)
         ts, stats = load_traces(traces, settings.path_map.merged(manifest.path_map), options.frame)
         counts = {"trace_lines_skipped": stats.skipped_lines, "trace_calls_failed": stats.failed_calls}
-        return plan_resolved(manifest, resolved, ts, fs, settings, options, counts, clock())
+        plan = plan_resolved(scenes.manifest, resolved, ts, fs, settings, options, counts, clock())
+        return scenes.annotate(plan, resolved.files, resolved.missing)
+
+
+def expand_scene_inputs(manifest: Manifest, guard: Guard, options: PlanOptions) -> Expansion:
+    """Scene inputs (USD stages, .blend files) bring in what they use, per frame.
+
+    Read in child processes (`prewarm.formats.scenes`) that open files through the same
+    guard; dependencies outside the allowed roots are counted, not planned or opened, so
+    a scene's render-node paths do not fail a warm.
+    """
+    return expand_scenes(manifest, SceneReader(guard), frames=job_frames(manifest, options),
+                         allowed=guard.allows)
 
 
 @contextmanager

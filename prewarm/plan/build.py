@@ -101,7 +101,8 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
         return known[path]
 
     wholes = {i for i, spec in enumerate(manifest.inputs) if spec.whole}
-    candidates = [Candidate(f.path, f.frame, f.input_index in wholes) for f in resolved.files]
+    candidates = [Candidate(f.path, f.frame, f.input_index in wholes, manifest.inputs[f.input_index].frames)
+                  for f in resolved.files]
     traced_ok = job_folders(manifest, [f.path for f in resolved.files], effective.roots)
 
     result = predict(frames, candidates, ts, info, traced_ok, options.predict)

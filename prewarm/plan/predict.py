@@ -81,6 +81,8 @@ class Candidate:
     frame: int | None = None
     """The job frame this file belongs to (a frame-pattern input), None for shared files."""
     whole: bool = False
+    frames: tuple[int, ...] | None = None
+    """A shared file read only by these frames, as a scene says (a value clip); None: every frame."""
 
 
 @dataclass
@@ -204,13 +206,42 @@ def _fit_line(xs: list[int], ys: list[int]) -> tuple[float, float, float]:
     return a, b, worst
 
 
-def fit_progression(specific: Mapping[int, list[Span]]) -> _Progression | None:
+@dataclass(frozen=True)
+class _Progressions:
+    """Several frame-specific regions, each moving at its own stride (see `fit_progression`)."""
+
+    parts: tuple[_Progression, ...]
+
+    def region(self, frame: int, size: int) -> list[Span]:
+        return normalize(s for p in self.parts for s in p.region(frame, size))
+
+
+MAX_PARTS = 8
+"""Frame-specific regions fitted one by one when every training frame reads that many."""
+
+
+def fit_progression(specific: Mapping[int, list[Span]]) -> _Progression | _Progressions | None:
     """A frame-specific region moving at a steady stride, or None.
 
     Needs three frames: two points always fit a line. Requires a real stride, a
-    steady region length, and residuals small against the region's length.
+    steady region length, and residuals small against the region's length. When the
+    frames' regions do not fit as one but every frame reads the same number of
+    separate spans, each is fitted on its own: a USD crate's time sample is its value
+    block (240 KB further per frame in tests/data/usd_traces) and its 8-byte entry in
+    the value table near the end of the file (8 bytes further per frame).
     """
-    pts = sorted((t, h) for t, sp in specific.items() if (h := _hull(sp)) is not None)
+    whole = _fit_hulls({t: h for t, sp in specific.items() if (h := _hull(sp)) is not None})
+    if whole is not None:
+        return whole
+    counts = {len(sp) for sp in specific.values() if sp}
+    if len(counts) != 1 or not 1 < (k := counts.pop()) <= MAX_PARTS:
+        return None
+    parts = [_fit_hulls({t: sp[i] for t, sp in specific.items() if sp}) for i in range(k)]
+    return _Progressions(tuple(p for p in parts if p is not None)) if all(parts) else None
+
+
+def _fit_hulls(hulls: Mapping[int, Span]) -> _Progression | None:
+    pts = sorted(hulls.items())
     if len(pts) < 3:
         return None
     xs = [t for t, _ in pts]
@@ -330,6 +361,15 @@ def _shape(instances: Iterable[tuple[list[Span], int]], whole_share: float) -> _
     return _Shape(whole, normalize(head), normalize(tail))
 
 
+def _candidate_frames(c: Candidate, job_frames: list[int], job_set: set[int]) -> tuple[int, ...]:
+    if c.frame is not None:
+        return (c.frame,) if c.frame in job_set else ()
+    if c.frames is not None:
+        reading = set(c.frames)
+        return tuple(f for f in job_frames if f in reading)
+    return tuple(job_frames)
+
+
 def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, lookup: Lookup,
             traced_ok: Callable[[str], bool] = lambda p: True,
             opts: PredictOptions = PredictOptions()) -> PredictResult:
@@ -388,7 +428,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     for c in candidates:
         if c.path in explained and not c.whole:
             continue
-        frames = tuple(job_frames) if c.frame is None else ((c.frame,) if c.frame in job_set else ())
+        frames = _candidate_frames(c, job_frames, job_set)
         info = lookup(c.path)
         if not frames or info is None or info.size == 0:
             continue
