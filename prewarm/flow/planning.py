@@ -27,7 +27,7 @@ from prewarm.plan.predict import Candidate, PredictOptions, predict
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces, trace_files
-from prewarm.traces.store import find_traces
+from prewarm.traces.store import load_profiles
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,20 @@ def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
     """Plan from a manifest file. Without `traces`, the trace store's earlier jobs of the
     shot are used (`find_traces`): a submitter need not know where traces live."""
     manifest = load_manifest(manifest_path)
-    found = list(traces) or find_traces(settings, manifest)
-    plan = plan_manifest(manifest, found, settings, options)
-    if found and not traces:
-        return replace(plan, stats={**plan.stats, "traces_from_store": found})
+    if not traces:
+        return plan_stored(manifest, settings, options)
+    return plan_manifest(manifest, traces, settings, options)
+
+
+def plan_stored(manifest: Manifest, settings: Settings, options: PlanOptions = PlanOptions()) -> Plan:
+    """Plan from the profiles the trace store keeps of the shot's earlier jobs (issue 14): the
+    same plan as from their raw traces, without reading a single stored call again."""
+    path_map = settings.path_map.merged(manifest.path_map).merged(options.path_map)
+    stored = load_profiles(settings, manifest, path_map, options.frame)
+    plan = build_plan(manifest, resolve_inputs(manifest, path_map), stored.traces, path_map, settings, options,
+                      ImportStats())
+    if stored.folders:
+        return replace(plan, stats={**plan.stats, "traces_from_store": stored.folders})
     return plan
 
 

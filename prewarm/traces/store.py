@@ -2,6 +2,7 @@
 
     ROOT/show/shot/job/frame.1001.jsonl.gz     one file per frame, prewarm JSON Lines, gzip
     ROOT/show/shot/job/.job.json               the names as given (folder names are made safe)
+    ROOT/show/shot/job/.profile/frame.1001.jsonl.gz.json   what planning needs of that frame
 
 Files, not Redis: traces are large (megabytes per frame) and append-only, the planner
 reads files anyway, and render nodes can write into a shared folder without a client.
@@ -14,6 +15,16 @@ imports a file twice stores it once.
 
 The store is bounded: `prune` removes whole jobs, oldest first, down to a byte budget
 (`trace_store_max_bytes`, applied after each import) or to the newest N jobs per shot.
+
+Profiles (`profile.py`) make planning from the store cost what the shot's files x frames
+cost, not what its history of calls costs: each raw frame file gets one, written when the
+frame is filed, under a hidden folder that older readers of the store do not see. Render
+nodes file frames at the same time without a lock: every file (raw and profile) is
+written under a temporary name and renamed into place, one frame per file, and a profile
+names the raw file it was built from (size and mtime). Reading merges the per-frame
+profiles; one that is missing, torn, of another format or of a raw file since replaced
+(two nodes filing the same frame at once, a store filed by an older prewarm) is rebuilt
+from its raw file and written back, so the raw traces stay the truth.
 """
 
 from __future__ import annotations
@@ -30,21 +41,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-from prewarm.errors import ConfigError
+from prewarm.errors import ConfigError, TraceError
+from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.manifest import Manifest
+from prewarm.plan.pathmap import PathMap
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
-from prewarm.traces.files import read_traces
+from prewarm.traces.files import read_traces, trace_files
 from prewarm.traces.jsonl import write_jsonl
+from prewarm.traces.profile import (
+    FrameProfile,
+    ProfileBuilder,
+    ProfileError,
+    Source,
+    decode,
+    encode,
+    to_traceset,
+)
 
 __all__ = [
     "ImportResult",
     "PruneResult",
     "StoredJob",
+    "StoredTraces",
     "describe",
     "find_traces",
+    "frame_profiles",
     "import_traces",
     "list_traces",
+    "load_profiles",
     "prune",
     "store_root",
     "under_roots",
@@ -55,6 +80,9 @@ UNKNOWN = "_"
 """Folder of a job whose show or shot nobody said."""
 
 META = ".job.json"
+
+PROFILES = ".profile"
+"""Hidden folder of a job's profiles: `trace_files` and `list_traces` skip hidden names."""
 
 MAX_JOBS_FOUND = 5
 """Earlier jobs `find_traces` returns: the newest few describe the shot; more only slow planning."""
@@ -142,6 +170,7 @@ def import_traces(settings: Settings, paths: Sequence[str], show: str | None, sh
     records = read_traces(paths, settings.path_map, frame=frame, keep=under_roots(settings), stats=result.stats)
     folder.mkdir(parents=True, exist_ok=True)
     temps: dict[int | None, Path] = {}
+    builders: dict[int | None, ProfileBuilder] = {}
     try:
         with ExitStack() as files:
             writers: dict[int | None, gzip.GzipFile] = {}
@@ -150,12 +179,13 @@ def import_traces(settings: Settings, paths: Sequence[str], show: str | None, sh
                 if fh is None:
                     temps[access.frame] = folder / f".tmp-{uuid.uuid4().hex}-{_frame_name(access.frame)}"
                     fh = writers[access.frame] = files.enter_context(gzip.open(temps[access.frame], "wb"))
-                    result.frames[access.frame] = 0
+                    builders[access.frame] = ProfileBuilder(access.frame)
                 write_jsonl((access,), cast(IO[bytes], fh))  # GzipFile is a binary stream
-                result.frames[access.frame] += 1
+                builders[access.frame].add(access)
         for f, tmp in temps.items():
+            result.frames[f] = builders[f].records
             result.bytes += tmp.stat().st_size
-            os.replace(tmp, folder / _frame_name(f))
+            _file_frame(folder, tmp, _frame_name(f), builders[f])
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
@@ -163,6 +193,36 @@ def import_traces(settings: Settings, paths: Sequence[str], show: str | None, sh
     if settings.trace_store_max_bytes is not None:
         result.pruned = len(prune(settings, max_bytes=settings.trace_store_max_bytes, protect=(str(folder),)).removed)
     return result
+
+
+def _source(path: Path) -> Source:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _profile_path(raw: Path) -> Path:
+    return raw.parent / PROFILES / (raw.name + ".json")
+
+
+def _write_profile(raw: Path, profile: FrameProfile) -> None:
+    """Atomically, like the raw files: a reader sees the old profile or the new one, never half."""
+    target = _profile_path(raw)
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.write_bytes(encode(profile))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _file_frame(folder: Path, tmp: Path, name: str, builder: ProfileBuilder) -> None:
+    """Put a frame's finished raw file in place, then its profile. The profile names the raw
+    file's size and mtime (a rename keeps both): if another node files the same frame at the
+    same moment and the two renames interleave, the reader sees a mismatch and rebuilds."""
+    profile = builder.build(_source(tmp))
+    os.replace(tmp, folder / name)
+    _write_profile(folder / name, profile)
 
 
 def _write_meta(folder: Path, show: str | None, shot: str | None, job: str) -> None:
@@ -180,9 +240,13 @@ def _job_of(folder: Path, show_dir: str, shot_dir: str) -> StoredJob | None:
     except (OSError, ValueError):
         meta = {}
     stats = [f.stat() for f in files]
+    try:
+        kept = sum(f.stat().st_size for f in (folder / PROFILES).iterdir())
+    except OSError:
+        kept = 0  # no profiles yet (filed by an older prewarm), or being pruned
     return StoredJob(show=meta.get("show") or show_dir, shot=meta.get("shot") or shot_dir,
                      job=meta.get("job") or folder.name, path=str(folder), frames=len(files),
-                     bytes=sum(s.st_size for s in stats), mtime=max(s.st_mtime for s in stats))
+                     bytes=sum(s.st_size for s in stats) + kept, mtime=max(s.st_mtime for s in stats))
 
 
 def _subdirs(path: Path) -> Iterable[Path]:
@@ -267,6 +331,78 @@ def find_traces(settings: Settings, manifest: Manifest, limit: int = MAX_JOBS_FO
         if m:
             found = [j for j in jobs if (n := re.search(rule, j.job)) and n.group(1) == m.group(1)]
     return [j.path for j in found[:limit]]
+
+
+@dataclass
+class StoredTraces:
+    """What `load_profiles` found: the merged traces, and where they came from."""
+
+    traces: TraceSet
+    folders: list[str]
+    """The jobs' folders, newest first (`find_traces`)."""
+    profiles: int = 0
+    rebuilt: int = 0
+    """Profiles that were missing, stale or of another format, rebuilt from their raw files."""
+
+
+def frame_profiles(raw: Path) -> tuple[list[FrameProfile], bool]:
+    """The profile of one stored raw file, and whether it had to be rebuilt from the raw file.
+
+    A rebuilt profile is written back for the next reader when the store is writable; a
+    planner with read-only access to the store still plans, only slower.
+    """
+    source = _source(raw)
+    try:
+        kept = decode(_profile_path(raw).read_bytes())
+        if kept.source == source:
+            return [kept], False
+    except (OSError, ProfileError):
+        pass
+    builders: dict[int | None, ProfileBuilder] = {}
+    for a in read_traces([str(raw)]):
+        b = builders.get(a.frame)
+        if b is None:
+            b = builders[a.frame] = ProfileBuilder(a.frame)
+        b.add(a)
+    built = [b.build(source) for b in builders.values()] or [FrameProfile(None, source, 0)]
+    if len(built) == 1:  # the store writes one frame per file; anything else is not cached
+        try:
+            _write_profile(raw, built[0])
+        except OSError:
+            pass
+    return built, True
+
+
+def load_profiles(settings: Settings, manifest: Manifest, path_map: PathMap | None = None,
+                  frame: int | None = None) -> StoredTraces:
+    """The traces of the earlier jobs `find_traces` picks, merged from their profiles: the same
+    TraceSet as aggregating those jobs' raw files (`--traces FOLDER...`), at the cost of their
+    files x frames. `path_map` and `frame` mean what they mean to `read_traces`.
+
+    A job pruned while it is being read is left out, as if it had been pruned just before.
+    """
+    folders = find_traces(settings, manifest)
+    out = StoredTraces(TraceSet(), folders)
+    profiles: list[FrameProfile] = []
+    for folder in folders:
+        job: list[FrameProfile] = []
+        rebuilt = 0
+        try:
+            for raw in trace_files(folder):
+                got, again = frame_profiles(raw)
+                job.extend(got)
+                rebuilt += again
+        except (TraceError, FileNotFoundError):
+            continue
+        profiles.extend(job)
+        out.rebuilt += rebuilt
+    out.profiles = len(profiles)
+    rename = None
+    if path_map is not None:
+        seen = {p for fp in profiles for group in (fp.reads, fp.stats, fp.listed) for p in group}
+        rename = {p: m for p in seen if (m := path_map.to_studio(p)) != p}
+    out.traces = to_traceset(profiles, frame, rename or None)
+    return out
 
 
 def describe(result: ImportResult) -> str:
