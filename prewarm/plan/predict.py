@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
-from prewarm.plan.ranges import Span, clip, normalize, subtract, total
+from prewarm.plan.ranges import Span, clip, clip_normal, normalize, subtract, total
 
 MiB = 1 << 20
 
@@ -262,8 +262,8 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
                     groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
-    common = clip(_read_by_share(per, need), size)
-    specific = {t: subtract(clip(per[t], size), common) for t in readers}
+    common = clip_normal(_read_by_share(per, need), size)
+    specific = {t: subtract(clip_normal(per[t], size), common) for t in readers}
     progression = fit_progression(specific)
     everyone = len(readers) >= opts.always_share * len(train)
 
@@ -363,7 +363,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
                 result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
                 continue
             if f in ts.reads.get(member, {}):
-                out.append(Prediction(member, (f,), clip(ts.reads[member][f], info.size), Reason.TRACE))
+                out.append(Prediction(member, (f,), clip_normal(ts.reads[member][f], info.size), Reason.TRACE))
             else:
                 spans = shape.spans(info.size)
                 if spans:
