@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 
 from prewarm.plan.access import Op
-from prewarm.plan.aggregate import TraceSet, aggregate, merge
+from prewarm.plan.aggregate import TraceSet, aggregate_runs, merge
 from prewarm.plan.inputs import Resolved, resolve_inputs
 from prewarm.plan.manifest import FrameOrder, Manifest, load_manifest
 from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
@@ -26,7 +26,7 @@ from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import Candidate, PredictOptions, predict
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
-from prewarm.traces.files import read_traces, trace_files
+from prewarm.traces.files import read_batches, trace_files
 from prewarm.traces.store import load_profiles
 
 
@@ -82,7 +82,7 @@ PARALLEL_BYTES = 32 << 20
 
 def _aggregate_files(files: list[str], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
     stats = ImportStats()
-    return aggregate(read_traces(files, path_map, frame=frame, stats=stats)), stats
+    return aggregate_runs(read_batches(files, path_map, frame=frame, stats=stats)), stats
 
 
 def load_traces(paths: Sequence[str], path_map: PathMap, frame: int | None = None,

@@ -69,6 +69,12 @@ class ImportStats:
     first_skipped: str | None = None
     """`file:line` of the first skipped line, so the user knows where to look."""
 
+    def add(self, other: ImportStats) -> None:
+        """Count in what another importer (a worker process) counted."""
+        for name in ("files", "lines", "records", "skipped_lines", "failed_calls", "unmatched_resumed", "filtered"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.first_skipped = self.first_skipped or other.first_skipped
+
     def skip(self, where: str, line: int) -> None:
         self.skipped_lines += 1
         if self.first_skipped is None:

@@ -36,6 +36,7 @@ import orjson
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.ranges import Span, SpanAccumulator, normalize
+from prewarm.traces.counters import Rec
 
 __all__ = ["FORMAT", "FrameProfile", "ProfileBuilder", "ProfileError", "decode", "encode", "to_traceset"]
 
@@ -89,6 +90,25 @@ class ProfileBuilder:
             self.listed[a.path] = None
         else:
             self.stats[a.path] = None
+
+    def add_records(self, run: Iterable[Rec]) -> None:
+        """`add` for record tuples of this frame (what the importers hand on)."""
+        read, readdir = Op.READ, Op.READDIR
+        reads, stats, listed = self.reads, self.stats, self.listed
+        n = 0
+        for r in run:
+            n += 1
+            if r[1] is read:
+                if r[3] > 0:
+                    acc = reads.get(r[0])
+                    if acc is None:
+                        acc = reads[r[0]] = SpanAccumulator()
+                    acc.add(r[2], r[2] + r[3])
+            elif r[1] is readdir:
+                listed[r[0]] = None
+            else:
+                stats[r[0]] = None
+        self.records += n
 
     def merge(self, other: FrameProfile) -> None:
         """Fold in a profile of more records of the same frame (from a parallel worker)."""

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
@@ -46,9 +48,9 @@ from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.settings import Settings
-from prewarm.traces.counters import ImportStats
-from prewarm.traces.files import read_traces, trace_files
-from prewarm.traces.jsonl import write_jsonl
+from prewarm.traces.counters import Batch, ImportStats
+from prewarm.traces.files import read_batches, read_traces, trace_files
+from prewarm.traces.jsonl import dump_records
 from prewarm.traces.profile import (
     FrameProfile,
     ProfileBuilder,
@@ -156,43 +158,116 @@ def _frame_name(frame: int | None) -> str:
     return "noframe.jsonl.gz" if frame is None else f"frame.{frame:04d}.jsonl.gz"
 
 
+PARALLEL_BYTES = 16 << 20
+"""Below this much trace data, an import runs in one process: starting workers costs more."""
+
+
 def import_traces(settings: Settings, paths: Sequence[str], show: str | None, shot: str | None, job: str,
-                  frame: int | None = None) -> ImportResult:
+                  frame: int | None = None, workers: int | None = None,
+                  min_parallel_bytes: int = PARALLEL_BYTES) -> ImportResult:
     """Normalise trace files (strace or JSON Lines, plain or gzip) into the store under show/shot/job.
 
     `frame` is for records that carry none and whose file names hold no number. A file
     that is not a trace fails the whole import (TraceError) and leaves the store as it was.
+    Many files (a job's traces at once) are parsed over all cores in contiguous groups;
+    the frames they share are joined in file order, so the store holds exactly what a
+    single process would have written.
     """
     if not job or not job.strip():
         raise ConfigError("job", "a stored trace needs its job name")
     folder = store_root(settings) / _component(show) / _component(shot) / _component(job)
     result = ImportResult(show or UNKNOWN, shot or UNKNOWN, job, str(folder))
-    records = read_traces(paths, settings.path_map, frame=frame, keep=under_roots(settings), stats=result.stats)
+    files = [str(f) for p in paths for f in trace_files(p)]
     folder.mkdir(parents=True, exist_ok=True)
-    temps: dict[int | None, Path] = {}
-    builders: dict[int | None, ProfileBuilder] = {}
+    workers = workers or min(len(files), os.cpu_count() or 1, 8)
+    parts: list[_Part] = []
     try:
-        with ExitStack() as files:
-            writers: dict[int | None, gzip.GzipFile] = {}
-            for access in records:
-                fh = writers.get(access.frame)
-                if fh is None:
-                    temps[access.frame] = folder / f".tmp-{uuid.uuid4().hex}-{_frame_name(access.frame)}"
-                    fh = writers[access.frame] = files.enter_context(gzip.open(temps[access.frame], "wb"))
-                    builders[access.frame] = ProfileBuilder(access.frame)
-                write_jsonl((access,), cast(IO[bytes], fh))  # GzipFile is a binary stream
-                builders[access.frame].add(access)
-        for f, tmp in temps.items():
-            result.frames[f] = builders[f].records
-            result.bytes += tmp.stat().st_size
-            _file_frame(folder, tmp, _frame_name(f), builders[f])
+        if workers < 2 or sum(os.path.getsize(f) for f in files) < min_parallel_bytes:
+            parts.append(_import_part(settings, files, frame, str(folder)))
+        else:
+            groups = [files[len(files) * i // workers:len(files) * (i + 1) // workers] for i in range(workers)]
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_import_part, settings, g, frame, str(folder)) for g in groups]
+                for fut in futures:  # every worker finishes (or fails) before any temporary file is judged
+                    with suppress(Exception):
+                        parts.append(fut.result())
+                for fut in futures:
+                    fut.result()  # the first failure, raised
+        for part in parts:
+            result.stats.add(part.stats)
+        _file_parts(folder, parts, result)
     finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+        for part in parts:
+            for tmp, _ in part.frames.values():
+                Path(tmp).unlink(missing_ok=True)
     _write_meta(folder, show, shot, job)
     if settings.trace_store_max_bytes is not None:
         result.pruned = len(prune(settings, max_bytes=settings.trace_store_max_bytes, protect=(str(folder),)).removed)
     return result
+
+
+@dataclass
+class _Part:
+    """What one importer (a process) made of a group of files: per frame, its temporary raw
+    file and its profile (without a source yet), in the order frames first appeared."""
+
+    frames: dict[int | None, tuple[str, FrameProfile]] = field(default_factory=dict)
+    stats: ImportStats = field(default_factory=ImportStats)
+
+
+def _import_part(settings: Settings, files: list[str], frame: int | None, folder: str) -> _Part:
+    part = _Part()
+    temps: dict[int | None, str] = {}
+    builders: dict[int | None, ProfileBuilder] = {}
+    runs = read_batches(files, settings.path_map, frame=frame, keep=under_roots(settings), stats=part.stats)
+    try:
+        with ExitStack() as opened:
+            writers: dict[int | None, IO[bytes]] = {}
+            for run in runs:
+                for f, recs in _by_frame(run).items():
+                    fh = writers.get(f)
+                    if fh is None:
+                        temps[f] = str(Path(folder) / f".tmp-{uuid.uuid4().hex}-{_frame_name(f)}")
+                        fh = writers[f] = cast(IO[bytes], opened.enter_context(gzip.open(temps[f], "wb")))
+                        builders[f] = ProfileBuilder(f)
+                    fh.write(dump_records(recs))
+                    builders[f].add_records(recs)
+    except BaseException:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    part.frames = {f: (temps[f], builders[f].build((0, 0))) for f in temps}
+    return part
+
+
+def _by_frame(run: Batch) -> dict[int | None, Batch]:
+    first, last = run[0][4], run[-1][4]
+    if first == last and all(r[4] == first for r in run):
+        return {first: run}  # strace logs, and JSON Lines written a frame at a time
+    out: dict[int | None, Batch] = {}
+    for r in run:
+        out.setdefault(r[4], []).append(r)
+    return out
+
+
+def _file_parts(folder: Path, parts: list[_Part], result: ImportResult) -> None:
+    """Join the parts' pieces of each frame (gzip members concatenate into one valid gzip
+    file, in file order), then put each frame's raw file and profile in place."""
+    order: dict[int | None, list[tuple[str, FrameProfile]]] = {}
+    for part in parts:
+        for f, piece in part.frames.items():
+            order.setdefault(f, []).append(piece)
+    for f, pieces in order.items():
+        tmp = Path(pieces[0][0])
+        builder = ProfileBuilder(f)
+        for extra, profile in pieces:
+            builder.merge(profile)
+            if extra != pieces[0][0]:
+                with open(tmp, "ab") as out, open(extra, "rb") as src:
+                    shutil.copyfileobj(src, out)
+        result.frames[f] = builder.records
+        result.bytes += tmp.stat().st_size
+        _file_frame(folder, tmp, _frame_name(f), builder)
 
 
 def _source(path: Path) -> Source:
