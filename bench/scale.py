@@ -14,6 +14,11 @@ files x frames, not records. Targets: at 5M records `store_wall_s` <= 0.15x `wal
 at most 2x what it is at 1M; every peak RSS under 1 GB.
 
     python bench/scale.py [--records 1000000,2500000,5000000] [--json FILE]
+
+Whole sequences: `--frames 10000 --textures 19990` plans 10,000 frames and 20,000 inputs
+(every 4th frame traced); `plan_mb` is the size of the plan written.
+
+    python bench/scale.py --frames 10000 --textures 19990 --records 1000000 --json bench/out/sequence.json
 """
 
 from __future__ import annotations
@@ -115,9 +120,14 @@ def run_once(args: list[str], env: dict[str, str] | None = None) -> dict:
 
 def plan_once(manifest: Path, traces: Path | None, root: Path, store: Path | None = None) -> dict:
     """`prewarm plan`, from raw trace files, or (traces None) from the trace store."""
-    args = ["plan", str(manifest), "--local", f"/studio/proj={root}", "-o", os.devnull]
-    return run_once(args + (["--traces", str(traces)] if traces else []),
-                    {"PREWARM_TRACE_STORE": str(store)} if store else None)
+    out = manifest.with_suffix(".plan.json")
+    args = ["plan", str(manifest), "--local", f"/studio/proj={root}", "-o", str(out)]
+    res = run_once(args + (["--traces", str(traces)] if traces else []),
+                   {"PREWARM_TRACE_STORE": str(store)} if store else None)
+    res["plan_mb"] = round(out.stat().st_size / 2**20, 1)
+    res["plan_ranges"] = len(json.loads(out.read_bytes())["ranges"])
+    out.unlink()
+    return res
 
 
 def file_once(traces: Path, store: Path) -> dict:
@@ -127,10 +137,15 @@ def file_once(traces: Path, store: Path) -> dict:
 
 
 def main() -> int:
+    global FRAMES, TEXTURES, TRAINED
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", default="1000000,2500000,5000000")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "scale.json"))
+    ap.add_argument("--frames", type=int, default=FRAMES, help="job frames (every 4th is traced)")
+    ap.add_argument("--textures", type=int, default=TEXTURES, help="shared texture inputs (plus 10 per-frame caches)")
     args = ap.parse_args()
+    FRAMES, TEXTURES = args.frames, args.textures
+    TRAINED = list(range(1, FRAMES + 1, 4))
     sizes = [int(x) for x in args.records.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +153,7 @@ def main() -> int:
         t0 = time.perf_counter()
         inputs = build_tree(root)
         manifest = Path(tmp) / "job.yaml"
-        manifest.write_text("job: scale_v002\nshow: bench\nshot: scale\nframes: 1-1000\ninputs:\n"
+        manifest.write_text(f"job: scale_v002\nshow: bench\nshot: scale\nframes: 1-{FRAMES}\ninputs:\n"
                             + "".join(f"  - {p}\n" for p in inputs))
         print(f"tree: {len(inputs)} inputs, {TEXTURES + CACHES * FRAMES} files in {time.perf_counter() - t0:.1f} s")
         for n in sizes:
@@ -156,7 +171,8 @@ def main() -> int:
                          "file_wall_s": filed["wall_s"], "file_cpu_s": filed["cpu_s"],
                          "file_max_rss_mb": filed["max_rss_mb"],
                          "store_wall_s": stored["wall_s"], "store_cpu_s": stored["cpu_s"],
-                         "store_max_rss_mb": stored["max_rss_mb"]})
+                         "store_max_rss_mb": stored["max_rss_mb"], "plan_mb": stored["plan_mb"],
+                         "plan_ranges": stored["plan_ranges"]})
             print(f"{written:>9} records: plan {res['wall_s']:6.2f} s wall, {res['cpu_s']:6.2f} s cpu, "
                   f"{res['max_rss_mb']:7.1f} MB max RSS; filed in {filed['wall_s']:.2f} s; "
                   f"from the store {stored['wall_s']:.2f} s, {stored['max_rss_mb']:.1f} MB")
