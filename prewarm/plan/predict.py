@@ -259,7 +259,9 @@ def neighbour_groups(train: list[int], job: list[int], k: int) -> Groups:
 
 
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
-                    groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
+                    groups: Groups, opts: PredictOptions, every: tuple[int, ...] = ()) -> Iterator[Prediction]:
+    """`every`: all the groups' frames in group order, shared by the files every group reads
+    (a plan of 10,000 frames would otherwise hold a 10,000-frame tuple per shared file)."""
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
     common = clip_normal(_read_by_share(per, need), size)
@@ -268,6 +270,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     everyone = len(readers) >= opts.always_share * len(train)
 
     present: list[int] = []
+    included = 0
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
     extrapolate: list[int] = []
     for nb, exact, frames in groups:
@@ -275,17 +278,19 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
         if exact:
             if reading:
                 present.extend(frames)
+                included += 1
                 borrow[(reading, True)] = frames
             continue
         if not (reading or everyone or progression):
             continue
         present.extend(frames)
+        included += 1
         if progression is not None:
             extrapolate.extend(frames)
         else:
             borrow.setdefault((reading, False), []).extend(frames)
     if common and present:
-        yield Prediction(path, tuple(present), common, Reason.TRACE)
+        yield Prediction(path, every if included == len(groups) and every else tuple(present), common, Reason.TRACE)
     for (nb, exact), frames in borrow.items():
         spans = normalize(s for t in nb for s in specific[t])
         if not exact:
@@ -344,6 +349,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     out = result.predictions
     explained: set[str] = set()
     job_set = set(job_frames)
+    all_frames = tuple(job_frames)  # one tuple shared by every file all frames read
 
     seqs = find_sequences(ts, opts.max_delta) if train else []
     in_sequence = {p for s in seqs for p in s.members.values()}
@@ -372,6 +378,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
 
     shared = 0
     groups = neighbour_groups(train, job_frames, opts.neighbours)
+    every = tuple(f for _, _, frames in groups for f in frames)
     for p, per in ts.reads.items():
         if p in in_sequence or p in explained or not traced_ok(p):
             continue
@@ -381,14 +388,14 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.missing.append((p, "not found: earlier renders of this shot read it"))
             continue
         shared += 1
-        out.extend(_predict_shared(p, info.size, per, train, groups, opts))
+        out.extend(_predict_shared(p, info.size, per, train, groups, opts, every))
     result.stats["shared_files"] = shared
 
     unseen = 0
     for c in candidates:
         if c.path in explained and not c.whole:
             continue
-        frames = tuple(job_frames) if c.frame is None else ((c.frame,) if c.frame in job_set else ())
+        frames = all_frames if c.frame is None else ((c.frame,) if c.frame in job_set else ())
         info = lookup(c.path)
         if not frames or info is None or info.size == 0:
             continue
