@@ -295,76 +295,87 @@ class _Parser:
         if not fast:
             for line in lines:
                 self.n += 1
-                rec = self.line(line, self.n)
-                if rec is not None:
-                    out.append(rec)
+                self._general(self.line(line, self.n), out)
             return out
-        pending, pos, by_fd, frame = self.pending, self.calls.pos, self.by_fd, self.frame
+        by_fd = self.by_fd
         n = self.n
         for line in lines:
             n += 1
             parts = line.split(None, 2)
             # `PID  STAMP body`: anything else (no pid column, no stamp, `[pid N]`, torn) is general.
             if len(parts) != 3 or not parts[0].isdigit() or not parts[1][:1].isdigit():
-                rec = self.line(line, n)
-                if rec is not None:
-                    out.append(rec)
+                self._general(self.line(line, n), out)
                 continue
             pid, body = parts[0], parts[2].rstrip()
             stamp: str | None = parts[1]
-            if body[:5] == "<... ":
-                r = body.find(" resumed>")
-                start = pending.pop(pid, None) if r >= 0 else None
-                if start is None or start[0] != body[5:r]:
-                    self.stats.unmatched_resumed += 1
+            if body[:5] == "<... " or body.endswith(_UNFINISHED):
+                joined = self._join(pid, body, stamp)
+                if joined is None:
                     continue
-                body = start[1] + body[r + 9:]
-                stamp = start[2]
-            elif body.endswith(_UNFINISHED):
-                pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
-                continue
+                body, stamp = joined
             paren = body.find("(")
             name = body[:paren]
             eq = body.rfind(" = ")
             key = body[paren + 1:body.find(">", paren)]
             path = by_fd.get(key, "")
-            if path == "" and (name == "read" or name == "pread64" or name == "lseek") and _is_fd(key):
+            if name != "read" and name != "pread64" and name != "lseek":
+                self._general(self._call(body, pid, stamp, n), out)
+                continue
+            if path == "" and _is_fd(key):
                 path = by_fd[key] = self._fd_path(key)
-            if path == "" or (name != "read" and name != "pread64" and name != "lseek") \
-                    or eq < 0 or body[eq - 1] != ")":
-                # other calls, descriptors that are not files, `)   = 4` padding, no return yet
-                rec = self._call(body, pid, stamp, n)
-                if rec is not None:
-                    out.append(rec)
-                continue
-            ret = body[eq + 3:]
-            sp = ret.find(" ")
-            try:
-                got = int(ret[:sp] if sp >= 0 else ret)
-                if got < 0:
-                    self.stats.failed_calls += 1
-                    continue
-                if name == "lseek":
-                    pos[key] = got
-                    continue
-                if name == "read":
-                    off = pos.get(key, 0)
-                    pos[key] = off + got
-                else:
-                    off = int(body[body.rfind(", ", 0, eq) + 2:eq - 1])
-            except ValueError:
-                rec = self._call(body, pid, stamp, n)  # `= ?`, odd text: the general parser decides
-                if rec is not None:
-                    out.append(rec)
-                continue
-            if got == 0 or path is _OUTPUT:
-                continue
-            if path is None:
-                self.stats.filtered += 1
-                continue
-            out.append((path, _READ, off, got, frame, stamp, None, None, pid))
+            if path == "" or eq < 0 or body[eq - 1] != ")" or not self._positioned(name, body, key, path, eq, pid,
+                                                                                   stamp, out):
+                # descriptors that are not files, `)   = 4` padding, `= ?`, odd text: the general parser decides
+                self._general(self._call(body, pid, stamp, n), out)
         self.n = n
         return out
+
+    @staticmethod
+    def _general(rec: Rec | None, out: Batch) -> None:
+        if rec is not None:
+            out.append(rec)
+
+    def _join(self, pid: str, body: str, stamp: str | None) -> tuple[str, str | None] | None:
+        """A split call's halves joined (the whole call and its start's stamp), or None when
+        this line starts one (kept pending) or ends one whose start is not in the log."""
+        if body[:5] != "<... ":
+            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
+            return None
+        r = body.find(" resumed>")
+        start = self.pending.pop(pid, None) if r >= 0 else None
+        if start is None or start[0] != body[5:r]:
+            self.stats.unmatched_resumed += 1
+            return None
+        return start[1] + body[r + 9:], start[2]
+
+    def _positioned(self, name: str, body: str, key: str, path: str | None, eq: int, pid: str,
+                    stamp: str | None, out: Batch) -> bool:
+        """read/pread64/lseek on a file descriptor; False hands the line to the general parser."""
+        ret = body[eq + 3:]
+        sp = ret.find(" ")
+        pos = self.calls.pos
+        try:
+            got = int(ret[:sp] if sp >= 0 else ret)
+            if got < 0:
+                self.stats.failed_calls += 1
+                return True
+            if name == "lseek":
+                pos[key] = got
+                return True
+            if name == "read":
+                off = pos.get(key, 0)
+                pos[key] = off + got
+            else:
+                off = int(body[body.rfind(", ", 0, eq) + 2:eq - 1])
+        except ValueError:
+            return False
+        if got == 0 or path is _OUTPUT:
+            return True
+        if path is None:
+            self.stats.filtered += 1
+            return True
+        out.append((path, _READ, off, got, self.frame, stamp, None, None, pid))
+        return True
 
     def _fd_path(self, key: str) -> str | None:
         """The resolved path of a descriptor text `_is_fd` accepted (None: filtered out)."""
