@@ -197,3 +197,30 @@ def test_render_nodes_filing_frames_at_once_leave_a_consistent_store(settings: S
     assert stored.traces.frames == frozenset(range(1, 25))
     again = frame_profiles(raws[0])
     assert not again[1]
+
+
+def test_profiles_of_many_stale_files_are_rebuilt_over_processes(settings: Settings,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from prewarm.traces import store
+
+    result = import_traces(settings, _frames("shot200"), "proj", "shot200", "old_v001")
+    shutil.rmtree(Path(result.folder) / PROFILES)
+    monkeypatch.setattr(store, "PARALLEL_BYTES", 0)
+    manifest = load_manifest(SAMPLE / "shot200" / "manifest.yaml")
+    stored = load_profiles(settings, manifest)
+    raw = aggregate(read_traces([result.folder]))
+    assert stored.rebuilt == 36 and stored.traces == raw and _order(stored.traces) == _order(raw)
+    assert load_profiles(settings, manifest).rebuilt == 0           # written back by the workers
+
+
+def test_a_job_with_an_unreadable_raw_file_is_left_out_and_said(tmp_path: Path, shot_trees: Path) -> None:
+    settings = Settings(trace_store=str(tmp_path / "store"), roots=("/studio/proj",),
+                        path_map=PathMap((Prefix("/studio/proj", (), str(shot_trees)),)))
+    good = import_traces(settings, _frames("shot100"), "proj", "shot100", "a_v001")
+    bad = import_traces(settings, _frames("shot100", 2), "proj", "shot100", "b_v001")
+    torn = Path(bad.folder) / "frame.0002.jsonl.gz"
+    torn.write_bytes(torn.read_bytes()[:200])
+    plan = plan_job(str(SAMPLE / "shot100" / "manifest.yaml"), [], settings)
+    assert list(plan.stats["traces_skipped"]) == [bad.folder]
+    assert "frame.0002.jsonl.gz" in plan.stats["traces_skipped"][bad.folder]
+    assert plan.ranges == plan_job(str(SAMPLE / "shot100" / "manifest.yaml"), [good.folder], settings).ranges

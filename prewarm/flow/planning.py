@@ -64,7 +64,8 @@ def plan_stored(manifest: Manifest, settings: Settings, options: PlanOptions = P
     plan = build_plan(manifest, resolve_inputs(manifest, path_map), stored.traces, path_map, settings, options,
                       ImportStats())
     if stored.folders:
-        return replace(plan, stats={**plan.stats, "traces_from_store": stored.folders})
+        return replace(plan, stats={**plan.stats, "traces_from_store": stored.folders,
+                                    **({"traces_skipped": stored.skipped} if stored.skipped else {})})
     return plan
 
 

@@ -49,7 +49,7 @@ from prewarm.plan.manifest import Manifest
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import Batch, ImportStats
-from prewarm.traces.files import read_batches, read_traces, trace_files
+from prewarm.traces.files import read_batches, trace_files
 from prewarm.traces.jsonl import dump_records
 from prewarm.traces.profile import (
     FrameProfile,
@@ -418,34 +418,59 @@ class StoredTraces:
     profiles: int = 0
     rebuilt: int = 0
     """Profiles that were missing, stale or of another format, rebuilt from their raw files."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Jobs left out, and why: pruned while being read, or a raw file that cannot be read."""
 
 
-def frame_profiles(raw: Path) -> tuple[list[FrameProfile], bool]:
-    """The profile of one stored raw file, and whether it had to be rebuilt from the raw file.
-
-    A rebuilt profile is written back for the next reader when the store is writable; a
-    planner with read-only access to the store still plans, only slower.
-    """
+def _kept(raw: Path) -> FrameProfile | None:
+    """The profile kept beside a raw file, if it is current (names this very raw file)."""
     source = _source(raw)
     try:
         kept = decode(_profile_path(raw).read_bytes())
-        if kept.source == source:
-            return [kept], False
     except (OSError, ProfileError):
-        pass
+        return None
+    return kept if kept.source == source else None
+
+
+def _rebuild(raw: Path) -> list[FrameProfile]:
+    """A raw file's profile built from its records, and written back for the next reader when
+    the store is writable (a planner with read-only access still plans, only slower)."""
+    source = _source(raw)
     builders: dict[int | None, ProfileBuilder] = {}
-    for a in read_traces([str(raw)]):
-        b = builders.get(a.frame)
-        if b is None:
-            b = builders[a.frame] = ProfileBuilder(a.frame)
-        b.add(a)
+    for run in read_batches([str(raw)]):
+        for f, recs in _by_frame(run).items():
+            b = builders.get(f)
+            if b is None:
+                b = builders[f] = ProfileBuilder(f)
+            b.add_records(recs)
     built = [b.build(source) for b in builders.values()] or [FrameProfile(None, source, 0)]
     if len(built) == 1:  # the store writes one frame per file; anything else is not cached
-        try:
+        with suppress(OSError):
             _write_profile(raw, built[0])
-        except OSError:
-            pass
-    return built, True
+    return built
+
+
+def frame_profiles(raw: Path) -> tuple[list[FrameProfile], bool]:
+    """The profile of one stored raw file, and whether it had to be rebuilt from the raw file."""
+    kept = _kept(raw)
+    return ([kept], False) if kept is not None else (_rebuild(raw), True)
+
+
+def _rebuild_or_why(raw: Path) -> list[FrameProfile] | str:
+    try:
+        return _rebuild(raw)
+    except (TraceError, OSError) as exc:
+        return str(exc)
+
+
+def _rebuild_all(raws: list[Path]) -> list[list[FrameProfile] | str]:
+    """Rebuild profiles over all cores when there is enough to read (a store filed by an older
+    prewarm, or after a profile format change: once, then the profiles are kept)."""
+    workers = min(len(raws), os.cpu_count() or 1, 8)
+    if workers < 2 or sum(r.stat().st_size for r in raws) < PARALLEL_BYTES:
+        return [_rebuild_or_why(r) for r in raws]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_rebuild_or_why, raws, chunksize=max(1, len(raws) // (4 * workers))))
 
 
 def load_profiles(settings: Settings, manifest: Manifest, path_map: PathMap | None = None,
@@ -454,23 +479,29 @@ def load_profiles(settings: Settings, manifest: Manifest, path_map: PathMap | No
     TraceSet as aggregating those jobs' raw files (`--traces FOLDER...`), at the cost of their
     files x frames. `path_map` and `frame` mean what they mean to `read_traces`.
 
-    A job pruned while it is being read is left out, as if it had been pruned just before.
+    A job pruned while it is being read, or holding a raw file that cannot be read, is left
+    out (`skipped` says why) rather than failing the plan: the other jobs still describe
+    the shot. The work is bounded by the `find_traces` limit on jobs and by their files.
     """
-    folders = find_traces(settings, manifest)
-    out = StoredTraces(TraceSet(), folders)
-    profiles: list[FrameProfile] = []
-    for folder in folders:
-        job: list[FrameProfile] = []
-        rebuilt = 0
+    out = StoredTraces(TraceSet(), find_traces(settings, manifest))
+    slots: list[tuple[str, Path, FrameProfile | None]] = []
+    for folder in out.folders:
         try:
-            for raw in trace_files(folder):
-                got, again = frame_profiles(raw)
-                job.extend(got)
-                rebuilt += again
-        except (TraceError, FileNotFoundError):
-            continue
-        profiles.extend(job)
-        out.rebuilt += rebuilt
+            slots.extend((folder, raw, _kept(raw)) for raw in trace_files(folder))
+        except (TraceError, OSError) as exc:
+            out.skipped[folder] = str(exc)
+    stale = [raw for folder, raw, kept in slots if kept is None and folder not in out.skipped]
+    built = dict(zip(stale, _rebuild_all(stale)))
+    out.rebuilt = len(stale)
+    for folder, raw, _ in slots:
+        why = built.get(raw)
+        if isinstance(why, str):
+            out.skipped.setdefault(folder, why)
+    profiles: list[FrameProfile] = []
+    for folder, raw, kept in slots:
+        if folder not in out.skipped:
+            got = built.get(raw)
+            profiles.extend([kept] if kept is not None else got if isinstance(got, list) else [])
     out.profiles = len(profiles)
     rename = None
     if path_map is not None:
