@@ -58,13 +58,16 @@ def _granules(preds: Iterable[Prediction], rank_of: Mapping[int, int], granule: 
               sizes: Mapping[str, int]) -> dict[str, dict[int, _Granule]]:
     """Per file, per granule index: which frames need it (a union, so no frame counts twice)."""
     out: dict[str, dict[int, _Granule]] = {}
-    masks: dict[tuple[int, ...], int] = {}
+    masks: dict[int, tuple[tuple[int, ...], int]] = {}
+    """Masks by the identity of the frames tuple (predictions share tuples; hashing a
+    10,000-frame tuple for every prediction costs more than the mask), the tuple kept alive."""
     for p in preds:
         if not p.spans:
             continue
-        mask = masks.get(p.frames)
-        if mask is None:
-            mask = masks[p.frames] = sum(1 << rank_of[f] for f in set(p.frames))
+        known = masks.get(id(p.frames))
+        if known is None:
+            known = masks[id(p.frames)] = (p.frames, sum(1 << rank_of[f] for f in set(p.frames)))
+        mask = known[1]
         conf = CONFIDENCE[p.reason]
         per = out.setdefault(p.path, {})
         limit = -(-sizes[p.path] // granule)

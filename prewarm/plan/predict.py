@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
-from prewarm.plan.ranges import Span, clip, normalize, subtract, total
+from prewarm.plan.ranges import Span, clip, clip_normal, normalize, subtract, total
 
 MiB = 1 << 20
 
@@ -290,15 +290,18 @@ def neighbour_groups(train: list[int], job: list[int], k: int) -> Groups:
 
 
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
-                    groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
+                    groups: Groups, opts: PredictOptions, every: tuple[int, ...] = ()) -> Iterator[Prediction]:
+    """`every`: all the groups' frames in group order, shared by the files every group reads
+    (a plan of 10,000 frames would otherwise hold a 10,000-frame tuple per shared file)."""
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
-    common = clip(_read_by_share(per, need), size)
-    specific = {t: subtract(clip(per[t], size), common) for t in readers}
+    common = clip_normal(_read_by_share(per, need), size)
+    specific = {t: subtract(clip_normal(per[t], size), common) for t in readers}
     progression = fit_progression(specific)
     everyone = len(readers) >= opts.always_share * len(train)
 
     present: list[int] = []
+    included = 0
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
     extrapolate: list[int] = []
     for nb, exact, frames in groups:
@@ -306,17 +309,19 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
         if exact:
             if reading:
                 present.extend(frames)
+                included += 1
                 borrow[(reading, True)] = frames
             continue
         if not (reading or everyone or progression):
             continue
         present.extend(frames)
+        included += 1
         if progression is not None:
             extrapolate.extend(frames)
         else:
             borrow.setdefault((reading, False), []).extend(frames)
     if common and present:
-        yield Prediction(path, tuple(present), common, Reason.TRACE)
+        yield Prediction(path, every if included == len(groups) and every else tuple(present), common, Reason.TRACE)
     for (nb, exact), frames in borrow.items():
         spans = normalize(s for t in nb for s in specific[t])
         if not exact:
@@ -361,13 +366,14 @@ def _shape(instances: Iterable[tuple[list[Span], int]], whole_share: float) -> _
     return _Shape(whole, normalize(head), normalize(tail))
 
 
-def _candidate_frames(c: Candidate, job_frames: list[int], job_set: set[int]) -> tuple[int, ...]:
+def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[int]) -> tuple[int, ...]:
+    """The job frames that may read a candidate; `all_frames` is shared, not copied, per file."""
     if c.frame is not None:
         return (c.frame,) if c.frame in job_set else ()
     if c.frames is not None:
         reading = set(c.frames)
-        return tuple(f for f in job_frames if f in reading)
-    return tuple(job_frames)
+        return tuple(f for f in all_frames if f in reading)
+    return all_frames
 
 
 def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, lookup: Lookup,
@@ -384,6 +390,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     out = result.predictions
     explained: set[str] = set()
     job_set = set(job_frames)
+    all_frames = tuple(job_frames)  # one tuple shared by every file all frames read
 
     seqs = find_sequences(ts, opts.max_delta) if train else []
     in_sequence = {p for s in seqs for p in s.members.values()}
@@ -403,7 +410,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
                 result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
                 continue
             if f in ts.reads.get(member, {}):
-                out.append(Prediction(member, (f,), clip(ts.reads[member][f], info.size), Reason.TRACE))
+                out.append(Prediction(member, (f,), clip_normal(ts.reads[member][f], info.size), Reason.TRACE))
             else:
                 spans = shape.spans(info.size)
                 if spans:
@@ -412,6 +419,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
 
     shared = 0
     groups = neighbour_groups(train, job_frames, opts.neighbours)
+    every = tuple(f for _, _, frames in groups for f in frames)
     for p, per in ts.reads.items():
         if p in in_sequence or p in explained or not traced_ok(p):
             continue
@@ -421,14 +429,14 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.missing.append((p, "not found: earlier renders of this shot read it"))
             continue
         shared += 1
-        out.extend(_predict_shared(p, info.size, per, train, groups, opts))
+        out.extend(_predict_shared(p, info.size, per, train, groups, opts, every))
     result.stats["shared_files"] = shared
 
     unseen = 0
     for c in candidates:
         if c.path in explained and not c.whole:
             continue
-        frames = _candidate_frames(c, job_frames, job_set)
+        frames = _candidate_frames(c, all_frames, job_set)
         info = lookup(c.path)
         if not frames or info is None or info.size == 0:
             continue
