@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import re
@@ -68,8 +69,11 @@ def synthetic(lines: list[str], target: int, rename: bool = True) -> Iterator[st
     while made < target:
         prefix = f"/studio/proj/c{copy:03d}/" if rename else "/studio/proj/"
         shift = copy * 100_000
+        def renumber(m: re.Match[str], shift: int = shift) -> str:
+            return str(int(m.group(1)) + shift)
+
         for line in lines:
-            yield _PID.sub(lambda m: str(int(m.group(1)) + shift), line.replace("/studio/proj/", prefix), 1)
+            yield _PID.sub(renumber, line.replace("/studio/proj/", prefix), 1)
             made += 1
             if made >= target:
                 return
@@ -161,7 +165,7 @@ def main() -> int:
             written = 0
             while written < args.lines:
                 more = read_traces([str(files[("strace", "large", False)])], frame=1001)
-                written += write_jsonl((a for a, _ in zip(more, range(args.lines - written))), fh)
+                written += write_jsonl(itertools.islice(more, args.lines - written), fh)
         with open(plain) as fh_in:
             write(d / "records.jsonl.gz", fh_in, True)
         files[("jsonl", "large", False)] = plain

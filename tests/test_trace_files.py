@@ -33,7 +33,7 @@ def write(path: Path, text: str, compress: bool = False) -> Path:
     return path
 
 
-def load(*paths: Path, path_map: PathMap = PathMap(), frame: int | None = None,
+def load(*paths: Path, path_map: PathMap | None = None, frame: int | None = None,
          keep: Callable[[str], bool] | None = None) -> tuple[list[Access], ImportStats]:
     stats = ImportStats()
     return list(read_traces([str(p) for p in paths], path_map, frame, keep, stats)), stats

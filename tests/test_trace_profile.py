@@ -138,7 +138,7 @@ def test_stale_torn_and_old_format_profiles_are_rebuilt(settings: Settings) -> N
     truth = aggregate(read_traces([str(folder)]))
     assert stored.traces == truth
     assert all(decode(p.read_bytes()).source == (r.stat().st_size, r.stat().st_mtime_ns)
-               for p, r in zip(sorted((folder / PROFILES).iterdir()), raws))      # written back
+               for p, r in zip(sorted((folder / PROFILES).iterdir()), raws, strict=True))      # written back
     assert load_profiles(settings, manifest).rebuilt == 0
 
 

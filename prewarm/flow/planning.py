@@ -74,7 +74,8 @@ def plan_manifest(manifest: Manifest, traces: Sequence[str] | None, settings: Se
         stored = load_profiles(settings, manifest, aliases, options.frame)
         ts, counts = stored.traces, {"trace_lines_skipped": 0, "trace_calls_failed": 0}  # profiles hold no bad lines
         if stored.folders:
-            stats = {"traces_from_store": stored.folders, **({"traces_skipped": stored.skipped} if stored.skipped else {})}
+            stats = {"traces_from_store": stored.folders,
+                     **({"traces_skipped": stored.skipped} if stored.skipped else {})}
     else:
         ts, imported = load_traces(traces, aliases, options.frame)
         counts = {"trace_lines_skipped": imported.skipped_lines, "trace_calls_failed": imported.failed_calls}

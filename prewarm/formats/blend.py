@@ -187,7 +187,7 @@ class _LibraryWalk(file2blocks.BlockIterator):
                 continue  # it is also a dependency of the file linking it: resolution reports it
             try:
                 libfile = self.open_blendfile(pathlib.Path(lib))
-            except Exception as exc:  # noqa: BLE001 - whatever a corrupt library raises, it is a finding
+            except Exception as exc:  # whatever a corrupt library raises, it is a finding
                 self.found.unresolved.append((lib, lib, f"cannot read the library: {_reason(exc)}"))
                 continue
             self.found.libraries.add(lib)

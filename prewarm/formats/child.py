@@ -48,7 +48,7 @@ def main() -> None:
     message = json.load(sys.stdin)
     try:
         answer = read(message)
-    except Exception as exc:  # noqa: BLE001 - the process boundary: a hostile file's any error is a finding
+    except Exception as exc:  # the process boundary: a hostile file's any error is a finding
         answer = to_json(SceneDeps(error=f"a corrupt file? {plain(f'{type(exc).__name__}: {exc}')}"))
     json.dump(answer, sys.stdout)
 

@@ -110,8 +110,8 @@ def to_json(found: SceneDeps) -> dict[str, Any]:
 
 def from_json(data: Mapping[str, Any]) -> SceneDeps:
     return SceneDeps(
-        deps=tuple(SceneDep(str(p), str(layer), None if frames is None else tuple(int(f) for f in frames), bool(pattern))
-                   for p, layer, frames, pattern in data.get("deps", [])),
+        deps=tuple(SceneDep(str(p), str(layer), None if frames is None else tuple(int(f) for f in frames),
+                            bool(pattern)) for p, layer, frames, pattern in data.get("deps", [])),
         unresolved=tuple(Unresolved(str(p), str(layer), str(why)) for p, layer, why in data.get("unresolved", [])),
         error=data.get("error"), notes=tuple(str(n) for n in data.get("notes", [])),
         layers=int(data.get("layers", 0)))

@@ -158,7 +158,7 @@ def _read_file(path: Path, frame: int | None, resolve: Resolve, stats: ImportSta
                 runs_s = itertools.chain(([""] * blank + [first],), iter(lambda: text.readlines(READ_HINT), []))
                 yield from strace_batches(runs_s, stats, frame, resolve, where)
             else:
-                raise TraceError(where, f"neither an strace log nor prewarm JSON Lines (first line: {first[:60].strip()!r})")
+                raise TraceError(where, "neither an strace log nor prewarm JSON Lines (told by its first line)")
     except (OSError, EOFError, zlib.error) as exc:
         raise TraceError(where, f"cannot read: {exc}") from exc
     if stats.records == records and stats.filtered == filtered and stats.skipped_lines > skipped:

@@ -152,7 +152,7 @@ def _spans(flat: Any, path: str) -> list[Span]:
             or not all(map(operator.lt, flat, flat[1:])):
         raise ProfileError(f"reads[{path!r}]: expected a normal span list [start, end, ...]")
     it = iter(flat)
-    return list(zip(it, it))
+    return list(zip(it, it, strict=True))
 
 
 def decode(data: bytes) -> FrameProfile:

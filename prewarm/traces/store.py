@@ -491,7 +491,7 @@ def load_profiles(settings: Settings, manifest: Manifest, path_map: PathMap | No
         except (TraceError, OSError) as exc:
             out.skipped[folder] = str(exc)
     stale = [raw for folder, raw, kept in slots if kept is None and folder not in out.skipped]
-    built = dict(zip(stale, _rebuild_all(stale)))
+    built = dict(zip(stale, _rebuild_all(stale), strict=True))
     out.rebuilt = len(stale)
     for folder, raw, _ in slots:
         why = built.get(raw)

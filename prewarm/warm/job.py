@@ -109,7 +109,8 @@ def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
         f"of {_mb(info.bytes_planned)}; files {c['files_done']} warmed, {c['files_skipped']} already warm, "
         f"{c['files_failed']} failed of {info.files_planned}; metadata {c['meta_done']} ok, {c['meta_failed']} failed"]
     if c.get("inputs_missing"):
-        lines.append(f"  missing inputs: {c['inputs_missing']} (listed in the plan's `missing`): the render will miss them")
+        lines.append(f"  missing inputs: {c['inputs_missing']} (listed in the plan's `missing`): "
+                     "the render will miss them")
     by_kind: dict[str, list[FileFinding]] = {}
     for f in info.findings:
         by_kind.setdefault(f.kind.value, []).append(f)
