@@ -264,3 +264,21 @@ def recent(r: redis.Redis[bytes], limit: int = 20) -> list[JobInfo]:
         else:
             out.append(info)
     return out
+
+
+RECENT_PLANS = 50
+"""Recent jobs looked at when a restarted gateway's metadata is warmed again."""
+
+
+def recent_plans(r: redis.Redis[bytes], gateway: str, since: float, limit: int = RECENT_PLANS) -> list[Plan]:
+    """Plans of the gateway's jobs created after `since` that read something, soonest frame start first."""
+    jobs = [i for i in recent(r, limit) if i.gateway == gateway and i.created >= since
+            and i.state in (JobState.RUNNING, JobState.DONE, JobState.PARTIAL)]
+    jobs.sort(key=lambda i: (i.start if i.start is not None else i.created))
+    plans = []
+    for info in jobs:
+        try:
+            plans.append(WarmJob(r, info.id).plan())
+        except ServiceError:  # expired between the listing and now
+            continue
+    return plans
