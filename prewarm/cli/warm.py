@@ -241,6 +241,7 @@ def _combined(infos: list[JobInfo]) -> JobInfo:
         return first
     out = replace(first, id=",".join(i.id for i in infos), counters=dict(first.counters),
                   bytes_planned=sum(i.bytes_planned for i in infos), files_planned=sum(i.files_planned for i in infos),
+                  bytes_read_live=sum(i.bytes_read_live for i in infos),
                   started=min((i.started for i in infos if i.started), default=None))
     for i in infos[1:]:
         for k, v in i.counters.items():
@@ -273,13 +274,11 @@ class Progress:
         if now - self.last < self.every_s:
             return
         self.last = now
-        c = info.counters
         elapsed = max(now - self.t0, 1e-3)
-        moved = c["bytes_done"] + c["bytes_skipped"] + c["bytes_failed"]
-        rate = c["bytes_done"] / elapsed
+        read, moved, files = info.progress()
+        rate = read / elapsed
         left = max(info.bytes_planned - moved, 0)
         eta = f"{left / rate:.0f}s" if rate > 0 else "-"
-        files = c["files_done"] + c["files_skipped"] + c["files_failed"]
         line = (f"{info.state.value:<8} {moved / 1e6:,.1f}/{info.bytes_planned / 1e6:,.1f} MB  "
                 f"files {files}/{info.files_planned}  {rate / 1e6:.1f} MB/s  ETA {eta}")
         if self.tty:

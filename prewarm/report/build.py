@@ -79,7 +79,7 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
                 "retry_of": info.retry_of, "batches": info.batches, "batches_done": info.batches_done},
         "summary": {
             "planned": {"bytes": info.bytes_planned, "files": info.files_planned, "meta": info.meta_planned},
-            "warmed": {"bytes": c["bytes_done"], "files": c["files_done"], "meta": c["meta_done"]},
+            "warmed": {"bytes": info.progress()[0], "files": c["files_done"], "meta": c["meta_done"]},
             "skipped": {"bytes": c["bytes_skipped"], "files": c["files_skipped"]},
             "missing": {"bytes": sum(planned_by_file.get(f.path, 0) for f in missing), "files": len(missing),
                         "inputs": 0 if plan is None else len(plan.missing)},
@@ -177,8 +177,7 @@ def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
     blocked = {f.path for f in info.findings if f.path in needed}
     blocked.update(r.path for r in failed if any(r.offset < e and s < r.end for s, e in needed.get(r.path, ())))
     share = position / total if total else 1.0
-    moved = info.counters["bytes_done"] + info.counters["bytes_skipped"] + info.counters["bytes_failed"]
-    reached = info.state.final or moved >= share * info.bytes_planned
+    reached = info.state.final or info.progress()[1] >= share * info.bytes_planned
     ready = reached and not blocked and info.state is not JobState.CANCELLED
     ready_at = _when(info, series, share) if ready else None
     margin = None if plan.start is None or ready_at is None else plan.start - ready_at

@@ -213,6 +213,7 @@ class WarmJob:
         with self.r.pipeline(transaction=False) as p:
             p.hincrby(key, f"b:{point.t}", point.bytes)
             p.hincrby(key, f"f:{point.t}", point.in_flight)
+            p.hincrby(self.key, "bytes_read_live", point.bytes)  # progress while batches run
             p.expire(key, RETENTION_S)
             p.execute()
 
@@ -250,7 +251,8 @@ class WarmJob:
             batches_done=int(h["batches_done"]), bytes_planned=int(h["bytes_planned"]),
             files_planned=int(h["files_planned"]), meta_planned=int(h["meta_planned"]),
             counters={k: int(h.get(k, 0)) for k in JOB_COUNTERS}, findings=found,
-            failed_ranges=int(self.r.llen(self.part("failed"))), retry_of=h.get("retry_of") or None)
+            failed_ranges=int(self.r.llen(self.part("failed"))), retry_of=h.get("retry_of") or None,
+            bytes_read_live=int(h.get("bytes_read_live") or 0))
 
 
 def recent(r: redis.Redis[bytes], limit: int = 20) -> list[JobInfo]:
