@@ -40,7 +40,7 @@ from blender_asset_tracer.trace import blocks2assets, expanders, file2blocks
 from prewarm.formats.scenes import plain
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.scenes import SceneDep, SceneDeps, SceneRequest, Unresolved
-from prewarm.site.guard import Guard, Refused
+from prewarm.site.guard import Guard
 
 IMA_SRC_SEQUENCE = 2
 IMA_SRC_TILED = 6
@@ -112,15 +112,11 @@ class _Found:
         return self.path_map.to_local(self.path_map.to_studio(path))
 
     def opened_as(self, path: str) -> str | None:
-        """The symlink-free local path BAT may open for a library; None (recorded) when refused."""
-        studio = self.path_map.to_studio(path)
-        try:
-            return self.guard.resolve(studio).local
-        except Refused:
-            self.refused.add(studio)
-            return None
-        except OSError:
-            return self.local(path)
+        """Where BAT may open `path` (`Guard.for_library`); None, and recorded, when refused."""
+        target = self.guard.for_library(path)
+        if target is None:
+            self.refused.add(self.path_map.to_studio(path))
+        return target
 
 
 def _nodetree_of(block: Any) -> Iterator[Any]:

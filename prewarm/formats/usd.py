@@ -41,7 +41,7 @@ from prewarm.plan.scenes import (
     Unresolved,
     frames_in_steps,
 )
-from prewarm.site.guard import Guard, Refused
+from prewarm.site.guard import Guard
 
 LAYER_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
 PRIM_CHECK = 1000
@@ -87,18 +87,11 @@ class _Walk:
         return self.path_map.to_local(self.path_map.to_studio(path))
 
     def opened_as(self, path: str) -> str | None:
-        """The symlink-free local path usd-core may open for `path`; None (recorded) when refused.
-
-        A path that is not there stays as mapped: usd-core then reports it unresolved.
-        """
-        studio = self.path_map.to_studio(path)
-        try:
-            return self.guard.resolve(studio).local
-        except Refused:
-            self.refused.add(studio)
-            return None
-        except OSError:
-            return self.local(path)
+        """Where usd-core may open `path` (`Guard.for_library`); None, and recorded, when refused."""
+        target = self.guard.for_library(path)
+        if target is None:
+            self.refused.add(self.path_map.to_studio(path))
+        return target
 
     def over(self) -> bool:
         """Past a limit: the walk stops following dependencies, and says why once."""

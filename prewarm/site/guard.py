@@ -187,6 +187,18 @@ class Guard:
             raise Refused(studio, "changed while being opened (a symlink swapped in?)")
         return fd, where
 
+    def for_library(self, path: str) -> str | None:
+        """The local path to hand a library that opens files itself (usd-core, BAT), for `path` (a local
+        or studio path): symlink-free when it exists, as mapped when it does not (the library then
+        says it is missing), None when the guard refuses it (the caller must not open it)."""
+        studio = self.path_map.to_studio(path)
+        try:
+            return self.resolve(studio).local
+        except Refused:
+            return None
+        except OSError:
+            return self.path_map.to_local(studio)
+
     def stat(self, studio: str) -> os.stat_result:
         """The attributes of what `studio` resolves to (a LOOKUP and GETATTR of each component)."""
         return os.lstat(self.resolve(studio).local)
