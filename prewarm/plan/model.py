@@ -38,6 +38,9 @@ class Reason(StrEnum):
     ANCHORED = "anchored"      # header/footer anchored to the start/end of a file of another size
     FALLBACK = "fallback"      # never seen in any trace: the documented fallback
     WHOLE = "whole"            # the manifest asked for the whole file
+    FINER = "finer"            # tiles one MIP level finer than traced frames read: a push-in
+    REGION = "region"          # a shared cache's sample data, where a frame's region cannot be placed
+    UNREAD_TILE = "unread_tile"  # a tile of a tile set (<UDIM>) no traced frame read while its siblings were
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,204 @@
+"""The texture model: frames' reads of a structured file in tile space, and tiles predicted for unseen frames. Pure.
+
+A texture cache reads a file's header and tile tables, then the tiles of the MIP
+levels a frame samples. Byte offsets hide what changes from frame to frame: as the
+camera pans, a frame reads the neighbouring tiles of the same level; as it pushes
+in, the children of those tiles one level finer. In tile space both are plain:
+
+* a traced read is mapped to `(level, x, y)` through the file's `Structure`;
+* an unseen frame borrows the footprints of its traced neighbours, grown by
+  `grow` tiles at every level. Beyond the last traced frame (or before the first)
+  the footprint also grows with the distance, at the pace the footprints moved
+  over the traced frames (`drift`, in image widths per frame);
+* when the finest level read gets finer over the traced frames towards an unseen
+  frame (a push-in), the children one level finer of its finest tiles are added;
+  `finer` adds them for every unseen frame as a hedge;
+* every coarser level over any predicted region is added: the tiles are few,
+  and a filtered lookup reads the next coarser level too.
+
+Ordering follows the structure: header and tables first (tier 0), then levels
+coarse before fine (their tier is their resolution), so that a budget drops the
+finest tiles first and the first frame of a wide shot, which reads coarse levels,
+is ready early.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+
+from prewarm.plan.model import Reason
+from prewarm.plan.ranges import Span, normalize
+from prewarm.plan.structure import Structure, Tile
+
+META_TIER = 0
+"""Tier of headers and tile tables: before any tile."""
+
+
+@dataclass(frozen=True)
+class TextureOptions:
+    grow: int = 1
+    """Tiles by which a borrowed footprint grows on each side, at every level."""
+    finer: int = 0
+    """Levels of children added under every unseen frame's finest tiles, as a hedge for a push-in
+    that the traced frames do not show. A push-in they do show adds one level without it."""
+    max_drift: float = 0.25
+    """The most a footprint is assumed to move per frame, in image widths: bounds the growth of
+    frames far from any traced frame."""
+
+
+Footprints = Mapping[int, frozenset[Tile]]
+"""Per traced frame, the tiles it read."""
+
+
+def footprints(st: Structure, per: Mapping[int, list[Span]]) -> dict[int, frozenset[Tile]]:
+    return {t: frozenset(st.tiles_read(spans)[0]) for t, spans in per.items()}
+
+
+def _by_level(tiles: Iterable[Tile]) -> dict[int, set[tuple[int, int]]]:
+    out: dict[int, set[tuple[int, int]]] = defaultdict(set)
+    for level, x, y in tiles:
+        out[level].add((x, y))
+    return out
+
+
+def _finest(st: Structure, tiles: Iterable[Tile]) -> int | None:
+    """Index of the finest level among `tiles` (largest resolution)."""
+    levels = {t[0] for t in tiles}
+    return max(levels, key=lambda i: st.levels[i].resolution) if levels else None
+
+
+def _bbox(st: Structure, level: int, cells: set[tuple[int, int]]) -> tuple[float, float, float, float]:
+    lv = st.levels[level]
+    x0 = min(x for x, _ in cells) / lv.columns
+    y0 = min(y for _, y in cells) / lv.rows
+    x1 = (max(x for x, _ in cells) + 1) / lv.columns
+    y1 = (max(y for _, y in cells) + 1) / lv.rows
+    return x0, y0, x1, y1
+
+
+def drift(st: Structure, fps: Footprints) -> float:
+    """How far footprints move per frame, in image widths: the median over consecutive traced frames.
+
+    Compared level by level on the levels both frames read; the median, because a
+    texture that wraps (a lookup at s = -0.01 reads the last column) makes single
+    pairs jump across the whole image.
+    """
+    frames = sorted(t for t in fps if fps[t])
+    moves: list[float] = []
+    for a, b in pairwise(frames):
+        la, lb = _by_level(fps[a]), _by_level(fps[b])
+        shared = set(la) & set(lb)
+        if not shared:
+            continue
+        step = max(max(abs(p - q) for p, q in zip(_bbox(st, lv, la[lv]), _bbox(st, lv, lb[lv])))
+                   for lv in shared)
+        moves.append(step / (b - a))
+    if not moves:
+        return 0.0
+    moves.sort()
+    return moves[len(moves) // 2]
+
+
+def grow(st: Structure, tiles: Iterable[Tile], cells: int, widths: float = 0.0) -> set[Tile]:
+    """`tiles` widened by `cells` tiles plus `widths` image widths on each side, level by level."""
+    out: set[Tile] = set()
+    for level, xy in _by_level(tiles).items():
+        lv = st.levels[level]
+        rx = cells + math.ceil(widths * lv.columns)
+        ry = cells + math.ceil(widths * lv.rows)
+        rows: dict[int, set[int]] = defaultdict(set)
+        for x, y in xy:
+            rows[y].update(range(max(0, x - rx), min(lv.columns, x + rx + 1)))
+        for y, xs in rows.items():
+            for yy in range(max(0, y - ry), min(lv.rows, y + ry + 1)):
+                out.update((level, x, yy) for x in xs)
+    return out
+
+
+def children(st: Structure, tiles: Iterable[Tile], depth: int) -> set[Tile]:
+    """The tiles `depth` levels finer under the finest level of `tiles` (a push-in reads them next)."""
+    tiles = list(tiles)
+    finest = _finest(st, tiles)
+    if finest is None or depth <= 0:
+        return set()
+    out: set[Tile] = set()
+    frontier: list[tuple[int, set[tuple[int, int]]]] = [(finest, {(x, y) for lv, x, y in tiles if lv == finest})]
+    for _ in range(depth):
+        nxt: list[tuple[int, set[tuple[int, int]]]] = []
+        for level, cells in frontier:
+            for child in st.finer(level):
+                got = st.project(cells, level, child)
+                out.update((child, x, y) for x, y in got)
+                nxt.append((child, got))
+        frontier = nxt
+    return out
+
+
+def coarser(st: Structure, tiles: Iterable[Tile]) -> set[Tile]:
+    """Every coarser level's tiles over the region `tiles` cover."""
+    out: set[Tile] = set()
+    for level, cells in _by_level(tiles).items():
+        for c in st.coarser(level):
+            out.update((c, x, y) for x, y in st.project(cells, level, c))
+    return out
+
+
+def _finer_trend(st: Structure, fps: Footprints, side: list[int]) -> bool:
+    """Do the finest levels read get finer along `side` (traced frames ordered towards the unseen frame)?"""
+    res = [st.levels[f].resolution for t in side if (f := _finest(st, fps[t])) is not None]
+    return len(res) >= 2 and res[-1] > min(res[:-1])
+
+
+TREND_FRAMES = 3
+"""Traced frames, nearest the unseen frame, over which a push-in is looked for."""
+
+
+def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int, ...], pace: float,
+                  opts: TextureOptions) -> dict[Tile, Reason]:
+    """The tiles an unseen `frame` will read and why, from its nearest traced frames reading the file.
+
+    `pace` is `drift(st, fps)`, computed once per file.
+    """
+    base: set[Tile] = set().union(*(fps[t] for t in nearest))
+    before = [t for t in nearest if t < frame]
+    after = [t for t in nearest if t > frame]
+    out: dict[Tile, Reason] = {}
+    widths = 0.0
+    side: list[int] = []
+    if not (before and after):
+        distance = min(abs(frame - t) for t in nearest)
+        widths = min(pace, opts.max_drift) * distance
+        traced = sorted(fps)
+        side = traced[-TREND_FRAMES:] if before else traced[:TREND_FRAMES][::-1]
+    grown = grow(st, base, opts.grow, widths)
+    depth = opts.finer
+    if side and _finer_trend(st, fps, side):
+        depth = max(depth, 1)
+    for t in children(st, grown, depth):
+        out[t] = Reason.FINER
+    for t in grown:
+        out[t] = Reason.NEIGHBOURS
+    for t in coarser(st, set(out)):
+        out.setdefault(t, Reason.NEIGHBOURS)
+    for t in base:
+        out[t] = Reason.NEIGHBOURS
+    return out
+
+
+def tiers(st: Structure, tiles: Iterable[Tile]) -> list[tuple[int, list[Span]]]:
+    """Spans of `tiles` by tier, coarse before fine: the tier of a level is its resolution."""
+    by_tier: dict[int, list[Span]] = defaultdict(list)
+    for t in tiles:
+        by_tier[st.levels[t[0]].resolution].append(st.span(t))
+    return [(tier, normalize(spans)) for tier, spans in sorted(by_tier.items())]
+
+
+def whole_by_tier(st: Structure) -> list[tuple[int, list[Span]]]:
+    """The whole file, header and tables first, then levels coarse before fine (a never-traced texture)."""
+    every = [(lv, x, y) for lv, level in enumerate(st.levels)
+             for y in range(level.rows) for x in range(level.columns)]
+    return [(META_TIER, list(st.meta)), *tiers(st, every)]
