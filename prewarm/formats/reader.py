@@ -8,9 +8,9 @@ sparse zeros, absurd tables) are counted with their reason for the plan's summar
 nothing a file holds can raise out of here or read more than the budget of
 `prewarm.formats.source`.
 
-IO is the caller's: `open_file(path)` gives a `Fetcher` over a studio path (the
-local file through the plan's path mapping today; the site's guarded gateway
-mount later) and `close()` releases what it opened.
+IO is the caller's: `open_file(path)` gives a `Fetcher` over a studio path for as
+long as its context lasts (`guarded_files`: through the site's guard, on the gateway
+mount like any warm read; a test may hand in bytes).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from prewarm.formats.source import BudgetExceeded, Fetcher
 from prewarm.formats.tiff import StructureError, read_tiff
 from prewarm.plan.model import FileInfo
 from prewarm.plan.structure import Structure
+from prewarm.site.guard import Guard
 
 TIFF_MAGICS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
@@ -83,17 +84,25 @@ class StructureReader:
         self._cache[key] = got
         return got
 
+    def by_path(self, lookup: Callable[[str], FileInfo | None]) -> Callable[[str], Structure | None]:
+        """What the predictor takes: a studio path's structure, its identity from the plan's `lookup`."""
+        def structure(path: str) -> Structure | None:
+            info = lookup(path)
+            return None if info is None else self.structure(info)
+        return structure
+
     def stats(self) -> dict[str, object]:
         """For the plan's summary: files read by structure, and those left to the byte model and why."""
         return {"structured_files": dict(self.formats), "structure_unreadable": len(self.unreadable),
                 "structure_unreadable_files": dict(sorted(self.unreadable.items())[:20])}
 
 
-def local_files(to_local: Callable[[str], str]) -> Opener:
-    """An opener of studio paths through a path mapping, reading with `pread` (no shared file offset)."""
+def guarded_files(guard: Guard) -> Opener:
+    """An opener of studio paths through the site's guard (roots, links, remaps), reading with
+    `pread`: a refused path is a reason, like any file that cannot be opened."""
     @contextmanager
     def open_file(path: str) -> Iterator[Fetcher]:
-        fd = os.open(to_local(path), os.O_RDONLY)
+        fd, _ = guard.open(path)
         try:
             yield lambda start, end: os.pread(fd, max(0, end - start), start)
         finally:

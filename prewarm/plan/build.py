@@ -19,7 +19,7 @@ from prewarm.plan.inputs import Resolved
 from prewarm.plan.manifest import FrameOrder, Manifest
 from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
 from prewarm.plan.ordering import order_ranges
-from prewarm.plan.predict import Candidate, PredictOptions, predict
+from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict
 
 Lookup = Callable[[str], FileInfo | None]
 
@@ -90,8 +90,10 @@ def job_folders(manifest: Manifest, files: Sequence[str], roots: Sequence[str]) 
 
 
 def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Lookup, options: PlanOptions,
-               effective: Effective, trace_counts: Mapping[str, int], created: float | None) -> Plan:
-    """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary."""
+               effective: Effective, trace_counts: Mapping[str, int], created: float | None,
+               structure: Structures = lambda p: None) -> Plan:
+    """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary.
+    `structure` gives a file's levels and tiles where a reader could read them (`prewarm.formats`)."""
     frames = job_frames(manifest, options)
     known: dict[str, FileInfo | None] = {f.path: f.info for f in resolved.files}
 
@@ -101,10 +103,11 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
         return known[path]
 
     wholes = {i for i, spec in enumerate(manifest.inputs) if spec.whole}
-    candidates = [Candidate(f.path, f.frame, f.input_index in wholes) for f in resolved.files]
+    candidates = [Candidate(f.path, f.frame, f.input_index in wholes, f.input_index if f.tile else None)
+                  for f in resolved.files]
     traced_ok = job_folders(manifest, [f.path for f in resolved.files], effective.roots)
 
-    result = predict(frames, candidates, ts, info, traced_ok, options.predict)
+    result = predict(frames, candidates, ts, info, traced_ok, options.predict, structure)
     files: dict[str, FileInfo] = {}
     for p in {pr.path for pr in result.predictions}:
         found = info(p)

@@ -17,9 +17,21 @@ Models, chosen per file from what the training frames (frames with traces) did:
   spans of its `neighbours` nearest training frames on each side (tiled textures:
   the tiles and MIP levels change slowly with the camera). `neighbours` is the knob
   that trades coverage for bytes.
+* **Structured files** (a reader found levels and tiles: `.tx`, tiled EXR): predicted in
+  tile space by `prewarm.plan.texture` (footprints grown by tiles, children one level
+  finer on a push-in, coarser levels over every region), headers and tables first.
+* **Regions of a shared cache** (an Alembic archive: a compact region per frame): a steady
+  progression inside the sample data is extrapolated; a frame between two traced
+  frames of ordered regions lies between them; anything else (repeats of a cycle,
+  holds, regions out of frame order, a progression running off the data) cannot be
+  placed, and gets the span of the sample data every region lies in.
 * **Never seen** (no trace read the file, or there are no traces): warmed whole up to
   `unseen_cap`; larger files get their head and tail (where every format keeps its
-  header, offset tables and footer). These come last in the plan.
+  header, offset tables and footer). These come last in the plan. A structured file
+  comes by its levels: header, tables and levels up to `unseen_coarse` early, finer
+  levels last (within the cap, coarse first), so a budget drops the finest first.
+  A tile of a tile set that no traced frame read while a sibling was read goes last
+  (`unread_tile`): the shots looked elsewhere.
 """
 
 from __future__ import annotations
@@ -30,14 +42,27 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
-from prewarm.plan.ranges import Span, clip, normalize, subtract, total
+from prewarm.plan.ranges import Span, clip, intersect, normalize, subtract, total
+from prewarm.plan.structure import Structure
+from prewarm.plan.texture import (
+    META_TIER,
+    TextureOptions,
+    drift,
+    footprints,
+    predict_tiles,
+    tiers,
+    whole_by_tier,
+)
 
 MiB = 1 << 20
 
 Lookup = Callable[[str], FileInfo | None]
+Structures = Callable[[str], Structure | None]
+"""A file's structure (levels, tiles, tables) when a reader could read it, else None: the byte model."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,17 @@ class PredictOptions:
     """A shared file read by this share of training frames is read by every job frame."""
     max_delta: int = 2
     """How far a per-frame file's number may be from the frame reading it (motion blur)."""
+    texture: TextureOptions = field(default_factory=TextureOptions)
+    """The tile-space model of files whose structure was read (`prewarm.plan.texture`)."""
+    unseen_coarse: int = 512
+    """A never-traced texture's levels up to this resolution (pixels, the larger side) go early in
+    the warm with its header and tables, finer levels last. A wide shot samples a 2k texture at
+    256-512 pixels (shot200's first frames), so the first frame is ready after a few percent of it."""
+    structure: bool = True
+    """Read structured files' headers and tables (textures, EXR) and predict them by tile; off: bytes only."""
+    compact: float = 0.5
+    """A frame's own reads of a shared file are one region (an Alembic frame's samples) when they
+    fill this share of their hull; scattered reads (tiles of an unread texture) are not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +107,10 @@ class Prediction:
     frames: tuple[int, ...]
     spans: list[Span]
     reason: Reason
+    tier: int = 0
+    """Order within a frame's needs: 0 for headers and tables, a level's resolution for its tiles."""
+    last: bool = False
+    """After everything a frame is known to need: fallbacks, finest levels of never-traced textures."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +121,8 @@ class Candidate:
     frame: int | None = None
     """The job frame this file belongs to (a frame-pattern input), None for shared files."""
     whole: bool = False
+    tile_set: int | None = None
+    """Files of one tile pattern (`<UDIM>`, `<UVTILE>`) share a number: siblings."""
 
 
 @dataclass
@@ -258,18 +300,107 @@ def neighbour_groups(train: list[int], job: list[int], k: int) -> Groups:
     return [(nb, exact, frames) for (nb, exact), frames in groups.items()]
 
 
+def _nearest_readers(readers: list[int], frame: int, k: int) -> tuple[int, ...]:
+    """The k nearest frames that read a file on each side of `frame` (a file every frame reads)."""
+    return _neighbours(readers, frame, k)
+
+
+@dataclass(frozen=True)
+class _Regions:
+    """What the traced frames' own regions of a shared cache say about unseen frames' regions."""
+
+    hulls: Mapping[int, Span]
+    sample: Span
+    """Where every region lies: between the common spans (archive header, index) around them."""
+    ordered: bool
+    """Regions advance with the frame number: a frame between two traced ones lies between them."""
+    repeats: bool
+    """Some frame read a region another frame read (a cycle, a hold: identical samples stored once)."""
+    progression: _Progression | None
+
+
+def _sample_span(common: list[Span], hulls: Iterable[Span], size: int) -> Span:
+    hs = list(hulls)
+    lo, hi = min(h[0] for h in hs), max(h[1] for h in hs)
+    before = [e for s, e in common if e <= lo]
+    after = [s for s, e in common if s >= hi]
+    return (max(before) if before else 0, min(after) if after else size)
+
+
+def analyse_regions(specific: Mapping[int, list[Span]], common: list[Span], size: int,
+                    compact: float) -> _Regions | None:
+    """The region model of a shared file, or None when frames' own reads are scattered, not regions."""
+    hulls = {t: h for t, sp in specific.items() if (h := _hull(sp)) is not None}
+    if len(hulls) < 2 or any(total(specific[t]) < compact * (h[1] - h[0]) for t, h in hulls.items()):
+        return None
+    frames = sorted(hulls)
+    ordered = all(hulls[a][0] < hulls[b][0] for a, b in pairwise(frames))
+    repeats = _repeats(specific, hulls)
+    return _Regions(hulls, _sample_span(common, hulls.values(), size), ordered, repeats,
+                    fit_progression(specific) if ordered and not repeats else None)
+
+
+def _same_region(a: list[Span], b: list[Span]) -> bool:
+    return total(intersect(a, b)) >= 0.5 * min(total(a), total(b))
+
+
+def _repeats(specific: Mapping[int, list[Span]], hulls: Mapping[int, Span]) -> bool:
+    """Does some frame read a region another frame read? Only frames whose hulls overlap are compared."""
+    by_start = sorted(hulls, key=lambda t: hulls[t])
+    for i, a in enumerate(by_start):
+        for b in by_start[i + 1:]:
+            if hulls[b][0] >= hulls[a][1]:
+                break
+            if _same_region(specific[a], specific[b]):
+                return True
+    return False
+
+
+OFF_SAMPLE = 0.1
+"""A progression's region may stick out of the sample data by this share of its length (fit error);
+further out, the progression has run off the data (a cycle, a hold, the end of the shot)."""
+
+
+def _region_for(reg: _Regions, frame: int, nb: tuple[int, ...], specific: Mapping[int, list[Span]],
+                size: int) -> tuple[list[Span], Reason]:
+    """Where an unseen frame's region lies, and how sure that is.
+
+    A steady progression that stays inside the sample data is extrapolated; between
+    two traced frames of ordered regions, the frame's region lies between theirs;
+    two neighbours holding one region share it. Anything else (a cycle, regions out
+    of frame order, a progression running off the sample data) cannot be placed: the
+    whole sample data, bounded by the file, rather than a guess that misses.
+    """
+    lo, hi = reg.sample
+    if reg.progression is not None:
+        region = reg.progression.region(frame, size)
+        if region:
+            tol = OFF_SAMPLE * (region[-1][1] - region[0][0])
+            if region[0][0] >= lo - tol and region[-1][1] <= hi + tol:
+                return region, Reason.PROGRESSION
+    before = [t for t in nb if t < frame and t in reg.hulls]
+    after = [t for t in nb if t > frame and t in reg.hulls]
+    if before and after:
+        a, b = max(before), min(after)
+        if reg.ordered and not reg.repeats:
+            return [(reg.hulls[a][0], reg.hulls[b][1])], Reason.NEIGHBOURS
+        if _same_region(specific[a], specific[b]):
+            return normalize(specific[a] + specific[b]), Reason.NEIGHBOURS
+    return [(lo, hi)], Reason.REGION
+
+
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
                     groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
     common = clip(_read_by_share(per, need), size)
     specific = {t: subtract(clip(per[t], size), common) for t in readers}
-    progression = fit_progression(specific)
+    regions = analyse_regions(specific, common, size, opts.compact)
     everyone = len(readers) >= opts.always_share * len(train)
 
     present: list[int] = []
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
-    extrapolate: list[int] = []
+    placed: dict[tuple[tuple[Span, ...], Reason], list[int]] = defaultdict(list)
     for nb, exact, frames in groups:
         reading = tuple(t for t in nb if t in per)
         if exact:
@@ -277,13 +408,16 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
                 present.extend(frames)
                 borrow[(reading, True)] = frames
             continue
-        if not (reading or everyone or progression):
+        if not (reading or everyone):
             continue
         present.extend(frames)
-        if progression is not None:
-            extrapolate.extend(frames)
-        else:
+        if regions is None:
             borrow.setdefault((reading, False), []).extend(frames)
+            continue
+        for f in frames:
+            spans, why = _region_for(regions, f, reading or _nearest_readers(readers, f, opts.neighbours),
+                                     specific, size)
+            placed[(tuple(spans), why)].append(f)
     if common and present:
         yield Prediction(path, tuple(present), common, Reason.TRACE)
     for (nb, exact), frames in borrow.items():
@@ -292,11 +426,44 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
             spans = clip([(s - opts.spread, e + opts.spread) for s, e in spans], size)
         if spans:
             yield Prediction(path, tuple(frames), spans, Reason.TRACE if exact else Reason.NEIGHBOURS)
-    if progression is not None:
-        for f in extrapolate:
-            region = subtract(progression.region(f, size), common)
-            if region:
-                yield Prediction(path, (f,), region, Reason.PROGRESSION)
+    for (spans_t, why), frames in placed.items():
+        region = subtract(list(spans_t), common)
+        if region:
+            yield Prediction(path, tuple(frames), region, why)
+
+
+def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], train: list[int],
+                     groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
+    """A structured file read by traced frames: tiles in texture space (`prewarm.plan.texture`)."""
+    readers = sorted(per)
+    fps = footprints(st, per)
+    rest = normalize(s for t in readers for s in st.tiles_read(per[t])[1])
+    everyone = len(readers) >= opts.always_share * len(train)
+    pace = drift(st, fps)
+    present: list[int] = []
+    by_tiles: dict[frozenset[tuple[tuple[int, int, int], Reason]], list[int]] = defaultdict(list)
+    for nb, exact, frames in groups:
+        reading = tuple(t for t in nb if t in per)
+        if exact:
+            if reading:
+                present.extend(frames)
+                by_tiles[frozenset((t, Reason.TRACE) for t in fps[reading[0]])].extend(frames)
+            continue
+        if not (reading or everyone):
+            continue
+        present.extend(frames)
+        for f in frames:
+            near = reading or _nearest_readers(readers, f, opts.neighbours)
+            by_tiles[frozenset(predict_tiles(st, fps, f, near, pace, opts.texture).items())].append(f)
+    if present:
+        yield Prediction(path, tuple(present), normalize([*st.meta, *rest]), Reason.TRACE, META_TIER)
+    for tiles, frames in by_tiles.items():
+        by_reason: dict[Reason, list[tuple[int, int, int]]] = defaultdict(list)
+        for t, why in tiles:
+            by_reason[why].append(t)
+        for why, ts in by_reason.items():
+            for tier, spans in tiers(st, ts):
+                yield Prediction(path, tuple(frames), spans, why, tier)
 
 
 @dataclass
@@ -332,45 +499,25 @@ def _shape(instances: Iterable[tuple[list[Span], int]], whole_share: float) -> _
 
 def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, lookup: Lookup,
             traced_ok: Callable[[str], bool] = lambda p: True,
-            opts: PredictOptions = PredictOptions()) -> PredictResult:
+            opts: PredictOptions = PredictOptions(),
+            structure: Structures = lambda p: None) -> PredictResult:
     """Predictions for every job frame; see the module docstring for the models.
 
     `traced_ok` says which traced files may enter the plan although no manifest
     input names them (the caller keeps them to the job's folders and roots).
+    `structure` gives a file's levels and tiles where a reader could read them.
     """
     job_frames = list(dict.fromkeys(job))
     train = sorted(ts.frames)
     result = PredictResult()
-    out = result.predictions
     explained: set[str] = set()
-    job_set = set(job_frames)
-
     seqs = find_sequences(ts, opts.max_delta) if train else []
     in_sequence = {p for s in seqs for p in s.members.values()}
     for seq in seqs:
-        sizes = []
-        for t, p in seq.members.items():
-            info = lookup(p)
-            sizes.append((ts.reads[p][t], info.size if info else 0))
-        shape = _shape(sizes, opts.whole_share)
-        for f in job_frames:
-            member = seq.key.path(f + seq.delta)
-            if member is None or not traced_ok(member):
-                continue
-            explained.add(member)
-            info = lookup(member)
-            if info is None:
-                result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
-                continue
-            if f in ts.reads.get(member, {}):
-                out.append(Prediction(member, (f,), clip(ts.reads[member][f], info.size), Reason.TRACE))
-            else:
-                spans = shape.spans(info.size)
-                if spans:
-                    out.append(Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
+        _predict_sequence(seq, job_frames, ts, lookup, traced_ok, opts, result, explained)
     result.stats["sequences"] = len(seqs)
 
-    shared = 0
+    shared = textures = 0
     groups = neighbour_groups(train, job_frames, opts.neighbours)
     for p, per in ts.reads.items():
         if p in in_sequence or p in explained or not traced_ok(p):
@@ -381,10 +528,59 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.missing.append((p, "not found: earlier renders of this shot read it"))
             continue
         shared += 1
-        out.extend(_predict_shared(p, info.size, per, train, groups, opts))
+        st = structure(p)
+        if st is not None:
+            textures += 1
+            result.predictions.extend(_predict_texture(p, st, per, train, groups, opts))
+        else:
+            result.predictions.extend(_predict_shared(p, info.size, per, train, groups, opts))
     result.stats["shared_files"] = shared
+    result.stats["tiled_files"] = textures
+    _predict_unseen(list(candidates), job_frames, ts, lookup, structure, opts, result, explained)
+    return result
 
-    unseen = 0
+
+def _predict_sequence(seq: _Sequence, job_frames: list[int], ts: TraceSet, lookup: Lookup,
+                      traced_ok: Callable[[str], bool], opts: PredictOptions, result: PredictResult,
+                      explained: set[str]) -> None:
+    sizes = []
+    for t, p in seq.members.items():
+        info = lookup(p)
+        sizes.append((ts.reads[p][t], info.size if info else 0))
+    shape = _shape(sizes, opts.whole_share)
+    for f in job_frames:
+        member = seq.key.path(f + seq.delta)
+        if member is None or not traced_ok(member):
+            continue
+        explained.add(member)
+        info = lookup(member)
+        if info is None:
+            result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
+            continue
+        if f in ts.reads.get(member, {}):
+            result.predictions.append(Prediction(member, (f,), clip(ts.reads[member][f], info.size), Reason.TRACE))
+        else:
+            spans = shape.spans(info.size)
+            if spans:
+                result.predictions.append(
+                    Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
+
+
+def _unread_siblings(candidates: list[Candidate], ts: TraceSet) -> set[str]:
+    """Tiles of a tile set that no traced frame read while a sibling was: the frames' shots do not
+    look at them, so they go last (and a budget drops them first)."""
+    read_sets = {c.tile_set for c in candidates if c.tile_set is not None and c.path in ts.reads}
+    return {c.path for c in candidates
+            if c.tile_set in read_sets and c.path not in ts.reads and not c.whole}
+
+
+def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: TraceSet, lookup: Lookup,
+                    structure: Structures, opts: PredictOptions, result: PredictResult,
+                    explained: set[str]) -> None:
+    """Inputs no trace read: whole (up to the cap) and last; a texture by its levels, coarse ones early."""
+    job_set = set(job_frames)
+    unread_tiles = _unread_siblings(candidates, ts)
+    unseen = structured = 0
     for c in candidates:
         if c.path in explained and not c.whole:
             continue
@@ -394,14 +590,27 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             continue
         explained.add(c.path)
         if c.whole:
-            out.append(Prediction(c.path, frames, [(0, info.size)], Reason.WHOLE))
+            result.predictions.append(Prediction(c.path, frames, [(0, info.size)], Reason.WHOLE))
             continue
         unseen += 1
+        sibling = c.path in unread_tiles
+        reason = Reason.UNREAD_TILE if sibling else Reason.FALLBACK
+        st = structure(c.path)
+        if st is not None:
+            structured += 1
+            room = opts.unseen_cap
+            for tier, spans in whole_by_tier(st):
+                room -= total(spans)
+                if room < 0 and tier != META_TIER:
+                    break  # coarse levels fit the cap, finer ones do not
+                late = sibling or tier > opts.unseen_coarse
+                result.predictions.append(Prediction(c.path, frames, spans, reason, tier, last=late))
+            continue
         if info.size <= opts.unseen_cap:
             spans = [(0, info.size)]
         else:
             spans = normalize([(0, opts.probe), (info.size - opts.probe, info.size)])
-        out.append(Prediction(c.path, frames, spans, Reason.FALLBACK))
+        result.predictions.append(Prediction(c.path, frames, spans, reason, last=True))
     result.stats["unseen_files"] = unseen
-    return result
-
+    result.stats["unseen_tiled_files"] = structured
+    result.stats["unread_tiles"] = len(unread_tiles)
