@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,twin]'
+	$(PY) -m pip install -q -e '.[dev,twin,textures]'
 	touch $@
 
 system-deps:

@@ -1,4 +1,9 @@
-"""`prewarm sample build SHOT_DIR... --root DIR`: the sample jobs' input trees, as sparse files."""
+"""`prewarm sample build SHOT_DIR... --root DIR [--real]`: the sample jobs' input trees.
+
+Sparse files of the real sizes by default (instant, all the byte model needs); with
+`--real`, files a shot's `textures.json` describes are made for real (openimageio,
+extra `textures`), so structure readers see real tile tables.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b = sp.add_parser("build", help="create the files of each shot's sizes.json under ROOT (standing for /studio/proj)")
     b.add_argument("shots", nargs="+", metavar="SHOT_DIR", help="a sample job folder holding sizes.json")
     b.add_argument("--root", required=True, help="folder standing for /studio/proj")
+    b.add_argument("--real", action="store_true",
+                   help="make the textures a shot's textures.json describes for real (needs the `textures` extra)")
     b.set_defaults(func=run)
 
 
@@ -21,5 +28,13 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.root)
     for shot in args.shots:
         sizes = build_tree(Path(shot) / "sizes.json", root)
-        print(f"{shot}: {len(sizes)} files, {sum(sizes.values()) / 2**20:.1f} MiB (sparse) under {root}")
+        real = Path(shot) / "textures.json"
+        made = ""
+        if args.real and real.exists():
+            from prewarm.testkit.textures import build_textures
+
+            built = build_textures(real, root)
+            wrong = [p for p, n in built.items() if sizes.get(p) != n]
+            made = f", {len(built)} real textures" + (f" ({len(wrong)} differ from sizes.json)" if wrong else "")
+        print(f"{shot}: {len(sizes)} files, {sum(sizes.values()) / 2**20:.1f} MiB (sparse){made} under {root}")
     return 0
