@@ -51,7 +51,6 @@ from prewarm.plan.structure import Structure
 from prewarm.plan.texture import (
     META_TIER,
     TextureOptions,
-    drift,
     footprints,
     predict_tiles,
     tiers,
@@ -439,7 +438,6 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
     fps = footprints(st, per)
     rest = normalize(s for t in readers for s in st.tiles_read(per[t])[1])
     everyone = len(readers) >= opts.always_share * len(train)
-    pace = drift(st, fps)
     present: list[int] = []
     by_tiles: dict[frozenset[tuple[tuple[int, int, int], Reason]], list[int]] = defaultdict(list)
     for nb, exact, frames in groups:
@@ -454,7 +452,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
         present.extend(frames)
         for f in frames:
             near = reading or _nearest_readers(readers, f, opts.neighbours)
-            by_tiles[frozenset(predict_tiles(st, fps, f, near, pace, opts.texture).items())].append(f)
+            by_tiles[frozenset(predict_tiles(st, fps, f, near, opts.texture).items())].append(f)
     if present:
         yield Prediction(path, tuple(present), normalize([*st.meta, *rest]), Reason.TRACE, META_TIER)
     for tiles, frames in by_tiles.items():

@@ -9,10 +9,10 @@ in, the children of those tiles one level finer. In tile space both are plain:
 * an unseen frame borrows the footprints of its traced neighbours, grown by
   `grow` tiles at every level. Beyond the last traced frame (or before the first)
   the footprint also grows with the distance, at the pace the footprints moved
-  over the traced frames (`drift`, in image widths per frame);
-* when the finest level read gets finer over the traced frames towards an unseen
-  frame (a push-in), the children one level finer of its finest tiles are added;
-  `finer` adds them for every unseen frame as a hedge;
+  over the traced frames (`drift`, per axis, in image sizes per frame);
+* beyond the traced frames, the children of the finest tiles one level finer are
+  added (`finer` levels deep, a hedge for a push-in), and at least one level when
+  the finest level read gets finer over the traced frames towards it;
 * every coarser level over any predicted region is added: the tiles are few,
   and a filtered lookup reads the next coarser level too.
 
@@ -38,16 +38,18 @@ META_TIER = 0
 """Tier of headers and tile tables: before any tile."""
 
 
+
 @dataclass(frozen=True)
 class TextureOptions:
     grow: int = 1
     """Tiles by which a borrowed footprint grows on each side, at every level."""
-    finer: int = 0
-    """Levels of children added under every unseen frame's finest tiles, as a hedge for a push-in
-    that the traced frames do not show. A push-in they do show adds one level without it."""
+    finer: int = 1
+    """Levels of children added under the finest tiles of frames beyond the traced ones, as a
+    hedge for a push-in the traced frames cannot show (between traced frames, the neighbours
+    bracket the level). A push-in they do show adds one level without it."""
     max_drift: float = 0.25
-    """The most a footprint is assumed to move per frame, in image widths: bounds the growth of
-    frames far from any traced frame."""
+    """The most a footprint is assumed to move per frame, in image widths: a faster jump between
+    traced frames is a lookup wrapping round the texture, not camera motion."""
 
 
 Footprints = Mapping[int, frozenset[Tile]]
@@ -80,36 +82,57 @@ def _bbox(st: Structure, level: int, cells: set[tuple[int, int]]) -> tuple[float
     return x0, y0, x1, y1
 
 
-def drift(st: Structure, fps: Footprints) -> float:
-    """How far footprints move per frame, in image widths: the median over consecutive traced frames.
+def _centre(st: Structure, level: int, cells: set[tuple[int, int]]) -> tuple[float, float]:
+    """Where a footprint is, per axis, as a circular mean: a lookup near s = 0 of a texture that
+    repeats reads the last column too, and a plain mean or bounding box would put it mid-image."""
+    lv = st.levels[level]
 
-    Compared level by level on the levels both frames read; the median, because a
-    texture that wraps (a lookup at s = -0.01 reads the last column) makes single
-    pairs jump across the whole image.
+    def mean(values: list[float]) -> float:
+        c = sum(math.cos(2 * math.pi * v) for v in values)
+        s = sum(math.sin(2 * math.pi * v) for v in values)
+        return (math.atan2(s, c) / (2 * math.pi)) % 1.0
+
+    return (mean([(x + 0.5) / lv.columns for x, _ in cells]), mean([(y + 0.5) / lv.rows for _, y in cells]))
+
+
+def _apart(a: float, b: float) -> float:
+    d = abs(a - b) % 1.0
+    return min(d, 1.0 - d)
+
+
+def drift(st: Structure, fps: Footprints, side: list[int], max_drift: float = 0.25) -> tuple[float, float]:
+    """How fast footprints move near `side` (traced frames, nearest last), in image widths and
+    heights per frame: the mean over its consecutive frames of how far the centre of what both
+    read at a level moved.
+
+    Footprints move in whole tiles, so most pairs of frames show no move and a few a
+    jump: the mean, not the median, sees a slow pan. Only the frames towards the
+    unseen frame count: a pan that stopped earlier in the shot does not move it.
     """
-    frames = sorted(t for t in fps if fps[t])
-    moves: list[float] = []
-    for a, b in pairwise(frames):
+    mx: list[float] = []
+    my: list[float] = []
+    for a, b in pairwise(side):
         la, lb = _by_level(fps[a]), _by_level(fps[b])
         shared = set(la) & set(lb)
         if not shared:
             continue
-        step = max(max(abs(p - q) for p, q in zip(_bbox(st, lv, la[lv]), _bbox(st, lv, lb[lv])))
-                   for lv in shared)
-        moves.append(step / (b - a))
-    if not moves:
-        return 0.0
-    moves.sort()
-    return moves[len(moves) // 2]
+        level = min(shared, key=lambda i: st.levels[i].resolution)
+        (ax, ay), (bx, by) = _centre(st, level, la[level]), _centre(st, level, lb[level])
+        gap = abs(b - a)
+        mx.append(min(max_drift, _apart(ax, bx) / gap))
+        my.append(min(max_drift, _apart(ay, by) / gap))
+    if not mx:
+        return 0.0, 0.0
+    return sum(mx) / len(mx), sum(my) / len(my)
 
 
-def grow(st: Structure, tiles: Iterable[Tile], cells: int, widths: float = 0.0) -> set[Tile]:
-    """`tiles` widened by `cells` tiles plus `widths` image widths on each side, level by level."""
+def grow(st: Structure, tiles: Iterable[Tile], cells: int, by: tuple[float, float] = (0.0, 0.0)) -> set[Tile]:
+    """`tiles` widened by `cells` tiles plus `by` (image widths, heights) on each side, level by level."""
     out: set[Tile] = set()
     for level, xy in _by_level(tiles).items():
         lv = st.levels[level]
-        rx = cells + math.ceil(widths * lv.columns)
-        ry = cells + math.ceil(widths * lv.rows)
+        rx = cells + math.floor(by[0] * lv.columns + 0.5)
+        ry = cells + math.floor(by[1] * lv.rows + 0.5)
         rows: dict[int, set[int]] = defaultdict(set)
         for x, y in xy:
             rows[y].update(range(max(0, x - rx), min(lv.columns, x + rx + 1)))
@@ -154,38 +177,48 @@ def _finer_trend(st: Structure, fps: Footprints, side: list[int]) -> bool:
 
 
 TREND_FRAMES = 3
-"""Traced frames, nearest the unseen frame, over which a push-in is looked for."""
+"""Traced frames nearest an unseen frame beyond them over which motion and a push-in are measured."""
 
 
-def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int, ...], pace: float,
+def _spacing(frames: list[int]) -> int:
+    """The usual gap between traced frames: a stepped check render's step."""
+    gaps = sorted(b - a for a, b in pairwise(frames))
+    return gaps[len(gaps) // 2] if gaps else 1
+
+
+def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int, ...],
                   opts: TextureOptions) -> dict[Tile, Reason]:
     """The tiles an unseen `frame` will read and why, from its nearest traced frames reading the file.
 
-    `pace` is `drift(st, fps)`, computed once per file.
+    Between traced frames, their footprints bracket the frame's: their union, grown.
+    Beyond them, the footprint first moves (grows by the distance at the pace
+    footprints moved over the last traced frames, `drift`), then grows. A push-in
+    reads the children of the tiles it read, over a smaller region: the children of
+    the moved footprint's finest tiles, grown at their own level, one level deep when
+    the last traced frames get finer, `finer` levels deep (the hedge for a push-in no
+    traced frame shows) when the frame is further from them than their spacing.
     """
     base: set[Tile] = set().union(*(fps[t] for t in nearest))
     before = [t for t in nearest if t < frame]
     after = [t for t in nearest if t > frame]
     out: dict[Tile, Reason] = {}
-    widths = 0.0
-    side: list[int] = []
+    moved = base
+    depth = 0
     if not (before and after):
         distance = min(abs(frame - t) for t in nearest)
-        widths = min(pace, opts.max_drift) * distance
-        traced = sorted(fps)
-        side = traced[-TREND_FRAMES:] if before else traced[:TREND_FRAMES][::-1]
-    grown = grow(st, base, opts.grow, widths)
-    depth = opts.finer
-    if side and _finer_trend(st, fps, side):
-        depth = max(depth, 1)
-    for t in children(st, grown, depth):
+        traced = sorted(t for t in fps if fps[t])
+        side = traced[-(TREND_FRAMES + 1):] if before else traced[:TREND_FRAMES + 1][::-1]
+        px, py = drift(st, fps, side, opts.max_drift)
+        moved = grow(st, base, 0, (px * distance, py * distance))
+        trend = 1 if _finer_trend(st, fps, side) else 0
+        depth = max(trend, opts.finer if distance > _spacing(traced) else 0)
+    for t in grow(st, children(st, moved, depth), opts.grow):
         out[t] = Reason.FINER
+    grown = grow(st, moved, opts.grow)
     for t in grown:
         out[t] = Reason.NEIGHBOURS
     for t in coarser(st, set(out)):
         out.setdefault(t, Reason.NEIGHBOURS)
-    for t in base:
-        out[t] = Reason.NEIGHBOURS
     return out
 
 
