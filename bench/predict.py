@@ -30,16 +30,23 @@ from typing import Any
 
 from prewarm.flow.planning import PlanOptions, build_plan
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
-from prewarm.plan.evaluate import BLOCK, blocks_of, needed_blocks, plan_blocks, score
+from prewarm.plan.evaluate import (
+    BLOCK,
+    blocks_of,
+    needed_blocks,
+    plan_blocks,
+    ready_at,
+    score,
+)
 from prewarm.plan.inputs import resolve_inputs
 from prewarm.plan.manifest import load_manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
-from prewarm.plan.ranges import normalize, subtract
+from prewarm.plan.ranges import normalize
 from prewarm.plan.texture import TextureOptions
 from prewarm.site.settings import Settings
-from prewarm.testkit.samples import build_tree
+from prewarm.testkit.samples import build_shot
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces
 
@@ -70,28 +77,10 @@ SWEEP = {  # the knobs of the texture model, on shot200 at the default granule: 
 }
 
 
-def first_frame_at(plan: Plan, ts: TraceSet, frame: int) -> float | None:
-    """Share of the plan's bytes, in warm order, after which every byte `frame` reads is planned."""
-    need = {p: per[frame] for p, per in ts.reads.items() if frame in per}
-    left = sum(e - s for spans in need.values() for s, e in spans)
-    if not left or not plan.bytes:
-        return None
-    done = 0
-    for r in plan.ranges:
-        done += r.length
-        if r.path in need:
-            before = need[r.path]
-            need[r.path] = subtract(before, [(r.offset, r.end)])
-            left -= sum(e - s for s, e in before) - sum(e - s for s, e in need[r.path])
-            if left <= 0:
-                return done / plan.bytes
-    return None
-
-
 def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str, int]], full: TraceSet,
          test: list[int], granule: int, default_granule: int) -> dict[str, Any]:
     recall, over = score(plan_blocks(plan), needed)
-    at = first_frame_at(plan, full, test[0]) if test else None
+    at = ready_at(plan, full, test[0]) if test else None
     target = TARGETS.get((shot, split)) if granule == default_granule and variant == "prewarm" else None
     met = None
     if target is not None:
@@ -143,19 +132,7 @@ def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int]) -> list
 
 
 def build(samples: Path, tree: Path, sparse: bool) -> str:
-    made = []
-    for shot in ("shot100", "shot200"):
-        build_tree(samples / shot / "sizes.json", tree)
-        real = samples / shot / "textures.json"
-        if not sparse and real.exists():
-            from prewarm.testkit.textures import build_textures
-
-            built = build_textures(real, tree)
-            sizes = json.loads((samples / shot / "sizes.json").read_text())
-            if any(sizes.get(p) != n for p, n in built.items()):
-                raise SystemExit(f"{shot}: rebuilt textures differ from sizes.json")
-            made.append(f"{shot}: {len(built)} real textures")
-    return "; ".join(made) or "sparse files only"
+    return "; ".join(f"{shot}: {build_shot(samples / shot, tree, real=not sparse)}" for shot in ("shot100", "shot200"))
 
 
 def main() -> int:

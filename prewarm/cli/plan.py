@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--summary", action="store_true", help="print a summary table on stderr")
     p.add_argument("--frame", type=int, help="frame of trace records that name none")
     p.add_argument("--frames", metavar="SPEC", help="plan these frames instead of the manifest's")
-    p.add_argument("--granule", metavar="SIZE", help="align ranges to this size (default 1MiB)")
+    p.add_argument("--granule", metavar="SIZE", help="align ranges to this size (default 4KiB: the pages a gateway fetches)")
     p.add_argument("--max-bytes", metavar="SIZE", help="budget: keep the ranges worth the most frames per byte")
     p.add_argument("--max-gap", metavar="SIZE", help="join ranges of a file this close (default 0)")
     p.add_argument("--spread", metavar="SIZE",

@@ -1,8 +1,9 @@
 """`prewarm sample build SHOT_DIR... --root DIR [--real]`: the sample jobs' input trees.
 
-Sparse files of the real sizes by default (instant, all the byte model needs); with
-`--real`, files a shot's `textures.json` describes are made for real (openimageio,
-extra `textures`), so structure readers see real tile tables.
+Sparse files of the real sizes by default (instant, all the byte model needs), and a
+shot's `tree/` of real files copied over them; with `--real`, the textures a shot's
+`textures.json` describes are made for real too (openimageio, extra `textures`), so
+structure readers see real tile tables.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prewarm.testkit.samples import build_tree
+from prewarm.testkit.samples import build_shot
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,14 +28,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     root = Path(args.root)
     for shot in args.shots:
-        sizes = build_tree(Path(shot) / "sizes.json", root)
-        real = Path(shot) / "textures.json"
-        made = ""
-        if args.real and real.exists():
-            from prewarm.testkit.textures import build_textures
-
-            built = build_textures(real, root)
-            wrong = [p for p, n in built.items() if sizes.get(p) != n]
-            made = f", {len(built)} real textures" + (f" ({len(wrong)} differ from sizes.json)" if wrong else "")
-        print(f"{shot}: {len(sizes)} files, {sum(sizes.values()) / 2**20:.1f} MiB (sparse){made} under {root}")
+        print(f"{shot}: {build_shot(Path(shot), root, real=args.real)} under {root}")
     return 0

@@ -163,8 +163,9 @@ def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapp
 def _budget(segs: dict[str, list[_Seg]], sizes: Mapping[str, int], granule: int,
             max_bytes: int) -> tuple[dict[str, list[_Seg]], dict[str, list[_Seg]]]:
     """Keep the segments worth the most frames per byte until the budget is spent; among equals,
-    what comes first in the warm order (coarse tiers before fine, early frames before late)."""
-    items = sorted(((-s.value, s.last, s.tier, s.rank, path, s.start), s)
+    coarse tiers before fine, then small segments before large (a small file done whole, rather
+    than a part of a large one), then early frames before late."""
+    items = sorted(((-s.value, s.last, s.tier, s.end - s.start, s.rank, path, s.start), s)
                    for path, ss in segs.items() for s in ss)
     kept: dict[str, list[_Seg]] = {}
     dropped: dict[str, list[_Seg]] = {}

@@ -70,8 +70,8 @@ def _stamp(path: Path) -> None:
 
     stamp = re.compile(rb"\d{4}:\d\d:\d\d \d\d:\d\d:\d\d")
     with tifffile.TiffFile(path) as tf:
-        spots = [(tag.valueoffset, tag.valuebytecount) for page in tf.pages for tag in page.tags.values()
-                 if tag.code in (306, 700)]
+        spots = [(tag.valueoffset, tag.valuebytecount) for page in tf.pages
+                 if isinstance(page, tifffile.TiffPage) for tag in page.tags.values() if tag.code in (306, 700)]
     with open(path, "r+b") as fh:
         for offset, count in spots:
             fh.seek(offset)
