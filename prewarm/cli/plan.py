@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from typing import Any
 
 from prewarm.cli.options import add_path_map_flags, site_settings
+from prewarm.errors import ConfigError
 from prewarm.flow.planning import PlanOptions, plan_job
 from prewarm.plan.framespec import parse_frames
 from prewarm.plan.model import Plan
-from prewarm.plan.predict import PredictOptions
+from prewarm.plan.predict import KNOBS, check_knob
 from prewarm.plan.units import parse_size
 from prewarm.site import atomic
 
@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--neighbours", type=int, metavar="N", help="training frames borrowed from on each side (default 1)")
     p.add_argument("--unseen-cap", metavar="SIZE",
                    help="files no trace read are warmed whole up to this size, else head and tail (default 256MiB)")
+    p.add_argument("--tile-grow", type=int, metavar="N",
+                   help="tiles by which a texture footprint borrowed from traced frames grows (default 1)")
+    p.add_argument("--finer", type=int, metavar="N",
+                   help="MIP levels of children added beyond the traced frames: a push-in hedge (default 1)")
+    p.add_argument("--unseen-coarse", type=int, metavar="PIXELS",
+                   help="never-traced textures: levels up to this size go early, finer ones last (default 512)")
+    p.add_argument("--no-structure", dest="structure", action="store_false", default=None,
+                   help="do not read files' structure (texture tiles, EXR tables): the byte model only")
     add_path_map_flags(p)
     p.set_defaults(func=run)
 
@@ -47,16 +55,21 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
         value = getattr(args, name)
         return None if value is None else parse_size(value, "command line", "--" + name.replace("_", "-"))
 
-    pred = PredictOptions()
-    if args.spread is not None:
-        pred = replace(pred, spread=size("spread") or 0)
-    if args.neighbours is not None:
-        pred = replace(pred, neighbours=max(1, args.neighbours))
-    if args.unseen_cap is not None:
-        pred = replace(pred, unseen_cap=size("unseen_cap") or 0)
+    knobs: dict[str, int | bool] = {}
+    for name in KNOBS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if KNOBS[name][0] == "size":
+            value = 0 if str(value).strip() == "0" else size(name)
+        try:
+            knobs[name] = check_knob(name, value)
+        except ValueError as exc:
+            raise ConfigError("command line", f"{flag}: {str(exc).split(': ', 1)[-1]}") from exc
     frames = parse_frames(args.frames, "command line", "--frames") if args.frames else None
     return PlanOptions(granule=size("granule"), max_bytes=size("max_bytes"), max_gap=size("max_gap"),
-                       frame=args.frame, frames=frames, predict=pred)
+                       frame=args.frame, frames=frames, knobs=knobs)
 
 
 def run(args: argparse.Namespace) -> int:

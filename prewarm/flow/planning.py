@@ -23,7 +23,7 @@ from pathlib import Path
 from prewarm.errors import ConfigError, ManifestError, OutsideRoots
 from prewarm.formats.reader import StructureReader, guarded_files
 from prewarm.plan.aggregate import TraceSet, aggregate, merge
-from prewarm.plan.build import Effective, PlanOptions, build_plan
+from prewarm.plan.build import Effective, PlanOptions, build_plan, prediction_options
 from prewarm.plan.inputs import Resolved, resolve_inputs
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
@@ -108,7 +108,7 @@ def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: Site
         max_bytes=options.max_bytes if options.max_bytes is not None else manifest.max_bytes,
         roots=settings.roots)
     # The files' own structure (texture tiles, EXR tables), read once per file through the guard.
-    structures = StructureReader(guarded_files(fs.guard) if options.predict.structure else None)
+    structures = StructureReader(guarded_files(fs.guard) if prediction_options(manifest, options).structure else None)
     plan = build_plan(manifest, resolved, ts, fs.info, options, effective, trace_counts or {}, created,
                       structures.by_path(fs.info))
     return replace(plan, stats={**plan.stats, **structures.stats()})

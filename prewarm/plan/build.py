@@ -19,7 +19,7 @@ from prewarm.plan.inputs import Resolved
 from prewarm.plan.manifest import FrameOrder, Manifest
 from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
 from prewarm.plan.ordering import order_ranges
-from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict
+from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
 
 Lookup = Callable[[str], FileInfo | None]
 
@@ -36,6 +36,13 @@ class PlanOptions:
     frames: tuple[int, ...] | None = None
     """Plan these frames instead of the manifest's (re-plan the rest of a running job)."""
     predict: PredictOptions = field(default_factory=PredictOptions)
+    knobs: Mapping[str, int | bool] = field(default_factory=dict)
+    """Prediction knobs from the command line: over the manifest's `predict:`, over `predict`."""
+
+
+def prediction_options(manifest: Manifest, options: PlanOptions) -> PredictOptions:
+    """The prediction knobs in force: the command line's, else the manifest's, else `options.predict`."""
+    return with_knobs(with_knobs(options.predict, manifest.predict), options.knobs)
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
                   for f in resolved.files]
     traced_ok = job_folders(manifest, [f.path for f in resolved.files], effective.roots)
 
-    result = predict(frames, candidates, ts, info, traced_ok, options.predict, structure)
+    result = predict(frames, candidates, ts, info, traced_ok, prediction_options(manifest, options), structure)
     files: dict[str, FileInfo] = {}
     for p in {pr.path for pr in result.predictions}:
         found = info(p)

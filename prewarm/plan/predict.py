@@ -41,8 +41,9 @@ import re
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
+from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
@@ -96,6 +97,39 @@ class PredictOptions:
     compact: float = 0.5
     """A frame's own reads of a shared file are one region (an Alembic frame's samples) when they
     fill this share of their hull; scattered reads (tiles of an unread texture) are not."""
+
+
+KNOBS: dict[str, tuple[str, int]] = {
+    "spread": ("size", 0), "neighbours": ("int", 1), "unseen_cap": ("size", 0),
+    "tile_grow": ("int", 0), "finer": ("int", 0), "unseen_coarse": ("int", 1), "structure": ("bool", 0),
+}
+"""The prediction knobs a manifest (`predict:`) and the command line may set: kind and least value.
+`tile_grow` and `finer` are the texture model's `grow` and `finer`."""
+
+
+def with_knobs(opts: PredictOptions, knobs: Mapping[str, int | bool]) -> PredictOptions:
+    """`opts` with `knobs` (checked values, by the names of `KNOBS`) applied."""
+    texture: dict[str, Any] = {("grow" if k == "tile_grow" else k): v for k, v in knobs.items()
+                               if k in ("tile_grow", "finer")}
+    plain: dict[str, Any] = {k: v for k, v in knobs.items() if k not in ("tile_grow", "finer")}
+    return replace(opts, **plain, texture=replace(opts.texture, **texture))
+
+
+def check_knob(name: str, value: object, size: Callable[[object], int] | None = None) -> int | bool:
+    """A knob's value checked (ValueError with the reason); `size` parses sizes such as `512KiB`
+    (without it a size must already be an integer of bytes)."""
+    if name not in KNOBS:
+        raise ValueError(f"unknown prediction knob {name!r} (one of {', '.join(KNOBS)})")
+    kind, least = KNOBS[name]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected true or false")
+        return value
+    plain_int = isinstance(value, int) and not isinstance(value, bool)
+    got = size(value) if kind == "size" and not plain_int and size is not None else value
+    if not isinstance(got, int) or isinstance(got, bool) or got < least:
+        raise ValueError(f"{name}: expected an integer >= {least}")
+    return got
 
 
 @dataclass(frozen=True, slots=True)
