@@ -78,6 +78,7 @@ from prewarm.plan.manifest import load_manifest
 from prewarm.plan.model import MetaOp, Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
+from prewarm.plan.units import parse_size
 from prewarm.site.settings import Settings
 from prewarm.state import keys, runner
 from prewarm.state.dedupe import forget_gateway
@@ -420,6 +421,9 @@ def main() -> int:
     ap.add_argument("--demo", action="store_true", help="shot100 only, cold against prewarm")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "e2e.json"))
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
+    ap.add_argument("--warm-granule", metavar="SIZE",
+                    help="the warm side's granule (reads are cut and deduplicated per granule); plans keep the "
+                         "default. 1MiB shows what page-sized warm reads cost")
     ap.add_argument("--shot", action="append", default=[], metavar="DIR",
                     help="a shot folder (manifest.yaml, traces/, sizes.json, optional tree/); repeatable; "
                          "default: the samples' shot100 and shot200")
@@ -453,6 +457,8 @@ def main() -> int:
             print(f"{d.name}: {build_shot(d, origin)}", file=sys.stderr)
         with twin_over(origin, work, args.rtt_ms, args.mbps, client_cache=not args.direct_io) as twin:
             settings = Settings(path_map=PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench"))
+            if args.warm_granule:
+                settings = replace(settings, granule=parse_size(args.warm_granule, "command line", "--warm-granule"))
             services = Services(work, twin.mount, env_url if args.demo else None)
             try:
                 if use_celery:
@@ -471,6 +477,7 @@ def main() -> int:
             finally:
                 services.stop()
     link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
+    settings_granule = settings.granule
     lines = [f"gateway twin: {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; {nodes} render nodes"]
     for shot, rows in results.items():
         lines += ["", *table(shot, rows)]
@@ -510,6 +517,7 @@ def main() -> int:
                    "warm_meta_hot_s": "prewarm's plan warmed again on a dropped twin after a metadata-only job "
                                       "of it: the warm on a gateway whose attribute cache is hot",
                    "split": TRAIN[args.train],
+                   "warm_granule": settings_granule,
                    "first_frame_at": "share of the plan's bytes, in warm order, after which every byte the first "
                                      "replayed frame reads is planned",
                    "shots": {d.name: str(d) for d in shot_dirs},

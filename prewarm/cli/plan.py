@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--summary", action="store_true", help="print a summary table on stderr")
     p.add_argument("--frame", type=int, help="frame of trace records that name none")
     p.add_argument("--frames", metavar="SPEC", help="plan these frames instead of the manifest's")
-    p.add_argument("--granule", metavar="SIZE", help="align ranges to this size (default 4KiB: the pages a gateway fetches)")
+    p.add_argument("--granule", metavar="SIZE",
+                   help="align ranges to this size (default 4KiB: the pages a gateway fetches)")
     p.add_argument("--max-bytes", metavar="SIZE", help="budget: keep the ranges worth the most frames per byte")
     p.add_argument("--max-gap", metavar="SIZE", help="join ranges of a file this close (default 0)")
     p.add_argument("--spread", metavar="SIZE",
@@ -98,6 +99,15 @@ def human(n: float) -> str:
     raise AssertionError
 
 
+def _structure_row(s: dict[str, Any]) -> str:
+    """Files predicted by their tiles, and those a reader could not read (left to the byte model)."""
+    kinds = s.get("structured_files") or {}
+    read = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+    bad = s.get("structure_unreadable", 0)
+    return f"{read} read by structure; {bad} unreadable (byte model)" + (
+        f", e.g. {next(iter(s['structure_unreadable_files']))}" if bad else "")
+
+
 def summary_table(plan: Plan) -> str:
     s = plan.summary()
     whole = s["whole_file_bytes"]
@@ -111,6 +121,7 @@ def summary_table(plan: Plan) -> str:
         ("traces", f"{s.get('trace_records', 0)} records from {s.get('trace_frames', 0)} frames"
                    f" ({s.get('trace_lines_skipped', 0)} lines skipped,"
                    f" {s.get('trace_calls_failed', 0)} failed calls)"),
+        ("structure", _structure_row(s)),
         ("missing", str(s["missing"])),
         ("dropped", f"{human(s['dropped_bytes'])} over budget" if s["dropped_ranges"] else "nothing"),
     ]
