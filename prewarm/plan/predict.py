@@ -333,11 +333,6 @@ def neighbour_groups(train: list[int], job: list[int], k: int) -> Groups:
     return [(nb, exact, frames) for (nb, exact), frames in groups.items()]
 
 
-def _nearest_readers(readers: list[int], frame: int, k: int) -> tuple[int, ...]:
-    """The k nearest frames that read a file on each side of `frame` (a file every frame reads)."""
-    return _neighbours(readers, frame, k)
-
-
 @dataclass(frozen=True)
 class _Regions:
     """What the traced frames' own regions of a shared cache say about unseen frames' regions."""
@@ -448,7 +443,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
             borrow.setdefault((reading, False), []).extend(frames)
             continue
         for f in frames:
-            spans, why = _region_for(regions, f, reading or _nearest_readers(readers, f, opts.neighbours),
+            spans, why = _region_for(regions, f, reading or _neighbours(readers, f, opts.neighbours),
                                      specific, size)
             placed[(tuple(spans), why)].append(f)
     if common and present:
@@ -485,7 +480,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
             continue
         present.extend(frames)
         for f in frames:
-            near = reading or _nearest_readers(readers, f, opts.neighbours)
+            near = reading or _neighbours(readers, f, opts.neighbours)
             by_tiles[frozenset(predict_tiles(st, fps, f, near, opts.texture).items())].append(f)
     if present:
         yield Prediction(path, tuple(present), normalize([*st.meta, *rest]), Reason.TRACE, META_TIER)

@@ -95,10 +95,6 @@ class Structure:
         object.__setattr__(self, "_starts", tuple(o for o, _ in order))
         object.__setattr__(self, "_tiles", tuple(t for _, t in order))
 
-    @property
-    def tile_count(self) -> int:
-        return len(self._tiles)
-
     def span(self, tile: Tile) -> Span:
         level, x, y = tile
         return self.levels[level].span(x, y)
