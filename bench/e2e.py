@@ -69,12 +69,11 @@ from pathlib import Path
 from typing import Any
 
 from prewarm.errors import ServiceError
-from prewarm.flow.planning import PlanOptions, build_plan
+from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.evaluate import ready_at
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.manifest import load_manifest
 from prewarm.plan.model import MetaOp, Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
@@ -85,7 +84,6 @@ from prewarm.state.dedupe import forget_gateway
 from prewarm.testkit.replay import ReplayResult, group_frames, replay_frames
 from prewarm.testkit.samples import build_shot
 from prewarm.testkit.services import RedisServer, Worker, start_worker
-from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces
 from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
 from prewarm.twin.gateway import GiB, TwinConfig
@@ -148,13 +146,12 @@ def embedded_warm(settings: Settings) -> Warm:
 
 def celery_warm(settings: Settings) -> Warm:
     """Submit through the engine as `prewarm warm --redis` does, wait for the job to end."""
+    from prewarm.state.celery_app import DEFAULT_URL, CelerySender
     from prewarm.state.client import connect
     from prewarm.state.jobs import WarmJob
     from prewarm.warm.job import JobState
-    from workers.app import DEFAULT_URL, configure
-    from workers.tasks import send
 
-    configure(settings)
+    send = CelerySender(settings).send
     r = connect(settings.redis_url or DEFAULT_URL)
 
     def warm(plan: Plan) -> None:
@@ -287,14 +284,15 @@ def run_shot(shot_dir: Path, origin: Path, twin: TwinHandle, warm: Warm, strateg
     train = training_frames(numbers, split)
     test_frames = [f for f in frames if f[0].frame not in train][:max_test]
     test_numbers = tuple(n for f in test_frames if (n := f[0].frame) is not None)
-    resolved = resolve_inputs(manifest, at_origin)
     traced = aggregate(iter(accesses))
     ts = restrict(traced, train)
-    plan = build_plan(manifest, resolved, ts, at_origin, Settings(),
-                      PlanOptions(frames=test_numbers), ImportStats())
     seen = restrict(traced, test_numbers)
-    oracle = build_plan(manifest, resolved, seen, at_origin, Settings(),
-                        PlanOptions(frames=test_numbers, predict=PredictOptions(spread=0)), ImportStats())
+    planning = Settings(path_map=at_origin)
+    with site_fs(planning) as fs:
+        resolved = resolve_inputs(manifest, fs)
+        plan = plan_resolved(manifest, resolved, ts, fs, planning, PlanOptions(frames=test_numbers))
+        oracle = plan_resolved(manifest, resolved, seen, fs, planning,
+                               PlanOptions(frames=test_numbers, predict=PredictOptions(spread=0)))
     ready = {"prewarm": ready_at(plan, traced, test_numbers[0]) if test_numbers else None,
              "oracle": ready_at(oracle, traced, test_numbers[0]) if test_numbers else None}
     inputs = [at_mount.to_local(f.path) for f in resolved.files]
@@ -323,8 +321,9 @@ def combine(shots: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for name in next(iter(shots.values())):
         rows = [s[name] for s in shots.values()]
-        total: dict[str, Any] = {k: sum(r[k] for r in rows) for k in ("warm_s", "ideal_s", "wan_bytes", "frame_read_bytes",
-                                                    "frame_wait_s", "frame_floor_wait_s", "frame_wan_wait_s")}
+        keys = ("warm_s", "ideal_s", "wan_bytes", "frame_read_bytes", "frame_wait_s", "frame_floor_wait_s",
+                "frame_wan_wait_s")
+        total: dict[str, Any] = {k: sum(r[k] for r in rows) for k in keys}
         nbytes = total["frame_read_bytes"]
         total["frame_hit_ratio"] = (sum(r["frame_hit_ratio"] * r["frame_read_bytes"] for r in rows) / nbytes
                                     if nbytes else 1.0)
@@ -351,7 +350,7 @@ def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                      f"prewarm): {rows['prewarm']['frame_floor_wait_s']:.2f} s, subtracted as the floor")
         p, c, n = rows["prewarm"], rows["cold"], rows.get("naive")
 
-        def check(label: str, value: float, limit: float, ok: bool) -> None:
+        def check(label: str, value: float, limit: float, ok: bool, shot: str = shot) -> None:
             lines.append(f"{shot}: {label} = {value:.3f} (target {limit:g}) {'MET' if ok else 'MISSED'}")
 
         speed = p["warm_s"] / p["ideal_s"] if p["ideal_s"] else float("inf")

@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prewarm.flow.planning import PlanOptions, build_plan
+from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.evaluate import (
     BLOCK,
@@ -39,12 +39,13 @@ from prewarm.plan.evaluate import (
     score,
 )
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.manifest import load_manifest
+from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
 from prewarm.plan.ranges import normalize
 from prewarm.plan.texture import TextureOptions
+from prewarm.site.fs import SiteFS
 from prewarm.site.settings import Settings
 from prewarm.testkit.samples import build_shot
 from prewarm.traces.counters import ImportStats
@@ -88,7 +89,8 @@ def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str,
         met = recall >= min_recall and (max_over is None or over <= max_over) and \
             (max_at is None or (at is not None and at <= max_at))
     return {"shot": shot, "split": split, "variant": variant, "granule": granule,
-            "recall": round(recall, 4), "overfetch": round(over, 3), "first_frame_at": None if at is None else round(at, 3),
+            "recall": round(recall, 4), "overfetch": round(over, 3),
+            "first_frame_at": None if at is None else round(at, 3),
             "needed_bytes": len(needed) * BLOCK, "planned_bytes": plan.bytes,
             "structure": {k: plan.stats.get(k) for k in ("structured_files", "structure_unreadable", "tiled_files")},
             "target": None if target is None else {"recall": target[0], "overfetch": target[1],
@@ -98,8 +100,15 @@ def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str,
 def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int]) -> list[dict[str, Any]]:
     manifest = load_manifest(shot_dir / "manifest.yaml")
     path_map = PathMap.parse([{"studio": "/studio/proj", "local": str(tree)}], "bench")
-    settings = Settings()
-    resolved = resolve_inputs(manifest, path_map)
+    settings = Settings(path_map=path_map)
+    with site_fs(settings) as fs:
+        return _score_splits(manifest, shot_dir, shot, fs, settings, granules)
+
+
+def _score_splits(manifest: Manifest, shot_dir: Path, shot: str, fs: SiteFS, settings: Settings,
+                  granules: list[int]) -> list[dict[str, Any]]:
+    path_map = settings.path_map
+    resolved = resolve_inputs(manifest, fs)
     full = aggregate(read_traces([str(shot_dir / "traces")], path_map, stats=ImportStats()))
     frames = sorted(full.frames)
     whole = {f.path: [(0, f.size)] for f in resolved.files}
@@ -121,8 +130,8 @@ def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int]) -> list
                 if variant in SWEEP and granule != settings.granule:
                     continue
                 t1 = time.perf_counter()
-                plan = build_plan(manifest, resolved, vts, path_map, settings,
-                                  PlanOptions(granule=granule, frames=tuple(test), predict=opts), ImportStats())
+                plan = plan_resolved(manifest, resolved, vts, fs, settings,
+                                     PlanOptions(granule=granule, frames=tuple(test), predict=opts))
                 row = _row(shot, split_name, variant, plan, needed, full, test, granule, settings.granule)
                 row["plan_s"] = round(time.perf_counter() - t1, 3)
                 row["train_frames"], row["test_frames"] = len(train), len(test)
@@ -138,7 +147,8 @@ def build(samples: Path, tree: Path, sparse: bool) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "predict.json"))
-    ap.add_argument("--samples", default=str(ROOT / "sample_jobs"), help="folder of shots: manifest.yaml, sizes.json, traces/")
+    ap.add_argument("--samples", default=str(ROOT / "sample_jobs"),
+                    help="folder of shots: manifest.yaml, sizes.json, traces/")
     ap.add_argument("--sparse", action="store_true", help="sparse input files only: the byte model")
     args = ap.parse_args()
     samples = Path(args.samples)
@@ -159,7 +169,8 @@ def main() -> int:
         verdict = "" if t is None else f"{'MET' if t['met'] else 'MISSED'}"
         at = "-" if r["first_frame_at"] is None else f"{r['first_frame_at']:.2f}"
         print(f"{r['shot']:8} {r['split']:13} {r['variant']:10} {r['granule'] // KiB:>4}K {r['recall']:>7.3f} "
-              f"{r['overfetch']:>6.2f} {at:>5} | {r['whole_files']['recall']:>5.2f}/{r['whole_files']['overfetch']:>6.2f} | "
+              f"{r['overfetch']:>6.2f} {at:>5} | "
+              f"{r['whole_files']['recall']:>5.2f}/{r['whole_files']['overfetch']:>6.2f} | "
               f"{r['training_union']['recall']:>5.2f}/{r['training_union']['overfetch']:>6.2f} | {verdict}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

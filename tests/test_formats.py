@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+from contextlib import AbstractContextManager
 from itertools import pairwise
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prewarm.formats.reader import StructureReader, local_files, read_structure
+from prewarm.formats.reader import StructureReader, guarded_files, read_structure
 from prewarm.formats.source import MAX_READ_BYTES, MAX_READ_CALLS, Fetcher
 from prewarm.plan.model import FileInfo
+from prewarm.plan.pathmap import PathMap
 from prewarm.plan.ranges import normalize, subtract
 from prewarm.plan.structure import Structure
+from prewarm.site.guard import Guard
 from prewarm.testkit.textures import make_exr, make_texture
 
 
@@ -86,7 +89,7 @@ def test_openexr_chunk_tables(tmp_path: Path, kind: str):
     data = path.read_bytes()
     # every chunk starts with its coordinates and its size: the table's offsets are real chunks
     for lv in got.levels:
-        for o, n in zip(lv.offsets, lv.lengths):
+        for o, n in zip(lv.offsets, lv.lengths, strict=True):
             head = 20 if kind != "scanline" else 8
             (size,) = struct.unpack_from("<i", data, o + head - 4)
             assert size + head == n
@@ -99,27 +102,33 @@ def test_reader_reads_each_file_once_and_counts_the_unreadable(tmp_path: Path, t
     scene = tmp_path / "scene.abc"
     scene.write_bytes(b"Ogawa" + bytes(100))
     opened: list[str] = []
-    base = local_files(lambda p: p)
+    base = guarded_files(Guard(("/studio",), PathMap.parse([{"studio": "/studio", "local": "/"}], "test")))
 
-    def counting(path: str):  # type: ignore[no-untyped-def]
+    def counting(path: str) -> AbstractContextManager[Fetcher]:
         opened.append(path)
         return base(path)
 
     reader = StructureReader(counting)
-    infos = [FileInfo(str(p), os.path.getsize(p), os.path.getmtime(p)) for p in (tx, sparse, scene)]
+    infos = [FileInfo(f"/studio{p}", os.path.getsize(p), os.path.getmtime(p)) for p in (tx, sparse, scene)]
     for _ in range(3):
         got = [reader.structure(i) for i in infos]
     assert isinstance(got[0], Structure) and got[1] is None and got[2] is None
-    assert opened == [str(tx), str(sparse), str(scene)]
+    assert opened == [f"/studio{p}" for p in (tx, sparse, scene)]
     stats = reader.stats()
     assert stats["structure_unreadable"] == 1 and "sparse" in str(stats["structure_unreadable_files"])
     assert stats["structured_files"] == {"tiff": 1}
 
 
-def test_a_file_that_vanished_is_a_reason_not_an_error(tmp_path: Path):
-    reader = StructureReader(local_files(lambda p: p))
-    assert reader.structure(FileInfo(str(tmp_path / "gone.tx"), 100, 0.0)) is None
-    assert "cannot open" in reader.unreadable[str(tmp_path / "gone.tx")]
+def test_a_file_that_vanished_or_lies_outside_the_roots_is_a_reason_not_an_error(tmp_path: Path, tx: Path):
+    guard = Guard((str(tmp_path),), PathMap())
+    reader = StructureReader(guarded_files(guard))
+    gone = str(tmp_path / "gone.tx")
+    assert reader.structure(FileInfo(gone, 100, 0.0)) is None
+    assert "cannot open" in reader.unreadable[gone]
+    # a link out of the roots is refused by the guard, as any warm read would be
+    (tmp_path / "link.tx").symlink_to(tx)
+    assert reader.structure(FileInfo(str(tmp_path / "link.tx"), tx.stat().st_size, 0.0)) is None
+    assert "outside the allowed roots" in reader.unreadable[str(tmp_path / "link.tx")]
 
 
 def truncations(data: bytes) -> list[int]:
@@ -136,7 +145,7 @@ def test_truncated_files_fall_back(tmp_path: Path, tx: Path, maker: str):
         cut = data[:n]
         got = read_structure(fetcher(cut), len(cut), str(path))
         if isinstance(got, Structure):  # only if what remains still holds every tile it lists
-            assert all(o + c <= n for lv in got.levels for o, c in zip(lv.offsets, lv.lengths))
+            assert all(o + c <= n for lv in got.levels for o, c in zip(lv.offsets, lv.lengths, strict=True))
         else:
             assert got is None or isinstance(got, str)
 
@@ -167,7 +176,7 @@ def test_absurd_tile_tables_fall_back(count: int, offset: int, entries: int):
     log: list[tuple[int, int]] = []
     got = read_structure(fetcher(blob, log), len(blob), "x.tx")
     assert not isinstance(got, Structure) or all(
-        o + n <= len(blob) for lv in got.levels for o, n in zip(lv.offsets, lv.lengths))
+        o + n <= len(blob) for lv in got.levels for o, n in zip(lv.offsets, lv.lengths, strict=True))
     assert sum(e - s for s, e in log) <= MAX_READ_BYTES + (1 << 20)
 
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import tifffile
 
-from prewarm.flow.planning import PlanOptions, build_plan
+from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.evaluate import evaluate, ready_at
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.manifest import load_manifest
 from prewarm.plan.model import Plan, Reason
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.ranges import covered, normalize
@@ -38,9 +37,10 @@ def traces(real_textures: Path) -> TraceSet:
 
 def plan_for(root: Path, ts: TraceSet, frames: list[int], **kw: object) -> Plan:
     manifest = load_manifest(SHOT / "manifest.yaml")
-    pm = path_map(root)
-    return build_plan(manifest, resolve_inputs(manifest, pm), ts, pm, Settings(),
-                      PlanOptions(frames=tuple(frames), **kw), ImportStats())  # type: ignore[arg-type]
+    settings = Settings(path_map=path_map(root))
+    with site_fs(settings) as fs:
+        return plan_resolved(manifest, resolve_inputs(manifest, fs), ts, fs, settings,
+                             PlanOptions(frames=tuple(frames), **kw))  # type: ignore[arg-type]
 
 
 def test_every_traced_tile_read_starts_at_a_tile_offset(real_textures: Path):
@@ -53,7 +53,7 @@ def test_every_traced_tile_read_starts_at_a_tile_offset(real_textures: Path):
         assert local.stat().st_size == size
         with tifffile.TiffFile(local) as tf:
             tiles[path] = sorted((int(o), int(o) + int(n)) for page in tf.pages
-                                 for o, n in zip(page.dataoffsets, page.databytecounts))  # type: ignore[union-attr]
+                                 for o, n in zip(page.dataoffsets, page.databytecounts, strict=True))  # type: ignore[union-attr]
     reads = [a for a in read_traces([str(SHOT / "traces")], path_map(real_textures)) if a.length > 0]
     inside = {p: normalize(spans) for p, spans in tiles.items()}
     tile_reads = 0
@@ -63,7 +63,7 @@ def test_every_traced_tile_read_starts_at_a_tile_offset(real_textures: Path):
         if i < len(spans) and spans[i][0] == a.offset:
             tile_reads += 1
             continue
-        assert covered(inside[a.path], a.offset, a.offset + a.length) == 0, f"{a.path}: a read at {a.offset} cuts a tile"
+        assert covered(inside[a.path], a.offset, a.offset + a.length) == 0, f"{a.path}: {a.offset} cuts a tile"
     assert tile_reads > 1000
 
 

@@ -158,10 +158,10 @@ def read_exr(fetch: Fetcher, size: int) -> Structure:
     ordered = sorted(set(offsets))
     if len(ordered) != total or ordered[0] < table_end or ordered[-1] >= size:
         raise StructureError("chunk offsets outside the file, repeated, or inside the table")
-    ends = dict(zip(ordered, [*ordered[1:], size]))
+    ends = dict(zip(ordered, [*ordered[1:], size], strict=True))
     levels = []
     i = 0
-    for (w, h, a, b), n in zip(grids, counts):
+    for (w, h, a, b), n in zip(grids, counts, strict=True):
         offs = offsets[i:i + n]
         levels.append(Level(w, h, a, b, tuple(offs), tuple(ends[o] - o for o in offs)))
         i += n

@@ -49,7 +49,7 @@ def read_structure(fetch: Fetcher, size: int, name: str = "") -> Structure | str
         return str(exc) or type(exc).__name__
     except OSError as exc:
         return f"cannot read: {exc.strerror or type(exc).__name__}"
-    except Exception as exc:  # noqa: BLE001 - whatever a hostile header makes a parser raise is a fallback
+    except Exception as exc:  # whatever a hostile header makes a parser raise is a fallback
         return f"corrupt header ({type(exc).__name__})"
     if name.lower().endswith(STRUCTURED):
         return "no TIFF or OpenEXR header (sparse, empty or another format)" if size else "empty file"

@@ -49,7 +49,7 @@ def _level(page: tifffile.TiffPage, size: int) -> Level:
     cells = (-(-width // tw)) * (-(-height // min(th, height)))
     if len(offsets) != cells or len(lengths) != cells:
         raise StructureError(f"{len(offsets)} tiles listed for a grid of {cells} (separate planes?)")
-    if any(o < 0 or n < 0 or o + n > size for o, n in zip(offsets, lengths)):
+    if any(o < 0 or n < 0 or o + n > size for o, n in zip(offsets, lengths, strict=True)):
         raise StructureError("a tile lies past the end of the file")
     return Level(width, height, tw, min(th, height), offsets, lengths)
 

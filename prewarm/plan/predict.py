@@ -273,9 +273,9 @@ def _fit_line(xs: list[int], ys: list[int]) -> tuple[float, float, float]:
     mx = sum(xs) / n
     my = sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     a = my - b * mx
-    worst = max(abs(y - (a + b * x)) for x, y in zip(xs, ys))
+    worst = max(abs(y - (a + b * x)) for x, y in zip(xs, ys, strict=True))
     return a, b, worst
 
 
@@ -291,7 +291,7 @@ def fit_progression(specific: Mapping[int, list[Span]]) -> _Progression | None:
     xs = [t for t, _ in pts]
     starts = [h[0] for _, h in pts]
     ends = [h[1] for _, h in pts]
-    lengths = [e - s for s, e in zip(starts, ends)]
+    lengths = [e - s for s, e in zip(starts, ends, strict=True)]
     if min(lengths) <= 0 or max(lengths) > 1.5 * min(lengths):
         return None
     a, b, ws = _fit_line(xs, starts)
