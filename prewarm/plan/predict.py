@@ -78,10 +78,10 @@ class PredictOptions:
     probe: int = MiB
     """... and beyond it, this many bytes at the head and at the tail."""
     spread: int = 512 << 10
-    """Bytes by which spans borrowed from neighbouring frames are widened on each side:
-    the knob that trades coverage for bytes (textures: nearby tiles). On the texture
-    shot (every 4th frame traced) 0 gives recall 0.87 at 1.5x the needed bytes, 512 KiB
-    0.89 at 2.4x, 1 MiB 0.90 at 3.1x; bench/predict.py sweeps it."""
+    """Bytes by which scattered spans borrowed from neighbouring frames are widened on each
+    side (a texture whose structure could not be read: nearby tiles): coverage for bytes.
+    On shot200 by bytes only, every 4th frame traced, 512 KiB gives recall 0.89 at 2.35x
+    the needed bytes (`bench/predict.py`, its `bytes only` rows); 0 gave 0.87 at 1.5x."""
     always_share: float = 0.9
     """A shared file read by this share of training frames is read by every job frame."""
     max_delta: int = 2

@@ -38,7 +38,6 @@ META_TIER = 0
 """Tier of headers and tile tables: before any tile."""
 
 
-
 @dataclass(frozen=True)
 class TextureOptions:
     grow: int = 1
@@ -71,15 +70,6 @@ def _finest(st: Structure, tiles: Iterable[Tile]) -> int | None:
     """Index of the finest level among `tiles` (largest resolution)."""
     levels = {t[0] for t in tiles}
     return max(levels, key=lambda i: st.levels[i].resolution) if levels else None
-
-
-def _bbox(st: Structure, level: int, cells: set[tuple[int, int]]) -> tuple[float, float, float, float]:
-    lv = st.levels[level]
-    x0 = min(x for x, _ in cells) / lv.columns
-    y0 = min(y for _, y in cells) / lv.rows
-    x1 = (max(x for x, _ in cells) + 1) / lv.columns
-    y1 = (max(y for _, y in cells) + 1) / lv.rows
-    return x0, y0, x1, y1
 
 
 def _centre(st: Structure, level: int, cells: set[tuple[int, int]]) -> tuple[float, float]:
