@@ -461,7 +461,7 @@ def main() -> int:
             services = Services(work, twin.mount, env_url if args.demo else None)
             try:
                 if use_celery:
-                    url = services.start(queue=keys.queue_of(settings.queue))
+                    url = services.start(queue=keys.queue(settings.queue))
                     warm = celery_warm(replace(settings, redis_url=url))
                     mode = f"Celery worker (pid {services.worker.pid if services.worker else '?'}) on {url}"
                 else:

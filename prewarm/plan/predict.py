@@ -469,6 +469,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
     everyone = len(readers) >= opts.always_share * len(train)
     present: list[int] = []
     by_tiles: dict[frozenset[tuple[tuple[int, int, int], Reason]], list[int]] = defaultdict(list)
+    memo: dict[tuple[tuple[int, ...], bool, int, bool], frozenset[tuple[tuple[int, int, int], Reason]]] = {}
     for nb, exact, frames in groups:
         reading = tuple(t for t in nb if t in per)
         if exact:
@@ -481,7 +482,12 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
         present.extend(frames)
         for f in frames:
             near = reading or _neighbours(readers, f, opts.neighbours)
-            by_tiles[frozenset(predict_tiles(st, fps, f, near, opts.texture).items())].append(f)
+            # the prediction depends on the frame only through its sides and its distance
+            bracketed = min(near) < f < max(near)
+            key = (near, bracketed, 0 if bracketed else min(abs(f - t) for t in near), f > max(near))
+            if key not in memo:
+                memo[key] = frozenset(predict_tiles(st, fps, f, near, opts.texture).items())
+            by_tiles[memo[key]].append(f)
     if present:
         yield Prediction(path, tuple(present), normalize([*st.meta, *rest]), Reason.TRACE, META_TIER)
     for tiles, frames in by_tiles.items():
