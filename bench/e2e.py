@@ -272,7 +272,8 @@ def training_frames(numbers: list[int], split: str) -> list[int]:
 
 
 def run_shot(shot_dir: Path, origin: Path, twin: TwinHandle, warm: Warm, strategies: Sequence[str],
-             mbps: float, replay_run: Replay, max_test: int | None, split: str) -> dict[str, dict[str, Any]]:
+             mbps: float, replay_run: Replay, max_test: int | None, split: str,
+             granule: int | None = None) -> dict[str, dict[str, Any]]:
     shot = shot_dir.name
     manifest = load_manifest(shot_dir / "manifest.yaml")
     at_origin = PathMap.parse([{"studio": STUDIO, "local": str(origin)}], "bench")
@@ -290,9 +291,9 @@ def run_shot(shot_dir: Path, origin: Path, twin: TwinHandle, warm: Warm, strateg
     planning = Settings(path_map=at_origin)
     with site_fs(planning) as fs:
         resolved = resolve_inputs(manifest, fs)
-        plan = plan_resolved(manifest, resolved, ts, fs, planning, PlanOptions(frames=test_numbers))
+        plan = plan_resolved(manifest, resolved, ts, fs, planning, PlanOptions(granule=granule, frames=test_numbers))
         oracle = plan_resolved(manifest, resolved, seen, fs, planning,
-                               PlanOptions(frames=test_numbers, predict=PredictOptions(spread=0)))
+                               PlanOptions(granule=granule, frames=test_numbers, predict=PredictOptions(spread=0)))
     ready = {"prewarm": ready_at(plan, traced, test_numbers[0]) if test_numbers else None,
              "oracle": ready_at(oracle, traced, test_numbers[0]) if test_numbers else None}
     inputs = [at_mount.to_local(f.path) for f in resolved.files]
@@ -420,6 +421,8 @@ def main() -> int:
     ap.add_argument("--demo", action="store_true", help="shot100 only, cold against prewarm")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "e2e.json"))
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
+    ap.add_argument("--plan-granule", metavar="SIZE",
+                    help="the plans' granule (default: the site's, 4 KiB pages)")
     ap.add_argument("--warm-granule", metavar="SIZE",
                     help="the warm side's granule (reads are cut and deduplicated per granule); plans keep the "
                          "default. 1MiB shows what page-sized warm reads cost")
@@ -456,6 +459,8 @@ def main() -> int:
             print(f"{d.name}: {build_shot(d, origin)}", file=sys.stderr)
         with twin_over(origin, work, args.rtt_ms, args.mbps, client_cache=not args.direct_io) as twin:
             settings = Settings(path_map=PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench"))
+            plan_granule = (parse_size(args.plan_granule, "command line", "--plan-granule")
+                            if args.plan_granule else None)
             if args.warm_granule:
                 settings = replace(settings, granule=parse_size(args.warm_granule, "command line", "--warm-granule"))
             services = Services(work, twin.mount, env_url if args.demo else None)
@@ -472,7 +477,7 @@ def main() -> int:
                 warm_up(warm)
                 for d in shot_dirs:
                     results[d.name] = run_shot(d, origin, twin, warm, strategies, args.mbps, replay_run,
-                                               max_test, args.train)
+                                               max_test, args.train, plan_granule)
             finally:
                 services.stop()
     link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
