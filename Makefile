@@ -4,15 +4,27 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-deps demo lint test test-fast bench
+.PHONY: setup system-deps demo lint test test-fast bench native native-clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,twin,textures]'
+	$(PY) -m pip install -q -e '.[dev,twin,scenes,textures]'
 	touch $@
+
+# Optional: the strace parser compiled by mypyc from the same source (about 2x: what
+# `bench/trace_import.py` needs for 0.1x a bare line loop). It is built in place beside
+# prewarm/traces/strace.py and shadows it, so rebuild after editing that file, or
+# `make native-clean` to run the plain Python again; `compiled` in the bench says which ran.
+native: setup
+	$(VENV)/bin/pip install -q 'mypy>=1.10'
+	$(VENV)/bin/mypyc prewarm/traces/strace.py
+	rm -rf .mypy_cache
+
+native-clean:
+	rm -f prewarm/traces/strace.*.so prewarm/traces/strace__mypyc.*.so
 
 system-deps:
 	./scripts/system-deps.sh

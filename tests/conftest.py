@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.studio",
     "tests.fixtures.service",
+    "tests.fixtures.scenes",
 ]

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import yaml
 from prewarm.testkit.services import Worker, start_prewarm_worker
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
+from tests.fixtures.twin import StartTwin
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +98,28 @@ def test_a_worker_without_roots_says_so_and_where_to_set_them(studio: Studio, tm
     assert [f["kind"] for f in job["findings"]] == ["outside-roots"]
     assert "no allowed studio roots: set `roots` or `path_map`" in job["findings"][0]["detail"]
     assert "this worker has no allowed studio roots" in worker.log.read_text()
+
+
+def test_a_worker_warms_the_metadata_of_recent_jobs_again_when_its_gateway_restarts(
+        studio: Studio, tmp_path: Path, redis_url: str, readme_worker: list[Worker], gateway_twin: StartTwin) -> None:
+    paths = [studio.file(f"tex/t{i}.tx", 200_000) for i in range(5)]
+    twin = gateway_twin(studio.root, rtt_ms=2, mbps=None)
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml.safe_dump({"path_map": [{"studio": "/studio/proj", "local": str(twin.mount)}],
+                                      "roots": ["/studio/proj"], "agent_url": twin.url, "agent_poll_s": 1,
+                                      "visibility_timeout_s": 4}))
+    worker = start(readme_worker, config, tmp_path, redis_url)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(studio.plan([(p, 100_000, 37_000) for p in paths]).to_json()))
+    out = cli("warm", str(plan), "--redis", redis_url, config=config)
+    assert out.returncode == 0, out.stderr
+    time.sleep(5)  # the worker's sweep (every 2 s here) takes its first look at the agent: a baseline
+    twin.restart()
+    twin.reset()
+    deadline = time.monotonic() + 30
+    while "restarted" not in worker.log.read_text():
+        assert time.monotonic() < deadline, worker.log.read_text()[-2000:]
+        time.sleep(0.5)
+    assert "metadata of its recent jobs warmed again, 5 ok, 0 failed" in worker.log.read_text()
+    s = twin.stats()
+    assert s["ops"]["LOOKUP"]["requests"] >= 5 and s["wan_bytes"] == 0, "metadata only: the data survived"

@@ -96,6 +96,19 @@ def test_progression_needs_three_frames_and_a_steady_stride():
     assert p is not None and p.region(10, 10_000)[0][0] <= 1000 < p.region(10, 10_000)[0][1]
 
 
+def test_regions_moving_at_their_own_strides_are_fitted_one_by_one():
+    """A crate file's time sample: a value block 240 KB further per frame, and its 8-byte
+    entry in the value table near the end of the file, 8 bytes further per frame."""
+    frames = {f: [(240_000 * f, 240_000 * (f + 1)), (9_000_000 + 8 * f, 9_000_008 + 8 * f)] for f in (1, 2, 3, 4)}
+    p = fit_progression(frames)
+    assert p is not None
+    got = p.region(7, 10_000_000)
+    assert normalize(got + [(1_680_000, 1_920_000), (9_000_056, 9_000_064)]) == got
+    assert sum(e - s for s, e in got) < 240_000 + 2 * 8192 + 16      # not the hull from the block to the table
+    uneven = {1: frames[1], 2: frames[2][:1], 3: frames[3]}
+    assert fit_progression(uneven) is None
+
+
 def test_textures_without_structure_borrow_tiles_from_neighbouring_training_frames():
     # a texture whose structure could not be read: each frame reads tiles of two levels, far apart
     tex = "/s/tex/rock.tx"

@@ -10,6 +10,7 @@ from prewarm.plan.ranges import (
     SpanAccumulator,
     align,
     clip,
+    clip_normal,
     covered,
     intersect,
     normalize,
@@ -64,6 +65,11 @@ def test_algebra_matches_byte_sets(a, b):
     assert as_set(clip(a, 100)) == {x for x in as_set(a) if x < 100}
     for out in (intersect(na, nb), subtract(na, nb), union(na, nb)):
         assert out == normalize(out)
+
+
+@given(spans_st, st.integers(0, 250))
+def test_clip_normal_equals_clip_on_normal_lists(a, size):
+    assert clip_normal(normalize(a), size) == clip(a, size)
 
 
 @given(spans_st, st.integers(0, 250), st.integers(0, 60))

@@ -163,7 +163,9 @@ def test_rejects_zero_nodes(tree: Path) -> None:
 @pytest.mark.integration
 def test_replay_through_the_twin_reads_exactly_the_recorded_ranges(gateway_twin: StartTwin, tree: Path) -> None:
     twin = gateway_twin(tree, rtt_ms=5, mbps=None, log_reads=True)
-    to_mount = lambda p: str(twin.mount) + p[len(STUDIO):]
+    def to_mount(p: str) -> str:
+        return str(twin.mount) + p[len(STUDIO):]
+
     frames = [[acc("a.tx", 0, 4096, frame=1, tid=1), acc("b.tx", 8192, 1000, frame=1, tid=2),
                Access(path=f"{STUDIO}/tex", op=Op.READDIR, frame=1)],
               [acc("a.tx", 4096, 4096, frame=2, tid=1), acc("c.tx", 0, 88, frame=2, tid=1)]]

@@ -90,13 +90,30 @@ def test_report_summary_coverage_retry_and_readiness() -> None:
     json.dumps(rep)
 
 
+def test_coverage_says_what_share_of_each_file_was_planned() -> None:
+    from dataclasses import replace
+
+    from prewarm.plan.model import FileInfo
+
+    tex = [f"/studio/proj/tex/t.{1001 + i}.tx" for i in range(3)]
+    plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in tex),
+                files={p: FileInfo(p, 8 * MiB, 1.0) for p in tex})
+    batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in tex))
+    rep = report.build(replace(_info()), plan, report.Progress.of([batch], {0}))
+    [row] = rep["coverage"]                                   # the tile set folds into one input
+    assert (row["files"], row["planned"], row["file_bytes"]) == (3, 3 * MiB, 24 * MiB)
+    assert row["planned_share"] == 0.125 and row["saved_bytes"] == 21 * MiB
+    assert "12% of the files (25.2 MB)" in report_html.render(rep)
+
+
 def test_first_frame_blocked_by_a_failed_file_is_not_ready() -> None:
     a = "/studio/proj/a.tx"
     plan = Plan(job="s", frames=(1,), start=2000.0, ranges=(PlannedRange(a, 0, MiB, frame=1),))
     info = _info(findings=[FileFinding(a, FindingKind.DENIED, "Permission denied")], state=JobState.FAILED)
     rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}))
     assert rep["readiness"]["ready"] is False and rep["readiness"]["blocked_by"] == [a]
-    assert rep["coverage"] == [{"path": a, "planned": MiB, "warmed": 0, "files": 1}]
+    assert rep["coverage"] == [{"path": a, "planned": MiB, "warmed": 0, "files": 1, "file_bytes": MiB,
+                                "planned_share": 1.0, "saved_bytes": 0}]  # no size in the plan: the planned bytes
     assert "Not ready for frame 1" in report_html.render(rep)
 
 
@@ -140,8 +157,10 @@ def test_report_from_redis_has_samples_and_coverage(r: redis.Redis, studio: Stud
     assert rep["job"]["state"] == "partial"
     assert rep["summary"]["warmed"]["bytes"] == 12 * MiB and rep["series"]
     gone = [row for row in rep["coverage"] if row["path"].endswith("gone.tx")]
-    assert gone == [{"path": "/studio/proj/gone.tx", "planned": MiB, "warmed": 0, "files": 1}]
-    assert {"path": "/studio/proj/t#.tx", "planned": 12 * MiB, "warmed": 12 * MiB, "files": 6} in rep["coverage"]
+    assert gone == [{"path": "/studio/proj/gone.tx", "planned": MiB, "warmed": 0, "files": 1, "file_bytes": MiB,
+                     "planned_share": 1.0, "saved_bytes": 0}]
+    assert {"path": "/studio/proj/t#.tx", "planned": 12 * MiB, "warmed": 12 * MiB, "files": 6, "file_bytes": 12 * MiB,
+            "planned_share": 1.0, "saved_bytes": 0} in rep["coverage"]
     assert rep["readiness"]["ready"] is False and rep["readiness"]["margin_s"] is None
 
 

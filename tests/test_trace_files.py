@@ -33,7 +33,7 @@ def write(path: Path, text: str, compress: bool = False) -> Path:
     return path
 
 
-def load(*paths: Path, path_map: PathMap = PathMap(), frame: int | None = None,
+def load(*paths: Path, path_map: PathMap | None = None, frame: int | None = None,
          keep: Callable[[str], bool] | None = None) -> tuple[list[Access], ImportStats]:
     stats = ImportStats()
     return list(read_traces([str(p) for p in paths], path_map, frame, keep, stats)), stats
@@ -202,3 +202,14 @@ def test_real_traces_per_frame_sequence_moves_in_the_alembic(real_traces: Path) 
             by_frame.setdefault(a.frame, set()).add(a.offset)
     assert len(by_frame) == 24
     assert by_frame[1] != by_frame[24]
+
+
+def test_aggregate_runs_equals_aggregate_on_real_traces() -> None:
+    from prewarm.plan.aggregate import aggregate, aggregate_runs
+    from prewarm.traces.files import read_batches
+
+    shots = Path(__file__).resolve().parents[1] / "sample_jobs"
+    paths = [str(shots / "shot100" / "traces"), str(shots / "shot200" / "traces")]
+    a, b = aggregate(read_traces(paths)), aggregate_runs(read_batches(paths))
+    assert a == b and list(a.reads) == list(b.reads) and list(a.stats) == list(b.stats)
+    assert a.records > 50_000 and len(a.frames) == 36

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
 from prewarm.traces.files import read_traces
+from prewarm.traces.profile import decode as decode_profile
 from prewarm.traces.store import (
     find_traces,
     import_traces,
@@ -155,3 +157,33 @@ def test_traces_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "1 job(s) removed" in capsys.readouterr().err
     assert main(["traces", "--store", store, "import", "--job", "j", str(tmp_path / "missing")]) == 2
     assert "missing: no such trace file or folder" in capsys.readouterr().err
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: gzip.decompress(p.read_bytes()) for p in folder.iterdir() if p.name.endswith(".gz")}
+
+
+def test_an_import_over_processes_stores_what_one_process_does(settings: Settings, tmp_path: Path) -> None:
+    # Two files per frame (shot200's frames 1-4 twice, as frame N of a JSON Lines copy too):
+    # frames shared between the workers' groups are joined in file order.
+    twice = tmp_path / "again"
+    twice.mkdir()
+    for f in _frames(2)[:2]:
+        shutil.copy(f, twice / ("z_" + Path(f).name))
+    paths = [*_frames(4), str(twice)]
+    one = import_traces(settings, paths, "proj", "s", "one", workers=1)
+    many = import_traces(settings, paths, "proj", "s", "many", workers=3, min_parallel_bytes=0)
+    assert many.frames == one.frames and many.stats == one.stats
+    assert _contents(Path(many.folder)) == _contents(Path(one.folder))
+    profiles = [sorted((Path(r.folder) / ".profile").iterdir()) for r in (one, many)]
+    assert [decode_profile(p.read_bytes()).reads for p in profiles[0]] == \
+        [decode_profile(p.read_bytes()).reads for p in profiles[1]]
+
+
+def test_an_import_over_processes_fails_whole_on_a_bad_file(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    with pytest.raises(TraceError, match="notes.txt"):
+        import_traces(settings, [*_frames(3), str(bad)], "proj", "s", "j", workers=2, min_parallel_bytes=0)
+    folder = Path(settings.trace_store or "") / "proj" / "s" / "j"
+    assert not list(folder.iterdir())

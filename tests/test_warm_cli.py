@@ -122,3 +122,23 @@ def test_commands_say_at_once_that_redis_is_unreachable(command: list[str]) -> N
     assert r.returncode == 3 and "cannot reach Redis" in r.stderr and "Traceback" not in r.stderr
     # not the ~20 s a worker's client spends riding out a restart (a bound on behaviour, not a benchmark)
     assert time.monotonic() - started < 10
+
+
+def test_an_embedded_warm_writes_the_same_report_as_prewarm_report(studio: Studio, tmp_path: Path) -> None:
+    a = studio.file("a.tx", 2 * MiB)
+    gone = studio.file("gone.tx", MiB)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(studio.whole([a, gone]).to_json()))
+    os.unlink(studio.local(gone))
+    local = f"/studio/proj={studio.root}"
+    out = cli(str(plan), "--local", local, "--report", str(tmp_path / "r.json"))
+    assert out.returncode == 1, out.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["job"]["state"] == "partial" and data["summary"]["warmed"]["bytes"] == 2 * MiB
+    assert {row["path"] for row in data["coverage"]} == {a, gone}
+    assert [p["kind"] for p in data["problems"]] == ["missing"]
+    page = cli(str(plan), "--local", local, "--report", str(tmp_path / "r.html"))
+    html = (tmp_path / "r.html").read_text()
+    assert page.returncode == 1 and 'data-chart="coverage"' in html and "gone.tx" in html
+    bad = cli(str(plan), "--local", local, "--report", str(tmp_path / "r.txt"))
+    assert bad.returncode == 2 and "--report" in bad.stderr and not (tmp_path / "r.txt").exists()

@@ -287,7 +287,7 @@ def test_many_threads_falling_back_from_o_direct_at_once_read_the_right_file(stu
         f = reader.open(p)
         try:
             with ThreadPoolExecutor(16) as pool:
-                got = list(pool.map(lambda i: f.read(i * 7 + 1, 5), range(64)))
+                got = list(pool.map(lambda i, f=f: f.read(i * 7 + 1, 5), range(64)))
         finally:
             f.close()
         assert got == [5] * 64

@@ -339,3 +339,30 @@ def test_missing_inputs_make_a_redis_job_partial_by_the_same_rule(r: redis.Redis
     assert info is not None and info.state is JobState.PARTIAL and info.counters["inputs_missing"] == 1
     empty = runner.submit(r, replace(plan, ranges=(), metadata=()), studio.settings(), sent, "gw1")
     assert empty.state() is JobState.PARTIAL, "no batches to send: the job ends at once, by the same rule"
+
+
+def test_progress_moves_while_a_batch_runs_not_only_when_it_ends(r: redis.Redis, studio: Studio) -> None:
+    """A 3 MB batch at 1 MB/s takes 3 s: status must show bytes read before it is recorded."""
+    import threading
+
+    from prewarm.state.jobs import WarmJob
+    from prewarm.warm.batches import whole_batch
+
+    paths = [studio.file(f"p{i}.tx", MiB) for i in range(3)]
+    plan = studio.whole(paths)
+    job = WarmJob.create(r, plan, [whole_batch(plan, MiB)], "gw1", MiB)
+    s = studio.settings(throttle_bps=MiB, in_flight=2)
+    set_rate(r, "gw1", MiB)
+    worker = threading.Thread(target=runner.run_batch, args=(r, s, job.id, 0, Sent()))
+    worker.start()
+    seen: list[tuple[int, int]] = []
+    while worker.is_alive():
+        info = job.info(findings=False)
+        assert info is not None
+        seen.append((info.batches_done, info.progress()[0]))
+        time.sleep(0.2)
+    worker.join()
+    during = [read for done, read in seen if done == 0]
+    assert any(0 < read < 3 * MiB for read in during), seen
+    final = job.info()
+    assert final is not None and final.progress()[0] == final.counters["bytes_done"] == 3 * MiB

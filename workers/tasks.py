@@ -11,11 +11,14 @@ import logging
 import threading
 import time
 from functools import cache
+from typing import Any
 
 import redis
 from celery.signals import worker_ready
 
 from prewarm.errors import ServiceError
+from prewarm.farm.agent import Match, check_gateway
+from prewarm.farm.restarts import RestartWatch
 from prewarm.state import keys, runner
 from prewarm.state.celery_app import DEFAULT_URL, CelerySender
 from prewarm.state.client import connect
@@ -32,22 +35,38 @@ def client() -> redis.Redis[bytes]:
     return connect(settings.redis_url or DEFAULT_URL)
 
 
-def sweep_forever() -> None:
-    """Re-send batches nobody will finish (see `runner.refill_all`), every half visibility timeout."""
+def sweep_forever(watch: RestartWatch) -> None:
+    """Re-send batches nobody will finish (see `runner.refill_all`), every half visibility timeout;
+    and every `agent_poll_s`, look at the gateways' agents for a restart (`RestartWatch`)."""
+    next_watch = 0.0
     while True:
         time.sleep(max(1, min(10, settings.visibility_timeout_s // 2)))
         try:
             runner.refill_all(client(), settings, sender.send)
+            if watch.agents and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + settings.agent_poll_s
+                watch.poll(client())
         except redis.RedisError:
             log.warning("dispatch sweep: Redis unavailable, retrying", exc_info=True)
 
 
+def _gateways(consumer: Any) -> list[str]:
+    queues = getattr(getattr(consumer, "task_consumer", None), "queues", None) or []
+    return sorted({gw for q in queues if (gw := keys.gateway_of_queue(str(q.name)))})
+
+
 @worker_ready.connect
-def _start_sweep(**_: object) -> None:
+def _start_sweep(sender: Any = None, **_: object) -> None:
+    """At start: say what would make this worker useless, then sweep in the background."""
     if not settings.allowed_roots():
         log.warning("this worker has no allowed studio roots: every file will be refused. Set `roots` or "
                     "`path_map` in its settings file (PREWARM_CONFIG or /etc/prewarm/config.yaml)")
-    threading.Thread(target=sweep_forever, name="prewarm-sweep", daemon=True).start()
+    gateways = _gateways(sender)
+    for gw in gateways:
+        for check in check_gateway(settings, gw):
+            (log.error if check.match is Match.OTHER else log.info)("gateway %s: %s", gw, check.detail)
+    threading.Thread(target=sweep_forever, args=(RestartWatch.of(settings, gateways),), name="prewarm-sweep",
+                     daemon=True).start()
 
 
 @app.task(name=keys.TASK, autoretry_for=(redis.RedisError, ServiceError),

@@ -81,9 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 def moved(info: JobInfo) -> tuple[int, int]:
     """(bytes, files) dealt with: read, already warm or failed: what progress is measured in."""
-    c = info.counters
-    return (c["bytes_done"] + c["bytes_skipped"] + c["bytes_failed"],
-            c["files_done"] + c["files_skipped"] + c["files_failed"])
+    _, done, files = info.progress()
+    return done, files
 
 
 def oneline(info: JobInfo, rate_bps: float, in_flight: int) -> str:

@@ -18,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start = sub.add_parser("start", help="mount a twin (returns once the mount is live)")
     start.add_argument("origin", type=Path, help="directory standing in for the studio filer")
     start.add_argument("mountpoint", type=Path)
-    start.add_argument("--rtt-ms", type=float, default=30.0, help="WAN round trip per miss or metadata call (default 30)")
-    start.add_argument("--mbps", type=float, default=50.0, help="shared WAN bandwidth in MB/s, 0 for unlimited (default 50)")
+    start.add_argument("--rtt-ms", type=float, default=30.0,
+                       help="WAN round trip per miss or metadata call (default 30)")
+    start.add_argument("--mbps", type=float, default=50.0,
+                       help="shared WAN bandwidth in MB/s, 0 for unlimited (default 50)")
     start.add_argument("--fsc", action="store_true",
                        help="play the gateway's own fsc mount (O_DIRECT reads bypass the cache), "
                             "not a render-side client of its export")
@@ -34,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument("--cache-dir", type=Path, help="where cached chunks live (default: beside the state files)")
     start.add_argument("--http-port", type=int, default=0, help="stats port on 127.0.0.1 (default: any free port)")
     start.add_argument("--log-reads", action="store_true", help="keep every client read for GET /reads")
-    start.add_argument("--state-dir", type=Path, help="pid/state files (default $PREWARM_TWIN_STATE_DIR or $XDG_RUNTIME_DIR/prewarm-twin)")
+    start.add_argument("--state-dir", type=Path,
+                       help="pid/state files (default $PREWARM_TWIN_STATE_DIR or $XDG_RUNTIME_DIR/prewarm-twin)")
 
     stop = sub.add_parser("stop", help="unmount a twin and end its process")
     stop.add_argument("mountpoint", type=Path)

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from prewarm.cli.options import (
     add_path_map_flags,
@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-wait", action="store_true", help="with Redis: print the job ids and return at once")
     p.add_argument("--retry", metavar="ID", help="re-read only the failed ranges of warm job ID")
     p.add_argument("--json", action="store_true", help="print the final report(s) as JSON on stdout")
+    p.add_argument("--report", metavar="FILE", help="write the warm report when it ends: FILE.html (the page "
+                                                    "`prewarm report` makes) or FILE.json; with several gateways, "
+                                                    "one file each, named FILE-GATEWAY.html")
     add_path_map_flags(p)
     p.set_defaults(func=run)
 
@@ -113,12 +116,19 @@ def run(args: argparse.Namespace) -> int:
     plan, settings = load_source(args.source, args.traces, settings, args)
     for m in plan.missing:
         print(f"planner: missing input {m.path} ({m.reason}{f', line {m.line}' if m.line else ''})", file=sys.stderr)
+    report_path = _report_path(args.report)
     if not settings.redis_url:
         warming.check_plan(plan, settings, args.source)
         progress = Progress(sys.stderr)
-        info = embedded.run_embedded(plan, settings, progress=progress.update)
+        warm = embedded.warm_embedded(plan, settings, progress=progress.update)
         progress.done()
-        return _report([info], args.json)
+        if report_path:
+            from prewarm.report import build
+
+            progress_of = build.Progress.of([warm.batch], {0})
+            data = build.build(warm.info, plan, progress_of, warm.failed, warm.info.samples, settings.throttle_bps)
+            _write_report(report_path, data)
+        return _report([warm.info], args.json)
     from prewarm.state.celery_app import CelerySender
 
     r = redis_of(settings, "warm")
@@ -187,7 +197,14 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
             next_refill = time.monotonic() + REFILL_S
         time.sleep(POLL_S)
     progress.done()
-    return _report([i for i in (h.info() for h in handles) if i is not None], args.json)
+    final = [i for i in (h.info() for h in handles) if i is not None]
+    if args.report:
+        from prewarm.report import load
+
+        for info in final:
+            _write_report(args.report, load.load(r, info.id, settings.throttle_bps),
+                          info.gateway if len(final) > 1 else "")
+    return _report(final, args.json)
 
 
 def warn_unserved(sender: CelerySender, infos: Sequence[JobInfo | None]) -> None:
@@ -199,12 +216,32 @@ def warn_unserved(sender: CelerySender, infos: Sequence[JobInfo | None]) -> None
               f"(or `celery -A workers worker -Q {queue} -P threads`) against this Redis", file=sys.stderr)
 
 
+def _report_path(text: str | None) -> str | None:
+    if text is not None and not text.lower().endswith((".html", ".htm", ".json")):
+        raise ConfigError("--report", f"{text!r}: name a .html or a .json file")
+    return text
+
+
+def _write_report(path: str, data: dict[str, Any], suffix: str = "") -> None:
+    """The report as the page `prewarm report --html` writes, or its JSON; written whole."""
+    from prewarm.report import html
+    from prewarm.site import atomic
+
+    if suffix:
+        stem, dot, ext = path.rpartition(".")
+        path = f"{stem}-{suffix}.{ext}"
+    text = html.render(data) if not path.lower().endswith(".json") else json.dumps(data, indent=1)
+    atomic.write_text(path, text, "--report")
+    print(f"report: {path}", file=sys.stderr)
+
+
 def _combined(infos: list[JobInfo]) -> JobInfo:
     first = infos[0]
     if len(infos) == 1:
         return first
     out = replace(first, id=",".join(i.id for i in infos), counters=dict(first.counters),
                   bytes_planned=sum(i.bytes_planned for i in infos), files_planned=sum(i.files_planned for i in infos),
+                  bytes_read_live=sum(i.bytes_read_live for i in infos),
                   started=min((i.started for i in infos if i.started), default=None))
     for i in infos[1:]:
         for k, v in i.counters.items():
@@ -237,13 +274,11 @@ class Progress:
         if now - self.last < self.every_s:
             return
         self.last = now
-        c = info.counters
         elapsed = max(now - self.t0, 1e-3)
-        moved = c["bytes_done"] + c["bytes_skipped"] + c["bytes_failed"]
-        rate = c["bytes_done"] / elapsed
+        read, moved, files = info.progress()
+        rate = read / elapsed
         left = max(info.bytes_planned - moved, 0)
         eta = f"{left / rate:.0f}s" if rate > 0 else "-"
-        files = c["files_done"] + c["files_skipped"] + c["files_failed"]
         line = (f"{info.state.value:<8} {moved / 1e6:,.1f}/{info.bytes_planned / 1e6:,.1f} MB  "
                 f"files {files}/{info.files_planned}  {rate / 1e6:.1f} MB/s  ETA {eta}")
         if self.tty:

@@ -242,11 +242,11 @@ def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -
     return bundle_json_to_manifest(req.bundle, "bundle")
 
 
-def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, roots: Sequence[str]) -> list[str]:
+def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings,
+               roots: Sequence[str]) -> list[str] | None:
+    """The request's trace paths on this machine; None (plan from the trace store) when it names none."""
     if req.traces is None:
-        from prewarm.traces.store import find_traces
-
-        return find_traces(settings, manifest)
+        return None
     out = []
     for i, t in enumerate(req.traces):
         if not inside(t, tuple(roots)):

@@ -389,12 +389,11 @@ def local_submitter(settings: Settings) -> Submit:
     configured (returns the warm job ids at once), else embedded (returns when the warm ends)."""
     from prewarm.flow import warming
     from prewarm.flow.planning import plan_manifest
-    from prewarm.traces.store import find_traces
     from prewarm.warm import embedded
 
     def submit(path: Path) -> str:
         manifest = load_job(path)
-        plan = plan_manifest(manifest, find_traces(settings, manifest), settings)
+        plan = plan_manifest(manifest, None, settings)
         if not settings.redis_url:
             warming.check_plan(plan, settings, str(path))
             info = embedded.run_embedded(plan, settings)

@@ -22,18 +22,20 @@ from pathlib import Path
 
 from prewarm.errors import ConfigError, ManifestError, OutsideRoots
 from prewarm.formats.reader import StructureReader, guarded_files
-from prewarm.plan.aggregate import TraceSet, aggregate, merge
-from prewarm.plan.build import Effective, PlanOptions, build_plan, prediction_options
+from prewarm.formats.scenes import SceneReader
+from prewarm.plan.aggregate import TraceSet, aggregate_runs, merge
+from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames, prediction_options
 from prewarm.plan.inputs import Resolved, resolve_inputs
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
+from prewarm.plan.scenes import Expansion, expand_scenes
 from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
-from prewarm.traces.files import read_traces, trace_files
-from prewarm.traces.store import find_traces
+from prewarm.traces.files import read_batches, trace_files
+from prewarm.traces.store import load_profiles
 
 DEFAULT_OPTIONS = PlanOptions()
 """Nothing asked for beyond the manifest and the site's settings."""
@@ -55,25 +57,47 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
              options: PlanOptions = DEFAULT_OPTIONS) -> Plan:
-    """Plan from a manifest file. Without `traces`, the trace store's earlier jobs of the
-    shot are used (`find_traces`): a submitter need not know where traces live."""
-    manifest = load_manifest(manifest_path)
-    found = list(traces) or find_traces(settings, manifest)
-    plan = plan_manifest(manifest, found, settings, options)
-    if found and not traces:
-        return replace(plan, stats={**plan.stats, "traces_from_store": found})
-    return plan
+    """Plan from a manifest file: with `traces`, from them; without, from the trace store."""
+    return plan_manifest(load_manifest(manifest_path), traces or None, settings, options)
 
 
-def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,
+def plan_manifest(manifest: Manifest, traces: Sequence[str] | None, settings: Settings,
                   options: PlanOptions = DEFAULT_OPTIONS, clock: Callable[[], float] = time.time) -> Plan:
-    """Plan `manifest` with `traces` (files or folders on this machine) on this site."""
+    """Plan `manifest` on this site from `traces` (files or folders on this machine).
+
+    `traces=None`: from the trace store's profiles of the shot's earlier jobs (issue 14),
+    the same plan as from their raw traces without reading a stored call again, so a
+    submitter need not know where traces live. `[]`: from no traces at all.
+    """
+    aliases = settings.path_map.merged(manifest.path_map)
+    stats: dict[str, object] = {}
+    if traces is None:
+        stored = load_profiles(settings, manifest, aliases, options.frame)
+        ts, counts = stored.traces, {"trace_lines_skipped": 0, "trace_calls_failed": 0}  # profiles hold no bad lines
+        if stored.folders:
+            stats = {"traces_from_store": stored.folders,
+                     **({"traces_skipped": stored.skipped} if stored.skipped else {})}
+    else:
+        ts, imported = load_traces(traces, aliases, options.frame)
+        counts = {"trace_lines_skipped": imported.skipped_lines, "trace_calls_failed": imported.failed_calls}
     with site_fs(settings) as fs:
         check_inputs(manifest, fs.guard.roots)
-        resolved = resolve_inputs(manifest, fs)
-        ts, stats = load_traces(traces, settings.path_map.merged(manifest.path_map), options.frame)
-        counts = {"trace_lines_skipped": stats.skipped_lines, "trace_calls_failed": stats.failed_calls}
-        return plan_resolved(manifest, resolved, ts, fs, settings, options, counts, clock())
+        scenes = expand_scene_inputs(manifest, fs.guard, options)
+        resolved = resolve_inputs(scenes.manifest, fs)
+        plan = plan_resolved(scenes.manifest, resolved, ts, fs, settings, options, counts, clock())
+    plan = scenes.annotate(plan, resolved.files, resolved.missing)
+    return replace(plan, stats={**plan.stats, **stats}) if stats else plan
+
+
+def expand_scene_inputs(manifest: Manifest, guard: Guard, options: PlanOptions) -> Expansion:
+    """Scene inputs (USD stages, .blend files) bring in what they use, per frame.
+
+    Read in child processes (`prewarm.formats.scenes`) that open files through the same
+    guard; dependencies outside the allowed roots are counted, not planned or opened, so
+    a scene's render-node paths do not fail a warm.
+    """
+    return expand_scenes(manifest, SceneReader(guard), frames=job_frames(manifest, options),
+                         allowed=guard.allows)
 
 
 @contextmanager
@@ -120,7 +144,7 @@ PARALLEL_BYTES = 32 << 20
 
 def _aggregate_files(files: list[str], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
     stats = ImportStats()
-    return aggregate(read_traces(files, path_map, frame=frame, stats=stats)), stats
+    return aggregate_runs(read_batches(files, path_map, frame=frame, stats=stats)), stats
 
 
 def load_traces(paths: Sequence[str], path_map: PathMap, frame: int | None = None,
@@ -137,9 +161,10 @@ def load_traces(paths: Sequence[str], path_map: PathMap, frame: int | None = Non
     if workers < 2 or size < min_parallel_bytes:
         return _aggregate_files(files, path_map, frame)
     ctx = multiprocessing.get_context("spawn")
+    step = -(-len(files) // workers)  # contiguous groups: merged in file order, the same TraceSet as one process
+    groups = [files[i:i + step] for i in range(0, len(files), step)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        parts = list(pool.map(_aggregate_files, [files[i::workers] for i in range(workers)],
-                              [path_map] * workers, [frame] * workers))
+        parts = list(pool.map(_aggregate_files, groups, [path_map] * len(groups), [frame] * len(groups)))
     stats = ImportStats()
     for _, s in parts:
         for f in fields(ImportStats):

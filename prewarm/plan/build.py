@@ -110,7 +110,8 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
         return known[path]
 
     wholes = {i for i, spec in enumerate(manifest.inputs) if spec.whole}
-    candidates = [Candidate(f.path, f.frame, f.input_index in wholes, f.input_index if f.tile else None)
+    candidates = [Candidate(f.path, f.frame, f.input_index in wholes, frames=manifest.inputs[f.input_index].frames,
+                            tile_set=f.input_index if f.tile else None)
                   for f in resolved.files]
     traced_ok = job_folders(manifest, [f.path for f in resolved.files], effective.roots)
 

@@ -15,6 +15,13 @@
         exclude: ["old/*"]   # an excluded sub-folder is not even listed
       - path: "/studio/proj/notes #2.txt"
         literal: true        # no tokens: `#`, `@`, `$F` are plain characters here
+      - usd: /studio/proj/shot010/stage/shot010.v3     # a scene file whatever its name: `usd:`,
+                                                         # `blend:`, or `scene:` (told by content)
+      - path: /studio/proj/shot010/layout.usd
+        expand: false        # plan the scene file alone, not what it uses
+
+Inputs ending in `.usd`, `.usda`, `.usdc`, `.usdz` or `.blend` are scene files: they bring
+in what they use (`prewarm.plan.scenes`).
 
     # optional keys
     show: proj                # with shot: find the traces of earlier jobs of the shot
@@ -82,6 +89,14 @@ class InputSpec:
     optional: bool = False
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    scene: str | None = None
+    """`usd`, `blend` or `auto` (told by content) from the long forms `usd:`, `blend:`, `scene:`;
+    None: a scene file if its name says so (`prewarm.plan.scenes.scene_kind`)."""
+    expand: bool = True
+    """False: a scene file planned as a file, without what it uses."""
+    frames: tuple[int, ...] | None = None
+    """The job frames that read this input, when a scene says so (a value clip, a member of an
+    image sequence); None: every frame, or the frame its pattern names."""
 
     @property
     def path(self) -> str:
@@ -113,7 +128,9 @@ class Manifest:
 REQUIRED = ("job", "frames", "inputs")
 OPTIONAL = ("show", "shot", "start", "priority", "gateway", "max_bytes", "granule", "path_map", "frame_order",
             "predict")
-INPUT_KEYS = ("path", "whole", "optional", "include", "exclude", "literal")
+SCENE_KEYS = ("usd", "blend", "scene")
+"""Long forms naming a scene file by kind; `scene` is told by the file's content."""
+INPUT_KEYS = ("path", *SCENE_KEYS, "whole", "optional", "include", "exclude", "literal", "expand")
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -290,11 +307,18 @@ class _Parser:
             path_node, keys = node, {}
         else:
             keys = self.mapping(node, INPUT_KEYS, f"{name}.")
-            if "path" not in keys:
+            given = [k for k in ("path", *SCENE_KEYS) if k in keys]
+            if not given:
                 raise self.error(node, f"{name}: missing 'path'")
-            path_node = keys["path"]
+            if len(given) > 1:
+                raise self.error(keys[given[1]], f"{name}.{given[1]}: give one of path, {', '.join(SCENE_KEYS)}")
+            path_node = keys[given[0]]
         raw = self.text(path_node, name)
-        flags = {k: self.boolean(keys[k], f"{name}.{k}") for k in ("whole", "optional", "literal") if k in keys}
+        flags = {k: self.boolean(keys[k], f"{name}.{k}")
+                 for k in ("whole", "optional", "literal", "expand") if k in keys}
+        scene = next((k for k in SCENE_KEYS if k in keys), None)
+        if scene is not None and raw.endswith("/"):
+            raise self.error(path_node, f"{name}.{scene}: a scene is a file, not a folder")
         is_dir = raw.endswith("/")
         path = self.clean_path(raw, path_node, name)
         try:
@@ -303,13 +327,18 @@ class _Parser:
             raise self.error(path_node, f"{name}: {exc}") from exc
         if is_dir and pattern.has_tile:
             raise self.error(path_node, f"{name}: a folder input cannot have tile tokens")
+        if scene is not None and not pattern.is_literal:
+            raise self.error(path_node, f"{name}.{scene}: a scene is one file: no frame or tile tokens "
+                                        f"(add literal: true if they are part of its name)")
         globs = {k: self.globs(keys[k], f"{name}.{k}") for k in ("include", "exclude") if k in keys}
         if globs and not is_dir:
             first = keys["include" if "include" in globs else "exclude"]
             raise self.error(first, f"{name}.{next(iter(globs))}: only for folders (paths ending in /)")
         return InputSpec(pattern, _line(node), is_dir=is_dir, whole=flags.get("whole", False),
                          optional=flags.get("optional", False),
-                         include=globs.get("include", ()), exclude=globs.get("exclude", ()))
+                         include=globs.get("include", ()), exclude=globs.get("exclude", ()),
+                         scene={"scene": "auto"}.get(scene, scene) if scene else None,
+                         expand=flags.get("expand", True))
 
     def clean_path(self, raw: str, node: Node, name: str) -> str:
         """An absolute studio path, `//` collapsed, trailing `/` dropped; `.`/`..` refused."""

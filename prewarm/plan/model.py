@@ -75,6 +75,15 @@ class MetaOp:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Which scene file of the manifest brought a file into the plan, and which of its layers
+    (a USD sublayer or reference, a linked .blend library) asked for it."""
+
+    scene: str
+    layer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """Something the studio should know before the render: a missing input, an unreadable file."""
 
@@ -107,6 +116,8 @@ class Plan:
     """Gateway nodes whose caches to warm (a queue each); empty: the configured default."""
     stats: Mapping[str, Any] = field(default_factory=dict)
     """Planner statistics (trace records used, frames seen, ...) shown in the summary."""
+    origins: Mapping[str, Origin] = field(default_factory=dict)
+    """Files a scene input brought in (`prewarm.plan.scenes`), by path; written into their `files` entries."""
 
     @property
     def bytes(self) -> int:
@@ -148,11 +159,18 @@ class Plan:
             "granule": self.granule,
             "ranges": [r.to_json() for r in self.ranges],
             "metadata": [{"op": m.op.value, "path": m.path} for m in self.metadata],
-            "files": {p: {"size": f.size, "mtime": f.mtime} for p, f in sorted(self.files.items())},
+            "files": {p: self._file_json(p, f) for p, f in sorted(self.files.items())},
             "missing": [m.to_json() for m in self.missing],
             "dropped": [r.to_json() for r in self.dropped],
             "summary": self.summary(),
         }
+
+    def _file_json(self, path: str, info: FileInfo) -> dict[str, Any]:
+        """`scene` and `layer` only for files a scene brought in: older readers ignore them."""
+        origin = self.origins.get(path)
+        if origin is None:
+            return {"size": info.size, "mtime": info.mtime}
+        return {"size": info.size, "mtime": info.mtime, "scene": origin.scene, "layer": origin.layer}
 
     @classmethod
     def from_json(cls, data: Any, where: str = "plan") -> Plan:
@@ -177,11 +195,15 @@ class Plan:
                 v.fail(f"metadata[{i}].op", f"unknown operation {mm.get('op')!r}")
             metadata.append(MetaOp(op, v.path(mm.get("path"), f"metadata[{i}].path")))
         files = {}
+        origins = {}
         for p, info in v.mapping(obj.get("files", {}), "files").items():
             path = v.path(p, f"files[{p!r}]")
             im = v.mapping(info, f"files[{p!r}]")
             files[path] = FileInfo(path, v.integer(im.get("size"), f"files[{p!r}].size"),
                                    v.number(im.get("mtime"), f"files[{p!r}].mtime"))
+            if "scene" in im:
+                origins[path] = Origin(v.path(im["scene"], f"files[{p!r}].scene"),
+                                       v.path(im.get("layer", im["scene"]), f"files[{p!r}].layer"))
         missing = []
         for i, m in enumerate(v.array(obj.get("missing", []), "missing")):
             mm = v.mapping(m, f"missing[{i}]")
@@ -200,7 +222,7 @@ class Plan:
             created=None if obj.get("created") is None else v.number(obj["created"], "created"),
             start=None if start is None else v.number(start, "start"),
             priority=v.integer(obj.get("priority", 0), "priority", lo=-MAX_OFFSET),
-            gateways=gateways,
+            gateways=gateways, origins=origins,
         )
 
 

@@ -136,15 +136,17 @@ def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapp
                  max_range: int = 64 << 20) -> Ordered:
     """Granule-aligned, budgeted, ordered ranges for the plan."""
     rank_of = {f: i for i, f in enumerate(job_frames)}
-    masks: dict[tuple[int, ...], int] = {}
+    masks: dict[int, tuple[tuple[int, ...], int]] = {}
+    """Masks by the identity of the frames tuple (predictions share tuples; hashing a
+    10,000-frame tuple for every prediction costs more than the mask), the tuple kept alive."""
     by_path: dict[str, list[tuple[Prediction, int]]] = {}
     for p in preds:
         if not p.spans:
             continue
-        mask = masks.get(p.frames)
-        if mask is None:
-            mask = masks[p.frames] = sum(1 << rank_of[f] for f in set(p.frames))
-        by_path.setdefault(p.path, []).append((p, mask))
+        known = masks.get(id(p.frames))
+        if known is None:
+            known = masks[id(p.frames)] = (p.frames, sum(1 << rank_of[f] for f in set(p.frames)))
+        by_path.setdefault(p.path, []).append((p, known[1]))
     segs = {path: _segments(ps, granule, sizes[path]) for path, ps in by_path.items()}
     dropped: dict[str, list[_Seg]] = {}
     if max_bytes is not None:

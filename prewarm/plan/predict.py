@@ -47,7 +47,7 @@ from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
-from prewarm.plan.ranges import Span, clip, intersect, normalize, subtract, total
+from prewarm.plan.ranges import Span, clip, clip_normal, intersect, normalize, subtract, total
 from prewarm.plan.structure import Structure
 from prewarm.plan.texture import (
     META_TIER,
@@ -154,6 +154,8 @@ class Candidate:
     frame: int | None = None
     """The job frame this file belongs to (a frame-pattern input), None for shared files."""
     whole: bool = False
+    frames: tuple[int, ...] | None = None
+    """A shared file read only by these frames, as a scene says (a value clip); None: every frame."""
     tile_set: int | None = None
     """Files of one tile pattern (`<UDIM>`, `<UVTILE>`) share a number: siblings."""
 
@@ -279,13 +281,42 @@ def _fit_line(xs: list[int], ys: list[int]) -> tuple[float, float, float]:
     return a, b, worst
 
 
-def fit_progression(specific: Mapping[int, list[Span]]) -> _Progression | None:
+@dataclass(frozen=True)
+class _Progressions:
+    """Several frame-specific regions, each moving at its own stride (see `fit_progression`)."""
+
+    parts: tuple[_Progression, ...]
+
+    def region(self, frame: int, size: int) -> list[Span]:
+        return normalize(s for p in self.parts for s in p.region(frame, size))
+
+
+MAX_PARTS = 8
+"""Frame-specific regions fitted one by one when every training frame reads that many."""
+
+
+def fit_progression(specific: Mapping[int, list[Span]]) -> _Progression | _Progressions | None:
     """A frame-specific region moving at a steady stride, or None.
 
     Needs three frames: two points always fit a line. Requires a real stride, a
-    steady region length, and residuals small against the region's length.
+    steady region length, and residuals small against the region's length. When the
+    frames' regions do not fit as one but every frame reads the same number of
+    separate spans, each is fitted on its own: a USD crate's time sample is its value
+    block (240 KB further per frame in tests/data/usd_traces) and its 8-byte entry in
+    the value table near the end of the file (8 bytes further per frame).
     """
-    pts = sorted((t, h) for t, sp in specific.items() if (h := _hull(sp)) is not None)
+    whole = _fit_hulls({t: h for t, sp in specific.items() if (h := _hull(sp)) is not None})
+    if whole is not None:
+        return whole
+    counts = {len(sp) for sp in specific.values() if sp}
+    if len(counts) != 1 or not 1 < (k := counts.pop()) <= MAX_PARTS:
+        return None
+    parts = [_fit_hulls({t: sp[i] for t, sp in specific.items() if sp}) for i in range(k)]
+    return _Progressions(tuple(p for p in parts if p is not None)) if all(parts) else None
+
+
+def _fit_hulls(hulls: Mapping[int, Span]) -> _Progression | None:
+    pts = sorted(hulls.items())
     if len(pts) < 3:
         return None
     xs = [t for t, _ in pts]
@@ -344,7 +375,7 @@ class _Regions:
     """Regions advance with the frame number: a frame between two traced ones lies between them."""
     repeats: bool
     """Some frame read a region another frame read (a cycle, a hold: identical samples stored once)."""
-    progression: _Progression | None
+    progression: _Progression | _Progressions | None
 
 
 def _sample_span(common: list[Span], hulls: Iterable[Span], size: int) -> Span:
@@ -417,16 +448,33 @@ def _region_for(reg: _Regions, frame: int, nb: tuple[int, ...], specific: Mappin
     return [(lo, hi)], Reason.REGION
 
 
+def _place(frame: int, progression: _Progression | _Progressions | None, regions: _Regions | None,
+           near: tuple[int, ...], specific: Mapping[int, list[Span]], size: int) -> tuple[list[Span], Reason]:
+    """An unseen frame's region of a shared file: extrapolated, or by the region model."""
+    if progression is not None:
+        return progression.region(frame, size), Reason.PROGRESSION
+    assert regions is not None
+    return _region_for(regions, frame, near, specific, size)
+
+
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
-                    groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
+                    groups: Groups, opts: PredictOptions, every: tuple[int, ...] = ()) -> Iterator[Prediction]:
+    """`every`: all the groups' frames in group order, shared by the files every group reads
+    (a plan of 10,000 frames would otherwise hold a 10,000-frame tuple per shared file).
+
+    Frames' own reads that are one region each go to the region model; scattered ones
+    (several far spans a frame, as a USD crate's value block and its table entry) are
+    extrapolated when each moves steadily, else borrowed from the neighbours."""
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
-    common = clip(_read_by_share(per, need), size)
-    specific = {t: subtract(clip(per[t], size), common) for t in readers}
+    common = clip_normal(_read_by_share(per, need), size)
+    specific = {t: subtract(clip_normal(per[t], size), common) for t in readers}
     regions = analyse_regions(specific, common, size, opts.compact)
+    progression = fit_progression(specific) if regions is None else None
     everyone = len(readers) >= opts.always_share * len(train)
 
     present: list[int] = []
+    included = 0
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
     placed: dict[tuple[tuple[Span, ...], Reason], list[int]] = defaultdict(list)
     for nb, exact, frames in groups:
@@ -434,20 +482,22 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
         if exact:
             if reading:
                 present.extend(frames)
+                included += 1
                 borrow[(reading, True)] = frames
             continue
-        if not (reading or everyone):
+        if not (reading or everyone or progression):
             continue
         present.extend(frames)
-        if regions is None:
+        included += 1
+        if progression is None and regions is None:
             borrow.setdefault((reading, False), []).extend(frames)
             continue
         for f in frames:
-            spans, why = _region_for(regions, f, reading or _neighbours(readers, f, opts.neighbours),
-                                     specific, size)
+            spans, why = _place(f, progression, regions, reading or _neighbours(readers, f, opts.neighbours),
+                                specific, size)
             placed[(tuple(spans), why)].append(f)
     if common and present:
-        yield Prediction(path, tuple(present), common, Reason.TRACE)
+        yield Prediction(path, every if included == len(groups) and every else tuple(present), common, Reason.TRACE)
     for (nb, exact), frames in borrow.items():
         spans = normalize(s for t in nb for s in specific[t])
         if not exact:
@@ -552,6 +602,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
 
     shared = textures = 0
     groups = neighbour_groups(train, job_frames, opts.neighbours)
+    every = tuple(f for _, _, frames in groups for f in frames)
     for p, per in ts.reads.items():
         if p in in_sequence or p in explained or not traced_ok(p):
             continue
@@ -566,7 +617,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             textures += 1
             result.predictions.extend(_predict_texture(p, st, per, train, groups, opts))
         else:
-            result.predictions.extend(_predict_shared(p, info.size, per, train, groups, opts))
+            result.predictions.extend(_predict_shared(p, info.size, per, train, groups, opts, every))
     result.stats["shared_files"] = shared
     result.stats["tiled_files"] = textures
     _predict_unseen(list(candidates), job_frames, ts, lookup, structure, opts, result, explained)
@@ -591,12 +642,23 @@ def _predict_sequence(seq: _Sequence, job_frames: list[int], ts: TraceSet, looku
             result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
             continue
         if f in ts.reads.get(member, {}):
-            result.predictions.append(Prediction(member, (f,), clip(ts.reads[member][f], info.size), Reason.TRACE))
+            result.predictions.append(Prediction(member, (f,), clip_normal(ts.reads[member][f], info.size),
+                                                 Reason.TRACE))
         else:
             spans = shape.spans(info.size)
             if spans:
                 result.predictions.append(
                     Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
+
+
+def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[int]) -> tuple[int, ...]:
+    """The job frames that may read a candidate; `all_frames` is shared, not copied, per file."""
+    if c.frame is not None:
+        return (c.frame,) if c.frame in job_set else ()
+    if c.frames is not None:
+        reading = set(c.frames)
+        return tuple(f for f in all_frames if f in reading)
+    return all_frames
 
 
 def _unread_siblings(candidates: list[Candidate], ts: TraceSet) -> set[str]:
@@ -612,12 +674,13 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
                     explained: set[str]) -> None:
     """Inputs no trace read: whole (up to the cap) and last; a texture by its levels, coarse ones early."""
     job_set = set(job_frames)
+    all_frames = tuple(job_frames)  # one tuple shared by every file all frames read
     unread_tiles = _unread_siblings(candidates, ts)
     unseen = structured = 0
     for c in candidates:
         if c.path in explained and not c.whole:
             continue
-        frames = tuple(job_frames) if c.frame is None else ((c.frame,) if c.frame in job_set else ())
+        frames = _candidate_frames(c, all_frames, job_set)
         info = lookup(c.path)
         if not frames or info is None or info.size == 0:
             continue

@@ -10,7 +10,7 @@ per job; `ByteRange` is what leaves the planner.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -54,6 +54,17 @@ def align(spans: Iterable[Span], granule: int, size: int | None = None) -> list[
 def clip(spans: Iterable[Span], size: int) -> list[Span]:
     """Keep only what lies inside `[0, size)`."""
     return normalize((max(0, s), min(e, size)) for s, e in spans)
+
+
+def clip_normal(spans: list[Span], size: int) -> list[Span]:
+    """`clip` of a *normal* list of non-negative spans, without sorting it again: the planner
+    clips every training frame's spans of every file to the file's size, mostly a no-op."""
+    if not spans or spans[-1][1] <= size:
+        return list(spans)
+    out = spans[:bisect_left(spans, (size, size))]
+    if out and out[-1][1] > size:
+        out[-1] = (out[-1][0], size)
+    return out
 
 
 def union(*lists: Iterable[Span]) -> list[Span]:

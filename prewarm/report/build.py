@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prewarm.plan.evaluate import input_of
-from prewarm.plan.model import Plan
+from prewarm.plan.model import FileInfo, Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.warm.batches import Batch
 from prewarm.warm.job import JobInfo, JobState
@@ -70,7 +70,7 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
     failed_by_file: dict[str, int] = defaultdict(int)
     for r in failed:
         failed_by_file[r.path] += r.length
-    coverage = _coverage(info, progress, failed_by_file)
+    coverage = _coverage(info, progress, failed_by_file, {} if plan is None else plan.files)
     missing = [f for f in info.findings if f.kind is FindingKind.MISSING]
     planned_by_file = progress.planned if progress is not None else {}
     report: dict[str, Any] = {
@@ -79,7 +79,7 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
                 "retry_of": info.retry_of, "batches": info.batches, "batches_done": info.batches_done},
         "summary": {
             "planned": {"bytes": info.bytes_planned, "files": info.files_planned, "meta": info.meta_planned},
-            "warmed": {"bytes": c["bytes_done"], "files": c["files_done"], "meta": c["meta_done"]},
+            "warmed": {"bytes": info.progress()[0], "files": c["files_done"], "meta": c["meta_done"]},
             "skipped": {"bytes": c["bytes_skipped"], "files": c["files_skipped"]},
             "missing": {"bytes": sum(planned_by_file.get(f.path, 0) for f in missing), "files": len(missing),
                         "inputs": 0 if plan is None else len(plan.missing)},
@@ -125,28 +125,34 @@ def _series(points: list[Point], started: float | None) -> list[dict[str, float]
     return out
 
 
-def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[str, int]) -> list[dict[str, Any]]:
-    """Bytes warmed / planned per input: a file, or a frame or tile sequence folded as the manifest names it."""
+def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[str, int],
+              files: Mapping[str, FileInfo]) -> list[dict[str, Any]]:
+    """Per input (a file, or a frame or tile sequence folded as the manifest names it): bytes warmed
+    of bytes planned, and bytes planned of the files' whole size, the saving against warming them whole."""
     if progress is None:
         return []
     lost = {f.path for f in info.findings if f.kind in LOST}
     acc: dict[str, list[int]] = {}
     for path, planned in progress.planned.items():
         done = 0 if path in lost else max(progress.done.get(path, 0) - failed_by_file.get(path, 0), 0)
-        row = acc.setdefault(input_of(path), [0, 0, 0])
+        row = acc.setdefault(input_of(path), [0, 0, 0, 0])
         row[0] += planned
         row[1] += min(done, planned)
         row[2] += 1
-    rows: list[dict[str, Any]] = [{"path": k, "planned": p, "warmed": w, "files": n}
-                                  for k, (p, w, n) in acc.items()]
+        row[3] += files[path].size if path in files else planned
+    rows = [_row(k, *v) for k, v in acc.items()]
     rows.sort(key=lambda r: (-r["planned"], r["path"]))
     if len(rows) > COVERAGE_ROWS:
         rest = rows[COVERAGE_ROWS - 1:]
-        rows = rows[:COVERAGE_ROWS - 1] + [{"path": f"({len(rest)} more inputs)",
-                                             "planned": sum(r["planned"] for r in rest),
-                                             "warmed": sum(r["warmed"] for r in rest),
-                                             "files": sum(r["files"] for r in rest)}]
+        rows = rows[:COVERAGE_ROWS - 1] + [_row(f"({len(rest)} more inputs)",
+                                                *(sum(r[k] for r in rest) for k in ("planned", "warmed", "files",
+                                                                                     "file_bytes")))]
     return rows
+
+
+def _row(path: str, planned: int, warmed: int, files: int, whole: int) -> dict[str, Any]:
+    return {"path": path, "planned": planned, "warmed": warmed, "files": files, "file_bytes": whole,
+            "planned_share": planned / whole if whole else 1.0, "saved_bytes": max(whole - planned, 0)}
 
 
 def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
@@ -171,8 +177,7 @@ def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
     blocked = {f.path for f in info.findings if f.path in needed}
     blocked.update(r.path for r in failed if any(r.offset < e and s < r.end for s, e in needed.get(r.path, ())))
     share = position / total if total else 1.0
-    moved = info.counters["bytes_done"] + info.counters["bytes_skipped"] + info.counters["bytes_failed"]
-    reached = info.state.final or moved >= share * info.bytes_planned
+    reached = info.state.final or info.progress()[1] >= share * info.bytes_planned
     ready = reached and not blocked and info.state is not JobState.CANCELLED
     ready_at = _when(info, series, share) if ready else None
     margin = None if plan.start is None or ready_at is None else plan.start - ready_at

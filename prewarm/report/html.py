@@ -174,12 +174,14 @@ def _coverage(rows: Sequence[Mapping[str, Any]]) -> str:
         color = "#2e9d4f" if share >= 0.999 else "#d99a00" if share > 0 else "#c9372c"
         name = r["path"] if len(r["path"]) <= 48 else "\u2026" + r["path"][-47:]
         files = f" ({r['files']} files)" if r.get("files", 1) > 1 else ""
+        of_file = (f"; {r['planned_share']:.0%} of the file{'s' if r.get('files', 1) > 1 else ''}"
+                   f" ({_mb(r['file_bytes'])})") if "planned_share" in r else ""
         out.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end"><title>{escape(r["path"])}{files}</title>'
                    f'{escape(name)}</text>'
                    f'<rect x="{label_w}" y="{y}" width="{planned_w:.1f}" height="{bar_h}" fill="#e6e9ed"/>'
                    f'<rect x="{label_w}" y="{y}" width="{warmed_w:.1f}" height="{bar_h}" fill="{color}"/>'
                    f'<text x="{label_w + planned_w + 6:.1f}" y="{y + 12}">'
-                   f'{share:.0%} of {_mb(r["planned"])}{files}</text>')
+                   f'{share:.0%} of {_mb(r["planned"])}{files}{escape(of_file)}</text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -84,8 +84,9 @@ def families(jobs: list[JobSample], gateways: list[GatewaySample]) -> Iterator[M
     for j in jobs:
         i = j.info
         lv = [i.id, i.name, i.gateway]
+        read = i.progress()[0]  # bytes read move during a batch, not only when it ends
         for kind in ("done", "skipped", "failed"):
-            by_bytes.add_metric([*lv, kind], i.counters[f"bytes_{kind}"])
+            by_bytes.add_metric([*lv, kind], read if kind == "done" else i.counters[f"bytes_{kind}"])
             by_files.add_metric([*lv, kind], i.counters[f"files_{kind}"])
         planned.add_metric(lv, i.bytes_planned)
         for s in JobState:
@@ -94,7 +95,7 @@ def families(jobs: list[JobSample], gateways: list[GatewaySample]) -> Iterator[M
         flying.add_metric(lv, j.in_flight)
         for kind, n in sorted(Counter(f.kind.value for f in i.findings).items()):
             errors.add_metric([*lv, kind], n)
-        gw_bytes[i.gateway] += i.counters["bytes_done"]
+        gw_bytes[i.gateway] += read
         gw_rate[i.gateway] += j.rate_bps
         gw_flying[i.gateway] += j.in_flight
     yield from (by_bytes, by_files, planned, state, rate, flying, errors)

@@ -100,6 +100,10 @@ class Settings:
     gateway_agents: Mapping[str, str] = field(default_factory=dict)
     """Agent URL of each named gateway node: its workers must reach that proxy (checked by nodeInfo)."""
 
+    agent_poll_s: int = 30
+    """How often a worker asks its gateways' agents for their counters, to see a restart and warm
+    its recent jobs' metadata again (`prewarm.farm.restarts`)."""
+
     def agent_for(self, gateway: str) -> str | None:
         return self.gateway_agents.get(gateway) or (self.agent_url if gateway == self.queue else None)
 

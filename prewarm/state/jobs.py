@@ -213,6 +213,7 @@ class WarmJob:
         with self.r.pipeline(transaction=False) as p:
             p.hincrby(key, f"b:{point.t}", point.bytes)
             p.hincrby(key, f"f:{point.t}", point.in_flight)
+            p.hincrby(self.key, "bytes_read_live", point.bytes)  # progress while batches run
             p.expire(key, RETENTION_S)
             p.execute()
 
@@ -250,7 +251,8 @@ class WarmJob:
             batches_done=int(h["batches_done"]), bytes_planned=int(h["bytes_planned"]),
             files_planned=int(h["files_planned"]), meta_planned=int(h["meta_planned"]),
             counters={k: int(h.get(k, 0)) for k in JOB_COUNTERS}, findings=found,
-            failed_ranges=int(self.r.llen(self.part("failed"))), retry_of=h.get("retry_of") or None)
+            failed_ranges=int(self.r.llen(self.part("failed"))), retry_of=h.get("retry_of") or None,
+            bytes_read_live=int(h.get("bytes_read_live") or 0))
 
 
 def recent(r: redis.Redis[bytes], limit: int = 20) -> list[JobInfo]:
@@ -264,3 +266,21 @@ def recent(r: redis.Redis[bytes], limit: int = 20) -> list[JobInfo]:
         else:
             out.append(info)
     return out
+
+
+RECENT_PLANS = 50
+"""Recent jobs looked at when a restarted gateway's metadata is warmed again."""
+
+
+def recent_plans(r: redis.Redis[bytes], gateway: str, since: float, limit: int = RECENT_PLANS) -> list[Plan]:
+    """Plans of the gateway's jobs created after `since` that read something, soonest frame start first."""
+    jobs = [i for i in recent(r, limit) if i.gateway == gateway and i.created >= since
+            and i.state in (JobState.RUNNING, JobState.DONE, JobState.PARTIAL)]
+    jobs.sort(key=lambda i: (i.start if i.start is not None else i.created))
+    plans = []
+    for info in jobs:
+        try:
+            plans.append(WarmJob(r, info.id).plan())
+        except ServiceError:  # expired between the listing and now
+            continue
+    return plans

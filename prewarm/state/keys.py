@@ -89,5 +89,11 @@ def queue(name: str) -> str:
     return f"{PREFIX}.{name}"
 
 
+def gateway_of_queue(queue: str) -> str | None:
+    """The gateway a Celery queue warms, or None for a queue that is not prewarm's."""
+    prefix = f"{PREFIX}."
+    return queue[len(prefix):] if queue.startswith(prefix) and len(queue) > len(prefix) else None
+
+
 def task_id(job_id: str, index: int) -> str:
     return f"{PREFIX}-{job_id}-{index}"

@@ -6,12 +6,45 @@ import the module that opens files.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+
+from prewarm.plan.access import Access, Op
 
 Resolve = Callable[[str], "str | None"]
 """Turns a traced absolute path into the path to record (path mapping), or None to drop it
 (a `keep` filter). Parsers call it once per distinct path and cache the answer."""
+
+
+Rec = tuple[str, Op, int, int, "int | None", "float | str | None", "str | None", "str | None", "int | str | None"]
+"""An access as the importers pass it on: `Access`'s fields in `Access`'s order, as a plain
+tuple. Building an `Access` costs more than parsing the strace line it comes from, and
+neither planning nor filing needs one. strace leaves `t` as its time stamp text and `tid`
+as the pid text (converting them is a third of the parse, and only some readers want
+them): `seconds`, `to_access` and `access_to_json` convert."""
+
+Batch = list[Rec]
+"""Records of a run of lines: importers hand records on a few thousand at a time."""
+
+
+def seconds(stamp: float | str | None) -> float | None:
+    """`-t`/`-tt` stamps as seconds since midnight, `-ttt` as epoch seconds; numbers as they are."""
+    if not isinstance(stamp, str):
+        return stamp
+    if stamp[2:3] == ":":
+        return int(stamp[0:2]) * 3600 + int(stamp[3:5]) * 60 + float(stamp[6:])
+    return float(stamp)
+
+
+def to_access(r: Rec) -> Access:
+    tid = r[8]
+    return Access(r[0], r[1], r[2], r[3], r[4], seconds(r[5]), r[6], r[7], int(tid) if isinstance(tid, str) else tid)
+
+
+def accesses(batches: Iterable[Batch]) -> Iterator[Access]:
+    for batch in batches:
+        for r in batch:
+            yield to_access(r)
 
 
 @dataclass
@@ -35,6 +68,12 @@ class ImportStats:
     """Accesses dropped by the path filter (outside the configured roots)."""
     first_skipped: str | None = None
     """`file:line` of the first skipped line, so the user knows where to look."""
+
+    def add(self, other: ImportStats) -> None:
+        """Count in what another importer (a worker process) counted."""
+        for name in ("files", "lines", "records", "skipped_lines", "failed_calls", "unmatched_resumed", "filtered"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.first_skipped = self.first_skipped or other.first_skipped
 
     def skip(self, where: str, line: int) -> None:
         self.skipped_lines += 1

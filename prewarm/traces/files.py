@@ -24,11 +24,14 @@ from pathlib import Path
 from prewarm.errors import TraceError
 from prewarm.plan.access import Access
 from prewarm.plan.pathmap import PathMap
-from prewarm.traces.counters import ImportStats, Resolve
-from prewarm.traces.jsonl import parse_jsonl
-from prewarm.traces.strace import parse_strace
+from prewarm.traces.counters import Batch, ImportStats, Resolve, accesses
+from prewarm.traces.jsonl import jsonl_batches
+from prewarm.traces.strace import strace_batches
 
-__all__ = ["ImportStats", "frame_from_name", "read_traces", "sniff", "trace_files"]
+__all__ = ["ImportStats", "frame_from_name", "read_batches", "read_traces", "sniff", "trace_files"]
+
+READ_HINT = 1 << 20
+"""Bytes of lines read at a time: runs of a few thousand lines, a bounded buffer."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NAME_EXTENSIONS = {".gz", ".strace", ".log", ".jsonl", ".ndjson", ".json", ".txt", ".trace"}
@@ -97,8 +100,16 @@ def read_traces(paths: Sequence[str], path_map: PathMap | None = None, frame: in
     `keep` sees studio paths and drops what it refuses (counted in `stats.filtered`).
     Every path is checked before the first record, so a mistyped path fails at once.
     """
+    return accesses(read_batches(paths, path_map, frame, keep, stats))
+
+
+def read_batches(paths: Sequence[str], path_map: PathMap | None = None, frame: int | None = None,
+                 keep: Callable[[str], bool] | None = None, stats: ImportStats | None = None) -> Iterator[Batch]:
+    """`read_traces` as runs of record tuples (`Rec`): what planning and the store read, at a
+    fraction of the cost of one `Access` per call."""
     files = [f for p in paths for f in trace_files(p)]
     counters = stats if stats is not None else ImportStats()
+    mapping = path_map if path_map is not None else PathMap()
 
     mapping = path_map or PathMap()
 
@@ -109,7 +120,7 @@ def read_traces(paths: Sequence[str], path_map: PathMap | None = None, frame: in
     return _stream(files, frame, resolve, counters)
 
 
-def _stream(files: list[Path], frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Access]:
+def _stream(files: list[Path], frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
     for f in files:
         stats.files += 1
         yield from _read_file(f, frame if frame is not None else frame_from_name(f.name), resolve, stats)
@@ -121,7 +132,7 @@ def _open(path: Path) -> gzip.GzipFile | io.BufferedReader:
     return gzip.GzipFile(path, "rb") if compressed else open(path, "rb")
 
 
-def _read_file(path: Path, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Access]:
+def _read_file(path: Path, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
     """Bad lines are counted, but a file in which *no* line is a record is not a trace
     (a `sizes.json` in the traces folder, a log of something else): that is an error."""
     where = str(path)
@@ -139,14 +150,15 @@ def _read_file(path: Path, frame: int | None, resolve: Resolve, stats: ImportSta
             kind = sniff(first)
             # Leading blank lines go to the parser too, so its line numbers are the file's.
             if kind == "jsonl":
-                lines_b = itertools.chain(itertools.repeat(b"", blank), (raw,), fh)
-                yield from parse_jsonl(lines_b, stats, frame, resolve, where)
+                head: list[bytes] = [b""] * blank + [raw]
+                runs = itertools.chain((head,), iter(lambda: fh.readlines(READ_HINT), []))
+                yield from jsonl_batches(runs, stats, frame, resolve, where)
             elif kind == "strace":
                 text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape")
-                lines = itertools.chain(itertools.repeat("", blank), (first,), text)
-                yield from parse_strace(lines, stats, frame, resolve, where)
+                runs_s = itertools.chain(([""] * blank + [first],), iter(lambda: text.readlines(READ_HINT), []))
+                yield from strace_batches(runs_s, stats, frame, resolve, where)
             else:
-                raise TraceError(where, f"neither an strace log nor prewarm JSON Lines (first line: {first[:60].strip()!r})")
+                raise TraceError(where, "neither an strace log nor prewarm JSON Lines (told by its first line)")
     except (OSError, EOFError, zlib.error) as exc:
         raise TraceError(where, f"cannot read: {exc}") from exc
     if stats.records == records and stats.filtered == filtered and stats.skipped_lines > skipped:

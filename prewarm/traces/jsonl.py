@@ -10,13 +10,14 @@ A line that is not valid JSON or breaks these rules is counted and skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import orjson
 
 from prewarm.plan.access import Access, Op
-from prewarm.traces.counters import ImportStats, Resolve
+from prewarm.traces.counters import Batch, ImportStats, Rec, Resolve, accesses, seconds
 
 _OPS = {op.value: op for op in Op}
 
@@ -33,7 +34,7 @@ def _opt_str(value: object) -> str | None:
     raise ValueError(f"expected a string, got {value!r}")
 
 
-def _access(obj: Any, path: str, frame: int | None) -> Access:
+def _record(obj: Any, path: str, frame: int | None) -> Rec:
     """The record a decoded line describes; ValueError if a field is wrong."""
     op = _OPS[obj.get("op", "read")]  # KeyError on an unknown op, caught by the caller
     offset = obj.get("offset", 0 if op is not Op.READ else None)
@@ -48,44 +49,54 @@ def _access(obj: Any, path: str, frame: int | None) -> Access:
     t = obj.get("t")
     if t is not None and type(t) is not float and type(t) is not int:
         raise ValueError("t must be a number")
-    return Access(path, op, offset, length, frame, t, _opt_str(obj.get("host")),
-                  _opt_str(obj.get("job")), _opt_int(obj.get("tid")))
+    return (path, op, offset, length, frame, t, _opt_str(obj.get("host")), _opt_str(obj.get("job")),
+            _opt_int(obj.get("tid")))
 
 
-def parse_jsonl(lines: Iterable[str | bytes], stats: ImportStats, frame: int | None = None,
-                resolve: Resolve | None = None, where: str = "<jsonl>") -> Iterator[Access]:
-    """Stream the accesses of a JSON Lines trace.
+def jsonl_batches(chunks: Iterable[Sequence[str | bytes]], stats: ImportStats, frame: int | None = None,
+                  resolve: Resolve | None = None, where: str = "<jsonl>") -> Iterator[Batch]:
+    """Stream the records of a JSON Lines trace given as runs of lines.
 
     `frame` is used for records without their own `frame`; `resolve` maps each path
     once; `where` names the file in `stats.first_skipped`.
     """
     paths: dict[str, str | None] = {}
     n = records = 0
+    loads = orjson.loads
     try:
-        for line in lines:
-            n += 1
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-                raw = obj["path"]
-                if type(raw) is not str or not raw.startswith("/"):
-                    raise ValueError("path must be absolute")
-                path = paths.get(raw, "")
-                if path == "":
-                    path = paths[raw] = resolve(raw) if resolve is not None else raw
-                if path is None:
-                    stats.filtered += 1
-                    continue
-                access = _access(obj, path, frame)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                stats.skip(where, n)
-                continue
-            records += 1
-            yield access
+        for chunk in chunks:
+            out: Batch = []
+            for line in chunk:
+                n += 1
+                try:
+                    obj = loads(line)
+                    raw = obj["path"]
+                    if type(raw) is not str or not raw.startswith("/"):
+                        raise ValueError("path must be absolute")
+                    path = paths.get(raw, "")
+                    if path == "":
+                        path = paths[raw] = resolve(raw) if resolve is not None else raw
+                    if path is None:
+                        stats.filtered += 1
+                        continue
+                    out.append(_record(obj, path, frame))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    if line.strip():
+                        stats.skip(where, n)
+            if out:
+                records += len(out)
+                yield out
     finally:
         stats.lines += n
         stats.records += records
+
+
+def parse_jsonl(lines: Iterable[str | bytes], stats: ImportStats, frame: int | None = None,
+                resolve: Resolve | None = None, where: str = "<jsonl>") -> Iterator[Access]:
+    """`jsonl_batches` of single lines, as `Access` records."""
+    it = iter(lines)
+    chunks = iter(lambda: list(itertools.islice(it, 4096)), [])
+    return accesses(jsonl_batches(chunks, stats, frame, resolve, where))
 
 
 def access_to_json(a: Access) -> dict[str, object]:
@@ -97,6 +108,25 @@ def access_to_json(a: Access) -> dict[str, object]:
         if value is not None:
             d[key] = value
     return d
+
+
+def record_to_json(r: Rec) -> dict[str, object]:
+    """`access_to_json` of a record tuple (strace stamps and pids converted)."""
+    d: dict[str, object] = {"path": r[0], "offset": r[2], "length": r[3]}
+    if r[1] is not Op.READ:
+        d["op"] = r[1].value
+    tid = r[8]
+    for key, value in (("frame", r[4]), ("t", seconds(r[5])), ("host", r[6]), ("job", r[7]),
+                       ("tid", int(tid) if isinstance(tid, str) else tid)):
+        if value is not None:
+            d[key] = value
+    return d
+
+
+def dump_records(batch: Batch) -> bytes:
+    """JSON Lines of a run of records, one write's worth."""
+    dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    return b"".join([dumps(record_to_json(r), option=nl) for r in batch])
 
 
 def write_jsonl(records: Iterable[Access], fh: IO[bytes]) -> int:

@@ -2,6 +2,7 @@
 
     ROOT/show/shot/job/frame.1001.jsonl.gz     one file per frame, prewarm JSON Lines, gzip
     ROOT/show/shot/job/.job.json               the names as given (folder names are made safe)
+    ROOT/show/shot/job/.profile/frame.1001.jsonl.gz.json   what planning needs of that frame
 
 Files, not Redis: traces are large (megabytes per frame) and append-only, the planner
 reads files anyway, and render nodes can write into a shared folder without a client.
@@ -14,37 +15,63 @@ imports a file twice stores it once.
 
 The store is bounded: `prune` removes whole jobs, oldest first, down to a byte budget
 (`trace_store_max_bytes`, applied after each import) or to the newest N jobs per shot.
+
+Profiles (`profile.py`) make planning from the store cost what the shot's files x frames
+cost, not what its history of calls costs: each raw frame file gets one, written when the
+frame is filed, under a hidden folder that older readers of the store do not see. Render
+nodes file frames at the same time without a lock: every file (raw and profile) is
+written under a temporary name and renamed into place, one frame per file, and a profile
+names the raw file it was built from (size and mtime). Reading merges the per-frame
+profiles; one that is missing, torn, of another format or of a raw file since replaced
+(two nodes filing the same frame at once, a store filed by an older prewarm) is rebuilt
+from its raw file and written back, so the raw traces stay the truth.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-from prewarm.errors import ConfigError
+from prewarm.errors import ConfigError, TraceError
+from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.manifest import Manifest
+from prewarm.plan.pathmap import PathMap
 from prewarm.site.settings import Settings
-from prewarm.traces.counters import ImportStats
-from prewarm.traces.files import read_traces
-from prewarm.traces.jsonl import write_jsonl
+from prewarm.traces.counters import Batch, ImportStats
+from prewarm.traces.files import read_batches, trace_files
+from prewarm.traces.jsonl import dump_records
+from prewarm.traces.profile import (
+    FrameProfile,
+    ProfileBuilder,
+    ProfileError,
+    Source,
+    decode,
+    encode,
+    to_traceset,
+)
 
 __all__ = [
     "ImportResult",
     "PruneResult",
     "StoredJob",
+    "StoredTraces",
     "describe",
     "find_traces",
+    "frame_profiles",
     "import_traces",
     "list_traces",
+    "load_profiles",
     "prune",
     "store_root",
     "under_roots",
@@ -55,6 +82,9 @@ UNKNOWN = "_"
 """Folder of a job whose show or shot nobody said."""
 
 META = ".job.json"
+
+PROFILES = ".profile"
+"""Hidden folder of a job's profiles: `trace_files` and `list_traces` skip hidden names."""
 
 MAX_JOBS_FOUND = 5
 """Earlier jobs `find_traces` returns: the newest few describe the shot; more only slow planning."""
@@ -128,41 +158,146 @@ def _frame_name(frame: int | None) -> str:
     return "noframe.jsonl.gz" if frame is None else f"frame.{frame:04d}.jsonl.gz"
 
 
+PARALLEL_BYTES = 16 << 20
+"""Below this much trace data, an import runs in one process: starting workers costs more."""
+
+
 def import_traces(settings: Settings, paths: Sequence[str], show: str | None, shot: str | None, job: str,
-                  frame: int | None = None) -> ImportResult:
+                  frame: int | None = None, workers: int | None = None,
+                  min_parallel_bytes: int = PARALLEL_BYTES) -> ImportResult:
     """Normalise trace files (strace or JSON Lines, plain or gzip) into the store under show/shot/job.
 
     `frame` is for records that carry none and whose file names hold no number. A file
     that is not a trace fails the whole import (TraceError) and leaves the store as it was.
+    Many files (a job's traces at once) are parsed over all cores in contiguous groups;
+    the frames they share are joined in file order, so the store holds exactly what a
+    single process would have written.
     """
     if not job or not job.strip():
         raise ConfigError("job", "a stored trace needs its job name")
     folder = store_root(settings) / _component(show) / _component(shot) / _component(job)
     result = ImportResult(show or UNKNOWN, shot or UNKNOWN, job, str(folder))
-    records = read_traces(paths, settings.path_map, frame=frame, keep=under_roots(settings), stats=result.stats)
+    files = [str(f) for p in paths for f in trace_files(p)]
     folder.mkdir(parents=True, exist_ok=True)
-    temps: dict[int | None, Path] = {}
+    workers = workers or min(len(files), os.cpu_count() or 1, 8)
+    parts: list[_Part] = []
     try:
-        with ExitStack() as files:
-            writers: dict[int | None, gzip.GzipFile] = {}
-            for access in records:
-                fh = writers.get(access.frame)
-                if fh is None:
-                    temps[access.frame] = folder / f".tmp-{uuid.uuid4().hex}-{_frame_name(access.frame)}"
-                    fh = writers[access.frame] = files.enter_context(gzip.open(temps[access.frame], "wb"))
-                    result.frames[access.frame] = 0
-                write_jsonl((access,), cast(IO[bytes], fh))  # GzipFile is a binary stream
-                result.frames[access.frame] += 1
-        for f, tmp in temps.items():
-            result.bytes += tmp.stat().st_size
-            os.replace(tmp, folder / _frame_name(f))
+        if workers < 2 or sum(os.path.getsize(f) for f in files) < min_parallel_bytes:
+            parts.append(_import_part(settings, files, frame, str(folder)))
+        else:
+            groups = [files[len(files) * i // workers:len(files) * (i + 1) // workers] for i in range(workers)]
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_import_part, settings, g, frame, str(folder)) for g in groups]
+                for fut in futures:  # every worker finishes (or fails) before any temporary file is judged
+                    with suppress(Exception):
+                        parts.append(fut.result())
+                for fut in futures:
+                    fut.result()  # the first failure, raised
+        for part in parts:
+            result.stats.add(part.stats)
+        _file_parts(folder, parts, result)
     finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+        for part in parts:
+            for tmp, _ in part.frames.values():
+                Path(tmp).unlink(missing_ok=True)
     _write_meta(folder, show, shot, job)
     if settings.trace_store_max_bytes is not None:
         result.pruned = len(prune(settings, max_bytes=settings.trace_store_max_bytes, protect=(str(folder),)).removed)
     return result
+
+
+@dataclass
+class _Part:
+    """What one importer (a process) made of a group of files: per frame, its temporary raw
+    file and its profile (without a source yet), in the order frames first appeared."""
+
+    frames: dict[int | None, tuple[str, FrameProfile]] = field(default_factory=dict)
+    stats: ImportStats = field(default_factory=ImportStats)
+
+
+def _import_part(settings: Settings, files: list[str], frame: int | None, folder: str) -> _Part:
+    part = _Part()
+    temps: dict[int | None, str] = {}
+    builders: dict[int | None, ProfileBuilder] = {}
+    runs = read_batches(files, settings.path_map, frame=frame, keep=under_roots(settings), stats=part.stats)
+    try:
+        with ExitStack() as opened:
+            writers: dict[int | None, IO[bytes]] = {}
+            for run in runs:
+                for f, recs in _by_frame(run).items():
+                    fh = writers.get(f)
+                    if fh is None:
+                        temps[f] = str(Path(folder) / f".tmp-{uuid.uuid4().hex}-{_frame_name(f)}")
+                        fh = writers[f] = cast(IO[bytes], opened.enter_context(gzip.open(temps[f], "wb")))
+                        builders[f] = ProfileBuilder(f)
+                    fh.write(dump_records(recs))
+                    builders[f].add_records(recs)
+    except BaseException:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    part.frames = {f: (temps[f], builders[f].build((0, 0))) for f in temps}
+    return part
+
+
+def _by_frame(run: Batch) -> dict[int | None, Batch]:
+    first, last = run[0][4], run[-1][4]
+    if first == last and all(r[4] == first for r in run):
+        return {first: run}  # strace logs, and JSON Lines written a frame at a time
+    out: dict[int | None, Batch] = {}
+    for r in run:
+        out.setdefault(r[4], []).append(r)
+    return out
+
+
+def _file_parts(folder: Path, parts: list[_Part], result: ImportResult) -> None:
+    """Join the parts' pieces of each frame (gzip members concatenate into one valid gzip
+    file, in file order), then put each frame's raw file and profile in place."""
+    order: dict[int | None, list[tuple[str, FrameProfile]]] = {}
+    for part in parts:
+        for f, piece in part.frames.items():
+            order.setdefault(f, []).append(piece)
+    for f, pieces in order.items():
+        tmp = Path(pieces[0][0])
+        builder = ProfileBuilder(f)
+        for extra, profile in pieces:
+            builder.merge(profile)
+            if extra != pieces[0][0]:
+                with open(tmp, "ab") as out, open(extra, "rb") as src:
+                    shutil.copyfileobj(src, out)
+        result.frames[f] = builder.records
+        result.bytes += tmp.stat().st_size
+        _file_frame(folder, tmp, _frame_name(f), builder)
+
+
+def _source(path: Path) -> Source:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _profile_path(raw: Path) -> Path:
+    return raw.parent / PROFILES / (raw.name + ".json")
+
+
+def _write_profile(raw: Path, profile: FrameProfile) -> None:
+    """Atomically, like the raw files: a reader sees the old profile or the new one, never half."""
+    target = _profile_path(raw)
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.write_bytes(encode(profile))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _file_frame(folder: Path, tmp: Path, name: str, builder: ProfileBuilder) -> None:
+    """Put a frame's finished raw file in place, then its profile. The profile names the raw
+    file's size and mtime (a rename keeps both): if another node files the same frame at the
+    same moment and the two renames interleave, the reader sees a mismatch and rebuilds."""
+    profile = builder.build(_source(tmp))
+    os.replace(tmp, folder / name)
+    _write_profile(folder / name, profile)
 
 
 def _write_meta(folder: Path, show: str | None, shot: str | None, job: str) -> None:
@@ -180,9 +315,13 @@ def _job_of(folder: Path, show_dir: str, shot_dir: str) -> StoredJob | None:
     except (OSError, ValueError):
         meta = {}
     stats = [f.stat() for f in files]
+    try:
+        kept = sum(f.stat().st_size for f in (folder / PROFILES).iterdir())
+    except OSError:
+        kept = 0  # no profiles yet (filed by an older prewarm), or being pruned
     return StoredJob(show=meta.get("show") or show_dir, shot=meta.get("shot") or shot_dir,
                      job=meta.get("job") or folder.name, path=str(folder), frames=len(files),
-                     bytes=sum(s.st_size for s in stats), mtime=max(s.st_mtime for s in stats))
+                     bytes=sum(s.st_size for s in stats) + kept, mtime=max(s.st_mtime for s in stats))
 
 
 def _subdirs(path: Path) -> Iterable[Path]:
@@ -267,6 +406,109 @@ def find_traces(settings: Settings, manifest: Manifest, limit: int = MAX_JOBS_FO
         if m:
             found = [j for j in jobs if (n := re.search(rule, j.job)) and n.group(1) == m.group(1)]
     return [j.path for j in found[:limit]]
+
+
+@dataclass
+class StoredTraces:
+    """What `load_profiles` found: the merged traces, and where they came from."""
+
+    traces: TraceSet
+    folders: list[str]
+    """The jobs' folders, newest first (`find_traces`)."""
+    profiles: int = 0
+    rebuilt: int = 0
+    """Profiles that were missing, stale or of another format, rebuilt from their raw files."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Jobs left out, and why: pruned while being read, or a raw file that cannot be read."""
+
+
+def _kept(raw: Path) -> FrameProfile | None:
+    """The profile kept beside a raw file, if it is current (names this very raw file)."""
+    source = _source(raw)
+    try:
+        kept = decode(_profile_path(raw).read_bytes())
+    except (OSError, ProfileError):
+        return None
+    return kept if kept.source == source else None
+
+
+def _rebuild(raw: Path) -> list[FrameProfile]:
+    """A raw file's profile built from its records, and written back for the next reader when
+    the store is writable (a planner with read-only access still plans, only slower)."""
+    source = _source(raw)
+    builders: dict[int | None, ProfileBuilder] = {}
+    for run in read_batches([str(raw)]):
+        for f, recs in _by_frame(run).items():
+            b = builders.get(f)
+            if b is None:
+                b = builders[f] = ProfileBuilder(f)
+            b.add_records(recs)
+    built = [b.build(source) for b in builders.values()] or [FrameProfile(None, source, 0)]
+    if len(built) == 1:  # the store writes one frame per file; anything else is not cached
+        with suppress(OSError):
+            _write_profile(raw, built[0])
+    return built
+
+
+def frame_profiles(raw: Path) -> tuple[list[FrameProfile], bool]:
+    """The profile of one stored raw file, and whether it had to be rebuilt from the raw file."""
+    kept = _kept(raw)
+    return ([kept], False) if kept is not None else (_rebuild(raw), True)
+
+
+def _rebuild_or_why(raw: Path) -> list[FrameProfile] | str:
+    try:
+        return _rebuild(raw)
+    except (TraceError, OSError) as exc:
+        return str(exc)
+
+
+def _rebuild_all(raws: list[Path]) -> list[list[FrameProfile] | str]:
+    """Rebuild profiles over all cores when there is enough to read (a store filed by an older
+    prewarm, or after a profile format change: once, then the profiles are kept)."""
+    workers = min(len(raws), os.cpu_count() or 1, 8)
+    if workers < 2 or sum(r.stat().st_size for r in raws) < PARALLEL_BYTES:
+        return [_rebuild_or_why(r) for r in raws]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_rebuild_or_why, raws, chunksize=max(1, len(raws) // (4 * workers))))
+
+
+def load_profiles(settings: Settings, manifest: Manifest, path_map: PathMap | None = None,
+                  frame: int | None = None) -> StoredTraces:
+    """The traces of the earlier jobs `find_traces` picks, merged from their profiles: the same
+    TraceSet as aggregating those jobs' raw files (`--traces FOLDER...`), at the cost of their
+    files x frames. `path_map` and `frame` mean what they mean to `read_traces`.
+
+    A job pruned while it is being read, or holding a raw file that cannot be read, is left
+    out (`skipped` says why) rather than failing the plan: the other jobs still describe
+    the shot. The work is bounded by the `find_traces` limit on jobs and by their files.
+    """
+    out = StoredTraces(TraceSet(), find_traces(settings, manifest))
+    slots: list[tuple[str, Path, FrameProfile | None]] = []
+    for folder in out.folders:
+        try:
+            slots.extend((folder, raw, _kept(raw)) for raw in trace_files(folder))
+        except (TraceError, OSError) as exc:
+            out.skipped[folder] = str(exc)
+    stale = [raw for folder, raw, kept in slots if kept is None and folder not in out.skipped]
+    built = dict(zip(stale, _rebuild_all(stale), strict=True))
+    out.rebuilt = len(stale)
+    for folder, raw, _ in slots:
+        why = built.get(raw)
+        if isinstance(why, str):
+            out.skipped.setdefault(folder, why)
+    profiles: list[FrameProfile] = []
+    for folder, raw, kept in slots:
+        if folder not in out.skipped:
+            got = built.get(raw)
+            profiles.extend([kept] if kept is not None else got if isinstance(got, list) else [])
+    out.profiles = len(profiles)
+    rename = None
+    if path_map is not None:
+        seen = {p for fp in profiles for group in (fp.reads, fp.stats, fp.listed) for p in group}
+        rename = {p: m for p in seen if (m := path_map.to_studio(p)) != p}
+    out.traces = to_traceset(profiles, frame, rename or None)
+    return out
 
 
 def describe(result: ImportResult) -> str:

@@ -36,21 +36,31 @@ Only absolute `-y` paths reach records: pipes, sockets and descriptors without a
 annotation are ignored. strace escapes `<`, `>`, quotes and non-ASCII bytes in paths
 (`a\\76b`, `\\303\\251`), so a path never contains a bare `>` and is decoded before use.
 
-Speed: a render frame logs hundreds of thousands of calls, so the hot path uses `str`
-methods only (no regex, no splitting of buffers), and per-path work (unescaping,
-path mapping, filtering) is done once per distinct path and cached.
+Speed: a render frame logs hundreds of thousands of calls. Lines come in runs of a few
+thousand and records leave as plain tuples (`Rec`), never as one object per call; the
+time stamp and pid stay text until a reader asks for them. The lines `strace -f -tt
+[-T] -y -o` writes (`prewarm record`'s own) take a fast path for the calls that make up
+almost all of a render's log (`read`, `pread64`, `lseek`, and their split halves):
+`str` methods only, one dict lookup for the descriptor's position and one for its
+resolved path. Every other line, or one the fast path is not sure of, goes through the
+general parser below, which is the reference: a test feeds every fixture through both.
+Per-path work (unescaping, path mapping, filtering) is done once per distinct path.
 """
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
 
 from prewarm.plan.access import Access, Op
-from prewarm.traces.counters import ImportStats, Resolve
+from prewarm.traces.counters import Batch, ImportStats, Rec, Resolve, accesses
 
 _UNFINISHED = " <unfinished ...>"
+_READ = Op.READ
+_OUTPUT = "\0output"
+"""Cached in place of a resolved path for files the process writes: dropped, not counted as filtered."""
 
 Found = tuple[str, Op, int, int]
 """What a handled call touched: (raw path as strace printed it, op, offset, length)."""
@@ -242,15 +252,6 @@ class _Calls:
         return (fd[1], Op.READ, offset, length) if length > 0 else None
 
 
-def _seconds(stamp: str | None) -> float | None:
-    """`-t`/`-tt` stamps as seconds since midnight, `-ttt` as epoch seconds."""
-    if stamp is None:
-        return None
-    if stamp[2:3] == ":":
-        return int(stamp[0:2]) * 3600 + int(stamp[3:5]) * 60 + float(stamp[6:])
-    return float(stamp)
-
-
 def _is_noise(body: str) -> bool:
     """Lines strace writes that are not calls: signals, exits, attach notices, calls we skip."""
     if body.startswith(("---", "+++", "strace: ")):
@@ -259,14 +260,21 @@ def _is_noise(body: str) -> bool:
     return paren > 0 and body[:paren].isidentifier()
 
 
-Pending = dict[int | None, tuple[str, str, str | None]]
+def _is_fd(key: str) -> bool:
+    """Whether a first argument is a `-y` descriptor of a file: `3</p/a.exr`."""
+    lt = key.find("<")
+    return lt > 0 and key[lt + 1:lt + 2] == "/" and key[:lt].isdigit()
+
+
+Pending = dict[str | None, tuple[str, str, str | None]]
 """Unfinished calls by pid: (call name, the line up to `<unfinished ...>`, its time stamp)."""
 
 
 class _Parser:
     """One log's parse state: split calls waiting for their end, and resolved paths."""
 
-    __slots__ = ("calls", "frame", "outputs", "paths", "pending", "resolve", "stats", "table", "where")
+    __slots__ = ("by_fd", "calls", "frame", "n", "outputs", "paths", "pending", "resolve", "stats", "table",
+                 "where")
 
     def __init__(self, stats: ImportStats, frame: int | None, resolve: Resolve | None, where: str) -> None:
         self.calls = _Calls()
@@ -274,23 +282,121 @@ class _Parser:
         self.outputs = self.calls.outputs
         self.pending: Pending = {}
         self.paths: dict[str, str | None] = {}
+        self.by_fd: dict[str, str | None] = {}
+        """Resolved path by descriptor text (`3</p/a.exr`), for the fast path: saves slicing
+        out and looking up the path. Emptied whenever a file becomes an output."""
         self.stats, self.frame, self.resolve, self.where = stats, frame, resolve, where
+        self.n = 0
 
-    def line(self, line: str, n: int) -> Access | None:
+    def feed(self, lines: list[str], fast: bool = True) -> Batch:
+        """The records a run of lines completes. `fast=False` sends every line through the
+        general parser (the reference the fast path is tested against)."""
+        out: Batch = []
+        if not fast:
+            for line in lines:
+                self.n += 1
+                self._general(self.line(line, self.n), out)
+            return out
+        by_fd = self.by_fd
+        n = self.n
+        for line in lines:
+            n += 1
+            parts = line.split(None, 2)
+            # `PID  STAMP body`: anything else (no pid column, no stamp, `[pid N]`, torn) is general.
+            if len(parts) != 3 or not parts[0].isdigit() or not parts[1][:1].isdigit():
+                self._general(self.line(line, n), out)
+                continue
+            pid, body = parts[0], parts[2].rstrip()
+            stamp: str | None = parts[1]
+            if body[:5] == "<... " or body.endswith(_UNFINISHED):
+                joined = self._join(pid, body, stamp)
+                if joined is None:
+                    continue
+                body, stamp = joined
+            paren = body.find("(")
+            name = body[:paren]
+            eq = body.rfind(" = ")
+            key = body[paren + 1:body.find(">", paren)]
+            path = by_fd.get(key, "")
+            if name != "read" and name != "pread64" and name != "lseek":
+                self._general(self._call(body, pid, stamp, n), out)
+                continue
+            if path == "" and _is_fd(key):
+                path = by_fd[key] = self._fd_path(key)
+            if path == "" or eq < 0 or body[eq - 1] != ")" or not self._positioned(name, body, key, path, eq, pid,
+                                                                                   stamp, out):
+                # descriptors that are not files, `)   = 4` padding, `= ?`, odd text: the general parser decides
+                self._general(self._call(body, pid, stamp, n), out)
+        self.n = n
+        return out
+
+    @staticmethod
+    def _general(rec: Rec | None, out: Batch) -> None:
+        if rec is not None:
+            out.append(rec)
+
+    def _join(self, pid: str, body: str, stamp: str | None) -> tuple[str, str | None] | None:
+        """A split call's halves joined (the whole call and its start's stamp), or None when
+        this line starts one (kept pending) or ends one whose start is not in the log."""
+        if body[:5] != "<... ":
+            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
+            return None
+        r = body.find(" resumed>")
+        start = self.pending.pop(pid, None) if r >= 0 else None
+        if start is None or start[0] != body[5:r]:
+            self.stats.unmatched_resumed += 1
+            return None
+        return start[1] + body[r + 9:], start[2]
+
+    def _positioned(self, name: str, body: str, key: str, path: str | None, eq: int, pid: str,
+                    stamp: str | None, out: Batch) -> bool:
+        """read/pread64/lseek on a file descriptor; False hands the line to the general parser."""
+        ret = body[eq + 3:]
+        sp = ret.find(" ")
+        pos = self.calls.pos
+        try:
+            got = int(ret[:sp] if sp >= 0 else ret)
+            if got < 0:
+                self.stats.failed_calls += 1
+                return True
+            if name == "lseek":
+                pos[key] = got
+                return True
+            if name == "read":
+                off = pos.get(key, 0)
+                pos[key] = off + got
+            else:
+                off = int(body[body.rfind(", ", 0, eq) + 2:eq - 1])
+        except ValueError:
+            return False
+        if got == 0 or path is _OUTPUT:
+            return True
+        if path is None:
+            self.stats.filtered += 1
+            return True
+        out.append((path, _READ, off, got, self.frame, stamp, None, None, pid))
+        return True
+
+    def _fd_path(self, key: str) -> str | None:
+        """The resolved path of a descriptor text `_is_fd` accepted (None: filtered out)."""
+        raw = key[key.find("<") + 1:]
+        return _OUTPUT if raw in self.outputs else self._resolved(raw)
+
+    def line(self, line: str, n: int) -> Rec | None:
         """The access line `n` completes, if any. Peels `[pid N]`, the pid column and the stamp."""
         line = line.rstrip()
         if not line:
             return None
-        pid: int | None = None
+        pid: str | None = None
         body = line
         try:
             if line.startswith("[pid "):  # strace -f writing to stderr
                 close = line.find("]")
-                pid = int(line[5:close])
+                pid = str(int(line[5:close]))
                 body = line[close + 1:].lstrip()
             sp = body.find(" ")
             if sp > 0 and body[:sp].isdigit():  # the pid column of `strace -f -o`
-                pid = int(body[:sp])
+                pid = body[:sp]
                 body = body[sp:].lstrip()
                 sp = body.find(" ")
         except ValueError:
@@ -312,7 +418,7 @@ class _Parser:
             return None
         return self._call(body, pid, stamp, n)
 
-    def _start_of(self, body: str, pid: int | None) -> tuple[str, str, str | None] | None:
+    def _start_of(self, body: str, pid: str | None) -> tuple[str, str, str | None] | None:
         """The unfinished start of the call a `<... name resumed>` line ends.
 
         An unprefixed resumed line may end a call that started while strace still wrote
@@ -329,7 +435,7 @@ class _Parser:
                 start = self.pending.pop(candidates[0])
         return start if start is not None and start[0] == name else None
 
-    def _call(self, body: str, pid: int | None, stamp: str | None, n: int) -> Access | None:
+    def _call(self, body: str, pid: str | None, stamp: str | None, n: int) -> Rec | None:
         """A whole call line (`name(args) = ret [<secs>]`) as the access it made, if any."""
         paren = body.find("(")
         handler = self.table.get(body[:paren]) if paren > 0 else None
@@ -346,47 +452,64 @@ class _Parser:
         if ret[0] == "-" or ret[0] == "?":
             self.stats.failed_calls += 1
             return None
+        outputs = len(self.outputs)
         try:
             found = handler(body[paren + 1:close], ret)
-            if found is None or found[0] in self.outputs:
-                return None
-            path = self._path(found[0])
-            if path is None:
-                return None
-            return Access(path, found[1], found[2], found[3], self.frame, _seconds(stamp), None, None, pid)
         except (ValueError, IndexError):
             self.stats.skip(self.where, n)
             return None
+        if len(self.outputs) != outputs:
+            self.by_fd.clear()  # a path just became an output: the fast path must not keep reading it
+        if found is None or found[0] in self.outputs:
+            return None
+        path = self._path(found[0])
+        if path is None:
+            return None
+        return (path, found[1], found[2], found[3], self.frame, stamp, None, None, pid)
 
-    def _path(self, raw: str) -> str | None:
-        """The path to record for a path as strace printed it; None (counted) if filtered out."""
+    def _resolved(self, raw: str) -> str | None:
+        """The path to record for a path as strace printed it; None if filtered out."""
         path = self.paths.get(raw, "")  # "" is never a resolved path: not cached yet
         if path == "":
-            path = unescape(raw)
-            if path.endswith(" (deleted)"):
-                path = path[:-10]
+            path = unescape(raw).removesuffix(" (deleted)")
             path = self.paths[raw] = self.resolve(path) if self.resolve is not None else path
+        return path
+
+    def _path(self, raw: str) -> str | None:
+        """`_resolved`, counting what the filter drops."""
+        path = self._resolved(raw)
         if path is None:
             self.stats.filtered += 1
         return path
 
 
-def parse_strace(lines: Iterable[str], stats: ImportStats, frame: int | None = None,
-                 resolve: Resolve | None = None, where: str = "<strace>") -> Iterator[Access]:
-    """Stream the accesses of an strace log, in the order the calls completed.
+CHUNK = 4096
+"""Lines per run handed to the parser by `parse_strace`."""
+
+
+def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int | None = None,
+                   resolve: Resolve | None = None, where: str = "<strace>", fast: bool = True) -> Iterator[Batch]:
+    """Stream the records of an strace log given as runs of lines, in the order the calls completed.
 
     `frame` is set on every record; `resolve` maps each path once (see `Resolve`);
     `where` names the log in `stats.first_skipped`.
     """
-    feed = _Parser(stats, frame, resolve, where).line
-    n = records = 0
+    parser = _Parser(stats, frame, resolve, where)
+    records = 0
     try:
-        for line in lines:
-            n += 1
-            access = feed(line, n)
-            if access is not None:
-                records += 1
-                yield access
+        for chunk in chunks:
+            batch = parser.feed(chunk, fast)
+            if batch:
+                records += len(batch)
+                yield batch
     finally:
-        stats.lines += n
+        stats.lines += parser.n
         stats.records += records
+
+
+def parse_strace(lines: Iterable[str], stats: ImportStats, frame: int | None = None,
+                 resolve: Resolve | None = None, where: str = "<strace>", fast: bool = True) -> Iterator[Access]:
+    """`strace_batches` of single lines, as `Access` records."""
+    it = iter(lines)
+    chunks = iter(lambda: list(itertools.islice(it, CHUNK)), [])
+    return accesses(strace_batches(chunks, stats, frame, resolve, where, fast))

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prewarm.plan.model import Plan
+from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
-from prewarm.warm.batches import whole_batch
+from prewarm.warm.batches import Batch, whole_batch
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, warm_batch
 from prewarm.warm.reader import Reader, site_reader
@@ -21,9 +23,24 @@ from prewarm.warm.throttle import TokenBucket, Unthrottled
 from prewarm.warm.timeline import Sampler
 
 
+@dataclass(frozen=True)
+class EmbeddedWarm:
+    """An embedded warm's job, and what its report needs besides: the batch and the ranges that failed."""
+
+    info: JobInfo
+    batch: Batch
+    failed: tuple[ByteRange, ...]
+
+
 def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                  progress: Callable[[JobInfo], None] | None = None) -> JobInfo:
-    """Warm a plan in this process: no server, same loop and same report as with workers.
+    """Warm a plan in this process: no server, same loop and same report as with workers."""
+    return warm_embedded(plan, settings, reader, progress).info
+
+
+def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
+                  progress: Callable[[JobInfo], None] | None = None) -> EmbeddedWarm:
+    """`run_embedded`, keeping what `prewarm warm --report` needs.
 
     The whole plan is one batch, so the reader pool never drains between batches.
     """
@@ -54,4 +71,4 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     info.batches_done = 1
     info.finished = time.time()
     info.state = final_state(info.numbers(), len(info.findings))
-    return info
+    return EmbeddedWarm(info, batch, tuple(result.failed))

@@ -79,8 +79,22 @@ class JobInfo:
     findings: list[FileFinding] = field(default_factory=list)
     failed_ranges: int = 0
     retry_of: str | None = None
+    bytes_read_live: int = 0
+    """Bytes read so far as running batches report them, about once a second: progress moves
+    during a batch, not only when one ends (the counters are recorded when it ends)."""
     samples: list[Point] = field(default_factory=list)
     """Bytes and reads in flight per second (prewarm.timeline): filled by the embedded mode; from Redis on request."""
+
+    def progress(self) -> tuple[int, int, int]:
+        """(bytes read, bytes dealt with, files dealt with) now: read, already warm or failed.
+
+        Bytes read take the live figure while batches run; it never exceeds what is planned.
+        """
+        c = self.counters
+        read = max(c.get("bytes_done", 0), self.bytes_read_live)
+        moved = min(read + c.get("bytes_skipped", 0) + c.get("bytes_failed", 0), max(self.bytes_planned, 0))
+        files = c.get("files_done", 0) + c.get("files_skipped", 0) + c.get("files_failed", 0)
+        return read, moved, files
 
     def numbers(self) -> dict[str, int]:
         """Counters and planned totals: what `final_state` judges."""
@@ -109,7 +123,8 @@ def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
         f"of {_mb(info.bytes_planned)}; files {c['files_done']} warmed, {c['files_skipped']} already warm, "
         f"{c['files_failed']} failed of {info.files_planned}; metadata {c['meta_done']} ok, {c['meta_failed']} failed"]
     if c.get("inputs_missing"):
-        lines.append(f"  missing inputs: {c['inputs_missing']} (listed in the plan's `missing`): the render will miss them")
+        lines.append(f"  missing inputs: {c['inputs_missing']} (listed in the plan's `missing`): "
+                     "the render will miss them")
     by_kind: dict[str, list[FileFinding]] = {}
     for f in info.findings:
         by_kind.setdefault(f.kind.value, []).append(f)
