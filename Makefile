@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,twin,scenes]'
+	$(PY) -m pip install -q -e '.[dev,twin,scenes,textures]'
 	touch $@
 
 # Optional: the strace parser compiled by mypyc from the same source (about 2x: what

@@ -38,7 +38,15 @@ include the kernel's readahead (128 KiB) of frame reads, as a real NFS client's 
 per read then dominates the wait).
 
     .venv/bin/python bench/e2e.py [--rtt-ms 30] [--mbps 50] [--quick] [--embedded] [--direct-io]
-                                  [--train first-quarter|stepped] [--pace 1] [--json FILE]
+                                  [--train first-quarter|stepped] [--pace 1] [--json FILE] [--shot DIR]...
+
+`--shot DIR` runs any shot folder instead of the samples (repeatable): `DIR/manifest.yaml`
+(studio paths under /studio/proj), `DIR/traces/` (a file per frame), `DIR/sizes.json`
+(sparse files of those sizes), and optionally `DIR/tree/` (real files, paths relative to
+/studio/proj, used instead of sparse ones) and `DIR/textures.json` (textures made with
+openimageio, as shot200's). Each shot's row also says where in its plan the first
+replayed frame is fully covered (`first_frame_at`, a share of the plan's bytes in warm
+order; the oracle's for comparison).
     .venv/bin/python bench/e2e.py --demo      # shot100, cold against prewarm (embedded, or Celery
                                               # on $PREWARM_REDIS_URL), what `make demo` runs
 """
@@ -64,15 +72,17 @@ from prewarm.errors import ServiceError
 from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import aggregate, restrict
+from prewarm.plan.evaluate import ready_at
 from prewarm.plan.inputs import resolve_inputs
 from prewarm.plan.model import MetaOp, Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
+from prewarm.plan.units import parse_size
 from prewarm.site.settings import Settings
 from prewarm.state import keys, runner
 from prewarm.state.dedupe import forget_gateway
 from prewarm.testkit.replay import ReplayResult, group_frames, replay_frames
-from prewarm.testkit.samples import build_tree
+from prewarm.testkit.samples import build_shot
 from prewarm.testkit.services import RedisServer, Worker, start_worker
 from prewarm.traces.files import read_traces
 from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
@@ -84,6 +94,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STUDIO = "/studio/proj"
 SHOTS = ("shot100", "shot200")
+"""The sample shots under --samples, run when no --shot is given."""
 STRATEGIES = ("cold", "naive", "prewarm", "oracle")
 NAIVE_THREADS = 8
 CAT_BUFFER = 128 * 1024
@@ -260,9 +271,10 @@ def training_frames(numbers: list[int], split: str) -> list[int]:
     return numbers[::4] if split == "stepped" else numbers[: max(1, len(numbers) // 4)]
 
 
-def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: Warm, strategies: Sequence[str],
-             mbps: float, replay_run: Replay, max_test: int | None, split: str) -> dict[str, dict[str, Any]]:
-    shot_dir = samples / shot
+def run_shot(shot_dir: Path, origin: Path, twin: TwinHandle, warm: Warm, strategies: Sequence[str],
+             mbps: float, replay_run: Replay, max_test: int | None, split: str,
+             granule: int | None = None) -> dict[str, dict[str, Any]]:
+    shot = shot_dir.name
     manifest = load_manifest(shot_dir / "manifest.yaml")
     at_origin = PathMap.parse([{"studio": STUDIO, "local": str(origin)}], "bench")
     at_mount = PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench")
@@ -279,9 +291,11 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
     planning = Settings(path_map=at_origin)
     with site_fs(planning) as fs:
         resolved = resolve_inputs(manifest, fs)
-        plan = plan_resolved(manifest, resolved, ts, fs, planning, PlanOptions(frames=test_numbers))
+        plan = plan_resolved(manifest, resolved, ts, fs, planning, PlanOptions(granule=granule, frames=test_numbers))
         oracle = plan_resolved(manifest, resolved, seen, fs, planning,
-                               PlanOptions(frames=test_numbers, predict=PredictOptions(spread=0)))
+                               PlanOptions(granule=granule, frames=test_numbers, predict=PredictOptions(spread=0)))
+    ready = {"prewarm": ready_at(plan, traced, test_numbers[0]) if test_numbers else None,
+             "oracle": ready_at(oracle, traced, test_numbers[0]) if test_numbers else None}
     inputs = [at_mount.to_local(f.path) for f in resolved.files]
     warms: dict[str, Callable[[], None] | None] = {
         "cold": None, "naive": lambda: naive_warm(inputs), "prewarm": lambda: warm(plan),
@@ -289,6 +303,10 @@ def run_shot(shot: str, samples: Path, origin: Path, twin: TwinHandle, warm: War
     out = {}
     for name in strategies:
         out[name] = run_strategy(twin, name, test_frames, at_mount.to_local, warms[name], mbps, replay_run)
+        if name in ready:
+            at = ready[name]
+            out[name]["first_frame_at"] = None if at is None else round(at, 3)
+            out[name]["plan_bytes"] = (plan if name == "prewarm" else oracle).bytes
         if name == "prewarm" and "oracle" in strategies:
             out[name].update(metadata_hot_warm(twin, warm, plan, mbps))
         print(f"  {shot} {name}: done", file=sys.stderr)
@@ -304,8 +322,9 @@ def combine(shots: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for name in next(iter(shots.values())):
         rows = [s[name] for s in shots.values()]
-        total = {k: sum(r[k] for r in rows) for k in ("warm_s", "ideal_s", "wan_bytes", "frame_read_bytes",
-                                                    "frame_wait_s", "frame_floor_wait_s", "frame_wan_wait_s")}
+        keys = ("warm_s", "ideal_s", "wan_bytes", "frame_read_bytes", "frame_wait_s", "frame_floor_wait_s",
+                "frame_wan_wait_s")
+        total: dict[str, Any] = {k: sum(r[k] for r in rows) for k in keys}
         nbytes = total["frame_read_bytes"]
         total["frame_hit_ratio"] = (sum(r["frame_hit_ratio"] * r["frame_read_bytes"] for r in rows) / nbytes
                                     if nbytes else 1.0)
@@ -332,7 +351,7 @@ def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                      f"prewarm): {rows['prewarm']['frame_floor_wait_s']:.2f} s, subtracted as the floor")
         p, c, n = rows["prewarm"], rows["cold"], rows.get("naive")
 
-        def check(label: str, value: float, limit: float, ok: bool) -> None:
+        def check(label: str, value: float, limit: float, ok: bool, shot: str = shot) -> None:
             lines.append(f"{shot}: {label} = {value:.3f} (target {limit:g}) {'MET' if ok else 'MISSED'}")
 
         speed = p["warm_s"] / p["ideal_s"] if p["ideal_s"] else float("inf")
@@ -357,6 +376,10 @@ def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                          "waited no longer than the all-hit floor")
         wan = p["wan_bytes"] / p["frame_read_bytes"] if p["frame_read_bytes"] else float("inf")
         check("prewarm WAN / frame bytes", wan, 1.3, wan <= 1.3)
+        if p.get("first_frame_at") is not None:
+            o_at = rows.get("oracle", {}).get("first_frame_at")
+            lines.append(f"{shot}: the first replayed frame is fully covered after {p['first_frame_at']:.1%} of the "
+                         f"plan's bytes" + (f" (oracle {o_at:.1%})" if o_at is not None else ""))
         if n is not None and shot == "shot200":
             fewer = n["wan_bytes"] / p["wan_bytes"] if p["wan_bytes"] else float("inf")
             check("naive WAN / prewarm WAN", fewer, 3.0, fewer >= 3.0)
@@ -398,6 +421,14 @@ def main() -> int:
     ap.add_argument("--demo", action="store_true", help="shot100 only, cold against prewarm")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "e2e.json"))
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
+    ap.add_argument("--plan-granule", metavar="SIZE",
+                    help="the plans' granule (default: the site's, 4 KiB pages)")
+    ap.add_argument("--warm-granule", metavar="SIZE",
+                    help="the warm side's granule (reads are cut and deduplicated per granule); plans keep the "
+                         "default. 1MiB shows what page-sized warm reads cost")
+    ap.add_argument("--shot", action="append", default=[], metavar="DIR",
+                    help="a shot folder (manifest.yaml, traces/, sizes.json, optional tree/); repeatable; "
+                         "default: the samples' shot100 and shot200")
     ap.add_argument("--direct-io", action="store_true",
                     help="twin without client cache: every frame read reaches the twin (exact read counters, "
                          "no kernel readahead, but the Python twin's cost per read dominates the wait)")
@@ -410,23 +441,32 @@ def main() -> int:
     nodes = args.nodes or (4 if args.quick or args.demo else 8)
     replay_run: Replay = functools.partial(replay_frames, nodes=nodes, processes=True, pace=args.pace)
     max_test = 8 if args.quick or args.demo else None
-    shots = ("shot100",) if args.demo else SHOTS
+    shot_dirs = [Path(d) for d in args.shot] or [Path(args.samples) / s for s in (("shot100",) if args.demo else SHOTS)]
+    for d in shot_dirs:
+        for need in ("manifest.yaml", "sizes.json", "traces"):
+            if not (d / need).exists():
+                raise SystemExit(f"{d}: no {need} (a shot folder holds manifest.yaml, traces/, sizes.json)")
+    if len({d.name for d in shot_dirs}) != len(shot_dirs):
+        raise SystemExit("--shot: two shot folders with the same name")
     strategies = ("cold", "prewarm") if args.demo else STRATEGIES
     env_url = os.environ.get("PREWARM_REDIS_URL")
     use_celery = (env_url is not None) if args.demo else not args.embedded
-    samples = Path(args.samples)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="prewarm-e2e-") as tmp:
         work = Path(tmp)
         origin = work / "proj"
-        for shot in shots:
-            build_tree(samples / shot / "sizes.json", origin)
+        for d in shot_dirs:
+            print(f"{d.name}: {build_shot(d, origin)}", file=sys.stderr)
         with twin_over(origin, work, args.rtt_ms, args.mbps, client_cache=not args.direct_io) as twin:
             settings = Settings(path_map=PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench"))
+            plan_granule = (parse_size(args.plan_granule, "command line", "--plan-granule")
+                            if args.plan_granule else None)
+            if args.warm_granule:
+                settings = replace(settings, granule=parse_size(args.warm_granule, "command line", "--warm-granule"))
             services = Services(work, twin.mount, env_url if args.demo else None)
             try:
                 if use_celery:
-                    url = services.start(queue=keys.queue_of(settings.queue))
+                    url = services.start(queue=keys.queue(settings.queue))
                     warm = celery_warm(replace(settings, redis_url=url))
                     mode = f"Celery worker (pid {services.worker.pid if services.worker else '?'}) on {url}"
                 else:
@@ -435,12 +475,13 @@ def main() -> int:
                 print(f"gateway twin {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; "
                       f"{nodes} nodes", file=sys.stderr)
                 warm_up(warm)
-                for shot in shots:
-                    results[shot] = run_shot(shot, samples, origin, twin, warm, strategies, args.mbps, replay_run,
-                                             max_test, args.train)
+                for d in shot_dirs:
+                    results[d.name] = run_shot(d, origin, twin, warm, strategies, args.mbps, replay_run,
+                                               max_test, args.train, plan_granule)
             finally:
                 services.stop()
     link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
+    settings_granule = settings.granule
     lines = [f"gateway twin: {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; {nodes} render nodes"]
     for shot, rows in results.items():
         lines += ["", *table(shot, rows)]
@@ -480,6 +521,10 @@ def main() -> int:
                    "warm_meta_hot_s": "prewarm's plan warmed again on a dropped twin after a metadata-only job "
                                       "of it: the warm on a gateway whose attribute cache is hot",
                    "split": TRAIN[args.train],
+                   "warm_granule": settings_granule,
+                   "first_frame_at": "share of the plan's bytes, in warm order, after which every byte the first "
+                                     "replayed frame reads is planned",
+                   "shots": {d.name: str(d) for d in shot_dirs},
                    "warm": mode, "nodes": nodes, "quick": args.quick},
     }, indent=1) + "\n")
     print(f"\nwrote {out}")

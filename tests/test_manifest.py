@@ -124,7 +124,7 @@ BAD = [
     ("job: j\nfames: 1\ninputs: [/a]\n", "job.yaml:2: fames: unknown key (did you mean 'frames'?)"),
     ("job: j\nframes: 1\ninputs: [/a]\nzzz: 1\n",
      "job.yaml:4: zzz: unknown key (known keys: job, frames, inputs, show, shot, start, priority, gateway, "
-     "max_bytes, granule, path_map, frame_order)"),
+     "max_bytes, granule, path_map, frame_order, predict)"),
     ("job: j\nframes: 1\nframes: 2\ninputs: [/a]\n", "job.yaml:3: frames: duplicate key (first on line 2)"),
     ("", "job.yaml:1: empty manifest: expected a mapping with job, frames and inputs"),
     ("# only a comment\n", "job.yaml:1: empty manifest: expected a mapping with job, frames and inputs"),
@@ -235,3 +235,18 @@ def test_sample_shot200() -> None:
     m = load_manifest(SAMPLES / "shot200" / "manifest.yaml")
     assert m.frames == tuple(range(1, 37))
     assert [(s.path, s.is_dir) for s in m.inputs] == [("/studio/proj/assets/lookdev/tex/", True)]
+
+
+def test_prediction_knobs_are_checked_where_they_are_written():
+    m = parse_manifest("job: j\nframes: 1\ninputs: [/a]\npredict: {finer: 2, spread: 256KiB, structure: false}\n",
+                       "job.yaml")
+    assert m.predict == {"finer": 2, "spread": 256 << 10, "structure": False}
+    for text, expected in [
+        ("predict: {finner: 1}", "job.yaml:4: predict: unknown prediction knob 'finner'"),
+        ("predict: {finer: -1}", "job.yaml:4: predict: finer: expected an integer >= 0"),
+        ("predict: {structure: 1}", "job.yaml:4: predict: structure: expected true or false"),
+        ("predict: 3", "job.yaml:4: predict: expected a mapping of prediction knobs"),
+    ]:
+        with pytest.raises(ManifestError) as err:
+            parse_manifest(f"job: j\nframes: 1\ninputs: [/a]\n{text}\n", "job.yaml")
+        assert str(err.value).startswith(expected), str(err.value)

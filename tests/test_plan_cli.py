@@ -46,13 +46,14 @@ def test_plan_orders_first_frame_and_shared_data_first(local: str, tmp_path: Pat
     assert r.returncode == 0, r.stderr
     assert "planned" in r.stderr and "shot100_lighting_v001" in r.stderr
     ranges = json.loads(out.read_text())["ranges"]
-    firsts = [x["frame"] for x in ranges if x["reason"] != "fallback"]
+    firsts = [x["frame"] for x in ranges if x["reason"] not in ("fallback", "unread_tile")]
     assert firsts == sorted(firsts), "frames' needs come in frame order"
     head = [x for x in ranges if x["frame"] == 1]
     assert head[0]["frames"] == 24, "what every frame needs leads"
     monitors = [x["path"] for x in ranges if "monitor" in x["path"]]
     assert monitors == sorted(monitors) and len(monitors) == 24
-    assert ranges[-1]["reason"] == "fallback", "untraced tiles 1002/1003 go last"
+    assert ranges[-1]["reason"] == "unread_tile", "untraced tiles 1002/1003 (tile 1001 was read) go last"
+    assert {x["path"].rsplit(".", 2)[-2] for x in ranges if x["reason"] == "unread_tile"} == {"1002", "1003"}
 
 
 def test_plan_extrapolates_unseen_frames_from_earlier_traces(local: str, tmp_path: Path):

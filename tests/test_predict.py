@@ -109,13 +109,15 @@ def test_regions_moving_at_their_own_strides_are_fitted_one_by_one():
     assert fit_progression(uneven) is None
 
 
-def test_textures_borrow_tiles_from_neighbouring_training_frames():
+def test_textures_without_structure_borrow_tiles_from_neighbouring_training_frames():
+    # a texture whose structure could not be read: each frame reads tiles of two levels, far apart
     tex = "/s/tex/rock.tx"
     tile = {1: (1 * MiB, 1 * MiB + 64 * KiB), 5: (5 * MiB, 5 * MiB + 64 * KiB), 9: (2 * MiB, 2 * MiB + 64 * KiB)}
-    ts = aggregate(a for f in (1, 5, 9) for a in reads(tex, f, (0, 8 * KiB), tile[f]))
+    coarse = {f: (7 * MiB + f * 64 * KiB, 7 * MiB + (f + 1) * 64 * KiB) for f in tile}
+    ts = aggregate(a for f in (1, 5, 9) for a in reads(tex, f, (0, 8 * KiB), tile[f], coarse[f]))
     res = predict([2, 7], [], ts, lookup_from({tex: 8 * MiB}), opts=PredictOptions(spread=0))
-    assert spans_for(res, tex, 2) == [(0, 8 * KiB), tile[1], tile[5]]
-    assert spans_for(res, tex, 7) == [(0, 8 * KiB), tile[9], tile[5]]
+    assert spans_for(res, tex, 2) == normalize([(0, 8 * KiB), tile[1], tile[5], coarse[1], coarse[5]])
+    assert spans_for(res, tex, 7) == normalize([(0, 8 * KiB), tile[9], tile[5], coarse[5], coarse[9]])
     wide = predict([2], [], ts, lookup_from({tex: 8 * MiB}), opts=PredictOptions(spread=64 * KiB))
     assert spans_for(wide, tex, 2)[1] == (tile[1][0] - 64 * KiB, tile[1][1] + 64 * KiB)
 
@@ -156,7 +158,7 @@ def test_order_puts_first_frames_and_shared_data_first_and_fallbacks_last():
     sizes = {"/s/scene": 4 * MiB, "/s/seq.0001": MiB, "/s/seq.0002": MiB, "/s/unseen": 2 * MiB}
     from prewarm.plan.predict import Prediction
     preds = [
-        Prediction("/s/unseen", (1, 2), [(0, 2 * MiB)], Reason.FALLBACK),
+        Prediction("/s/unseen", (1, 2), [(0, 2 * MiB)], Reason.FALLBACK, last=True),
         Prediction("/s/seq.0002", (2,), [(0, MiB)], Reason.PATTERN),
         Prediction("/s/scene", (1, 2), [(0, 4 * MiB)], Reason.TRACE),
         Prediction("/s/seq.0001", (1,), [(0, MiB)], Reason.PATTERN),

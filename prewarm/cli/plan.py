@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from typing import Any
 
 from prewarm.cli.options import add_path_map_flags, site_settings
+from prewarm.errors import ConfigError
 from prewarm.flow.planning import PlanOptions, plan_job
 from prewarm.plan.framespec import parse_frames
 from prewarm.plan.model import Plan
-from prewarm.plan.predict import PredictOptions
+from prewarm.plan.predict import KNOBS, check_knob
 from prewarm.plan.units import parse_size
 from prewarm.site import atomic
 
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--summary", action="store_true", help="print a summary table on stderr")
     p.add_argument("--frame", type=int, help="frame of trace records that name none")
     p.add_argument("--frames", metavar="SPEC", help="plan these frames instead of the manifest's")
-    p.add_argument("--granule", metavar="SIZE", help="align ranges to this size (default 1MiB)")
+    p.add_argument("--granule", metavar="SIZE",
+                   help="align ranges to this size (default 4KiB: the pages a gateway fetches)")
     p.add_argument("--max-bytes", metavar="SIZE", help="budget: keep the ranges worth the most frames per byte")
     p.add_argument("--max-gap", metavar="SIZE", help="join ranges of a file this close (default 0)")
     p.add_argument("--spread", metavar="SIZE",
@@ -38,6 +39,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--neighbours", type=int, metavar="N", help="training frames borrowed from on each side (default 1)")
     p.add_argument("--unseen-cap", metavar="SIZE",
                    help="files no trace read are warmed whole up to this size, else head and tail (default 256MiB)")
+    p.add_argument("--tile-grow", type=int, metavar="N",
+                   help="tiles by which a texture footprint borrowed from traced frames grows (default 1)")
+    p.add_argument("--finer", type=int, metavar="N",
+                   help="MIP levels of children added beyond the traced frames: a push-in hedge (default 1)")
+    p.add_argument("--unseen-coarse", type=int, metavar="PIXELS",
+                   help="never-traced textures: levels up to this size go early, finer ones last (default 512)")
+    p.add_argument("--no-structure", dest="structure", action="store_false", default=None,
+                   help="do not read files' structure (texture tiles, EXR tables): the byte model only")
     add_path_map_flags(p)
     p.set_defaults(func=run)
 
@@ -47,16 +56,21 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
         value = getattr(args, name)
         return None if value is None else parse_size(value, "command line", "--" + name.replace("_", "-"))
 
-    pred = PredictOptions()
-    if args.spread is not None:
-        pred = replace(pred, spread=size("spread") or 0)
-    if args.neighbours is not None:
-        pred = replace(pred, neighbours=max(1, args.neighbours))
-    if args.unseen_cap is not None:
-        pred = replace(pred, unseen_cap=size("unseen_cap") or 0)
+    knobs: dict[str, int | bool] = {}
+    for name in KNOBS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if KNOBS[name][0] == "size":
+            value = 0 if str(value).strip() == "0" else size(name)
+        try:
+            knobs[name] = check_knob(name, value)
+        except ValueError as exc:
+            raise ConfigError("command line", f"{flag}: {str(exc).split(': ', 1)[-1]}") from exc
     frames = parse_frames(args.frames, "command line", "--frames") if args.frames else None
     return PlanOptions(granule=size("granule"), max_bytes=size("max_bytes"), max_gap=size("max_gap"),
-                       frame=args.frame, frames=frames, predict=pred)
+                       frame=args.frame, frames=frames, knobs=knobs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +99,15 @@ def human(n: float) -> str:
     raise AssertionError
 
 
+def _structure_row(s: dict[str, Any]) -> str:
+    """Files predicted by their tiles, and those a reader could not read (left to the byte model)."""
+    kinds = s.get("structured_files") or {}
+    read = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+    bad = s.get("structure_unreadable", 0)
+    return f"{read} read by structure; {bad} unreadable (byte model)" + (
+        f", e.g. {next(iter(s['structure_unreadable_files']))}" if bad else "")
+
+
 def summary_table(plan: Plan) -> str:
     s = plan.summary()
     whole = s["whole_file_bytes"]
@@ -98,6 +121,7 @@ def summary_table(plan: Plan) -> str:
         ("traces", f"{s.get('trace_records', 0)} records from {s.get('trace_frames', 0)} frames"
                    f" ({s.get('trace_lines_skipped', 0)} lines skipped,"
                    f" {s.get('trace_calls_failed', 0)} failed calls)"),
+        ("structure", _structure_row(s)),
         ("missing", str(s["missing"])),
         ("dropped", f"{human(s['dropped_bytes'])} over budget" if s["dropped_ranges"] else "nothing"),
     ]

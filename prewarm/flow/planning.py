@@ -21,9 +21,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from prewarm.errors import ConfigError, ManifestError, OutsideRoots
+from prewarm.formats.reader import StructureReader, guarded_files
 from prewarm.formats.scenes import SceneReader
 from prewarm.plan.aggregate import TraceSet, aggregate_runs, merge
-from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames
+from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames, prediction_options
 from prewarm.plan.inputs import Resolved, resolve_inputs
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
@@ -130,7 +131,11 @@ def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: Site
         max_gap=settings.max_gap if options.max_gap is None else options.max_gap,
         max_bytes=options.max_bytes if options.max_bytes is not None else manifest.max_bytes,
         roots=settings.roots)
-    return build_plan(manifest, resolved, ts, fs.info, options, effective, trace_counts or {}, created)
+    # The files' own structure (texture tiles, EXR tables), read once per file through the guard.
+    structures = StructureReader(guarded_files(fs.guard) if prediction_options(manifest, options).structure else None)
+    plan = build_plan(manifest, resolved, ts, fs.info, options, effective, trace_counts or {}, created,
+                      structures.by_path(fs.info))
+    return replace(plan, stats={**plan.stats, **structures.stats()})
 
 
 PARALLEL_BYTES = 32 << 20

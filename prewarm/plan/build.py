@@ -19,7 +19,7 @@ from prewarm.plan.inputs import Resolved
 from prewarm.plan.manifest import FrameOrder, Manifest
 from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
 from prewarm.plan.ordering import order_ranges
-from prewarm.plan.predict import Candidate, PredictOptions, predict
+from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
 
 Lookup = Callable[[str], FileInfo | None]
 
@@ -36,6 +36,13 @@ class PlanOptions:
     frames: tuple[int, ...] | None = None
     """Plan these frames instead of the manifest's (re-plan the rest of a running job)."""
     predict: PredictOptions = field(default_factory=PredictOptions)
+    knobs: Mapping[str, int | bool] = field(default_factory=dict)
+    """Prediction knobs from the command line: over the manifest's `predict:`, over `predict`."""
+
+
+def prediction_options(manifest: Manifest, options: PlanOptions) -> PredictOptions:
+    """The prediction knobs in force: the command line's, else the manifest's, else `options.predict`."""
+    return with_knobs(with_knobs(options.predict, manifest.predict), options.knobs)
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,10 @@ def job_folders(manifest: Manifest, files: Sequence[str], roots: Sequence[str]) 
 
 
 def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Lookup, options: PlanOptions,
-               effective: Effective, trace_counts: Mapping[str, int], created: float | None) -> Plan:
-    """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary."""
+               effective: Effective, trace_counts: Mapping[str, int], created: float | None,
+               structure: Structures = lambda p: None) -> Plan:
+    """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary.
+    `structure` gives a file's levels and tiles where a reader could read them (`prewarm.formats`)."""
     frames = job_frames(manifest, options)
     known: dict[str, FileInfo | None] = {f.path: f.info for f in resolved.files}
 
@@ -101,11 +110,12 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
         return known[path]
 
     wholes = {i for i, spec in enumerate(manifest.inputs) if spec.whole}
-    candidates = [Candidate(f.path, f.frame, f.input_index in wholes, manifest.inputs[f.input_index].frames)
+    candidates = [Candidate(f.path, f.frame, f.input_index in wholes, frames=manifest.inputs[f.input_index].frames,
+                            tile_set=f.input_index if f.tile else None)
                   for f in resolved.files]
     traced_ok = job_folders(manifest, [f.path for f in resolved.files], effective.roots)
 
-    result = predict(frames, candidates, ts, info, traced_ok, options.predict)
+    result = predict(frames, candidates, ts, info, traced_ok, prediction_options(manifest, options), structure)
     files: dict[str, FileInfo] = {}
     for p in {pr.path for pr in result.predictions}:
         found = info(p)

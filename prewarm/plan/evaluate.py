@@ -25,6 +25,7 @@ from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import Plan
+from prewarm.plan.ranges import subtract, total
 
 BLOCK = 64 * 1024
 """Scoring granularity: the prediction targets are stated on 64 KiB blocks."""
@@ -141,3 +142,23 @@ def _why(path: str, frames: set[int], planned_paths: set[str], training: Trainin
     if training is not None and training.frames and all(training.lonely(f) for f in frames):
         return "frame with no neighbours in the training traces"
     return "region outside the prediction"
+
+
+def ready_at(plan: Plan, ts: TraceSet, frame: int) -> float | None:
+    """Share of the plan's bytes, in warm order, after which every byte `frame` read is planned:
+    how early in the warm that frame could start without waiting on the WAN. None when the
+    plan never covers it all (or the frame read nothing)."""
+    need = {p: per[frame] for p, per in ts.reads.items() if frame in per}
+    left = sum(total(spans) for spans in need.values())
+    if not left or not plan.bytes:
+        return None
+    done = 0
+    for r in plan.ranges:
+        done += r.length
+        before = need.get(r.path)
+        if before:
+            need[r.path] = subtract(before, [(r.offset, r.end)])
+            left -= total(before) - total(need[r.path])
+            if left <= 0:
+                return done / plan.bytes
+    return None

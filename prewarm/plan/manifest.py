@@ -36,6 +36,7 @@ in what they use (`prewarm.plan.scenes`).
       - {studio: /studio/proj, aliases: [/net/filer01/proj]}
     frame_order: spec         # `spec`: frames render in the spec's order (default);
                               # `sorted`: the farm renders them in ascending order
+    predict: {finer: 1, tile_grow: 1}   # prediction knobs (prewarm.plan.predict.KNOBS); flags win
 
 Sizes are an integer of bytes or a number with a unit: `B`, `KB`/`MB`/`GB`/`TB`
 (powers of 1000), `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); bare `G` is refused as
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import difflib
 import posixpath
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -65,6 +67,7 @@ from prewarm.errors import ConfigError, ManifestError
 from prewarm.plan.framespec import MAX_FRAMES, parse_frames
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.patterns import PathPattern
+from prewarm.plan.predict import check_knob
 from prewarm.plan.units import parse_size
 
 
@@ -118,10 +121,13 @@ class Manifest:
     granule: int | None = None
     path_map: PathMap = field(default_factory=PathMap)
     frame_order: FrameOrder = FrameOrder.SPEC
+    predict: Mapping[str, int | bool] = field(default_factory=dict)
+    """Prediction knobs for this job (`spread`, `tile_grow`, `finer`, ...), checked."""
 
 
 REQUIRED = ("job", "frames", "inputs")
-OPTIONAL = ("show", "shot", "start", "priority", "gateway", "max_bytes", "granule", "path_map", "frame_order")
+OPTIONAL = ("show", "shot", "start", "priority", "gateway", "max_bytes", "granule", "path_map", "frame_order",
+            "predict")
 SCENE_KEYS = ("usd", "blend", "scene")
 """Long forms naming a scene file by kind; `scene` is told by the file's content."""
 INPUT_KEYS = ("path", *SCENE_KEYS, "whole", "optional", "include", "exclude", "literal", "expand")
@@ -245,7 +251,28 @@ class _Parser:
             granule=self.size(keys["granule"], "granule") if "granule" in keys else None,
             path_map=self.path_map(keys["path_map"]) if "path_map" in keys else PathMap(),
             frame_order=order,
+            predict=self.knobs(keys["predict"]) if "predict" in keys else {},
         )
+
+    def knobs(self, node: Node) -> dict[str, int | bool]:
+        """`predict:`, a mapping of prediction knobs, each checked where it is written."""
+        if not isinstance(node, MappingNode):
+            raise self.error(node, "predict: expected a mapping of prediction knobs")
+        out: dict[str, int | bool] = {}
+        for key, value in node.value:
+            name = f"predict.{key.value}"
+            if str(key.value) in out:
+                raise self.error(key, f"{name}: duplicate key")
+            try:
+                out[str(key.value)] = check_knob(str(key.value), self.scalar(value, name),
+                                                 self.sizer(f"{self.source}:{_line(value)}", name))
+            except ValueError as exc:
+                raise self.error(value, f"predict: {exc}") from exc
+        return out
+
+    @staticmethod
+    def sizer(where: str, name: str) -> Callable[[object], int]:
+        return lambda value: parse_size(value, where, name)
 
     def frames(self, node: Node) -> tuple[int, ...]:
         """Parsed from the text as written: YAML would read `0x10` as 16 and `010` as 8."""

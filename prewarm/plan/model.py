@@ -21,8 +21,11 @@ from prewarm.plan.access import Op
 
 FORMAT = "prewarm.plan/1"
 
-DEFAULT_GRANULE = 1 << 20
-"""Ranges are widened to whole granules. The one default: the site's `granule` setting starts from it."""
+DEFAULT_GRANULE = 4096
+"""Ranges are widened to whole granules. The one default: the site's `granule` setting starts from it.
+4 KiB pages, what a gateway fetches: `rsize=1M` is its largest READ, not a fetch unit; a standalone
+37 KB tile read costs about 40 KB of WAN, kept in 4 KiB cache blocks (domain.md), so 1 MiB granules
+around sparse tile reads cost about 4x what a perfect plan needs."""
 
 MAX_OFFSET = 1 << 62
 """No real file is this large; beyond it an offset is a corrupt or hostile plan."""
@@ -38,6 +41,9 @@ class Reason(StrEnum):
     ANCHORED = "anchored"      # header/footer anchored to the start/end of a file of another size
     FALLBACK = "fallback"      # never seen in any trace: the documented fallback
     WHOLE = "whole"            # the manifest asked for the whole file
+    FINER = "finer"            # tiles one MIP level finer than traced frames read: a push-in
+    REGION = "region"          # a shared cache's sample data, where a frame's region cannot be placed
+    UNREAD_TILE = "unread_tile"  # a tile of a tile set (<UDIM>) no traced frame read while its siblings were
 
 
 @dataclass(frozen=True, slots=True)

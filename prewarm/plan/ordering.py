@@ -1,14 +1,21 @@
 """From predictions to the plan's ordered ranges: granules, budget, order. Pure.
 
-Everything is decided per granule (the unit the gateway fetches): for each granule,
-the earliest job frame that needs it, how many frames need it, and the most certain
-reason it is there. The budget keeps the granules that serve the most frames per
-byte (weighted by how certain the prediction is); the order puts what the first
-frames need, and what most frames need, first; uncertain fallbacks go last.
+Everything is decided per granule (the unit the gateway fetches, 4 KiB pages by
+default): for each granule, the earliest job frame that needs it, how many frames
+need it, the most certain reason it is there and its tier (headers and tables,
+then a texture's levels coarse before fine). Granules are never enumerated one by
+one: predictions are cut at their aligned boundaries into segments over which all
+of that is constant, so a plan of whole 33 MB textures at 4 KiB costs what it cost
+at 1 MiB. The budget keeps the segments that serve the most frames per byte
+(weighted by how certain the prediction is), coarse tiers before fine ones among
+equals; the order puts what the first frames need first (headers, then coarse
+levels, then fine), then what most frames need; predictions marked `last`
+(fallbacks, never-traced fine levels, unread tiles of a tile set) go last.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -22,17 +29,24 @@ CONFIDENCE = {
     Reason.PROGRESSION: 0.9,
     Reason.ANCHORED: 0.9,
     Reason.NEIGHBOURS: 0.7,
+    Reason.FINER: 0.5,
+    Reason.REGION: 0.5,
     Reason.FALLBACK: 0.3,
+    Reason.UNREAD_TILE: 0.2,
 }
-"""How sure a reason is: it scales a granule's value under a budget and ranks equals."""
-
-_FALLBACK_TIER = 1
+"""How sure a reason is: it scales a segment's value under a budget and ranks equals."""
 
 
 @dataclass(slots=True)
-class _Granule:
+class _Seg:
+    """Granules `[start, end)` of one file over which frames, reason, tier and lateness are the same."""
+
+    start: int
+    end: int
     frames: int      # bitset over the job's frame order: bit i = the i-th frame needs it
     reason: Reason
+    tier: int
+    last: bool
 
     @property
     def rank(self) -> int:
@@ -54,65 +68,67 @@ class Ordered:
     dropped: list[PlannedRange]
 
 
-def _granules(preds: Iterable[Prediction], rank_of: Mapping[int, int], granule: int,
-              sizes: Mapping[str, int]) -> dict[str, dict[int, _Granule]]:
-    """Per file, per granule index: which frames need it (a union, so no frame counts twice)."""
-    out: dict[str, dict[int, _Granule]] = {}
-    masks: dict[int, tuple[tuple[int, ...], int]] = {}
-    """Masks by the identity of the frames tuple (predictions share tuples; hashing a
-    10,000-frame tuple for every prediction costs more than the mask), the tuple kept alive."""
-    for p in preds:
-        if not p.spans:
-            continue
-        known = masks.get(id(p.frames))
-        if known is None:
-            known = masks[id(p.frames)] = (p.frames, sum(1 << rank_of[f] for f in set(p.frames)))
-        mask = known[1]
-        conf = CONFIDENCE[p.reason]
-        per = out.setdefault(p.path, {})
-        limit = -(-sizes[p.path] // granule)
-        for g in {g for s, e in p.spans for g in range(s // granule, min(-(-e // granule), limit))}:
-            cur = per.get(g)
+def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> list[_Seg]:
+    """One file's predictions (with their frame masks) cut into segments of constant properties."""
+    limit = -(-size // granule)
+    cuts: set[int] = set()
+    spans: list[tuple[int, int, Prediction, int]] = []
+    for p, mask in preds:
+        for s, e in p.spans:
+            a, b = s // granule, min(-(-e // granule), limit)
+            if b > a:
+                cuts.update((a, b))
+                spans.append((a, b, p, mask))
+    bounds = sorted(cuts)
+    cells: dict[int, _Seg] = {}
+    for a, b, p, mask in spans:
+        for i in range(bisect_left(bounds, a), bisect_left(bounds, b)):
+            cur = cells.get(i)
             if cur is None:
-                per[g] = _Granule(mask, p.reason)
-            else:
-                cur.frames |= mask
-                if conf > CONFIDENCE[cur.reason]:
-                    cur.reason = p.reason
-    return out
+                cells[i] = _Seg(bounds[i], bounds[i + 1], mask, p.reason, p.tier, p.last)
+                continue
+            cur.frames |= mask
+            if CONFIDENCE[p.reason] > CONFIDENCE[cur.reason]:
+                cur.reason = p.reason
+            cur.tier = min(cur.tier, p.tier)
+            cur.last = cur.last and p.last
+    return [cells[i] for i in sorted(cells)]
 
 
-def _runs(path: str, per: Mapping[int, _Granule], granule: int, size: int, max_gap: int,
-          max_len: int, frame_at: list[int]) -> list[PlannedRange]:
-    """Join neighbouring granules of one file that share rank and reason into ranges."""
+def _runs(path: str, segs: list[_Seg], granule: int, size: int, max_gap: int, max_len: int,
+          frame_at: list[int]) -> list[tuple[PlannedRange, _Seg]]:
+    """Join neighbouring segments of one file that share rank, reason, tier and lateness into ranges,
+    each with the segment leading it (whose rank, tier and lateness order it)."""
     gap = max_gap // granule
     cap = max(1, max_len // granule)
-    out: list[PlannedRange] = []
-    start = prev = -1
-    head: _Granule | None = None
-    count = 0
+    out: list[tuple[PlannedRange, _Seg]] = []
+    run: list[_Seg] = []
 
     def close() -> None:
-        assert head is not None
-        end = min((prev + 1) * granule, size)
-        out.append(PlannedRange(path, start * granule, end - start * granule,
-                                frame_at[head.rank], count, head.reason))
+        head = run[0]
+        start, end = head.start, run[-1].end
+        count = max(s.count for s in run)
+        while start < end:
+            stop = min(end, start + cap)
+            nbytes = min(stop * granule, size) - start * granule
+            out.append((PlannedRange(path, start * granule, nbytes, frame_at[head.rank], count, head.reason), head))
+            start = stop
 
-    for g in sorted(per):
-        info = per[g]
-        if head is not None and g - prev - 1 <= gap and info.rank == head.rank \
-                and info.reason == head.reason and g - start < cap:
-            prev = g
-            count = max(count, info.count)
-            continue
-        if head is not None:
-            close()
-        start = prev = g
-        head = info
-        count = info.count
-    if head is not None:
+    for seg in segs:
+        if run:
+            head = run[0]
+            if not (seg.start - run[-1].end <= gap and seg.rank == head.rank and seg.reason == head.reason
+                    and seg.tier == head.tier and seg.last == head.last):
+                close()
+                run = []
+        run.append(seg)
+    if run:
         close()
     return out
+
+
+def _sort_key(r: PlannedRange, seg: _Seg) -> tuple[bool, int, int, int, str, int]:
+    return seg.last, seg.rank, seg.tier, -r.frames, r.path, r.offset
 
 
 def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapping[str, int],
@@ -120,38 +136,56 @@ def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapp
                  max_range: int = 64 << 20) -> Ordered:
     """Granule-aligned, budgeted, ordered ranges for the plan."""
     rank_of = {f: i for i, f in enumerate(job_frames)}
-    grans = _granules(preds, rank_of, granule, sizes)
-    dropped: dict[str, dict[int, _Granule]] = {}
+    masks: dict[int, tuple[tuple[int, ...], int]] = {}
+    """Masks by the identity of the frames tuple (predictions share tuples; hashing a
+    10,000-frame tuple for every prediction costs more than the mask), the tuple kept alive."""
+    by_path: dict[str, list[tuple[Prediction, int]]] = {}
+    for p in preds:
+        if not p.spans:
+            continue
+        known = masks.get(id(p.frames))
+        if known is None:
+            known = masks[id(p.frames)] = (p.frames, sum(1 << rank_of[f] for f in set(p.frames)))
+        by_path.setdefault(p.path, []).append((p, known[1]))
+    segs = {path: _segments(ps, granule, sizes[path]) for path, ps in by_path.items()}
+    dropped: dict[str, list[_Seg]] = {}
     if max_bytes is not None:
-        grans, dropped = _budget(grans, sizes, granule, max_bytes)
-    ranges: list[PlannedRange] = []
-    for path, per in grans.items():
-        ranges.extend(_runs(path, per, granule, sizes[path], max_gap, max_range, job_frames))
-    ranges.sort(key=lambda r: (_FALLBACK_TIER if r.reason == Reason.FALLBACK else 0,
-                               rank_of.get(r.frame, 0) if r.frame is not None else 0,
-                               -r.frames, r.path, r.offset))
+        segs, dropped = _budget(segs, sizes, granule, max_bytes)
+    keyed: list[tuple[tuple[bool, int, int, int, str, int], PlannedRange]] = []
+    for path, ss in segs.items():
+        for r, head in _runs(path, ss, granule, sizes[path], max_gap, max_range, job_frames):
+            keyed.append((_sort_key(r, head), r))
+    keyed.sort(key=lambda kr: kr[0])
     lost: list[PlannedRange] = []
-    for path, per in dropped.items():
-        lost.extend(_runs(path, per, granule, sizes[path], 0, max_range, job_frames))
-    return Ordered(ranges, lost)
+    for path, ss in dropped.items():
+        lost.extend(r for r, _ in _runs(path, ss, granule, sizes[path], 0, max_range, job_frames))
+    return Ordered([r for _, r in keyed], lost)
 
 
-def _budget(grans: dict[str, dict[int, _Granule]], sizes: Mapping[str, int], granule: int,
-            max_bytes: int) -> tuple[dict[str, dict[int, _Granule]], dict[str, dict[int, _Granule]]]:
-    """Keep the granules worth the most frames per byte until the budget is spent."""
-    items = []
-    for path, per in grans.items():
-        size = sizes[path]
-        for g, info in per.items():
-            nbytes = min((g + 1) * granule, size) - g * granule
-            items.append((-info.value / nbytes, info.rank, path, g, nbytes))
-    items.sort()
-    kept: dict[str, dict[int, _Granule]] = {}
-    dropped: dict[str, dict[int, _Granule]] = {}
-    spent = 0
-    for _, _, path, g, nbytes in items:
-        target = kept if spent + nbytes <= max_bytes else dropped
-        if target is kept:
-            spent += nbytes
-        target.setdefault(path, {})[g] = grans[path][g]
+def _budget(segs: dict[str, list[_Seg]], sizes: Mapping[str, int], granule: int,
+            max_bytes: int) -> tuple[dict[str, list[_Seg]], dict[str, list[_Seg]]]:
+    """Keep the segments worth the most frames per byte until the budget is spent; among equals,
+    coarse tiers before fine, then small segments before large (a small file done whole, rather
+    than a part of a large one), then early frames before late."""
+    items = sorted(((-s.value, s.last, s.tier, s.end - s.start, s.rank, path, s.start), s)
+                   for path, ss in segs.items() for s in ss)
+    kept: dict[str, list[_Seg]] = {}
+    dropped: dict[str, list[_Seg]] = {}
+    left = max_bytes
+    for (*_, path, _start), s in items:
+        end = min(s.end * granule, sizes[path])
+        nbytes = end - s.start * granule
+        if nbytes <= left:
+            kept.setdefault(path, []).append(s)
+            left -= nbytes
+            continue
+        fit = left // granule
+        if fit > 0:
+            head = _Seg(s.start, s.start + fit, s.frames, s.reason, s.tier, s.last)
+            kept.setdefault(path, []).append(head)
+            left -= fit * granule
+            s = _Seg(s.start + fit, s.end, s.frames, s.reason, s.tier, s.last)
+        dropped.setdefault(path, []).append(s)
+    for ss in (*kept.values(), *dropped.values()):
+        ss.sort(key=lambda s: s.start)
     return kept, dropped

@@ -17,9 +17,21 @@ Models, chosen per file from what the training frames (frames with traces) did:
   spans of its `neighbours` nearest training frames on each side (tiled textures:
   the tiles and MIP levels change slowly with the camera). `neighbours` is the knob
   that trades coverage for bytes.
+* **Structured files** (a reader found levels and tiles: `.tx`, tiled EXR): predicted in
+  tile space by `prewarm.plan.texture` (footprints grown by tiles, children one level
+  finer on a push-in, coarser levels over every region), headers and tables first.
+* **Regions of a shared cache** (an Alembic archive: a compact region per frame): a steady
+  progression inside the sample data is extrapolated; a frame between two traced
+  frames of ordered regions lies between them; anything else (repeats of a cycle,
+  holds, regions out of frame order, a progression running off the data) cannot be
+  placed, and gets the span of the sample data every region lies in.
 * **Never seen** (no trace read the file, or there are no traces): warmed whole up to
   `unseen_cap`; larger files get their head and tail (where every format keeps its
-  header, offset tables and footer). These come last in the plan.
+  header, offset tables and footer). These come last in the plan. A structured file
+  comes by its levels: header, tables and levels up to `unseen_coarse` early, finer
+  levels last (within the cap, coarse first), so a budget drops the finest first.
+  A tile of a tile set that no traced frame read while a sibling was read goes last
+  (`unread_tile`): the shots looked elsewhere.
 """
 
 from __future__ import annotations
@@ -29,15 +41,28 @@ import re
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
-from prewarm.plan.ranges import Span, clip, clip_normal, normalize, subtract, total
+from prewarm.plan.ranges import Span, clip, clip_normal, intersect, normalize, subtract, total
+from prewarm.plan.structure import Structure
+from prewarm.plan.texture import (
+    META_TIER,
+    TextureOptions,
+    footprints,
+    predict_tiles,
+    tiers,
+    whole_by_tier,
+)
 
 MiB = 1 << 20
 
 Lookup = Callable[[str], FileInfo | None]
+Structures = Callable[[str], Structure | None]
+"""A file's structure (levels, tiles, tables) when a reader could read it, else None: the byte model."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +78,58 @@ class PredictOptions:
     probe: int = MiB
     """... and beyond it, this many bytes at the head and at the tail."""
     spread: int = 512 << 10
-    """Bytes by which spans borrowed from neighbouring frames are widened on each side:
-    the knob that trades coverage for bytes (textures: nearby tiles). On the texture
-    shot (every 4th frame traced) 0 gives recall 0.87 at 1.5x the needed bytes, 512 KiB
-    0.89 at 2.4x, 1 MiB 0.90 at 3.1x; bench/predict.py sweeps it."""
+    """Bytes by which scattered spans borrowed from neighbouring frames are widened on each
+    side (a texture whose structure could not be read: nearby tiles): coverage for bytes.
+    On shot200 by bytes only, every 4th frame traced, 512 KiB gives recall 0.89 at 2.35x
+    the needed bytes (`bench/predict.py`, its `bytes only` rows); 0 gave 0.87 at 1.5x."""
     always_share: float = 0.9
     """A shared file read by this share of training frames is read by every job frame."""
     max_delta: int = 2
     """How far a per-frame file's number may be from the frame reading it (motion blur)."""
+    texture: TextureOptions = field(default_factory=TextureOptions)
+    """The tile-space model of files whose structure was read (`prewarm.plan.texture`)."""
+    unseen_coarse: int = 512
+    """A never-traced texture's levels up to this resolution (pixels, the larger side) go early in
+    the warm with its header and tables, finer levels last. A wide shot samples a 2k texture at
+    256-512 pixels (shot200's first frames), so the first frame is ready after a few percent of it."""
+    structure: bool = True
+    """Read structured files' headers and tables (textures, EXR) and predict them by tile; off: bytes only."""
+    compact: float = 0.5
+    """A frame's own reads of a shared file are one region (an Alembic frame's samples) when they
+    fill this share of their hull; scattered reads (tiles of an unread texture) are not."""
+
+
+KNOBS: dict[str, tuple[str, int]] = {
+    "spread": ("size", 0), "neighbours": ("int", 1), "unseen_cap": ("size", 0),
+    "tile_grow": ("int", 0), "finer": ("int", 0), "unseen_coarse": ("int", 1), "structure": ("bool", 0),
+}
+"""The prediction knobs a manifest (`predict:`) and the command line may set: kind and least value.
+`tile_grow` and `finer` are the texture model's `grow` and `finer`."""
+
+
+def with_knobs(opts: PredictOptions, knobs: Mapping[str, int | bool]) -> PredictOptions:
+    """`opts` with `knobs` (checked values, by the names of `KNOBS`) applied."""
+    texture: dict[str, Any] = {("grow" if k == "tile_grow" else k): v for k, v in knobs.items()
+                               if k in ("tile_grow", "finer")}
+    plain: dict[str, Any] = {k: v for k, v in knobs.items() if k not in ("tile_grow", "finer")}
+    return replace(opts, **plain, texture=replace(opts.texture, **texture))
+
+
+def check_knob(name: str, value: object, size: Callable[[object], int] | None = None) -> int | bool:
+    """A knob's value checked (ValueError with the reason); `size` parses sizes such as `512KiB`
+    (without it a size must already be an integer of bytes)."""
+    if name not in KNOBS:
+        raise ValueError(f"unknown prediction knob {name!r} (one of {', '.join(KNOBS)})")
+    kind, least = KNOBS[name]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected true or false")
+        return value
+    plain_int = isinstance(value, int) and not isinstance(value, bool)
+    got = size(value) if kind == "size" and not plain_int and size is not None else value
+    if not isinstance(got, int) or isinstance(got, bool) or got < least:
+        raise ValueError(f"{name}: expected an integer >= {least}")
+    return got
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +140,10 @@ class Prediction:
     frames: tuple[int, ...]
     spans: list[Span]
     reason: Reason
+    tier: int = 0
+    """Order within a frame's needs: 0 for headers and tables, a level's resolution for its tiles."""
+    last: bool = False
+    """After everything a frame is known to need: fallbacks, finest levels of never-traced textures."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +156,8 @@ class Candidate:
     whole: bool = False
     frames: tuple[int, ...] | None = None
     """A shared file read only by these frames, as a scene says (a value clip); None: every frame."""
+    tile_set: int | None = None
+    """Files of one tile pattern (`<UDIM>`, `<UVTILE>`) share a number: siblings."""
 
 
 @dataclass
@@ -200,9 +275,9 @@ def _fit_line(xs: list[int], ys: list[int]) -> tuple[float, float, float]:
     mx = sum(xs) / n
     my = sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     a = my - b * mx
-    worst = max(abs(y - (a + b * x)) for x, y in zip(xs, ys))
+    worst = max(abs(y - (a + b * x)) for x, y in zip(xs, ys, strict=True))
     return a, b, worst
 
 
@@ -247,7 +322,7 @@ def _fit_hulls(hulls: Mapping[int, Span]) -> _Progression | None:
     xs = [t for t, _ in pts]
     starts = [h[0] for _, h in pts]
     ends = [h[1] for _, h in pts]
-    lengths = [e - s for s, e in zip(starts, ends)]
+    lengths = [e - s for s, e in zip(starts, ends, strict=True)]
     if min(lengths) <= 0 or max(lengths) > 1.5 * min(lengths):
         return None
     a, b, ws = _fit_line(xs, starts)
@@ -289,21 +364,119 @@ def neighbour_groups(train: list[int], job: list[int], k: int) -> Groups:
     return [(nb, exact, frames) for (nb, exact), frames in groups.items()]
 
 
+@dataclass(frozen=True)
+class _Regions:
+    """What the traced frames' own regions of a shared cache say about unseen frames' regions."""
+
+    hulls: Mapping[int, Span]
+    sample: Span
+    """Where every region lies: between the common spans (archive header, index) around them."""
+    ordered: bool
+    """Regions advance with the frame number: a frame between two traced ones lies between them."""
+    repeats: bool
+    """Some frame read a region another frame read (a cycle, a hold: identical samples stored once)."""
+    progression: _Progression | _Progressions | None
+
+
+def _sample_span(common: list[Span], hulls: Iterable[Span], size: int) -> Span:
+    hs = list(hulls)
+    lo, hi = min(h[0] for h in hs), max(h[1] for h in hs)
+    before = [e for s, e in common if e <= lo]
+    after = [s for s, e in common if s >= hi]
+    return (max(before) if before else 0, min(after) if after else size)
+
+
+def analyse_regions(specific: Mapping[int, list[Span]], common: list[Span], size: int,
+                    compact: float) -> _Regions | None:
+    """The region model of a shared file, or None when frames' own reads are scattered, not regions."""
+    hulls = {t: h for t, sp in specific.items() if (h := _hull(sp)) is not None}
+    if len(hulls) < 2 or any(total(specific[t]) < compact * (h[1] - h[0]) for t, h in hulls.items()):
+        return None
+    frames = sorted(hulls)
+    ordered = all(hulls[a][0] < hulls[b][0] for a, b in pairwise(frames))
+    repeats = _repeats(specific, hulls)
+    return _Regions(hulls, _sample_span(common, hulls.values(), size), ordered, repeats,
+                    fit_progression(specific) if ordered and not repeats else None)
+
+
+def _same_region(a: list[Span], b: list[Span]) -> bool:
+    return total(intersect(a, b)) >= 0.5 * min(total(a), total(b))
+
+
+def _repeats(specific: Mapping[int, list[Span]], hulls: Mapping[int, Span]) -> bool:
+    """Does some frame read a region another frame read? Only frames whose hulls overlap are compared."""
+    by_start = sorted(hulls, key=lambda t: hulls[t])
+    for i, a in enumerate(by_start):
+        for b in by_start[i + 1:]:
+            if hulls[b][0] >= hulls[a][1]:
+                break
+            if _same_region(specific[a], specific[b]):
+                return True
+    return False
+
+
+OFF_SAMPLE = 0.1
+"""A progression's region may stick out of the sample data by this share of its length (fit error);
+further out, the progression has run off the data (a cycle, a hold, the end of the shot)."""
+
+
+def _region_for(reg: _Regions, frame: int, nb: tuple[int, ...], specific: Mapping[int, list[Span]],
+                size: int) -> tuple[list[Span], Reason]:
+    """Where an unseen frame's region lies, and how sure that is.
+
+    A steady progression that stays inside the sample data is extrapolated; between
+    two traced frames of ordered regions, the frame's region lies between theirs;
+    two neighbours holding one region share it. Anything else (a cycle, regions out
+    of frame order, a progression running off the sample data) cannot be placed: the
+    whole sample data, bounded by the file, rather than a guess that misses.
+    """
+    lo, hi = reg.sample
+    if reg.progression is not None:
+        region = reg.progression.region(frame, size)
+        if region:
+            tol = OFF_SAMPLE * (region[-1][1] - region[0][0])
+            if region[0][0] >= lo - tol and region[-1][1] <= hi + tol:
+                return region, Reason.PROGRESSION
+    before = [t for t in nb if t < frame and t in reg.hulls]
+    after = [t for t in nb if t > frame and t in reg.hulls]
+    if before and after:
+        a, b = max(before), min(after)
+        if reg.ordered and not reg.repeats:
+            return [(reg.hulls[a][0], reg.hulls[b][1])], Reason.NEIGHBOURS
+        if _same_region(specific[a], specific[b]):
+            return normalize(specific[a] + specific[b]), Reason.NEIGHBOURS
+    return [(lo, hi)], Reason.REGION
+
+
+def _place(frame: int, progression: _Progression | _Progressions | None, regions: _Regions | None,
+           near: tuple[int, ...], specific: Mapping[int, list[Span]], size: int) -> tuple[list[Span], Reason]:
+    """An unseen frame's region of a shared file: extrapolated, or by the region model."""
+    if progression is not None:
+        return progression.region(frame, size), Reason.PROGRESSION
+    assert regions is not None
+    return _region_for(regions, frame, near, specific, size)
+
+
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
                     groups: Groups, opts: PredictOptions, every: tuple[int, ...] = ()) -> Iterator[Prediction]:
     """`every`: all the groups' frames in group order, shared by the files every group reads
-    (a plan of 10,000 frames would otherwise hold a 10,000-frame tuple per shared file)."""
+    (a plan of 10,000 frames would otherwise hold a 10,000-frame tuple per shared file).
+
+    Frames' own reads that are one region each go to the region model; scattered ones
+    (several far spans a frame, as a USD crate's value block and its table entry) are
+    extrapolated when each moves steadily, else borrowed from the neighbours."""
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
     common = clip_normal(_read_by_share(per, need), size)
     specific = {t: subtract(clip_normal(per[t], size), common) for t in readers}
-    progression = fit_progression(specific)
+    regions = analyse_regions(specific, common, size, opts.compact)
+    progression = fit_progression(specific) if regions is None else None
     everyone = len(readers) >= opts.always_share * len(train)
 
     present: list[int] = []
     included = 0
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
-    extrapolate: list[int] = []
+    placed: dict[tuple[tuple[Span, ...], Reason], list[int]] = defaultdict(list)
     for nb, exact, frames in groups:
         reading = tuple(t for t in nb if t in per)
         if exact:
@@ -316,10 +489,13 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
             continue
         present.extend(frames)
         included += 1
-        if progression is not None:
-            extrapolate.extend(frames)
-        else:
+        if progression is None and regions is None:
             borrow.setdefault((reading, False), []).extend(frames)
+            continue
+        for f in frames:
+            spans, why = _place(f, progression, regions, reading or _neighbours(readers, f, opts.neighbours),
+                                specific, size)
+            placed[(tuple(spans), why)].append(f)
     if common and present:
         yield Prediction(path, every if included == len(groups) and every else tuple(present), common, Reason.TRACE)
     for (nb, exact), frames in borrow.items():
@@ -328,11 +504,49 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
             spans = clip([(s - opts.spread, e + opts.spread) for s, e in spans], size)
         if spans:
             yield Prediction(path, tuple(frames), spans, Reason.TRACE if exact else Reason.NEIGHBOURS)
-    if progression is not None:
-        for f in extrapolate:
-            region = subtract(progression.region(f, size), common)
-            if region:
-                yield Prediction(path, (f,), region, Reason.PROGRESSION)
+    for (spans_t, why), frames in placed.items():
+        region = subtract(list(spans_t), common)
+        if region:
+            yield Prediction(path, tuple(frames), region, why)
+
+
+def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], train: list[int],
+                     groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
+    """A structured file read by traced frames: tiles in texture space (`prewarm.plan.texture`)."""
+    readers = sorted(per)
+    fps = footprints(st, per)
+    rest = normalize(s for t in readers for s in st.tiles_read(per[t])[1])
+    everyone = len(readers) >= opts.always_share * len(train)
+    present: list[int] = []
+    by_tiles: dict[frozenset[tuple[tuple[int, int, int], Reason]], list[int]] = defaultdict(list)
+    memo: dict[tuple[tuple[int, ...], bool, int, bool], frozenset[tuple[tuple[int, int, int], Reason]]] = {}
+    for nb, exact, frames in groups:
+        reading = tuple(t for t in nb if t in per)
+        if exact:
+            if reading:
+                present.extend(frames)
+                by_tiles[frozenset((t, Reason.TRACE) for t in fps[reading[0]])].extend(frames)
+            continue
+        if not (reading or everyone):
+            continue
+        present.extend(frames)
+        for f in frames:
+            near = reading or _neighbours(readers, f, opts.neighbours)
+            # the prediction depends on the frame only through its sides and its distance
+            bracketed = min(near) < f < max(near)
+            key = (near, bracketed, 0 if bracketed else min(abs(f - t) for t in near), f > max(near))
+            if key not in memo:
+                memo[key] = frozenset(predict_tiles(st, fps, f, near, opts.texture).items())
+            by_tiles[memo[key]].append(f)
+    if present:
+        yield Prediction(path, tuple(present), normalize([*st.meta, *rest]), Reason.TRACE, META_TIER)
+    for tiles, frames in by_tiles.items():
+        by_reason: dict[Reason, list[tuple[int, int, int]]] = defaultdict(list)
+        for t, why in tiles:
+            by_reason[why].append(t)
+        for why, ts in by_reason.items():
+            for tier, spans in tiers(st, ts):
+                yield Prediction(path, tuple(frames), spans, why, tier)
 
 
 @dataclass
@@ -366,58 +580,27 @@ def _shape(instances: Iterable[tuple[list[Span], int]], whole_share: float) -> _
     return _Shape(whole, normalize(head), normalize(tail))
 
 
-def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[int]) -> tuple[int, ...]:
-    """The job frames that may read a candidate; `all_frames` is shared, not copied, per file."""
-    if c.frame is not None:
-        return (c.frame,) if c.frame in job_set else ()
-    if c.frames is not None:
-        reading = set(c.frames)
-        return tuple(f for f in all_frames if f in reading)
-    return all_frames
-
-
 def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, lookup: Lookup,
             traced_ok: Callable[[str], bool] = lambda p: True,
-            opts: PredictOptions = PredictOptions()) -> PredictResult:
+            opts: PredictOptions = PredictOptions(),
+            structure: Structures = lambda p: None) -> PredictResult:
     """Predictions for every job frame; see the module docstring for the models.
 
     `traced_ok` says which traced files may enter the plan although no manifest
     input names them (the caller keeps them to the job's folders and roots).
+    `structure` gives a file's levels and tiles where a reader could read them.
     """
     job_frames = list(dict.fromkeys(job))
     train = sorted(ts.frames)
     result = PredictResult()
-    out = result.predictions
     explained: set[str] = set()
-    job_set = set(job_frames)
-    all_frames = tuple(job_frames)  # one tuple shared by every file all frames read
-
     seqs = find_sequences(ts, opts.max_delta) if train else []
     in_sequence = {p for s in seqs for p in s.members.values()}
     for seq in seqs:
-        sizes = []
-        for t, p in seq.members.items():
-            info = lookup(p)
-            sizes.append((ts.reads[p][t], info.size if info else 0))
-        shape = _shape(sizes, opts.whole_share)
-        for f in job_frames:
-            member = seq.key.path(f + seq.delta)
-            if member is None or not traced_ok(member):
-                continue
-            explained.add(member)
-            info = lookup(member)
-            if info is None:
-                result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
-                continue
-            if f in ts.reads.get(member, {}):
-                out.append(Prediction(member, (f,), clip_normal(ts.reads[member][f], info.size), Reason.TRACE))
-            else:
-                spans = shape.spans(info.size)
-                if spans:
-                    out.append(Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
+        _predict_sequence(seq, job_frames, ts, lookup, traced_ok, opts, result, explained)
     result.stats["sequences"] = len(seqs)
 
-    shared = 0
+    shared = textures = 0
     groups = neighbour_groups(train, job_frames, opts.neighbours)
     every = tuple(f for _, _, frames in groups for f in frames)
     for p, per in ts.reads.items():
@@ -429,10 +612,71 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.missing.append((p, "not found: earlier renders of this shot read it"))
             continue
         shared += 1
-        out.extend(_predict_shared(p, info.size, per, train, groups, opts, every))
+        st = structure(p)
+        if st is not None:
+            textures += 1
+            result.predictions.extend(_predict_texture(p, st, per, train, groups, opts))
+        else:
+            result.predictions.extend(_predict_shared(p, info.size, per, train, groups, opts, every))
     result.stats["shared_files"] = shared
+    result.stats["tiled_files"] = textures
+    _predict_unseen(list(candidates), job_frames, ts, lookup, structure, opts, result, explained)
+    return result
 
-    unseen = 0
+
+def _predict_sequence(seq: _Sequence, job_frames: list[int], ts: TraceSet, lookup: Lookup,
+                      traced_ok: Callable[[str], bool], opts: PredictOptions, result: PredictResult,
+                      explained: set[str]) -> None:
+    sizes = []
+    for t, p in seq.members.items():
+        info = lookup(p)
+        sizes.append((ts.reads[p][t], info.size if info else 0))
+    shape = _shape(sizes, opts.whole_share)
+    for f in job_frames:
+        member = seq.key.path(f + seq.delta)
+        if member is None or not traced_ok(member):
+            continue
+        explained.add(member)
+        info = lookup(member)
+        if info is None:
+            result.missing.append((member, f"not found: frame {f} should read it ({seq.key.display()})"))
+            continue
+        if f in ts.reads.get(member, {}):
+            result.predictions.append(Prediction(member, (f,), clip_normal(ts.reads[member][f], info.size),
+                                                 Reason.TRACE))
+        else:
+            spans = shape.spans(info.size)
+            if spans:
+                result.predictions.append(
+                    Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
+
+
+def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[int]) -> tuple[int, ...]:
+    """The job frames that may read a candidate; `all_frames` is shared, not copied, per file."""
+    if c.frame is not None:
+        return (c.frame,) if c.frame in job_set else ()
+    if c.frames is not None:
+        reading = set(c.frames)
+        return tuple(f for f in all_frames if f in reading)
+    return all_frames
+
+
+def _unread_siblings(candidates: list[Candidate], ts: TraceSet) -> set[str]:
+    """Tiles of a tile set that no traced frame read while a sibling was: the frames' shots do not
+    look at them, so they go last (and a budget drops them first)."""
+    read_sets = {c.tile_set for c in candidates if c.tile_set is not None and c.path in ts.reads}
+    return {c.path for c in candidates
+            if c.tile_set in read_sets and c.path not in ts.reads and not c.whole}
+
+
+def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: TraceSet, lookup: Lookup,
+                    structure: Structures, opts: PredictOptions, result: PredictResult,
+                    explained: set[str]) -> None:
+    """Inputs no trace read: whole (up to the cap) and last; a texture by its levels, coarse ones early."""
+    job_set = set(job_frames)
+    all_frames = tuple(job_frames)  # one tuple shared by every file all frames read
+    unread_tiles = _unread_siblings(candidates, ts)
+    unseen = structured = 0
     for c in candidates:
         if c.path in explained and not c.whole:
             continue
@@ -442,14 +686,27 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             continue
         explained.add(c.path)
         if c.whole:
-            out.append(Prediction(c.path, frames, [(0, info.size)], Reason.WHOLE))
+            result.predictions.append(Prediction(c.path, frames, [(0, info.size)], Reason.WHOLE))
             continue
         unseen += 1
+        sibling = c.path in unread_tiles
+        reason = Reason.UNREAD_TILE if sibling else Reason.FALLBACK
+        st = structure(c.path)
+        if st is not None:
+            structured += 1
+            room = opts.unseen_cap
+            for tier, spans in whole_by_tier(st):
+                room -= total(spans)
+                if room < 0 and tier != META_TIER:
+                    break  # coarse levels fit the cap, finer ones do not
+                late = sibling or tier > opts.unseen_coarse
+                result.predictions.append(Prediction(c.path, frames, spans, reason, tier, last=late))
+            continue
         if info.size <= opts.unseen_cap:
             spans = [(0, info.size)]
         else:
             spans = normalize([(0, opts.probe), (info.size - opts.probe, info.size)])
-        out.append(Prediction(c.path, frames, spans, Reason.FALLBACK))
+        result.predictions.append(Prediction(c.path, frames, spans, reason, last=True))
     result.stats["unseen_files"] = unseen
-    return result
-
+    result.stats["unseen_tiled_files"] = structured
+    result.stats["unread_tiles"] = len(unread_tiles)

@@ -138,7 +138,7 @@ class SpanAccumulator:
     regions read rather than to the number of calls.
     """
 
-    __slots__ = ("_spans", "_limit")
+    __slots__ = ("_limit", "_spans")
 
     def __init__(self) -> None:
         self._spans: list[Span] = []

@@ -1,0 +1,227 @@
+"""The texture model: frames' reads of a structured file in tile space, and tiles predicted for unseen frames. Pure.
+
+A texture cache reads a file's header and tile tables, then the tiles of the MIP
+levels a frame samples. Byte offsets hide what changes from frame to frame: as the
+camera pans, a frame reads the neighbouring tiles of the same level; as it pushes
+in, the children of those tiles one level finer. In tile space both are plain:
+
+* a traced read is mapped to `(level, x, y)` through the file's `Structure`;
+* an unseen frame borrows the footprints of its traced neighbours, grown by
+  `grow` tiles at every level. Beyond the last traced frame (or before the first)
+  the footprint also grows with the distance, at the pace the footprints moved
+  over the traced frames (`drift`, per axis, in image sizes per frame);
+* beyond the traced frames, the children of the finest tiles one level finer are
+  added (`finer` levels deep, a hedge for a push-in), and at least one level when
+  the finest level read gets finer over the traced frames towards it;
+* every coarser level over any predicted region is added: the tiles are few,
+  and a filtered lookup reads the next coarser level too.
+
+Ordering follows the structure: header and tables first (tier 0), then levels
+coarse before fine (their tier is their resolution), so that a budget drops the
+finest tiles first and the first frame of a wide shot, which reads coarse levels,
+is ready early.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+
+from prewarm.plan.model import Reason
+from prewarm.plan.ranges import Span, normalize
+from prewarm.plan.structure import Structure, Tile
+
+META_TIER = 0
+"""Tier of headers and tile tables: before any tile."""
+
+
+@dataclass(frozen=True)
+class TextureOptions:
+    grow: int = 1
+    """Tiles by which a borrowed footprint grows on each side, at every level."""
+    finer: int = 1
+    """Levels of children added under the finest tiles of frames beyond the traced ones, as a
+    hedge for a push-in the traced frames cannot show (between traced frames, the neighbours
+    bracket the level). A push-in they do show adds one level without it."""
+    max_drift: float = 0.25
+    """The most a footprint is assumed to move per frame, in image widths: a faster jump between
+    traced frames is a lookup wrapping round the texture, not camera motion."""
+
+
+Footprints = Mapping[int, frozenset[Tile]]
+"""Per traced frame, the tiles it read."""
+
+
+def footprints(st: Structure, per: Mapping[int, list[Span]]) -> dict[int, frozenset[Tile]]:
+    return {t: frozenset(st.tiles_read(spans)[0]) for t, spans in per.items()}
+
+
+def _by_level(tiles: Iterable[Tile]) -> dict[int, set[tuple[int, int]]]:
+    out: dict[int, set[tuple[int, int]]] = defaultdict(set)
+    for level, x, y in tiles:
+        out[level].add((x, y))
+    return out
+
+
+def _finest(st: Structure, tiles: Iterable[Tile]) -> int | None:
+    """Index of the finest level among `tiles` (largest resolution)."""
+    levels = {t[0] for t in tiles}
+    return max(levels, key=lambda i: st.levels[i].resolution) if levels else None
+
+
+def _centre(st: Structure, level: int, cells: set[tuple[int, int]]) -> tuple[float, float]:
+    """Where a footprint is, per axis, as a circular mean: a lookup near s = 0 of a texture that
+    repeats reads the last column too, and a plain mean or bounding box would put it mid-image."""
+    lv = st.levels[level]
+
+    def mean(values: list[float]) -> float:
+        c = sum(math.cos(2 * math.pi * v) for v in values)
+        s = sum(math.sin(2 * math.pi * v) for v in values)
+        return (math.atan2(s, c) / (2 * math.pi)) % 1.0
+
+    return (mean([(x + 0.5) / lv.columns for x, _ in cells]), mean([(y + 0.5) / lv.rows for _, y in cells]))
+
+
+def _apart(a: float, b: float) -> float:
+    d = abs(a - b) % 1.0
+    return min(d, 1.0 - d)
+
+
+def drift(st: Structure, fps: Footprints, side: list[int], max_drift: float = 0.25) -> tuple[float, float]:
+    """How fast footprints move near `side` (traced frames, nearest last), in image widths and
+    heights per frame: the mean over its consecutive frames of how far the centre of what both
+    read at a level moved.
+
+    Footprints move in whole tiles, so most pairs of frames show no move and a few a
+    jump: the mean, not the median, sees a slow pan. Only the frames towards the
+    unseen frame count: a pan that stopped earlier in the shot does not move it.
+    """
+    mx: list[float] = []
+    my: list[float] = []
+    for a, b in pairwise(side):
+        la, lb = _by_level(fps[a]), _by_level(fps[b])
+        shared = set(la) & set(lb)
+        if not shared:
+            continue
+        level = min(shared, key=lambda i: st.levels[i].resolution)
+        (ax, ay), (bx, by) = _centre(st, level, la[level]), _centre(st, level, lb[level])
+        gap = abs(b - a)
+        mx.append(min(max_drift, _apart(ax, bx) / gap))
+        my.append(min(max_drift, _apart(ay, by) / gap))
+    if not mx:
+        return 0.0, 0.0
+    return sum(mx) / len(mx), sum(my) / len(my)
+
+
+def grow(st: Structure, tiles: Iterable[Tile], cells: int, by: tuple[float, float] = (0.0, 0.0)) -> set[Tile]:
+    """`tiles` widened by `cells` tiles plus `by` (image widths, heights) on each side, level by level."""
+    out: set[Tile] = set()
+    for level, xy in _by_level(tiles).items():
+        lv = st.levels[level]
+        rx = cells + math.floor(by[0] * lv.columns + 0.5)
+        ry = cells + math.floor(by[1] * lv.rows + 0.5)
+        rows: dict[int, set[int]] = defaultdict(set)
+        for x, y in xy:
+            rows[y].update(range(max(0, x - rx), min(lv.columns, x + rx + 1)))
+        for y, xs in rows.items():
+            for yy in range(max(0, y - ry), min(lv.rows, y + ry + 1)):
+                out.update((level, x, yy) for x in xs)
+    return out
+
+
+def children(st: Structure, tiles: Iterable[Tile], depth: int) -> set[Tile]:
+    """The tiles `depth` levels finer under the finest level of `tiles` (a push-in reads them next)."""
+    tiles = list(tiles)
+    finest = _finest(st, tiles)
+    if finest is None or depth <= 0:
+        return set()
+    out: set[Tile] = set()
+    frontier: list[tuple[int, set[tuple[int, int]]]] = [(finest, {(x, y) for lv, x, y in tiles if lv == finest})]
+    for _ in range(depth):
+        nxt: list[tuple[int, set[tuple[int, int]]]] = []
+        for level, cells in frontier:
+            for child in st.finer(level):
+                got = st.project(cells, level, child)
+                out.update((child, x, y) for x, y in got)
+                nxt.append((child, got))
+        frontier = nxt
+    return out
+
+
+def coarser(st: Structure, tiles: Iterable[Tile]) -> set[Tile]:
+    """Every coarser level's tiles over the region `tiles` cover."""
+    out: set[Tile] = set()
+    for level, cells in _by_level(tiles).items():
+        for c in st.coarser(level):
+            out.update((c, x, y) for x, y in st.project(cells, level, c))
+    return out
+
+
+def _finer_trend(st: Structure, fps: Footprints, side: list[int]) -> bool:
+    """Do the finest levels read get finer along `side` (traced frames ordered towards the unseen frame)?"""
+    res = [st.levels[f].resolution for t in side if (f := _finest(st, fps[t])) is not None]
+    return len(res) >= 2 and res[-1] > min(res[:-1])
+
+
+TREND_FRAMES = 3
+"""Traced frames nearest an unseen frame beyond them over which motion and a push-in are measured."""
+
+
+def _spacing(frames: list[int]) -> int:
+    """The usual gap between traced frames: a stepped check render's step."""
+    gaps = sorted(b - a for a, b in pairwise(frames))
+    return gaps[len(gaps) // 2] if gaps else 1
+
+
+def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int, ...],
+                  opts: TextureOptions) -> dict[Tile, Reason]:
+    """The tiles an unseen `frame` will read and why, from its nearest traced frames reading the file.
+
+    Between traced frames, their footprints bracket the frame's: their union, grown.
+    Beyond them, the footprint first moves (grows by the distance at the pace
+    footprints moved over the last traced frames, `drift`), then grows. A push-in
+    reads the children of the tiles it read, over a smaller region: the children of
+    the moved footprint's finest tiles, grown at their own level, one level deep when
+    the last traced frames get finer, `finer` levels deep (the hedge for a push-in no
+    traced frame shows) when the frame is further from them than their spacing.
+    """
+    base: set[Tile] = set().union(*(fps[t] for t in nearest))
+    before = [t for t in nearest if t < frame]
+    after = [t for t in nearest if t > frame]
+    out: dict[Tile, Reason] = {}
+    moved = base
+    depth = 0
+    if not (before and after):
+        distance = min(abs(frame - t) for t in nearest)
+        traced = sorted(t for t in fps if fps[t])
+        side = traced[-(TREND_FRAMES + 1):] if before else traced[:TREND_FRAMES + 1][::-1]
+        px, py = drift(st, fps, side, opts.max_drift)
+        moved = grow(st, base, 0, (px * distance, py * distance))
+        trend = 1 if _finer_trend(st, fps, side) else 0
+        depth = max(trend, opts.finer if distance > _spacing(traced) else 0)
+    for t in grow(st, children(st, moved, depth), opts.grow):
+        out[t] = Reason.FINER
+    grown = grow(st, moved, opts.grow)
+    for t in grown:
+        out[t] = Reason.NEIGHBOURS
+    for t in coarser(st, set(out)):
+        out.setdefault(t, Reason.NEIGHBOURS)
+    return out
+
+
+def tiers(st: Structure, tiles: Iterable[Tile]) -> list[tuple[int, list[Span]]]:
+    """Spans of `tiles` by tier, coarse before fine: the tier of a level is its resolution."""
+    by_tier: dict[int, list[Span]] = defaultdict(list)
+    for t in tiles:
+        by_tier[st.levels[t[0]].resolution].append(st.span(t))
+    return [(tier, normalize(spans)) for tier, spans in sorted(by_tier.items())]
+
+
+def whole_by_tier(st: Structure) -> list[tuple[int, list[Span]]]:
+    """The whole file, header and tables first, then levels coarse before fine (a never-traced texture)."""
+    every = [(lv, x, y) for lv, level in enumerate(st.levels)
+             for y in range(level.rows) for x in range(level.columns)]
+    return [(META_TIER, list(st.meta)), *tiers(st, every)]

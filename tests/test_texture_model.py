@@ -1,0 +1,115 @@
+"""The tile-space texture model on small hand-made structures: mapping reads to tiles, MIP
+relations, growth, motion, push-ins, and the coarse-before-fine order."""
+
+from __future__ import annotations
+
+from prewarm.plan.model import Reason
+from prewarm.plan.structure import Level, Structure
+from prewarm.plan.texture import (
+    TextureOptions,
+    children,
+    coarser,
+    drift,
+    footprints,
+    grow,
+    predict_tiles,
+    tiers,
+    whole_by_tier,
+)
+
+TILE = 1000
+
+
+def mip(sizes: tuple[int, ...] = (256, 128, 64), tile: int = 32) -> Structure:
+    """A MIP chain, finest first; each level's tiles laid out after the previous level's, 1000 bytes each."""
+    levels = []
+    pos = 100
+    for n in sizes:
+        cells = (-(-n // tile)) ** 2
+        levels.append(Level(n, n, tile, tile, tuple(pos + i * TILE for i in range(cells)), (TILE,) * cells))
+        pos += cells * TILE
+    return Structure("tiff", pos, ((0, 100),), tuple(levels))
+
+
+def test_reads_map_to_tiles_and_the_rest_is_header():
+    st = mip()
+    lv1 = st.levels[1]
+    tiles, rest = st.tiles_read([(0, 8), lv1.span(2, 3), (lv1.span(0, 0)[0] + 10, lv1.span(0, 0)[0] + 20)])
+    assert tiles == {(1, 2, 3), (1, 0, 0)}
+    assert rest == [(0, 8)]
+
+
+def test_children_are_one_level_finer_and_coarser_levels_cover_the_region():
+    st = mip()
+    assert children(st, {(1, 1, 1)}, 1) == {(0, 2, 2), (0, 3, 2), (0, 2, 3), (0, 3, 3)}
+    assert children(st, {(2, 0, 0)}, 2) >= {(0, 0, 0), (0, 3, 3)}
+    assert coarser(st, {(0, 5, 6)}) == {(1, 2, 3), (2, 1, 1)}
+    assert st.finer(2) == [1] and st.coarser(0) == [1, 2]
+
+
+def test_rip_map_levels_are_finer_along_each_axis():
+    levels = []
+    offset = 0
+    for w, h in ((64, 64), (32, 64), (64, 32), (32, 32)):
+        n = (w // 32) * (h // 32)
+        levels.append(Level(w, h, 32, 32, tuple(range(offset, offset + n)), (1,) * n))
+        offset += n
+    st = Structure("exr", offset, (), tuple(levels))
+    assert sorted(st.finer(3)) == [1, 2]
+    assert st.finer(1) == [0] and sorted(st.coarser(0)) == [1, 2, 3]
+
+
+def test_growth_stays_on_the_grid_and_scales_with_distance():
+    st = mip()
+    assert grow(st, {(2, 0, 0)}, 1) == {(2, 0, 0), (2, 1, 0), (2, 0, 1), (2, 1, 1)}
+    assert len(grow(st, {(0, 4, 4)}, 0, (0.25, 0.0))) == 5  # a quarter of 8 columns on each side
+
+
+def test_drift_sees_a_slow_pan_and_a_wrap_is_not_a_jump():
+    st = mip()
+    pan = {f: frozenset({(1, f // 2, 1)}) for f in range(1, 9)}  # one column every other frame
+    px, py = drift(st, pan, sorted(pan))
+    assert 0.0 < px < 0.25 and py == 0.0
+    wrap = {1: frozenset({(1, 0, 1), (1, 3, 1)}), 2: frozenset({(1, 0, 1), (1, 3, 1)}), 3: frozenset({(1, 0, 1)})}
+    assert drift(st, wrap, [1, 2, 3])[0] < 0.1  # the centre of {0, 3} on a wrapping texture is at the seam
+
+
+def test_between_traced_frames_the_union_is_grown_and_nothing_finer_is_added():
+    st = mip()
+    fps = {1: frozenset({(1, 0, 0)}), 5: frozenset({(1, 3, 0)})}
+    got = predict_tiles(st, fps, 3, (1, 5), TextureOptions(grow=0, finer=3))
+    assert {t for t, r in got.items() if t[0] == 1} == {(1, 0, 0), (1, 3, 0)}
+    assert Reason.FINER not in got.values()
+    assert (2, 0, 0) in got and (2, 1, 0) in got  # coarser levels over the region
+
+
+def test_a_push_in_over_the_traced_frames_adds_children_beyond_them():
+    st = mip()
+    fps = {1: frozenset({(2, 1, 1)}), 2: frozenset({(2, 1, 1)}), 3: frozenset({(1, 2, 2)})}
+    got = predict_tiles(st, fps, 4, (3,), TextureOptions(grow=0, finer=0))
+    finer = {t for t, r in got.items() if r is Reason.FINER}
+    assert finer == {(0, 4, 4), (0, 5, 4), (0, 4, 5), (0, 5, 5)}
+    steady = {1: frozenset({(1, 2, 2)}), 2: frozenset({(1, 2, 2)}), 3: frozenset({(1, 2, 2)})}
+    assert Reason.FINER not in predict_tiles(st, steady, 4, (3,), TextureOptions(grow=0, finer=0)).values()
+
+
+def test_the_finer_hedge_applies_only_beyond_the_traced_spacing():
+    st = mip()
+    fps = {1: frozenset({(1, 2, 2)}), 2: frozenset({(1, 2, 2)}), 3: frozenset({(1, 2, 2)})}
+    near = predict_tiles(st, fps, 4, (3,), TextureOptions(grow=0, finer=1))
+    far = predict_tiles(st, fps, 9, (3,), TextureOptions(grow=0, finer=1))
+    assert Reason.FINER not in near.values()
+    assert {t for t, r in far.items() if r is Reason.FINER} == {(0, 4, 4), (0, 5, 4), (0, 4, 5), (0, 5, 5)}
+
+
+def test_tiers_put_header_first_then_coarse_before_fine():
+    st = mip()
+    order = [tier for tier, _ in whole_by_tier(st)]
+    assert order == [0, 64, 128, 256]
+    assert [t for t, _ in tiers(st, {(0, 0, 0), (2, 0, 0)})] == [64, 256]
+
+
+def test_footprints_per_frame():
+    st = mip()
+    fps = footprints(st, {7: [st.levels[2].span(1, 1)], 8: [(0, 100)]})
+    assert fps == {7: frozenset({(2, 1, 1)}), 8: frozenset()}
