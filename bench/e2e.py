@@ -73,6 +73,7 @@ from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, sit
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.evaluate import ready_at
+from prewarm.plan.framespec import format_frames
 from prewarm.plan.inputs import resolve_inputs
 from prewarm.plan.model import MetaOp, Plan
 from prewarm.plan.pathmap import PathMap
@@ -314,6 +315,7 @@ def run_shot(shot_dir: Path, origin: Path, twin: TwinHandle, warm: Warm, strateg
     for row in out.values():
         row["frame_floor_wait_s"] = floor
         row["frame_wan_wait_s"] = round(max(0.0, row["frame_wait_s"] - floor), 3)
+        row["train_frames"], row["test_frames"] = list(train), list(test_numbers)
     return out
 
 
@@ -398,17 +400,53 @@ def verdicts(shots: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 @contextmanager
 def twin_over(origin: Path, work: Path, rtt_ms: float, mbps: float,
-              client_cache: bool = True) -> Iterator[TwinHandle]:
+              client_cache: bool = True, cache_model: str = "page") -> Iterator[TwinHandle]:
     missing = fuse_missing()
     if missing:
         raise SystemExit(f"the gateway twin needs FUSE: {missing} (./scripts/system-deps.sh installs it)")
-    config = TwinConfig(rtt_ms=rtt_ms, mbps=mbps, capacity=4 * GiB, client_cache=client_cache)
+    config = TwinConfig(rtt_ms=rtt_ms, mbps=mbps, capacity=4 * GiB, client_cache=client_cache,
+                        cache_model=cache_model)
     twin = start_twin(origin, work / "mnt", config,
                       cache_dir=work / "cache", state_dir=work / "state")
     try:
         yield twin
     finally:
         twin.stop()
+
+
+def run_model(model: str, shot_dirs: list[Path], args: argparse.Namespace, strategies: Sequence[str], nodes: int,
+              replay_run: Replay, max_test: int | None, plan_granule: int | None, read_size: int | None,
+              env_url: str | None, use_celery: bool) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
+    """Every shot through one twin of cache model `model`, from cold each time: the rows, and how warms ran."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="prewarm-e2e-") as tmp:
+        work = Path(tmp)
+        origin = work / "proj"
+        for d in shot_dirs:
+            print(f"{d.name}: {build_shot(d, origin)}", file=sys.stderr)
+        with twin_over(origin, work, args.rtt_ms, args.mbps, client_cache=not args.direct_io,
+                       cache_model=model) as twin:
+            settings = Settings(path_map=PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench"))
+            if read_size:
+                settings = replace(settings, read_size=read_size)
+            services = Services(work, twin.mount, env_url if args.demo else None)
+            try:
+                if use_celery:
+                    url = services.start(queue=keys.queue(settings.queue))
+                    warm = celery_warm(replace(settings, redis_url=url))
+                    mode = f"Celery worker (pid {services.worker.pid if services.worker else '?'}) on {url}"
+                else:
+                    warm = embedded_warm(settings)
+                    mode = "embedded (in process)"
+                print(f"gateway twin ({model} cache) {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; "
+                      f"{nodes} nodes", file=sys.stderr)
+                warm_up(warm)
+                for d in shot_dirs:
+                    results[d.name] = run_shot(d, origin, twin, warm, strategies, args.mbps, replay_run,
+                                               max_test, args.train, plan_granule)
+            finally:
+                services.stop()
+    return results, mode
 
 
 def main() -> int:
@@ -423,7 +461,11 @@ def main() -> int:
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
     ap.add_argument("--plan-granule", metavar="SIZE",
                     help="the plans' granule (default: the site's, 4 KiB pages)")
-    ap.add_argument("--warm-granule", metavar="SIZE",
+    ap.add_argument("--cache-model", choices=("page", "chunk", "both"), default=None,
+                    help="the twin's cache: page (what a gateway fetches), chunk (whole 1 MiB granules, the old "
+                         "model, for comparison) or both, one after the other (default both; page with --demo "
+                         "or --quick)")
+    ap.add_argument("--read-size", metavar="SIZE",
                     help="the warm side's granule (reads are cut and deduplicated per granule); plans keep the "
                          "default. 1MiB shows what page-sized warm reads cost")
     ap.add_argument("--shot", action="append", default=[], metavar="DIR",
@@ -451,49 +493,33 @@ def main() -> int:
     strategies = ("cold", "prewarm") if args.demo else STRATEGIES
     env_url = os.environ.get("PREWARM_REDIS_URL")
     use_celery = (env_url is not None) if args.demo else not args.embedded
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="prewarm-e2e-") as tmp:
-        work = Path(tmp)
-        origin = work / "proj"
-        for d in shot_dirs:
-            print(f"{d.name}: {build_shot(d, origin)}", file=sys.stderr)
-        with twin_over(origin, work, args.rtt_ms, args.mbps, client_cache=not args.direct_io) as twin:
-            settings = Settings(path_map=PathMap.parse([{"studio": STUDIO, "local": str(twin.mount)}], "bench"))
-            plan_granule = (parse_size(args.plan_granule, "command line", "--plan-granule")
-                            if args.plan_granule else None)
-            if args.warm_granule:
-                settings = replace(settings, granule=parse_size(args.warm_granule, "command line", "--warm-granule"))
-            services = Services(work, twin.mount, env_url if args.demo else None)
-            try:
-                if use_celery:
-                    url = services.start(queue=keys.queue(settings.queue))
-                    warm = celery_warm(replace(settings, redis_url=url))
-                    mode = f"Celery worker (pid {services.worker.pid if services.worker else '?'}) on {url}"
-                else:
-                    warm = embedded_warm(settings)
-                    mode = "embedded (in process)"
-                print(f"gateway twin {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; "
-                      f"{nodes} nodes", file=sys.stderr)
-                warm_up(warm)
-                for d in shot_dirs:
-                    results[d.name] = run_shot(d, origin, twin, warm, strategies, args.mbps, replay_run,
-                                               max_test, args.train, plan_granule)
-            finally:
-                services.stop()
-    link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
-    settings_granule = settings.granule
+    models = [args.cache_model] if args.cache_model not in (None, "both") else \
+        (["page"] if args.demo or args.quick or args.cache_model is None and args.shot else ["page", "chunk"])
+    plan_granule = parse_size(args.plan_granule, "command line", "--plan-granule") if args.plan_granule else None
+    read_size = parse_size(args.read_size, "command line", "--read-size") if args.read_size else None
+    by_model: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    mode = ""
+    for model in models:
+        by_model[model], mode = run_model(model, shot_dirs, args, strategies, nodes, replay_run, max_test,
+                                          plan_granule, read_size, env_url, use_celery)
+    results = by_model[models[0]]
     lines = [f"gateway twin: {args.rtt_ms:g} ms RTT, {args.mbps:g} MB/s; warm: {mode}; {nodes} render nodes"]
-    for shot, rows in results.items():
-        lines += ["", *table(shot, rows)]
+    for model, shots in by_model.items():
+        for shot, rows in shots.items():
+            lines += ["", *table(f"{shot} ({model} cache)", rows)]
     if not args.demo:
         lines += ["", *verdicts(results)]
     print("\n".join(lines))
     if args.demo:
         c, p = results["shot100"]["cold"], results["shot100"]["prewarm"]
-        print(f"\nframes waited {c['frame_wait_s']:.2f} s on reads cold, {p['frame_wait_s']:.2f} s after "
+        print(f"\nplanned from the traces of frames {format_frames(p['train_frames'])} only; replayed frames "
+              f"{format_frames(p['test_frames'])}, which the plan never saw.\n"
+              f"frames waited {c['frame_wait_s']:.2f} s on reads cold, {p['frame_wait_s']:.2f} s after "
               f"a {p['warm_s']:.2f} s warm ({p['frame_hit_ratio']:.0%} of frame reads from cache; "
               f"{p['frame_floor_wait_s']:.2f} s when every read hits: the replay's own floor on this machine)")
         return 0
+    settings_granule = read_size or Settings().read_size
+    link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     combined = combine(results)
@@ -501,6 +527,8 @@ def main() -> int:
         # "strategies" holds the issue's three; the oracle is a ceiling, not a strategy a studio can run
         "link": link, "strategies": {k: v for k, v in combined.items() if k != "oracle"},
         **({"oracle": combined["oracle"]} if "oracle" in combined else {}), "shots": results,
+        "cache_model": models[0],
+        "models": {m: {"strategies": combine(shots), "shots": shots} for m, shots in by_model.items()},
         "method": {"frame_hit_ratio": "twin granule lookups during replay: hits / (hits + misses + joined)",
                    "frame_wait_s": "sum over the frames' reads of each pread call's duration",
                    "frame_floor_wait_s": f"median frame_wait_s of {FLOOR_REPLAYS} replays after prewarm, all hits: "
@@ -521,7 +549,10 @@ def main() -> int:
                    "warm_meta_hot_s": "prewarm's plan warmed again on a dropped twin after a metadata-only job "
                                       "of it: the warm on a gateway whose attribute cache is hot",
                    "split": TRAIN[args.train],
-                   "warm_granule": settings_granule,
+                   "read_size": settings_granule,
+                   "cache_model": "page: the twin fetches the pages a READ asks for, with Linux readahead, as a "
+                                  "gateway does; chunk: whole 1 MiB granules (the old model, for comparison). "
+                                  "The top-level figures are the first model's; `models` holds each",
                    "first_frame_at": "share of the plan's bytes, in warm order, after which every byte the first "
                                      "replayed frame reads is planned",
                    "shots": {d.name: str(d) for d in shot_dirs},
