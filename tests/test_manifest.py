@@ -166,7 +166,7 @@ BAD = [
      "job.yaml:3: start: expected ISO 8601 (2025-03-01T22:00:00Z) or epoch seconds, got 'tomorrow'"),
     ("job: j\nframes: 1\nstart: -5\ninputs: [/a]\n",
      "job.yaml:3: start: expected ISO 8601 (2025-03-01T22:00:00Z) or epoch seconds, got '-5'"),
-    ("job: j\nframes: 1\npriority: high\ninputs: [/a]\n", "job.yaml:3: priority: expected an integer, got 'high'"),
+    ("job: j\nframes: 1\npriority: high\ninputs: [/a]\n", "job.yaml:3: priority: expected an integer between -1,000,000 and 1,000,000, got 'high'"),
     ("job: j\nframes: 1\nmax_bytes: 20G\ninputs: [/a]\n",
      "job.yaml:3: max_bytes: expected a size such as 20GiB, 500MB or 1048576, got '20G'"),
     ("job: j\nframes: 1\ngranule: 0\ninputs: [/a]\n", "job.yaml:3: granule: must be more than 0 bytes, got 0"),

@@ -31,8 +31,8 @@ from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
-from prewarm.traces.files import read_traces, trace_files
-from prewarm.traces.store import find_traces
+from prewarm.traces.files import TraceFile, collect, read_traces
+from prewarm.traces.store import find_traces, store_traces
 
 DEFAULT_OPTIONS = PlanOptions()
 """Nothing asked for beyond the manifest and the site's settings."""
@@ -57,16 +57,20 @@ def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
     """Plan from a manifest file. Without `traces`, the trace store's earlier jobs of the
     shot are used (`find_traces`): a submitter need not know where traces live."""
     manifest = load_manifest(manifest_path)
-    found = list(traces) or find_traces(settings, manifest)
-    plan = plan_manifest(manifest, found, settings, options)
-    if found and not traces:
-        return replace(plan, stats={**plan.stats, "traces_from_store": found})
+    if traces:
+        return plan_manifest(manifest, traces, settings, options)
+    stored = store_traces(settings, find_traces(settings, manifest))
+    plan = plan_manifest(manifest, stored, settings, options)
+    if stored:
+        jobs = sorted({f.name.rpartition("/")[0] for f in stored})
+        return replace(plan, stats={**plan.stats, "traces_from_store": jobs})
     return plan
 
 
-def plan_manifest(manifest: Manifest, traces: Sequence[str], settings: Settings,
+def plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile], settings: Settings,
                   options: PlanOptions = DEFAULT_OPTIONS, clock: Callable[[], float] = time.time) -> Plan:
-    """Plan `manifest` with `traces` (files or folders on this machine) on this site."""
+    """Plan `manifest` with `traces`: files or folders of this machine, or trace files already
+    found through a guard (the service's studio paths, the trace store's files)."""
     with site_fs(settings) as fs:
         check_inputs(manifest, fs.guard.roots)
         resolved = resolve_inputs(manifest, fs)
@@ -113,22 +117,23 @@ PARALLEL_BYTES = 32 << 20
 """Below this much trace data, starting worker processes costs more than it saves."""
 
 
-def _aggregate_files(files: list[str], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
+def _aggregate_files(files: list[TraceFile], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
     stats = ImportStats()
     return aggregate(read_traces(files, path_map, frame=frame, stats=stats)), stats
 
 
-def load_traces(paths: Sequence[str], path_map: PathMap, frame: int | None = None,
+def load_traces(paths: Sequence[str | TraceFile], path_map: PathMap, frame: int | None = None,
                 workers: int | None = None, min_parallel_bytes: int = PARALLEL_BYTES) -> tuple[TraceSet, ImportStats]:
     """Import and aggregate trace files, over all cores when there is enough to read.
 
     Trace files are per frame, so aggregates of disjoint groups of files merge exactly.
+    Each file travels to the worker processes with its guard.
     """
-    files = [str(f) for p in paths for f in trace_files(p)]
+    files = collect(paths)
     if not files:
         return TraceSet(), ImportStats()
     workers = workers or min(len(files), os.cpu_count() or 1, 8)
-    size = sum(os.path.getsize(f) for f in files)
+    size = sum(f.size for f in files)
     if workers < 2 or size < min_parallel_bytes:
         return _aggregate_files(files, path_map, frame)
     ctx = multiprocessing.get_context("spawn")

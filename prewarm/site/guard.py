@@ -20,6 +20,12 @@ opens, stats or lists goes through `Guard`:
 Refusals are `Refused` (an `OSError`, so the warm loop's error handling sees it), whose
 message names the studio path and what is wrong, never a local path of this machine.
 Symlinks that stay inside the roots work as before: studios rely on `latest` links.
+FIFOs, devices and sockets are never opened (`NotAFile`): opening a FIFO blocks until
+a writer comes, a device may act on open, and reading either never ends.
+
+The same class guards the project's own folders (a trace store, a spool, a traces
+folder named on the command line): `Guard.local(folder)` is rooted at that folder,
+so a link in it that leads out of it is refused like a link out of a studio root.
 
 The local folder of each root is trusted as configured (it may itself be a link, such
 as a mount point); everything below it is not.
@@ -34,10 +40,24 @@ import stat as statmod
 import threading
 from dataclasses import dataclass
 
-from prewarm.plan.pathmap import PathMap
+from prewarm.plan.pathmap import PathMap, Prefix
 
 MAX_LINKS = 40
 """Symlinks followed while resolving one path, as Linux's own limit: more is a loop."""
+
+
+class NotAFile(OSError):
+    """A FIFO, device or socket where a file or a folder was expected: not opened."""
+
+    WHY = "not a regular file or folder (a FIFO, device or socket): not opened"
+
+    def __init__(self, studio: str) -> None:
+        super().__init__(errno.EINVAL, self.WHY)
+        self.studio = studio
+        self.why = self.WHY
+
+    def __str__(self) -> str:
+        return f"{self.studio}: {self.why}"
 
 
 class Refused(OSError):
@@ -58,6 +78,8 @@ class Resolved:
 
     studio: str
     local: str
+    mode: int = 0
+    """`st_mode` of the local path when it was resolved (0: a root, not looked at)."""
 
 
 def is_clean(path: str) -> bool:
@@ -98,6 +120,23 @@ class Guard:
         self._root_local: dict[str, str] = {}
         self._dirs: dict[str, Resolved] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def local(cls, folder: str) -> Guard:
+        """A guard whose one root is a folder of this machine, named by its own path.
+
+        For the project's own folders: what lies below `folder` may be touched, and a
+        link leading out of it is refused. A link target written through the folder's
+        real path (the folder reached through a link of its own) is the same place.
+        """
+        root = posixpath.normpath(os.path.abspath(folder))
+        real = os.path.realpath(root)
+        aliases = (real,) if real != root else ()
+        return cls((root,), PathMap((Prefix(root, aliases, root),)))
+
+    def __reduce__(self) -> tuple[type[Guard], tuple[tuple[str, ...], PathMap]]:
+        """Travel to worker processes as its settings; caches and the lock are rebuilt there."""
+        return (type(self), (self.roots, self.path_map))
 
     def allows(self, studio: str) -> bool:
         """The text check alone (see `inside`)."""
@@ -141,7 +180,7 @@ class Guard:
         st = os.lstat(local)
         if statmod.S_ISLNK(st.st_mode):
             return self._follow(base.studio, local)
-        here = Resolved(posixpath.join(base.studio, name), local)
+        here = Resolved(posixpath.join(base.studio, name), local, st.st_mode)
         if statmod.S_ISDIR(st.st_mode):
             with self._lock:
                 self._dirs[path] = here
@@ -161,18 +200,36 @@ class Guard:
         return local
 
     def open(self, studio: str, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
-        """A descriptor on the resolved file, checked after the open; the caller closes it."""
+        """A descriptor on the resolved file or folder, checked after the open; the caller closes it.
+
+        Opened non-blocking, so a FIFO swapped in after the check cannot hang the open;
+        the flag is cleared again once the descriptor is known to be a file or folder.
+        """
         where = self.resolve(studio)
-        fd = os.open(where.local, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if where.mode and not (statmod.S_ISREG(where.mode) or statmod.S_ISDIR(where.mode)):
+            raise NotAFile(studio)
+        fd = os.open(where.local, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
+            mode = os.fstat(fd).st_mode
+            if real != where.local:
+                raise Refused(studio, "changed while being opened (a symlink swapped in?)")
+            if not (statmod.S_ISREG(mode) or statmod.S_ISDIR(mode)):
+                raise NotAFile(studio)
+            if not flags & os.O_NONBLOCK:
+                os.set_blocking(fd, True)
+        except BaseException:
             os.close(fd)
             raise
-        if real != where.local:
-            os.close(fd)
-            raise Refused(studio, "changed while being opened (a symlink swapped in?)")
         return fd, where
+
+    def is_real(self, studio: str) -> bool:
+        """Whether `studio` exists inside the roots and no symlink is on its way (for listings
+        of prewarm's own folders, which hold real files and folders only)."""
+        try:
+            return self.resolve(studio).studio == (studio.rstrip("/") or "/")
+        except OSError:
+            return False
 
     def stat(self, studio: str) -> os.stat_result:
         """The attributes of what `studio` resolves to (a LOOKUP and GETATTR of each component)."""
