@@ -9,8 +9,10 @@ from dataclasses import replace
 from typing import Any
 
 from prewarm.cli.options import add_path_map_flags, site_settings
+from prewarm.errors import ConfigError
 from prewarm.flow.planning import PlanOptions, plan_job
 from prewarm.plan.framespec import parse_frames
+from prewarm.plan.limits import granule_problem
 from prewarm.plan.model import Plan
 from prewarm.plan.predict import PredictOptions
 from prewarm.plan.units import parse_size
@@ -55,7 +57,11 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
     if args.unseen_cap is not None:
         pred = replace(pred, unseen_cap=size("unseen_cap") or 0)
     frames = parse_frames(args.frames, "command line", "--frames") if args.frames else None
-    return PlanOptions(granule=size("granule"), max_bytes=size("max_bytes"), max_gap=size("max_gap"),
+    granule = size("granule")
+    problem = None if granule is None else granule_problem(granule)
+    if problem:
+        raise ConfigError("--granule", problem)
+    return PlanOptions(granule=granule, max_bytes=size("max_bytes"), max_gap=size("max_gap"),
                        frame=args.frame, frames=frames, predict=pred)
 
 

@@ -73,15 +73,27 @@ def load_source(source: str, traces: list[str], settings: Settings, args: argpar
     except OSError as exc:
         raise PlanFileError(source, f"cannot read: {exc.strerror or exc}") from exc
     if source.endswith(".json") or head.startswith(b"{"):
-        try:
-            with open(source, "rb") as fh:
-                data = json.load(fh)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PlanFileError(source, f"not valid JSON: {exc}") from exc
-        return Plan.from_json(data, where=source), settings
+        return read_plan(source), settings
     from prewarm.flow.planning import load_manifest, plan_manifest
 
     return plan_manifest(load_manifest(source), traces, settings), settings
+
+
+def read_plan(source: str) -> Plan:
+    """A plan file, streamed: its ranges go straight into the plan's columnar table (ijson's C
+    parser), so a million-range plan never exists as a million Python dicts."""
+    import ijson
+
+    try:
+        with open(source, "rb") as fh:
+            return Plan.from_events(ijson.parse(fh, use_float=True), where=source)
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PlanFileError(source, f"not valid JSON: {first[:120]}") from exc  # yajl goes on to quote the text
+    except StopIteration as exc:
+        raise PlanFileError(source, "not valid JSON: ends early") from exc
+    except OSError as exc:
+        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     for m in plan.missing:
         print(f"planner: missing input {m.path} ({m.reason}{f', line {m.line}' if m.line else ''})", file=sys.stderr)
     if not settings.redis_url:
-        warming.check_plan(plan, settings, args.source)
+        plan = warming.check_plan(plan, settings, args.source)
         progress = Progress(sys.stderr)
         info = embedded.run_embedded(plan, settings, progress=progress.update)
         progress.done()

@@ -218,7 +218,7 @@ def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send:
     plan = plan_manifest(manifest, traces, settings)
     submitted = warming.submit_plan(r, plan, settings, send, "plan")
     return Submitted(ids=list(submitted.ids), job=plan.job, duplicate=submitted.duplicate, plan=plan.summary(),
-                     missing=[{"path": m.path, "reason": m.reason, "line": m.line} for m in plan.missing])
+                     missing=[m.to_json() for m in plan.missing])
 
 
 def _manifest_of(req: SubmitRequest, settings: Settings, guard: Guard) -> Manifest:

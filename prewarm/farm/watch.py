@@ -470,7 +470,7 @@ def local_submitter(settings: Settings) -> Submit:
         manifest = load_job(path)
         plan = plan_manifest(manifest, store_traces(settings, find_traces(settings, manifest)), settings)
         if not settings.redis_url:
-            warming.check_plan(plan, settings, str(path))
+            plan = warming.check_plan(plan, settings, str(path))
             info = embedded.run_embedded(plan, settings)
             return f"{info.id} {info.state.value}"
         from prewarm.state.celery_app import CelerySender

@@ -2,6 +2,10 @@
 
 Same loop, same report and same exit codes as a warm through Celery, so a first
 try on one machine shows exactly what a farm will see.
+
+The plan is warmed as a sequence of large batches made as they are taken
+(`batches.embedded_batches`): memory stays flat however many reads the plan asks
+for, and the reader pool drains only once per `EMBEDDED_READS` reads.
 """
 
 from __future__ import annotations
@@ -12,46 +16,52 @@ from collections.abc import Callable
 
 from prewarm.plan.model import Plan
 from prewarm.site.settings import Settings
-from prewarm.warm.batches import whole_batch
+from prewarm.warm.batches import embedded_batches, merged_size
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, warm_batch
 from prewarm.warm.reader import Reader, site_reader
-from prewarm.warm.results import Snapshot
+from prewarm.warm.results import FileFinding, Snapshot, WarmResult
 from prewarm.warm.throttle import TokenBucket, Unthrottled
 from prewarm.warm.timeline import Sampler
 
 
 def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                  progress: Callable[[JobInfo], None] | None = None) -> JobInfo:
-    """Warm a plan in this process: no server, same loop and same report as with workers.
-
-    The whole plan is one batch, so the reader pool never drains between batches.
-    """
-    batch = whole_batch(plan, settings.read_size)
+    """Warm a plan in this process: no server, same loop and same report as with workers."""
+    planned, files = merged_size(plan.table.spans())
     gateway = ",".join(settings.gateways(plan.gateways))
     info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=gateway,
                    state=JobState.RUNNING, created=time.time(), started=time.time(), priority=plan.priority,
-                   start=plan.start, batches=1, bytes_planned=batch.bytes, files_planned=len(batch.closes),
-                   meta_planned=len(batch.meta))
-
+                   start=plan.start, bytes_planned=planned, files_planned=files)
     sampler = Sampler(info.samples.append)
+    totals = WarmResult()
 
     def report(snapshot: Snapshot) -> None:
         sampler(snapshot)
         if progress is not None:
-            info.counters = dict(snapshot.counters)
+            info.counters = {k: v + getattr(totals, k) for k, v in snapshot.counters.items()}
             progress(info)
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
                 if settings.throttle_bps else Unthrottled())
     ctx = WarmContext(reader=reader or site_reader(settings), in_flight=settings.in_flight, throttle=throttle,
                       progress=report)
-    result = warm_batch(batch, ctx)
+    findings: dict[str, FileFinding] = {}
+    failed = 0
+    for batch in embedded_batches(plan, settings.read_size):
+        result = warm_batch(batch, ctx)
+        for k in WarmResult.COUNTERS:
+            setattr(totals, k, getattr(totals, k) + getattr(result, k))
+        for path, finding in result.findings.items():
+            findings.setdefault(path, finding)
+        failed += len(result.failed)
+        info.batches += 1
+        info.meta_planned += len(batch.meta)
     sampler.flush()
-    info.counters = result.counters()
-    info.findings = sorted(result.findings.values(), key=lambda f: f.path)
-    info.failed_ranges = len(result.failed)
-    info.batches_done = 1
+    info.counters = totals.counters()
+    info.findings = sorted(findings.values(), key=lambda f: f.path)
+    info.failed_ranges = failed
+    info.batches_done = info.batches
     info.finished = time.time()
     info.state = final_state(info.counters, len(info.findings))
     return info
