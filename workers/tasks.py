@@ -18,7 +18,7 @@ from celery.signals import worker_ready
 from prewarm.errors import ServiceError
 from prewarm.state import keys, runner
 from prewarm.state.celery_app import DEFAULT_URL, CelerySender
-from prewarm.state.client import connect
+from prewarm.state.client import connect, persistence_warning
 from workers.app import app, settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ def sweep_forever() -> None:
 
 @worker_ready.connect
 def _start_sweep(**_: object) -> None:
+    warning = persistence_warning(client())
+    if warning:
+        log.warning("prewarm worker: %s", warning)
     threading.Thread(target=sweep_forever, name="prewarm-sweep", daemon=True).start()
 
 

@@ -22,7 +22,7 @@ from prewarm.cli.options import (
     redis_of,
     site_settings,
 )
-from prewarm.errors import ConfigError, PlanFileError
+from prewarm.errors import ConfigError, PlanFileError, ServiceError
 from prewarm.plan.model import Plan
 from prewarm.plan.units import parse_rate
 from prewarm.site.settings import Settings
@@ -167,10 +167,13 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
     moved_at = time.monotonic()
     while True:
         infos = [h.info(findings=False) for h in handles]
+        gone = [h.id for h, i in zip(handles, infos, strict=True) if i is None]
+        if gone:
+            progress.done()
+            raise ServiceError(lost_jobs(r, gone, args))
         live = [i for i in infos if i is not None]
-        if live:
-            progress.update(_combined(live))
-        if all(i is None or i.state.final for i in infos):
+        progress.update(_combined(live))
+        if all(i.state.final for i in live):
             break
         now = time.monotonic()
         mark = tuple(i.batches_done for i in live)
@@ -188,6 +191,19 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
         time.sleep(POLL_S)
     progress.done()
     return _report([i for i in (h.info() for h in handles) if i is not None], args.json)
+
+
+def lost_jobs(r: redis.Redis[bytes], gone: list[str], args: argparse.Namespace) -> str:
+    """What to say when warm jobs vanished from Redis while this command waited for them."""
+    from prewarm.state.client import persistence_warning
+
+    why = ("Redis lost its state: it restarted and keeps no append-only file" if persistence_warning(r)
+           else "Redis lost its state (restarted without persistence, flushed, or the keys were evicted)")
+    again = (f"prewarm warm --retry {args.retry}" if args.retry else
+             "prewarm warm " + " ".join([args.source or "PLAN.json", *(f"--gateway {g}" for g in args.gateway)]))
+    return (f"warm job(s) {', '.join(gone)} vanished from Redis: {why}; the batches it held are gone and nothing "
+            f"reports whether they ran. Re-run the warm (`{again}`): what was warmed is skipped by the gateway's "
+            "cache, not read again over the WAN")
 
 
 def _combined(infos: list[JobInfo]) -> JobInfo:

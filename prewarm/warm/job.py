@@ -75,6 +75,8 @@ class JobInfo:
     retry_of: str | None = None
     samples: list[Point] = field(default_factory=list)
     """Bytes and reads in flight per second (prewarm.timeline): filled by the embedded mode; from Redis on request."""
+    overdue: list[int] = field(default_factory=list)
+    """Batches sent longer ago than the broker's visibility timeout and not finished (filled by `prewarm status`)."""
 
     @property
     def elapsed(self) -> float | None:
@@ -106,6 +108,11 @@ def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
         lines.extend(f"    {f.path}: {f.detail}" for f in items[:limit])
         if len(items) > limit:
             lines.append(f"    ... and {len(items) - limit} more")
+    if info.overdue and not info.state.final:
+        shown = ", ".join(map(str, info.overdue[:10])) + (" ..." if len(info.overdue) > 10 else "")
+        lines.append(f"  overdue: {len(info.overdue)} batch(es) ({shown}) sent longer ago than the visibility "
+                     "timeout and not finished: their worker died or is stuck; the broker hands them to "
+                     "another worker")
     if info.failed_ranges and info.state is JobState.PARTIAL:
         lines.append(f"  {info.failed_ranges} failed range(s): re-run them with `prewarm warm --retry {info.id}`")
     return lines
