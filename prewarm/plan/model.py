@@ -164,6 +164,11 @@ class RangeTable(Sequence[PlannedRange]):
         """The distinct paths, in order of first appearance."""
         return list(self._paths)
 
+    def canonical(self, path: str) -> str:
+        """The table's own copy of `path` when it holds it (so a plan keeps each path once)."""
+        pid = self._ids.get(path)
+        return path if pid is None else self._paths[pid]
+
     @property
     def bytes(self) -> int:
         return sum(self._length)
@@ -378,7 +383,24 @@ class _EventLoader:
                     self.v.fail(key, f"more than {most:,} items (see prewarm.plan.limits)")
                 self.v.add_range(self.tables[key], item, f"{key}[{i}]")
             return
+        if key == "files" and event == "start_map":
+            self.rest[key] = self.files(events)
+            return
         self.rest[key] = self.value(events, key, event, value, most)
+
+    def files(self, events: Iterator[tuple[str, str, Any]]) -> dict[str, FileInfo]:
+        """`files` entry by entry into FileInfo values, each path shared with the ranges' table."""
+        out: dict[str, FileInfo] = {}
+        table = self.tables["ranges"]
+        while True:
+            _, event, value = next(events)
+            if event == "end_map":
+                return out
+            if len(out) >= limits.MAX_FILES:
+                self.v.fail("files", f"more than {limits.MAX_FILES:,} items (see prewarm.plan.limits)")
+            path = table.canonical(value)
+            _, event, first = next(events)
+            out.update(self.v.files({path: self.value(events, "files", event, first, 0)}))
 
     def items(self, events: Iterator[tuple[str, str, Any]], key: str) -> Iterator[Any]:
         while True:
@@ -530,6 +552,9 @@ class _Validator:
     def files(self, value: Any) -> dict[str, FileInfo]:
         files = {}
         for p, info in self.mapping(value, "files").items():
+            if isinstance(info, FileInfo):  # validated as it was streamed
+                files[p] = info
+                continue
             path = self.path(p, f"files[{p[:200]!r}]")
             im = self.mapping(info, f"files[{p!r}]")
             files[path] = FileInfo(path, self.integer(im.get("size"), f"files[{p!r}].size"),

@@ -96,9 +96,14 @@ def batch_bytes(rate_bps: int | None, granule: int) -> int:
     return max(granule, int(rate * TARGET_SECONDS))
 
 
-def _merged(spans: Iterable[tuple[str, int, int]]) -> tuple[list[str], array[int], array[int], array[int], list[int]]:
+def _merged(spans: Iterable[tuple[str, int, int]]) -> tuple[list[str], array[int], array[int], array[int], array[int]]:
     """Each file's overlapping or touching spans merged: (paths, path ids, starts, ends) as arrays,
-    and the order in which the merged spans are first needed (the earliest plan position in each)."""
+    and the order in which the merged spans are first needed (the earliest plan position in each).
+
+    Only typed arrays and one file's spans at a time: spans are bucketed by file (a counting
+    sort on the path id), each file's are sorted alone, and the merged spans are put back in
+    plan order by their positions, which are distinct plan indexes.
+    """
     ids: dict[str, int] = {}
     paths: list[str] = []
     pid, start, end = array("I"), array("q"), array("q")
@@ -112,19 +117,34 @@ def _merged(spans: Iterable[tuple[str, int, int]]) -> tuple[list[str], array[int
         pid.append(i)
         start.append(off)
         end.append(off + length)
-    by_file = sorted(range(len(pid)), key=lambda k: (pid[k] << 63) | start[k])
+    first = array("q", [0]) * (len(paths) + 1)
+    for i in pid:
+        first[i + 1] += 1
+    for i in range(len(paths)):
+        first[i + 1] += first[i]
+    fill = array("q", first)
+    by_file = array("q", [0]) * len(pid)
+    for k, i in enumerate(pid):
+        by_file[fill[i]] = k
+        fill[i] += 1
+    del fill
     m_pid, m_start, m_end, m_pos = array("I"), array("q"), array("q"), array("q")
-    for k in by_file:
-        if m_pid and m_pid[-1] == pid[k] and start[k] <= m_end[-1]:
-            m_end[-1] = max(m_end[-1], end[k])
-            m_pos[-1] = min(m_pos[-1], k)
-        else:
-            m_pid.append(pid[k])
-            m_start.append(start[k])
-            m_end.append(end[k])
-            m_pos.append(k)
-    del by_file
-    return paths, m_pid, m_start, m_end, sorted(range(len(m_pid)), key=m_pos.__getitem__)
+    for i in range(len(paths)):
+        for k in sorted(by_file[first[i]:first[i + 1]], key=start.__getitem__):
+            if m_pid and m_pid[-1] == i and start[k] <= m_end[-1]:
+                m_end[-1] = max(m_end[-1], end[k])
+                m_pos[-1] = min(m_pos[-1], k)
+            else:
+                m_pid.append(i)
+                m_start.append(start[k])
+                m_end.append(end[k])
+                m_pos.append(k)
+    del by_file, first
+    slot = array("q", [-1]) * len(pid)
+    for m, k in enumerate(m_pos):
+        slot[k] = m
+    order = array("q", (m for m in slot if m >= 0))
+    return paths, m_pid, m_start, m_end, order
 
 
 def merged_size(spans: Iterable[tuple[str, int, int]]) -> tuple[int, int]:
@@ -138,7 +158,7 @@ def iter_pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> Iterator
     one piece at a time; the flag marks each file's last piece. `spans` are `(path, offset,
     length)` in plan order."""
     paths, pid, start, end, order = _merged(spans)
-    last: dict[int, int] = {}
+    last = array("q", [0]) * len(paths)
     for k, m in enumerate(order):
         last[pid[m]] = k
     for k, m in enumerate(order):
