@@ -94,23 +94,36 @@ class TwinHandle:
     def drop_cache(self) -> None:
         http_json(self.url + "/drop", method="POST")
 
+    def inject(self, prefix: str, errno: str, count: int = 1, delay_s: float = 0.0) -> None:
+        """The next `count` reads under `prefix` (a path inside the mount) fail with `errno` (a name)."""
+        body = {"prefix": prefix, "errno": errno, "count": count, "delay_s": delay_s}
+        http_json(self.url + "/faults", method="POST", body=body)
+
+    def faults(self) -> list[dict[str, Any]]:
+        return list(http_json(self.url + "/faults")["faults"])
+
+    def clear_faults(self) -> list[dict[str, Any]]:
+        return list(http_json(self.url + "/faults", method="DELETE")["cleared"])
+
     def stop(self) -> None:
         stop_twin(self.mount, state_dir=self.state_dir)
         if self._process is not None:
             self._process.wait(timeout=10)
 
 
-def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> dict[str, Any]:
+def http_json(url: str, method: str = "GET", timeout: float = 10.0,
+              body: dict[str, Any] | None = None) -> dict[str, Any]:
     """A JSON object from the twin's counter server (every route answers one)."""
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    req = urllib.request.Request(url, method=method, data=data)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = json.loads(resp.read())
+            answer = json.loads(resp.read())
     except OSError as exc:
         raise ServiceError(f"gateway twin at {url}: {exc}") from exc
-    if not isinstance(data, dict):
+    if not isinstance(answer, dict):
         raise ServiceError(f"gateway twin at {url}: answered something other than a JSON object")
-    return data
+    return answer
 
 
 def _key(mountpoint: Path) -> str:

@@ -6,6 +6,9 @@
                               written against a real proxy runs against the twin
     POST /reset               zero counters and the read log
     POST /drop                empty the data and attribute caches (a cold run)
+    POST /faults              inject a fault: {"prefix", "errno", "count", "delay_s"} (see `Fault`)
+    GET  /faults              the injected faults and how often each fired
+    DELETE /faults            clear them
 
 In the mountStats view `normalRead` is bytes served to clients and `serverRead` the
 bytes fetched over the WAN, which is how the agent's numbers read on a real proxy:
@@ -16,10 +19,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prewarm.twin.gateway import Gateway
+from prewarm.twin.gateway import Fault, Gateway
 
 _EVENTS = ("inodeRevalidate", "dnodeRevalidate", "dataInvalidate", "attributeInvalidate", "vfsOpen",
            "vfsLookup", "vfsAccess", "vfsUpdatePage", "vfsReadPage", "vfsReadPages", "vfsWritePage",
@@ -90,25 +94,37 @@ def start_stats_server(gateway: Gateway, mountpoint: str, port: int = 0,
 
         def do_GET(self) -> None:
             route = self.path.split("?", 1)[0].rstrip("/")
-            if route == "/stats":
-                self._send(200, gateway.stats())
-            elif route == "/reads":
-                self._send(200, {"reads": [list(r) for r in gateway.reads()]})
-            elif route == "/api/v1/mountStats":
-                self._send(200, mount_stats(gateway.stats(), mountpoint))
-            else:
-                self._send(404, {"error": f"no such endpoint: {route}"})
+            views: dict[str, Callable[[], dict[str, Any]]] = {
+                     "/stats": gateway.stats,
+                     "/reads": lambda: {"reads": [list(r) for r in gateway.reads()]},
+                     "/api/v1/mountStats": lambda: mount_stats(gateway.stats(), mountpoint),
+                     "/faults": lambda: {"faults": [f.to_json() for f in gateway.faults]}}
+            view = views.get(route)
+            self._send(200, view()) if view else self._send(404, {"error": f"no such endpoint: {route}"})
 
         def do_POST(self) -> None:
             route = self.path.split("?", 1)[0].rstrip("/")
             if route == "/reset":
                 gateway.reset()
-                self._send(200, {"ok": True})
             elif route == "/drop":
                 gateway.drop()
-                self._send(200, {"ok": True})
+            elif route == "/faults":
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    gateway.inject(Fault.parse(json.loads(self.rfile.read(min(length, 1 << 16)) or b"{}")))
+                except (ValueError, AttributeError) as exc:
+                    self._send(400, {"error": str(exc)})
+                    return
             else:
                 self._send(404, {"error": f"no such endpoint: {route}"})
+                return
+            self._send(200, {"ok": True})
+
+        def do_DELETE(self) -> None:
+            if self.path.split("?", 1)[0].rstrip("/") == "/faults":
+                self._send(200, {"cleared": [f.to_json() for f in gateway.clear_faults()]})
+            else:
+                self._send(404, {"error": f"no such endpoint: {self.path}"})
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the twin's stderr is for errors."""
