@@ -23,7 +23,7 @@ import yaml
 
 from prewarm.testkit.services import free_port, stop_pid
 from tests.fixtures.hostile import SECRET, Hostile, hostile_tree, start_traced, traced
-from tests.fixtures.services import ROOT, StartWorker
+from tests.fixtures.services import ROOT
 
 pytestmark = pytest.mark.integration
 
