@@ -80,20 +80,26 @@ def load_source(source: str, traces: list[str], settings: Settings, args: argpar
 
 
 def read_plan(source: str) -> Plan:
-    """A plan file, streamed: its ranges go straight into the plan's columnar table (ijson's C
-    parser), so a million-range plan never exists as a million Python dicts."""
+    """A plan file, streamed (see `load_plan`)."""
+    try:
+        with open(source, "rb") as fh:
+            return load_plan(fh, source)
+    except OSError as exc:
+        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
+
+
+def load_plan(fh: IO[bytes], where: str) -> Plan:
+    """A plan from a binary stream: its ranges go straight into the plan's columnar table
+    (ijson's C parser), so a million-range plan never exists as a million Python dicts."""
     import ijson
 
     try:
-        with open(source, "rb") as fh:
-            return Plan.from_events(ijson.parse(fh, use_float=True), where=source)
+        return Plan.from_events(ijson.parse(fh, use_float=True), where=where)
     except (ijson.JSONError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PlanFileError(source, f"not valid JSON: {first[:120]}") from exc  # yajl goes on to quote the text
+        raise PlanFileError(where, f"not valid JSON: {first[:120]}") from exc  # yajl goes on to quote the text
     except StopIteration as exc:
-        raise PlanFileError(source, "not valid JSON: ends early") from exc
-    except OSError as exc:
-        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
+        raise PlanFileError(where, "not valid JSON: ends early") from exc
 
 
 def run(args: argparse.Namespace) -> int:
