@@ -280,3 +280,23 @@ def test_a_traces_folder_given_on_the_command_line_is_its_own_root(tree: Hostile
     assert run.proc.stderr.strip() == (f"prewarm plan: {traces}/frame.0002.jsonl: a symlink leads outside the "
                                        "allowed roots")
     assert_nothing_outside(run, tree)
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_caught_on_the_descriptor(tree: Hostile) -> None:
+    from prewarm.plan.pathmap import PathMap, Prefix
+    from prewarm.site.guard import Guard, Refused
+    from prewarm.warm.reader import DirectReader
+
+    (tree.root / "swap").mkdir()
+    (tree.root / "swap" / "a.tx").write_bytes(b"a" * 10)
+    (tree.root / "swap" / "secret.txt").write_bytes(b"inside")
+    guard = Guard((STUDIO,), PathMap((Prefix(STUDIO, (), str(tree.root)),)))
+    reader = DirectReader(guard)
+    reader.open(f"{STUDIO}/swap/a.tx").close()  # the folder's resolution is now cached
+    os.rename(tree.root / "swap", tree.root / "swap.old")
+    os.symlink(str(tree.outside), tree.root / "swap")  # swapped for a link out, after the check
+    with pytest.raises(Refused, match="changed while being opened"):
+        reader.open(f"{STUDIO}/swap/secret.txt")
+    fresh = DirectReader(Guard((STUDIO,), PathMap((Prefix(STUDIO, (), str(tree.root)),))))
+    with pytest.raises(Refused, match="a symlink leads outside the allowed roots"):
+        fresh.open(f"{STUDIO}/swap/secret.txt")
