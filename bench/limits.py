@@ -170,7 +170,8 @@ def _line(r: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = "| code | plan | ranges | files | GiB | plan JSON MB | peak RSS MB | s | state |\n|---|---|---|---|---|---|---|---|---|"
+    head = ("| code | plan | ranges | files | GiB | plan JSON MB | peak RSS MB | s | state |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     body = [f"| {r['code']} | {r['kind']} | {r['ranges']:,} | {r['files']:,} | {r['bytes'] / 2**30:.2f} | "
             f"{r['plan_mb']} | {r['peak_rss_mb']} | {r['seconds']} | {r['state']} |" for r in rows]
     return "\n".join([head, *body])

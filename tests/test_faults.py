@@ -151,7 +151,7 @@ def test_a_worker_killed_with_the_default_settings_is_overdue_then_its_batches_r
     while "overdue=0" in (line := status(config, redis_url, job_id)):
         assert time.monotonic() - killed_at < 75, line
         time.sleep(1)
-    assert f"state=running" in line
+    assert "state=running" in line
     celery_worker(config, "prewarm.gwk", redis_url=redis_url, concurrency=2)
     while (i := job.info()) is None or not i.state.final:
         assert time.monotonic() - killed_at < 150, "the killed worker's batches did not run again"
