@@ -282,21 +282,32 @@ def test_a_traces_folder_given_on_the_command_line_is_its_own_root(tree: Hostile
     assert_nothing_outside(run, tree)
 
 
-def test_a_folder_swapped_for_a_link_after_the_check_is_caught_on_the_descriptor(tree: Hostile) -> None:
-    from prewarm.plan.pathmap import PathMap, Prefix
-    from prewarm.site.guard import Guard, Refused
-    from prewarm.warm.reader import DirectReader
+SWAP = """
+import os, sys
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.guard import Guard, Refused
+from prewarm.warm.reader import DirectReader
 
+root, outside = sys.argv[1], sys.argv[2]
+reader = DirectReader(Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),))))
+reader.open("/studio/proj/swap/a.tx").close()  # the folder's resolution is now cached
+os.rename(root + "/swap", root + "/swap.old")
+os.symlink(outside, root + "/swap")  # swapped for a link out, after the check
+try:
+    reader.open("/studio/proj/swap/secret.txt")
+except Refused as exc:
+    print(exc)
+"""
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_refused_before_anything_beyond_is_opened(
+        tree: Hostile, tmp_path: Path) -> None:
     (tree.root / "swap").mkdir()
     (tree.root / "swap" / "a.tx").write_bytes(b"a" * 10)
-    (tree.root / "swap" / "secret.txt").write_bytes(b"inside")
-    guard = Guard((STUDIO,), PathMap((Prefix(STUDIO, (), str(tree.root)),)))
-    reader = DirectReader(guard)
-    reader.open(f"{STUDIO}/swap/a.tx").close()  # the folder's resolution is now cached
-    os.rename(tree.root / "swap", tree.root / "swap.old")
-    os.symlink(str(tree.outside), tree.root / "swap")  # swapped for a link out, after the check
-    with pytest.raises(Refused, match="changed while being opened"):
-        reader.open(f"{STUDIO}/swap/secret.txt")
-    fresh = DirectReader(Guard((STUDIO,), PathMap((Prefix(STUDIO, (), str(tree.root)),))))
-    with pytest.raises(Refused, match="a symlink leads outside the allowed roots"):
-        fresh.open(f"{STUDIO}/swap/secret.txt")
+    script = tmp_path / "swap.py"
+    script.write_text(SWAP)
+    run = traced([sys.executable, str(script), str(tree.root), str(tree.outside)], tmp_path / "swap.strace",
+                 cwd=ROOT, env=clean_env())
+    assert run.proc.stdout.strip() == f"{STUDIO}/swap/secret.txt: changed while being opened (a symlink swapped in?)"
+    assert_nothing_outside(run, tree)
+    assert f"{tree.root}/swap/a.tx" in run.opened()

@@ -179,3 +179,16 @@ def test_a_huge_line_of_garbage_is_cut_not_held(tmp_path: Path) -> None:
         fh.write(b"\xff" * (64 << 20))  # 64 MiB without a newline
     records = list(read_traces([str(path)]))
     assert len(records) == 1
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["/s/a", "/s/b", "/s/c"]), st.integers(0, 1 << 24),
+                          st.integers(1, 1 << 22)), min_size=1, max_size=30),
+       st.sampled_from([4096, 65536, 1 << 20]))
+def test_a_batch_stored_as_runs_comes_back_read_for_read(spans: list[tuple[str, int, int]], granule: int) -> None:
+    from prewarm.warm.batches import Batch, iter_batches
+
+    for batch in iter_batches((), spans, {}, granule, 1 << 62, 37, 10):
+        stored = json.loads(json.dumps(batch.to_json()))
+        assert Batch.from_json(stored) == batch
+        assert len(stored["reads"]) <= len(batch.reads)

@@ -13,9 +13,11 @@ opens, stats or lists goes through `Guard`:
   followed, so a loop is refused rather than walked.
 - The resolved studio path must lie inside the roots. Its local path then holds no
   symlink below the root's local folder.
-- Files are opened with `O_NOFOLLOW`, and the kernel's own name for the opened
-  descriptor (`/proc/self/fd/N`) must be that symlink-free local path: a component
-  swapped for a link between the check and the open is caught on the descriptor.
+- Files are opened one component at a time from the root's folder (`openat` with
+  `O_NOFOLLOW`), so the kernel never follows a link below the root: a component swapped
+  for a link between the check and the open is refused before anything beyond it is
+  opened. The kernel's own name for the opened descriptor (`/proc/self/fd/N`) must then
+  be that symlink-free local path, a second check.
 
 Refusals are `Refused` (an `OSError`, so the warm loop's error handling sees it), whose
 message names the studio path and what is wrong, never a local path of this machine.
@@ -208,7 +210,7 @@ class Guard:
         where = self.resolve(studio)
         if where.mode and not (statmod.S_ISREG(where.mode) or statmod.S_ISDIR(where.mode)):
             raise NotAFile(studio)
-        fd = os.open(where.local, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = self._open_beneath(studio, where, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")
             mode = os.fstat(fd).st_mode
@@ -222,6 +224,34 @@ class Guard:
             os.close(fd)
             raise
         return fd, where
+
+    def _open_beneath(self, studio: str, where: Resolved, flags: int) -> int:
+        """Open `where.local` one component at a time from its root's folder, never following a link:
+        a folder swapped for a link after `resolve` is refused before anything beyond it is opened."""
+        root = _root_of(where.studio, self.roots)
+        base = self._local_root(root) if root is not None else ""
+        if not root or where.local == base:
+            return os.open(where.local, flags)
+        parts = where.local[len(base):].strip("/").split("/")
+        fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name in parts[:-1]:
+                try:
+                    step = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except (NotADirectoryError, OSError) as exc:
+                    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                        raise Refused(studio, "changed while being opened (a symlink swapped in?)") from exc
+                    raise
+                os.close(fd)
+                fd = step
+            try:
+                return os.open(parts[-1], flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise Refused(studio, "changed while being opened (a symlink swapped in?)") from exc
+                raise
+        finally:
+            os.close(fd)
 
     def is_real(self, studio: str) -> bool:
         """Whether `studio` exists inside the roots and no symlink is on its way (for listings

@@ -70,9 +70,12 @@ class Batch:
         return sum(r.length for r in self.reads)
 
     def to_json(self) -> dict[str, Any]:
+        """Runs of contiguous reads of one file are stored as one `[path, offset, length, cut]`
+        (`cut`: the read size they were cut at), so a batch's size in Redis follows its files, not
+        its reads; a lone read stays `[path, offset, length]`."""
         return {
             "index": self.index,
-            "reads": [[r.path, r.offset, r.length] for r in self.reads],
+            "reads": _runs(self.reads),
             "meta": [[m.op.value, m.path] for m in self.meta],
             "files": {p: [f.size, f.mtime] for p, f in self.files.items()},
             "closes": sorted(self.closes),
@@ -81,13 +84,53 @@ class Batch:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Batch:
         """Load a batch this module wrote (it is stored by prewarm itself, not user input)."""
+        reads: list[ByteRange] = []
+        for item in data["reads"]:
+            if len(item) == 4:
+                path, off, length, cut = item
+                reads.extend(_cut(path, int(off), int(off) + int(length), int(cut)))
+            else:
+                path, off, length = item
+                reads.append(ByteRange(path, int(off), int(length)))
         return cls(
             index=int(data["index"]),
-            reads=tuple(ByteRange(p, int(o), int(n)) for p, o, n in data["reads"]),
+            reads=tuple(reads),
             meta=tuple(MetaOp(Op(op), p) for op, p in data["meta"]),
             files={p: FileInfo(p, int(s), float(m)) for p, (s, m) in data["files"].items()},
             closes=frozenset(data["closes"]),
         )
+
+
+def _cut(path: str, s: int, e: int, granule: int) -> Iterator[ByteRange]:
+    """`[s, e)` of `path` as reads that never straddle a granule boundary."""
+    head = min(e, -(-s // granule) * granule) if s % granule else s
+    if head > s:
+        yield ByteRange(path, s, head - s)
+    a = head
+    while a < e:
+        b = min(e, a + granule)
+        yield ByteRange(path, a, b - a)
+        a = b
+
+
+def _runs(reads: Sequence[ByteRange]) -> list[list[Any]]:
+    """Reads as runs: contiguous reads of one file that `_cut` at one size gives back exactly
+    (checked, so a run that would not come back the same is stored read by read)."""
+    out: list[list[Any]] = []
+    i = 0
+    while i < len(reads):
+        first = reads[i]
+        j = i + 1
+        while j < len(reads) and reads[j].path == first.path and reads[j].offset == reads[j - 1].end:
+            j += 1
+        run = reads[i:j]
+        cut = max(r.length for r in run)
+        if len(run) > 1 and list(_cut(first.path, first.offset, run[-1].end, cut)) == list(run):
+            out.append([first.path, first.offset, run[-1].end - first.offset, cut])
+        else:
+            out.extend([r.path, r.offset, r.length] for r in run)
+        i = j
+    return out
 
 
 def batch_bytes(rate_bps: int | None, granule: int) -> int:
@@ -164,14 +207,8 @@ def iter_pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> Iterator
     for k, m in enumerate(order):
         path, s, e = paths[pid[m]], start[m], end[m]
         final = last[pid[m]] == k
-        head = min(e, -(-s // granule) * granule) if s % granule else s
-        if head > s:
-            yield ByteRange(path, s, head - s), final and head == e
-        a = head
-        while a < e:
-            b = min(e, a + granule)
-            yield ByteRange(path, a, b - a), final and b == e
-            a = b
+        for piece in _cut(path, s, e, granule):
+            yield piece, final and piece.end == e
 
 
 def pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> list[ByteRange]:
