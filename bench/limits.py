@@ -10,8 +10,11 @@ nothing is missed. Rows:
 - `ranges`: R ranges of 4 KiB, five per file, over R/5 files (every range a separate read);
 - `bytes`: one range of `--sparse-gib` GiB over a sparse file (the reads' count grows,
   the memory must not);
-- `baseline`: with `--baseline`, the same `ranges` plan through another checkout (e.g.
-  main before issue 11: `git worktree add /tmp/main-before 9ca9654`), for the ratio.
+- `submit`: the largest `ranges` plan submitted to a real Redis (`prewarm warm PLAN
+  --redis URL --no-wait`, no worker): the submitter's peak RSS and what Redis then holds
+  (`used_memory`), the plan and its batches;
+- `baseline`: with `--baseline`, the same plans through another checkout (e.g. main
+  before issue 11: `git archive 9ca9654 | tar -x -C /tmp/main-before`), for the ratio.
 
     .venv/bin/python bench/limits.py [--ranges 10000,100000,1000000] [--sparse-gib 16]
                                      [--baseline /tmp/main-before] [--json bench/out/limits.json]
@@ -74,21 +77,22 @@ def write_plan(path: Path, studio_files: list[str], root: Path, per_file: int, l
     return n
 
 
-def run_warm(python: str, cwd: Path, plan: Path, config: Path) -> dict[str, Any]:
+def run_warm(python: str, cwd: Path, plan: Path, config: Path, redis_url: str | None = None) -> dict[str, Any]:
     """The real command in a child process: its report and its time (`measure` adds its peak RSS)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
     env["PYTHONPATH"] = str(cwd)
     t0 = time.monotonic()
-    proc = subprocess.Popen([python, "-m", "prewarm", "--config", str(config), "warm", str(plan), "--json"],
+    more = ["--redis", redis_url, "--no-wait"] if redis_url else ["--json"]
+    proc = subprocess.Popen([python, "-m", "prewarm", "--config", str(config), "warm", str(plan), *more],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
     elapsed = time.monotonic() - t0
-    report = json.loads(out)[0] if proc.returncode in (0, 1) and out.strip() else None
+    report = json.loads(out)[0] if not redis_url and proc.returncode in (0, 1) and out.strip() else None
     return {"returncode": proc.returncode, "seconds": round(elapsed, 1), "report": report,
             "stderr": err.decode(errors="replace")[-400:]}
 
 
-def measure(python: str, cwd: Path, plan: Path, config: Path) -> dict[str, Any]:
+def measure(python: str, cwd: Path, plan: Path, config: Path, redis_url: str | None = None) -> dict[str, Any]:
     """`run_warm` in a fresh child of its own, whose peak RSS the kernel reports as this child's maximum."""
     r, w = os.pipe()
     pid = os.fork()
@@ -96,7 +100,7 @@ def measure(python: str, cwd: Path, plan: Path, config: Path) -> dict[str, Any]:
         os.close(r)
         import resource
 
-        result = run_warm(python, cwd, plan, config)
+        result = run_warm(python, cwd, plan, config, redis_url)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
         os.write(w, json.dumps(result).encode())
         os._exit(0)
@@ -109,11 +113,31 @@ def measure(python: str, cwd: Path, plan: Path, config: Path) -> dict[str, Any]:
     return dict(json.loads(b"".join(chunks)))
 
 
+def submitted(python: str, cwd: Path, plan: Path, config: Path, folder: Path) -> dict[str, Any]:
+    """`measure` of a submission to a Redis of its own, and that Redis's memory afterwards."""
+    from prewarm.testkit.services import RedisServer
+
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    try:
+        res = measure(python, cwd, plan, config, server.url)
+        import redis
+
+        r = redis.Redis.from_url(server.url)
+        res["redis_used_mb"] = round(int(r.info("memory")["used_memory"]) / 1e6, 1)
+        r.close()
+    finally:
+        server.stop()
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ranges", default=f"10000,100000,{MAX_RANGES}", help="range counts, comma-separated")
     ap.add_argument("--sparse-gib", type=int, default=16, help="size of the one-range sparse file row")
     ap.add_argument("--baseline", metavar="CHECKOUT", help="another checkout to run the ranges rows through")
+    ap.add_argument("--no-submit", dest="submit", action="store_false", help="skip the Redis submission row")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "limits.json"))
     args = ap.parse_args()
     counts = [int(x) for x in args.ranges.split(",")]
@@ -134,6 +158,10 @@ def main() -> int:
                 res = measure(sys.executable, cwd, plan, config)
                 rows.append(_row(name, "ranges", made, n // PER_FILE, made * RANGE, plan, res))
                 print(_line(rows[-1]), file=sys.stderr)
+                if n == max(counts) and args.submit:
+                    res = submitted(sys.executable, cwd, plan, config, work / f"redis-{name}")
+                    rows.append(_row(name, "submit", made, n // PER_FILE, made * RANGE, plan, res))
+                    print(_line(rows[-1]), file=sys.stderr)
             plan.unlink()
         big = root / "sparse.bin"
         with open(big, "wb") as fh:
@@ -160,20 +188,23 @@ def _row(code: str, kind: str, ranges: int, files: int, nbytes: int, plan: Path,
             "plan_mb": round(plan.stat().st_size / 1e6, 1), "peak_rss_mb": res["peak_rss_mb"],
             "seconds": res["seconds"], "returncode": res["returncode"], "state": report.get("state"),
             "bytes_done": counters.get("bytes_done"), "reads": counters.get("reads"),
+            "redis_used_mb": res.get("redis_used_mb"),
             "stderr": "" if res["returncode"] in (0, 1) else res["stderr"]}
 
 
 def _line(r: dict[str, Any]) -> str:
     return (f"{r['code']:<9} {r['kind']:<7} {r['ranges']:>9,} ranges {r['files']:>8,} files "
             f"{r['bytes'] / 2**30:>8.2f} GiB  plan {r['plan_mb']:>7.1f} MB  peak RSS {r['peak_rss_mb']:>7.1f} MB  "
-            f"{r['seconds']:>6.1f} s  exit {r['returncode']} {r['state']} reads={r['reads']}")
+            f"{r['seconds']:>6.1f} s  exit {r['returncode']} {r['state']} reads={r['reads']}"
+            + (f" redis={r['redis_used_mb']} MB" if r.get("redis_used_mb") is not None else ""))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = ("| code | plan | ranges | files | GiB | plan JSON MB | peak RSS MB | s | state |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| code | plan | ranges | files | GiB | plan JSON MB | peak RSS MB | s | state | Redis MB |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
     body = [f"| {r['code']} | {r['kind']} | {r['ranges']:,} | {r['files']:,} | {r['bytes'] / 2**30:.2f} | "
-            f"{r['plan_mb']} | {r['peak_rss_mb']} | {r['seconds']} | {r['state']} |" for r in rows]
+            f"{r['plan_mb']} | {r['peak_rss_mb']} | {r['seconds']} | {r['state']} | {r.get('redis_used_mb') or '-'} |"
+            for r in rows]
     return "\n".join([head, *body])
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
-from typing import Any
 
 from prewarm.cli.options import add_path_map_flags, site_settings
 from prewarm.errors import ConfigError
@@ -68,19 +66,13 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
 def run(args: argparse.Namespace) -> int:
     settings = site_settings(args)
     plan = plan_job(args.manifest, args.traces, settings, options_from(args))
-    write_json(plan.to_json(), args.output)
+    if args.output is None:
+        sys.stdout.writelines(plan.json_text())
+    else:
+        atomic.write_text(args.output, plan.json_text(), "-o")
     if args.summary:
         print(summary_table(plan), file=sys.stderr)
     return 0
-
-
-def write_json(data: dict[str, Any], output: str | None) -> None:
-    """Stdout, or a file written whole: a reader never sees half a plan."""
-    text = json.dumps(data, indent=1) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        atomic.write_text(output, text, "-o")
 
 
 def human(n: float) -> str:

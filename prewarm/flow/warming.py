@@ -106,11 +106,15 @@ def identity(plan: Plan) -> str:
     """What makes two submissions the same warm: the same reads of the same file versions, in order.
 
     The plan's creation time and statistics are left out, so re-planning an unchanged job
-    gives the same identity, while a changed input file (size, mtime) gives a new one.
+    gives the same identity, while a changed input file (size, mtime) gives a new one. The
+    ranges are hashed one at a time (a big plan's are never all JSON data at once).
     """
-    data = plan.to_json()
-    core = {k: data[k] for k in ("job", "frames", "gateways", "granule", "ranges", "metadata", "files", "priority")}
-    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
+    data = plan.to_json(ranges=False)
+    core = {k: data[k] for k in ("job", "frames", "gateways", "granule", "metadata", "files", "priority")}
+    h = hashlib.sha256(json.dumps(core, sort_keys=True).encode())
+    for r in plan.ranges:
+        h.update(json.dumps(r.to_json(), sort_keys=True).encode())
+    return h.hexdigest()[:32]
 
 
 def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Send, where: str,

@@ -22,6 +22,7 @@ time, so callers keep writing `for r in plan.ranges`. Code that only needs
 
 from __future__ import annotations
 
+import json
 import posixpath
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -273,7 +274,8 @@ class Plan:
             **dict(self.stats),
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, ranges: bool = True) -> dict[str, Any]:
+        """The plan as JSON data (contract 3); `ranges=False` leaves `ranges` and `dropped` empty."""
         return {
             "format": FORMAT,
             "job": self.job,
@@ -283,13 +285,33 @@ class Plan:
             "priority": self.priority,
             "gateways": list(self.gateways),
             "granule": self.granule,
-            "ranges": [r.to_json() for r in self.ranges],
+            "ranges": [r.to_json() for r in self.ranges] if ranges else [],
             "metadata": [{"op": m.op.value, "path": m.path} for m in self.metadata],
             "files": {p: {"size": f.size, "mtime": f.mtime} for p, f in sorted(self.files.items())},
             "missing": [m.to_json() for m in self.missing],
-            "dropped": [r.to_json() for r in self.dropped],
+            "dropped": [r.to_json() for r in self.dropped] if ranges else [],
             "summary": self.summary(),
         }
+
+    def json_text(self) -> Iterator[str]:
+        """`to_json`'s document as text, a range a line, made piece by piece: a million-range
+        plan is written, stored or hashed without a million dicts existing at once."""
+        yield "{"
+        for i, (key, value) in enumerate(self.to_json(ranges=False).items()):
+            yield f'{"," if i else ""}\n{json.dumps(key)}: '
+            if key in ("ranges", "dropped"):
+                rows = RangeTable.of(self.ranges if key == "ranges" else self.dropped)
+                yield "["
+                yield from self._rows(rows)
+                yield "\n]" if len(rows) else "]"
+            else:
+                yield json.dumps(value)
+        yield "\n}\n"
+
+    @staticmethod
+    def _rows(rows: RangeTable) -> Iterator[str]:
+        for j, r in enumerate(rows):
+            yield f'{"," if j else ""}\n {json.dumps(r.to_json())}'
 
     @classmethod
     def from_json(cls, data: Any, where: str = "plan") -> Plan:

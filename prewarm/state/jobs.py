@@ -115,7 +115,7 @@ class WarmJob:
         count = planned = meta = 0
         paths: set[str] = set()
         with r.pipeline(transaction=False) as p:
-            p.set(names[1], json.dumps(plan.to_json()))
+            p.set(names[1], "".join(plan.json_text()))
             chunk: dict[str, str] = {}
             for b in batches:
                 count += 1
