@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 f.close()
         except OSError as exc:
-            raise ConfigError(s.path, f"cannot read a sample: {exc.strerror or exc}") from exc
+            raise ConfigError(s.path, f"cannot read a sample: {exc.strerror or type(exc).__name__}") from exc
 
     note = ""
     counters = _agent(args.agent) if args.agent else None

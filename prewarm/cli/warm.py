@@ -71,7 +71,7 @@ def load_source(source: str, traces: list[str], settings: Settings, args: argpar
         with open(source, "rb") as fh:
             head = fh.read(1 << 16).lstrip()
     except OSError as exc:
-        raise PlanFileError(source, f"cannot read: {exc.strerror or exc}") from exc
+        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
     if source.endswith(".json") or head.startswith(b"{"):
         return read_plan(source), settings
     from prewarm.flow.planning import load_manifest, plan_manifest

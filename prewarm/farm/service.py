@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -39,7 +40,7 @@ from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import client as state_client
-from prewarm.state import runner
+from prewarm.state import dispatch, runner
 from prewarm.state.dispatch import Send
 from prewarm.state.jobs import WarmJob, recent
 from prewarm.traces.files import TraceFile
@@ -147,6 +148,8 @@ def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Re
         info = WarmJob(r, _known_id(job_id)).info()
         if info is None:
             raise HTTPException(404, f"no warm job {job_id} (expired or never created)")
+        if not info.state.final:
+            info.overdue = dispatch.overdue(r, info.gateway, job_id, settings.visibility_timeout_s, time.time())
         return info.to_json()
 
     @app.post(f"{API}/jobs/{{job_id}}/cancel", responses=ERRORS, dependencies=auth)

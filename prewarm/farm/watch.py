@@ -299,7 +299,7 @@ class Spool:
             return self._finish(path, "failed", str(exc))
         except Exception as exc:  # a bug or an unexpected file must not stop the watcher
             log.exception("spool: %s", path.name)
-            return self._finish(path, "failed", f"{type(exc).__name__}: {exc}")
+            return self._finish(path, "failed", f"unexpected {type(exc).__name__} (see the watcher's log)")
         self._record(digest, path.name, result)
         return self._finish(path, "done", result)
 

@@ -48,7 +48,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     except UnicodeDecodeError as exc:
         raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
-        raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or exc}") from exc
+        raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or type(exc).__name__}") from exc
     return parse_manifest(text, str(path))
 
 

@@ -24,14 +24,14 @@ def write_text(path: str, text: str | Iterable[str], where: str) -> None:
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".prewarm-", suffix=".tmp")
     except OSError as exc:
-        raise ConfigError(where, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(where, f"cannot write {path}: {exc.strerror or type(exc).__name__}") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.writelines((text,) if isinstance(text, str) else text)
         os.replace(tmp, path)
     except OSError as exc:
         os.unlink(tmp)
-        raise ConfigError(where, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(where, f"cannot write {path}: {exc.strerror or type(exc).__name__}") from exc
     except BaseException:
         os.unlink(tmp)
         raise
