@@ -311,3 +311,37 @@ def test_a_folder_swapped_for_a_link_after_the_check_is_refused_before_anything_
     assert run.proc.stdout.strip() == f"{STUDIO}/swap/secret.txt: changed while being opened (a symlink swapped in?)"
     assert_nothing_outside(run, tree)
     assert f"{tree.root}/swap/a.tx" in run.opened()
+
+
+def _deep(n: int) -> object:
+    value: object = 1
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"bundle": {"template": _deep(900)}}, 400),
+    ({"bundle": {"template": "a: " + "[" * 20000 + "]" * 20000}}, 422),
+    ({"bundle": {"template": {"specificationVersion": "jobtemplate-2023-09", "name": "x" * 100,
+                              "steps": [{"name": "s", "script": _deep(150)}]}}}, 422),
+    ({"manifest": "job: j\nframes: 1\ninputs: " + "[" * 30000 + "]" * 30000}, 422),
+    ({"manifest": "job: j\nframes: 1-10\ngranule: 1e400\ninputs: [/studio/proj/a]\n"}, 422),
+    ({"manifest": "job: j\nframes: 1\ngateway: [" + ",".join(f"g{i}" for i in range(5000)) + "]\n"
+                  "inputs: [/studio/proj/a]\n"}, 422),
+    ({"manifest": "job: j\nframes: 1\ninputs: [/studio/proj/a]\n", "traces": ["/studio/proj/a\u0000/b"]}, 403),
+    ({"manifest": "job: j\nframes: 1\ninputs: [/studio/proj/" + "d/" * 2000 + "x]\n"}, 202),
+    ({"manifest": "job: j\nframes: 1\ninputs: [/studio/proj/" + "n" * 4000 + "]\n"}, 202),
+    ({"manifest": "job: j\nframes: 1\ninputs: ['/studio/proj/\u2215..\u2215etc\u2215passwd', "
+                  "'/studio/proj/\uff0e\uff0e/x']\n"}, 202),
+    ({"manifest": "\x00\x01\x02binary\xff"}, 422),
+])
+def test_hostile_requests_get_a_4xx_or_findings_never_a_500(live_service, body: dict[str, object],
+                                                            status: int) -> None:
+    r = requests.post(f"{live_service.url}/api/v1/jobs", json=body, timeout=60,
+                      headers={"Authorization": "Bearer s3cret-token"})
+    assert r.status_code == status, r.text[:500]
+    if status >= 400:
+        assert set(r.json()) == {"error", "where"} and "\n" not in r.json()["error"]
+    else:
+        assert all(m["reason"] for m in r.json()["missing"]), "an impossible path is a finding"

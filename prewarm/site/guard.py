@@ -167,26 +167,35 @@ class Guard:
             path = target
 
     def _walk(self, root: str, path: str) -> Resolved | str:
-        """Resolved, or the studio path to start again from when a component is a symlink."""
-        parent, _, name = path.rpartition("/")
+        """Resolved, or the studio path to start again from when a component is a symlink.
+
+        Starts at the deepest folder on the way already resolved (or the root) and walks
+        down one component at a time: a loop, not recursion, so a path of 2,000
+        components costs 2,000 lstat calls, not a RecursionError.
+        """
         if path == root:
             return Resolved(root, self._local_root(root))
-        parent = parent or "/"
-        base = self._dirs.get(parent)
-        if base is None:
-            above = self._walk(root, parent)
-            if isinstance(above, str):
-                return posixpath.join(above, name)
-            base = above
-        local = posixpath.join(base.local, name)
-        st = os.lstat(local)
-        if statmod.S_ISLNK(st.st_mode):
-            return self._follow(base.studio, local)
-        here = Resolved(posixpath.join(base.studio, name), local, st.st_mode)
-        if statmod.S_ISDIR(st.st_mode):
-            with self._lock:
-                self._dirs[path] = here
-        return here
+        names: list[str] = []
+        folder = path
+        while True:
+            folder, _, name = folder.rpartition("/")
+            folder = folder or "/"
+            names.append(name)
+            base = Resolved(root, self._local_root(root)) if folder == root else self._dirs.get(folder)
+            if base is not None:
+                break
+        names.reverse()
+        for i, name in enumerate(names):
+            local = posixpath.join(base.local, name)
+            st = os.lstat(local)
+            if statmod.S_ISLNK(st.st_mode):
+                return posixpath.join(self._follow(base.studio, local), *names[i + 1:])
+            here = Resolved(posixpath.join(base.studio, name), local, st.st_mode)
+            if statmod.S_ISDIR(st.st_mode):
+                with self._lock:
+                    self._dirs[here.studio] = here
+            base = here
+        return base
 
     def _follow(self, folder: str, link: str) -> str:
         """The studio path a symlink names: absolute targets are filer paths, mapped like any path."""

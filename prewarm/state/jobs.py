@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
@@ -97,6 +97,21 @@ return 0
 """
 
 
+def _chunks(pieces: Iterable[str], size: int) -> Iterator[str]:
+    """`pieces` joined into strings of about `size` characters: a big plan is stored with APPENDs,
+    never held as one string (and its encoded copy) in the submitter."""
+    buf: list[str] = []
+    n = 0
+    for piece in pieces:
+        buf.append(piece)
+        n += len(piece)
+        if n >= size:
+            yield "".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield "".join(buf)
+
+
 class WarmJob:
     """Handle on one warm job in Redis. Holds no state of its own beyond the id."""
 
@@ -115,7 +130,11 @@ class WarmJob:
         count = planned = meta = 0
         paths: set[str] = set()
         with r.pipeline(transaction=False) as p:
-            p.set(names[1], "".join(plan.json_text()))
+            p.set(names[1], "")
+            for i, part in enumerate(_chunks(plan.json_text(), 1 << 20)):
+                p.append(names[1], part)
+                if i % 16 == 15:
+                    p.execute()
             chunk: dict[str, str] = {}
             for b in batches:
                 count += 1

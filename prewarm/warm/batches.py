@@ -70,12 +70,16 @@ class Batch:
         return sum(r.length for r in self.reads)
 
     def to_json(self) -> dict[str, Any]:
-        """Runs of contiguous reads of one file are stored as one `[path, offset, length, cut]`
-        (`cut`: the read size they were cut at), so a batch's size in Redis follows its files, not
-        its reads; a lone read stays `[path, offset, length]`."""
+        """Each path once (`paths`), reads by its index; runs of contiguous reads of one file as one
+        `[path, offset, length, cut]` (`cut`: the read size they were cut at), a lone read as
+        `[path, offset, length]`: a batch's size in Redis follows its files, not its reads."""
+        paths: dict[str, int] = {}
+        for r in self.reads:
+            paths.setdefault(r.path, len(paths))
         return {
             "index": self.index,
-            "reads": _runs(self.reads),
+            "paths": list(paths),
+            "reads": [[paths[run[0]], *run[1:]] for run in _runs(self.reads)],
             "meta": [[m.op.value, m.path] for m in self.meta],
             "files": {p: [f.size, f.mtime] for p, f in self.files.items()},
             "closes": sorted(self.closes),
@@ -85,13 +89,13 @@ class Batch:
     def from_json(cls, data: Mapping[str, Any]) -> Batch:
         """Load a batch this module wrote (it is stored by prewarm itself, not user input)."""
         reads: list[ByteRange] = []
+        paths = data.get("paths", [])
         for item in data["reads"]:
+            path = paths[item[0]] if isinstance(item[0], int) else item[0]
             if len(item) == 4:
-                path, off, length, cut = item
-                reads.extend(_cut(path, int(off), int(off) + int(length), int(cut)))
+                reads.extend(_cut(path, int(item[1]), int(item[1]) + int(item[2]), int(item[3])))
             else:
-                path, off, length = item
-                reads.append(ByteRange(path, int(off), int(length)))
+                reads.append(ByteRange(path, int(item[1]), int(item[2])))
         return cls(
             index=int(data["index"]),
             reads=tuple(reads),
