@@ -97,4 +97,4 @@ def test_oneline_once_for_a_finished_job(r: redis.Redis, redis_url: str, studio:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert out == (f"prewarm {job_id} test state=done 100.0% bytes={8 * MiB}/{8 * MiB} files=4/4 "
-                   f"rate=0.0MB/s in_flight=0 eta=- failed_files=0\n")
+                   f"rate=0.0MB/s in_flight=0 eta=- failed_files=0 overdue=0\n")

@@ -113,7 +113,8 @@ def test_paths_outside_the_roots_are_refused_by_name(live_service: LiveService, 
      ".. components"),
     ({"data": b"\xff\xfe", "headers": {"Content-Type": "application/yaml"}}, 400, "body", "UTF-8"),
     ({"data": b"x", "headers": {"Content-Type": "image/png"}}, 415, "", "content type"),
-    ({"json": {"manifest": manifest_text(), "traces": [f"{TRACES}/none"]}}, 422, "traces[0]", "does not exist"),
+    ({"json": {"manifest": manifest_text(), "traces": [f"{TRACES}/none"]}}, 422, "traces[0]",
+         f"{TRACES}/none: no such trace file or folder"),
 ])
 def test_bad_requests_get_a_4xx_that_says_what_is_wrong(live_service: LiveService, kw: dict[str, object],
                                                         status: int, where: str, says: str) -> None:

@@ -29,6 +29,7 @@ from prewarm.traces.store import (
     list_traces,
     load_profiles,
     prune,
+    store_traces,
 )
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_jobs"
@@ -123,7 +124,7 @@ def test_plan_from_profiles_is_the_plan_from_the_raw_traces(tmp_path: Path, shot
 def test_stale_torn_and_old_format_profiles_are_rebuilt(settings: Settings) -> None:
     result = import_traces(settings, _frames("shot100", 3), "proj", "shot100", "j_v001")
     folder = Path(result.folder)
-    raws = trace_files(str(folder))
+    raws = [Path(r.path) for r in trace_files(str(folder))]
     kept = sorted((folder / PROFILES).iterdir())
     assert [p.name for p in kept] == [r.name + ".json" for r in raws]
     manifest = load_manifest(SAMPLE / "shot100" / "manifest.yaml")
@@ -181,7 +182,7 @@ def test_render_nodes_filing_frames_at_once_leave_a_consistent_store(settings: S
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     folder = Path(store) / "proj" / "shotX" / "shotX_lighting_v001"
-    raws = trace_files(str(folder))
+    raws = [Path(r.path) for r in trace_files(str(folder))]
     assert [r.name for r in raws] == [f"frame.{f:04d}.jsonl.gz" for f in range(1, 25)]
     assert not [p for p in folder.rglob(".tmp-*")]
     for raw in raws:   # a kept profile that names its raw file describes exactly that file
@@ -194,7 +195,7 @@ def test_render_nodes_filing_frames_at_once_leave_a_consistent_store(settings: S
     stored = load_profiles(settings, manifest)
     assert stored.traces == aggregate(read_traces([str(folder)]))
     assert stored.traces.frames == frozenset(range(1, 25))
-    again = frame_profiles(raws[0])
+    again = frame_profiles(store_traces(settings, [str(folder)])[0])
     assert not again[1]
 
 

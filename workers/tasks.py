@@ -21,7 +21,7 @@ from prewarm.farm.agent import Match, check_gateway
 from prewarm.farm.restarts import RestartWatch
 from prewarm.state import keys, runner
 from prewarm.state.celery_app import DEFAULT_URL, CelerySender
-from prewarm.state.client import connect
+from prewarm.state.client import connect, persistence_warning
 from workers.app import app, settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,10 @@ def _gateways(consumer: Any) -> list[str]:
 
 @worker_ready.connect
 def _start_sweep(sender: Any = None, **_: object) -> None:
-    """At start: say what would make this worker useless, then sweep in the background."""
+    """At start: say what would make this worker useless or unsafe, then sweep in the background."""
+    warning = persistence_warning(client())
+    if warning:
+        log.warning("prewarm worker: %s", warning)
     if not settings.allowed_roots():
         log.warning("this worker has no allowed studio roots: every file will be refused. Set `roots` or "
                     "`path_map` in its settings file (PREWARM_CONFIG or /etc/prewarm/config.yaml)")

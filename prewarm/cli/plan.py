@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -11,6 +10,7 @@ from prewarm.cli.options import add_path_map_flags, site_settings
 from prewarm.errors import ConfigError
 from prewarm.flow.planning import PlanOptions, plan_job
 from prewarm.plan.framespec import parse_frames
+from prewarm.plan.limits import granule_problem
 from prewarm.plan.model import Plan
 from prewarm.plan.predict import KNOBS, check_knob
 from prewarm.plan.units import parse_size
@@ -69,26 +69,24 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
         except ValueError as exc:
             raise ConfigError("command line", f"{flag}: {str(exc).split(': ', 1)[-1]}") from exc
     frames = parse_frames(args.frames, "command line", "--frames") if args.frames else None
-    return PlanOptions(granule=size("granule"), max_bytes=size("max_bytes"), max_gap=size("max_gap"),
+    granule = size("granule")
+    problem = None if granule is None else granule_problem(granule)
+    if problem:
+        raise ConfigError("--granule", problem)
+    return PlanOptions(granule=granule, max_bytes=size("max_bytes"), max_gap=size("max_gap"),
                        frame=args.frame, frames=frames, knobs=knobs)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = site_settings(args)
     plan = plan_job(args.manifest, args.traces, settings, options_from(args))
-    write_json(plan.to_json(), args.output)
+    if args.output is None:
+        sys.stdout.writelines(plan.json_text())
+    else:
+        atomic.write_text(args.output, plan.json_text(), "-o")
     if args.summary:
         print(summary_table(plan), file=sys.stderr)
     return 0
-
-
-def write_json(data: dict[str, Any], output: str | None) -> None:
-    """Stdout, or a file written whole: a reader never sees half a plan."""
-    text = json.dumps(data, indent=1) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        atomic.write_text(output, text, "-o")
 
 
 def human(n: float) -> str:

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from prewarm.farm.service import connect, create_app
     from prewarm.state.celery_app import CelerySender
-    from prewarm.state.client import ping
+    from prewarm.state.client import persistence_warning, ping
 
     settings = site_settings(args)
     if not settings.service_token and not args.no_token:
@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--redis", "`prewarm serve` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
     r = connect(settings.redis_url)
     ping(r, settings.redis_url)
+    warning = persistence_warning(r)
+    if warning:
+        print(f"prewarm serve: warning: {warning}", file=sys.stderr)
     sender = CelerySender(settings)
     app = create_app(settings, r, sender.send, sender.revoke, None if args.no_token else settings.service_token)
     print(f"prewarm serve: http://{args.host}:{args.port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr)

@@ -47,21 +47,21 @@ def run(args: argparse.Namespace) -> int:
     settings = site_settings(args)
     r = redis_of(settings, "status")
     if args.follow:
-        return follow(r, args.ids, args.oneline or not sys.stdout.isatty(), args.every)
+        return follow(r, args.ids, args.oneline or not sys.stdout.isatty(), args.every, settings)
     if args.ids:
         infos = []
         for job_id in args.ids:
             info = WarmJob(r, job_id).info()
             if info is None:
-                raise ConfigError(job_id, "no such warm job (expired or never created)")
-            infos.append(info)
+                raise ConfigError(job_id, unknown_job(r))
+            infos.append(mark_overdue(r, info, settings))
         if args.json:
             print(json.dumps(infos[0].to_json() if len(infos) == 1 else [i.to_json() for i in infos], indent=1))
         for info in [] if args.json else infos:
             print(oneline(info, *_rate(r, info)) if args.oneline else "\n".join(summary_lines(info)))
         _warn_unserved(settings, infos)
         return 0
-    infos = recent(r, args.limit)
+    infos = [mark_overdue(r, i, settings) for i in recent(r, args.limit)]
     if args.json:
         print(json.dumps([i.to_json() for i in infos], indent=1))
         return 0
@@ -74,9 +74,27 @@ def run(args: argparse.Namespace) -> int:
         c = i.counters
         print(f"{i.id}  {i.state.value:<9} {i.gateway:<12} {i.name:<30} "
               f"{(c['bytes_done'] + c['bytes_skipped']) / 1e6:,.1f}/{i.bytes_planned / 1e6:,.1f} MB  "
-              f"batches {i.batches_done}/{i.batches}  findings {c['files_failed']}")
+              f"batches {i.batches_done}/{i.batches}  findings {c['files_failed']}"
+              + (f"  OVERDUE {len(i.overdue)}" if i.overdue else ""))
     _warn_unserved(settings, infos)
     return 0
+
+
+def mark_overdue(r: redis.Redis[bytes], info: JobInfo, settings: Settings) -> JobInfo:
+    """`info` with the batches sent longer ago than the visibility timeout and not finished."""
+    from prewarm.state.dispatch import overdue
+
+    if not info.state.final:
+        info.overdue = overdue(r, info.gateway, info.id, settings.visibility_timeout_s, time.time())
+    return info
+
+
+def unknown_job(r: redis.Redis[bytes]) -> str:
+    """Why a job id is not there, with the likeliest cause on a Redis that keeps nothing."""
+    from prewarm.state.client import persistence_warning
+
+    lost = " or lost when this Redis restarted: it keeps no append-only file" if persistence_warning(r) else ""
+    return f"no such warm job (expired, never created{lost})"
 
 
 def moved(info: JobInfo) -> tuple[int, int]:
@@ -94,7 +112,7 @@ def oneline(info: JobInfo, rate_bps: float, in_flight: int) -> str:
     return (f"prewarm {info.id} {info.name} state={info.state.value} {pct:.1f}% "
             f"bytes={done_b}/{info.bytes_planned} files={done_f}/{info.files_planned} "
             f"rate={rate_bps / 1e6:.1f}MB/s in_flight={in_flight} eta={eta} "
-            f"failed_files={info.counters['files_failed']}")
+            f"failed_files={info.counters['files_failed']} overdue={len(info.overdue)}")
 
 
 def _rate(r: redis.Redis[bytes], info: JobInfo) -> tuple[float, int]:
@@ -106,21 +124,21 @@ def _rate(r: redis.Redis[bytes], info: JobInfo) -> tuple[float, int]:
     return current(WarmJob(r, info.id).points(), time.time())
 
 
-def _live(r: redis.Redis[bytes], ids: list[str]) -> list[JobInfo]:
+def _live(r: redis.Redis[bytes], ids: list[str], settings: Settings) -> list[JobInfo]:
     from prewarm.state.jobs import WarmJob, recent
 
     if ids:
         infos = [WarmJob(r, i).info(findings=False) for i in ids]
         missing = [i for i, info in zip(ids, infos, strict=True) if info is None]
         if missing:
-            raise ConfigError(missing[0], "no such warm job (expired or never created)")
-        return [i for i in infos if i is not None]
-    return [i for i in recent(r, 100) if not i.state.final]
+            raise ConfigError(missing[0], unknown_job(r))
+        return [mark_overdue(r, i, settings) for i in infos if i is not None]
+    return [mark_overdue(r, i, settings) for i in recent(r, 100) if not i.state.final]
 
 
-def follow(r: redis.Redis[bytes], ids: list[str], plain: bool, every: float) -> int:
+def follow(r: redis.Redis[bytes], ids: list[str], plain: bool, every: float, settings: Settings) -> int:
     """Watch until every followed job has ended; the jobs are fixed at the start."""
-    infos = _live(r, ids)
+    infos = _live(r, ids, settings)
     if not infos:
         print("no queued or running warm jobs", file=sys.stderr)
         return 0
@@ -132,11 +150,11 @@ def follow(r: redis.Redis[bytes], ids: list[str], plain: bool, every: float) -> 
             if all(i.state.final for i in infos):
                 return 0
             time.sleep(every)
-            infos = _live(r, ids)
-    return _bars(r, ids, infos)
+            infos = _live(r, ids, settings)
+    return _bars(r, ids, infos, settings)
 
 
-def _bars(r: redis.Redis[bytes], ids: list[str], infos: list[JobInfo]) -> int:
+def _bars(r: redis.Redis[bytes], ids: list[str], infos: list[JobInfo], settings: Settings) -> int:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -156,11 +174,11 @@ def _bars(r: redis.Redis[bytes], ids: list[str], infos: list[JobInfo]) -> int:
             for info in infos:
                 done_b, done_f = moved(info)
                 bars.update(tasks[info.id], completed=done_b, files=f"{done_f}/{info.files_planned}",
-                            state=info.state.value)
+                            state=info.state.value + (f" OVERDUE {len(info.overdue)}" if info.overdue else ""))
             if all(i.state.final for i in infos):
                 return 0
             time.sleep(POLL_S)
-            infos = _live(r, ids)
+            infos = _live(r, ids, settings)
 
 
 def _warn_unserved(settings: Settings, infos: list[JobInfo]) -> None:

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if job.state() is None:
             raise ConfigError(args.source, "neither a plan file nor a warm job id (expired or never created)")
         plan = job.plan()
-    warming.check_plan(plan, settings, args.source)
+    plan = warming.check_plan(plan, settings, args.source)
     ranges = [ByteRange(r.path, r.offset, r.length) for r in plan.ranges]
     samples = verify.choose(ranges, args.sample, plan.granule, args.seed)
     reader = site_reader(settings)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 f.close()
         except OSError as exc:
-            raise ConfigError(s.path, f"cannot read a sample: {exc.strerror or exc}") from exc
+            raise ConfigError(s.path, f"cannot read a sample: {exc.strerror or type(exc).__name__}") from exc
 
     note = ""
     counters = _agent(args.agent) if args.agent else None

@@ -23,7 +23,7 @@ from prewarm.cli.options import (
     redis_of,
     site_settings,
 )
-from prewarm.errors import ConfigError, PlanFileError
+from prewarm.errors import ConfigError, PlanFileError, ServiceError
 from prewarm.plan.model import Plan
 from prewarm.plan.units import parse_rate
 from prewarm.site.mounts import ReadMode
@@ -79,17 +79,35 @@ def load_source(source: str, traces: list[str], settings: Settings, args: argpar
         with open(source, "rb") as fh:
             head = fh.read(1 << 16).lstrip()
     except OSError as exc:
-        raise PlanFileError(source, f"cannot read: {exc.strerror or exc}") from exc
+        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
     if source.endswith(".json") or head.startswith(b"{"):
-        try:
-            with open(source, "rb") as fh:
-                data = json.load(fh)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PlanFileError(source, f"not valid JSON: {exc}") from exc
-        return Plan.from_json(data, where=source), settings
+        return read_plan(source), settings
     from prewarm.flow.planning import load_manifest, plan_manifest
 
     return plan_manifest(load_manifest(source), traces, settings), settings
+
+
+def read_plan(source: str) -> Plan:
+    """A plan file, streamed (see `load_plan`)."""
+    try:
+        with open(source, "rb") as fh:
+            return load_plan(fh, source)
+    except OSError as exc:
+        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
+
+
+def load_plan(fh: IO[bytes], where: str) -> Plan:
+    """A plan from a binary stream: its ranges go straight into the plan's columnar table
+    (ijson's C parser), so a million-range plan never exists as a million Python dicts."""
+    import ijson
+
+    try:
+        return Plan.from_events(ijson.parse(fh, use_float=True), where=where)
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PlanFileError(where, f"not valid JSON: {first[:120]}") from exc  # yajl goes on to quote the text
+    except StopIteration as exc:
+        raise PlanFileError(where, "not valid JSON: ends early") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,14 +136,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"planner: missing input {m.path} ({m.reason}{f', line {m.line}' if m.line else ''})", file=sys.stderr)
     report_path = _report_path(args.report)
     if not settings.redis_url:
-        warming.check_plan(plan, settings, args.source)
+        plan = warming.check_plan(plan, settings, args.source)
         progress = Progress(sys.stderr)
         warm = embedded.warm_embedded(plan, settings, progress=progress.update)
         progress.done()
         if report_path:
             from prewarm.report import build
 
-            progress_of = build.Progress.of([warm.batch], {0})
+            progress_of = build.Progress(warm.planned, warm.done)
             data = build.build(warm.info, plan, progress_of, warm.failed, warm.info.samples, settings.throttle_bps)
             _write_report(report_path, data)
         return _report([warm.info], args.json)
@@ -177,10 +195,13 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
     moved_at = time.monotonic()
     while True:
         infos = [h.info(findings=False) for h in handles]
+        gone = [h.id for h, i in zip(handles, infos, strict=True) if i is None]
+        if gone:
+            progress.done()
+            raise ServiceError(lost_jobs(r, gone, args))
         live = [i for i in infos if i is not None]
-        if live:
-            progress.update(_combined(live))
-        if all(i is None or i.state.final for i in infos):
+        progress.update(_combined(live))
+        if all(i.state.final for i in live):
             break
         now = time.monotonic()
         mark = tuple(i.batches_done for i in live)
@@ -233,6 +254,19 @@ def _write_report(path: str, data: dict[str, Any], suffix: str = "") -> None:
     text = html.render(data) if not path.lower().endswith(".json") else json.dumps(data, indent=1)
     atomic.write_text(path, text, "--report")
     print(f"report: {path}", file=sys.stderr)
+
+
+def lost_jobs(r: redis.Redis[bytes], gone: list[str], args: argparse.Namespace) -> str:
+    """What to say when warm jobs vanished from Redis while this command waited for them."""
+    from prewarm.state.client import persistence_warning
+
+    why = ("Redis lost its state: it restarted and keeps no append-only file" if persistence_warning(r)
+           else "Redis lost its state (restarted without persistence, flushed, or the keys were evicted)")
+    again = (f"prewarm warm --retry {args.retry}" if args.retry else
+             "prewarm warm " + " ".join([args.source or "PLAN.json", *(f"--gateway {g}" for g in args.gateway)]))
+    return (f"warm job(s) {', '.join(gone)} vanished from Redis: {why}; the batches it held are gone and nothing "
+            f"reports whether they ran. Re-run the warm (`{again}`): what was warmed is skipped by the gateway's "
+            "cache, not read again over the WAN")
 
 
 def _combined(infos: list[JobInfo]) -> JobInfo:

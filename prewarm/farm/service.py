@@ -18,9 +18,9 @@ Routes (all under /api/v1; POSTs need `Authorization: Bearer <service_token>`):
 from __future__ import annotations
 
 import hmac
-import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import redis
@@ -32,17 +32,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prewarm.errors import InputError, OutsideRoots, ServiceError
+from prewarm.errors import InputError, OutsideRoots, ServiceError, TraceError
 from prewarm.farm import report_routes as service_reports
 from prewarm.flow import warming
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import Manifest, parse_manifest
-from prewarm.site.guard import inside
+from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import client as state_client
-from prewarm.state import runner
+from prewarm.state import dispatch, runner
 from prewarm.state.dispatch import Send
 from prewarm.state.jobs import WarmJob, recent
+from prewarm.traces.files import TraceFile
 
 API = "/api/v1"
 
@@ -147,6 +148,8 @@ def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Re
         info = WarmJob(r, _known_id(job_id)).info()
         if info is None:
             raise HTTPException(404, f"no warm job {job_id} (expired or never created)")
+        if not info.state.final:
+            info.overdue = dispatch.overdue(r, info.gateway, job_id, settings.visibility_timeout_s, time.time())
         return info.to_json()
 
     @app.post(f"{API}/jobs/{{job_id}}/cancel", responses=ERRORS, dependencies=auth)
@@ -212,15 +215,16 @@ def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send:
     roots = settings.allowed_roots()
     if not roots:
         raise ServiceError("the service has no allowed roots: set `roots` or `path_map` in its config")
-    manifest = _manifest_of(req, settings, roots)
-    traces = _traces_of(req, manifest, settings, roots)
+    guard = Guard(roots, settings.path_map)
+    manifest = _manifest_of(req, settings, guard)
+    traces = _traces_of(req, manifest, settings, guard)
     plan = plan_manifest(manifest, traces, settings)
     submitted = warming.submit_plan(r, plan, settings, send, "plan")
     return Submitted(ids=list(submitted.ids), job=plan.job, duplicate=submitted.duplicate, plan=plan.summary(),
-                     missing=[{"path": m.path, "reason": m.reason, "line": m.line} for m in plan.missing])
+                     missing=[m.to_json() for m in plan.missing])
 
 
-def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -> Manifest:
+def _manifest_of(req: SubmitRequest, settings: Settings, guard: Guard) -> Manifest:
     given = [k for k in ("manifest", "bundle", "bundle_path", "deadline") if getattr(req, k) is not None]
     if len(given) != 1:
         raise InputError("body", "give exactly one of manifest, bundle, bundle_path, deadline"
@@ -235,27 +239,41 @@ def _manifest_of(req: SubmitRequest, settings: Settings, roots: Sequence[str]) -
     from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
 
     if req.bundle_path is not None:
-        if not inside(req.bundle_path, tuple(roots)):
-            raise OutsideRoots("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(roots)}")
-        return bundle_to_manifest(settings.path_map.to_local(req.bundle_path), req.bundle_path)
+        if not inside(req.bundle_path, guard.roots):
+            raise OutsideRoots("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(guard.roots)}")
+        try:
+            return bundle_to_manifest(req.bundle_path, req.bundle_path.rstrip("/"), guard)
+        except InputError as exc:
+            raise type(exc)(exc.where, _unquoted(exc.message)) from exc
     assert req.bundle is not None
     return bundle_json_to_manifest(req.bundle, "bundle")
 
 
-def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings,
-               roots: Sequence[str]) -> list[str] | None:
-    """The request's trace paths on this machine; None (plan from the trace store) when it names none."""
+def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, guard: Guard) -> list[TraceFile] | None:
+    """The request's studio paths found through the site's guard (errors name them as given);
+    None when it names none: plan from the trace store's profiles of the shot."""
+    from prewarm.traces.files import trace_files
+
     if req.traces is None:
         return None
-    out = []
+    out: list[TraceFile] = []
     for i, t in enumerate(req.traces):
-        if not inside(t, tuple(roots)):
-            raise OutsideRoots(f"traces[{i}]", f"{t!r} is outside the allowed roots {list(roots)}")
-        local = settings.path_map.to_local(t)
-        if not os.path.exists(local):
-            raise InputError(f"traces[{i}]", f"{t!r} does not exist")
-        out.append(local)
+        if not inside(t, guard.roots):
+            raise OutsideRoots(f"traces[{i}]", f"{t!r} is outside the allowed roots {list(guard.roots)}")
+        try:
+            out.extend(trace_files(t.rstrip("/") or t, guard))
+        except TraceError as exc:
+            raise TraceError(f"traces[{i}]", f"{exc.where}: {exc.message}") from exc
     return out
+
+
+_QUOTED = re.compile(r"""'[^']*'|"[^"]*"|\{.*\}|\[[^\]]*=[^\]]*\]|input_value=\S+""")
+
+
+def _unquoted(message: str) -> str:
+    """An error about a file the service read itself, without the values it quotes: the file
+    (a bundle under the roots) may be one the caller cannot read, so its content is not shown."""
+    return _QUOTED.sub("...", message)
 
 
 # request guards and error bodies

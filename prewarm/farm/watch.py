@@ -27,25 +27,37 @@ be imported goes to `failed/` with `NAME.error.txt`.
 
 watchdog wakes the loop as soon as something changes; a periodic tick does the rest
 (settling, retries), so events lost by an overflowing inotify queue cost only latency.
+
+Anyone who can write the folders can drop anything there, so only real files and
+folders are taken: a symlink (to `/etc`, or dangling), a FIFO, a device or a socket is
+left where it is, neither read nor moved, with one warning. Files are opened with
+`O_NOFOLLOW` (a drop swapped for a link after it was claimed is not followed), a
+bundle folder is read through a guard rooted at it, and a trace through one rooted
+at the drop folder.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import io
 import itertools
 import json
 import logging
 import os
+import stat as statmod
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prewarm.errors import InputError, ManifestError, ServiceError
-from prewarm.flow.planning import load_manifest
+from prewarm.plan.limits import MAX_TRACE_LINE
 from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 
 __all__ = ["Spool", "Submit", "TraceDrop", "client_submitter", "load_job", "local_submitter", "watch"]
@@ -61,8 +73,53 @@ SIDECAR = ".prewarm.json"
 WORK_DIRS = ("processing", "done", "failed")
 
 
+MAX_DROP_BYTES = 8 << 20
+"""A manifest, a bundle file or a sidecar is kilobytes; the service takes 8 MiB at most too."""
+
+
 def _ignored(name: str) -> bool:
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES) or name.endswith((".error.txt", ".result.txt"))
+
+
+def _kind(path: Path) -> str | None:
+    """"file" or "dir" for a real file or folder (not followed through a link), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return "file" if statmod.S_ISREG(mode) else "dir" if statmod.S_ISDIR(mode) else None
+
+
+class _Refusals:
+    """Drops that are not real files or folders: warned about once each, then left alone."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.seen: set[Path] = set()
+
+    def real(self, path: Path, kinds: tuple[str, ...] = ("file", "dir")) -> bool:
+        if _kind(path) in kinds:
+            return True
+        if path not in self.seen and os.path.lexists(path):
+            self.seen.add(path)
+            log.warning("%s: %s is a symlink, FIFO, device or socket: left alone, not read", self.what, path.name)
+        return False
+
+
+def read_real(path: Path, limit: int = MAX_DROP_BYTES) -> bytes:
+    """The bytes of a real file, never through a link, never a FIFO; InputError naming the drop otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "a symlink: not followed" if exc.errno == errno.ELOOP else exc.strerror or type(exc).__name__
+        raise InputError(path.name, f"cannot read: {why}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not statmod.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise InputError(path.name, "not a regular file: not read")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(path.name, f"larger than {limit >> 20} MiB: not a job or a sidecar")
+    return data
 
 
 def _signature(path: Path) -> tuple[object, ...] | None:
@@ -73,7 +130,7 @@ def _signature(path: Path) -> tuple[object, ...] | None:
             for folder, dirs, files in os.walk(path):
                 dirs.sort()
                 for f in sorted(files):
-                    st = os.stat(os.path.join(folder, f))
+                    st = os.lstat(os.path.join(folder, f))
                     items.append((os.path.relpath(os.path.join(folder, f), path), st.st_size, st.st_mtime_ns))
             st = path.stat()
             return ("dir", st.st_mtime_ns, tuple(items))
@@ -84,19 +141,17 @@ def _signature(path: Path) -> tuple[object, ...] | None:
 
 
 def _digest(path: Path) -> str:
+    """The drop's content; a bundle's links are named, not followed (the bundle reader refuses them)."""
     h = hashlib.sha256()
-    if path.is_dir():
+    if _kind(path) == "dir":
         for folder, dirs, files in sorted(os.walk(path)):
             dirs.sort()
             for f in sorted(files):
-                full = os.path.join(folder, f)
+                full = Path(folder, f)
                 h.update(os.path.relpath(full, path).encode() + b"\0")
-                h.update(Path(full).read_bytes() + b"\0")
+                h.update((read_real(full) if _kind(full) == "file" else os.readlink(full).encode()) + b"\0")
         return "d" + h.hexdigest()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return "f" + h.hexdigest()
+    return "f" + hashlib.sha256(read_real(path)).hexdigest()
 
 
 def _unique(dest: Path) -> Path:
@@ -170,6 +225,7 @@ class Spool:
         for d in WORK_DIRS:
             (self.folder / d).mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.folder / ".ledger.jsonl"
+        self.refusals = _Refusals("spool")
         self.retry_at: dict[str, float] = {}
         """Drops in processing/ that wait for the service, by name; at start every one found
         there is due at once (a restart finishes the previous watcher's work)."""
@@ -200,14 +256,14 @@ class Spool:
             entries = sorted(self.folder.iterdir())
         except FileNotFoundError:
             return []
-        return [p for p in entries if not _ignored(p.name) and p.name not in WORK_DIRS]
+        return [p for p in entries if not _ignored(p.name) and p.name not in WORK_DIRS and self.refusals.real(p)]
 
     def poll(self) -> list[Outcome]:
         """One pass: finish or retry claimed drops that are due, then take the settled new ones."""
         outcomes: list[Outcome] = []
         now = self.clock()
         for p in sorted((self.folder / "processing").iterdir()):
-            if _ignored(p.name):
+            if _ignored(p.name) or not self.refusals.real(p):
                 continue
             if self.retry_at.get(p.name, 0.0) <= now:
                 outcomes.append(self._process(p))
@@ -225,7 +281,9 @@ class Spool:
         try:
             digest = _digest(path)
         except OSError as exc:
-            return self._finish(path, "failed", f"cannot read: {exc.strerror or exc}")
+            return self._finish(path, "failed", f"cannot read: {exc.strerror or type(exc).__name__}")
+        except InputError as exc:
+            return self._finish(path, "failed", str(exc))
         first = self._ledger().get(digest)
         if first is not None and self.wall() - first.t < self.dedupe_s:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first.t))
@@ -241,7 +299,7 @@ class Spool:
             return self._finish(path, "failed", str(exc))
         except Exception as exc:  # a bug or an unexpected file must not stop the watcher
             log.exception("spool: %s", path.name)
-            return self._finish(path, "failed", f"{type(exc).__name__}: {exc}")
+            return self._finish(path, "failed", f"unexpected {type(exc).__name__} (see the watcher's log)")
         self._record(digest, path.name, result)
         return self._finish(path, "done", result)
 
@@ -273,16 +331,20 @@ class TraceDrop:
         self.folder = Path(self.folder)
         (self.folder / "failed").mkdir(parents=True, exist_ok=True)
         self.settler = _Settler(self.settle_s, self.clock)
+        self.guard = Guard.local(str(self.folder))
+        self.refusals = _Refusals("traces")
 
     def candidates(self) -> list[Path]:
         found: list[Path] = []
         for folder, dirs, files in os.walk(self.folder):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
                              not (Path(folder) == self.folder and d == "failed"))
-            found.extend(Path(folder, f) for f in sorted(files) if not _ignored(f) and not f.endswith(SIDECAR))
+            found.extend(p for f in sorted(files) if not _ignored(f) and not f.endswith(SIDECAR)
+                         and self.refusals.real(p := Path(folder, f), ("file",)))
         return found
 
     def poll(self) -> list[Outcome]:
+        from prewarm.traces.files import trace_files
         from prewarm.traces.store import describe, import_traces
 
         outcomes: list[Outcome] = []
@@ -291,12 +353,14 @@ class TraceDrop:
             sidecar = p.with_name(p.name + SIDECAR)
             try:
                 show, shot, job, frame = self.identity(p, sidecar)
-                result = import_traces(self.settings, [str(p)], show, shot, job, frame)
+                rel = p.relative_to(self.folder).as_posix()
+                found = trace_files(f"{self.guard.roots[0]}/{rel}", self.guard, rel)
+                result = import_traces(self.settings, found, show, shot, job, frame)
             except InputError as exc:
                 outcomes.append(self._failed(p, sidecar, str(exc)))
                 continue
             except OSError as exc:
-                outcomes.append(self._failed(p, sidecar, f"cannot import: {exc}"))
+                outcomes.append(self._failed(p, sidecar, f"cannot import: {exc.strerror or type(exc).__name__}"))
                 continue
             p.unlink(missing_ok=True)
             sidecar.unlink(missing_ok=True)
@@ -306,11 +370,11 @@ class TraceDrop:
 
     def identity(self, path: Path, sidecar: Path) -> tuple[str | None, str | None, str, int | None]:
         """(show, shot, job, frame) of a dropped trace: sidecar, then its place, then its records."""
-        if sidecar.exists():
+        if os.path.lexists(sidecar):
             try:
-                meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise InputError(str(sidecar), f"not a valid sidecar: {exc}") from exc
+                meta = json.loads(read_real(sidecar))
+            except ValueError as exc:
+                raise InputError(sidecar.name, f"not a valid sidecar: {exc}") from exc
             if not isinstance(meta, dict) or not isinstance(meta.get("job"), str):
                 raise InputError(str(sidecar), 'expected {"job": ..., "shot": ..., "show": ..., "frame": ...}')
             frame = meta.get("frame")
@@ -331,7 +395,7 @@ class TraceDrop:
         dest = _unique(self.folder / "failed" / path.name)
         dest.with_name(dest.name + ".error.txt").write_text(why + "\n", encoding="utf-8")
         os.rename(path, dest)
-        if sidecar.exists():
+        if _kind(sidecar) == "file":
             os.rename(sidecar, dest.with_name(dest.name + SIDECAR))
         log.warning("traces: %s: %s", path.name, why)
         return Outcome(path.name, "failed", why)
@@ -344,11 +408,15 @@ def _opt(value: object) -> str | None:
 def _job_from_records(path: Path) -> str | None:
     """The `job` field of the first JSON Lines record that has one (within the first lines)."""
     try:
-        with open(path, "rb") as fh:
-            gz = fh.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rt", encoding="utf-8", errors="replace") if gz
-              else open(path, encoding="utf-8", errors="replace")) as fh:
-            for line in itertools.islice(fh, 1000):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as raw:
+            if not statmod.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            binary = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+            fh = io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
+            for line in itertools.islice(iter(lambda: fh.readline(MAX_TRACE_LINE), ""), 1000):
                 if not line.lstrip().startswith("{"):
                     return None
                 try:
@@ -357,7 +425,7 @@ def _job_from_records(path: Path) -> str | None:
                     continue
                 if isinstance(job, str) and job.strip():
                     return job
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return None
     return None
 
@@ -369,19 +437,25 @@ def load_job(path: Path) -> Manifest:
     """The manifest of a drop: a bundle folder, a bundle JSON (`{"template": ...}`), or a manifest."""
     from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
 
-    if path.is_dir():
+    kind = _kind(path)
+    if kind == "dir":
         return bundle_to_manifest(path, str(path))
+    if kind is None:
+        raise ManifestError(str(path), "not a job: a symlink, FIFO, device or socket is not read")
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ManifestError(str(path), "not a job: expected a manifest (.yaml, .yml, .json) or a job bundle folder")
+    try:
+        text = read_real(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ManifestError(str(path), f"not valid JSON: {exc}") from exc
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ManifestError(str(path), f"not valid JSON: {str(exc)[:120] or 'nested too deeply'}") from exc
         if isinstance(data, dict) and "template" in data:
             return bundle_json_to_manifest(data, str(path))
-        return parse_manifest(path.read_text(encoding="utf-8"), str(path))
-    if path.suffix.lower() in (".yaml", ".yml"):
-        return load_manifest(path)
-    raise ManifestError(str(path), "not a job: expected a manifest (.yaml, .yml, .json) or a job bundle folder")
+    return parse_manifest(text, str(path))
 
 
 def local_submitter(settings: Settings) -> Submit:
@@ -395,7 +469,7 @@ def local_submitter(settings: Settings) -> Submit:
         manifest = load_job(path)
         plan = plan_manifest(manifest, None, settings)
         if not settings.redis_url:
-            warming.check_plan(plan, settings, str(path))
+            plan = warming.check_plan(plan, settings, str(path))
             info = embedded.run_embedded(plan, settings)
             return f"{info.id} {info.state.value}"
         from prewarm.state.celery_app import CelerySender

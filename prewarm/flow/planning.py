@@ -34,7 +34,7 @@ from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
-from prewarm.traces.files import read_batches, trace_files
+from prewarm.traces.files import TraceFile, collect, read_batches
 from prewarm.traces.store import load_profiles
 
 DEFAULT_OPTIONS = PlanOptions()
@@ -51,7 +51,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     except UnicodeDecodeError as exc:
         raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
-        raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or exc}") from exc
+        raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or type(exc).__name__}") from exc
     return parse_manifest(text, str(path))
 
 
@@ -61,9 +61,10 @@ def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
     return plan_manifest(load_manifest(manifest_path), traces or None, settings, options)
 
 
-def plan_manifest(manifest: Manifest, traces: Sequence[str] | None, settings: Settings,
+def plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,
                   options: PlanOptions = DEFAULT_OPTIONS, clock: Callable[[], float] = time.time) -> Plan:
-    """Plan `manifest` on this site from `traces` (files or folders on this machine).
+    """Plan `manifest` on this site from `traces`: files or folders of this machine, or trace files
+    already found through a guard (the service's studio paths).
 
     `traces=None`: from the trace store's profiles of the shot's earlier jobs (issue 14),
     the same plan as from their raw traces without reading a stored call again, so a
@@ -142,22 +143,23 @@ PARALLEL_BYTES = 32 << 20
 """Below this much trace data, starting worker processes costs more than it saves."""
 
 
-def _aggregate_files(files: list[str], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
+def _aggregate_files(files: list[TraceFile], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
     stats = ImportStats()
     return aggregate_runs(read_batches(files, path_map, frame=frame, stats=stats)), stats
 
 
-def load_traces(paths: Sequence[str], path_map: PathMap, frame: int | None = None,
+def load_traces(paths: Sequence[str | TraceFile], path_map: PathMap, frame: int | None = None,
                 workers: int | None = None, min_parallel_bytes: int = PARALLEL_BYTES) -> tuple[TraceSet, ImportStats]:
     """Import and aggregate trace files, over all cores when there is enough to read.
 
     Trace files are per frame, so aggregates of disjoint groups of files merge exactly.
+    Each file travels to the worker processes with its guard.
     """
-    files = [str(f) for p in paths for f in trace_files(p)]
+    files = collect(paths)
     if not files:
         return TraceSet(), ImportStats()
     workers = workers or min(len(files), os.cpu_count() or 1, 8)
-    size = sum(os.path.getsize(f) for f in files)
+    size = sum(f.size for f in files)
     if workers < 2 or size < min_parallel_bytes:
         return _aggregate_files(files, path_map, frame)
     ctx = multiprocessing.get_context("spawn")

@@ -15,46 +15,76 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
 from prewarm.errors import ConfigError, PlanFileError
-from prewarm.plan.model import Plan
-from prewarm.site.guard import inside
+from prewarm.plan.inputs import Failure, Kind, Stat
+from prewarm.plan.model import FileInfo, Plan
+from prewarm.site.fs import SiteFS
+from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import keys, runner
 from prewarm.state.dispatch import Send
 from prewarm.state.jobs import WarmJob
 from prewarm.warm.job import JobState
 
-MAX_PIECES = 20_000_000
-"""Reads one plan may ask for (20 TB at 1 MiB): more is a corrupt or hostile plan, refused before any work."""
+MAX_UNSIZED_BYTES = 64 << 20
+"""Bytes a plan may ask of a file it gives no size for (`files`) and that cannot be looked up here:
+a hand-written plan's small file is fine, a terabyte range of a file nobody measured is not."""
 
 
-def check_plan(plan: Plan, settings: Settings, where: str, need_roots: bool = True) -> None:
-    """Refuse a plan that reads outside the allowed roots or asks for an absurd number of reads.
+def check_plan(plan: Plan, settings: Settings, where: str, need_roots: bool = True) -> Plan:
+    """Refuse a plan that reads outside the allowed roots or beyond the limits; the plan to warm.
 
-    `need_roots=False` (a submitter without roots configured): the size checks still apply,
+    The limits are `Plan.limit_problem`'s, the same rules a plan file is validated with.
+    A range of a file the plan gives no size for is measured here, through the site's
+    guard, so that a range far past a file's end is refused at once rather than cut into
+    a million reads; a file that cannot be measured may be asked for `MAX_UNSIZED_BYTES`.
+    `need_roots=False` (a submitter without roots configured): the other checks still apply,
     the roots are then enforced by each worker against its own settings.
     """
     roots = settings.allowed_roots()
     if need_roots and not roots:
         raise ConfigError("roots", "no allowed studio roots: set `roots` or `path_map` in the config, "
                                    "or pass --local STUDIO=MOUNT")
-    for i, r in enumerate(plan.ranges):
-        if roots and not inside(r.path, roots):
-            raise PlanFileError(f"{where}: ranges[{i}].path", f"{r.path!r} is outside the allowed roots {list(roots)}")
-        info = plan.files.get(r.path)
-        if info is not None and r.end > info.size:
-            raise PlanFileError(f"{where}: ranges[{i}]", f"ends at {r.end}, beyond the file's planned size {info.size}")
+    for path in plan.table.paths():
+        if roots and not inside(path, roots):
+            at = next(j for j, r in enumerate(plan.table.spans()) if r[0] == path)
+            raise PlanFileError(f"{where}: ranges[{at}].path", f"{path!r} is outside the allowed roots {list(roots)}")
     for i, m in enumerate(plan.metadata):
         if roots and not inside(m.path, roots):
             raise PlanFileError(f"{where}: metadata[{i}].path",
                                 f"{m.path!r} is outside the allowed roots {list(roots)}")
-    count = len(plan.ranges) + sum(r.length for r in plan.ranges) // settings.read_size
-    if count > MAX_PIECES:
-        raise PlanFileError(f"{where}: ranges", f"asks for about {count} reads (limit {MAX_PIECES})")
+    plan = _measured(plan, settings, where)
+    problem = plan.limit_problem()
+    if problem:
+        raise PlanFileError(f"{where}: {problem[0]}", problem[1])
+    return plan
+
+
+def _measured(plan: Plan, settings: Settings, where: str) -> Plan:
+    """`plan` with a `files` entry for every file its ranges read, measured through the site's guard."""
+    unsized: dict[str, int] = {}
+    for path, offset, length in plan.table.spans():
+        if path not in plan.files:
+            unsized[path] = max(unsized.get(path, 0), offset + length)
+    if not unsized:
+        return plan
+    fs = SiteFS(Guard(settings.allowed_roots(), settings.path_map), workers=settings.in_flight)
+    with fs:
+        found = dict(zip(unsized, fs.stat_many(list(unsized)), strict=True))
+    files = dict(plan.files)
+    for path, end in unsized.items():
+        st = found[path]
+        if isinstance(st, Stat) and st.kind is Kind.FILE:
+            files[path] = FileInfo(path, st.size, st.mtime)
+        elif end > MAX_UNSIZED_BYTES:
+            why = st.reason if isinstance(st, Failure) else "not a regular file"
+            raise PlanFileError(f"{where}: files", f"no size for {path} ({why} here), and its ranges reach "
+                                                   f"{end:,} bytes: give its size in the plan's files")
+    return replace(plan, files=files)
 
 
 REUSABLE = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
@@ -76,11 +106,15 @@ def identity(plan: Plan) -> str:
     """What makes two submissions the same warm: the same reads of the same file versions, in order.
 
     The plan's creation time and statistics are left out, so re-planning an unchanged job
-    gives the same identity, while a changed input file (size, mtime) gives a new one.
+    gives the same identity, while a changed input file (size, mtime) gives a new one. The
+    ranges are hashed one at a time (a big plan's are never all JSON data at once).
     """
-    data = plan.to_json()
-    core = {k: data[k] for k in ("job", "frames", "gateways", "granule", "ranges", "metadata", "files", "priority")}
-    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
+    data = plan.to_json(ranges=False)
+    core = {k: data[k] for k in ("job", "frames", "gateways", "granule", "metadata", "files", "priority")}
+    h = hashlib.sha256(json.dumps(core, sort_keys=True).encode())
+    for r in plan.ranges:
+        h.update(json.dumps(r.to_json(), sort_keys=True).encode())
+    return h.hexdigest()[:32]
 
 
 def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Send, where: str,
@@ -91,7 +125,7 @@ def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Sen
     cross-job dedupe still keeps them from reading what a gateway already holds. The
     submitter may have no roots of its own: each worker enforces its own settings'.
     """
-    check_plan(plan, settings, where, need_roots=False)
+    plan = check_plan(plan, settings, where, need_roots=False)
     names = tuple(gateways) or settings.gateways(plan.gateways)
     key = identity(plan)
     ids: list[str] = []

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 from prewarm.plan.access import Op
 from prewarm.plan.aggregate import TraceSet
-from prewarm.plan.inputs import Resolved
+from prewarm.plan.framespec import format_frames
+from prewarm.plan.inputs import Missing, Resolved
+from prewarm.plan.limits import FOLD_MISSING, MAX_FINDINGS
 from prewarm.plan.manifest import FrameOrder, Manifest
 from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
 from prewarm.plan.ordering import order_ranges
@@ -96,6 +98,43 @@ def job_folders(manifest: Manifest, files: Sequence[str], roots: Sequence[str]) 
     return ok
 
 
+def fold_missing(manifest: Manifest, resolved: Sequence[Missing], traced: Sequence[tuple[str, str]]
+                 ) -> list[Finding]:
+    """The plan's findings: each input's missing files, folded into one finding with a count and
+    the frames when there are more than `FOLD_MISSING` for one reason (a per-frame pattern over a
+    million frames is one line, not a million); files traces read that are gone, folded the same
+    way by reason; at most `MAX_FINDINGS` in all."""
+    groups: dict[tuple[int, str], list[Missing]] = {}
+    for m in resolved:
+        groups.setdefault((m.input_index, m.reason), []).append(m)
+    out: list[Finding] = []
+    for (index, why), items in groups.items():
+        why += " (optional input)" if items[0].optional else ""
+        if len(items) <= FOLD_MISSING:
+            out.extend(Finding(m.path, why, m.input_line, optional=m.optional) for m in items)
+            continue
+        frames = [m.frame for m in items if m.frame is not None]
+        out.append(Finding(manifest.inputs[index].path, why, items[0].input_line, count=len(items),
+                           frames=format_frames(frames) if frames else None, optional=items[0].optional))
+    by_reason: dict[str, list[str]] = {}
+    for path, why in traced:
+        by_reason.setdefault(why.partition(":")[0], []).append(path)
+    for (path, why), head in zip(traced, (why.partition(":")[0] for _, why in traced), strict=True):
+        paths = by_reason.get(head)
+        if paths is None:
+            continue
+        if len(paths) <= FOLD_MISSING:
+            out.append(Finding(path, why))
+            continue
+        del by_reason[head]
+        out.append(Finding(path, f"{head}: {len(paths):,} files earlier renders read are gone, this one first",
+                           count=len(paths)))
+    if len(out) > MAX_FINDINGS:
+        rest = sum(f.count for f in out[MAX_FINDINGS:])
+        out = out[:MAX_FINDINGS] + [Finding(out[MAX_FINDINGS].path, f"and {rest:,} more not listed", count=rest)]
+    return out
+
+
 def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Lookup, options: PlanOptions,
                effective: Effective, trace_counts: Mapping[str, int], created: float | None,
                structure: Structures = lambda p: None) -> Plan:
@@ -130,9 +169,7 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
     listed.update(dict.fromkeys(d for d in sorted(ts.listed) if traced_ok(d + "/x")))
     metadata.extend(MetaOp(Op.READDIR, d) for d in listed)
 
-    missing = [Finding(m.path, m.reason + (" (optional input)" if m.optional else ""), m.input_line, m.optional)
-               for m in resolved.missing]
-    missing += [Finding(p, why) for p, why in result.missing]
+    missing = fold_missing(manifest, resolved.missing, result.missing)
     stats = {"trace_records": ts.records, "trace_frames": len(ts.frames), **trace_counts,
              "granule": effective.granule, **result.stats}
     return Plan(job=manifest.job, frames=tuple(frames), ranges=tuple(ordered.ranges), metadata=tuple(metadata),

@@ -26,9 +26,9 @@ from collections.abc import Iterable
 from fileseq.frameset import FrameSet
 
 from prewarm.errors import ManifestError
+from prewarm.plan.limits import MAX_FRAME_NUMBER, MAX_FRAMES
 
-MAX_FRAMES = 1_000_000
-"""More frames than any job renders: a typo such as `1-10000000` must fail, not eat memory."""
+__all__ = ["MAX_FRAMES", "format_frames", "parse_frames"]
 
 _ITEM = re.compile(r"(-?\d+)(?:\s*-\s*(-?\d+)(?:\s*([x:y])\s*(-?\d+))?)?")
 _SYNTAX = "expected e.g. 1001-1100, 1-100x5, 1-100:5, 1-100y5, 1,3,5"
@@ -42,7 +42,7 @@ def parse_frames(spec: str | int | list[str | int], where: str, field: str = "fr
     if isinstance(spec, bool) or not isinstance(spec, (str, int, list)):
         raise ManifestError(where, f"{field}: expected a frame spec such as 1001-1100, got {_kind(spec)}")
     if isinstance(spec, int):
-        return (spec,)
+        return (_number(spec, where, field),)
     items: list[str | int] = spec if isinstance(spec, list) else [spec]
     if not items:
         raise ManifestError(where, f"{field}: empty list, expected at least one frame")
@@ -51,7 +51,7 @@ def parse_frames(spec: str | int | list[str | int], where: str, field: str = "fr
         label = f"{field}[{i}]" if isinstance(spec, list) else field
         if isinstance(item, bool) or not isinstance(item, (str, int)):
             raise ManifestError(where, f"{label}: expected a frame or a frame spec, got {_kind(item)}")
-        for frame in (item,) if isinstance(item, int) else _parse_text(item, where, label):
+        for frame in (_number(item, where, label),) if isinstance(item, int) else _parse_text(item, where, label):
             frames[frame] = None
         if len(frames) > MAX_FRAMES:
             raise ManifestError(where, f"{field}: more than {MAX_FRAMES:,} frames")
@@ -71,12 +71,24 @@ def _parse_text(text: str, where: str, field: str) -> list[int]:
     return frames
 
 
+def _number(value: int | str, where: str, field: str) -> int:
+    """A frame number within +-MAX_FRAME_NUMBER; digits are counted before Python converts
+    them (a 5,000-digit number would fail inside `int`)."""
+    number = (int(value) if len(value.lstrip("-")) <= 10 else None) if isinstance(value, str) else value
+    if number is None or abs(number) > MAX_FRAME_NUMBER:
+        raise ManifestError(where, f"{field}: frame numbers are at most {MAX_FRAME_NUMBER:,} either side of 0")
+    return number
+
+
 def _expand_item(item: str, text: str, where: str, field: str) -> list[int]:
-    m = _ITEM.fullmatch(item)
+    m = _ITEM.fullmatch(item[:200]) if len(item) <= 200 else None
     if m is None:
-        what = "" if item == text.strip() else " (an empty item)" if not item else f" (at {item!r})"
-        raise ManifestError(where, f"{field}: cannot parse {text!r}{what}; {_SYNTAX}")
-    start, end = int(m[1]), int(m[2]) if m[2] is not None else None
+        what = "" if item == text.strip() else " (an empty item)" if not item else f" (at {item[:40]!r})"
+        raise ManifestError(where, f"{field}: cannot parse {text[:80]!r}{what}; {_SYNTAX}")
+    start = _number(m[1], where, field)
+    end = _number(m[2], where, field) if m[2] is not None else None
+    if m[4] is not None and len(m[4].lstrip("-")) > 10:
+        raise ManifestError(where, f"{field}: step {m[4][:12]}... is too large")
     if end is None:
         return [start]
     kind, step = m[3] or "x", int(m[4]) if m[4] is not None else 1

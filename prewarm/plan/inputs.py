@@ -24,6 +24,8 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Protocol
 
+from prewarm.errors import ManifestError
+from prewarm.plan.limits import MAX_FILES
 from prewarm.plan.manifest import InputSpec, Manifest
 from prewarm.plan.model import FileInfo
 from prewarm.plan.patterns import PathPattern
@@ -102,7 +104,7 @@ class Resolved:
 
 def resolve_inputs(manifest: Manifest, fs: FileSystem) -> Resolved:
     """Every input of `manifest` as the files that exist now, in manifest then frame order."""
-    resolver = _Resolver(fs)
+    resolver = _Resolver(fs, manifest.source)
     for index, spec in enumerate(manifest.inputs):
         pattern = spec.pattern
         frames: tuple[int | None, ...] = manifest.frames if pattern.has_frame else (None,)
@@ -126,8 +128,9 @@ def _selected(rel: str, name: str, globs: tuple[str, ...]) -> bool:
 class _Resolver:
     """Collects findings while memoising every stat and listing by studio path."""
 
-    def __init__(self, fs: FileSystem) -> None:
+    def __init__(self, fs: FileSystem, source: str = "<manifest>") -> None:
         self.fs = fs
+        self.source = source
         self.stats: dict[str, Stat | Failure] = {}
         self.listings: dict[str, list[str] | Failure] = {}
         self.name_sets: dict[str, frozenset[str]] = {}
@@ -151,7 +154,17 @@ class _Resolver:
         result = self.listings.get(folder)
         if result is None:
             result = self.listings[folder] = self.fs.listdir(folder or "/")
+            if len(self.listings) > MAX_FILES:
+                raise ManifestError(self.source, f"inputs: more than {MAX_FILES:,} folders to list: "
+                                                 "narrow the folder inputs with include/exclude")
         return result
+
+    def found(self, spec: InputSpec, index: int, file: ResolvedFile) -> None:
+        """One more file; the job is refused once its inputs name more than `MAX_FILES`."""
+        self.files.append(file)
+        if len(self.files) > MAX_FILES:
+            raise ManifestError(f"{self.source}:{spec.line}", f"inputs[{index}]: the inputs resolve to more than "
+                                                               f"{MAX_FILES:,} files: narrow them with include/exclude")
 
     def present(self, folder: str) -> frozenset[str] | None:
         """Names in a folder, or None when it cannot be listed (stat then tells why)."""
@@ -175,7 +188,7 @@ class _Resolver:
         elif st.kind is not Kind.FILE:
             self.miss(index, spec, path, "not a regular file", frame)
         else:
-            self.files.append(ResolvedFile(path, st.size, st.mtime, index, frame, tile))
+            self.found(spec, index, ResolvedFile(path, st.size, st.mtime, index, frame, tile))
 
     def sequence(self, index: int, spec: InputSpec, frames: tuple[int, ...]) -> None:
         """One file per frame; when one folder holds them all, it is listed once and only
@@ -236,7 +249,7 @@ class _Resolver:
                     visited.add(child.ident)
                     stack.append(self.entries(index, spec, path, rel + "/", frame))
             elif child.kind is Kind.FILE and (not spec.include or _selected(rel, name, spec.include)):
-                self.files.append(ResolvedFile(path, child.size, child.mtime, index, frame))
+                self.found(spec, index, ResolvedFile(path, child.size, child.mtime, index, frame))
         if len(self.files) == before:
             reason = "no files match include/exclude" if spec.include or spec.exclude else "no files below"
             self.miss(index, spec, root + "/", reason, frame)

@@ -63,8 +63,9 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from prewarm.errors import ConfigError, ManifestError
+from prewarm.errors import ConfigError, InputError, ManifestError
 from prewarm.plan.framespec import MAX_FRAMES, parse_frames
+from prewarm.plan.limits import MAX_GATEWAYS, MAX_NESTING, MAX_PRIORITY, gateway_problem, granule_problem
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.patterns import PathPattern
 from prewarm.plan.predict import check_knob
@@ -125,6 +126,9 @@ class Manifest:
     """Prediction knobs for this job (`spread`, `tile_grow`, `finer`, ...), checked."""
 
 
+LAST_START = 253_402_300_799
+"""9999-12-31T23:59:59Z: a later `start` (or an infinite one) is a mistake, not a date."""
+
 REQUIRED = ("job", "frames", "inputs")
 OPTIONAL = ("show", "shot", "start", "priority", "gateway", "max_bytes", "granule", "path_map", "frame_order",
             "predict")
@@ -141,11 +145,49 @@ def parse_manifest(text: str, source: str) -> Manifest:
     return _Parser(source).manifest(_compose(text, source))
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with a nesting limit: its composer recurses once per level, so a
+    document nested a few hundred deep would end in a RecursionError (a traceback, an HTTP 500)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_NESTING} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def safe_load(text: str, name: str, what: str = "not valid YAML",
+              error: type[InputError] = ManifestError) -> Any:
+    """`yaml.safe_load` with the nesting limit, its errors as one line naming the line (never the
+    line's text, which PyYAML's own message quotes)."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        raise error(f"{name}:{mark.line + 1}" if mark else name, f"{what}: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise error(name, f"{what}: {' '.join(str(exc).split())}") from exc
+    except RecursionError as exc:
+        raise error(name, f"{what}: nested too deeply") from exc
+    finally:
+        loader.dispose()
 
 
 def _compose(text: str, source: str) -> MappingNode:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
+    except RecursionError as exc:
+        raise ManifestError(f"{source}:1", "not valid YAML: nested too deeply") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = str(exc.problem or exc.context or "syntax error")
@@ -248,7 +290,7 @@ class _Parser:
             priority=self.priority(keys["priority"]) if "priority" in keys else 0,
             gateways=self.gateways(keys["gateway"]) if "gateway" in keys else (),
             max_bytes=self.size(keys["max_bytes"], "max_bytes") if "max_bytes" in keys else None,
-            granule=self.size(keys["granule"], "granule") if "granule" in keys else None,
+            granule=self.granule(keys["granule"]) if "granule" in keys else None,
             path_map=self.path_map(keys["path_map"]) if "path_map" in keys else PathMap(),
             frame_order=order,
             predict=self.knobs(keys["predict"]) if "predict" in keys else {},
@@ -375,25 +417,41 @@ class _Parser:
             if value.tzinfo is None:
                 raise self.error(node, f"start: {node.value!r} has no time zone: add Z or an offset such as +01:00")
             return value.timestamp()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= LAST_START:
             return float(value)
         raise self.error(node, f"start: expected ISO 8601 (2025-03-01T22:00:00Z) or epoch seconds, "
                                f"got {node.value!r}")
 
     def priority(self, node: Node) -> int:
         value = self.scalar(node, "priority")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.error(node, f"priority: expected an integer, got {node.value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_PRIORITY:
+            raise self.error(node, f"priority: expected an integer between -{MAX_PRIORITY:,} and "
+                                   f"{MAX_PRIORITY:,}, got {str(node.value)[:20]!r}")
+        return value
+
+    def granule(self, node: Node) -> int:
+        value = self.size(node, "granule")
+        problem = granule_problem(value)
+        if problem:
+            raise self.error(node, f"granule: {problem}")
         return value
 
     def gateways(self, node: Node) -> tuple[str, ...]:
         items = node.value if isinstance(node, SequenceNode) else [node]
         if not items:
             raise self.error(node, "gateway: expected a gateway name or a list of them")
+        if len(items) > MAX_GATEWAYS:
+            raise self.error(node, f"gateway: {len(items):,} gateways, at most {MAX_GATEWAYS} "
+                                   "(each is a whole warm over the WAN link)")
         names = [self.text(item, "gateway") for item in items]
-        for i, item in enumerate(items):
-            if names[i] in names[:i]:
-                raise self.error(item, f"gateway: {names[i]!r} is listed twice")
+        seen: set[str] = set()
+        for name, item in zip(names, items, strict=True):
+            problem = gateway_problem(name)
+            if problem:
+                raise self.error(item, f"gateway: {problem}")
+            if name in seen:
+                raise self.error(item, f"gateway: {name!r} is listed twice")
+            seen.add(name)
         return tuple(names)
 
     def size(self, node: Node, name: str) -> int:

@@ -21,17 +21,23 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _NO_CAP = ("off", "none", "unlimited", "0")
 
+MAX_SIZE = 1 << 62
+"""Larger than any file or budget, and the largest offset a plan may hold."""
+
 
 def parse_size(value: object, where: str, field: str, error: type[InputError] = ManifestError) -> int:
     """Bytes (> 0) from an integer or a size such as `20GiB`; `error` is the class raised, naming `where`."""
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
-    elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
-        size = int(float(m[1]) * _UNITS[(m[2] or "B").lower()])
+    elif isinstance(value, str) and len(value) <= 64 and (m := _SIZE.fullmatch(value.strip())):
+        number = float(m[1]) * _UNITS[(m[2] or "B").lower()]
+        size = int(number) if number < MAX_SIZE else MAX_SIZE + 1  # 1e400 is inf, and int(inf) raises
     else:
-        raise error(where, f"{field}: expected a size such as 20GiB, 500MB or 1048576, got {value!r}")
+        raise error(where, f"{field}: expected a size such as 20GiB, 500MB or 1048576, got {str(value)[:40]!r}")
     if size <= 0:
         raise error(where, f"{field}: must be more than 0 bytes, got {value!r}")
+    if size > MAX_SIZE:
+        raise error(where, f"{field}: more than {MAX_SIZE:,} bytes (4 EiB): a mistake, not a size")
     return size
 
 

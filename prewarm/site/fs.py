@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prewarm.plan.inputs import Failure, Kind, Stat
 from prewarm.plan.model import FileInfo
-from prewarm.site.guard import Guard, Refused
+from prewarm.site.guard import Guard, NotAFile, Refused
 
 CHUNK = 256
 """Paths per stat task: the thread hand-off costs about as much as a local stat."""
@@ -23,7 +23,7 @@ CHUNK = 256
 
 def reason(exc: OSError) -> str:
     """An OSError as a finding's words: what is wrong, without the path it happened to."""
-    if isinstance(exc, Refused):
+    if isinstance(exc, Refused | NotAFile):
         return exc.why
     if isinstance(exc, FileNotFoundError):
         return "not found"

@@ -13,13 +13,21 @@ opens, stats or lists goes through `Guard`:
   followed, so a loop is refused rather than walked.
 - The resolved studio path must lie inside the roots. Its local path then holds no
   symlink below the root's local folder.
-- Files are opened with `O_NOFOLLOW`, and the kernel's own name for the opened
-  descriptor (`/proc/self/fd/N`) must be that symlink-free local path: a component
-  swapped for a link between the check and the open is caught on the descriptor.
+- Files are opened one component at a time from the root's folder (`openat` with
+  `O_NOFOLLOW`), so the kernel never follows a link below the root: a component swapped
+  for a link between the check and the open is refused before anything beyond it is
+  opened. The kernel's own name for the opened descriptor (`/proc/self/fd/N`) must then
+  be that symlink-free local path, a second check.
 
 Refusals are `Refused` (an `OSError`, so the warm loop's error handling sees it), whose
 message names the studio path and what is wrong, never a local path of this machine.
 Symlinks that stay inside the roots work as before: studios rely on `latest` links.
+FIFOs, devices and sockets are never opened (`NotAFile`): opening a FIFO blocks until
+a writer comes, a device may act on open, and reading either never ends.
+
+The same class guards the project's own folders (a trace store, a spool, a traces
+folder named on the command line): `Guard.local(folder)` is rooted at that folder,
+so a link in it that leads out of it is refused like a link out of a studio root.
 
 The local folder of each root is trusted as configured (it may itself be a link, such
 as a mount point); everything below it is not.
@@ -34,7 +42,7 @@ import stat as statmod
 import threading
 from dataclasses import dataclass
 
-from prewarm.plan.pathmap import PathMap
+from prewarm.plan.pathmap import PathMap, Prefix
 
 MAX_LINKS = 40
 """Symlinks followed while resolving one path, as Linux's own limit: more is a loop."""
@@ -42,6 +50,20 @@ MAX_LINKS = 40
 
 NO_ROOTS = ("this machine has no allowed studio roots: set `roots` or `path_map` in its settings file "
             "(PREWARM_CONFIG or /etc/prewarm/config.yaml)")
+
+
+class NotAFile(OSError):
+    """A FIFO, device or socket where a file or a folder was expected: not opened."""
+
+    WHY = "not a regular file or folder (a FIFO, device or socket): not opened"
+
+    def __init__(self, studio: str) -> None:
+        super().__init__(errno.EINVAL, self.WHY)
+        self.studio = studio
+        self.why = self.WHY
+
+    def __str__(self) -> str:
+        return f"{self.studio}: {self.why}"
 
 
 class Refused(OSError):
@@ -62,6 +84,8 @@ class Resolved:
 
     studio: str
     local: str
+    mode: int = 0
+    """`st_mode` of the local path when it was resolved (0: a root, not looked at)."""
 
 
 def is_clean(path: str) -> bool:
@@ -103,6 +127,23 @@ class Guard:
         self._dirs: dict[str, Resolved] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def local(cls, folder: str) -> Guard:
+        """A guard whose one root is a folder of this machine, named by its own path.
+
+        For the project's own folders: what lies below `folder` may be touched, and a
+        link leading out of it is refused. A link target written through the folder's
+        real path (the folder reached through a link of its own) is the same place.
+        """
+        root = posixpath.normpath(os.path.abspath(folder))
+        real = os.path.realpath(root)
+        aliases = (real,) if real != root else ()
+        return cls((root,), PathMap((Prefix(root, aliases, root),)))
+
+    def __reduce__(self) -> tuple[type[Guard], tuple[tuple[str, ...], PathMap]]:
+        """Travel to worker processes as its settings; caches and the lock are rebuilt there."""
+        return (type(self), (self.roots, self.path_map))
+
     def allows(self, studio: str) -> bool:
         """The text check alone (see `inside`)."""
         return inside(studio, self.roots)
@@ -135,26 +176,35 @@ class Guard:
             path = target
 
     def _walk(self, root: str, path: str) -> Resolved | str:
-        """Resolved, or the studio path to start again from when a component is a symlink."""
-        parent, _, name = path.rpartition("/")
+        """Resolved, or the studio path to start again from when a component is a symlink.
+
+        Starts at the deepest folder on the way already resolved (or the root) and walks
+        down one component at a time: a loop, not recursion, so a path of 2,000
+        components costs 2,000 lstat calls, not a RecursionError.
+        """
         if path == root:
             return Resolved(root, self._local_root(root))
-        parent = parent or "/"
-        base = self._dirs.get(parent)
-        if base is None:
-            above = self._walk(root, parent)
-            if isinstance(above, str):
-                return posixpath.join(above, name)
-            base = above
-        local = posixpath.join(base.local, name)
-        st = os.lstat(local)
-        if statmod.S_ISLNK(st.st_mode):
-            return self._follow(base.studio, local)
-        here = Resolved(posixpath.join(base.studio, name), local)
-        if statmod.S_ISDIR(st.st_mode):
-            with self._lock:
-                self._dirs[path] = here
-        return here
+        names: list[str] = []
+        folder = path
+        while True:
+            folder, _, name = folder.rpartition("/")
+            folder = folder or "/"
+            names.append(name)
+            base = Resolved(root, self._local_root(root)) if folder == root else self._dirs.get(folder)
+            if base is not None:
+                break
+        names.reverse()
+        for i, name in enumerate(names):
+            local = posixpath.join(base.local, name)
+            st = os.lstat(local)
+            if statmod.S_ISLNK(st.st_mode):
+                return posixpath.join(self._follow(base.studio, local), *names[i + 1:])
+            here = Resolved(posixpath.join(base.studio, name), local, st.st_mode)
+            if statmod.S_ISDIR(st.st_mode):
+                with self._lock:
+                    self._dirs[here.studio] = here
+            base = here
+        return base
 
     def _follow(self, folder: str, link: str) -> str:
         """The studio path a symlink names: absolute targets are filer paths, mapped like any path."""
@@ -170,21 +220,32 @@ class Guard:
         return local
 
     def open(self, studio: str, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
-        """A descriptor on the resolved file, checked after the open; the caller closes it."""
+        """A descriptor on the resolved file or folder, checked after the open; the caller closes it."""
         return self.open_resolved(studio, self.resolve(studio), flags)
 
     def open_resolved(self, studio: str, where: Resolved, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
-        """Open what `resolve` found, then make sure the descriptor is that file: if a folder on
-        the way was swapped for a symlink since, the kernel's name for it differs and it is refused."""
-        fd = os.open(where.local, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        """Open what `resolve` found, then make sure the descriptor is that file.
+
+        Opened non-blocking and one component at a time below the root, never following a
+        link, so a FIFO or a symlink swapped in after the check can neither hang the open
+        nor lead out; the kernel's name for the descriptor is compared as well. The
+        non-blocking flag is cleared once the descriptor is known to be a file or folder.
+        """
+        if where.mode and not (statmod.S_ISREG(where.mode) or statmod.S_ISDIR(where.mode)):
+            raise NotAFile(studio)
+        fd = self._open_beneath(studio, where, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
+            mode = os.fstat(fd).st_mode
+            if real != where.local:
+                raise Refused(studio, "changed while being opened (a symlink swapped in?)")
+            if not (statmod.S_ISREG(mode) or statmod.S_ISDIR(mode)):
+                raise NotAFile(studio)
+            if not flags & os.O_NONBLOCK:
+                os.set_blocking(fd, True)
+        except BaseException:
             os.close(fd)
             raise
-        if real != where.local:
-            os.close(fd)
-            raise Refused(studio, "changed while being opened (a symlink swapped in?)")
         return fd, where
 
     def for_library(self, path: str) -> str | None:
@@ -198,6 +259,42 @@ class Guard:
             return None
         except OSError:
             return self.path_map.to_local(studio)
+
+    def _open_beneath(self, studio: str, where: Resolved, flags: int) -> int:
+        """Open `where.local` one component at a time from its root's folder, never following a link:
+        a folder swapped for a link after `resolve` is refused before anything beyond it is opened."""
+        root = _root_of(where.studio, self.roots)
+        base = self._local_root(root) if root is not None else ""
+        if not root or where.local == base:
+            return os.open(where.local, flags)
+        parts = where.local[len(base):].strip("/").split("/")
+        fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name in parts[:-1]:
+                try:
+                    step = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except (NotADirectoryError, OSError) as exc:
+                    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                        raise Refused(studio, "changed while being opened (a symlink swapped in?)") from exc
+                    raise
+                os.close(fd)
+                fd = step
+            try:
+                return os.open(parts[-1], flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise Refused(studio, "changed while being opened (a symlink swapped in?)") from exc
+                raise
+        finally:
+            os.close(fd)
+
+    def is_real(self, studio: str) -> bool:
+        """Whether `studio` exists inside the roots and no symlink is on its way (for listings
+        of prewarm's own folders, which hold real files and folders only)."""
+        try:
+            return self.resolve(studio).studio == (studio.rstrip("/") or "/")
+        except OSError:
+            return False
 
     def stat(self, studio: str) -> os.stat_result:
         """The attributes of what `studio` resolves to (a LOOKUP and GETATTR of each component)."""

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from prewarm.errors import ConfigError
+from prewarm.plan.limits import MAX_IN_FLIGHT, granule_problem
+from prewarm.plan.manifest import safe_load
 from prewarm.plan.model import DEFAULT_GRANULE
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.mounts import ReadMode
@@ -64,8 +64,12 @@ class Settings:
     """Batches per gateway sitting in the broker at once: enough to keep every worker busy,
     few enough that a job whose frames start sooner overtakes the queue within a batch or two."""
 
-    visibility_timeout_s: int = 3600
-    """Seconds before the broker hands an unacknowledged batch (its worker died) to another worker."""
+    visibility_timeout_s: int = 60
+    """Seconds before the broker hands an unacknowledged batch (its worker died) to another worker,
+    and after which `prewarm status` calls a batch overdue. A batch carries about half a second of
+    transfer (`prewarm.warm.batches.TARGET_SECONDS`), so a minute is a hundred times what a live
+    worker needs, and a killed worker's batches run again within about a minute. A batch that runs
+    longer is handed out twice: harmless, its result is recorded once."""
 
     service_token: str | None = None
     """Bearer token `prewarm serve` requires on every call that changes something (also
@@ -115,11 +119,13 @@ class Settings:
         data: dict[str, Any] = {}
         if cfg_path:
             try:
-                loaded = yaml.safe_load(Path(cfg_path).read_text())
+                with open(cfg_path, "rb") as fh:
+                    text = fh.read(CONFIG_MAX_BYTES + 1).decode("utf-8", "replace")
             except OSError as exc:
                 raise ConfigError(cfg_path, f"cannot read config file: {exc.strerror}") from exc
-            except yaml.YAMLError as exc:
-                raise ConfigError(cfg_path, f"not valid YAML: {exc}") from exc
+            if len(text) > CONFIG_MAX_BYTES:
+                raise ConfigError(cfg_path, f"larger than {CONFIG_MAX_BYTES >> 10} KiB: not a settings file")
+            loaded = safe_load(text, cfg_path, error=ConfigError)
             if loaded is not None and not isinstance(loaded, dict):
                 raise ConfigError(cfg_path, "expected a mapping of settings")
             data = loaded or {}
@@ -157,12 +163,7 @@ class Settings:
                     raise ConfigError(f"{where}: {name}", "expected a string")
                 kwargs[name] = value
             else:
-                floor = 0 if name == "max_gap" else 1
-                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < floor):
-                    raise ConfigError(f"{where}: {name}", f"expected an integer >= {floor}")
-                if value is None and name not in ("throttle_bps", "trace_store_max_bytes"):
-                    raise ConfigError(f"{where}: {name}", "expected an integer, not null")
-                kwargs[name] = value
+                kwargs[name] = _number(name, value, f"{where}: {name}")
         return cls(**kwargs)
 
     def gateways(self, named: tuple[str, ...]) -> tuple[str, ...]:
@@ -174,6 +175,31 @@ class Settings:
         if self.roots:
             return self.roots
         return tuple(e.studio for e in self.path_map.entries)
+
+
+CONFIG_MAX_BYTES = 1 << 20
+"""A settings file is a few hundred bytes; a bigger one is the wrong file."""
+
+_CEILINGS = {"in_flight": MAX_IN_FLIGHT, "dispatch_window": 10_000, "visibility_timeout_s": 7 * 86400,
+             "dedupe_ttl_s": 30 * 86400, "service_dedupe_s": 30 * 86400, "max_request_bytes": 1 << 30}
+"""Beyond these a setting is a typo that would start a million threads or keep keys for ever."""
+
+
+def _number(name: str, value: object, where: str) -> int | None:
+    """An integer setting within its range: granules 4 KiB-64 MiB, counts within `_CEILINGS`."""
+    floor = 0 if name == "max_gap" else 1
+    if value is None:
+        if name not in ("throttle_bps", "trace_store_max_bytes"):
+            raise ConfigError(where, "expected an integer, not null")
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < floor or value > 1 << 62:
+        raise ConfigError(where, f"expected an integer >= {floor}")
+    problem = granule_problem(value) if name in ("granule", "read_size") else None
+    if name in _CEILINGS and value > _CEILINGS[name]:
+        problem = f"at most {_CEILINGS[name]:,}, got {value:,}"
+    if problem:
+        raise ConfigError(where, problem)
+    return value
 
 
 def _trace_rules(value: object, where: str) -> tuple[str, ...]:

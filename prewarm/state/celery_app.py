@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import kombu.exceptions
+import redis
 from celery import Celery
 
 from prewarm.site.settings import Settings
@@ -82,6 +84,10 @@ class CelerySender:
         self.app.control.revoke(task_ids)
 
     def unserved(self, gateways: Iterable[str]) -> list[str]:
-        """The queues of `gateways` that no worker consumes right now."""
-        served = consumers(self.app)
+        """The queues of `gateways` that no worker consumes right now; none when the broker does not
+        answer (a warning must not fail the warm it is about: the warm itself says what is wrong)."""
+        try:
+            served = consumers(self.app)
+        except (OSError, redis.RedisError, kombu.exceptions.KombuError):
+            return []
         return sorted({keys.queue(g) for g in gateways} - set(served))

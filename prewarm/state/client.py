@@ -41,3 +41,18 @@ def ping(r: redis.Redis[bytes], url: str) -> None:
         r.ping()
     except redis.RedisError as exc:
         raise ServiceError(f"cannot reach Redis at {url}: {exc}") from exc
+
+
+NO_AOF = ("Redis keeps no append-only file (appendonly no): if it restarts, every queued batch and every "
+          "warm job's state is lost, and a waiting `prewarm warm` fails saying so. Run Redis with "
+          "`--appendonly yes` (see README, Redis persistence)")
+"""What workers and the service log at start when Redis would lose everything on a restart."""
+
+
+def persistence_warning(r: redis.Redis[bytes]) -> str | None:
+    """NO_AOF when this Redis keeps no append-only file, else None (also when it will not say)."""
+    try:
+        info = r.info("persistence")
+    except redis.RedisError:
+        return None
+    return NO_AOF if str(info.get("aof_enabled", "1")) == "0" else None

@@ -120,3 +120,14 @@ def window(r: redis.Redis[bytes], gateway: str) -> tuple[int, int]:
         total, sent = r.hmget(keys.job(raw.decode()), "batches", "next")
         waiting += max(int(total or 0) - int(sent or 0), 0)
     return waiting, int(r.zcard(keys.gateway(gateway, "inflight")))
+
+
+def overdue(r: redis.Redis[bytes], gateway: str, job_id: str, older_than_s: float, now: float) -> list[int]:
+    """Batches of a job sent more than `older_than_s` ago and not finished: their worker died (the
+    broker hands them out again after its visibility timeout), or their message was lost."""
+    mine = []
+    for member in r.zrangebyscore(keys.gateway(gateway, "inflight"), "-inf", now - older_than_s):
+        job, _, index = member.decode().rpartition(":")
+        if job == job_id:
+            mine.append(int(index))
+    return sorted(mine)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
@@ -105,6 +105,21 @@ return 0
 """
 
 
+def _chunks(pieces: Iterable[str], size: int) -> Iterator[str]:
+    """`pieces` joined into strings of about `size` characters: a big plan is stored with APPENDs,
+    never held as one string (and its encoded copy) in the submitter."""
+    buf: list[str] = []
+    n = 0
+    for piece in pieces:
+        buf.append(piece)
+        n += len(piece)
+        if n >= size:
+            yield "".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield "".join(buf)
+
+
 class WarmJob:
     """Handle on one warm job in Redis. Holds no state of its own beyond the id."""
 
@@ -114,30 +129,44 @@ class WarmJob:
         self.key = keys.job(job_id)
 
     @classmethod
-    def create(cls, r: redis.Redis[bytes], plan: Plan, batches: Sequence[Batch], gateway: str, granule: int,
+    def create(cls, r: redis.Redis[bytes], plan: Plan, batches: Iterable[Batch], gateway: str, granule: int,
                retry_of: str | None = None) -> WarmJob:
+        """Store the job and its batches, taken one at a time (a big plan's batches never all exist at once)."""
         job = cls(r, uuid.uuid4().hex[:12])
         now = time.time()
-        reads = [rd for b in batches for rd in b.reads]
-        fields: dict[str | bytes, bytes | float | int | str] = {
-            "name": plan.job, "gateway": gateway, "state": JobState.QUEUED.value, "created": now,
-            "priority": plan.priority, "start": "" if plan.start is None else plan.start, "granule": granule,
-            "batches": len(batches), "batches_done": 0, "next": 0,
-            "bytes_planned": sum(rd.length for rd in reads),
-            "files_planned": len({rd.path for rd in reads}),
-            "meta_planned": sum(len(b.meta) for b in batches),
-            "retry_of": retry_of or "",
-            **dict.fromkeys(WarmResult.COUNTERS, 0),
-            "inputs_missing": 0 if retry_of else plan.missing_inputs,
-        }
-        if not batches:  # nothing to send: the job ends now, by the same rule
-            numbers = {str(k): int(v) for k, v in fields.items() if k in (*JOB_COUNTERS, *PLANNED_COUNTERS)}
-            fields.update(state=final_state(numbers, 0).value, started=now, finished=now)
         names = [job.key, job.part("plan"), job.part("batches")]
+        count = planned = meta = 0
+        paths: set[str] = set()
         with r.pipeline(transaction=False) as p:
-            p.set(names[1], json.dumps(plan.to_json()))
-            for i in range(0, len(batches), 500):
-                p.hset(names[2], mapping={str(b.index): json.dumps(b.to_json()) for b in batches[i:i + 500]})
+            p.set(names[1], "")
+            for i, part in enumerate(_chunks(plan.json_text(), 1 << 20)):
+                p.append(names[1], part)
+                if i % 16 == 15:
+                    p.execute()
+            chunk: dict[str | bytes, bytes | float | int | str] = {}
+            for b in batches:
+                count += 1
+                planned += b.bytes
+                meta += len(b.meta)
+                paths.update(rd.path for rd in b.reads)
+                chunk[str(b.index)] = json.dumps(b.to_json())
+                if len(chunk) >= 500:
+                    p.hset(names[2], mapping=chunk)
+                    p.execute()
+                    chunk = {}
+            if chunk:
+                p.hset(names[2], mapping=chunk)
+            fields: dict[str | bytes, bytes | float | int | str] = {
+                "name": plan.job, "gateway": gateway, "state": JobState.QUEUED.value, "created": now,
+                "priority": plan.priority, "start": "" if plan.start is None else plan.start, "granule": granule,
+                "batches": count, "batches_done": 0, "next": 0, "bytes_planned": planned,
+                "files_planned": len(paths), "meta_planned": meta, "retry_of": retry_of or "",
+                **dict.fromkeys(WarmResult.COUNTERS, 0),
+                "inputs_missing": 0 if retry_of else plan.missing_inputs,
+            }
+            if not count:  # nothing to send: the job ends now, by the same rule
+                numbers = {str(k): int(v) for k, v in fields.items() if k in (*JOB_COUNTERS, *PLANNED_COUNTERS)}
+                fields.update(state=final_state(numbers, 0).value, started=now, finished=now)
             p.hset(names[0], mapping=fields)
             p.zadd(keys.JOBS, {job.id: now})
             for k in names:

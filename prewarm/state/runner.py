@@ -7,7 +7,7 @@ same code with a sender that calls `run_batch` in-process.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import redis
 
@@ -18,7 +18,7 @@ from prewarm.state import dispatch
 from prewarm.state.dedupe import RedisDedupe
 from prewarm.state.jobs import WarmJob
 from prewarm.state.throttle import RedisThrottle
-from prewarm.warm.batches import make_batches, make_retry_batches
+from prewarm.warm.batches import MAX_META, MAX_READS, Batch, batch_bytes, iter_batches, make_retry_batches
 from prewarm.warm.loop import WarmContext, warm_batch
 from prewarm.warm.reader import Reader, site_reader
 from prewarm.warm.results import WarmResult
@@ -28,13 +28,15 @@ from prewarm.warm.timeline import Sampler
 def submit(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: dispatch.Send, gw: str,
            retry_of: WarmJob | None = None) -> WarmJob:
     """Create a warm job of one gateway (or a retry of a partial one) and let the gateway's window take its batches."""
+    batches: Iterable[Batch]
     if retry_of is not None:
         failed = retry_of.failed_ranges()
         if not failed:
             raise ConfigError("--retry", f"warm job {retry_of.id} has no failed ranges to retry")
         batches = make_retry_batches(failed, plan.files, settings.read_size, settings.throttle_bps)
     else:
-        batches = make_batches(plan, settings.read_size, settings.throttle_bps)
+        batches = iter_batches(plan.metadata, plan.table.spans(), plan.files, settings.read_size,
+                               batch_bytes(settings.throttle_bps, settings.read_size), MAX_READS, MAX_META)
     job = WarmJob.create(r, plan, batches, gw, settings.read_size,
                          retry_of=None if retry_of is None else retry_of.id)
     dispatch.submit(r, job, gw, plan.start, time.time())

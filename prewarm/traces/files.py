@@ -8,30 +8,41 @@ and only when neither the record nor the caller says which frame it is.
 
 Files are streamed line by line: memory does not grow with a log's length. The
 parsers themselves (`trace_strace`, `trace_jsonl`) do no IO.
+
+Every trace file is found and opened through a `Guard` (`prewarm.site.guard`): the
+site's own for studio paths (the service's `traces`), or one rooted at the folder an
+operator named. A link in a traces folder that leads out of it, a link that leads
+nowhere, a FIFO or a device is a one-line `TraceError` naming the entry, never a read
+of something else. Errors name the file as the caller named it (a studio path in the
+service) and what is wrong; they never quote the file's content.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
-import io
 import itertools
 import os
 import re
+import stat as statmod
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from typing import IO, cast
 
 from prewarm.errors import TraceError
 from prewarm.plan.access import Access
+from prewarm.plan.limits import MAX_TRACE_FILES, MAX_TRACE_LINE
 from prewarm.plan.pathmap import PathMap
+from prewarm.site.guard import Guard, NotAFile, Refused
 from prewarm.traces.counters import Batch, ImportStats, Resolve, accesses
 from prewarm.traces.jsonl import jsonl_batches
 from prewarm.traces.strace import strace_batches
 
-__all__ = ["ImportStats", "frame_from_name", "read_batches", "read_traces", "sniff", "trace_files"]
+__all__ = ["ImportStats", "TraceFile", "frame_from_name", "read_batches", "read_traces", "sniff", "trace_files"]
 
 READ_HINT = 1 << 20
-"""Bytes of lines read at a time: runs of a few thousand lines, a bounded buffer."""
+"""Bytes read at a time: runs of a few thousand lines, a bounded buffer."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NAME_EXTENSIONS = {".gz", ".strace", ".log", ".jsonl", ".ndjson", ".json", ".txt", ".trace"}
@@ -45,27 +56,88 @@ _STRACE_LINE = re.compile(r"""
 """, re.VERBOSE)
 
 
-def trace_files(path: str) -> list[Path]:
+@dataclass(frozen=True, slots=True)
+class TraceFile:
+    """One trace file: how errors name it, and where its guard finds it."""
+
+    name: str
+    """As the caller named it (a studio path, a folder given on the command line and a name below it)."""
+    path: str
+    """The path the guard resolves."""
+    guard: Guard
+    size: int = 0
+
+    @property
+    def base(self) -> str:
+        return self.name.rpartition("/")[2]
+
+
+def _why(exc: OSError, entry: bool) -> str:
+    """An OSError as words that name no path of this machine."""
+    if isinstance(exc, Refused | NotAFile):
+        return exc.why
+    if isinstance(exc, FileNotFoundError):
+        return "not found (a symlink that leads nowhere?)" if entry else "no such trace file or folder"
+    return f"cannot read: {exc.strerror or type(exc).__name__}"
+
+
+def _stat(guard: Guard, path: str, name: str, entry: bool) -> os.stat_result:
+    try:
+        return guard.stat(path)
+    except OSError as exc:
+        raise TraceError(name, _why(exc, entry)) from exc
+
+
+def _listdir(guard: Guard, path: str, name: str) -> list[str]:
+    try:
+        return guard.listdir(path)
+    except OSError as exc:
+        raise TraceError(name, _why(exc, True)) from exc
+
+
+def trace_files(path: str, guard: Guard | None = None, name: str | None = None) -> list[TraceFile]:
     """A file, or every file below a folder in natural order (frame.2 before frame.10).
 
-    Hidden files and folders (`.DS_Store`, `.git`) are not traces and are left out.
+    Without `guard`, `path` is a path of this machine and the guard is rooted at it.
+    Hidden files and folders (`.DS_Store`, `.git`) are not traces and are left out;
+    a folder reached twice (a link loop) is walked once.
     """
-    root = Path(path)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise TraceError(path, "no such trace file or folder")
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(folder, f) for f in files if not f.startswith("."))
+    shown = name or path.rstrip("/") or path
+    if guard is None:
+        guard = Guard.local(path)
+        path = guard.roots[0]
+    st = _stat(guard, path, shown, False)
+    if statmod.S_ISREG(st.st_mode):
+        return [TraceFile(shown, path, guard, st.st_size)]
+    if not statmod.S_ISDIR(st.st_mode):
+        raise TraceError(shown, "not a trace file or folder (a FIFO, device or socket)")
+    found: list[TraceFile] = []
+    seen = {(st.st_dev, st.st_ino)}
+    stack = [(path, shown)]
+    while stack:
+        folder, label = stack.pop()
+        for entry in _listdir(guard, folder, label):
+            if entry.startswith("."):
+                continue
+            child, child_name = f"{folder.rstrip('/')}/{entry}", f"{label}/{entry}"
+            cst = _stat(guard, child, child_name, True)
+            if statmod.S_ISDIR(cst.st_mode):
+                if (cst.st_dev, cst.st_ino) not in seen:
+                    seen.add((cst.st_dev, cst.st_ino))
+                    stack.append((child, child_name))
+            elif statmod.S_ISREG(cst.st_mode):
+                found.append(TraceFile(child_name, child, guard, cst.st_size))
+                if len(found) > MAX_TRACE_FILES:
+                    raise TraceError(shown, f"more than {MAX_TRACE_FILES:,} trace files: name fewer, or a sub-folder")
+            else:
+                raise TraceError(child_name, "not a trace file (a FIFO, device or socket)")
     if not found:
-        raise TraceError(path, "no trace files in this folder")
-    return sorted(found, key=_natural_key)
+        raise TraceError(shown, "no trace files in this folder")
+    return sorted(found, key=lambda f: _natural_key(f.name))
 
 
-def _natural_key(path: Path) -> list[int | str]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+def _natural_key(name: str) -> list[int | str]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def frame_from_name(name: str) -> int | None:
@@ -91,7 +163,12 @@ def sniff(line: str) -> str | None:
     return None
 
 
-def read_traces(paths: Sequence[str], path_map: PathMap | None = None, frame: int | None = None,
+def collect(paths: Sequence[str | TraceFile]) -> list[TraceFile]:
+    """Trace files of paths of this machine (each its own guard's root) and files already found."""
+    return [f for p in paths for f in ((p,) if isinstance(p, TraceFile) else trace_files(p))]
+
+
+def read_traces(paths: Sequence[str | TraceFile], path_map: PathMap | None = None, frame: int | None = None,
                 keep: Callable[[str], bool] | None = None,
                 stats: ImportStats | None = None) -> Iterator[Access]:
     """Stream the accesses of trace files and folders, paths mapped to studio paths.
@@ -103,15 +180,13 @@ def read_traces(paths: Sequence[str], path_map: PathMap | None = None, frame: in
     return accesses(read_batches(paths, path_map, frame, keep, stats))
 
 
-def read_batches(paths: Sequence[str], path_map: PathMap | None = None, frame: int | None = None,
+def read_batches(paths: Sequence[str | TraceFile], path_map: PathMap | None = None, frame: int | None = None,
                  keep: Callable[[str], bool] | None = None, stats: ImportStats | None = None) -> Iterator[Batch]:
     """`read_traces` as runs of record tuples (`Rec`): what planning and the store read, at a
     fraction of the cost of one `Access` per call."""
-    files = [f for p in paths for f in trace_files(p)]
+    files = collect(paths)
     counters = stats if stats is not None else ImportStats()
     mapping = path_map if path_map is not None else PathMap()
-
-    mapping = path_map or PathMap()
 
     def resolve(traced: str) -> str | None:
         studio = mapping.to_studio(traced)
@@ -120,47 +195,87 @@ def read_batches(paths: Sequence[str], path_map: PathMap | None = None, frame: i
     return _stream(files, frame, resolve, counters)
 
 
-def _stream(files: list[Path], frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
+def _stream(files: list[TraceFile], frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
     for f in files:
         stats.files += 1
-        yield from _read_file(f, frame if frame is not None else frame_from_name(f.name), resolve, stats)
+        yield from _read_file(f, frame if frame is not None else frame_from_name(f.base), resolve, stats)
 
 
-def _open(path: Path) -> gzip.GzipFile | io.BufferedReader:
-    with open(path, "rb") as fh:
-        compressed = fh.read(2) == _GZIP_MAGIC
-    return gzip.GzipFile(path, "rb") if compressed else open(path, "rb")
-
-
-def _read_file(path: Path, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
+def _read_file(tf: TraceFile, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
     """Bad lines are counted, but a file in which *no* line is a record is not a trace
     (a `sizes.json` in the traces folder, a log of something else): that is an error."""
-    where = str(path)
+    where = tf.name
     records, skipped, filtered = stats.records, stats.skipped_lines, stats.filtered
     try:
-        with _open(path) as fh:
-            blank = 0
-            for raw in fh:
-                if raw.strip():
-                    break
-                blank += 1
-            else:
-                return  # empty: a frame that read nothing traced
-            first = raw.decode("utf-8", "surrogateescape")
-            kind = sniff(first)
-            # Leading blank lines go to the parser too, so its line numbers are the file's.
-            if kind == "jsonl":
-                head: list[bytes] = [b""] * blank + [raw]
-                runs = itertools.chain((head,), iter(lambda: fh.readlines(READ_HINT), []))
-                yield from jsonl_batches(runs, stats, frame, resolve, where)
-            elif kind == "strace":
-                text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape")
-                runs_s = itertools.chain(([""] * blank + [first],), iter(lambda: text.readlines(READ_HINT), []))
-                yield from strace_batches(runs_s, stats, frame, resolve, where)
-            else:
-                raise TraceError(where, "neither an strace log nor prewarm JSON Lines (told by its first line)")
-    except (OSError, EOFError, zlib.error) as exc:
-        raise TraceError(where, f"cannot read: {exc}") from exc
+        fd, _ = tf.guard.open(tf.path)
+        with os.fdopen(fd, "rb") as raw:
+            if not statmod.S_ISREG(os.fstat(raw.fileno()).st_mode):
+                raise TraceError(where, "not a trace file (a folder)")
+            compressed = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw as fh:
+                yield from _parse(cast(IO[bytes], fh), where, frame, resolve, stats)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise TraceError(where, "cannot read: not valid gzip data (truncated or corrupt)") from exc
+    except OSError as exc:
+        raise TraceError(where, _why(exc, False)) from exc
     if stats.records == records and stats.filtered == filtered and stats.skipped_lines > skipped:
         raise TraceError(where, f"not a trace: no line is an access record "
                                 f"({stats.skipped_lines - skipped} unreadable lines)")
+
+
+def _parse(fh: IO[bytes], where: str, frame: int | None, resolve: Resolve,
+           stats: ImportStats) -> Iterator[Batch]:
+    blank = 0
+    for raw in iter(functools.partial(fh.readline, MAX_TRACE_LINE), b""):
+        if raw.strip():
+            break
+        blank += 1
+    else:
+        return  # empty: a frame that read nothing traced
+    first = raw.decode("utf-8", "surrogateescape")
+    kind = sniff(first)
+    # Leading blank lines go to the parser too, so its line numbers are the file's.
+    if kind == "jsonl":
+        head: list[bytes] = [b""] * blank + [raw]
+        yield from jsonl_batches(itertools.chain((head,), _runs(fh)), stats, frame, resolve, where)
+    elif kind == "strace":
+        runs_s = itertools.chain(([""] * blank + [first],),
+                                 (run.decode("utf-8", "surrogateescape").split("\n") for run in _blocks(fh)))
+        yield from strace_batches(runs_s, stats, frame, resolve, where)
+    else:
+        raise TraceError(where, "neither an strace log nor prewarm JSON Lines (told by its first line)")
+
+
+def _runs(fh: IO[bytes]) -> Iterator[list[bytes]]:
+    return (block.split(b"\n") for block in _blocks(fh))
+
+
+def _blocks(fh: IO[bytes]) -> Iterator[bytes]:
+    """The rest of a file as blocks of whole lines (no final newline), `READ_HINT` bytes at a time.
+
+    Memory stays bounded whatever the file holds: a line longer than `MAX_TRACE_LINE` (a
+    hostile or garbled trace, a file with no newline at all) is cut there, and the parser
+    then counts it as unreadable.
+    """
+    tail = b""
+    skipping = False
+    while chunk := fh.read(READ_HINT):
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            if not skipping:
+                tail += chunk
+                if len(tail) > MAX_TRACE_LINE:
+                    yield tail[:MAX_TRACE_LINE]
+                    tail, skipping = b"", True
+            continue
+        if skipping:
+            start = chunk.find(b"\n") + 1
+            skipping, whole = False, chunk[start:cut]
+            if whole or cut >= start:
+                yield whole
+        else:
+            yield tail + chunk[:cut]
+        tail = chunk[cut + 1:]
+    if tail and not skipping:
+        yield tail

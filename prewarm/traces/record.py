@@ -102,8 +102,10 @@ def record(settings: Settings, argv: Sequence[str], job: str, show: str | None =
         returncode = _run(strace_argv(raw, command))
         try:
             stored = import_traces(settings, [raw], show, shot, job, frame)
-        except (InputError, OSError) as exc:  # the render's status matters more than its trace
+        except InputError as exc:  # the render's status matters more than its trace
             return RecordResult(returncode, None, f"trace not filed: {exc}")
+        except OSError as exc:
+            return RecordResult(returncode, None, f"trace not filed: {exc.strerror or type(exc).__name__}")
         return RecordResult(returncode, stored)
     finally:
         if keep_raw:

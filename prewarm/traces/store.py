@@ -18,13 +18,21 @@ The store is bounded: `prune` removes whole jobs, oldest first, down to a byte b
 
 Profiles (`profile.py`) make planning from the store cost what the shot's files x frames
 cost, not what its history of calls costs: each raw frame file gets one, written when the
-frame is filed, under a hidden folder that older readers of the store do not see. Render
+frame is filed, under a hidden folder that listings of the store do not see. Render
 nodes file frames at the same time without a lock: every file (raw and profile) is
 written under a temporary name and renamed into place, one frame per file, and a profile
 names the raw file it was built from (size and mtime). Reading merges the per-frame
 profiles; one that is missing, torn, of another format or of a raw file since replaced
 (two nodes filing the same frame at once, a store filed by an older prewarm) is rebuilt
 from its raw file and written back, so the raw traces stay the truth.
+
+Render nodes may write into the store's folder, so nothing in it is trusted: it is
+listed, read, written and pruned through a `Guard` rooted at the store. Only real
+folders and regular files count; a symlink (into `/etc`, or dangling), a FIFO or a
+device there is passed over, never followed, read or removed through. Files are
+created and renamed relative to a checked descriptor of their job's folder (each
+importing process opens its own), so a folder swapped for a link mid-import cannot
+redirect a write, and a pruned job is removed through its shot folder's descriptor.
 """
 
 from __future__ import annotations
@@ -35,10 +43,11 @@ import multiprocessing
 import os
 import re
 import shutil
+import stat as statmod
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
@@ -47,9 +56,10 @@ from prewarm.errors import ConfigError, TraceError
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.pathmap import PathMap
+from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import Batch, ImportStats
-from prewarm.traces.files import read_batches, trace_files
+from prewarm.traces.files import TraceFile, collect, read_batches
 from prewarm.traces.jsonl import dump_records
 from prewarm.traces.profile import (
     FrameProfile,
@@ -74,6 +84,7 @@ __all__ = [
     "load_profiles",
     "prune",
     "store_root",
+    "store_traces",
     "under_roots",
     "version_family",
 ]
@@ -83,11 +94,21 @@ UNKNOWN = "_"
 
 META = ".job.json"
 
+META_MAX = 64 << 10
+"""A job's `.job.json` holds three names; anything bigger is not ours and is not read."""
+
 PROFILES = ".profile"
 """Hidden folder of a job's profiles: `trace_files` and `list_traces` skip hidden names."""
 
+PROFILE_MAX = 256 << 20
+"""A kept profile bigger than this is not ours (a frame's summary is megabytes at most): it
+is not read, and the raw file is read instead."""
+
 MAX_JOBS_FOUND = 5
 """Earlier jobs `find_traces` returns: the newest few describe the shot; more only slow planning."""
+
+PARALLEL_BYTES = 16 << 20
+"""Below this much trace data, an import runs in one process: starting workers costs more."""
 
 _VERSION = re.compile(r"[._-]?v\d+(?=$|[._-])", re.IGNORECASE)
 
@@ -115,6 +136,7 @@ class StoredJob:
     path: str
     frames: int
     bytes: int
+    """Raw files and their profiles: what pruning the job frees."""
     mtime: float
     """Newest file of the job: when it was last rendered (or imported)."""
 
@@ -158,12 +180,12 @@ def _frame_name(frame: int | None) -> str:
     return "noframe.jsonl.gz" if frame is None else f"frame.{frame:04d}.jsonl.gz"
 
 
-PARALLEL_BYTES = 16 << 20
-"""Below this much trace data, an import runs in one process: starting workers costs more."""
+def _guard(settings: Settings) -> Guard:
+    return Guard.local(str(store_root(settings)))
 
 
-def import_traces(settings: Settings, paths: Sequence[str], show: str | None, shot: str | None, job: str,
-                  frame: int | None = None, workers: int | None = None,
+def import_traces(settings: Settings, paths: Sequence[str | TraceFile], show: str | None, shot: str | None,
+                  job: str, frame: int | None = None, workers: int | None = None,
                   min_parallel_bytes: int = PARALLEL_BYTES) -> ImportResult:
     """Normalise trace files (strace or JSON Lines, plain or gzip) into the store under show/shot/job.
 
@@ -175,67 +197,120 @@ def import_traces(settings: Settings, paths: Sequence[str], show: str | None, sh
     """
     if not job or not job.strip():
         raise ConfigError("job", "a stored trace needs its job name")
-    folder = store_root(settings) / _component(show) / _component(shot) / _component(job)
+    parts = (_component(show), _component(shot), _component(job))
+    folder = store_root(settings).joinpath(*parts)
     result = ImportResult(show or UNKNOWN, shot or UNKNOWN, job, str(folder))
-    files = [str(f) for p in paths for f in trace_files(p)]
-    folder.mkdir(parents=True, exist_ok=True)
+    files = collect(paths)
+    guard = _guard(settings)
     workers = workers or min(len(files), os.cpu_count() or 1, 8)
-    parts: list[_Part] = []
-    try:
-        if workers < 2 or sum(os.path.getsize(f) for f in files) < min_parallel_bytes:
-            parts.append(_import_part(settings, files, frame, str(folder)))
-        else:
-            groups = [files[len(files) * i // workers:len(files) * (i + 1) // workers] for i in range(workers)]
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(_import_part, settings, g, frame, str(folder)) for g in groups]
-                for fut in futures:  # every worker finishes (or fails) before any temporary file is judged
-                    with suppress(Exception):
-                        parts.append(fut.result())
-                for fut in futures:
-                    fut.result()  # the first failure, raised
-        for part in parts:
-            result.stats.add(part.stats)
-        _file_parts(folder, parts, result)
-    finally:
-        for part in parts:
-            for tmp, _ in part.frames.values():
-                Path(tmp).unlink(missing_ok=True)
-    _write_meta(folder, show, shot, job)
+    made: list[_Part] = []
+    with _job_folder(guard, parts) as dfd:
+        try:
+            if workers < 2 or sum(f.size for f in files) < min_parallel_bytes:
+                made.append(_import_part(settings, guard, files, frame, parts))
+            else:
+                groups = [files[len(files) * i // workers:len(files) * (i + 1) // workers] for i in range(workers)]
+                with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    futures = [pool.submit(_import_part, settings, guard, g, frame, parts) for g in groups]
+                    for fut in futures:  # every worker finishes (or fails) before any temporary file is judged
+                        with suppress(Exception):
+                            made.append(fut.result())
+                    for fut in futures:
+                        fut.result()  # the first failure, raised
+            for part in made:
+                result.stats.add(part.stats)
+            _file_parts(dfd, made, result)
+        finally:
+            for part in made:
+                for tmp, _ in part.frames.values():
+                    _unlink(dfd, tmp)
+        _write_meta(dfd, show, shot, job)
     if settings.trace_store_max_bytes is not None:
         result.pruned = len(prune(settings, max_bytes=settings.trace_store_max_bytes, protect=(str(folder),)).removed)
     return result
 
 
+@contextmanager
+def _job_folder(guard: Guard, parts: tuple[str, ...]) -> Iterator[int]:
+    """A checked descriptor of the job's folder, made where missing: each folder on the way must be
+    a real one (a link planted in the store is refused, not written through)."""
+    root = guard.roots[0]
+    os.makedirs(root, exist_ok=True)
+    fd, _ = guard.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in parts:
+            child = _subfolder(fd, name)
+            os.close(fd)
+            fd = child
+        yield fd
+    except OSError as exc:
+        raise ConfigError("trace_store", f"cannot write {'/'.join(parts)} in the trace store: "
+                                         f"{exc.strerror or type(exc).__name__} (a link or a file where a "
+                                         "folder should be?)") from exc
+    finally:
+        os.close(fd)
+
+
+def _subfolder(dfd: int, name: str) -> int:
+    """A descriptor of the real folder `name` in the folder of `dfd`, made where missing."""
+    with suppress(FileExistsError):
+        os.mkdir(name, dir_fd=dfd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+
+
+def _create(dfd: int, name: str) -> IO[bytes]:
+    """A new file in the folder of `dfd` (never an existing one, never through a link)."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+    return os.fdopen(fd, "wb")
+
+
+def _unlink(dfd: int, name: str) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dfd)
+
+
+def _write_meta(dfd: int, show: str | None, shot: str | None, job: str) -> None:
+    tmp = f".tmp-{uuid.uuid4().hex}.json"
+    with _create(dfd, tmp) as fh:
+        fh.write(json.dumps({"show": show, "shot": shot, "job": job}).encode())
+    os.replace(tmp, META, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
 @dataclass
 class _Part:
-    """What one importer (a process) made of a group of files: per frame, its temporary raw
-    file and its profile (without a source yet), in the order frames first appeared."""
+    """What one importer (a process) made of a group of files: per frame, the name of its
+    temporary raw file in the job's folder and its profile (without a source yet), in the
+    order frames first appeared."""
 
     frames: dict[int | None, tuple[str, FrameProfile]] = field(default_factory=dict)
     stats: ImportStats = field(default_factory=ImportStats)
 
 
-def _import_part(settings: Settings, files: list[str], frame: int | None, folder: str) -> _Part:
+def _import_part(settings: Settings, guard: Guard, files: list[TraceFile], frame: int | None,
+                 parts: tuple[str, ...]) -> _Part:
     part = _Part()
     temps: dict[int | None, str] = {}
     builders: dict[int | None, ProfileBuilder] = {}
     runs = read_batches(files, settings.path_map, frame=frame, keep=under_roots(settings), stats=part.stats)
-    try:
-        with ExitStack() as opened:
-            writers: dict[int | None, IO[bytes]] = {}
-            for run in runs:
-                for f, recs in _by_frame(run).items():
-                    fh = writers.get(f)
-                    if fh is None:
-                        temps[f] = str(Path(folder) / f".tmp-{uuid.uuid4().hex}-{_frame_name(f)}")
-                        fh = writers[f] = cast(IO[bytes], opened.enter_context(gzip.open(temps[f], "wb")))
-                        builders[f] = ProfileBuilder(f)
-                    fh.write(dump_records(recs))
-                    builders[f].add_records(recs)
-    except BaseException:
-        for tmp in temps.values():
-            Path(tmp).unlink(missing_ok=True)
-        raise
+    with _job_folder(guard, parts) as dfd:
+        try:
+            with ExitStack() as opened:
+                writers: dict[int | None, IO[bytes]] = {}
+                for run in runs:
+                    for f, recs in _by_frame(run).items():
+                        fh = writers.get(f)
+                        if fh is None:
+                            temps[f] = f".tmp-{uuid.uuid4().hex}-{_frame_name(f)}"
+                            raw = opened.enter_context(_create(dfd, temps[f]))
+                            fh = writers[f] = cast(IO[bytes], opened.enter_context(
+                                gzip.GzipFile(fileobj=raw, mode="wb")))  # GzipFile is a binary stream
+                            builders[f] = ProfileBuilder(f)
+                        fh.write(dump_records(recs))
+                        builders[f].add_records(recs)
+        except BaseException:
+            for tmp in temps.values():
+                _unlink(dfd, tmp)
+            raise
     part.frames = {f: (temps[f], builders[f].build((0, 0))) for f in temps}
     return part
 
@@ -250,7 +325,7 @@ def _by_frame(run: Batch) -> dict[int | None, Batch]:
     return out
 
 
-def _file_parts(folder: Path, parts: list[_Part], result: ImportResult) -> None:
+def _file_parts(dfd: int, parts: list[_Part], result: ImportResult) -> None:
     """Join the parts' pieces of each frame (gzip members concatenate into one valid gzip
     file, in file order), then put each frame's raw file and profile in place."""
     order: dict[int | None, list[tuple[str, FrameProfile]]] = {}
@@ -258,87 +333,109 @@ def _file_parts(folder: Path, parts: list[_Part], result: ImportResult) -> None:
         for f, piece in part.frames.items():
             order.setdefault(f, []).append(piece)
     for f, pieces in order.items():
-        tmp = Path(pieces[0][0])
+        tmp = pieces[0][0]
         builder = ProfileBuilder(f)
         for extra, profile in pieces:
             builder.merge(profile)
-            if extra != pieces[0][0]:
-                with open(tmp, "ab") as out, open(extra, "rb") as src:
-                    shutil.copyfileobj(src, out)
+            if extra != tmp:
+                _append(dfd, tmp, extra)
         result.frames[f] = builder.records
-        result.bytes += tmp.stat().st_size
-        _file_frame(folder, tmp, _frame_name(f), builder)
+        st = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+        result.bytes += st.st_size
+        _file_frame(dfd, tmp, _frame_name(f), builder.build((st.st_size, st.st_mtime_ns)))
 
 
-def _source(path: Path) -> Source:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
+def _append(dfd: int, target: str, source: str) -> None:
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(target, os.O_WRONLY | os.O_APPEND | flags, dir_fd=dfd), "ab") as out, \
+            os.fdopen(os.open(source, os.O_RDONLY | flags, dir_fd=dfd), "rb") as src:
+        shutil.copyfileobj(src, out)
 
 
-def _profile_path(raw: Path) -> Path:
-    return raw.parent / PROFILES / (raw.name + ".json")
-
-
-def _write_profile(raw: Path, profile: FrameProfile) -> None:
-    """Atomically, like the raw files: a reader sees the old profile or the new one, never half."""
-    target = _profile_path(raw)
-    target.parent.mkdir(exist_ok=True)
-    tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
-    try:
-        tmp.write_bytes(encode(profile))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _file_frame(folder: Path, tmp: Path, name: str, builder: ProfileBuilder) -> None:
+def _file_frame(dfd: int, tmp: str, name: str, profile: FrameProfile) -> None:
     """Put a frame's finished raw file in place, then its profile. The profile names the raw
     file's size and mtime (a rename keeps both): if another node files the same frame at the
     same moment and the two renames interleave, the reader sees a mismatch and rebuilds."""
-    profile = builder.build(_source(tmp))
-    os.replace(tmp, folder / name)
-    _write_profile(folder / name, profile)
+    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    _write_profile(dfd, name, profile)
 
 
-def _write_meta(folder: Path, show: str | None, shot: str | None, job: str) -> None:
-    tmp = folder / f".tmp-{uuid.uuid4().hex}.json"
-    tmp.write_text(json.dumps({"show": show, "shot": shot, "job": job}))
-    os.replace(tmp, folder / META)
-
-
-def _job_of(folder: Path, show_dir: str, shot_dir: str) -> StoredJob | None:
-    files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
-    if not files:
-        return None
+def _write_profile(dfd: int, raw_name: str, profile: FrameProfile) -> None:
+    """Atomically, like the raw files: a reader sees the old profile or the new one, never half."""
+    pfd = _subfolder(dfd, PROFILES)
+    tmp = f".tmp-{uuid.uuid4().hex}"
     try:
-        meta = json.loads((folder / META).read_text())
-    except (OSError, ValueError):
-        meta = {}
-    stats = [f.stat() for f in files]
+        with _create(pfd, tmp) as fh:
+            fh.write(encode(profile))
+        os.replace(tmp, raw_name + ".json", src_dir_fd=pfd, dst_dir_fd=pfd)
+    finally:
+        _unlink(pfd, tmp)
+        os.close(pfd)
+
+
+def _entries(guard: Guard, folder: str) -> list[tuple[str, os.stat_result]]:
+    """The real, visible entries of a store folder with their attributes; links and the rest passed over."""
     try:
-        kept = sum(f.stat().st_size for f in (folder / PROFILES).iterdir())
+        names = guard.listdir(folder)
     except OSError:
-        kept = 0  # no profiles yet (filed by an older prewarm), or being pruned
-    return StoredJob(show=meta.get("show") or show_dir, shot=meta.get("shot") or shot_dir,
-                     job=meta.get("job") or folder.name, path=str(folder), frames=len(files),
+        return []
+    out = []
+    for name in names:
+        path = f"{folder}/{name}"
+        if name.startswith(".") or not guard.is_real(path):
+            continue
+        try:
+            out.append((path, guard.stat(path)))
+        except OSError:
+            continue
+    return out
+
+
+def _files(guard: Guard, folder: str) -> list[tuple[str, os.stat_result]]:
+    return [(p, st) for p, st in _entries(guard, folder) if statmod.S_ISREG(st.st_mode)]
+
+
+def _read_meta(guard: Guard, folder: str) -> dict[str, object]:
+    try:
+        fd, _ = guard.open(f"{folder}/{META}")
+    except OSError:
+        return {}
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            meta = json.loads(fh.read(META_MAX + 1)[:META_MAX])
+        except ValueError:
+            return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _job_of(guard: Guard, folder: str, show_dir: str, shot_dir: str) -> StoredJob | None:
+    stats = [st for _, st in _files(guard, folder)]
+    if not stats:
+        return None
+    meta = _read_meta(guard, folder)
+    kept = sum(st.st_size for _, st in _files(guard, f"{folder}/{PROFILES}"))
+
+    def name(key: str, default: str) -> str:
+        value = meta.get(key)
+        return value if isinstance(value, str) and value else default
+
+    return StoredJob(show=name("show", show_dir), shot=name("shot", shot_dir),
+                     job=name("job", folder.rpartition("/")[2]), path=folder, frames=len(stats),
                      bytes=sum(s.st_size for s in stats) + kept, mtime=max(s.st_mtime for s in stats))
 
 
-def _subdirs(path: Path) -> Iterable[Path]:
-    try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except FileNotFoundError:
-        return []
+def _subdirs(guard: Guard, folder: str) -> list[str]:
+    return sorted(p for p, st in _entries(guard, folder) if statmod.S_ISDIR(st.st_mode))
 
 
 def list_traces(settings: Settings, show: str | None = None, shot: str | None = None) -> list[StoredJob]:
     """Stored jobs, newest first; `show` and `shot` narrow the listing."""
-    root = store_root(settings)
+    guard = _guard(settings)
     jobs: list[StoredJob] = []
-    for show_dir in _subdirs(root):
-        for shot_dir in _subdirs(show_dir):
-            for job_dir in _subdirs(shot_dir):
-                job = _job_of(job_dir, show_dir.name, shot_dir.name)
+    for show_dir in _subdirs(guard, guard.roots[0]):
+        for shot_dir in _subdirs(guard, show_dir):
+            for job_dir in _subdirs(guard, shot_dir):
+                job = _job_of(guard, job_dir, show_dir.rpartition("/")[2], shot_dir.rpartition("/")[2])
                 if job and (show is None or job.show == show) and (shot is None or job.shot == shot):
                     jobs.append(job)
     return sorted(jobs, key=lambda j: j.mtime, reverse=True)
@@ -366,18 +463,32 @@ def prune(settings: Settings, max_bytes: int | None = None, keep_jobs: int | Non
             if j.path not in protect:
                 doomed.append(j)
                 total -= j.bytes
+    guard = _guard(settings)
     for j in doomed:
-        shutil.rmtree(j.path, ignore_errors=True)
+        _remove(guard, j.path, shutil.rmtree)
         result.removed.append(j)
         result.bytes_freed += j.bytes
-    for folder in (Path(j.path).parent for j in doomed):
-        for empty in (folder, folder.parent):
-            try:
-                empty.rmdir()
-            except OSError:
-                pass
+    for shot_dir in sorted({j.path.rpartition("/")[0] for j in doomed}):
+        for empty in (shot_dir, shot_dir.rpartition("/")[0]):
+            _remove(guard, empty, os.rmdir)
     result.bytes_left = total
     return result
+
+
+def _remove(guard: Guard, folder: str, how: Callable[..., None]) -> None:
+    """Remove a folder (`shutil.rmtree`, or `os.rmdir` when empty) through its parent's checked
+    descriptor: never through a link. One that is gone or not empty stays as it is."""
+    parent, _, name = folder.rpartition("/")
+    try:
+        fd, _ = guard.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        how(name, dir_fd=fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def version_family(job: str) -> str | None:
@@ -390,7 +501,7 @@ def find_traces(settings: Settings, manifest: Manifest, limit: int = MAX_JOBS_FO
     """Folders of earlier jobs of the same shot, newest first, found without being told:
     the manifest's show/shot; else jobs named the same but for the version number (or the
     same name: a job submitted again); else the configured `trace_rules`. [] without a store."""
-    if not settings.trace_store or not Path(settings.trace_store).is_dir():
+    if not settings.trace_store or not os.path.isdir(settings.trace_store):
         return []
     jobs = list_traces(settings)
     found: list[StoredJob] = []
@@ -408,6 +519,22 @@ def find_traces(settings: Settings, manifest: Manifest, limit: int = MAX_JOBS_FO
     return [j.path for j in found[:limit]]
 
 
+def store_traces(settings: Settings, folders: Sequence[str]) -> list[TraceFile]:
+    """The trace files of stored jobs (`find_traces`' folders), read through the store's guard and
+    named by their place in the store, never by this machine's path of it. Only real files count:
+    whatever else a render node left there is passed over, not followed."""
+    if not folders:
+        return []
+    guard = _guard(settings)
+    root = guard.roots[0]
+    out: list[TraceFile] = []
+    for folder in folders:
+        rel = os.path.relpath(folder, root)
+        out.extend(TraceFile(f"trace store:{rel}/{path.rpartition('/')[2]}", path, guard, st.st_size)
+                   for path, st in _files(guard, folder))
+    return out
+
+
 @dataclass
 class StoredTraces:
     """What `load_profiles` found: the merged traces, and where they came from."""
@@ -422,22 +549,31 @@ class StoredTraces:
     """Jobs left out, and why: pruned while being read, or a raw file that cannot be read."""
 
 
-def _kept(raw: Path) -> FrameProfile | None:
+def _source(raw: TraceFile) -> Source:
+    st = raw.guard.stat(raw.path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _kept(raw: TraceFile) -> FrameProfile | None:
     """The profile kept beside a raw file, if it is current (names this very raw file)."""
-    source = _source(raw)
+    folder, _, name = raw.path.rpartition("/")
     try:
-        kept = decode(_profile_path(raw).read_bytes())
+        source = _source(raw)
+        fd, _ = raw.guard.open(f"{folder}/{PROFILES}/{name}.json")
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(PROFILE_MAX + 1)
+        kept = decode(data) if len(data) <= PROFILE_MAX else None
     except (OSError, ProfileError):
         return None
-    return kept if kept.source == source else None
+    return kept if kept is not None and kept.source == source else None
 
 
-def _rebuild(raw: Path) -> list[FrameProfile]:
+def _rebuild(raw: TraceFile) -> list[FrameProfile]:
     """A raw file's profile built from its records, and written back for the next reader when
     the store is writable (a planner with read-only access still plans, only slower)."""
     source = _source(raw)
     builders: dict[int | None, ProfileBuilder] = {}
-    for run in read_batches([str(raw)]):
+    for run in read_batches([raw]):
         for f, recs in _by_frame(run).items():
             b = builders.get(f)
             if b is None:
@@ -445,29 +581,34 @@ def _rebuild(raw: Path) -> list[FrameProfile]:
             b.add_records(recs)
     built = [b.build(source) for b in builders.values()] or [FrameProfile(None, source, 0)]
     if len(built) == 1:  # the store writes one frame per file; anything else is not cached
+        folder, _, name = raw.path.rpartition("/")
         with suppress(OSError):
-            _write_profile(raw, built[0])
+            dfd, _ = raw.guard.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                _write_profile(dfd, name, built[0])
+            finally:
+                os.close(dfd)
     return built
 
 
-def frame_profiles(raw: Path) -> tuple[list[FrameProfile], bool]:
+def frame_profiles(raw: TraceFile) -> tuple[list[FrameProfile], bool]:
     """The profile of one stored raw file, and whether it had to be rebuilt from the raw file."""
     kept = _kept(raw)
     return ([kept], False) if kept is not None else (_rebuild(raw), True)
 
 
-def _rebuild_or_why(raw: Path) -> list[FrameProfile] | str:
+def _rebuild_or_why(raw: TraceFile) -> list[FrameProfile] | str:
     try:
         return _rebuild(raw)
     except (TraceError, OSError) as exc:
         return str(exc)
 
 
-def _rebuild_all(raws: list[Path]) -> list[list[FrameProfile] | str]:
+def _rebuild_all(raws: list[TraceFile]) -> list[list[FrameProfile] | str]:
     """Rebuild profiles over all cores when there is enough to read (a store filed by an older
     prewarm, or after a profile format change: once, then the profiles are kept)."""
     workers = min(len(raws), os.cpu_count() or 1, 8)
-    if workers < 2 or sum(r.stat().st_size for r in raws) < PARALLEL_BYTES:
+    if workers < 2 or sum(r.size for r in raws) < PARALLEL_BYTES:
         return [_rebuild_or_why(r) for r in raws]
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_rebuild_or_why, raws, chunksize=max(1, len(raws) // (4 * workers))))
@@ -484,23 +625,18 @@ def load_profiles(settings: Settings, manifest: Manifest, path_map: PathMap | No
     the shot. The work is bounded by the `find_traces` limit on jobs and by their files.
     """
     out = StoredTraces(TraceSet(), find_traces(settings, manifest))
-    slots: list[tuple[str, Path, FrameProfile | None]] = []
-    for folder in out.folders:
-        try:
-            slots.extend((folder, raw, _kept(raw)) for raw in trace_files(folder))
-        except (TraceError, OSError) as exc:
-            out.skipped[folder] = str(exc)
-    stale = [raw for folder, raw, kept in slots if kept is None and folder not in out.skipped]
-    built = dict(zip(stale, _rebuild_all(stale), strict=True))
+    slots = [(folder, raw, _kept(raw)) for folder in out.folders for raw in store_traces(settings, [folder])]
+    stale = [raw for _, raw, kept in slots if kept is None]
+    built = dict(zip((r.path for r in stale), _rebuild_all(stale), strict=True))
     out.rebuilt = len(stale)
     for folder, raw, _ in slots:
-        why = built.get(raw)
+        why = built.get(raw.path)
         if isinstance(why, str):
             out.skipped.setdefault(folder, why)
     profiles: list[FrameProfile] = []
     for folder, raw, kept in slots:
         if folder not in out.skipped:
-            got = built.get(raw)
+            got = built.get(raw.path)
             profiles.extend([kept] if kept is not None else got if isinstance(got, list) else [])
     out.profiles = len(profiles)
     rename = None

@@ -106,25 +106,38 @@ class TwinHandle:
         info: dict[str, Any] = http_json(self.url + "/api/v1/nodeInfo")
         return info
 
+    def inject(self, prefix: str, errno: str, count: int = 1, delay_s: float = 0.0) -> None:
+        """The next `count` reads under `prefix` (a path inside the mount) fail with `errno` (a name)."""
+        body = {"prefix": prefix, "errno": errno, "count": count, "delay_s": delay_s}
+        http_json(self.url + "/faults", method="POST", body=body)
+
+    def faults(self) -> list[dict[str, Any]]:
+        return list(http_json(self.url + "/faults")["faults"])
+
+    def clear_faults(self) -> list[dict[str, Any]]:
+        return list(http_json(self.url + "/faults", method="DELETE")["cleared"])
+
     def stop(self) -> None:
         stop_twin(self.mount, state_dir=self.state_dir)
         if self._process is not None:
             self._process.wait(timeout=10)
 
 
-def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> dict[str, Any]:
+def http_json(url: str, method: str = "GET", timeout: float = 10.0,
+              body: dict[str, Any] | None = None) -> dict[str, Any]:
     """A JSON object from the twin's counter server (every route answers one)."""
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    req = urllib.request.Request(url, method=method, data=data)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read()
+            raw = resp.read()
             # the agent's endpoints are always gzip-encoded, as the real agent's are
-            data = json.loads(gzip.decompress(body) if resp.headers.get("Content-Encoding") == "gzip" else body)
+            answer = json.loads(gzip.decompress(raw) if resp.headers.get("Content-Encoding") == "gzip" else raw)
     except OSError as exc:
         raise ServiceError(f"gateway twin at {url}: {exc}") from exc
-    if not isinstance(data, dict):
+    if not isinstance(answer, dict):
         raise ServiceError(f"gateway twin at {url}: answered something other than a JSON object")
-    return data
+    return answer
 
 
 def _key(mountpoint: Path) -> str:

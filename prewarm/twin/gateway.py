@@ -23,10 +23,16 @@ Which side of the gateway the mount plays:
 `restart()` plays a gateway that restarts keeping its cache disk: data stays,
 attributes, dentries and readahead state are gone, and the agent's counters restart
 (their `age` goes down).
+
+Faults can be injected (`inject`, `POST /faults` on the counter server): the next N
+client reads of files under a path answer an errno (EIO when the link to the filer
+drops, ESTALE after a failover, ETIMEDOUT when the filer stops answering), after an
+optional delay, as a real gateway does under those faults.
 """
 
 from __future__ import annotations
 
+import errno as errnomod
 import os
 import stat as statmod
 import threading
@@ -112,6 +118,32 @@ class _OpStats:
     wait_s: float = 0.0
 
 
+@dataclass(slots=True)
+class Fault:
+    """The next `count` reads of files under `prefix` fail with `errno` after `delay_s`."""
+
+    prefix: str
+    errno: int
+    count: int
+    delay_s: float = 0.0
+    hits: int = 0
+
+    @classmethod
+    def parse(cls, data: dict[str, object]) -> Fault:
+        """From `{"prefix": "/a", "errno": "EIO", "count": 2, "delay_s": 0}` (errno by name or number)."""
+        name = data.get("errno", "EIO")
+        code = getattr(errnomod, name) if isinstance(name, str) and hasattr(errnomod, name) else name
+        prefix, count, delay = data.get("prefix", "/"), data.get("count", 1), data.get("delay_s", 0.0)
+        if not (isinstance(code, int) and isinstance(prefix, str) and isinstance(count, int)
+                and isinstance(delay, int | float)):
+            raise ValueError("expected {prefix: str, errno: name or number, count: int, delay_s: number}")
+        return cls(prefix, code, count, float(delay))
+
+    def to_json(self) -> dict[str, object]:
+        return {"prefix": self.prefix, "errno": errnomod.errorcode.get(self.errno, self.errno),
+                "count": self.count, "delay_s": self.delay_s, "hits": self.hits}
+
+
 @dataclass(frozen=True, slots=True)
 class _Attr:
     st: os.stat_result | None
@@ -143,6 +175,7 @@ class Gateway:
         else:
             raise ValueError(f"cache_model must be page or chunk, not {config.cache_model!r}")
         self.restarts = 0
+        self.faults: list[Fault] = []
         self._zero()
 
     def _zero(self) -> None:
@@ -240,11 +273,34 @@ class Gateway:
         with self._lock:
             self._opens += 1
 
+    def inject(self, fault: Fault) -> None:
+        with self._lock:
+            self.faults.append(fault)
+
+    def clear_faults(self) -> list[Fault]:
+        with self._lock:
+            gone, self.faults = self.faults, []
+        return gone
+
+    def _fault(self, path: str) -> None:
+        """Fail this read if an injected fault says so (one count of the first that matches)."""
+        with self._lock:
+            hit = next((f for f in self.faults if f.count > 0 and
+                        (path == f.prefix or path.startswith(f.prefix.rstrip("/") + "/"))), None)
+            if hit is not None:
+                hit.count -= 1
+                hit.hits += 1
+        if hit is not None:
+            if hit.delay_s:
+                time.sleep(hit.delay_s)
+            raise OSError(hit.errno, os.strerror(hit.errno), path)
+
     def read(self, path: str, offset: int, size: int, direct: bool = False) -> bytes:
         """Serve a client read from the cache, fetching what is missing over the link.
 
         `direct`: the client opened the file with O_DIRECT, which matters on the fsc mount only.
         """
+        self._fault(path)
         with self._lock:
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)

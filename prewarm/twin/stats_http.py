@@ -8,6 +8,9 @@
     POST /reset               zero counters and the read log
     POST /drop                empty the data and attribute caches (a cold run)
     POST /restart             a gateway restart keeping its cache disk (`Gateway.restart`)
+    POST /faults              inject a fault: {"prefix", "errno", "count", "delay_s"} (see `Fault`)
+    GET  /faults              the injected faults and how often each fired
+    DELETE /faults            clear them
 
 Like the agent, the `/api/v1` answers and `/` are always gzip-encoded, whatever the
 client asked: a client of the agent must cope with that.
@@ -23,10 +26,11 @@ import gzip
 import json
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prewarm.twin.gateway import Gateway
+from prewarm.twin.gateway import Fault, Gateway
 
 _EVENTS = ("inodeRevalidate", "dnodeRevalidate", "dataInvalidate", "attributeInvalidate", "vfsOpen",
            "vfsLookup", "vfsAccess", "vfsUpdatePage", "vfsReadPage", "vfsReadPages", "vfsWritePage",
@@ -112,10 +116,13 @@ def start_stats_server(gateway: Gateway, mountpoint: str, port: int = 0,
 
         def do_GET(self) -> None:
             route = self.path.split("?", 1)[0].rstrip("/")
-            if route == "/stats":
-                self._send(200, gateway.stats())
-            elif route == "/reads":
-                self._send(200, {"reads": [list(r) for r in gateway.reads()]})
+            views: dict[str, Callable[[], dict[str, Any]]] = {
+                     "/stats": gateway.stats,
+                     "/reads": lambda: {"reads": [list(r) for r in gateway.reads()]},
+                     "/faults": lambda: {"faults": [f.to_json() for f in gateway.faults]}}
+            view = views.get(route)
+            if view is not None:
+                self._send(200, view())
             elif route == "/api/v1/mountStats":
                 self._send(200, mount_stats(gateway.stats(), mountpoint), gzipped=True)
             else:  # the agent answers any other path as it answers /
@@ -123,17 +130,27 @@ def start_stats_server(gateway: Gateway, mountpoint: str, port: int = 0,
 
         def do_POST(self) -> None:
             route = self.path.split("?", 1)[0].rstrip("/")
-            if route == "/reset":
-                gateway.reset()
-                self._send(200, {"ok": True})
-            elif route == "/drop":
-                gateway.drop()
-                self._send(200, {"ok": True})
-            elif route == "/restart":
-                gateway.restart()
-                self._send(200, {"ok": True})
+            actions: dict[str, Callable[[], None]] = {
+                "/reset": gateway.reset, "/drop": gateway.drop, "/restart": gateway.restart}
+            if route in actions:
+                actions[route]()
+            elif route == "/faults":
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    gateway.inject(Fault.parse(json.loads(self.rfile.read(min(length, 1 << 16)) or b"{}")))
+                except (ValueError, AttributeError) as exc:
+                    self._send(400, {"error": str(exc)})
+                    return
             else:
                 self._send(404, {"error": f"no such endpoint: {route}"})
+                return
+            self._send(200, {"ok": True})
+
+        def do_DELETE(self) -> None:
+            if self.path.split("?", 1)[0].rstrip("/") == "/faults":
+                self._send(200, {"cleared": [f.to_json() for f in gateway.clear_faults()]})
+            else:
+                self._send(404, {"error": f"no such endpoint: {self.path}"})
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the twin's stderr is for errors."""

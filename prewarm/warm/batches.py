@@ -12,17 +12,22 @@ dedupe index records per granule, so a piece of a read maps to exactly one granu
 Overlapping or touching ranges of one file are merged first, so a plan naming the
 same bytes twice (or a hostile plan of a hundred thousand adjacent one-byte ranges)
 costs one read, placed where the plan first needed it.
+
+Memory follows the plan's ranges, never its bytes: merging works on typed arrays,
+pieces are cut one at a time as batches are taken (`iter_batches`), and a batch
+holds at most `MAX_READS` of them. A 16 TiB plan is 16 million 1 MiB reads; none of
+them exists before its batch does.
 """
 
 from __future__ import annotations
 
 import posixpath
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prewarm.plan import ranges
 from prewarm.plan.access import Op
 from prewarm.plan.model import FileInfo, MetaOp, Plan
 from prewarm.plan.ranges import ByteRange
@@ -65,9 +70,16 @@ class Batch:
         return sum(r.length for r in self.reads)
 
     def to_json(self) -> dict[str, Any]:
+        """Each path once (`paths`), reads by its index; runs of contiguous reads of one file as one
+        `[path, offset, length, cut]` (`cut`: the read size they were cut at), a lone read as
+        `[path, offset, length]`: a batch's size in Redis follows its files, not its reads."""
+        paths: dict[str, int] = {}
+        for r in self.reads:
+            paths.setdefault(r.path, len(paths))
         return {
             "index": self.index,
-            "reads": [[r.path, r.offset, r.length] for r in self.reads],
+            "paths": list(paths),
+            "reads": [[paths[run[0]], *run[1:]] for run in _runs(self.reads)],
             "meta": [[m.op.value, m.path] for m in self.meta],
             "files": {p: [f.size, f.mtime] for p, f in self.files.items()},
             "closes": sorted(self.closes),
@@ -76,13 +88,53 @@ class Batch:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Batch:
         """Load a batch this module wrote (it is stored by prewarm itself, not user input)."""
+        reads: list[ByteRange] = []
+        paths = data.get("paths", [])
+        for item in data["reads"]:
+            path = paths[item[0]] if isinstance(item[0], int) else item[0]
+            if len(item) == 4:
+                reads.extend(_cut(path, int(item[1]), int(item[1]) + int(item[2]), int(item[3])))
+            else:
+                reads.append(ByteRange(path, int(item[1]), int(item[2])))
         return cls(
             index=int(data["index"]),
-            reads=tuple(ByteRange(p, int(o), int(n)) for p, o, n in data["reads"]),
+            reads=tuple(reads),
             meta=tuple(MetaOp(Op(op), p) for op, p in data["meta"]),
             files={p: FileInfo(p, int(s), float(m)) for p, (s, m) in data["files"].items()},
             closes=frozenset(data["closes"]),
         )
+
+
+def _cut(path: str, s: int, e: int, granule: int) -> Iterator[ByteRange]:
+    """`[s, e)` of `path` as reads that never straddle a granule boundary."""
+    head = min(e, -(-s // granule) * granule) if s % granule else s
+    if head > s:
+        yield ByteRange(path, s, head - s)
+    a = head
+    while a < e:
+        b = min(e, a + granule)
+        yield ByteRange(path, a, b - a)
+        a = b
+
+
+def _runs(reads: Sequence[ByteRange]) -> list[list[Any]]:
+    """Reads as runs: contiguous reads of one file that `_cut` at one size gives back exactly
+    (checked, so a run that would not come back the same is stored read by read)."""
+    out: list[list[Any]] = []
+    i = 0
+    while i < len(reads):
+        first = reads[i]
+        j = i + 1
+        while j < len(reads) and reads[j].path == first.path and reads[j].offset == reads[j - 1].end:
+            j += 1
+        run = reads[i:j]
+        cut = max(r.length for r in run)
+        if len(run) > 1 and list(_cut(first.path, first.offset, run[-1].end, cut)) == list(run):
+            out.append([first.path, first.offset, run[-1].end - first.offset, cut])
+        else:
+            out.extend([r.path, r.offset, r.length] for r in run)
+        i = j
+    return out
 
 
 def batch_bytes(rate_bps: int | None, granule: int) -> int:
@@ -91,34 +143,81 @@ def batch_bytes(rate_bps: int | None, granule: int) -> int:
     return max(granule, int(rate * TARGET_SECONDS))
 
 
-def pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> list[ByteRange]:
-    """Merge each file's overlapping ranges, keep first-need order, cut at granule boundaries.
+def _merged(spans: Iterable[tuple[str, int, int]]) -> tuple[list[str], array[int], array[int], array[int], array[int]]:
+    """Each file's overlapping or touching spans merged: (paths, path ids, starts, ends) as arrays,
+    and the order in which the merged spans are first needed (the earliest plan position in each).
 
-    `spans` are `(path, offset, length)` in plan order.
+    Only typed arrays and one file's spans at a time: spans are bucketed by file (a counting
+    sort on the path id), each file's are sorted alone, and the merged spans are put back in
+    plan order by their positions, which are distinct plan indexes.
     """
-    by_file: dict[str, list[tuple[int, int, int]]] = {}
-    for pos, (path, off, length) in enumerate(spans):
-        if length > 0:
-            by_file.setdefault(path, []).append((off, off + length, pos))
-    merged: list[tuple[int, str, int, int]] = []
-    for path, items in by_file.items():
-        items.sort()
-        cur_s, cur_e, cur_p = items[0]
-        for s, e, p in items[1:]:
-            if s <= cur_e:
-                cur_e = max(cur_e, e)
-                cur_p = min(cur_p, p)
+    ids: dict[str, int] = {}
+    paths: list[str] = []
+    pid, start, end = array("I"), array("q"), array("q")
+    for path, off, length in spans:
+        if length <= 0:
+            continue
+        i = ids.get(path)
+        if i is None:
+            i = ids[path] = len(paths)
+            paths.append(path)
+        pid.append(i)
+        start.append(off)
+        end.append(off + length)
+    first = array("q", [0]) * (len(paths) + 1)
+    for i in pid:
+        first[i + 1] += 1
+    for i in range(len(paths)):
+        first[i + 1] += first[i]
+    fill = array("q", first)
+    by_file = array("q", [0]) * len(pid)
+    for k, i in enumerate(pid):
+        by_file[fill[i]] = k
+        fill[i] += 1
+    del fill
+    m_pid, m_start, m_end, m_pos = array("I"), array("q"), array("q"), array("q")
+    for i in range(len(paths)):
+        for k in sorted(by_file[first[i]:first[i + 1]], key=start.__getitem__):
+            if m_pid and m_pid[-1] == i and start[k] <= m_end[-1]:
+                m_end[-1] = max(m_end[-1], end[k])
+                m_pos[-1] = min(m_pos[-1], k)
             else:
-                merged.append((cur_p, path, cur_s, cur_e))
-                cur_s, cur_e, cur_p = s, e, p
-        merged.append((cur_p, path, cur_s, cur_e))
-    merged.sort()
-    out: list[ByteRange] = []
-    for _, path, s, e in merged:
-        head = min(e, -(-s // granule) * granule) if s % granule else s
-        cut = ([(s, head)] if head > s else []) + ranges.split([(head, e)], granule)
-        out.extend(ByteRange(path, a, b - a) for a, b in cut)
-    return out
+                m_pid.append(i)
+                m_start.append(start[k])
+                m_end.append(end[k])
+                m_pos.append(k)
+    del by_file, first
+    slot = array("q", [-1]) * len(pid)
+    for m, k in enumerate(m_pos):
+        slot[k] = m
+    order = array("q", (m for m in slot if m >= 0))
+    return paths, m_pid, m_start, m_end, order
+
+
+def merged_size(spans: Iterable[tuple[str, int, int]]) -> tuple[int, int]:
+    """(bytes, files) that spans cover once merged: what a warm of them will read at most."""
+    paths, _, start, end, _ = _merged(spans)
+    return sum(end) - sum(start), len(paths)
+
+
+def iter_pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> Iterator[tuple[ByteRange, bool]]:
+    """Merge each file's overlapping ranges, keep first-need order, cut at granule boundaries,
+    one piece at a time; the flag marks each file's last piece. `spans` are `(path, offset,
+    length)` in plan order."""
+    paths, pid, start, end, order = _merged(spans)
+    last = array("q", [0]) * len(paths)
+    for k, m in enumerate(order):
+        last[pid[m]] = k
+    for k, m in enumerate(order):
+        path, s, e = paths[pid[m]], start[m], end[m]
+        final = last[pid[m]] == k
+        for piece in _cut(path, s, e, granule):
+            yield piece, final and piece.end == e
+
+
+def pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> list[ByteRange]:
+    """All of `iter_pieces` at once (small plans and tests)."""
+    return [p for p, _ in iter_pieces(spans, granule)]
 
 
 def dir_listings(paths: Iterable[str], have: Iterable[MetaOp] = ()) -> tuple[MetaOp, ...]:
@@ -128,48 +227,66 @@ def dir_listings(paths: Iterable[str], have: Iterable[MetaOp] = ()) -> tuple[Met
     return tuple(MetaOp(Op.READDIR, d) for d, n in sorted(per_dir.items()) if n >= LIST_DIR_MIN and d not in listed)
 
 
+EMBEDDED_READS = 8192
+"""Reads per batch of an embedded warm: the reader pool drains once per 8 GiB at 1 MiB (nothing),
+and memory stays a few MB whatever the plan's size."""
+
+
+def embedded_batches(plan: Plan, granule: int) -> Iterator[Batch]:
+    """The plan as the batches of an embedded warm, made as they are taken."""
+    return iter_batches(plan.metadata, _spans(plan), plan.files, granule, 1 << 62, EMBEDDED_READS, MAX_META)
+
+
 def whole_batch(plan: Plan, granule: int) -> Batch:
-    """The entire plan as one batch: the embedded mode's reader pool then never drains between batches."""
-    reads = pieces([(r.path, r.offset, r.length) for r in plan.ranges], granule)
+    """The entire plan as one batch (small plans and tests: memory grows with the plan's reads)."""
+    reads = pieces(_spans(plan), granule)
     paths = {r.path for r in reads}
     return Batch(0, reads=tuple(reads), meta=plan.metadata + dir_listings(paths, plan.metadata),
                  files=dict(plan.files), closes=frozenset(paths))
 
 
+def _spans(plan: Plan) -> Iterator[tuple[str, int, int]]:
+    return plan.table.spans()
+
+
 def make_batches(plan: Plan, granule: int, rate_bps: int | None,
                  max_reads: int = MAX_READS, max_meta: int = MAX_META) -> list[Batch]:
     """The plan's metadata operations first (renderers list and stat before they read), then its reads."""
-    return _assemble(plan.metadata, [(r.path, r.offset, r.length) for r in plan.ranges], plan.files,
-                     granule, batch_bytes(rate_bps, granule), max_reads, max_meta)
+    return list(iter_batches(plan.metadata, _spans(plan), plan.files, granule, batch_bytes(rate_bps, granule),
+                             max_reads, max_meta))
 
 
 def make_retry_batches(failed: Sequence[ByteRange], files: Mapping[str, FileInfo], granule: int,
                        rate_bps: int | None, max_reads: int = MAX_READS) -> list[Batch]:
     """Batches for re-running only what a partial warm failed to read."""
-    return _assemble((), [(r.path, r.offset, r.length) for r in failed], files,
-                     granule, batch_bytes(rate_bps, granule), max_reads, MAX_META)
+    return list(iter_batches((), ((r.path, r.offset, r.length) for r in failed), files,
+                             granule, batch_bytes(rate_bps, granule), max_reads, MAX_META))
 
 
-def _assemble(meta: Sequence[MetaOp], spans: list[tuple[str, int, int]], files: Mapping[str, FileInfo],
-              granule: int, target: int, max_reads: int, max_meta: int) -> list[Batch]:
-    reads = pieces(spans, granule)
-    last: dict[str, int] = {}
-    for i, r in enumerate(reads):
-        last[r.path] = i
-    out: list[Batch] = []
+def iter_batches(meta: Sequence[MetaOp], spans: Iterable[tuple[str, int, int]], files: Mapping[str, FileInfo],
+                 granule: int, target: int, max_reads: int, max_meta: int) -> Iterator[Batch]:
+    """Metadata batches, then read batches of at most `max_reads` reads or `target` bytes, lazily."""
+    index = 0
     for i in range(0, len(meta), max_meta):
-        out.append(Batch(len(out), meta=tuple(meta[i:i + max_meta])))
-    start = 0
-    while start < len(reads):
-        size = 0
-        end = start
-        while end < len(reads) and end - start < max_reads and size < target:
-            size += reads[end].length
-            end += 1
-        chunk = reads[start:end]
-        paths = {r.path for r in chunk}
-        out.append(Batch(len(out), reads=tuple(chunk), meta=dir_listings(paths),
-                         files={p: files[p] for p in sorted(paths) if p in files},
-                         closes=frozenset(p for p in paths if start <= last[p] < end)))
-        start = end
-    return out
+        yield Batch(index, meta=tuple(meta[i:i + max_meta]))
+        index += 1
+    chunk: list[ByteRange] = []
+    closes: set[str] = set()
+    size = 0
+    for piece, final in iter_pieces(spans, granule):
+        chunk.append(piece)
+        size += piece.length
+        if final:
+            closes.add(piece.path)
+        if len(chunk) >= max_reads or size >= target:
+            yield _batch(index, chunk, closes, files)
+            index += 1
+            chunk, closes, size = [], set(), 0
+    if chunk:
+        yield _batch(index, chunk, closes, files)
+
+
+def _batch(index: int, chunk: list[ByteRange], closes: set[str], files: Mapping[str, FileInfo]) -> Batch:
+    paths = {r.path for r in chunk}
+    return Batch(index, reads=tuple(chunk), meta=dir_listings(paths),
+                 files={p: files[p] for p in sorted(paths) if p in files}, closes=frozenset(closes))

@@ -2,6 +2,10 @@
 
 Same loop, same report and same exit codes as a warm through Celery, so a first
 try on one machine shows exactly what a farm will see.
+
+The plan is warmed as a sequence of large batches made as they are taken
+(`batches.embedded_batches`): memory stays flat however many reads the plan asks
+for, and the reader pool drains only once per `EMBEDDED_READS` reads.
 """
 
 from __future__ import annotations
@@ -14,21 +18,23 @@ from dataclasses import dataclass
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
-from prewarm.warm.batches import Batch, whole_batch
+from prewarm.warm.batches import embedded_batches, merged_size
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, warm_batch
 from prewarm.warm.reader import Reader, site_reader
-from prewarm.warm.results import Snapshot
+from prewarm.warm.results import FileFinding, Snapshot, WarmResult
 from prewarm.warm.throttle import TokenBucket, Unthrottled
 from prewarm.warm.timeline import Sampler
 
 
 @dataclass(frozen=True)
 class EmbeddedWarm:
-    """An embedded warm's job, and what its report needs besides: the batch and the ranges that failed."""
+    """An embedded warm's job, and what its report needs besides: bytes per file and the ranges that failed."""
 
     info: JobInfo
-    batch: Batch
+    planned: dict[str, int]
+    """Bytes read or meant to be, per file, as the batches cut them."""
+    done: dict[str, int]
     failed: tuple[ByteRange, ...]
 
 
@@ -40,35 +46,45 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 
 def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                   progress: Callable[[JobInfo], None] | None = None) -> EmbeddedWarm:
-    """`run_embedded`, keeping what `prewarm warm --report` needs.
-
-    The whole plan is one batch, so the reader pool never drains between batches.
-    """
-    batch = whole_batch(plan, settings.read_size)
+    """`run_embedded`, keeping what `prewarm warm --report` needs."""
+    planned, files = merged_size(plan.table.spans())
     gateway = ",".join(settings.gateways(plan.gateways))
     info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=gateway,
                    state=JobState.RUNNING, created=time.time(), started=time.time(), priority=plan.priority,
-                   start=plan.start, batches=1, bytes_planned=batch.bytes, files_planned=len(batch.closes),
-                   meta_planned=len(batch.meta))
-
+                   start=plan.start, bytes_planned=planned, files_planned=files)
     sampler = Sampler(info.samples.append)
+    totals = WarmResult()
 
     def report(snapshot: Snapshot) -> None:
         sampler(snapshot)
         if progress is not None:
-            info.counters = {**snapshot.counters, "inputs_missing": plan.missing_inputs}
+            info.counters = {**{k: v + getattr(totals, k) for k, v in snapshot.counters.items()},
+                             "inputs_missing": plan.missing_inputs}
             progress(info)
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
                 if settings.throttle_bps else Unthrottled())
     ctx = WarmContext(reader=reader or site_reader(settings), in_flight=settings.in_flight, throttle=throttle,
                       progress=report)
-    result = warm_batch(batch, ctx)
+    findings: dict[str, FileFinding] = {}
+    failed: list[ByteRange] = []
+    per_file: dict[str, int] = {}
+    for batch in embedded_batches(plan, settings.read_size):
+        for r in batch.reads:
+            per_file[r.path] = per_file.get(r.path, 0) + r.length
+        result = warm_batch(batch, ctx)
+        for k in WarmResult.COUNTERS:
+            setattr(totals, k, getattr(totals, k) + getattr(result, k))
+        for path, finding in result.findings.items():
+            findings.setdefault(path, finding)
+        failed.extend(result.failed)
+        info.batches += 1
+        info.meta_planned += len(batch.meta)
     sampler.flush()
-    info.counters = {**result.counters(), "inputs_missing": plan.missing_inputs}
-    info.findings = sorted(result.findings.values(), key=lambda f: f.path)
-    info.failed_ranges = len(result.failed)
-    info.batches_done = 1
+    info.counters = {**totals.counters(), "inputs_missing": plan.missing_inputs}
+    info.findings = sorted(findings.values(), key=lambda f: f.path)
+    info.failed_ranges = len(failed)
+    info.batches_done = info.batches
     info.finished = time.time()
     info.state = final_state(info.numbers(), len(info.findings))
-    return EmbeddedWarm(info, batch, tuple(result.failed))
+    return EmbeddedWarm(info, per_file, dict(per_file), tuple(failed))

@@ -84,6 +84,8 @@ class JobInfo:
     during a batch, not only when one ends (the counters are recorded when it ends)."""
     samples: list[Point] = field(default_factory=list)
     """Bytes and reads in flight per second (prewarm.timeline): filled by the embedded mode; from Redis on request."""
+    overdue: list[int] = field(default_factory=list)
+    """Batches sent longer ago than the broker's visibility timeout and not finished (filled by `prewarm status`)."""
 
     def progress(self) -> tuple[int, int, int]:
         """(bytes read, bytes dealt with, files dealt with) now: read, already warm or failed.
@@ -133,6 +135,11 @@ def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
         lines.extend(f"    {f.path}: {f.detail}" for f in items[:limit])
         if len(items) > limit:
             lines.append(f"    ... and {len(items) - limit} more")
+    if info.overdue and not info.state.final:
+        shown = ", ".join(map(str, info.overdue[:10])) + (" ..." if len(info.overdue) > 10 else "")
+        lines.append(f"  overdue: {len(info.overdue)} batch(es) ({shown}) sent longer ago than the visibility "
+                     "timeout and not finished: their worker died or is stuck; the broker hands them to "
+                     "another worker")
     if info.failed_ranges and info.state is JobState.PARTIAL:
         lines.append(f"  {info.failed_ranges} failed range(s): re-run them with `prewarm warm --retry {info.id}`")
     return lines

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from prewarm.plan.access import Op
 from prewarm.plan.model import FileInfo, MetaOp
 from prewarm.plan.ranges import ByteRange
-from prewarm.site.guard import Refused
+from prewarm.site.guard import NotAFile, Refused
 from prewarm.warm.batches import Batch
 from prewarm.warm.reader import OpenFile, Reader
 from prewarm.warm.results import (
@@ -74,6 +74,8 @@ RETRYABLE = frozenset({FindingKind.IO_ERROR})
 def classify(exc: OSError) -> FindingKind:
     if isinstance(exc, Refused):
         return FindingKind.OUTSIDE
+    if isinstance(exc, NotAFile):
+        return FindingKind.CHANGED
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return FindingKind.MISSING
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -87,6 +89,8 @@ def detail(exc: OSError) -> str:
     """What went wrong, in words that name no local path of this machine."""
     if isinstance(exc, Refused):
         return f"{exc.why}: not read"
+    if isinstance(exc, NotAFile):
+        return exc.why
     return exc.strerror or type(exc).__name__
 
 

@@ -15,21 +15,28 @@ Parameter values whose names have a prefix (`deadline:priority`) are for the far
 the template; `deadline:priority` becomes the manifest's priority, and `prewarm:show`,
 `prewarm:shot`, `prewarm:gateway`, `prewarm:max_bytes`, `prewarm:start` fill the
 manifest's keys of those names.
+
+A bundle folder is read through a `Guard` (`prewarm.site.guard`): the site's, for a
+folder named by its studio path (the service's `bundle_path`), else one rooted at the
+folder itself. A bundle file that is a link out of its folder (to `/etc/shadow`), a
+FIFO or a device is refused by name, never read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat as statmod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from prewarm.errors import ManifestError
 from prewarm.farm.adapters import build_manifest, check_path
 from prewarm.plan.framespec import MAX_FRAMES, parse_frames
-from prewarm.plan.manifest import Manifest
+from prewarm.plan.manifest import Manifest, safe_load
+from prewarm.site.fs import reason
+from prewarm.site.guard import Guard
 
 __all__ = ["BUNDLE_FILES", "bundle_json_to_manifest", "bundle_to_manifest"]
 
@@ -43,22 +50,34 @@ MAX_FILE_BYTES = 8 << 20
 """Templates are a few KB; a bigger file is a mistake (or an attack), not a job."""
 
 
-def bundle_to_manifest(bundle_dir: str | Path, where: str) -> Manifest:
-    """The manifest of the job bundle in folder `bundle_dir`; errors name the bundle's file."""
-    root = Path(bundle_dir).absolute()
-    if not root.is_dir():
-        raise ManifestError(where, "not a job bundle folder")
+def bundle_to_manifest(bundle_dir: str | Path, where: str, guard: Guard | None = None) -> Manifest:
+    """The manifest of the job bundle in folder `bundle_dir`; errors name the bundle's file.
+
+    With `guard`, `bundle_dir` is a studio path read through it; without, a folder of
+    this machine, read through a guard rooted at the folder.
+    """
+    if guard is None:
+        guard = Guard.local(str(bundle_dir))
+        folder = guard.roots[0]
+    else:
+        folder = str(bundle_dir).rstrip("/") or "/"
+    try:
+        if not statmod.S_ISDIR(guard.stat(folder).st_mode):
+            raise ManifestError(where, "not a job bundle folder")
+        names = set(guard.listdir(folder))
+    except OSError as exc:
+        raise ManifestError(where, f"not a job bundle folder: {reason(exc)}") from exc
     docs: dict[str, tuple[Any, str]] = {}
     for stem in BUNDLE_FILES:
-        found = [root / f"{stem}{ext}" for ext in (".yaml", ".yml", ".json") if (root / f"{stem}{ext}").is_file()]
+        found = [f"{stem}{ext}" for ext in (".yaml", ".yml", ".json") if f"{stem}{ext}" in names]
         if len(found) > 1:
-            raise ManifestError(f"{where}/{found[1].name}", f"the bundle also has {found[0].name}: keep one")
+            raise ManifestError(f"{where}/{found[1]}", f"the bundle also has {found[0]}: keep one")
         if found:
-            name = f"{where}/{found[0].name}"
-            docs[stem] = (_load(found[0], name), name)
+            name = f"{where}/{found[0]}"
+            docs[stem] = (_load(guard, f"{folder}/{found[0]}", name), name)
     if "template" not in docs:
         raise ManifestError(where, "not a job bundle: no template.yaml or template.json")
-    return _to_manifest(docs, where, root)
+    return _to_manifest(docs, where, Path(folder))
 
 
 def bundle_json_to_manifest(obj: Mapping[str, Any], where: str) -> Manifest:
@@ -86,27 +105,26 @@ def bundle_json_to_manifest(obj: Mapping[str, Any], where: str) -> Manifest:
     return _to_manifest(docs, where, None)
 
 
-def _load(path: Path, name: str) -> Any:
+def _load(guard: Guard, path: str, name: str) -> Any:
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ManifestError(name, f"larger than {MAX_FILE_BYTES >> 20} MiB: not a job bundle file")
-        text = path.read_text(encoding="utf-8")
+        fd, _ = guard.open(path)
+    except OSError as exc:
+        raise ManifestError(name, f"cannot read: {reason(exc)}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not statmod.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ManifestError(name, "not a file")
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ManifestError(name, f"larger than {MAX_FILE_BYTES >> 20} MiB: not a job bundle file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError(name, f"not UTF-8 text (byte {exc.start})") from exc
-    except OSError as exc:
-        raise ManifestError(name, f"cannot read: {exc.strerror or exc}") from exc
     return _parse_text(text, name)
 
 
 def _parse_text(text: str, name: str) -> Any:
-    try:
-        return yaml.safe_load(text)  # JSON is YAML too
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise ManifestError(f"{name}{line}", f"not valid YAML or JSON: {exc.problem}") from exc
-    except yaml.YAMLError as exc:
-        raise ManifestError(name, f"not valid YAML or JSON: {' '.join(str(exc).split())}") from exc
+    return safe_load(text, name, "not valid YAML or JSON")
 
 
 def _one_line(exc: Exception) -> str:

@@ -1,0 +1,348 @@
+"""The hostile suite: every way out of the roots, tried on the real processes, with strace as the witness.
+
+Each test runs a real prewarm process (the CLI's embedded warm, a Celery worker, `prewarm
+serve`, `prewarm watch`) under `strace -f -y` over the tree of `tests/fixtures/hostile.py`,
+then checks two things: what the process said (findings, 4xx bodies, exit codes: the
+studio path and what is wrong, never a local path of this machine, never a line of the
+file) and what the kernel saw it do (no open, stat or listing of anything outside the
+roots' local folders: `/etc/passwd`, `/etc`, the secret beside the root, the FIFO, the device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from prewarm.testkit.services import free_port, stop_pid
+from tests.fixtures.hostile import SECRET, Hostile, hostile_tree, start_traced, traced
+from tests.fixtures.services import ROOT
+
+pytestmark = pytest.mark.integration
+
+STUDIO = "/studio/proj"
+TOKEN = "hostile-token"
+FORBIDDEN = ("/etc/passwd", "/etc/ssh", "/etc/shadow")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Hostile:
+    return hostile_tree(tmp_path / "site")
+
+
+def config(tmp_path: Path, tree: Hostile, **extra: object) -> Path:
+    path = tmp_path / "prewarm.yaml"
+    path.write_text(yaml.safe_dump({"path_map": [{"studio": STUDIO, "local": str(tree.root)}], "roots": [STUDIO],
+                                    "in_flight": 4, **extra}))
+    return path
+
+
+def prewarm(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prewarm", *args]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
+
+
+def assert_nothing_outside(run: object, tree: Hostile, evidence: Path | None = None) -> None:
+    """Nothing outside was touched, and strace did see the process at work (below `evidence`)."""
+    from tests.fixtures.hostile import Traced
+
+    assert isinstance(run, Traced)
+    seen = str(evidence or tree.root)
+    assert any(p.startswith(seen) for p in run.touched()), f"strace saw nothing below {seen}: no evidence"
+    run.assert_never(tree.outside, *FORBIDDEN)
+    assert "/etc" not in run.listed(), "the /etc link was listed"
+    assert not {str(tree.fifo), str(tree.device)} & run.opened(), "a FIFO or a device was opened"
+
+
+def no_leak(text: str, tree: Hostile) -> None:
+    assert SECRET.decode().strip() not in text and "root:x:0:0" not in text, "file content quoted"
+    assert str(tree.root) not in text and str(tree.outside) not in text, "a local path of this machine shown"
+
+
+def test_embedded_warm_of_a_hostile_tree_reads_only_inside(tree: Hostile, tmp_path: Path) -> None:
+    manifest = tmp_path / "job.yaml"
+    inputs = [f"{STUDIO}/hostile/", *tree.refused, f"{STUDIO}/hostile/fifo.tx", f"{STUDIO}/hostile/null.tx",
+              f"{STUDIO}/hostile/dangling.tx", f"{STUDIO}/hostile/latest/tex.tx"]
+    manifest.write_text(yaml.safe_dump({"job": "hostile", "frames": "1-2", "inputs": inputs}))
+    run = traced(prewarm("--config", str(config(tmp_path, tree)), "warm", str(manifest), "--json"),
+                 tmp_path / "strace.log", cwd=ROOT, env=clean_env())
+    assert run.proc.returncode == 1, run.proc.stderr  # partial: the refused inputs are missing to the render
+    [report] = json.loads(run.proc.stdout)
+    sizes = {p: 100_000 if "ok" in p or "abs" in p else 50_000 if "latest" in p else 10_000 for p in tree.ok}
+    # every file inside, through `latest` and the absolute links too (v2/ is `latest`: walked once)
+    assert report["state"] == "partial" and report["counters"]["inputs_missing"] == 16
+    assert report["counters"]["bytes_done"] == sum(sizes.values()) == 360_000
+    assert report["counters"]["files_done"] == len(tree.ok)
+    for path in tree.refused:
+        assert f"planner: missing input {path} (a symlink leads outside the allowed roots" in run.proc.stderr
+    assert f"{STUDIO}/hostile/fifo.tx (not a regular file" in run.proc.stderr
+    assert f"{STUDIO}/hostile/dangling.tx (not found" in run.proc.stderr
+    no_leak(run.proc.stderr + run.proc.stdout, tree)
+    assert_nothing_outside(run, tree)
+
+
+def hostile_plan(tmp_path: Path, tree: Hostile) -> Path:
+    """A plan naming every refused entry (a planner would not): the worker must refuse at open."""
+    paths = [*tree.refused, f"{STUDIO}/hostile/fifo.tx", f"{STUDIO}/hostile/null.tx", f"{STUDIO}/hostile/ok.tx"]
+    plan = {"job": "hostile", "frames": [1], "gateways": ["gwh"],
+            "ranges": [{"path": p, "offset": 0, "length": 4096} for p in paths]}
+    path = tmp_path / "hostile.plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def test_a_celery_worker_refuses_what_a_hostile_plan_names(tree: Hostile, tmp_path: Path, redis_url: str) -> None:
+    cfg = config(tmp_path, tree, visibility_timeout_s=10)
+    env = {**clean_env(), "PREWARM_CONFIG": str(cfg), "PREWARM_REDIS_URL": redis_url}
+    celery = Path(sys.executable).with_name("celery")
+    log, out = tmp_path / "worker.strace", tmp_path / "worker.log"
+    worker = start_traced([str(celery), "-A", "workers", "worker", "-Q", "prewarm.gwh", "-P", "threads", "-c", "2",
+                           "--without-mingle", "--without-gossip", "-l", "info", "-n", f"hostile-{os.getpid()}@%h"],
+                          log, out, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while b" ready." not in out.read_bytes():
+            assert worker.poll() is None and time.monotonic() < deadline, out.read_text()[-2000:]
+            time.sleep(0.1)
+        done = subprocess.run(prewarm("--config", str(cfg), "warm", str(hostile_plan(tmp_path, tree)), "--redis",
+                                      redis_url, "--json"), cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        stop_pid(worker.pid)
+        worker.wait(timeout=30)
+    assert done.returncode == 1, done.stderr
+    [report] = json.loads(done.stdout)
+    kinds = {f["path"]: f["kind"] for f in report["findings"]}
+    assert {kinds[p] for p in tree.refused} == {"outside-roots"}
+    assert kinds[f"{STUDIO}/hostile/fifo.tx"] == kinds[f"{STUDIO}/hostile/null.tx"] == "changed"
+    assert report["counters"]["bytes_done"] == 4096 and report["counters"]["files_done"] == 1
+    assert report["counters"]["files_failed"] == len(tree.refused) + 2
+    assert report["failed_ranges"] == 0, "refusals are final: nothing is offered to --retry"
+    no_leak(done.stdout + done.stderr, tree)
+    from tests.fixtures.hostile import Traced
+
+    assert_nothing_outside(Traced(done, log.read_text(errors="replace")), tree)
+    assert "Redis keeps no append-only file" in out.read_text(), "the worker warns about a Redis that keeps nothing"
+
+
+@pytest.fixture
+def traced_service(tree: Hostile, tmp_path: Path, redis_url: str):
+    """`prewarm serve` under strace, with the hostile tree as /studio/proj."""
+    cfg = config(tmp_path, tree, service_token=TOKEN, redis_url=redis_url)
+    port = free_port()
+    log, out = tmp_path / "serve.strace", tmp_path / "serve.log"
+    proc = start_traced(prewarm("--config", str(cfg), "serve", "--port", str(port)), log, out, cwd=ROOT,
+                        env=clean_env())
+    url = f"http://127.0.0.1:{port}/api/v1"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(f"{url}/health", timeout=1)
+            break
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-2000:]
+            time.sleep(0.1)
+    yield url, log, out
+    stop_pid(proc.pid)
+    proc.wait(timeout=30)
+
+
+def post(url: str, body: dict[str, object]) -> requests.Response:
+    return requests.post(f"{url}/jobs", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+
+
+def test_the_service_never_leaves_the_roots_nor_quotes_what_it_read(traced_service, tree: Hostile) -> None:
+    url, log, out = traced_service
+    traces = tree.root / "traces"
+    traces.mkdir()
+    (traces / "frame.0001.jsonl").write_text(json.dumps({"path": f"{STUDIO}/hostile/ok.tx", "offset": 0,
+                                                         "length": 4096, "frame": 1}) + "\n")
+    os.symlink("/etc/passwd", traces / "frame.0002.jsonl")
+    (tree.root / "notatrace.txt").write_bytes(SECRET)
+    (tree.root / "danglingtraces").mkdir()
+    os.symlink("gone.jsonl", tree.root / "danglingtraces" / "frame.0003.jsonl")
+    bundle = tree.root / "bundle"
+    bundle.mkdir()
+    os.symlink("/etc/passwd", bundle / "template.yaml")
+    manifest = yaml.safe_dump({"job": "svc", "frames": "1", "inputs": [f"{STUDIO}/hostile/", *tree.refused]})
+    cases = [
+        ({"manifest": manifest, "traces": [f"{STUDIO}/traces"]}, 422, "traces[0]",
+         f"{STUDIO}/traces/frame.0002.jsonl: a symlink leads outside the allowed roots"),
+        ({"manifest": manifest, "traces": [f"{STUDIO}/notatrace.txt"]}, 422, f"{STUDIO}/notatrace.txt",
+         "neither an strace log nor prewarm JSON Lines"),
+        ({"manifest": manifest, "traces": [f"{STUDIO}/danglingtraces"]}, 422, "traces[0]",
+         f"{STUDIO}/danglingtraces/frame.0003.jsonl: not found (a symlink that leads nowhere?)"),
+        ({"manifest": manifest, "traces": [f"{STUDIO}/hostile/shadow.tx"]}, 422, "traces[0]",
+         "a symlink leads outside the allowed roots"),
+        ({"manifest": manifest, "traces": [f"{STUDIO}/hostile/fifo.tx"]}, 422, "traces[0]",
+         "not a trace file or folder (a FIFO, device or socket)"),
+        ({"bundle_path": f"{STUDIO}/bundle"}, 422, f"{STUDIO}/bundle/template.yaml",
+         "cannot read: a symlink leads outside the allowed roots"),
+        ({"bundle_path": f"{STUDIO}/hostile/etc"}, 422, f"{STUDIO}/hostile/etc",
+         "a symlink leads outside the allowed roots"),
+        ({"manifest": manifest.replace(STUDIO + "/hostile/", "/etc/", 1)}, 403, "manifest:3: inputs[0]",
+         "outside the allowed roots"),
+    ]
+    for body, status, where, says in cases:
+        r = post(url, body)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["where"] == where and says in r.json()["error"], (body, r.json())
+        no_leak(r.text, tree)
+    ok = post(url, {"manifest": manifest, "traces": [f"{STUDIO}/traces/frame.0001.jsonl"]})
+    assert ok.status_code == 202, ok.text
+    missing = {m["path"]: m["reason"] for m in ok.json()["missing"]}
+    assert all(missing[p].startswith("a symlink leads outside the allowed roots") for p in tree.refused)
+    no_leak(ok.text, tree)
+    report = requests.get(f"{url}/jobs/{ok.json()['ids'][0]}", timeout=10)
+    assert report.status_code == 200 and str(tree.root) not in report.text
+    time.sleep(0.5)  # let strace write its last lines
+    from tests.fixtures.hostile import Traced
+
+    assert_nothing_outside(Traced(subprocess.CompletedProcess([], 0, "", ""), log.read_text(errors="replace")), tree)
+    assert "Redis keeps no append-only file" in out.read_text(), "the service warns about a Redis that keeps nothing"
+
+
+def test_watch_folders_leave_links_fifos_and_devices_alone(tree: Hostile, tmp_path: Path) -> None:
+    spool, drops, store = tmp_path / "spool", tmp_path / "drops", tmp_path / "store"
+    for d in (spool, drops / "proj" / "sh" / "job"):
+        d.mkdir(parents=True)
+    planted = [spool / "evil.yaml", spool / "evil_dir", drops / "proj" / "sh" / "job" / "frame.0001.log",
+               spool / "fifo.yaml", drops / "proj" / "sh" / "job" / "frame.0002.log"]
+    os.symlink("/etc/passwd", planted[0])
+    os.symlink("/etc", planted[1])
+    os.symlink(str(tree.outside / "secret.txt"), planted[2])
+    os.mkfifo(planted[3])
+    os.mkfifo(planted[4])
+    bundle = spool / "bundle"
+    bundle.mkdir()
+    os.symlink("/etc/passwd", bundle / "template.yaml")
+    run = traced(prewarm("--config", str(config(tmp_path, tree)), "watch", "--spool", str(spool), "--traces",
+                         str(drops), "--store", str(store), "--once", "--settle", "0.2"),
+                 tmp_path / "watch.strace", cwd=ROOT, env=clean_env())
+    assert run.proc.returncode == 1, run.proc.stderr  # the bundle failed, by name
+    assert all(os.path.lexists(p) for p in planted), "a planted link or FIFO was moved"
+    assert (spool / "failed" / "bundle.error.txt").read_text().startswith(
+        "bundle/template.yaml: cannot read: a symlink leads outside the allowed roots")
+    assert not list(store.rglob("*.gz")), "a link was filed in the trace store"
+    no_leak(run.proc.stderr, tree)
+    assert_nothing_outside(run, tree, spool)
+
+
+def test_the_trace_store_is_listed_and_pruned_without_following_links(tree: Hostile, tmp_path: Path) -> None:
+    from prewarm.plan.manifest import parse_manifest
+    from prewarm.site.settings import Settings
+    from prewarm.traces.store import find_traces, import_traces, list_traces, prune
+
+    store = tmp_path / "store"
+    settings = Settings(trace_store=str(store), roots=(STUDIO,))
+    trace = tmp_path / "frame.0001.jsonl"
+    trace.write_text(json.dumps({"path": f"{STUDIO}/a.tx", "offset": 0, "length": 10}) + "\n")
+    import_traces(settings, [str(trace)], "proj", "sh", "job_v001")
+    victim = tree.outside / "victim" / "sh" / "job_v002"
+    victim.mkdir(parents=True)
+    (victim / "frame.0001.jsonl.gz").write_bytes(b"precious")
+    os.symlink(str(tree.outside / "victim"), store / "evil")             # a show folder that is a link out
+    os.symlink("/etc/passwd", store / "proj" / "sh" / "job_v001" / "frame.0002.jsonl.gz")
+    os.symlink(str(tree.outside), store / "proj" / "outside")           # a shot folder that is a link out
+    manifest = parse_manifest("job: job_v003\nframes: 1\ninputs: [/studio/proj/a.tx]\n", "m")
+    assert [j.job for j in list_traces(settings)] == ["job_v001"]
+    assert find_traces(settings, manifest) == [str(store / "proj" / "sh" / "job_v001")]
+    assert list_traces(settings)[0].frames == 1, "the planted link is not a frame"
+    prune(settings, keep_jobs=0)
+    assert (victim / "frame.0001.jsonl.gz").read_bytes() == b"precious"
+    assert not (store / "proj" / "sh").exists()
+    with pytest.raises(Exception, match="a link or a file where a folder should be"):
+        import_traces(settings, [str(trace)], "evil", "sh", "job_v009")  # the show folder is a link out
+    assert not (tree.outside / "victim" / "sh" / "job_v009").exists()
+
+
+def test_a_traces_folder_given_on_the_command_line_is_its_own_root(tree: Hostile, tmp_path: Path) -> None:
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    (traces / "frame.0001.jsonl").write_text(json.dumps({"path": f"{STUDIO}/hostile/ok.tx", "offset": 0,
+                                                         "length": 10}) + "\n")
+    os.symlink(str(tree.outside / "secret.txt"), traces / "frame.0002.jsonl")
+    os.symlink(".", traces / "again")  # a loop: walked once
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump({"job": "j", "frames": "1", "inputs": [f"{STUDIO}/hostile/ok.tx"]}))
+    run = traced(prewarm("--config", str(config(tmp_path, tree)), "plan", str(manifest), "--traces", str(traces)),
+                 tmp_path / "plan.strace", cwd=ROOT, env=clean_env())
+    assert run.proc.returncode == 2
+    assert run.proc.stderr.strip() == (f"prewarm plan: {traces}/frame.0002.jsonl: a symlink leads outside the "
+                                       "allowed roots")
+    assert_nothing_outside(run, tree, evidence=traces)
+
+
+SWAP = """
+import os, sys
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.guard import Guard, Refused
+from prewarm.warm.reader import DirectReader
+
+root, outside = sys.argv[1], sys.argv[2]
+reader = DirectReader(Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),))))
+reader.open("/studio/proj/swap/a.tx").close()  # the folder's resolution is now cached
+os.rename(root + "/swap", root + "/swap.old")
+os.symlink(outside, root + "/swap")  # swapped for a link out, after the check
+try:
+    reader.open("/studio/proj/swap/secret.txt")
+except Refused as exc:
+    print(exc)
+"""
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_refused_before_anything_beyond_is_opened(
+        tree: Hostile, tmp_path: Path) -> None:
+    (tree.root / "swap").mkdir()
+    (tree.root / "swap" / "a.tx").write_bytes(b"a" * 10)
+    script = tmp_path / "swap.py"
+    script.write_text(SWAP)
+    run = traced([sys.executable, str(script), str(tree.root), str(tree.outside)], tmp_path / "swap.strace",
+                 cwd=ROOT, env=clean_env())
+    assert run.proc.stdout.strip() == f"{STUDIO}/swap/secret.txt: changed while being opened (a symlink swapped in?)"
+    assert_nothing_outside(run, tree)
+    assert f"{tree.root}/swap/a.tx" in run.opened()
+
+
+def _deep(n: int) -> object:
+    value: object = 1
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"bundle": {"template": _deep(900)}}, 400),
+    ({"bundle": {"template": "a: " + "[" * 20000 + "]" * 20000}}, 422),
+    ({"bundle": {"template": {"specificationVersion": "jobtemplate-2023-09", "name": "x" * 100,
+                              "steps": [{"name": "s", "script": _deep(150)}]}}}, 422),
+    ({"manifest": "job: j\nframes: 1\ninputs: " + "[" * 30000 + "]" * 30000}, 422),
+    ({"manifest": "job: j\nframes: 1-10\ngranule: 1e400\ninputs: [/studio/proj/a]\n"}, 422),
+    ({"manifest": "job: j\nframes: 1\ngateway: [" + ",".join(f"g{i}" for i in range(5000)) + "]\n"
+                  "inputs: [/studio/proj/a]\n"}, 422),
+    ({"manifest": "job: j\nframes: 1\ninputs: [/studio/proj/a]\n", "traces": ["/studio/proj/a\u0000/b"]}, 403),
+    ({"manifest": "job: j\nframes: 1\ninputs: [/studio/proj/" + "d/" * 2000 + "x]\n"}, 202),
+    ({"manifest": "job: j\nframes: 1\ninputs: [/studio/proj/" + "n" * 4000 + "]\n"}, 202),
+    ({"manifest": "job: j\nframes: 1\ninputs: ['/studio/proj/\u2215..\u2215etc\u2215passwd', "
+                  "'/studio/proj/\uff0e\uff0e/x']\n"}, 202),
+    ({"manifest": "\x00\x01\x02binary\xff"}, 422),
+])
+def test_hostile_requests_get_a_4xx_or_findings_never_a_500(live_service, body: dict[str, object],
+                                                            status: int) -> None:
+    r = requests.post(f"{live_service.url}/api/v1/jobs", json=body, timeout=60,
+                      headers={"Authorization": "Bearer s3cret-token"})
+    assert r.status_code == status, r.text[:500]
+    if status >= 400:
+        assert set(r.json()) == {"error", "where"} and "\n" not in r.json()["error"]
+    else:
+        assert all(m["reason"] for m in r.json()["missing"]), "an impossible path is a finding"
