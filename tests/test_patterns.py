@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, example, given
-from hypothesis import strategies as st
 
-from prewarm.plan.patterns import PathPattern, PatternMatch, frame_pattern
+from prewarm.plan.patterns import PathPattern, PatternMatch
 
 
 @pytest.mark.parametrize(("text", "frame", "path"), [
@@ -158,54 +156,3 @@ def test_equality_and_hash() -> None:
     assert PathPattern("/a/b.####.exr") == PathPattern("/a/b.####.exr")
     assert PathPattern("/a/b.####.exr") != PathPattern("/a/b.%04d.exr")
     assert len({PathPattern("/a/x"), PathPattern("/a/x"), PathPattern("/a/y")}) == 2
-
-
-@pytest.mark.parametrize(("path", "frame", "pattern"), [
-    ("/x/monitor.0001.png", 1, "/x/monitor.####.png"),
-    ("/c/fluid.1001.vdb", 1001, "/c/fluid.####.vdb"),
-    ("/c/v.17.bgeo", 17, "/c/v.%d.bgeo"),
-    ("/c/v.0.bgeo", 0, "/c/v.%d.bgeo"),
-    ("/c/v.0000.bgeo", 0, "/c/v.####.bgeo"),
-    ("/c/a.-010.exr", -10, "/c/a.####.exr"),
-    ("/c/a.-10.exr", -10, "/c/a.%d.exr"),
-    ("/c/a-0010.exr", 10, "/c/a-####.exr"),
-    ("/s/0010/r.0010.exr", 10, "/s/0010/r.####.exr"),      # the rightmost occurrence
-    ("/s/1001/cache.abc", 1001, "/s/####/cache.abc"),
-    ("/c/v1001.abc", 1, None),                            # part of a longer number
-    ("/c/a.10011.exr", 1001, None),
-    ("/c/a.exr", 3, None),
-    ("/c/a.0003.exr", -3, None),
-    ("/c/a#b.0001.exr", 1, None),                         # the rest would read as a token
-    ("/c/<UDIM>.0001.exr", 1, None),
-])
-def test_frame_pattern(path: str, frame: int, pattern: str | None) -> None:
-    assert frame_pattern(path, frame) == pattern
-
-
-_NAME_CHARS = st.sampled_from(list("abcxyz_-.0123456789/#@%$F{}<>UDIMV"))
-
-
-@given(st.text(_NAME_CHARS, max_size=30), st.integers(-20000, 20000), st.text(_NAME_CHARS, max_size=12),
-       st.sampled_from(["", "0", "00", "000"]))
-@example("/x/monitor.", 1, ".png", "000")
-@example("/c/a#", 5, "", "")
-def test_frame_pattern_round_trips(prefix: str, frame: int, suffix: str, zeros: str) -> None:
-    number = f"-{zeros}{-frame}" if frame < 0 else f"{zeros}{frame}"
-    path = f"/{prefix}.{number}.{suffix}"
-    pattern = frame_pattern(path, frame)
-    if pattern is not None:
-        assert PathPattern(pattern).for_frame(frame).text == path
-        assert PathPattern(pattern).expand(frame) == path
-
-
-@given(st.text(st.sampled_from(list("abc_-./")), max_size=20), st.integers(-20000, 20000),
-       st.sampled_from(["", "0", "00", "000"]))
-def test_frame_pattern_finds_clean_frames(prefix: str, frame: int, zeros: str) -> None:
-    """Without token characters around, a delimited frame number is always generalised."""
-    assume(not prefix.endswith("-") or frame >= 0)
-    number = f"-{zeros}{-frame}" if frame < 0 else f"{zeros}{frame}"
-    path = f"/{prefix}.{number}.exr"
-    pattern = frame_pattern(path, frame)
-    assert pattern is not None
-    assert PathPattern(pattern).has_frame
-    assert PathPattern(pattern).match(path) == PatternMatch(frame, None)

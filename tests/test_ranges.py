@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from prewarm.plan.ranges import (
     SpanAccumulator,
-    align,
     clip,
     clip_normal,
     covered,
@@ -38,21 +37,6 @@ def as_set(spans: list[tuple[int, int]]) -> set[int]:
 ])
 def test_normalize(spans, gap, expected):
     assert normalize(spans, gap) == expected
-
-
-@pytest.mark.parametrize("spans, granule, size, expected", [
-    ([(1, 2)], 1024, None, [(0, 1024)]),
-    ([(1000, 1100)], 1024, None, [(0, 2048)]),
-    ([(1000, 1100)], 1024, 1500, [(0, 1500)]),
-    ([(0, 1024), (5000, 5001)], 1024, None, [(0, 1024), (4096, 5120)]),
-])
-def test_align(spans, granule, size, expected):
-    assert align(spans, granule, size) == expected
-
-
-def test_align_rejects_zero_granule():
-    with pytest.raises(ValueError):
-        align([(0, 1)], 0)
 
 
 @given(spans_st, spans_st)

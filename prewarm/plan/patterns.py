@@ -294,38 +294,3 @@ def _tile_id(groups: dict[str, str | None]) -> str | None:
     if u is None and v is None:
         return None
     return "_".join(s for s in (f"u{u}" if u is not None else "", f"v{v}" if v is not None else "") if s)
-
-
-_NUMBER = re.compile(r"\d+")
-
-
-def frame_pattern(path: str, frame: int) -> str | None:
-    """Generalise a concrete path read by `frame` into a per-frame pattern.
-
-    The rightmost whole number equal to `frame` becomes the token: digits inside a
-    longer number never do (`v1001` is not frame 1). Leading zeros, or four digits
-    and more, mean padded (`0001` -> `####`, `1001` -> `####`: studios pad to 4);
-    else `%d`, which every tool reads as unpadded (a lone `#` is 4 digits in some).
-    None when the number is not there, or when the rest of the path would itself
-    read as tokens: `PathPattern(result).for_frame(frame).text == path` always holds.
-    """
-    for m in reversed(list(_NUMBER.finditer(path))):
-        start, digits = m.start(), m[0]
-        if frame < 0:
-            if start == 0 or path[start - 1] != "-":
-                continue
-            start -= 1
-        if int(path[start:m.end()]) != frame:
-            continue
-        padded = len(digits) > 1 and digits[0] == "0" or len(digits) >= 4
-        token = "#" * (m.end() - start) if padded else "%d"
-        candidate = path[:start] + token + path[m.end():]
-        try:
-            pattern = PathPattern(candidate)
-        except ValueError:
-            return None
-        tokens = pattern.tokens
-        if len(tokens) != 1 or tokens[0].text != token or pattern.for_frame(frame).text != path:
-            return None
-        return candidate
-    return None

@@ -34,23 +34,6 @@ def total(spans: Iterable[Span]) -> int:
     return sum(e - s for s, e in normalize(spans))
 
 
-def align(spans: Iterable[Span], granule: int, size: int | None = None) -> list[Span]:
-    """Widen spans to whole granules (what the gateway fetches anyway), clipped to `size`."""
-    if granule <= 0:
-        raise ValueError("granule must be positive")
-    widened = []
-    for s, e in spans:
-        if e <= s:
-            continue
-        a = (s // granule) * granule
-        b = -(-e // granule) * granule
-        if size is not None:
-            b = min(b, size)
-        if b > a:
-            widened.append((a, b))
-    return normalize(widened)
-
-
 def clip(spans: Iterable[Span], size: int) -> list[Span]:
     """Keep only what lies inside `[0, size)`."""
     return normalize((max(0, s), min(e, size)) for s, e in spans)

@@ -118,9 +118,6 @@ class Structure:
                 rest.append((covered_to, e))
         return tiles, normalize(rest)
 
-    def spans_of(self, tiles: Iterable[Tile]) -> list[Span]:
-        return normalize(self.span(t) for t in tiles)
-
     def coarser(self, level: int) -> list[int]:
         """Levels no larger than `level` on either side, other than itself (every coarser MIP level)."""
         lv = self.levels[level]
