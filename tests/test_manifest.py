@@ -12,7 +12,7 @@ from prewarm.flow.planning import load_manifest
 from prewarm.plan.manifest import FrameOrder, InputSpec, parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.patterns import PathPattern
-from prewarm.plan.units import parse_size
+from prewarm.plan.units import parse_size, size_text
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
 
@@ -105,6 +105,12 @@ def test_start_forms(value: str, expected: float) -> None:
 ])
 def test_sizes(value: object, expected: int) -> None:
     assert parse_size(value, "m:1", "max_bytes") == expected
+
+
+@pytest.mark.parametrize(("n", "text"), [(4096, "4KiB"), (1536, "1536"), (256 << 20, "256MiB"), (3 << 40, "3TiB"),
+                                         (1000, "1000"), (5 << 30, "5GiB")])
+def test_size_text_reads_back_exactly(n: int, text: str) -> None:
+    assert size_text(n) == text and parse_size(text, "help", "default") == n
 
 
 def test_frames_yaml_would_misread_are_read_as_written() -> None:

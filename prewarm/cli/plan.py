@@ -12,11 +12,13 @@ from prewarm.flow.planning import PlanOptions, plan_job
 from prewarm.plan.framespec import parse_frames
 from prewarm.plan.limits import granule_problem
 from prewarm.plan.model import Plan
-from prewarm.plan.predict import KNOBS, check_knob
-from prewarm.plan.units import parse_size
+from prewarm.plan.predict import KNOBS, PredictOptions, check_knob
+from prewarm.plan.units import parse_size, size_text
 from prewarm.site import atomic
+from prewarm.site.settings import Settings
 
-MiB = 1 << 20
+SITE, PREDICT = Settings(), PredictOptions()
+"""Where the defaults shown in help come from: the one default of each setting and knob."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,20 +33,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--frame", type=int, help="frame of trace records that name none")
     p.add_argument("--frames", metavar="SPEC", help="plan these frames instead of the manifest's")
     p.add_argument("--granule", metavar="SIZE",
-                   help="align ranges to this size (default 4KiB: the pages a gateway fetches)")
+                   help=f"align ranges to this size (default: the granule setting, "
+                        f"{size_text(SITE.granule)}: the pages a gateway fetches)")
     p.add_argument("--max-bytes", metavar="SIZE", help="budget: keep the ranges worth the most frames per byte")
-    p.add_argument("--max-gap", metavar="SIZE", help="join ranges of a file this close (default 0)")
+    p.add_argument("--max-gap", metavar="SIZE",
+                   help=f"join ranges of a file this close (default: the max_gap setting, {size_text(SITE.max_gap)})")
     p.add_argument("--spread", metavar="SIZE",
-                   help="widen spans borrowed from neighbouring frames: coverage for bytes (default 512KiB)")
-    p.add_argument("--neighbours", type=int, metavar="N", help="training frames borrowed from on each side (default 1)")
+                   help=f"widen spans borrowed from neighbouring frames: coverage for bytes "
+                        f"(default {size_text(PREDICT.spread)})")
+    p.add_argument("--neighbours", type=int, metavar="N",
+                   help=f"training frames borrowed from on each side (default {PREDICT.neighbours})")
     p.add_argument("--unseen-cap", metavar="SIZE",
-                   help="files no trace read are warmed whole up to this size, else head and tail (default 256MiB)")
+                   help=f"files no trace read are warmed whole up to this size, else head and tail "
+                        f"(default {size_text(PREDICT.unseen_cap)})")
     p.add_argument("--tile-grow", type=int, metavar="N",
-                   help="tiles by which a texture footprint borrowed from traced frames grows (default 1)")
+                   help=f"tiles by which a texture footprint borrowed from traced frames grows "
+                        f"(default {PREDICT.texture.grow})")
     p.add_argument("--finer", type=int, metavar="N",
-                   help="MIP levels of children added beyond the traced frames: a push-in hedge (default 1)")
+                   help=f"MIP levels of children added beyond the traced frames: a push-in hedge "
+                        f"(default {PREDICT.texture.finer})")
     p.add_argument("--unseen-coarse", type=int, metavar="PIXELS",
-                   help="never-traced textures: levels up to this size go early, finer ones last (default 512)")
+                   help=f"never-traced textures: levels up to this size go early, finer ones last "
+                        f"(default {PREDICT.unseen_coarse})")
     p.add_argument("--no-structure", dest="structure", action="store_false", default=None,
                    help="do not read files' structure (texture tiles, EXR tables): the byte model only")
     add_path_map_flags(p)

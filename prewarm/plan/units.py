@@ -41,6 +41,15 @@ def parse_size(value: object, where: str, field: str, error: type[InputError] = 
     return size
 
 
+def size_text(n: int) -> str:
+    """A size as `parse_size` reads it back exactly (`4KiB`, `256MiB`, `1000`): for help texts
+    that show the default a flag or setting starts from."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if n and n % _UNITS[unit.lower()] == 0:
+            return f"{n // _UNITS[unit.lower()]}{unit}"
+    return str(n)
+
+
 def parse_rate(text: str, where: str, field: str = "rate", error: type[InputError] = ManifestError) -> int | None:
     """Bytes per second from `50MB/s`, `400MiB/s` or `1e6`; None for `off` (no cap)."""
     t = text.strip()
