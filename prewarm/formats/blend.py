@@ -37,8 +37,7 @@ from blender_asset_tracer import blendfile, bpathlib
 from blender_asset_tracer.blendfile import iterators
 from blender_asset_tracer.trace import blocks2assets, expanders, file2blocks
 
-from prewarm.formats.scenes import plain
-from prewarm.plan.pathmap import PathMap
+from prewarm.formats.scenes import GuardedWalk, plain
 from prewarm.plan.scenes import SceneDep, SceneDeps, SceneRequest, Unresolved
 from prewarm.site.guard import Guard
 
@@ -90,33 +89,15 @@ class ImageUser:
 
 
 @dataclass
-class _Found:
+class _Found(GuardedWalk):
     """Everything one walk collected, by local path."""
 
-    guard: Guard
     deps: dict[str, tuple[str, bool]] = field(default_factory=dict)
     """local path -> (local path of the .blend asking, is a pattern)"""
     per_frame: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     unresolved: list[tuple[str, str, str]] = field(default_factory=list)
     libraries: set[str] = field(default_factory=set)
     """Libraries read (a cycle brings one back: it counts once)."""
-
-    refused: set[str] = field(default_factory=set)
-    """Libraries the guard refused (outside the roots, or led out by a symlink): never opened."""
-
-    @property
-    def path_map(self) -> PathMap:
-        return self.guard.path_map
-
-    def local(self, path: str) -> str:
-        return self.path_map.to_local(self.path_map.to_studio(path))
-
-    def opened_as(self, path: str) -> str | None:
-        """Where BAT may open `path` (`Guard.for_library`); None, and recorded, when refused."""
-        target = self.guard.for_library(path)
-        if target is None:
-            self.refused.add(self.path_map.to_studio(path))
-        return target
 
 
 def _nodetree_of(block: Any) -> Iterator[Any]:

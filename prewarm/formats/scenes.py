@@ -24,9 +24,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prewarm.errors import InputError
+from prewarm.plan.pathmap import PathMap
 from prewarm.plan.scenes import SceneDep, SceneDeps, SceneKind, SceneRequest, Unresolved
 from prewarm.site.guard import Guard, Refused
 
@@ -100,6 +102,33 @@ _QUOTED = re.compile(r"""b?'[^']*'|"[^"]*"|`[^`]*`""")
 def plain(text: str) -> str:
     """A reader's error in one line, without the bits of the file it may quote."""
     return " ".join(_QUOTED.sub("...", text).split())[:200]
+
+
+@dataclass
+class GuardedWalk:
+    """What a scene reader's walk asks the guard: where a library may be opened, and which were refused.
+
+    usd-core and BAT open the files a scene names themselves; each walk hands them only
+    what `Guard.for_library` allows and keeps the studio paths it refused for the plan's notes.
+    """
+
+    guard: Guard
+    refused: set[str] = field(default_factory=set, kw_only=True)
+    """Studio paths the guard refused: outside the roots, or led out of them by a symlink. Never opened."""
+
+    @property
+    def path_map(self) -> PathMap:
+        return self.guard.path_map
+
+    def local(self, path: str) -> str:
+        return self.path_map.to_local(self.path_map.to_studio(path))
+
+    def opened_as(self, path: str) -> str | None:
+        """Where the reader may open `path` (`Guard.for_library`); None, and recorded, when refused."""
+        target = self.guard.for_library(path)
+        if target is None:
+            self.refused.add(self.path_map.to_studio(path))
+        return target
 
 
 def to_json(found: SceneDeps) -> dict[str, Any]:

@@ -31,8 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from prewarm.formats.scenes import plain
-from prewarm.plan.pathmap import PathMap
+from prewarm.formats.scenes import GuardedWalk, plain
 from prewarm.plan.patterns import PathPattern
 from prewarm.plan.scenes import (
     SceneDep,
@@ -60,10 +59,9 @@ def one_line(exc: BaseException) -> str:
 
 
 @dataclass
-class _Walk:
+class _Walk(GuardedWalk):
     """State of one dependency walk: who asked for what, limits, layers found unreadable."""
 
-    guard: Guard
     max_deps: int
     deadline: float
     asked: dict[str, str] = field(default_factory=dict)
@@ -74,24 +72,8 @@ class _Walk:
     """Local layer path -> why it cannot be read (found by `_walk_layers`)."""
     cut: str | None = None
 
-    refused: set[str] = field(default_factory=set)
-    """Studio paths the guard refused: outside the roots, or led out of them by a symlink. Never opened."""
     clips: dict[str, None] = field(default_factory=dict)
     """Clip layers (local), found by composing the stage: planned for the frames that read them."""
-
-    @property
-    def path_map(self) -> PathMap:
-        return self.guard.path_map
-
-    def local(self, path: str) -> str:
-        return self.path_map.to_local(self.path_map.to_studio(path))
-
-    def opened_as(self, path: str) -> str | None:
-        """Where usd-core may open `path` (`Guard.for_library`); None, and recorded, when refused."""
-        target = self.guard.for_library(path)
-        if target is None:
-            self.refused.add(self.path_map.to_studio(path))
-        return target
 
     def over(self) -> bool:
         """Past a limit: the walk stops following dependencies, and says why once."""
