@@ -28,6 +28,7 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ def read_all(mount: Path, names: list[str], readers: int) -> float:
         for fd in fds.values():
             os.close(fd)
 
+    return _timed(work, readers)
+
+
+def _timed(work: Callable[[], None], readers: int) -> float:
+    """Seconds for `readers` threads each running `work` to finish."""
     threads = [threading.Thread(target=work) for _ in range(readers)]
     t0 = time.perf_counter()
     for t in threads:
@@ -112,13 +118,7 @@ def tiles(mount: Path, names: list[str], readers: int, seed: int = 7) -> float:
         for fd in fds.values():
             os.close(fd)
 
-    threads = [threading.Thread(target=work) for _ in range(readers)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - t0
+    return _timed(work, readers)
 
 
 def sequential(mount: Path, names: list[str]) -> float:
