@@ -53,13 +53,15 @@ import itertools
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 from prewarm.plan.access import Access, Op
 from prewarm.traces.counters import Batch, ImportStats, Rec, Resolve, accesses
 
-_UNFINISHED = " <unfinished ...>"
-_READ = Op.READ
-_OUTPUT = "\0output"
+_UNFINISHED: Final = " <unfinished ...>"
+_UNFINISHED_LINE: Final = _UNFINISHED + "\n"
+_READ: Final = Op.READ
+_OUTPUT: Final = "\0output"
 """Cached in place of a resolved path for files the process writes: dropped, not counted as filtered."""
 
 Found = tuple[str, Op, int, int]
@@ -266,8 +268,16 @@ def _is_fd(key: str) -> bool:
     return lt > 0 and key[lt + 1:lt + 2] == "/" and key[:lt].isdigit()
 
 
-Pending = dict[str | None, tuple[str, str, str | None]]
-"""Unfinished calls by pid: (call name, the line up to `<unfinished ...>`, its time stamp)."""
+Pending = dict[str | None, str]
+"""Unfinished calls by pid: `STAMP name(args`, the line from its time stamp (empty if it has
+none) up to `<unfinished ...>`. One string, sliced once from the line: a tuple of three
+would be three more objects for each of the calls a busy render splits."""
+
+
+def _call_name(start: str) -> str:
+    """The call name of a pending start."""
+    sp = start.find(" ")
+    return start[sp + 1:start.find("(", sp)]
 
 
 class _Parser:
@@ -292,41 +302,11 @@ class _Parser:
         """The records a run of lines completes. `fast=False` sends every line through the
         general parser (the reference the fast path is tested against)."""
         out: Batch = []
-        if not fast:
-            for line in lines:
-                self.n += 1
-                self._general(self.line(line, self.n), out)
-            return out
-        by_fd = self.by_fd
         n = self.n
         for line in lines:
             n += 1
-            parts = line.split(None, 2)
-            # `PID  STAMP body`: anything else (no pid column, no stamp, `[pid N]`, torn) is general.
-            if len(parts) != 3 or not parts[0].isdigit() or not parts[1][:1].isdigit():
+            if not fast or not self._fast(line, n, out):
                 self._general(self.line(line, n), out)
-                continue
-            pid, body = parts[0], parts[2].rstrip()
-            stamp: str | None = parts[1]
-            if body[:5] == "<... " or body.endswith(_UNFINISHED):
-                joined = self._join(pid, body, stamp)
-                if joined is None:
-                    continue
-                body, stamp = joined
-            paren = body.find("(")
-            name = body[:paren]
-            eq = body.rfind(" = ")
-            key = body[paren + 1:body.find(">", paren)]
-            path = by_fd.get(key, "")
-            if name != "read" and name != "pread64" and name != "lseek":
-                self._general(self._call(body, pid, stamp, n), out)
-                continue
-            if path == "" and _is_fd(key):
-                path = by_fd[key] = self._fd_path(key)
-            if path == "" or eq < 0 or body[eq - 1] != ")" or not self._positioned(name, body, key, path, eq, pid,
-                                                                                   stamp, out):
-                # descriptors that are not files, `)   = 4` padding, `= ?`, odd text: the general parser decides
-                self._general(self._call(body, pid, stamp, n), out)
         self.n = n
         return out
 
@@ -335,47 +315,87 @@ class _Parser:
         if rec is not None:
             out.append(rec)
 
-    def _join(self, pid: str, body: str, stamp: str | None) -> tuple[str, str | None] | None:
-        """A split call's halves joined (the whole call and its start's stamp), or None when
-        this line starts one (kept pending) or ends one whose start is not in the log."""
-        if body[:5] != "<... ":
-            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
-            return None
-        r = body.find(" resumed>")
-        start = self.pending.pop(pid, None) if r >= 0 else None
-        if start is None or start[0] != body[5:r]:
-            self.stats.unmatched_resumed += 1
-            return None
-        return start[1] + body[r + 9:], start[2]
+    def _fast(self, line: str, n: int, out: Batch) -> bool:
+        """A `PID  STAMP call` line, by index arithmetic on the line as read (no split, no
+        strip, nothing sliced that is not kept). False, with nothing changed, hands the line
+        to the general parser: no pid column, no stamp, `[pid N]`, torn or odd text."""
+        sp = line.find(" ")
+        pid = line[:sp]
+        if sp <= 0 or not pid.isdigit():
+            return False
+        st = sp + 1
+        while st < len(line) and line[st] == " ":
+            st += 1
+        se = line.find(" ", st)
+        if se < 0 or not line[st].isdigit():
+            return False
+        b = se + 1
+        if b < len(line) and line[b] == "<" and line[b + 1:b + 5] == "... ":
+            self._resumed(line, b, pid, n, out)
+        elif line.endswith(_UNFINISHED_LINE):
+            self.pending[pid] = line[st:len(line) - len(_UNFINISHED_LINE)]
+        else:
+            return self._hot(line, b, pid, st, se, out)
+        return True
 
-    def _positioned(self, name: str, body: str, key: str, path: str | None, eq: int, pid: str,
-                    stamp: str | None, out: Batch) -> bool:
-        """read/pread64/lseek on a file descriptor; False hands the line to the general parser."""
-        ret = body[eq + 3:]
-        sp = ret.find(" ")
-        pos = self.calls.pos
+    def _resumed(self, line: str, b: int, pid: str, n: int, out: Batch) -> None:
+        """`<... name resumed>rest`: joined to its start, the whole call is handled as if
+        strace had written it on one line, with the start's stamp."""
+        r = line.find(" resumed>", b)
+        start = self.pending.get(pid) if r >= 0 else None
+        if start is not None:
+            del self.pending[pid]  # not pop(pid, None): mypyc compiles get and del, not pop's default
+        if start is None or _call_name(start) != line[b + 5:r]:
+            self.stats.unmatched_resumed += 1
+            return
+        call = start + line[r + 9:]
+        sp = start.find(" ")
+        if not self._hot(call, sp + 1, pid, 0, sp, out):
+            self._general(self._call(call[sp + 1:].rstrip(), pid, call[:sp] or None, n), out)
+
+    def _hot(self, text: str, b: int, pid: str, st: int, se: int, out: Batch) -> bool:
+        """read/pread64/lseek of a file descriptor, the call at `text[b:]` and its stamp at
+        `text[st:se]` (sliced only for a record); False (nothing changed) for any other call,
+        a descriptor that is not a file, `)   = 4` padding, `= ?` or odd text: the general
+        parser decides those."""
+        paren = text.find("(", b)
+        name = text[b:paren]
+        if name != "read" and name != "pread64" and name != "lseek":
+            return False
+        eq = text.rfind(" = ")
+        gt = text.find(">", paren)
+        if eq <= gt or gt < 0 or text[eq - 1] != ")":
+            return False
+        key = text[paren + 1:gt]
+        path = self.by_fd.get(key, "")
+        if path == "":
+            if not _is_fd(key):
+                return False
+            path = self.by_fd[key] = self._fd_path(key)
+        end = text.find(" ", eq + 3)
         try:
-            got = int(ret[:sp] if sp >= 0 else ret)
-            if got < 0:
-                self.stats.failed_calls += 1
-                return True
-            if name == "lseek":
-                pos[key] = got
-                return True
-            if name == "read":
-                off = pos.get(key, 0)
-                pos[key] = off + got
-            else:
-                off = int(body[body.rfind(", ", 0, eq) + 2:eq - 1])
+            got = int(text[eq + 3:end] if end >= 0 else text[eq + 3:])
+            off = int(text[text.rfind(", ", gt, eq) + 2:eq - 1]) if name == "pread64" else 0
         except ValueError:
             return False
-        if got == 0 or path is _OUTPUT:
-            return True
+        if got < 0:
+            self.stats.failed_calls += 1
+        elif name == "lseek":
+            self.calls.pos[key] = got
+        else:
+            if name == "read":
+                off = self.calls.pos.get(key, 0)
+                self.calls.pos[key] = off + got
+            self._read(path, off, got, pid, text[st:se] or None, out)
+        return True
+
+    def _read(self, path: str | None, off: int, got: int, pid: str, stamp: str | None, out: Batch) -> None:
+        if got == 0 or path == _OUTPUT:
+            return
         if path is None:
             self.stats.filtered += 1
-            return True
+            return
         out.append((path, _READ, off, got, self.frame, stamp, None, None, pid))
-        return True
 
     def _fd_path(self, key: str) -> str | None:
         """The resolved path of a descriptor text `_is_fd` accepted (None: filtered out)."""
@@ -411,14 +431,15 @@ class _Parser:
             if start is None:
                 self.stats.unmatched_resumed += 1
                 return None
-            body = start[1] + body[body.find(" resumed>") + 9:]
-            stamp = start[2]
+            sp = start.find(" ")
+            body = start[sp + 1:] + body[body.find(" resumed>") + 9:]
+            stamp = start[:sp] or None
         elif body.endswith(_UNFINISHED):
-            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
+            self.pending[pid] = f"{stamp or ''} {body[:-len(_UNFINISHED)]}"
             return None
         return self._call(body, pid, stamp, n)
 
-    def _start_of(self, body: str, pid: str | None) -> tuple[str, str, str | None] | None:
+    def _start_of(self, body: str, pid: str | None) -> str | None:
         """The unfinished start of the call a `<... name resumed>` line ends.
 
         An unprefixed resumed line may end a call that started while strace still wrote
@@ -430,10 +451,10 @@ class _Parser:
         name = body[5:r]
         start = self.pending.pop(pid, None)
         if start is None and pid is None:
-            candidates = [p for p, s in self.pending.items() if s[0] == name]
+            candidates = [p for p, s in self.pending.items() if _call_name(s) == name]
             if len(candidates) == 1:
                 start = self.pending.pop(candidates[0])
-        return start if start is not None and start[0] == name else None
+        return start if start is not None and _call_name(start) == name else None
 
     def _call(self, body: str, pid: str | None, stamp: str | None, n: int) -> Rec | None:
         """A whole call line (`name(args) = ret [<secs>]`) as the access it made, if any."""
@@ -485,6 +506,8 @@ class _Parser:
 
 CHUNK = 4096
 """Lines per run handed to the parser by `parse_strace`."""
+RUN = 256
+"""Lines per batch of records."""
 
 
 def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int | None = None,
@@ -498,10 +521,11 @@ def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int |
     records = 0
     try:
         for chunk in chunks:
-            batch = parser.feed(chunk, fast)
-            if batch:
-                records += len(batch)
-                yield batch
+            for i in range(0, len(chunk), RUN):
+                batch = parser.feed(chunk[i:i + RUN], fast)
+                if batch:
+                    records += len(batch)
+                    yield batch
     finally:
         stats.lines += parser.n
         stats.records += records
