@@ -146,6 +146,18 @@ def _int_ret(ret: str) -> int:
     return int(ret if sp < 0 else ret[:sp])
 
 
+class _Descriptor:
+    """A descriptor as the trace names it (`3</p/a.exr`): where it reads next, and (for the
+    fast path) the path to record for it, `""` until resolved. One object, so that a line
+    costs one dict lookup, not one for the position and one for the path."""
+
+    __slots__ = ("path", "pos")
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.path: str | None = ""
+
+
 class _Calls:
     """Per-call handlers and the descriptor positions they share.
 
@@ -153,10 +165,10 @@ class _Calls:
     return text, and returns what the call touched or None.
     """
 
-    __slots__ = ("outputs", "pos", "table")
+    __slots__ = ("fds", "outputs", "table")
 
     def __init__(self) -> None:
-        self.pos: dict[str, int] = {}
+        self.fds: dict[str, _Descriptor] = {}
         self.outputs: set[str] = set()
         """Paths the traced process creates, truncates or only writes: what it then
         reads or stats there is its own output, not something to fetch from the filer."""
@@ -172,13 +184,21 @@ class _Calls:
             "mmap": self.mmap,
         }
 
+    def at(self, key: str) -> _Descriptor:
+        """The descriptor `key` names, at position 0 if the trace has not opened it."""
+        d = self.fds.get(key)
+        if d is None:
+            d = self.fds[key] = _Descriptor()
+        return d
+
     def read(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
         if fd is None:
             return None
         n = _int_ret(ret)
-        pos = self.pos.get(fd[0], 0)
-        self.pos[fd[0]] = pos + n
+        d = self.at(fd[0])
+        pos = d.pos
+        d.pos = pos + n
         return (fd[1], Op.READ, pos, n) if n > 0 else None
 
     def pread(self, args: str, ret: str) -> Found | None:
@@ -201,7 +221,7 @@ class _Calls:
     def lseek(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
         if fd is not None:
-            self.pos[fd[0]] = _int_ret(ret)
+            self.at(fd[0]).pos = _int_ret(ret)
         return None
 
     def open(self, args: str, ret: str) -> Found | None:
@@ -211,7 +231,7 @@ class _Calls:
         if lt > 0 and ret[lt + 1:lt + 2] == "/":
             gt = ret.find(">", lt)
             path: str | None = ret[lt + 1:gt]
-            self.pos[ret[:gt]] = 0
+            self.at(ret[:gt]).pos = 0
         elif args.startswith('"'):
             name = _quoted(args, 0)
             path = name if name is not None and name.startswith("/") else None
@@ -306,8 +326,7 @@ def _call_name(start: str) -> str:
 class _Parser:
     """One log's parse state: split calls waiting for their end, and resolved paths."""
 
-    __slots__ = ("by_fd", "calls", "frame", "n", "outputs", "paths", "pending", "resolve", "stats", "table",
-                 "where")
+    __slots__ = ("calls", "fds", "frame", "n", "outputs", "paths", "pending", "resolve", "stats", "table", "where")
 
     def __init__(self, stats: ImportStats, frame: int | None, resolve: Resolve | None, where: str) -> None:
         self.calls = _Calls()
@@ -315,9 +334,7 @@ class _Parser:
         self.outputs = self.calls.outputs
         self.pending: Pending = {}
         self.paths: dict[str, str | None] = {}
-        self.by_fd: dict[str, str | None] = {}
-        """Resolved path by descriptor text (`3</p/a.exr`), for the fast path: saves slicing
-        out and looking up the path. Emptied whenever a file becomes an output."""
+        self.fds = self.calls.fds
         self.stats, self.frame, self.resolve, self.where = stats, frame, resolve, where
         self.n = 0
 
@@ -388,11 +405,13 @@ class _Parser:
         if call == 0 or eq <= gt or gt < 0 or text[eq - 1] != ")":
             return False
         key = text[paren + 1:gt]
-        path = self.by_fd.get(key, "")
-        if path == "":
+        fd = self.fds.get(key)
+        if fd is None:
             if not _is_fd(key):
                 return False
-            path = self.by_fd[key] = self._fd_path(key)
+            fd = self.fds[key] = _Descriptor()
+        if fd.path == "":
+            fd.path = self._fd_path(key)
         end = text.find(" ", eq + 3)
         try:
             got = int(text[eq + 3:end] if end >= 0 else text[eq + 3:])
@@ -401,15 +420,16 @@ class _Parser:
         if got < 0:
             self.stats.failed_calls += 1
         elif call == _LSEEK:
-            self.calls.pos[key] = got
+            fd.pos = got
         else:
-            off = self._offset(call, text, gt, eq, key, got)
+            off = self._offset(call, text, gt, eq, fd, got)
             if off < 0:
                 return False
-            self._read(path, off, got, pid, text[st:se] or None, out)
+            self._read(fd.path, off, got, pid, text[st:se] or None, out)
         return True
 
-    def _offset(self, call: int, text: str, gt: int, eq: int, key: str, got: int) -> int:
+    @staticmethod
+    def _offset(call: int, text: str, gt: int, eq: int, fd: _Descriptor, got: int) -> int:
         """Where a read of `got` bytes started: pread64's last argument, or the descriptor's
         position (which it then moves); -1 if the argument is not a number."""
         if call == _PREAD64:
@@ -417,8 +437,8 @@ class _Parser:
                 return int(text[text.rfind(", ", gt, eq) + 2:eq - 1])
             except ValueError:
                 return -1
-        off = self.calls.pos.get(key, 0)
-        self.calls.pos[key] = off + got
+        off = fd.pos
+        fd.pos = off + got
         return off
 
     def _read(self, path: str | None, off: int, got: int, pid: str, stamp: str | None, out: Batch) -> None:
@@ -512,7 +532,8 @@ class _Parser:
             self.stats.skip(self.where, n)
             return None
         if len(self.outputs) != outputs:
-            self.by_fd.clear()  # a path just became an output: the fast path must not keep reading it
+            for d in self.fds.values():  # a path just became an output: the fast path must not keep reading it
+                d.path = ""
         if found is None or found[0] in self.outputs:
             return None
         path = self._path(found[0])
