@@ -276,6 +276,15 @@ this is not strace
     assert stats.skipped_lines == 4 and stats.first_skipped == "f.log:2" and stats.lines == 6
 
 
+@pytest.mark.parametrize("tail", ["", "\n", " ", "\r\n", " <0.0001>"])
+@pytest.mark.parametrize("call", ['read(3</p/a>, "x", 1)', 'pread64(3</p/a>, "x", 1, 0)', 'lseek(3</p/a>, 5, SEEK_SET)'])
+def test_a_line_torn_after_the_equals_sign_is_counted_not_fatal(call: str, tail: str) -> None:
+    """A render killed mid-write leaves `read(...) = ` and nothing after it, with or without its newline."""
+    lines = [f"1  12:00:00.000001 {call} = {tail}", '1  12:00:00.000002 read(3</p/a>, "x", 1) = 1\n']
+    records, stats = agree(lines)
+    assert reads(records) == [("/p/a", 0, 1)] and stats.skipped_lines == 1 and stats.lines == 2
+
+
 # --- paths ---------------------------------------------------------------------------------
 
 STRACE_61_SPECIAL = r'''

@@ -400,14 +400,14 @@ class _Parser:
 
     def _hot(self, text: str, b: int, st: int, se: int, pid: str, out: Batch) -> bool:
         """read/pread64/lseek of a file descriptor, the call at `text[b:]` and its stamp at
-        `text[st:se]` (sliced only for a record); False
-        (nothing changed) for any other call, a descriptor that is not a file, `)   = 4`
-        padding, `= ?` or odd text: the general parser decides those."""
+        `text[st:se]` (sliced only for a record); False (nothing changed) for any other
+        call, a descriptor that is not a file, `)   = 4` padding, `= ?` or odd or torn
+        text: the general parser decides those."""
         call = _hot_call(text, b)
         paren = b + call
         eq = text.rfind(" = ")
         gt = text.find(">", paren)
-        if call == 0 or eq <= gt or gt < 0 or text[eq - 1] != ")":
+        if call == 0 or eq <= gt or gt < 0 or text[eq - 1] != ")" or eq + 3 >= len(text):
             return False
         key = text[paren + 1:gt]
         fd = self.fds.get(key)
@@ -417,14 +417,15 @@ class _Parser:
             fd = self.fds[key] = _Descriptor()
         if fd.path == "":
             fd.path = self._fd_path(key)
+        if text[eq + 3] == "-":  # `= -1 ENOENT (...)`: as the general parser, any return that starts so
+            self.stats.failed_calls += 1
+            return True
         end = text.find(" ", eq + 3)
         try:
             got = int(text[eq + 3:end] if end >= 0 else text[eq + 3:])
         except ValueError:
             return False
-        if got < 0:
-            self.stats.failed_calls += 1
-        elif call == _LSEEK:
+        if call == _LSEEK:
             fd.pos = got
         else:
             off = self._offset(call, text, gt, eq, fd, got)
