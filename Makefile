@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 # The strace parser, compiled by mypyc from its own source into an extension beside it
 # (what `bench/trace_import.py` needs for 0.1x a bare line loop; the plain module is the
-# same code at about a third of the speed). Rebuilt whenever strace.py is newer, and
+# same code at about a quarter of the speed). Rebuilt whenever strace.py is newer, and
 # prewarm/traces/__init__.py runs the source instead of a build older than it, so a stale
 # build never hides an edit. Needs gcc and the Python headers; `make native-clean` removes it.
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')

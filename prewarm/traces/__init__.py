@@ -5,7 +5,7 @@ opens and tells trace files apart by content; `store` files them per show/shot/j
 `record` runs a render under strace and files what it read.
 
 `make setup` compiles `strace` with mypyc into an extension beside its source, which
-Python then imports instead of the source (about 3x faster: see the README). A build
+Python then imports instead of the source (about 4x faster: see the README). A build
 older than the source is ignored and the source runs, so an edit to strace.py is never
 hidden by a stale build, even when tests run without `make`.
 """
