@@ -6,7 +6,15 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup system-deps demo lint test test-fast bench native native-clean
 
-setup: $(VENV)/.installed
+# The strace parser, compiled by mypyc from its own source into an extension beside it
+# (what `bench/trace_import.py` needs for 0.1x a bare line loop; the plain module is the
+# same code at about a quarter of the speed). Rebuilt whenever strace.py is newer, and
+# prewarm/traces/__init__.py runs the source instead of a build older than it, so a stale
+# build never hides an edit. Needs gcc and the Python headers; `make native-clean` removes it.
+EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+NATIVE := prewarm/traces/strace$(EXT_SUFFIX)
+
+setup: $(VENV)/.installed $(NATIVE)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +22,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,twin,scenes,textures]'
 	touch $@
 
-# Optional: the strace parser compiled by mypyc from the same source (about 2x: what
-# `bench/trace_import.py` needs for 0.1x a bare line loop). It is built in place beside
-# prewarm/traces/strace.py and shadows it, so rebuild after editing that file, or
-# `make native-clean` to run the plain Python again; `compiled` in the bench says which ran.
-native: setup
-	$(VENV)/bin/pip install -q 'mypy>=1.10'
-	$(VENV)/bin/mypyc prewarm/traces/strace.py
-	rm -rf .mypy_cache
+$(NATIVE): prewarm/traces/strace.py $(VENV)/.installed
+	@command -v gcc >/dev/null || { echo "compiling the strace parser needs gcc (apt-get install gcc)" >&2; exit 1; }
+	@$(PY) -c 'import os, sysconfig, sys; h = os.path.join(sysconfig.get_paths()["include"], "Python.h"); \
+		os.path.exists(h) or sys.exit("compiling the strace parser needs the Python headers: no " + h + " (apt-get install python3-dev)")'
+	mkdir -p build
+	$(VENV)/bin/mypyc --cache-dir build/mypyc-cache prewarm/traces/strace.py >build/mypyc.log 2>&1 || { cat build/mypyc.log >&2; exit 1; }
+	touch prewarm/traces/strace*$(EXT_SUFFIX)
+
+native: $(NATIVE)
 
 native-clean:
 	rm -f prewarm/traces/strace.*.so prewarm/traces/strace__mypyc.*.so

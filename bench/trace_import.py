@@ -14,7 +14,7 @@ decompress, `for line in fh`): the target is strace `lines_per_s` >= 0.1x it, a 
 that a busy shared machine does not move much. `parse_lines_per_s` is the parse alone
 (records handed on, not aggregated). Each measurement runs in a fresh process
 so that its peak RSS is its own; `compiled` says whether the strace parser ran as the
-mypyc-built extension (`make native`) or as plain Python. Peak Python heap (tracemalloc) is measured on a small log, on a log 8x
+mypyc-built extension (`make setup` builds it) or as plain Python. Peak Python heap (tracemalloc) is measured on a small log, on a log 8x
 longer with the same paths (it must not grow: memory is independent of length), and
 on one 8x longer with 8x the distinct paths (it grows a little: the parser caches
 each distinct path and descriptor, which is bounded by the job, not the log).
@@ -85,16 +85,16 @@ def write(path: Path, lines: Iterable[str], compress: bool) -> None:
         fh.writelines(lines)
 
 
-def baseline(path: str) -> float:
-    """Lines a second of a bare binary line loop over the file (decompressing if it is gzip)."""
+def baseline(path: str) -> tuple[float, float]:
+    """Lines a second (wall, CPU) of a bare binary line loop over the file (decompressing if it is gzip)."""
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
         for _ in fh:
             n += 1
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
 def measure(path: str, heap: bool) -> dict[str, object]:
@@ -104,7 +104,7 @@ def measure(path: str, heap: bool) -> dict[str, object]:
     stats = ImportStats()
     if heap:
         tracemalloc.start()
-    base = baseline(path)
+    base, base_cpu = baseline(path)
     t0, c0 = time.perf_counter(), time.process_time()
     aggregate_runs(read_batches([path], path_map=path_map, stats=stats))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -116,10 +116,11 @@ def measure(path: str, heap: bool) -> dict[str, object]:
     for _ in read_batches([path], path_map=path_map):
         pass
     parse_seconds = time.perf_counter() - t2
-    base = (base + baseline(path)) / 2
+    again, again_cpu = baseline(path)
+    base, base_cpu = (base + again) / 2, (base_cpu + again_cpu) / 2
     out: dict[str, object] = {"lines": stats.lines, "records": stats.records, "seconds": seconds, "cpu_seconds": cpu,
                               "access_seconds": access_seconds, "parse_seconds": parse_seconds,
-                              "baseline_lines_per_s": base,
+                              "baseline_lines_per_s": base, "baseline_lines_per_cpu_s": base_cpu,
                               "skipped_lines": stats.skipped_lines, "compiled": strace.__file__.endswith(".so"),
                               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if heap:
@@ -181,6 +182,7 @@ def main() -> int:
                              "access_lines_per_s": r["lines"] / r["access_seconds"],
                              "parse_lines_per_s": r["lines"] / r["parse_seconds"],
                              "of_baseline": r["lines"] / r["seconds"] / r["baseline_lines_per_s"],
+                             "of_baseline_cpu": r["lines"] / r["cpu_seconds"] / r["baseline_lines_per_cpu_s"],
                              **r})
         memory: list[dict[str, Any]] = []
         for size_name in ("small", "large, same paths", "large"):
@@ -191,12 +193,12 @@ def main() -> int:
 
     print(f"{'format':8} {'gzip':5} {'MB':>7} {'lines':>9} {'records':>9} {'wall s':>6} {'cpu s':>6} "
           f"{'lines/s':>9} {'records/s':>10} {'lines/cpu-s':>11} {'Access l/s':>10} {'bare l/s':>10} "
-          f"{'of bare':>7} {'RSS MB':>7}")
+          f"{'of bare':>7} {'cpu':>5} {'RSS MB':>7}")
     for r in rows:
         print(f"{r['format']:8} {str(r['gzip']):5} {r['size_mb']:7.1f} {r['lines']:9d} {r['records']:9d} "
               f"{r['seconds']:6.2f} {r['cpu_seconds']:6.2f} {r['lines_per_s']:9.0f} {r['records_per_s']:10.0f} "
               f"{r['lines_per_cpu_s']:11.0f} {r['access_lines_per_s']:10.0f} {r['baseline_lines_per_s']:10.0f} "
-              f"{r['of_baseline']:7.3f} {r['max_rss_mb']:7.1f}")
+              f"{r['of_baseline']:7.3f} {r['of_baseline_cpu']:5.3f} {r['max_rss_mb']:7.1f}")
     print()
     print(f"{'memory (tracemalloc)':32} {'lines':>9} {'heap peak KB':>13} {'RSS MB':>7}")
     for m in memory:
@@ -209,7 +211,8 @@ def main() -> int:
     print(f"\nstrace plain: {strace_plain['lines_per_s']:.0f} lines/s wall, "
           f"{strace_plain['lines_per_cpu_s']:.0f} lines/cpu-s, target {TARGET_LINES_PER_S}: {'PASS' if ok else 'FAIL'}; "
           f"{strace_plain['of_baseline']:.3f}x the bare loop ({strace_plain['baseline_lines_per_s']:.0f} lines/s), "
-          f"target {TARGET_OF_BASELINE}x: {'PASS' if of_base else 'FAIL'} "
+          f"target {TARGET_OF_BASELINE}x: {'PASS' if of_base else 'FAIL'}; "
+          f"CPU time {strace_plain['of_baseline_cpu']:.3f}x the bare loop's "
           f"({'compiled' if strace_plain['compiled'] else 'plain Python'} parser)")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +221,9 @@ def main() -> int:
                                "target_of_baseline": TARGET_OF_BASELINE, "pass_of_baseline": of_base,
                                "baseline_lines_per_s": strace_plain["baseline_lines_per_s"],
                                "lines_per_s": strace_plain["lines_per_s"], "compiled": strace_plain["compiled"],
+                               "baseline_lines_per_cpu_s": strace_plain["baseline_lines_per_cpu_s"],
+                               "lines_per_cpu_s": strace_plain["lines_per_cpu_s"],
+                               "of_baseline_cpu": strace_plain["of_baseline_cpu"],
                                "throughput": rows, "memory": memory}, indent=2))
     print(f"wrote {out}")
     return 0 if ok and of_base else 1

@@ -7,27 +7,60 @@ read off the raw logs with zcat and checked by hand (or by an independent awk pa
 from __future__ import annotations
 
 import gzip
+import importlib.machinery
+import importlib.util
 import itertools
+import os
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from prewarm.plan.access import Access, Op
+from prewarm.traces import strace
 from prewarm.traces.counters import ImportStats, Resolve
 from prewarm.traces.strace import parse_strace, unescape
 
 _PID_ONLY = re.compile(r"^(\d+) +(?=\D)")
+SOURCE_PATH = Path(strace.__file__).with_name("strace.py")
+
+
+def _source() -> ModuleType:
+    """strace.py run as Python source, beside the module the package imports (the mypyc
+    build that `make setup` makes, or the same source when there is no build)."""
+    spec = importlib.util.spec_from_file_location("prewarm_strace_source", SOURCE_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SOURCE = _source()
 
 
 def agree(lines: list[str], frame: int | None = None, resolve: Resolve | None = None,
           where: str = "<strace>") -> tuple[list[Access], ImportStats]:
-    """Parse with the fast path, and check that the general parser says exactly the same."""
-    stats, ref = ImportStats(), ImportStats()
+    """Parse with the fast path, and check that the general parser says exactly the same,
+    and that the source says what the installed (compiled) module says."""
+    stats, ref, src = ImportStats(), ImportStats(), ImportStats()
     records = list(parse_strace(lines, stats, frame, resolve, where))
     assert records == list(parse_strace(lines, ref, frame, resolve, where, fast=False))
-    assert stats == ref
+    assert records == list(SOURCE.parse_strace(lines, src, frame, resolve, where))
+    assert stats == ref == src
     return records, stats
+
+
+def test_a_build_beside_the_source_is_what_runs_and_is_not_older_than_it() -> None:
+    """`make setup` compiles strace.py; a build older than the source must not run (the package
+    runs the source instead): this fails until `make native` rebuilds it."""
+    builds = [f for f in os.listdir(SOURCE_PATH.parent)
+              if f.startswith("strace") and f.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+    if builds:
+        assert all(os.path.getmtime(SOURCE_PATH.parent / f) >= os.path.getmtime(SOURCE_PATH) for f in builds)
+        assert strace.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    else:
+        assert Path(strace.__file__) == SOURCE_PATH
 
 
 def parse(text: str, frame: int | None = None, resolve: Resolve | None = None,
@@ -243,6 +276,15 @@ this is not strace
     assert stats.skipped_lines == 4 and stats.first_skipped == "f.log:2" and stats.lines == 6
 
 
+@pytest.mark.parametrize("tail", ["", "\n", " ", "\r\n", " <0.0001>"])
+@pytest.mark.parametrize("call", ['read(3</p/a>, "x", 1)', 'pread64(3</p/a>, "x", 1, 0)', 'lseek(3</p/a>, 5, SEEK_SET)'])
+def test_a_line_torn_after_the_equals_sign_is_counted_not_fatal(call: str, tail: str) -> None:
+    """A render killed mid-write leaves `read(...) = ` and nothing after it, with or without its newline."""
+    lines = [f"1  12:00:00.000001 {call} = {tail}", '1  12:00:00.000002 read(3</p/a>, "x", 1) = 1\n']
+    records, stats = agree(lines)
+    assert reads(records) == [("/p/a", 0, 1)] and stats.skipped_lines == 1 and stats.lines == 2
+
+
 # --- paths ---------------------------------------------------------------------------------
 
 STRACE_61_SPECIAL = r'''
@@ -348,8 +390,8 @@ def test_resolve_maps_and_filters_each_path() -> None:
 1 read(4</usr/lib/libc.so.6>, "", 10) = 10
 """, resolve=resolve, frame=1001)
     assert [(a.path, a.offset, a.frame) for a in records] == [("/studio/proj/a.tx", 0, 1001), ("/studio/proj/a.tx", 10, 1001)]
-    assert seen == ["/net/filer01/proj/a.tx", "/usr/lib/libc.so.6"] * 4  # once per distinct path, in each of
-    assert stats.filtered == 1 and stats.records == 2                      # the 4 parses `parse` makes
+    assert seen == ["/net/filer01/proj/a.tx", "/usr/lib/libc.so.6"] * 6  # once per distinct path, in each of
+    assert stats.filtered == 1 and stats.records == 2                      # the 6 parses `parse` makes
 
 
 def test_streams_without_reading_ahead() -> None:

@@ -36,15 +36,20 @@ Only absolute `-y` paths reach records: pipes, sockets and descriptors without a
 annotation are ignored. strace escapes `<`, `>`, quotes and non-ASCII bytes in paths
 (`a\\76b`, `\\303\\251`), so a path never contains a bare `>` and is decoded before use.
 
-Speed: a render frame logs hundreds of thousands of calls. Lines come in runs of a few
-thousand and records leave as plain tuples (`Rec`), never as one object per call; the
-time stamp and pid stay text until a reader asks for them. The lines `strace -f -tt
-[-T] -y -o` writes (`prewarm record`'s own) take a fast path for the calls that make up
-almost all of a render's log (`read`, `pread64`, `lseek`, and their split halves):
-`str` methods only, one dict lookup for the descriptor's position and one for its
-resolved path. Every other line, or one the fast path is not sure of, goes through the
-general parser below, which is the reference: a test feeds every fixture through both.
-Per-path work (unescaping, path mapping, filtering) is done once per distinct path.
+Speed: a render frame logs hundreds of thousands of calls. Records leave as plain tuples
+(`Rec`), never as one object per call, in batches of at most `RUN` lines; the time stamp
+and pid stay text until a reader asks for them. The lines `strace -f -tt [-T] -y -o`
+writes (`prewarm record`'s own) take a fast path for the calls that make up almost all
+of a render's log (`read`, `pread64`, `lseek`, and their split halves): index arithmetic
+on the line as read, nothing sliced that is not kept, one dict lookup for the descriptor.
+Every other line, or one the fast path is not sure of, goes through the general parser
+below, which is the reference: a test feeds every fixture through both. Per-path work
+(unescaping, path mapping, filtering) is done once per distinct path.
+
+`make setup` compiles this module with mypyc (about 4x), so the hot path is written for
+the compiler: characters compared as `s[i] == "x"` and `str.find` with bounds (both C
+calls once compiled), not `startswith(prefix, start)` or `dict.pop(key, default)`
+(which stay Python method calls), and module constants `Final`.
 """
 
 from __future__ import annotations
@@ -53,13 +58,15 @@ import itertools
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 from prewarm.plan.access import Access, Op
 from prewarm.traces.counters import Batch, ImportStats, Rec, Resolve, accesses
 
-_UNFINISHED = " <unfinished ...>"
-_READ = Op.READ
-_OUTPUT = "\0output"
+_UNFINISHED: Final = " <unfinished ...>"
+_UNFINISHED_LINE: Final = _UNFINISHED + "\n"
+_READ: Final = Op.READ
+_OUTPUT: Final = "\0output"
 """Cached in place of a resolved path for files the process writes: dropped, not counted as filtered."""
 
 Found = tuple[str, Op, int, int]
@@ -144,6 +151,18 @@ def _int_ret(ret: str) -> int:
     return int(ret if sp < 0 else ret[:sp])
 
 
+class _Descriptor:
+    """A descriptor as the trace names it (`3</p/a.exr`): where it reads next, and (for the
+    fast path) the path to record for it, `""` until resolved. One object, so that a line
+    costs one dict lookup, not one for the position and one for the path."""
+
+    __slots__ = ("path", "pos")
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.path: str | None = ""
+
+
 class _Calls:
     """Per-call handlers and the descriptor positions they share.
 
@@ -151,10 +170,10 @@ class _Calls:
     return text, and returns what the call touched or None.
     """
 
-    __slots__ = ("outputs", "pos", "table")
+    __slots__ = ("fds", "outputs", "table")
 
     def __init__(self) -> None:
-        self.pos: dict[str, int] = {}
+        self.fds: dict[str, _Descriptor] = {}
         self.outputs: set[str] = set()
         """Paths the traced process creates, truncates or only writes: what it then
         reads or stats there is its own output, not something to fetch from the filer."""
@@ -170,13 +189,21 @@ class _Calls:
             "mmap": self.mmap,
         }
 
+    def at(self, key: str) -> _Descriptor:
+        """The descriptor `key` names, at position 0 if the trace has not opened it."""
+        d = self.fds.get(key)
+        if d is None:
+            d = self.fds[key] = _Descriptor()
+        return d
+
     def read(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
         if fd is None:
             return None
         n = _int_ret(ret)
-        pos = self.pos.get(fd[0], 0)
-        self.pos[fd[0]] = pos + n
+        d = self.at(fd[0])
+        pos = d.pos
+        d.pos = pos + n
         return (fd[1], Op.READ, pos, n) if n > 0 else None
 
     def pread(self, args: str, ret: str) -> Found | None:
@@ -199,7 +226,7 @@ class _Calls:
     def lseek(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
         if fd is not None:
-            self.pos[fd[0]] = _int_ret(ret)
+            self.at(fd[0]).pos = _int_ret(ret)
         return None
 
     def open(self, args: str, ret: str) -> Found | None:
@@ -209,7 +236,7 @@ class _Calls:
         if lt > 0 and ret[lt + 1:lt + 2] == "/":
             gt = ret.find(">", lt)
             path: str | None = ret[lt + 1:gt]
-            self.pos[ret[:gt]] = 0
+            self.at(ret[:gt]).pos = 0
         elif args.startswith('"'):
             name = _quoted(args, 0)
             path = name if name is not None and name.startswith("/") else None
@@ -266,15 +293,61 @@ def _is_fd(key: str) -> bool:
     return lt > 0 and key[lt + 1:lt + 2] == "/" and key[:lt].isdigit()
 
 
-Pending = dict[str | None, tuple[str, str, str | None]]
-"""Unfinished calls by pid: (call name, the line up to `<unfinished ...>`, its time stamp)."""
+_READ_CALL: Final = 4
+_LSEEK: Final = 5
+_PREAD64: Final = 7
+"""The calls the fast path takes, by the length of their names."""
+
+
+def _hot_call(text: str, b: int) -> int:
+    """`_READ_CALL`, `_LSEEK` or `_PREAD64` if that call is named at `text[b:]`, its `(`
+    that many characters on; else 0. Compared a character at a time: compiled, that is a
+    few machine instructions, where slicing the name out is an object made and freed."""
+    if b + 8 > len(text):
+        return 0
+    if text[b] == "r":
+        return _READ_CALL if text[b + 1] == "e" and text[b + 2] == "a" and text[b + 3] == "d" and text[b + 4] == "(" \
+            else 0
+    if text[b] == "l":
+        return _LSEEK if (text[b + 1] == "s" and text[b + 2] == "e" and text[b + 3] == "e" and text[b + 4] == "k"
+                          and text[b + 5] == "(") else 0
+    if text[b] == "p":
+        return _PREAD64 if (text[b + 1] == "r" and text[b + 2] == "e" and text[b + 3] == "a" and text[b + 4] == "d"
+                            and text[b + 5] == "6" and text[b + 6] == "4" and text[b + 7] == "(") else 0
+    return 0
+
+
+def _number(s: str, i: int, j: int) -> int:
+    """The decimal number `s[i:j]`, or -1 if that is empty or not all ASCII digits: read in
+    place, without the slice and the `int()` of it (compiled, a loop of a few instructions)."""
+    if i >= j:
+        return -1
+    value = 0
+    while i < j:
+        digit = ord(s[i]) - 48
+        if digit < 0 or digit > 9:
+            return -1
+        value = value * 10 + digit
+        i += 1
+    return value
+
+
+Pending = dict[str | None, str]
+"""Unfinished calls by pid: `STAMP name(args`, the line from its time stamp (empty if it has
+none) up to `<unfinished ...>`. One string, sliced once from the line: a tuple of three
+would be three more objects for each of the calls a busy render splits."""
+
+
+def _call_name(start: str) -> str:
+    """The call name of a pending start."""
+    sp = start.find(" ")
+    return start[sp + 1:start.find("(", sp)]
 
 
 class _Parser:
     """One log's parse state: split calls waiting for their end, and resolved paths."""
 
-    __slots__ = ("by_fd", "calls", "frame", "n", "outputs", "paths", "pending", "resolve", "stats", "table",
-                 "where")
+    __slots__ = ("calls", "fds", "frame", "n", "outputs", "paths", "pending", "resolve", "stats", "table", "where")
 
     def __init__(self, stats: ImportStats, frame: int | None, resolve: Resolve | None, where: str) -> None:
         self.calls = _Calls()
@@ -282,9 +355,7 @@ class _Parser:
         self.outputs = self.calls.outputs
         self.pending: Pending = {}
         self.paths: dict[str, str | None] = {}
-        self.by_fd: dict[str, str | None] = {}
-        """Resolved path by descriptor text (`3</p/a.exr`), for the fast path: saves slicing
-        out and looking up the path. Emptied whenever a file becomes an output."""
+        self.fds = self.calls.fds
         self.stats, self.frame, self.resolve, self.where = stats, frame, resolve, where
         self.n = 0
 
@@ -292,41 +363,11 @@ class _Parser:
         """The records a run of lines completes. `fast=False` sends every line through the
         general parser (the reference the fast path is tested against)."""
         out: Batch = []
-        if not fast:
-            for line in lines:
-                self.n += 1
-                self._general(self.line(line, self.n), out)
-            return out
-        by_fd = self.by_fd
         n = self.n
         for line in lines:
             n += 1
-            parts = line.split(None, 2)
-            # `PID  STAMP body`: anything else (no pid column, no stamp, `[pid N]`, torn) is general.
-            if len(parts) != 3 or not parts[0].isdigit() or not parts[1][:1].isdigit():
+            if not fast or not self._fast(line, n, out):
                 self._general(self.line(line, n), out)
-                continue
-            pid, body = parts[0], parts[2].rstrip()
-            stamp: str | None = parts[1]
-            if body[:5] == "<... " or body.endswith(_UNFINISHED):
-                joined = self._join(pid, body, stamp)
-                if joined is None:
-                    continue
-                body, stamp = joined
-            paren = body.find("(")
-            name = body[:paren]
-            eq = body.rfind(" = ")
-            key = body[paren + 1:body.find(">", paren)]
-            path = by_fd.get(key, "")
-            if name != "read" and name != "pread64" and name != "lseek":
-                self._general(self._call(body, pid, stamp, n), out)
-                continue
-            if path == "" and _is_fd(key):
-                path = by_fd[key] = self._fd_path(key)
-            if path == "" or eq < 0 or body[eq - 1] != ")" or not self._positioned(name, body, key, path, eq, pid,
-                                                                                   stamp, out):
-                # descriptors that are not files, `)   = 4` padding, `= ?`, odd text: the general parser decides
-                self._general(self._call(body, pid, stamp, n), out)
         self.n = n
         return out
 
@@ -335,46 +376,86 @@ class _Parser:
         if rec is not None:
             out.append(rec)
 
-    def _join(self, pid: str, body: str, stamp: str | None) -> tuple[str, str | None] | None:
-        """A split call's halves joined (the whole call and its start's stamp), or None when
-        this line starts one (kept pending) or ends one whose start is not in the log."""
-        if body[:5] != "<... ":
-            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
-            return None
-        r = body.find(" resumed>")
-        start = self.pending.pop(pid, None) if r >= 0 else None
-        if start is None or start[0] != body[5:r]:
-            self.stats.unmatched_resumed += 1
-            return None
-        return start[1] + body[r + 9:], start[2]
-
-    def _positioned(self, name: str, body: str, key: str, path: str | None, eq: int, pid: str,
-                    stamp: str | None, out: Batch) -> bool:
-        """read/pread64/lseek on a file descriptor; False hands the line to the general parser."""
-        ret = body[eq + 3:]
-        sp = ret.find(" ")
-        pos = self.calls.pos
-        try:
-            got = int(ret[:sp] if sp >= 0 else ret)
-            if got < 0:
-                self.stats.failed_calls += 1
-                return True
-            if name == "lseek":
-                pos[key] = got
-                return True
-            if name == "read":
-                off = pos.get(key, 0)
-                pos[key] = off + got
-            else:
-                off = int(body[body.rfind(", ", 0, eq) + 2:eq - 1])
-        except ValueError:
+    def _fast(self, line: str, n: int, out: Batch) -> bool:
+        """A `PID  STAMP call` line, by index arithmetic on the line as read (no split, no
+        strip, nothing sliced that is not kept). False, with nothing changed, hands the line
+        to the general parser: no pid column, no stamp, `[pid N]`, torn or odd text."""
+        sp = line.find(" ")
+        pid = line[:sp]
+        if sp <= 0 or not pid.isdigit():
             return False
-        if got == 0 or path is _OUTPUT:
+        st = sp + 1
+        while st < len(line) and line[st] == " ":
+            st += 1
+        se = line.find(" ", st)
+        if se < 0 or not line[st].isdigit():
+            return False
+        b = se + 1
+        if b < len(line) and line[b] == "<" and line[b + 1:b + 5] == "... ":
+            self._resumed(line, b, pid, n, out)
+        elif line.endswith(_UNFINISHED) or line.endswith(_UNFINISHED_LINE):  # lines come with or without "\n"
+            self.pending[pid] = line[st:line.rfind(_UNFINISHED)]
+        else:
+            return self._hot(line, b, st, se, pid, out)
+        return True
+
+    def _resumed(self, line: str, b: int, pid: str, n: int, out: Batch) -> None:
+        """`<... name resumed>rest`: joined to its start, the whole call is handled as if
+        strace had written it on one line, with the start's stamp."""
+        r = line.find(" resumed>", b)
+        start = self.pending.get(pid) if r >= 0 else None
+        if start is not None:
+            del self.pending[pid]  # not pop(pid, None): mypyc compiles get and del, not pop's default
+        if start is None or _call_name(start) != line[b + 5:r]:
+            self.stats.unmatched_resumed += 1
+            return
+        call = start + line[r + 9:]
+        ss = start.find(" ")
+        if not self._hot(call, ss + 1, 0, ss, pid, out):
+            self._general(self._call(call[ss + 1:].rstrip(), pid, call[:ss] or None, n), out)
+
+    def _hot(self, text: str, b: int, st: int, se: int, pid: str, out: Batch) -> bool:
+        """read/pread64/lseek of a file descriptor, the call at `text[b:]` and its stamp at
+        `text[st:se]` (sliced only for a record); False (nothing changed) for any other
+        call, a descriptor that is not a file, `)   = 4` padding, `= ?` or odd or torn
+        text: the general parser decides those."""
+        call = _hot_call(text, b)
+        paren = b + call
+        eq = text.rfind(" = ")
+        gt = text.find(">", paren)
+        if call == 0 or eq <= gt or gt < 0 or text[eq - 1] != ")" or eq + 3 >= len(text):
+            return False
+        key = text[paren + 1:gt]
+        fd = self.fds.get(key)
+        if fd is None:
+            if not _is_fd(key):
+                return False
+            fd = self.fds[key] = _Descriptor()
+        if fd.path == "":
+            fd.path = self._fd_path(key)
+        if text[eq + 3] == "-":  # `= -1 ENOENT (...)`: as the general parser, any return that starts so
+            self.stats.failed_calls += 1
             return True
-        if path is None:
-            self.stats.filtered += 1
+        end = text.find(" ", eq + 3)
+        got = _number(text, eq + 3, end if end >= 0 else len(text) - (text[len(text) - 1] == "\n"))
+        if got < 0:
+            return False
+        if call == _LSEEK:
+            fd.pos = got
             return True
-        out.append((path, _READ, off, got, self.frame, stamp, None, None, pid))
+        if call == _PREAD64:
+            off = _number(text, text.rfind(", ", gt, eq) + 2, eq - 1)
+            if off < 0:
+                return False
+        else:
+            off = fd.pos
+            fd.pos = off + got
+        path = fd.path
+        if got > 0 and path != _OUTPUT:
+            if path is None:
+                self.stats.filtered += 1
+            else:
+                out.append((path, _READ, off, got, self.frame, text[st:se] or None, None, None, pid))
         return True
 
     def _fd_path(self, key: str) -> str | None:
@@ -411,14 +492,15 @@ class _Parser:
             if start is None:
                 self.stats.unmatched_resumed += 1
                 return None
-            body = start[1] + body[body.find(" resumed>") + 9:]
-            stamp = start[2]
+            sp = start.find(" ")
+            body = start[sp + 1:] + body[body.find(" resumed>") + 9:]
+            stamp = start[:sp] or None
         elif body.endswith(_UNFINISHED):
-            self.pending[pid] = (body[:body.find("(")], body[:-len(_UNFINISHED)], stamp)
+            self.pending[pid] = f"{stamp or ''} {body[:-len(_UNFINISHED)]}"
             return None
         return self._call(body, pid, stamp, n)
 
-    def _start_of(self, body: str, pid: str | None) -> tuple[str, str, str | None] | None:
+    def _start_of(self, body: str, pid: str | None) -> str | None:
         """The unfinished start of the call a `<... name resumed>` line ends.
 
         An unprefixed resumed line may end a call that started while strace still wrote
@@ -430,10 +512,10 @@ class _Parser:
         name = body[5:r]
         start = self.pending.pop(pid, None)
         if start is None and pid is None:
-            candidates = [p for p, s in self.pending.items() if s[0] == name]
+            candidates = [p for p, s in self.pending.items() if _call_name(s) == name]
             if len(candidates) == 1:
                 start = self.pending.pop(candidates[0])
-        return start if start is not None and start[0] == name else None
+        return start if start is not None and _call_name(start) == name else None
 
     def _call(self, body: str, pid: str | None, stamp: str | None, n: int) -> Rec | None:
         """A whole call line (`name(args) = ret [<secs>]`) as the access it made, if any."""
@@ -459,7 +541,8 @@ class _Parser:
             self.stats.skip(self.where, n)
             return None
         if len(self.outputs) != outputs:
-            self.by_fd.clear()  # a path just became an output: the fast path must not keep reading it
+            for d in self.fds.values():  # a path just became an output: the fast path must not keep reading it
+                d.path = ""
         if found is None or found[0] in self.outputs:
             return None
         path = self._path(found[0])
@@ -485,6 +568,10 @@ class _Parser:
 
 CHUNK = 4096
 """Lines per run handed to the parser by `parse_strace`."""
+RUN = 256
+"""Lines per batch of records: a batch of at most 256 records is used and freed before
+the cyclic GC's next collection (every 700 new tuples), which would otherwise walk the
+records still waiting in it; 4,096-line batches cost an import 10% in collections."""
 
 
 def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int | None = None,
@@ -498,10 +585,11 @@ def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int |
     records = 0
     try:
         for chunk in chunks:
-            batch = parser.feed(chunk, fast)
-            if batch:
-                records += len(batch)
-                yield batch
+            for i in range(0, len(chunk), RUN):
+                batch = parser.feed(chunk[i:i + RUN], fast)
+                if batch:
+                    records += len(batch)
+                    yield batch
     finally:
         stats.lines += parser.n
         stats.records += records
