@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,twin,scenes,textures]'
 	touch $@
 
-$(NATIVE): prewarm/traces/strace.py $(VENV)/.installed
+$(NATIVE): prewarm/traces/strace.py $(VENV)/.installed | system-deps
 	@command -v gcc >/dev/null || { echo "compiling the strace parser needs gcc (apt-get install gcc)" >&2; exit 1; }
 	@$(PY) -c 'import os, sysconfig, sys; h = os.path.join(sysconfig.get_paths()["include"], "Python.h"); \
 		os.path.exists(h) or sys.exit("compiling the strace parser needs the Python headers: no " + h + " (apt-get install python3-dev)")'
