@@ -21,8 +21,8 @@ import pytest
 import requests
 import yaml
 
-from prewarm.testkit.services import free_port, stop_pid
-from tests.fixtures.hostile import SECRET, Hostile, hostile_tree, start_traced, traced
+from prewarm.testkit.services import free_port
+from tests.fixtures.hostile import SECRET, Hostile, hostile_tree, start_traced, stop_traced, traced
 from tests.fixtures.services import ROOT
 
 pytestmark = pytest.mark.integration
@@ -118,8 +118,7 @@ def test_a_celery_worker_refuses_what_a_hostile_plan_names(tree: Hostile, tmp_pa
                                       redis_url, "--json"), cwd=ROOT, env=clean_env(), capture_output=True, text=True,
                               timeout=120)
     finally:
-        stop_pid(worker.pid)
-        worker.wait(timeout=30)
+        stop_traced(worker)
     assert done.returncode == 1, done.stderr
     [report] = json.loads(done.stdout)
     kinds = {f["path"]: f["kind"] for f in report["findings"]}
@@ -153,7 +152,7 @@ def traced_service(tree: Hostile, tmp_path: Path, redis_url: str):
             assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-2000:]
             time.sleep(0.1)
     yield url, log, out
-    stop_pid(proc.pid)
+    stop_traced(proc)
     proc.wait(timeout=30)
 
 
