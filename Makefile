@@ -43,8 +43,10 @@ system-deps:
 # against warm. With PREWARM_REDIS_URL set, the warm goes through a Celery worker.
 demo: setup system-deps
 	$(VENV)/bin/prewarm sample build sample_jobs/shot100 --root .demo/proj
-	$(VENV)/bin/prewarm plan sample_jobs/shot100/manifest.yaml --traces sample_jobs/shot100/traces \
-		--local /studio/proj=.demo/proj --summary -o .demo/shot100.plan.json
+	@echo "planning shot100 from the traces of its frames 1-6 (the e2e run below replays later frames)"
+	$(VENV)/bin/prewarm plan sample_jobs/shot100/manifest.yaml --local /studio/proj=.demo/proj \
+		$(foreach f,1 2 3 4 5 6,--traces sample_jobs/shot100/traces/frame.000$(f).strace.gz) \
+		--summary -o .demo/shot100.plan.json
 	$(PY) bench/e2e.py --demo
 
 # Lint and types: ruff (with a complexity limit) and mypy --strict on the package.
