@@ -11,6 +11,7 @@ add trace aliases, never local paths.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import time
@@ -70,6 +71,28 @@ def plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, 
     the same plan as from their raw traces without reading a stored call again, so a
     submitter need not know where traces live. `[]`: from no traces at all.
     """
+    with _without_cycle_collection():
+        return _plan_manifest(manifest, traces, settings, options, clock)
+
+
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Planning builds millions of small objects (spans, tuples, profiles) that live until the plan
+    is done, and none of them form cycles; the cyclic collector rescans all of them at every full
+    collection: 29% of a plan from the store at 1,000 frames x 2,000 inputs (`bench/scale.py`,
+    3.96 s against 2.80 s, the same peak memory). Reference counting frees them either way.
+    Whoever turned it off turns it back on, so concurrent plans (the service) never leave it off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,
+                   options: PlanOptions, clock: Callable[[], float]) -> Plan:
     aliases = settings.path_map.merged(manifest.path_map)
     stats: dict[str, object] = {}
     if traces is None:
@@ -145,7 +168,8 @@ PARALLEL_BYTES = 32 << 20
 
 def _aggregate_files(files: list[TraceFile], path_map: PathMap, frame: int | None) -> tuple[TraceSet, ImportStats]:
     stats = ImportStats()
-    return aggregate_runs(read_batches(files, path_map, frame=frame, stats=stats)), stats
+    with _without_cycle_collection():
+        return aggregate_runs(read_batches(files, path_map, frame=frame, stats=stats)), stats
 
 
 def load_traces(paths: Sequence[str | TraceFile], path_map: PathMap, frame: int | None = None,

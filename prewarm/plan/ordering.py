@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from prewarm.plan.model import PlannedRange, Reason
 from prewarm.plan.predict import Prediction
@@ -69,7 +70,11 @@ class Ordered:
 
 
 def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> list[_Seg]:
-    """One file's predictions (with their frame masks) cut into segments of constant properties."""
+    """One file's predictions (with their frame masks) cut into segments of constant properties.
+
+    Cells (the intervals between cuts) are kept as parallel lists rather than objects: a
+    shared texture of a long job has hundreds of overlapping predictions, and this loop
+    runs millions of times per plan (bench/scale.py)."""
     limit = -(-size // granule)
     cuts: set[int] = set()
     spans: list[tuple[int, int, Prediction, int]] = []
@@ -80,19 +85,25 @@ def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> l
                 cuts.update((a, b))
                 spans.append((a, b, p, mask))
     bounds = sorted(cuts)
-    cells: dict[int, _Seg] = {}
+    n = max(len(bounds) - 1, 0)
+    frames, sure, tier = [0] * n, [-1.0] * n, [0] * n
+    reason: list[Reason | None] = [None] * n
+    last = [True] * n
     for a, b, p, mask in spans:
+        c, t, r, late = CONFIDENCE[p.reason], p.tier, p.reason, p.last
         for i in range(bisect_left(bounds, a), bisect_left(bounds, b)):
-            cur = cells.get(i)
-            if cur is None:
-                cells[i] = _Seg(bounds[i], bounds[i + 1], mask, p.reason, p.tier, p.last)
-                continue
-            cur.frames |= mask
-            if CONFIDENCE[p.reason] > CONFIDENCE[cur.reason]:
-                cur.reason = p.reason
-            cur.tier = min(cur.tier, p.tier)
-            cur.last = cur.last and p.last
-    return [cells[i] for i in sorted(cells)]
+            frames[i] |= mask
+            if sure[i] < 0:
+                sure[i], reason[i], tier[i] = c, r, t
+            else:
+                if c > sure[i]:
+                    sure[i], reason[i] = c, r
+                if t < tier[i]:
+                    tier[i] = t
+            if not late:
+                last[i] = False
+    return [_Seg(bounds[i], bounds[i + 1], frames[i], cast(Reason, reason[i]), tier[i], last[i])
+            for i in range(n) if sure[i] >= 0]
 
 
 def _runs(path: str, segs: list[_Seg], granule: int, size: int, max_gap: int, max_len: int,
@@ -114,13 +125,17 @@ def _runs(path: str, segs: list[_Seg], granule: int, size: int, max_gap: int, ma
             out.append((PlannedRange(path, start * granule, nbytes, frame_at[head.rank], count, head.reason), head))
             start = stop
 
+    head_rank = -1
     for seg in segs:
+        rank = seg.rank  # a bit scan of a job-long mask: once per segment
         if run:
             head = run[0]
-            if not (seg.start - run[-1].end <= gap and seg.rank == head.rank and seg.reason == head.reason
+            if not (seg.start - run[-1].end <= gap and rank == head_rank and seg.reason == head.reason
                     and seg.tier == head.tier and seg.last == head.last):
                 close()
                 run = []
+        if not run:
+            head_rank = rank
         run.append(seg)
     if run:
         close()

@@ -20,12 +20,20 @@ Span = tuple[int, int]
 def normalize(spans: Iterable[Span], gap: int = 0) -> list[Span]:
     """Sort and merge spans; spans separated by at most `gap` bytes are joined too."""
     out: list[Span] = []
-    for start, end in sorted(s for s in spans if s[1] > s[0]):
-        if out and start <= out[-1][1] + gap:
-            if end > out[-1][1]:
-                out[-1] = (out[-1][0], end)
+    lo = hi = 0
+    held = False
+    for start, end in sorted(spans):  # the planner's hottest loop: one tuple per merged span, not per input
+        if end <= start:
+            continue
+        if held and start <= hi + gap:
+            if end > hi:
+                hi = end
         else:
-            out.append((start, end))
+            if held:
+                out.append((lo, hi))
+            lo, hi, held = start, end, True
+    if held:
+        out.append((lo, hi))
     return out
 
 
