@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from prewarm.cli.warm import load_plan
 from prewarm.errors import InputError, ManifestError, PlanFileError, TraceError
 from prewarm.plan.manifest import Manifest, parse_manifest
-from prewarm.plan.model import Plan
+from prewarm.plan.model import Plan, PlannedRange, Reason
 from prewarm.traces.files import read_traces
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -192,3 +192,17 @@ def test_a_batch_stored_as_runs_comes_back_read_for_read(spans: list[tuple[str, 
         stored = json.loads(json.dumps(batch.to_json()))
         assert Batch.from_json(stored) == batch
         assert len(stored["reads"]) <= len(batch.reads)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["/p/a.tx", '/p/"q"\\b é.exr', "/p/\u2028x"]),
+                          st.integers(0, 2**40), st.integers(1, 2**30),
+                          st.none() | st.integers(-(2**40), 2**40), st.integers(1, 10_000),
+                          st.sampled_from(list(Reason))), max_size=8))
+def test_plan_text_is_what_json_makes_of_its_ranges(rows):
+    """The plan's text is written from its range columns, not through `json.dumps` of each range:
+    it must say exactly what that would, for any path, frame (or none) and reason."""
+    plan = Plan(job="j", frames=(1,), ranges=[PlannedRange(*r) for r in rows], dropped=[PlannedRange(*rows[0])] if rows else [])
+    text = "".join(plan.json_text())
+    assert json.loads(text) == json.loads(json.dumps(plan.to_json()))
+    lines = [line.strip().rstrip(",") for line in text.splitlines()]
+    assert [json.dumps(r.to_json()) for r in plan.ranges] == [line for line in lines if line.startswith('{"path"')][:len(rows)]

@@ -17,6 +17,7 @@ from prewarm.plan.ranges import (
     subtract,
     total,
     union,
+    widen,
 )
 
 spans_st = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1])),
@@ -54,6 +55,12 @@ def test_algebra_matches_byte_sets(a, b):
 @given(spans_st, st.integers(0, 250))
 def test_clip_normal_equals_clip_on_normal_lists(a, size):
     assert clip_normal(normalize(a), size) == clip(a, size)
+
+
+@given(spans_st, st.integers(0, 40), st.integers(0, 250))
+def test_widen_equals_clip_of_grown_spans(a, by, size):
+    na = normalize(a)
+    assert widen(na, by, size) == clip([(s - by, e + by) for s, e in na], size)
 
 
 @given(spans_st, st.integers(0, 250), st.integers(0, 60))

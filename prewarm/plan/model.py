@@ -167,6 +167,17 @@ class RangeTable(Sequence[PlannedRange]):
         paths = self._paths
         return ((paths[p], o, n) for p, o, n in zip(self._path, self._offset, self._length, strict=True))
 
+    def json_rows(self) -> Iterator[str]:
+        """Each range as the text `json.dumps(range.to_json())` makes, from the columns: each path
+        is encoded once rather than once a range (a plan's write was a third of a store plan)."""
+        paths = [json.dumps(p) for p in self._paths]
+        reasons = [json.dumps(r.value) for r in _REASONS]
+        for p, o, n, f, k, c in zip(self._path, self._offset, self._length, self._frame, self._frames,
+                                    self._reason, strict=True):
+            frame = "null" if f == NO_FRAME else f
+            yield (f'{{"path": {paths[p]}, "offset": {o}, "length": {n}, "frame": {frame}, '
+                   f'"frames": {k}, "reason": {reasons[c]}}}')
+
     def paths(self) -> list[str]:
         """The distinct paths, in order of first appearance."""
         return list(self._paths)
@@ -336,8 +347,10 @@ class Plan:
 
     @staticmethod
     def _rows(rows: RangeTable) -> Iterator[str]:
-        for j, r in enumerate(rows):
-            yield f'{"," if j else ""}\n {json.dumps(r.to_json())}'
+        first = True
+        for row in rows.json_rows():
+            yield f"\n {row}" if first else f",\n {row}"
+            first = False
 
     def _file_json(self, path: str, info: FileInfo) -> dict[str, Any]:
         """`scene` and `layer` only for files a scene brought in: older readers ignore them."""

@@ -47,7 +47,7 @@ from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
-from prewarm.plan.ranges import Span, clip, clip_normal, intersect, normalize, subtract, total
+from prewarm.plan.ranges import Span, clip, clip_normal, intersect, normalize, subtract, total, widen
 from prewarm.plan.structure import Structure
 from prewarm.plan.texture import (
     META_TIER,
@@ -501,7 +501,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     for (nb, exact), frames in borrow.items():
         spans = normalize(s for t in nb for s in specific[t])
         if not exact:
-            spans = clip([(s - opts.spread, e + opts.spread) for s, e in spans], size)
+            spans = widen(spans, opts.spread, size)
         if spans:
             yield Prediction(path, tuple(frames), spans, Reason.TRACE if exact else Reason.NEIGHBOURS)
     for (spans_t, why), frames in placed.items():
