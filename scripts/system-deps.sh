@@ -20,8 +20,9 @@ if ((${#need[@]})); then
         exit 1
     fi
     echo "installing ${need[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    # wait for another apt (unattended-upgrades, a parallel setup) rather than fail on its lock
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
 fi
 if [[ ! -e /dev/fuse ]]; then
     echo "/dev/fuse is missing: the gateway twin needs FUSE (a container needs --device /dev/fuse)" >&2
