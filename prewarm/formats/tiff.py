@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
-import tifffile
+if TYPE_CHECKING:
+    import tifffile
 
 from prewarm.formats.source import Fetcher, open_buffered
 from prewarm.plan.ranges import Span, normalize
@@ -66,6 +68,10 @@ def _meta(page: tifffile.TiffPage, bigtiff: bool) -> list[Span]:
 
 
 def read_tiff(fetch: Fetcher, size: int) -> Structure:
+    # imported at the first TIFF read, not with the planner: tifffile brings numpy, a tenth of a
+    # second of every `prewarm` command's start whether a job has textures or not
+    import tifffile
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_buffered(fetch, size) as fh, tifffile.TiffFile(fh) as tf:

@@ -42,7 +42,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
@@ -477,8 +477,9 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     included = 0
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
     placed: dict[tuple[tuple[Span, ...], Reason], list[int]] = defaultdict(list)
+    reads = per.__contains__
     for nb, exact, frames in groups:
-        reading = tuple(t for t in nb if t in per)
+        reading = tuple(filter(reads, nb))  # C-level: groups x shared files of them a plan
         if exact:
             if reading:
                 present.extend(frames)
@@ -499,7 +500,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     if common and present:
         yield Prediction(path, every if included == len(groups) and every else tuple(present), common, Reason.TRACE)
     for (nb, exact), frames in borrow.items():
-        spans = normalize(s for t in nb for s in specific[t])
+        spans = normalize(list(chain.from_iterable(map(specific.__getitem__, nb))))
         if not exact:
             spans = widen(spans, opts.spread, size)
         if spans:
