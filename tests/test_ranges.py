@@ -11,6 +11,7 @@ from prewarm.plan.ranges import (
     clip,
     clip_normal,
     covered,
+    covered_by,
     intersect,
     normalize,
     split,
@@ -55,6 +56,14 @@ def test_algebra_matches_byte_sets(a, b):
 @given(spans_st, st.integers(0, 250))
 def test_clip_normal_equals_clip_on_normal_lists(a, size):
     assert clip_normal(normalize(a), size) == clip(a, size)
+
+
+@given(st.lists(spans_st, max_size=5), st.integers(1, 5))
+def test_covered_by_keeps_the_bytes_at_least_need_lists_cover(lists, need):
+    normal = [normalize(a) for a in lists]
+    got = covered_by(normal, need)
+    assert got == normalize(got)
+    assert as_set(got) == {b for b in range(300) if sum(b in as_set(a) for a in normal) >= need}
 
 
 @given(spans_st, st.integers(0, 40), st.integers(0, 250))

@@ -47,7 +47,7 @@ from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
-from prewarm.plan.ranges import Span, clip, clip_normal, intersect, normalize, subtract, total, widen
+from prewarm.plan.ranges import Span, clip, clip_normal, covered_by, intersect, normalize, subtract, total, widen
 from prewarm.plan.structure import Structure
 from prewarm.plan.texture import (
     META_TIER,
@@ -228,27 +228,6 @@ def find_sequences(ts: TraceSet, max_delta: int) -> list[_Sequence]:
 
 
 # ---------------------------------------------------------------- span statistics
-
-def _read_by_share(per: Mapping[int, list[Span]], need: int) -> list[Span]:
-    """Spans covered by at least `need` of the frames' span lists (a sweep over boundaries)."""
-    events: list[tuple[int, int]] = []
-    for spans in per.values():
-        for s, e in spans:
-            events.append((s, 1))
-            events.append((e, -1))
-    events.sort()
-    out: list[Span] = []
-    depth = 0
-    start = 0
-    for pos, delta in events:
-        before = depth
-        depth += delta
-        if before < need <= depth:
-            start = pos
-        elif depth < need <= before and pos > start:
-            out.append((start, pos))
-    return normalize(out)
-
 
 def _hull(spans: list[Span]) -> Span | None:
     return (spans[0][0], spans[-1][1]) if spans else None
@@ -467,7 +446,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     extrapolated when each moves steadily, else borrowed from the neighbours."""
     readers = sorted(per)
     need = max(1, math.ceil(opts.common_share * len(readers)))
-    common = clip_normal(_read_by_share(per, need), size)
+    common = clip_normal(covered_by(per.values(), need), size)
     specific = {t: subtract(clip_normal(per[t], size), common) for t in readers}
     regions = analyse_regions(specific, common, size, opts.compact)
     progression = fit_progression(specific) if regions is None else None
