@@ -12,6 +12,7 @@ from prewarm.plan.ranges import (
     clip_normal,
     covered,
     covered_by,
+    from_flat,
     intersect,
     normalize,
     split,
@@ -64,6 +65,16 @@ def test_covered_by_keeps_the_bytes_at_least_need_lists_cover(lists, need):
     got = covered_by(normal, need)
     assert got == normalize(got)
     assert as_set(got) == {b for b in range(300) if sum(b in as_set(a) for a in normal) >= need}
+
+
+@given(st.lists(st.integers(-2, 40) | st.sampled_from([True, 1.5, "3", None]), max_size=8))
+def test_from_flat_takes_exactly_the_strictly_increasing_non_negative_int_pairs(flat):
+    valid = (bool(flat) and len(flat) % 2 == 0 and all(type(x) is int for x in flat) and flat[0] >= 0
+             and all(a < b for a, b in zip(flat, flat[1:])))
+    got = from_flat(flat)
+    assert got == (list(zip(flat[::2], flat[1::2])) if valid else None)
+    if got is not None:
+        assert got == normalize(got)
 
 
 @given(spans_st, st.integers(0, 40), st.integers(0, 250))

@@ -113,6 +113,24 @@ def subtract(a: list[Span], b: list[Span]) -> list[Span]:
     return out
 
 
+def from_flat(flat: list[object]) -> list[Span] | None:
+    """The normal span list a flat `[start, end, start, end, ...]` list stands for, or None when
+    it is not one (empty, odd, negative, not strictly increasing, anything but ints): how stored
+    profiles keep spans, checked in one compiled pass because a plan reads hundreds of thousands."""
+    n = len(flat)
+    if n == 0 or n % 2:
+        return None
+    out: list[Span] = []
+    prev = -1
+    for i in range(0, n, 2):
+        s, e = flat[i], flat[i + 1]
+        if type(s) is not int or type(e) is not int or not prev < s < e:
+            return None
+        out.append((s, e))
+        prev = e
+    return out
+
+
 def covered_by(lists: Iterable[list[Span]], need: int) -> list[Span]:
     """What at least `need` of the *normal* lists cover (a sweep over their boundaries): the
     spans most of a file's frames read. Here rather than with the predictor so that it is

@@ -26,7 +26,6 @@ aggregated from the raw files in the same order (the planner breaks ties by that
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,7 @@ import orjson
 
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet
-from prewarm.plan.ranges import Span, SpanAccumulator, normalize
+from prewarm.plan.ranges import Span, SpanAccumulator, from_flat, normalize
 from prewarm.traces.counters import Rec
 
 __all__ = ["FORMAT", "FrameProfile", "ProfileBuilder", "ProfileError", "decode", "encode", "to_traceset"]
@@ -146,13 +145,10 @@ def _paths(value: Any, name: str) -> tuple[str, ...]:
 
 
 def _spans(flat: Any, path: str) -> list[Span]:
-    """Pairs of a flat list that must be strictly increasing ints (C-speed checks: profiles hold
-    hundreds of thousands of spans)."""
-    if type(flat) is not list or not flat or len(flat) % 2 or set(map(type, flat)) != {int} or flat[0] < 0 \
-            or not all(map(operator.lt, flat, flat[1:])):
+    spans = from_flat(flat) if type(flat) is list else None
+    if spans is None:
         raise ProfileError(f"reads[{path!r}]: expected a normal span list [start, end, ...]")
-    it = iter(flat)
-    return list(zip(it, it, strict=True))
+    return spans
 
 
 def decode(data: bytes) -> FrameProfile:
