@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.model import FileInfo, Reason
@@ -184,3 +187,21 @@ def test_ranges_are_granule_aligned_and_clipped_to_file_size():
     out = order_ranges([Prediction("/s/f", (1,), [(10, 20), (3 * MiB + 5, 3 * MiB + 9)], Reason.TRACE)],
                        [1], {"/s/f": 3 * MiB + 100}, granule=MiB)
     assert [(r.offset, r.length) for r in out.ranges] == [(0, MiB), (3 * MiB, 100)]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["/s/b", "/s/a", "/s/c/d"]), st.integers(0, 2**40), st.booleans(),
+                          st.integers(0, 9), st.integers(-3, 2**20), st.integers(1, 10_000)), max_size=30))
+def test_ranges_are_ordered_as_their_key_tuples_would_be(rows):
+    """The ordering packs each range's key into one int; it must sort exactly as the tuples
+    (lateness, rank, tier, most frames first, path, offset) do, ties kept in cut order."""
+    from prewarm.plan.ordering import _Pieces
+    pieces = _Pieces()
+    pieces.paths = ["/s/b", "/s/a", "/s/c/d"]
+    for path, offset, last, rank, tier, frames in rows:
+        pieces.path.append(pieces.paths.index(path))
+        for column, value in ((pieces.offset, offset), (pieces.length, 1), (pieces.frame, rank), (pieces.frames, frames),
+                              (pieces.last, last), (pieces.rank, rank), (pieces.tier, tier)):
+            column.append(value)
+        pieces.reason.append(Reason.TRACE)
+    expected = sorted(range(len(rows)), key=lambda i: (rows[i][2], rows[i][3], rows[i][4], -rows[i][5], rows[i][0], rows[i][1], i))
+    assert [(r.path, r.offset, r.frames) for r in pieces.ordered()] == [(rows[i][0], rows[i][1], rows[i][5]) for i in expected]

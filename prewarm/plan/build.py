@@ -163,7 +163,7 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
     ordered = order_ranges(result.predictions, frames, {p: f.size for p, f in files.items()}, effective.granule,
                            effective.max_gap, effective.max_bytes)
 
-    planned = dict.fromkeys(r.path for r in ordered.ranges)
+    planned = ordered.ranges.paths()
     metadata = [MetaOp(Op.STAT, p) for p in planned]
     listed = dict.fromkeys(resolved.listed_dirs)
     listed.update(dict.fromkeys(d for d in sorted(ts.listed) if traced_ok(d + "/x")))
@@ -172,7 +172,7 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
     missing = fold_missing(manifest, resolved.missing, result.missing)
     stats = {"trace_records": ts.records, "trace_frames": len(ts.frames), **trace_counts,
              "granule": effective.granule, **result.stats}
-    return Plan(job=manifest.job, frames=tuple(frames), ranges=tuple(ordered.ranges), metadata=tuple(metadata),
-                files={p: files[p] for p in planned}, missing=tuple(missing), dropped=tuple(ordered.dropped),
+    return Plan(job=manifest.job, frames=tuple(frames), ranges=ordered.ranges, metadata=tuple(metadata),
+                files={p: files[p] for p in planned}, missing=tuple(missing), dropped=ordered.dropped,
                 granule=effective.granule, created=created, start=manifest.start, priority=manifest.priority,
                 gateways=manifest.gateways, stats=stats)

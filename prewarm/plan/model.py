@@ -109,6 +109,18 @@ class RangeTable(Sequence[PlannedRange]):
             self.add(r.path, r.offset, r.length, r.frame, r.frames, r.reason)
 
     @classmethod
+    def from_columns(cls, paths: list[str], path: array[int], offset: array[int], length: array[int],
+                     frame: array[int], frames: array[int], reasons: list[Reason]) -> RangeTable:
+        """A table of columns built elsewhere (the ordering, a million ranges at a time): `path`
+        holds indexes into `paths`, numbered by first appearance; the arrays are taken, not copied."""
+        table = cls()
+        table._paths = paths
+        table._ids = {p: i for i, p in enumerate(paths)}
+        table._path, table._offset, table._length, table._frame, table._frames = path, offset, length, frame, frames
+        table._reason = array("B", [_REASON_CODE[r] for r in reasons])
+        return table
+
+    @classmethod
     def of(cls, ranges: Iterable[PlannedRange]) -> RangeTable:
         """`ranges` itself when it is a table already, else a table of them."""
         return ranges if isinstance(ranges, RangeTable) else cls(ranges)

@@ -15,12 +15,13 @@ levels, then fine), then what most frames need; predictions marked `last`
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from prewarm.plan.model import PlannedRange, Reason
+from prewarm.plan.model import RangeTable, Reason
 from prewarm.plan.predict import Prediction
 
 CONFIDENCE = {
@@ -40,23 +41,19 @@ CONFIDENCE = {
 
 @dataclass(slots=True)
 class _Seg:
-    """Granules `[start, end)` of one file over which frames, reason, tier and lateness are the same."""
+    """Granules `[start, end)` of one file over which frames, reason, tier and lateness are the same.
+
+    The frames are kept as what ordering and the budget use of them, the first and the
+    count, not as the mask itself: a 10,000-frame job's masks are 1.2 KB each, and a plan
+    of a whole sequence cuts millions of segments (bench/scale.py --frames 10000)."""
 
     start: int
     end: int
-    frames: int      # bitset over the job's frame order: bit i = the i-th frame needs it
+    rank: int        # index in the job's frame order of the first frame needing it
+    count: int       # how many of the job's frames need it
     reason: Reason
     tier: int
     last: bool
-
-    @property
-    def rank(self) -> int:
-        """Index in the job's frame order of the first frame needing it."""
-        return (self.frames & -self.frames).bit_length() - 1
-
-    @property
-    def count(self) -> int:
-        return self.frames.bit_count()
 
     @property
     def value(self) -> float:
@@ -65,8 +62,8 @@ class _Seg:
 
 @dataclass(frozen=True)
 class Ordered:
-    ranges: list[PlannedRange]
-    dropped: list[PlannedRange]
+    ranges: RangeTable
+    dropped: RangeTable
 
 
 def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> list[_Seg]:
@@ -102,17 +99,80 @@ def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> l
                     tier[i] = t
             if not late:
                 last[i] = False
-    return [_Seg(bounds[i], bounds[i + 1], frames[i], cast(Reason, reason[i]), tier[i], last[i])
+    return [_Seg(bounds[i], bounds[i + 1], (frames[i] & -frames[i]).bit_length() - 1, frames[i].bit_count(),
+                 cast(Reason, reason[i]), tier[i], last[i])
             for i in range(n) if sure[i] >= 0]
 
 
+class _Pieces:
+    """Ranges as they are cut, in columns, with what orders each (its leading segment's lateness,
+    rank and tier): a whole sequence's plan is over a million ranges, and a million range
+    objects with their sort-key tuples cost more memory than the rest of the plan."""
+
+    __slots__ = ("frame", "frames", "last", "length", "offset", "path", "paths", "rank", "reason", "tier")
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.path = array("I")
+        self.offset = array("q")
+        self.length = array("q")
+        self.frame = array("q")
+        self.frames = array("q")
+        self.reason: list[Reason] = []
+        self.last = array("B")
+        self.rank = array("q")
+        self.tier = array("q")
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    def table(self, order: Iterable[int]) -> RangeTable:
+        """The pieces in `order` as a plan's range table (paths numbered by first appearance)."""
+        ids: dict[int, int] = {}
+        index = list(order)
+        path = array("I", [ids.setdefault(self.path[i], len(ids)) for i in index])
+        paths = [""] * len(ids)
+        for old, new in ids.items():
+            paths[new] = self.paths[old]
+        return RangeTable.from_columns(paths, path, array("q", [self.offset[i] for i in index]),
+                                       array("q", [self.length[i] for i in index]),
+                                       array("q", [self.frame[i] for i in index]),
+                                       array("q", [self.frames[i] for i in index]),
+                                       [self.reason[i] for i in index])
+
+    def ordered(self) -> RangeTable:
+        """Sorted by (lateness, rank, tier, most frames first, path, offset): each key packed into
+        one int (mixed radix, so ints compare as the tuples would), sorted far faster than tuples."""
+        n = len(self)
+        if n == 0:
+            return RangeTable()
+        by_name = {name: i for i, name in enumerate(sorted(self.paths))}
+        name_rank = [by_name[name] for name in self.paths]
+        ranks = max(self.rank) + 1
+        low = min(self.tier)
+        tiers = max(self.tier) - low + 1
+        most = max(self.frames)
+        names = len(self.paths)
+        offsets = max(self.offset) + 1
+        keys: list[int] = []
+        for i in range(n):
+            k = self.last[i] * ranks + self.rank[i]
+            k = k * tiers + self.tier[i] - low
+            k = k * (most + 1) + most - self.frames[i]
+            k = (k * names + name_rank[self.path[i]]) * offsets + self.offset[i]
+            keys.append(k * n + i)
+        keys.sort()
+        return self.table(k % n for k in keys)
+
+
 def _runs(path: str, segs: list[_Seg], granule: int, size: int, max_gap: int, max_len: int,
-          frame_at: list[int]) -> list[tuple[PlannedRange, _Seg]]:
+          frame_at: list[int], out: _Pieces) -> None:
     """Join neighbouring segments of one file that share rank, reason, tier and lateness into ranges,
-    each with the segment leading it (whose rank, tier and lateness order it)."""
+    each ordered by the segment leading it (its rank, tier and lateness)."""
     gap = max_gap // granule
     cap = max(1, max_len // granule)
-    out: list[tuple[PlannedRange, _Seg]] = []
+    pid = len(out.paths)
+    out.paths.append(path)
     run: list[_Seg] = []
 
     def close() -> None:
@@ -121,13 +181,20 @@ def _runs(path: str, segs: list[_Seg], granule: int, size: int, max_gap: int, ma
         count = max(s.count for s in run)
         while start < end:
             stop = min(end, start + cap)
-            nbytes = min(stop * granule, size) - start * granule
-            out.append((PlannedRange(path, start * granule, nbytes, frame_at[head.rank], count, head.reason), head))
+            out.path.append(pid)
+            out.offset.append(start * granule)
+            out.length.append(min(stop * granule, size) - start * granule)
+            out.frame.append(frame_at[head.rank])
+            out.frames.append(count)
+            out.reason.append(head.reason)
+            out.last.append(head.last)
+            out.rank.append(head.rank)
+            out.tier.append(head.tier)
             start = stop
 
     head_rank = -1
     for seg in segs:
-        rank = seg.rank  # a bit scan of a job-long mask: once per segment
+        rank = seg.rank
         if run:
             head = run[0]
             if not (seg.start - run[-1].end <= gap and rank == head_rank and seg.reason == head.reason
@@ -139,17 +206,15 @@ def _runs(path: str, segs: list[_Seg], granule: int, size: int, max_gap: int, ma
         run.append(seg)
     if run:
         close()
-    return out
-
-
-def _sort_key(r: PlannedRange, seg: _Seg) -> tuple[bool, int, int, int, str, int]:
-    return seg.last, seg.rank, seg.tier, -r.frames, r.path, r.offset
 
 
 def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapping[str, int],
                  granule: int, max_gap: int = 0, max_bytes: int | None = None,
                  max_range: int = 64 << 20) -> Ordered:
-    """Granule-aligned, budgeted, ordered ranges for the plan."""
+    """Granule-aligned, budgeted, ordered ranges for the plan.
+
+    Without a budget each file is cut and joined as soon as its predictions are grouped, so
+    only one file's segments exist at a time; a budget weighs every segment of the job."""
     rank_of = {f: i for i, f in enumerate(job_frames)}
     masks: dict[int, tuple[tuple[int, ...], int]] = {}
     """Masks by the identity of the frames tuple (predictions share tuples; hashing a
@@ -162,19 +227,20 @@ def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapp
         if known is None:
             known = masks[id(p.frames)] = (p.frames, sum(1 << rank_of[f] for f in set(p.frames)))
         by_path.setdefault(p.path, []).append((p, known[1]))
-    segs = {path: _segments(ps, granule, sizes[path]) for path, ps in by_path.items()}
-    dropped: dict[str, list[_Seg]] = {}
-    if max_bytes is not None:
-        segs, dropped = _budget(segs, sizes, granule, max_bytes)
-    keyed: list[tuple[tuple[bool, int, int, int, str, int], PlannedRange]] = []
+    masks.clear()
+    kept, lost = _Pieces(), _Pieces()
+    if max_bytes is None:
+        for path in list(by_path):
+            _runs(path, _segments(by_path.pop(path), granule, sizes[path]), granule, sizes[path], max_gap,
+                  max_range, job_frames, kept)
+        return Ordered(kept.ordered(), lost.table(()))
+    segs, dropped = _budget({path: _segments(ps, granule, sizes[path]) for path, ps in by_path.items()},
+                            sizes, granule, max_bytes)
     for path, ss in segs.items():
-        for r, head in _runs(path, ss, granule, sizes[path], max_gap, max_range, job_frames):
-            keyed.append((_sort_key(r, head), r))
-    keyed.sort(key=lambda kr: kr[0])
-    lost: list[PlannedRange] = []
+        _runs(path, ss, granule, sizes[path], max_gap, max_range, job_frames, kept)
     for path, ss in dropped.items():
-        lost.extend(r for r, _ in _runs(path, ss, granule, sizes[path], 0, max_range, job_frames))
-    return Ordered([r for _, r in keyed], lost)
+        _runs(path, ss, granule, sizes[path], 0, max_range, job_frames, lost)
+    return Ordered(kept.ordered(), lost.table(range(len(lost))))
 
 
 def _budget(segs: dict[str, list[_Seg]], sizes: Mapping[str, int], granule: int,
@@ -196,10 +262,10 @@ def _budget(segs: dict[str, list[_Seg]], sizes: Mapping[str, int], granule: int,
             continue
         fit = left // granule
         if fit > 0:
-            head = _Seg(s.start, s.start + fit, s.frames, s.reason, s.tier, s.last)
+            head = _Seg(s.start, s.start + fit, s.rank, s.count, s.reason, s.tier, s.last)
             kept.setdefault(path, []).append(head)
             left -= fit * granule
-            s = _Seg(s.start + fit, s.end, s.frames, s.reason, s.tier, s.last)
+            s = _Seg(s.start + fit, s.end, s.rank, s.count, s.reason, s.tier, s.last)
         dropped.setdefault(path, []).append(s)
     for ss in (*kept.values(), *dropped.values()):
         ss.sort(key=lambda s: s.start)
