@@ -18,6 +18,7 @@ from prewarm.site.settings import Settings
 from prewarm.traces.files import read_traces
 from prewarm.traces.profile import decode as decode_profile
 from prewarm.traces.store import (
+    OPEN_FRAMES,
     find_traces,
     import_traces,
     list_traces,
@@ -187,3 +188,25 @@ def test_an_import_over_processes_fails_whole_on_a_bad_file(settings: Settings, 
         import_traces(settings, [*_frames(3), str(bad)], "proj", "s", "j", workers=2, min_parallel_bytes=0)
     folder = Path(settings.trace_store or "") / "proj" / "s" / "j"
     assert not list(folder.iterdir())
+
+
+def test_more_frames_than_open_files_interleaved_are_filed_whole_and_in_order(settings: Settings,
+                                                                             tmp_path: Path) -> None:
+    """Traces whose frames come and go (40 frames, each in three files read apart) are filed with
+    at most OPEN_FRAMES gzip streams open: a frame that comes back is appended as a further gzip
+    member, and its stored file reads back as every one of its records, in order."""
+    frames = range(1, 2 * OPEN_FRAMES + 9)
+    src = tmp_path / "mixed"
+    src.mkdir()
+    for k in range(3):
+        for f in frames:
+            (src / f"r{k}_{f:03d}.jsonl").write_text(
+                f'{{"path":"/studio/proj/f{f}.abc","offset":{k * 4096},"length":4096,"frame":{f}}}\n')
+    result = import_traces(settings, [str(src)], "proj", "mixed", "j")
+    assert result.frames == {f: 3 for f in frames}
+    folder = Path(result.folder)
+    for f in (1, OPEN_FRAMES + 1, frames[-1]):
+        stored = list(read_traces([str(folder / f"frame.{f:04d}.jsonl.gz")]))
+        assert [(a.path, a.offset, a.frame) for a in stored] == [(f"/studio/proj/f{f}.abc", k * 4096, f) for k in range(3)]
+        profile = decode_profile((folder / ".profile" / f"frame.{f:04d}.jsonl.gz.json").read_bytes())
+        assert profile.reads == {f"/studio/proj/f{f}.abc": [(0, 3 * 4096)]} and profile.records == 3

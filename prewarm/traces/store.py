@@ -47,10 +47,10 @@ import stat as statmod
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
 from prewarm.errors import ConfigError, TraceError
 from prewarm.plan.aggregate import TraceSet
@@ -286,32 +286,72 @@ class _Part:
     stats: ImportStats = field(default_factory=ImportStats)
 
 
+OPEN_FRAMES = 16
+"""Frames whose raw files an import keeps open at once. Each open gzip stream holds about 300 KB
+of compressor state: a job of 2,500 traced frames held them all (940 MB); beyond this many
+the least recent frame's stream is finished, and reopened as a further gzip member (a valid
+gzip file still) if the frame comes back."""
+
+
+class _FrameFiles:
+    """The temporary raw files of the frames an import is filing, a gzip stream each."""
+
+    def __init__(self, dfd: int) -> None:
+        self.dfd = dfd
+        self.temps: dict[int | None, str] = {}
+        self._open: dict[int | None, tuple[IO[bytes], gzip.GzipFile]] = {}  # least recently written first
+
+    def write(self, frame: int | None, data: bytes) -> None:
+        stream = self._open.pop(frame, None)
+        if stream is None:
+            if len(self._open) >= OPEN_FRAMES:
+                self._finish(next(iter(self._open)))
+            name = self.temps.get(frame)
+            if name is None:
+                name = self.temps[frame] = f".tmp-{uuid.uuid4().hex}-{_frame_name(frame)}"
+                raw = _create(self.dfd, name)
+            else:
+                raw = os.fdopen(os.open(name, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                        dir_fd=self.dfd), "ab")
+            stream = (raw, gzip.GzipFile(fileobj=raw, mode="wb"))
+        self._open[frame] = stream
+        stream[1].write(data)
+
+    def _finish(self, frame: int | None) -> None:
+        raw, gz = self._open.pop(frame)
+        try:
+            gz.close()
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        while self._open:
+            self._finish(next(iter(self._open)))
+
+
 def _import_part(settings: Settings, guard: Guard, files: list[TraceFile], frame: int | None,
                  parts: tuple[str, ...]) -> _Part:
     part = _Part()
-    temps: dict[int | None, str] = {}
     builders: dict[int | None, ProfileBuilder] = {}
     runs = read_batches(files, settings.path_map, frame=frame, keep=under_roots(settings), stats=part.stats)
     with _job_folder(guard, parts) as dfd:
+        out = _FrameFiles(dfd)
         try:
-            with ExitStack() as opened:
-                writers: dict[int | None, IO[bytes]] = {}
+            try:
                 for run in runs:
                     for f, recs in _by_frame(run).items():
-                        fh = writers.get(f)
-                        if fh is None:
-                            temps[f] = f".tmp-{uuid.uuid4().hex}-{_frame_name(f)}"
-                            raw = opened.enter_context(_create(dfd, temps[f]))
-                            fh = writers[f] = cast(IO[bytes], opened.enter_context(
-                                gzip.GzipFile(fileobj=raw, mode="wb")))  # GzipFile is a binary stream
-                            builders[f] = ProfileBuilder(f)
-                        fh.write(dump_records(recs))
-                        builders[f].add_records(recs)
+                        out.write(f, dump_records(recs))
+                        builder = builders.get(f)
+                        if builder is None:
+                            builder = builders[f] = ProfileBuilder(f)
+                        builder.add_records(recs)
+            finally:
+                out.close()
         except BaseException:
-            for tmp in temps.values():
+            for tmp in out.temps.values():
                 _unlink(dfd, tmp)
             raise
-    part.frames = {f: (temps[f], builders[f].build((0, 0))) for f in temps}
+    part.frames = {f: (out.temps[f], builders[f].build((0, 0))) for f in out.temps}
     return part
 
 
