@@ -1,13 +1,14 @@
 """Peak memory of `prewarm warm` on the largest plans the limits allow (prewarm/plan/limits.py).
 
 Why: a plan is a few MB of JSON that a worker or a user loads; before issue 11 a plan of
-10 million ranges took 4.7 GB. The limits allow 1,000,000 ranges over 200,000 files and
+10 million ranges took 4.7 GB. The limits allow 2,000,000 ranges over 200,000 files and
 16 TiB of reads; this bench writes such plans over a real tree on local disk, runs the
 real command (`python -m prewarm warm PLAN.json --json`, embedded) as a child process and
 reads its peak RSS from the kernel (`wait4`'s `ru_maxrss`), so nothing is sampled and
 nothing is missed. Rows:
 
-- `ranges`: R ranges of 4 KiB, five per file, over R/5 files (every range a separate read);
+- `ranges`: R ranges of 4 KiB, five per file, over R/5 files (every range a separate read;
+  more a file where R/5 would pass the files' limit);
 - `bytes`: one range of `--sparse-gib` GiB over a sparse file (the reads' count grows,
   the memory must not);
 - `submit`: the largest `ranges` plan submitted to a real Redis (`prewarm warm PLAN
@@ -44,10 +45,10 @@ PER_FILE = 5
 PER_DIR = 1000
 
 
-def tree(root: Path, files: int) -> list[str]:
-    """`files` sparse files of PER_FILE x 64 KiB, a thousand per folder; their studio paths."""
+def tree(root: Path, files: int, per_file: int = PER_FILE) -> list[str]:
+    """`files` sparse files of `per_file` x 64 KiB, a thousand per folder; their studio paths."""
     out = []
-    size = PER_FILE * 65536
+    size = per_file * 65536
     for i in range(files):
         rel = f"d{i // PER_DIR:04d}/f{i:06d}.bin"
         path = root / rel
@@ -149,18 +150,20 @@ def main() -> int:
         config = work / "config.yaml"
         config.write_text(yaml.safe_dump({"path_map": [{"studio": STUDIO, "local": str(root)}],
                                           "roots": [STUDIO], "in_flight": 16}))
-        files = tree(root, min(MAX_FILES, max(counts) // PER_FILE))
+        most = max(PER_FILE, -(-max(counts) // MAX_FILES))  # ranges a file in the largest plan
+        files = tree(root, min(MAX_FILES, max(counts) // PER_FILE), most)
         checkouts = [("prewarm", ROOT)] + ([("baseline", Path(args.baseline))] if args.baseline else [])
         for n in counts:
             plan = work / f"plan-{n}.json"
-            made = write_plan(plan, files[:n // PER_FILE], root, PER_FILE, RANGE)
+            per = max(PER_FILE, -(-n // MAX_FILES))  # more ranges a file once every file allowed is used
+            made = write_plan(plan, files[:-(-n // per)], root, per, RANGE)
             for name, cwd in checkouts:
                 res = measure(sys.executable, cwd, plan, config)
-                rows.append(_row(name, "ranges", made, n // PER_FILE, made * RANGE, plan, res))
+                rows.append(_row(name, "ranges", made, -(-n // per), made * RANGE, plan, res))
                 print(_line(rows[-1]), file=sys.stderr)
                 if n == max(counts) and args.submit:
                     res = submitted(sys.executable, cwd, plan, config, work / f"redis-{name}")
-                    rows.append(_row(name, "submit", made, n // PER_FILE, made * RANGE, plan, res))
+                    rows.append(_row(name, "submit", made, -(-n // per), made * RANGE, plan, res))
                     print(_line(rows[-1]), file=sys.stderr)
             plan.unlink()
         big = root / "sparse.bin"

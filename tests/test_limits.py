@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prewarm.cli import main
 from prewarm.errors import ConfigError, ManifestError
 from prewarm.plan.build import fold_missing
 from prewarm.plan.inputs import Failure, Kind, Missing, Stat, resolve_inputs
 from prewarm.plan.limits import MAX_FILES, MAX_GATEWAYS
 from prewarm.plan.manifest import parse_manifest
+from prewarm.plan.model import FIELDS_LIMITS
 from prewarm.site.settings import Settings
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import PREFIX, Studio
@@ -137,3 +139,25 @@ def test_a_terabyte_range_of_a_file_that_cannot_be_measured_is_refused(studio: S
     assert out.returncode == 2
     assert (f"files: no size for {PREFIX}/nowhere.tx (not found here), and its ranges reach 1,099,511,627,776 "
             "bytes: give its size in the plan's files") in out.stderr
+
+
+def test_a_job_whose_plan_would_pass_a_plan_limit_is_refused_when_planned(studio: Studio, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The planner never writes a plan that `prewarm warm` would then refuse as too large (a
+    sequence planned whole can pass the ranges limit): one line at plan time, and no plan file."""
+    for f in range(1, 11):
+        studio.file(f"cache/c.{f:04d}.bgeo", 3 * 4096)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"job": "j", "frames": "1-10", "inputs": [f"{PREFIX}/cache/c.####.bgeo"]}))
+    out = tmp_path / "p.json"
+    args = ["plan", str(job), "--local", f"{PREFIX}={studio.root}", "-o", str(out)]
+    assert main(args) == 0 and len(json.loads(out.read_text())["ranges"]) == 10
+    out.unlink()
+    capsys.readouterr()
+    monkeypatch.setitem(FIELDS_LIMITS, "ranges", 9)
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"prewarm plan: {job}: ranges: the plan would hold 10, more than the 9 a plan may (prewarm.plan.limits): "
+        "plan the job in parts (fewer frames), or coarser (--granule, --max-gap)")
+    assert not out.exists()

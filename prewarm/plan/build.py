@@ -13,13 +13,14 @@ import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from prewarm.errors import ManifestError
 from prewarm.plan.access import Op
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.framespec import format_frames
 from prewarm.plan.inputs import Missing, Resolved
 from prewarm.plan.limits import FOLD_MISSING, MAX_FINDINGS
 from prewarm.plan.manifest import FrameOrder, Manifest
-from prewarm.plan.model import FileInfo, Finding, MetaOp, Plan
+from prewarm.plan.model import FIELDS_LIMITS, FileInfo, Finding, MetaOp, Plan
 from prewarm.plan.ordering import order_ranges
 from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
 
@@ -172,7 +173,13 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
     missing = fold_missing(manifest, resolved.missing, result.missing)
     stats = {"trace_records": ts.records, "trace_frames": len(ts.frames), **trace_counts,
              "granule": effective.granule, **result.stats}
-    return Plan(job=manifest.job, frames=tuple(frames), ranges=ordered.ranges, metadata=tuple(metadata),
+    plan = Plan(job=manifest.job, frames=tuple(frames), ranges=ordered.ranges, metadata=tuple(metadata),
                 files={p: files[p] for p in planned}, missing=tuple(missing), dropped=ordered.dropped,
                 granule=effective.granule, created=created, start=manifest.start, priority=manifest.priority,
                 gateways=manifest.gateways, stats=stats)
+    for key, most in FIELDS_LIMITS.items():  # a plan the warm side would refuse is refused here, not there
+        if len(getattr(plan, key)) > most:
+            raise ManifestError(manifest.source, f"{key}: the plan would hold {len(getattr(plan, key)):,}, more than "
+                                f"the {most:,} a plan may (prewarm.plan.limits): plan the job in parts (fewer "
+                                f"frames), or coarser (--granule, --max-gap)")
+    return plan

@@ -39,10 +39,13 @@ MAX_GATEWAY_NAME = 64
 """Characters in a gateway name (letters, digits, `.`, `_`, `-`): it becomes a Celery queue
 and part of Redis keys."""
 
-MAX_RANGES = 1_000_000
-"""Ranges in one plan (and in its `dropped`): a 100,000-frame job with ten per-frame files;
-the sample jobs plan tens. Held as a columnar table (about 40 bytes a range), so the largest
-plan costs tens of MB, not the 4.7 GB that 10 million range objects took."""
+MAX_RANGES = 2_000_000
+"""Ranges in one plan (and in its `dropped`): a whole 10,000-frame sequence of 20,000 inputs
+read a tile at a time plans 1.6 million (bench/scale.py --frames 10000), a 100,000-frame job
+with ten per-frame files 1 million; the sample jobs plan tens. Held as a columnar table
+(about 40 bytes a range), so the largest plan costs tens of MB, not the 4.7 GB that 10
+million range objects took. The planner refuses a job whose plan would hold more, so it
+never writes a plan the warm side would refuse."""
 
 MAX_FILES = 200_000
 """Files one plan names (its `files`, the files its inputs resolve to): a folder input of a
