@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,9 +72,9 @@ def test_covered_by_keeps_the_bytes_at_least_need_lists_cover(lists, need):
 @given(st.lists(st.integers(-2, 40) | st.sampled_from([True, 1.5, "3", None]), max_size=8))
 def test_from_flat_takes_exactly_the_strictly_increasing_non_negative_int_pairs(flat):
     valid = (bool(flat) and len(flat) % 2 == 0 and all(type(x) is int for x in flat) and flat[0] >= 0
-             and all(a < b for a, b in zip(flat, flat[1:])))
+             and all(a < b for a, b in itertools.pairwise(flat)))
     got = from_flat(flat)
-    assert got == (list(zip(flat[::2], flat[1::2])) if valid else None)
+    assert got == (list(zip(flat[::2], flat[1::2], strict=True)) if valid else None)
     if got is not None:
         assert got == normalize(got)
 
