@@ -210,3 +210,21 @@ def test_more_frames_than_open_files_interleaved_are_filed_whole_and_in_order(se
         assert [(a.path, a.offset, a.frame) for a in stored] == [(f"/studio/proj/f{f}.abc", k * 4096, f) for k in range(3)]
         profile = decode_profile((folder / ".profile" / f"frame.{f:04d}.jsonl.gz.json").read_bytes())
         assert profile.reads == {f"/studio/proj/f{f}.abc": [(0, 3 * 4096)]} and profile.records == 3
+
+
+@pytest.mark.parametrize("shot, tree", [("shot100", "shot_trees"), ("shot200", "real_textures")])
+def test_a_plan_over_forked_parts_is_the_plan_made_in_one_process(real_traces: Path, shot: str, tree: str,
+                                                                  request: pytest.FixtureRequest) -> None:
+    """`prewarm plan` predicts and orders the traced files in forked parts (cores > 1): the plan
+    must be the one a single process makes, byte for byte, on the sample shots (shot200 with
+    its real textures, so the structured files' model runs in the children too)."""
+    root = request.getfixturevalue(tree)
+    settings = Settings(roots=("/studio/proj",), path_map=PathMap((Prefix("/studio/proj", (), str(root)),)))
+    manifest = load_manifest(SAMPLE / shot / "manifest.yaml")
+    traces = [str(real_traces / shot / "traces")]
+    one = plan_manifest(manifest, traces, settings, clock=lambda: 0.0)
+    forked = plan_manifest(manifest, traces, settings, clock=lambda: 0.0, cores=3)
+    assert "".join(forked.json_text()) == "".join(one.json_text())
+    assert len(one.ranges) > 10
+    if shot == "shot200":
+        assert one.stats["tiled_files"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -89,7 +90,7 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
 
 def run(args: argparse.Namespace) -> int:
     settings = site_settings(args)
-    plan = plan_job(args.manifest, args.traces, settings, options_from(args))
+    plan = plan_job(args.manifest, args.traces, settings, options_from(args), cores=min(os.cpu_count() or 1, 8))
     if args.output is None:
         sys.stdout.writelines(plan.json_text())
     else:

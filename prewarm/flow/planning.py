@@ -14,10 +14,11 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames, p
 from prewarm.plan.inputs import Resolved, resolve_inputs
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
+from prewarm.plan.ordering import Columns, serially
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.scenes import Expansion, expand_scenes
 from prewarm.site.fs import SiteFS
@@ -57,22 +59,26 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 
 def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
-             options: PlanOptions = DEFAULT_OPTIONS) -> Plan:
+             options: PlanOptions = DEFAULT_OPTIONS, cores: int = 1) -> Plan:
     """Plan from a manifest file: with `traces`, from them; without, from the trace store."""
-    return plan_manifest(load_manifest(manifest_path), traces or None, settings, options)
+    return plan_manifest(load_manifest(manifest_path), traces or None, settings, options, cores=cores)
 
 
 def plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,
-                  options: PlanOptions = DEFAULT_OPTIONS, clock: Callable[[], float] = time.time) -> Plan:
+                  options: PlanOptions = DEFAULT_OPTIONS, clock: Callable[[], float] = time.time,
+                  cores: int = 1) -> Plan:
     """Plan `manifest` on this site from `traces`: files or folders of this machine, or trace files
     already found through a guard (the service's studio paths).
 
     `traces=None`: from the trace store's profiles of the shot's earlier jobs (issue 14),
     the same plan as from their raw traces without reading a stored call again, so a
     submitter need not know where traces live. `[]`: from no traces at all.
+
+    `cores` > 1 predicts and orders the traced files in forked processes (`forked`): for a
+    command of its own, not for the service, whose request threads a fork must not copy.
     """
     with _without_cycle_collection():
-        return _plan_manifest(manifest, traces, settings, options, clock)
+        return _plan_manifest(manifest, traces, settings, options, clock, cores)
 
 
 @contextmanager
@@ -92,7 +98,7 @@ def _without_cycle_collection() -> Iterator[None]:
 
 
 def _plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,
-                   options: PlanOptions, clock: Callable[[], float]) -> Plan:
+                   options: PlanOptions, clock: Callable[[], float], cores: int = 1) -> Plan:
     aliases = settings.path_map.merged(manifest.path_map)
     stats: dict[str, object] = {}
     if traces is None:
@@ -108,7 +114,7 @@ def _plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None,
         check_inputs(manifest, fs.guard.roots)
         scenes = expand_scene_inputs(manifest, fs.guard, options)
         resolved = resolve_inputs(scenes.manifest, fs)
-        plan = plan_resolved(scenes.manifest, resolved, ts, fs, settings, options, counts, clock())
+        plan = plan_resolved(scenes.manifest, resolved, ts, fs, settings, options, counts, clock(), cores)
     plan = scenes.annotate(plan, resolved.files, resolved.missing)
     return replace(plan, stats={**plan.stats, **stats}) if stats else plan
 
@@ -145,7 +151,7 @@ def check_inputs(manifest: Manifest, roots: tuple[str, ...]) -> None:
 
 def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: SiteFS, settings: Settings,
                   options: PlanOptions = DEFAULT_OPTIONS, trace_counts: Mapping[str, int] | None = None,
-                  created: float | None = None) -> Plan:
+                  created: float | None = None, cores: int = 1) -> Plan:
     """The plan of inputs already resolved and traces already aggregated (benches split them per run).
 
     Each setting is taken from the first that gives it: the options, the manifest, the site.
@@ -158,8 +164,50 @@ def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: Site
     # The files' own structure (texture tiles, EXR tables), read once per file through the guard.
     structures = StructureReader(guarded_files(fs.guard) if prediction_options(manifest, options).structure else None)
     plan = build_plan(manifest, resolved, ts, fs.info, options, effective, trace_counts or {}, created,
-                      structures.by_path(fs.info))
+                      structures.by_path(fs.info), forked if cores > 1 else serially, cores)
     return replace(plan, stats={**plan.stats, **structures.stats()})
+
+
+def forked(work: Callable[[int, int], Columns], n: int) -> list[Columns]:
+    """`work(i, n)` for i >= 1 in forked children and i = 0 here; the results in order.
+
+    Fork rather than fresh interpreters: the children find the traces, the predictors and
+    the files' structures already in memory (copy on write; with the cyclic collector off
+    little else is touched), make only pure predictions and ranges, and send back only the
+    ranges, pickled through a pipe. A child that fails fails the plan."""
+    children: list[tuple[int, int]] = []
+    try:
+        for i in range(1, n):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: its result goes through the pipe, a failure into its exit status
+                status = 1
+                try:
+                    os.close(r)
+                    with os.fdopen(w, "wb") as out:
+                        pickle.dump(work(i, n), out, protocol=pickle.HIGHEST_PROTOCOL)
+                    status = 0
+                finally:
+                    os._exit(status)
+            os.close(w)
+            children.append((pid, r))
+        results = [work(0, n)]
+        while children:
+            pid, r = children[0]
+            with os.fdopen(r, "rb") as src:
+                data = src.read()
+            children.pop(0)
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                raise RuntimeError(f"a planning process failed (wait status {status})")
+            results.append(pickle.loads(data))
+        return results
+    finally:
+        for pid, r in children:
+            with suppress(OSError):
+                os.close(r)
+            with suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 PARALLEL_BYTES = 32 << 20

@@ -21,7 +21,7 @@ from prewarm.plan.inputs import Missing, Resolved
 from prewarm.plan.limits import FOLD_MISSING, MAX_FINDINGS
 from prewarm.plan.manifest import FrameOrder, Manifest
 from prewarm.plan.model import FIELDS_LIMITS, FileInfo, Finding, MetaOp, Plan
-from prewarm.plan.ordering import order_ranges
+from prewarm.plan.ordering import FanOut, order_ranges, serially
 from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
 
 Lookup = Callable[[str], FileInfo | None]
@@ -138,9 +138,11 @@ def fold_missing(manifest: Manifest, resolved: Sequence[Missing], traced: Sequen
 
 def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Lookup, options: PlanOptions,
                effective: Effective, trace_counts: Mapping[str, int], created: float | None,
-               structure: Structures = lambda p: None) -> Plan:
+               structure: Structures = lambda p: None, fan_out: FanOut = serially, parts: int = 1) -> Plan:
     """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary.
-    `structure` gives a file's levels and tiles where a reader could read them (`prewarm.formats`)."""
+    `structure` gives a file's levels and tiles where a reader could read them (`prewarm.formats`).
+    With `parts` > 1 the traced files are predicted and ordered in that many parts, which
+    `fan_out` may run in other processes (`order_ranges`): the same plan either way."""
     frames = job_frames(manifest, options)
     known: dict[str, FileInfo | None] = {f.path: f.info for f in resolved.files}
 
@@ -155,14 +157,16 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
                   for f in resolved.files]
     traced_ok = job_folders(manifest, [f.path for f in resolved.files], effective.roots)
 
-    result = predict(frames, candidates, ts, info, traced_ok, prediction_options(manifest, options), structure)
+    result = predict(frames, candidates, ts, info, traced_ok, prediction_options(manifest, options), structure,
+                     defer=parts > 1)
     files: dict[str, FileInfo] = {}
-    for p in {pr.path for pr in result.predictions}:
+    for p in {pr.path for pr in result.predictions} | {p for p, _ in result.deferred}:
         found = info(p)
         assert found is not None, p  # predict only predicts files lookup found
         files[p] = found
     ordered = order_ranges(result.predictions, frames, {p: f.size for p, f in files.items()}, effective.granule,
-                           effective.max_gap, effective.max_bytes)
+                           effective.max_gap, effective.max_bytes, deferred=result.deferred, fan_out=fan_out,
+                           parts=parts)
 
     planned = ordered.ranges.paths()
     metadata = [MetaOp(Op.STAT, p) for p in planned]

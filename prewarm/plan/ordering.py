@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
 from prewarm.plan.model import RangeTable, Reason
-from prewarm.plan.predict import Prediction
+from prewarm.plan.predict import Deferred, Prediction
 
 CONFIDENCE = {
     Reason.TRACE: 1.0,
@@ -126,6 +126,25 @@ class _Pieces:
     def __len__(self) -> int:
         return len(self.path)
 
+    def columns(self) -> Columns:
+        return (self.paths, self.path, self.offset, self.length, self.frame, self.frames, self.reason, self.last,
+                self.rank, self.tier)
+
+    def extend(self, c: Columns) -> None:
+        """Append another part's pieces, its paths numbered after ours."""
+        paths, path, offset, length, frame, frames, reason, last, rank, tier = c
+        base = len(self.paths)
+        self.paths.extend(paths)
+        self.path.extend(array("I", [base + p for p in path]))
+        self.offset.extend(offset)
+        self.length.extend(length)
+        self.frame.extend(frame)
+        self.frames.extend(frames)
+        self.reason.extend(reason)
+        self.last.extend(last)
+        self.rank.extend(rank)
+        self.tier.extend(tier)
+
     def table(self, order: Iterable[int]) -> RangeTable:
         """The pieces in `order` as a plan's range table (paths numbered by first appearance)."""
         ids: dict[int, int] = {}
@@ -208,14 +227,22 @@ def _runs(path: str, segs: list[_Seg], granule: int, size: int, max_gap: int, ma
         close()
 
 
-def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapping[str, int],
-                 granule: int, max_gap: int = 0, max_bytes: int | None = None,
-                 max_range: int = 64 << 20) -> Ordered:
-    """Granule-aligned, budgeted, ordered ranges for the plan.
+Columns = tuple[list[str], "array[int]", "array[int]", "array[int]", "array[int]", "array[int]", list[Reason],
+                "array[int]", "array[int]", "array[int]"]
+"""`_Pieces` as plain values: what a part of the work hands back, perhaps from another process."""
 
-    Without a budget each file is cut and joined as soon as its predictions are grouped, so
-    only one file's segments exist at a time; a budget weighs every segment of the job."""
-    rank_of = {f: i for i, f in enumerate(job_frames)}
+FanOut = Callable[[Callable[[int, int], Columns], int], list[Columns]]
+"""Runs `work(i, n)` for i in 0..n-1, perhaps in other processes, and returns the results in
+order. The planner's caller passes one in: the pure core starts no processes."""
+
+
+def serially(work: Callable[[int, int], Columns], n: int) -> list[Columns]:
+    """The default fan-out: all the work here, as one part."""
+    return [work(0, 1)]
+
+
+def _grouped(preds: Iterable[Prediction], rank_of: Mapping[int, int]) -> dict[str, list[tuple[Prediction, int]]]:
+    """Predictions with spans by path, each with its frames as a mask over the job's frame order."""
     masks: dict[int, tuple[tuple[int, ...], int]] = {}
     """Masks by the identity of the frames tuple (predictions share tuples; hashing a
     10,000-frame tuple for every prediction costs more than the mask), the tuple kept alive."""
@@ -227,13 +254,43 @@ def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapp
         if known is None:
             known = masks[id(p.frames)] = (p.frames, sum(1 << rank_of[f] for f in set(p.frames)))
         by_path.setdefault(p.path, []).append((p, known[1]))
-    masks.clear()
+    return by_path
+
+
+def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapping[str, int],
+                 granule: int, max_gap: int = 0, max_bytes: int | None = None,
+                 max_range: int = 64 << 20, deferred: Iterable[tuple[str, Deferred]] = (),
+                 fan_out: FanOut = serially, parts: int = 1) -> Ordered:
+    """Granule-aligned, budgeted, ordered ranges for the plan.
+
+    Without a budget each file is cut and joined on its own, so only one file's segments
+    exist at a time, and the files (with the `deferred` ones' predictions, made there) are
+    shared among `parts` parts that `fan_out` runs: files are independent until the final
+    sort, which orders ranges of different files by key alone. A budget weighs every
+    segment of the job, in one part."""
+    rank_of = {f: i for i, f in enumerate(job_frames)}
+    by_path = _grouped(preds, rank_of)
+    later = dict(deferred)
     kept, lost = _Pieces(), _Pieces()
     if max_bytes is None:
-        for path in list(by_path):
-            _runs(path, _segments(by_path.pop(path), granule, sizes[path]), granule, sizes[path], max_gap,
-                  max_range, job_frames, kept)
+        paths = [*by_path, *(p for p in later if p not in by_path)]
+
+        def work(i: int, n: int) -> Columns:
+            out = _Pieces()
+            for path in paths[i::n]:
+                ps = by_path.get(path)
+                if ps is None:  # a deferred file: its predictions made here, and gone with its ranges
+                    ps = _grouped(later[path](), rank_of).get(path)
+                if ps:
+                    _runs(path, _segments(ps, granule, sizes[path]), granule, sizes[path], max_gap,
+                          max_range, job_frames, out)
+            return out.columns()
+
+        for columns in fan_out(work, max(1, min(parts, len(paths)))):
+            kept.extend(columns)
         return Ordered(kept.ordered(), lost.table(()))
+    for make in later.values():
+        by_path.update(_grouped(make(), rank_of))
     segs, dropped = _budget({path: _segments(ps, granule, sizes[path]) for path, ps in by_path.items()},
                             sizes, granule, max_bytes)
     for path, ss in segs.items():

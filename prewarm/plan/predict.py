@@ -42,6 +42,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import chain, pairwise
 from typing import Any
 
@@ -160,12 +161,19 @@ class Candidate:
     """Files of one tile pattern (`<UDIM>`, `<UVTILE>`) share a number: siblings."""
 
 
+Deferred = Callable[[], Iterable[Prediction]]
+"""One traced file's predictions, not yet made: pure work, its IO (size, structure) done."""
+
+
 @dataclass
 class PredictResult:
     predictions: list[Prediction] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason): files traces say frames will read, which do not exist."""
     stats: dict[str, int] = field(default_factory=dict)
+    deferred: list[tuple[str, Deferred]] = field(default_factory=list)
+    """With `predict(defer=True)`: the shared and structured traced files, by path, whose
+    predictions the ordering makes file by file, perhaps in other processes."""
 
 
 # ---------------------------------------------------------------- sequences
@@ -563,12 +571,14 @@ def _shape(instances: Iterable[tuple[list[Span], int]], whole_share: float) -> _
 def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, lookup: Lookup,
             traced_ok: Callable[[str], bool] = lambda p: True,
             opts: PredictOptions = PredictOptions(),
-            structure: Structures = lambda p: None) -> PredictResult:
+            structure: Structures = lambda p: None, defer: bool = False) -> PredictResult:
     """Predictions for every job frame; see the module docstring for the models.
 
     `traced_ok` says which traced files may enter the plan although no manifest
     input names them (the caller keeps them to the job's folders and roots).
     `structure` gives a file's levels and tiles where a reader could read them.
+    `defer`: leave the traced shared and structured files' predictions in `deferred`
+    (the bulk of the work of a long job), each file's to be made on its own.
     """
     job_frames = list(dict.fromkeys(job))
     train = sorted(ts.frames)
@@ -593,11 +603,16 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             continue
         shared += 1
         st = structure(p)
+        make: Deferred
         if st is not None:
             textures += 1
-            result.predictions.extend(_predict_texture(p, st, per, train, groups, opts))
+            make = partial(_predict_texture, p, st, per, train, groups, opts)
         else:
-            result.predictions.extend(_predict_shared(p, info.size, per, train, groups, opts, every))
+            make = partial(_predict_shared, p, info.size, per, train, groups, opts, every)
+        if defer:
+            result.deferred.append((p, make))
+        else:
+            result.predictions.extend(make())
     result.stats["shared_files"] = shared
     result.stats["tiled_files"] = textures
     _predict_unseen(list(candidates), job_frames, ts, lookup, structure, opts, result, explained)
