@@ -42,3 +42,25 @@ def test_plan_without_traces_uses_earlier_jobs_of_the_shot_from_the_store(shot_t
     assert {r.reason for r in plan.ranges} >= {"trace"}
     untraced = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], Settings(path_map=local), PlanOptions())
     assert untraced.stats["trace_frames"] == 0
+
+
+def test_forked_parts_come_back_in_order_and_a_failed_child_fails_the_plan(monkeypatch):
+    import os
+
+    import pytest
+
+    import prewarm.flow.planning as planning
+    monkeypatch.setattr(planning, "FORK_MAX_RSS", 1 << 40)
+    pids = planning.forked(lambda i, n: (i, n, os.getpid()), 3)
+    assert [(i, n) for i, n, _ in pids] == [(0, 3), (1, 3), (2, 3)]
+    assert pids[0][2] == os.getpid() and len({p for *_, p in pids}) == 3
+
+    def fails(i, n):
+        if i == 2:
+            raise ValueError("boom")
+        return (i,)
+
+    with pytest.raises(RuntimeError, match="a planning process failed"):
+        planning.forked(fails, 3)
+    monkeypatch.setattr(planning, "FORK_MAX_RSS", 0)
+    assert planning.forked(lambda i, n: (i, n, os.getpid()), 3) == [(0, 1, os.getpid())]

@@ -214,16 +214,29 @@ def test_more_frames_than_open_files_interleaved_are_filed_whole_and_in_order(se
 
 @pytest.mark.parametrize("shot, tree", [("shot100", "shot_trees"), ("shot200", "real_textures")])
 def test_a_plan_over_forked_parts_is_the_plan_made_in_one_process(real_traces: Path, shot: str, tree: str,
-                                                                  request: pytest.FixtureRequest) -> None:
+                                                                  request: pytest.FixtureRequest,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """`prewarm plan` predicts and orders the traced files in forked parts (cores > 1): the plan
     must be the one a single process makes, byte for byte, on the sample shots (shot200 with
     its real textures, so the structured files' model runs in the children too)."""
+    import prewarm.flow.planning as planning
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(planning, "FORK_MAX_RSS", 1 << 40)  # the test process itself is larger than a planner
+    monkeypatch.setattr(os, "fork", fork)
     root = request.getfixturevalue(tree)
     settings = Settings(roots=("/studio/proj",), path_map=PathMap((Prefix("/studio/proj", (), str(root)),)))
     manifest = load_manifest(SAMPLE / shot / "manifest.yaml")
     traces = [str(real_traces / shot / "traces")]
     one = plan_manifest(manifest, traces, settings, clock=lambda: 0.0)
+    assert not forks
     forked = plan_manifest(manifest, traces, settings, clock=lambda: 0.0, cores=3)
+    assert len(forks) == 2, "two children, the third part planned here"
     assert "".join(forked.json_text()) == "".join(one.json_text())
     assert len(one.ranges) > 10
     if shot == "shot200":

@@ -168,13 +168,27 @@ def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: Site
     return replace(plan, stats={**plan.stats, **structures.stats()})
 
 
+FORK_MAX_RSS = 256 << 20
+"""The largest planner that forks its parts. A child comes to copy every page of the parent
+it touches (reading an object writes its reference count), so a planner of a whole
+sequence (600 MB and more) plans in one process rather than risk twice that."""
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def forked(work: Callable[[int, int], Columns], n: int) -> list[Columns]:
     """`work(i, n)` for i >= 1 in forked children and i = 0 here; the results in order.
 
     Fork rather than fresh interpreters: the children find the traces, the predictors and
     the files' structures already in memory (copy on write; with the cyclic collector off
     little else is touched), make only pure predictions and ranges, and send back only the
-    ranges, pickled through a pipe. A child that fails fails the plan."""
+    ranges, pickled through a pipe. A child that fails fails the plan. A planner already
+    larger than `FORK_MAX_RSS` does all the work itself."""
+    if n < 2 or _rss() > FORK_MAX_RSS:
+        return [work(0, 1)]
     children: list[tuple[int, int]] = []
     try:
         for i in range(1, n):
