@@ -264,6 +264,11 @@ def _create(dfd: int, name: str) -> IO[bytes]:
     return os.fdopen(fd, "wb")
 
 
+def _reopen(dfd: int, name: str) -> IO[bytes]:
+    """A file of the folder of `dfd` that this import made, for appending (never through a link)."""
+    return os.fdopen(os.open(name, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd), "ab")
+
+
 def _unlink(dfd: int, name: str) -> None:
     with suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dfd)
@@ -311,8 +316,7 @@ class _FrameFiles:
                 name = self.temps[frame] = f".tmp-{uuid.uuid4().hex}-{_frame_name(frame)}"
                 raw = _create(self.dfd, name)
             else:
-                raw = os.fdopen(os.open(name, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                        dir_fd=self.dfd), "ab")
+                raw = _reopen(self.dfd, name)
             stream = (raw, gzip.GzipFile(fileobj=raw, mode="wb"))
         self._open[frame] = stream
         stream[1].write(data)
@@ -386,9 +390,8 @@ def _file_parts(dfd: int, parts: list[_Part], result: ImportResult) -> None:
 
 
 def _append(dfd: int, target: str, source: str) -> None:
-    flags = os.O_NOFOLLOW | os.O_CLOEXEC
-    with os.fdopen(os.open(target, os.O_WRONLY | os.O_APPEND | flags, dir_fd=dfd), "ab") as out, \
-            os.fdopen(os.open(source, os.O_RDONLY | flags, dir_fd=dfd), "rb") as src:
+    with _reopen(dfd, target) as out, \
+            os.fdopen(os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd), "rb") as src:
         shutil.copyfileobj(src, out)
 
 
