@@ -278,7 +278,6 @@ def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapp
     rank_of = {f: i for i, f in enumerate(job_frames)}
     by_path = _grouped(preds, rank_of)
     later = dict(deferred)
-    kept, lost = _Pieces(), _Pieces()
     if max_bytes is None:
         paths = [*by_path, *(p for p in later if p not in by_path)]
 
@@ -294,10 +293,11 @@ def order_ranges(preds: Iterable[Prediction], job_frames: list[int], sizes: Mapp
             return out.columns()
 
         done = fan_out(work, max(1, min(parts, len(paths))))
-        kept = _Pieces.adopt(done.pop(0)) if done else kept  # the first part's columns taken, not copied
+        kept = _Pieces.adopt(done.pop(0))  # the first part's columns taken, not copied; each other freed once merged
         while done:
             kept.extend(done.pop(0))
-        return Ordered(kept.ordered(), lost.table(()))
+        return Ordered(kept.ordered(), RangeTable())
+    kept, lost = _Pieces(), _Pieces()
     for make in later.values():
         by_path.update(_grouped(make(), rank_of))
     segs, dropped = _budget({path: _segments(ps, granule, sizes[path]) for path, ps in by_path.items()},
