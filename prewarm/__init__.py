@@ -1,8 +1,8 @@
 """prewarm: plan which byte ranges a render job will read, and warm them through the caching gateway.
 
 `make setup` compiles a few hot modules with mypyc into extensions beside their sources
-(the strace parser, the range algebra and the plan's ordering: see the README's
-Development section), which Python then imports instead of the sources. A build older
+(the strace parser, the range algebra, the predictor and the plan's ordering: see the
+README's Development section), which Python then imports instead of the sources. A build older
 than its source is passed over and the source runs, so an edit is never hidden by a
 stale build, even when tests run without `make`.
 """
