@@ -6,40 +6,42 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup system-deps demo lint test test-fast bench native native-clean
 
-# Hot modules compiled by mypyc from their own sources into extensions beside them: the
-# strace parser (what `bench/trace_import.py` needs for 0.1x a bare line loop; the plain
-# module is the same code at about a quarter of the speed), the range algebra, the
-# predictor and the plan's ordering (what a plan from the trace store spends most of its
-# time in: `bench/scale.py`). Each is rebuilt whenever its source is newer, and `prewarm` runs the
-# source instead of a build older than it, so a stale build never hides an edit. Needs gcc
-# and the Python headers; `make native-clean` removes the builds.
+# The hot modules (setup.py's COMPILED: the strace parser, the range algebra, the predictor
+# and the plan's ordering) are compiled by the package's own build, one mypyc compilation of
+# all four: `make setup` runs that build in place (`setup.py build_ext --inplace`, the same
+# compilation `pip install .` and `pip wheel .` run), and again whenever one of their sources
+# or setup.py is newer than the build, so every make target runs current code (a pytest run
+# without make stops on a stale build: tests/conftest.py). Needs gcc and the Python headers.
+# PREWARM_PURE=1 make setup installs without them and removes the builds: plain Python.
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-COMPILED := prewarm/traces/strace prewarm/plan/ranges prewarm/plan/ordering prewarm/plan/predict
-NATIVE := $(addsuffix $(EXT_SUFFIX),$(COMPILED))
+COMPILED := $(shell sed -n 's/^ *"\(prewarm\/[a-z_/]*\)\.py",$$/\1/p' setup.py)
+NATIVE := prewarm/native__mypyc$(EXT_SUFFIX) $(addsuffix $(EXT_SUFFIX),$(COMPILED))
 
 # Bytecode written once: where PYTHONDONTWRITEBYTECODE is set (CI images, this sandbox) every
 # command would otherwise compile the package again at start (about 0.1 s each).
-setup: $(VENV)/.installed $(NATIVE)
+setup: $(VENV)/.installed $(if $(filter 1,$(PREWARM_PURE)),native-clean,native)
 	@$(PY) -m compileall -q prewarm workers >/dev/null
 
-$(VENV)/.installed: pyproject.toml
+# Editable and pure: the compiled modules are built in place by `native` with the venv's own
+# mypy, so an edit rebuilds them without reinstalling.
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,twin,scenes,textures]'
+	$(PY) -m pip install -q --upgrade pip setuptools
+	PREWARM_PURE=1 $(PY) -m pip install -q -e '.[dev,twin,scenes,textures]'
 	touch $@
 
-prewarm/%$(EXT_SUFFIX): prewarm/%.py $(VENV)/.installed | system-deps
-	@command -v gcc >/dev/null || { echo "compiling $< needs gcc (apt-get install gcc)" >&2; exit 1; }
+$(NATIVE) &: $(addsuffix .py,$(COMPILED)) setup.py $(VENV)/.installed | system-deps
+	@command -v gcc >/dev/null || { echo "compiling $(COMPILED) needs gcc (apt-get install gcc)" >&2; exit 1; }
 	@$(PY) -c 'import os, sysconfig, sys; h = os.path.join(sysconfig.get_paths()["include"], "Python.h"); \
-		os.path.exists(h) or sys.exit("compiling $< needs the Python headers: no " + h + " (apt-get install python3-dev)")'
-	mkdir -p build
-	$(VENV)/bin/mypyc --cache-dir build/mypyc-cache $< >build/mypyc.log 2>&1 || { cat build/mypyc.log >&2; exit 1; }
-	touch prewarm/$*$(EXT_SUFFIX) prewarm/$*__mypyc$(EXT_SUFFIX)
+		os.path.exists(h) or sys.exit("compiling needs the Python headers: no " + h + " (apt-get install python3-dev)")'
+	@mkdir -p build
+	$(PY) setup.py build_ext --inplace >build/native.log 2>&1 || { cat build/native.log >&2; exit 1; }
+	touch $(NATIVE)
 
 native: $(NATIVE)
 
 native-clean:
-	rm -f $(foreach m,$(COMPILED),$(m).*.so $(m)__mypyc.*.so)
+	rm -f prewarm/native__mypyc.*.so $(foreach m,$(COMPILED),$(m).*.so $(m)__mypyc.*.so)
 
 system-deps:
 	./scripts/system-deps.sh
@@ -67,7 +69,7 @@ test: setup system-deps lint
 	$(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration and not slow"
 
 bench: setup system-deps
 	$(PY) bench/predict.py

@@ -1,0 +1,41 @@
+"""The package's build: the four hot modules compiled by mypyc in one compilation.
+
+Everything else about the package is in pyproject.toml; this file exists because the
+compiled modules are extensions, and setuptools takes extensions from here. The four are
+the strace parser, the range algebra, the predictor and the plan's ordering (README,
+Development): compiled as one group they call one another natively (as black and mypy ship
+theirs), so `pip install .`, `pip wheel .` and an install from the sdist all give the
+speed the benches measure. The build needs gcc and the Python headers; mypy (which carries
+mypyc) is a build requirement in pyproject.toml, so pip fetches it.
+
+PREWARM_PURE=1 builds the package without them: the same results from the plain sources,
+at about a quarter of the parser's speed (for development on a machine without a compiler,
+or to step through the modules in a debugger).
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+
+# The one list of compiled modules: the Makefile, the tests and the benches read it from here.
+COMPILED = [
+    "prewarm/traces/strace.py",
+    "prewarm/plan/ranges.py",
+    "prewarm/plan/ordering.py",
+    "prewarm/plan/predict.py",
+]
+
+
+def _extensions() -> list[object]:
+    if os.environ.get("PREWARM_PURE") == "1":
+        return []
+    from mypyc.build import mypycify
+
+    # One group, named inside the package: its shared library is prewarm/native__mypyc.*.so,
+    # beside the four small extensions that load the modules from it.
+    return list(mypycify(COMPILED, opt_level="3", group_name="prewarm.native"))
+
+
+setup(ext_modules=_extensions())
