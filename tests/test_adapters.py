@@ -9,11 +9,10 @@ import pytest
 import yaml
 
 from prewarm.errors import ManifestError
-from prewarm.farm.adapters import frame_spec
 from prewarm.farm.adapters.deadline10 import job_to_manifest
 from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
 from prewarm.flow.planning import plan_manifest
-from prewarm.plan.framespec import parse_frames
+from prewarm.plan.framespec import format_frames, parse_frames
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
 
@@ -152,5 +151,5 @@ def test_deadline10_bad_files_name_file_line_and_key(job: str, plugin: str, wher
 
 @pytest.mark.parametrize("frames", [[1], [1, 2], list(range(1, 11)), [5, 4, 3], [-3, -2, -1, 0, 4, 8, 12, 7],
                                     [1001, 1003, 1005, 1010, 1020, 1030, 1031]])
-def test_frame_spec_reads_back_in_order(frames: list[int]) -> None:
-    assert parse_frames(frame_spec(frames), "t") == tuple(frames)
+def test_a_farms_frames_read_back_in_order(frames: list[int]) -> None:
+    assert parse_frames(format_frames(frames), "t") == tuple(frames)

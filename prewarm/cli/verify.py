@@ -1,6 +1,6 @@
 """`prewarm verify ID|PLAN.json [--sample N] [--agent URL] [--rewarm]`: how much of a warm is cached now.
 
-Samples the planned ranges and asks the gateway (see `prewarm.verify`): through the
+Samples the planned ranges and asks the gateway (see `prewarm.report.verify`): through the
 agent's counters when `--agent` is given and answers, else by timed O_DIRECT reads.
 Prints the cached percentage with its method and sample size; `--rewarm` then warms
 again, in this process, the planned ranges of every file a cold sample was found in.
@@ -110,18 +110,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _agent(url: str) -> Counters:
-    import requests
+    """(normalRead, serverRead) summed over the gateway's mounts, through the one agent client."""
+    from prewarm.farm.agent import Agent
 
-    endpoint = url.rstrip("/") + "/api/v1/mountStats"
+    agent = Agent(url)
 
     def counters() -> tuple[int, int]:
-        try:
-            resp = requests.get(endpoint, timeout=5)
-            resp.raise_for_status()
-            mounts = resp.json()["mounts"]
-            return (sum(int(m["stats"]["bytes"]["normalRead"]) for m in mounts),
-                    sum(int(m["stats"]["bytes"]["serverRead"]) for m in mounts))
-        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-            raise ServiceError(f"gateway agent {endpoint} gave no usable mountStats: {exc}") from exc
+        mounts = agent.mount_stats()
+        return sum(m.normal_read for m in mounts), sum(m.server_read for m in mounts)
 
     return counters

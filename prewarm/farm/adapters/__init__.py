@@ -2,7 +2,7 @@
 
 Each adapter reads one farm's submission (an OpenJD / Deadline Cloud job bundle, a
 Deadline 10 job info + plugin info pair) and builds a `Manifest` through
-`prewarm.manifest.parse_manifest`, so every rule of the manifest applies to adapted
+`prewarm.plan.manifest.parse_manifest`, so every rule of the manifest applies to adapted
 jobs too (absolute paths, frame limits, names as written). Adapters check the farm's
 own fields first, so that an error names the farm's file and key, not the generated text.
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from prewarm.errors import ManifestError
+from prewarm.plan.framespec import format_frames
 from prewarm.plan.manifest import Manifest, parse_manifest
 
-__all__ = ["build_manifest", "check_path", "frame_spec"]
+__all__ = ["build_manifest", "check_path"]
 
 
 def check_path(path: object, where: str, field: str) -> str:
@@ -38,29 +39,6 @@ def check_path(path: object, where: str, field: str) -> str:
     return path
 
 
-def frame_spec(frames: Iterable[int]) -> str:
-    """Frames in their order as a compact spec (`1-10,15,20-30x2`) that `parse_frames` reads back."""
-    items: list[str] = []
-    run: list[int] = []
-
-    def flush() -> None:
-        if len(run) >= 3:
-            step = run[1] - run[0]
-            items.append(f"{run[0]}-{run[-1]}" + (f"x{step}" if step != 1 else ""))
-        else:
-            items.extend(str(f) for f in run)
-        run.clear()
-
-    for f in frames:
-        if len(run) >= 2 and f - run[-1] != run[1] - run[0]:
-            flush()
-        if len(run) == 1 and f <= run[0]:
-            flush()
-        run.append(f)
-    flush()
-    return ",".join(items)
-
-
 def build_manifest(where: str, job: str, frames: Sequence[int], inputs: Sequence[str],
                    extra: dict[str, object] | None = None, patterns: Sequence[str] = ()) -> Manifest:
     """The manifest of an adapted job: `inputs` are literal (farms name files, not patterns:
@@ -77,7 +55,7 @@ def build_manifest(where: str, job: str, frames: Sequence[int], inputs: Sequence
         seen.setdefault(p, False)
     doc: dict[str, object] = {
         "job": job,
-        "frames": frame_spec(frames),
+        "frames": format_frames(frames),
         "inputs": [{"path": p, "literal": True} if literal else p for p, literal in seen.items()],
     }
     doc.update({k: v for k, v in (extra or {}).items() if v is not None})
