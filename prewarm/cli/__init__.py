@@ -1,6 +1,6 @@
 """The `prewarm` command: parses, hands off to a command module, turns errors into one line.
 
-Each command is a module in `prewarm.commands` with `register(subparsers)`, which
+Each command is a module in `prewarm.cli` with `register(subparsers)`, which
 adds its parser and sets `func=run`. Modules import their heavy dependencies
 (Celery, FUSE) inside `run`, so `prewarm plan` starts fast.
 """

@@ -2,7 +2,7 @@
 
 Scores the plan against the traces of the frames that really rendered (recall and
 over-fetch, overall and per input, and each miss with its reason; see
-`prewarm.evaluate`). The result is kept where the next plan of the shot can find it:
+`prewarm.plan.evaluate`). The result is kept where the next plan of the shot can find it:
 for a warm job, in Redis next to the job's state (`prewarm:job:J:evaluation`, shown by
 `prewarm report`) and in the shot's history (`prewarm:shot:NAME:evaluations`, the 20
 most recent); for a plan file, in `PLAN.evaluation.json` beside it (or `-o FILE`).

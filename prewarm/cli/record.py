@@ -1,4 +1,4 @@
-"""`prewarm record [--job J --shot S --show P --frame N] -- CMD ...` (see prewarm.capture).
+"""`prewarm record [--job J --shot S --show P --frame N] -- CMD ...` (see prewarm.traces.record).
 
 Names default to $PREWARM_JOB, $PREWARM_SHOW, $PREWARM_SHOT and $PREWARM_FRAME, so a farm
 wrapper can set them once for every task. Exits with the command's own status.

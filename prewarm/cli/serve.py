@@ -1,4 +1,4 @@
-"""`prewarm serve`: run the warm service (see prewarm/service.py and docs/service.md)."""
+"""`prewarm serve`: run the warm service (see prewarm/farm/service.py and docs/service.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`prewarm traces import|list|prune`: the trace store of earlier renders (see prewarm.trace_store)."""
+"""`prewarm traces import|list|prune`: the trace store of earlier renders (see prewarm.traces.store)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A small client of the warm service for submitters and scripts.
 
-    from prewarm.client import PrewarmClient
+    from prewarm.farm.client import PrewarmClient
     c = PrewarmClient("http://prewarm:8750", token="...")
     ids = c.submit_manifest("shot010.yaml")["ids"]
 

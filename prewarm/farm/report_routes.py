@@ -2,7 +2,7 @@
 
     GET /api/v1/jobs/{id}/report        the report data (`prewarm report ID --json`)
     GET /api/v1/jobs/{id}/report.html   the self-contained page (`prewarm report ID --html`)
-    GET /api/v1/metrics                 Prometheus text format (see prewarm.metrics)
+    GET /api/v1/metrics                 Prometheus text format (see prewarm.report.metrics)
 
 Kept as its own router: the service includes it, and it finds the service's Redis and
 settings on `app.state` (set by `create_app`). All reads, no token needed, like the

@@ -126,7 +126,7 @@ def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Re
     """
     app = FastAPI(title="prewarm", version="1",
                   description="Plan and warm render jobs' reads through a caching gateway.")
-    app.state.redis, app.state.settings = r, settings  # for the report routes (prewarm.service_reports)
+    app.state.redis, app.state.settings = r, settings  # for the report routes (prewarm.farm.report_routes)
     _handlers(app)
     app.middleware("http")(_size_guard(settings.max_request_bytes))
 

@@ -1,7 +1,7 @@
 """The job manifest (contract 1): YAML text in, a checked `Manifest` value out.
 
     job: shot010_lighting_v003        # required: a name
-    frames: 1001-1100                 # required: a frame spec (see prewarm.framespec)
+    frames: 1001-1100                 # required: a frame spec (see prewarm.plan.framespec)
     inputs:                           # required: what the frames may read
       - /studio/proj/shot010/shot010_lighting_v003.blend     # a file
       - /studio/proj/shot010/cache/fluid.####.vdb            # one file per frame

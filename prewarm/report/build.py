@@ -5,7 +5,7 @@ against when they start) and then the evidence: totals in bytes and files, time 
 against the physical limit (planned bytes / throttle), throughput and reads in flight
 over time, coverage per file, and the files that are missing or failed with the one
 command that retries them. Everything here takes values and returns JSON-able values;
-loading them from Redis is `prewarm.report_redis`.
+loading them from Redis is `prewarm.report.load`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One warm rate per gateway, shared by all its workers, changeable while warms run.
 
-The bucket of `prewarm.throttle` (GCRA) kept in Redis: one Lua call per read
+The bucket of `prewarm.warm.throttle` (GCRA) kept in Redis: one Lua call per read
 reserves bytes against the gateway's theoretical arrival time, using Redis's clock
 so that workers with skewed clocks agree. The rate is read from Redis on every
 call, so `prewarm throttle set gw1 20MB/s` takes effect within one read.
