@@ -2,9 +2,11 @@
 
 Samples the planned ranges and asks the gateway (see `prewarm.report.verify`): through the
 agent's counters when `--agent` is given and answers, else by timed O_DIRECT reads.
-Prints the cached percentage with its method and sample size; `--rewarm` then warms
+Prints the cached percentage with its 95% interval, method and sample size; `--rewarm` then warms
 again, in this process, the planned ranges of every file a cold sample was found in.
-Exit 0 when every judged sample was cached (or after a re-warm that finished), 1 otherwise.
+Exit 0 when every judged sample was cached (or after a re-warm that finished), 1 otherwise,
+3 when timing cannot tell hits from misses here (then nothing is re-warmed: see
+`prewarm.report.verify` for how timing is calibrated, and use `--agent` where there is one).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +27,8 @@ from prewarm.cli.options import (
 )
 from prewarm.errors import ConfigError, ServiceError
 from prewarm.plan.ranges import ByteRange
-from prewarm.report.verify import Counters
+from prewarm.report import verify
+from prewarm.report.verify import Counters, SampleFile, Verdict
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +47,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from prewarm.flow import warming
-    from prewarm.report import verify
     from prewarm.warm import embedded
     from prewarm.warm.reader import site_reader
 
@@ -66,24 +69,14 @@ def run(args: argparse.Namespace) -> int:
     samples = verify.choose(ranges, args.sample, plan.granule, args.seed)
     reader = site_reader(settings)
 
-    def read(s: ByteRange) -> None:
+    def open_file(path: str) -> SampleFile:
         try:
-            f = reader.open(s.path)
-            try:
-                f.read(s.offset, s.length)
-            finally:
-                f.close()
+            return _Sample(reader.open(path), path)
         except OSError as exc:
-            raise ConfigError(s.path, f"cannot read a sample: {exc.strerror or type(exc).__name__}") from exc
+            raise _unreadable(path, exc) from exc
 
-    note = ""
-    counters = _agent(args.agent) if args.agent else None
-    if counters is not None:
-        try:
-            counters()
-        except ServiceError as exc:
-            note, counters = f"{exc}; judged by timing instead", None
-    verdict = verify.by_counters(samples, read, counters) if counters else verify.by_timing(samples, read)
+    verdict, note = _judge(args.agent, samples, open_file, lambda: verify.cold_probes(
+        ranges, {path: info.size for path, info in plan.files.items()}, verify.COLD_PROBES, args.seed))
     out = verdict.to_json()
     if note:
         out["note"] = note
@@ -97,16 +90,67 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        pct = "-" if verdict.cached_pct is None else f"{verdict.cached_pct:.1f}%"
-        extra = "".join(f", {k} {out[k]}" for k in ("hit_ms", "miss_ms", "threshold_ms") if out.get(k) is not None)
-        print(f"{plan.job}: {pct} cached ({verdict.cached}/{verdict.judged} samples, method {verdict.method}"
-              f"{extra}{f', {verdict.unreached} never reached the gateway' if verdict.unreached else ''})")
-        if note:
-            print(f"  {note}", file=sys.stderr)
-        if rewarmed:
-            print(f"  re-warmed {rewarmed['files']} file(s), {rewarmed['bytes'] / 1e6:,.1f} MB: {rewarmed['state']}")
+        _print(plan.job, verdict, out, note, rewarmed)
+    if verdict.undecided:
+        return 3
     all_cached = verdict.judged > 0 and not verdict.cold
     return 0 if all_cached or (rewarmed and rewarmed["state"] == "done") else 1
+
+
+def _unreadable(path: str, exc: OSError) -> ConfigError:
+    return ConfigError(path, f"cannot read a sample: {exc.strerror or type(exc).__name__}")
+
+
+class _Sample:
+    """A planned file opened for samples: a read that fails is one line naming the file."""
+
+    def __init__(self, f: SampleFile, path: str) -> None:
+        self.f, self.path = f, path
+
+    def read(self, offset: int, length: int) -> int:
+        try:
+            return self.f.read(offset, length)
+        except OSError as exc:
+            raise _unreadable(self.path, exc) from exc
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _judge(agent: str | None, samples: list[ByteRange], open_file: verify.Open,
+           probes: Callable[[], list[ByteRange]]) -> tuple[Verdict, str]:
+    """By the agent's counters when it answers (the note says when it did not), else by timing."""
+    counters = _agent(agent) if agent else None
+    if counters is not None:
+        try:
+            counters()
+        except ServiceError as exc:
+            return verify.by_timing(samples, probes(), open_file), f"{exc}; judged by timing instead"
+
+        def read(s: ByteRange) -> None:
+            f = open_file(s.path)
+            try:
+                f.read(s.offset, s.length)
+            finally:
+                f.close()
+
+        return verify.by_counters(samples, read, counters), ""
+    return verify.by_timing(samples, probes(), open_file), ""
+
+
+def _print(job: str, verdict: Verdict, out: dict[str, Any], note: str, rewarmed: dict[str, Any] | None) -> None:
+    if verdict.undecided:
+        print(f"{job}: {verdict.undecided} (method {verdict.method}, {verdict.samples} samples)")
+    else:
+        low, high = verdict.interval_pct or (0.0, 100.0)
+        extra = "".join(f", {k} {out[k]}" for k in ("hit_ms", "miss_ms", "threshold_ms") if out.get(k) is not None)
+        print(f"{job}: {verdict.cached_pct or 0.0:.1f}% cached (95% within {low:.0f}-{high:.0f}%; "
+              f"{verdict.cached}/{verdict.judged} samples, method {verdict.method}{extra}"
+              f"{f', {verdict.unreached} never reached the gateway' if verdict.unreached else ''})")
+    if note:
+        print(f"  {note}", file=sys.stderr)
+    if rewarmed:
+        print(f"  re-warmed {rewarmed['files']} file(s), {rewarmed['bytes'] / 1e6:,.1f} MB: {rewarmed['state']}")
 
 
 def _agent(url: str) -> Counters:

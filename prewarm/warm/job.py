@@ -83,7 +83,7 @@ class JobInfo:
     """Bytes read so far as running batches report them, about once a second: progress moves
     during a batch, not only when one ends (the counters are recorded when it ends)."""
     samples: list[Point] = field(default_factory=list)
-    """Bytes and reads in flight per second (prewarm.warm.timeline): filled by the embedded mode; from Redis on request."""
+    """Bytes and reads in flight per second (warm/timeline.py): filled by the embedded mode; from Redis on request."""
     overdue: list[int] = field(default_factory=list)
     """Batches sent longer ago than the broker's visibility timeout and not finished (filled by `prewarm status`)."""
 
