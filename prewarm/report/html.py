@@ -21,6 +21,10 @@ W, H = 720, 180
 
 PAD_L, PAD_B, PAD_T, PAD_R = 56, 28, 12, 12
 
+CHAR_W = 6.6
+"""Width of an 11 px sans-serif character, on the wide side: text is fitted to its space with it,
+so that no label runs past the chart however the browser's font measures."""
+
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:980px;
      color:#1d232a;padding:0 16px}
@@ -52,7 +56,8 @@ def render(report: Mapping[str, Any]) -> str:
         _verdict(report["readiness"]),
         "<h2>Summary</h2>", _summary(report["summary"], report["timing"]),
         "<h2>Throughput</h2>",
-        _line_chart(report["series"], "bytes_per_s", 1e-6, "MB/s", "#2f6fbf", "throughput"),
+        _line_chart(report["series"], "bytes_per_s", 1e-6, "MB/s", "#2f6fbf", "throughput",
+                    cap=report["timing"].get("throttle_bps")),
         "<h2>Reads in flight</h2>",
         _line_chart(report["series"], "in_flight", 1.0, "reads", "#8a4fbf", "in-flight"),
         "<h2>Coverage per input</h2>", _coverage(report["coverage"]),
@@ -125,13 +130,14 @@ def _ticks(top: float, n: int = 4) -> list[float]:
 
 
 def _line_chart(series: Sequence[Mapping[str, float]], key: str, scale: float, unit: str, color: str,
-                label: str) -> str:
+                label: str, cap: float | None = None) -> str:
+    """A line over time; `cap` (in the series' unit) is drawn as a dashed line: the throttle's rate."""
     if not series:
         return '<p class="none">No samples recorded for this warm.</p>'
     xs = [p["t"] for p in series]
     ys = [p[key] * scale for p in series]
     x0, x1 = xs[0], max(xs[-1], xs[0] + 1)
-    top = max(max(ys), 1e-9) * 1.1
+    top = max(max(ys), (cap or 0) * scale, 1e-9) * 1.1
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
 
     def sx(x: float) -> float:
@@ -148,6 +154,11 @@ def _line_chart(series: Sequence[Mapping[str, float]], key: str, scale: float, u
     for v in _ticks(x1 - x0):
         x = sx(x0 + v)
         grid.append(f'<text x="{x:.1f}" y="{H - 8}" text-anchor="middle">{v:g}s</text>')
+    if cap:
+        y = sy(cap * scale)
+        grid.append(f'<line class="cap" x1="{PAD_L}" x2="{W - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c9372c" '
+                    f'stroke-dasharray="5 4"/><text x="{W - PAD_R}" y="{y - 4:.1f}" text-anchor="end">'
+                    f'throttle {cap * scale:,.1f} {unit}</text>')
     pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys, strict=True))
     area = f"{sx(xs[0]):.1f},{sy(0):.1f} {pts} {sx(xs[-1]):.1f},{sy(0):.1f}"
     return (f'<svg class="chart" data-chart="{label}" viewBox="0 0 {W} {H}" role="img" '
@@ -157,33 +168,46 @@ def _line_chart(series: Sequence[Mapping[str, float]], key: str, scale: float, u
             f'<text x="{PAD_L}" y="{PAD_T - 2}" >{unit}</text></svg>')
 
 
+def _fit(text: str, width: float) -> str:
+    """`text` cut to `width` at CHAR_W a character, keeping its end (a path's file name)."""
+    chars = max(int(width // CHAR_W), 2)
+    return text if len(text) <= chars else "\u2026" + text[-(chars - 1):]
+
+
 def _coverage(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A row per input: its name on a line of its own, then the bar and, in a column kept for it
+    at the right, the share warmed: nothing runs past the chart, whatever the names."""
     if not rows:
         return '<p class="none">No planned reads.</p>'
-    bar_h, gap, label_w = 16, 6, 300
-    height = len(rows) * (bar_h + gap) + 24
+    label_h, bar_h, gap = 14, 14, 10
+    height = len(rows) * (label_h + bar_h + gap) + 8
     top = max(r["planned"] for r in rows) or 1
-    width = W - label_w - 120
+    details = [_coverage_detail(r) for r in rows]
+    detail_w = min(max(len(d) for d in details) * CHAR_W + 8, W / 2)
+    width = W - detail_w
     out = [(f'<svg class="chart" data-chart="coverage" viewBox="0 0 {W} {height}" role="img" '
            f'aria-label="coverage per input, largest first">')]
-    for i, r in enumerate(rows):
-        y = 8 + i * (bar_h + gap)
+    for i, (r, detail) in enumerate(zip(rows, details, strict=True)):
+        y = 4 + i * (label_h + bar_h + gap)
         planned_w = max(r["planned"] / top * width, 1)
         warmed_w = r["warmed"] / top * width
         share = r["warmed"] / r["planned"] if r["planned"] else 1.0
         color = "#2e9d4f" if share >= 0.999 else "#d99a00" if share > 0 else "#c9372c"
-        name = r["path"] if len(r["path"]) <= 48 else "\u2026" + r["path"][-47:]
-        files = f" ({r['files']} files)" if r.get("files", 1) > 1 else ""
-        of_file = (f"; {r['planned_share']:.0%} of the file{'s' if r.get('files', 1) > 1 else ''}"
-                   f" ({_mb(r['file_bytes'])})") if "planned_share" in r else ""
-        out.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end"><title>{escape(r["path"])}{files}</title>'
-                   f'{escape(name)}</text>'
-                   f'<rect x="{label_w}" y="{y}" width="{planned_w:.1f}" height="{bar_h}" fill="#e6e9ed"/>'
-                   f'<rect x="{label_w}" y="{y}" width="{warmed_w:.1f}" height="{bar_h}" fill="{color}"/>'
-                   f'<text x="{label_w + planned_w + 6:.1f}" y="{y + 12}">'
-                   f'{share:.0%} of {_mb(r["planned"])}{files}{escape(of_file)}</text>')
+        out.append(f'<text x="0" y="{y + 11}"><title>{escape(r["path"])}</title>{escape(_fit(r["path"], W))}</text>'
+                   f'<rect x="0" y="{y + label_h}" width="{planned_w:.1f}" height="{bar_h}" fill="#e6e9ed"/>'
+                   f'<rect x="0" y="{y + label_h}" width="{warmed_w:.1f}" height="{bar_h}" fill="{color}"/>'
+                   f'<text x="{W}" y="{y + label_h + 11}" text-anchor="end">'
+                   f'{escape(_fit(detail, detail_w - 8))}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def _coverage_detail(r: Mapping[str, Any]) -> str:
+    share = r["warmed"] / r["planned"] if r["planned"] else 1.0
+    files = f" ({r['files']} files)" if r.get("files", 1) > 1 else ""
+    of_file = (f"; {r['planned_share']:.0%} of the file{'s' if r.get('files', 1) > 1 else ''}"
+               f" ({_mb(r['file_bytes'])})") if "planned_share" in r else ""
+    return f"{share:.0%} of {_mb(r['planned'])}{files}{of_file}"
 
 
 def _problems(problems: Sequence[Mapping[str, Any]], retry: Mapping[str, Any]) -> str:

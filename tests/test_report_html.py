@@ -1,0 +1,47 @@
+"""The report page's charts keep inside their box: long input names and the share text fit
+the coverage chart, and the throttle's rate is drawn on the throughput plot."""
+
+from __future__ import annotations
+
+import re
+
+from prewarm.report import html
+
+MiB = 1 << 20
+
+
+def _texts(svg: str) -> list[tuple[float, str, str]]:
+    """(x, anchor, shown text) of each <text>, the hover <title> left out."""
+    out = []
+    for m in re.finditer(r'<text x="([\d.]+)"[^>]*?(?: text-anchor="(\w+)")?>(?:<title>.*?</title>)?(.*?)</text>', svg):
+        out.append((float(m.group(1)), m.group(2) or "start", m.group(3)))
+    return out
+
+
+def test_coverage_labels_and_shares_fit_the_chart_whatever_the_names() -> None:
+    long = "/studio/proj/" + "very_long_directory_name/" * 8 + "shot010_lighting_v003.####.exr"
+    rows = [{"path": long, "planned": 40 * MiB, "warmed": 40 * MiB, "files": 1200, "file_bytes": 400 * MiB,
+             "planned_share": 0.1},
+            {"path": "/studio/proj/a.tx", "planned": 4 * MiB, "warmed": 0, "files": 1, "file_bytes": 4 * MiB,
+             "planned_share": 1.0}]
+    svg = html._coverage(rows)
+    texts = _texts(svg)
+    assert len(texts) == 4
+    for x, anchor, text in texts:
+        width = len(text.replace("&amp;", "&")) * html.CHAR_W
+        left, right = (x - width, x) if anchor == "end" else (x, x + width)
+        assert 0 <= left and right <= html.W, (text, left, right)
+    assert texts[0][2].startswith("\u2026") and texts[0][2].endswith("shot010_lighting_v003.####.exr")
+    assert f"<title>{long}</title>" in svg  # the whole name on hover
+    bars = [float(w) for w in re.findall(r'<rect x="0" y="[\d.]+" width="([\d.]+)"', svg)]
+    detail_left = min(x - len(t) * html.CHAR_W for x, a, t in texts if a == "end")
+    assert max(bars) <= detail_left  # bars end before the share text begins
+
+
+def test_the_throttle_is_drawn_on_the_throughput_plot_inside_it() -> None:
+    series = [{"t": float(i), "bytes_per_s": 30e6, "in_flight": 4.0} for i in range(10)]
+    svg = html._line_chart(series, "bytes_per_s", 1e-6, "MB/s", "#000", "throughput", cap=50e6)
+    m = re.search(r'<line class="cap" x1="[\d.]+" x2="[\d.]+" y1="([\d.]+)"', svg)
+    assert m and html.PAD_T <= float(m.group(1)) < html.H - html.PAD_B  # above the 30 MB/s line, in the plot
+    assert "throttle 50.0 MB/s" in svg
+    assert 'class="cap"' not in html._line_chart(series, "bytes_per_s", 1e-6, "MB/s", "#000", "throughput")
