@@ -36,18 +36,29 @@ def test_rate_and_in_flight_come_from_the_last_complete_seconds() -> None:
     assert metrics.current(pts, now=100.5) == (100 / metrics.RATE_WINDOW_S, 4)  # seconds 95-99
 
 
-def test_families_label_jobs_and_gateways_and_count_errors_by_kind() -> None:
-    info = JobInfo(id="j1", name="shot", gateway="gw1", state=JobState.RUNNING, created=0.0, bytes_planned=10,
-                   findings=[FileFinding("/a", FindingKind.MISSING, "x"), FileFinding("/b", FindingKind.MISSING, "y")])
-    info.counters["bytes_done"] = 7
-    fams = {f.name: f for f in metrics.families([metrics.JobSample(info, 3.0, 2)],
-                                                [metrics.GatewaySample("gw1", 5, 2, None)])}
-    [err] = fams["prewarm_job_errors"].samples
-    assert err.labels == {"job": "j1", "name": "shot", "gateway": "gw1", "kind": "missing"} and err.value == 2
+def test_families_aggregate_jobs_per_gateway_and_carry_no_job_label() -> None:
+    """A label per job id is a series per job, unbounded over months: jobs add up per gateway."""
+    def job(id_: str, state: JobState, planned: int, done: int, kinds: tuple[FindingKind, ...] = ()) -> JobInfo:
+        info = JobInfo(id=id_, name="shot", gateway="gw1", state=state, created=0.0, bytes_planned=planned,
+                       findings=[FileFinding(f"/{id_}/{n}", k, "x") for n, k in enumerate(kinds)])
+        info.counters["bytes_done"] = done
+        return info
+
+    jobs = [metrics.JobSample(job("j1", JobState.RUNNING, 10, 7, (FindingKind.MISSING, FindingKind.MISSING)), 3.0, 2),
+            metrics.JobSample(job("j2", JobState.QUEUED, 20, 0), 0.0, 0),
+            metrics.JobSample(job("j3", JobState.DONE, 100, 100, (FindingKind.MISSING,)), 0.0, 0)]
+    fams = {f.name: f for f in metrics.families(jobs, [metrics.GatewaySample("gw1", 5, 2, None)])}
+    assert not [s for f in fams.values() for s in f.samples if "job" in s.labels or "name" in s.labels]
+    value = {(f.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples}
+    assert value["prewarm_jobs", (("gateway", "gw1"), ("state", "running"))] == 1
+    assert value["prewarm_jobs", (("gateway", "gw1"), ("state", "done"))] == 1
+    assert value["prewarm_gateway_planned_bytes", (("gateway", "gw1"),)] == 30  # the unfinished two
+    assert value["prewarm_gateway_job_bytes", (("gateway", "gw1"), ("kind", "done"))] == 7
+    assert value["prewarm_gateway_errors", (("gateway", "gw1"), ("kind", "missing"))] == 3
+    assert value["prewarm_gateway_rate_bytes_per_second", (("gateway", "gw1"),)] == 3.0
     assert fams["prewarm_gateway_queue_batches"].samples[0].value == 5
     assert fams["prewarm_gateway_throttle_bytes_per_second"].samples == []
-    running = [s for s in fams["prewarm_job_state"].samples if s.value == 1.0]
-    assert [s.labels["state"] for s in running] == ["running"]
+    assert {f.type for f in fams.values()} == {"gauge"}  # sums over a window of jobs can go down
 
 
 class Sent(list[tuple[str, str, int]]):
@@ -63,16 +74,15 @@ def test_service_serves_metrics_and_the_report_of_a_job(r: redis.Redis, studio: 
     while sent:
         _, job_id, index = sent.pop(0)
         runner.run_batch(r, settings, job_id, index, sent)
-    waiting = runner.submit(r, studio.whole(paths[2:]), settings, sent, "gw1")  # sent, never run
+    runner.submit(r, studio.whole(paths[2:]), settings, sent, "gw1")  # `waiting`: sent, never run
     url, stop = run_server(create_app(settings, r, sent, lambda ids: None, "token"))
     try:
         text = requests.get(f"{url}/api/v1/metrics", timeout=10).text
         got = samples(text)
-        lv = (("gateway", "gw1"), ("job", done.id), ("kind", "done"), ("name", "test"))
-        assert got[("prewarm_job_bytes_total", lv)] == 4 * MiB
-        assert got[("prewarm_job_state", (("gateway", "gw1"), ("job", waiting.id), ("name", "test"),
-                                           ("state", "queued")))] == 1.0
-        assert got[("prewarm_gateway_bytes_total", (("gateway", "gw1"),))] == 4 * MiB
+        assert got[("prewarm_jobs", (("gateway", "gw1"), ("state", "done")))] == 1.0
+        assert got[("prewarm_jobs", (("gateway", "gw1"), ("state", "queued")))] == 1.0  # `waiting`
+        assert got[("prewarm_gateway_planned_bytes", (("gateway", "gw1"),))] == 4 * MiB  # `waiting`'s, unfinished
+        assert got[("prewarm_gateway_job_bytes", (("gateway", "gw1"), ("kind", "done")))] == 0
         assert got[("prewarm_gateway_inflight_batches", (("gateway", "gw1"),))] >= 1
         rep = requests.get(f"{url}/api/v1/jobs/{done.id}/report", timeout=10)
         assert rep.status_code == 200 and rep.json()["summary"]["warmed"]["bytes"] == 4 * MiB
@@ -86,7 +96,7 @@ def test_service_serves_metrics_and_the_report_of_a_job(r: redis.Redis, studio: 
 
 def test_standalone_exporter(redis_url: str, r: redis.Redis, studio: Studio) -> None:
     settings = studio.settings()
-    job = runner.submit(r, studio.whole([studio.file("a.tx", MiB)]), settings, Sent(), "gw9")
+    runner.submit(r, studio.whole([studio.file("a.tx", MiB)]), settings, Sent(), "gw9")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
     proc = subprocess.Popen([sys.executable, "-m", "prewarm", "metrics", "--port", str(port), "--bind", "127.0.0.1",
@@ -101,7 +111,7 @@ def test_standalone_exporter(redis_url: str, r: redis.Redis, studio: Studio) -> 
                 assert proc.poll() is None and time.monotonic() < deadline, "exporter did not start"
                 time.sleep(0.1)
         got = samples(text)
-        assert got[("prewarm_job_planned_bytes", (("gateway", "gw9"), ("job", job.id), ("name", "test")))] == MiB
+        assert got[("prewarm_gateway_planned_bytes", (("gateway", "gw9"),))] == MiB  # the job, queued
         assert got[("prewarm_gateway_inflight_batches", (("gateway", "gw9"),))] == 1  # sent, no worker
         assert got[("prewarm_gateway_queue_batches", (("gateway", "gw9"),))] == 0
     finally:

@@ -4,22 +4,24 @@ Workers and the service keep no counters of their own: the job state in Redis is
 truth (it survives worker restarts and counts redelivered batches once), so a custom
 collector turns it into metrics on each scrape. Any number of exporters (the service's
 /api/v1/metrics, `prewarm metrics --port`) then agree with each other and with
-`prewarm status`. Per-job series are kept to the `JOBS` most recent jobs so label
-cardinality stays bounded; per-gateway totals cover the same jobs.
+`prewarm status`. No series carries a job id: a label per job is a new series per job,
+unbounded over months of jobs, and Prometheus keeps each one. Jobs are aggregated per
+gateway (a studio has a handful); the per-job detail is in `prewarm status` and the report.
+"Recent" is the `JOBS` most recent jobs; "unfinished" those of them queued or running.
 
-    prewarm_job_bytes_total{job,name,gateway,kind}     done | skipped | failed
-    prewarm_job_files_total{job,name,gateway,kind}     done | skipped | failed
-    prewarm_job_planned_bytes{job,name,gateway}
-    prewarm_job_state{job,name,gateway,state}          1 for the job's current state
-    prewarm_job_rate_bytes_per_second{job,name,gateway}  over the last RATE_WINDOW_S complete seconds
-    prewarm_job_reads_in_flight{job,name,gateway}      in the last complete second
-    prewarm_job_errors_total{job,name,gateway,kind}    files by finding kind (missing, denied, ...)
-    prewarm_gateway_bytes_total{gateway}               bytes read, recent jobs
-    prewarm_gateway_rate_bytes_per_second{gateway}
-    prewarm_gateway_reads_in_flight{gateway}
-    prewarm_gateway_queue_batches{gateway}             batches waiting to be sent
-    prewarm_gateway_inflight_batches{gateway}          batches sent and unfinished
-    prewarm_gateway_throttle_bytes_per_second{gateway} the shared rate (absent: worker default)
+    prewarm_jobs{gateway,state}                            recent jobs in each state
+    prewarm_gateway_planned_bytes{gateway}                 bytes the unfinished jobs plan
+    prewarm_gateway_job_bytes{gateway,kind}                of those, done | skipped | failed
+    prewarm_gateway_job_files{gateway,kind}                files, likewise
+    prewarm_gateway_errors{gateway,kind}                   files with a finding (missing, denied, ...), recent jobs
+    prewarm_gateway_rate_bytes_per_second{gateway}        over the last RATE_WINDOW_S complete seconds
+    prewarm_gateway_reads_in_flight{gateway}               in the last complete second
+    prewarm_gateway_queue_batches{gateway}                 batches waiting to be sent
+    prewarm_gateway_inflight_batches{gateway}              batches sent and unfinished
+    prewarm_gateway_throttle_bytes_per_second{gateway}     the shared rate (absent: worker default)
+
+All are gauges: sums over a window of jobs go down when a job leaves it, which a counter
+must never do.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import redis
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from prewarm.state import dispatch, throttle
@@ -69,56 +71,65 @@ def current(points: list[Point], now: float) -> tuple[float, int]:
 
 
 def families(jobs: list[JobSample], gateways: list[GatewaySample]) -> Iterator[Metric]:
-    """The metric families of a snapshot. Pure: the snapshot in, Prometheus families out."""
-    labels = ["job", "name", "gateway"]
-    by_bytes = CounterMetricFamily("prewarm_job_bytes", "Bytes of the plan by outcome", labels=[*labels, "kind"])
-    by_files = CounterMetricFamily("prewarm_job_files", "Files of the plan by outcome", labels=[*labels, "kind"])
-    planned = GaugeMetricFamily("prewarm_job_planned_bytes", "Bytes the plan asks for", labels=labels)
-    state = GaugeMetricFamily("prewarm_job_state", "1 for the job's current state", labels=[*labels, "state"])
-    rate = GaugeMetricFamily("prewarm_job_rate_bytes_per_second", "Bytes read per second, recent", labels=labels)
-    flying = GaugeMetricFamily("prewarm_job_reads_in_flight", "Reads in flight, last second", labels=labels)
-    errors = CounterMetricFamily("prewarm_job_errors", "Files with a finding, by kind", labels=[*labels, "kind"])
-    gw_bytes: Counter[str] = Counter()
-    gw_rate: defaultdict[str, float] = defaultdict(float)
-    gw_flying: Counter[str] = Counter()
+    """The metric families of a snapshot, per gateway. Pure: the snapshot in, Prometheus families out."""
+    gw, kinds = ["gateway"], ["gateway", "kind"]
+    by_state = GaugeMetricFamily("prewarm_jobs", "Recent jobs in each state", labels=["gateway", "state"])
+    planned = GaugeMetricFamily("prewarm_gateway_planned_bytes", "Bytes the unfinished jobs plan", labels=gw)
+    by_bytes = GaugeMetricFamily("prewarm_gateway_job_bytes", "Bytes of the unfinished jobs by outcome", labels=kinds)
+    by_files = GaugeMetricFamily("prewarm_gateway_job_files", "Files of the unfinished jobs by outcome", labels=kinds)
+    errors = GaugeMetricFamily("prewarm_gateway_errors", "Files with a finding in recent jobs, by kind", labels=kinds)
+    states: Counter[tuple[str, str]] = Counter()
+    outcome: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    found: Counter[tuple[str, str]] = Counter()
+    rate: defaultdict[str, float] = defaultdict(float)
+    flying: Counter[str] = Counter()
     for j in jobs:
         i = j.info
-        lv = [i.id, i.name, i.gateway]
-        read = i.progress()[0]  # bytes read move during a batch, not only when it ends
-        for kind in ("done", "skipped", "failed"):
-            by_bytes.add_metric([*lv, kind], read if kind == "done" else i.counters[f"bytes_{kind}"])
-            by_files.add_metric([*lv, kind], i.counters[f"files_{kind}"])
-        planned.add_metric(lv, i.bytes_planned)
+        states[i.gateway, i.state.value] += 1
+        found.update((i.gateway, f.kind.value) for f in i.findings)
+        rate[i.gateway] += j.rate_bps
+        flying[i.gateway] += j.in_flight
+        if not i.state.final:
+            o = outcome[i.gateway]
+            o["planned"] += i.bytes_planned
+            o["bytes_done"] += i.progress()[0]  # bytes read move during a batch, not only when it ends
+            for kind in ("skipped", "failed"):
+                o[f"bytes_{kind}"] += i.counters[f"bytes_{kind}"]
+            for kind in ("done", "skipped", "failed"):
+                o[f"files_{kind}"] += i.counters[f"files_{kind}"]
+    names = sorted({g.name for g in gateways} | {j.info.gateway for j in jobs})
+    for name in names:
         for s in JobState:
-            state.add_metric([*lv, s.value], 1.0 if i.state is s else 0.0)
-        rate.add_metric(lv, j.rate_bps)
-        flying.add_metric(lv, j.in_flight)
-        for kind, n in sorted(Counter(f.kind.value for f in i.findings).items()):
-            errors.add_metric([*lv, kind], n)
-        gw_bytes[i.gateway] += read
-        gw_rate[i.gateway] += j.rate_bps
-        gw_flying[i.gateway] += j.in_flight
-    yield from (by_bytes, by_files, planned, state, rate, flying, errors)
-    gb = CounterMetricFamily("prewarm_gateway_bytes", "Bytes read for recent jobs", labels=["gateway"])
+            by_state.add_metric([name, s.value], states[name, s.value])
+        o = outcome[name]
+        planned.add_metric([name], o["planned"])
+        for kind in ("done", "skipped", "failed"):
+            by_bytes.add_metric([name, kind], o[f"bytes_{kind}"])
+            by_files.add_metric([name, kind], o[f"files_{kind}"])
+    for (name, kind), n in sorted(found.items()):
+        errors.add_metric([name, kind], n)
+    yield from (by_state, planned, by_bytes, by_files, errors)
+    yield from _gateway_families(names, {g.name: g for g in gateways}, rate, flying)
+
+
+def _gateway_families(names: list[str], known: dict[str, GatewaySample], rate: dict[str, float],
+                      flying: Counter[str]) -> Iterator[Metric]:
     gr = GaugeMetricFamily("prewarm_gateway_rate_bytes_per_second", "Bytes read per second", labels=["gateway"])
     gf = GaugeMetricFamily("prewarm_gateway_reads_in_flight", "Reads in flight", labels=["gateway"])
     gq = GaugeMetricFamily("prewarm_gateway_queue_batches", "Batches waiting to be sent", labels=["gateway"])
     gi = GaugeMetricFamily("prewarm_gateway_inflight_batches", "Batches sent, unfinished", labels=["gateway"])
     gt = GaugeMetricFamily("prewarm_gateway_throttle_bytes_per_second", "Shared rate; 0 = unthrottled",
                            labels=["gateway"])
-    names = sorted({g.name for g in gateways} | set(gw_bytes))
-    known = {g.name: g for g in gateways}
     for name in names:
-        gb.add_metric([name], gw_bytes[name])
-        gr.add_metric([name], gw_rate[name])
-        gf.add_metric([name], gw_flying[name])
+        gr.add_metric([name], rate.get(name, 0.0))
+        gf.add_metric([name], flying[name])
         g = known.get(name)
         if g is not None:
             gq.add_metric([name], g.queued_batches)
             gi.add_metric([name], g.inflight_batches)
             if g.throttle_bps is not None:
                 gt.add_metric([name], g.throttle_bps)
-    yield from (gb, gr, gf, gq, gi, gt)
+    yield from (gr, gf, gq, gi, gt)
 
 
 def snapshot(r: redis.Redis[bytes], now: float | None = None) -> tuple[list[JobSample], list[GatewaySample]]:
