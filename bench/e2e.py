@@ -334,6 +334,26 @@ def combine(shots: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     return out
 
 
+DEMO_LEGEND = """
+the columns, one row per strategy (cold: the frames read through an empty gateway; prewarm: after the warm):
+  warm_s     seconds the warm took (0 when there is none)      ideal_s  its WAN bytes / the link rate
+  util       ideal_s / warm_s: how close the warm ran to the link
+  WAN MB     bytes the gateway fetched over the WAN, warm and frames together
+  frames MB  bytes the frames read                             wait_s   seconds the frames waited on reads
+  floor_s    wait_s when every read hits (this machine's own cost)
+  wan_wait   wait_s - floor_s: the wait warming can remove     hit      share of frame reads the cache answered
+
+try next:
+  .venv/bin/prewarm evaluate .demo/shot100.plan.json --local /studio/proj=.demo/proj \\
+      --traces sample_jobs/shot100/traces/frame.0010.strace.gz -o .demo/eval.json
+                               the plan's recall and over-fetch against a frame it never saw
+  PREWARM_REDIS_URL=redis://localhost:6379/0 make demo
+                               the same warm through a Celery worker (start redis-server first)
+  .venv/bin/python bench/e2e.py --quick
+                               both sample shots, every strategy, and the README's verdicts
+  README, "Warming a job" and "On the farm": workers, the service, hooks and watch folders"""
+
+
 def table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     lines = [title, f"{'strategy':9} {'warm_s':>7} {'ideal_s':>7} {'util':>5} {'WAN MB':>8} {'frames MB':>9} "
                     f"{'wait_s':>7} {'floor_s':>7} {'wan_wait':>8} {'hit':>6}"]
@@ -517,6 +537,7 @@ def main() -> int:
               f"frames waited {c['frame_wait_s']:.2f} s on reads cold, {p['frame_wait_s']:.2f} s after "
               f"a {p['warm_s']:.2f} s warm ({p['frame_hit_ratio']:.0%} of frame reads from cache; "
               f"{p['frame_floor_wait_s']:.2f} s when every read hits: the replay's own floor on this machine)")
+        print(DEMO_LEGEND)
         return 0
     settings_granule = read_size or Settings().read_size
     link = {"rtt_ms": args.rtt_ms, "mbps": args.mbps}
