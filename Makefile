@@ -59,7 +59,7 @@ demo: setup system-deps
 
 # Lint and types: ruff (with a complexity limit) and mypy --strict on the package.
 lint: setup
-	$(VENV)/bin/ruff check prewarm workers tests bench
+	$(VENV)/bin/ruff check prewarm workers tests bench setup.py
 	$(VENV)/bin/mypy
 
 # The whole test suite: lint, then unit tests and integration tests on real Redis, Celery and

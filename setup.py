@@ -16,10 +16,11 @@ or to step through the modules in a debugger).
 from __future__ import annotations
 
 import os
+from typing import cast
 
-from setuptools import setup
+from setuptools import Extension, setup
 
-# The one list of compiled modules: the Makefile, the tests and the benches read it from here.
+# The one list of compiled modules: the Makefile and tests/conftest.py read it from here.
 COMPILED = [
     "prewarm/traces/strace.py",
     "prewarm/plan/ranges.py",
@@ -28,14 +29,15 @@ COMPILED = [
 ]
 
 
-def _extensions() -> list[object]:
+def _extensions() -> list[Extension]:
     if os.environ.get("PREWARM_PURE") == "1":
         return []
     from mypyc.build import mypycify
 
     # One group, named inside the package: its shared library is prewarm/native__mypyc.*.so,
     # beside the four small extensions that load the modules from it.
-    return list(mypycify(COMPILED, opt_level="3", group_name="prewarm.native"))
+    # setuptools' Extension when setuptools is there, as it is in any build of this file
+    return cast(list[Extension], mypycify(COMPILED, opt_level="3", group_name="prewarm.native"))
 
 
 setup(ext_modules=_extensions())
