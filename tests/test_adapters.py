@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from prewarm.errors import ManifestError
-from prewarm.farm.adapters import frame_spec
-from prewarm.farm.adapters.deadline10 import job_to_manifest
-from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
+from prewarm.flow.adapters import frame_spec
+from prewarm.flow.adapters.deadline10 import job_to_manifest
+from prewarm.flow.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.framespec import parse_frames
 from prewarm.plan.pathmap import PathMap, Prefix
@@ -104,12 +104,17 @@ def test_bad_bundles_fail_in_one_line_naming_the_file(bundle: Path, breakage, wh
     assert "\n" not in text and where in err.value.where and message in text, text
 
 
-def test_bundle_json_refuses_relative_paths_and_unknown_keys() -> None:
+def test_bundle_json_leaves_out_relative_paths_with_a_note_and_refuses_unknown_keys() -> None:
+    """Posted without its folder, a bundle's relative path names one of its own files (shipped by job
+    attachments): it is left out, and said so, rather than refusing the job."""
     obj = {stem: yaml.safe_load((BLENDER_BUNDLE / f"{stem}.yaml").read_text())
            for stem in ("template", "asset_references", "parameter_values")}
     obj["parameter_values"]["parameterValues"][6]["value"] = "scenes/x.blend"
-    with pytest.raises(ManifestError, match="BlenderFile: 'scenes/x.blend' is not an absolute"):
-        bundle_json_to_manifest(obj, "request")
+    notes: list[str] = []
+    m = bundle_json_to_manifest(obj, "request", notes=notes)
+    assert not any("x.blend" in i.path for i in m.inputs)
+    assert notes == ["parameter BlenderFile: 'scenes/x.blend' is the bundle's own file, outside the studio roots: "
+                     "job attachments ship it with the job; not warmed"]
     with pytest.raises(ManifestError, match="templat: unknown key"):
         bundle_json_to_manifest({"templat": {}}, "request")
 
@@ -140,7 +145,9 @@ def test_deadline10_maya_job() -> None:
     ("Name=a\nFrames=1-10x\n", "SceneFile=/s/a.ma", "job.job:2", "Frames:"),
     ("Name=a\nframes=1\nFrames=2\n", "SceneFile=/s/a.ma", "job.job:3", "Frames: given twice (first on line 2)"),
     ("Name=a\n", "SceneFile=/s/a.ma", "job.job", "Frames: missing"),
-    ("Name=a\nFrames=1\n", "Threads=0\nSceneFile=C:\\proj\\a.ma\n", "plugin.job:2", "not an absolute POSIX path"),
+    ("Name=a\nFrames=1\n", "Threads=0\nSceneFile=C:\\proj\\a.ma\n", "plugin.job:2",
+     "SceneFile: 'C:\\\\proj\\\\a.ma' is a Windows path that no entry of the site's path_map maps"),
+    ("Name=a\nFrames=1\n", "SceneFile=scenes/a.ma\n", "plugin.job:1", "not an absolute POSIX path"),
     ("Name=a\nFrames=1\n", "Threads=0\n", "plugin.job", "no SceneFile"),
     ("Name=a\nFrames=1\nPriority=high\n", "SceneFile=/s/a.ma", "job.job:3", "Priority: expected an integer"),
 ])

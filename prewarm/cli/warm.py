@@ -18,12 +18,14 @@ from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from prewarm.cli.options import (
+    add_job_flags,
     add_path_map_flags,
     add_redis_flag,
+    load_job,
     redis_of,
     site_settings,
 )
-from prewarm.errors import ConfigError, PlanFileError, ServiceError
+from prewarm.errors import ConfigError, ServiceError
 from prewarm.plan.model import Plan
 from prewarm.plan.units import parse_rate
 from prewarm.site.mounts import ReadMode
@@ -51,7 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("warm", help="read a plan's ranges through the gateway mount so the gateway caches them",
                        description="Warm the gateway cache for a job: plan it (from a manifest) or take a plan, "
                                    "then read its ranges through the gateway mount.")
-    p.add_argument("source", nargs="?", metavar="MANIFEST|PLAN.json", help="job manifest (YAML) or plan (JSON)")
+    p.add_argument("source", nargs="?", metavar="JOB|PLAN.json",
+                   help="a plan (JSON), or a job: manifest (YAML or JSON), bundle folder or JSON, hook payload")
     p.add_argument("--traces", action="append", default=[], metavar="PATH",
                    help="traces of earlier frames, when planning from a manifest; repeatable")
     add_redis_flag(p)
@@ -69,45 +72,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--report", metavar="FILE", help="write the warm report when it ends: FILE.html (the page "
                                                     "`prewarm report` makes) or FILE.json; with several gateways, "
                                                     "one file each, named FILE-GATEWAY.html")
+    add_job_flags(p)
     add_path_map_flags(p)
     p.set_defaults(func=run)
 
 
 def load_source(source: str, traces: list[str], settings: Settings, args: argparse.Namespace) -> tuple[Plan, Settings]:
-    """The plan to warm and the settings to warm it with (the manifest's path map joins them)."""
-    try:
-        with open(source, "rb") as fh:
-            head = fh.read(1 << 16).lstrip()
-    except OSError as exc:
-        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
-    if source.endswith(".json") or head.startswith(b"{"):
-        return read_plan(source), settings
-    from prewarm.flow.planning import load_manifest, plan_manifest
+    """The plan to warm (`prewarm.flow.jobs`: a plan file, or any job planned as `prewarm plan` plans
+    it, from the trace store without `--traces`) and the settings to warm it with."""
+    from prewarm.flow import jobs
 
-    return plan_manifest(load_manifest(source), traces, settings), settings
-
-
-def read_plan(source: str) -> Plan:
-    """A plan file, streamed (see `load_plan`)."""
-    try:
-        with open(source, "rb") as fh:
-            return load_plan(fh, source)
-    except OSError as exc:
-        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
-
-
-def load_plan(fh: IO[bytes], where: str) -> Plan:
-    """A plan from a binary stream: its ranges go straight into the plan's columnar table
-    (ijson's C parser), so a million-range plan never exists as a million Python dicts."""
-    import ijson
-
-    try:
-        return Plan.from_events(ijson.parse(fh, use_float=True), where=where)
-    except (ijson.JSONError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PlanFileError(where, f"not valid JSON: {first[:120]}") from exc  # yajl goes on to quote the text
-    except StopIteration as exc:
-        raise PlanFileError(where, "not valid JSON: ends early") from exc
+    job = load_job(args, source, settings)
+    return jobs.plan(job, traces or None, settings), settings
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,9 +20,7 @@ from typing import Any
 import requests
 
 from prewarm.errors import InputError, ServiceError
-
-BUNDLE_FILES = ("template", "asset_references", "parameter_values")
-"""The files of an OpenJD job bundle that describe the job (by stem; .yaml, .yml or .json)."""
+from prewarm.flow.adapters.openjd import BUNDLE_EXTS, BUNDLE_FILES
 
 MAX_BUNDLE_FILE = 4 << 20
 """A bundle file beyond this is not a job description (the service's whole body limit is 8 MiB)."""
@@ -56,7 +54,7 @@ class PrewarmClient:
             raise InputError(str(folder), "not a job bundle folder")
         files = {}
         for f in sorted(folder.iterdir()):
-            if f.is_file() and f.stem in BUNDLE_FILES and f.suffix in (".yaml", ".yml", ".json"):
+            if f.is_file() and f.stem in BUNDLE_FILES and f.suffix in BUNDLE_EXTS:
                 if f.stat().st_size > MAX_BUNDLE_FILE:
                     raise InputError(str(f), f"over {MAX_BUNDLE_FILE} bytes: not a job description")
                 if f.stem in files:

@@ -34,9 +34,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prewarm.errors import InputError, OutsideRoots, ServiceError, TraceError
 from prewarm.farm import report_routes as service_reports
-from prewarm.flow import warming
-from prewarm.flow.planning import plan_manifest
-from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.flow import jobs, warming
+from prewarm.plan.manifest import Manifest
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import client as state_client
@@ -70,15 +69,19 @@ class DeadlineJob(_Strict):
 
 
 class SubmitRequest(_Strict):
-    """Exactly one of `manifest`, `bundle`, `bundle_path`, `deadline`."""
+    """Exactly one of `manifest`, `bundle`, `bundle_path`, `deadline`, `hook` (`hook` may bring `bundle`)."""
 
-    manifest: str | None = Field(None, description="a prewarm manifest, YAML or JSON text")
+    manifest: str | None = Field(None, description="a prewarm manifest, YAML or JSON text (also a bundle "
+                                                   "object or a hook payload as JSON text)")
     bundle: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(
         None, description="an OpenJD job bundle: {template, asset_references?, parameter_values?}, "
                           "each the file's content as an object or as its YAML/JSON text")
     bundle_path: str | None = Field(None, max_length=4096,
                                     description="an OpenJD job bundle folder under the configured roots")
     deadline: DeadlineJob | None = None
+    hook: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(
+        None, description="a Deadline Cloud submission hook's payload (jobName, parameters, jobBundleDir, "
+                          "assetReferences); the bundle's files in `bundle`, else its jobBundleDir under the roots")
     traces: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         None, max_length=1000, description="trace files or folders under the roots; default: the trace store's")
 
@@ -216,37 +219,41 @@ def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send:
     if not roots:
         raise ServiceError("the service has no allowed roots: set `roots` or `path_map` in its config")
     guard = Guard(roots, settings.path_map)
-    manifest = _manifest_of(req, settings, guard)
-    traces = _traces_of(req, manifest, settings, guard)
-    plan = plan_manifest(manifest, traces, settings)
+    job = _job_of(req, settings, guard)
+    assert job.manifest is not None
+    traces = _traces_of(req, job.manifest, settings, guard)
+    plan = jobs.plan(job, traces, settings)
     submitted = warming.submit_plan(r, plan, settings, send, "plan")
     return Submitted(ids=list(submitted.ids), job=plan.job, duplicate=submitted.duplicate, plan=plan.summary(),
                      missing=[m.to_json() for m in plan.missing])
 
 
-def _manifest_of(req: SubmitRequest, settings: Settings, guard: Guard) -> Manifest:
-    given = [k for k in ("manifest", "bundle", "bundle_path", "deadline") if getattr(req, k) is not None]
-    if len(given) != 1:
-        raise InputError("body", "give exactly one of manifest, bundle, bundle_path, deadline"
-                         + (f" (got {', '.join(given)})" if given else ""))
+def _job_of(req: SubmitRequest, settings: Settings, guard: Guard) -> jobs.Job:
+    """The request's job, read by the one loader (`prewarm.flow.jobs`); studio paths through `guard`."""
+    given = [k for k in ("manifest", "bundle", "bundle_path", "deadline", "hook") if getattr(req, k) is not None]
+    if len(given) != 1 and sorted(given) != ["bundle", "hook"]:
+        raise InputError("body", "give exactly one of manifest, bundle, bundle_path, deadline, hook (hook may "
+                                 "bring its bundle)" + (f" (got {', '.join(given)})" if given else ""))
+    ctx = jobs.context(settings)
     if req.manifest is not None:
-        return parse_manifest(req.manifest, "manifest")
+        return jobs.from_text(req.manifest, "manifest", ctx, guard=guard)
     if req.deadline is not None:
-        from prewarm.farm.adapters.deadline10 import job_to_manifest
-
         d = req.deadline
-        return job_to_manifest(d.job_info, d.plugin_info, "deadline", d.extra_inputs)
-    from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
-
+        return jobs.deadline(d.job_info, d.plugin_info, "deadline", ctx, d.extra_inputs)
+    if req.hook is not None:
+        try:
+            return jobs.hook(req.hook, "hook", ctx, req.bundle, guard)
+        except InputError as exc:   # a jobBundleDir the service read: its content is not shown
+            raise type(exc)(exc.where, _unquoted(exc.message)) from exc
     if req.bundle_path is not None:
         if not inside(req.bundle_path, guard.roots):
             raise OutsideRoots("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(guard.roots)}")
         try:
-            return bundle_to_manifest(req.bundle_path, req.bundle_path.rstrip("/"), guard)
+            return jobs.bundle_folder(req.bundle_path, req.bundle_path.rstrip("/"), ctx, guard)
         except InputError as exc:
             raise type(exc)(exc.where, _unquoted(exc.message)) from exc
     assert req.bundle is not None
-    return bundle_json_to_manifest(req.bundle, "bundle")
+    return jobs.bundle_object(req.bundle, "bundle", ctx)
 
 
 def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, guard: Guard) -> list[TraceFile] | None:
