@@ -138,6 +138,6 @@ class PathMap:
 def parse_pair(text: str, flag: str) -> tuple[str, str]:
     """`A=B` from a command-line flag such as `--local /studio=/mnt/gw`."""
     a, sep, b = text.partition("=")
-    if not sep or not a.startswith("/") or not b:
+    if not sep or not (a.startswith("/") or is_windows(a + "/")) or not b:
         raise ConfigError(flag, f"expected ABSOLUTE_PREFIX=PATH, got {text!r}")
     return a, b
