@@ -103,3 +103,19 @@ def test_a_payload_of_the_wrong_shape_is_one_line(payload: dict[str, object], me
     with pytest.raises(ManifestError) as err:
         jobs.hook(payload, "payload", jobs.context(Settings()))
     assert message in str(err.value) and "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+def test_windows_prefixes_in_the_sites_settings_map_farm_paths(tmp_path: Path) -> None:
+    """Drive letters and UNC shares are aliases of a studio prefix in the settings file: either slash, any case."""
+    config = tmp_path / "config.yaml"
+    config.write_text("roots: [/studio/proj]\npath_map:\n"
+                      "  - {studio: /studio/proj, aliases: ['W:/proj', '\\\\filer01\\proj']}\n")
+    settings = Settings.load(path=str(config))
+    payload = {"jobName": "win", "jobBundleDir": str(BLENDER_BUNDLE),
+               "parameters": [{"name": "Frames", "value": "1"},
+                              {"name": "BlenderFile", "value": "w:\\PROJ\\shot100\\a.blend"},
+                              {"name": "TextureDir", "value": "//FILER01/proj/assets/tex"}],
+               "assetReferences": {"inputFilenames": ["\\\\filer01\\proj\\assets\\hdri.exr"]}}
+    m = jobs.hook(payload, "payload", jobs.context(settings)).manifest
+    assert m is not None and [i.path for i in m.inputs] == [
+        "/studio/proj/shot100/a.blend", "/studio/proj/assets/tex/", "/studio/proj/assets/hdri.exr"]
