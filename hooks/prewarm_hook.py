@@ -83,6 +83,8 @@ def post(server, body, token=None, give_up_s=GIVE_UP_S):
     answer = outcome["answer"]
     log.info("prewarm: %s %s (%s) in %.2fs", "reused" if answer.get("duplicate") else "warming",
              answer.get("job"), ",".join(answer.get("ids", [])), took)
+    for queue in answer.get("unserved") or ():
+        log.warning("prewarm: no worker consumes %s: the warm waits there until one starts", queue)
     return answer
 
 

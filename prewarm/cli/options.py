@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
     from prewarm.flow.jobs import Job
 
-MAX_PARAMETER_CHARS = 64 << 10
-"""A `-p` value longer than this is not a parameter value (the bundle adapter's limit too)."""
 
 
 def add_redis_flag(p: argparse.ArgumentParser) -> None:
@@ -80,6 +78,7 @@ def add_job_flags(p: argparse.ArgumentParser) -> None:
 
 def parameters_of(args: argparse.Namespace) -> dict[str, str]:
     """`--parameter-values FILE`, then each `-p Name=Value` on top."""
+    from prewarm.flow.adapters.openjd import MAX_VALUE_CHARS
     from prewarm.flow.jobs import parameter_file
 
     out = parameter_file(args.parameter_values) if getattr(args, "parameter_values", None) else {}
@@ -87,9 +86,9 @@ def parameters_of(args: argparse.Namespace) -> dict[str, str]:
         name, sep, value = text.partition("=")
         if not sep or not name.strip():
             raise ConfigError("-p", f"expected NAME=VALUE, got {text[:80]!r}")
-        if len(value) > MAX_PARAMETER_CHARS:
+        if len(value) > MAX_VALUE_CHARS:
             raise ConfigError(f"-p {name.strip()[:80]}", f"{len(value):,} characters, more than a parameter "
-                                                         f"value may have ({MAX_PARAMETER_CHARS:,})")
+                                                         f"value may have ({MAX_VALUE_CHARS:,})")
         out[name.strip()] = value
     return out
 

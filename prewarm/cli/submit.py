@@ -64,4 +64,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(result.get('missing', []))} missing input(s)", file=sys.stderr)
     for m in result.get("missing", [])[:20]:
         print(f"  missing {m['path']}: {m['reason']}", file=sys.stderr)
+    for queue in result.get("unserved") or ():
+        print(f"  no worker consumes {queue}: the warm waits there until one starts "
+              f"(`prewarm worker --gateway {queue.removeprefix('prewarm.')}`)", file=sys.stderr)
     return 0

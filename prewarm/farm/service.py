@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hmac
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Annotated, Any
 
 import redis
@@ -28,6 +30,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import KombuError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,7 +42,7 @@ from prewarm.plan.manifest import Manifest
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import client as state_client
-from prewarm.state import dispatch, runner
+from prewarm.state import dispatch, keys, runner
 from prewarm.state.dispatch import Send
 from prewarm.state.jobs import WarmJob, recent
 from prewarm.traces.files import TraceFile
@@ -50,6 +53,9 @@ JOB_ID = r"^[0-9a-f]{1,64}$"
 """Warm ids are hex (see `WarmJob.create`); anything else is a 404 before Redis is asked."""
 
 Revoke = Callable[[list[str]], None]
+
+Served = Callable[[], "frozenset[str] | None"]
+"""The queues some worker consumes now; None while that is not known (see `QueueWatch`)."""
 
 
 # request bodies
@@ -92,6 +98,9 @@ class Submitted(BaseModel):
     duplicate: bool
     plan: dict[str, Any]
     missing: list[dict[str, Any]]
+    unserved: list[str] | None = Field(
+        None, description="queues of this job's warms that no worker consumes: the warm waits until one starts "
+                          "(absent when the service does not know yet)")
 
 
 class ErrorBody(BaseModel):
@@ -122,8 +131,9 @@ def connect(url: str) -> redis.Redis[bytes]:
 
 
 def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Revoke,
-               token: str | None) -> FastAPI:
-    """The service over one Redis; `send`/`revoke` reach the workers (Celery's in production).
+               token: str | None, served: Served | None = None) -> FastAPI:
+    """The service over one Redis; `send`/`revoke` reach the workers (Celery's in production),
+    `served` says which queues they consume (a submitter is told when none reads its job's).
 
     `token` None leaves the service open: only for a trusted loopback (`prewarm serve --no-token`).
     """
@@ -139,7 +149,7 @@ def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Re
               openapi_extra=_SUBMIT_BODY)
     async def submit_job(request: Request) -> JSONResponse:
         req = await _submission(request, settings.max_request_bytes)
-        result = await run_in_threadpool(_submit, req, settings, r, send)
+        result = await run_in_threadpool(_submit, req, settings, r, send, served)
         return JSONResponse(result.model_dump(), status_code=200 if result.duplicate else 202)
 
     @app.get(f"{API}/jobs", responses=ERRORS)
@@ -213,7 +223,8 @@ def _known_id(job_id: str) -> str:
 # submission
 
 
-def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send: Send) -> Submitted:
+def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send: Send,
+            served: Served | None = None) -> Submitted:
     """Describe, check, plan, then warm each gateway unless an identical warm is live."""
     roots = settings.allowed_roots()
     if not roots:
@@ -224,8 +235,36 @@ def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send:
     traces = _traces_of(req, job.manifest, settings, guard)
     plan = jobs.plan(job, traces, settings)
     submitted = warming.submit_plan(r, plan, settings, send, "plan")
+    consumed = served() if served is not None else None
+    queues = {keys.queue(g) for g in settings.gateways(plan.gateways)}
     return Submitted(ids=list(submitted.ids), job=plan.job, duplicate=submitted.duplicate, plan=plan.summary(),
-                     missing=[m.to_json() for m in plan.missing])
+                     missing=[m.to_json() for m in plan.missing],
+                     unserved=None if consumed is None else sorted(queues - consumed))
+
+
+class QueueWatch:
+    """Which queues some worker consumes, asked of the workers every `every_s` in a thread of its own,
+    so a submission is answered at once: a broadcast waits its whole timeout for answers."""
+
+    def __init__(self, ask: Callable[[], set[str]], every_s: float = 15.0) -> None:
+        self.ask = ask
+        self.every_s = every_s
+        self.known: frozenset[str] | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="prewarm-queue-watch", daemon=True)
+
+    def __call__(self) -> frozenset[str] | None:
+        return self.known
+
+    def start(self) -> QueueWatch:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with suppress(OSError, redis.RedisError, KombuError):  # the broker away: keep the last answer
+                self.known = frozenset(self.ask())
+            self.stop.wait(self.every_s)
 
 
 def _job_of(req: SubmitRequest, settings: Settings, guard: Guard) -> jobs.Job:

@@ -65,7 +65,7 @@ PREWARM_KEYS = {"prewarm:show": "show", "prewarm:shot": "shot", "prewarm:gateway
 MAX_FILE_BYTES = 8 << 20
 """Templates are a few KB; a bigger file is a mistake (or an attack), not a job."""
 
-MAX_VALUE_CHARS = 64 << 10
+MAX_VALUE_CHARS = 32 << 10
 """A parameter value longer than this is not a job's value: refused before openjd-model sees it."""
 
 NO_FOLDER = Path("/.prewarm-bundle-folder-not-given")
