@@ -169,6 +169,16 @@ def test_submit_cli(live_service: LiveService, tmp_path: Path) -> None:
     bad.write_text("job: x\nframes: 1-2\ninputs:\n  - /etc/passwd\n")
     refused = submit(str(bad), "--token", TOKEN)
     assert refused.returncode == 2 and "manifest:4: inputs[0]" in refused.stderr and "/etc/passwd" in refused.stderr
+    from tests.test_hooks import SCENE, TEMPLATE
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "template.yaml").write_text(TEMPLATE)
+    given = submit(str(bundle), "--token", TOKEN, "-p", f"SceneFile={SCENE}", "-p", "Frames=1-3", "--traces",
+                   f"{TRACES}/shot100")       # as `deadline bundle submit -p` takes them
+    assert given.returncode == 0, given.stderr
+    [bundle_id] = given.stdout.split()
+    assert live_service.client().status(bundle_id)["name"] == "shot100_cloud"
 
 
 def test_client_raises_input_errors_at_once(live_service: LiveService) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,12 @@ class PrewarmClient:
         return self._submit({"manifest": text}, traces)
 
     def submit_bundle(self, bundle_dir: str | os.PathLike[str], traces: Sequence[str] | None = None,
-                      remote: bool = False) -> dict[str, Any]:
-        """Send the bundle's files; `remote=True` sends only its path, for a folder the service sees under its roots."""
+                      remote: bool = False, parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Send the bundle's files; `remote=True` sends only its path, for a folder the service sees under its roots.
+        `parameters`: values over the bundle's own, as `deadline bundle submit -p` gives them."""
+        given = {"parameters": dict(parameters)} if parameters else {}
         if remote:
-            return self._submit({"bundle_path": str(bundle_dir)}, traces)
+            return self._submit({"bundle_path": str(bundle_dir), **given}, traces)
         folder = Path(bundle_dir)
         if not folder.is_dir():
             raise InputError(str(folder), "not a job bundle folder")
@@ -62,7 +64,7 @@ class PrewarmClient:
                 files[f.stem] = _read(f, str(f))
         if "template" not in files:
             raise InputError(str(folder), "not a job bundle: no template.yaml or template.json")
-        return self._submit({"bundle": files}, traces)
+        return self._submit({"bundle": files, **given}, traces)
 
     def submit_deadline(self, job_info: str | os.PathLike[str], plugin_info: str | os.PathLike[str],
                         extra_inputs: Sequence[str] = (), traces: Sequence[str] | None = None) -> dict[str, Any]:

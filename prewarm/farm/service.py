@@ -90,6 +90,8 @@ class SubmitRequest(_Strict):
                           "assetReferences); the bundle's files in `bundle`, else its jobBundleDir under the roots")
     traces: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         None, max_length=1000, description="trace files or folders under the roots; default: the trace store's")
+    parameters: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=32 << 10)]] | None = Field(
+        None, max_length=1000, description="a bundle's parameter values, over its own (`prewarm submit -p`)")
 
 
 class Submitted(BaseModel):
@@ -273,7 +275,7 @@ def _job_of(req: SubmitRequest, settings: Settings, guard: Guard) -> jobs.Job:
     if len(given) != 1 and sorted(given) != ["bundle", "hook"]:
         raise InputError("body", "give exactly one of manifest, bundle, bundle_path, deadline, hook (hook may "
                                  "bring its bundle)" + (f" (got {', '.join(given)})" if given else ""))
-    ctx = jobs.context(settings)
+    ctx = jobs.context(settings, req.parameters)
     if req.manifest is not None:
         return jobs.from_text(req.manifest, "manifest", ctx, guard=guard)
     if req.deadline is not None:
