@@ -92,9 +92,6 @@ def test_bundle_plans_with_the_real_traces(real_traces: Path, shot_trees: Path) 
     (lambda b: _edit(b / "parameter_values.yaml", lambda d: d["parameterValues"].append(
         {"name": "deadline:priority", "value": "high"})), "parameter_values.yaml", "given twice"),
     (lambda b: shutil.copy(b / "template.yaml", b / "template.json"), "template.json", "keep one"),
-    (lambda b: (b / "template.yaml").write_text((b / "template.yaml").read_text().replace("Frame}}", "Camera}}")
-                                                .replace("- name: Frame\n", "- name: Camera\n")),
-     "template.yaml", "no step has a Frame task parameter"),
 ])
 def test_bad_bundles_fail_in_one_line_naming_the_file(bundle: Path, breakage, where: str, message: str) -> None:  # type: ignore[no-untyped-def]
     breakage(bundle)
@@ -194,3 +191,13 @@ def test_a_plugin_info_of_33k_keys_is_read_in_linear_work(monkeypatch: pytest.Mo
     m = job_to_manifest("Name=big\nFrames=1-2\n", plugin, "job.job")
     assert len(m.inputs) == 2063 and m.inputs[-1].path == "/studio/proj/assets/tex/t32992.tx"
     assert sum(seen) < 2 * len(plugin)
+
+
+def test_a_bundle_without_a_frame_task_parameter_is_one_task(bundle: Path) -> None:
+    """A job of single tasks still reads its inputs: planned as one task, said in a note."""
+    (bundle / "template.yaml").write_text((bundle / "template.yaml").read_text().replace("Frame}}", "Camera}}")
+                                          .replace("- name: Frame\n", "- name: Camera\n"))
+    notes: list[str] = []
+    m = bundle_to_manifest(bundle, "bundle", notes=notes)
+    assert m.frames == (1,) and m.inputs[0].path == "/studio/proj/shot100/shot100_lighting_v001.blend"
+    assert notes == ["no step has a Frame task parameter: planned as one task (frame 1)"]

@@ -113,3 +113,16 @@ def test_a_hostile_template_is_one_line(tmp_path: Path, template: str, message: 
     with pytest.raises(ManifestError) as err:
         jobs.load(bundle, _settings(tmp_path))
     assert message in str(err.value) and "\n" not in str(err.value) and len(str(err.value)) < 700
+
+
+def test_a_job_reading_only_its_bundles_own_files_is_refused_saying_so(tmp_path: Path) -> None:
+    bundle = tmp_path / "scripts_only"
+    (bundle / "scripts").mkdir(parents=True)
+    (bundle / "template.yaml").write_text(
+        "specificationVersion: jobtemplate-2023-09\nname: Scripts only\nparameterDefinitions:\n"
+        "- {name: ScriptDir, type: PATH, objectType: DIRECTORY, dataFlow: IN, default: scripts}\n"
+        "steps:\n- name: Run\n  script:\n    actions:\n      onRun: {command: '{{Param.ScriptDir}}/run.sh'}\n")
+    with pytest.raises(ManifestError) as err:
+        jobs.load(bundle, _settings(tmp_path))
+    assert str(err.value) == (f"{bundle}: inputs: the job reads only the bundle's own files (scripts), which job "
+                              "attachments ship with it: nothing on the studio filer to warm")

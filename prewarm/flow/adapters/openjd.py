@@ -12,7 +12,9 @@ and `parameter_values.yaml|json`, as the Deadline Cloud submitters and
   gateway: it is left out, with a note.
 The frames are the values of the step's `Frame` task parameter (any INT or CHUNK[INT]
 task parameter whose name contains "frame"), after `{{Param.X}}` substitution, over
-every step; a chunked step gives every frame of its chunks, fixed or adaptive.
+every step; a chunked step gives every frame of its chunks, fixed or adaptive. A job
+with no such parameter (a script, an After Effects render in one task) is planned as
+one task, frame 1, with a note.
 
 The template is decoded and the job instantiated by `openjd-model`, the reference
 implementation, with every extension it supports (`TASK_CHUNKING`, `EXPR`,
@@ -70,6 +72,9 @@ MAX_VALUE_CHARS = 32 << 10
 
 NO_FOLDER = Path("/.prewarm-bundle-folder-not-given")
 """Where relative paths of a bundle posted without its folder resolve: recognised and left out."""
+
+ONE_TASK = 1
+"""The frame number a job without a Frame task parameter is planned under: it runs as tasks of no frame."""
 
 HOOK_REFS = {"inputFilenames": False, "inputDirectories": True, "referencedPaths": False}
 """The hook payload's flat asset references that frames read (`outputDirectories` they write); True: folders."""
@@ -260,6 +265,9 @@ def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path, studi
     paths = _PathInputs(str(root), studio, context, notes if notes is not None else [])
     inputs = paths.of_parameters(defs, params, pv_where) + _asset_inputs(docs.get("asset_references"), context)
     frames = _job_frames(job, t_where)
+    if not frames:   # a job of single tasks (a script, a whole-sequence render): its inputs are still read
+        frames = [ONE_TASK]
+        paths.notes.append(f"no step has a Frame task parameter: planned as one task (frame {ONE_TASK})")
     extra: dict[str, object] = {key: farm[k] for k, key in PREWARM_KEYS.items() if k in farm}
     if "deadline:priority" in farm:
         try:
@@ -267,7 +275,11 @@ def _to_manifest(docs: dict[str, tuple[Any, str]], where: str, root: Path, studi
         except ValueError as exc:
             raise ManifestError(pv_where, f"deadline:priority: expected an integer, "
                                           f"got {str(farm['deadline:priority'])[:40]!r}") from exc
-    return build_manifest(where, name or job.name, frames, inputs + (extra_inputs or []), extra)
+    inputs += extra_inputs or []
+    if not inputs and paths.left_out:
+        raise ManifestError(where, f"inputs: the job reads only the bundle's own files ({', '.join(paths.left_out)}), "
+                                   "which job attachments ship with it: nothing on the studio filer to warm")
+    return build_manifest(where, name or job.name, frames, inputs, extra)
 
 
 def _given(doc: tuple[Any, str] | None, context: Context) -> dict[str, Any]:
@@ -337,6 +349,7 @@ class _PathInputs:
         self.studio = studio
         self.context = context
         self.notes = notes
+        self.left_out: list[str] = []
 
     def of_parameters(self, defs: dict[str, Any], params: dict[str, Any], where: str) -> list[str]:
         inputs: list[str] = []
@@ -363,6 +376,7 @@ class _PathInputs:
                 return studio
         self.notes.append(f"parameter {name}: {rel!r} is the bundle's own file, outside the studio roots: "
                           "job attachments ship it with the job; not warmed")
+        self.left_out.append(rel)
         return None
 
 
@@ -396,8 +410,6 @@ def _job_frames(job: Any, where: str) -> list[int]:
                 frames[int(task_value.value)] = None
             else:
                 frames.update(dict.fromkeys(parse_frames(task_value.value, where, f"step {step.name} {names[0]}")))
-    if not frames:
-        raise ManifestError(where, "no step has a Frame task parameter (an INT range): which frames render?")
     return list(frames)
 
 
