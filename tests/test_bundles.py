@@ -105,6 +105,11 @@ def test_plan_and_warm_take_a_bundle_folder_and_parameters_offline(tmp_path: Pat
     ("specificationVersion: jobtemplate-2023-09\nname: x\nsteps: 7\n", "not a valid OpenJD job template"),
     ("a: &a [*a, *a]\n", "valid"),
     ("[1, 2]", "expected a job template"),
+    ("specificationVersion: jobtemplate-2023-09\nname: x\nextensions: [TASK_CHUNKING]\nsteps:\n- name: R\n"
+     "  parameterSpace:\n    taskParameterDefinitions:\n    - name: Frame\n      type: CHUNK[INT]\n"
+     "      range: 1-2000000000\n      chunks: {defaultTaskCount: 5, targetRuntimeSeconds: 60, "
+     "rangeConstraint: CONTIGUOUS}\n  script:\n    actions:\n      onRun: {command: x}\n",
+     "task parameter Frame has 2,000,000,000 values, more than 100,000"),   # openjd-model would list them all
 ])
 def test_a_hostile_template_is_one_line(tmp_path: Path, template: str, message: str) -> None:
     bundle = tmp_path / "hostile"

@@ -397,6 +397,10 @@ def _job_frames(job: Any, where: str) -> list[int]:
         if not names:
             continue
         chunked = any(p.type.value == "CHUNK[INT]" for p in space.taskParameterDefinitions.values())
+        for name, p in space.taskParameterDefinitions.items():   # openjd-model lists a chunked range whole
+            if len(p.range) > MAX_FRAMES:
+                raise ManifestError(where, f"step {step.name!r}: task parameter {name} has {len(p.range):,} values, "
+                                           f"more than {MAX_FRAMES:,}")
         try:
             iterator = StepParameterSpaceIterator(space=space, chunks_task_count_override=1 if chunked else None)
             count = len(iterator)
