@@ -5,6 +5,7 @@ parameter values given on the command line, Windows paths."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,15 @@ def test_plan_and_warm_take_a_bundle_folder_and_parameters_offline(tmp_path: Pat
     bad = subprocess.run([*base, "plan", str(BUNDLES / "nuke_comp_chunked"), "-p", "Frames", *local],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "expected NAME=VALUE" in bad.stderr
+    nk = tmp_path / "shot300" / "comp" / "shot300_comp_v004.nk"
+    nk.parent.mkdir(parents=True)
+    nk.write_bytes(b"x" * 300_000)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREWARM_REDIS_URL", "PREWARM_CONFIG")}
+    warm = subprocess.run([*base, "warm", str(BUNDLES / "nuke_comp_chunked"), "-p", "Frames=1001-1003", *local,
+                           "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert warm.returncode == 1, warm.stderr     # partial: the LUT and the plates are not there
+    [report] = json.loads(warm.stdout)
+    assert report["name"] == "Nuke Comp" and report["counters"]["bytes_done"] == 300_000
 
 
 @pytest.mark.parametrize("template, message", [
