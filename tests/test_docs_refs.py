@@ -93,5 +93,5 @@ def test_the_scan_finds_what_it_should():
     found = [m.group(0) for p in (DOTTED, PATH) for m in p.finditer(text)
              if not _placeholder(text, m.start(), m.end(), m.group(0))]
     assert found == ["prewarm.commands", "prewarm/adapters"]
-    assert _in_package("site/guard.py") and _in_package("flow/warming.check_plan") and _in_package("farm/adapters")
+    assert _in_package("site/guard.py") and _in_package("flow/warming.check_plan") and _in_package("flow/adapters")
     assert not _in_package("adapters/openjd.py") and not _in_package("flow/warming.no_such_name")

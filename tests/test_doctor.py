@@ -133,3 +133,32 @@ def test_a_warm_reaching_another_proxy_than_its_gateways_agent_is_reported(
     assert checks["agent prewarm"]["proxy"] == "proxy-a"
     rc, report, _ = doctor(config(tmp_path, roots=[PREFIX], agent_url=a.url), "--local", f"{PREFIX}={a.mount}")
     assert rc == 0 and by_name(report)[f"proxy prewarm {a.mount}"]["match"] == "same"
+
+
+def test_the_gateways_the_queues_and_redis_have_are_checked_not_only_the_default(
+        studio: Studio, texture: str, tmp_path: Path, redis_url: str, celery_worker: StartWorker) -> None:
+    """A warm waiting in Redis for gateway gw-late, and a worker serving gw-a: both gateways are checked."""
+    import redis
+
+    cfg = config(tmp_path, roots=[PREFIX], redis_url=redis_url,
+                 path_map=[{"studio": PREFIX, "local": str(studio.root)}])
+    celery_worker(cfg, "prewarm.prewarm,prewarm.gw-a", redis_url=redis_url)
+    r = redis.Redis.from_url(redis_url)
+    r.zadd("prewarm:gw:gw-late:jobs", {"0123abcd": 1.0})
+    try:
+        rc, report, _ = doctor(cfg)
+    finally:
+        r.delete("prewarm:gw:gw-late:jobs")
+    checks = by_name(report)
+    assert checks["workers gw-a"]["status"] == "ok" and checks["workers prewarm"]["status"] == "ok"
+    assert rc == 1 and failing(report) == ["workers gw-late"]
+    assert "no worker consumes prewarm.gw-late" in checks["workers gw-late"]["detail"]
+
+
+def test_the_agent_a_mount_declares_is_asked_when_none_is_configured(
+        studio: Studio, texture: str, gateway_twin: StartTwin, tmp_path: Path) -> None:
+    twin = gateway_twin(studio.root, rtt_ms=1, mbps=None, node_name="proxy-declared")
+    rc, report, _ = doctor(config(tmp_path, roots=[PREFIX]), "--local", f"{PREFIX}={twin.mount}")
+    check = by_name(report)[f"agent {twin.mount}"]
+    assert check["status"] == "ok" and check["proxy"] == "proxy-declared"
+    assert "declared by the mount" in check["detail"]

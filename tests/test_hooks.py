@@ -90,8 +90,8 @@ def cloud_input(tmp_path: Path) -> str:
         "jobName": "shot100_cloud", "jobBundleDir": str(bundle),
         "parameters": [{"name": "SceneFile", "value": SCENE}, {"name": "Frames", "value": "1-24"},
                        {"name": "deadline:priority", "value": 60}],
-        "assetReferences": {"inputs": {"filenames": INPUTS[1:2] + INPUTS[3:4], "directories": []},
-                            "outputs": {"directories": ["/studio/proj/shot100/render"]}, "referencedPaths": []}})
+        "assetReferences": {"inputFilenames": INPUTS[1:2] + INPUTS[3:4], "inputDirectories": [],
+                            "outputDirectories": ["/studio/proj/shot100/render"], "referencedPaths": []}})
 
 
 def test_deadline_cloud_hook_submits_the_bundle(live_service: LiveService, tmp_path: Path) -> None:
@@ -103,6 +103,14 @@ def test_deadline_cloud_hook_submits_the_bundle(live_service: LiveService, tmp_p
     assert info["name"] == "shot100_cloud" and info["bytes_planned"] > 0
     plan = json.loads(live_service.r.get(f"prewarm:job:{job_id}:plan") or b"{}")
     assert {SCENE, INPUTS[1], INPUTS[3]} <= set(plan["files"]) and plan["priority"] == 60
+
+
+def test_deadline_cloud_hook_leaves_the_submission_unchanged(live_service: LiveService, tmp_path: Path) -> None:
+    """Run as the client runs it (payload on stdin, stdout read as changes to the submission): it prints
+    nothing on stdout, so the submission goes on as it was, and returns within its give-up time."""
+    done, took = run_hook(["--server", live_service.url, "--token", TOKEN, "deadline-cloud"], cloud_input(tmp_path))
+    assert done.returncode == 0 and done.stdout == "" and took < BOUND_S
+    assert "warming shot100_cloud" in done.stderr
 
 
 @pytest.mark.parametrize("server", ["dead", "silent"])

@@ -30,7 +30,8 @@ def test_traced_files_join_only_below_job_folders_or_roots():
 def test_plan_without_traces_uses_earlier_jobs_of_the_shot_from_the_store(shot_trees: Path, tmp_path: Path):
     from dataclasses import replace
 
-    from prewarm.flow.planning import PlanOptions, plan_job
+    from prewarm.flow.jobs import plan_job
+    from prewarm.flow.planning import PlanOptions
     from prewarm.site.settings import Settings
     from prewarm.traces.store import import_traces
 

@@ -20,8 +20,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prewarm.cli.warm import load_plan
 from prewarm.errors import InputError, ManifestError, PlanFileError, TraceError
+from prewarm.flow.jobs import load_plan
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan, PlannedRange, Reason
 from prewarm.traces.files import read_traces

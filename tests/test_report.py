@@ -217,3 +217,29 @@ def test_report_of_an_unknown_job_is_one_line_exit_2(redis_url: str) -> None:
     out = subprocess.run([sys.executable, "-m", "prewarm", "report", "nope", "--redis", redis_url], cwd=ROOT,
                          check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "nope" in out.stderr
+
+
+def test_missing_inputs_the_first_frame_reads_make_the_headline_red_and_agree_with_the_table() -> None:
+    """A frame-1 plate and a texture that do not exist: the first frame is not ready, in red, whatever the
+    warm did; the summary's missing files are the table's."""
+    from prewarm.plan.model import Finding
+
+    a = "/studio/proj/a.tx"
+    plan = Plan(job="s", frames=(1, 2), start=2000.0, ranges=(PlannedRange(a, 0, MiB, frame=None),),
+                missing=(Finding("/studio/proj/plate.####.exr", "no such file", 4, count=1, frames="1"),
+                         Finding("/studio/proj/tex/wood.tx", "no such file", 5),
+                         Finding("/studio/proj/plate.####.exr", "no such file", 4, count=9, frames="2"),
+                         Finding("/studio/proj/extra.tx", "no such file", 6, optional=True)))
+    info = _info(state=JobState.DONE)
+    info.counters.update(bytes_done=MiB, files_done=1)
+    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}),
+                       now=1000.0)
+    ready = rep["readiness"]
+    assert ready["ready"] is False
+    assert ready["missing_inputs"] == ["/studio/proj/plate.####.exr", "/studio/proj/tex/wood.tx"]
+    table = [p for p in rep["problems"] if p["kind"] == "missing-input"]
+    assert rep["summary"]["missing"]["files"] == 12 == sum(p.get("count", 1) for p in plan.to_json()["missing"])
+    assert len(table) == 4
+    page = report_html.render(rep)
+    assert '<div class="verdict bad">Not ready for frame 1: it reads inputs that do not exist' in page
+    assert "Ready for frame" not in page.replace("Not ready for frame", "")

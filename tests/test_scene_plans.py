@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prewarm.farm.adapters.deadline10 import job_to_manifest
-from prewarm.farm.adapters.openjd import bundle_to_manifest
+from prewarm.flow.adapters.deadline10 import job_to_manifest
+from prewarm.flow.adapters.openjd import bundle_to_manifest
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.model import Origin, Plan

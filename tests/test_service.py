@@ -169,6 +169,16 @@ def test_submit_cli(live_service: LiveService, tmp_path: Path) -> None:
     bad.write_text("job: x\nframes: 1-2\ninputs:\n  - /etc/passwd\n")
     refused = submit(str(bad), "--token", TOKEN)
     assert refused.returncode == 2 and "manifest:4: inputs[0]" in refused.stderr and "/etc/passwd" in refused.stderr
+    from tests.test_hooks import SCENE, TEMPLATE
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "template.yaml").write_text(TEMPLATE)
+    given = submit(str(bundle), "--token", TOKEN, "-p", f"SceneFile={SCENE}", "-p", "Frames=1-3", "--traces",
+                   f"{TRACES}/shot100")       # as `deadline bundle submit -p` takes them
+    assert given.returncode == 0, given.stderr
+    [bundle_id] = given.stdout.split()
+    assert live_service.client().status(bundle_id)["name"] == "shot100_cloud"
 
 
 def test_client_raises_input_errors_at_once(live_service: LiveService) -> None:
@@ -248,3 +258,46 @@ def test_without_traces_a_job_plans_from_the_trace_store(live_service: LiveServi
     finally:
         stop()
     assert from_store["plan"]["trace_records"] > 0 and bare["plan"]["trace_records"] == 0
+
+
+def test_a_hook_payload_warms_every_input_it_names_under_its_job_name(live_service: LiveService) -> None:
+    """The Deadline Cloud client's payload (flat asset references) with the bundle's template, as the hook sends it;
+    the service says which of the job's queues no worker consumes."""
+    from tests.test_hooks import INPUTS, SCENE, TEMPLATE
+
+    payload = {"jobName": "shot100 from the cloud submitter",
+               "parameters": [{"name": "SceneFile", "value": SCENE}, {"name": "Frames", "value": "1-4"}],
+               "assetReferences": {"inputFilenames": INPUTS[1:2], "inputDirectories": [],
+                                   "outputDirectories": ["/studio/proj/shot100/render"],
+                                   "referencedPaths": INPUTS[3:4]}}
+    settings = live_service.settings
+    sender = live_service.sender
+    url, stop = run_server(create_app(settings, live_service.r, sender.send, sender.revoke, TOKEN,
+                                      served=lambda: frozenset({"prewarm.gw-z"})))
+    try:
+        r = requests.post(f"{url}/api/v1/jobs", headers=AUTH, timeout=30,
+                          json={"hook": payload, "bundle": {"template.yaml": TEMPLATE}, "traces": []})
+    finally:
+        stop()
+    assert r.status_code == 202, r.text
+    answer = r.json()
+    assert answer["job"] == "shot100 from the cloud submitter" and answer["unserved"] == ["prewarm.prewarm"]
+    plan = json.loads(live_service.r.get(f"prewarm:job:{answer['ids'][0]}:plan") or b"{}")
+    assert {SCENE, INPUTS[1], INPUTS[3]} <= set(plan["files"])
+
+
+@pytest.mark.parametrize("body, status, says", [
+    ({"hook": {"jobName": "x", "assetReferences": ["/studio/proj/a"]}, "bundle": {"template": {}}}, 422,
+     "assetReferences: expected"),
+    ({"hook": {"jobName": "x", "jobBundleDir": "/etc"}}, 422, "outside the allowed roots"),
+    ({"hook": {"jobName": "x"}, "bundle": {"template": "{" * 3000}}, 422, "template"),
+    ({"hook": {"jobName": "x", "parameters": [{"name": "Frames", "value": "1" * 40_000}]},
+      "bundle": {"template": {}}}, 422, "more than a parameter value may have"),
+    ({"hook": {"jobName": "x", "parameters": [{"name": "Frames", "value": "1" * (1 << 20)}]}}, 413, ""),
+    ({"hook": ["not", "a", "payload"]}, 422, "hook"),
+])
+def test_a_payload_of_the_wrong_shape_gets_a_4xx(live_service: LiveService, body: dict[str, object], status: int,
+                                                 says: str) -> None:
+    r = post(live_service, "/jobs", json=body)
+    assert r.status_code == status, r.text
+    assert says in r.text and "Traceback" not in r.text

@@ -142,3 +142,20 @@ def test_an_embedded_warm_writes_the_same_report_as_prewarm_report(studio: Studi
     assert page.returncode == 1 and 'data-chart="coverage"' in html and "gone.tx" in html
     bad = cli(str(plan), "--local", local, "--report", str(tmp_path / "r.txt"))
     assert bad.returncode == 2 and "--report" in bad.stderr and not (tmp_path / "r.txt").exists()
+
+
+@pytest.mark.integration
+def test_a_warm_no_worker_serves_stops_waiting_and_says_what_to_do(studio: Studio, tmp_path: Path,
+                                                                    redis_url: str) -> None:
+    """`prewarm warm --redis` on a queue no worker reads: told at once, and the wait is bounded (exit 3)."""
+    a = studio.file("a.tx", 100_000)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(studio.whole([a]).to_json()))
+    t0 = time.monotonic()
+    out = cli(str(plan), "--redis", redis_url, "--gateway", "nobody-here", "--give-up", "2",
+              "--local", f"/studio/proj={studio.root}")
+    assert out.returncode == 3, out.stderr
+    assert "no worker consumes prewarm.nobody-here" in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "no worker is warming prewarm.nobody-here" in last and "prewarm worker --gateway nobody-here" in last
+    assert time.monotonic() - t0 < 60

@@ -1,4 +1,5 @@
-"""Options every command shares, parsed one way: the settings file, `--redis`, `--local` and `--alias`.
+"""Options every command shares, parsed one way: the settings file, `--redis`, `--local`, `--alias`,
+and a job's parameter values (`-p Name=Value`, `--parameter-values FILE`).
 
 The person running a command is this machine's operator, so `--local` joins the
 site's path map (where studio paths are here) exactly as the settings file would;
@@ -8,6 +9,7 @@ a job's manifest never can. Commands call `site_settings` once and hand the resu
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,9 @@ from prewarm.site.settings import Settings
 
 if TYPE_CHECKING:
     import redis
+
+    from prewarm.flow.jobs import Job
+
 
 
 def add_redis_flag(p: argparse.ArgumentParser) -> None:
@@ -61,3 +66,38 @@ def redis_of(settings: Settings, command: str) -> redis.Redis[bytes]:
         raise ConfigError("--redis", f"`prewarm {command}` needs Redis: pass --redis URL or set PREWARM_REDIS_URL")
     ping(connect(settings.redis_url, ride_out_restarts=False), settings.redis_url)
     return connect(settings.redis_url)
+
+
+def add_job_flags(p: argparse.ArgumentParser) -> None:
+    """A job bundle's parameter values, as `deadline bundle submit` takes them."""
+    p.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                   help="a job bundle's parameter value (over the bundle's own); repeatable")
+    p.add_argument("--parameter-values", metavar="FILE",
+                   help="a job bundle's parameter values file (parameterValues: [{name, value}]); -p wins")
+
+
+def parameters_of(args: argparse.Namespace) -> dict[str, str]:
+    """`--parameter-values FILE`, then each `-p Name=Value` on top."""
+    from prewarm.flow.adapters.openjd import MAX_VALUE_CHARS
+    from prewarm.flow.jobs import parameter_file
+
+    out = parameter_file(args.parameter_values) if getattr(args, "parameter_values", None) else {}
+    for text in getattr(args, "parameter", []):
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError("-p", f"expected NAME=VALUE, got {text[:80]!r}")
+        if len(value) > MAX_VALUE_CHARS:
+            raise ConfigError(f"-p {name.strip()[:80]}", f"{len(value):,} characters, more than a parameter "
+                                                         f"value may have ({MAX_VALUE_CHARS:,})")
+        out[name.strip()] = value
+    return out
+
+
+def load_job(args: argparse.Namespace, source: str, settings: Settings) -> Job:
+    """The job in `source` (`prewarm.flow.jobs.load`) with this command's parameter values; its notes on stderr."""
+    from prewarm.flow.jobs import load
+
+    job = load(source, settings, parameters_of(args))
+    for note in job.notes:
+        print(f"{source}: {note}", file=sys.stderr)
+    return job

@@ -1,4 +1,8 @@
-"""`prewarm plan MANIFEST [--traces PATH]... [-o PLAN.json]` (contract 3)."""
+"""`prewarm plan JOB [--traces PATH]... [-o PLAN.json]` (contract 3).
+
+JOB is anything `prewarm.flow.jobs` reads: a manifest (YAML or JSON), an OpenJD job
+bundle folder or bundle JSON, a Deadline Cloud hook payload; bundles take `-p` values.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import os
 import sys
 from typing import Any
 
-from prewarm.cli.options import add_path_map_flags, site_settings
+from prewarm.cli.options import add_job_flags, add_path_map_flags, load_job, site_settings
 from prewarm.errors import ConfigError
-from prewarm.flow.planning import PlanOptions, plan_job
+from prewarm.flow import jobs
+from prewarm.flow.planning import PlanOptions
 from prewarm.plan.framespec import parse_frames
 from prewarm.plan.limits import granule_problem
 from prewarm.plan.model import Plan
@@ -26,7 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="predict the byte ranges a job's frames will read, in warm order",
                        description="Plan a render job: which byte ranges of which files its frames will read, "
                                    "in the order they are needed. Writes the plan as JSON.")
-    p.add_argument("manifest", help="the job manifest (YAML)")
+    p.add_argument("manifest", metavar="JOB",
+                   help="the job: a manifest (YAML or JSON), a job bundle folder or bundle JSON, a hook payload")
     p.add_argument("--traces", action="append", default=[], metavar="PATH",
                    help="trace file or folder of earlier frames (strace or JSON Lines, plain or gzip); repeatable")
     p.add_argument("-o", "--output", metavar="PLAN.json", help="write the plan here (default: stdout)")
@@ -58,6 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         f"(default {PREDICT.unseen_coarse})")
     p.add_argument("--no-structure", dest="structure", action="store_false", default=None,
                    help="do not read files' structure (texture tiles, EXR tables): the byte model only")
+    add_job_flags(p)
     add_path_map_flags(p)
     p.set_defaults(func=run)
 
@@ -90,7 +97,10 @@ def options_from(args: argparse.Namespace) -> PlanOptions:
 
 def run(args: argparse.Namespace) -> int:
     settings = site_settings(args)
-    plan = plan_job(args.manifest, args.traces, settings, options_from(args), cores=min(os.cpu_count() or 1, 8))
+    job = load_job(args, args.manifest, settings)
+    if job.plan is not None:
+        raise ConfigError(args.manifest, "already a plan: `prewarm plan` takes a job (manifest, bundle, payload)")
+    plan = jobs.plan(job, args.traces or None, settings, options_from(args), cores=min(os.cpu_count() or 1, 8))
     if args.output is None:
         sys.stdout.writelines(plan.json_text())
     else:

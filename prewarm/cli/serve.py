@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from prewarm.farm.service import connect, create_app
-    from prewarm.state.celery_app import CelerySender
+    from prewarm.farm.service import QueueWatch, connect, create_app
+    from prewarm.state.celery_app import CelerySender, consumers
     from prewarm.state.client import persistence_warning, ping
 
     settings = site_settings(args)
@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(f"prewarm serve: warning: {warning}", file=sys.stderr)
     sender = CelerySender(settings)
-    app = create_app(settings, r, sender.send, sender.revoke, None if args.no_token else settings.service_token)
+    served = QueueWatch(lambda: set(consumers(sender.app))).start()
+    app = create_app(settings, r, sender.send, sender.revoke, None if args.no_token else settings.service_token,
+                     served)
     print(f"prewarm serve: http://{args.host}:{args.port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from prewarm.cli.options import add_job_flags, parameters_of
 from prewarm.errors import ConfigError
 
 
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="send the bundle folder's path (the service reads it under its roots) instead of its files")
     p.add_argument("--traces", action="append", metavar="PATH",
                    help="trace files or folders under the service's roots (default: its trace store); repeatable")
+    add_job_flags(p)
     p.add_argument("--server", default=os.environ.get("PREWARM_SERVER"),
                    help="service URL, e.g. http://prewarm:8750 (default $PREWARM_SERVER)")
     p.add_argument("--token", default=os.environ.get("PREWARM_SERVICE_TOKEN"),
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     elif not args.source:
         raise ConfigError("submit", "give a manifest, a bundle folder, or --deadline-job/--deadline-plugin")
     elif args.remote_bundle or os.path.isdir(args.source):
-        result = client.submit_bundle(args.source, args.traces, remote=args.remote_bundle)
+        result = client.submit_bundle(args.source, args.traces, remote=args.remote_bundle,
+                                      parameters=parameters_of(args))
     else:
         if not os.path.isfile(args.source):
             raise ConfigError(args.source, "no such manifest file or bundle folder")
@@ -64,4 +67,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(result.get('missing', []))} missing input(s)", file=sys.stderr)
     for m in result.get("missing", [])[:20]:
         print(f"  missing {m['path']}: {m['reason']}", file=sys.stderr)
+    for queue in result.get("unserved") or ():
+        print(f"  no worker consumes {queue}: the warm waits there until one starts "
+              f"(`prewarm worker --gateway {queue.removeprefix('prewarm.')}`)", file=sys.stderr)
     return 0

@@ -18,12 +18,14 @@ from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from prewarm.cli.options import (
+    add_job_flags,
     add_path_map_flags,
     add_redis_flag,
+    load_job,
     redis_of,
     site_settings,
 )
-from prewarm.errors import ConfigError, PlanFileError, ServiceError
+from prewarm.errors import ConfigError, ServiceError
 from prewarm.plan.model import Plan
 from prewarm.plan.units import parse_rate
 from prewarm.site.mounts import ReadMode
@@ -43,6 +45,10 @@ POLL_S = 0.5
 STALL_S = 60.0
 """A waiting `prewarm warm` says so when no batch has finished for this long (no worker on the queue?)."""
 
+GIVE_UP_S = 600.0
+"""A waiting `prewarm warm` stops waiting (exit 3) when no batch has finished for this long: its warm jobs
+stay queued for a worker to come, and `prewarm status` follows them."""
+
 REFILL_S = 5.0
 """How often a waiting `prewarm warm` tops up the dispatch window (re-sending lost batches)."""
 
@@ -51,7 +57,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("warm", help="read a plan's ranges through the gateway mount so the gateway caches them",
                        description="Warm the gateway cache for a job: plan it (from a manifest) or take a plan, "
                                    "then read its ranges through the gateway mount.")
-    p.add_argument("source", nargs="?", metavar="MANIFEST|PLAN.json", help="job manifest (YAML) or plan (JSON)")
+    p.add_argument("source", nargs="?", metavar="JOB|PLAN.json",
+                   help="a plan (JSON), or a job: manifest (YAML or JSON), bundle folder or JSON, hook payload")
     p.add_argument("--traces", action="append", default=[], metavar="PATH",
                    help="traces of earlier frames, when planning from a manifest; repeatable")
     add_redis_flag(p)
@@ -64,50 +71,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--gateway", action="append", default=[], metavar="NAME",
                    help="warm this gateway node's cache (queue prewarm.NAME) instead of the plan's; repeatable")
     p.add_argument("--no-wait", action="store_true", help="with Redis: print the job ids and return at once")
+    p.add_argument("--give-up", type=float, default=GIVE_UP_S, metavar="SECONDS",
+                   help=f"with Redis: stop waiting (exit 3) when no batch has finished for this long; the warm "
+                        f"stays queued (default {GIVE_UP_S:.0f})")
     p.add_argument("--retry", metavar="ID", help="re-read only the failed ranges of warm job ID")
     p.add_argument("--json", action="store_true", help="print the final report(s) as JSON on stdout")
     p.add_argument("--report", metavar="FILE", help="write the warm report when it ends: FILE.html (the page "
                                                     "`prewarm report` makes) or FILE.json; with several gateways, "
                                                     "one file each, named FILE-GATEWAY.html")
+    add_job_flags(p)
     add_path_map_flags(p)
     p.set_defaults(func=run)
 
 
 def load_source(source: str, traces: list[str], settings: Settings, args: argparse.Namespace) -> tuple[Plan, Settings]:
-    """The plan to warm and the settings to warm it with (the manifest's path map joins them)."""
-    try:
-        with open(source, "rb") as fh:
-            head = fh.read(1 << 16).lstrip()
-    except OSError as exc:
-        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
-    if source.endswith(".json") or head.startswith(b"{"):
-        return read_plan(source), settings
-    from prewarm.flow.planning import load_manifest, plan_manifest
+    """The plan to warm (`prewarm.flow.jobs`: a plan file, or any job planned as `prewarm plan` plans
+    it, from the trace store without `--traces`) and the settings to warm it with."""
+    from prewarm.flow import jobs
 
-    return plan_manifest(load_manifest(source), traces, settings), settings
-
-
-def read_plan(source: str) -> Plan:
-    """A plan file, streamed (see `load_plan`)."""
-    try:
-        with open(source, "rb") as fh:
-            return load_plan(fh, source)
-    except OSError as exc:
-        raise PlanFileError(source, f"cannot read: {exc.strerror or type(exc).__name__}") from exc
-
-
-def load_plan(fh: IO[bytes], where: str) -> Plan:
-    """A plan from a binary stream: its ranges go straight into the plan's columnar table
-    (ijson's C parser), so a million-range plan never exists as a million Python dicts."""
-    import ijson
-
-    try:
-        return Plan.from_events(ijson.parse(fh, use_float=True), where=where)
-    except (ijson.JSONError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PlanFileError(where, f"not valid JSON: {first[:120]}") from exc  # yajl goes on to quote the text
-    except StopIteration as exc:
-        raise PlanFileError(where, "not valid JSON: ends early") from exc
+    job = load_job(args, source, settings)
+    return jobs.plan(job, traces or None, settings), settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,7 +162,7 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
 def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, settings: Settings,
             sender: CelerySender) -> int:
     """Wait for the jobs to end, showing progress; meanwhile re-send batches lost on the way (see dispatch)."""
-    from prewarm.state import keys, runner
+    from prewarm.state import runner
     from prewarm.state.jobs import WarmJob
 
     warn_unserved(sender, [h.info(findings=False) for h in (WarmJob(r, i) for i in ids)])
@@ -193,6 +176,7 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
     next_refill = time.monotonic() + REFILL_S
     seen: tuple[int, ...] = ()
     moved_at = time.monotonic()
+    stall = _Stall(ids, args.give_up)
     while True:
         infos = [h.info(findings=False) for h in handles]
         gone = [h.id for h, i in zip(handles, infos, strict=True) if i is None]
@@ -207,11 +191,8 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
         mark = tuple(i.batches_done for i in live)
         if mark != seen:
             seen, moved_at = mark, now
-        elif now - moved_at > STALL_S:
-            queues = ", ".join(sorted({keys.queue(i.gateway) for i in live}))
-            print(f"no batch finished for {STALL_S:.0f}s: is a worker consuming {queues}? (still waiting)",
-                  file=sys.stderr)
-            moved_at = now
+        else:
+            stall.check(now - moved_at, live, progress)
         if time.monotonic() >= next_refill:
             for gw in {i.gateway for i in live}:
                 runner.refill(r, gw, settings, sender.send)
@@ -226,6 +207,34 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
             _write_report(args.report, load.load(r, info.id, settings.throttle_bps),
                           info.gateway if len(final) > 1 else "")
     return _report(final, args.json)
+
+
+class _Stall:
+    """What a waiting `prewarm warm` says while no batch finishes: a note every `STALL_S`, and after
+    `give_up_s` it stops waiting (ServiceError, exit 3), naming the queues and what to do."""
+
+    def __init__(self, ids: list[str], give_up_s: float) -> None:
+        self.ids = ids
+        self.give_up_s = give_up_s
+        self.noted = 0.0
+
+    def check(self, stalled_s: float, live: list[JobInfo], progress: Progress) -> None:
+        from prewarm.state import keys
+
+        gateways = sorted({i.gateway for i in live})
+        queues = ", ".join(keys.queue(g) for g in gateways)
+        if stalled_s >= self.give_up_s:
+            progress.done()
+            workers = " ".join(f"--gateway {g}" for g in gateways)
+            raise ServiceError(f"no batch finished for {stalled_s:.0f}s: no worker is warming {queues}. The warm "
+                               f"stays queued: start one (`prewarm worker {workers}`) and follow it with "
+                               f"`prewarm status {self.ids[0]}`, or `prewarm cancel {self.ids[0]}`")
+        if stalled_s - self.noted >= STALL_S:
+            self.noted = stalled_s
+            print(f"no batch finished for {stalled_s:.0f}s: is a worker consuming {queues}? (still waiting, "
+                  f"at most {self.give_up_s:.0f}s)", file=sys.stderr)
+        elif stalled_s < self.noted:
+            self.noted = 0.0
 
 
 def warn_unserved(sender: CelerySender, infos: Sequence[JobInfo | None]) -> None:

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from prewarm.errors import InputError, ServiceError
-
-BUNDLE_FILES = ("template", "asset_references", "parameter_values")
-"""The files of an OpenJD job bundle that describe the job (by stem; .yaml, .yml or .json)."""
+from prewarm.flow.adapters.openjd import BUNDLE_EXTS, BUNDLE_FILES
 
 MAX_BUNDLE_FILE = 4 << 20
 """A bundle file beyond this is not a job description (the service's whole body limit is 8 MiB)."""
@@ -47,16 +45,18 @@ class PrewarmClient:
         return self._submit({"manifest": text}, traces)
 
     def submit_bundle(self, bundle_dir: str | os.PathLike[str], traces: Sequence[str] | None = None,
-                      remote: bool = False) -> dict[str, Any]:
-        """Send the bundle's files; `remote=True` sends only its path, for a folder the service sees under its roots."""
+                      remote: bool = False, parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Send the bundle's files; `remote=True` sends only its path, for a folder the service sees under its roots.
+        `parameters`: values over the bundle's own, as `deadline bundle submit -p` gives them."""
+        given = {"parameters": dict(parameters)} if parameters else {}
         if remote:
-            return self._submit({"bundle_path": str(bundle_dir)}, traces)
+            return self._submit({"bundle_path": str(bundle_dir), **given}, traces)
         folder = Path(bundle_dir)
         if not folder.is_dir():
             raise InputError(str(folder), "not a job bundle folder")
         files = {}
         for f in sorted(folder.iterdir()):
-            if f.is_file() and f.stem in BUNDLE_FILES and f.suffix in (".yaml", ".yml", ".json"):
+            if f.is_file() and f.stem in BUNDLE_FILES and f.suffix in BUNDLE_EXTS:
                 if f.stat().st_size > MAX_BUNDLE_FILE:
                     raise InputError(str(f), f"over {MAX_BUNDLE_FILE} bytes: not a job description")
                 if f.stem in files:
@@ -64,7 +64,7 @@ class PrewarmClient:
                 files[f.stem] = _read(f, str(f))
         if "template" not in files:
             raise InputError(str(folder), "not a job bundle: no template.yaml or template.json")
-        return self._submit({"bundle": files}, traces)
+        return self._submit({"bundle": files, **given}, traces)
 
     def submit_deadline(self, job_info: str | os.PathLike[str], plugin_info: str | os.PathLike[str],
                         extra_inputs: Sequence[str] = (), traces: Sequence[str] | None = None) -> dict[str, Any]:

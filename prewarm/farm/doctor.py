@@ -21,7 +21,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -283,27 +283,53 @@ def agent_checks(settings: Settings) -> list[Check]:
         url = settings.agent_for(gw)
         if url is None:
             continue
-        agent = Agent(url, TIMEOUT_S)
-        try:
-            node = agent.node_info()
-            mounts = agent.mount_stats()
-        except ServiceError as exc:
-            out.append(Check(f"agent {gw}", Status.WARN, str(exc)))
+        out.append(_agent_check(f"agent {gw}", url, ""))
+        if out[-1].status is not Status.OK:
             continue
-        ages = ", ".join(f"{m.mount} up {m.age_s:.0f}s" for m in mounts) or "no mounts"
-        out.append(Check(f"agent {gw}", Status.OK, f"{url}: proxy {node} answered; {ages}",
-                         {"proxy": node.name, "address": node.address}))
         for pc in check_gateway(settings, gw):
             status = {Match.SAME: Status.OK, Match.OTHER: Status.FAIL, Match.UNKNOWN: Status.WARN}[pc.match]
             out.append(Check(f"proxy {gw} {pc.local}", status, pc.detail, pc.to_json()))
+    if not out:   # none configured: the agents this machine's mounts declare (`agent=`)
+        table = read_mounts()
+        for local in sorted({e.local for e in settings.path_map.entries if e.local}):
+            mount = mount_of(local, table)
+            declared = mount.options.get("agent") if mount is not None else None
+            if declared:
+                out.append(_agent_check(f"agent {local}", declared, f" (declared by the mount of {local})"))
     if not out:
-        out.append(Check("agent", Status.INFO, "no agent_url configured: the gateway's own counters are not checked"))
+        out.append(Check("agent", Status.INFO, "no agent_url configured and no mount declares one (agent=): "
+                                               "the gateway's own counters are not checked"))
     return out
 
 
-def _gateways(settings: Settings) -> list[str]:
-    """The default gateway and every gateway with its own agent: the queues workers must consume."""
-    return [settings.queue, *sorted(g for g in settings.gateway_agents if g != settings.queue)]
+def _agent_check(name: str, url: str, how: str) -> Check:
+    """Which proxy the agent at `url` is, and its mounts' age."""
+    agent = Agent(url, TIMEOUT_S)
+    try:
+        node = agent.node_info()
+        mounts = agent.mount_stats()
+    except ServiceError as exc:
+        return Check(name, Status.WARN, str(exc))
+    ages = ", ".join(f"{m.mount} up {m.age_s:.0f}s" for m in mounts) or "no mounts"
+    return Check(name, Status.OK, f"{url}{how}: proxy {node} answered; {ages}",
+                 {"proxy": node.name, "address": node.address})
+
+
+def _gateways(settings: Settings, seen: Iterable[str] = ()) -> list[str]:
+    """The default gateway, every gateway with its own agent, and those `seen` (in Redis, on the workers'
+    queues): the queues workers must consume."""
+    named = {*settings.gateway_agents, *seen} - {settings.queue}
+    return [settings.queue, *sorted(named)]
+
+
+def _gateways_in_use(settings: Settings, served: Mapping[str, set[str]]) -> set[str]:
+    """Gateways the site really has: those whose queues some worker consumes and those Redis holds warms of."""
+    from prewarm.state.client import connect
+
+    found = {g for q in served if (g := keys.gateway_of_queue(q)) is not None}
+    r = connect(settings.redis_url or "", ride_out_restarts=False)
+    found.update(keys.gateway_of(k) for k in r.scan_iter(match=keys.gateway_pattern("jobs"), count=1000))
+    return found
 
 
 def consumers_of(settings: Settings, timeout_s: float) -> dict[str, set[str]]:
@@ -333,9 +359,10 @@ def service_checks(settings: Settings) -> list[Check]:
 
     try:
         served = consumers_of(settings, TIMEOUT_S)
+        in_use = _gateways_in_use(settings, served)
     except (OSError, KombuError, RedisError) as exc:
         return [*out, Check("workers", Status.FAIL, f"cannot ask the workers: {exc}")]
-    for gw in _gateways(settings):
+    for gw in _gateways(settings, in_use):
         queue = keys.queue(gw)
         who = sorted(served.get(queue, ()))
         if who:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hmac
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Annotated, Any
 
 import redis
@@ -28,19 +30,19 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import KombuError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prewarm.errors import InputError, OutsideRoots, ServiceError, TraceError
 from prewarm.farm import report_routes as service_reports
-from prewarm.flow import warming
-from prewarm.flow.planning import plan_manifest
-from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.flow import jobs, warming
+from prewarm.plan.manifest import Manifest
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import client as state_client
-from prewarm.state import dispatch, runner
+from prewarm.state import dispatch, keys, runner
 from prewarm.state.dispatch import Send
 from prewarm.state.jobs import WarmJob, recent
 from prewarm.traces.files import TraceFile
@@ -51,6 +53,9 @@ JOB_ID = r"^[0-9a-f]{1,64}$"
 """Warm ids are hex (see `WarmJob.create`); anything else is a 404 before Redis is asked."""
 
 Revoke = Callable[[list[str]], None]
+
+Served = Callable[[], "frozenset[str] | None"]
+"""The queues some worker consumes now; None while that is not known (see `QueueWatch`)."""
 
 
 # request bodies
@@ -70,17 +75,23 @@ class DeadlineJob(_Strict):
 
 
 class SubmitRequest(_Strict):
-    """Exactly one of `manifest`, `bundle`, `bundle_path`, `deadline`."""
+    """Exactly one of `manifest`, `bundle`, `bundle_path`, `deadline`, `hook` (`hook` may bring `bundle`)."""
 
-    manifest: str | None = Field(None, description="a prewarm manifest, YAML or JSON text")
+    manifest: str | None = Field(None, description="a prewarm manifest, YAML or JSON text (also a bundle "
+                                                   "object or a hook payload as JSON text)")
     bundle: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(
         None, description="an OpenJD job bundle: {template, asset_references?, parameter_values?}, "
                           "each the file's content as an object or as its YAML/JSON text")
     bundle_path: str | None = Field(None, max_length=4096,
                                     description="an OpenJD job bundle folder under the configured roots")
     deadline: DeadlineJob | None = None
+    hook: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(
+        None, description="a Deadline Cloud submission hook's payload (jobName, parameters, jobBundleDir, "
+                          "assetReferences); the bundle's files in `bundle`, else its jobBundleDir under the roots")
     traces: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         None, max_length=1000, description="trace files or folders under the roots; default: the trace store's")
+    parameters: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=32 << 10)]] | None = Field(
+        None, max_length=1000, description="a bundle's parameter values, over its own (`prewarm submit -p`)")
 
 
 class Submitted(BaseModel):
@@ -89,6 +100,9 @@ class Submitted(BaseModel):
     duplicate: bool
     plan: dict[str, Any]
     missing: list[dict[str, Any]]
+    unserved: list[str] | None = Field(
+        None, description="queues of this job's warms that no worker consumes: the warm waits until one starts "
+                          "(absent when the service does not know yet)")
 
 
 class ErrorBody(BaseModel):
@@ -119,8 +133,9 @@ def connect(url: str) -> redis.Redis[bytes]:
 
 
 def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Revoke,
-               token: str | None) -> FastAPI:
-    """The service over one Redis; `send`/`revoke` reach the workers (Celery's in production).
+               token: str | None, served: Served | None = None) -> FastAPI:
+    """The service over one Redis; `send`/`revoke` reach the workers (Celery's in production),
+    `served` says which queues they consume (a submitter is told when none reads its job's).
 
     `token` None leaves the service open: only for a trusted loopback (`prewarm serve --no-token`).
     """
@@ -136,7 +151,7 @@ def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Re
               openapi_extra=_SUBMIT_BODY)
     async def submit_job(request: Request) -> JSONResponse:
         req = await _submission(request, settings.max_request_bytes)
-        result = await run_in_threadpool(_submit, req, settings, r, send)
+        result = await run_in_threadpool(_submit, req, settings, r, send, served)
         return JSONResponse(result.model_dump(), status_code=200 if result.duplicate else 202)
 
     @app.get(f"{API}/jobs", responses=ERRORS)
@@ -210,43 +225,76 @@ def _known_id(job_id: str) -> str:
 # submission
 
 
-def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send: Send) -> Submitted:
+def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send: Send,
+            served: Served | None = None) -> Submitted:
     """Describe, check, plan, then warm each gateway unless an identical warm is live."""
     roots = settings.allowed_roots()
     if not roots:
         raise ServiceError("the service has no allowed roots: set `roots` or `path_map` in its config")
     guard = Guard(roots, settings.path_map)
-    manifest = _manifest_of(req, settings, guard)
-    traces = _traces_of(req, manifest, settings, guard)
-    plan = plan_manifest(manifest, traces, settings)
+    job = _job_of(req, settings, guard)
+    assert job.manifest is not None
+    traces = _traces_of(req, job.manifest, settings, guard)
+    plan = jobs.plan(job, traces, settings)
     submitted = warming.submit_plan(r, plan, settings, send, "plan")
+    consumed = served() if served is not None else None
+    queues = {keys.queue(g) for g in settings.gateways(plan.gateways)}
     return Submitted(ids=list(submitted.ids), job=plan.job, duplicate=submitted.duplicate, plan=plan.summary(),
-                     missing=[m.to_json() for m in plan.missing])
+                     missing=[m.to_json() for m in plan.missing],
+                     unserved=None if consumed is None else sorted(queues - consumed))
 
 
-def _manifest_of(req: SubmitRequest, settings: Settings, guard: Guard) -> Manifest:
-    given = [k for k in ("manifest", "bundle", "bundle_path", "deadline") if getattr(req, k) is not None]
-    if len(given) != 1:
-        raise InputError("body", "give exactly one of manifest, bundle, bundle_path, deadline"
-                         + (f" (got {', '.join(given)})" if given else ""))
+class QueueWatch:
+    """Which queues some worker consumes, asked of the workers every `every_s` in a thread of its own,
+    so a submission is answered at once: a broadcast waits its whole timeout for answers."""
+
+    def __init__(self, ask: Callable[[], set[str]], every_s: float = 15.0) -> None:
+        self.ask = ask
+        self.every_s = every_s
+        self.known: frozenset[str] | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="prewarm-queue-watch", daemon=True)
+
+    def __call__(self) -> frozenset[str] | None:
+        return self.known
+
+    def start(self) -> QueueWatch:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with suppress(OSError, redis.RedisError, KombuError):  # the broker away: keep the last answer
+                self.known = frozenset(self.ask())
+            self.stop.wait(self.every_s)
+
+
+def _job_of(req: SubmitRequest, settings: Settings, guard: Guard) -> jobs.Job:
+    """The request's job, read by the one loader (`prewarm.flow.jobs`); studio paths through `guard`."""
+    given = [k for k in ("manifest", "bundle", "bundle_path", "deadline", "hook") if getattr(req, k) is not None]
+    if len(given) != 1 and sorted(given) != ["bundle", "hook"]:
+        raise InputError("body", "give exactly one of manifest, bundle, bundle_path, deadline, hook (hook may "
+                                 "bring its bundle)" + (f" (got {', '.join(given)})" if given else ""))
+    ctx = jobs.context(settings, req.parameters)
     if req.manifest is not None:
-        return parse_manifest(req.manifest, "manifest")
+        return jobs.from_text(req.manifest, "manifest", ctx, guard=guard)
     if req.deadline is not None:
-        from prewarm.farm.adapters.deadline10 import job_to_manifest
-
         d = req.deadline
-        return job_to_manifest(d.job_info, d.plugin_info, "deadline", d.extra_inputs)
-    from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
-
+        return jobs.deadline(d.job_info, d.plugin_info, "deadline", ctx, d.extra_inputs)
+    if req.hook is not None:
+        try:
+            return jobs.hook(req.hook, "hook", ctx, req.bundle, guard)
+        except InputError as exc:   # a jobBundleDir the service read: its content is not shown
+            raise type(exc)(exc.where, _unquoted(exc.message)) from exc
     if req.bundle_path is not None:
         if not inside(req.bundle_path, guard.roots):
             raise OutsideRoots("bundle_path", f"{req.bundle_path!r} is outside the allowed roots {list(guard.roots)}")
         try:
-            return bundle_to_manifest(req.bundle_path, req.bundle_path.rstrip("/"), guard)
+            return jobs.bundle_folder(req.bundle_path, req.bundle_path.rstrip("/"), ctx, guard)
         except InputError as exc:
             raise type(exc)(exc.where, _unquoted(exc.message)) from exc
     assert req.bundle is not None
-    return bundle_json_to_manifest(req.bundle, "bundle")
+    return jobs.bundle_object(req.bundle, "bundle", ctx)
 
 
 def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, guard: Guard) -> list[TraceFile] | None:

@@ -56,7 +56,7 @@ from pathlib import Path
 
 from prewarm.errors import InputError, ManifestError, ServiceError
 from prewarm.plan.limits import MAX_TRACE_LINE
-from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.plan.manifest import Manifest
 from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 
@@ -433,41 +433,29 @@ def _job_from_records(path: Path) -> str | None:
 # submitting
 
 
-def load_job(path: Path) -> Manifest:
-    """The manifest of a drop: a bundle folder, a bundle JSON (`{"template": ...}`), or a manifest."""
-    from prewarm.farm.adapters.openjd import bundle_json_to_manifest, bundle_to_manifest
+def load_job(path: Path, settings: Settings) -> Manifest:
+    """The manifest of a drop (`prewarm.flow.jobs.load`, links not followed): a bundle folder, a bundle
+    JSON, a hook payload, or a manifest (YAML or JSON); a plan is not a job."""
+    from prewarm.flow import jobs
 
-    kind = _kind(path)
-    if kind == "dir":
-        return bundle_to_manifest(path, str(path))
-    if kind is None:
-        raise ManifestError(str(path), "not a job: a symlink, FIFO, device or socket is not read")
-    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+    if _kind(path) == "file" and path.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise ManifestError(str(path), "not a job: expected a manifest (.yaml, .yml, .json) or a job bundle folder")
-    try:
-        text = read_real(path).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ManifestError(str(path), f"not valid JSON: {str(exc)[:120] or 'nested too deeply'}") from exc
-        if isinstance(data, dict) and "template" in data:
-            return bundle_json_to_manifest(data, str(path))
-    return parse_manifest(text, str(path))
+    job = jobs.load(path, settings, follow_links=False)
+    if job.manifest is None:
+        raise ManifestError(str(path), "a plan, not a job: drop the job's manifest or bundle, which is planned here")
+    for note in job.notes:
+        log.info("spool: %s: %s", path.name, note)
+    return job.manifest
 
 
 def local_submitter(settings: Settings) -> Submit:
     """Plan in this process from the trace store, then warm: through the workers when Redis is
     configured (returns the warm job ids at once), else embedded (returns when the warm ends)."""
-    from prewarm.flow import warming
-    from prewarm.flow.planning import plan_manifest
+    from prewarm.flow import jobs, warming
     from prewarm.warm import embedded
 
     def submit(path: Path) -> str:
-        manifest = load_job(path)
-        plan = plan_manifest(manifest, None, settings)
+        plan = jobs.plan(jobs.Job(str(path), manifest=load_job(path, settings)), None, settings)
         if not settings.redis_url:
             plan = warming.check_plan(plan, settings, str(path))
             info = embedded.run_embedded(plan, settings)

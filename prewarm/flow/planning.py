@@ -43,7 +43,7 @@ from prewarm.traces.store import load_profiles
 DEFAULT_OPTIONS = PlanOptions()
 """Nothing asked for beyond the manifest and the site's settings."""
 
-__all__ = ["PlanOptions", "check_inputs", "load_manifest", "load_traces", "plan_job", "plan_manifest",
+__all__ = ["PlanOptions", "check_inputs", "load_manifest", "load_traces", "plan_manifest",
            "plan_resolved", "site_fs"]
 
 
@@ -56,12 +56,6 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     except OSError as exc:
         raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or type(exc).__name__}") from exc
     return parse_manifest(text, str(path))
-
-
-def plan_job(manifest_path: str, traces: Sequence[str], settings: Settings,
-             options: PlanOptions = DEFAULT_OPTIONS, cores: int = 1) -> Plan:
-    """Plan from a manifest file: with `traces`, from them; without, from the trace store."""
-    return plan_manifest(load_manifest(manifest_path), traces or None, settings, options, cores=cores)
 
 
 def plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,

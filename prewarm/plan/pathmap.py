@@ -9,15 +9,28 @@ to studio paths on import; files are touched only through local paths.
 
 Matching is by whole path components and the longest prefix wins, so
 `/studio/proj` never captures `/studio/project2`.
+
+Windows workstations name studio files by drive letter or UNC share (`W:\\proj\\...`,
+`\\\\filer01\\proj\\...`, also written with `/`). Such prefixes are aliases like any other
+(`aliases: ["W:/proj", "\\\\filer01\\proj"]`) and match as Windows does: either slash,
+any case.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prewarm.errors import ConfigError
+
+_WINDOWS = re.compile(r"[A-Za-z]:[\\/]|[\\/]{2}[^\\/]")
+
+
+def is_windows(path: str) -> bool:
+    """A drive-letter (`W:/`, `W:\\`) or UNC (`\\\\host\\share`, `//host/share`) path."""
+    return _WINDOWS.match(path) is not None
 
 
 def _clean(prefix: str) -> str:
@@ -82,13 +95,29 @@ class PathMap:
         return PathMap(other.entries + self.entries)
 
     def to_studio(self, path: str) -> str:
-        """A path seen in a trace (an alias or a local path) as its studio path."""
+        """A path seen in a trace or a farm's job (an alias or a local path) as its studio path."""
+        if (path[:1] != "/" or path[1:2] == "/") and is_windows(path):
+            return self._windows_to_studio(path)
         best: tuple[int, str] | None = None
         for m in self.entries:
             for prefix in (*m.aliases, *((m.local,) if m.local else ())):
                 mapped = _swap(path, prefix, m.studio)
                 if mapped is not None and (best is None or len(prefix) > best[0]):
                     best = (len(prefix), mapped)
+        return best[1] if best else path
+
+    def _windows_to_studio(self, path: str) -> str:
+        """Windows prefixes match with either slash and in any case; the rest keeps its spelling."""
+        slashed = path.replace("\\", "/")
+        folded = slashed.casefold()
+        best: tuple[int, str] | None = None
+        for m in self.entries:
+            for prefix in m.aliases:
+                if not is_windows(prefix + "/"):
+                    continue
+                mapped = _swap(folded, prefix.casefold(), m.studio)
+                if mapped is not None and (best is None or len(prefix) > best[0]):
+                    best = (len(prefix), m.studio.rstrip("/") + slashed[len(prefix):])
         return best[1] if best else path
 
     def to_local(self, path: str) -> str:
@@ -109,6 +138,6 @@ class PathMap:
 def parse_pair(text: str, flag: str) -> tuple[str, str]:
     """`A=B` from a command-line flag such as `--local /studio=/mnt/gw`."""
     a, sep, b = text.partition("=")
-    if not sep or not a.startswith("/") or not b:
+    if not sep or not (a.startswith("/") or is_windows(a + "/")) or not b:
         raise ConfigError(flag, f"expected ABSOLUTE_PREFIX=PATH, got {text!r}")
     return a, b

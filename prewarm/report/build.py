@@ -15,12 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prewarm.errors import InputError
 from prewarm.plan.evaluate import input_of
+from prewarm.plan.framespec import parse_frames
 from prewarm.plan.model import FileInfo, Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.warm.batches import Batch
 from prewarm.warm.job import JobInfo, JobState
-from prewarm.warm.results import FindingKind
+from prewarm.warm.results import FileFinding, FindingKind
 from prewarm.warm.timeline import Point, merged
 
 MAX_POINTS = 600
@@ -81,8 +83,7 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
             "planned": {"bytes": info.bytes_planned, "files": info.files_planned, "meta": info.meta_planned},
             "warmed": {"bytes": info.progress()[0], "files": c["files_done"], "meta": c["meta_done"]},
             "skipped": {"bytes": c["bytes_skipped"], "files": c["files_skipped"]},
-            "missing": {"bytes": sum(planned_by_file.get(f.path, 0) for f in missing), "files": len(missing),
-                        "inputs": 0 if plan is None else len(plan.missing)},
+            "missing": _missing(missing, planned_by_file, plan),
             "failed": {"bytes": c["bytes_failed"], "files": c["files_failed"], "meta": c["meta_failed"],
                        "ranges": info.failed_ranges},
         },
@@ -98,6 +99,28 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
         "evaluation": None if evaluation is None else dict(evaluation),
     }
     return report
+
+
+def _missing(found: Sequence[FileFinding], planned_by_file: Mapping[str, int], plan: Plan | None) -> dict[str, int]:
+    """Missing files as the problems table lists them: those the warm found gone (their planned bytes)
+    and the inputs the plan found absent (files, bytes unknown: they do not exist)."""
+    inputs = 0 if plan is None else sum(m.count for m in plan.missing)
+    return {"bytes": sum(planned_by_file.get(f.path, 0) for f in found), "files": len(found) + inputs,
+            "inputs": inputs}
+
+
+def _missing_for(plan: Plan, frame: int) -> list[str]:
+    """The inputs the plan found absent that `frame` reads: every frame reads an input without frames."""
+    out = []
+    for m in plan.missing:
+        if m.optional:
+            continue
+        try:
+            if m.frames is None or frame in parse_frames(m.frames, "plan"):
+                out.append(m.path)
+        except InputError:   # a hand-written plan's frames that do not parse: the input counts for every frame
+            out.append(m.path)
+    return out
 
 
 def _timing(info: JobInfo, throttle_bps: int | None, now: float | None) -> dict[str, Any]:
@@ -163,7 +186,7 @@ def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
     dispatched in plan order, so the first frame is ready once the warm has moved that prefix
     of the plan's bytes; the time is read off the cumulative throughput series.
     """
-    if plan is None or not plan.frames or not plan.ranges:
+    if plan is None or not plan.frames or not (plan.ranges or plan.missing):
         return {"first_frame": None, "ready": None, "ready_at": None, "start": None, "margin_s": None}
     first = plan.frames[0]
     position = 0
@@ -174,7 +197,8 @@ def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
         if r.frame is None or r.frame == first:
             position = total
             needed[r.path].append((r.offset, r.end))
-    blocked = {f.path for f in info.findings if f.path in needed}
+    absent = _missing_for(plan, first)
+    blocked = {f.path for f in info.findings if f.path in needed} | set(absent)
     blocked.update(r.path for r in failed if any(r.offset < e and s < r.end for s, e in needed.get(r.path, ())))
     share = position / total if total else 1.0
     reached = info.state.final or info.progress()[1] >= share * info.bytes_planned
@@ -183,6 +207,7 @@ def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
     margin = None if plan.start is None or ready_at is None else plan.start - ready_at
     return {"first_frame": first, "ready": ready, "ready_at": ready_at, "start": plan.start,
             "margin_s": margin, "share_of_plan": share, "blocked_by": sorted(blocked)[:20],
+            "missing_inputs": sorted(absent)[:20],
             "late": None if plan.start is None else (not ready and now is not None and now > plan.start)
             or (margin is not None and margin < 0)}
 

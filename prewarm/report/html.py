@@ -97,6 +97,12 @@ def _verdict(r: Mapping[str, Any]) -> str:
         cls = "bad" if margin is not None and margin < 0 else "ok"
         return (f'<div class="verdict {cls}">Ready for frame {frame}: warm since {_time(r.get("ready_at"))}'
                 f"{escape(when)}.</div>")
+    if r.get("missing_inputs"):
+        paths = ", ".join(escape(p) for p in r["missing_inputs"][:5])
+        more = len(r["missing_inputs"]) - 5
+        return (f'<div class="verdict bad">Not ready for frame {frame}: it reads inputs that do not exist '
+                f'({paths}{f" and {more} more" if more > 0 else ""}){start}. No warm can help: fix them on '
+                f'the studio side.</div>')
     if r.get("blocked_by"):
         paths = ", ".join(escape(p) for p in r["blocked_by"][:5])
         return (f'<div class="verdict bad">Not ready for frame {frame}: it needs files that failed ({paths})'
@@ -107,7 +113,7 @@ def _verdict(r: Mapping[str, Any]) -> str:
 
 def _summary(s: Mapping[str, Any], t: Mapping[str, Any]) -> str:
     rows = [("planned", s["planned"]), ("warmed", s["warmed"]), ("already warm (skipped)", s["skipped"]),
-            ("failed", s["failed"]), ("of which missing", s["missing"])]
+            ("failed", s["failed"]), ("missing (below)", s["missing"])]
     body = "".join(f"<tr><td>{name}</td><td>{_mb(v['bytes'])}</td><td>{v['files']:,}</td></tr>" for name, v in rows)
     rate = "-" if t.get("rate_bps") is None else f"{t['rate_bps'] / 1e6:,.1f} MB/s"
     fps = "-" if t.get("files_per_s") is None else f"{t['files_per_s']:,.1f} files/s"

@@ -83,10 +83,12 @@ class Mount:
 
         NFS: the agent listens on port 80 of the address the client is connected to
         (`addr=`), so behind a load balancer it is the proxy this client is pinned to.
-        The twin declares its own (`agent=`).
+        A mount may declare its agent (`agent=URL`, as the twin does): that wins.
         """
+        if self.options.get("agent"):
+            return self.options["agent"]
         if self.twin:
-            return self.options.get("agent") or None
+            return None
         if self.fstype in NFS_TYPES and self.options.get("addr"):
             addr = self.options["addr"]
             return f"http://[{addr}]" if ":" in addr else f"http://{addr}"

@@ -10,7 +10,7 @@ Whatever happens (service down, slow, refusing the job, bad hook input) the hook
 logs one line and exits 0 within `--give-up` seconds (default 2): a warm is a bonus,
 the submission must go on.
 
-    prewarm_hook.py deadline-cloud --server URL      JSON from a Deadline Cloud bundle hook on stdin
+    prewarm_hook.py --server URL deadline-cloud      a Deadline Cloud submission hook (payload on stdin)
     prewarm_hook.py manifest FILE|- --server URL     a prewarm manifest
     prewarm_hook.py job --name N --frames 1-100x2 --input PATH... --server URL
     prewarm_hook.py opencue SPEC.xml --input PATH... --server URL    an OpenCue job spec
@@ -35,9 +35,15 @@ GIVE_UP_S = 1.5
 """How long the request may take: with the interpreter's start and exit, the whole hook
 stays under the 2 s a submission may be held up (2.0 here measured 2.09 s end to end)."""
 
-BUNDLE_FILES = ("template", "parameter_values", "asset_references")
+BUNDLE_FILES = ("template", "parameter_values")
+"""The bundle files sent with a hook payload; its asset references come from the payload (the final ones).
+(A copy of prewarm's list: this script cannot import prewarm.)"""
 BUNDLE_EXTS = (".yaml", ".yml", ".json")
 MAX_FILE = 4 << 20
+MAX_PAYLOAD = 8 << 20
+"""The service's body limit: a larger hook payload is not sent."""
+HOOK_KEYS = ("jobName", "parameters", "assetReferences", "attachments")
+"""What the service reads of the Deadline Cloud client's payload (its other keys stay here)."""
 
 
 def post(server, body, token=None, give_up_s=GIVE_UP_S):
@@ -77,6 +83,8 @@ def post(server, body, token=None, give_up_s=GIVE_UP_S):
     answer = outcome["answer"]
     log.info("prewarm: %s %s (%s) in %.2fs", "reused" if answer.get("duplicate") else "warming",
              answer.get("job"), ",".join(answer.get("ids", [])), took)
+    for queue in answer.get("unserved") or ():
+        log.warning("prewarm: no worker consumes %s: the warm waits there until one starts", queue)
     return answer
 
 
@@ -92,11 +100,16 @@ def _error_text(exc):
 
 
 def deadline_cloud_body(hook_input):
-    """A Deadline Cloud bundle hook's stdin JSON -> an OpenJD bundle for the service.
+    """A Deadline Cloud submission hook's payload -> the service's `hook` request.
 
-    The template comes from the bundle folder; parameter values and asset references
-    come from the hook input, which holds what the submitter finally chose.
+    The client runs the hook (`preSubmission` or `postSubmission` in `hooks.yaml`) with its
+    payload on stdin: `jobName`, `jobBundleDir`, `parameters` and `assetReferences` with
+    flat keys (`inputFilenames`, `inputDirectories`, `outputDirectories`, `referencedPaths`).
+    The bundle folder is on this workstation, so its template (and its own parameter
+    values) travel with the payload; the payload's parameters and references win.
     """
+    if not isinstance(hook_input, dict):
+        raise ValueError("the hook payload is not a JSON object")
     bundle_dir = hook_input.get("jobBundleDir")
     if not isinstance(bundle_dir, str) or not os.path.isdir(bundle_dir):
         raise ValueError("jobBundleDir %r is not a folder" % (bundle_dir,))
@@ -106,18 +119,12 @@ def deadline_cloud_body(hook_input):
         path = os.path.join(bundle_dir, name)
         if stem in BUNDLE_FILES and ext in BUNDLE_EXTS and os.path.isfile(path) and os.path.getsize(path) <= MAX_FILE:
             with open(path, encoding="utf-8") as fh:
-                files[stem] = fh.read()
-    if "template" not in files:
+                files[name] = fh.read()
+    if not any(os.path.splitext(n)[0] == "template" for n in files):
         raise ValueError("no template.yaml or template.json in %s" % bundle_dir)
-    params = hook_input.get("parameters")
-    if isinstance(params, list):
-        files["parameter_values"] = {"parameterValues": params}
-    elif isinstance(params, dict):
-        files["parameter_values"] = {"parameterValues": [{"name": k, "value": v} for k, v in sorted(params.items())]}
-    refs = hook_input.get("assetReferences")
-    if isinstance(refs, dict):
-        files["asset_references"] = refs if "assetReferences" in refs else {"assetReferences": refs}
-    return {"bundle": files}
+    payload = {k: hook_input[k] for k in HOOK_KEYS if k in hook_input}
+    payload.setdefault("jobName", os.environ.get("DEADLINE_JOB_NAME") or None)
+    return {"hook": {k: v for k, v in payload.items() if v is not None}, "bundle": files}
 
 
 def job_body(name, frames, inputs, extra=None):
@@ -173,7 +180,10 @@ def main(argv=None):
 
 def _body(args):
     if args.kind == "deadline-cloud":
-        return deadline_cloud_body(json.loads(sys.stdin.read()))
+        text = sys.stdin.read(MAX_PAYLOAD + 1)
+        if len(text) > MAX_PAYLOAD:
+            raise ValueError("the hook payload is larger than %d MiB" % (MAX_PAYLOAD >> 20))
+        return deadline_cloud_body(json.loads(text))
     if args.kind == "manifest":
         if args.file == "-":
             return {"manifest": sys.stdin.read()}
@@ -194,7 +204,8 @@ def _parser():
     p.add_argument("--log", help="also append log lines to this file")
     p.add_argument("--print-ids", action="store_true", help="print the warm ids on stdout")
     sub = p.add_subparsers(dest="kind", required=True)
-    sub.add_parser("deadline-cloud", help="a Deadline Cloud job bundle hook: JSON on stdin")
+    sub.add_parser("deadline-cloud", help="a Deadline Cloud submission hook: the client's payload on stdin; "
+                                          "prints nothing on stdout, so the submission is left unchanged")
     m = sub.add_parser("manifest", help="a prewarm manifest file (- for stdin)")
     m.add_argument("file")
     j = sub.add_parser("job", help="a job from its name, frames and inputs (any farm)")

@@ -5,29 +5,62 @@ Deadline 10 job info + plugin info pair) and builds a `Manifest` through
 `prewarm.plan.manifest.parse_manifest`, so every rule of the manifest applies to adapted
 jobs too (absolute paths, frame limits, names as written). Adapters check the farm's
 own fields first, so that an error names the farm's file and key, not the generated text.
+
+Farms' paths reach the manifest through `check_path`, the one place where a Windows
+path (`W:\\proj\\...`, `\\\\filer01\\proj\\...`) becomes a studio path: by the site's path map
+(`Context.path_map`, the aliases of its entries), never by guessing.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prewarm.errors import ManifestError
 from prewarm.plan.framespec import format_frames
 from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.plan.pathmap import PathMap, is_windows
 
-__all__ = ["build_manifest", "check_path"]
+__all__ = ["Context", "build_manifest", "check_path"]
+
+MAX_PATH = 4096
+"""PATH_MAX: a longer farm path is not a path (a 1 MiB parameter is refused here, by length)."""
 
 
-def check_path(path: object, where: str, field: str) -> str:
+@dataclass(frozen=True)
+class Context:
+    """What the site and the user add to a farm's job description."""
+
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    """Parameter values given as `-p Name=Value` (or a parameter values file): over the bundle's own."""
+    path_map: PathMap = field(default_factory=PathMap)
+    """The site's path map: Windows prefixes (and the mount a bundle folder is read through) as studio paths."""
+    roots: tuple[str, ...] = ()
+    """The site's studio roots: a bundle's own files (its scripts, resolved against its folder) that lie
+    outside them are shipped with the job by job attachments, not read from the filer: not warmed."""
+
+
+NO_CONTEXT = Context()
+
+
+def check_path(path: object, where: str, field: str, path_map: PathMap | None = None) -> str:
     """A farm's path as a manifest input: absolute POSIX, no `.`/`..`; a clear error otherwise.
 
-    Windows paths (`Z:\\proj\\...`) are refused rather than guessed: map them on the farm
-    side, or with a path map whose studio prefix is POSIX.
+    A Windows path becomes the studio path the site's `path_map` gives it (an entry whose
+    aliases hold `W:/proj` or `\\\\filer01\\proj`); one no entry maps is refused by name.
     """
     if not isinstance(path, str) or not path.strip():
-        raise ManifestError(where, f"{field}: expected a path, got {path!r}")
+        raise ManifestError(where, f"{field}: expected a path, got {path!r}"[:300])
+    if len(path) > MAX_PATH:
+        raise ManifestError(where, f"{field}: {len(path):,} characters: longer than a path can be ({MAX_PATH})")
+    if is_windows(path):
+        mapped = (path_map or PathMap()).to_studio(path)
+        if is_windows(mapped):
+            raise ManifestError(where, f"{field}: {path!r} is a Windows path that no entry of the site's "
+                                       "path_map maps: add its drive or UNC prefix to an entry's aliases")
+        path = mapped
     if not path.startswith("/"):
         raise ManifestError(where, f"{field}: {path!r} is not an absolute POSIX path")
     if "\0" in path:
