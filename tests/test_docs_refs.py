@@ -10,7 +10,8 @@ README for dotted names (`prewarm.plan.manifest`, or a name in a module:
 that does not resolve, with its file and line.
 
 Not references, so passed over: names that are strings of their own (a Celery task or
-queue, `"prewarm.warm_batch"`, a format id `prewarm.profile/1`, a queue `prewarm.gw-a`),
+queue, `"prewarm.warm_batch"`, a format id `prewarm.profile/1`, a queue `prewarm.gw-a`, a name after
+the word queue),
 placeholders in capitals (`prewarm.NAME`, `bench/NAME.py`, `prewarm/x.<abi>.so`), and
 `bench/out/` (what the benches write).
 """
@@ -64,7 +65,9 @@ def _in_package(name: str) -> bool:
 def _placeholder(text: str, start: int, end: int, name: str) -> bool:
     parts = re.split(r"[./]", name)
     quoted = text[start - 1:start] in "\"'" and text[end:end + 1] == text[start - 1:start]
-    return any(p.isupper() for p in parts) or quoted or text[end:end + 2] == ".<" or name.startswith("bench/out")
+    queue = re.search(r"queues? `?$", text[max(0, start - 8):start]) is not None
+    return (any(p.isupper() for p in parts) or quoted or queue or text[end:end + 2] == ".<"
+            or name.startswith("bench/out"))
 
 
 def stale_references() -> list[str]:
