@@ -345,3 +345,148 @@ def test_hostile_requests_get_a_4xx_or_findings_never_a_500(live_service, body: 
         assert set(r.json()) == {"error", "where"} and "\n" not in r.json()["error"]
     else:
         assert all(m["reason"] for m in r.json()["missing"]), "an impossible path is a finding"
+
+
+# -- names that are not UTF-8 (issue 20, item 1) ---------------------------------------------------------------
+
+BAD = b"bad\xff\xfe.tx"
+"""A legal Linux file name that is not UTF-8, as filers written from other systems hold."""
+
+
+def mixed_folder(tree: Hostile) -> str:
+    """`hostile/mixed/`: two good files, one badly named, and a badly named folder with a file in it."""
+    folder = os.fsencode(tree.root / "mixed")
+    os.makedirs(folder + b"/dir\xe9", exist_ok=True)
+    for name, size in ((b"good.tx", 8192), (b"also.tx", 4096), (BAD, 12288), (b"dir\xe9/inner.tx", 4096)):
+        with open(folder + b"/" + name, "wb") as fh:
+            fh.write(b"p" * size)
+    return f"{STUDIO}/mixed/"
+
+
+def test_a_name_that_is_not_utf8_is_one_finding_and_the_rest_is_warmed_through_celery(
+        tree: Hostile, tmp_path: Path, redis_url: str, celery_worker) -> None:
+    cfg = config(tmp_path, tree, redis_url=redis_url, queue="gwu", visibility_timeout_s=10)
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump({"job": "bytes", "frames": "1-2", "inputs": [mixed_folder(tree)]}))
+    celery_worker(cfg, "prewarm.gwu", concurrency=2)
+    plan_file = tmp_path / "plan.json"
+    planned = subprocess.run(prewarm("--config", str(cfg), "plan", str(manifest), "-o", str(plan_file)), cwd=ROOT,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(plan_file.read_text())
+    assert sorted(plan["files"]) == [f"{STUDIO}/mixed/also.tx", f"{STUDIO}/mixed/good.tx"]
+    assert {m["path"]: m["reason"] for m in plan["missing"]} == {
+        f"{STUDIO}/mixed/bad\\xff\\xfe.tx": "the name is not UTF-8 (its bytes shown as \\xNN): not planned, "
+                                           "rename it on the filer",
+        f"{STUDIO}/mixed/dir\\xe9": "the name is not UTF-8 (its bytes shown as \\xNN): not planned, "
+                                   "rename it on the filer"}
+    run = traced(prewarm("--config", str(cfg), "warm", str(plan_file), "--redis", redis_url, "--json"),
+                 tmp_path / "warm.strace", cwd=ROOT, env=clean_env(), timeout=90)
+    assert run.proc.returncode == 1, run.proc.stderr  # partial: two inputs are missing to the render
+    [report] = json.loads(run.proc.stdout)
+    assert report["state"] == "partial"
+    assert report["counters"]["files_done"] == 2 and report["counters"]["bytes_done"] == 8192 + 4096
+    import redis as redis_lib
+
+    r = redis_lib.Redis.from_url(redis_url)
+    assert r.hget(f"prewarm:job:{report['id']}", "state") == b"partial"
+    assert all(b"\xed" not in k and b"\\x" not in k for k in r.keys("*")), "no key holds the bad name"
+    embedded = config(tmp_path, tree)  # the worker has read its settings: this file is now the embedded warm's
+    again = subprocess.run(prewarm("--config", str(embedded), "warm", str(manifest), "--json"), cwd=ROOT,
+                           env=clean_env(), capture_output=True, text=True, timeout=60)  # one-step, embedded
+    assert again.returncode == 1 and json.loads(again.stdout)[0]["counters"]["files_done"] == 2, again.stderr
+    assert "bad\\xff\\xfe.tx (the name is not UTF-8" in again.stderr
+
+
+def test_a_plan_naming_a_file_that_is_not_utf8_is_refused_in_one_line(tree: Hostile, tmp_path: Path) -> None:
+    plan = tmp_path / "old.plan.json"  # what `prewarm plan -o` wrote before names were checked
+    plan.write_text(json.dumps({"job": "j", "frames": [1], "ranges": [
+        {"path": f"{STUDIO}/mixed/good.tx", "offset": 0, "length": 4096},
+        {"path": f"{STUDIO}/mixed/bad\udcff\udcfe.tx", "offset": 0, "length": 4096}]}))
+    done = subprocess.run(prewarm("--config", str(config(tmp_path, tree)), "warm", str(plan)), cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "old.plan.json" in done.stderr and "Traceback" not in done.stderr
+    from prewarm.errors import PlanFileError
+    from prewarm.plan.model import Plan
+
+    with pytest.raises(PlanFileError, match=r"ranges\[1\]\.path: the name is not UTF-8: .*bad\\xff\\xfe\.tx"):
+        Plan.from_json(json.loads(plan.read_text()), where="plan")  # as a plan held in Redis is loaded
+
+
+def test_the_service_plans_a_folder_with_a_name_that_is_not_utf8(traced_service, tree: Hostile) -> None:
+    url, _, _ = traced_service
+    manifest = yaml.safe_dump({"job": "svcbytes", "frames": "1", "inputs": [mixed_folder(tree)]})
+    r = post(url, {"manifest": manifest})
+    assert r.status_code == 202, r.text
+    assert f"{STUDIO}/mixed/bad\\xff\\xfe.tx" in {m["path"] for m in r.json()["missing"]}
+    for route in ("", "/report", "/report.html"):
+        got = requests.get(f"{url}/jobs/{r.json()['ids'][0]}{route}", timeout=10,
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+        assert got.status_code == 200, (route, got.text[:300])
+
+
+def test_every_studio_path_has_a_redis_key_and_no_two_share_one() -> None:
+    from prewarm.state import keys
+
+    bad, text = "/studio/proj/bad\udcff\udcfe.tx", "/studio/proj/bad\\xff\\xfe.tx"
+    made = {keys.dedupe("gw", p) for p in (bad, text, "/studio/proj/é.tx")}
+    assert len(made) == 3 and all(k.encode("utf-8") for k in made)
+    assert keys.dedupe("gw", bad) == "prewarm:dd:gw:b64:L3N0dWRpby9wcm9qL2JhZP_-LnR4"
+
+
+def test_a_scene_dependency_whose_name_is_not_utf8_is_a_finding() -> None:
+    from prewarm.plan.manifest import parse_manifest
+    from prewarm.plan.scenes import SceneDep, SceneDeps, expand_scenes
+
+    manifest = parse_manifest("job: j\nframes: 1\ninputs: [/studio/proj/s.blend]\n", "m")
+    found = SceneDeps(deps=(SceneDep("/studio/proj/tex/bad\udcff.png", "/studio/proj/s.blend"),
+                            SceneDep("/studio/proj/tex/ok.png", "/studio/proj/s.blend")))
+    expansion = expand_scenes(manifest, lambda request: found)
+    assert [s.path for s in expansion.manifest.inputs] == ["/studio/proj/s.blend", "/studio/proj/tex/ok.png"]
+    assert [(f.path, f.reason.startswith("the name is not UTF-8")) for f in expansion.findings] == [
+        ("/studio/proj/tex/bad\\xff.png", True)]
+
+
+# -- negative offsets (issue 20, item 5) ------------------------------------------------------------------------
+
+NEGATIVE = """\
+100 10:00:00.000001 openat(AT_FDCWD, "{root}/a.bin", O_RDONLY) = 3<{root}/a.bin>
+100 10:00:00.000002 pread64(3<{root}/a.bin>, "..."..., 4096, -4096) = 4096
+100 10:00:00.000003 preadv2(3<{root}/a.bin>, [{{iov_base="...", iov_len=4096}}], 1, -8192, 0) = 4096
+100 10:00:00.000004 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3<{root}/a.bin>, -0x1000) = 0x7f0000000000
+100 10:00:00.000005 pread64(3<{root}/a.bin>, "..."..., 4096, 8192) = 4096
+"""
+
+
+def test_a_negative_offset_in_a_trace_never_enters_a_plan(tree: Hostile, tmp_path: Path) -> None:
+    (tree.root / "a.bin").write_bytes(b"a" * 65536)
+    trace = tmp_path / "frame.1.strace"
+    trace.write_text(NEGATIVE.format(root=tree.root))
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump({"job": "neg", "frames": "1-2", "inputs": [f"{STUDIO}/a.bin"]}))
+    cfg = config(tmp_path, tree)
+    plan_file = tmp_path / "plan.json"
+    planned = subprocess.run(prewarm("--config", str(cfg), "plan", str(manifest), "--traces", str(trace), "--alias",
+                                     f"{tree.root}={STUDIO}", "-o", str(plan_file)), cwd=ROOT, env=clean_env(),
+                             capture_output=True, text=True, timeout=60)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(plan_file.read_text())
+    assert [(r["offset"], r["length"]) for r in plan["ranges"]] == [(8192, 4096)]
+    assert plan["summary"]["trace_lines_skipped"] == 3
+    warmed = subprocess.run(prewarm("--config", str(cfg), "warm", str(plan_file), "--json"), cwd=ROOT,
+                            env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert warmed.returncode == 0, warmed.stderr  # the warm side takes the planner's own plan
+
+
+def test_the_planner_and_a_loaded_plan_share_one_check() -> None:
+    from prewarm.plan.model import FileInfo, Plan, PlannedRange
+
+    def made(offset: int, path: str = f"{STUDIO}/a.bin") -> Plan:
+        return Plan(job="j", frames=(1,), ranges=[PlannedRange(path, offset, 4096)],
+                    files={path: FileInfo(path, 65536, 0.0)})
+
+    assert made(8192).limit_problem() is None
+    assert made(-4096).limit_problem() == ("ranges[0]", "offset -4096 and length 4096: not a range of a file")
+    assert made(0, f"{STUDIO}/b\udcff").limit_problem() == (
+        "ranges[0].path", f"the name is not UTF-8: {STUDIO}/b\\xff (rename it on the filer)")

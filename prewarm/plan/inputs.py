@@ -27,7 +27,7 @@ from typing import Protocol
 from prewarm.errors import ManifestError
 from prewarm.plan.limits import MAX_FILES
 from prewarm.plan.manifest import InputSpec, Manifest
-from prewarm.plan.model import FileInfo
+from prewarm.plan.model import NOT_UTF8, FileInfo, path_problem, shown
 from prewarm.plan.patterns import PathPattern
 
 
@@ -262,6 +262,19 @@ class _Resolver:
         if isinstance(names, Failure):
             self.miss(index, spec, folder + "/", f"cannot list: {names.reason}", frame)
             return
+        named = [name for name in names if not name.isascii() and self.unnamed(index, spec, folder, name, frame)]
+        if named:
+            names = [name for name in names if name not in set(named)]
         self.prefetch(f"{folder}/{name}" for name in names if not _selected(rel + name, name, spec.exclude))
         for name in names:
             yield f"{folder}/{name}", rel + name
+
+    def unnamed(self, index: int, spec: InputSpec, folder: str, name: str, frame: int | None) -> bool:
+        """Whether a listed name cannot be planned (not UTF-8): then it is one finding naming the
+        folder and the name with its bytes escaped, and the file (or folder) is left out. A plan,
+        a Redis key and a report all hold text; a name that is not is never planned."""
+        problem = path_problem(f"{folder}/{name}")
+        if problem is None:
+            return False
+        self.miss(index, spec, f"{folder}/{shown(name)}", NOT_UTF8, frame)
+        return True

@@ -151,6 +151,16 @@ def _int_ret(ret: str) -> int:
     return int(ret if sp < 0 else ret[:sp])
 
 
+def _offset(text: str) -> int:
+    """A file offset a call names; ValueError (the line is counted as skipped) for a negative
+    one: the kernel refuses it with EINVAL, so a line that shows it read there is not a trace
+    of a read, and a negative offset must never reach a plan."""
+    offset = int(text, 0)
+    if offset < 0:
+        raise ValueError(f"negative offset {offset}")
+    return offset
+
+
 class _Descriptor:
     """A descriptor as the trace names it (`3</p/a.exr`): where it reads next, and (for the
     fast path) the path to record for it, `""` until resolved. One object, so that a line
@@ -211,17 +221,17 @@ class _Calls:
         if fd is None:
             return None
         n = _int_ret(ret)
-        return (fd[1], Op.READ, int(args[args.rfind(", ") + 2:]), n) if n > 0 else None
+        return (fd[1], Op.READ, _offset(args[args.rfind(", ") + 2:]), n) if n > 0 else None
 
     def preadv2(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
         if fd is None:
             return None
-        offset = int(args.rsplit(", ", 2)[1])
-        if offset == -1:
+        text = args.rsplit(", ", 2)[1]
+        if text == "-1":
             return self.read(args, ret)
         n = _int_ret(ret)
-        return (fd[1], Op.READ, offset, n) if n > 0 else None
+        return (fd[1], Op.READ, _offset(text), n) if n > 0 else None
 
     def lseek(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
@@ -275,7 +285,7 @@ class _Calls:
         if fd is None:
             return None
         length = int(parts[1])
-        offset = int(parts[4][len(fd[0]) + 3:], 0)
+        offset = _offset(parts[4][len(fd[0]) + 3:])
         return (fd[1], Op.READ, offset, length) if length > 0 else None
 
 
