@@ -490,3 +490,102 @@ def test_the_planner_and_a_loaded_plan_share_one_check() -> None:
     assert made(-4096).limit_problem() == ("ranges[0]", "offset -4096 and length 4096: not a range of a file")
     assert made(0, f"{STUDIO}/b\udcff").limit_problem() == (
         "ranges[0].path", f"the name is not UTF-8: {STUDIO}/b\\xff (rename it on the filer)")
+
+
+# -- a scene swapped for a link after the guard's check (issue 20, item 2) -------------------------------------
+
+SCENE_SWAP = """
+import json, sys
+from prewarm.formats.scenes import SceneReader, to_json
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.plan.scenes import SceneKind, SceneLimits, SceneRequest
+from prewarm.site.guard import Guard
+
+root, wrapper, path, kind = sys.argv[1:5]
+guard = Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),)))
+found = SceneReader(guard, python=wrapper)(SceneRequest(path, SceneKind(kind), (1,), SceneLimits()))
+print(json.dumps(to_json(found)))
+"""
+
+GOOD_STAGE = '#usda 1.0\n(\n    subLayers = [@./inside.usda@]\n)\n'
+EVIL_STAGE = ('#usda 1.0\n(\n    subLayers = [@/studio/proj/only_evil.usda@]\n)\n'
+              'def "X"\n{\n    asset a = @/studio/proj/only_evil.tx@\n}\n')
+
+
+@pytest.mark.parametrize("kind", ["usd", "blend"])
+def test_a_scene_swapped_for_a_link_after_the_guards_check_is_not_read_outside(
+        tree: Hostile, tmp_path: Path, kind: str) -> None:
+    from tests.fixtures.scenes import BLEND_DATA
+
+    scene = tree.root / "scene"
+    scene.mkdir()
+    for rel in ("only_evil.usda", "only_evil.tx", "scene/inside.usda"):
+        (tree.root / rel).write_text("#usda 1.0\n")
+    if kind == "usd":
+        name, evil = "t.usda", tree.outside / "evil.usda"
+        (scene / name).write_text(GOOD_STAGE)
+        evil.write_text(EVIL_STAGE)
+    else:  # the shot links the library; the library alone, swapped in, names what the shot does not
+        name, evil = "t.blend", tree.outside / "evil.blend"
+        (scene / name).write_bytes((BLEND_DATA / "lib" / "cycle_a.blend").read_bytes())
+        evil.write_bytes((BLEND_DATA / "shot" / "shot.blend").read_bytes())
+    wrapper = tmp_path / "swap-then-read.sh"  # the parent has checked the scene; then it becomes a link out
+    wrapper.write_text(f"#!/bin/sh\nmv '{scene / name}' '{scene / name}.old'\nln -s '{evil}' '{scene / name}'\n"
+                       f"exec '{sys.executable}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    script = tmp_path / "read.py"
+    script.write_text(SCENE_SWAP)
+    run = traced([sys.executable, str(script), str(tree.root), str(wrapper), f"{STUDIO}/scene/{name}", kind],
+                 tmp_path / "scene.strace", cwd=ROOT, env=clean_env())
+    assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    found = json.loads(run.proc.stdout)
+    assert not [d for d in found["deps"] if "only_evil" in d[0] or "lib/" in d[0]], found
+    assert found["error"] and "outside the allowed roots" in found["error"], found
+    no_leak(run.proc.stdout, tree)
+    assert str(evil) not in run.opened(), "the swapped-in scene outside the roots was opened"
+
+
+CONFINED = """
+import os, sys
+from prewarm.formats.confine import confine
+
+inside, link = sys.argv[1], sys.argv[2]
+confine([os.path.dirname(inside)], [])
+print(open(inside).read().strip())
+for path in (link, "/etc/passwd"):
+    try:
+        open(path).read()
+        print("read", path)
+    except PermissionError:
+        print("refused")
+"""
+
+
+def test_a_confined_reader_cannot_open_a_link_out_of_the_roots_whatever_the_race(tree: Hostile,
+                                                                                 tmp_path: Path) -> None:
+    """The scene child's confinement (Landlock): a check made earlier cannot be raced."""
+    inside = tree.root / "confined" / "layer.usda"
+    inside.parent.mkdir()
+    inside.write_text("inside\n")
+    os.symlink(tree.outside / "secret.txt", inside.parent / "swapped.usda")  # as if swapped in after the check
+    script = tmp_path / "confined.py"
+    script.write_text(CONFINED)
+    run = traced([sys.executable, str(script), str(inside), str(inside.parent / "swapped.usda")],
+                 tmp_path / "confined.strace", cwd=ROOT, env=clean_env())
+    assert run.proc.stdout.split() == ["inside", "refused", "refused"], run.proc.stderr
+    assert str(tree.outside / "secret.txt") not in run.opened() and "/etc/passwd" not in run.opened()
+    assert f'"{inside.parent / "swapped.usda"}", O_RDONLY|O_CLOEXEC) = -1 EACCES' in run.log
+
+
+def test_usd_reader_errors_name_studio_paths_and_quote_nothing(tree: Hostile, tmp_path: Path) -> None:
+    from prewarm.formats.scenes import SceneReader
+    from prewarm.plan.pathmap import PathMap, Prefix
+    from prewarm.plan.scenes import SceneKind, SceneLimits, SceneRequest
+    from prewarm.site.guard import Guard
+
+    (tree.root / "bad.usda").write_text('#usda 1.0\ndef "X" {\n  custom int root_secret_value = 1 2\n}\n')
+    guard = Guard((STUDIO,), PathMap((Prefix(STUDIO, (), str(tree.root)),)))
+    found = SceneReader(guard)(SceneRequest(f"{STUDIO}/bad.usda", SceneKind.USD, (1,), SceneLimits()))
+    assert found.error is not None and found.error.startswith(f"{STUDIO}/bad.usda:"), found.error
+    assert "root_secret_value" not in found.error and "X" not in found.error.replace("...", "")
+    no_leak(found.error, tree)
