@@ -589,3 +589,74 @@ def test_usd_reader_errors_name_studio_paths_and_quote_nothing(tree: Hostile, tm
     assert found.error is not None and found.error.startswith(f"{STUDIO}/bad.usda:"), found.error
     assert "root_secret_value" not in found.error and "X" not in found.error.replace("...", "")
     no_leak(found.error, tree)
+
+
+# -- traces without bounds (issue 20, item 3) -------------------------------------------------------------------
+
+def plan_with_trace(tmp_path: Path, tree: Hostile, trace: Path) -> subprocess.CompletedProcess[str]:
+    (tree.root / "a.bin").write_bytes(b"a" * 65536)
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump({"job": "t", "frames": "1", "inputs": [f"{STUDIO}/a.bin"]}))
+    return subprocess.run(prewarm("--config", str(config(tmp_path, tree)), "plan", str(manifest), "--traces",
+                                  str(trace), "-o", str(tmp_path / "plan.json")), cwd=ROOT, env=clean_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+RECORD = json.dumps({"path": f"{STUDIO}/a.bin", "offset": 0, "length": 4096, "frame": 1}).encode() + b"\n"
+
+
+def test_a_gzip_of_blank_lines_is_refused_in_one_line(tree: Hostile, tmp_path: Path) -> None:
+    import gzip
+
+    from prewarm.plan.limits import MAX_TRACE_LINES
+
+    trace = tmp_path / "frame.1.jsonl.gz"
+    with gzip.open(trace, "wb", compresslevel=9) as fh:  # 21 MB of newlines in 20 KB
+        for _ in range(MAX_TRACE_LINES // 1_000_000 + 1):
+            fh.write(b"\n" * 1_000_000)
+        fh.write(RECORD)
+    done = plan_with_trace(tmp_path, tree, trace)
+    assert done.returncode == 2 and not (tmp_path / "plan.json").exists()
+    assert done.stderr == (f"prewarm plan: {trace}: more than {MAX_TRACE_LINES:,} lines (prewarm.plan.limits): "
+                           "not one frame's trace\n")
+
+
+def test_a_trace_of_too_many_distinct_paths_is_refused_in_one_line(tree: Hostile, tmp_path: Path) -> None:
+    from prewarm.plan.limits import MAX_TRACE_PATHS
+
+    trace = tmp_path / "frame.1.jsonl"
+    with trace.open("wb") as fh:
+        for i in range(MAX_TRACE_PATHS + 1):
+            fh.write(b'{"path": "/studio/proj/p/%d", "offset": 0, "length": 1}\n' % i)
+    done = plan_with_trace(tmp_path, tree, trace)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+    assert done.stderr == (f"prewarm plan: {trace}: the traces name more than {MAX_TRACE_PATHS:,} distinct paths "
+                           "(prewarm.plan.limits): not a render's trace, or too many traces at once\n")
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "strace"])
+def test_leading_blank_lines_are_counted_not_kept_and_lines_keep_their_numbers(tmp_path: Path, kind: str) -> None:
+    from prewarm.traces.files import ImportStats, read_batches
+
+    trace = tmp_path / f"frame.1.{kind}"
+    good = (RECORD if kind == "jsonl" else
+            b'1 10:00:00.000001 pread64(3</studio/proj/a.bin>, "...", 4096, 0) = 4096\n')
+    trace.write_bytes(b"\n \n\t\n" + good + b"garbage\n" + good)
+    stats = ImportStats()
+    records = [r for batch in read_batches([str(trace)], stats=stats) for r in batch]
+    assert len(records) == 2 and stats.skipped_lines == 1 and stats.lines == 6
+    assert stats.first_skipped == f"{trace}:5"
+
+
+def test_decompressed_bytes_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from prewarm.errors import TraceError
+    from prewarm.traces import files
+
+    monkeypatch.setattr(files, "MAX_TRACE_BYTES", 1 << 20)  # the real 4 GiB takes a minute to inflate
+    trace = tmp_path / "frame.1.jsonl.gz"
+    with gzip.open(trace, "wb") as fh:
+        fh.write(RECORD + b"\0" * (3 << 20))
+    with pytest.raises(TraceError, match=r"frame\.1\.jsonl\.gz: more than 1,048,576 bytes decompressed"):
+        list(files.read_batches([str(trace)]))

@@ -62,6 +62,22 @@ largest local SSD cache is 9 TB), so a bigger plan would evict what it warmed.""
 MAX_TRACE_FILES = 100_000
 """Trace files found below one `--traces` folder (one per traced frame)."""
 
+MAX_TRACE_LINES = 20_000_000
+"""Lines of one trace file (blank ones too): a frame's strace of 20 million calls is about 2 GB of
+text, more than any render we traced (tens of thousands of reads a frame); a hostile file of 50
+million blank lines cost 78 s to plan. Past it the trace is refused, not cut: a half-read frame
+would plan as if its other reads never happened."""
+
+MAX_TRACE_BYTES = 4 << 30
+"""Bytes of one trace file after decompression (4 GiB, the 20 million lines above at 200 bytes): a
+48 KB gzip can hold gigabytes of blank lines or NULs."""
+
+MAX_TRACE_PATHS = 250_000
+"""Distinct paths the traces of one import name (summed over files; each planning part counts its own):
+each is held, with its descriptor, while the traces are read and aggregated (about 600 bytes a path:
+a million cost 615 MB), and a JSONL trace of 3 million paths ended in a MemoryError. A render
+reads tens of thousands of files; a plan may name 200,000."""
+
 MAX_TRACE_LINE = 1 * MiB
 """Longest trace line read as one: strace truncates strings at 32 bytes by default; a longer
 line is binary garbage, cut and counted as unreadable rather than held in memory whole."""

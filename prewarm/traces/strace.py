@@ -470,6 +470,7 @@ class _Parser:
 
     def _fd_path(self, key: str) -> str | None:
         """The resolved path of a descriptor text `_is_fd` accepted (None: filtered out)."""
+        self.stats.check_paths(self.where, len(self.fds))
         raw = key[key.find("<") + 1:]
         return _OUTPUT if raw in self.outputs else self._resolved(raw)
 
@@ -564,6 +565,7 @@ class _Parser:
         """The path to record for a path as strace printed it; None if filtered out."""
         path = self.paths.get(raw, "")  # "" is never a resolved path: not cached yet
         if path == "":
+            self.stats.check_paths(self.where, len(self.paths) + 1)
             path = unescape(raw).removesuffix(" (deleted)")
             path = self.paths[raw] = self.resolve(path) if self.resolve is not None else path
         return path
@@ -585,13 +587,16 @@ records still waiting in it; 4,096-line batches cost an import 10% in collection
 
 
 def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int | None = None,
-                   resolve: Resolve | None = None, where: str = "<strace>", fast: bool = True) -> Iterator[Batch]:
+                   resolve: Resolve | None = None, where: str = "<strace>", fast: bool = True,
+                   skip: int = 0) -> Iterator[Batch]:
     """Stream the records of an strace log given as runs of lines, in the order the calls completed.
 
     `frame` is set on every record; `resolve` maps each path once (see `Resolve`);
-    `where` names the log in `stats.first_skipped`.
+    `where` names the log in `stats.first_skipped`; `skip` lines (blank ones the caller passed
+    over) come before the first. Past `MAX_TRACE_PATHS` distinct paths or descriptors, `TraceError`.
     """
     parser = _Parser(stats, frame, resolve, where)
+    parser.n = skip
     records = 0
     try:
         for chunk in chunks:
@@ -603,6 +608,7 @@ def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int |
     finally:
         stats.lines += parser.n
         stats.records += records
+        stats.paths += max(len(parser.paths), len(parser.fds))
 
 
 def parse_strace(lines: Iterable[str], stats: ImportStats, frame: int | None = None,
