@@ -660,3 +660,51 @@ def test_decompressed_bytes_are_bounded(tmp_path: Path, monkeypatch: pytest.Monk
         fh.write(RECORD + b"\0" * (3 << 20))
     with pytest.raises(TraceError, match=r"frame\.1\.jsonl\.gz: more than 1,048,576 bytes decompressed"):
         list(files.read_batches([str(trace)]))
+
+
+# -- sizes of work (issue 20, item 6) ---------------------------------------------------------------------------
+
+def plan_manifest_file(tmp_path: Path, tree: Hostile, text: str, **settings: object) -> subprocess.CompletedProcess[str]:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(text)
+    return subprocess.run(prewarm("--config", str(config(tmp_path, tree, **settings)), "plan", str(manifest), "-o",
+                                  str(tmp_path / "plan.json")), cwd=ROOT, env=clean_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_missing_inputs_count_against_the_file_limit(tree: Hostile, tmp_path: Path) -> None:
+    from prewarm.plan.limits import MAX_FILES
+
+    inputs = [f"{STUDIO}/gone/{name}.####.exr" for name in "abc"]  # 300,000 frames of files that are not there
+    done = plan_manifest_file(tmp_path, tree, yaml.safe_dump({"job": "j", "frames": "1-100000", "inputs": inputs}))
+    assert done.returncode == 2 and not (tmp_path / "plan.json").exists()
+    assert done.stderr.startswith(f"prewarm plan: {tmp_path / 'job.yaml'}:")
+    assert f"the inputs resolve to more than {MAX_FILES:,} files, missing ones included" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_a_manifest_file_is_read_no_larger_than_the_services_body_limit(tree: Hostile, tmp_path: Path) -> None:
+    text = "job: j\nframes: 1\ninputs: [/studio/proj/a]\n" + "# padding\n" * 2000
+    done = plan_manifest_file(tmp_path, tree, text, max_request_bytes=16384)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"prewarm plan: {tmp_path / 'job.yaml'}: larger than 16,384 bytes (the site's "
+                           "max_request_bytes): a manifest is kilobytes; list folders or patterns\n")
+
+
+def test_a_manifest_of_too_many_values_stops_being_read_there(tree: Hostile, tmp_path: Path) -> None:
+    from prewarm.plan.limits import MAX_YAML_NODES
+
+    text = "job: j\nframes: 1\ninputs:\n" + "".join(f"  - /studio/proj/m/{i}\n" for i in range(MAX_YAML_NODES))
+    done = plan_manifest_file(tmp_path, tree, text)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert f"not valid YAML: more than {MAX_YAML_NODES:,} values (prewarm.plan.limits)" in done.stderr
+
+
+def test_the_service_refuses_a_manifest_of_too_many_inputs_with_a_4xx(traced_service) -> None:
+    """6 MB of missing inputs, under the 8 MiB body limit: refused while being read, not stat-ed."""
+    url, _, _ = traced_service
+    manifest = "job: j\nframes: 1\ninputs:\n" + "".join(f"  - /studio/proj/missing/f{i:07d}.tx\n"
+                                                         for i in range(150_000))
+    r = post(url, {"manifest": manifest})
+    assert r.status_code == 422, r.text[:500]
+    assert "more than 100,000 values" in r.json()["error"]

@@ -84,7 +84,7 @@ def load_source(source: str, traces: list[str], settings: Settings, args: argpar
         return read_plan(source), settings
     from prewarm.flow.planning import load_manifest, plan_manifest
 
-    return plan_manifest(load_manifest(source), traces, settings), settings
+    return plan_manifest(load_manifest(source, settings.max_request_bytes), traces, settings), settings
 
 
 def read_plan(source: str) -> Plan:

@@ -160,11 +160,9 @@ class _Resolver:
         return result
 
     def found(self, spec: InputSpec, index: int, file: ResolvedFile) -> None:
-        """One more file; the job is refused once its inputs name more than `MAX_FILES`."""
+        """One more file; the job is refused once its inputs name more than `MAX_FILES`, found or missing."""
         self.files.append(file)
-        if len(self.files) > MAX_FILES:
-            raise ManifestError(f"{self.source}:{spec.line}", f"inputs[{index}]: the inputs resolve to more than "
-                                                               f"{MAX_FILES:,} files: narrow them with include/exclude")
+        self.count(spec, index)
 
     def present(self, folder: str) -> frozenset[str] | None:
         """Names in a folder, or None when it cannot be listed (stat then tells why)."""
@@ -177,7 +175,15 @@ class _Resolver:
         return names
 
     def miss(self, index: int, spec: InputSpec, path: str, reason: str, frame: int | None) -> None:
+        """One more finding; a missing file costs a stat like a found one, so it counts against `MAX_FILES` too."""
         self.missing.append(Missing(path, spec.line, reason, index, frame, spec.optional))
+        self.count(spec, index)
+
+    def count(self, spec: InputSpec, index: int) -> None:
+        if len(self.files) + len(self.missing) > MAX_FILES:
+            raise ManifestError(f"{self.source}:{spec.line}", f"inputs[{index}]: the inputs resolve to more than "
+                                                               f"{MAX_FILES:,} files, missing ones included: narrow "
+                                                               "them with include/exclude")
 
     def file(self, index: int, spec: InputSpec, path: str, frame: int | None, tile: str | None = None) -> None:
         st = self.stat(path)
