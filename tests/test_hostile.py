@@ -140,8 +140,8 @@ def traced_service(tree: Hostile, tmp_path: Path, redis_url: str):
     cfg = config(tmp_path, tree, service_token=TOKEN, redis_url=redis_url)
     port = free_port()
     log, out = tmp_path / "serve.strace", tmp_path / "serve.log"
-    proc = start_traced(prewarm("--config", str(cfg), "serve", "--port", str(port)), log, out, cwd=ROOT,
-                        env=clean_env())
+    proc = start_traced(prewarm("--config", str(cfg), "serve", "--port", str(port), "--header-timeout", "2"), log, out,
+                        cwd=ROOT, env=clean_env())
     url = f"http://127.0.0.1:{port}/api/v1"
     deadline = time.monotonic() + 60
     while True:
@@ -708,3 +708,29 @@ def test_the_service_refuses_a_manifest_of_too_many_inputs_with_a_4xx(traced_ser
     r = post(url, {"manifest": manifest})
     assert r.status_code == 422, r.text[:500]
     assert "more than 100,000 values" in r.json()["error"]
+
+
+# -- smaller ones (issue 20, item 7) ----------------------------------------------------------------------------
+
+def test_a_client_that_trickles_its_headers_is_disconnected(traced_service) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    url, _, _ = traced_service
+    where = urlparse(url)
+    with socket.create_connection((where.hostname, where.port), timeout=60) as slow:
+        slow.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        assert slow.recv(1024) == b"", "the server closed the connection"
+    with socket.create_connection((where.hostname, where.port), timeout=60) as idle:
+        assert idle.recv(1024) == b"", "a connection that sends nothing is closed too"
+    assert requests.get(f"{url}/health", timeout=10).status_code == 200, "prompt clients are served as before"
+
+
+@pytest.mark.parametrize("job_id", ["abc%0a", "abc%0A", "0%0a", "ABC", "abc%00"])
+def test_job_ids_are_checked_in_full_before_redis_is_asked(traced_service, job_id: str) -> None:
+    url, _, _ = traced_service
+    for route in ("", "/report", "/report.html"):
+        r = requests.get(f"{url}/jobs/{job_id}{route}", timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 404 and "ids are hexadecimal" in r.json()["error"], (route, r.text)
+    r = requests.post(f"{url}/jobs/{job_id}/cancel", timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 404 and "ids are hexadecimal" in r.json()["error"], r.text

@@ -40,15 +40,12 @@ from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import client as state_client
-from prewarm.state import dispatch, runner
+from prewarm.state import dispatch, keys, runner
 from prewarm.state.dispatch import Send
 from prewarm.state.jobs import WarmJob, recent
 from prewarm.traces.files import TraceFile
 
 API = "/api/v1"
-
-JOB_ID = r"^[0-9a-f]{1,64}$"
-"""Warm ids are hex (see `WarmJob.create`); anything else is a 404 before Redis is asked."""
 
 Revoke = Callable[[list[str]], None]
 
@@ -202,7 +199,7 @@ async def _submission(request: Request, limit: int) -> SubmitRequest:
 
 
 def _known_id(job_id: str) -> str:
-    if not re.match(JOB_ID, job_id):
+    if not keys.is_job_id(job_id):  # warm ids are hex: anything else is a 404 before Redis is asked
         raise HTTPException(404, f"no warm job {job_id!r}: ids are hexadecimal")
     return job_id
 

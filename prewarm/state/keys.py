@@ -25,6 +25,7 @@ Celery: a queue per gateway node (`queue(G)` = `prewarm.G`), task `TASK`, task i
 from __future__ import annotations
 
 import base64
+import re
 
 PREFIX = "prewarm"
 
@@ -38,6 +39,18 @@ JOB_PREFIX = f"{PREFIX}:job:"
 GATEWAY_PARTS = ("jobs", "inflight", "rate", "tat")
 
 TASK = "prewarm.warm_batch"
+
+
+_JOB_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+def is_job_id(text: str) -> bool:
+    """Whether `text` is a warm job's id (hex, see `WarmJob.create`), checked before any key is made of it.
+
+    A full match: `^...$` lets `abc\n` through (`$` matches before a final newline), and a
+    request for `abc%0a` reached Redis.
+    """
+    return _JOB_ID.fullmatch(text) is not None
 
 
 def job(job_id: str) -> str:
