@@ -734,3 +734,41 @@ def test_job_ids_are_checked_in_full_before_redis_is_asked(traced_service, job_i
         assert r.status_code == 404 and "ids are hexadecimal" in r.json()["error"], (route, r.text)
     r = requests.post(f"{url}/jobs/{job_id}/cancel", timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 404 and "ids are hexadecimal" in r.json()["error"], r.text
+
+
+def test_a_newline_in_a_job_name_cannot_forge_status_lines(tmp_path: Path, redis_url: str) -> None:
+    from prewarm.plan.model import Plan
+    from prewarm.state.client import connect
+    from prewarm.state.jobs import WarmJob
+
+    forged = "shot\nprewarm ffffffffffff forged state=done 100.0% \x1b[2J"
+    job = WarmJob.create(connect(redis_url), Plan(job=forged, frames=(1,), ranges=[]), [], "gw", 4096)
+    outputs = [subprocess.run(prewarm("status", *extra, "--redis", redis_url), cwd=ROOT, env=clean_env(),
+                              capture_output=True, text=True, timeout=60).stdout
+               for extra in ((), ("--oneline",), (job.id,), (job.id, "--oneline"))]
+    for out in outputs:
+        assert "\nprewarm ffffffffffff" not in out and "\x1b" not in out, out
+        assert "shot\\nprewarm ffffffffffff forged state=done 100.0% \\x1b[2J" in out, out
+    assert len(outputs[1].strip().splitlines()) == 1 and len(outputs[0].strip().splitlines()) == 1
+
+
+def test_a_full_disk_under_the_trace_store_says_so(tmp_path: Path) -> None:
+    from prewarm.errors import ConfigError
+    from prewarm.site.settings import Settings
+    from prewarm.traces.store import import_traces
+
+    store = tmp_path / "store"
+    store.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(store)], check=True)  # CI runs as root
+    try:
+        trace = tmp_path / "frame.0001.jsonl"
+        with trace.open("w") as fh:  # 4 MB of distinct reads: more than 256 KiB however well it compresses
+            for i in range(40_000):
+                fh.write(json.dumps({"path": f"{STUDIO}/f{os.urandom(8).hex()}.tx", "offset": i * 4096,
+                                     "length": 4096}) + "\n")
+        with pytest.raises(ConfigError) as caught:
+            import_traces(Settings(trace_store=str(store), roots=(STUDIO,)), [str(trace)], "proj", "sh", "job_v001")
+        assert "No space left on device (the disk is full: free space, or `prewarm traces prune`" in str(caught.value)
+        assert "where a folder should be" not in str(caught.value)
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
