@@ -772,3 +772,22 @@ def test_a_full_disk_under_the_trace_store_says_so(tmp_path: Path) -> None:
         assert "where a folder should be" not in str(caught.value)
     finally:
         subprocess.run(["umount", str(store)], check=True)
+
+
+def test_a_scene_renamed_over_while_it_is_read_is_not_believed(tree: Hostile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the roots Landlock allows the swap; the child checks the scene's identity after the read."""
+    from prewarm.formats import child
+
+    scene, other = tree.root / "t.usda", tree.root / "other.usda"
+    scene.write_text(GOOD_STAGE)
+    other.write_text(EVIL_STAGE)
+
+    def swapped_while_reading(request: object, local: str, guard: object, deadline: float) -> dict[str, object]:
+        os.replace(other, scene)  # what the reader then read is another file
+        return {"deps": [[f"{STUDIO}/only_evil.tx", f"{STUDIO}/t.usda", None, False]]}
+
+    monkeypatch.setattr(child, "_read", swapped_while_reading)
+    answer = child.read({"path": f"{STUDIO}/t.usda", "kind": "usd", "frames": [1], "seconds": 10,
+                         "limits": {"max_deps": 100, "blur": 1.0}, "roots": [STUDIO],
+                         "path_map": [{"studio": STUDIO, "local": str(tree.root)}]})
+    assert answer["error"] == "not read: changed while being read (a symlink swapped in?)" and not answer["deps"]

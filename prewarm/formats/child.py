@@ -9,12 +9,14 @@ Once its reader library is loaded, the child is confined with Landlock
 (`prewarm.formats.confine`): it reads only below the roots' local folders and its own
 program, so a scene, layer or library swapped for a symlink out of the roots after the
 guard's check cannot be opened, whoever opens it. The scene itself is checked again
-here, through the guard, and its answer is an error naming the studio path when it is
-now refused. On a kernel without Landlock the guard's checks are all there is.
+here, opened through the guard, and after the read the name must still lead to the file
+the guard opened (its device and inode), or the answer is an error: on a kernel without
+Landlock that check and the guard's are all there is.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -36,14 +38,31 @@ def read(message: dict[str, Any]) -> dict[str, Any]:
     guard = Guard(tuple(str(r) for r in message["roots"]), PathMap.parse(message["path_map"], "path_map"))
     path = str(message["path"])
     try:
-        local = guard.resolve(path).local  # checked again here: the parent's check was a while ago
-        kind = SceneKind(message["kind"])
-        if kind is SceneKind.AUTO:
-            kind = _kind(guard, path)
+        fd, where = guard.open(path)  # checked again here: the parent's check was a while ago
     except Refused as exc:
         return to_json(SceneDeps(error=f"not read: {exc.why}"))
-    request = SceneRequest(path, kind, tuple(int(f) for f in message["frames"]), limits)
-    if kind is SceneKind.USD:
+    try:
+        opened = os.fstat(fd)
+        kind = SceneKind(message["kind"])
+        if kind is SceneKind.AUTO:
+            kind = kind_of(io.BytesIO(os.pread(fd, 16, 0))) or SceneKind.AUTO
+        found = _read(SceneRequest(path, kind, tuple(int(f) for f in message["frames"]), limits), where.local, guard,
+                      deadline)
+        now = os.stat(where.local)
+    finally:
+        os.close(fd)
+    if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+        return to_json(SceneDeps(error=f"not read: {CHANGED}"))
+    return found
+
+
+CHANGED = "changed while being read (a symlink swapped in?)"
+"""The scene's name led elsewhere after the guard opened it: whatever was read is not this scene."""
+
+
+def _read(request: SceneRequest, local: str, guard: Guard, deadline: float) -> dict[str, Any]:
+    """The reader's answer for the scene at `local`, read once the child is confined."""
+    if request.kind is SceneKind.USD:
         from prewarm.formats.usd import MissingExtra, load_usd, read_usd
 
         try:
@@ -52,19 +71,12 @@ def read(message: dict[str, Any]) -> dict[str, Any]:
             return to_json(read_usd(local, request, guard, deadline))
         except MissingExtra:
             return {"needs": "usd-core"}
-    if kind is SceneKind.BLEND:
+    if request.kind is SceneKind.BLEND:
         from prewarm.formats.blend import read_blend
 
         _confine(guard)
         return to_json(read_blend(local, request, guard, deadline))
     return to_json(SceneDeps(error="neither a USD layer nor a .blend file"))
-
-
-def _kind(guard: Guard, path: str) -> SceneKind:
-    """The kind of a `scene:` input from its first bytes, read through the guard's checked descriptor."""
-    fd, _ = guard.open(path)
-    with os.fdopen(fd, "rb") as fh:
-        return kind_of(fh) or SceneKind.AUTO
 
 
 def _confine(guard: Guard) -> None:
