@@ -791,3 +791,33 @@ def test_a_scene_renamed_over_while_it_is_read_is_not_believed(tree: Hostile, mo
                          "limits": {"max_deps": 100, "blur": 1.0}, "roots": [STUDIO],
                          "path_map": [{"studio": STUDIO, "local": str(tree.root)}]})
     assert answer["error"] == "not read: changed while being read (a symlink swapped in?)" and not answer["deps"]
+
+
+def test_a_worker_warms_a_batch_holding_a_name_that_is_not_utf8(tree: Hostile, tmp_path: Path, redis_url: str,
+                                                                  celery_worker) -> None:
+    """A batch stored before names were checked (or by another writer): the piece is keyed, the batch is
+    warmed, the job ends; never a batch redelivered for ever."""
+    from prewarm.plan.model import FileInfo, Plan, PlannedRange
+    from prewarm.site.settings import Settings
+    from prewarm.state import runner
+    from prewarm.state.celery_app import CelerySender
+    from prewarm.state.client import connect
+    from prewarm.state.jobs import WarmJob
+
+    mixed_folder(tree)
+    cfg = config(tmp_path, tree, redis_url=redis_url, queue="gwb", visibility_timeout_s=10)
+    celery_worker(cfg, "prewarm.gwb", concurrency=2)
+    settings = Settings.load(env={}, path=str(cfg))
+    sizes = {"good.tx": 8192, "also.tx": 4096, os.fsdecode(BAD): 12288}
+    paths = {f"{STUDIO}/mixed/{name}": size for name, size in sizes.items()}
+    folder = os.fsencode(tree.root / "mixed") + b"/"
+    plan = Plan(job="bytes", frames=(1,), ranges=[PlannedRange(p, 0, n) for p, n in paths.items()],
+                files={p: FileInfo(p, n, os.stat(folder + os.fsencode(p.rpartition("/")[2])).st_mtime)
+                       for p, n in paths.items()})
+    r = connect(redis_url)
+    job = runner.submit(r, plan, settings, CelerySender(settings).send, "gwb")
+    deadline = time.monotonic() + 90
+    while not (info := WarmJob(r, job.id).info()) or not info.state.final:
+        assert time.monotonic() < deadline, "the job never ended (a poisoned batch redelivered?)"
+        time.sleep(0.2)
+    assert info.counters["files_done"] == 3 and info.counters["bytes_done"] == 8192 + 4096 + 12288, info
