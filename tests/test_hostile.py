@@ -821,3 +821,15 @@ def test_a_worker_warms_a_batch_holding_a_name_that_is_not_utf8(tree: Hostile, t
         assert time.monotonic() < deadline, "the job never ended (a poisoned batch redelivered?)"
         time.sleep(0.2)
     assert info.counters["files_done"] == 3 and info.counters["bytes_done"] == 8192 + 4096 + 12288, info
+
+
+def test_the_confined_reader_is_never_given_its_working_folder_or_the_root_of_all(tree: Hostile,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from prewarm.formats.confine import program_folders
+
+    for cwd in ("/", str(tree.outside)):
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "path", [cwd, *sys.path])  # as `python -m` started there puts it
+        folders = program_folders()
+        assert "/" not in folders and str(tree.outside) not in folders, folders
+        assert os.path.realpath(Path(__file__).parents[1] / "prewarm") in folders

@@ -61,10 +61,18 @@ def abi() -> int:
 
 
 def program_folders() -> list[str]:
-    """Where the running Python and its packages live: the reader imports and maps from there."""
-    found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+    """Where the running Python and its packages live: the reader imports and maps from there.
+
+    Not the working folder (`python -m` puts it first on `sys.path`, and a planner started in
+    `/` or in a studio folder would allow all of it): prewarm's own package folder instead;
+    and never `/`.
+    """
+    cwd = os.path.realpath(os.getcwd())
+    package = os.path.join(os.path.dirname(__file__), "..")
+    found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, package,
              *(p for p in sys.path if p), "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib"]
-    return [p for p in dict.fromkeys(os.path.realpath(p) for p in found) if os.path.isdir(p)]
+    real = dict.fromkeys(os.path.realpath(p) for p in found)
+    return [p for p in real if p not in ("/", cwd) and os.path.isdir(p)]
 
 
 def confine(read: Iterable[str], write: Iterable[str]) -> None:
