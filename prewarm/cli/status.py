@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from prewarm.cli.options import add_redis_flag, redis_of, site_settings
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(infos[0].to_json() if len(infos) == 1 else [i.to_json() for i in infos], indent=1))
         for info in [] if args.json else infos:
-            print(oneline(info, *_rate(r, info)) if args.oneline else "\n".join(summary_lines(info)))
+            print(oneline(info, *_rate(r, info)) if args.oneline else "\n".join(summary_lines(shown(info))))
         _warn_unserved(settings, infos)
         return 0
     infos = [mark_overdue(r, i, settings) for i in recent(r, args.limit)]
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             print(oneline(i, *_rate(r, i)))
             continue
         c = i.counters
-        print(f"{i.id}  {i.state.value:<9} {i.gateway:<12} {i.name:<30} "
+        print(f"{i.id}  {i.state.value:<9} {i.gateway:<12} {printable(i.name):<30} "
               f"{(c['bytes_done'] + c['bytes_skipped']) / 1e6:,.1f}/{i.bytes_planned / 1e6:,.1f} MB  "
               f"batches {i.batches_done}/{i.batches}  findings {c['files_failed']}"
               + (f"  OVERDUE {len(i.overdue)}" if i.overdue else ""))
@@ -103,13 +104,24 @@ def moved(info: JobInfo) -> tuple[int, int]:
     return done, files
 
 
+def printable(text: str) -> str:
+    """`text` with control characters (a newline, an escape sequence) written as escapes: a job's
+    name comes from whoever submitted it, and a newline in it would forge lines of this output."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def shown(info: JobInfo) -> JobInfo:
+    """`info` with its name `printable`, for the human report."""
+    return info if info.name.isprintable() else replace(info, name=printable(info.name))
+
+
 def oneline(info: JobInfo, rate_bps: float, in_flight: int) -> str:
     """The log form: everything on one grep-able line, `key=value` where a machine may parse it."""
     done_b, done_f = moved(info)
     left = max(info.bytes_planned - done_b, 0)
     eta = "-" if info.state.final else (f"{left / rate_bps:.0f}s" if rate_bps > 0 else "?")
     pct = 100.0 * done_b / info.bytes_planned if info.bytes_planned else 100.0
-    return (f"prewarm {info.id} {info.name} state={info.state.value} {pct:.1f}% "
+    return (f"prewarm {info.id} {printable(info.name)} state={info.state.value} {pct:.1f}% "
             f"bytes={done_b}/{info.bytes_planned} files={done_f}/{info.files_planned} "
             f"rate={rate_bps / 1e6:.1f}MB/s in_flight={in_flight} eta={eta} "
             f"failed_files={info.counters['files_failed']} overdue={len(info.overdue)}")
@@ -168,7 +180,7 @@ def _bars(r: redis.Redis[bytes], ids: list[str], infos: list[JobInfo], settings:
                TextColumn("files {task.fields[files]}"), TransferSpeedColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[state]}"))
     with Progress(*columns, refresh_per_second=4) as bars:
-        tasks = {i.id: bars.add_task(f"{i.id} {i.name[:28]}", total=max(i.bytes_planned, 1), files="",
+        tasks = {i.id: bars.add_task(f"{i.id} {printable(i.name)[:28]}", total=max(i.bytes_planned, 1), files="",
                                      state="") for i in infos}
         while True:
             for info in infos:

@@ -11,7 +11,6 @@ other GETs of the service.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import redis
@@ -26,18 +25,16 @@ from prewarm.report import html as report_html
 from prewarm.report import load as report_redis
 from prewarm.report.metrics import RedisCollector
 from prewarm.site.settings import Settings
+from prewarm.state import keys
 
 router = APIRouter()
-
-_JOB_ID = re.compile(r"^[0-9a-f]{1,64}$")
-
 
 def _state(request: Request) -> tuple[redis.Redis[bytes], Settings]:
     return request.app.state.redis, request.app.state.settings
 
 
 def _load(request: Request, job_id: str) -> dict[str, Any]:
-    if not _JOB_ID.match(job_id):
+    if not keys.is_job_id(job_id):
         raise HTTPException(404, f"no warm job {job_id!r}: ids are hexadecimal")
     r, settings = _state(request)
     try:

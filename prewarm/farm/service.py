@@ -49,9 +49,6 @@ from prewarm.traces.files import TraceFile
 
 API = "/api/v1"
 
-JOB_ID = r"^[0-9a-f]{1,64}$"
-"""Warm ids are hex (see `WarmJob.create`); anything else is a 404 before Redis is asked."""
-
 Revoke = Callable[[list[str]], None]
 
 Served = Callable[[], "frozenset[str] | None"]
@@ -217,7 +214,7 @@ async def _submission(request: Request, limit: int) -> SubmitRequest:
 
 
 def _known_id(job_id: str) -> str:
-    if not re.match(JOB_ID, job_id):
+    if not keys.is_job_id(job_id):  # warm ids are hex: anything else is a 404 before Redis is asked
         raise HTTPException(404, f"no warm job {job_id!r}: ids are hexadecimal")
     return job_id
 

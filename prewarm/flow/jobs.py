@@ -80,13 +80,15 @@ def load(source: str | os.PathLike[str], settings: Settings, parameters: Mapping
         return bundle_folder(path, where, ctx)
     if not statmod.S_ISREG(mode):
         raise ManifestError(where, "not a job: a symlink, FIFO, device or socket is not read")
+    limit = settings.max_request_bytes     # what the service accepts, a manifest file the CLI reads too
     with _open(path, follow_links) as fh:
-        head = fh.read(MAX_JOB_BYTES + 1)
-        if head.lstrip()[:1] == b"{" and len(head) > MAX_JOB_BYTES:
+        head = fh.read(limit + 1)
+        if head.lstrip()[:1] == b"{" and len(head) > limit:
             fh.seek(0)
             return Job(where, plan=load_plan(fh, where))    # a plan: streamed, however large
-    if len(head) > MAX_JOB_BYTES:
-        raise ManifestError(where, f"larger than {MAX_JOB_BYTES >> 20} MiB: not a job description")
+    if len(head) > limit:
+        raise ManifestError(where, f"larger than {limit:,} bytes (the site's max_request_bytes): a job "
+                                   "description is kilobytes; list folders or patterns")
     return from_text(_decoded(head, where), where, ctx, plans=True)
 
 

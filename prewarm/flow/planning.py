@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import fields, replace
-from pathlib import Path
 
 from prewarm.errors import ConfigError, ManifestError, OutsideRoots
 from prewarm.formats.reader import StructureReader, guarded_files
@@ -47,10 +46,19 @@ __all__ = ["PlanOptions", "check_inputs", "load_manifest", "load_traces", "plan_
            "plan_resolved", "site_fs"]
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read and parse a manifest file; unreadable files fail like bad ones, in one line."""
+def load_manifest(path: str | os.PathLike[str], limit: int = Settings.max_request_bytes) -> Manifest:
+    """Read and parse a manifest file; unreadable files fail like bad ones, in one line.
+
+    At most `limit` bytes are read (the site's `max_request_bytes`, what the service accepts):
+    a manifest is kilobytes, and parsing costs about 4 µs a byte.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise ManifestError(str(path), f"larger than {limit:,} bytes (the site's max_request_bytes): a "
+                                           "manifest is kilobytes; list folders or patterns")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:

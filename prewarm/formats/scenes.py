@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from prewarm.errors import InputError
 from prewarm.plan.pathmap import PathMap
@@ -66,7 +66,7 @@ class SceneReader:
         remaining = self.deadline - now
         if remaining <= 0:
             return SceneDeps(notes=(f"not read: the job's scene files took more than {request.limits.seconds:g} s",))
-        message = {"path": request.path, "local": where.local, "kind": request.kind.value,
+        message = {"path": request.path, "kind": request.kind.value,
                    "frames": list(request.frames), "seconds": remaining,
                    "limits": {"max_deps": request.limits.max_deps, "blur": request.limits.blur},
                    "roots": list(self.guard.roots), "path_map": self.guard.path_map.to_json()}
@@ -146,10 +146,9 @@ def from_json(data: Mapping[str, Any]) -> SceneDeps:
         layers=int(data.get("layers", 0)))
 
 
-def kind_of(local: str) -> SceneKind | None:
-    """A scene file's kind from its first bytes (the `scene:` long form)."""
-    with open(local, "rb") as f:
-        head = f.read(16)
+def kind_of(fh: IO[bytes]) -> SceneKind | None:
+    """A scene file's kind from its first bytes (the `scene:` long form), read from a file the guard opened."""
+    head = fh.read(16)
     if head.startswith((b"BLENDER", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")):
         return SceneKind.BLEND
     if head.startswith((b"PXR-USDC", b"#usda", b"PK\x03\x04")):

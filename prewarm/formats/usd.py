@@ -51,11 +51,24 @@ class MissingExtra(Exception):
     """usd-core is not installed (the optional extra `scenes`)."""
 
 
-def one_line(exc: BaseException) -> str:
-    """A Tf error's own words, without its C++ location: `Sdf crate file version mismatch ...`."""
+_LOCAL = re.compile(r"/[^\s:@'\"<>]+")
+_FROM_FILE = re.compile(r"<[^>]*>")
+"""A prim or property path (`</X>`): text of the file, never repeated."""
+
+
+def one_line(exc: BaseException, guard: Guard) -> str:
+    """A Tf error's own words, without its C++ location, the text it quotes from the file, or a
+    path of this machine: `/studio/proj/bad.usda:2:11: Expected } at ...`. A path is shown as its
+    studio path when it is inside the roots, else as `...`."""
     first = str(exc).strip().split("\n\tError in ")[0]
     said = re.search(r" : '(.*)'\s*$", first, re.DOTALL)
-    return plain(said.group(1) if said else first) or type(exc).__name__
+    text = _FROM_FILE.sub("...", plain(said.group(1) if said else first))
+
+    def studio(m: re.Match[str]) -> str:
+        path = guard.path_map.to_studio(m.group())
+        return path if guard.allows(path) else "..."
+
+    return _LOCAL.sub(studio, text) or type(exc).__name__
 
 
 @dataclass
@@ -100,16 +113,28 @@ def _is_layer(path: str) -> bool:
     return path.lower().endswith(LAYER_SUFFIXES)
 
 
-def read_usd(local: str, request: SceneRequest, guard: Guard, deadline: float) -> SceneDeps:
-    """The closure of the stage at `local` (this machine's path of `request.path`)."""
+def load_usd() -> None:
+    """Import usd-core and load the plugins a stage open needs (file formats, the resolver), so
+    that nothing is looked up in the program's folders once the child is confined; `MissingExtra`
+    without usd-core."""
     try:
-        from pxr import Sdf, Tf, UsdUtils
+        from pxr import Ar, Sdf, Usd
     except ImportError as exc:
         raise MissingExtra(str(exc)) from exc
+    Ar.GetResolver()
+    for fmt in ("usda", "usdc", "usdz"):
+        Sdf.FileFormat.FindByExtension(fmt)
+    Usd.Stage.CreateInMemory()
+
+
+def read_usd(local: str, request: SceneRequest, guard: Guard, deadline: float) -> SceneDeps:
+    """The closure of the stage at `local` (this machine's path of `request.path`)."""
+    load_usd()
+    from pxr import Sdf, Tf, UsdUtils
     try:
         root = Sdf.Layer.FindOrOpen(local)
     except Tf.ErrorException as exc:
-        return SceneDeps(error=one_line(exc))
+        return SceneDeps(error=one_line(exc, guard))
     if root is None:
         return SceneDeps(error="not a USD layer")
     walk = _Walk(guard, request.limits.max_deps, deadline)
@@ -143,7 +168,7 @@ def _walk_layers(walk: _Walk, local: str, Sdf: Any, Tf: Any, UsdUtils: Any) -> t
             layer = Sdf.Layer.FindOrOpen(path)
             subs, refs, payloads = UsdUtils.ExtractExternalReferences(path)
         except Tf.ErrorException as exc:
-            walk.bad[path] = one_line(exc)
+            walk.bad[path] = one_line(exc, walk.guard)
             continue
         layers.append(path)
         for raw in (*subs, *refs, *payloads):
@@ -181,7 +206,8 @@ def _per_frame(root: Any, request: SceneRequest, walk: _Walk) -> tuple[dict[str,
     try:
         stage = Usd.Stage.Open(root, load=Usd.Stage.LoadAll)
     except Tf.ErrorException as exc:
-        return per_frame, shared, f"per-frame files not told apart (the stage does not compose: {one_line(exc)})"
+        why = one_line(exc, walk.guard)
+        return per_frame, shared, f"per-frame files not told apart (the stage does not compose: {why})"
     asset_types = (Sdf.ValueTypeNames.Asset, Sdf.ValueTypeNames.AssetArray)
     prims = []
     for n, prim in enumerate(stage.Traverse(Usd.TraverseInstanceProxies(Usd.PrimAllPrimsPredicate))):

@@ -186,4 +186,7 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
             raise ManifestError(manifest.source, f"{key}: the plan would hold {len(getattr(plan, key)):,}, more than "
                                 f"the {most:,} a plan may (prewarm.plan.limits): plan the job in parts (fewer "
                                 f"frames), or coarser (--granule, --max-gap)")
+    problem = plan.limit_problem()  # the checks a loaded plan passes: the planner never writes one they refuse
+    if problem:
+        raise ManifestError(manifest.source, f"the plan would be refused at {problem[0]}: {problem[1]}")
     return plan

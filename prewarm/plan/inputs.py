@@ -27,7 +27,7 @@ from typing import Protocol
 from prewarm.errors import ManifestError
 from prewarm.plan.limits import MAX_FILES
 from prewarm.plan.manifest import InputSpec, Manifest
-from prewarm.plan.model import FileInfo
+from prewarm.plan.model import NOT_UTF8, FileInfo, path_problem, shown
 from prewarm.plan.patterns import PathPattern
 
 
@@ -160,11 +160,9 @@ class _Resolver:
         return result
 
     def found(self, spec: InputSpec, index: int, file: ResolvedFile) -> None:
-        """One more file; the job is refused once its inputs name more than `MAX_FILES`."""
+        """One more file; the job is refused once its inputs name more than `MAX_FILES`, found or missing."""
         self.files.append(file)
-        if len(self.files) > MAX_FILES:
-            raise ManifestError(f"{self.source}:{spec.line}", f"inputs[{index}]: the inputs resolve to more than "
-                                                               f"{MAX_FILES:,} files: narrow them with include/exclude")
+        self.count(spec, index)
 
     def present(self, folder: str) -> frozenset[str] | None:
         """Names in a folder, or None when it cannot be listed (stat then tells why)."""
@@ -177,7 +175,15 @@ class _Resolver:
         return names
 
     def miss(self, index: int, spec: InputSpec, path: str, reason: str, frame: int | None) -> None:
+        """One more finding; a missing file costs a stat like a found one, so it counts against `MAX_FILES` too."""
         self.missing.append(Missing(path, spec.line, reason, index, frame, spec.optional))
+        self.count(spec, index)
+
+    def count(self, spec: InputSpec, index: int) -> None:
+        if len(self.files) + len(self.missing) > MAX_FILES:
+            raise ManifestError(f"{self.source}:{spec.line}", f"inputs[{index}]: the inputs resolve to more than "
+                                                               f"{MAX_FILES:,} files, missing ones included: narrow "
+                                                               "them with include/exclude")
 
     def file(self, index: int, spec: InputSpec, path: str, frame: int | None, tile: str | None = None) -> None:
         st = self.stat(path)
@@ -262,6 +268,19 @@ class _Resolver:
         if isinstance(names, Failure):
             self.miss(index, spec, folder + "/", f"cannot list: {names.reason}", frame)
             return
+        named = [name for name in names if not name.isascii() and self.unnamed(index, spec, folder, name, frame)]
+        if named:
+            names = [name for name in names if name not in set(named)]
         self.prefetch(f"{folder}/{name}" for name in names if not _selected(rel + name, name, spec.exclude))
         for name in names:
             yield f"{folder}/{name}", rel + name
+
+    def unnamed(self, index: int, spec: InputSpec, folder: str, name: str, frame: int | None) -> bool:
+        """Whether a listed name cannot be planned (not UTF-8): then it is one finding naming the
+        folder and the name with its bytes escaped, and the file (or folder) is left out. A plan,
+        a Redis key and a report all hold text; a name that is not is never planned."""
+        problem = path_problem(f"{folder}/{name}")
+        if problem is None:
+            return False
+        self.miss(index, spec, f"{folder}/{shown(name)}", NOT_UTF8, frame)
+        return True

@@ -48,9 +48,17 @@ million range objects took. The planner refuses a job whose plan would hold more
 never writes a plan the warm side would refuse."""
 
 MAX_FILES = 200_000
-"""Files one plan names (its `files`, the files its inputs resolve to): a folder input of a
-whole project is refused rather than walked. Every file costs a stat at plan time and a
-LOOKUP, GETATTR and open through the gateway at warm time."""
+"""Files one plan names (its `files`, the files its inputs resolve to, missing ones counted too, and
+the inputs a manifest lists): a folder input of a whole project is refused rather than walked, and
+a manifest of a million missing inputs is refused rather than stat-ed (69 s, 1.24 GB). Every file
+costs a stat at plan time and a LOOKUP, GETATTR and open through the gateway at warm time."""
+
+MAX_YAML_NODES = 100_000
+"""Values one YAML document (a manifest, a settings file, a job template) may hold: 100,000 inputs
+written short, 20,000 in the long form. PyYAML keeps about a kilobyte per value and scans about
+4 µs a byte, so a 13 MB manifest of 354,000 inputs took 54 s and 478 MB; composing stops here
+(about 15 s and 150 MB at most). With the request body limit (`max_request_bytes`, which also
+bounds a manifest file read by the CLI) no document costs more."""
 
 MAX_METADATA = 2 * MAX_FILES
 """Metadata operations of one plan: a stat of each file and a listing of each folder."""
@@ -61,6 +69,22 @@ largest local SSD cache is 9 TB), so a bigger plan would evict what it warmed.""
 
 MAX_TRACE_FILES = 100_000
 """Trace files found below one `--traces` folder (one per traced frame)."""
+
+MAX_TRACE_LINES = 20_000_000
+"""Lines of one trace file (blank ones too): a frame's strace of 20 million calls is about 2 GB of
+text, more than any render we traced (tens of thousands of reads a frame); a hostile file of 50
+million blank lines cost 78 s to plan. Past it the trace is refused, not cut: a half-read frame
+would plan as if its other reads never happened."""
+
+MAX_TRACE_BYTES = 4 << 30
+"""Bytes of one trace file after decompression (4 GiB, the 20 million lines above at 200 bytes): a
+48 KB gzip can hold gigabytes of blank lines or NULs."""
+
+MAX_TRACE_PATHS = 250_000
+"""Distinct paths the traces of one import name (summed over files; each planning part counts its own):
+each is held, with its descriptor, while the traces are read and aggregated (about 600 bytes a path:
+a million cost 615 MB), and a JSONL trace of 3 million paths ended in a MemoryError. A render
+reads tens of thousands of files; a plan may name 200,000."""
 
 MAX_TRACE_LINE = 1 * MiB
 """Longest trace line read as one: strace truncates strings at 32 bytes by default; a longer

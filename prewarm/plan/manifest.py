@@ -65,7 +65,15 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from prewarm.errors import ConfigError, InputError, ManifestError
 from prewarm.plan.framespec import MAX_FRAMES, parse_frames
-from prewarm.plan.limits import MAX_GATEWAYS, MAX_NESTING, MAX_PRIORITY, gateway_problem, granule_problem
+from prewarm.plan.limits import (
+    MAX_FILES,
+    MAX_GATEWAYS,
+    MAX_NESTING,
+    MAX_PRIORITY,
+    MAX_YAML_NODES,
+    gateway_problem,
+    granule_problem,
+)
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.patterns import PathPattern
 from prewarm.plan.predict import check_knob
@@ -147,18 +155,23 @@ def parse_manifest(text: str, source: str) -> Manifest:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with a nesting limit: its composer recurses once per level, so a
-    document nested a few hundred deep would end in a RecursionError (a traceback, an HTTP 500)."""
+    document nested a few hundred deep would end in a RecursionError (a traceback, an HTTP 500).
+    And a size limit (`MAX_YAML_NODES`): composing stops, and the document is refused, there."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.depth = 0
+        self.nodes = 0
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         self.depth += 1
+        self.nodes += 1
         try:
-            if self.depth > MAX_NESTING:
+            if self.depth > MAX_NESTING or self.nodes > MAX_YAML_NODES:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_NESTING} levels", mark)
+                what = (f"nested deeper than {MAX_NESTING} levels" if self.depth > MAX_NESTING
+                        else f"more than {MAX_YAML_NODES:,} values (prewarm.plan.limits)")
+                raise yaml.composer.ComposerError(None, None, what, mark)
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -334,6 +347,9 @@ class _Parser:
     def inputs(self, node: Node) -> tuple[InputSpec, ...]:
         if not isinstance(node, SequenceNode) or not node.value:
             raise self.error(node, "inputs: expected a non-empty list of files, patterns and folders")
+        if len(node.value) > MAX_FILES:
+            raise self.error(node, f"inputs: {len(node.value):,} inputs, more than the {MAX_FILES:,} files a job may "
+                                   "name (prewarm.plan.limits): list folders or patterns")
         specs: list[InputSpec] = []
         seen: dict[str, int] = {}
         for i, item in enumerate(node.value):

@@ -49,6 +49,41 @@ MAX_TEXT = 4096
 """Longest path or name in a plan: PATH_MAX."""
 
 
+NOT_UTF8 = "the name is not UTF-8 (its bytes shown as \\xNN): not planned, rename it on the filer"
+"""The finding for a listed file or folder, or a scene's dependency, whose name is not UTF-8."""
+
+
+def shown(text: str) -> str:
+    """`text` with every byte that is not UTF-8 written as `\\xNN`, the rest unchanged.
+
+    File names are bytes on Linux, and filers written from other systems hold names that
+    are not UTF-8 (`bad\\xff\\xfe.tx`); Python carries those bytes as lone surrogates,
+    which neither JSON text, nor Redis keys, nor a report can hold. Such a name is never
+    planned (`path_problem`), and this is how findings and errors name it.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def path_problem(p: str) -> str | None:
+    """Why `p` cannot be a path of a plan, or None: the one check of a planned path's text.
+
+    Used when a plan is loaded and by the planner on every name it lists, so the planner
+    never writes a path that a loaded plan (or a Redis key, or a report) could not hold.
+    """
+    if not p.isascii():
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"the name is not UTF-8: {shown(p)} (rename it on the filer)"
+    if not p.startswith("/") or "\0" in p or posixpath.normpath(p) != p.rstrip("/") and p != "/":
+        return f"expected a normalised absolute path, got {p!r}"
+    if ".." in p.split("/"):
+        return f"'..' is not allowed in a path: {p!r}"
+    return None
+
+
 class Reason(StrEnum):
     """Why a range is in the plan (reported per range and summed in the summary)."""
 
@@ -298,6 +333,12 @@ class Plan:
         return self.ranges
 
     @property
+    def dropped_table(self) -> RangeTable:
+        """`dropped` as the table it is."""
+        assert isinstance(self.dropped, RangeTable)
+        return self.dropped
+
+    @property
     def bytes(self) -> int:
         return self.table.bytes
 
@@ -400,9 +441,13 @@ class Plan:
         return _EventLoader(v).load(iter(events))
 
     def limit_problem(self) -> tuple[str, str] | None:
-        """(field, what is wrong) when this plan asks for more than the limits allow, else None.
+        """(field, what is wrong) when this plan asks for more than the limits allow or holds a
+        path or range no loaded plan may, else None.
 
-        The same rules as `from_json`, for plans made in-process (the planner, a bench).
+        The one check of a whole plan: `from_json` and `from_events` end with it, and the
+        planner's output passes it before it is written, so the planner never writes a plan
+        the warm side would refuse (a negative offset from a hostile trace line, a name that
+        is not UTF-8).
         """
         counts = {"ranges": len(self.ranges), "dropped": len(self.dropped), "frames": len(self.frames),
                   "files": len(self.files), "metadata": len(self.metadata), "missing": len(self.missing),
@@ -415,10 +460,35 @@ class Plan:
         problem = limits.granule_problem(self.granule)
         if problem:
             return "granule", problem
-        for i, (path, offset, length) in enumerate(self.table.spans()):
-            info = self.files.get(path)
-            if info is not None and offset + length > info.size:
-                return f"ranges[{i}]", f"ends at {offset + length}, beyond the file's planned size {info.size}"
+        return self._paths_problem() or self._spans_problem()
+
+    def _paths_problem(self) -> tuple[str, str] | None:
+        """The first path of the plan `path_problem` refuses, as (field, what is wrong)."""
+        for key, table in (("ranges", self.table), ("dropped", self.dropped_table)):
+            for path in table.paths():
+                problem = path_problem(path)
+                if problem:
+                    at = next(j for j, r in enumerate(table.spans()) if r[0] == path)
+                    return f"{key}[{at}].path", problem
+        for path in self.files:
+            problem = path_problem(path)
+            if problem:
+                return f"files[{shown(path)[:200]!r}]", problem
+        for i, m in enumerate(self.metadata):
+            problem = path_problem(m.path)
+            if problem:
+                return f"metadata[{i}].path", problem
+        return None
+
+    def _spans_problem(self) -> tuple[str, str] | None:
+        """The first range outside a file: a negative offset, an empty range, one past the planned size."""
+        for key, table in (("ranges", self.table), ("dropped", self.dropped_table)):
+            for i, (path, offset, length) in enumerate(table.spans()):
+                if offset < 0 or length < 1 or offset + length > MAX_OFFSET:
+                    return f"{key}[{i}]", f"offset {offset} and length {length}: not a range of a file"
+                info = self.files.get(path)
+                if key == "ranges" and info is not None and offset + length > info.size:
+                    return f"{key}[{i}]", f"ends at {offset + length}, beyond the file's planned size {info.size}"
         for i, g in enumerate(self.gateways):
             problem = limits.gateway_problem(g)
             if problem:
@@ -568,10 +638,9 @@ class _Validator:
 
     def path(self, value: Any, fld: str) -> str:
         p = self.string(value, fld)
-        if not p.startswith("/") or "\0" in p or posixpath.normpath(p) != p.rstrip("/") and p != "/":
-            self.fail(fld, f"expected a normalised absolute path, got {p!r}")
-        if ".." in p.split("/"):
-            self.fail(fld, f"'..' is not allowed in a path: {p!r}")
+        problem = path_problem(p)
+        if problem:
+            self.fail(fld, problem)
         return p
 
     def reason(self, value: Any, fld: str) -> Reason:

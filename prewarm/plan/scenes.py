@@ -37,7 +37,7 @@ from typing import Protocol
 
 from prewarm.errors import InputError, ManifestError
 from prewarm.plan.manifest import InputSpec, Manifest
-from prewarm.plan.model import Finding, Origin, Plan
+from prewarm.plan.model import NOT_UTF8, Finding, Origin, Plan, shown
 from prewarm.plan.patterns import PathPattern
 
 
@@ -217,6 +217,9 @@ def expand_scenes(manifest: Manifest, read: ReadScene, *, frames: Sequence[int] 
             if dep.path in known:
                 continue
             known.add(dep.path)
+            if shown(dep.path) != dep.path:
+                findings.append(Finding(shown(dep.path), f"{NOT_UTF8} (asked for by {shown(dep.layer)})", spec.line))
+                continue
             if not allowed(dep.path):
                 stats["scene_outside_roots"] += 1
                 continue

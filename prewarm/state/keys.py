@@ -12,7 +12,9 @@ as arguments, so a script and the Python around it cannot disagree.
     prewarm:gw:G:inflight                 zset: batches sent and not finished
     prewarm:gw:G:rate                     the gateway's shared rate (`prewarm.state.throttle`)
     prewarm:gw:G:tat                      its bucket's theoretical arrival time
-    prewarm:dd:G:{P}:id|w|c:...           what gateway G holds of studio path P (`prewarm.state.dedupe`)
+    prewarm:dd:G:{P}:id|w|c:...           what gateway G holds of studio path P (`prewarm.state.dedupe`);
+                                          P is the path itself, or `b64:` and the URL-safe base64 of
+                                          its bytes when they are not UTF-8 (see `dedupe`)
     prewarm:svc:dedupe:G:I                the warm of an identical submission (identity I)
     prewarm:svc:lock:I                    held while one submission of identity I is made
 
@@ -21,6 +23,9 @@ Celery: a queue per gateway node (`queue(G)` = `prewarm.G`), task `TASK`, task i
 """
 
 from __future__ import annotations
+
+import base64
+import re
 
 PREFIX = "prewarm"
 
@@ -34,6 +39,18 @@ JOB_PREFIX = f"{PREFIX}:job:"
 GATEWAY_PARTS = ("jobs", "inflight", "rate", "tat")
 
 TASK = "prewarm.warm_batch"
+
+
+_JOB_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+def is_job_id(text: str) -> bool:
+    """Whether `text` is a warm job's id (hex, see `WarmJob.create`), checked before any key is made of it.
+
+    A full match: `^...$` lets `abc\n` through (`$` matches before a final newline), and a
+    request for `abc%0a` reached Redis.
+    """
+    return _JOB_ID.fullmatch(text) is not None
 
 
 def job(job_id: str) -> str:
@@ -68,7 +85,18 @@ def gateway_of(key: str | bytes) -> str:
 
 
 def dedupe(name: str, path: str) -> str:
-    """The prefix of gateway `name`'s keys about studio path `path`."""
+    """The prefix of gateway `name`'s keys about studio path `path`.
+
+    Every path has a key: one whose bytes are not UTF-8 (a file name from another system,
+    carried by Python as surrogates, which Redis's client cannot encode) is written
+    `b64:` and the URL-safe base64 of its bytes. A studio path starts with `/`, so the
+    two forms never meet; neither loses a byte.
+    """
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            path = "b64:" + base64.urlsafe_b64encode(path.encode("utf-8", "surrogateescape")).decode("ascii")
     return f"{PREFIX}:dd:{name}:{path}"
 
 

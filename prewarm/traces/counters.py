@@ -7,9 +7,11 @@ import the module that opens files.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from prewarm.errors import TraceError
 from prewarm.plan.access import Access, Op
+from prewarm.plan.limits import MAX_TRACE_PATHS
 
 Resolve = Callable[[str], "str | None"]
 """Turns a traced absolute path into the path to record (path mapping), or None to drop it
@@ -68,10 +70,21 @@ class ImportStats:
     """Accesses dropped by the path filter (outside the configured roots)."""
     first_skipped: str | None = None
     """`file:line` of the first skipped line, so the user knows where to look."""
+    paths: int = field(default=0, compare=False)
+    """Distinct paths (and descriptors) the parsers held, summed over the files read (`MAX_TRACE_PATHS` at
+    most): a bound on the work, not a result (the fast and general strace parsers hold different caches)."""
+
+    def check_paths(self, where: str, held: int) -> None:
+        """`TraceError` once the files read before and this one (`held` paths so far) name more
+        distinct paths than `MAX_TRACE_PATHS`: a parser calls it for each new path it keeps."""
+        if self.paths + held > MAX_TRACE_PATHS:
+            raise TraceError(where, f"the traces name more than {MAX_TRACE_PATHS:,} distinct paths "
+                                    "(prewarm.plan.limits): not a render's trace, or too many traces at once")
 
     def add(self, other: ImportStats) -> None:
         """Count in what another importer (a worker process) counted."""
-        for name in ("files", "lines", "records", "skipped_lines", "failed_calls", "unmatched_resumed", "filtered"):
+        for name in ("files", "lines", "records", "skipped_lines", "failed_calls", "unmatched_resumed", "filtered",
+                     "paths"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.first_skipped = self.first_skipped or other.first_skipped
 

@@ -19,7 +19,6 @@ service) and what is wrong; they never quote the file's content.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import itertools
 import os
@@ -32,7 +31,7 @@ from typing import IO, cast
 
 from prewarm.errors import TraceError
 from prewarm.plan.access import Access
-from prewarm.plan.limits import MAX_TRACE_FILES, MAX_TRACE_LINE
+from prewarm.plan.limits import MAX_TRACE_BYTES, MAX_TRACE_FILES, MAX_TRACE_LINE, MAX_TRACE_LINES
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.guard import Guard, NotAFile, Refused
 from prewarm.traces.counters import Batch, ImportStats, Resolve, accesses
@@ -226,41 +225,62 @@ def _read_file(tf: TraceFile, frame: int | None, resolve: Resolve, stats: Import
 
 def _parse(fh: IO[bytes], where: str, frame: int | None, resolve: Resolve,
            stats: ImportStats) -> Iterator[Batch]:
+    """The file's format told by its first line that is not blank, then its records.
+
+    Leading blank lines are counted, not kept (a 48 KB gzip of them is a billion lines),
+    and handed to the parser as a count so that its line numbers are the file's.
+    """
+    blocks = _bounded(fh, where)
     blank = 0
-    for raw in iter(functools.partial(fh.readline, MAX_TRACE_LINE), b""):
-        if raw.strip():
+    for block in blocks:
+        text = block.lstrip()
+        if text:
+            start = block.rfind(b"\n", 0, len(block) - len(text)) + 1
+            blank += block.count(b"\n", 0, start)
+            first_block = block[start:]
             break
-        blank += 1
+        blank += block.count(b"\n") + 1
     else:
         return  # empty: a frame that read nothing traced
-    first = raw.decode("utf-8", "surrogateescape")
-    kind = sniff(first)
-    # Leading blank lines go to the parser too, so its line numbers are the file's.
+    kind = sniff(first_block.split(b"\n", 1)[0].decode("utf-8", "surrogateescape"))
     if kind == "jsonl":
-        head: list[bytes] = [b""] * blank + [raw]
-        yield from jsonl_batches(itertools.chain((head,), _runs(fh)), stats, frame, resolve, where)
+        runs_b = itertools.chain((first_block,), blocks)
+        yield from jsonl_batches((run.split(b"\n") for run in runs_b), stats, frame, resolve, where, blank)
     elif kind == "strace":
-        runs_s = itertools.chain(([""] * blank + [first],),
-                                 (run.decode("utf-8", "surrogateescape").split("\n") for run in _blocks(fh)))
-        yield from strace_batches(runs_s, stats, frame, resolve, where)
+        runs_s = (run.decode("utf-8", "surrogateescape").split("\n")
+                  for run in itertools.chain((first_block,), blocks))
+        yield from strace_batches(runs_s, stats, frame, resolve, where, skip=blank)
     else:
         raise TraceError(where, "neither an strace log nor prewarm JSON Lines (told by its first line)")
 
 
-def _runs(fh: IO[bytes]) -> Iterator[list[bytes]]:
-    return (block.split(b"\n") for block in _blocks(fh))
+def _bounded(fh: IO[bytes], where: str) -> Iterator[bytes]:
+    """`_blocks`, refused with one line past `MAX_TRACE_BYTES` read (decompressed) or
+    `MAX_TRACE_LINES` lines: a trace's cost is bounded like any input's."""
+    lines = 0
+    for block in _blocks(fh, where):
+        lines += block.count(b"\n") + 1
+        if lines > MAX_TRACE_LINES:
+            raise TraceError(where, f"more than {MAX_TRACE_LINES:,} lines (prewarm.plan.limits): not one frame's "
+                                    "trace")
+        yield block
 
 
-def _blocks(fh: IO[bytes]) -> Iterator[bytes]:
-    """The rest of a file as blocks of whole lines (no final newline), `READ_HINT` bytes at a time.
+def _blocks(fh: IO[bytes], where: str = "<trace>") -> Iterator[bytes]:
+    """The file as blocks of whole lines (no final newline), `READ_HINT` bytes at a time.
 
     Memory stays bounded whatever the file holds: a line longer than `MAX_TRACE_LINE` (a
     hostile or garbled trace, a file with no newline at all) is cut there, and the parser
-    then counts it as unreadable.
+    then counts it as unreadable; past `MAX_TRACE_BYTES` read, `TraceError`.
     """
     tail = b""
     skipping = False
+    read = 0
     while chunk := fh.read(READ_HINT):
+        read += len(chunk)
+        if read > MAX_TRACE_BYTES:
+            raise TraceError(where, f"more than {MAX_TRACE_BYTES:,} bytes decompressed (prewarm.plan.limits): "
+                                    "not one frame's trace")
         cut = chunk.rfind(b"\n")
         if cut < 0:
             if not skipping:

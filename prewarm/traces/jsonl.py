@@ -54,14 +54,16 @@ def _record(obj: Any, path: str, frame: int | None) -> Rec:
 
 
 def jsonl_batches(chunks: Iterable[Sequence[str | bytes]], stats: ImportStats, frame: int | None = None,
-                  resolve: Resolve | None = None, where: str = "<jsonl>") -> Iterator[Batch]:
+                  resolve: Resolve | None = None, where: str = "<jsonl>", skip: int = 0) -> Iterator[Batch]:
     """Stream the records of a JSON Lines trace given as runs of lines.
 
     `frame` is used for records without their own `frame`; `resolve` maps each path
-    once; `where` names the file in `stats.first_skipped`.
+    once; `where` names the file in `stats.first_skipped`; `skip` lines (blank ones the caller
+    passed over) come before the first, so line numbers are the file's. Past `MAX_TRACE_PATHS`
+    distinct paths, `TraceError`.
     """
     paths: dict[str, str | None] = {}
-    n = records = 0
+    n, records = skip, 0
     loads = orjson.loads
     try:
         for chunk in chunks:
@@ -75,6 +77,7 @@ def jsonl_batches(chunks: Iterable[Sequence[str | bytes]], stats: ImportStats, f
                         raise ValueError("path must be absolute")
                     path = paths.get(raw, "")
                     if path == "":
+                        stats.check_paths(where, len(paths) + 1)
                         path = paths[raw] = resolve(raw) if resolve is not None else raw
                     if path is None:
                         stats.filtered += 1
@@ -89,6 +92,7 @@ def jsonl_batches(chunks: Iterable[Sequence[str | bytes]], stats: ImportStats, f
     finally:
         stats.lines += n
         stats.records += records
+        stats.paths += len(paths)
 
 
 def parse_jsonl(lines: Iterable[str | bytes], stats: ImportStats, frame: int | None = None,

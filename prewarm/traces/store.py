@@ -37,6 +37,7 @@ redirect a write, and a pruned job is removed through its shot folder's descript
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import multiprocessing
@@ -245,10 +246,22 @@ def _job_folder(guard: Guard, parts: tuple[str, ...]) -> Iterator[int]:
         yield fd
     except OSError as exc:
         raise ConfigError("trace_store", f"cannot write {'/'.join(parts)} in the trace store: "
-                                         f"{exc.strerror or type(exc).__name__} (a link or a file where a "
-                                         "folder should be?)") from exc
+                                         f"{exc.strerror or type(exc).__name__}{_hint(exc)}") from exc
     finally:
         os.close(fd)
+
+
+_HINTS = {errno.ENOSPC: "the disk is full: free space, or `prewarm traces prune`, or set trace_store_max_bytes",
+          errno.EDQUOT: "the disk quota is used up: raise it, or `prewarm traces prune`",
+          errno.ELOOP: "a link or a file where a folder should be",
+          errno.ENOTDIR: "a link or a file where a folder should be",
+          errno.EACCES: "the store's folders are not writable by this user", errno.EROFS: "a read-only file system"}
+"""What to do about a failed write into the store, by errno: a full disk is not a planted link."""
+
+
+def _hint(exc: OSError) -> str:
+    hint = _HINTS.get(exc.errno or 0)
+    return f" ({hint})" if hint else ""
 
 
 def _subfolder(dfd: int, name: str) -> int:

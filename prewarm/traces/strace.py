@@ -151,6 +151,16 @@ def _int_ret(ret: str) -> int:
     return int(ret if sp < 0 else ret[:sp])
 
 
+def _offset(text: str) -> int:
+    """A file offset a call names; ValueError (the line is counted as skipped) for a negative
+    one: the kernel refuses it with EINVAL, so a line that shows it read there is not a trace
+    of a read, and a negative offset must never reach a plan."""
+    offset = int(text, 0)
+    if offset < 0:
+        raise ValueError(f"negative offset {offset}")
+    return offset
+
+
 class _Descriptor:
     """A descriptor as the trace names it (`3</p/a.exr`): where it reads next, and (for the
     fast path) the path to record for it, `""` until resolved. One object, so that a line
@@ -211,17 +221,17 @@ class _Calls:
         if fd is None:
             return None
         n = _int_ret(ret)
-        return (fd[1], Op.READ, int(args[args.rfind(", ") + 2:]), n) if n > 0 else None
+        return (fd[1], Op.READ, _offset(args[args.rfind(", ") + 2:]), n) if n > 0 else None
 
     def preadv2(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
         if fd is None:
             return None
-        offset = int(args.rsplit(", ", 2)[1])
-        if offset == -1:
+        text = args.rsplit(", ", 2)[1]
+        if text == "-1":
             return self.read(args, ret)
         n = _int_ret(ret)
-        return (fd[1], Op.READ, offset, n) if n > 0 else None
+        return (fd[1], Op.READ, _offset(text), n) if n > 0 else None
 
     def lseek(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
@@ -275,7 +285,7 @@ class _Calls:
         if fd is None:
             return None
         length = int(parts[1])
-        offset = int(parts[4][len(fd[0]) + 3:], 0)
+        offset = _offset(parts[4][len(fd[0]) + 3:])
         return (fd[1], Op.READ, offset, length) if length > 0 else None
 
 
@@ -460,6 +470,7 @@ class _Parser:
 
     def _fd_path(self, key: str) -> str | None:
         """The resolved path of a descriptor text `_is_fd` accepted (None: filtered out)."""
+        self.stats.check_paths(self.where, len(self.fds))
         raw = key[key.find("<") + 1:]
         return _OUTPUT if raw in self.outputs else self._resolved(raw)
 
@@ -554,6 +565,7 @@ class _Parser:
         """The path to record for a path as strace printed it; None if filtered out."""
         path = self.paths.get(raw, "")  # "" is never a resolved path: not cached yet
         if path == "":
+            self.stats.check_paths(self.where, len(self.paths) + 1)
             path = unescape(raw).removesuffix(" (deleted)")
             path = self.paths[raw] = self.resolve(path) if self.resolve is not None else path
         return path
@@ -575,13 +587,16 @@ records still waiting in it; 4,096-line batches cost an import 10% in collection
 
 
 def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int | None = None,
-                   resolve: Resolve | None = None, where: str = "<strace>", fast: bool = True) -> Iterator[Batch]:
+                   resolve: Resolve | None = None, where: str = "<strace>", fast: bool = True,
+                   skip: int = 0) -> Iterator[Batch]:
     """Stream the records of an strace log given as runs of lines, in the order the calls completed.
 
     `frame` is set on every record; `resolve` maps each path once (see `Resolve`);
-    `where` names the log in `stats.first_skipped`.
+    `where` names the log in `stats.first_skipped`; `skip` lines (blank ones the caller passed
+    over) come before the first. Past `MAX_TRACE_PATHS` distinct paths or descriptors, `TraceError`.
     """
     parser = _Parser(stats, frame, resolve, where)
+    parser.n = skip
     records = 0
     try:
         for chunk in chunks:
@@ -593,6 +608,7 @@ def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int |
     finally:
         stats.lines += parser.n
         stats.records += records
+        stats.paths += max(len(parser.paths), len(parser.fds))
 
 
 def parse_strace(lines: Iterable[str], stats: ImportStats, frame: int | None = None,
