@@ -39,7 +39,7 @@ inputs:
 
 
 def _register(r: redis.Redis, job: str = "job-1", frames: str = "1-8") -> None:
-    fstate.register(r, job, parse_manifest(MANIFEST.replace("1-8", frames), "m.yaml").frames, {"manifest": "x"})
+    live.register(r, job, parse_manifest(MANIFEST.replace("1-8", frames), "m.yaml"), [])
 
 
 S, D, RQ, F = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL
@@ -131,7 +131,7 @@ def running(r: redis.Redis, studio: Studio, tmp_path: Path) -> tuple[live.Manife
     plan = plan_manifest(manifest, None, settings)
     sent = Sent()
     ids = warming.submit_plan(r, plan, settings, sent, "plan").ids
-    live.register(r, "job-1", MANIFEST, "m.yaml", ids)
+    live.register(r, "job-1", manifest, ids, "manifest", MANIFEST)
     return manifest, sent, settings
 
 

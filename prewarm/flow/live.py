@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import redis
 
@@ -56,7 +57,7 @@ from prewarm.traces.files import TraceFile
 
 log = logging.getLogger(__name__)
 
-LIVE_JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
+LIVE_JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+\-]{0,127}$")
 """A live job's id: the farm's own (a Deadline job id, `job-<hex>`, an OpenCue job name)."""
 
 DEBOUNCE_S = 2.0
@@ -75,19 +76,31 @@ MAX_LISTED = 200
 
 def check_job_id(job: str, where: str = "job") -> str:
     if not LIVE_JOB.match(job):
-        raise InputError(where, "a live job id is 1-128 letters, digits and . _ : @ + - (starting with a "
+        raise InputError(where, "a live job id is 1-128 letters, digits and . _ @ + - (starting with a "
                                 "letter or digit)")
     return job
 
 
-def register(r: redis.Redis[bytes], job: str, manifest_text: str, source: str, warm_ids: Sequence[str]) -> Manifest:
-    """Make `job` live: the manifest it was planned from (checked again here) and its warm ids."""
+Loader = Callable[[str, str], Manifest]
+"""`load(kind, body)`: the manifest of a registered job from what it was registered with; the
+service's knows farm submissions (`prewarm.farm.frame_routes.load_submission`)."""
+
+
+def load_manifest_text(kind: str, body: str) -> Manifest:
+    """The loader of jobs registered with a manifest's text (the CLI's, and the default)."""
+    if kind != "manifest":
+        raise ConfigError("live job", f"registered from a {kind!r} submission: only the service can re-plan it")
+    return parse_manifest(body, "manifest")
+
+
+def register(r: redis.Redis[bytes], job: str, manifest: Manifest, warm_ids: Sequence[str],
+             kind: str = "manifest", body: str = "") -> None:
+    """Make `job` live: its frames in render order, its warm ids, and what its manifest was made
+    from (`kind`, `body`: a manifest's text, or the farm submission a service loader knows)."""
     check_job_id(job)
-    manifest = parse_manifest(manifest_text, source)
     fstate.register(r, job, manifest.frames, {
-        "manifest": manifest_text, "source": source, "name": manifest.job, "warm": json.dumps(list(warm_ids)),
-        "state": "live"})
-    return manifest
+        "kind": kind, "body": body, "name": manifest.job, "show": manifest.show or "", "shot": manifest.shot or "",
+        "warm": json.dumps(list(warm_ids)), "state": "live"})
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,7 @@ class Reported:
 
 
 def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
-                 trace: str | TraceFile | None = None, now: float | None = None) -> Reported:
+                 trace: str | TraceFile | Sequence[TraceFile] | None = None, now: float | None = None) -> Reported:
     """Record `event`; a finished frame's trace is filed, and a re-plan is asked for.
 
     A trace that cannot be read or filed is a finding in the job's log: the event still
@@ -120,13 +133,15 @@ def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
     return Reported(outcome, filed)
 
 
-def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent, trace: str | TraceFile) -> str:
+def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
+                trace: str | TraceFile | Sequence[TraceFile]) -> str:
     from prewarm.traces.store import import_traces
 
     meta = fstate.registered(r, event.job) or {}
     try:
-        manifest = parse_manifest(meta.get("manifest", ""), meta.get("source", event.job))
-        import_traces(settings, [trace], manifest.show, manifest.shot, manifest.job, frame=event.frame)
+        files = [trace] if isinstance(trace, str | TraceFile) else list(trace)
+        import_traces(settings, files, meta.get("show") or None, meta.get("shot") or None,
+                      meta.get("name") or event.job, frame=event.frame)
     except (PrewarmError, OSError, ValueError) as exc:
         why = str(exc) if isinstance(exc, PrewarmError) else f"{type(exc).__name__}: {exc}"
         fstate.note(r, event.job, {"at": event.at, "frame": event.frame, "finding": "trace not filed", "why": why})
@@ -134,6 +149,56 @@ def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent, tr
         return f"not filed: {why}"
     r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)
     return "filed"
+
+
+class JobEvent(StrEnum):
+    """What a farm says about a whole job (Deadline 10's job events, Deadline Cloud's job run status)."""
+
+    STARTED = "started"
+    FINISHED = "finished"
+    REQUEUED = "requeued"
+    FAILED = "failed"
+    SUSPENDED = "suspended"
+    RESUMED = "resumed"
+    DELETED = "deleted"
+
+
+ENDED = (JobEvent.FINISHED, JobEvent.FAILED, JobEvent.DELETED)
+
+
+def job_event(r: redis.Redis[bytes], job: str, event: JobEvent, now: float | None = None) -> str:
+    """Apply a job-level event; what it did, in a few words.
+
+    A job that ended (finished, failed, deleted) needs nothing more: its warms send no more
+    batches (those sent finish) and it is never re-planned. Suspended: no re-plans until
+    resumed. Requeued: every frame waits again and the job is re-planned.
+    """
+    now = time.time() if now is None else now
+    meta = fstate.registered(r, job)
+    if meta is None:
+        return "unknown_job"
+    if event is JobEvent.STARTED:
+        fstate.update(r, job, {"started": now})
+        return "recorded"
+    if event in ENDED:
+        stopped = 0
+        for wid in json.loads(meta.get("warm", "[]")):
+            gateway = r.hget(keys.job(str(wid)), "gateway")
+            if gateway is not None:
+                stopped += fstate.stop_dispatch(r, str(wid), gateway.decode(), f"job {event.value}") is not None
+        fstate.update(r, job, {"state": event.value, "ended": now})
+        return f"ended; {stopped} warm(s) stopped"
+    if event is JobEvent.SUSPENDED:
+        fstate.update(r, job, {"state": "suspended"})
+        return "suspended"
+    if event is JobEvent.REQUEUED:
+        n = fstate.requeue_all(r, job)
+        fstate.update(r, job, {"state": "live"})
+        fstate.ask_replan(r, job, now)
+        return f"{n} frame(s) requeued"
+    fstate.update(r, job, {"state": "live"})
+    fstate.ask_replan(r, job, now)
+    return "resumed"
 
 
 # re-planning
@@ -163,7 +228,8 @@ class Replan:
 
 
 def replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now: float | None = None,
-           planner: Callable[[Manifest, tuple[int, ...]], Plan] | None = None) -> Replan:
+           load: Loader = load_manifest_text, planner: Callable[[Manifest, tuple[int, ...]], Plan] | None = None
+           ) -> Replan:
     """Re-plan the frames of `job` that have not started and warm the difference (see the module)."""
     t0 = time.perf_counter()
     now = time.time() if now is None else now
@@ -174,7 +240,7 @@ def replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now:
     if meta.get("state", "live") != "live":
         out.skipped = f"job is {meta['state']}"
         return out
-    manifest = parse_manifest(meta["manifest"], meta.get("source", job))
+    manifest = load(meta.get("kind", "manifest"), meta.get("body", ""))
     state = fstate.frames(r, job)
     order = [int(f) for f in json.loads(meta["order"])]
     waiting = tuple(f for f in order if f not in state or state[f].state in (FrameState.WAITING, FrameState.FAILED))
@@ -306,13 +372,14 @@ def _order(ranges: list[PlannedRange], when: Mapping[int, float]) -> list[Planne
 
 
 def replan_due(r: redis.Redis[bytes], settings: Settings, send: Send, now: float | None = None,
-               debounce_s: float = DEBOUNCE_S, limit: int = MAX_JOBS_PER_ROUND) -> list[Replan]:
+               debounce_s: float = DEBOUNCE_S, limit: int = MAX_JOBS_PER_ROUND,
+               load: Loader = load_manifest_text) -> list[Replan]:
     """Re-plan the jobs whose ask is at least `debounce_s` old; a job that fails is noted and left."""
     now = time.time() if now is None else now
     done: list[Replan] = []
     for job in fstate.due(r, now - debounce_s, limit):
         try:
-            done.append(replan(r, settings, send, job, now))
+            done.append(replan(r, settings, send, job, now, load))
         except (PrewarmError, redis.RedisError) as exc:
             log.warning("live re-plan of %s: %s", job, exc)
             fstate.note(r, job, {"at": now, "finding": "re-plan failed", "why": str(exc)})
@@ -322,8 +389,9 @@ def replan_due(r: redis.Redis[bytes], settings: Settings, send: Send, now: float
 class LiveLoop:
     """A daemon thread that runs `replan_due` every `interval_s` (the service starts one)."""
 
-    def __init__(self, r: redis.Redis[bytes], settings: Settings, send: Send, interval_s: float = DEBOUNCE_S) -> None:
-        self.r, self.settings, self.send, self.interval_s = r, settings, send, interval_s
+    def __init__(self, r: redis.Redis[bytes], settings: Settings, send: Send, load: Loader = load_manifest_text,
+                 interval_s: float = DEBOUNCE_S) -> None:
+        self.r, self.settings, self.send, self.load, self.interval_s = r, settings, send, load, interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -337,7 +405,7 @@ class LiveLoop:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                replan_due(self.r, self.settings, self.send, debounce_s=self.interval_s)
+                replan_due(self.r, self.settings, self.send, debounce_s=self.interval_s, load=self.load)
             except Exception:  # the loop outlives any one round; the round's error is logged
                 log.exception("live re-planning round failed")
 

@@ -1,0 +1,180 @@
+"""The service's frame-event routes on loopback with real Redis: each farm's payloads, written from
+its documentation (AWS Deadline Cloud's EventBridge events; OpenCue's monitoring events as
+Cuebot's KafkaEventPublisher prints them, proto field names kept; Deadline 10's event plugin
+and Post-Task script through the generic routes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from prewarm.farm.service import create_app
+from prewarm.state import frames as fstate
+from prewarm.state import keys
+from prewarm.state.jobs import WarmJob
+from tests.fixtures.service import TOKEN, run_server
+from tests.fixtures.studio import Studio
+from tests.test_live import MANIFEST, _trace, _tree
+from tests.test_warm_redis import Sent
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CLOUD_JOB = "job-" + "0123456789abcdef" * 2
+HEX = "fedcba9876543210" * 2
+
+
+@dataclass
+class Svc:
+    url: str
+    r: redis.Redis
+    sent: Sent
+    studio: Studio
+
+    def post(self, path: str, body: Any, auth: bool = True) -> requests.Response:
+        return requests.post(f"{self.url}/api/v1{path}", json=body, headers=AUTH if auth else {}, timeout=30)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.url}/api/v1{path}", timeout=30)
+
+    def register(self, job: str) -> dict[str, Any]:
+        resp = self.post("/live/jobs", {"job": job, "submission": {"manifest": MANIFEST, "traces": []}})
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json())
+
+
+@pytest.fixture
+def svc(r: redis.Redis, studio: Studio, tmp_path: Path) -> Iterator[Svc]:
+    _tree(studio)
+    settings = studio.settings(trace_store=str(tmp_path / "store"), service_token=TOKEN, dispatch_window=1,
+                               throttle_bps=1 << 20)
+    sent = Sent()
+    app = create_app(settings, r, sent, lambda ids: None, TOKEN)
+    url, stop = run_server(app)
+    yield Svc(url, r, sent, studio)
+    stop()
+    loop = getattr(app.state, "live_loop", None)
+    if loop is not None:
+        loop.stop()
+
+
+def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
+    reg = svc.register("render-42")
+    assert reg["frames"] == 8 and len(reg["ids"]) == 1
+    trace = _trace(svc.studio.root, 1)  # lies under the studio root, so the service may read it
+    studio_trace = "/studio/proj/" + Path(trace).name
+    body = {"events": [
+        {"job": "render-42", "frame": 1, "event": "start", "node": "n1", "at": 100},
+        {"job": "render-42", "frame": 1, "event": "done", "at": 160, "trace": studio_trace},
+        {"job": "render-42", "frame": 1, "event": "done", "at": 161},
+        {"job": "render-42", "frame": 99, "event": "start"},
+        {"job": "nobody", "frame": 1, "event": "start"},
+    ]}
+    assert svc.post("/frames", body, auth=False).status_code == 401
+    resp = svc.post("/frames", body)
+    assert resp.status_code == 202, resp.text
+    assert [x["outcome"] for x in resp.json()["results"]] == ["started", "done", "duplicate", "unknown_frame",
+                                                              "unknown_job"]
+    assert resp.json()["results"][1]["trace"] == "filed" and resp.json()["refused"] == 2
+    state = svc.get("/live/jobs/render-42").json()
+    assert state["frames"] == [{"frame": 1, "state": "done", "node": "n1", "started": 100.0, "finished": 160.0,
+                                "attempts": 1}]
+    assert state["events"] == {"started": 1, "done": 1, "duplicate": 1, "unknown_frame": 1}
+    assert svc.r.zscore(keys.LIVE_DUE, "render-42") is not None, "a finished frame asks for a re-plan"
+
+
+@pytest.mark.parametrize(("body", "where"), [
+    ({"events": [{"job": "j", "frame": "one", "event": "start"}]}, "events.0.frame"),
+    ({"events": [{"job": "../etc", "frame": 1, "event": "start"}]}, "events.0.job"),
+    ({"events": [{"job": "j", "frame": 1, "event": "exploded"}]}, "events.0.event"),
+    ({"events": [{"job": "j", "frame": 1, "event": "start"}] * 1001}, "events"),
+    ({"events": [{"job": "j", "frame": 1, "event": "start"},
+                 {"job": "j", "frame": 1, "event": "done", "trace": "/etc/passwd"}]}, "events[1].trace"),
+])
+def test_bad_events_are_one_line_4xx(svc: Svc, body: dict[str, Any], where: str) -> None:
+    svc.register("j")
+    resp = svc.post("/frames", body)
+    assert resp.status_code in (403, 422) and resp.json()["where"] == where, resp.text
+    assert fstate.frames(svc.r, "j") == {}
+
+
+def _cloud(detail_type: str, **detail: Any) -> dict[str, Any]:
+    """An event as EventBridge delivers it (the envelope of the EventBridge user guide's event
+    structure reference; `detail` as Deadline Cloud's events detail reference lists it)."""
+    return {"version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": detail_type,
+            "source": "aws.deadline", "account": "111122223333", "time": "2026-12-07T21:00:00Z",
+            "region": "us-west-2", "resources": [],
+            "detail": {"farmId": "farm-" + HEX, "queueId": "queue-" + HEX, "jobId": CLOUD_JOB, **detail}}
+
+
+def test_deadline_cloud_task_run_status_changes(svc: Svc) -> None:
+    svc.register(CLOUD_JOB)
+    task = {"stepId": "step-" + HEX, "taskId": f"task-{HEX}-2"}
+    for status, previous, want in (("STARTING", "ASSIGNED", "ignored"), ("RUNNING", "STARTING", "started"),
+                                   ("RUNNING", "STARTING", "duplicate"), ("SUCCEEDED", "RUNNING", "done")):
+        resp = svc.post("/events/deadline-cloud", _cloud("Task Run Status Change", **task, runStatus=status,
+                                                         previousRunStatus=previous))
+        assert resp.status_code == 200 and resp.json()["result"] == want, resp.text
+    frame3 = fstate.frames(svc.r, CLOUD_JOB)[3]
+    assert frame3.state.value == "done" and frame3.started == frame3.finished == 1796677200.0, \
+        "task 2 is the third frame of 1-8"
+    with_param = _cloud("Task Run Status Change", **{**task, "taskId": f"task-{HEX}-0"}, runStatus="RUNNING",
+                        parameters={"Frame": {"int": "7"}})
+    assert svc.post("/events/deadline-cloud", with_param).json()["frame"] == 7
+    other = _cloud("Task Run Status Change", **task, runStatus="RUNNING")
+    other["detail"]["jobId"] = "job-" + HEX
+    assert svc.post("/events/deadline-cloud", other).status_code == 404
+    bad = _cloud("Task Run Status Change", stepId="s", taskId="task-x", runStatus="RUNNING")
+    assert svc.post("/events/deadline-cloud", bad).json()["where"] == "detail.taskId"
+    ended = svc.post("/events/deadline-cloud", _cloud("Job Run Status Change", runStatus="SUCCEEDED"))
+    assert ended.json()["result"].startswith("ended")
+    assert fstate.registered(svc.r, CLOUD_JOB)["state"] == "finished"  # type: ignore[index]
+
+
+def _cue(event_type: str, frame: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
+    """A monitoring event as Cuebot's KafkaEventPublisher prints it (JsonFormat, proto field
+    names kept, int64 as strings; see proto/src/monitoring.proto)."""
+    body: dict[str, Any] = {"header": {"event_id": "1f0c", "event_type": event_type, "timestamp": "1796677200000",
+                                       "source_cuebot": "cuebot-1", "correlation_id": ""},
+                            "job_id": "9a3e", "job_name": "proj-shot100-artist_fx", "show": "proj", **more}
+    if frame is not None:
+        body["frame"] = frame
+    return body
+
+
+def test_opencue_frame_and_job_events(svc: Svc) -> None:
+    svc.register("proj-shot100-artist_fx")
+    started = _cue("FRAME_STARTED", {"id": "f1", "name": "0004-render", "layer_name": "render", "state": "RUNNING",
+                                     "retry_count": 0, "start_time": 1796677200}, host_name="node-7",
+                   previous_state="WAITING")
+    resp = svc.post("/events/opencue", started)
+    assert resp.status_code == 200 and resp.json() == {"job": "proj-shot100-artist_fx", "frame": 4,
+                                                       "result": "started"}
+    done = _cue("FRAME_COMPLETED", {"id": "f1", "name": "0004-render", "number": 4, "state": "SUCCEEDED",
+                                    "exit_status": 0}, host_name="node-7", run_time=1200)
+    assert svc.post("/events/opencue", done).json()["result"] == "done"
+    assert fstate.frames(svc.r, "proj-shot100-artist_fx")[4].node == "node-7"
+    assert svc.post("/events/opencue", _cue("HOST_BOOT")).json()["result"] == "ignored"
+    killed = _cue("JOB_KILLED", job={"id": "9a3e", "name": "proj-shot100-artist_fx", "state": "FINISHED"})
+    assert svc.post("/events/opencue", killed).json()["result"].startswith("ended")
+
+
+def test_deadline10_job_events_requeue_and_end(svc: Svc) -> None:
+    reg = svc.register("5f2a9c")
+    svc.post("/frames", {"events": [{"job": "5f2a9c", "frame": f, "event": "start", "node": "n"} for f in (1, 2)]})
+    resp = svc.post("/live/jobs/5f2a9c/events", {"event": "requeued"})
+    assert resp.json()["result"] == "2 frame(s) requeued"
+    assert {f.state.value for f in fstate.frames(svc.r, "5f2a9c").values()} == {"waiting"}
+    assert svc.post("/live/jobs/5f2a9c/events", {"event": "suspended"}).json()["result"] == "suspended"
+    assert svc.post("/live/jobs/5f2a9c/events", {"event": "deleted"}).json()["result"] == "ended; 1 warm(s) stopped"
+    warm = WarmJob(svc.r, reg["ids"][0])
+    assert svc.r.zscore(keys.gateway("default", "jobs"), warm.id) is None, "a deleted job's warm sends no more"
+    assert svc.post("/live/jobs/nobody/events", {"event": "started"}).status_code == 404
+    assert json.loads(svc.get("/live/jobs/5f2a9c").json()["warm"]) == reg["ids"]
