@@ -6,6 +6,9 @@ and Post-Task script through the generic routes)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +181,102 @@ def test_deadline10_job_events_requeue_and_end(svc: Svc) -> None:
     assert svc.r.zscore(keys.gateway("default", "jobs"), warm.id) is None, "a deleted job's warm sends no more"
     assert svc.post("/live/jobs/nobody/events", {"event": "started"}).status_code == 404
     assert json.loads(svc.get("/live/jobs/5f2a9c").json()["warm"]) == reg["ids"]
+
+
+DL10_DRIVER = '''
+import importlib.util, json, sys
+from Deadline.Events import DeadlineEventListener
+from Deadline.Scripting import RepositoryUtils
+
+config = json.loads(sys.argv[2])
+
+class Job:
+    JobId = "5f0c0ffee0000000000000aa"
+    JobName = "shot100_fx_v002"
+    JobFrames = "1-8"
+    JobPlugin = "Blender"
+    JobPriority = 50
+    JobBatchName = ""
+    JobAuxiliarySubmissionFileNames = []
+    JobPreTaskScript = ""
+    JobPostTaskScript = ""
+    extra = {"prewarm_show": "proj", "prewarm_shot": "shot100",
+             "prewarm_inputs": "/studio/proj/cache/fluid.####.vdb",
+             "prewarm_trace": "/studio/proj/frame.####.jsonl"}
+    def GetJobExtraInfoKeys(self):
+        return list(self.extra)
+    def GetJobExtraInfoKeyValue(self, key):
+        return self.extra[key]
+    def GetJobPluginInfoKeys(self):
+        return ["SceneFile"]
+    def GetJobPluginInfoKeyValue(self, key):
+        return "/studio/proj/tex/big.tx"
+
+class Task:
+    TaskFrameList = [3, 4]
+
+class Plugin:
+    def GetJob(self):
+        return JOB
+    def GetCurrentTask(self):
+        return Task()
+    def GetSlaveName(self):
+        return "node-3"
+    def LogInfo(self, m):
+        print("INFO", m, flush=True)
+    def LogWarning(self, m):
+        print("WARNING", m, flush=True)
+
+class Config:
+    def GetConfigEntryWithDefault(self, key, default):
+        return config.get(key, default)
+
+RepositoryUtils.GetEventPluginConfig = staticmethod(lambda name: Config())
+RepositoryUtils.saved = []
+RepositoryUtils.SaveJob = staticmethod(lambda job: RepositoryUtils.saved.append(job.JobId))
+DeadlineEventListener.config = config
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(path.rsplit("/", 1)[-1][:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+JOB = Job()
+plugin_dir = sys.argv[1]
+events = load(plugin_dir + "/PrewarmEvents.py")
+listener = events.GetDeadlineEventListener()
+listener.OnJobSubmittedCallback(JOB)
+print("SCRIPTS", JOB.JobPreTaskScript.rsplit("/", 1)[-1], JOB.JobPostTaskScript.rsplit("/", 1)[-1],
+      RepositoryUtils.saved, flush=True)
+listener.OnJobStartedCallback(JOB)
+load(plugin_dir + "/PrewarmPreTask.py").__main__(Plugin())
+load(plugin_dir + "/PrewarmPostTask.py").__main__(Plugin())
+if config.get("end"):
+    listener.OnJobFinishedCallback(JOB)
+'''
+
+
+def test_deadline10_plugin_and_task_scripts_report_the_job_and_its_frames(svc: Svc, tmp_path: Path) -> None:
+    from tests.test_hooks import PLUGIN, STANDIN
+
+    _trace(svc.studio.root, 3)
+    (svc.studio.root / "frame.3.jsonl").rename(svc.studio.root / "frame.0003.jsonl")
+    standin = tmp_path / "deadline-standin"
+    for rel, text in STANDIN.items():
+        (standin / rel).parent.mkdir(parents=True, exist_ok=True)
+        (standin / rel).write_text(text)
+    (standin / "driver.py").write_text(DL10_DRIVER)
+    config = {"Server": svc.url, "Token": TOKEN, "TaskScripts": "true", "AuxiliaryFiles": "false", "end": "1"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}, "PYTHONPATH": str(standin)}
+    done = subprocess.run([sys.executable, str(standin / "driver.py"), str(PLUGIN), json.dumps(config)], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "SCRIPTS PrewarmPreTask.py PrewarmPostTask.py ['5f0c0ffee0000000000000aa']" in done.stdout, done.stdout
+    job = "5f0c0ffee0000000000000aa"
+    state = fstate.frames(svc.r, job)
+    assert {f: (s.state.value, s.node) for f, s in state.items()} == {3: ("done", "node-3"), 4: ("done", "node-3")}
+    meta = fstate.registered(svc.r, job) or {}
+    assert meta["traces_filed"] == "1" and meta["traces_unreadable"] == "1", "frame 4 left no trace: a finding"
+    assert meta["state"] == "finished" and meta["name"] == "shot100_fx_v002"
+    assert "INFO prewarm: job 5f0c0ffee0000000000000aa frames 3-4 done on node-3" in done.stdout

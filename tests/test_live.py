@@ -189,3 +189,29 @@ def test_eta_follows_farm_order_and_pace() -> None:
     when = live.eta([5, 4, 6], st, 1000.0)
     assert when == {5: 1300.0, 4: 1300.0, 6: 1900.0}
     assert replace(st[1], node="x").node == "x"
+
+
+def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    from prewarm.cli import main
+
+    _tree(studio)
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(MANIFEST)
+    config = studio.config(tmp_path / "c.yaml", trace_store=str(tmp_path / "store"))
+    base = ["--config", str(config), "frame"]
+    assert main([*base, "register", "5f2a9c", str(manifest), "--warm", "abc123", "--redis", redis_url]) == 0
+    assert main([*base, "start", "5f2a9c", "2", "--node", "n9", "--at", "10", "--redis", redis_url]) == 0
+    assert main([*base, "done", "5f2a9c", "2", "--at", "70", "--trace", _trace(tmp_path, 2), "--redis",
+                 redis_url]) == 0
+    assert "5f2a9c frame 2: done; trace filed" in capsys.readouterr().err
+    assert main([*base, "done", "5f2a9c", "2", "--redis", redis_url]) == 0
+    assert "duplicate" in capsys.readouterr().err
+    assert main([*base, "start", "5f2a9c", "77", "--redis", redis_url]) == 2
+    assert capsys.readouterr().err.strip() == "prewarm frame: 5f2a9c frame 77: refused: unknown frame"
+    assert main([*base, "start", "5f2a9c", "two", "--redis", redis_url]) == 2
+    assert main([*base, "show", "5f2a9c", "--json", "--redis", redis_url]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["frames"] == [{"frame": 2, "state": "done", "node": "n9", "started": 10.0, "finished": 70.0,
+                                "attempts": 1}]
+    assert (tmp_path / "store" / "proj" / "shot100" / "shot100_fx_v002" / "frame.0002.jsonl.gz").exists()

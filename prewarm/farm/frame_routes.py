@@ -217,7 +217,8 @@ async def frame_events(request: Request, body: Events) -> dict[str, Any]:
 
 def _apply(r: redis.Redis[bytes], settings: Settings, events: list[Event]) -> list[dict[str, Any]]:
     """In the order given: runs of events without traces in one round trip each, a traced `done` alone.
-    Every trace path is checked first: a request with a bad one changes nothing."""
+    Every trace path is checked first: a request naming one outside the roots changes nothing; one
+    that cannot be read is the job's finding, and its event counts."""
     now = time.time()
     traces = {i: _trace(e.trace, settings, f"events[{i}].trace") for i, e in enumerate(events) if e.trace is not None}
     out: list[dict[str, Any]] = []
@@ -235,7 +236,9 @@ def _apply(r: redis.Redis[bytes], settings: Settings, events: list[Event]) -> li
             run.append(e)
             continue
         flush()
-        out.append(live.report_event(r, settings, _event(e, now), traces[i], now).to_json())
+        found = traces[i]
+        trace, why = (None, found) if isinstance(found, str) else (found, None)
+        out.append(live.report_event(r, settings, _event(e, now), trace, now, why).to_json())
     flush()
     return out
 
@@ -244,7 +247,8 @@ def _event(e: Event, now: float) -> FrameEvent:
     return FrameEvent(e.event, e.job, e.frame, now if e.at is None else e.at, e.node)
 
 
-def _trace(path: str, settings: Settings, where: str) -> list[TraceFile]:
+def _trace(path: str, settings: Settings, where: str) -> list[TraceFile] | str:
+    """The trace files at `path` (a studio path under the roots: else refused), or why they cannot be read."""
     from prewarm.traces.files import trace_files
 
     guard = Guard(settings.allowed_roots(), settings.path_map)
@@ -252,8 +256,8 @@ def _trace(path: str, settings: Settings, where: str) -> list[TraceFile]:
         raise OutsideRoots(where, f"{path!r} is outside the allowed roots {list(guard.roots)}")
     try:
         return trace_files(path, guard)
-    except TraceError as exc:
-        raise TraceError(where, exc.message) from exc
+    except (TraceError, OSError) as exc:
+        return exc.message if isinstance(exc, TraceError) else f"{type(exc).__name__}: {exc.strerror}"
 
 
 # Deadline Cloud (EventBridge)

@@ -115,18 +115,21 @@ class Reported:
 
 
 def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
-                 trace: str | TraceFile | Sequence[TraceFile] | None = None, now: float | None = None) -> Reported:
+                 trace: str | TraceFile | Sequence[TraceFile] | None = None, now: float | None = None,
+                 unreadable: str | None = None) -> Reported:
     """Record `event`; a finished frame's trace is filed, and a re-plan is asked for.
 
-    A trace that cannot be read or filed is a finding in the job's log: the event still
-    counts and the job warms on.
+    A trace that cannot be read or filed (`unreadable`: the caller could not even open it)
+    is a finding in the job's log: the event still counts and the job warms on.
     """
     outcome = fstate.apply(r, event)
     if outcome.refused:
         return Reported(outcome)
     filed = None
     finished = event.kind is Kind.DONE and outcome in (Outcome.DONE, Outcome.DONE_WITHOUT_START)
-    if trace is not None and finished:
+    if unreadable is not None and finished:
+        filed = _finding(r, event, unreadable)
+    elif trace is not None and finished:
         filed = _file_trace(r, settings, event, trace)
     if finished or outcome is Outcome.REQUEUED:
         fstate.ask_replan(r, event.job, time.time() if now is None else now)
@@ -143,12 +146,15 @@ def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
         import_traces(settings, files, meta.get("show") or None, meta.get("shot") or None,
                       meta.get("name") or event.job, frame=event.frame)
     except (PrewarmError, OSError, ValueError) as exc:
-        why = str(exc) if isinstance(exc, PrewarmError) else f"{type(exc).__name__}: {exc}"
-        fstate.note(r, event.job, {"at": event.at, "frame": event.frame, "finding": "trace not filed", "why": why})
-        r.hincrby(keys.live(event.job, "meta"), "traces_unreadable", 1)
-        return f"not filed: {why}"
+        return _finding(r, event, str(exc) if isinstance(exc, PrewarmError) else f"{type(exc).__name__}: {exc}")
     r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)
     return "filed"
+
+
+def _finding(r: redis.Redis[bytes], event: FrameEvent, why: str) -> str:
+    fstate.note(r, event.job, {"at": event.at, "frame": event.frame, "finding": "trace not filed", "why": why})
+    r.hincrby(keys.live(event.job, "meta"), "traces_unreadable", 1)
+    return f"not filed: {why}"
 
 
 class JobEvent(StrEnum):
