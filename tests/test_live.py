@@ -215,3 +215,13 @@ def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_p
     assert shown["frames"] == [{"frame": 2, "state": "done", "node": "n9", "started": 10.0, "finished": 70.0,
                                 "attempts": 1}]
     assert (tmp_path / "store" / "proj" / "shot100" / "shot100_fx_v002" / "frame.0002.jsonl.gz").exists()
+
+
+def test_guesses_no_traced_frame_read_are_dropped_once_enough_frames_finished() -> None:
+    from prewarm.plan.model import PlannedRange
+
+    ranges = [PlannedRange("/s/a", 0, 10, 5, 1, Reason.TRACE), PlannedRange("/s/b", 0, 99, None, 1, Reason.FALLBACK),
+              PlannedRange("/s/c", 0, 7, 6, 1, Reason.WHOLE), PlannedRange("/s/d", 0, 5, 6, 1, Reason.UNREAD_TILE)]
+    assert live.without_unread(ranges, live.MIN_EVIDENCE - 1) == (ranges, [])
+    keep, drop = live.without_unread(ranges, live.MIN_EVIDENCE)
+    assert [r.path for r in keep] == ["/s/a", "/s/c"] and [r.path for r in drop] == ["/s/b", "/s/d"]

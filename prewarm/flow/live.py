@@ -70,6 +70,14 @@ MAX_JOBS_PER_ROUND = 8
 GUESSES = frozenset({Reason.FALLBACK, Reason.WHOLE, Reason.UNREAD_TILE, Reason.REGION})
 """Ranges planned without evidence that a frame reads them: what new evidence may drop."""
 
+ANSWERED = frozenset({Reason.FALLBACK, Reason.UNREAD_TILE})
+"""Guesses a finished frame's trace answers: a file, or a tile, that no traced frame read. The
+planner keeps planning them (another frame might read them); the live job stops once
+`MIN_EVIDENCE` of its own frames have finished, traced, without reading them."""
+
+MIN_EVIDENCE = 4
+"""Finished frames with traces filed before the re-plans drop what none of them read."""
+
 MAX_LISTED = 200
 """Dropped ranges listed per re-plan (all are counted)."""
 
@@ -255,14 +263,16 @@ def replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now:
         out.skipped = "every frame has started"
         return out
     plan = (planner or _store_planner(settings))(manifest, waiting)
+    wanted, unneeded = without_unread(plan.ranges, int(meta.get("traces_filed", "0")))
     previous = [str(w) for w in json.loads(meta.get("warm", "[]"))]
     sent, unsent, old_files = _stop_previous(r, previous, job)
     covered = _merge(fstate.covered(r, job), sent)
     fstate.set_covered(r, job, covered)
-    need = _spans(plan.table.spans())
+    need = _spans((x.path, x.offset, x.length) for x in wanted)
     when = eta(waiting, state, now)
-    added = _order(_minus(plan.ranges, covered), when)
-    carried, dropped = _leftovers(unsent, need, len(order) - len(waiting))
+    added = order_by_start(minus(wanted, covered), when)
+    carried, dropped = leftovers(unsent, need, len(order) - len(waiting))
+    dropped += minus(unneeded, _merge(covered, _spans((x.path, x.offset, x.length) for x in unsent)))
     out.added_bytes = sum(x.length for x in added)
     out.carried_bytes = sum(x.length for x in carried)
     out.dropped_bytes = sum(x.length for x in dropped)
@@ -330,7 +340,7 @@ def _merge(a: Mapping[str, list[Span]], b: Mapping[str, list[Span]]) -> dict[str
     return {p: normalize([*a.get(p, []), *b.get(p, [])]) for p in {*a, *b}}
 
 
-def _minus(ranges: Iterable[PlannedRange], covered: Mapping[str, list[Span]]) -> list[PlannedRange]:
+def minus(ranges: Iterable[PlannedRange], covered: Mapping[str, list[Span]]) -> list[PlannedRange]:
     """`ranges` less what `covered` holds, each piece keeping its range's frame and reason."""
     out: list[PlannedRange] = []
     for pr in ranges:
@@ -343,13 +353,13 @@ def _minus(ranges: Iterable[PlannedRange], covered: Mapping[str, list[Span]]) ->
     return out
 
 
-def _leftovers(unsent: list[PlannedRange], need: Mapping[str, list[Span]], started: int
+def leftovers(unsent: list[PlannedRange], need: Mapping[str, list[Span]], started: int
                ) -> tuple[list[PlannedRange], list[PlannedRange]]:
     """The previous warm's unsent ranges the new plan does not name: kept when they were traced
     (a running frame may read them), dropped when they were guesses."""
     carried: list[PlannedRange] = []
     dropped: list[PlannedRange] = []
-    for pr in _minus(unsent, need):
+    for pr in minus(unsent, need):
         (dropped if pr.reason in GUESSES and started else carried).append(pr)
     return carried, dropped
 
@@ -370,7 +380,19 @@ def eta(waiting: Sequence[int], state: Mapping[int, fstate.Frame], now: float) -
     return {f: now + (rank[f] // nodes) * pace + (pace / 2 if took else 0.0) for f in waiting}
 
 
-def _order(ranges: list[PlannedRange], when: Mapping[int, float]) -> list[PlannedRange]:
+def without_unread(ranges: Iterable[PlannedRange], evidence: int) -> tuple[list[PlannedRange], list[PlannedRange]]:
+    """(ranges to warm, ranges dropped): the `ANSWERED` guesses go once `evidence` traced frames
+    have finished (at least `MIN_EVIDENCE`), the rest stay."""
+    if evidence < MIN_EVIDENCE:
+        return list(ranges), []
+    keep: list[PlannedRange] = []
+    drop: list[PlannedRange] = []
+    for pr in ranges:
+        (drop if pr.reason in ANSWERED else keep).append(pr)
+    return keep, drop
+
+
+def order_by_start(ranges: list[PlannedRange], when: Mapping[int, float]) -> list[PlannedRange]:
     """By when the first frame that needs each range starts; ranges every frame needs first. Stable:
     the planner's order within a frame stays."""
     soonest = min(when.values(), default=0.0) - 1.0
