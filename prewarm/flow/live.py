@@ -49,7 +49,7 @@ from prewarm.plan.model import FileInfo, Plan, PlannedRange, Reason
 from prewarm.plan.ranges import Span, normalize, subtract
 from prewarm.site.settings import Settings
 from prewarm.state import frames as fstate
-from prewarm.state import keys
+from prewarm.state import keys, runner
 from prewarm.state.dispatch import Send
 from prewarm.state.frames import FrameEvent, FrameState, Kind, Outcome
 from prewarm.state.jobs import WarmJob
@@ -284,11 +284,19 @@ def replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now:
         fresh = Plan(job=manifest.job, frames=waiting, ranges=ranges, files=files, granule=plan.granule,
                      created=now, start=min(when.values(), default=now),
                      priority=manifest.priority, gateways=manifest.gateways)
-        out.warm = list(warming.submit_plan(r, fresh, settings, send, f"live {job}", reuse=False).ids)
+        out.warm = _warm(r, fresh, settings, send, f"live {job}")
     out.took_s = time.perf_counter() - t0
     fstate.update(r, job, {"warm": json.dumps(out.warm or []), "last_replan": json.dumps(out.to_json()),
                            "replans": int(meta.get("replans", "0")) + 1})
     return out
+
+
+def _warm(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Send, where: str) -> list[str]:
+    """Warm a re-plan's difference on each gateway: checked like any plan (`warming.check_plan`), but
+    never matched against earlier submissions (`submit_plan`'s identity): a difference is new by
+    construction, and hashing every range of a big one costs a re-plan a third of its time."""
+    plan = warming.check_plan(plan, settings, where, need_roots=False)
+    return [runner.submit(r, plan, settings, send, gw).id for gw in settings.gateways(plan.gateways)]
 
 
 def _store_planner(settings: Settings) -> Callable[[Manifest, tuple[int, ...]], Plan]:
