@@ -87,8 +87,14 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
                                                               "unknown_job"]
     assert resp.json()["results"][1]["trace"] == "filed" and resp.json()["refused"] == 2
     state = svc.get("/live/jobs/render-42").json()
-    assert state["frames"] == [{"frame": 1, "state": "done", "node": "n1", "started": 100.0, "finished": 160.0,
-                                "attempts": 1}]
+    [row] = state["frames"]
+    assert row["batches_missing_at_start"] > 0, "nothing ran the warm's batches before the frame started"
+    assert {**row, "batches_missing_at_start": 0} == {"frame": 1, "state": "done", "node": "n1", "started": 100.0,
+                                                      "finished": 160.0, "attempts": 1, "warm_at_start": False,
+                                                      "batches_missing_at_start": 0}
+    assert state["started_before_warm"] == [1] and "evaluation" not in state
+    evaluated = svc.get("/live/jobs/render-42?evaluate=true").json()["evaluation"]
+    assert evaluated["frames_traced"] == 1 and evaluated["overall"]["recall"] == 1.0
     assert state["events"] == {"started": 1, "done": 1, "duplicate": 1, "unknown_frame": 1}
     assert svc.r.zscore(keys.LIVE_DUE, "render-42") is not None, "a finished frame asks for a re-plan"
 
@@ -180,7 +186,7 @@ def test_deadline10_job_events_requeue_and_end(svc: Svc) -> None:
     warm = WarmJob(svc.r, reg["ids"][0])
     assert svc.r.zscore(keys.gateway("default", "jobs"), warm.id) is None, "a deleted job's warm sends no more"
     assert svc.post("/live/jobs/nobody/events", {"event": "started"}).status_code == 404
-    assert json.loads(svc.get("/live/jobs/5f2a9c").json()["warm"]) == reg["ids"]
+    assert svc.get("/live/jobs/5f2a9c").json()["warm"] == reg["ids"]
 
 
 DL10_DRIVER = '''

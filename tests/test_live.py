@@ -17,6 +17,7 @@ from prewarm.flow import live, warming
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.model import Reason
+from prewarm.report.frames import live_report
 from prewarm.state import frames as fstate
 from prewarm.state import keys
 from prewarm.state.frames import FrameEvent, FrameState, Kind, Outcome
@@ -157,6 +158,13 @@ def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio
     assert r.hget(old.key, "superseded_by") and r.zscore(keys.gateway("default", "jobs"), old.id) is None
     drain(r, studio, sent)
     assert old.state() in (JobState.DONE, JobState.CANCELLED) and WarmJob(r, done.warm[0]).state() is JobState.DONE
+    live.report_event(r, settings, FrameEvent(S, "job-1", 4, 300.0, "n2"))
+    report = live_report(r, "job-1", settings)
+    assert report is not None
+    warm_at = {f["frame"]: f["warm_at_start"] for f in report["frames"]}
+    assert warm_at == {1: False, 2: False, 3: False, 4: True}, "1-3 started before any batch ran, 4 after all"
+    assert report["started_before_warm"] == [1, 2, 3]
+    assert report["evaluation"]["frames_traced"] == 2 and report["evaluation"]["overall"]["recall"] == 1.0
     sent_spans = fstate.covered(r, "job-1")
     for pr in new.ranges:  # the new warm never reads what the old one had sent
         assert not any(s < pr.end and e > pr.offset for s, e in sent_spans.get(pr.path, []))
@@ -213,7 +221,8 @@ def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_p
     assert main([*base, "show", "5f2a9c", "--json", "--redis", redis_url]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["frames"] == [{"frame": 2, "state": "done", "node": "n9", "started": 10.0, "finished": 70.0,
-                                "attempts": 1}]
+                                "attempts": 1, "warm_at_start": None, "batches_missing_at_start": None}]
+    assert shown["evaluation"] == {"error": "warm job abc123 has no stored plan (expired?)"}
     assert (tmp_path / "store" / "proj" / "shot100" / "shot100_fx_v002" / "frame.0002.jsonl.gz").exists()
 
 

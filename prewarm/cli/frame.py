@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verb == "replan":
         return _replan(r, settings, args.loop)
     if args.verb == "show":
-        return _show(r, args.job, args.json)
+        return _show(r, settings, args.job, args.json)
     return _event(r, settings, args)
 
 
@@ -125,21 +125,25 @@ def _replan(r: redis.Redis[bytes], settings: Settings, loop: bool) -> int:
         time.sleep(live.DEBOUNCE_S)
 
 
-def _show(r: redis.Redis[bytes], job: str, as_json: bool) -> int:
-    from prewarm.state import frames as fstate
+def _show(r: redis.Redis[bytes], settings: Settings, job: str, as_json: bool) -> int:
+    from prewarm.report.frames import live_report
 
-    meta = fstate.registered(r, job)
-    if meta is None:
+    report = live_report(r, job, settings)
+    if report is None:
         raise ConfigError(job, "no live job of that id (never registered, or expired)")
-    state = sorted(fstate.frames(r, job).values(), key=lambda f: f.frame)
     if as_json:
-        print(json.dumps({"job": job, "state": meta.get("state"), "events": fstate.counters(r, job),
-                          "frames": [f.to_json() for f in state],
-                          "last_replan": json.loads(meta.get("last_replan", "null"))}, indent=1))
+        print(json.dumps(report, indent=1))
         return 0
-    print(f"{job} ({meta.get('name')}): {meta.get('state')}, {meta.get('replans', '0')} re-plan(s), "
-          f"events {fstate.counters(r, job)}")
-    for f in state:
-        print(f"  {f.frame:>6} {f.state.value:<8} {f.node or '-':<16} started {f.started or '-'} finished "
-              f"{f.finished or '-'}")
+    print(f"{job} ({report['name']}): {report['state']}, {report['replans']} re-plan(s), events {report['events']}")
+    for f in report["frames"]:
+        warm = {None: "-", True: "warm", False: "NOT WARM"}[f["warm_at_start"]]
+        print(f"  {f['frame']:>6} {f['state']:<8} {f['node'] or '-':<16} started {f['started'] or '-'} "
+              f"finished {f['finished'] or '-'} data at start: {warm}")
+    if report["started_before_warm"]:
+        print(f"started before their data was warm: {report['started_before_warm']}")
+    ev = report.get("evaluation")
+    if ev and "overall" in ev:
+        o = ev["overall"]
+        print(f"prediction so far ({ev['frames_traced']} finished frames traced): recall {o['recall']:.3f}, "
+              f"over-fetch {o['overfetch']:.2f}x")
     return 0

@@ -2,7 +2,8 @@
 
     POST /api/v1/live/jobs                 make a job live: {"job": FARM_ID, "submission": <a /jobs body>,
                                            "warm": [ids]?}; without `warm` the submission is warmed now
-    GET  /api/v1/live/jobs/{job}           its frames, event counters, odd events, last re-plan
+    GET  /api/v1/live/jobs/{job}           its frames (started, node, warm at start), events, last re-plan;
+                                           `?evaluate=true`: the submitted plan scored on finished frames
     POST /api/v1/live/jobs/{job}/events    a job-level event: {"event": "started|finished|requeued|
                                            failed|suspended|resumed|deleted"}
     POST /api/v1/frames                    frame events: {"events": [{"job", "frame", "event":
@@ -28,7 +29,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +38,7 @@ from prewarm.errors import InputError, OutsideRoots, TraceError
 from prewarm.flow import live, warming
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import Manifest
+from prewarm.report import frames as frame_report
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.state import frames as fstate
@@ -183,15 +185,14 @@ def _register(r: redis.Redis[bytes], settings: Settings, send: Send, body: LiveJ
 
 
 @reads.get("/live/jobs/{job}")
-def job_state(request: Request, job: str = PathParam(max_length=128)) -> dict[str, Any]:
-    r, _ = _state(request)
-    meta = fstate.registered(r, live.check_job_id(job, "job"))
-    if meta is None:
+def job_state(request: Request, job: str = PathParam(max_length=128),
+              evaluate: bool = Query(False, description="also score the submitted plan against the finished "
+                                                        "frames' traces (reads the trace store)")) -> dict[str, Any]:
+    r, settings = _state(request)
+    report = frame_report.live_report(r, live.check_job_id(job, "job"), settings if evaluate else None)
+    if report is None:
         raise HTTPException(404, f"no live job {job!r} (never registered, or expired)")
-    return {"job": job, "name": meta.get("name"), "state": meta.get("state"), "warm": meta.get("warm"),
-            "replans": int(meta.get("replans", "0")), "last_replan": meta.get("last_replan"),
-            "events": fstate.counters(r, job), "frames": [f.to_json() for f in fstate.frames(r, job).values()],
-            "odd": fstate.odd_events(r, job, 50)}
+    return report
 
 
 @router.post("/live/jobs/{job}/events")
@@ -228,6 +229,8 @@ def _apply(r: redis.Redis[bytes], settings: Settings, events: list[Event]) -> li
         for e, outcome in zip(run, fstate.apply_many(r, [_event(e, now) for e in run]), strict=True):
             if outcome in (fstate.Outcome.DONE, fstate.Outcome.DONE_WITHOUT_START, fstate.Outcome.REQUEUED):
                 fstate.ask_replan(r, e.job, now)
+            elif outcome in (fstate.Outcome.STARTED, fstate.Outcome.RESTARTED):
+                live.note_start(r, _event(e, now))
             out.append({"outcome": outcome.value, "trace": None})
         run.clear()
 

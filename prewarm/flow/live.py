@@ -108,7 +108,7 @@ def register(r: redis.Redis[bytes], job: str, manifest: Manifest, warm_ids: Sequ
     check_job_id(job)
     fstate.register(r, job, manifest.frames, {
         "kind": kind, "body": body, "name": manifest.job, "show": manifest.show or "", "shot": manifest.shot or "",
-        "warm": json.dumps(list(warm_ids)), "state": "live"})
+        "warm": json.dumps(list(warm_ids)), "first_warm": json.dumps(list(warm_ids)), "state": "live"})
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,21 @@ def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
         filed = _file_trace(r, settings, event, trace)
     if finished or outcome is Outcome.REQUEUED:
         fstate.ask_replan(r, event.job, time.time() if now is None else now)
+    if outcome in (Outcome.STARTED, Outcome.RESTARTED):
+        note_start(r, event)
     return Reported(outcome, filed)
+
+
+def note_start(r: redis.Redis[bytes], event: FrameEvent) -> None:
+    """Note whether the frame's data was warm as it started; a warm that expired or cannot be read
+    leaves a line in the job's log, never a failed event."""
+    meta = fstate.registered(r, event.job) or {}
+    try:
+        warms = [str(w) for w in json.loads(meta.get("warm", "[]"))]
+        fstate.record_readiness(r, event.job, event.frame, event.at, warms)
+    except (PrewarmError, ValueError) as exc:
+        fstate.note(r, event.job, {"at": event.at, "frame": event.frame, "finding": "readiness unknown",
+                                   "why": str(exc)})
 
 
 def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
@@ -151,11 +165,12 @@ def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
     meta = fstate.registered(r, event.job) or {}
     try:
         files = [trace] if isinstance(trace, str | TraceFile) else list(trace)
-        import_traces(settings, files, meta.get("show") or None, meta.get("shot") or None,
-                      meta.get("name") or event.job, frame=event.frame)
+        result = import_traces(settings, files, meta.get("show") or None, meta.get("shot") or None,
+                               meta.get("name") or event.job, frame=event.frame)
     except (PrewarmError, OSError, ValueError) as exc:
         return _finding(r, event, str(exc) if isinstance(exc, PrewarmError) else f"{type(exc).__name__}: {exc}")
     r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)
+    r.hset(keys.live(event.job, "meta"), "store_folder", result.folder)
     return "filed"
 
 

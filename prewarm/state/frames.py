@@ -325,3 +325,71 @@ def stop_dispatch(r: redis.Redis[bytes], warm_id: str, gateway: str, successor: 
               keys.job_part(warm_id, "findings")],
         args=[warm_id, repr(time.time()), successor]))
     return None if out < 0 else out
+
+
+# readiness: was a frame's data warm when it started?
+
+
+def _needs(r: redis.Redis[bytes], job: str, warm_id: str) -> None:
+    """For each frame of warm `warm_id`'s plan, the last batch holding a range it needs: ranges are
+    in warm order and cut into the batches' reads in that order, so walking both side by side maps
+    each range to its batch. A frame needs the ranges every frame needs (`frame` None) and those
+    first needed by it or by a frame before it in the plan's order (a conservative bound: the
+    plan records only the first frame that needs a range)."""
+    from prewarm.state.jobs import WarmJob
+
+    warm = WarmJob(r, warm_id)
+    plan = warm.plan()
+    reads = [(b.index, rd.length) for b in sorted(warm.batches(), key=lambda b: b.index) for rd in b.reads]
+    last: dict[int | None, int] = {}
+    i, left = 0, reads[0][1] if reads else 0
+    for pr in plan.ranges:
+        need = pr.length
+        while need > 0 and i < len(reads):
+            take = min(need, left)
+            need -= take
+            left -= take
+            last[pr.frame] = max(last.get(pr.frame, -1), reads[i][0])
+            if left == 0:
+                i += 1
+                left = reads[i][1] if i < len(reads) else 0
+    every = last.pop(None, -1)
+    out: dict[str | bytes, bytes | float | int | str] = {f"{warm_id}:": every}
+    upto = every
+    for f in plan.frames:
+        upto = max(upto, last.get(f, -1))
+        out[f"{warm_id}:{f}"] = upto
+    r.hset(keys.live(job, "needs"), mapping=out)
+    r.expire(keys.live(job, "needs"), RETENTION_S)
+
+
+def record_readiness(r: redis.Redis[bytes], job: str, frame: int, at: float, warm_ids: Sequence[str]
+                     ) -> bool | None:
+    """Whether the batches frame `frame` needs of each of `warm_ids` had all been warmed when it
+    started at `at`; recorded in the job's `ready` hash (the latest start of the frame counts).
+    None, and nothing recorded, when none of the warms exists (any more)."""
+    from prewarm.state.jobs import WarmJob
+
+    missing = 0
+    found = False
+    for wid in warm_ids:
+        warm = WarmJob(r, wid)
+        if warm.state() is None:
+            continue
+        found = True
+        if not r.hexists(keys.live(job, "needs"), f"{wid}:"):
+            _needs(r, job, wid)
+        raw = r.hget(keys.live(job, "needs"), f"{wid}:{frame}") or r.hget(keys.live(job, "needs"), f"{wid}:")
+        upto = int(raw or -1)
+        done = warm.done()
+        missing += sum(1 for i in range(upto + 1) if i not in done)
+    if not found:
+        return None
+    r.hset(keys.live(job, "ready"), str(frame), json.dumps({"at": at, "warm": missing == 0, "missing": missing}))
+    r.expire(keys.live(job, "ready"), RETENTION_S)
+    return missing == 0
+
+
+def readiness(r: redis.Redis[bytes], job: str) -> dict[int, dict[str, object]]:
+    """Frame -> {at, warm, missing}: what `record_readiness` found at each frame's start."""
+    return {int(k): json.loads(v) for k, v in r.hgetall(keys.live(job, "ready")).items()}

@@ -104,11 +104,13 @@ def task_id(job_id: str, index: int) -> str:
 #     prewarm:live:L:PART      PART in LIVE_PARTS, for live job L (the farm's job id as events name it):
 #                              meta (hash: manifest, warm ids, counters), frames (hash: frame -> state),
 #                              known (set: the job's frames), log (list: the last odd events, capped),
-#                              covered (hash: path -> spans already sent to the gateway)
+#                              covered (hash: path -> spans already sent to the gateway),
+#                              ready (hash: frame -> was its data warm when it started),
+#                              needs (hash: "W:frame" -> the last batch of warm W that frame needs)
 #     prewarm:live:due         zset L -> when a re-plan was first asked for (coalesced)
 #     prewarm:live:refused     hash: events refused before any job could be named (counters)
 
-LIVE_PARTS = ("meta", "frames", "known", "log", "covered")
+LIVE_PARTS = ("meta", "frames", "known", "log", "covered", "ready", "needs")
 
 LIVE_DUE = f"{PREFIX}:live:due"
 
