@@ -384,7 +384,7 @@ def run_shot(shot: Shot, setup: Setup, strategies: Sequence[str]) -> dict[str, d
 
 @contextmanager
 def load_shot(shot_dir: Path, origin: Path) -> Iterator[Shot]:
-    build_shot(shot_dir, origin, real=False)
+    build_shot(shot_dir, origin, real=True)
     manifest = load_manifest(shot_dir / "manifest.yaml")
     at_origin = PathMap.parse([{"studio": STUDIO, "local": str(origin)}], "bench")
     accesses = [a for a in read_traces([str(shot_dir / "traces")], at_origin) if a.path.startswith(STUDIO + "/")]

@@ -70,10 +70,11 @@ MAX_JOBS_PER_ROUND = 8
 GUESSES = frozenset({Reason.FALLBACK, Reason.WHOLE, Reason.UNREAD_TILE, Reason.REGION})
 """Ranges planned without evidence that a frame reads them: what new evidence may drop."""
 
-ANSWERED = frozenset({Reason.FALLBACK, Reason.UNREAD_TILE})
-"""Guesses a finished frame's trace answers: a file, or a tile, that no traced frame read. The
-planner keeps planning them (another frame might read them); the live job stops once
-`MIN_EVIDENCE` of its own frames have finished, traced, without reading them."""
+ANSWERED = frozenset({Reason.FALLBACK})
+"""Guesses a finished frame's trace answers: a file no traced frame read at all. The planner keeps
+planning it whole (another frame might read it); the live job stops once `MIN_EVIDENCE` of its
+own frames have finished, traced, without reading it. Unread tiles of a tile set stay: in a
+push-in the later frames read finer tiles than any earlier frame did."""
 
 MIN_EVIDENCE = 4
 """Finished frames with traces filed before the re-plans drop what none of them read."""
