@@ -140,6 +140,9 @@ def test_deadline_cloud_task_run_status_changes(svc: Svc) -> None:
     other = _cloud("Task Run Status Change", **task, runStatus="RUNNING")
     other["detail"]["jobId"] = "job-" + HEX
     assert svc.post("/events/deadline-cloud", other).status_code == 404
+    odd = _cloud("Task Run Status Change", **task, runStatus="RUNNING")
+    odd["detail"]["jobId"] = "job:../x"
+    assert svc.post("/events/deadline-cloud", odd).json()["where"] == "detail.jobId"
     bad = _cloud("Task Run Status Change", stepId="s", taskId="task-x", runStatus="RUNNING")
     assert svc.post("/events/deadline-cloud", bad).json()["where"] == "detail.taskId"
     ended = svc.post("/events/deadline-cloud", _cloud("Job Run Status Change", runStatus="SUCCEEDED"))

@@ -285,6 +285,7 @@ def deadline_cloud_event(request: Request, body: CloudEvent) -> dict[str, Any]:
         raise InputError("source", f"not a Deadline Cloud event (source {body.source!r})")
     at = _iso(body.time)
     d = body.detail
+    live.check_job_id(d.jobId, "detail.jobId")
     if body.detail_type == "Job Run Status Change":
         event = CLOUD_JOB_STATUS.get(d.runStatus or "")
         result = "ignored" if event is None else live.job_event(r, d.jobId, event, at)
@@ -352,7 +353,7 @@ def opencue_event(request: Request, body: CueEvent) -> dict[str, Any]:
     at = _millis(body.header.timestamp)
     if kind in CUE_JOB:
         job = body.job.name if body.job is not None else body.job_name
-        return {"job": job, "result": live.job_event(r, job, CUE_JOB[kind], at)}
+        return {"job": job, "result": live.job_event(r, live.check_job_id(job, "job.name"), CUE_JOB[kind], at)}
     if kind not in CUE_FRAME or body.frame is None:
         return {"job": body.job_name, "result": "ignored"}
     frame = body.frame.number
@@ -361,7 +362,7 @@ def opencue_event(request: Request, body: CueEvent) -> dict[str, Any]:
         if m is None:
             raise InputError("frame.name", "expected NUMBER-LAYER")
         frame = int(m.group(1))
-    event = FrameEvent(CUE_FRAME[kind], body.job_name, frame, at, body.host_name)
+    event = FrameEvent(CUE_FRAME[kind], live.check_job_id(body.job_name, "job_name"), frame, at, body.host_name)
     reported = live.report_event(r, request.app.state.settings, event)
     _loop(request)
     if reported.outcome is fstate.Outcome.UNKNOWN_JOB:
