@@ -57,6 +57,7 @@ S, D, RQ, F = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL
     ([(S, 10, "a"), (F, 12, ""), (F, 13, "")], ["started", "failed", "duplicate"], "failed"),
     ([(RQ, 5, "")], ["duplicate"], None),
 ])
+@pytest.mark.integration
 def test_events_are_applied_once_in_any_order(r: redis.Redis, events: list[tuple[Kind, float, str]],
                                              outcomes: list[str], final: str | None) -> None:
     _register(r)
@@ -67,6 +68,7 @@ def test_events_are_applied_once_in_any_order(r: redis.Redis, events: list[tuple
     assert sum(fstate.counters(r, "job-1").values()) == len(events)
 
 
+@pytest.mark.integration
 def test_a_frame_started_late_keeps_both_times(r: redis.Redis) -> None:
     _register(r)
     fstate.apply(r, FrameEvent(D, "job-1", 2, 50.0, "n1"))
@@ -76,6 +78,7 @@ def test_a_frame_started_late_keeps_both_times(r: redis.Redis) -> None:
     assert [e["outcome"] for e in fstate.odd_events(r, "job-1")] == ["late_start", "done_without_start"]
 
 
+@pytest.mark.integration
 def test_unknown_jobs_and_frames_are_refused_and_counted(r: redis.Redis) -> None:
     _register(r)
     assert fstate.apply(r, FrameEvent(S, "nobody", 1, 1.0)) is Outcome.UNKNOWN_JOB
@@ -85,6 +88,7 @@ def test_unknown_jobs_and_frames_are_refused_and_counted(r: redis.Redis) -> None
     assert fstate.frames(r, "job-1") == {}
 
 
+@pytest.mark.integration
 def test_a_flood_is_absorbed_in_bounded_memory(r: redis.Redis) -> None:
     _register(r, frames="1-100")
     kinds = (S, D, S, RQ, D)
@@ -136,6 +140,7 @@ def running(r: redis.Redis, studio: Studio, tmp_path: Path) -> tuple[live.Manife
     return manifest, sent, settings
 
 
+@pytest.mark.integration
 def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio: Studio, tmp_path: Path,
                                                          running: tuple[live.Manifest, Sent, object]) -> None:
     _, sent, settings = running
@@ -170,6 +175,7 @@ def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio
         assert not any(s < pr.end and e > pr.offset for s, e in sent_spans.get(pr.path, []))
 
 
+@pytest.mark.integration
 def test_a_trace_that_cannot_be_read_is_a_finding(r: redis.Redis, tmp_path: Path,
                                                   running: tuple[live.Manifest, Sent, object]) -> None:
     _, sent, settings = running
@@ -183,6 +189,7 @@ def test_a_trace_that_cannot_be_read_is_a_finding(r: redis.Redis, tmp_path: Path
     assert done.frames == 7 and done.warm, "the job warms on"
 
 
+@pytest.mark.integration
 def test_replan_skips_a_job_whose_frames_all_started(r: redis.Redis, running: tuple[live.Manifest, Sent, object]
                                                      ) -> None:
     _, sent, settings = running
@@ -199,6 +206,7 @@ def test_eta_follows_farm_order_and_pace() -> None:
     assert replace(st[1], node="x").node == "x"
 
 
+@pytest.mark.integration
 def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     from prewarm.cli import main
