@@ -99,6 +99,14 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     assert svc.r.zscore(keys.LIVE_DUE, "render-42") is not None, "a finished frame asks for a re-plan"
 
 
+def test_a_bad_submission_is_a_422_naming_its_field(svc: Svc) -> None:
+    resp = svc.post("/live/jobs", {"job": "j", "submission": {"manifest": 3}})
+    assert resp.status_code == 422 and resp.json()["where"] == "submission.manifest", resp.text
+    resp = svc.post("/live/jobs", {"job": "j", "submission": {"": None}})
+    assert resp.status_code == 422 and resp.json()["where"].startswith("submission"), resp.text
+    assert fstate.registered(svc.r, "j") is None
+
+
 @pytest.mark.parametrize(("body", "where"), [
     ({"events": [{"job": "j", "frame": "one", "event": "start"}]}, "events.0.frame"),
     ({"events": [{"job": "../etc", "frame": 1, "event": "start"}]}, "events.0.job"),

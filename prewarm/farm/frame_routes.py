@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from prewarm.errors import InputError, OutsideRoots, TraceError
@@ -171,7 +171,11 @@ async def register_job(request: Request, body: LiveJob) -> dict[str, Any]:
 def _register(r: redis.Redis[bytes], settings: Settings, send: Send, body: LiveJob) -> dict[str, Any]:
     from prewarm.farm import service
 
-    req = service.SubmitRequest.model_validate(body.submission)
+    try:
+        req = service.SubmitRequest.model_validate(body.submission)
+    except ValidationError as exc:
+        bad = service._invalid(exc)
+        raise InputError(f"submission.{bad.where}" if bad.where != "body" else "submission", bad.message) from exc
     roots = settings.allowed_roots()
     guard = Guard(roots, settings.path_map)
     manifest = service._manifest_of(req, settings, guard)
