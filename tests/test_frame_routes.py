@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,11 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     evaluated = svc.get("/live/jobs/render-42?evaluate=true").json()["evaluation"]
     assert evaluated["frames_traced"] == 1 and evaluated["overall"]["recall"] == 1.0
     assert state["events"] == {"started": 1, "done": 1, "duplicate": 1, "unknown_frame": 1}
-    assert svc.r.zscore(keys.LIVE_DUE, "render-42") is not None, "a finished frame asks for a re-plan"
+    deadline = time.monotonic() + 60  # the service's own loop re-plans, a debounce after the event
+    while (state := svc.get("/live/jobs/render-42").json())["replans"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state["replans"] == 1 and state["last_replan"]["frames"] == 7, state["last_replan"]
+    assert state["warm"] != reg["ids"] and svc.r.hget(keys.job(reg["ids"][0]), "superseded_by")
 
 
 def test_a_bad_submission_is_a_422_naming_its_field(svc: Svc) -> None:

@@ -47,11 +47,22 @@ from prewarm.state.dispatch import Send
 from prewarm.state.frames import FrameEvent, Kind
 from prewarm.traces.files import TraceFile
 
+_LOOPS: list[live.LiveLoop] = []
+"""The re-planning loops this process started (one per app)."""
+
+
+def _stop_loops() -> None:
+    """At the service's shutdown: no re-planning thread outlives it. (Another app's loop in the same
+    process starts again with its next event.)"""
+    while _LOOPS:
+        _LOOPS.pop().stop()
+
+
 router = APIRouter()
 """The changing routes: included with the service's token check."""
 
-reads = APIRouter()
-"""The read-only route."""
+reads = APIRouter(on_shutdown=[_stop_loops])
+"""The read-only route; its shutdown handler stops the re-planning loops."""
 
 MAX_EVENTS = 1000
 """Events per request: a farm batches a flood, each request stays small."""
@@ -155,6 +166,8 @@ def _loop(request: Request) -> None:
     if getattr(app.state, "live_loop", None) is None:
         send: Send = app.state.send
         app.state.live_loop = live.LiveLoop(r, settings, send, loader(settings))
+    if app.state.live_loop not in _LOOPS:
+        _LOOPS.append(app.state.live_loop)
     app.state.live_loop.ensure_started()
 
 

@@ -476,6 +476,7 @@ class LiveLoop:
     def ensure_started(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
                 self._thread = threading.Thread(target=self._run, name="prewarm-live", daemon=True)
                 self._thread.start()
 
