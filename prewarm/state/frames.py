@@ -374,9 +374,12 @@ def record_readiness(r: redis.Redis[bytes], job: str, frame: int, at: float, war
     found = False
     for wid in warm_ids:
         warm = WarmJob(r, wid)
-        if warm.state() is None:
+        state = warm.state()
+        if state is None:
             continue
         found = True
+        if state.value == "done":  # every batch warmed: nothing to look up
+            continue
         if not r.hexists(keys.live(job, "needs"), f"{wid}:"):
             _needs(r, job, wid)
         raw = r.hget(keys.live(job, "needs"), f"{wid}:{frame}") or r.hget(keys.live(job, "needs"), f"{wid}:")
