@@ -242,3 +242,13 @@ def test_guesses_no_traced_frame_read_are_dropped_once_enough_frames_finished() 
     assert live.without_unread(ranges, live.MIN_EVIDENCE - 1) == (ranges, [])
     keep, drop = live.without_unread(ranges, live.MIN_EVIDENCE)
     assert [r.path for r in keep] == ["/s/a", "/s/c", "/s/d"] and [r.path for r in drop] == ["/s/b"]
+
+
+@pytest.mark.integration
+def test_one_replan_of_a_job_at_a_time(r: redis.Redis, running: tuple[live.Manifest, Sent, object]) -> None:
+    _, sent, settings = running
+    held = r.lock(keys.live("job-1", "lock"), timeout=30)
+    assert held.acquire()
+    assert live.replan(r, settings, sent, "job-1").skipped == "another re-plan of the job is running"
+    held.release()
+    assert live.replan(r, settings, sent, "job-1").warm, "the lock is free again"

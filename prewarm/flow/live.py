@@ -37,6 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -262,7 +263,25 @@ class Replan:
 def replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now: float | None = None,
            load: Loader = load_manifest_text, planner: Callable[[Manifest, tuple[int, ...]], Plan] | None = None
            ) -> Replan:
-    """Re-plan the frames of `job` that have not started and warm the difference (see the module)."""
+    """Re-plan the frames of `job` that have not started and warm the difference (see the module).
+    One re-plan of a job at a time (a Redis lock): another that finds it held is skipped, since
+    the one running reads the frames' state as it is."""
+    lock = r.lock(keys.live(job, "lock"), timeout=REPLAN_LOCK_S, blocking_timeout=0)
+    if not lock.acquire():
+        return Replan(job, skipped="another re-plan of the job is running")
+    try:
+        return _replan(r, settings, send, job, now, load, planner)
+    finally:
+        with suppress(redis.exceptions.LockError):
+            lock.release()
+
+
+REPLAN_LOCK_S = 120
+"""The longest one re-plan may hold its job's lock (a 1,000-frame job takes seconds)."""
+
+
+def _replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now: float | None, load: Loader,
+            planner: Callable[[Manifest, tuple[int, ...]], Plan] | None) -> Replan:
     t0 = time.perf_counter()
     now = time.time() if now is None else now
     meta = fstate.registered(r, job)

@@ -106,11 +106,12 @@ def task_id(job_id: str, index: int) -> str:
 #                              known (set: the job's frames), log (list: the last odd events, capped),
 #                              covered (hash: path -> spans already sent to the gateway),
 #                              ready (hash: frame -> was its data warm when it started),
-#                              needs (hash: "W:frame" -> the last batch of warm W that frame needs)
+#                              needs (hash: "W:frame" -> the last batch of warm W that frame needs),
+#                              lock (held while the job is re-planned)
 #     prewarm:live:due         zset L -> when a re-plan was first asked for (coalesced)
 #     prewarm:live:refused     hash: events refused before any job could be named (counters)
 
-LIVE_PARTS = ("meta", "frames", "known", "log", "covered", "ready", "needs")
+LIVE_PARTS = ("meta", "frames", "known", "log", "covered", "ready", "needs", "lock")
 
 LIVE_DUE = f"{PREFIX}:live:due"
 
