@@ -110,6 +110,11 @@ def test_a_bad_submission_is_a_422_naming_its_field(svc: Svc) -> None:
     resp = svc.post("/live/jobs", {"job": "j", "submission": {"": None}})
     assert resp.status_code == 422 and resp.json()["where"].startswith("submission"), resp.text
     assert fstate.registered(svc.r, "j") is None
+    other = svc.register("other")["ids"][0]
+    resp = svc.post("/live/jobs", {"job": "j", "submission": {"manifest": MANIFEST.replace("shot100_fx_v002", "x")},
+                                   "warm": [other]})
+    assert resp.status_code == 422 and resp.json()["where"] == "warm[0]", "never another job's warm"
+    assert fstate.registered(svc.r, "j") is None
 
 
 @pytest.mark.parametrize(("body", "where"), [

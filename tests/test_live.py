@@ -216,7 +216,12 @@ def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_p
     manifest.write_text(MANIFEST)
     config = studio.config(tmp_path / "c.yaml", trace_store=str(tmp_path / "store"))
     base = ["--config", str(config), "frame"]
-    assert main([*base, "register", "5f2a9c", str(manifest), "--warm", "abc123", "--redis", redis_url]) == 0
+    assert main([*base, "register", "5f2a9c", str(manifest), "--warm", "abc123", "--redis", redis_url]) == 2
+    assert "warm[0]: warm job abc123 is not a warm of job 'shot100_fx_v002'" in capsys.readouterr().err
+    settings = studio.settings()
+    [warm_id] = warming.submit_plan(r, plan_manifest(parse_manifest(MANIFEST, "m"), [], settings), settings, Sent(),
+                                    "plan").ids
+    assert main([*base, "register", "5f2a9c", str(manifest), "--warm", warm_id, "--redis", redis_url]) == 0
     assert main([*base, "start", "5f2a9c", "2", "--node", "n9", "--at", "10", "--redis", redis_url]) == 0
     assert main([*base, "done", "5f2a9c", "2", "--at", "70", "--trace", _trace(tmp_path, 2), "--redis",
                  redis_url]) == 0
@@ -228,9 +233,11 @@ def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_p
     assert main([*base, "start", "5f2a9c", "two", "--redis", redis_url]) == 2
     assert main([*base, "show", "5f2a9c", "--json", "--redis", redis_url]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["frames"] == [{"frame": 2, "state": "done", "node": "n9", "started": 10.0, "finished": 70.0,
-                                "attempts": 1, "warm_at_start": None, "batches_missing_at_start": None}]
-    assert shown["evaluation"] == {"error": "warm job abc123 has no stored plan (expired?)"}
+    [row] = shown["frames"]
+    assert row["warm_at_start"] is False and row["batches_missing_at_start"] > 0, "nothing ran its batches"
+    assert {k: row[k] for k in ("frame", "state", "node", "started", "finished", "attempts")} == {
+        "frame": 2, "state": "done", "node": "n9", "started": 10.0, "finished": 70.0, "attempts": 1}
+    assert shown["evaluation"]["frames_traced"] == 1 and shown["evaluation"]["overall"]["recall"] == 1.0
     assert (tmp_path / "store" / "proj" / "shot100" / "shot100_fx_v002" / "frame.0002.jsonl.gz").exists()
 
 

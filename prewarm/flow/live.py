@@ -110,6 +110,10 @@ def register(r: redis.Redis[bytes], job: str, manifest: Manifest, warm_ids: Sequ
     """Make `job` live: its frames in render order, its warm ids, and what its manifest was made
     from (`kind`, `body`: a manifest's text, or the farm submission a service loader knows)."""
     check_job_id(job)
+    for i, wid in enumerate(warm_ids):  # a live job only ever supersedes warms of its own job
+        name = r.hget(keys.job(wid), "name")
+        if name is None or name.decode() != manifest.job:
+            raise InputError(f"warm[{i}]", f"warm job {wid} is not a warm of job {manifest.job!r}")
     fstate.register(r, job, manifest.frames, {
         "kind": kind, "body": body, "name": manifest.job, "show": manifest.show or "", "shot": manifest.shot or "",
         "warm": json.dumps(list(warm_ids)), "first_warm": json.dumps(list(warm_ids)), "state": "live"})
