@@ -41,8 +41,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reg.add_argument("manifest", help="the job's manifest")
     reg.add_argument("--warm", action="append", default=None, metavar="ID",
                      help="its warm job id (repeatable); without it the job is planned from the store and warmed")
+    helps = {"start": "a frame started", "done": "a frame finished (with its trace)",
+             "requeue": "a frame was requeued: it will start again", "fail": "a frame failed"}
     for verb in ("start", "done", "requeue", "fail"):
-        v = verbs.add_parser(verb, help=f"a frame {'started' if verb == 'start' else verb}")
+        v = verbs.add_parser(verb, help=helps[verb])
         v.add_argument("job", help="the farm's job id")
         v.add_argument("frame", help="the frame number")
         v.add_argument("--node", default=os.environ.get("PREWARM_NODE") or socket.gethostname(),
