@@ -177,7 +177,8 @@ class _Event:
 class DeadlineEventListener:
     config = {}
     def __init__(self):
-        self.OnJobSubmittedCallback = _Event()
+        for name in ("Submitted", "Started", "Finished", "Requeued", "Failed", "Suspended", "Resumed", "Deleted"):
+            setattr(self, "OnJob%sCallback" % name, _Event())
     def GetConfigEntryWithDefault(self, key, default):
         return self.config.get(key, default)
     def GetBooleanConfigEntryWithDefault(self, key, default):

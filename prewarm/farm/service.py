@@ -13,6 +13,7 @@ Routes (all under /api/v1; POSTs need `Authorization: Bearer <service_token>`):
     GET  /jobs/{id}          one warm
     POST /jobs/{id}/cancel   cancel
     GET  /health             Redis reachable
+    frame events and live jobs: `prewarm.farm.frame_routes`
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prewarm.errors import InputError, OutsideRoots, ServiceError, TraceError
+from prewarm.farm import frame_routes
 from prewarm.farm import report_routes as service_reports
 from prewarm.flow import jobs, warming
 from prewarm.plan.manifest import Manifest
@@ -183,6 +185,9 @@ def create_app(settings: Settings, r: redis.Redis[bytes], send: Send, revoke: Re
         return {"ok": True, "redis": "ok"}
 
     app.include_router(service_reports.router, prefix=API)
+    app.state.send = send  # for the frame-event routes' re-planning loop (prewarm.farm.frame_routes)
+    app.include_router(frame_routes.router, prefix=API, dependencies=auth)
+    app.include_router(frame_routes.reads, prefix=API)
     return app
 
 

@@ -125,3 +125,28 @@ def gateway_of_queue(queue: str) -> str | None:
 
 def task_id(job_id: str, index: int) -> str:
     return f"{PREFIX}-{job_id}-{index}"
+
+
+# --- Frame events and live re-planning (issue 24; `prewarm.state.frames`) ---
+#
+#     prewarm:live:L:PART      PART in LIVE_PARTS, for live job L (the farm's job id as events name it):
+#                              meta (hash: manifest, warm ids, counters), frames (hash: frame -> state),
+#                              known (set: the job's frames), log (list: the last odd events, capped),
+#                              covered (hash: path -> spans already sent to the gateway),
+#                              ready (hash: frame -> was its data warm when it started),
+#                              needs (hash: "W:frame" -> the last batch of warm W that frame needs),
+#                              lock (held while the job is re-planned)
+#     prewarm:live:due         zset L -> when a re-plan was first asked for (coalesced)
+#     prewarm:live:refused     hash: events refused before any job could be named (counters)
+
+LIVE_PARTS = ("meta", "frames", "known", "log", "covered", "ready", "needs", "lock")
+
+LIVE_DUE = f"{PREFIX}:live:due"
+
+LIVE_REFUSED = f"{PREFIX}:live:refused"
+
+
+def live(job: str, part: str) -> str:
+    if part not in LIVE_PARTS:
+        raise ValueError(f"no live key part {part!r}")
+    return f"{PREFIX}:live:{job}:{part}"

@@ -1,0 +1,496 @@
+"""A burst render in time: render nodes, frames, the warm and one WAN link, strategy by strategy.
+
+Why: bench/e2e.py warms first and renders after; a farm does both at once. Nodes boot
+minutes after the job is submitted, take frames in the farm's order, and every frame
+that reads what is not yet warm waits on the same link the warm is using. Only a run
+in time says whether a warm keeps ahead of the frames, and whether learning from the
+job's own finished frames (`prewarm.flow.live`) is worth it.
+
+How: a discrete-event run in the burst's own seconds, through the gateway twin's link
+model (`prewarm.twin.link.Link`: one round trip per request, then one shared pipe,
+first booked first served) on a virtual clock, and a gateway cache of `PAGE`-sized
+pages (a page is warm from the moment its bytes have arrived; a read of a page still
+in flight waits for it, as the twin's joined reads do). What it does not use is the
+FUSE mount, Redis and Celery: on 2 shared cores a real-time run of 20-minute frames is
+not possible, and what is measured here is the schedule, not the machinery (bench/e2e.py
+measures that). The planner is the real one, and so is its time: each re-plan's wall
+time is added before its new queue applies.
+
+- K render nodes boot B seconds after submission and take frames in the manifest's
+  order; each frame replays its recorded reads thread by thread at the recorded pace,
+  stretched so that the median frame renders for `--frame-min` minutes; a read waits
+  for the pages it needs (other accesses cost nothing here);
+- the warm starts at submission: `--streams` requests of at most `--request` bytes in
+  flight, each booking the link when the one before it ends;
+- strategies: `cold` (no warm), `naive` (every resolved input whole, from submission),
+  `once` (prewarm's plan at submission from the traces it has, no events), `live` (the
+  same plan, then each finished frame's trace re-plans the frames not started:
+  `DEBOUNCE_S` after the frame, plus the planner's wall time; the warm's unsent queue is
+  replaced by the new plan less what has arrived or is in flight, ordered by when each
+  frame is expected to start, as `prewarm.flow.live` does), `oracle` (a plan of the
+  burst frames' own reads, spread 0, at submission);
+- two starts: `fresh`, with no traces of the job (its manifest only), and `earlier`,
+  with traces of an earlier version of the shot (stood in for by the shot's first
+  quarter of frames: the sample shots hold one version).
+
+Figures per strategy: `node_wait_s` (render-node seconds spent waiting on reads, all
+frames), `max_frame_wait_s` and `frame_wait_s` (per frame), `makespan_s` (submission to
+last frame done), `wan_bytes` (warm plus cold reads over the link), `link_busy` (the
+share of the makespan the link was transferring). Defaults (stated in the README): K=8
+nodes, B=180 s boot, median frame 20 minutes, 30 ms RTT, and a link rate set per shot so
+that what its frames read (the oracle's plan) takes half the boot time: a warm of the
+right bytes finishes before the nodes are up, one of whole files (10-15x on textures)
+does not; `--mbps` fixes the rate instead.
+
+    .venv/bin/python bench/farm.py [--nodes 8] [--boot-s 180] [--frame-min 20] [--rtt-ms 30] [--mbps X]
+                                   [--shot DIR]... [--json FILE]
+
+`--shot DIR` runs any shot folder laid out as bench/e2e.py's (manifest.yaml, traces/,
+sizes.json, optional tree/ and textures.json; studio paths under /studio/proj). Writes
+JSON (`--json`, default bench/out/farm.json) with `strategies.<name>.node_wait_s`,
+`.makespan_s`, `.wan_bytes` (the `fresh` start, summed over shots) and the same under
+`earlier.strategies` and per shot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prewarm.flow import live
+from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
+from prewarm.plan.access import Access, Op
+from prewarm.plan.aggregate import TraceSet, aggregate, restrict
+from prewarm.plan.inputs import Resolved, resolve_inputs
+from prewarm.plan.manifest import Manifest
+from prewarm.plan.model import Plan, PlannedRange
+from prewarm.plan.pathmap import PathMap
+from prewarm.plan.predict import PredictOptions
+from prewarm.plan.ranges import normalize
+from prewarm.site.fs import SiteFS
+from prewarm.site.settings import Settings
+from prewarm.state.frames import Frame, FrameState
+from prewarm.testkit.replay import group_frames, split_threads
+from prewarm.testkit.samples import build_shot
+from prewarm.traces.files import read_traces
+from prewarm.twin.link import MB, Link
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIO = "/studio/proj"
+SHOTS = ("shot100", "shot200")
+STRATEGIES = ("cold", "naive", "once", "live", "oracle")
+PAGE = 64 << 10
+"""The gateway cache's unit here: what one read brings in at least."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    nodes: int = 8
+    boot_s: float = 180.0
+    frame_s: float = 20 * 60.0
+    rtt_s: float = 0.030
+    bytes_per_s: float = 0.0
+    streams: int = 4
+    request: int = 256 << 10
+    debounce_s: float = live.DEBOUNCE_S
+    warm_share: float = 0.5
+    """The warm's throttle (prewarm's `throttle_bps`) as a share of the link, so frames' reads
+    find the link free at least this often."""
+
+
+@dataclass
+class Shot:
+    name: str
+    manifest: Manifest
+    resolved: Resolved
+    fs: SiteFS
+    settings: Settings
+    frames: list[list[Access]]
+    """The burst's frames in the farm's order, each its recorded accesses."""
+    traced: TraceSet
+    earlier: tuple[int, ...]
+    """Frames standing in for an earlier version's traces."""
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        return tuple(f[0].frame for f in self.frames if f[0].frame is not None)
+
+    def plan(self, ts: TraceSet, frames: Sequence[int], oracle: bool = False) -> Plan:
+        opts = PlanOptions(frames=tuple(frames), predict=PredictOptions(spread=0) if oracle else PredictOptions())
+        return plan_resolved(self.manifest, self.resolved, ts, self.fs, self.settings, opts)
+
+
+@dataclass
+class Thread:
+    frame: int
+    accesses: list[Access]
+    i: int = 0
+
+
+@dataclass
+class Result:
+    node_wait_s: float = 0.0
+    frame_wait_s: dict[int, float] = field(default_factory=dict)
+    frame_start_s: dict[int, float] = field(default_factory=dict)
+    makespan_s: float = 0.0
+    wan_bytes: int = 0
+    replans: int = 0
+    replan_wall_s: list[float] = field(default_factory=list)
+
+    def row(self, bytes_per_s: float) -> dict[str, Any]:
+        waits = list(self.frame_wait_s.values())
+        return {"node_wait_s": round(self.node_wait_s, 2), "max_frame_wait_s": round(max(waits, default=0.0), 2),
+                "mean_frame_wait_s": round(statistics.fmean(waits), 2) if waits else 0.0,
+                "frames_waiting_over_1s": sum(1 for w in waits if w > 1.0),
+                "makespan_s": round(self.makespan_s, 1), "wan_bytes": self.wan_bytes,
+                "link_busy": round(self.wan_bytes / bytes_per_s / self.makespan_s, 3) if self.makespan_s else 0.0,
+                "replans": self.replans,
+                "replan_wall_max_s": round(max(self.replan_wall_s, default=0.0), 3),
+                "frame_wait_s": {str(f): round(w, 2) for f, w in sorted(self.frame_wait_s.items())},
+                "frame_start_s": {str(f): round(t, 1) for f, t in sorted(self.frame_start_s.items())}}
+
+
+Replanner = Callable[[list[int], list[int], dict[int, Frame], float], list[PlannedRange]]
+"""`(finished, waiting, states, now) -> ranges`: the live strategy's re-plan."""
+
+
+class Burst:
+    """One strategy's run: nodes, frames, the warm's streams and one link, in virtual time."""
+
+    def __init__(self, setup: Setup, frames: list[list[Access]], stretch: float, warm: Sequence[PlannedRange],
+                 replanner: Replanner | None = None) -> None:
+        self.s = setup
+        self.now = 0.0
+        self.link = Link(setup.rtt_s, setup.bytes_per_s, clock=lambda: self.now, sleep=lambda _: None)
+        self.ready: dict[tuple[str, int], float] = {}
+        """Page -> when its bytes arrived (or will): a page in here is warm or in flight."""
+        self.frames = frames
+        self.stretch = stretch
+        self.queue: list[tuple[str, int]] = []
+        self.qpos = 0
+        self.idle_streams = 0
+        self.replanner = replanner
+        self.result = Result()
+        self.events: list[tuple[float, int, str, Any]] = []
+        self.seq = 0
+        self.next_frame = 0
+        self.running: dict[int, int] = {}
+        """Frame -> threads still running."""
+        self.states: dict[int, Frame] = {}
+        self.finished: list[int] = []
+        self.replan_due: float | None = None
+        self._enqueue(warm)
+
+    def _push(self, t: float, kind: str, payload: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, kind, payload))
+
+    def _enqueue(self, ranges: Sequence[PlannedRange]) -> None:
+        seen: set[tuple[str, int]] = set()
+        pages: list[tuple[str, int]] = []
+        for r in ranges:
+            for p in range(r.offset // PAGE, (r.end - 1) // PAGE + 1 if r.length else r.offset // PAGE):
+                key = (r.path, p)
+                if key not in seen and key not in self.ready:
+                    seen.add(key)
+                    pages.append(key)
+        self.queue, self.qpos = pages, 0
+
+    def run(self) -> Result:
+        for _ in range(self.s.streams if self.queue else 0):
+            self._push(0.0, "stream")
+        self.idle_streams = 0 if self.queue else self.s.streams
+        for _ in range(self.s.nodes):
+            self._push(self.s.boot_s, "node")
+        while self.events:
+            self.now, _, kind, payload = heapq.heappop(self.events)
+            getattr(self, f"_on_{kind}")(payload)
+        self.result.wan_bytes = int(self._booked)
+        return self.result
+
+    _booked = 0.0
+    warm_free = 0.0
+
+    def _book(self, nbytes: int) -> float:
+        self._booked += nbytes
+        return self.link.reserve(nbytes)
+
+    # the warm
+
+    def _on_stream(self, _: Any) -> None:
+        first: tuple[str, int] | None = None
+        pages: list[tuple[str, int]] = []
+        skipped = 0
+        while self.qpos < len(self.queue) and len(pages) * PAGE < self.s.request:
+            key = self.queue[self.qpos]
+            if key in self.ready:
+                self.qpos += 1
+                skipped += 1
+                continue
+            if first is not None and (key[0] != first[0] or key[1] != pages[-1][1] + 1):
+                break
+            first = first or key
+            pages.append(key)
+            self.qpos += 1
+        if not pages:
+            self.idle_streams += 1
+            return
+        if self.now < self.warm_free:  # the throttle: this request waits its turn
+            self.qpos -= len(pages) + skipped
+            self._push(self.warm_free, "stream")
+            return
+        self.warm_free = self.now + len(pages) * PAGE / (self.s.bytes_per_s * self.s.warm_share)
+        done = self._book(len(pages) * PAGE)
+        for key in pages:
+            self.ready[key] = done
+        self._push(done, "stream")
+
+    # the farm
+
+    def _on_node(self, _: Any) -> None:
+        if self.next_frame >= len(self.frames):
+            return
+        accesses = self.frames[self.next_frame]
+        self.next_frame += 1
+        frame = accesses[0].frame if accesses[0].frame is not None else self.next_frame
+        threads = split_threads(accesses)
+        t0 = min((a.t for a in accesses if a.t is not None), default=0.0)
+        self.running[frame] = len(threads)
+        self.states[frame] = Frame(frame, FrameState.RUNNING, "node", self.now)
+        self.result.frame_start_s[frame] = self.now
+        self.result.frame_wait_s[frame] = 0.0
+        for th in threads:
+            first = th[0].t if th[0].t is not None else t0
+            self._push(self.now + (first - t0) * self.stretch, "thread", Thread(frame, th))
+
+    def _on_thread(self, th: Thread) -> None:
+        a = th.accesses[th.i]
+        wait = self._read(a) if a.op is Op.READ and a.length > 0 else 0.0
+        self.result.frame_wait_s[th.frame] += wait
+        self.result.node_wait_s += wait
+        th.i += 1
+        if th.i < len(th.accesses):
+            nxt = th.accesses[th.i]
+            gap = (nxt.t - a.t) * self.stretch if nxt.t is not None and a.t is not None else 0.0
+            self._push(self.now + wait + max(0.0, gap), "thread", th)
+            return
+        self.running[th.frame] -= 1
+        if self.running[th.frame] == 0:
+            self._push(self.now + wait, "frame_done", th.frame)
+
+    def _read(self, a: Access) -> float:
+        missing: list[tuple[str, int]] = []
+        until = self.now
+        for p in range(a.offset // PAGE, (a.offset + a.length - 1) // PAGE + 1):
+            at = self.ready.get((a.path, p))
+            if at is None:
+                missing.append((a.path, p))
+            elif at > until:
+                until = at
+        if missing:
+            done = self._book(len(missing) * PAGE)
+            for key in missing:
+                self.ready[key] = done
+            until = max(until, done)
+        return until - self.now
+
+    def _on_frame_done(self, frame: int) -> None:
+        self.result.makespan_s = max(self.result.makespan_s, self.now)
+        old = self.states[frame]
+        self.states[frame] = Frame(frame, FrameState.DONE, old.node, old.started, self.now, 1)
+        self.finished.append(frame)
+        self._push(self.now, "node")
+        if self.replanner is not None and self.replan_due is None:
+            self.replan_due = self.now + self.s.debounce_s
+            self._push(self.replan_due, "replan")
+
+    def _on_replan(self, _: Any) -> None:
+        assert self.replanner is not None
+        self.replan_due = None
+        done_frames = {f for f, st in self.states.items() if st.state is FrameState.DONE}
+        order = [a[0].frame for a in self.frames if a[0].frame is not None]
+        waiting = [f for f in order if f not in self.states]
+        if not waiting:
+            return
+        t0 = time.perf_counter()
+        ranges = self.replanner(sorted(done_frames), waiting, dict(self.states), self.now)
+        took = time.perf_counter() - t0
+        self.result.replans += 1
+        self.result.replan_wall_s.append(took)
+        self._push(self.now + took, "apply", ranges)
+
+    def _on_apply(self, ranges: list[PlannedRange]) -> None:
+        self._enqueue(ranges)
+        wake, self.idle_streams = self.idle_streams, 0
+        for _ in range(wake):
+            self._push(self.now, "stream")
+
+
+def live_replanner(shot: Shot, prior: TraceSet, prior_frames: set[int], first: Plan) -> Replanner:
+    """Re-plan the waiting frames from the earlier traces and the finished frames' own, as `flow.live`
+    does from the store; the queue is the new plan ordered by expected start, plus the previous
+    queue's traced ranges it no longer names (running frames may read them), less the guesses."""
+    queue = {"ranges": list(first.ranges)}
+
+    def replan(finished: list[int], waiting: list[int], states: dict[int, Frame], now: float) -> list[PlannedRange]:
+        ts = restrict(shot.traced, sorted(prior_frames | set(finished)))
+        plan = shot.plan(ts, waiting)
+        wanted, _ = live.without_unread(plan.ranges, len(finished))
+        need: dict[str, list[tuple[int, int]]] = {}
+        for r in wanted:
+            need.setdefault(r.path, []).append((r.offset, r.end))
+        carried, _ = live.leftovers(queue["ranges"], {p: normalize(s) for p, s in need.items()}, len(finished))
+        queue["ranges"] = wanted
+        return carried + live.order_by_start(wanted, live.eta(waiting, states, now))
+    return replan
+
+
+def run_shot(shot: Shot, setup: Setup, strategies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Both starts (fresh, earlier) of every strategy on one shot."""
+    durations = [max(a.t for a in f if a.t is not None) - min(a.t for a in f if a.t is not None)
+                 for f in shot.frames if any(a.t is not None for a in f)]
+    stretch = setup.frame_s / max(statistics.median(durations), 1e-3) if durations else 1.0
+    numbers = list(shot.numbers)
+    whole = [PlannedRange(f.path, 0, f.size) for f in shot.resolved.files]
+    oracle = shot.plan(restrict(shot.traced, numbers), numbers, oracle=True)
+    out: dict[str, dict[str, Any]] = {}
+    for start, prior_frames in (("fresh", set[int]()), ("earlier", set(shot.earlier))):
+        prior = restrict(shot.traced, sorted(prior_frames))
+        first = shot.plan(prior, numbers)
+        rows: dict[str, Any] = {}
+        for name in strategies:
+            warm: Sequence[PlannedRange] = {"cold": [], "naive": whole, "once": list(first.ranges),
+                                            "live": list(first.ranges), "oracle": list(oracle.ranges)}[name]
+            replanner = live_replanner(shot, prior, prior_frames, first) if name == "live" else None
+            result = Burst(setup, shot.frames, stretch, warm, replanner).run()
+            rows[name] = result.row(setup.bytes_per_s)
+            print(f"  {shot.name} {start} {name}: wait {result.node_wait_s:.1f} s, makespan "
+                  f"{result.makespan_s:.0f} s, WAN {result.wan_bytes / 1e6:.1f} MB", file=sys.stderr)
+        out[start] = {"strategies": rows, "plan_bytes": {"first": first.bytes, "oracle": oracle.bytes,
+                                                         "whole": sum(r.length for r in whole)},
+                      "stretch": round(stretch, 1)}
+    return out
+
+
+@contextmanager
+def load_shot(shot_dir: Path, origin: Path) -> Iterator[Shot]:
+    build_shot(shot_dir, origin, real=True)
+    manifest = load_manifest(shot_dir / "manifest.yaml")
+    at_origin = PathMap.parse([{"studio": STUDIO, "local": str(origin)}], "bench")
+    accesses = [a for a in read_traces([str(shot_dir / "traces")], at_origin) if a.path.startswith(STUDIO + "/")]
+    by_frame = {f[0].frame: f for f in group_frames(a for a in accesses if a.frame is not None)}
+    frames = [by_frame[n] for n in manifest.frames if n in by_frame]
+    numbers = [f[0].frame for f in frames if f[0].frame is not None]
+    settings = Settings(path_map=at_origin)
+    with site_fs(settings) as fs:
+        yield Shot(shot_dir.name, manifest, resolve_inputs(manifest, fs), fs, settings, frames,
+                   aggregate(iter(accesses)), tuple(numbers[:max(1, len(numbers) // 4)]))
+
+
+def combine(shots: dict[str, dict[str, Any]], start: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for shot in shots.values():
+        for name, row in shot[start]["strategies"].items():
+            acc = out.setdefault(name, {"node_wait_s": 0.0, "makespan_s": 0.0, "wan_bytes": 0})
+            acc["node_wait_s"] = round(acc["node_wait_s"] + row["node_wait_s"], 2)
+            acc["makespan_s"] = round(acc["makespan_s"] + row["makespan_s"], 1)
+            acc["wan_bytes"] += row["wan_bytes"]
+    return out
+
+
+def table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [title, f"{'strategy':8} {'wait_s':>9} {'max/frame':>9} {'makespan':>9} {'WAN MB':>8} {'busy':>5} "
+                    f"{'replans':>7}"]
+    for name, r in rows.items():
+        lines.append(f"{name:8} {r['node_wait_s']:>9.1f} {r['max_frame_wait_s']:>9.1f} {r['makespan_s']:>9.0f} "
+                     f"{r['wan_bytes'] / 1e6:>8.1f} {r['link_busy']:>5.2f} {r['replans']:>7}")
+    return lines
+
+
+def verdicts(fresh: dict[str, dict[str, Any]], earlier: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+
+    def check(label: str, value: float, limit: float) -> None:
+        out.append(f"{'PASS' if value <= limit else 'FAIL'}  {label}: {value:.3f} (target <= {limit:g})")
+
+    if {"live", "cold", "oracle"} <= fresh.keys():
+        cold = fresh["cold"]["node_wait_s"] or 1e-9
+        check("fresh: live node wait / cold", fresh["live"]["node_wait_s"] / cold, 0.05)
+        check("fresh: live WAN bytes / oracle", fresh["live"]["wan_bytes"] / max(fresh["oracle"]["wan_bytes"], 1), 2.0)
+        check("fresh: live makespan / oracle", fresh["live"]["makespan_s"] / max(fresh["oracle"]["makespan_s"], 1e-9),
+              1.05)
+    if {"live", "cold"} <= earlier.keys():
+        check("earlier: live node wait / cold",
+              earlier["live"]["node_wait_s"] / (earlier["cold"]["node_wait_s"] or 1e-9), 0.02)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=Setup.nodes, help="render nodes (K)")
+    ap.add_argument("--boot-s", type=float, default=Setup.boot_s, help="seconds from submission to nodes up (B)")
+    ap.add_argument("--frame-min", type=float, default=Setup.frame_s / 60, help="median frame render, minutes")
+    ap.add_argument("--rtt-ms", type=float, default=Setup.rtt_s * 1000)
+    ap.add_argument("--mbps", type=float, default=None,
+                    help="link MB/s (default per shot: its frames' reads take half the boot time)")
+    ap.add_argument("--streams", type=int, default=Setup.streams, help="warm requests in flight")
+    ap.add_argument("--request-kib", type=int, default=Setup.request >> 10, help="largest warm request, KiB")
+    ap.add_argument("--warm-share", type=float, default=Setup.warm_share,
+                    help="the warm's throttle, as a share of the link (prewarm's throttle_bps)")
+    ap.add_argument("--shot", action="append", default=[], metavar="DIR")
+    ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
+    ap.add_argument("--strategy", action="append", choices=STRATEGIES, default=None)
+    ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "farm.json"))
+    args = ap.parse_args()
+    dirs = [Path(d) for d in args.shot] or [Path(args.samples) / s for s in SHOTS]
+    for d in dirs:
+        for need in ("manifest.yaml", "sizes.json", "traces"):
+            if not (d / need).exists():
+                raise SystemExit(f"{d}: no {need} (a shot folder holds manifest.yaml, traces/, sizes.json)")
+    strategies = tuple(args.strategy or STRATEGIES)
+    shots: dict[str, dict[str, Any]] = {}
+    setups: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="prewarm-farm-") as tmp:
+        for d in dirs:
+            with load_shot(d, Path(tmp) / d.name / "proj") as shot:
+                whole = sum(f.size for f in shot.resolved.files)
+                needed = shot.plan(shot.traced, shot.numbers, oracle=True).bytes
+                bps = args.mbps * MB if args.mbps else needed / (args.boot_s / 2)
+                setup = Setup(args.nodes, args.boot_s, args.frame_min * 60, args.rtt_ms / 1000, bps, args.streams,
+                              args.request_kib << 10, warm_share=args.warm_share)
+                setups[d.name] = {"nodes": setup.nodes, "boot_s": setup.boot_s, "frame_s": setup.frame_s,
+                                  "rtt_ms": args.rtt_ms, "mbps": round(bps / MB, 4), "streams": setup.streams,
+                                  "request_bytes": setup.request, "warm_share": setup.warm_share, "page_bytes": PAGE,
+                                  "frames": len(shot.frames)}
+                print(f"{d.name}: {len(shot.frames)} frames, inputs {whole / 1e6:.1f} MB, link {bps / MB:.3f} MB/s",
+                      file=sys.stderr)
+                shots[d.name] = run_shot(shot, setup, strategies)
+    fresh, earlier = combine(shots, "fresh"), combine(shots, "earlier")
+    lines = [f"burst render: K={args.nodes} nodes boot after {args.boot_s:g} s, median frame {args.frame_min:g} min, "
+             f"{args.rtt_ms:g} ms RTT"]
+    for name, shot_rows in shots.items():
+        for start in ("fresh", "earlier"):
+            lines += ["", *table(f"{name}, {start} (link {setups[name]['mbps']} MB/s)",
+                                 shot_rows[start]["strategies"])]
+    lines += ["", "targets (sums over shots):", *verdicts(fresh, earlier)]
+    print("\n".join(lines))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"strategies": fresh, "earlier": {"strategies": earlier}, "shots": shots,
+                               "setup": setups, "verdicts": verdicts(fresh, earlier)}, indent=1))
+    print(f"\nwrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
