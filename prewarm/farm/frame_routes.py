@@ -35,8 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from prewarm.errors import InputError, OutsideRoots, TraceError
-from prewarm.flow import live, warming
-from prewarm.flow.planning import plan_manifest
+from prewarm.flow import jobs, live, warming
 from prewarm.plan.manifest import Manifest
 from prewarm.report import frames as frame_report
 from prewarm.site.guard import Guard, inside
@@ -155,7 +154,9 @@ def loader(settings: Settings) -> live.Loader:
         from prewarm.farm import service
 
         req = service.SubmitRequest.model_validate_json(body)
-        return service._manifest_of(req, settings, Guard(settings.allowed_roots(), settings.path_map))
+        job = service.job_of(req, settings, Guard(settings.allowed_roots(), settings.path_map))
+        assert job.manifest is not None     # the service's loader takes no plans
+        return job.manifest
     return load
 
 
@@ -187,14 +188,16 @@ def _register(r: redis.Redis[bytes], settings: Settings, send: Send, body: LiveJ
     try:
         req = service.SubmitRequest.model_validate(body.submission)
     except ValidationError as exc:
-        bad = service._invalid(exc)
+        bad = service.invalid(exc)
         raise InputError(f"submission.{bad.where}" if bad.where != "body" else "submission", bad.message) from exc
     roots = settings.allowed_roots()
     guard = Guard(roots, settings.path_map)
-    manifest = service._manifest_of(req, settings, guard)
+    job = service.job_of(req, settings, guard)
+    manifest = job.manifest
+    assert manifest is not None     # the service's loader takes no plans
     ids, duplicate = body.warm, False
     if ids is None:
-        plan = plan_manifest(manifest, service._traces_of(req, manifest, settings, guard), settings)
+        plan = jobs.plan(job, service.traces_of(req, manifest, settings, guard), settings)
         submitted = warming.submit_plan(r, plan, settings, send, "plan")
         ids, duplicate = list(submitted.ids), submitted.duplicate
     live.register(r, body.job, manifest, ids, "submission", req.model_dump_json(exclude={"traces"}))

@@ -214,7 +214,7 @@ async def _submission(request: Request, limit: int) -> SubmitRequest:
         try:
             return SubmitRequest.model_validate_json(body)
         except ValidationError as exc:
-            raise _invalid(exc) from exc
+            raise invalid(exc) from exc
     raise HTTPException(415, f"content type {kind!r}: send application/json or application/yaml")
 
 
@@ -234,9 +234,9 @@ def _submit(req: SubmitRequest, settings: Settings, r: redis.Redis[bytes], send:
     if not roots:
         raise ServiceError("the service has no allowed roots: set `roots` or `path_map` in its config")
     guard = Guard(roots, settings.path_map)
-    job = _job_of(req, settings, guard)
+    job = job_of(req, settings, guard)
     assert job.manifest is not None
-    traces = _traces_of(req, job.manifest, settings, guard)
+    traces = traces_of(req, job.manifest, settings, guard)
     plan = jobs.plan(job, traces, settings)
     submitted = warming.submit_plan(r, plan, settings, send, "plan")
     consumed = served() if served is not None else None
@@ -271,7 +271,7 @@ class QueueWatch:
             self.stop.wait(self.every_s)
 
 
-def _job_of(req: SubmitRequest, settings: Settings, guard: Guard) -> jobs.Job:
+def job_of(req: SubmitRequest, settings: Settings, guard: Guard) -> jobs.Job:
     """The request's job, read by the one loader (`prewarm.flow.jobs`); studio paths through `guard`."""
     given = [k for k in ("manifest", "bundle", "bundle_path", "deadline", "hook") if getattr(req, k) is not None]
     if len(given) != 1 and sorted(given) != ["bundle", "hook"]:
@@ -299,7 +299,7 @@ def _job_of(req: SubmitRequest, settings: Settings, guard: Guard) -> jobs.Job:
     return jobs.bundle_object(req.bundle, "bundle", ctx)
 
 
-def _traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, guard: Guard) -> list[TraceFile] | None:
+def traces_of(req: SubmitRequest, manifest: Manifest, settings: Settings, guard: Guard) -> list[TraceFile] | None:
     """The request's studio paths found through the site's guard (errors name them as given);
     None when it names none: plan from the trace store's profiles of the shot."""
     from prewarm.traces.files import trace_files
@@ -358,7 +358,7 @@ def _text(body: bytes) -> str:
         raise InputError("body", f"not UTF-8 text (byte {exc.start})") from exc
 
 
-def _invalid(exc: ValidationError | RequestValidationError) -> InputError:
+def invalid(exc: ValidationError | RequestValidationError) -> InputError:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
@@ -390,7 +390,7 @@ def _handlers(app: FastAPI) -> None:
 
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        err = _invalid(exc)
+        err = invalid(exc)
         return _error(422, err.message, err.where)
 
     app.add_exception_handler(OutsideRoots, refused)

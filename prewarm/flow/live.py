@@ -95,7 +95,7 @@ def check_job_id(job: str, where: str = "job") -> str:
 
 Loader = Callable[[str, str], Manifest]
 """`load(kind, body)`: the manifest of a registered job from what it was registered with; the
-service's knows farm submissions (`prewarm.farm.frame_routes.load_submission`)."""
+service's knows farm submissions (`prewarm.farm.frame_routes.loader`)."""
 
 
 def load_manifest_text(kind: str, body: str) -> Manifest:
