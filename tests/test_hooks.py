@@ -95,7 +95,7 @@ def cloud_input(tmp_path: Path) -> str:
 
 
 def test_deadline_cloud_hook_submits_the_bundle(live_service: LiveService, tmp_path: Path) -> None:
-    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "--print-ids", "deadline-cloud"],
+    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "--give-up", "3.5", "--print-ids", "deadline-cloud"],
                           cloud_input(tmp_path))
     assert done.returncode == 0, done.stderr
     [job_id] = done.stdout.split()
@@ -108,7 +108,7 @@ def test_deadline_cloud_hook_submits_the_bundle(live_service: LiveService, tmp_p
 def test_deadline_cloud_hook_leaves_the_submission_unchanged(live_service: LiveService, tmp_path: Path) -> None:
     """Run as the client runs it (payload on stdin, stdout read as changes to the submission): it prints
     nothing on stdout, so the submission goes on as it was, and returns within its give-up time."""
-    done, took = run_hook(["--server", live_service.url, "--token", TOKEN, "deadline-cloud"], cloud_input(tmp_path))
+    done, took = run_hook(["--server", live_service.url, "--token", TOKEN, "--give-up", "3.5", "deadline-cloud"], cloud_input(tmp_path))
     assert done.returncode == 0 and done.stdout == "" and took < BOUND_S
     assert "warming shot100_cloud" in done.stderr
 
@@ -129,7 +129,7 @@ def test_bad_hook_input_or_a_refusal_never_fails_the_submission(live_service: Li
         done, took = run_hook(["--server", live_service.url, "--token", TOKEN, *args], stdin)
         assert done.returncode == 0 and took < BOUND_S, done.stderr
         assert "submission goes on" in done.stderr
-    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "job", "--name", "x", "--frames", "1",
+    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "--give-up", "3.5", "job", "--name", "x", "--frames", "1",
                         "--input", "/etc/passwd"])
     assert "outside the allowed roots" in done.stderr
     assert jobs(live_service) == []
@@ -137,7 +137,7 @@ def test_bad_hook_input_or_a_refusal_never_fails_the_submission(live_service: Li
 
 def test_generic_and_opencue_wrappers(live_service: LiveService, tmp_path: Path) -> None:
     inputs = [a for p in INPUTS for a in ("--input", p)]
-    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "--print-ids", "job", "--name", "shot100_any",
+    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "--give-up", "3.5", "--print-ids", "job", "--name", "shot100_any",
                         "--frames", "1-24", *inputs])
     assert done.returncode == 0 and len(done.stdout.split()) == 1, done.stderr
     spec = tmp_path / "job.xml"
@@ -153,7 +153,7 @@ def test_generic_and_opencue_wrappers(live_service: LiveService, tmp_path: Path)
             </layers>
           </job>
         </spec>"""))
-    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "opencue", str(spec), *inputs])
+    done, _ = run_hook(["--server", live_service.url, "--token", TOKEN, "--give-up", "3.5", "opencue", str(spec), *inputs])
     assert done.returncode == 0, done.stderr
     assert sorted(jobs(live_service)) == ["proj-shot100-artist_lighting", "shot100_any"]
     [cue] = [i for i in live_service.client().recent() if i["name"].startswith("proj-")]
