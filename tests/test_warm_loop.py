@@ -308,3 +308,24 @@ def test_missing_inputs_make_an_embedded_warm_partial_and_optional_ones_do_not(s
     assert run_embedded(replace(plan, missing=(maybe,)), studio.settings()).state is JobState.DONE
     nothing = run_embedded(replace(plan, ranges=(), metadata=(), missing=(gone,)), studio.settings())
     assert nothing.state is JobState.PARTIAL, "all inputs missing: not done, and nothing planned failed either"
+
+
+def test_an_embedded_warm_of_many_batches_keeps_one_running_byte_count(studio: Studio, monkeypatch: Any) -> None:
+    """The throughput series of a warm longer than one embedded batch: never negative, and it adds up to
+    the bytes read, so the report's first-frame time is read off the right curve (a clock that ticks a
+    second at every progress call makes every call a point, batch boundaries included)."""
+    import prewarm.warm.batches as batches_mod
+    import prewarm.warm.embedded as embedded_mod
+    from prewarm.report.build import build
+    from prewarm.warm.timeline import Sampler
+
+    monkeypatch.setattr(batches_mod, "EMBEDDED_READS", 8)
+    ticks = iter(range(1_000_000, 2_000_000))
+    monkeypatch.setattr(embedded_mod, "Sampler", lambda emit: Sampler(emit, clock=lambda: float(next(ticks))))
+    paths = [studio.file(f"many/f{i}.tx", 64 * 1024) for i in range(5)]
+    info = run_embedded(studio.whole(paths), studio.settings(read_size=4096, in_flight=2))
+    assert info.state is JobState.DONE and info.counters["reads"] == 80
+    assert all(p.bytes >= 0 for p in info.samples)
+    assert sum(p.bytes for p in info.samples) == info.counters["bytes_done"] == 5 * 64 * 1024
+    series = build(info, None, None, points=info.samples)["series"]
+    assert all(s["bytes_per_s"] >= 0 for s in series)

@@ -56,10 +56,12 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     totals = WarmResult()
 
     def report(snapshot: Snapshot) -> None:
-        sampler(snapshot)
+        # Each batch counts from zero; the one sampler of the whole warm must see the warm's
+        # running total, or every batch boundary would emit a negative second.
+        counters = {k: v + getattr(totals, k) for k, v in snapshot.counters.items()}
+        sampler(Snapshot(snapshot.bytes_done + totals.bytes_done, counters, snapshot.in_flight))
         if progress is not None:
-            info.counters = {**{k: v + getattr(totals, k) for k, v in snapshot.counters.items()},
-                             "inputs_missing": plan.missing_inputs}
+            info.counters = {**counters, "inputs_missing": plan.missing_inputs}
             progress(info)
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
