@@ -10,11 +10,12 @@ PY := $(VENV)/bin/python
 # strace parser (what `bench/trace_import.py` needs for 0.1x a bare line loop; the plain
 # module is the same code at about a quarter of the speed), the range algebra, the
 # predictor and the plan's ordering (what a plan from the trace store spends most of its
-# time in: `bench/scale.py`). Each is rebuilt whenever its source is newer, and `prewarm` runs the
+# time in: `bench/scale.py`), and the warm's batch cutting (a third of a warm's CPU on
+# page-cached files: `bench/warm.py`). Each is rebuilt whenever its source is newer, and `prewarm` runs the
 # source instead of a build older than it, so a stale build never hides an edit. Needs gcc
 # and the Python headers; `make native-clean` removes the builds.
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-COMPILED := prewarm/traces/strace prewarm/plan/ranges prewarm/plan/ordering prewarm/plan/predict
+COMPILED := prewarm/traces/strace prewarm/plan/ranges prewarm/plan/ordering prewarm/plan/predict prewarm/warm/batches
 NATIVE := $(addsuffix $(EXT_SUFFIX),$(COMPILED))
 
 # Bytecode written once: where PYTHONDONTWRITEBYTECODE is set (CI images, this sandbox) every

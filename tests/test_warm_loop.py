@@ -83,6 +83,9 @@ class RecordingReader(DirectReader):
                     with outer.lock:
                         outer.active -= 1
 
+            def identity(self) -> tuple[int, float]:
+                return real.identity()
+
             def close(self) -> None:
                 real.close()
 
@@ -329,3 +332,39 @@ def test_an_embedded_warm_of_many_batches_keeps_one_running_byte_count(studio: S
     assert sum(p.bytes for p in info.samples) == info.counters["bytes_done"] == 5 * 64 * 1024
     series = build(info, None, None, points=info.samples)["series"]
     assert all(s["bytes_per_s"] >= 0 for s in series)
+
+
+def test_a_file_appended_to_while_it_is_warmed_is_changed(studio: Studio) -> None:
+    """Its identity is checked again after its last read: the bytes warmed are not the file the render reads."""
+    p = studio.file("grow.tx", 4 * MiB)
+    q = studio.file("still.tx", MiB)
+    batch = one_batch(studio, [(p, 0, 4 * MiB), (q, 0, MiB)])
+    grown = threading.Event()
+
+    def progress(_: Snapshot) -> None:
+        if not grown.is_set():
+            grown.set()
+            with open(studio.local(p), "ab") as f:
+                f.write(b"appended")
+
+    result = warm_batch(batch, ctx_for(studio, RecordingReader(studio), in_flight=1, progress=progress))
+    assert grown.is_set()
+    assert set(result.findings) == {p} and result.findings[p].kind is FindingKind.CHANGED
+    assert "modified while warmed" in result.findings[p].detail
+    assert result.files_failed == 1 and result.files_done == 1
+
+
+def test_an_embedded_warm_opens_each_file_once_and_reports_its_window(studio: Studio, monkeypatch: Any) -> None:
+    """A file whose reads fall in many embedded batches is opened once for the warm, not once a batch."""
+    import prewarm.warm.batches as batches_mod
+
+    monkeypatch.setattr(batches_mod, "EMBEDDED_READS", 4)
+    paths = [studio.file(f"once/f{i}.tx", 64 * 1024) for i in range(3)]
+    # each file's ranges interleaved with the others', so each file has reads in several batches
+    ranges = [(p, off, 4096) for off in range(0, 64 * 1024, 8192) for p in paths]
+    reader = RecordingReader(studio)
+    info = run_embedded(studio.plan(ranges), studio.settings(read_size=4096, in_flight=2), reader=reader)
+    assert info.state is JobState.DONE and info.batches > 3
+    assert info.counters["reads"] == len(ranges) and info.counters["files_done"] == 3
+    assert reader.opens == Counter(paths)
+    assert info.link is not None and info.link["in_flight"] >= 2 and info.link["rtt_s"] > 0

@@ -25,8 +25,10 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import resource
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -59,6 +61,9 @@ class OpenFile(Protocol):
     def read(self, offset: int, length: int) -> int:
         """Read `[offset, offset+length)`; return the bytes read (fewer at end of file)."""
 
+    def identity(self) -> tuple[int, float]:
+        """(size, mtime) now: compared with the plan's again once the file's reads are done."""
+
     def close(self) -> None: ...
 
 
@@ -75,22 +80,24 @@ class Reader(Protocol):
     def listdir(self, path: str) -> int: ...
 
 
-_sink: mmap.mmap | None = None
+_sink: memoryview | None = None
 _sink_lock = threading.Lock()
 
 
-def _buffer() -> mmap.mmap:
+def _buffer() -> memoryview:
     """One page-aligned buffer that every reader thread reads into at once.
 
     The bytes are never looked at: what matters is that the gateway fetched them.
     Sharing one destination keeps memory flat however many reads are in flight
-    (128 private 1 MiB buffers would be 128 MB per worker).
+    (128 private 1 MiB buffers would be 128 MB per worker). Made once; after that a
+    read takes it without a lock.
     """
     global _sink
-    with _sink_lock:
-        if _sink is None:
-            _sink = mmap.mmap(-1, BUFFER_BYTES)
-        return _sink
+    if _sink is None:
+        with _sink_lock:
+            if _sink is None:
+                _sink = memoryview(mmap.mmap(-1, BUFFER_BYTES))
+    return _sink
 
 
 class _File:
@@ -131,7 +138,7 @@ class _File:
                 self.direct = False
 
     def read(self, offset: int, length: int) -> int:
-        view = memoryview(_buffer())
+        view = _buffer()
         done = 0
         while done < length:
             n = min(length - done, BUFFER_BYTES)
@@ -149,6 +156,10 @@ class _File:
                 break
             done += got
         return done
+
+    def identity(self) -> tuple[int, float]:
+        st = os.fstat(self.fd)
+        return st.st_size, st.st_mtime
 
     def close(self) -> None:
         for fd in (*self._retired, self.fd):
@@ -212,3 +223,112 @@ class DirectReader:
 def site_reader(settings: Settings) -> DirectReader:
     """The reader of this machine: its roots and its path map through one guard, its `read_mode`."""
     return DirectReader(Guard(settings.allowed_roots(), settings.path_map), settings.read_mode)
+
+
+def keep_open_default() -> int:
+    """Files an `OpenOnce` keeps open: 1,024, or a quarter of this process's descriptor limit if lower."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, min(1024, soft // 4)) if soft != resource.RLIM_INFINITY else 1024
+
+
+class _Kept:
+    __slots__ = ("handle", "users")
+
+    def __init__(self, handle: OpenFile) -> None:
+        self.handle = handle
+        self.users = 0
+
+
+class _Shared:
+    """One user's view of a file `OpenOnce` keeps open: closing it hands the descriptor back."""
+
+    __slots__ = ("size", "mtime", "regular", "_owner", "_path", "_kept", "_closed")
+
+    def __init__(self, owner: OpenOnce, path: str, kept: _Kept) -> None:
+        h = kept.handle
+        self.size, self.mtime, self.regular = h.size, h.mtime, h.regular
+        self._owner, self._path, self._kept, self._closed = owner, path, kept, False
+
+    def read(self, offset: int, length: int) -> int:
+        return self._kept.handle.read(offset, length)
+
+    def identity(self) -> tuple[int, float]:
+        return self._kept.handle.identity()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._owner.release(self._path, self._kept)
+
+
+class OpenOnce:
+    """A reader that opens each file once per warm, however many batches read it.
+
+    An embedded warm cuts a plan into batches, and a file's ranges may fall in many of
+    them: opening it again in each cost a LOOKUP, an OPEN and a GETATTR at the gateway
+    every time (6,000 opens through the guard for 2,000 files). Files no batch is reading
+    stay open, the least recently used closed first beyond `keep`, so descriptors stay
+    bounded whatever the plan's size. The identity a batch checks is the one seen at the
+    first open; the loop checks it again after each file's last read (`OpenFile.identity`).
+    """
+
+    def __init__(self, reader: Reader, keep: int | None = None) -> None:
+        self.reader = reader
+        self.keep = keep if keep is not None else keep_open_default()
+        self._lock = threading.Lock()
+        self._files: OrderedDict[str, _Kept] = OrderedDict()
+        self.opens = 0
+
+    def refusal(self, path: str) -> str | None:
+        return self.reader.refusal(path)
+
+    def stat(self, path: str) -> None:
+        self.reader.stat(path)
+
+    def listdir(self, path: str) -> int:
+        return self.reader.listdir(path)
+
+    def open(self, path: str) -> OpenFile:
+        with self._lock:
+            kept = self._files.get(path)
+            if kept is not None:
+                self._files.move_to_end(path)
+                kept.users += 1
+                return _Shared(self, path, kept)
+        handle = self.reader.open(path)
+        with self._lock:
+            self.opens += 1
+            kept = self._files.get(path)
+            spare = kept is not None
+            if kept is None:
+                kept = self._files[path] = _Kept(handle)
+            kept.users += 1
+            self._trim()
+        if spare:  # another thread opened it meanwhile: one descriptor is enough
+            handle.close()
+        return _Shared(self, path, kept)
+
+    def release(self, path: str, kept: _Kept) -> None:
+        with self._lock:
+            kept.users -= 1
+            if self._files.get(path) is not kept and kept.users == 0:
+                kept.handle.close()
+            self._trim()
+
+    def _trim(self) -> None:
+        """Close the least recently used files nobody reads until at most `keep` are open (lock held)."""
+        if len(self._files) <= self.keep:
+            return
+        for path, kept in list(self._files.items()):
+            if len(self._files) <= self.keep:
+                break
+            if kept.users == 0:
+                del self._files[path]
+                kept.handle.close()
+
+    def close(self) -> None:
+        """Close every file kept open; the warm is over."""
+        with self._lock:
+            files, self._files = list(self._files.values()), OrderedDict()
+        for kept in files:
+            kept.handle.close()
