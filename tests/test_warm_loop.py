@@ -368,3 +368,24 @@ def test_an_embedded_warm_opens_each_file_once_and_reports_its_window(studio: St
     assert info.counters["reads"] == len(ranges) and info.counters["files_done"] == 3
     assert reader.opens == Counter(paths)
     assert info.link is not None and info.link["in_flight"] >= 2 and info.link["rtt_s"] > 0
+
+
+def test_a_gateway_that_answers_nothing_is_reported_stalled_then_resumed(studio: Studio,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A stopped gateway leaves reads hanging in the kernel: the warm says so instead of going silent."""
+    paths = [studio.file(f"st{i}.tx", 4096) for i in range(3)]
+    gate = threading.Event()
+
+    class Hanging(RecordingReader):
+        def open(self, path: str) -> OpenFile:
+            gate.wait(10)
+            return super().open(path)
+
+    threading.Timer(0.8, gate.set).start()
+    with caplog.at_level("WARNING", logger="prewarm.warm.loop"):
+        result = warm_batch(one_batch(studio, [(p, 0, 4096) for p in paths]),
+                            ctx_for(studio, Hanging(studio), in_flight=2, stall_s=0.3))
+    assert result.files_done == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("warm stalled: nothing has completed for") for m in messages), messages
+    assert "warm resumed: the gateway answers again" in messages

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import logging
 import posixpath
 import threading
 import time
@@ -63,6 +64,8 @@ from prewarm.warm.window import Window
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 TRANSIENT = frozenset({errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN})
 """Errors a gateway under load or failing over returns for a moment: worth another try."""
 
@@ -71,6 +74,10 @@ MTIME_SLACK = 1e-6
 
 STOP_POLL_S = 0.5
 """How often a running batch asks whether its job was cancelled."""
+
+STALL_S = 30.0
+"""A gateway that answers nothing for this long is down or cut off, not slow: even a cold 1 MiB READ
+over a 300 ms link takes a few seconds."""
 
 PROGRESS_S = 0.02
 """Progress is reported after a read at most this often (and after every open, listing or stat, and
@@ -119,6 +126,8 @@ class WarmContext:
     should_stop: Callable[[], bool] | None = None
     progress: Callable[[Snapshot], None] | None = None
     """Called after each completion with a frozen snapshot (never the live result)."""
+    stall_s: float = STALL_S
+    """Nothing completed for this long while operations wait: the warm says it is stalled (a log warning)."""
     window: Window | None = None
     """The in-flight window, kept across the batches of one warm so what it measured carries over;
     None: a window of this batch alone, starting at `in_flight`."""
@@ -178,6 +187,7 @@ class _Run:
         """Threads started by other threads as the window grew: joined before the batch ends."""
         self.error: BaseException | None = None
         self.next_progress = 0.0
+        self.last_done = time.monotonic()
         for op in batch.meta:
             if why := ctx.reader.refusal(op.path):
                 self._finding(op.path, FindingKind.OUTSIDE, f"{why}: not read")
@@ -282,8 +292,7 @@ class _Run:
         try:
             with self.cond:
                 self._spawn(threads)
-            for t in threads:
-                t.join()
+            self._watch(threads)
         finally:
             self._close_all()
         if self.error is not None:
@@ -295,6 +304,22 @@ class _Run:
             self._release_unread(self.ctx.dedupe)
         self._count_files()
         return self.result
+
+    def _watch(self, threads: list[threading.Thread]) -> None:
+        """Wait for the reader threads, saying so when nothing has completed for `stall_s` while
+        operations wait on the gateway (a gateway stopped or a link down leaves a warm silent otherwise)."""
+        stalled = False
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=min(1.0, self.ctx.stall_s / 4))
+                idle = time.monotonic() - self.last_done
+                if not stalled and idle >= self.ctx.stall_s and self.active:
+                    stalled = True
+                    log.warning("warm stalled: nothing has completed for %.0f s, %d operation(s) waiting on the "
+                                "gateway (is it up and its link? `prewarm doctor` checks)", idle, self.active)
+                elif stalled and idle < self.ctx.stall_s:
+                    stalled = False
+                    log.warning("warm resumed: the gateway answers again")
 
     def _spawn(self, threads: list[threading.Thread]) -> None:
         """Start threads up to the window (lock held): more as the window grows, never more than the work."""
@@ -326,8 +351,9 @@ class _Run:
                 finally:
                     cond.acquire()
                 self.active -= 1
+                self.last_done = time.monotonic()
                 if exc is None and isinstance(work, _Read) and outcome[0]:
-                    self.window.observe(time.monotonic() - t0, outcome[1], time.monotonic())
+                    self.window.observe(self.last_done - t0, outcome[1], self.last_done)
                 try:
                     self._settle(work, outcome, exc)
                 except BaseException as e:

@@ -166,6 +166,20 @@ class _File:
             os.close(fd)
 
 
+class MountGone(OSError):
+    """The gateway mount a warm started on is no longer there (unmounted, lazily or not).
+
+    Its paths then name the empty folder below the mount point, so every open would say
+    ENOENT and a studio would hear that its files are `missing`. `ENODEV`: an `io-error`,
+    retryable once the mount is back, and not retried within the batch (it will not come
+    back in a few hundred milliseconds).
+    """
+
+    def __init__(self, root: str) -> None:
+        super().__init__(errno.ENODEV, "gateway mount gone")
+        self.root = root
+
+
 class DirectReader:
     """The production reader: each file read the way its mount needs (see the module docstring).
 
@@ -183,6 +197,9 @@ class DirectReader:
         self._table: Sequence[Mount] | None = None
         self._choices: dict[int, ReadChoice] = {}
         self._lock = threading.Lock()
+        self._root_local: dict[str, str] = {}
+        self._root_dev: dict[str, tuple[int, bool]] = {}
+        """Each root's local folder -> (device, a mount point?) when this reader first used it."""
 
     def choice(self, path: str) -> ReadChoice:
         """How the local `path` is read; raises OSError as `stat` does (a missing file)."""
@@ -207,17 +224,57 @@ class DirectReader:
         return self.guard.refusal(path)
 
     def open(self, path: str) -> OpenFile:
-        where = self.guard.resolve(path)
-        c = self.choice(where.local)
-        return _File(self.guard, path, where, c.direct, c.drop_pages)
+        root = self._note_root(path)
+        try:
+            where = self.guard.resolve(path)
+            c = self.choice(where.local)
+            return _File(self.guard, path, where, c.direct, c.drop_pages)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise self._gone(root) or exc from None
 
     def stat(self, path: str) -> None:
         """A LOOKUP and GETATTR of every component through the gateway: warms its attribute and dentry caches."""
-        self.guard.stat(path)
+        root = self._note_root(path)
+        try:
+            self.guard.stat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise self._gone(root) or exc from None
 
     def listdir(self, path: str) -> int:
         """A READDIR through the gateway: renderers resolve UDIMs and sequences by listing."""
-        return len(self.guard.listdir(path))
+        root = self._note_root(path)
+        try:
+            return len(self.guard.listdir(path))
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise self._gone(root) or exc from None
+
+    def _note_root(self, path: str) -> str | None:
+        """The local folder of `path`'s root; the first time it is seen, which device it is and whether it
+        is a mount point: the mount this warm started on."""
+        root = max((r for r in self.guard.roots if r == "/" or path == r or path.startswith(r + "/")), key=len,
+                   default=None)
+        if root is None:
+            return None
+        local = self._root_local.get(root)
+        if local is None:
+            local = self.guard.path_map.to_local(root)
+            try:
+                self._root_dev[local] = (os.stat(local).st_dev, os.path.ismount(local))
+            except OSError:
+                pass
+            self._root_local[root] = local
+        return local
+
+    def _gone(self, local: str | None) -> MountGone | None:
+        """`MountGone` if the root's folder is no longer the mount (device) it was when first seen."""
+        if local is None or local not in self._root_dev:
+            return None
+        dev, was_mount = self._root_dev[local]
+        try:
+            now = os.stat(local).st_dev
+        except OSError:
+            return MountGone(local)
+        return MountGone(local) if now != dev or (was_mount and not os.path.ismount(local)) else None
 
 
 def site_reader(settings: Settings) -> DirectReader:
