@@ -247,11 +247,16 @@ EMBEDDED_READS = 8192
 and memory stays a few MB whatever the plan's size."""
 
 
+FIRST_READS = 256
+"""Reads of an embedded warm's first batch: the first read waits for its batch to be cut, and 8,192
+pieces take tens of milliseconds to cut; 256 take well under a round trip."""
+
+
 def embedded_batches(plan: Plan, granule: int, merged: Merged | None = None) -> Iterator[Batch]:
     """The plan as the batches of an embedded warm, made as they are taken (from `merged`, the plan's
-    spans already merged, when given)."""
+    spans already merged, when given); the first one small, so the first read goes out at once."""
     return iter_batches(plan.metadata, merged or _spans(plan), plan.files, granule, 1 << 62, EMBEDDED_READS,
-                        MAX_META)
+                        MAX_META, first_reads=FIRST_READS)
 
 
 def whole_batch(plan: Plan, granule: int) -> Batch:
@@ -281,8 +286,8 @@ def make_retry_batches(failed: Sequence[ByteRange], files: Mapping[str, FileInfo
 
 
 def iter_batches(meta: Sequence[MetaOp], spans: Iterable[tuple[str, int, int]] | Merged,
-                 files: Mapping[str, FileInfo],
-                 granule: int, target: int, max_reads: int, max_meta: int) -> Iterator[Batch]:
+                 files: Mapping[str, FileInfo], granule: int, target: int, max_reads: int, max_meta: int,
+                 first_reads: int | None = None) -> Iterator[Batch]:
     """Read batches of at most `max_reads` reads or `target` bytes, lazily; the plan's metadata
     operations ride with the first of them, `max_meta` a batch (what is left over goes in
     batches of its own at the end).
@@ -296,15 +301,16 @@ def iter_batches(meta: Sequence[MetaOp], spans: Iterable[tuple[str, int, int]] |
     chunk: list[ByteRange] = []
     closes: set[str] = set()
     size = 0
+    limit = min(max_reads, first_reads or max_reads)
     for piece, final in iter_pieces(spans, granule):
         chunk.append(piece)
         size += piece.length
         if final:
             closes.add(piece.path)
-        if len(chunk) >= max_reads or size >= target:
+        if len(chunk) >= limit or size >= target:
             yield _batch(index, chunk, closes, files, chunks.popleft() if chunks else ())
             index += 1
-            chunk, closes, size = [], set(), 0
+            chunk, closes, size, limit = [], set(), 0, max_reads
     if chunk:
         yield _batch(index, chunk, closes, files, chunks.popleft() if chunks else ())
         index += 1

@@ -352,8 +352,11 @@ class _Run:
                     cond.acquire()
                 self.active -= 1
                 self.last_done = time.monotonic()
-                if exc is None and isinstance(work, _Read) and outcome[0]:
-                    self.window.observe(self.last_done - t0, outcome[1], self.last_done)
+                if exc is None and not (isinstance(work, _Read) and not outcome[0]):
+                    # opens and metadata are round trips too: counted with no bytes, so a warm of many
+                    # small files sizes its window for open + read, not for the read alone
+                    self.window.observe(self.last_done - t0, outcome[1] if isinstance(work, _Read) else 0,
+                                        self.last_done)
                 try:
                     self._settle(work, outcome, exc)
                 except BaseException as e:
@@ -362,9 +365,14 @@ class _Run:
                                                       or time.monotonic() >= self.next_progress):
                     self.next_progress = time.monotonic() + PROGRESS_S
                     self.ctx.progress(self.result.snapshot(self.active))
-                if not isinstance(work, _Read) or self.window.size > self.threads:
+                if self.window.size > self.threads:
                     self._spawn(self.extra)
-                    cond.notify_all()
+                # Wake as many idle threads as there is work and room for, besides this one (it takes
+                # its next work itself): waking all of them after each open (hundreds of threads,
+                # thousands of opens) cost more than the reads.
+                wake = min(self.pending_work(), self.window.size - self.active) - 1
+                if wake > 0:
+                    cond.notify(wake)
 
     def _take(self) -> _Work | None:
         """The next work for this thread (lock held), waiting while other threads' work may make more;

@@ -7,9 +7,10 @@ only queue at the gateway. Neither the bandwidth nor the round trip is known bef
 the warm starts, and both differ per site, so the window is measured, not configured:
 
 - it starts at the configured `in_flight` and doubles every round (one
-  window's worth of reads completed, at least `MIN_ROUND_S`) while throughput grows by
-  at least `GROWTH` a round, like TCP's slow start and BBR's startup;
-- once a doubling does not pay, the window goes back to the size that gave the best
+  window's worth of reads completed, at least `MIN_ROUND_S`) in which throughput grew
+  by `GROWTH`; a round in which it did not is measured again at the same size, and
+  after `FLAT_ROUNDS` such rounds in a row the search ends, like BBR's startup;
+- then the window goes back to the size that gave the best
   throughput, and from then on every round it is `GAIN` x the recent best throughput
   x the lowest round trip seen / the mean read size (BBR's cwnd = 2 x BtlBw x RTprop),
   within [`FLOOR`, that size]: a link that slows (a throttle, a busier gateway) shrinks
@@ -38,6 +39,10 @@ the 24 KiB a tile read averages is 250; each is a thread, and a gateway answers 
 
 GROWTH = 1.25
 """Throughput must grow this much in a round for the window to double again (BBR's startup test)."""
+
+FLAT_ROUNDS = 3
+"""Rounds in a row without that growth before the window stops doubling (BBR's full-pipe test): one
+noisy round on a busy machine must not end the search at a quarter of the link."""
 
 GAIN = 2.0
 """Reads in flight per read the measured product needs: headroom for jitter and hits, as BBR's cwnd gain."""
@@ -89,12 +94,14 @@ class Window:
         self._latency = 0.0
         self.best_rate = 0.0
         self._best_size = self.size
+        self._flat = 0
         self._rates: deque[float] = deque(maxlen=RATE_ROUNDS)
         self.min_rtt = math.inf
         self.read_bytes = 0.0
 
     def observe(self, latency: float, nbytes: int, now: float) -> None:
-        """One read done: `latency` seconds from issue to completion, `nbytes` read, at `now`."""
+        """One operation done: `latency` seconds from issue to completion, `nbytes` read (0: an open, a
+        stat or a listing), at `now`. "Read size" below is bytes per operation."""
         with self._lock:
             if self._start is None:
                 self._start = now - latency
@@ -117,9 +124,11 @@ class Window:
         self._rates.append(rate)
         if rate > self.best_rate:
             self.best_rate, self._best_size = rate, self.size
-        if self.growing and grew and self.size < self.ceiling:
-            self.size = min(self.ceiling, self.size * 2)
-            self.largest = max(self.largest, self.size)
+        self._flat = 0 if grew else self._flat + 1
+        if self.growing and self._flat < FLAT_ROUNDS and self.size < self.ceiling:
+            if grew:  # a flat round is measured again at the same size: it may have been noise
+                self.size = min(self.ceiling, self.size * 2)
+                self.largest = max(self.largest, self.size)
             return
         self.growing = False
         want = math.ceil(GAIN * max(self._rates) * self.min_rtt / max(self.read_bytes, 1.0))
