@@ -502,6 +502,8 @@ def fio_cases(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.quick:
         del cases["local_1m"]
+    if args.cases:
+        cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
     for name, (layout, twin) in cases.items():
         print(f"fio: {name}: {layout.files * layout.reads:,} reads over {layout.files:,} files ...", file=sys.stderr)
         out.update(fio_case(name, layout, twin, args))
@@ -599,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throttle", default="20MB/s")
     p.add_argument("--plan-files", type=int, default=2000, help="files of the fio plan case (10 reads each)")
     p.add_argument("--only", choices=("engine", "fio"), help="only the engine scenarios, or only the fio comparison")
+    p.add_argument("--cases", help=f"fio cases to run, comma-separated (default: all of {', '.join(FIO_CASES)})")
     p.add_argument("--quick", action="store_true", help="smaller plans (about a third of the time)")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "warm.json"), metavar="FILE")
     args = p.parse_args(argv)

@@ -122,8 +122,9 @@ class Window:
         self.read_bytes = mean if not self.read_bytes else 0.875 * self.read_bytes + 0.125 * mean
         grew = rate >= max(self._rates, default=0.0) * GROWTH
         self._rates.append(rate)
-        if rate > self.best_rate:
-            self.best_rate, self._best_size = rate, self.size
+        if self.growing and rate > self.best_rate:
+            self._best_size = self.size  # only while searching: a noisy round later must not pin it down
+        self.best_rate = max(self.best_rate, rate)
         self._flat = 0 if grew else self._flat + 1
         if self.growing and self._flat < FLAT_ROUNDS and self.size < self.ceiling:
             if grew:  # a flat round is measured again at the same size: it may have been noise
