@@ -334,7 +334,13 @@ class OpenOnce:
         self.keep = keep if keep is not None else keep_open_default()
         self._lock = threading.Lock()
         self._files: OrderedDict[str, _Kept] = OrderedDict()
+        self._last: frozenset[str] = frozenset()
         self.opens = 0
+
+    def last_reads(self, paths: frozenset[str]) -> None:
+        """Files whose last reads are in the batch about to run: closed as soon as it is done with
+        them, rather than kept for batches that will not read them (and all closed at the end)."""
+        self._last = paths
 
     def refusal(self, path: str) -> str | None:
         return self.reader.refusal(path)
@@ -360,28 +366,36 @@ class OpenOnce:
             if kept is None:
                 kept = self._files[path] = _Kept(handle)
             kept.users += 1
-            self._trim()
+            closing = self._trim()
         if spare:  # another thread opened it meanwhile: one descriptor is enough
             handle.close()
+        for k in closing:
+            k.handle.close()
         return _Shared(self, path, kept)
 
     def release(self, path: str, kept: _Kept) -> None:
         with self._lock:
             kept.users -= 1
-            if self._files.get(path) is not kept and kept.users == 0:
-                kept.handle.close()
-            self._trim()
+            if kept.users == 0 and path in self._last and self._files.get(path) is kept:
+                del self._files[path]
+            closing = [kept] if kept.users == 0 and self._files.get(path) is not kept else []
+            closing += self._trim()
+        for k in closing:  # outside the lock: a close is a round trip on some mounts
+            k.handle.close()
 
-    def _trim(self) -> None:
-        """Close the least recently used files nobody reads until at most `keep` are open (lock held)."""
+    def _trim(self) -> list[_Kept]:
+        """Forget the least recently used files nobody reads until at most `keep` are open (lock held);
+        the caller closes them."""
         if len(self._files) <= self.keep:
-            return
+            return []
+        out = []
         for path, kept in list(self._files.items()):
             if len(self._files) <= self.keep:
                 break
             if kept.users == 0:
                 del self._files[path]
-                kept.handle.close()
+                out.append(kept)
+        return out
 
     def close(self) -> None:
         """Close every file kept open; the warm is over."""
