@@ -13,17 +13,15 @@ opened once, descriptors bounded) and the in-flight window with what it measured
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
-from prewarm.warm.batches import Batch, embedded_batches, merge, merged_size
+from prewarm.warm.batches import embedded_batches, merge, merged_size
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, warm_batch
 from prewarm.warm.reader import OpenOnce, Reader, site_reader
@@ -42,42 +40,6 @@ class EmbeddedWarm:
     """Bytes read or meant to be, per file, as the batches cut them."""
     done: dict[str, int]
     failed: tuple[ByteRange, ...]
-
-
-def _ahead(batches: Iterator[Batch]) -> Iterator[Batch]:
-    """`batches`, the next one cut on another thread while this one is warmed: cutting 8,192 pieces
-    takes tens of milliseconds of CPU, during which the readers would otherwise have nothing in flight."""
-    made: queue.Queue[tuple[Batch | None, BaseException | None]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def cut() -> None:
-        try:
-            for b in batches:
-                while not stop.is_set():
-                    try:
-                        made.put((b, None), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            made.put((None, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            made.put((None, exc))
-
-    worker = threading.Thread(target=cut, name="prewarm-cut", daemon=True)
-    worker.start()
-    try:
-        while True:
-            b, exc = made.get()
-            if exc is not None:
-                raise exc
-            if b is None:
-                return
-            yield b
-    finally:
-        stop.set()
-        worker.join()
 
 
 def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
@@ -116,7 +78,7 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     failed: list[ByteRange] = []
     per_file: dict[str, int] = {}
     try:
-        for batch in _ahead(embedded_batches(plan, settings.read_size, merged)):
+        for batch in embedded_batches(plan, settings.read_size, merged):
             for r in batch.reads:
                 per_file[r.path] = per_file.get(r.path, 0) + r.length
             opens.last_reads(batch.closes)

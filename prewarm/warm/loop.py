@@ -362,17 +362,19 @@ class _Run:
                 except BaseException as e:
                     self.error = self.error or e
                 if self.ctx.progress is not None and (not isinstance(work, _Read)
-                                                      or time.monotonic() >= self.next_progress):
-                    self.next_progress = time.monotonic() + PROGRESS_S
+                                                      or self.last_done >= self.next_progress):
+                    self.next_progress = self.last_done + PROGRESS_S
                     self.ctx.progress(self.result.snapshot(self.active))
-                if self.window.size > self.threads:
-                    self._spawn(self.extra)
-                # Wake as many idle threads as there is work and room for, besides this one (it takes
-                # its next work itself): waking all of them after each open (hundreds of threads,
-                # thousands of opens) cost more than the reads.
-                wake = min(self.pending_work(), self.window.size - self.active) - 1
-                if wake > 0:
-                    cond.notify(wake)
+                room = self.window.size - self.active - 1
+                if room > 0:
+                    if self.window.size > self.threads:
+                        self._spawn(self.extra)
+                    # Wake as many idle threads as there is work and room for, besides this one (it takes
+                    # its next work itself): waking all of them after each open (hundreds of threads,
+                    # thousands of opens) cost more than the reads.
+                    wake = min(self.pending_work() - 1, room)
+                    if wake > 0:
+                        cond.notify(wake)
 
     def _take(self) -> _Work | None:
         """The next work for this thread (lock held), waiting while other threads' work may make more;
