@@ -159,7 +159,15 @@ class _Meta:
     op: MetaOp
 
 
-_Work = _Read | _Open | _Meta
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """A file's reads are over: its identity looked at again, then closed, outside the lock (on NFS
+    either can be a round trip, which under the lock would hold up every reader thread)."""
+
+    file: _File
+
+
+_Work = _Read | _Open | _Meta | _Close
 
 
 class _Run:
@@ -172,6 +180,7 @@ class _Run:
         self.listings: deque[MetaOp] = deque()
         self.meta: deque[MetaOp] = deque()
         self.ready: list[tuple[int, str, ByteRange]] = []
+        self.closing: deque[_File] = deque()
         self.failed_here: set[str] = set()
         self.listing: dict[str, list[str]] = {}
         """Directories listed in this batch -> files whose open waits for the listing (see batches.LIST_DIR_MIN)."""
@@ -331,7 +340,7 @@ class _Run:
             t.start()
 
     def pending_work(self) -> int:
-        return len(self.ready) + len(self.listings) + len(self.to_open) + len(self.meta)
+        return len(self.closing) + len(self.ready) + len(self.listings) + len(self.to_open) + len(self.meta)
 
     def _worker(self) -> None:
         cond = self.cond
@@ -401,7 +410,18 @@ class _Run:
                 return self._open(f)
             case _Meta(op=op):
                 return self._meta(op)
+            case _Close(file=f):
+                return self._close(f)
         raise AssertionError(work)
+
+    def _close(self, f: _File) -> tuple[int, float] | None:
+        """(size, mtime) now, if the file's identity is to be checked again; the handle closed either way."""
+        handle = f.handle
+        assert handle is not None
+        try:
+            return handle.identity() if f.read_any and f.path not in self.failed_here else None
+        finally:
+            handle.close()
 
     def _close_all(self) -> None:
         for t in self.extra:
@@ -430,6 +450,8 @@ class _Run:
         return self.stopped
 
     def _next(self) -> _Work | None:
+        if self.closing:
+            return _Close(self.closing.popleft())
         if self.ready:
             _, path, piece = heapq.heappop(self.ready)
             return _Read(self.files[path], piece)
@@ -461,9 +483,10 @@ class _Run:
                     self._account(f, piece, read, got)
                 f.left -= 1
                 if f.left == 0 and f.handle is not None:
-                    self._recheck(f, f.handle)
-                    f.handle.close()
-                    f.handle = None
+                    self.closing.append(f)
+            case _Close(file=f):
+                f.handle = None
+                self._recheck(f, outcome, exc)
 
     def _os_finding(self, path: str, exc: BaseException) -> FindingKind:
         if not isinstance(exc, OSError):
@@ -515,18 +538,17 @@ class _Run:
             handle.close()
             f.handle = None
 
-    def _recheck(self, f: _File, handle: OpenFile) -> None:
+    def _recheck(self, f: _File, now: tuple[int, float] | None, exc: BaseException | None) -> None:
         """The file's identity again after its last read: one written to while it was warmed (a
         render writing it, an artist saving over it) holds other bytes than the plan's."""
-        if f.path in self.failed_here or not f.read_any:
-            return
-        try:
-            size, mtime = handle.identity()
-        except OSError as exc:
+        if exc is not None:
             self._os_finding(f.path, exc)
             return
         was = f.ident
-        if was is not None and (size != was.size or abs(mtime - was.mtime) > MTIME_SLACK):
+        if now is None or was is None:
+            return
+        size, mtime = now
+        if size != was.size or abs(mtime - was.mtime) > MTIME_SLACK:
             self._finding(f.path, FindingKind.CHANGED,
                           f"modified while warmed (size {was.size} -> {size}, mtime {was.mtime} -> {mtime})")
 
