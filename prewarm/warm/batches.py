@@ -243,7 +243,7 @@ def dir_listings(paths: Iterable[str], have: Iterable[MetaOp] = ()) -> tuple[Met
 
 
 EMBEDDED_READS = 8192
-"""Reads per batch of an embedded warm: the reader pool drains once per 8 GiB at 1 MiB (nothing),
+"""Reads per batch of an embedded warm: the reader threads drain once per 8 GiB at 1 MiB (nothing),
 and memory stays a few MB whatever the plan's size."""
 
 
