@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup system-deps demo lint test test-fast bench native native-clean
 
-# The hot modules (setup.py's COMPILED: the strace parser, the range algebra, the predictor
-# and the plan's ordering) are compiled by the package's own build, one mypyc compilation of
-# all four: `make setup` runs that build in place (`setup.py build_ext --inplace`, the same
+# The hot modules (setup.py's COMPILED: the strace parser, the range algebra, the predictor,
+# the plan's ordering and the warm's batch cutting) are compiled by the package's own build, one mypyc compilation of
+# all of them: `make setup` runs that build in place (`setup.py build_ext --inplace`, the same
 # compilation `pip install .` and `pip wheel .` run), and again whenever one of their sources
 # or setup.py is newer than the build, so every make target runs current code (a pytest run
 # without make stops on a stale build: tests/conftest.py). Needs gcc and the Python headers.

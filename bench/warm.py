@@ -13,10 +13,18 @@ here and stopped by PID):
             alone would hold 64 KiB files to 760 files/s), embedded then Celery;
 - throttle: the big files through Celery with `prewarm throttle set` at `--throttle`;
 - overhead: a job of single-stat batches (no transfer): per-task broker cost, then
-            its share of the Celery bytes warm.
+            its share of the Celery bytes warm;
+- fio:      the embedded warm at the default settings against fio replaying exactly
+            the same reads (`replay`: an iolog v2 per psync job), run
+            one after the other in this run: a 20,000-read plan (2,000 files, 16 KiB
+            reads) and 10,000 files of 64 KiB through the twin at `--rtt-ms`; 100,000
+            and 1,000,000 reads of 4 KiB over 1,000 page-cached files (tmpfs). Keys
+            `fio_<case>` (fio's wall and CPU), `prewarm_<case>` (ours, with peak memory
+            growth and time to first read) and `ratio_<case>` (ours / fio's).
 
     .venv/bin/python bench/warm.py [--rtt-ms 30] [--mbps 50] [--big-mb 320] [--files 10000]
                                    [--throttle 20MB/s] [--json bench/out/warm.json] [--quick]
+                                   [--only fio|engine]
 """
 
 from __future__ import annotations
@@ -24,13 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +51,7 @@ import psutil
 
 from prewarm.errors import ServiceError
 from prewarm.plan.access import Op
-from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange
+from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange, RangeTable
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.units import parse_rate
 from prewarm.site.settings import Settings
@@ -51,10 +63,16 @@ from prewarm.state.throttle import set_rate
 from prewarm.testkit.services import RedisServer, start_worker
 from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
 from prewarm.twin.gateway import GiB, MiB, TwinConfig
-from prewarm.warm.batches import Batch
+from prewarm.warm.batches import LIST_DIR_MIN, Batch
+from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobInfo, JobState
+from prewarm.warm.reader import OpenFile, Reader, site_reader
 
 ROOT = Path(__file__).resolve().parents[1]
+FIO_TWIN_JOBS = 128
+"""fio's psync jobs through the twin: what the issue's tuned fio ran (one pread in flight each)."""
+FIO_LOCAL_JOBS = 2
+"""fio's psync jobs on page-cached files: one a core; more only add contention."""
 
 
 STUDIO = "/studio/proj"
@@ -78,7 +96,7 @@ def services(work: Path, mount_big: Path, mount_small: Path) -> Iterator[tuple[s
             "path_map": [{"studio": f"{STUDIO}/big", "local": str(mount_big)},
                          {"studio": f"{STUDIO}/small", "local": str(mount_small)}],
             "roots": [STUDIO], "in_flight": WORKER_IN_FLIGHT}))
-        worker = start_worker(config, keys.queue_of(GATEWAY), work / "worker.log", f"bench-{os.getpid()}",
+        worker = start_worker(config, keys.queue(GATEWAY), work / "worker.log", f"bench-{os.getpid()}",
                               WORKER_CONCURRENCY, server.url, loglevel="warning")
         r = connect(server.url)
         deadline = time.monotonic() + 60
@@ -184,6 +202,188 @@ def timed_celery(r: Any, url: str, plan: Plan, settings: Settings) -> tuple[floa
     return wall, info
 
 
+# fio replaying a warm's reads
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A plan's reads in a tree: `files` files, `reads` reads of `size` bytes each, `stride` apart."""
+
+    files: int
+    reads: int
+    size: int
+    stride: int
+
+    @property
+    def file_bytes(self) -> int:
+        return (self.reads - 1) * self.stride + self.size
+
+
+def make_tree(origin: Path, layout: Layout, studio: str, gateways: tuple[str, ...] = ()) -> Plan:
+    """Sparse files (holes read as zeros from the page cache) and the plan that reads them, built as columns."""
+    origin.mkdir(parents=True, exist_ok=True)
+    table = RangeTable()
+    files: dict[str, FileInfo] = {}
+    for i in range(layout.files):
+        local = origin / f"d{i // 1000:03d}" / f"f{i:06d}.bin"
+        local.parent.mkdir(exist_ok=True)
+        with open(local, "wb") as fh:
+            fh.truncate(layout.file_bytes)
+        path = f"{studio}/{local.relative_to(origin)}"
+        files[path] = FileInfo(path, layout.file_bytes, local.stat().st_mtime)
+        for k in range(layout.reads):
+            table.add(path, k * layout.stride, layout.size)
+    return Plan(job=f"fio-{layout.files}x{layout.reads}", frames=(1,), ranges=table, files=files, gateways=gateways)
+
+
+def iologs(plan: Plan, local_of: dict[str, Path], jobs: int, where: Path) -> list[Path]:
+    """An iolog v2 per job: each file's reads, in plan order, in the log of job (file index mod jobs)."""
+    where.mkdir(parents=True, exist_ok=True)
+    logs = [where / f"shard{j:03d}.log" for j in range(jobs)]
+    with ExitStack() as stack:
+        outs = [stack.enter_context(open(p, "w")) for p in logs]
+        for out in outs:
+            out.write("fio version 2 iolog\n")
+        current: dict[str, int] = {}
+        table = plan.table
+        for path, offset, length in table.spans():
+            j = current.get(path)
+            if j is None:
+                j = current[path] = len(current) % jobs
+                outs[j].write(f"{local_of[path]} add\n{local_of[path]} open\n")
+            outs[j].write(f"{local_of[path]} read {offset} {length}\n")
+        for path, j in current.items():
+            outs[j].write(f"{local_of[path]} close\n")
+    return logs
+
+
+@dataclass
+class Run:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float = 0.0
+    first_read_s: float | None = None
+    info: JobInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3),
+                **({"peak_rss_growth_mb": round(self.peak_rss_mb, 1)} if self.peak_rss_mb else {}),
+                **({"first_read_s": round(self.first_read_s, 4)} if self.first_read_s is not None else {})}
+
+
+def run_fio(logs: list[Path], direct: bool, listed: list[Path]) -> Run:
+    """fio's psync jobs (threads of one process) replaying the logs; wall and CPU of the whole fio.
+
+    The folders prewarm lists before opening their files (`batches.LIST_DIR_MIN` or more of
+    them) are listed first here too, 16 at once, inside fio's wall time: FUSE without
+    parallel dirops serialises the LOOKUPs of one folder, and 1,000 files of one folder
+    opened by fio alone cost 1,000 sequential round trips (73 s for 3,000 files at 30 ms),
+    which would measure the twin's lookups, not the reads.
+    """
+    cmd = ["fio", "--thread", "--ioengine=psync", f"--direct={int(direct)}", "--output-format=json",
+           "--group_reporting"]
+    for i, log in enumerate(logs):
+        cmd += [f"--name=s{i}", f"--read_iolog={log}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(os.listdir, listed))
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"fio failed ({done.returncode}): {done.stderr[-2000:]}")
+    data = json.loads(done.stdout[done.stdout.index("{"):])
+    errors = sum(j.get("error", 0) for j in data["jobs"])
+    if errors:
+        raise SystemExit(f"fio jobs failed: {errors}")
+    return Run(wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+
+
+class FirstRead:
+    """The site's reader, noting when the first read is issued (time to first read after the start)."""
+
+    def __init__(self, inner: Reader) -> None:
+        self.inner = inner
+        self.first: float | None = None
+        self._lock = threading.Lock()
+
+    def refusal(self, path: str) -> str | None:
+        return self.inner.refusal(path)
+
+    def stat(self, path: str) -> None:
+        self.inner.stat(path)
+
+    def listdir(self, path: str) -> int:
+        return self.inner.listdir(path)
+
+    def open(self, path: str) -> OpenFile:
+        handle = self.inner.open(path)
+        if self.first is not None:
+            return handle
+        outer = self
+
+        class Noting:
+            size, mtime, regular = handle.size, handle.mtime, handle.regular
+
+            def read(self, offset: int, length: int) -> int:
+                if outer.first is None:
+                    with outer._lock:
+                        outer.first = outer.first or time.monotonic()
+                return handle.read(offset, length)
+
+            def identity(self) -> tuple[int, float]:
+                return handle.identity()
+
+            def close(self) -> None:
+                handle.close()
+
+        return Noting()
+
+
+@dataclass
+class Peak:
+    """Peak resident memory of this process above where it was, sampled every 20 ms."""
+
+    base: int = 0
+    peak: int = 0
+
+    def __enter__(self) -> Peak:
+        self._proc = psutil.Process()
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_prewarm(plan: Plan, settings: Settings) -> Run:
+    """An embedded warm at `settings`, its wall, its CPU (this process), peak memory and first read."""
+    reader = FirstRead(site_reader(settings))
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    with Peak() as peak:
+        t0 = time.monotonic()
+        info = run_embedded(plan, settings, reader=reader)
+        wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    if info.state is not JobState.DONE:
+        raise SystemExit(f"warm of {plan.job} ended {info.state.value}: {info.findings[:3]}")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return Run(wall, cpu, (peak.peak - peak.base) / 1e6, None if reader.first is None else reader.first - t0, info)
+
+
+def ratios(ours: Run, fio: Run) -> dict[str, float]:
+    return {"wall": round(ours.wall_s / fio.wall_s, 3), "cpu": round(ours.cpu_s / fio.cpu_s, 3)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     missing = fuse_missing()
     if missing:
@@ -220,8 +420,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def embedded(plan: Plan, kind: str) -> tuple[float, JobInfo, dict[str, Any]]:
             twin = fresh(kind)
             t0 = time.monotonic()
-            info = embedded.run_embedded(plan, settings_for(twin_big.mount, twin_small.mount,
-                                                          in_flight=EMBEDDED_IN_FLIGHT))
+            info = run_embedded(plan, settings_for(twin_big.mount, twin_small.mount, in_flight=EMBEDDED_IN_FLIGHT))
             wall = time.monotonic() - t0
             if info.state is not JobState.DONE:
                 raise SystemExit(f"embedded warm of {plan.job} ended {info.state.value}: {info.findings[:3]}")
@@ -289,6 +488,92 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+FIO_CASES = ("twin_plan", "twin_files", "local_100k", "local_1m")
+
+
+def fio_cases(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedded warm at the default settings against fio replaying the same reads, case by case."""
+    out: dict[str, Any] = {"fio_jobs_twin": FIO_TWIN_JOBS, "fio_jobs_local": FIO_LOCAL_JOBS}
+    cases = {
+        "twin_plan": (Layout(args.plan_files, 10, 16 * 1024, 32 * 1024), True),
+        "twin_files": (Layout(args.files, 1, 64 * 1024, 64 * 1024), True),
+        "local_100k": (Layout(1000, 100, 4096, 8192), False),
+        "local_1m": (Layout(1000, 1000, 4096, 8192), False),
+    }
+    if args.quick:
+        del cases["local_1m"]
+    if args.cases:
+        cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
+    for name, (layout, twin) in cases.items():
+        print(f"fio: {name}: {layout.files * layout.reads:,} reads over {layout.files:,} files ...", file=sys.stderr)
+        out.update(fio_case(name, layout, twin, args))
+    return out
+
+
+class Tree:
+    """A case's files: on tmpfs (page-cached), or behind a twin mounted anew for each run (cold)."""
+
+    def __init__(self, work: Path, config: TwinConfig | None) -> None:
+        self.work, self.config = work, config
+        self.origin = work / "origin"
+        self.handle: TwinHandle | None = None
+
+    def fresh(self) -> Path:
+        if self.config is None:
+            return self.origin
+        self.stop()
+        self.handle = start_twin(self.origin, self.work / "mnt", self.config, cache_dir=self.work / "cache",
+                                 state_dir=self.work / "state")
+        return self.handle.mount
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.stop()
+            self.handle = None
+            shutil.rmtree(self.work / "cache", ignore_errors=True)
+
+
+def fio_case(name: str, layout: Layout, twin: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """fio, then prewarm at the default settings, on the same reads (each on a cold twin)."""
+    work = Path(tempfile.mkdtemp(prefix="prewarm-bench-fio-", dir=None if twin else "/dev/shm"))
+    config = TwinConfig(rtt_ms=args.rtt_ms, mbps=args.mbps if name == "twin_plan" else None,
+                        capacity=4 * GiB) if twin else None
+    tree = Tree(work, config)
+    try:
+        plan = make_tree(tree.origin, layout, STUDIO)
+        base = tree.fresh()
+        local_of = {p: base / os.path.relpath(p, STUDIO) for p in plan.files}
+        per_dir = Counter(p.parent for p in local_of.values())
+        listed = [d for d, n in per_dir.items() if n >= LIST_DIR_MIN]
+        fio = run_fio(iologs(plan, local_of, FIO_TWIN_JOBS if twin else FIO_LOCAL_JOBS, work / "logs"), twin, listed)
+        settings = Settings(path_map=PathMap((Prefix(STUDIO, (), str(tree.fresh())),)), roots=(STUDIO,))
+        ours = run_prewarm(plan, settings)
+    finally:
+        tree.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    first = {"first_read_rtts": round(ours.first_read_s / (args.rtt_ms / 1e3), 2)} \
+        if twin and ours.first_read_s is not None else {}
+    return {f"fio_{name}": fio.to_json(),
+            f"prewarm_{name}": {**ours.to_json(), "reads": len(plan.table), "in_flight": settings.in_flight,
+                                "link": ours.info.link if ours.info is not None else None, **first},
+            f"ratio_{name}": ratios(ours, fio)}
+
+
+def fio_table(res: dict[str, Any]) -> str:
+    rows = [("case", "prewarm wall/CPU", "fio wall/CPU", "ratio wall/CPU", "first read", "in flight")]
+    for name in FIO_CASES:
+        if f"ratio_{name}" not in res:
+            continue
+        ours, fio, ratio = res[f"prewarm_{name}"], res[f"fio_{name}"], res[f"ratio_{name}"]
+        link = ours.get("link") or {}
+        rows.append((name, f"{ours['wall_s']:.2f} s / {ours['cpu_s']:.2f} s",
+                     f"{fio['wall_s']:.2f} s / {fio['cpu_s']:.2f} s", f"{ratio['wall']:.2f}x / {ratio['cpu']:.2f}x",
+                     f"{ours.get('first_read_s', 0) * 1e3:.0f} ms", f"{link.get('in_flight', '-')} "
+                     f"(max {link.get('max_in_flight', '-')})"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
 def table(res: dict[str, Any]) -> str:
     rows = [
         ("link", f"{res['rtt_ms']} ms RTT, {res['mbps']} MB/s cap (files: latency only)", ""),
@@ -314,13 +599,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big-mb", type=int, default=320, help="MB of big files for the bytes scenarios")
     p.add_argument("--files", type=int, default=10_000, help="64 KiB files for the files scenarios")
     p.add_argument("--throttle", default="20MB/s")
+    p.add_argument("--plan-files", type=int, default=2000, help="files of the fio plan case (10 reads each)")
+    p.add_argument("--only", choices=("engine", "fio"), help="only the engine scenarios, or only the fio comparison")
+    p.add_argument("--cases", help=f"fio cases to run, comma-separated (default: all of {', '.join(FIO_CASES)})")
     p.add_argument("--quick", action="store_true", help="smaller plans (about a third of the time)")
     p.add_argument("--json", default=str(ROOT / "bench" / "out" / "warm.json"), metavar="FILE")
     args = p.parse_args(argv)
     if args.quick:
-        args.big_mb, args.files = 128, 3000
-    res = run(args)
-    print(table(res))
+        args.big_mb, args.files, args.plan_files = 128, 3000, 600
+    if fio_missing := shutil.which("fio") is None and args.only != "engine":
+        raise SystemExit("fio is missing: run scripts/system-deps.sh (apt-get install fio)")
+    res = run(args) if args.only != "fio" else {}
+    if args.only != "engine" and not fio_missing:
+        res.update(fio_cases(args))
+    if args.only != "fio":
+        print(table(res))
+    if args.only != "engine":
+        print(fio_table(res))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0

@@ -5,6 +5,7 @@
 #   strace:       trace capture (`prewarm record`) and its tests
 #   chromium:     headless check that the HTML warm report renders with its plots, no console errors
 #   gcc, python3-dev: `make setup` compiles the strace parser with mypyc
+#   fio:          bench/warm.py replays each warm's reads with fio, the reference I/O engine
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -12,6 +13,7 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v strace >/dev/null || need+=(strace)
 command -v chromium >/dev/null || need+=(chromium)
 command -v gcc >/dev/null || need+=(gcc)
+command -v fio >/dev/null || need+=(fio)
 python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     || need+=(python3-dev)
 if ((${#need[@]})); then

@@ -188,3 +188,25 @@ def test_redis_restarted_without_persistence_fails_the_waiting_warm_saying_so(
     assert "vanished from Redis: Redis lost its state: it restarted and keeps no append-only file" in err
     assert f"prewarm warm {plan_file}" in err and "Traceback" not in err
     assert out == ""
+
+
+def test_the_gateway_mount_vanishing_mid_warm_is_an_io_error_not_missing_files(
+        studio: Studio, gateway_twin: StartTwin) -> None:
+    """`fusermount3 -u -z` under a running warm: the files after it are not `missing` (the studio would go
+    looking for them) but `io-error: gateway mount gone`, offered to --retry once the mount is back."""
+    paths = files(studio, 12, MiB, "gone")
+    plan = studio.whole(paths)
+    twin = gateway_twin(studio.root, rtt_ms=20, mbps=20)
+    unmounted: list[bool] = []
+
+    def unmount(info: JobInfo) -> None:
+        if not unmounted and info.counters["bytes_done"] > 0:
+            subprocess.run(["fusermount3", "-u", "-z", str(twin.mount)], check=True)
+            unmounted.append(True)
+
+    info = embedded.run_embedded(plan, twin_settings(twin.mount, in_flight=2), progress=unmount)
+    assert unmounted and info.state is JobState.PARTIAL
+    kinds = {(f.kind.value, f.detail) for f in info.findings}
+    assert kinds == {("io-error", "gateway mount gone")}, kinds
+    assert info.counters["bytes_failed"] > 0 and info.failed_ranges > 0
+    assert info.counters["bytes_done"] + info.counters["bytes_failed"] == 12 * MiB

@@ -1,6 +1,6 @@
 """The modules the package's build compiles with mypyc: what runs here, and what a user installs.
 
-The list is setup.py's `COMPILED` (one mypyc compilation of all four), which the Makefile
+The list is setup.py's `COMPILED` (one mypyc compilation of all five), which the Makefile
 and tests/conftest.py read too, so a module added there is checked here as well.
 """
 
@@ -25,9 +25,9 @@ MODULES = [str(p.relative_to(ROOT).with_suffix("")) for p in compiled_sources()]
 PURE = os.environ.get("PREWARM_PURE") == "1"
 
 
-def test_setup_compiles_the_four_hot_modules():
+def test_setup_compiles_the_five_hot_modules():
     assert set(MODULES) == {"prewarm/traces/strace", "prewarm/plan/ranges", "prewarm/plan/predict",
-                            "prewarm/plan/ordering"}
+                            "prewarm/plan/ordering", "prewarm/warm/batches"}
 
 
 @pytest.mark.parametrize("module", MODULES)

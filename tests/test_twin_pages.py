@@ -204,3 +204,28 @@ def test_a_restart_keeps_data_loses_metadata_and_restarts_the_counters(tmp_path:
     assert s["wan_bytes"] == 0, "the data survived the restart"
     assert s["ops"]["LOOKUP"]["requests"] == 1, "the attributes did not"  # type: ignore[index]
     gw.close()
+
+
+@pytest.mark.parametrize("model", ["pages", "chunks"])
+def test_many_distinct_files_are_served_with_a_bounded_number_of_descriptors(tmp_path: Path, model: str) -> None:
+    """A descriptor (or a mapping, which keeps one) per cached file ran the twin out of descriptors past
+    about 20,000 files; now the store's descriptors are bounded whatever the number of files."""
+    from prewarm.twin.cache import DESCRIPTORS, ChunkCache
+
+    n = 3 * DESCRIPTORS
+
+    def fetch(path: str, offset: int, length: int) -> bytes:
+        return (path.encode() * length)[offset % len(path):][:length]
+
+    cache = (PageCache(tmp_path, capacity=1 << 30, fetch=fetch) if model == "pages"
+             else ChunkCache(tmp_path, granule=MiB, capacity=1 << 30, fetch=fetch))
+    before = len(os.listdir("/proc/self/fd"))
+    try:
+        for i in range(n):
+            path = f"f{i:05d}"
+            assert cache.read(path, 1, 3 * KiB, 100, 20) == fetch(path, 100, 20)
+        assert len(os.listdir("/proc/self/fd")) - before <= DESCRIPTORS + 8
+        assert cache.counters().cached_files == n
+        assert cache.read("f00000", 1, 3 * KiB, 0, 8) == fetch("f00000", 0, 8)
+    finally:
+        cache.close()

@@ -64,12 +64,20 @@ def test_many_tiny_ranges_are_bounded_per_batch() -> None:
     assert sum(len(b.reads) for b in batches) == 5000
 
 
-def test_metadata_goes_first_and_batches_round_trip_as_json() -> None:
+def test_metadata_rides_with_the_first_reads_and_batches_round_trip_as_json() -> None:
+    """No batch of metadata alone that every read would wait for: the first batch carries both."""
     plan = plan_of(("/a", 0, 10), meta=(MetaOp(Op.READDIR, "/d"), MetaOp(Op.STAT, "/a")))
     batches = make_batches(plan, MiB, rate_bps=None)
-    assert batches[0].meta == plan.metadata and not batches[0].reads
+    assert len(batches) == 1 and batches[0].meta == plan.metadata and batches[0].reads
     for b in batches:
         assert Batch.from_json(b.to_json()) == b
+
+
+def test_metadata_beyond_the_read_batches_gets_batches_of_its_own() -> None:
+    meta = tuple(MetaOp(Op.STAT, f"/s{i}") for i in range(5))
+    batches = make_batches(plan_of(("/a", 0, 10), meta=meta), MiB, rate_bps=None, max_meta=2)
+    assert [len(b.meta) for b in batches] == [2, 2, 1] and [len(b.reads) for b in batches] == [1, 0, 0]
+    assert [b.index for b in batches] == [0, 1, 2]
 
 
 class FakeClock:

@@ -83,6 +83,9 @@ class RecordingReader(DirectReader):
                     with outer.lock:
                         outer.active -= 1
 
+            def identity(self) -> tuple[int, float]:
+                return real.identity()
+
             def close(self) -> None:
                 real.close()
 
@@ -308,3 +311,81 @@ def test_missing_inputs_make_an_embedded_warm_partial_and_optional_ones_do_not(s
     assert run_embedded(replace(plan, missing=(maybe,)), studio.settings()).state is JobState.DONE
     nothing = run_embedded(replace(plan, ranges=(), metadata=(), missing=(gone,)), studio.settings())
     assert nothing.state is JobState.PARTIAL, "all inputs missing: not done, and nothing planned failed either"
+
+
+def test_an_embedded_warm_of_many_batches_keeps_one_running_byte_count(studio: Studio, monkeypatch: Any) -> None:
+    """The throughput series of a warm longer than one embedded batch: never negative, and it adds up to
+    the bytes read, so the report's first-frame time is read off the right curve (a clock that ticks a
+    second at every progress call makes every call a point, batch boundaries included)."""
+    import prewarm.warm.batches as batches_mod
+    import prewarm.warm.embedded as embedded_mod
+    from prewarm.report.build import build
+    from prewarm.warm.timeline import Sampler
+
+    monkeypatch.setattr(batches_mod, "EMBEDDED_READS", 8)
+    ticks = iter(range(1_000_000, 2_000_000))
+    monkeypatch.setattr(embedded_mod, "Sampler", lambda emit: Sampler(emit, clock=lambda: float(next(ticks))))
+    paths = [studio.file(f"many/f{i}.tx", 64 * 1024) for i in range(5)]
+    info = run_embedded(studio.whole(paths), studio.settings(read_size=4096, in_flight=2))
+    assert info.state is JobState.DONE and info.counters["reads"] == 80
+    assert all(p.bytes >= 0 for p in info.samples)
+    assert sum(p.bytes for p in info.samples) == info.counters["bytes_done"] == 5 * 64 * 1024
+    series = build(info, None, None, points=info.samples)["series"]
+    assert all(s["bytes_per_s"] >= 0 for s in series)
+
+
+def test_a_file_appended_to_while_it_is_warmed_is_changed(studio: Studio) -> None:
+    """Its identity is checked again after its last read: the bytes warmed are not the file the render reads."""
+    p = studio.file("grow.tx", 4 * MiB)
+    q = studio.file("still.tx", MiB)
+    batch = one_batch(studio, [(p, 0, 4 * MiB), (q, 0, MiB)])
+    grown = threading.Event()
+
+    def progress(_: Snapshot) -> None:
+        if not grown.is_set():
+            grown.set()
+            with open(studio.local(p), "ab") as f:
+                f.write(b"appended")
+
+    result = warm_batch(batch, ctx_for(studio, RecordingReader(studio), in_flight=1, progress=progress))
+    assert grown.is_set()
+    assert set(result.findings) == {p} and result.findings[p].kind is FindingKind.CHANGED
+    assert "modified while warmed" in result.findings[p].detail
+    assert result.files_failed == 1 and result.files_done == 1
+
+
+def test_an_embedded_warm_opens_each_file_once_and_reports_its_window(studio: Studio, monkeypatch: Any) -> None:
+    """A file whose reads fall in many embedded batches is opened once for the warm, not once a batch."""
+    import prewarm.warm.batches as batches_mod
+
+    monkeypatch.setattr(batches_mod, "EMBEDDED_READS", 4)
+    paths = [studio.file(f"once/f{i}.tx", 64 * 1024) for i in range(3)]
+    # each file's ranges interleaved with the others', so each file has reads in several batches
+    ranges = [(p, off, 4096) for off in range(0, 64 * 1024, 8192) for p in paths]
+    reader = RecordingReader(studio)
+    info = run_embedded(studio.plan(ranges), studio.settings(read_size=4096, in_flight=2), reader=reader)
+    assert info.state is JobState.DONE and info.batches > 3
+    assert info.counters["reads"] == len(ranges) and info.counters["files_done"] == 3
+    assert reader.opens == Counter(paths)
+    assert info.link is not None and info.link["in_flight"] >= 2 and info.link["rtt_s"] > 0
+
+
+def test_a_gateway_that_answers_nothing_is_reported_stalled_then_resumed(studio: Studio,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A stopped gateway leaves reads hanging in the kernel: the warm says so instead of going silent."""
+    paths = [studio.file(f"st{i}.tx", 4096) for i in range(3)]
+    gate = threading.Event()
+
+    class Hanging(RecordingReader):
+        def open(self, path: str) -> OpenFile:
+            gate.wait(10)
+            return super().open(path)
+
+    threading.Timer(0.8, gate.set).start()
+    with caplog.at_level("WARNING", logger="prewarm.warm.loop"):
+        result = warm_batch(one_batch(studio, [(p, 0, 4096) for p in paths]),
+                            ctx_for(studio, Hanging(studio), in_flight=2, stall_s=0.3))
+    assert result.files_done == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("warm stalled: nothing has completed for") for m in messages), messages
+    assert "warm resumed: the gateway answers again" in messages

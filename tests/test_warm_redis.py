@@ -261,6 +261,26 @@ def test_cancel_stops_dispatch_and_running_batches(r: redis.Redis, studio: Studi
     assert not runner.cancel(r, job.id, s, revoked.extend, sent), "cancelling twice changes nothing"
 
 
+def test_a_job_cancelled_mid_batch_reports_the_bytes_its_running_batches_read(r: redis.Redis,
+                                                                             studio: Studio) -> None:
+    """Cancel ends the job before its running batches record their counters: the report takes the
+    bytes they reported while running, not the recorded counters alone ("0.0 MB read" after 90 MB)."""
+    from prewarm.warm.job import summary_lines
+    from prewarm.warm.timeline import Point
+
+    paths = [studio.file(f"c{i}.tx", MiB) for i in range(4)]
+    s = studio.settings()
+    sent = Sent()
+    job = runner.submit(r, studio.whole(paths), s, sent, "gw1")
+    job.mark_running()
+    job.record_point(Point(int(time.time()), 3 * MiB, 4))  # what a running batch's sampler sends
+    assert runner.cancel(r, job.id, s, [].extend, sent)
+    info = job.info()
+    assert info is not None and info.state is JobState.CANCELLED
+    assert info.counters["bytes_done"] == 0
+    assert f"{3 * MiB / 1e6:.1f} MB read" in summary_lines(info)[0]
+
+
 def test_claims_of_a_file_that_changed_are_released(r: redis.Redis, studio: Studio) -> None:
     p = studio.file("ch.tx", 2 * MiB)
     plan = studio.whole([p])

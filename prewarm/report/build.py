@@ -131,7 +131,8 @@ def _timing(info: JobInfo, throttle_bps: int | None, now: float | None) -> dict[
     return {"elapsed_s": elapsed, "ideal_s": ideal, "throttle_bps": throttle_bps,
             "rate_bps": read / elapsed if elapsed else None,
             "files_per_s": info.counters["files_done"] / elapsed if elapsed else None,
-            "efficiency": ideal / elapsed if ideal and elapsed else None}
+            "efficiency": ideal / elapsed if ideal and elapsed else None,
+            "link": info.link}
 
 
 def _series(points: list[Point], started: float | None) -> list[dict[str, float]]:

@@ -23,6 +23,11 @@ from prewarm.warm.loop import WarmContext, warm_batch
 from prewarm.warm.reader import Reader, site_reader
 from prewarm.warm.results import WarmResult
 from prewarm.warm.timeline import Sampler
+from prewarm.warm.window import Window
+
+_windows: dict[tuple[str, int], Window] = {}
+"""One in-flight window per gateway (and floor) in this worker process: what one batch measured of
+the link sizes the next, as in the embedded mode's one window per warm."""
 
 
 def submit(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: dispatch.Send, gw: str,
@@ -67,11 +72,12 @@ def run_batch(r: redis.Redis[bytes], settings: Settings, job_id: str, index: int
     if not job.cancelled() and not job.batch_done(index):
         job.mark_running()
         sampler = Sampler(job.record_point)
+        window = _windows.setdefault((gw, settings.in_flight), Window(settings.in_flight))
         ctx = WarmContext(
             reader=reader or site_reader(settings), in_flight=settings.in_flight,
             throttle=RedisThrottle(r, gw, settings.throttle_bps),
             dedupe=RedisDedupe(r, gw, job_id, settings.read_size, settings.dedupe_ttl_s),
-            should_stop=job.cancelled, progress=sampler)
+            should_stop=job.cancelled, progress=sampler, window=window)
         result = warm_batch(job.batch(index), ctx)
         sampler.flush()
         job.complete_batch(index, result)

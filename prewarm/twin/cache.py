@@ -11,13 +11,14 @@ Concurrent misses on one granule share one fetch: a hundred render nodes opening
 same texture must cost one WAN transfer, and the warmer's tests count on it.
 
 A hit must cost what a real gateway's does (the kernel page cache: microseconds),
-or the twin's own overhead drowns what warming saves. So each chunk file is mapped
-once when stored and a hit is a lookup under the lock plus a copy out of the mapping
-outside it: no open, read or close per hit, and no system call under the lock, which
-is what serialised every hit when chunk files were opened per read. An evicted
-chunk's file is unlinked at once; its mapping lives until the last reader drops it.
-One mapping per cached chunk: capacity / granule must stay under the kernel's
-`vm.max_map_count` (65,530 by default; 10 GiB of 1 MiB granules is 10,240).
+or the twin's own overhead drowns what warming saves. So a hit is a lookup under the
+lock plus one `pread` outside it, on a descriptor kept open by `Descriptors`: no open
+or close per hit, and no system call under the lock, which is what serialised every
+hit when chunk files were opened per read. Descriptors are bounded (least recently
+used closed first), never one per cached chunk: a mapping or descriptor per chunk ran
+the twin out of descriptors past about 20,000 small files (CPython's `mmap` keeps a
+duplicate of the descriptor it maps). An evicted chunk's file is unlinked once the
+last reader holding it is done.
 
 The fetch is a plain function `(path, offset, length) -> bytes`, so the cache is
 tested with an in-process fetch and no FUSE.
@@ -25,7 +26,6 @@ tested with an in-process fetch and no FUSE.
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import threading
@@ -80,21 +80,125 @@ class Cache(Protocol):
     def close(self) -> None: ...
 
 
+DESCRIPTORS = 512
+"""Store files open at once at most, per cache: far below any descriptor limit, and enough
+that a hit almost never opens (the hot files of a warm or a frame are a few hundred)."""
+
+
+class _Slot:
+    __slots__ = ("fd", "users", "doomed")
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.users = 0
+        self.doomed = False
+
+
+class Descriptors:
+    """Descriptors of a cache's store files, at most `limit` open, least recently used closed first.
+
+    A reader `hold`s a store file under the cache's lock (no system call: a count), gets its
+    descriptor outside it (`fd`, which opens it only if it was closed) and `release`s it. A
+    file the cache drops (`forget`) is closed and unlinked once nobody holds it, so a read
+    that found it before it was culled still reads the bytes it found.
+    """
+
+    def __init__(self, limit: int = DESCRIPTORS) -> None:
+        self.limit = max(1, limit)
+        self._lock = threading.Lock()
+        self._slots: OrderedDict[Path, _Slot] = OrderedDict()
+        self._open = 0
+
+    def create(self, path: Path, size: int) -> None:
+        """A new sparse store file of `size` bytes, held open (it is about to be written)."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            raise
+        with self._lock:
+            slot = self._slots.setdefault(path, _Slot())
+            slot.fd = fd
+            self._open += 1
+            self._trim()
+
+    def hold(self, path: Path) -> None:
+        with self._lock:
+            slot = self._slots.get(path)
+            if slot is None:
+                slot = self._slots[path] = _Slot()
+            else:
+                self._slots.move_to_end(path)
+            slot.users += 1
+
+    def fd(self, path: Path) -> int:
+        """The open descriptor of a held file (opened now if the bound closed it)."""
+        with self._lock:
+            slot = self._slots[path]
+            if slot.fd < 0:
+                slot.fd = os.open(path, os.O_RDWR)
+                self._open += 1
+                self._trim()
+            return slot.fd
+
+    def release(self, path: Path) -> None:
+        with self._lock:
+            slot = self._slots[path]
+            slot.users -= 1
+            if slot.users == 0 and slot.doomed:
+                self._drop(path, slot)
+            else:
+                self._trim()
+
+    def forget(self, path: Path) -> None:
+        """The cache no longer holds `path`: close and unlink it now, or when its last reader is done."""
+        with self._lock:
+            slot = self._slots.get(path)
+            if slot is None:
+                path.unlink(missing_ok=True)
+            elif slot.users == 0:
+                self._drop(path, slot)
+            else:
+                slot.doomed = True
+
+    def open_count(self) -> int:
+        with self._lock:
+            return self._open
+
+    def close(self) -> None:
+        with self._lock:
+            for slot in self._slots.values():
+                self._close(slot)
+
+    def _close(self, slot: _Slot) -> None:
+        if slot.fd >= 0:
+            os.close(slot.fd)
+            slot.fd = -1
+            self._open -= 1
+
+    def _drop(self, path: Path, slot: _Slot) -> None:
+        del self._slots[path]
+        self._close(slot)
+        path.unlink(missing_ok=True)
+
+    def _trim(self) -> None:
+        """Close the least recently used descriptors nobody holds until at most `limit` are open."""
+        if self._open <= self.limit:
+            return
+        for path, slot in list(self._slots.items()):
+            if self._open <= self.limit:
+                break
+            if slot.users == 0:
+                self._close(slot)
+                del self._slots[path]
+
+
 @dataclass(slots=True)
 class _Entry:
     file: Path
     size: int
     version: Hashable
-    data: mmap.mmap
-    """The chunk file mapped read-only: slicing it copies from the page cache without a system call."""
-
-
-def _map(file: Path) -> mmap.mmap:
-    fd = os.open(file, os.O_RDONLY)
-    try:
-        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    finally:
-        os.close(fd)
 
 
 class _Flight:
@@ -129,6 +233,7 @@ class ChunkCache:
         shutil.rmtree(self._dir, ignore_errors=True)
         self._dir.mkdir(parents=True)
         self._lock = threading.Lock()
+        self._fds = Descriptors()
         self._index: OrderedDict[ChunkKey, _Entry] = OrderedDict()
         self._by_path: dict[str, set[int]] = {}
         self._flights: dict[ChunkKey, _Flight] = {}
@@ -153,14 +258,15 @@ class ChunkCache:
 
     def _read_chunk(self, path: str, version: Hashable, idx: int, chunk_len: int, lo: int, hi: int) -> bytes:
         key = (path, idx)
-        mapped: mmap.mmap | None = None
+        held: Path | None = None
         leader = False
         with self._lock:
             entry = self._index.get(key)
             if entry is not None and entry.version == version:
                 self._index.move_to_end(key)
                 self._hits += 1
-                mapped = entry.data  # stays readable if evicted before the copy below
+                held = entry.file  # stays readable if evicted before the read below
+                self._fds.hold(held)
             else:
                 if entry is not None:
                     self._remove(key)
@@ -173,8 +279,11 @@ class ChunkCache:
                     self._flights[key] = flight
                     self._misses += 1
                     leader = True
-        if mapped is not None:
-            return mapped[lo:hi]
+        if held is not None:
+            try:
+                return os.pread(self._fds.fd(held), hi - lo, lo)
+            finally:
+                self._fds.release(held)
         if leader:
             self._lead(key, flight, chunk_len)
         else:
@@ -200,20 +309,19 @@ class ChunkCache:
 
     def _store(self, key: ChunkKey, version: Hashable, data: bytes) -> None:
         if not data or len(data) > self.capacity:
-            return  # an empty file cannot be mapped; an origin that shrank is refetched
+            return  # nothing to keep; an origin that shrank is refetched
         with self._lock:
             self._seq += 1
             file = self._dir / f"{self._seq:x}"
         # Written before it is indexed: no reader can find a half-written chunk.
         file.write_bytes(data)
-        mapped = _map(file)
         with self._lock:
             if key in self._index:
                 self._remove(key)
             while self._index and self._used + len(data) > self.capacity:
                 self._remove(next(iter(self._index)))
                 self._evictions += 1
-            self._index[key] = _Entry(file, len(data), version, mapped)
+            self._index[key] = _Entry(file, len(data), version)
             self._by_path.setdefault(key[0], set()).add(key[1])
             self._used += len(data)
 
@@ -225,7 +333,7 @@ class ChunkCache:
         idxs.discard(key[1])
         if not idxs:
             del self._by_path[key[0]]
-        entry.file.unlink(missing_ok=True)
+        self._fds.forget(entry.file)
 
     def invalidate(self, path: str) -> int:
         """Drop every granule of `path` (its content changed at the origin); return how many."""
@@ -263,4 +371,5 @@ class ChunkCache:
             self._hits = self._misses = self._joined = self._evictions = self._wan = 0
 
     def close(self) -> None:
-        """Nothing runs in the background."""
+        """Nothing runs in the background; the store's descriptors are closed."""
+        self._fds.close()

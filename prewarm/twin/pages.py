@@ -5,8 +5,10 @@ the origin for missing pages only, as Linux readahead decides (`readahead.py`): 
 standalone random 37 KB tile read costs 10 pages, a sequential run is fetched up to
 `read_ahead_kb` ahead. Contiguous missing pages go out as READs of at most `rsize`.
 cachefiles keeps exactly the pages fetched (sparse files, 4 KiB blocks), so each
-cached file is one sparse file here, mapped once; a hit is a copy out of the mapping
-with no system call, as in the chunk model (`cache.py`, kept for comparison).
+cached file is one sparse file here; a hit is one `pread` outside the lock on a
+descriptor from a bounded set (`cache.Descriptors`, as in the chunk model), never a
+descriptor or a mapping per cached file: 200,000 distinct files stay within any
+descriptor limit and `vm.max_map_count`.
 
 What is simplified, and why it does not change what crosses the WAN:
 - one tier: a page fetched stays until its file is culled (the kernel's page cache in
@@ -25,7 +27,6 @@ The fetch is `(path, offset, length) -> bytes`, so the cache is tested without F
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import shutil
 import threading
@@ -35,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from prewarm.twin.cache import CacheCounters, Fetch
+from prewarm.twin.cache import CacheCounters, Descriptors, Fetch
 from prewarm.twin.readahead import (
     MISSING,
     PAGE,
@@ -50,8 +51,8 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 
-MAX_FILES = 60_000
-"""Cached files at most, one mapping each: below the kernel's `vm.max_map_count` (65,530)."""
+MAX_FILES = 1_000_000
+"""Cached files at most: an index entry and a sparse store file each (no descriptor kept)."""
 
 READ_ATTEMPTS = 3
 """A read whose pages another READ failed to bring fetches them itself, this many times at most."""
@@ -67,22 +68,10 @@ class _File:
     """The sparse file holding its pages."""
     pages: FilePages
     cond: threading.Condition
-    data: mmap.mmap | None
     held: int = 0
     """Pages READY in this file (what it costs the cache)."""
     live: bool = True
     """False once culled or replaced: fetches still on their way land here for their waiters only."""
-
-
-def _sparse(path: Path, size: int) -> mmap.mmap | None:
-    if size == 0:
-        return None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.ftruncate(fd, size)
-        return mmap.mmap(fd, size)
-    finally:
-        os.close(fd)
 
 
 class PageCache:
@@ -103,6 +92,7 @@ class PageCache:
         self._dir.mkdir(parents=True)
         self._lock = threading.Lock()
         self._files: OrderedDict[str, _File] = OrderedDict()
+        self._fds = Descriptors()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="twin-readahead")
         self._seq = 0
         self._used = 0
@@ -121,23 +111,24 @@ class PageCache:
         first, last = offset // PAGE, -(-end // PAGE)
         for attempt in range(READ_ATTEMPTS):
             f, own = self._start(path, version, size, offset, length, first, last, attempt)
-            self._run_own(f, own)
-            with self._lock:
-                while f.pages.state.find(PENDING, first, last) >= 0:
-                    f.cond.wait()
-                if f.pages.state.find(MISSING, first, last) < 0:
-                    data = f.data
-                    break
-        else:
-            raise OSError(5, "pages could not be fetched from the origin", path)
-        assert data is not None
-        return data[offset:end]
+            try:
+                self._run_own(f, own)
+                with self._lock:
+                    while f.pages.state.find(PENDING, first, last) >= 0:
+                        f.cond.wait()
+                    ready = f.pages.state.find(MISSING, first, last) < 0
+                if ready:
+                    return os.pread(self._fds.fd(f.store), end - offset, offset)
+            finally:
+                self._fds.release(f.store)
+        raise OSError(5, "pages could not be fetched from the origin", path)
 
     def _start(self, path: str, version: Hashable, size: int, offset: int, length: int,
                first: int, last: int, attempt: int) -> tuple[_File, list[Run]]:
         """Run readahead for one read; send the READs beyond it in the background, return its own."""
         with self._lock:
             f = self._file(path, version, size)
+            self._fds.hold(f.store)  # the caller's, until its read is done
             waiting = f.pages.state.find(PENDING, first, last) >= 0
             pieces = [p for a, b in read_pages(f.pages, offset, length, size, self.ra_pages)
                       for p in self._split(a, b)]
@@ -155,6 +146,7 @@ class PageCache:
                 else:
                     self._hits += 1
         for a, b in ahead:
+            self._fds.hold(f.store)  # released by the background READ
             self._pool.submit(self._run_quietly, f, a, b)
         return f, own
 
@@ -187,8 +179,8 @@ class PageCache:
             self._remove(path)
         self._seq += 1
         file = self._dir / f"{self._seq:x}"
-        f = _File(path, version, size, file, FilePages.of_size(size), threading.Condition(self._lock),
-                  _sparse(file, size))
+        self._fds.create(file, size)
+        f = _File(path, version, size, file, FilePages.of_size(size), threading.Condition(self._lock))
         self._files[path] = f
         while len(self._files) > MAX_FILES:
             self._cull()
@@ -204,8 +196,8 @@ class PageCache:
                 self._settle(f, a, b, stop - start, 0)
             raise
         got = min(len(data), stop - start)
-        if f.data is not None and got:
-            f.data[start:start + got] = data[:got]
+        if got:
+            os.pwrite(self._fds.fd(f.store), data[:got], start)
         with self._lock:
             self._settle(f, a, b, stop - start, got)
 
@@ -215,6 +207,8 @@ class PageCache:
             self._run(f, a, b)
         except OSError as exc:
             log.debug("readahead of %s pages %d-%d failed: %s", f.name, a, b, exc)
+        finally:
+            self._fds.release(f.store)
 
     def _settle(self, f: _File, a: int, b: int, asked: int, got: int) -> None:
         """Pages the READ brought are READY, those it did not (an error, the origin shrank) MISSING.
@@ -244,7 +238,7 @@ class PageCache:
         f = self._files.pop(path)
         f.live = False
         self._used -= f.held * PAGE
-        f.store.unlink(missing_ok=True)  # the mapping stays readable for reads already holding it
+        self._fds.forget(f.store)  # unlinked once the reads holding it are done
 
     def invalidate(self, path: str) -> int:
         """Forget `path` (its content changed at the origin); return the pages dropped."""
@@ -291,3 +285,4 @@ class PageCache:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fds.close()

@@ -5,7 +5,10 @@ try on one machine shows exactly what a farm will see.
 
 The plan is warmed as a sequence of large batches made as they are taken
 (`batches.embedded_batches`): memory stays flat however many reads the plan asks
-for, and the reader pool drains only once per `EMBEDDED_READS` reads.
+for, and the reader threads drain only once per `EMBEDDED_READS` reads. What spans
+batches is kept for the whole warm: the files opened (`reader.OpenOnce`: each file
+opened once, descriptors bounded) and the in-flight window with what it measured
+(`window.Window`), which the report shows.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from dataclasses import dataclass
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
-from prewarm.warm.batches import embedded_batches, merged_size
+from prewarm.warm.batches import embedded_batches, merge, merged_size
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, warm_batch
-from prewarm.warm.reader import Reader, site_reader
+from prewarm.warm.reader import OpenOnce, Reader, site_reader
 from prewarm.warm.results import FileFinding, Snapshot, WarmResult
 from prewarm.warm.throttle import TokenBucket, Unthrottled
 from prewarm.warm.timeline import Sampler
+from prewarm.warm.window import Window
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                   progress: Callable[[JobInfo], None] | None = None) -> EmbeddedWarm:
     """`run_embedded`, keeping what `prewarm warm --report` needs."""
-    planned, files = merged_size(plan.table.spans())
+    merged = merge(plan.table.spans())
+    planned, files = merged_size(merged)
     gateway = ",".join(settings.gateways(plan.gateways))
     info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=gateway,
                    state=JobState.RUNNING, created=time.time(), started=time.time(), priority=plan.priority,
@@ -56,31 +61,40 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     totals = WarmResult()
 
     def report(snapshot: Snapshot) -> None:
-        sampler(snapshot)
+        # Each batch counts from zero; the one sampler of the whole warm must see the warm's
+        # running total, or every batch boundary would emit a negative second.
+        counters = {k: v + getattr(totals, k) for k, v in snapshot.counters.items()}
+        sampler(Snapshot(snapshot.bytes_done + totals.bytes_done, counters, snapshot.in_flight))
         if progress is not None:
-            info.counters = {**{k: v + getattr(totals, k) for k, v in snapshot.counters.items()},
-                             "inputs_missing": plan.missing_inputs}
+            info.counters = {**counters, "inputs_missing": plan.missing_inputs}
             progress(info)
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
                 if settings.throttle_bps else Unthrottled())
-    ctx = WarmContext(reader=reader or site_reader(settings), in_flight=settings.in_flight, throttle=throttle,
-                      progress=report)
+    opens = OpenOnce(reader or site_reader(settings))
+    window = Window(settings.in_flight)
+    ctx = WarmContext(reader=opens, in_flight=settings.in_flight, throttle=throttle, progress=report, window=window)
     findings: dict[str, FileFinding] = {}
     failed: list[ByteRange] = []
     per_file: dict[str, int] = {}
-    for batch in embedded_batches(plan, settings.read_size):
-        for r in batch.reads:
-            per_file[r.path] = per_file.get(r.path, 0) + r.length
-        result = warm_batch(batch, ctx)
-        for k in WarmResult.COUNTERS:
-            setattr(totals, k, getattr(totals, k) + getattr(result, k))
-        for path, finding in result.findings.items():
-            findings.setdefault(path, finding)
-        failed.extend(result.failed)
-        info.batches += 1
-        info.meta_planned += len(batch.meta)
+    try:
+        for batch in embedded_batches(plan, settings.read_size, merged):
+            for r in batch.reads:
+                per_file[r.path] = per_file.get(r.path, 0) + r.length
+            opens.last_reads(batch.closes)
+            result = warm_batch(batch, ctx)
+            for k in WarmResult.COUNTERS:
+                setattr(totals, k, getattr(totals, k) + getattr(result, k))
+            for path, finding in result.findings.items():
+                findings.setdefault(path, finding)
+            failed.extend(result.failed)
+            info.batches += 1
+            info.meta_planned += len(batch.meta)
+    finally:
+        opens.close()
     sampler.flush()
+    estimate = window.estimate()
+    info.link = None if estimate is None else estimate.to_json()
     info.counters = {**totals.counters(), "inputs_missing": plan.missing_inputs}
     info.findings = sorted(findings.values(), key=lambda f: f.path)
     info.failed_ranges = len(failed)

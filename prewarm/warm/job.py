@@ -84,6 +84,8 @@ class JobInfo:
     during a batch, not only when one ends (the counters are recorded when it ends)."""
     samples: list[Point] = field(default_factory=list)
     """Bytes and reads in flight per second (warm/timeline.py): filled by the embedded mode; from Redis on request."""
+    link: dict[str, float] | None = None
+    """What the in-flight window measured (`window.LinkEstimate.to_json`): filled by the embedded mode."""
     overdue: list[int] = field(default_factory=list)
     """Batches sent longer ago than the broker's visibility timeout and not finished (filled by `prewarm status`)."""
 
@@ -121,9 +123,14 @@ def summary_lines(info: JobInfo, limit: int = 20) -> list[str]:
     took = f" in {info.elapsed:.2f}s" if info.elapsed is not None else ""
     lines = [
         f"warm {info.id} ({info.name}) {info.state.value}{took}: "
-        f"{_mb(c['bytes_done'])} read, {_mb(c['bytes_skipped'])} already warm, {_mb(c['bytes_failed'])} failed "
+        f"{_mb(info.progress()[0])} read, {_mb(c['bytes_skipped'])} already warm, {_mb(c['bytes_failed'])} failed "
         f"of {_mb(info.bytes_planned)}; files {c['files_done']} warmed, {c['files_skipped']} already warm, "
         f"{c['files_failed']} failed of {info.files_planned}; metadata {c['meta_done']} ok, {c['meta_failed']} failed"]
+    if info.link:
+        k = info.link
+        lines.append(f"  in flight: {k['in_flight']:.0f} (at most {k['max_in_flight']:.0f}), sized to the link: "
+                     f"RTT {k['rtt_s'] * 1e3:.2f} ms x {k['rate_bps'] / 1e6:.1f} MB/s / "
+                     f"{k['read_bytes'] / 1024:.0f} KiB a read = {k['bdp_reads']:.1f} reads")
     if c.get("inputs_missing"):
         lines.append(f"  missing inputs: {c['inputs_missing']} (listed in the plan's `missing`): "
                      "the render will miss them")

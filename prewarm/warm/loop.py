@@ -9,10 +9,13 @@ would be opened (`Refused`). Either is an `outside-roots` finding, and the rest 
 the batch is warmed.
 
 Latency, not bandwidth, limits a naive warmer: one reader moves one request per
-round trip. So opens, reads and metadata operations are scheduled on a pool of
-`in_flight` threads by a small event loop in the calling thread, which always
-prefers reads of files already open (plan order) over opening the next file, and
-opens each file once per batch. Directory listings go first (opens wait for them),
+round trip. So opens, reads and metadata operations run on as many threads as the
+in-flight window says (`window.Window`: sized to bandwidth x RTT from the reads'
+own latencies and throughput). Each thread takes its next work itself, under one
+lock, and settles it there: no future per read and no central loop to wake. The
+system call runs with the lock and the GIL released. Work is taken preferring
+reads of files already open (plan order) over opening the next file, and each file
+is opened once per batch (once per warm through `reader.OpenOnce`). Directory listings go first (opens wait for them),
 then opens, and the plan's other metadata operations (stats of files the render
 looks at) only fill slots no open needs: on a cold gateway every one of them costs
 round trips, and before any data moves they only delay the first byte (shot100 at
@@ -32,12 +35,14 @@ from __future__ import annotations
 
 import errno
 import heapq
+import logging
 import posixpath
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from prewarm.plan.access import Op
@@ -55,8 +60,11 @@ from prewarm.warm.results import (
     WarmResult,
 )
 from prewarm.warm.throttle import Throttle, Unthrottled
+from prewarm.warm.window import Window
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 TRANSIENT = frozenset({errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN})
 """Errors a gateway under load or failing over returns for a moment: worth another try."""
@@ -66,6 +74,15 @@ MTIME_SLACK = 1e-6
 
 STOP_POLL_S = 0.5
 """How often a running batch asks whether its job was cancelled."""
+
+STALL_S = 30.0
+"""A gateway that answers nothing for this long is down or cut off, not slow: even a cold 1 MiB READ
+over a 300 ms link takes a few seconds."""
+
+PROGRESS_S = 0.02
+"""Progress is reported after a read at most this often (and after every open, listing or stat, and
+at the end): a snapshot per read cost more than the read on page-cached files. Samplers keep one
+point a second, a progress line updates a few times a second."""
 
 RETRYABLE = frozenset({FindingKind.IO_ERROR})
 """Findings whose ranges `prewarm warm --retry` reads again; the others would only fail again."""
@@ -109,6 +126,11 @@ class WarmContext:
     should_stop: Callable[[], bool] | None = None
     progress: Callable[[Snapshot], None] | None = None
     """Called after each completion with a frozen snapshot (never the live result)."""
+    stall_s: float = STALL_S
+    """Nothing completed for this long while operations wait: the warm says it is stalled (a log warning)."""
+    window: Window | None = None
+    """The in-flight window, kept across the batches of one warm so what it measured carries over;
+    None: a window of this batch alone, starting at `in_flight`."""
 
 
 @dataclass
@@ -137,7 +159,15 @@ class _Meta:
     op: MetaOp
 
 
-_Work = _Read | _Open | _Meta
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """A file's reads are over: its identity looked at again, then closed, outside the lock (on NFS
+    either can be a round trip, which under the lock would hold up every reader thread)."""
+
+    file: _File
+
+
+_Work = _Read | _Open | _Meta | _Close
 
 
 class _Run:
@@ -150,6 +180,7 @@ class _Run:
         self.listings: deque[MetaOp] = deque()
         self.meta: deque[MetaOp] = deque()
         self.ready: list[tuple[int, str, ByteRange]] = []
+        self.closing: deque[_File] = deque()
         self.failed_here: set[str] = set()
         self.listing: dict[str, list[str]] = {}
         """Directories listed in this batch -> files whose open waits for the listing (see batches.LIST_DIR_MIN)."""
@@ -157,6 +188,15 @@ class _Run:
         self._next_poll = 0.0
         self.claimed: dict[tuple[str, int], Claim] = {}
         self.attempted: set[tuple[str, int]] = set()
+        self.window = ctx.window or Window(ctx.in_flight)
+        self.cond = threading.Condition()
+        self.active = 0
+        self.threads = 0
+        self.extra: list[threading.Thread] = []
+        """Threads started by other threads as the window grew: joined before the batch ends."""
+        self.error: BaseException | None = None
+        self.next_progress = 0.0
+        self.last_done = time.monotonic()
         for op in batch.meta:
             if why := ctx.reader.refusal(op.path):
                 self._finding(op.path, FindingKind.OUTSIDE, f"{why}: not read")
@@ -166,13 +206,15 @@ class _Run:
                 self.listing[op.path.rstrip("/") or "/"] = []
             else:
                 self.meta.append(op)
+        refused: dict[str, str | None] = {}
         for pos, r in enumerate(batch.reads):
-            if why := ctx.reader.refusal(r.path):
-                self._finding(r.path, FindingKind.OUTSIDE, f"{why}: not read")
-                self.result.bytes_failed += r.length
-                continue
             f = self.files.get(r.path)
             if f is None:
+                why = refused[r.path] if r.path in refused else refused.setdefault(r.path, ctx.reader.refusal(r.path))
+                if why:
+                    self._finding(r.path, FindingKind.OUTSIDE, f"{why}: not read")
+                    self.result.bytes_failed += r.length
+                    continue
                 f = self.files[r.path] = _File(r.path, [])
                 parked = self.listing.get(posixpath.dirname(r.path))
                 (self.to_open if parked is None else parked).append(r.path)
@@ -214,7 +256,7 @@ class _Run:
                 self.ctx.sleep(self.ctx.backoff_s * 2 ** attempt)
                 attempt += 1
 
-    # work done in pool threads
+    # work done in reader threads, outside the lock
 
     def _open(self, f: _File) -> OpenFile:
         return self._retrying(lambda: self.ctx.reader.open(f.path))
@@ -246,43 +288,148 @@ class _Run:
         else:
             self._retrying(lambda: reader.stat(op.path))
 
-    # the event loop, in the calling thread
+    # the engine: worker threads that take their own work
 
     def run(self) -> WarmResult:
-        pending: dict[Future[Any], _Work] = {}
-        with ThreadPoolExecutor(max(1, self.ctx.in_flight), thread_name_prefix="prewarm-read") as pool:
-            while True:
-                while len(pending) < self.ctx.in_flight and not self._stop_requested():
-                    work = self._next()
-                    if work is None:
-                        break
-                    pending[self._start(pool, work)] = work
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    self._settle(pending.pop(fut), fut)
-                if self.ctx.progress is not None:
-                    self.ctx.progress(self.result.snapshot(len(pending)))
-        for f in self.files.values():
-            if f.handle is not None:
-                f.handle.close()
+        """Warm the batch on `window.size` threads, each taking the next work itself under one lock.
+
+        No future per read and no central loop waking for each completion: a thread that
+        finishes a read settles it and takes the next in the same critical section, and
+        the system call itself (`preadv`) runs with the lock and the GIL released.
+        """
+        threads: list[threading.Thread] = []
+        try:
+            with self.cond:
+                self._spawn(threads)
+            self._watch(threads)
+        finally:
+            self._close_all()
+        if self.error is not None:
+            raise self.error
+        if self.ctx.progress is not None:
+            self.ctx.progress(self.result.snapshot(0))
         if self.ctx.dedupe is not None:
             self.ctx.dedupe.flush()
             self._release_unread(self.ctx.dedupe)
         self._count_files()
         return self.result
 
-    def _start(self, pool: ThreadPoolExecutor, work: _Work) -> Future[Any]:
+    def _watch(self, threads: list[threading.Thread]) -> None:
+        """Wait for the reader threads, saying so when nothing has completed for `stall_s` while
+        operations wait on the gateway (a gateway stopped or a link down leaves a warm silent otherwise)."""
+        stalled = False
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=min(1.0, self.ctx.stall_s / 4))
+                idle = time.monotonic() - self.last_done
+                if not stalled and idle >= self.ctx.stall_s and self.active:
+                    stalled = True
+                    log.warning("warm stalled: nothing has completed for %.0f s, %d operation(s) waiting on the "
+                                "gateway (is it up and its link? `prewarm doctor` checks)", idle, self.active)
+                elif stalled and idle < self.ctx.stall_s:
+                    stalled = False
+                    log.warning("warm resumed: the gateway answers again")
+
+    def _spawn(self, threads: list[threading.Thread]) -> None:
+        """Start threads up to the window (lock held): more as the window grows, never more than the work."""
+        want = min(self.window.size, self.pending_work())
+        while self.threads < want:
+            t = threading.Thread(target=self._worker, name="prewarm-read", daemon=True)
+            self.threads += 1
+            threads.append(t)
+            t.start()
+
+    def pending_work(self) -> int:
+        return len(self.closing) + len(self.ready) + len(self.listings) + len(self.to_open) + len(self.meta)
+
+    def _worker(self) -> None:
+        cond = self.cond
+        with cond:
+            while True:
+                work = self._take()
+                if work is None:
+                    cond.notify_all()
+                    return
+                self.active += 1
+                cond.release()
+                try:
+                    t0 = time.monotonic()
+                    outcome, exc = self._do(work), None
+                except BaseException as e:  # settled below, in the lock: the file's finding or a broken environment
+                    outcome, exc = None, e
+                finally:
+                    cond.acquire()
+                self.active -= 1
+                self.last_done = time.monotonic()
+                if exc is None and not (isinstance(work, _Read) and not outcome[0]):
+                    # opens and metadata are round trips too: counted with no bytes, so a warm of many
+                    # small files sizes its window for open + read, not for the read alone
+                    self.window.observe(self.last_done - t0, outcome[1] if isinstance(work, _Read) else 0,
+                                        self.last_done)
+                try:
+                    self._settle(work, outcome, exc)
+                except BaseException as e:
+                    self.error = self.error or e
+                if self.ctx.progress is not None and (not isinstance(work, _Read)
+                                                      or self.last_done >= self.next_progress):
+                    self.next_progress = self.last_done + PROGRESS_S
+                    self.ctx.progress(self.result.snapshot(self.active))
+                room = self.window.size - self.active - 1
+                if room > 0:
+                    if self.window.size > self.threads:
+                        self._spawn(self.extra)
+                    # Wake as many idle threads as there is work and room for, besides this one (it takes
+                    # its next work itself): waking all of them after each open (hundreds of threads,
+                    # thousands of opens) cost more than the reads.
+                    wake = min(self.pending_work() - 1, room)
+                    if wake > 0:
+                        cond.notify(wake)
+
+    def _take(self) -> _Work | None:
+        """The next work for this thread (lock held), waiting while other threads' work may make more;
+        None once everything is done, stopped or broken."""
+        while True:
+            if self.error is None and self.active < self.window.size and not self._stop_requested():
+                work = self._next()
+                if work is not None:
+                    return work
+            if self.active == 0 or self.error is not None:
+                return None
+            self.cond.wait()
+
+    def _do(self, work: _Work) -> Any:
         match work:
             case _Read(file=f, piece=piece):
+                if self.ctx.dedupe is None:
+                    assert f.handle is not None
+                    self.ctx.throttle.acquire(piece.length)
+                    return True, self._retrying(partial(f.handle.read, piece.offset, piece.length))
                 self.attempted.add((piece.path, piece.offset))
-                return pool.submit(self._read, f, piece)
+                return self._read(f, piece)
             case _Open(file=f):
-                return pool.submit(self._open, f)
+                return self._open(f)
             case _Meta(op=op):
-                return pool.submit(self._meta, op)
+                return self._meta(op)
+            case _Close(file=f):
+                return self._close(f)
         raise AssertionError(work)
+
+    def _close(self, f: _File) -> tuple[int, float] | None:
+        """(size, mtime) now, if the file's identity is to be checked again; the handle closed either way."""
+        handle = f.handle
+        assert handle is not None
+        try:
+            return handle.identity() if f.read_any and f.path not in self.failed_here else None
+        finally:
+            handle.close()
+
+    def _close_all(self) -> None:
+        for t in self.extra:
+            t.join()
+        for f in self.files.values():
+            if f.handle is not None:
+                f.handle.close()
+                f.handle = None
 
     def _release_unread(self, dedupe: Dedupe) -> None:
         """Pieces claimed up front but never read (file changed or missing, batch cancelled): let others have them."""
@@ -303,6 +450,8 @@ class _Run:
         return self.stopped
 
     def _next(self) -> _Work | None:
+        if self.closing:
+            return _Close(self.closing.popleft())
         if self.ready:
             _, path, piece = heapq.heappop(self.ready)
             return _Read(self.files[path], piece)
@@ -314,8 +463,7 @@ class _Run:
             return _Meta(self.meta.popleft())
         return None
 
-    def _settle(self, work: _Work, fut: Future[Any]) -> None:
-        exc = fut.exception()
+    def _settle(self, work: _Work, outcome: Any, exc: BaseException | None) -> None:
         match work:
             case _Meta(op=op):
                 if op.op is Op.READDIR:
@@ -326,17 +474,19 @@ class _Run:
                     self.result.meta_failed += 1
                     self._os_finding(op.path, exc)
             case _Open(file=f):
-                self._opened(f, fut.result() if exc is None else None, exc)
+                self._opened(f, outcome if exc is None else None, exc)
             case _Read(file=f, piece=piece):
                 if exc is not None:
                     self._fail(piece, self._os_finding(f.path, exc))
                 else:
-                    read, got = fut.result()
+                    read, got = outcome
                     self._account(f, piece, read, got)
                 f.left -= 1
                 if f.left == 0 and f.handle is not None:
-                    f.handle.close()
-                    f.handle = None
+                    self.closing.append(f)
+            case _Close(file=f):
+                f.handle = None
+                self._recheck(f, outcome, exc)
 
     def _os_finding(self, path: str, exc: BaseException) -> FindingKind:
         if not isinstance(exc, OSError):
@@ -387,6 +537,20 @@ class _Run:
         if not f.pieces:
             handle.close()
             f.handle = None
+
+    def _recheck(self, f: _File, now: tuple[int, float] | None, exc: BaseException | None) -> None:
+        """The file's identity again after its last read: one written to while it was warmed (a
+        render writing it, an artist saving over it) holds other bytes than the plan's."""
+        if exc is not None:
+            self._os_finding(f.path, exc)
+            return
+        was = f.ident
+        if now is None or was is None:
+            return
+        size, mtime = now
+        if size != was.size or abs(mtime - was.mtime) > MTIME_SLACK:
+            self._finding(f.path, FindingKind.CHANGED,
+                          f"modified while warmed (size {was.size} -> {size}, mtime {was.mtime} -> {mtime})")
 
     def _account(self, f: _File, piece: ByteRange, read: bool, got: int) -> None:
         if not read:

@@ -25,8 +25,10 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import resource
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -59,6 +61,9 @@ class OpenFile(Protocol):
     def read(self, offset: int, length: int) -> int:
         """Read `[offset, offset+length)`; return the bytes read (fewer at end of file)."""
 
+    def identity(self) -> tuple[int, float]:
+        """(size, mtime) now: compared with the plan's again once the file's reads are done."""
+
     def close(self) -> None: ...
 
 
@@ -75,22 +80,24 @@ class Reader(Protocol):
     def listdir(self, path: str) -> int: ...
 
 
-_sink: mmap.mmap | None = None
+_sink: memoryview | None = None
 _sink_lock = threading.Lock()
 
 
-def _buffer() -> mmap.mmap:
+def _buffer() -> memoryview:
     """One page-aligned buffer that every reader thread reads into at once.
 
     The bytes are never looked at: what matters is that the gateway fetched them.
     Sharing one destination keeps memory flat however many reads are in flight
-    (128 private 1 MiB buffers would be 128 MB per worker).
+    (128 private 1 MiB buffers would be 128 MB per worker). Made once; after that a
+    read takes it without a lock.
     """
     global _sink
-    with _sink_lock:
-        if _sink is None:
-            _sink = mmap.mmap(-1, BUFFER_BYTES)
-        return _sink
+    if _sink is None:
+        with _sink_lock:
+            if _sink is None:
+                _sink = memoryview(mmap.mmap(-1, BUFFER_BYTES))
+    return _sink
 
 
 class _File:
@@ -131,7 +138,7 @@ class _File:
                 self.direct = False
 
     def read(self, offset: int, length: int) -> int:
-        view = memoryview(_buffer())
+        view = _buffer()
         done = 0
         while done < length:
             n = min(length - done, BUFFER_BYTES)
@@ -150,9 +157,27 @@ class _File:
             done += got
         return done
 
+    def identity(self) -> tuple[int, float]:
+        st = os.fstat(self.fd)
+        return st.st_size, st.st_mtime
+
     def close(self) -> None:
         for fd in (*self._retired, self.fd):
             os.close(fd)
+
+
+class MountGone(OSError):
+    """The gateway mount a warm started on is no longer there (unmounted, lazily or not).
+
+    Its paths then name the empty folder below the mount point, so every open would say
+    ENOENT and a studio would hear that its files are `missing`. `ENODEV`: an `io-error`,
+    retryable once the mount is back, and not retried within the batch (it will not come
+    back in a few hundred milliseconds).
+    """
+
+    def __init__(self, root: str) -> None:
+        super().__init__(errno.ENODEV, "gateway mount gone")
+        self.root = root
 
 
 class DirectReader:
@@ -172,6 +197,9 @@ class DirectReader:
         self._table: Sequence[Mount] | None = None
         self._choices: dict[int, ReadChoice] = {}
         self._lock = threading.Lock()
+        self._root_local: dict[str, str] = {}
+        self._root_dev: dict[str, tuple[int, bool]] = {}
+        """Each root's local folder -> (device, a mount point?) when this reader first used it."""
 
     def choice(self, path: str) -> ReadChoice:
         """How the local `path` is read; raises OSError as `stat` does (a missing file)."""
@@ -196,19 +224,182 @@ class DirectReader:
         return self.guard.refusal(path)
 
     def open(self, path: str) -> OpenFile:
-        where = self.guard.resolve(path)
-        c = self.choice(where.local)
-        return _File(self.guard, path, where, c.direct, c.drop_pages)
+        root = self._note_root(path)
+        try:
+            where = self.guard.resolve(path)
+            c = self.choice(where.local)
+            return _File(self.guard, path, where, c.direct, c.drop_pages)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise self._gone(root) or exc from None
 
     def stat(self, path: str) -> None:
         """A LOOKUP and GETATTR of every component through the gateway: warms its attribute and dentry caches."""
-        self.guard.stat(path)
+        root = self._note_root(path)
+        try:
+            self.guard.stat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise self._gone(root) or exc from None
 
     def listdir(self, path: str) -> int:
         """A READDIR through the gateway: renderers resolve UDIMs and sequences by listing."""
-        return len(self.guard.listdir(path))
+        root = self._note_root(path)
+        try:
+            return len(self.guard.listdir(path))
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise self._gone(root) or exc from None
+
+    def _note_root(self, path: str) -> str | None:
+        """The local folder of `path`'s root; the first time it is seen, which device it is and whether it
+        is a mount point: the mount this warm started on."""
+        root = max((r for r in self.guard.roots if r == "/" or path == r or path.startswith(r + "/")), key=len,
+                   default=None)
+        if root is None:
+            return None
+        local = self._root_local.get(root)
+        if local is None:
+            local = self.guard.path_map.to_local(root)
+            try:
+                self._root_dev[local] = (os.stat(local).st_dev, os.path.ismount(local))
+            except OSError:
+                pass
+            self._root_local[root] = local
+        return local
+
+    def _gone(self, local: str | None) -> MountGone | None:
+        """`MountGone` if the root's folder is no longer the mount (device) it was when first seen."""
+        if local is None or local not in self._root_dev:
+            return None
+        dev, was_mount = self._root_dev[local]
+        try:
+            now = os.stat(local).st_dev
+        except OSError:
+            return MountGone(local)
+        return MountGone(local) if now != dev or (was_mount and not os.path.ismount(local)) else None
 
 
 def site_reader(settings: Settings) -> DirectReader:
     """The reader of this machine: its roots and its path map through one guard, its `read_mode`."""
     return DirectReader(Guard(settings.allowed_roots(), settings.path_map), settings.read_mode)
+
+
+def keep_open_default() -> int:
+    """Files an `OpenOnce` keeps open: 1,024, or a quarter of this process's descriptor limit if lower."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, min(1024, soft // 4)) if soft != resource.RLIM_INFINITY else 1024
+
+
+class _Kept:
+    __slots__ = ("handle", "users")
+
+    def __init__(self, handle: OpenFile) -> None:
+        self.handle = handle
+        self.users = 0
+
+
+class _Shared:
+    """One user's view of a file `OpenOnce` keeps open: closing it hands the descriptor back."""
+
+    __slots__ = ("size", "mtime", "regular", "_owner", "_path", "_kept", "_closed")
+
+    def __init__(self, owner: OpenOnce, path: str, kept: _Kept) -> None:
+        h = kept.handle
+        self.size, self.mtime, self.regular = h.size, h.mtime, h.regular
+        self._owner, self._path, self._kept, self._closed = owner, path, kept, False
+
+    def read(self, offset: int, length: int) -> int:
+        return self._kept.handle.read(offset, length)
+
+    def identity(self) -> tuple[int, float]:
+        return self._kept.handle.identity()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._owner.release(self._path, self._kept)
+
+
+class OpenOnce:
+    """A reader that opens each file once per warm, however many batches read it.
+
+    An embedded warm cuts a plan into batches, and a file's ranges may fall in many of
+    them: opening it again in each cost a LOOKUP, an OPEN and a GETATTR at the gateway
+    every time (6,000 opens through the guard for 2,000 files). Files no batch is reading
+    stay open, the least recently used closed first beyond `keep`, so descriptors stay
+    bounded whatever the plan's size. The identity a batch checks is the one seen at the
+    first open; the loop checks it again after each file's last read (`OpenFile.identity`).
+    """
+
+    def __init__(self, reader: Reader, keep: int | None = None) -> None:
+        self.reader = reader
+        self.keep = keep if keep is not None else keep_open_default()
+        self._lock = threading.Lock()
+        self._files: OrderedDict[str, _Kept] = OrderedDict()
+        self._last: frozenset[str] = frozenset()
+        self.opens = 0
+
+    def last_reads(self, paths: frozenset[str]) -> None:
+        """Files whose last reads are in the batch about to run: closed as soon as it is done with
+        them, rather than kept for batches that will not read them (and all closed at the end)."""
+        self._last = paths
+
+    def refusal(self, path: str) -> str | None:
+        return self.reader.refusal(path)
+
+    def stat(self, path: str) -> None:
+        self.reader.stat(path)
+
+    def listdir(self, path: str) -> int:
+        return self.reader.listdir(path)
+
+    def open(self, path: str) -> OpenFile:
+        with self._lock:
+            kept = self._files.get(path)
+            if kept is not None:
+                self._files.move_to_end(path)
+                kept.users += 1
+                return _Shared(self, path, kept)
+        handle = self.reader.open(path)
+        with self._lock:
+            self.opens += 1
+            kept = self._files.get(path)
+            spare = kept is not None
+            if kept is None:
+                kept = self._files[path] = _Kept(handle)
+            kept.users += 1
+            closing = self._trim()
+        if spare:  # another thread opened it meanwhile: one descriptor is enough
+            handle.close()
+        for k in closing:
+            k.handle.close()
+        return _Shared(self, path, kept)
+
+    def release(self, path: str, kept: _Kept) -> None:
+        with self._lock:
+            kept.users -= 1
+            if kept.users == 0 and path in self._last and self._files.get(path) is kept:
+                del self._files[path]
+            closing = [kept] if kept.users == 0 and self._files.get(path) is not kept else []
+            closing += self._trim()
+        for k in closing:  # outside the lock: a close is a round trip on some mounts
+            k.handle.close()
+
+    def _trim(self) -> list[_Kept]:
+        """Forget the least recently used files nobody reads until at most `keep` are open (lock held);
+        the caller closes them."""
+        if len(self._files) <= self.keep:
+            return []
+        out = []
+        for path, kept in list(self._files.items()):
+            if len(self._files) <= self.keep:
+                break
+            if kept.users == 0:
+                del self._files[path]
+                out.append(kept)
+        return out
+
+    def close(self) -> None:
+        """Close every file kept open; the warm is over."""
+        with self._lock:
+            files, self._files = list(self._files.values()), OrderedDict()
+        for kept in files:
+            kept.handle.close()

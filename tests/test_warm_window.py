@@ -1,0 +1,46 @@
+"""The in-flight window on a simulated link: it grows to fill a link whose round trip is long and
+stays at its floor where reads are as fast as the reader (pure: the clock is simulated)."""
+
+from __future__ import annotations
+
+from prewarm.warm.window import CEILING, FLOOR, Window
+
+KiB = 1024
+
+
+def simulate(window: Window, rtt: float, bandwidth: float, read: int, seconds: float, queue: bool = True) -> None:
+    """Reads of `read` bytes over a link of `rtt` and `bandwidth` (bytes/s), `window.size` at a time:
+    each takes the round trip plus its share of the link, as a queue at the bottleneck would; with
+    `queue` False the bottleneck is the reader itself (the interpreter), whose waits no read sees."""
+    now = 0.0
+    while now < seconds:
+        n = window.size
+        # n reads in flight complete together after a round trip, or later if the link is full
+        took = max(rtt, n * read / bandwidth)
+        now += took
+        for _ in range(n):
+            window.observe(took if queue else rtt, read, now)
+
+
+def test_a_long_round_trip_grows_the_window_to_about_twice_the_bandwidth_delay_product() -> None:
+    w = Window(16)
+    simulate(w, rtt=0.030, bandwidth=100e6, read=16 * KiB, seconds=3)
+    bdp = 100e6 * 0.030 / (16 * KiB)  # 183 reads
+    assert bdp <= w.size <= CEILING
+    est = w.estimate()
+    assert est is not None and abs(est.rtt_s - 0.030) < 1e-9 and est.bdp_reads >= 0.9 * bdp
+
+
+def test_a_fast_reader_brings_the_window_down_to_its_floor() -> None:
+    """Page-cached files: the product is below one read, more threads would only contend."""
+    w = Window(16)
+    simulate(w, rtt=3e-6, bandwidth=470e6, read=4 * KiB, seconds=1, queue=False)  # measured: 100k reads, tmpfs
+    assert w.size == FLOOR and w.largest <= 32
+
+
+def test_a_link_that_slows_shrinks_the_window_again() -> None:
+    w = Window(4)
+    simulate(w, rtt=0.030, bandwidth=100e6, read=64 * KiB, seconds=2)
+    big = w.size
+    simulate(w, rtt=0.030, bandwidth=10e6, read=64 * KiB, seconds=15)
+    assert w.size < big and w.size >= 4
