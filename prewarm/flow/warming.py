@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 
 import redis
+from redis.exceptions import LockNotOwnedError
 
 from prewarm.errors import ConfigError, PlanFileError
 from prewarm.plan.inputs import Failure, Kind, Stat
@@ -130,7 +132,9 @@ def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Sen
     key = identity(plan)
     ids: list[str] = []
     fresh = False
-    with r.lock(keys.submission_lock(key), timeout=LOCK_S, blocking_timeout=LOCK_S / 2):
+    # Only the release can fail this way: the lock expired, or Redis restarted without its data while
+    # the warms were being submitted. They were submitted all the same; the warm's follower says the rest.
+    with suppress(LockNotOwnedError), r.lock(keys.submission_lock(key), timeout=LOCK_S, blocking_timeout=LOCK_S / 2):
         for gw in names:
             existing = _live_duplicate(r, key, gw) if reuse else None
             if existing is None:
