@@ -92,6 +92,8 @@ def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str,
             "recall": round(recall, 4), "overfetch": round(over, 3),
             "first_frame_at": None if at is None else round(at, 3),
             "needed_bytes": len(needed) * BLOCK, "planned_bytes": plan.bytes,
+            "missing": sum(m.count for m in plan.missing),
+            "bytes_by_reason": dict(sorted(plan.table.bytes_by_reason().items())),
             "structure": {k: plan.stats.get(k) for k in ("structured_files", "structure_unreadable", "tiled_files")},
             "target": None if target is None else {"recall": target[0], "overfetch": target[1],
                                                    "first_frame_at": target[2], "met": met}}
@@ -140,8 +142,11 @@ def _score_splits(manifest: Manifest, shot_dir: Path, shot: str, fs: SiteFS, set
     return rows
 
 
-def build(samples: Path, tree: Path, sparse: bool) -> str:
-    return "; ".join(f"{shot}: {build_shot(samples / shot, tree, real=not sparse)}" for shot in ("shot100", "shot200"))
+SHOTS = ("shot100", "shot200", "shot300")
+
+
+def build(samples: Path, tree: Path, sparse: bool, shots: list[str]) -> str:
+    return "; ".join(f"{shot}: {build_shot(samples / shot, tree, real=not sparse)}" for shot in shots)
 
 
 def main() -> int:
@@ -150,17 +155,19 @@ def main() -> int:
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"),
                     help="folder of shots: manifest.yaml, sizes.json, traces/")
     ap.add_argument("--sparse", action="store_true", help="sparse input files only: the byte model")
+    ap.add_argument("--shot", action="append", choices=SHOTS, help="these shots only (default: all)")
     args = ap.parse_args()
+    shots = args.shot or list(SHOTS)
     samples = Path(args.samples)
     rows: list[dict[str, Any]] = []
     default = Settings().granule
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "proj"
-        tree_kind = build(samples, tree, args.sparse)
-        for shot in ("shot100", "shot200"):
+        tree_kind = build(samples, tree, args.sparse, shots)
+        for shot in shots:
             rows += run_shot(samples / shot, shot, tree, granules=sorted({default, 64 * KiB, MiB}))
     head = (f"{'shot':8} {'split':13} {'variant':10} {'gran':>5} {'recall':>7} {'over':>6} {'1st@':>5} | "
-            f"{'whole r/o':>12} | {'union r/o':>12} | target")
+            f"{'whole r/o':>12} | {'union r/o':>12} | {'miss':>4} | target")
     print(f"input tree: {tree_kind}; default granule {default // KiB} KiB")
     print(head)
     print("-" * len(head))
@@ -171,7 +178,8 @@ def main() -> int:
         print(f"{r['shot']:8} {r['split']:13} {r['variant']:10} {r['granule'] // KiB:>4}K {r['recall']:>7.3f} "
               f"{r['overfetch']:>6.2f} {at:>5} | "
               f"{r['whole_files']['recall']:>5.2f}/{r['whole_files']['overfetch']:>6.2f} | "
-              f"{r['training_union']['recall']:>5.2f}/{r['training_union']['overfetch']:>6.2f} | {verdict}")
+              f"{r['training_union']['recall']:>5.2f}/{r['training_union']['overfetch']:>6.2f} | {r['missing']:>4} | "
+              f"{verdict}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"block": BLOCK, "default_granule": default, "tree": tree_kind, "rows": rows,

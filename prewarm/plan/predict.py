@@ -6,7 +6,11 @@ Models, chosen per file from what the training frames (frames with traces) did:
 * **Per-frame files** (`cache.0042.bgeo` read by frame 42): a traced path holding a
   number within `max_delta` of the frame that read it is a candidate sequence; a
   sequence is accepted when several frames each read their own member (motion blur:
-  frame F reading F+1's file is a sequence with delta +1). Another frame's member is
+  frame F reading F+1's file is a sequence with delta +1) and the number follows the
+  frame: frames read members relative to their own number, no member is read by most
+  frames far from its number, and no file of a tile pattern (`<UDIM>`) is a member.
+  Shots are numbered from 1001 like UDIM tiles: `diff.1001.tx` and `diff.1002.tx` read
+  by frames 1001 and 1002 alike are a tile set. Another frame's member is
   predicted read the way members were: whole, or by spans anchored to the file's
   start and end (headers, offset tables, footers survive a different size).
 * **Shared files** read by many frames: spans read by at least `common_share` of the
@@ -216,23 +220,47 @@ class _Sequence:
     members: dict[int, str]          # training frame -> the member it read
 
 
-def find_sequences(ts: TraceSet, max_delta: int) -> list[_Sequence]:
-    """Per-frame file sequences supported by at least two training frames."""
+def find_sequences(ts: TraceSet, max_delta: int, tiles: frozenset[str] = frozenset()) -> list[_Sequence]:
+    """Per-frame file sequences supported by at least two training frames and by evidence that the
+    number follows the frame (`_follows_frame`). `tiles`: files of a tile pattern (`<UDIM>`): a tile
+    number is not a frame's, whatever frames the shot numbers (both run from 1001)."""
     cand: dict[tuple[SeqKey, int], dict[int, str]] = defaultdict(dict)
+    near: dict[SeqKey, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    stray: dict[SeqKey, int] = defaultdict(int)
+    files: dict[SeqKey, int] = defaultdict(int)
     for path, per in ts.reads.items():
-        slots = _slots(path)
-        if not slots:
+        if path in tiles:
             continue
-        for t in per:
-            for value, key in slots:
-                d = value - t
-                if -max_delta <= d <= max_delta:
-                    cand[(key, d)][t] = path
+        for value, key in _slots(path):
+            readers = [t for t in per if -max_delta <= value - t <= max_delta]
+            if not readers:
+                continue
+            files[key] += 1
+            stray[key] += int(len(readers) < len(per))
+            for t in readers:
+                cand[(key, value - t)][t] = path
+                near[key][t].add(value)
+    follows = {key for key in files if 2 * stray[key] <= files[key] and _follows_frame(near[key])}
     seqs = []
     for (key, d), members in cand.items():
-        if len(members) >= 2 and len(set(members.values())) >= 2:
+        if key in follows and len(members) >= 2 and len(set(members.values())) >= 2:
             seqs.append(_Sequence(key, d, members))
     return seqs
+
+
+def _follows_frame(numbers: Mapping[int, set[int]]) -> bool:
+    """Do the numbers a frame reads under one key move with the frame? Frames agree more on the
+    numbers relative to their own (`cache.F.bgeo`, `F+1` for motion blur) than on the numbers
+    themselves (tiles 1001 and 1002 read by frames 1001 and 1002 alike: a tile set, not a sequence).
+    A tie is no evidence."""
+    def agreement(sets: Iterable[frozenset[int]]) -> int:
+        counts: dict[frozenset[int], int] = defaultdict(int)
+        for s in sets:
+            counts[s] += 1
+        return max(counts.values(), default=0)
+
+    relative = agreement(frozenset(n - t for n in ns) for t, ns in numbers.items())
+    return relative > agreement(frozenset(ns) for ns in numbers.values())
 
 
 # ---------------------------------------------------------------- span statistics
@@ -584,7 +612,9 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     train = sorted(ts.frames)
     result = PredictResult()
     explained: set[str] = set()
-    seqs = find_sequences(ts, opts.max_delta) if train else []
+    candidates = list(candidates)
+    tiles = frozenset(c.path for c in candidates if c.tile_set is not None)
+    seqs = find_sequences(ts, opts.max_delta, tiles) if train else []
     in_sequence = {p for s in seqs for p in s.members.values()}
     for seq in seqs:
         _predict_sequence(seq, job_frames, ts, lookup, traced_ok, opts, result, explained)
@@ -615,7 +645,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.predictions.extend(make())
     result.stats["shared_files"] = shared
     result.stats["tiled_files"] = textures
-    _predict_unseen(list(candidates), job_frames, ts, lookup, structure, opts, result, explained)
+    _predict_unseen(candidates, job_frames, ts, lookup, structure, opts, result, explained)
     return result
 
 

@@ -1,0 +1,105 @@
+"""Prediction on the field's conventions (issue 25): frames numbered from 1001 beside UDIM tiles
+numbered 1001-1099, tiles no traced frame read, files only some frames read.
+
+The real case is `sample_jobs/shot300`: shot200's real traces renamed (frames 1001-1036, four
+textures as tiles 1001-1002 of two UDIM sets, a tile 1003 of each set no frame read), its
+textures rebuilt with openimageio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
+from prewarm.plan.access import Access
+from prewarm.plan.aggregate import TraceSet, aggregate, restrict
+from prewarm.plan.evaluate import evaluate
+from prewarm.plan.inputs import resolve_inputs
+from prewarm.plan.model import FileInfo, Plan, Reason
+from prewarm.plan.pathmap import PathMap
+from prewarm.plan.predict import Candidate, find_sequences, predict
+from prewarm.site.settings import Settings
+from prewarm.testkit.samples import build_shot
+from prewarm.traces.counters import ImportStats
+from prewarm.traces.files import read_traces
+
+SHOT = Path(__file__).resolve().parents[1] / "sample_jobs" / "shot300"
+
+
+def reads(path: str, frame: int, *spans: tuple[int, int]) -> list[Access]:
+    return [Access(path, offset=s, length=e - s, frame=frame) for s, e in spans]
+
+
+def lookup_from(sizes: dict[str, int]):  # type: ignore[no-untyped-def]
+    return lambda p: FileInfo(p, sizes[p], 0.0) if p in sizes else None
+
+
+TILES = [f"/s/tex/cliff_diff.{u}.tx" for u in (1001, 1002)]
+
+
+@pytest.mark.parametrize("frames", [range(1001, 1005), range(1001, 1003)])
+def test_tiles_every_frame_reads_are_not_a_frame_sequence(frames: range):
+    """Frames 1001.. reading tiles 1001 and 1002 alike: the number does not follow the frame."""
+    ts = aggregate(a for f in frames for t in TILES for a in reads(t, f, (0, 4096)))
+    assert find_sequences(ts, max_delta=2) == []
+    res = predict(range(1001, 1049), [], ts, lookup_from(dict.fromkeys(TILES, 10_000)))
+    assert res.missing == []
+    assert {p.path for p in res.predictions} == set(TILES)
+
+
+def test_a_tile_pattern_is_never_a_sequence_even_when_frames_read_their_own_tile():
+    """Frame 1001 read tile 1001 and frame 1002 tile 1002: a sequence by the numbers alone, but
+    the manifest says these are tiles of one set, and nothing says a tile 1014 exists."""
+    ts = aggregate(a for f, t in zip((1001, 1002), TILES, strict=True) for a in reads(t, f, (0, 4096)))
+    assert len(find_sequences(ts, max_delta=2)) == 1, "by the numbers alone"
+    cands = [Candidate(t, tile_set=0) for t in TILES]
+    res = predict(range(1001, 1049), cands, ts, lookup_from(dict.fromkeys(TILES, 10_000)))
+    assert res.missing == [] and res.stats["sequences"] == 0
+
+
+def test_a_real_sequence_from_1001_still_finds_a_missing_member():
+    caches = {f"/s/cache/fluid.{f}.bgeo": 5000 for f in range(1001, 1010) if f != 1007}
+    ts = aggregate(a for f in (1001, 1002, 1003) for a in reads(f"/s/cache/fluid.{f}.bgeo", f, (0, 5000)))
+    res = predict(range(1001, 1010), [], ts, lookup_from(caches))
+    assert [p for p, _ in res.missing] == ["/s/cache/fluid.1007.bgeo"]
+
+
+@pytest.fixture(scope="module")
+def shot300(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`<tmp>/proj` with shot300's eight textures made for real (openimageio, about 15 s)."""
+    root = tmp_path_factory.mktemp("shot300") / "proj"
+    build_shot(SHOT, root, real=True)
+    return root
+
+
+def _path_map(root: Path) -> PathMap:
+    return PathMap.parse([{"studio": "/studio/proj", "local": str(root)}], "test")
+
+
+@pytest.fixture(scope="module")
+def traces300(shot300: Path) -> TraceSet:
+    return aggregate(read_traces([str(SHOT / "traces")], _path_map(shot300), stats=ImportStats()))
+
+
+def _plan(root: Path, ts: TraceSet, frames: list[int]) -> Plan:
+    manifest = load_manifest(SHOT / "manifest.yaml")
+    settings = Settings(path_map=_path_map(root))
+    with site_fs(settings) as fs:
+        return plan_resolved(manifest, resolve_inputs(manifest, fs), ts, fs, settings,
+                             PlanOptions(frames=tuple(frames)))
+
+
+def test_shot_from_1001_with_udim_sets_plans_tiles_by_structure(shot300: Path, traces300: TraceSet):
+    frames = sorted(traces300.frames)
+    assert frames[0] == 1001
+    train = frames[: len(frames) // 4]
+    test = [f for f in frames if f not in train]
+    trained = restrict(traces300, train)
+    plan = _plan(shot300, trained, test)
+    assert plan.missing == (), "no finding for tiles nothing says exist"
+    assert plan.stats["sequences"] == 0
+    assert plan.stats["tiled_files"] == 5, "four traced UDIM tiles and the tree, by their tiles"
+    read = set(trained.reads)
+    assert not [r for r in plan.ranges if r.path in read and r.reason is Reason.FALLBACK]
+    assert evaluate(plan, restrict(traces300, test))["overall"]["recall"] >= 0.9
