@@ -19,6 +19,7 @@ from prewarm.plan.inputs import resolve_inputs
 from prewarm.plan.model import FileInfo, Plan, Reason
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import Candidate, find_sequences, predict
+from prewarm.plan.ranges import intersect, normalize, total
 from prewarm.site.settings import Settings
 from prewarm.testkit.samples import build_shot
 from prewarm.traces.counters import ImportStats
@@ -103,3 +104,35 @@ def test_shot_from_1001_with_udim_sets_plans_tiles_by_structure(shot300: Path, t
     read = set(trained.reads)
     assert not [r for r in plan.ranges if r.path in read and r.reason is Reason.FALLBACK]
     assert evaluate(plan, restrict(traces300, test))["overall"]["recall"] >= 0.9
+
+
+def test_a_decal_one_traced_frame_read_is_planned_last_for_the_other_frames(shot300: Path, traces300: TraceSet):
+    """sign_mask.tx is read every 12th frame (1012, 1024, 1036); traced on 1012 only, the frames
+    far from it get its traced footprint (`occasional`, after everything they are known to
+    read), which frames 1010-1011, next to 1012, read anyway: the ranges keep their place."""
+    frames = sorted(traces300.frames)
+    train = [*frames[::4], 1012]
+    test = [f for f in frames if f not in train]
+    plan = _plan(shot300, restrict(traces300, train), test)
+    sign = "/studio/proj/assets/lookdev/tex/sign_mask.tx"
+    ranges = [r for r in plan.ranges if r.path == sign]
+    assert ranges and min(r.frame or 0 for r in ranges) == 1010, "placed by the frames next to 1012"
+    assert max(r.frames for r in ranges) > 2, "and planned for the frames far from it too"
+    far = normalize((r.offset, r.end) for r in ranges if r.frames > 2)
+    seen = traces300.reads[sign][1012]
+    assert total(intersect(seen, far)) == total(seen), "1012's footprint, for every frame"
+
+
+def test_a_tile_no_traced_frame_read_comes_by_its_levels_coarse_early(shot300: Path, traces300: TraceSet):
+    """Tile 1003 of each set: no traced frame read it. Its header, tables and coarse levels come
+    with what the frames are known to read; its finest level last; all of it `unread_tile`."""
+    frames = sorted(traces300.frames)
+    plan = _plan(shot300, restrict(traces300, frames[::4]), [f for f in frames if f not in frames[::4]])
+    tile = "/studio/proj/assets/cliff/tex/cliff_diff.1003.tx"
+    mine = [(i, r) for i, r in enumerate(plan.ranges) if r.path == tile]
+    assert mine and {r.reason for _, r in mine} == {Reason.UNREAD_TILE}
+    head = next(i for i, r in mine if r.offset == 0)
+    known = max(i for i, r in enumerate(plan.ranges) if r.reason in (Reason.TRACE, Reason.NEIGHBOURS))
+    assert head < known, "header and coarse levels early, not after everything"
+    assert mine[-1][0] > known, "the finest level last"
+    assert sum(r.length for _, r in mine) == shot300.joinpath("assets/cliff/tex/cliff_diff.1003.tx").stat().st_size

@@ -125,13 +125,19 @@ def test_textures_without_structure_borrow_tiles_from_neighbouring_training_fram
     assert spans_for(wide, tex, 2)[1] == (tile[1][0] - 64 * KiB, tile[1][1] + 64 * KiB)
 
 
-def test_file_read_only_on_some_frames_is_predicted_only_near_them():
+def test_file_read_only_on_some_frames_is_predicted_near_them_and_last_for_the_others():
+    """A prop that enters: frames near its readers read it; the others get what it was seen read
+    (`occasional`), after everything, so a budget drops it first."""
     tex, tree = "/s/tex/a.tx", "/s/tex/tree.tx"
     train = [a for f in range(1, 40, 4) for a in reads(tex, f, (0, 1000))]
     train += [a for f in (9, 13, 17) for a in reads(tree, f, (0, 500))]
     res = predict(range(1, 40), [], aggregate(train), lookup_from({tex: 5000, tree: 5000}))
-    tree_frames = sorted({f for p in res.predictions if p.path == tree for f in p.frames})
-    assert tree_frames == list(range(6, 21))
+    near = sorted({f for p in res.predictions if p.path == tree and not p.last for f in p.frames})
+    assert near == list(range(6, 21))
+    others = [p for p in res.predictions if p.path == tree and p.last]
+    assert [(p.reason, p.spans) for p in others] == [(Reason.OCCASIONAL, [(0, 500)])]
+    traced = set(range(1, 40, 4))
+    assert sorted(others[0].frames) == [f for f in range(1, 40) if f not in traced and not 6 <= f <= 20]
 
 
 def test_unseen_inputs_fall_back_to_whole_files_up_to_the_cap_then_head_and_tail():

@@ -34,8 +34,12 @@ Models, chosen per file from what the training frames (frames with traces) did:
   header, offset tables and footer). These come last in the plan. A structured file
   comes by its levels: header, tables and levels up to `unseen_coarse` early, finer
   levels last (within the cap, coarse first), so a budget drops the finest first.
-  A tile of a tile set that no traced frame read while a sibling was read goes last
-  (`unread_tile`): the shots looked elsewhere.
+  A tile of a tile set that no traced frame read while a sibling was read is planned
+  the same way, with reason `unread_tile` (the shots looked elsewhere so far; a frame
+  that turns to it reads its header and a few coarse tiles): a budget drops it first.
+* **Occasional files** (a decal every 12th frame, a prop that enters): a file a frame's
+  traced neighbours did not read is still planned for it, with the footprint the traced
+  frames read (`occasional`), after everything the frame is known to read.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ from prewarm.plan.structure import Structure
 from prewarm.plan.texture import (
     META_TIER,
     TextureOptions,
+    coarser,
     footprints,
+    grow,
     predict_tiles,
     tiers,
     whole_by_tier,
@@ -493,6 +499,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
     placed: dict[tuple[tuple[Span, ...], Reason], list[int]] = defaultdict(list)
     reads = per.__contains__
+    absent: list[int] = []
     for nb, exact, frames in groups:
         reading = tuple(filter(reads, nb))  # C-level: groups x shared files of them a plan
         if exact:
@@ -502,6 +509,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
                 borrow[(reading, True)] = frames
             continue
         if not (reading or everyone or progression):
+            absent.extend(frames)
             continue
         present.extend(frames)
         included += 1
@@ -524,6 +532,16 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
         region = subtract(list(spans_t), common)
         if region:
             yield Prediction(path, tuple(frames), region, why)
+    yield from _occasional(path, absent, [(META_TIER, clip(list(chain.from_iterable(per.values())), size))])
+
+
+def _occasional(path: str, frames: list[int], by_tier: list[tuple[int, list[Span]]]) -> Iterator[Prediction]:
+    """What the traced frames read of a file, for `frames`, whose traced neighbours did not read it
+    (a decal every 12th frame): after everything they are known to read, the first a budget drops."""
+    if frames:
+        for tier, spans in by_tier:
+            if spans:
+                yield Prediction(path, tuple(frames), spans, Reason.OCCASIONAL, tier, last=True)
 
 
 def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], train: list[int],
@@ -536,6 +554,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
     present: list[int] = []
     by_tiles: dict[frozenset[tuple[tuple[int, int, int], Reason]], list[int]] = defaultdict(list)
     memo: dict[tuple[tuple[int, ...], bool, int, bool], frozenset[tuple[tuple[int, int, int], Reason]]] = {}
+    absent: list[int] = []
     for nb, exact, frames in groups:
         reading = tuple(t for t in nb if t in per)
         if exact:
@@ -544,6 +563,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
                 by_tiles[frozenset((t, Reason.TRACE) for t in fps[reading[0]])].extend(frames)
             continue
         if not (reading or everyone):
+            absent.extend(frames)
             continue
         present.extend(frames)
         for f in frames:
@@ -563,6 +583,10 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
         for why, ts in by_reason.items():
             for tier, spans in tiers(st, ts):
                 yield Prediction(path, tuple(frames), spans, why, tier)
+    if absent:
+        seen = grow(st, (t for fp in fps.values() for t in fp), opts.texture.grow)
+        yield from _occasional(path, absent, [(META_TIER, normalize([*st.meta, *rest])),
+                                              *tiers(st, seen | coarser(st, seen))])
 
 
 @dataclass
@@ -687,8 +711,8 @@ def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[in
 
 
 def _unread_siblings(candidates: list[Candidate], ts: TraceSet) -> set[str]:
-    """Tiles of a tile set that no traced frame read while a sibling was: the frames' shots do not
-    look at them, so they go last (and a budget drops them first)."""
+    """Tiles of a tile set that no traced frame read while a sibling was: the traced shots did not
+    look at them, so they are the least sure (and a budget drops them first)."""
     read_sets = {c.tile_set for c in candidates if c.tile_set is not None and c.path in ts.reads}
     return {c.path for c in candidates
             if c.tile_set in read_sets and c.path not in ts.reads and not c.whole}
@@ -724,7 +748,7 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
                 room -= total(spans)
                 if room < 0 and tier != META_TIER:
                     break  # coarse levels fit the cap, finer ones do not
-                late = sibling or tier > opts.unseen_coarse
+                late = tier > opts.unseen_coarse
                 result.predictions.append(Prediction(c.path, frames, spans, reason, tier, last=late))
             continue
         if info.size <= opts.unseen_cap:
