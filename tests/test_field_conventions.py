@@ -7,6 +7,7 @@ textures rebuilt with openimageio."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from prewarm.plan.model import FileInfo, Plan, Reason
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import Candidate, find_sequences, predict
 from prewarm.plan.ranges import intersect, normalize, total
+from prewarm.plan.structure import Level, Structure
 from prewarm.site.settings import Settings
 from prewarm.testkit.samples import build_shot
 from prewarm.traces.counters import ImportStats
@@ -30,6 +32,10 @@ SHOT = Path(__file__).resolve().parents[1] / "sample_jobs" / "shot300"
 
 def reads(path: str, frame: int, *spans: tuple[int, int]) -> list[Access]:
     return [Access(path, offset=s, length=e - s, frame=frame) for s, e in spans]
+
+
+def spans_for(result, path: str, frame: int) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    return normalize(s for p in result.predictions if p.path == path and frame in p.frames for s in p.spans)
 
 
 def lookup_from(sizes: dict[str, int]):  # type: ignore[no-untyped-def]
@@ -136,3 +142,48 @@ def test_a_tile_no_traced_frame_read_comes_by_its_levels_coarse_early(shot300: P
     assert head < known, "header and coarse levels early, not after everything"
     assert mine[-1][0] > known, "the finest level last"
     assert sum(r.length for _, r in mine) == shot300.joinpath("assets/cliff/tex/cliff_diff.1003.tx").stat().st_size
+
+
+def _mip() -> Structure:
+    """Levels 256, 128, 64 px of 32 px tiles, 1000 bytes each, after a 100-byte header."""
+    levels, pos = [], 100
+    for n in (256, 128, 64):
+        cells = (n // 32) ** 2
+        levels.append(Level(n, n, 32, 32, tuple(pos + i * 1000 for i in range(cells)), (1000,) * cells))
+        pos += cells * 1000
+    return Structure("tiff", pos, ((0, 100),), tuple(levels))
+
+
+def _texture_reads(start: Callable[[int, int], int]) -> TraceSet:
+    """Frames 1, 3, 5, 7 read the header and six 1000-byte reads, the i-th at `start(i, frame)`."""
+    return aggregate(a for f in range(1, 9, 2) for a in reads("/s/tex/rock.tx", f, (0, 100),
+                                                               *[(start(i, f), start(i, f) + 1000) for i in range(6)]))
+
+
+@pytest.mark.parametrize("start, changed", [
+    (lambda i, f: 100 + 7000 * i + 2000 * f, False),        # tiles, from their start
+    (lambda i, f: 433 + 7000 * i + 2000 * f, True),         # inside tiles: the tiles moved
+    (lambda i, f: 4096 * (2 * i + f), False),               # page-aligned buffers: no evidence
+])
+def test_a_texture_whose_traced_reads_miss_its_tiles_changed_since_traced(start: Callable[[int, int], int],
+                                                                          changed: bool):
+    """A re-published texture: its tiles moved, the traced reads start inside them. It is planned
+    by its levels with a finding, not by reads that point at other tiles. Reads starting on page
+    boundaries (a reader through 4 KiB buffers) are no evidence."""
+    st, tex = _mip(), "/s/tex/rock.tx"
+    res = predict(range(1, 9), [Candidate(tex)], _texture_reads(start), lookup_from({tex: st.size}),
+                  structure=lambda p: st)
+    assert [p for p, _ in res.changed] == ([tex] if changed else [])
+    if changed:
+        assert "planned by its levels" in res.changed[0][1]
+        assert {p.reason for p in res.predictions} == {Reason.FALLBACK}
+        assert normalize(s for p in res.predictions for s in p.spans) == [(0, st.size)]
+    assert res.missing == []
+
+
+def test_a_file_traced_past_its_end_is_reported_not_dropped_in_silence():
+    path = "/s/cache/anim.abc"
+    ts = aggregate(a for f in (1, 2, 3) for a in reads(path, f, (0, 100), (9000, 9500)))
+    res = predict(range(1, 6), [], ts, lookup_from({path: 5000}))
+    assert [p for p, _ in res.changed] == [path] and "past its end" in res.changed[0][1]
+    assert spans_for(res, path, 4) == [(0, 100)]

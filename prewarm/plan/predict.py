@@ -181,6 +181,8 @@ class PredictResult:
     missing: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason): files traces say frames will read, which do not exist."""
     stats: dict[str, int] = field(default_factory=dict)
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason): traced files that changed since their traces were made (re-published)."""
     deferred: list[tuple[str, Deferred]] = field(default_factory=list)
     """With `predict(defer=True)`: the shared and structured traced files, by path, whose
     predictions the ordering makes file by file, perhaps in other processes."""
@@ -658,6 +660,13 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
         shared += 1
         st = structure(p)
         make: Deferred
+        misfit = _misfit(st, per, info.size)
+        if misfit:
+            result.changed.append((p, f"changed since traced ({misfit}): "
+                                      + ("planned by its levels, as never traced" if st else "planned by bytes")))
+        if st is not None and misfit:
+            result.predictions.extend(_by_levels(p, st, job_frames, Reason.FALLBACK, False, opts))
+            continue
         if st is not None:
             textures += 1
             make = partial(_predict_texture, p, st, per, train, groups, opts)
@@ -668,6 +677,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
         else:
             result.predictions.extend(make())
     result.stats["shared_files"] = shared
+    result.stats["changed_since_traced"] = len(result.changed)
     result.stats["tiled_files"] = textures
     _predict_unseen(candidates, job_frames, ts, lookup, structure, opts, result, explained)
     return result
@@ -698,6 +708,42 @@ def _predict_sequence(seq: _Sequence, job_frames: list[int], ts: TraceSet, looku
             if spans:
                 result.predictions.append(
                     Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
+
+
+def _by_levels(path: str, st: Structure, frames: Iterable[int], reason: Reason, late: bool,
+               opts: PredictOptions) -> Iterator[Prediction]:
+    """A texture no usable trace says anything about: header and tables, then levels coarse before
+    fine up to `unseen_cap`; levels finer than `unseen_coarse` last."""
+    room = opts.unseen_cap
+    frames = tuple(frames)
+    for tier, spans in whole_by_tier(st):
+        room -= total(spans)
+        if room < 0 and tier != META_TIER:
+            break  # coarse levels fit the cap, finer ones do not
+        yield Prediction(path, frames, spans, reason, tier, last=late or tier > opts.unseen_coarse)
+
+
+MISFIT_SHARE = 0.25
+"""Traced reads of a structured file starting inside its tiles, beyond this share of those that touch
+tiles, say the file is not the one traced: a re-published texture, its tiles moved."""
+
+
+def _misfit(st: Structure | None, per: Mapping[int, list[Span]], size: int) -> str | None:
+    """Why the traced reads of a file do not fit the file as it is now, or None.
+
+    Reads past its end say it shrank. A texture cache reads tiles from their start: reads
+    starting inside the current tiles were made against another layout. Page-aligned starts
+    (a reader going through 4 KiB buffers) are no evidence either way."""
+    spans = {sp for frame in per.values() for sp in frame}
+    if spans and max(e for _, e in spans) > size:
+        return f"earlier renders read past its end, {size:,} bytes now"
+    if st is None:
+        return None
+    inside = [s for s, _ in spans if st.inside_tile(s)]
+    touching = sum(1 for sp in spans if st.tiles_read([sp])[0])
+    if len(inside) >= 3 and len(inside) > MISFIT_SHARE * touching and any(s % 4096 for s in inside):
+        return f"{len(inside):,} traced reads start inside its tiles"
+    return None
 
 
 def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[int]) -> tuple[int, ...]:
@@ -743,13 +789,7 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
         st = structure(c.path)
         if st is not None:
             structured += 1
-            room = opts.unseen_cap
-            for tier, spans in whole_by_tier(st):
-                room -= total(spans)
-                if room < 0 and tier != META_TIER:
-                    break  # coarse levels fit the cap, finer ones do not
-                late = tier > opts.unseen_coarse
-                result.predictions.append(Prediction(c.path, frames, spans, reason, tier, last=late))
+            result.predictions.extend(_by_levels(c.path, st, frames, reason, False, opts))
             continue
         if info.size <= opts.unseen_cap:
             spans = [(0, info.size)]
