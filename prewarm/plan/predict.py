@@ -36,7 +36,9 @@ Models, chosen per file from what the training frames (frames with traces) did:
   levels last (within the cap, coarse first), so a budget drops the finest first.
   A tile of a tile set that no traced frame read while a sibling was read is planned
   the same way, with reason `unread_tile` (the shots looked elsewhere so far; a frame
-  that turns to it reads its header and a few coarse tiles): a budget drops it first.
+  that turns to it reads its header and a few coarse tiles): no level finer than its
+  siblings were read at, only for frames beyond the traced ones by more than their
+  spacing, and a budget drops it first.
 * **Occasional files** (a decal every 12th frame, a prop that enters): a file a frame's
   traced neighbours did not read is still planned for it, with the footprint the traced
   frames read (`occasional`), after everything the frame is known to read.
@@ -65,6 +67,7 @@ from prewarm.plan.texture import (
     footprints,
     grow,
     predict_tiles,
+    spacing,
     tiers,
     whole_by_tier,
 )
@@ -665,7 +668,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.changed.append((p, f"changed since traced ({misfit}): "
                                       + ("planned by its levels, as never traced" if st else "planned by bytes")))
         if st is not None and misfit:
-            result.predictions.extend(_by_levels(p, st, job_frames, Reason.FALLBACK, False, opts))
+            result.predictions.extend(_by_levels(p, st, job_frames, Reason.FALLBACK, opts))
             continue
         if st is not None:
             textures += 1
@@ -710,17 +713,18 @@ def _predict_sequence(seq: _Sequence, job_frames: list[int], ts: TraceSet, looku
                     Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
 
 
-def _by_levels(path: str, st: Structure, frames: Iterable[int], reason: Reason, late: bool,
-               opts: PredictOptions) -> Iterator[Prediction]:
+def _by_levels(path: str, st: Structure, frames: Iterable[int], reason: Reason, opts: PredictOptions,
+               finest: int | None = None) -> Iterator[Prediction]:
     """A texture no usable trace says anything about: header and tables, then levels coarse before
-    fine up to `unseen_cap`; levels finer than `unseen_coarse` last."""
+    fine up to `unseen_cap` (and no finer than `finest` pixels, when given); levels finer than
+    `unseen_coarse` last."""
     room = opts.unseen_cap
     frames = tuple(frames)
     for tier, spans in whole_by_tier(st):
         room -= total(spans)
-        if room < 0 and tier != META_TIER:
+        if tier != META_TIER and (room < 0 or (finest is not None and tier > finest)):
             break  # coarse levels fit the cap, finer ones do not
-        yield Prediction(path, frames, spans, reason, tier, last=late or tier > opts.unseen_coarse)
+        yield Prediction(path, frames, spans, reason, tier, last=tier > opts.unseen_coarse)
 
 
 MISFIT_SHARE = 0.25
@@ -756,12 +760,35 @@ def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[in
     return all_frames
 
 
-def _unread_siblings(candidates: list[Candidate], ts: TraceSet) -> set[str]:
+def _unread_siblings(candidates: list[Candidate], ts: TraceSet, structure: Structures) -> dict[str, int | None]:
     """Tiles of a tile set that no traced frame read while a sibling was: the traced shots did not
-    look at them, so they are the least sure (and a budget drops them first)."""
-    read_sets = {c.tile_set for c in candidates if c.tile_set is not None and c.path in ts.reads}
-    return {c.path for c in candidates
-            if c.tile_set in read_sets and c.path not in ts.reads and not c.whole}
+    look at them, so they are the least sure (and a budget drops them first). With each, the finest
+    resolution traced frames read of its set's tiles: a tile of a UDIM set covers the same UV area
+    as its siblings, so a frame turning to it samples the same levels, not finer ones."""
+    finest: dict[int, int] = {}
+    for c in candidates:
+        if c.tile_set is None or c.path not in ts.reads:
+            continue
+        st = structure(c.path)
+        finest.setdefault(c.tile_set, 0)
+        if st is not None:
+            tiles = st.tiles_read(normalize(s for spans in ts.reads[c.path].values() for s in spans))[0]
+            finest[c.tile_set] = max([finest[c.tile_set], *(st.levels[t[0]].resolution for t in tiles)])
+    out: dict[str, int | None] = {}
+    for c in candidates:
+        if c.tile_set is not None and c.tile_set in finest and c.path not in ts.reads and not c.whole:
+            out[c.path] = finest[c.tile_set] or None
+    return out
+
+
+def _away(train: list[int], job_frames: list[int]) -> set[int]:
+    """Job frames further beyond the traced frames than their spacing: the camera may have turned
+    to a texture tile the traced frames did not read. Between traced frames, and next to them, the
+    frames read the tiles the traced ones read (the push-in hedge's rule, `texture.predict_tiles`)."""
+    if not train:
+        return set(job_frames)
+    gap = spacing(train)
+    return {f for f in job_frames if f < train[0] - gap or f > train[-1] + gap}
 
 
 def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: TraceSet, lookup: Lookup,
@@ -770,7 +797,8 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
     """Inputs no trace read: whole (up to the cap) and last; a texture by its levels, coarse ones early."""
     job_set = set(job_frames)
     all_frames = tuple(job_frames)  # one tuple shared by every file all frames read
-    unread_tiles = _unread_siblings(candidates, ts)
+    unread_tiles = _unread_siblings(candidates, ts, structure)
+    away = _away(sorted(ts.frames), job_frames)
     unseen = structured = 0
     for c in candidates:
         if c.path in explained and not c.whole:
@@ -789,7 +817,10 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
         st = structure(c.path)
         if st is not None:
             structured += 1
-            result.predictions.extend(_by_levels(c.path, st, frames, reason, False, opts))
+            if sibling:
+                frames = tuple(f for f in frames if f in away)
+            if frames:
+                result.predictions.extend(_by_levels(c.path, st, frames, reason, opts, unread_tiles.get(c.path)))
             continue
         if info.size <= opts.unseen_cap:
             spans = [(0, info.size)]

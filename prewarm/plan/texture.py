@@ -170,7 +170,7 @@ TREND_FRAMES = 3
 """Traced frames nearest an unseen frame beyond them over which motion and a push-in are measured."""
 
 
-def _spacing(frames: list[int]) -> int:
+def spacing(frames: list[int]) -> int:
     """The usual gap between traced frames: a stepped check render's step."""
     gaps = sorted(b - a for a, b in pairwise(frames))
     return gaps[len(gaps) // 2] if gaps else 1
@@ -201,7 +201,7 @@ def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int
         px, py = drift(st, fps, side, opts.max_drift)
         moved = grow(st, base, 0, (px * distance, py * distance))
         trend = 1 if _finer_trend(st, fps, side) else 0
-        depth = max(trend, opts.finer if distance > _spacing(traced) else 0)
+        depth = max(trend, opts.finer if distance > spacing(traced) else 0)
     for t in grow(st, children(st, moved, depth), opts.grow):
         out[t] = Reason.FINER
     grown = grow(st, moved, opts.grow)
