@@ -127,3 +127,15 @@ def test_footprints_per_frame():
     st = mip()
     fps = footprints(st, {7: [st.levels[2].span(1, 1)], 8: [(0, 100)]})
     assert fps == {7: frozenset({(2, 1, 1)}), 8: frozenset()}
+
+
+def test_the_push_in_hedge_on_a_truck_lies_under_where_the_footprint_heads():
+    """No traced frame gets finer: the hedge is the children of the footprint moved on, not of
+    its widening, which on a truck would be children the frames never read."""
+    st = mip()
+    truck = {f: frozenset({(1, f // 2, 1)}) for f in range(1, 7)}  # level 1 (4 columns): columns 0..3
+    got = predict_tiles(st, truck, 12, (6,), TextureOptions(grow=1, finer=1))
+    finer = {t for t, r in got.items() if r is Reason.FINER}
+    neighbours = {t for t, r in got.items() if r is Reason.NEIGHBOURS and t[0] == 1}
+    assert finer and len(finer) == 4, "one tile's children, not a ring around the widened footprint"
+    assert len(neighbours) > 4

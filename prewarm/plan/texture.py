@@ -208,27 +208,32 @@ def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int
     Between traced frames, their footprints bracket the frame's: their union, grown.
     Beyond them, the footprint first moves on (`drift`: a truck's pace and direction
     times the distance, widened with it), then grows. A push-in
-    reads the children of the tiles it read, over a smaller region: the children of
-    the moved footprint's finest tiles, grown at their own level, one level deep when
-    the last traced frames get finer, `finer` levels deep (the hedge for a push-in no
-    traced frame shows) when the frame is further from them than their spacing.
+    reads the children of the tiles it read, over a smaller region. When the last
+    traced frames get finer, the children of the moved footprint's finest tiles, grown
+    at their own level, at least one level deep. Otherwise, when the frame is further
+    from them than their spacing, the hedge for a push-in no traced frame shows:
+    `finer` levels of children of the tiles where the footprint is headed, not of its
+    widening (on a truck that widening would buy children the frames never read).
     """
     base: set[Tile] = set().union(*(fps[t] for t in nearest))
     before = [t for t in nearest if t < frame]
     after = [t for t in nearest if t > frame]
     out: dict[Tile, Reason] = {}
     moved = base
-    depth = 0
+    hedge: set[Tile] = set()
     if not (before and after):
         distance = min(abs(frame - t) for t in nearest)
         traced = sorted(t for t in fps if fps[t])
         side = traced[-(TREND_FRAMES + 1):] if before else traced[:TREND_FRAMES + 1][::-1]
         (vx, vy), (wx, wy) = drift(st, fps, side, opts.max_drift)
-        moved = grow(st, shift(st, base, (vx * distance, vy * distance)), 0,
-                     ((HEDGE * abs(vx) + wx) * distance, (HEDGE * abs(vy) + wy) * distance))
-        trend = 1 if _finer_trend(st, fps, side) else 0
-        depth = max(trend, opts.finer if distance > spacing(traced) else 0)
-    for t in grow(st, children(st, moved, depth), opts.grow):
+        ahead = shift(st, base, (vx * distance, vy * distance))
+        moved = grow(st, ahead, 0, ((HEDGE * abs(vx) + wx) * distance, (HEDGE * abs(vy) + wy) * distance))
+        far = opts.finer if distance > spacing(traced) else 0
+        if _finer_trend(st, fps, side):  # a push-in the traced frames show: children of all it may reach
+            hedge = grow(st, children(st, moved, max(1, far)), opts.grow)
+        else:  # one they do not show: children of where the footprint is headed, not of its widening
+            hedge = children(st, ahead, far)
+    for t in hedge:
         out[t] = Reason.FINER
     grown = grow(st, moved, opts.grow)
     for t in grown:
