@@ -211,3 +211,14 @@ def test_ranges_are_ordered_as_their_key_tuples_would_be(rows):
         pieces.reason.append(Reason.TRACE)
     expected = sorted(range(len(rows)), key=lambda i: (rows[i][2], rows[i][3], rows[i][4], -rows[i][5], rows[i][0], rows[i][1], i))
     assert [(r.path, r.offset, r.frames) for r in pieces.ordered()] == [(rows[i][0], rows[i][1], rows[i][5]) for i in expected]
+
+
+def test_a_file_named_by_its_readers_frame_is_not_occasional_for_every_other_frame():
+    """A per-frame file no sequence explains (one traced frame read it): that frame's own, not a
+    decal every frame may read."""
+    own, decal = "/s/cache/debris.0005.bgeo", "/s/tex/decal.tx"
+    train = [a for f in range(1, 40, 4) for a in reads("/s/tex/a.tx", f, (0, 1000))]
+    train += reads(own, 5, (0, 500)) + reads(decal, 5, (0, 500))
+    res = predict(range(1, 40), [], aggregate(train), lookup_from({"/s/tex/a.tx": 5000, own: 5000, decal: 5000}))
+    assert not [p for p in res.predictions if p.path == own and p.reason is Reason.OCCASIONAL]
+    assert [p for p in res.predictions if p.path == decal and p.reason is Reason.OCCASIONAL]

@@ -41,7 +41,8 @@ Models, chosen per file from what the training frames (frames with traces) did:
   spacing, and a budget drops it first.
 * **Occasional files** (a decal every 12th frame, a prop that enters): a file a frame's
   traced neighbours did not read is still planned for it, with the footprint the traced
-  frames read (`occasional`), after everything the frame is known to read.
+  frames read (`occasional`), after everything the frame is known to read; not a file
+  whose name holds the number of a frame that read it (that frame's own file).
 """
 
 from __future__ import annotations
@@ -484,9 +485,11 @@ def _place(frame: int, progression: _Progression | _Progressions | None, regions
 
 
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
-                    groups: Groups, opts: PredictOptions, every: tuple[int, ...] = ()) -> Iterator[Prediction]:
+                    groups: Groups, opts: PredictOptions, every: tuple[int, ...] = (),
+                    occasional: bool = True) -> Iterator[Prediction]:
     """`every`: all the groups' frames in group order, shared by the files every group reads
     (a plan of 10,000 frames would otherwise hold a 10,000-frame tuple per shared file).
+    `occasional`: plan what traced frames read for frames whose neighbours did not read it.
 
     Frames' own reads that are one region each go to the region model; scattered ones
     (several far spans a frame, as a USD crate's value block and its table entry) are
@@ -537,7 +540,13 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
         region = subtract(list(spans_t), common)
         if region:
             yield Prediction(path, tuple(frames), region, why)
-    yield from _occasional(path, absent, [(META_TIER, clip(list(chain.from_iterable(per.values())), size))])
+    yield from _occasional(path, absent if occasional else [],
+                           [(META_TIER, clip(list(chain.from_iterable(per.values())), size))])
+
+
+def _frame_numbered(path: str, per: Mapping[int, list[Span]], max_delta: int) -> bool:
+    """Does the file's name hold the number of a frame that read it (within `max_delta`)?"""
+    return any(abs(value - t) <= max_delta for value, _ in _slots(path) for t in per)
 
 
 def _occasional(path: str, frames: list[int], by_tier: list[tuple[int, list[Span]]]) -> Iterator[Prediction]:
@@ -550,7 +559,7 @@ def _occasional(path: str, frames: list[int], by_tier: list[tuple[int, list[Span
 
 
 def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], train: list[int],
-                     groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
+                     groups: Groups, opts: PredictOptions, occasional: bool = True) -> Iterator[Prediction]:
     """A structured file read by traced frames: tiles in texture space (`prewarm.plan.texture`)."""
     readers = sorted(per)
     fps = footprints(st, per)
@@ -588,7 +597,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
         for why, ts in by_reason.items():
             for tier, spans in tiers(st, ts):
                 yield Prediction(path, tuple(frames), spans, why, tier)
-    if absent:
+    if absent and occasional:
         seen = grow(st, (t for fp in fps.values() for t in fp), opts.texture.grow)
         yield from _occasional(path, absent, [(META_TIER, normalize([*st.meta, *rest])),
                                               *tiers(st, seen | coarser(st, seen))])
@@ -670,11 +679,14 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
         if st is not None and misfit:
             result.predictions.extend(_by_levels(p, st, job_frames, Reason.FALLBACK, opts))
             continue
+        # a file named by its reader's frame number (a per-frame file no sequence explained) is
+        # that frame's, not an occasional file of every frame
+        occasional = p in tiles or not _frame_numbered(p, per, opts.max_delta)
         if st is not None:
             textures += 1
-            make = partial(_predict_texture, p, st, per, train, groups, opts)
+            make = partial(_predict_texture, p, st, per, train, groups, opts, occasional)
         else:
-            make = partial(_predict_shared, p, info.size, per, train, groups, opts, every)
+            make = partial(_predict_shared, p, info.size, per, train, groups, opts, every, occasional)
         if defer:
             result.deferred.append((p, make))
         else:
@@ -723,7 +735,7 @@ def _by_levels(path: str, st: Structure, frames: Iterable[int], reason: Reason, 
     for tier, spans in whole_by_tier(st):
         room -= total(spans)
         if tier != META_TIER and (room < 0 or (finest is not None and tier > finest)):
-            break  # coarse levels fit the cap, finer ones do not
+            break  # coarse levels fit the cap (and the finest asked for), finer ones do not
         yield Prediction(path, frames, spans, reason, tier, last=tier > opts.unseen_coarse)
 
 
