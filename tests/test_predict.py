@@ -125,13 +125,19 @@ def test_textures_without_structure_borrow_tiles_from_neighbouring_training_fram
     assert spans_for(wide, tex, 2)[1] == (tile[1][0] - 64 * KiB, tile[1][1] + 64 * KiB)
 
 
-def test_file_read_only_on_some_frames_is_predicted_only_near_them():
+def test_file_read_only_on_some_frames_is_predicted_near_them_and_last_for_the_others():
+    """A prop that enters: frames near its readers read it; the others get what it was seen read
+    (`occasional`), after everything, so a budget drops it first."""
     tex, tree = "/s/tex/a.tx", "/s/tex/tree.tx"
     train = [a for f in range(1, 40, 4) for a in reads(tex, f, (0, 1000))]
     train += [a for f in (9, 13, 17) for a in reads(tree, f, (0, 500))]
     res = predict(range(1, 40), [], aggregate(train), lookup_from({tex: 5000, tree: 5000}))
-    tree_frames = sorted({f for p in res.predictions if p.path == tree for f in p.frames})
-    assert tree_frames == list(range(6, 21))
+    near = sorted({f for p in res.predictions if p.path == tree and not p.last for f in p.frames})
+    assert near == list(range(6, 21))
+    others = [p for p in res.predictions if p.path == tree and p.last]
+    assert [(p.reason, p.spans) for p in others] == [(Reason.OCCASIONAL, [(0, 500)])]
+    traced = set(range(1, 40, 4))
+    assert sorted(others[0].frames) == [f for f in range(1, 40) if f not in traced and not 6 <= f <= 20]
 
 
 def test_unseen_inputs_fall_back_to_whole_files_up_to_the_cap_then_head_and_tail():
@@ -205,3 +211,14 @@ def test_ranges_are_ordered_as_their_key_tuples_would_be(rows):
         pieces.reason.append(Reason.TRACE)
     expected = sorted(range(len(rows)), key=lambda i: (rows[i][2], rows[i][3], rows[i][4], -rows[i][5], rows[i][0], rows[i][1], i))
     assert [(r.path, r.offset, r.frames) for r in pieces.ordered()] == [(rows[i][0], rows[i][1], rows[i][5]) for i in expected]
+
+
+def test_a_file_named_by_its_readers_frame_is_not_occasional_for_every_other_frame():
+    """A per-frame file no sequence explains (one traced frame read it): that frame's own, not a
+    decal every frame may read."""
+    own, decal = "/s/cache/debris.0005.bgeo", "/s/tex/decal.tx"
+    train = [a for f in range(1, 40, 4) for a in reads("/s/tex/a.tx", f, (0, 1000))]
+    train += reads(own, 5, (0, 500)) + reads(decal, 5, (0, 500))
+    res = predict(range(1, 40), [], aggregate(train), lookup_from({"/s/tex/a.tx": 5000, own: 5000, decal: 5000}))
+    assert not [p for p in res.predictions if p.path == own and p.reason is Reason.OCCASIONAL]
+    assert [p for p in res.predictions if p.path == decal and p.reason is Reason.OCCASIONAL]

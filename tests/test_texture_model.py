@@ -68,10 +68,24 @@ def test_growth_stays_on_the_grid_and_scales_with_distance():
 def test_drift_sees_a_slow_pan_and_a_wrap_is_not_a_jump():
     st = mip()
     pan = {f: frozenset({(1, f // 2, 1)}) for f in range(1, 9)}  # one column every other frame
-    px, py = drift(st, pan, sorted(pan))
+    (px, py), _ = drift(st, pan, sorted(pan))
     assert 0.0 < px < 0.25 and py == 0.0
+    (back, _), _ = drift(st, pan, sorted(pan, reverse=True))
+    assert back == -px, "towards frames before the traced ones, the pan runs the other way"
     wrap = {1: frozenset({(1, 0, 1), (1, 3, 1)}), 2: frozenset({(1, 0, 1), (1, 3, 1)}), 3: frozenset({(1, 0, 1)})}
-    assert drift(st, wrap, [1, 2, 3])[0] < 0.1  # the centre of {0, 3} on a wrapping texture is at the seam
+    assert abs(drift(st, wrap, [1, 2, 3])[0][0]) < 0.1  # the centre of {0, 3} on a wrapping texture is at the seam
+
+
+def test_a_truck_moves_on_beyond_the_traced_frames_and_widens_with_distance():
+    """One column every other frame at one level (a truck): frames beyond the traced ones read
+    further along, not back where the truck came from; the further, the wider."""
+    st = mip()
+    truck = {f: frozenset({(0, f // 2, 3)}) for f in range(1, 7)}  # columns 0..3 of level 0 (8 columns)
+    got = predict_tiles(st, truck, 10, (6,), TextureOptions(grow=0, finer=0))
+    row = sorted(x for lv, x, y in got if lv == 0 and y == 3)
+    assert 5 in row and 0 not in row, row
+    near = predict_tiles(st, truck, 7, (6,), TextureOptions(grow=0, finer=0))
+    assert len([t for t in near if t[0] == 0]) < len([t for t in got if t[0] == 0])
 
 
 def test_between_traced_frames_the_union_is_grown_and_nothing_finer_is_added():
@@ -113,3 +127,15 @@ def test_footprints_per_frame():
     st = mip()
     fps = footprints(st, {7: [st.levels[2].span(1, 1)], 8: [(0, 100)]})
     assert fps == {7: frozenset({(2, 1, 1)}), 8: frozenset()}
+
+
+def test_the_push_in_hedge_on_a_truck_lies_under_where_the_footprint_heads():
+    """No traced frame gets finer: the hedge is the children of the footprint moved on, not of
+    its widening, which on a truck would be children the frames never read."""
+    st = mip()
+    truck = {f: frozenset({(1, f // 2, 1)}) for f in range(1, 7)}  # level 1 (4 columns): columns 0..3
+    got = predict_tiles(st, truck, 12, (6,), TextureOptions(grow=1, finer=1))
+    finer = {t for t, r in got.items() if r is Reason.FINER}
+    neighbours = {t for t, r in got.items() if r is Reason.NEIGHBOURS and t[0] == 1}
+    assert finer and len(finer) == 4, "one tile's children, not a ring around the widened footprint"
+    assert len(neighbours) > 4

@@ -175,6 +175,8 @@ def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Loo
     metadata.extend(MetaOp(Op.READDIR, d) for d in listed)
 
     missing = fold_missing(manifest, resolved.missing, result.missing)
+    # a changed file is there: shown, and the warm is not less for it
+    missing += [Finding(p, why, optional=True) for p, why in result.changed[:MAX_FINDINGS]]
     stats = {"trace_records": ts.records, "trace_frames": len(ts.frames), **trace_counts,
              "granule": effective.granule, **result.stats}
     plan = Plan(job=manifest.job, frames=tuple(frames), ranges=ordered.ranges, metadata=tuple(metadata),

@@ -97,6 +97,7 @@ class Reason(StrEnum):
     FINER = "finer"            # tiles one MIP level finer than traced frames read: a push-in
     REGION = "region"          # a shared cache's sample data, where a frame's region cannot be placed
     UNREAD_TILE = "unread_tile"  # a tile of a tile set (<UDIM>) no traced frame read while its siblings were
+    OCCASIONAL = "occasional"  # what a few traced frames read (a decal every 10th frame), for the other frames
 
 
 @dataclass(frozen=True, slots=True)

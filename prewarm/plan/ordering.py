@@ -34,6 +34,7 @@ CONFIDENCE = {
     Reason.FINER: 0.5,
     Reason.REGION: 0.5,
     Reason.FALLBACK: 0.3,
+    Reason.OCCASIONAL: 0.25,
     Reason.UNREAD_TILE: 0.2,
 }
 """How sure a reason is: it scales a segment's value under a budget and ranks equals."""
@@ -69,6 +70,10 @@ class Ordered:
 def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> list[_Seg]:
     """One file's predictions (with their frame masks) cut into segments of constant properties.
 
+    A segment's rank is its first frame among the predictions that are not `last`: what a few
+    traced frames read, planned late for every other frame, stays where the frames known to
+    read it put it.
+
     Cells (the intervals between cuts) are kept as parallel lists rather than objects: a
     shared texture of a long job has hundreds of overlapping predictions, and this loop
     runs millions of times per plan (bench/scale.py)."""
@@ -83,13 +88,15 @@ def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> l
                 spans.append((a, b, p, mask))
     bounds = sorted(cuts)
     n = max(len(bounds) - 1, 0)
-    frames, sure, tier = [0] * n, [-1.0] * n, [0] * n
+    frames, early, sure, tier = [0] * n, [0] * n, [-1.0] * n, [0] * n
     reason: list[Reason | None] = [None] * n
     last = [True] * n
     for a, b, p, mask in spans:
         c, t, r, late = CONFIDENCE[p.reason], p.tier, p.reason, p.last
         for i in range(bisect_left(bounds, a), bisect_left(bounds, b)):
             frames[i] |= mask
+            if not late:
+                early[i] |= mask
             if sure[i] < 0:
                 sure[i], reason[i], tier[i] = c, r, t
             else:
@@ -99,9 +106,14 @@ def _segments(preds: list[tuple[Prediction, int]], granule: int, size: int) -> l
                     tier[i] = t
             if not late:
                 last[i] = False
-    return [_Seg(bounds[i], bounds[i + 1], (frames[i] & -frames[i]).bit_length() - 1, frames[i].bit_count(),
+    return [_Seg(bounds[i], bounds[i + 1], _first(early[i] or frames[i]), frames[i].bit_count(),
                  cast(Reason, reason[i]), tier[i], last[i])
             for i in range(n) if sure[i] >= 0]
+
+
+def _first(mask: int) -> int:
+    """The rank of the first frame in `mask`."""
+    return (mask & -mask).bit_length() - 1
 
 
 class _Pieces:

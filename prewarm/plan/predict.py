@@ -6,7 +6,11 @@ Models, chosen per file from what the training frames (frames with traces) did:
 * **Per-frame files** (`cache.0042.bgeo` read by frame 42): a traced path holding a
   number within `max_delta` of the frame that read it is a candidate sequence; a
   sequence is accepted when several frames each read their own member (motion blur:
-  frame F reading F+1's file is a sequence with delta +1). Another frame's member is
+  frame F reading F+1's file is a sequence with delta +1) and the number follows the
+  frame: frames read members relative to their own number, no member is read by most
+  frames far from its number, and no file of a tile pattern (`<UDIM>`) is a member.
+  Shots are numbered from 1001 like UDIM tiles: `diff.1001.tx` and `diff.1002.tx` read
+  by frames 1001 and 1002 alike are a tile set. Another frame's member is
   predicted read the way members were: whole, or by spans anchored to the file's
   start and end (headers, offset tables, footers survive a different size).
 * **Shared files** read by many frames: spans read by at least `common_share` of the
@@ -30,8 +34,15 @@ Models, chosen per file from what the training frames (frames with traces) did:
   header, offset tables and footer). These come last in the plan. A structured file
   comes by its levels: header, tables and levels up to `unseen_coarse` early, finer
   levels last (within the cap, coarse first), so a budget drops the finest first.
-  A tile of a tile set that no traced frame read while a sibling was read goes last
-  (`unread_tile`): the shots looked elsewhere.
+  A tile of a tile set that no traced frame read while a sibling was read is planned
+  the same way, with reason `unread_tile` (the shots looked elsewhere so far; a frame
+  that turns to it reads its header and a few coarse tiles): no level finer than its
+  siblings were read at, only for frames beyond the traced ones by more than their
+  spacing, and a budget drops it first.
+* **Occasional files** (a decal every 12th frame, a prop that enters): a file a frame's
+  traced neighbours did not read is still planned for it, with the footprint the traced
+  frames read (`occasional`), after everything the frame is known to read; not a file
+  whose name holds the number of a frame that read it (that frame's own file).
 """
 
 from __future__ import annotations
@@ -53,8 +64,11 @@ from prewarm.plan.structure import Structure
 from prewarm.plan.texture import (
     META_TIER,
     TextureOptions,
+    coarser,
     footprints,
+    grow,
     predict_tiles,
+    spacing,
     tiers,
     whole_by_tier,
 )
@@ -171,6 +185,8 @@ class PredictResult:
     missing: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason): files traces say frames will read, which do not exist."""
     stats: dict[str, int] = field(default_factory=dict)
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason): traced files that changed since their traces were made (re-published)."""
     deferred: list[tuple[str, Deferred]] = field(default_factory=list)
     """With `predict(defer=True)`: the shared and structured traced files, by path, whose
     predictions the ordering makes file by file, perhaps in other processes."""
@@ -216,23 +232,47 @@ class _Sequence:
     members: dict[int, str]          # training frame -> the member it read
 
 
-def find_sequences(ts: TraceSet, max_delta: int) -> list[_Sequence]:
-    """Per-frame file sequences supported by at least two training frames."""
+def find_sequences(ts: TraceSet, max_delta: int, tiles: frozenset[str] = frozenset()) -> list[_Sequence]:
+    """Per-frame file sequences supported by at least two training frames and by evidence that the
+    number follows the frame (`_follows_frame`). `tiles`: files of a tile pattern (`<UDIM>`): a tile
+    number is not a frame's, whatever frames the shot numbers (both run from 1001)."""
     cand: dict[tuple[SeqKey, int], dict[int, str]] = defaultdict(dict)
+    near: dict[SeqKey, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    stray: dict[SeqKey, int] = defaultdict(int)
+    files: dict[SeqKey, int] = defaultdict(int)
     for path, per in ts.reads.items():
-        slots = _slots(path)
-        if not slots:
+        if path in tiles:
             continue
-        for t in per:
-            for value, key in slots:
-                d = value - t
-                if -max_delta <= d <= max_delta:
-                    cand[(key, d)][t] = path
+        for value, key in _slots(path):
+            readers = [t for t in per if -max_delta <= value - t <= max_delta]
+            if not readers:
+                continue
+            files[key] += 1
+            stray[key] += int(len(readers) < len(per))
+            for t in readers:
+                cand[(key, value - t)][t] = path
+                near[key][t].add(value)
+    follows = {key for key in files if 2 * stray[key] <= files[key] and _follows_frame(near[key])}
     seqs = []
     for (key, d), members in cand.items():
-        if len(members) >= 2 and len(set(members.values())) >= 2:
+        if key in follows and len(members) >= 2 and len(set(members.values())) >= 2:
             seqs.append(_Sequence(key, d, members))
     return seqs
+
+
+def _follows_frame(numbers: Mapping[int, set[int]]) -> bool:
+    """Do the numbers a frame reads under one key move with the frame? Frames agree more on the
+    numbers relative to their own (`cache.F.bgeo`, `F+1` for motion blur) than on the numbers
+    themselves (tiles 1001 and 1002 read by frames 1001 and 1002 alike: a tile set, not a sequence).
+    A tie is no evidence."""
+    def agreement(sets: Iterable[frozenset[int]]) -> int:
+        counts: dict[frozenset[int], int] = defaultdict(int)
+        for s in sets:
+            counts[s] += 1
+        return max(counts.values(), default=0)
+
+    relative = agreement(frozenset(n - t for n in ns) for t, ns in numbers.items())
+    return relative > agreement(frozenset(ns) for ns in numbers.values())
 
 
 # ---------------------------------------------------------------- span statistics
@@ -445,9 +485,11 @@ def _place(frame: int, progression: _Progression | _Progressions | None, regions
 
 
 def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: list[int],
-                    groups: Groups, opts: PredictOptions, every: tuple[int, ...] = ()) -> Iterator[Prediction]:
+                    groups: Groups, opts: PredictOptions, every: tuple[int, ...] = (),
+                    occasional: bool = True) -> Iterator[Prediction]:
     """`every`: all the groups' frames in group order, shared by the files every group reads
     (a plan of 10,000 frames would otherwise hold a 10,000-frame tuple per shared file).
+    `occasional`: plan what traced frames read for frames whose neighbours did not read it.
 
     Frames' own reads that are one region each go to the region model; scattered ones
     (several far spans a frame, as a USD crate's value block and its table entry) are
@@ -465,6 +507,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
     borrow: dict[tuple[tuple[int, ...], bool], list[int]] = {}
     placed: dict[tuple[tuple[Span, ...], Reason], list[int]] = defaultdict(list)
     reads = per.__contains__
+    absent: list[int] = []
     for nb, exact, frames in groups:
         reading = tuple(filter(reads, nb))  # C-level: groups x shared files of them a plan
         if exact:
@@ -474,6 +517,7 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
                 borrow[(reading, True)] = frames
             continue
         if not (reading or everyone or progression):
+            absent.extend(frames)
             continue
         present.extend(frames)
         included += 1
@@ -496,10 +540,26 @@ def _predict_shared(path: str, size: int, per: Mapping[int, list[Span]], train: 
         region = subtract(list(spans_t), common)
         if region:
             yield Prediction(path, tuple(frames), region, why)
+    yield from _occasional(path, absent if occasional else [],
+                           [(META_TIER, clip(list(chain.from_iterable(per.values())), size))])
+
+
+def _frame_numbered(path: str, per: Mapping[int, list[Span]], max_delta: int) -> bool:
+    """Does the file's name hold the number of a frame that read it (within `max_delta`)?"""
+    return any(abs(value - t) <= max_delta for value, _ in _slots(path) for t in per)
+
+
+def _occasional(path: str, frames: list[int], by_tier: list[tuple[int, list[Span]]]) -> Iterator[Prediction]:
+    """What the traced frames read of a file, for `frames`, whose traced neighbours did not read it
+    (a decal every 12th frame): after everything they are known to read, the first a budget drops."""
+    if frames:
+        for tier, spans in by_tier:
+            if spans:
+                yield Prediction(path, tuple(frames), spans, Reason.OCCASIONAL, tier, last=True)
 
 
 def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], train: list[int],
-                     groups: Groups, opts: PredictOptions) -> Iterator[Prediction]:
+                     groups: Groups, opts: PredictOptions, occasional: bool = True) -> Iterator[Prediction]:
     """A structured file read by traced frames: tiles in texture space (`prewarm.plan.texture`)."""
     readers = sorted(per)
     fps = footprints(st, per)
@@ -508,6 +568,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
     present: list[int] = []
     by_tiles: dict[frozenset[tuple[tuple[int, int, int], Reason]], list[int]] = defaultdict(list)
     memo: dict[tuple[tuple[int, ...], bool, int, bool], frozenset[tuple[tuple[int, int, int], Reason]]] = {}
+    absent: list[int] = []
     for nb, exact, frames in groups:
         reading = tuple(t for t in nb if t in per)
         if exact:
@@ -516,6 +577,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
                 by_tiles[frozenset((t, Reason.TRACE) for t in fps[reading[0]])].extend(frames)
             continue
         if not (reading or everyone):
+            absent.extend(frames)
             continue
         present.extend(frames)
         for f in frames:
@@ -535,6 +597,10 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
         for why, ts in by_reason.items():
             for tier, spans in tiers(st, ts):
                 yield Prediction(path, tuple(frames), spans, why, tier)
+    if absent and occasional:
+        seen = grow(st, (t for fp in fps.values() for t in fp), opts.texture.grow)
+        yield from _occasional(path, absent, [(META_TIER, normalize([*st.meta, *rest])),
+                                              *tiers(st, seen | coarser(st, seen))])
 
 
 @dataclass
@@ -584,7 +650,9 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     train = sorted(ts.frames)
     result = PredictResult()
     explained: set[str] = set()
-    seqs = find_sequences(ts, opts.max_delta) if train else []
+    candidates = list(candidates)
+    tiles = frozenset(c.path for c in candidates if c.tile_set is not None)
+    seqs = find_sequences(ts, opts.max_delta, tiles) if train else []
     in_sequence = {p for s in seqs for p in s.members.values()}
     for seq in seqs:
         _predict_sequence(seq, job_frames, ts, lookup, traced_ok, opts, result, explained)
@@ -604,18 +672,29 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
         shared += 1
         st = structure(p)
         make: Deferred
+        misfit = _misfit(st, per, info.size)
+        if misfit:
+            result.changed.append((p, f"changed since traced ({misfit}): "
+                                      + ("planned by its levels, as never traced" if st else "planned by bytes")))
+        if st is not None and misfit:
+            result.predictions.extend(_by_levels(p, st, job_frames, Reason.FALLBACK, opts))
+            continue
+        # a file named by its reader's frame number (a per-frame file no sequence explained) is
+        # that frame's, not an occasional file of every frame
+        occasional = p in tiles or not _frame_numbered(p, per, opts.max_delta)
         if st is not None:
             textures += 1
-            make = partial(_predict_texture, p, st, per, train, groups, opts)
+            make = partial(_predict_texture, p, st, per, train, groups, opts, occasional)
         else:
-            make = partial(_predict_shared, p, info.size, per, train, groups, opts, every)
+            make = partial(_predict_shared, p, info.size, per, train, groups, opts, every, occasional)
         if defer:
             result.deferred.append((p, make))
         else:
             result.predictions.extend(make())
     result.stats["shared_files"] = shared
+    result.stats["changed_since_traced"] = len(result.changed)
     result.stats["tiled_files"] = textures
-    _predict_unseen(list(candidates), job_frames, ts, lookup, structure, opts, result, explained)
+    _predict_unseen(candidates, job_frames, ts, lookup, structure, opts, result, explained)
     return result
 
 
@@ -646,6 +725,43 @@ def _predict_sequence(seq: _Sequence, job_frames: list[int], ts: TraceSet, looku
                     Prediction(member, (f,), spans, Reason.PATTERN if shape.whole else Reason.ANCHORED))
 
 
+def _by_levels(path: str, st: Structure, frames: Iterable[int], reason: Reason, opts: PredictOptions,
+               finest: int | None = None) -> Iterator[Prediction]:
+    """A texture no usable trace says anything about: header and tables, then levels coarse before
+    fine up to `unseen_cap` (and no finer than `finest` pixels, when given); levels finer than
+    `unseen_coarse` last."""
+    room = opts.unseen_cap
+    frames = tuple(frames)
+    for tier, spans in whole_by_tier(st):
+        room -= total(spans)
+        if tier != META_TIER and (room < 0 or (finest is not None and tier > finest)):
+            break  # coarse levels fit the cap (and the finest asked for), finer ones do not
+        yield Prediction(path, frames, spans, reason, tier, last=tier > opts.unseen_coarse)
+
+
+MISFIT_SHARE = 0.25
+"""Traced reads of a structured file starting inside its tiles, beyond this share of those that touch
+tiles, say the file is not the one traced: a re-published texture, its tiles moved."""
+
+
+def _misfit(st: Structure | None, per: Mapping[int, list[Span]], size: int) -> str | None:
+    """Why the traced reads of a file do not fit the file as it is now, or None.
+
+    Reads past its end say it shrank. A texture cache reads tiles from their start: reads
+    starting inside the current tiles were made against another layout. Page-aligned starts
+    (a reader going through 4 KiB buffers) are no evidence either way."""
+    spans = {sp for frame in per.values() for sp in frame}
+    if spans and max(e for _, e in spans) > size:
+        return f"earlier renders read past its end, {size:,} bytes now"
+    if st is None:
+        return None
+    inside = [s for s, _ in spans if st.inside_tile(s)]
+    touching = sum(1 for sp in spans if st.tiles_read([sp])[0])
+    if len(inside) >= 3 and len(inside) > MISFIT_SHARE * touching and any(s % 4096 for s in inside):
+        return f"{len(inside):,} traced reads start inside its tiles"
+    return None
+
+
 def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[int]) -> tuple[int, ...]:
     """The job frames that may read a candidate; `all_frames` is shared, not copied, per file."""
     if c.frame is not None:
@@ -656,12 +772,35 @@ def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[in
     return all_frames
 
 
-def _unread_siblings(candidates: list[Candidate], ts: TraceSet) -> set[str]:
-    """Tiles of a tile set that no traced frame read while a sibling was: the frames' shots do not
-    look at them, so they go last (and a budget drops them first)."""
-    read_sets = {c.tile_set for c in candidates if c.tile_set is not None and c.path in ts.reads}
-    return {c.path for c in candidates
-            if c.tile_set in read_sets and c.path not in ts.reads and not c.whole}
+def _unread_siblings(candidates: list[Candidate], ts: TraceSet, structure: Structures) -> dict[str, int | None]:
+    """Tiles of a tile set that no traced frame read while a sibling was: the traced shots did not
+    look at them, so they are the least sure (and a budget drops them first). With each, the finest
+    resolution traced frames read of its set's tiles: a tile of a UDIM set covers the same UV area
+    as its siblings, so a frame turning to it samples the same levels, not finer ones."""
+    finest: dict[int, int] = {}
+    for c in candidates:
+        if c.tile_set is None or c.path not in ts.reads:
+            continue
+        st = structure(c.path)
+        finest.setdefault(c.tile_set, 0)
+        if st is not None:
+            tiles = st.tiles_read(normalize(s for spans in ts.reads[c.path].values() for s in spans))[0]
+            finest[c.tile_set] = max([finest[c.tile_set], *(st.levels[t[0]].resolution for t in tiles)])
+    out: dict[str, int | None] = {}
+    for c in candidates:
+        if c.tile_set is not None and c.tile_set in finest and c.path not in ts.reads and not c.whole:
+            out[c.path] = finest[c.tile_set] or None
+    return out
+
+
+def _away(train: list[int], job_frames: list[int]) -> set[int]:
+    """Job frames further beyond the traced frames than their spacing: the camera may have turned
+    to a texture tile the traced frames did not read. Between traced frames, and next to them, the
+    frames read the tiles the traced ones read (the push-in hedge's rule, `texture.predict_tiles`)."""
+    if not train:
+        return set(job_frames)
+    gap = spacing(train)
+    return {f for f in job_frames if f < train[0] - gap or f > train[-1] + gap}
 
 
 def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: TraceSet, lookup: Lookup,
@@ -670,7 +809,8 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
     """Inputs no trace read: whole (up to the cap) and last; a texture by its levels, coarse ones early."""
     job_set = set(job_frames)
     all_frames = tuple(job_frames)  # one tuple shared by every file all frames read
-    unread_tiles = _unread_siblings(candidates, ts)
+    unread_tiles = _unread_siblings(candidates, ts, structure)
+    away = _away(sorted(ts.frames), job_frames)
     unseen = structured = 0
     for c in candidates:
         if c.path in explained and not c.whole:
@@ -689,13 +829,10 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
         st = structure(c.path)
         if st is not None:
             structured += 1
-            room = opts.unseen_cap
-            for tier, spans in whole_by_tier(st):
-                room -= total(spans)
-                if room < 0 and tier != META_TIER:
-                    break  # coarse levels fit the cap, finer ones do not
-                late = sibling or tier > opts.unseen_coarse
-                result.predictions.append(Prediction(c.path, frames, spans, reason, tier, last=late))
+            if sibling:
+                frames = tuple(f for f in frames if f in away)
+            if frames:
+                result.predictions.extend(_by_levels(c.path, st, frames, reason, opts, unread_tiles.get(c.path)))
             continue
         if info.size <= opts.unseen_cap:
             spans = [(0, info.size)]

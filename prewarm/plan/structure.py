@@ -118,6 +118,15 @@ class Structure:
                 rest.append((covered_to, e))
         return tiles, normalize(rest)
 
+    def inside_tile(self, offset: int) -> bool:
+        """Does `offset` fall strictly inside a tile? A texture cache reads whole tiles from their
+        start: traced reads starting inside tiles were made against another layout of the file."""
+        i = bisect_right(self._starts, offset) - 1
+        if i < 0:
+            return False
+        ts, te = self.span(self._tiles[i])
+        return ts < offset < te
+
     def coarser(self, level: int) -> list[int]:
         """Levels no larger than `level` on either side, other than itself (every coarser MIP level)."""
         lv = self.levels[level]

@@ -8,8 +8,9 @@ in, the children of those tiles one level finer. In tile space both are plain:
 * a traced read is mapped to `(level, x, y)` through the file's `Structure`;
 * an unseen frame borrows the footprints of its traced neighbours, grown by
   `grow` tiles at every level. Beyond the last traced frame (or before the first)
-  the footprint also grows with the distance, at the pace the footprints moved
-  over the traced frames (`drift`, per axis, in image sizes per frame);
+  the footprint moves on at the pace and in the direction it moved over the last
+  traced frames (`drift`, per axis, in image sizes per frame: a truck), widened
+  with the distance by `HEDGE` of that move plus the pace's variation (a wobble);
 * beyond the traced frames, the children of the finest tiles one level finer are
   added (`finer` levels deep, a hedge for a push-in), and at least one level when
   the finest level read gets finer over the traced frames towards it;
@@ -85,19 +86,25 @@ def _centre(st: Structure, level: int, cells: set[tuple[int, int]]) -> tuple[flo
     return (mean([(x + 0.5) / lv.columns for x, _ in cells]), mean([(y + 0.5) / lv.rows for _, y in cells]))
 
 
-def _apart(a: float, b: float) -> float:
-    d = abs(a - b) % 1.0
-    return min(d, 1.0 - d)
+def _towards(a: float, b: float) -> float:
+    """From `a` to `b` on the circle of texture coordinates, the short way round: in (-0.5, 0.5]."""
+    return -((a - b + 0.5) % 1.0 - 0.5)
 
 
-def drift(st: Structure, fps: Footprints, side: list[int], max_drift: float = 0.25) -> tuple[float, float]:
-    """How fast footprints move near `side` (traced frames, nearest last), in image widths and
-    heights per frame: the mean over its consecutive frames of how far the centre of what both
-    read at a level moved.
+Motion = tuple[tuple[float, float], tuple[float, float]]
+"""Per axis, how fast footprints move (image widths, heights per frame, signed: along the frames
+towards the unseen one), and how much the pace varies about that (the mean deviation)."""
+
+
+def drift(st: Structure, fps: Footprints, side: list[int], max_drift: float = 0.25) -> Motion:
+    """How footprints move near `side` (traced frames, nearest last): over its consecutive frames,
+    how far the centre of what both read at a level moved, per frame.
 
     Footprints move in whole tiles, so most pairs of frames show no move and a few a
     jump: the mean, not the median, sees a slow pan. Only the frames towards the
-    unseen frame count: a pan that stopped earlier in the shot does not move it.
+    unseen frame count: a pan that stopped earlier in the shot does not move it. A
+    truck moves one way (the mean says where to); a wobble moves both ways (the
+    deviation says how far either side).
     """
     mx: list[float] = []
     my: list[float] = []
@@ -109,11 +116,29 @@ def drift(st: Structure, fps: Footprints, side: list[int], max_drift: float = 0.
         level = min(shared, key=lambda i: st.levels[i].resolution)
         (ax, ay), (bx, by) = _centre(st, level, la[level]), _centre(st, level, lb[level])
         gap = abs(b - a)
-        mx.append(min(max_drift, _apart(ax, bx) / gap))
-        my.append(min(max_drift, _apart(ay, by) / gap))
+        mx.append(max(-max_drift, min(max_drift, _towards(ax, bx) / gap)))
+        my.append(max(-max_drift, min(max_drift, _towards(ay, by) / gap)))
     if not mx:
-        return 0.0, 0.0
-    return sum(mx) / len(mx), sum(my) / len(my)
+        return (0.0, 0.0), (0.0, 0.0)
+    vx, vy = sum(mx) / len(mx), sum(my) / len(my)
+    return (vx, vy), (sum(abs(v - vx) for v in mx) / len(mx), sum(abs(v - vy) for v in my) / len(my))
+
+
+def shift(st: Structure, tiles: Iterable[Tile], by: tuple[float, float]) -> set[Tile]:
+    """`tiles` moved by `by` (image widths, heights), level by level; what would leave the image
+    stops at its edge (a truck running past the texture's edge still reads the edge)."""
+    out: set[Tile] = set()
+    for level, xy in _by_level(tiles).items():
+        lv = st.levels[level]
+        dx = math.floor(by[0] * lv.columns + 0.5)
+        dy = math.floor(by[1] * lv.rows + 0.5)
+        out.update((level, min(lv.columns - 1, max(0, x + dx)), min(lv.rows - 1, max(0, y + dy))) for x, y in xy)
+    return out
+
+
+HEDGE = 0.5
+"""Beyond the traced frames, a moving footprint is widened by this share of the distance it was
+moved, on each side, plus the pace's own variation: the further out, the less sure the pace."""
 
 
 def grow(st: Structure, tiles: Iterable[Tile], cells: int, by: tuple[float, float] = (0.0, 0.0)) -> set[Tile]:
@@ -170,7 +195,7 @@ TREND_FRAMES = 3
 """Traced frames nearest an unseen frame beyond them over which motion and a push-in are measured."""
 
 
-def _spacing(frames: list[int]) -> int:
+def spacing(frames: list[int]) -> int:
     """The usual gap between traced frames: a stepped check render's step."""
     gaps = sorted(b - a for a, b in pairwise(frames))
     return gaps[len(gaps) // 2] if gaps else 1
@@ -181,28 +206,34 @@ def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int
     """The tiles an unseen `frame` will read and why, from its nearest traced frames reading the file.
 
     Between traced frames, their footprints bracket the frame's: their union, grown.
-    Beyond them, the footprint first moves (grows by the distance at the pace
-    footprints moved over the last traced frames, `drift`), then grows. A push-in
-    reads the children of the tiles it read, over a smaller region: the children of
-    the moved footprint's finest tiles, grown at their own level, one level deep when
-    the last traced frames get finer, `finer` levels deep (the hedge for a push-in no
-    traced frame shows) when the frame is further from them than their spacing.
+    Beyond them, the footprint first moves on (`drift`: a truck's pace and direction
+    times the distance, widened with it), then grows. A push-in
+    reads the children of the tiles it read, over a smaller region. When the last
+    traced frames get finer, the children of the moved footprint's finest tiles, grown
+    at their own level, at least one level deep. Otherwise, when the frame is further
+    from them than their spacing, the hedge for a push-in no traced frame shows:
+    `finer` levels of children of the tiles where the footprint is headed, not of its
+    widening (on a truck that widening would buy children the frames never read).
     """
     base: set[Tile] = set().union(*(fps[t] for t in nearest))
     before = [t for t in nearest if t < frame]
     after = [t for t in nearest if t > frame]
     out: dict[Tile, Reason] = {}
     moved = base
-    depth = 0
+    hedge: set[Tile] = set()
     if not (before and after):
         distance = min(abs(frame - t) for t in nearest)
         traced = sorted(t for t in fps if fps[t])
         side = traced[-(TREND_FRAMES + 1):] if before else traced[:TREND_FRAMES + 1][::-1]
-        px, py = drift(st, fps, side, opts.max_drift)
-        moved = grow(st, base, 0, (px * distance, py * distance))
-        trend = 1 if _finer_trend(st, fps, side) else 0
-        depth = max(trend, opts.finer if distance > _spacing(traced) else 0)
-    for t in grow(st, children(st, moved, depth), opts.grow):
+        (vx, vy), (wx, wy) = drift(st, fps, side, opts.max_drift)
+        ahead = shift(st, base, (vx * distance, vy * distance))
+        moved = grow(st, ahead, 0, ((HEDGE * abs(vx) + wx) * distance, (HEDGE * abs(vy) + wy) * distance))
+        far = opts.finer if distance > spacing(traced) else 0
+        if _finer_trend(st, fps, side):  # a push-in the traced frames show: children of all it may reach
+            hedge = grow(st, children(st, moved, max(1, far)), opts.grow)
+        else:  # one they do not show: children of where the footprint is headed, not of its widening
+            hedge = children(st, ahead, far)
+    for t in hedge:
         out[t] = Reason.FINER
     grown = grow(st, moved, opts.grow)
     for t in grown:
