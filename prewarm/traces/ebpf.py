@@ -2,10 +2,12 @@
 
 strace stops the traced process twice per system call (19x on a loop of 4 KiB
 `pread64`s); a bpftrace program on the syscall tracepoints runs in the kernel and
-stops nothing. What it costs is one hash-map update per read, so reads are not sent
-to user space one by one: each read becomes a run of 4 KiB blocks, `(device, inode,
-first block, last block)`, kept once in a kernel map, and the maps are drained every
-`DRAIN_MS`. Opens, stats and listings are rarer and are sent as events.
+stops nothing. What it costs is a few hash-map operations per read, so reads are not
+sent to user space one by one: each distinct read, `(device, inode, offset, length)`,
+is kept once in a kernel map (the same tile read again costs a lookup), and the maps
+are drained every `DRAIN_MS`. Reads keep their exact offsets, not only their 4 KiB
+blocks: the texture planner matches reads to tile offsets. Opens, stats and listings
+are rarer and are sent as events.
 
 How the program knows what it reads, without following descriptors:
 
@@ -32,15 +34,16 @@ How the program knows what it reads, without following descriptors:
   read of the mapped region (the importer's rule, and `prewarm record` asks strace for
   `mmap` too, so both records hold the same blocks).
 
-Memory: each of the three kernel block maps holds `MAP_KEYS` runs (about 64 bytes
-each, 3 x 16 MiB, preallocated by the kernel); maps of in-flight calls hold one entry
-per thread in a system call. A map that fills within one drain interval drops new
-runs; the drained counts say how many (`lost_runs`). User space keeps one path per
+Memory: each of the three kernel read maps holds `MAP_KEYS` distinct reads (a 32-byte
+key and an 8-byte first-seen time, about 80 bytes with the hash table's own, so about
+3 x 20 MiB, preallocated by the kernel); the map of in-flight reads holds one entry per
+thread inside a read. A map that fills within one drain interval drops new reads; the
+drained counts say how many (`lost_runs`). User space keeps one path per
 distinct file opened, at most `MAX_FILES` of them, and no reads: every drain is
 written out at once. So the recorder's memory does not grow with the number of reads
 or the length of the render, only with the number of distinct files, up to the cap.
 
-Why three block maps: bpftrace's `print` and `clear` of a map are carried out by
+Why three read maps: bpftrace's `print` and `clear` of a map are carried out by
 user space after the kernel asks, so a map must not be written while it is printed.
 Reads go to map `epoch % 3`; each drain flips the epoch and prints the map retired
 one interval earlier, which no read has touched since.
@@ -62,19 +65,16 @@ from typing import IO
 
 import orjson
 
-__all__ = ["BLOCK", "RECORDERS", "EbpfRecorder", "EbpfStats", "EbpfUnavailable", "available", "program"]
+__all__ = ["RECORDERS", "EbpfRecorder", "EbpfStats", "EbpfUnavailable", "available", "program"]
 
 RECORDERS = ("ebpf", "strace")
 """What `prewarm record --with` takes (here, not in `record`, so the CLI names them without loading the store)."""
-
-BLOCK = 4096
-"""Reads are kept as runs of 4 KiB blocks: the page the kernel reads, and what a plan cares about."""
 
 DRAIN_MS = 500
 """How often the kernel's block maps are read out and emptied."""
 
 MAP_KEYS = 1 << 18
-"""Entries per kernel map (bpftrace's BPFTRACE_MAP_KEYS_MAX): 262,144 distinct runs per
+"""Entries per kernel map (bpftrace's BPFTRACE_MAP_KEYS_MAX): 262,144 distinct reads per
 half second, more than the 200,000-pread loop of the bench makes in that time."""
 
 STRLEN = 200
@@ -101,13 +101,14 @@ def _file(fd: str) -> str:
             f"if ((uint64)({fd}) < (uint64)$fdt->max_fds) {{ $f = *kptr($fdt->fd + ({fd})); }}")
 
 
-def _blocks(dev: str, ino: str, off: str, n: str) -> str:
-    """Statements adding the block run of `n` bytes at `off` to the current epoch's map."""
-    out = [f"$b0 = (uint64)({off}) >> 12; $b1 = ((uint64)({off}) + (uint64)({n}) - 1) >> 12; $k = (uint64)@e % 3;"]
+def _reads(dev: str, ino: str, off: str, n: str) -> str:
+    """Statements adding the read of `n` bytes at `off` to the current epoch's map, once: the
+    same read made again (a re-read tile) costs a lookup and no update."""
+    out = ["$k = (uint64)@e % 3;"]
     for i in range(3):
         cond = "if" if i == 0 else "else if"
-        out.append(f"{cond} ($k == {i}) {{ if (!@a{i}[{dev}, {ino}, $b0, $b1]) "
-                   f"{{ @a{i}[{dev}, {ino}, $b0, $b1] = nsecs; @n{i} = count(); }} }}")
+        out.append(f"{cond} ($k == {i}) {{ if (!@a{i}[{dev}, {ino}, {off}, {n}]) "
+                   f"{{ @a{i}[{dev}, {ino}, {off}, {n}] = nsecs; @n{i} = count(); }} }}")
     return " ".join(out)
 
 
@@ -124,8 +125,7 @@ compares the `int` argument unsigned)."""
 
 def program() -> str:
     """The bpftrace program; `$1` is the pid of the wrapper that becomes the render."""
-    read_enter = (f"{{ {_file('args->fd')} if {_REG} {{ @rd[tid] = {_DEV}; @ri[tid] = {_INO}; "
-                  "@ro[tid] = OFF; } }")
+    read_enter = f"{{ {_file('args->fd')} if {_REG} {{ @r[tid] = ({_DEV}, {_INO}, (uint64)(OFF)); }} }}"
     drains = []
     for i in range(3):
         cond = "if" if i == 0 else "else if"
@@ -143,12 +143,12 @@ def program() -> str:
         "tracepoint:syscalls:sys_enter_preadv2 /@t[tid]/ "
         + read_enter.replace("OFF", "((int64)args->pos_l == -1 ? $f->f_pos : (args->pos_l | (args->pos_h << 32)))"),
         "tracepoint:syscalls:sys_exit_read, tracepoint:syscalls:sys_exit_readv, tracepoint:syscalls:sys_exit_pread64, "
-        "tracepoint:syscalls:sys_exit_preadv, tracepoint:syscalls:sys_exit_preadv2 /@ri[tid]/ "
-        f"{{ if (args->ret > 0) {{ {_blocks('@rd[tid]', '@ri[tid]', '@ro[tid]', 'args->ret')} }} "
-        "delete(@rd[tid]); delete(@ri[tid]); delete(@ro[tid]); }",
+        "tracepoint:syscalls:sys_exit_preadv, tracepoint:syscalls:sys_exit_preadv2 "
+        f"{{ $x = @r[tid]; if ($x.1 != 0) {{ if (args->ret > 0) "
+        f"{{ {_reads('$x.0', '$x.1', '$x.2', '(uint64)args->ret')} }} delete(@r[tid]); }} }}",
         # mmap of a file: a read of the mapped region
         f"tracepoint:syscalls:sys_enter_mmap /@t[tid] && args->fd < 0x80000000 && args->len > 0/ "
-        f"{{ {_file('args->fd')} if {_REG} {{ {_blocks(_DEV, _INO, 'args->off', 'args->len')} }} }}",
+        f"{{ {_file('args->fd')} if {_REG} {{ {_reads(_DEV, _INO, 'args->off', 'args->len')} }} }}",
         # opens, stats, listings: named calls, sent as events
         "tracepoint:syscalls:sys_enter_openat /@t[tid]/ "
         "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; @af[tid] = args->flags; }",
@@ -181,7 +181,7 @@ def program() -> str:
         f"interval:ms:{DRAIN_MS} {{ @e = @e + 1; $k = ((uint64)@e + 1) % 3; {' '.join(drains)} }}",
         "END { print(@a0); print(@a1); print(@a2); print(@n0); print(@n1); print(@n2); "
         "clear(@a0); clear(@a1); clear(@a2); clear(@n0); clear(@n1); clear(@n2); clear(@t); clear(@e); "
-        "clear(@rd); clear(@ri); clear(@ro); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
+        "clear(@r); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
     ]) + "\n"
 
 
@@ -202,9 +202,9 @@ class EbpfStats:
     """What the recorder saw and what it could not account for."""
 
     runs: int = 0
-    """Block runs drained from the kernel."""
+    """Distinct reads drained from the kernel."""
     lost_runs: int = 0
-    """Runs a full kernel map could not take."""
+    """Reads a full kernel map could not take."""
     lost_events: int = 0
     """Opens, stats and listings bpftrace's ring dropped."""
     unnamed: int = 0
@@ -473,21 +473,21 @@ class EbpfRecorder:
                 self._drained = 0
 
     def _write_runs(self, runs: list[tuple[int, int, int, int, int]], final: bool) -> None:
-        """Runs as read records in the order they were first read; runs of files not yet named
+        """Reads as records in the order they were first made; reads of files not yet named
         wait for the end (their open may still be in the ring), at most `MAP_KEYS` of them."""
         runs.sort()
         dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
         lines = []
-        for ns, dev, ino, b0, b1 in runs:
+        for ns, dev, ino, off, n in runs:
             path = self.names.files.get((dev, ino), "")
             if path == "":
                 if final or len(self._pending) >= MAP_KEYS:
                     self.stats.unnamed += 1
                 else:
-                    self._pending.append((ns, dev, ino, b0, b1))
+                    self._pending.append((ns, dev, ino, off, n))
                 continue
             if path is not None:
-                lines.append(dumps({"path": path, "offset": b0 * BLOCK, "length": (b1 - b0 + 1) * BLOCK,
+                lines.append(dumps({"path": path, "offset": off, "length": n,
                                     "t": round(ns / 1e9 + self._clock, 6)}, option=nl))
         self.out.write(b"".join(lines))
 

@@ -172,7 +172,7 @@ def _run_ebpf(settings: Settings, command: list[str], fd: int) -> tuple[int, lis
             returncode = _wait(proc)
         finally:
             stats = rec.stop()
-    lost = [f"{n} {what}" for n, what in ((stats.lost_runs, "block runs a full kernel map dropped"),
+    lost = [f"{n} {what}" for n, what in ((stats.lost_runs, "reads a full kernel map dropped"),
                                           (stats.lost_events, "events bpftrace's ring dropped")) if n]
     return returncode, ([f"eBPF could not account for {', '.join(lost)}"] if lost else [])
 
