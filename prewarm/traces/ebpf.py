@@ -123,6 +123,20 @@ _BASE = ("if (@ad[tid] == 0xffffff9c) { $bd = curtask->fs->pwd.dentry->d_inode->
 compares the `int` argument unsigned)."""
 
 
+def _sized(off: str) -> str:
+    """A `read`/`pread64` of `args->count` bytes at `off`, recorded when it is made.
+
+    A read of a regular file returns `min(count, size - offset)` bytes (a short read
+    happens only at the end of the file), so the call's entry says everything its exit
+    would: one probe per read instead of two, and no map of calls in flight. A read
+    that then fails (EIO) is still recorded: it is what the render asked for.
+    """
+    return (f"{{ {_file('args->fd')} if ($f != 0) {{ $in = $f->f_inode; if (($in->i_mode & 0xf000) == 0x8000) {{ "
+            f"$o = (uint64)({off}); $sz = (uint64)$in->i_size; $n = (uint64)args->count; "
+            f"if ($o < $sz && $n > 0) {{ if ($o + $n > $sz) {{ $n = $sz - $o; }} "
+            f"{_reads('$in->i_sb->s_dev', '$in->i_ino', '$o', '$n')} }} }} }} }}")
+
+
 def program() -> str:
     """The bpftrace program; `$1` is the pid of the wrapper that becomes the render."""
     read_enter = f"{{ {_file('args->fd')} if {_REG} {{ @r[tid] = ({_DEV}, {_INO}, (uint64)(OFF)); }} }}"
@@ -134,16 +148,16 @@ def program() -> str:
         'BEGIN { @t[$1] = 1; @e = 0; printf("R\\n"); }',
         "tracepoint:sched:sched_process_fork /@t[args->parent_pid]/ { @t[args->child_pid] = 1; }",
         "tracepoint:sched:sched_process_exit /@t[tid]/ { delete(@t[tid]); }",
-        # reads: where at enter, how much at exit
-        "tracepoint:syscalls:sys_enter_read, tracepoint:syscalls:sys_enter_readv /@t[tid]/ "
-        + read_enter.replace("OFF", "$f->f_pos"),
-        "tracepoint:syscalls:sys_enter_pread64 /@t[tid]/ " + read_enter.replace("OFF", "args->pos"),
+        # read and pread64, the calls renderers make: all at enter (see _sized)
+        "tracepoint:syscalls:sys_enter_read /@t[tid]/ " + _sized("$f->f_pos"),
+        "tracepoint:syscalls:sys_enter_pread64 /@t[tid]/ " + _sized("args->pos"),
+        # vectored reads: where at enter, how much at exit
+        "tracepoint:syscalls:sys_enter_readv /@t[tid]/ " + read_enter.replace("OFF", "$f->f_pos"),
         "tracepoint:syscalls:sys_enter_preadv /@t[tid]/ "
         + read_enter.replace("OFF", "(args->pos_l | (args->pos_h << 32))"),
         "tracepoint:syscalls:sys_enter_preadv2 /@t[tid]/ "
         + read_enter.replace("OFF", "((int64)args->pos_l == -1 ? $f->f_pos : (args->pos_l | (args->pos_h << 32)))"),
-        "tracepoint:syscalls:sys_exit_read, tracepoint:syscalls:sys_exit_readv, tracepoint:syscalls:sys_exit_pread64, "
-        "tracepoint:syscalls:sys_exit_preadv, tracepoint:syscalls:sys_exit_preadv2 "
+        "tracepoint:syscalls:sys_exit_readv, tracepoint:syscalls:sys_exit_preadv, tracepoint:syscalls:sys_exit_preadv2 "
         f"{{ $x = @r[tid]; if ($x.1 != 0) {{ if (args->ret > 0) "
         f"{{ {_reads('$x.0', '$x.1', '$x.2', '(uint64)args->ret')} }} delete(@r[tid]); }} }}",
         # mmap of a file: a read of the mapped region
