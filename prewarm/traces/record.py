@@ -111,15 +111,18 @@ def choose(wanted: str | None) -> tuple[str, str]:
 
 
 def record(settings: Settings, argv: Sequence[str], job: str, show: str | None = None, shot: str | None = None,
-           frame: int | None = None, keep_raw: str | None = None, recorder: str | None = None) -> RecordResult:
+           frame: int | None = None, keep_raw: str | None = None, recorder: str | None = None,
+           file: bool = True) -> RecordResult:
     """Run `argv` under a recorder (`recorder`: "ebpf", "strace", or None to choose), then import
-    its record (reads under the roots only) into the store.
+    its record (reads under the roots only) into the store, unless `file` is false (the caller
+    keeps the raw record at `keep_raw`, e.g. for a watch folder).
 
-    The raw record is written next to the store (same file system, no copy of a big log
-    through /tmp) and removed after the import unless `keep_raw` names where to keep it.
+    The raw record is written beside where it goes (the store, or `keep_raw`'s folder: same
+    file system, no copy of a big log through /tmp) and removed after the import unless
+    `keep_raw` names where to keep it. No store configured: the render still runs, and the
+    reason it was not filed is the result's `error`.
     """
-    root = store_root(settings)
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(keep_raw).parent if keep_raw and not file else _raw_folder(settings)
     try:
         command = resolve_command(argv)
     except ConfigError as exc:
@@ -142,12 +145,25 @@ def record(settings: Settings, argv: Sequence[str], job: str, show: str | None =
             fd, raw = tempfile.mkstemp(prefix=".record-", suffix=".strace", dir=root)
             os.close(fd)
             returncode = _run(strace_argv(raw, command))
+        if not file:
+            return RecordResult(returncode, None, None, kind, notes)
         return _file(settings, raw, returncode, show, shot, job, frame, kind, notes)
     finally:
         if raw and keep_raw:
             shutil.move(raw, keep_raw)
         elif raw:
             Path(raw).unlink(missing_ok=True)
+
+
+def _raw_folder(settings: Settings) -> Path:
+    """The store's folder (made if missing), or the temporary folder when there is no store or it
+    cannot be made: then the record is not filed, and `_file` says why."""
+    try:
+        root = store_root(settings)
+        root.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, OSError):
+        return Path(tempfile.gettempdir())
+    return root
 
 
 def _file(settings: Settings, raw: str, returncode: int, show: str | None, shot: str | None, job: str,
