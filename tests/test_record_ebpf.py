@@ -4,9 +4,11 @@ fall back to strace. CI runs as root with bpftrace installed by scripts/system-d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,7 +186,7 @@ def test_a_program_that_cannot_load_falls_back_to_strace(studio: tuple[Settings,
 
 
 def test_no_bpftrace_means_strace(studio: tuple[Settings, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ebpf.shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr("prewarm.traces.ebpf.shutil.which", lambda name, path=None: None)
     assert choose(None) == ("strace", "strace (bpftrace is not installed (apt-get install bpftrace) for eBPF)")
     assert choose("ebpf")[0] == "strace"
 
@@ -203,3 +205,59 @@ def test_cli_says_which_recorder(studio: tuple[Settings, list[str]], tmp_path: P
     with pytest.raises(SystemExit) as exited:
         main(["--config", str(config), "record", "--with", "dtrace", "--job", "j", "--", "true"])
     assert exited.value.code == 2
+
+
+def test_ebpf_follows_a_thousand_children(studio: tuple[Settings, list[str]], tmp_path: Path) -> None:
+    settings, argv = studio
+    script = tmp_path / "forks.py"
+    script.write_text("import os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfor i in range(1000):\n"
+                      "    pid = os.fork()\n    if pid == 0:\n        os.pread(fd, 10, i * 1024)\n        os._exit(0)\n"
+                      "    os.waitpid(pid, 0)\n")
+    result = record(settings, [sys.executable, str(script), f"{argv[2]}/a.bin"], job="j_forks", recorder="ebpf")
+    assert result.returncode == 0 and result.recorder == "ebpf"
+    assert blocks(result) == {"a.bin": set(range(250))}      # 1,000 reads of 10 bytes, 1 KiB apart
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of `pid`: {pid: command name}."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            if int(rest[1]) == pid and rest[0] != "Z":
+                out[int(entry.name)] = name
+    return out
+
+
+def test_a_killed_recorder_leaves_no_program_attached(studio: tuple[Settings, list[str]], tmp_path: Path) -> None:
+    """The node's task killed with `prewarm record` in it: bpftrace ends too (its parent-death signal)."""
+    settings, argv = studio
+    config = tmp_path / "config.yaml"
+    config.write_text(f"trace_store: {settings.trace_store}\n")
+    wrapper = subprocess.Popen([str(Path(sys.executable).parent / "prewarm"), "--config", str(config), "record", "--job", "j",
+                                "--with", "ebpf", "--", "sleep", "60"], stderr=subprocess.DEVNULL)
+    sleeper = None
+    try:
+        deadline = time.monotonic() + 120
+        while "sleep" not in _children(wrapper.pid).values():   # the render runs once the program is attached
+            assert time.monotonic() < deadline and wrapper.poll() is None
+            time.sleep(0.2)
+        kids = _children(wrapper.pid)
+        tracer = next(p for p, name in kids.items() if name == "bpftrace")
+        sleeper = next(p for p, name in kids.items() if name == "sleep")
+        wrapper.kill()
+        wrapper.wait()
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{tracer}").exists() and "Z" not in Path(f"/proc/{tracer}/stat").read_text().split(")")[1][:3]:
+            assert time.monotonic() < deadline, "bpftrace outlived prewarm record"
+            time.sleep(0.2)
+    finally:
+        wrapper.kill()
+        wrapper.wait()
+        if sleeper is not None:
+            with contextlib.suppress(OSError):
+                os.kill(sleeper, 9)

@@ -261,6 +261,14 @@ def available() -> str | None:
     return _tracefs()
 
 
+def _end_with_parent() -> None:
+    """In bpftrace's child before exec: SIGINT when `prewarm record` dies (killed with the node's
+    task), so no program is left attached and no kernel maps left held."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, 2)  # PR_SET_PDEATHSIG, SIGINT
+
+
 def kernel_dev(st_dev: int) -> int:
     """A user-space device number as the kernel's `s_dev` holds it (major << 20 | minor)."""
     return os.major(st_dev) << 20 | os.minor(st_dev)
@@ -338,7 +346,8 @@ class EbpfRecorder:
                "BPFTRACE_PERF_RB_PAGES": str(PERF_PAGES)}
         try:
             self._proc = subprocess.Popen(["bpftrace", "--no-warnings", "-f", "json", "-B", "line", "-e", program(),
-                                           str(render.pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                           str(render.pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                          preexec_fn=_end_with_parent)
         except OSError as exc:
             self._abandon(render, gate_w)
             raise EbpfUnavailable(f"bpftrace did not start: {exc.strerror}") from exc
