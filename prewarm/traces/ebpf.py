@@ -36,8 +36,9 @@ How the program knows what it reads, without following descriptors:
 
 Memory: each of the three kernel read maps holds `MAP_KEYS` distinct reads (a 32-byte
 key and an 8-byte first-seen time, about 80 bytes with the hash table's own, so about
-3 x 20 MiB, preallocated by the kernel); the map of in-flight reads holds one entry per
-thread inside a read. A map that fills within one drain interval drops new reads; the
+3 x 20 MiB, preallocated by the kernel); the map of vectored reads in flight holds one
+entry per thread inside one, and the tracked-thread map at most `MAP_KEYS` threads alive
+at once. A map that fills within one drain interval drops new reads; the
 drained counts say how many (`lost_runs`). User space keeps one path per
 distinct file opened, at most `MAX_FILES` of them, and no reads: every drain is
 written out at once. So the recorder's memory does not grow with the number of reads
@@ -56,6 +57,7 @@ import posixpath
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -71,7 +73,7 @@ RECORDERS = ("ebpf", "strace")
 """What `prewarm record --with` takes (here, not in `record`, so the CLI names them without loading the store)."""
 
 DRAIN_MS = 500
-"""How often the kernel's block maps are read out and emptied."""
+"""How often the kernel's read maps are read out and emptied."""
 
 MAP_KEYS = 1 << 18
 """Entries per kernel map (bpftrace's BPFTRACE_MAP_KEYS_MAX): 262,144 distinct reads per
@@ -337,8 +339,6 @@ class EbpfRecorder:
 
     def start(self, argv: list[str]) -> subprocess.Popen[bytes]:
         """The render, started once the program is attached; EbpfUnavailable (and nothing started) if it cannot be."""
-        import sys
-
         gate_r, gate_w = os.pipe()
         render = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(gate_r), *argv], pass_fds=(gate_r,))
         os.close(gate_r)
@@ -472,7 +472,7 @@ class EbpfRecorder:
             return
         if int(mode) != 0x8000:
             return
-        if int(flags) & _OUTPUT_FLAGS:
+        if int(flags) & _OUTPUT_FLAGS and len(self.names.outputs) < MAX_FILES:
             self.names.outputs.add(path)
         kept = self.names.kept(path)
         if key in self.names.files or len(self.names.files) < MAX_FILES:
