@@ -261,3 +261,22 @@ def test_a_killed_recorder_leaves_no_program_attached(studio: tuple[Settings, li
         if sleeper is not None:
             with contextlib.suppress(OSError):
                 os.kill(sleeper, 9)
+
+
+def test_reads_a_full_map_drops_are_counted(studio: tuple[Settings, list[str]], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maps of 64 entries and 1,000 distinct reads at once: every read is either in the record
+    or counted as dropped, and the record says how many in one line."""
+    settings, argv = studio
+    monkeypatch.setattr(ebpf, "MAP_KEYS", 64)
+    script = tmp_path / "burst.py"
+    script.write_text("import os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                      "for i in range(1000):\n    os.pread(fd, 100, i * 1000)\n")
+    result = record(settings, [sys.executable, str(script), f"{argv[2]}/c.bin"], job="j_full", recorder="ebpf")
+    assert result.returncode == 0 and result.recorder == "ebpf"
+    assert result.stored is not None
+    kept = {(a.offset, a.length) for a in read_traces([result.stored.folder]) if a.op is Op.READ}
+    note = next(n for n in result.notes if n.startswith("eBPF could not account for"))
+    dropped = int(note.split()[5])
+    assert kept <= {(i * 1000, 100) for i in range(1000)}
+    assert len(kept) + dropped == 1000 and dropped > 0

@@ -38,8 +38,8 @@ Memory: each of the three kernel read maps holds `MAP_KEYS` distinct reads (a 32
 key and an 8-byte first-seen time, about 80 bytes with the hash table's own, so about
 3 x 20 MiB, preallocated by the kernel); the map of vectored reads in flight holds one
 entry per thread inside one, and the tracked-thread map at most `MAP_KEYS` threads alive
-at once. A map that fills within one drain interval drops new reads; the
-drained counts say how many (`lost_runs`). User space keeps one path per
+at once. A map that fills within one drain interval drops new reads; each refused
+insert is counted (`lost_runs`). User space keeps one path per
 distinct file opened, at most `MAX_FILES` of them, and no reads: every drain is
 written out at once. So the recorder's memory does not grow with the number of reads
 or the length of the render, only with the number of distinct files, up to the cap.
@@ -105,12 +105,14 @@ def _file(fd: str) -> str:
 
 def _reads(dev: str, ino: str, off: str, n: str) -> str:
     """Statements adding the read of `n` bytes at `off` to the current epoch's map, once: the
-    same read made again (a re-read tile) costs a lookup and no update."""
+    same read made again (a re-read tile) costs a lookup and no update. A new read that a
+    full map refused is found missing right after, and counted in `@lost`."""
     out = ["$k = (uint64)@e % 3;"]
     for i in range(3):
         cond = "if" if i == 0 else "else if"
         out.append(f"{cond} ($k == {i}) {{ if (!@a{i}[{dev}, {ino}, {off}, {n}]) "
-                   f"{{ @a{i}[{dev}, {ino}, {off}, {n}] = nsecs; @n{i} = count(); }} }}")
+                   f"{{ @a{i}[{dev}, {ino}, {off}, {n}] = nsecs; "
+                   f"if (!@a{i}[{dev}, {ino}, {off}, {n}]) {{ @lost = count(); }} }} }}")
     return " ".join(out)
 
 
@@ -145,7 +147,7 @@ def program() -> str:
     drains = []
     for i in range(3):
         cond = "if" if i == 0 else "else if"
-        drains.append(f"{cond} ($k == {i}) {{ print(@a{i}); clear(@a{i}); print(@n{i}); clear(@n{i}); }}")
+        drains.append(f"{cond} ($k == {i}) {{ print(@a{i}); clear(@a{i}); }}")
     return "\n".join([
         'BEGIN { @t[$1] = 1; @e = 0; printf("R\\n"); }',
         "tracepoint:sched:sched_process_fork /@t[args->parent_pid]/ { @t[args->child_pid] = 1; }",
@@ -195,8 +197,8 @@ def program() -> str:
         "curtask->fs->pwd.dentry->d_inode->i_ino, str(uptr(@an[tid]))); } delete(@an[tid]); delete(@cd[tid]); "
         "delete(@ci[tid]); }",
         f"interval:ms:{DRAIN_MS} {{ @e = @e + 1; $k = ((uint64)@e + 1) % 3; {' '.join(drains)} }}",
-        "END { print(@a0); print(@a1); print(@a2); print(@n0); print(@n1); print(@n2); "
-        "clear(@a0); clear(@a1); clear(@a2); clear(@n0); clear(@n1); clear(@n2); clear(@t); clear(@e); "
+        "END { print(@a0); print(@a1); print(@a2); print(@lost); "
+        "clear(@a0); clear(@a1); clear(@a2); clear(@lost); clear(@t); clear(@e); "
         "clear(@r); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
     ]) + "\n"
 
@@ -331,7 +333,6 @@ class EbpfRecorder:
         self._ready = threading.Event()
         self._errors: list[str] = []
         self._pending: list[tuple[int, int, int, int, int]] = []
-        self._drained = 0
         self._clock = time.time() - time.monotonic()
         cwd = os.getcwd()
         st = os.stat(cwd)
@@ -488,12 +489,10 @@ class EbpfRecorder:
                     k = [int(x) for x in _KEY.findall(key)]
                     if len(k) == 4 and isinstance(ns, int):
                         runs.append((ns, k[0], k[1], k[2], k[3]))
-                self._drained = len(runs)
                 self.stats.runs += len(runs)
                 self._write_runs(runs, final=False)
-            elif isinstance(value, int) and name.startswith("@n"):
-                self.stats.lost_runs += max(0, value - self._drained)
-                self._drained = 0
+            elif isinstance(value, int) and name == "@lost":
+                self.stats.lost_runs += value
 
     def _write_runs(self, runs: list[tuple[int, int, int, int, int]], final: bool) -> None:
         """Reads as records in the order they were first made; reads of files not yet named
