@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--frame", default=os.environ.get("PREWARM_FRAME"),
                    help="the frame the command renders (default $PREWARM_FRAME)")
     p.add_argument("--frame-arg", metavar="FLAG",
-                   help="take the frame from the render command's own argument after FLAG (e.g. -f for "
+                   help="take the frame from the render command's own argument after FLAG (e.g. --frame-arg=-f for "
                         "`blender ... -f 12`): for a farm that hands the frame only to the renderer")
     p.add_argument("--store", metavar="DIR", help="the trace store folder (default: trace_store setting)")
     p.add_argument("--drop", metavar="DIR", default=os.environ.get("PREWARM_RECORD_DROP") or None,
