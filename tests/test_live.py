@@ -157,7 +157,10 @@ def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio
     assert done.frames == 5 and done.running == 1
     assert done.dropped_bytes > 0 and all(d["reason"] == "fallback" for d in done.dropped)
     new = WarmJob(r, done.warm[0]).plan()
-    assert max(pr.end for pr in new.ranges if pr.path.endswith("big.tx")) <= 2 * MiB, "the texture's tail is gone"
+    # The texture's head may have gone out with the first warm's batch (then the re-plan has nothing of it
+    # left to add); its tail, a guess no finished frame read, is dropped either way.
+    assert all(pr.end <= 2 * MiB for pr in new.ranges if pr.path.endswith("big.tx")), "the texture's tail is gone"
+    assert any(str(d["path"]).endswith("big.tx") and int(str(d["offset"])) >= MiB for d in done.dropped)
     assert all(pr.frame is None or pr.frame >= 3 for pr in new.ranges)
     old = WarmJob(r, first[0])
     assert r.hget(old.key, "superseded_by") and r.zscore(keys.gateway("default", "jobs"), old.id) is None

@@ -1,4 +1,12 @@
-"""`prewarm record`: run a render command under strace and file its reads in the trace store.
+"""`prewarm record`: run a render command under eBPF or strace and file its reads in the trace store.
+
+Two recorders, one record: the eBPF recorder (`prewarm.traces.ebpf`, bpftrace on the
+syscall tracepoints, reads counted in kernel maps) costs a render little, and is used
+where the machine allows it (root or CAP_BPF and CAP_PERFMON, BTF, tracefs, bpftrace);
+strace works anywhere but stops the render twice per call it follows. Either way the
+record is filed through the store's `import_traces`, so what the store holds does not
+depend on which one ran. A recorder that cannot load its program says why in one line
+and the render runs under strace instead.
 
 What a farm wrapper puts in front of the render command. The render must never suffer
 for it: the command's exit status is returned as is, and a trace that cannot be filed
@@ -21,18 +29,21 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prewarm.errors import ConfigError, InputError, ServiceError
+from prewarm.plan.pathmap import PathMap
 from prewarm.site.settings import Settings
-from prewarm.traces.store import ImportResult, import_traces, store_root
+from prewarm.traces.ebpf import RECORDERS, EbpfRecorder, EbpfUnavailable
+from prewarm.traces.store import ImportResult, import_traces, store_root, under_roots
 
-__all__ = ["STRACE_CALLS", "RecordResult", "record", "resolve_command", "strace_argv"]
+__all__ = ["RECORDERS", "STRACE_CALLS", "RecordResult", "choose", "record", "resolve_command", "strace_argv"]
 
-STRACE_CALLS = "openat,read,pread64,preadv,preadv2,lseek,newfstatat,statx,getdents64"
-"""Opens (set a descriptor's position to 0), reads, seeks (move it), stats and listings."""
+STRACE_CALLS = "openat,openat2,read,readv,pread64,preadv,preadv2,lseek,newfstatat,statx,getdents64,mmap"
+"""Opens (set a descriptor's position to 0), reads, seeks (move it), stats, listings and
+mappings: the same calls the eBPF recorder counts, so both records hold the same blocks."""
 
 EXIT_NOT_FOUND = 127
 """What a shell returns for a command it cannot find: farms already read it that way."""
@@ -44,6 +55,10 @@ class RecordResult:
     stored: ImportResult | None
     error: str | None = None
     """Why the trace was not filed (the render itself may still have succeeded)."""
+    recorder: str = "strace"
+    """Which recorder ran the render."""
+    notes: list[str] = field(default_factory=list)
+    """One line each: which recorder and why, a fallback, what eBPF could not account for."""
 
 
 def resolve_command(argv: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
@@ -82,42 +97,115 @@ def strace_argv(trace_file: str, argv: Sequence[str]) -> list[str]:
     return [strace, "-f", "-tt", "-T", "-y", "-qq", "-e", f"trace={STRACE_CALLS}", "-o", trace_file, "--", *argv]
 
 
-def record(settings: Settings, argv: Sequence[str], job: str, show: str | None = None, shot: str | None = None,
-           frame: int | None = None, keep_raw: str | None = None) -> RecordResult:
-    """Run `argv` under strace, then import its trace (reads under the roots only) into the store.
+def choose(wanted: str | None) -> tuple[str, str]:
+    """The recorder to use and the one line that says why: `wanted` if given, else eBPF where it can run."""
+    from prewarm.traces.ebpf import available
 
-    The raw log is written next to the store (same file system, no copy of a big log
-    through /tmp) and removed after the import unless `keep_raw` names where to keep it.
+    if wanted == "strace":
+        return "strace", "strace (asked for)"
+    why = available()
+    if wanted == "ebpf":
+        return ("ebpf", "eBPF (asked for)") if why is None else ("strace", f"eBPF cannot run: {why}; using strace")
+    return ("ebpf", "eBPF (bpftrace on the syscall tracepoints)") if why is None else \
+        ("strace", f"strace ({why} for eBPF)")
+
+
+def record(settings: Settings, argv: Sequence[str], job: str, show: str | None = None, shot: str | None = None,
+           frame: int | None = None, keep_raw: str | None = None, recorder: str | None = None,
+           file: bool = True) -> RecordResult:
+    """Run `argv` under a recorder (`recorder`: "ebpf", "strace", or None to choose), then import
+    its record (reads under the roots only) into the store, unless `file` is false (the caller
+    keeps the raw record at `keep_raw`, e.g. for a watch folder).
+
+    The raw record is written beside where it goes (the store, or `keep_raw`'s folder: same
+    file system, no copy of a big log through /tmp) and removed after the import unless
+    `keep_raw` names where to keep it. No store configured: the render still runs, and the
+    reason it was not filed is the result's `error`.
     """
-    root = store_root(settings)
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(keep_raw).parent if keep_raw and not file else _raw_folder(settings)
     try:
         command = resolve_command(argv)
     except ConfigError as exc:
         print(f"prewarm record: {exc}", file=sys.stderr)
         return RecordResult(EXIT_NOT_FOUND, None, str(exc))
-    fd, raw = tempfile.mkstemp(prefix=".record-", suffix=".strace", dir=root)
-    os.close(fd)
+    kind, note = choose(recorder)
+    notes = [note]
+    raw = ""
     try:
-        returncode = _run(strace_argv(raw, command))
-        try:
-            stored = import_traces(settings, [raw], show, shot, job, frame)
-        except InputError as exc:  # the render's status matters more than its trace
-            return RecordResult(returncode, None, f"trace not filed: {exc}")
-        except OSError as exc:
-            return RecordResult(returncode, None, f"trace not filed: {exc.strerror or type(exc).__name__}")
-        return RecordResult(returncode, stored)
+        if kind == "ebpf":
+            fd, raw = tempfile.mkstemp(prefix=".record-", suffix=".jsonl", dir=root)
+            try:
+                returncode, ebpf_notes = _run_ebpf(settings, command, fd)
+                notes += ebpf_notes
+            except EbpfUnavailable as exc:
+                notes.append(f"{exc}; using strace")
+                Path(raw).unlink(missing_ok=True)
+                kind = "strace"
+        if kind == "strace":
+            fd, raw = tempfile.mkstemp(prefix=".record-", suffix=".strace", dir=root)
+            os.close(fd)
+            returncode = _run(strace_argv(raw, command))
+        if not file:
+            return RecordResult(returncode, None, None, kind, notes)
+        return _file(settings, raw, returncode, show, shot, job, frame, kind, notes)
     finally:
-        if keep_raw:
+        if raw and keep_raw:
             shutil.move(raw, keep_raw)
-        else:
+        elif raw:
             Path(raw).unlink(missing_ok=True)
 
 
-def _run(argv: list[str]) -> int:
-    """Run strace and the command; SIGINT/SIGTERM sent to this wrapper go to strace, which
-    passes them on, so a farm cancelling the task stops the render, not only the wrapper."""
-    proc = subprocess.Popen(argv)
+def _raw_folder(settings: Settings) -> Path:
+    """The store's folder (made if missing), or the temporary folder when there is no store or it
+    cannot be made: then the record is not filed, and `_file` says why."""
+    try:
+        root = store_root(settings)
+        root.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, OSError):
+        return Path(tempfile.gettempdir())
+    return root
+
+
+def _file(settings: Settings, raw: str, returncode: int, show: str | None, shot: str | None, job: str,
+          frame: int | None, kind: str, notes: list[str]) -> RecordResult:
+    """The record filed in the store; a record that cannot be is a line, never the render's failure."""
+    try:
+        stored = import_traces(settings, [raw], show, shot, job, frame)
+    except (InputError, ConfigError) as exc:  # the render's status matters more than its trace
+        return RecordResult(returncode, None, f"trace not filed: {exc}", kind, notes)
+    except OSError as exc:
+        return RecordResult(returncode, None, f"trace not filed: {exc.strerror or type(exc).__name__}", kind, notes)
+    return RecordResult(returncode, stored, None, kind, notes)
+
+
+def _run_ebpf(settings: Settings, command: list[str], fd: int) -> tuple[int, list[str]]:
+    """Run the command under the eBPF recorder, its JSON Lines written to `fd`; EbpfUnavailable
+    (before the command ran) if the program cannot be loaded."""
+    with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+        rec = EbpfRecorder(out, _keeper(settings))
+        proc = rec.start(command)
+        try:
+            returncode = _wait(proc)
+        finally:
+            stats = rec.stop()
+    lost = [f"{n} {what}" for n, what in ((stats.lost_runs, "reads a full kernel map dropped"),
+                                          (stats.lost_events, "events bpftrace's ring dropped")) if n]
+    return returncode, ([f"eBPF could not account for {', '.join(lost)}"] if lost else [])
+
+
+def _keeper(settings: Settings) -> Callable[[str], bool] | None:
+    """Which local paths the eBPF recorder writes down: those whose studio path is under the roots
+    (the import checks again; this keeps the raw record small)."""
+    keep = under_roots(settings)
+    if keep is None:
+        return None
+    mapping = settings.path_map if settings.path_map is not None else PathMap()
+    return lambda path: keep(mapping.to_studio(path))
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int:
+    """The command's status; SIGINT/SIGTERM sent to this wrapper are passed on to it, so a farm
+    cancelling the task stops the render, not only the wrapper. Killed by a signal: 128 + N."""
     forwarded = {s: signal.signal(s, lambda signum, _f: proc.send_signal(signum))
                  for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -125,5 +213,9 @@ def _run(argv: list[str]) -> int:
     finally:
         for s, old in forwarded.items():
             signal.signal(s, old)
-    # strace returns the traced command's status; a command killed by a signal is -N here.
     return returncode if returncode >= 0 else 128 - returncode
+
+
+def _run(argv: list[str]) -> int:
+    """Run strace and the command (strace passes signals on and returns the command's status)."""
+    return _wait(subprocess.Popen(argv))
