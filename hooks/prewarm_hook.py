@@ -46,13 +46,14 @@ HOOK_KEYS = ("jobName", "parameters", "assetReferences", "attachments")
 """What the service reads of the Deadline Cloud client's payload (its other keys stay here)."""
 
 
-def post(server, body, token=None, give_up_s=GIVE_UP_S):
-    """POST `body` to the service; the answer as a dict, or None (logged) on any failure or after `give_up_s`.
+def post_json(server, path, body, token=None, give_up_s=GIVE_UP_S, goes_on="submission goes on without a warm"):
+    """POST `body` to `server` + /api/v1 + `path`; the answer as a dict, or None (logged, saying
+    that `goes_on`) on any failure or after `give_up_s`.
 
     The request runs in a daemon thread joined with a deadline: socket timeouts alone
     bound each read, not a server that trickles its answer.
     """
-    url = server.rstrip("/") + "/api/v1/jobs"
+    url = server.rstrip("/") + "/api/v1" + path
     data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if token:
@@ -69,20 +70,26 @@ def post(server, body, token=None, give_up_s=GIVE_UP_S):
         except Exception as exc:  # the hook must survive anything the network does
             outcome["error"] = "%s: %s" % (type(exc).__name__, exc)
 
-    t0 = time.monotonic()
     worker = threading.Thread(target=call, name="prewarm-hook", daemon=True)
     worker.start()
     worker.join(give_up_s)
-    took = time.monotonic() - t0
     if worker.is_alive():
-        log.warning("prewarm: %s did not answer within %.1fs; submission goes on without a warm", url, give_up_s)
+        log.warning("prewarm: %s did not answer within %.1fs; %s", url, give_up_s, goes_on)
         return None
     if "error" in outcome:
-        log.warning("prewarm: %s: %s; submission goes on without a warm", url, outcome["error"])
+        log.warning("prewarm: %s: %s; %s", url, outcome["error"], goes_on)
         return None
-    answer = outcome["answer"]
+    return outcome["answer"]
+
+
+def post(server, body, token=None, give_up_s=GIVE_UP_S):
+    """Submit `body` as a job; the service's answer, logged with the queues no worker consumes."""
+    t0 = time.monotonic()
+    answer = post_json(server, "/jobs", body, token, give_up_s)
+    if answer is None:
+        return None
     log.info("prewarm: %s %s (%s) in %.2fs", "reused" if answer.get("duplicate") else "warming",
-             answer.get("job"), ",".join(answer.get("ids", [])), took)
+             answer.get("job"), ",".join(answer.get("ids", [])), time.monotonic() - t0)
     for queue in answer.get("unserved") or ():
         log.warning("prewarm: no worker consumes %s: the warm waits there until one starts", queue)
     return answer

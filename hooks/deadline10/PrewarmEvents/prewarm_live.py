@@ -13,60 +13,26 @@ its `done` when the job names where traces land (ExtraInfo `prewarm_trace=PATH` 
 reads it (under its roots); one it cannot read is a finding of the job, which warms on.
 """
 
-import json
 import logging
 import os
 import re
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
+import prewarm_hook  # shipped beside this file: its one way of posting to the service
+
 log = logging.getLogger("prewarm-hook")
 
-GIVE_UP_S = 1.5
+GIVE_UP_S = prewarm_hook.GIVE_UP_S
 MAX_FRAMES_PER_REQUEST = 1000
 
 
 def post_json(server, path, body, token=None, give_up_s=GIVE_UP_S):
-    """POST `body` to `server` + /api/v1 + `path`; the answer as a dict, or None (logged) on any failure."""
-    url = server.rstrip("/") + "/api/v1" + path
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = "Bearer " + token
-    outcome = {}
-
-    def call():
-        try:
-            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-            with urllib.request.urlopen(req, timeout=give_up_s) as resp:
-                outcome["answer"] = json.loads(resp.read().decode())
-        except urllib.error.HTTPError as exc:
-            outcome["error"] = "HTTP %s: %s" % (exc.code, _error_text(exc))
-        except Exception as exc:  # the farm must survive anything the network does
-            outcome["error"] = "%s: %s" % (type(exc).__name__, exc)
-
-    worker = threading.Thread(target=call, name="prewarm-live", daemon=True)
-    worker.start()
-    worker.join(give_up_s)
-    if worker.is_alive():
-        log.warning("prewarm: %s did not answer within %.1fs; the farm goes on", url, give_up_s)
-        return None
-    if "error" in outcome:
-        log.warning("prewarm: %s: %s; the farm goes on", url, outcome["error"])
-        return None
-    return outcome["answer"]
-
-
-def _error_text(exc):
-    try:
-        data = json.loads(exc.read().decode())
-        return "%s: %s" % (data.get("where", ""), data.get("error", data))
-    except Exception:
-        return exc.reason
+    """POST `body` to `server` + /api/v1 + `path` (`prewarm_hook.post_json`): the answer, or None, logged."""
+    return prewarm_hook.post_json(server, path, body, token, give_up_s, goes_on="the farm goes on")
 
 
 def job_event(server, token, job_id, event, give_up_s=GIVE_UP_S):
