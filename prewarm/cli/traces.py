@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prewarm.flow.filing import structure_of
     from prewarm.plan.units import parse_size
     from prewarm.traces import store as trace_store
 
@@ -44,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.store:
         settings = replace(settings, trace_store=args.store)
     if args.verb == "import":
-        result = trace_store.import_traces(settings, args.paths, args.show, args.shot, args.job, args.frame)
+        # structured files read are filed in tiles, with their identity now (a re-publish later is seen)
+        result = trace_store.import_traces(settings, args.paths, args.show, args.shot, args.job, args.frame,
+                                           structures=structure_of(settings))
         print(trace_store.describe(result), file=sys.stderr)
         return 0
     if args.verb == "list":
