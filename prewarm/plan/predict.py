@@ -750,7 +750,8 @@ class _Refit:
     unknown: int = 0
 
 
-def _refit(st: Structure | None, per: Mapping[int, list[Span]], filed: Mapping[int, Filed] | None) -> _Refit:
+def _refit(st: Structure | None, per: Mapping[int, list[Span]], filed: Mapping[int, Filed] | None,
+           size: int) -> _Refit:
     """The traced reads of a structured file, at the offsets of the file as it is now.
 
     From the trace store (`filed` is not None), each frame's reads were filed in tiles with the
@@ -758,8 +759,15 @@ def _refit(st: Structure | None, per: Mapping[int, list[Span]], filed: Mapping[i
     (a re-published texture: another compression, a colour tweak): its tiles are the same tiles at
     new offsets, read with the new header and tables. Another shape (other levels or tile sizes):
     the tiles mean nothing here (`lost`). A frame filed with no identity (an older prewarm) keeps its
-    byte offsets, said once per file. Raw traces carry no identity: their reads as they are."""
-    if st is None or filed is None:
+    byte offsets, said once per file. A file structured when filed whose structure cannot be read now
+    (`st` None) and whose size changed is `lost` too: the byte model plans it, with a finding.
+    Raw traces carry no identity: their reads as they are."""
+    if filed is None:
+        return _Refit(per)
+    if st is None:  # structured when filed, unreadable now: if it changed, the byte model says so
+        sizes = {v.identity.size for f, v in filed.items() if f in per}
+        if sizes and sizes != {size}:
+            return _Refit(per, f"its structure cannot be read now; {max(sizes):,} bytes when traced, {size:,} now")
         return _Refit(per)
     digest = st.digest()
     shape = st.shape()
@@ -794,7 +802,7 @@ def _fitted(path: str, st: Structure | None, per: Mapping[int, list[Span]], size
             filed: Mapping[int, Filed] | None, result: PredictResult) -> tuple[Mapping[int, list[Span]], bool]:
     """A traced file's reads as they fit the file now (`_refit`), and whether they do not (a finding
     either way: a traced file is never dropped, nor moved, in silence)."""
-    refit = _refit(st, per, filed)
+    refit = _refit(st, per, filed, size)
     misfit = refit.lost or _misfit(st, refit.reads, size)
     if misfit:
         result.changed.append((path, f"changed since traced ({misfit}): "
