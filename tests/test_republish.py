@@ -26,7 +26,7 @@ from prewarm.plan.predict import predict
 from prewarm.plan.ranges import normalize
 from prewarm.plan.structure import Filed, Identity, Level, Structure
 from prewarm.site.settings import Settings
-from prewarm.testkit.textures import make_texture
+from prewarm.testkit.textures import make_exr, make_texture
 from prewarm.traces.profile import FrameProfile, ProfileError, decode, encode
 
 TEX = "/s/tex/rock.tx"
@@ -179,3 +179,13 @@ def test_a_changed_texture_whose_structure_cannot_be_read_now_is_planned_by_byte
     res = predict(range(1, 9), [], ts, lambda p: FileInfo(p, old.size + 999, 0.0), structure=lambda p: None)
     assert len(res.changed) == 1 and "structure cannot be read now" in res.changed[0][1]
     assert "planned by bytes" in res.changed[0][1] and spans_of(res, 2)
+
+
+def test_a_tiled_exr_is_filed_by_its_tiles_too(tmp_path: Path) -> None:
+    local = tmp_path / "proj" / "plate.exr"
+    make_exr(local, 256, 128, tiled=True, mipmap=True)
+    read = structure_of(Settings(path_map=PathMap.parse([{"studio": "/studio/proj", "local": str(tmp_path / "proj")}],
+                                                        "test")))
+    assert read is not None
+    got = read("/studio/proj/plate.exr")
+    assert got is not None and got[1].format == "exr" and got[0].shape[0] == (256, 128, 64, 64)

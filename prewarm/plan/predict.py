@@ -39,6 +39,11 @@ Models, chosen per file from what the training frames (frames with traces) did:
   that turns to it reads its header and a few coarse tiles): no level finer than its
   siblings were read at, only for frames beyond the traced ones by more than their
   spacing, and a budget drops it first.
+* **Re-published files** (traces from the store, `TraceSet.filed`): a structured file whose
+  digest changed since its traces were filed, at the same levels and tile sizes, is
+  predicted from the traced tiles at its new offsets; other levels or tile sizes, or
+  traced reads that do not fit the file (`_misfit`, all raw `--traces` have), plan it by
+  its levels. Either way a finding says so: a traced file is never dropped in silence.
 * **Occasional files** (a decal every 12th frame, a prop that enters): a file a frame's
   traced neighbours did not read is still planned for it, with the footprint the traced
   frames read (`occasional`), after everything the frame is known to read; not a file
