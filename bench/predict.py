@@ -17,7 +17,10 @@ prediction, ordering.
 Cases (issue 25): shot300 is the field's numbering (frames from 1001 beside UDIM tiles
 1001-1003, shot200's traces renamed); shot210 is shot200's textures re-published in
 place with another compression, planned from shot200's traces (made against the old
-files) and scored against the tiles those frames read, at their new offsets. Each row
+files) and scored against the tiles those frames read, at their new offsets. Its `store`
+rows plan from the trace store, the traces filed (with each texture's tiles and identity)
+while the old files existed: the tiles map to the new offsets; its `prewarm` rows plan from
+the raw traces, which carry no identity (a finding and the levels model). Each row
 also counts the plan's missing-file findings (`missing`), its findings of files changed
 since traced (`changed`) and its bytes by reason (`bytes_by_reason`, in the JSON).
 
@@ -36,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from prewarm.flow.filing import structure_of
 from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.formats.reader import read_structure
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
@@ -61,6 +65,7 @@ from prewarm.testkit.samples import build_shot
 from prewarm.testkit.textures import build_textures
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces
+from prewarm.traces.store import import_traces, load_profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +95,8 @@ TARGETS = {  # (shot, split): (min recall, max over-fetch, first frame covered w
     ("shot210", "every 4th"): (0.95, 2.0, None),       # re-published between the traced render and this one
     ("shot210", "first quarter"): (0.95, 2.0, None),
 }
+TARGETED = {"shot210": "store"}
+"""The variant a shot's targets are for (default `prewarm`): a re-published shot's, planned from the store."""
 REPUBLISHED = {"shot210": "shot200"}
 """Shots whose textures are another shot's re-published (`textures.json`, same paths): planned from
 that shot's traces, scored against the tiles its frames read, at their offsets in the new files."""
@@ -106,7 +113,8 @@ def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str,
          test: list[int], granule: int, default_granule: int) -> dict[str, Any]:
     recall, over = score(plan_blocks(plan), needed)
     at = ready_at(plan, full, test[0]) if test else None
-    target = TARGETS.get((shot, split)) if granule == default_granule and variant == "prewarm" else None
+    targeted = granule == default_granule and variant == TARGETED.get(shot, "prewarm")
+    target = TARGETS.get((shot, split)) if targeted else None
     met = None
     if target is not None:
         min_recall, max_over, max_at = target
@@ -117,6 +125,7 @@ def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str,
             "first_frame_at": None if at is None else round(at, 3),
             "needed_bytes": len(needed) * BLOCK, "planned_bytes": plan.bytes,
             "missing": plan.missing_inputs, "changed": plan.stats.get("changed_since_traced", 0),
+            "remapped": plan.stats.get("remapped_files", 0),
             "bytes_by_reason": dict(sorted(plan.table.bytes_by_reason().items())),
             "structure": {k: plan.stats.get(k) for k in ("structured_files", "structure_unreadable", "tiled_files")},
             "target": None if target is None else {"recall": target[0], "overfetch": target[1],
@@ -131,8 +140,20 @@ def run_shot(shot_dir: Path, shot: str, tree: Path, granules: list[int],
     settings = Settings(path_map=path_map)
     full = aggregate(read_traces([str(shot_dir / "traces")], path_map, stats=ImportStats()))
     truth = full if traced_tree is None else republished(full, traced_tree, tree)
+    stored = None if traced_tree is None else filed(shot_dir, manifest, traced_tree)
     with site_fs(settings) as fs:
-        return _score_splits(manifest, full, truth, shot, fs, settings, granules)
+        return _score_splits(manifest, full, truth, shot, fs, settings, granules, stored)
+
+
+def filed(shot_dir: Path, manifest: Manifest, traced_tree: Path) -> TraceSet:
+    """The shot's traces filed in a trace store while the files were `traced_tree` (the old version),
+    each texture in tiles with its identity then, and read back as a plan from the store reads them."""
+    with tempfile.TemporaryDirectory() as store:
+        old = Settings(path_map=PathMap.parse([{"studio": "/studio/proj", "local": str(traced_tree)}], "bench"),
+                       trace_store=store)
+        import_traces(old, [str(shot_dir / "traces")], manifest.show, manifest.shot, manifest.job,
+                      structures=structure_of(old))
+        return load_profiles(old, manifest).traces
 
 
 def _structure(root: Path, path: str) -> Structure | None:
@@ -159,8 +180,9 @@ def republished(ts: TraceSet, old: Path, new: Path) -> TraceSet:
 
 
 def _score_splits(manifest: Manifest, full: TraceSet, truth: TraceSet, shot: str, fs: SiteFS, settings: Settings,
-                  granules: list[int]) -> list[dict[str, Any]]:
-    """`full`: the traces planned from; `truth`: what the frames read of the files planned against."""
+                  granules: list[int], stored: TraceSet | None = None) -> list[dict[str, Any]]:
+    """`full`: the traces planned from; `truth`: what the frames read of the files planned against;
+    `stored`: the same traces from the trace store (a `store` variant)."""
     resolved = resolve_inputs(manifest, fs)
     frames = sorted(full.frames)
     whole = {f.path: [(0, f.size)] for f in resolved.files}
@@ -180,6 +202,8 @@ def _score_splits(manifest: Manifest, full: TraceSet, truth: TraceSet, shot: str
                      "training_union": score(blocks_of(union), needed) if train else (0.0, 0.0)}
         variants: dict[str, tuple[TraceSet, PredictOptions]] = {
             "prewarm": (ts, PredictOptions()), "oracle": (restrict(truth, test), PredictOptions(spread=0))}
+        if stored is not None:
+            variants["store"] = (restrict(stored, train), PredictOptions())
         if shot == "shot200":
             variants.update({name: (ts, opts) for name, opts in SWEEP.items()})
         for granule in granules:

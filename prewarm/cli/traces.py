@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import asdict, replace
 
-from prewarm.cli.options import site_settings
+from prewarm.cli.options import add_path_map_flags, site_settings
 from prewarm.errors import ConfigError
 
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument("--show", help="the show (with --shot: later jobs of the shot find these traces)")
     i.add_argument("--shot", help="the shot")
     i.add_argument("--frame", type=int, help="frame of records that name none, in files whose names hold no number")
+    add_path_map_flags(i)  # where the studio files are: textures read are filed in tiles with their identity
 
     ls = verbs.add_parser("list", help="stored jobs, newest first")
     ls.add_argument("--show")
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prewarm.flow.filing import structure_of
     from prewarm.plan.units import parse_size
     from prewarm.traces import store as trace_store
 
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.store:
         settings = replace(settings, trace_store=args.store)
     if args.verb == "import":
-        result = trace_store.import_traces(settings, args.paths, args.show, args.shot, args.job, args.frame)
+        # structured files read are filed in tiles, with their identity now (a re-publish later is seen)
+        result = trace_store.import_traces(settings, args.paths, args.show, args.shot, args.job, args.frame,
+                                           structures=structure_of(settings))
         print(trace_store.describe(result), file=sys.stderr)
         return 0
     if args.verb == "list":

@@ -15,6 +15,7 @@ from typing import Any
 
 from prewarm.plan.access import Access, Op
 from prewarm.plan.ranges import Span, SpanAccumulator, normalize
+from prewarm.plan.structure import Filed
 
 
 @dataclass
@@ -30,6 +31,11 @@ class TraceSet:
     records: int = 0
     unframed: int = 0
     """Records with no frame: they cannot train a per-frame model and are counted, not used."""
+    filed: dict[str, dict[int, Filed]] | None = field(default=None, compare=False)
+    """From the trace store: per structured file, per frame, its reads in tiles and the file's identity
+    when they were filed (a frame missing there was filed without one: by an older prewarm). None
+    from raw traces, which carry no identity. Not compared: what the store knows about the files
+beside the reads does not make its traces other traces than the raw files' (`to_traceset`)."""
 
 
 def aggregate(records: Iterable[Access]) -> TraceSet:
@@ -112,8 +118,10 @@ def restrict(ts: TraceSet, keep_frames: Iterable[int]) -> TraceSet:
             reads[p] = sub
     stats = {p: fs & keep for p, fs in ts.stats.items() if fs & keep}
     listed = {p: fs & keep for p, fs in ts.listed.items() if fs & keep}
+    filed = None if ts.filed is None else {
+        p: kept for p, per in ts.filed.items() if (kept := {f: v for f, v in per.items() if f in keep})}
     return TraceSet(reads=reads, stats=stats, listed=listed, frames=ts.frames & keep,
-                    records=ts.records, unframed=ts.unframed)
+                    records=ts.records, unframed=ts.unframed, filed=filed)
 
 
 def merge(parts: Iterable[TraceSet]) -> TraceSet:

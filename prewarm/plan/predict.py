@@ -39,6 +39,11 @@ Models, chosen per file from what the training frames (frames with traces) did:
   that turns to it reads its header and a few coarse tiles): no level finer than its
   siblings were read at, only for frames beyond the traced ones by more than their
   spacing, and a budget drops it first.
+* **Re-published files** (traces from the store, `TraceSet.filed`): a structured file whose
+  digest changed since its traces were filed, at the same levels and tile sizes, is
+  predicted from the traced tiles at its new offsets; other levels or tile sizes, or
+  traced reads that do not fit the file (`_misfit`, all raw `--traces` have), plan it by
+  its levels. Either way a finding says so: a traced file is never dropped in silence.
 * **Occasional files** (a decal every 12th frame, a prop that enters): a file a frame's
   traced neighbours did not read is still planned for it, with the footprint the traced
   frames read (`occasional`), after everything the frame is known to read; not a file
@@ -60,7 +65,7 @@ from typing import Any
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.model import FileInfo, Reason
 from prewarm.plan.ranges import Span, clip, clip_normal, covered_by, intersect, normalize, subtract, total, widen
-from prewarm.plan.structure import Structure
+from prewarm.plan.structure import Filed, Structure
 from prewarm.plan.texture import (
     META_TIER,
     TextureOptions,
@@ -659,6 +664,7 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     result.stats["sequences"] = len(seqs)
 
     shared = textures = 0
+    result.stats["remapped_files"] = result.stats["identity_unknown"] = 0
     groups = neighbour_groups(train, job_frames, opts.neighbours)
     every = tuple(f for _, _, frames in groups for f in frames)
     for p, per in ts.reads.items():
@@ -672,27 +678,24 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
         shared += 1
         st = structure(p)
         make: Deferred
-        misfit = _misfit(st, per, info.size)
-        if misfit:
-            result.changed.append((p, f"changed since traced ({misfit}): "
-                                      + ("planned by its levels, as never traced" if st else "planned by bytes")))
+        reads, misfit = _fitted(p, st, per, info.size, None if ts.filed is None else ts.filed.get(p, {}), result)
         if st is not None and misfit:
             result.predictions.extend(_by_levels(p, st, job_frames, Reason.FALLBACK, opts))
             continue
         # a file named by its reader's frame number (a per-frame file no sequence explained) is
         # that frame's, not an occasional file of every frame
-        occasional = p in tiles or not _frame_numbered(p, per, opts.max_delta)
+        occasional = p in tiles or not _frame_numbered(p, reads, opts.max_delta)
         if st is not None:
             textures += 1
-            make = partial(_predict_texture, p, st, per, train, groups, opts, occasional)
+            make = partial(_predict_texture, p, st, reads, train, groups, opts, occasional)
         else:
-            make = partial(_predict_shared, p, info.size, per, train, groups, opts, every, occasional)
+            make = partial(_predict_shared, p, info.size, reads, train, groups, opts, every, occasional)
         if defer:
             result.deferred.append((p, make))
         else:
             result.predictions.extend(make())
     result.stats["shared_files"] = shared
-    result.stats["changed_since_traced"] = len(result.changed)
+    result.stats["changed_since_traced"] = len(result.changed) - result.stats["identity_unknown"]
     result.stats["tiled_files"] = textures
     _predict_unseen(candidates, job_frames, ts, lookup, structure, opts, result, explained)
     return result
@@ -737,6 +740,84 @@ def _by_levels(path: str, st: Structure, frames: Iterable[int], reason: Reason, 
         if tier != META_TIER and (room < 0 or (finest is not None and tier > finest)):
             break  # coarse levels fit the cap (and the finest asked for), finer ones do not
         yield Prediction(path, frames, spans, reason, tier, last=tier > opts.unseen_coarse)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refit:
+    """A structured file's traced reads made to fit the file as it is now (`_refit`)."""
+
+    reads: Mapping[int, list[Span]]
+    lost: str | None = None
+    """Why the traced tiles mean nothing in the file now (other levels or tile sizes)."""
+    note: str | None = None
+    """The finding when the reads were mapped, or their identity is unknown."""
+    moved: int = 0
+    unknown: int = 0
+
+
+def _refit(st: Structure | None, per: Mapping[int, list[Span]], filed: Mapping[int, Filed] | None,
+           size: int) -> _Refit:
+    """The traced reads of a structured file, at the offsets of the file as it is now.
+
+    From the trace store (`filed` is not None), each frame's reads were filed in tiles with the
+    file's identity then. Same digest: the traced offsets hold. Another digest of the same shape
+    (a re-published texture: another compression, a colour tweak): its tiles are the same tiles at
+    new offsets, read with the new header and tables. Another shape (other levels or tile sizes):
+    the tiles mean nothing here (`lost`). A frame filed with no identity (an older prewarm) keeps its
+    byte offsets, said once per file. A file structured when filed whose structure cannot be read now
+    (`st` None) and whose size changed is `lost` too: the byte model plans it, with a finding.
+    Raw traces carry no identity: their reads as they are."""
+    if filed is None:
+        return _Refit(per)
+    if st is None:  # structured when filed, unreadable now: if it changed, the byte model says so
+        sizes = {v.identity.size for f, v in filed.items() if f in per}
+        if sizes and sizes != {size}:
+            return _Refit(per, f"its structure cannot be read now; {max(sizes):,} bytes when traced, {size:,} now")
+        return _Refit(per)
+    digest = st.digest()
+    shape = st.shape()
+    out = dict(per)
+    moved = unknown = 0
+    then = 0
+    for f in per:
+        v = filed.get(f)
+        if v is None:
+            unknown += 1
+            continue
+        if v.identity.digest == digest:
+            continue
+        if v.identity.shape != shape:
+            return _Refit(per, f"re-published with other levels or tile sizes: {len(v.identity.shape)} levels "
+                               f"of {v.identity.shape[0][2]}x{v.identity.shape[0][3]} tiles when traced, "
+                               f"{len(shape)} of {shape[0][2]}x{shape[0][3]} now")
+        out[f] = normalize([*st.meta, *(st.span(t) for t in v.tiles if st.has(t))])
+        moved += 1
+        then = v.identity.size
+    if moved:
+        note = (f"re-published since traced ({then:,} bytes then, {st.size:,} now): the tiles {moved} traced "
+                f"frame(s) read mapped to its new offsets")
+        return _Refit(out, None, note, moved, unknown)
+    if unknown:
+        return _Refit(per, None, "identity when traced unknown (filed by an older prewarm, or rebuilt from its "
+                                 "raw trace): its traced offsets taken as they are", 0, unknown)
+    return _Refit(per)
+
+
+def _fitted(path: str, st: Structure | None, per: Mapping[int, list[Span]], size: int,
+            filed: Mapping[int, Filed] | None, result: PredictResult) -> tuple[Mapping[int, list[Span]], bool]:
+    """A traced file's reads as they fit the file now (`_refit`), and whether they do not (a finding
+    either way: a traced file is never dropped, nor moved, in silence)."""
+    refit = _refit(st, per, filed, size)
+    misfit = refit.lost or _misfit(st, refit.reads, size)
+    if misfit:
+        result.changed.append((path, f"changed since traced ({misfit}): "
+                                     + ("planned by its levels, as never traced" if st else "planned by bytes")))
+        return refit.reads, True
+    if refit.note:
+        result.changed.append((path, refit.note))
+    result.stats["remapped_files"] += bool(refit.moved)
+    result.stats["identity_unknown"] += bool(refit.unknown and not refit.moved)
+    return refit.reads, False
 
 
 MISFIT_SHARE = 0.25

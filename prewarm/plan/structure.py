@@ -14,6 +14,7 @@ full resolution). A tile is named by `(level, x, y)`; `x` counts columns.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,32 @@ class Level:
 _EPS = 1e-9
 """Level sizes that are not powers of two make tile edges inexact in floating point."""
 
+Shape = tuple[tuple[int, int, int, int], ...]
+"""Per level, finest first: (width, height, tile width, tile height)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A structured file as it was when a trace of it was filed: its size, mtime and inode, and its
+    structure's `digest` and `shape`. A later plan compares: the same digest, the traced offsets hold;
+    another digest of the same shape (a re-published texture), the traced tiles map to the new offsets;
+    another shape (other levels or tile sizes), they mean nothing there."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    digest: str
+    shape: Shape
+
+
+@dataclass(frozen=True, slots=True)
+class Filed:
+    """A frame's reads of a structured file in the file's own coordinates, as filed in the trace store."""
+
+    identity: Identity
+    tiles: tuple[Tile, ...]
+    """The tiles read, `(level, x, y)`; the header and table reads are the file's `meta` whatever its version."""
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -94,6 +121,24 @@ class Structure:
                        for li, lv in enumerate(self.levels) for i in range(len(lv.offsets)))
         object.__setattr__(self, "_starts", tuple(o for o, _ in order))
         object.__setattr__(self, "_tiles", tuple(t for _, t in order))
+
+    def shape(self) -> Shape:
+        """Per level, (width, height, tile width, tile height): what a tile `(level, x, y)` means."""
+        return tuple((lv.width, lv.height, lv.tile_width, lv.tile_height) for lv in self.levels)
+
+    def digest(self) -> str:
+        """A hash of the header and tile tables as read (where each level and tile lies): equal
+        digests mean every tile is where it was; a re-published file (other compression) differs."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((self.format, self.size, self.meta)).encode())
+        for lv in self.levels:
+            h.update(repr((lv.width, lv.height, lv.tile_width, lv.tile_height, lv.offsets, lv.lengths)).encode())
+        return h.hexdigest()
+
+    def has(self, tile: Tile) -> bool:
+        level, x, y = tile
+        return 0 <= level < len(self.levels) and 0 <= x < self.levels[level].columns \
+            and 0 <= y < self.levels[level].rows
 
     def span(self, tile: Tile) -> Span:
         level, x, y = tile

@@ -9,7 +9,16 @@ job costs what the shot's files x frames cost, not what its history of calls cos
     {"format": "prewarm.profile/1", "frame": 1001, "source": [size, mtime_ns],
      "records": 123456,
      "reads": [["/studio/proj/a.tx", [0, 65536, 131072, 196608]], ...],
-     "stats": ["/studio/proj/a.tx", ...], "listed": ["/studio/proj/tex", ...]}
+     "stats": ["/studio/proj/a.tx", ...], "listed": ["/studio/proj/tex", ...],
+     "filed": [["/studio/proj/a.tx", {"size": 5592405, "mtime_ns": ..., "inode": ..., "digest": "9f..",
+                "shape": [[2048, 2048, 64, 64], ...]}, [level, x, y, level, x, y, ...]], ...]}
+
+`filed` (optional: a profile written by an older prewarm has none) holds the frame's reads of
+each structured file (tiled TIFF/.tx, EXR) in the file's own coordinates, with the file's
+identity when the frame was filed (`prewarm.plan.structure.Identity`): a plan against a
+re-published texture maps those tiles to its new offsets. The store fills it when its caller
+hands in a structure reader; a profile rebuilt from its raw file has none (the file may have
+changed since), and the planner treats those frames' identity as unknown.
 
 `source` names the raw file the profile was built from (its size and mtime): a profile
 whose raw file was replaced since (a frame filed again, by another node at the same
@@ -35,6 +44,7 @@ import orjson
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.ranges import Span, SpanAccumulator, from_flat, normalize
+from prewarm.plan.structure import Filed, Identity, Tile
 from prewarm.traces.counters import Rec
 
 __all__ = ["FORMAT", "FrameProfile", "ProfileBuilder", "ProfileError", "decode", "encode", "to_traceset"]
@@ -63,6 +73,8 @@ class FrameProfile:
     """Files stat-ed or opened, first-touched order."""
     listed: Sequence[str] = ()
     """Directories listed, first-listed order."""
+    filed: Mapping[str, Filed] = field(default_factory=dict)
+    """Structured files read: the tiles read and the file's identity when filed (may be empty)."""
 
 
 class ProfileBuilder:
@@ -128,8 +140,41 @@ class ProfileBuilder:
 
 def encode(p: FrameProfile) -> bytes:
     flat = [[path, [x for span in spans for x in span]] for path, spans in p.reads.items()]
+    filed = [[path, {"size": v.identity.size, "mtime_ns": v.identity.mtime_ns, "inode": v.identity.inode,
+                     "digest": v.identity.digest, "shape": [list(lv) for lv in v.identity.shape]},
+              [x for t in v.tiles for x in t]] for path, v in p.filed.items()]
     return orjson.dumps({"format": FORMAT, "frame": p.frame, "source": list(p.source), "records": p.records,
-                         "reads": flat, "stats": list(p.stats), "listed": list(p.listed)})
+                         "reads": flat, "stats": list(p.stats), "listed": list(p.listed),
+                         **({"filed": filed} if filed else {})})
+
+
+def _identity(obj: Any, path: str) -> Identity:
+    if type(obj) is not dict or type(obj.get("digest")) is not str or type(obj.get("shape")) is not list:
+        raise ProfileError(f"filed[{path!r}]: expected an identity with digest and shape")
+    shape = []
+    for lv in obj["shape"]:
+        if type(lv) is not list or len(lv) != 4 or not all(type(n) is int and n > 0 for n in lv):
+            raise ProfileError(f"filed[{path!r}].shape: expected [width, height, tile width, tile height] items")
+        shape.append((lv[0], lv[1], lv[2], lv[3]))
+    return Identity(_int(obj.get("size"), "filed.size"), _int(obj.get("mtime_ns"), "filed.mtime_ns"),
+                    _int(obj.get("inode"), "filed.inode"), obj["digest"], tuple(shape))
+
+
+def _filed(raw: Any) -> dict[str, Filed]:
+    if raw is None:
+        return {}  # a profile of an older prewarm: identity unknown
+    if type(raw) is not list:
+        raise ProfileError("filed: expected a list")
+    out: dict[str, Filed] = {}
+    for item in raw:
+        if type(item) is not list or len(item) != 3 or type(item[0]) is not str or not item[0].startswith("/"):
+            raise ProfileError("filed: expected [path, identity, tiles] items")
+        flat = item[2]
+        if type(flat) is not list or len(flat) % 3 or not all(type(n) is int and n >= 0 for n in flat):
+            raise ProfileError(f"filed[{item[0]!r}]: expected tiles [level, x, y, ...]")
+        tiles: tuple[Tile, ...] = tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3))
+        out[item[0]] = Filed(_identity(item[1], item[0]), tiles)
+    return out
 
 
 def _int(value: Any, name: str, lo: int = 0) -> int:
@@ -179,7 +224,8 @@ def decode(data: bytes) -> FrameProfile:
         reads[item[0]] = _spans(item[1], item[0])
     return FrameProfile(frame, (_int(source[0], "source.size"), _int(source[1], "source.mtime_ns")),
                         _int(obj.get("records"), "records"), reads,
-                        _paths(obj.get("stats"), "stats"), _paths(obj.get("listed"), "listed"))
+                        _paths(obj.get("stats"), "stats"), _paths(obj.get("listed"), "listed"),
+                        _filed(obj.get("filed")))
 
 
 def to_traceset(profiles: Iterable[FrameProfile], frame: int | None = None,
@@ -191,6 +237,7 @@ def to_traceset(profiles: Iterable[FrameProfile], frame: int | None = None,
     renames paths (the planner's path map), merging what lands on one path.
     """
     reads: dict[str, dict[int, list[Span]]] = {}
+    filed: dict[str, dict[int, Filed]] = {}
     stats: dict[str, set[int]] = {}
     listed: dict[str, set[int]] = {}
     frames: set[int] = set()
@@ -212,6 +259,8 @@ def to_traceset(profiles: Iterable[FrameProfile], frame: int | None = None,
                 per = reads[path] = {}
             got = per.get(f)
             per[f] = spans if got is None else normalize(got + spans)
+        for path, v in p.filed.items():
+            filed.setdefault(rename(path, path) if rename is not None else path, {})[f] = v
         for target, paths in ((stats, p.stats), (listed, p.listed)):
             for path in paths:
                 if rename is not None:
@@ -222,4 +271,4 @@ def to_traceset(profiles: Iterable[FrameProfile], frame: int | None = None,
                 else:
                     fs.add(f)
     return TraceSet(reads=reads, stats=stats, listed=listed, frames=frozenset(frames), records=records,
-                    unframed=unframed)
+                    unframed=unframed, filed=filed)

@@ -26,6 +26,15 @@ profiles; one that is missing, torn, of another format or of a raw file since re
 (two nodes filing the same frame at once, a store filed by an older prewarm) is rebuilt
 from its raw file and written back, so the raw traces stay the truth.
 
+Structured files (tiled TIFF/.tx, EXR) are filed in their own coordinates too: when the
+caller hands `import_traces` a structure reader (`StructureOf`: the store may not read file
+formats itself, so `prewarm.flow.filing` makes one through the site's guard), each frame's
+profile keeps, per structured file it read, the tiles `(level, x, y)` read and the file's
+identity at filing time (size, mtime, inode, a digest of its header and tile tables, its
+levels' and tiles' sizes). A plan against a texture re-published since maps those tiles to
+its new offsets (`prewarm.plan.predict`). Frames filed without a reader, or by an older
+prewarm, have no identity: the planner says so once per file and checks their bytes.
+
 Render nodes may write into the store's folder, so nothing in it is trusted: it is
 listed, read, written and pruned through a `Guard` rooted at the store. Only real
 folders and regular files count; a symlink (into `/etc`, or dangling), a FIFO or a
@@ -49,7 +58,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -57,6 +66,7 @@ from prewarm.errors import ConfigError, TraceError
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.pathmap import PathMap
+from prewarm.plan.structure import Filed, Identity, Structure
 from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import Batch, ImportStats
@@ -74,6 +84,7 @@ from prewarm.traces.profile import (
 
 __all__ = [
     "ImportResult",
+    "StructureOf",
     "PruneResult",
     "StoredJob",
     "StoredTraces",
@@ -110,6 +121,9 @@ MAX_JOBS_FOUND = 5
 
 PARALLEL_BYTES = 16 << 20
 """Below this much trace data, an import runs in one process: starting workers costs more."""
+
+StructureOf = Callable[[str], tuple[Identity, Structure] | None]
+"""A studio file's identity and structure as it is now, or None (not structured, unreadable, gone)."""
 
 _VERSION = re.compile(r"[._-]?v\d+(?=$|[._-])", re.IGNORECASE)
 
@@ -187,8 +201,11 @@ def _guard(settings: Settings) -> Guard:
 
 def import_traces(settings: Settings, paths: Sequence[str | TraceFile], show: str | None, shot: str | None,
                   job: str, frame: int | None = None, workers: int | None = None,
-                  min_parallel_bytes: int = PARALLEL_BYTES) -> ImportResult:
+                  min_parallel_bytes: int = PARALLEL_BYTES, structures: StructureOf | None = None) -> ImportResult:
     """Normalise trace files (strace or JSON Lines, plain or gzip) into the store under show/shot/job.
+
+    `structures`: each structured file read is filed in tiles with its identity (read once per
+    file per import, in this process); without it, no identity is filed.
 
     `frame` is for records that carry none and whose file names hold no number. A file
     that is not a trace fails the whole import (TraceError) and leaves the store as it was.
@@ -220,7 +237,7 @@ def import_traces(settings: Settings, paths: Sequence[str | TraceFile], show: st
                         fut.result()  # the first failure, raised
             for part in made:
                 result.stats.add(part.stats)
-            _file_parts(dfd, made, result)
+            _file_parts(dfd, made, result, _Filer(structures))
         finally:
             for part in made:
                 for tmp, _ in part.frames.values():
@@ -382,7 +399,28 @@ def _by_frame(run: Batch) -> dict[int | None, Batch]:
     return out
 
 
-def _file_parts(dfd: int, parts: list[_Part], result: ImportResult) -> None:
+class _Filer:
+    """Each structured file's identity and structure, read once per import; a frame's reads in tiles."""
+
+    def __init__(self, structures: StructureOf | None) -> None:
+        self._read = structures
+        self._seen: dict[str, tuple[Identity, Structure] | None] = {}
+
+    def filed(self, profile: FrameProfile) -> FrameProfile:
+        if self._read is None:
+            return profile
+        out: dict[str, Filed] = {}
+        for path, spans in profile.reads.items():
+            if path not in self._seen:
+                self._seen[path] = self._read(path)
+            got = self._seen[path]
+            if got is not None:
+                identity, st = got
+                out[path] = Filed(identity, tuple(sorted(st.tiles_read(spans)[0])))
+        return replace(profile, filed=out) if out else profile
+
+
+def _file_parts(dfd: int, parts: list[_Part], result: ImportResult, filer: _Filer) -> None:
     """Join the parts' pieces of each frame (gzip members concatenate into one valid gzip
     file, in file order), then put each frame's raw file and profile in place."""
     order: dict[int | None, list[tuple[str, FrameProfile]]] = {}
@@ -399,7 +437,7 @@ def _file_parts(dfd: int, parts: list[_Part], result: ImportResult) -> None:
         result.frames[f] = builder.records
         st = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
         result.bytes += st.st_size
-        _file_frame(dfd, tmp, _frame_name(f), builder.build((st.st_size, st.st_mtime_ns)))
+        _file_frame(dfd, tmp, _frame_name(f), filer.filed(builder.build((st.st_size, st.st_mtime_ns))))
 
 
 def _append(dfd: int, target: str, source: str) -> None:
