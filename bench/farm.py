@@ -71,7 +71,7 @@ from prewarm.flow import live
 from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
-from prewarm.plan.inputs import Resolved, resolve_inputs
+from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan, PlannedRange
 from prewarm.plan.pathmap import PathMap
@@ -112,7 +112,7 @@ class Setup:
 class Shot:
     name: str
     manifest: Manifest
-    resolved: Resolved
+    resolved: ResolvedInputs
     fs: SiteFS
     settings: Settings
     frames: list[list[Access]]

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     report_path = _report_path(args.report)
     if not settings.redis_url:
         plan = warming.check_plan(plan, settings, args.source)
-        progress = Progress(sys.stderr)
+        progress = ProgressLine(sys.stderr)
         warm = embedded.warm_embedded(plan, settings, progress=progress.update)
         progress.done()
         if report_path:
@@ -171,7 +171,7 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
             print(job_id)
         return 0
     print("warm job(s): " + " ".join(ids), file=sys.stderr)
-    progress = Progress(sys.stderr)
+    progress = ProgressLine(sys.stderr)
     handles = [WarmJob(r, i) for i in ids]
     next_refill = time.monotonic() + REFILL_S
     seen: tuple[int, ...] = ()
@@ -218,7 +218,7 @@ class _Stall:
         self.give_up_s = give_up_s
         self.noted = 0.0
 
-    def check(self, stalled_s: float, live: list[JobInfo], progress: Progress) -> None:
+    def check(self, stalled_s: float, live: list[JobInfo], progress: ProgressLine) -> None:
         from prewarm.state import keys
 
         gateways = sorted({i.gateway for i in live})
@@ -301,7 +301,7 @@ def _report(infos: list[JobInfo], as_json: bool) -> int:
     return 0 if all(i.state is JobState.DONE for i in infos) else EXIT_UNFINISHED
 
 
-class Progress:
+class ProgressLine:
     """A live line on a terminal; a plain line every `every_s` seconds otherwise (logs, CI)."""
 
     def __init__(self, out: IO[str], every_s: float = 5.0) -> None:

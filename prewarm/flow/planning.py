@@ -26,7 +26,7 @@ from prewarm.formats.reader import StructureReader, guarded_files
 from prewarm.formats.scenes import SceneReader
 from prewarm.plan.aggregate import TraceSet, aggregate_runs, merge
 from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames, prediction_options
-from prewarm.plan.inputs import Resolved, resolve_inputs
+from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.ordering import Columns, serially
@@ -151,7 +151,7 @@ def check_inputs(manifest: Manifest, roots: tuple[str, ...]) -> None:
                                f"{spec.path!r} is outside the allowed roots {list(roots)}")
 
 
-def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: SiteFS, settings: Settings,
+def plan_resolved(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, fs: SiteFS, settings: Settings,
                   options: PlanOptions = DEFAULT_OPTIONS, trace_counts: Mapping[str, int] | None = None,
                   created: float | None = None, cores: int = 1) -> Plan:
     """The plan of inputs already resolved and traces already aggregated (benches split them per run).

@@ -97,7 +97,9 @@ LOCK_S = 60
 
 
 @dataclass(frozen=True)
-class Submitted:
+class Submission:
+    """What `submit` hands back (the farm API answers with its own `Submitted` model, built from this)."""
+
     ids: tuple[str, ...]
     """One warm job per gateway node, in the order of the gateways."""
     duplicate: bool
@@ -120,7 +122,7 @@ def identity(plan: Plan) -> str:
 
 
 def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Send, where: str,
-                gateways: Sequence[str] = (), reuse: bool = True) -> Submitted:
+                gateways: Sequence[str] = (), reuse: bool = True) -> Submission:
     """Check `plan` and warm it on each gateway (`gateways`, else the plan's, else the default one).
 
     `reuse=False` (an operator's explicit `prewarm warm`) always starts new warms; the
@@ -142,7 +144,7 @@ def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Sen
                 r.set(keys.submission(gw, key), existing, ex=settings.service_dedupe_s)
                 fresh = True
             ids.append(existing)
-    return Submitted(tuple(ids), duplicate=not fresh)
+    return Submission(tuple(ids), duplicate=not fresh)
 
 
 def _live_duplicate(r: redis.Redis[bytes], key: str, gateway: str) -> str | None:

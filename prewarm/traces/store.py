@@ -59,7 +59,7 @@ from prewarm.plan.manifest import Manifest
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
-from prewarm.traces.counters import Batch, ImportStats
+from prewarm.traces.counters import ImportStats, Records
 from prewarm.traces.files import TraceFile, collect, read_batches
 from prewarm.traces.jsonl import dump_records
 from prewarm.traces.profile import (
@@ -372,11 +372,11 @@ def _import_part(settings: Settings, guard: Guard, files: list[TraceFile], frame
     return part
 
 
-def _by_frame(run: Batch) -> dict[int | None, Batch]:
+def _by_frame(run: Records) -> dict[int | None, Records]:
     first, last = run[0][4], run[-1][4]
     if first == last and all(r[4] == first for r in run):
         return {first: run}  # strace logs, and JSON Lines written a frame at a time
-    out: dict[int | None, Batch] = {}
+    out: dict[int | None, Records] = {}
     for r in run:
         out.setdefault(r[4], []).append(r)
     return out

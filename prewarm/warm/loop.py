@@ -574,6 +574,6 @@ class _Run:
                 self.result.files_done += 1
 
 
-def warm_batch(batch: Batch, ctx: WarmContext) -> WarmResult:
+def execute_batch(batch: Batch, ctx: WarmContext) -> WarmResult:
     """Warm one batch; never raises for a file's problem, only for a broken environment."""
     return _Run(batch, ctx).run()
