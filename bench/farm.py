@@ -73,10 +73,11 @@ from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
 from prewarm.plan.manifest import Manifest
-from prewarm.plan.model import Plan, PlannedRange
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
 from prewarm.plan.ranges import normalize
+from prewarm.plan.records import PlannedRange
 from prewarm.site.fs import SiteFS
 from prewarm.site.settings import Settings
 from prewarm.state.frames import Frame, FrameState

@@ -25,8 +25,8 @@ from prewarm.plan.inputs import (
     resolve_inputs,
 )
 from prewarm.plan.manifest import Manifest, parse_manifest
-from prewarm.plan.model import FileInfo
 from prewarm.plan.pathmap import PathMap
+from prewarm.plan.records import FileInfo
 from prewarm.site.fs import SiteFS, reason
 from prewarm.site.guard import Guard
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import MetaOp
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import MetaOp
 from prewarm.site.guard import Guard
 from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
 from prewarm.warm.embedded import run_embedded
@@ -299,7 +299,7 @@ def test_many_threads_falling_back_from_o_direct_at_once_read_the_right_file(stu
 def test_missing_inputs_make_an_embedded_warm_partial_and_optional_ones_do_not(studio: Studio) -> None:
     from dataclasses import replace
 
-    from prewarm.plan.model import Finding
+    from prewarm.plan.records import Finding
 
     a = studio.file("a.tx", MiB)
     plan = studio.whole([a])

@@ -23,7 +23,8 @@ from redis.exceptions import LockNotOwnedError
 
 from prewarm.errors import ConfigError, PlanFileError
 from prewarm.plan.inputs import Failure, Kind, Stat
-from prewarm.plan.model import FileInfo, Plan
+from prewarm.plan.model import Plan
+from prewarm.plan.records import FileInfo
 from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings

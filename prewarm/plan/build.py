@@ -20,9 +20,10 @@ from prewarm.plan.framespec import format_frames
 from prewarm.plan.inputs import Missing, ResolvedInputs
 from prewarm.plan.limits import FOLD_MISSING, MAX_FINDINGS
 from prewarm.plan.manifest import FrameOrder, Manifest
-from prewarm.plan.model import FIELDS_LIMITS, FileInfo, Finding, MetaOp, Plan
+from prewarm.plan.model import FIELDS_LIMITS, Plan
 from prewarm.plan.ordering import FanOut, order_ranges, serially
 from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
+from prewarm.plan.records import FileInfo, Finding, MetaOp
 
 Lookup = Callable[[str], FileInfo | None]
 

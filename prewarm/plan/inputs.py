@@ -27,8 +27,8 @@ from typing import Protocol
 from prewarm.errors import ManifestError
 from prewarm.plan.limits import MAX_FILES
 from prewarm.plan.manifest import InputSpec, Manifest
-from prewarm.plan.model import NOT_UTF8, FileInfo, path_problem, shown
 from prewarm.plan.patterns import PathPattern
+from prewarm.plan.records import NOT_UTF8, FileInfo, path_problem, shown
 
 
 class Kind(StrEnum):

@@ -46,8 +46,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import FileInfo, MetaOp
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo, MetaOp
 from prewarm.site.guard import NotAFile, Refused
 from prewarm.warm.batches import Batch
 from prewarm.warm.reader import OpenFile, Reader

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import MetaOp, Plan
+from prewarm.plan.model import Plan
+from prewarm.plan.records import MetaOp
 from prewarm.site.agent import MountCounters, restarted
 from prewarm.warm.batches import Batch, dir_listings
 from prewarm.warm.loop import WarmContext, execute_batch
