@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from prewarm.errors import ConfigError, ManifestError, OutsideRoots
 from prewarm.formats.reader import StructureReader, guarded_files
@@ -256,9 +256,6 @@ def load_traces(paths: Sequence[str | TraceFile], path_map: PathMap, frame: int 
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         parts = list(pool.map(_aggregate_files, groups, [path_map] * len(groups), [frame] * len(groups)))
     stats = ImportStats()
-    for _, s in parts:
-        for f in fields(ImportStats):
-            if isinstance(getattr(s, f.name), int):
-                setattr(stats, f.name, getattr(stats, f.name) + getattr(s, f.name))
-        stats.first_skipped = stats.first_skipped or s.first_skipped
+    for _, part in parts:
+        stats.add(part)
     return merge(ts for ts, _ in parts), stats
