@@ -12,12 +12,10 @@ add trace aliases, never local paths.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 
@@ -35,6 +33,7 @@ from prewarm.plan.scenes import Expansion, expand_scenes
 from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
+from prewarm.traces import cores
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import TraceFile, collect, read_batches
 from prewarm.traces.store import load_profiles
@@ -246,14 +245,12 @@ def load_traces(paths: Sequence[str | TraceFile], path_map: PathMap, frame: int 
     files = collect(paths)
     if not files:
         return TraceSet(), ImportStats()
-    workers = workers or min(len(files), os.cpu_count() or 1, 8)
-    size = sum(f.size for f in files)
-    if workers < 2 or size < min_parallel_bytes:
+    workers = cores.workers_for(len(files), sum(f.size for f in files), min_parallel_bytes, workers)
+    if workers < 2:
         return _aggregate_files(files, path_map, frame)
-    ctx = multiprocessing.get_context("spawn")
     step = -(-len(files) // workers)  # contiguous groups: merged in file order, the same TraceSet as one process
     groups = [files[i:i + step] for i in range(0, len(files), step)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with cores.pool(workers) as pool:
         parts = list(pool.map(_aggregate_files, groups, [path_map] * len(groups), [frame] * len(groups)))
     stats = ImportStats()
     for _, part in parts:
