@@ -75,9 +75,10 @@ from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.evaluate import ready_at
 from prewarm.plan.framespec import format_frames
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.model import MetaOp, Plan
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
+from prewarm.plan.records import MetaOp
 from prewarm.plan.units import parse_size
 from prewarm.site.settings import Settings
 from prewarm.state import keys, runner

@@ -71,12 +71,13 @@ from prewarm.flow import live
 from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
-from prewarm.plan.inputs import Resolved, resolve_inputs
+from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
 from prewarm.plan.manifest import Manifest
-from prewarm.plan.model import Plan, PlannedRange
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import PredictOptions
 from prewarm.plan.ranges import normalize
+from prewarm.plan.records import PlannedRange
 from prewarm.site.fs import SiteFS
 from prewarm.site.settings import Settings
 from prewarm.state.frames import Frame, FrameState
@@ -112,7 +113,7 @@ class Setup:
 class Shot:
     name: str
     manifest: Manifest
-    resolved: Resolved
+    resolved: ResolvedInputs
     fs: SiteFS
     settings: Settings
     frames: list[list[Access]]

@@ -51,8 +51,10 @@ import psutil
 
 from prewarm.errors import ServiceError
 from prewarm.plan.access import Op
-from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange, RangeTable
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.plan.rangetable import RangeTable
+from prewarm.plan.records import FileInfo, MetaOp, PlannedRange
 from prewarm.plan.units import parse_rate
 from prewarm.site.settings import Settings
 from prewarm.state import dispatch, keys, runner

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from prewarm.plan.access import Access, Op
-from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
+from prewarm.plan.records import FileInfo, MetaOp, PlannedRange
 from prewarm.site.settings import Settings
 from prewarm.testkit.replay import replay_frames
 from prewarm.warm.embedded import run_embedded

@@ -14,7 +14,8 @@ import redis
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import aggregate
 from prewarm.plan.evaluate import BLOCK, Training, evaluate, input_of
-from prewarm.plan.model import Plan, PlannedRange
+from prewarm.plan.model import Plan
+from prewarm.plan.records import PlannedRange
 from prewarm.report import load as report_redis
 from prewarm.state import runner
 from prewarm.traces.jsonl import access_to_json

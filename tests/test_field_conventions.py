@@ -17,10 +17,11 @@ from prewarm.plan.access import Access
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.evaluate import evaluate
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.model import FileInfo, Plan, Reason
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import Candidate, find_sequences, predict
 from prewarm.plan.ranges import intersect, normalize, total
+from prewarm.plan.records import FileInfo, Reason
 from prewarm.plan.structure import Level, Structure
 from prewarm.site.settings import Settings
 from prewarm.testkit.samples import build_shot

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from prewarm.formats.reader import StructureReader, guarded_files, read_structure
 from prewarm.formats.source import MAX_READ_BYTES, MAX_READ_CALLS, Fetcher
-from prewarm.plan.model import FileInfo
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.ranges import normalize, subtract
+from prewarm.plan.records import FileInfo
 from prewarm.plan.structure import Structure
 from prewarm.site.guard import Guard
 from prewarm.testkit.textures import make_exr, make_texture

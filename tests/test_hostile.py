@@ -480,7 +480,8 @@ def test_a_negative_offset_in_a_trace_never_enters_a_plan(tree: Hostile, tmp_pat
 
 
 def test_the_planner_and_a_loaded_plan_share_one_check() -> None:
-    from prewarm.plan.model import FileInfo, Plan, PlannedRange
+    from prewarm.plan.model import Plan
+    from prewarm.plan.records import FileInfo, PlannedRange
 
     def made(offset: int, path: str = f"{STUDIO}/a.bin") -> Plan:
         return Plan(job="j", frames=(1,), ranges=[PlannedRange(path, offset, 4096)],
@@ -797,7 +798,8 @@ def test_a_worker_warms_a_batch_holding_a_name_that_is_not_utf8(tree: Hostile, t
                                                                   celery_worker) -> None:
     """A batch stored before names were checked (or by another writer): the piece is keyed, the batch is
     warmed, the job ends; never a batch redelivered for ever."""
-    from prewarm.plan.model import FileInfo, Plan, PlannedRange
+    from prewarm.plan.model import Plan
+    from prewarm.plan.records import FileInfo, PlannedRange
     from prewarm.site.settings import Settings
     from prewarm.state import runner
     from prewarm.state.celery_app import CelerySender

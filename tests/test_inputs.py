@@ -19,14 +19,14 @@ from prewarm.flow.planning import load_manifest
 from prewarm.plan.inputs import (
     Failure,
     Missing,
-    Resolved,
     ResolvedFile,
+    ResolvedInputs,
     Stat,
     resolve_inputs,
 )
 from prewarm.plan.manifest import Manifest, parse_manifest
-from prewarm.plan.model import FileInfo
 from prewarm.plan.pathmap import PathMap
+from prewarm.plan.records import FileInfo
 from prewarm.site.fs import SiteFS, reason
 from prewarm.site.guard import Guard
 
@@ -64,7 +64,7 @@ class Spy:
         return self.site.listdir(path)
 
 
-def resolve_with(root: Path, manifest: Manifest, **kwargs: object) -> Resolved:
+def resolve_with(root: Path, manifest: Manifest, **kwargs: object) -> ResolvedInputs:
     return resolve_inputs(manifest, kwargs.pop("fs", None) or Spy(root, **kwargs))  # type: ignore[arg-type]
 
 
@@ -75,13 +75,13 @@ def make(root: Path, *names: str, size: int = 10) -> None:
         path.write_bytes(b"x" * size)
 
 
-def resolve(root: Path, frames: str, *inputs: str, **kwargs: object) -> Resolved:
+def resolve(root: Path, frames: str, *inputs: str, **kwargs: object) -> ResolvedInputs:
     body = "\n".join(f"  - {line}" for line in inputs)
     manifest = parse_manifest(f"job: j\nframes: {frames}\ninputs:\n{body}\n", "job.yaml")
     return resolve_with(root, manifest, **kwargs)
 
 
-def found(resolved: Resolved) -> list[tuple[str, int | None, str | None]]:
+def found(resolved: ResolvedInputs) -> list[tuple[str, int | None, str | None]]:
     return [(f.path.removeprefix(STUDIO + "/"), f.frame, f.tile) for f in resolved.files]
 
 

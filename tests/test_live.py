@@ -16,7 +16,7 @@ import redis
 from prewarm.flow import live, warming
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
-from prewarm.plan.model import Reason
+from prewarm.plan.records import Reason
 from prewarm.report.frames import live_report
 from prewarm.state import frames as fstate
 from prewarm.state import keys
@@ -245,7 +245,7 @@ def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_p
 
 
 def test_guesses_no_traced_frame_read_are_dropped_once_enough_frames_finished() -> None:
-    from prewarm.plan.model import PlannedRange
+    from prewarm.plan.records import PlannedRange
 
     ranges = [PlannedRange("/s/a", 0, 10, 5, 1, Reason.TRACE), PlannedRange("/s/b", 0, 99, None, 1, Reason.FALLBACK),
               PlannedRange("/s/c", 0, 7, 6, 1, Reason.WHOLE), PlannedRange("/s/d", 0, 5, 6, 1, Reason.UNREAD_TILE)]

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import aggregate, restrict
-from prewarm.plan.model import FileInfo, Reason
 from prewarm.plan.ordering import order_ranges
 from prewarm.plan.predict import (
     Candidate,
@@ -17,6 +16,7 @@ from prewarm.plan.predict import (
     predict,
 )
 from prewarm.plan.ranges import normalize
+from prewarm.plan.records import FileInfo, Reason
 
 KiB = 1024
 MiB = 1 << 20

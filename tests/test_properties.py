@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from prewarm.errors import InputError, ManifestError, PlanFileError, TraceError
 from prewarm.flow.jobs import load_plan
 from prewarm.plan.manifest import Manifest, parse_manifest
-from prewarm.plan.model import Plan, PlannedRange, Reason
+from prewarm.plan.model import Plan
+from prewarm.plan.records import PlannedRange, Reason
 from prewarm.traces.files import read_traces
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import aggregate
-from prewarm.plan.model import FileInfo, Reason
 from prewarm.plan.predict import predict
 from prewarm.plan.ranges import covered, normalize
+from prewarm.plan.records import FileInfo, Reason
 
 ABC = "/s/anim.abc"
 SIZE = 5_000_000

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from prewarm.plan.model import Plan, PlannedRange
+from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import PlannedRange
 from prewarm.report import build as report
 from prewarm.report import html as report_html
 from prewarm.state import runner
@@ -93,7 +94,7 @@ def test_report_summary_coverage_retry_and_readiness() -> None:
 def test_coverage_says_what_share_of_each_file_was_planned() -> None:
     from dataclasses import replace
 
-    from prewarm.plan.model import FileInfo
+    from prewarm.plan.records import FileInfo
 
     tex = [f"/studio/proj/tex/t.{1001 + i}.tx" for i in range(3)]
     plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in tex),
@@ -222,7 +223,7 @@ def test_report_of_an_unknown_job_is_one_line_exit_2(redis_url: str) -> None:
 def test_missing_inputs_the_first_frame_reads_make_the_headline_red_and_agree_with_the_table() -> None:
     """A frame-1 plate and a texture that do not exist: the first frame is not ready, in red, whatever the
     warm did; the summary's missing files are the table's."""
-    from prewarm.plan.model import Finding
+    from prewarm.plan.records import Finding
 
     a = "/studio/proj/a.tx"
     plan = Plan(job="s", frames=(1, 2), start=2000.0, ranges=(PlannedRange(a, 0, MiB, frame=None),),

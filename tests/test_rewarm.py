@@ -9,8 +9,9 @@ import pytest
 
 from prewarm.farm.agent import Agent
 from prewarm.plan.access import Op
-from prewarm.plan.model import MetaOp, Plan
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.plan.records import MetaOp
 from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 from prewarm.warm import embedded
@@ -24,7 +25,7 @@ from tests.fixtures.twin import StartTwin
 
 
 def plan_of(paths: list[str], metadata: tuple[MetaOp, ...] = ()) -> Plan:
-    from prewarm.plan.model import PlannedRange
+    from prewarm.plan.records import PlannedRange
 
     return Plan(job="j", frames=(1,), ranges=tuple(PlannedRange(p, 0, 10) for p in paths), metadata=metadata)
 

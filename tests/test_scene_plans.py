@@ -19,7 +19,8 @@ from prewarm.flow.adapters.deadline10 import job_to_manifest
 from prewarm.flow.adapters.openjd import bundle_to_manifest
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
-from prewarm.plan.model import Origin, Plan
+from prewarm.plan.model import Plan
+from prewarm.plan.records import Origin
 from tests.fixtures.scenes import BLEND_DATA, STUDIO, SceneTree
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,9 @@ from prewarm.errors import InputError, ManifestError
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.inputs import Missing, ResolvedFile
 from prewarm.plan.manifest import parse_manifest
-from prewarm.plan.model import FileInfo, Finding, Origin, Plan, PlannedRange
+from prewarm.plan.model import Plan
 from prewarm.plan.predict import Candidate, predict
+from prewarm.plan.records import FileInfo, Finding, Origin, PlannedRange
 from prewarm.plan.scenes import (
     SceneDep,
     SceneDeps,

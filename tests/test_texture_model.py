@@ -3,7 +3,7 @@ relations, growth, motion, push-ins, and the coarse-before-fine order."""
 
 from __future__ import annotations
 
-from prewarm.plan.model import Reason
+from prewarm.plan.records import Reason
 from prewarm.plan.structure import Level, Structure
 from prewarm.plan.texture import (
     TextureOptions,

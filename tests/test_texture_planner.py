@@ -15,9 +15,10 @@ from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, sit
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.evaluate import evaluate, ready_at
 from prewarm.plan.inputs import resolve_inputs
-from prewarm.plan.model import Plan, Reason
+from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.ranges import covered, normalize
+from prewarm.plan.records import Reason
 from prewarm.site.settings import Settings
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces

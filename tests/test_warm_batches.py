@@ -6,8 +6,9 @@ import pytest
 
 from prewarm.errors import ConfigError
 from prewarm.plan.access import Op
-from prewarm.plan.model import FileInfo, MetaOp, Plan, PlannedRange
+from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo, MetaOp, PlannedRange
 from prewarm.plan.units import parse_rate
 from prewarm.warm.batches import MAX_READS, Batch, batch_bytes, make_batches, pieces
 from prewarm.warm.throttle import TokenBucket

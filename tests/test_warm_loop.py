@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import MetaOp
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import MetaOp
 from prewarm.site.guard import Guard
 from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
-from prewarm.warm.loop import WarmContext, warm_batch
+from prewarm.warm.loop import WarmContext, execute_batch
 from prewarm.warm.reader import DirectReader, OpenFile
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
 from tests.fixtures.studio import Studio
@@ -121,7 +121,7 @@ def test_every_planned_byte_is_read_once_and_nothing_else(studio: Studio) -> Non
     b = studio.file("b.exr", 200_000)
     reader = RecordingReader(studio)
     batch = one_batch(studio, [(a, 0, 3 * MiB + 123), (b, 1000, 5000), (b, 100_000, 50_000)])
-    result = warm_batch(batch, ctx_for(studio, reader))
+    result = execute_batch(batch, ctx_for(studio, reader))
     assert result.bytes_done == batch.bytes and result.bytes_failed == 0 and not result.findings
     assert sorted(reader.reads) == sorted((r.path, r.offset, r.length) for r in batch.reads)
     assert set(reader.opens.values()) == {1}, "each file is opened once per batch"
@@ -131,7 +131,7 @@ def test_every_planned_byte_is_read_once_and_nothing_else(studio: Studio) -> Non
 def test_reads_are_in_flight_together(studio: Studio) -> None:
     paths = [studio.file(f"tex/t{i}.tx", 64 * 1024) for i in range(24)]
     reader = RecordingReader(studio, delay_s=0.02)
-    result = warm_batch(one_batch(studio, [(p, 0, 64 * 1024) for p in paths]), ctx_for(studio, reader, in_flight=8))
+    result = execute_batch(one_batch(studio, [(p, 0, 64 * 1024) for p in paths]), ctx_for(studio, reader, in_flight=8))
     assert result.files_done == 24
     assert reader.max_active >= 4
 
@@ -148,7 +148,7 @@ def test_missing_truncated_replaced_files_are_findings_and_the_rest_is_warmed(st
     studio.local(dirp).unlink()
     studio.local(dirp).mkdir()
     reader = RecordingReader(studio)
-    result = warm_batch(batch, ctx_for(studio, reader))
+    result = execute_batch(batch, ctx_for(studio, reader))
     kinds = {p: f.kind for p, f in result.findings.items()}
     assert kinds == {gone: FindingKind.MISSING, short: FindingKind.CHANGED, dirp: FindingKind.CHANGED}
     assert result.bytes_done == MiB, "only the unchanged file is warmed; nothing is read from a changed one"
@@ -161,7 +161,7 @@ def test_a_file_modified_in_place_is_changed_not_warmed(studio: Studio) -> None:
     p = studio.file("m.tx", MiB)
     batch = one_batch(studio, [(p, 0, MiB)])
     os.utime(studio.local(p), (1, 1))
-    result = warm_batch(batch, ctx_for(studio, RecordingReader(studio)))
+    result = execute_batch(batch, ctx_for(studio, RecordingReader(studio)))
     assert result.findings[p].kind is FindingKind.CHANGED and result.bytes_done == 0
 
 
@@ -173,7 +173,7 @@ def test_denied_is_final_and_transient_errors_are_retried_with_backoff(studio: S
         studio, fail_open={denied: [errno.EACCES] * 10, flaky: [errno.ESTALE]},
         fail_read={flaky: [errno.EIO, errno.ETIMEDOUT], broken: [errno.EIO] * 10})
     sleeps: list[float] = []
-    result = warm_batch(one_batch(studio, [(denied, 0, MiB), (flaky, 0, MiB), (broken, 0, MiB)]),
+    result = execute_batch(one_batch(studio, [(denied, 0, MiB), (flaky, 0, MiB), (broken, 0, MiB)]),
                         ctx_for(studio, reader, sleep=sleeps.append, retries=3, backoff_s=0.01))
     assert result.findings[denied].kind is FindingKind.DENIED
     assert reader.opens[denied] == 1, "permission denied is not retried"
@@ -192,7 +192,7 @@ def test_paths_outside_the_roots_are_never_opened(studio: Studio, bad: str) -> N
     batch = Batch(0, reads=(ByteRange(bad, 0, 100), ByteRange(ok, 0, 1000)),
                   meta=(MetaOp(Op.STAT, bad), MetaOp(Op.READDIR, bad)),
                   files={ok: studio.info(ok)}, closes=frozenset({bad, ok}))
-    result = warm_batch(batch, ctx_for(studio, reader))
+    result = execute_batch(batch, ctx_for(studio, reader))
     assert result.findings[bad].kind is FindingKind.OUTSIDE
     assert list(reader.opens) == [ok] and not reader.meta
     assert result.bytes_done == 1000 and result.meta_failed == 2
@@ -204,7 +204,7 @@ def test_metadata_ops_stat_and_list(studio: Studio, tmp_path: Path) -> None:
     studio.file("udim/diffuse.1002.tx", 10)
     meta = (MetaOp(Op.READDIR, "/studio/proj/udim/"), MetaOp(Op.STAT, p), MetaOp(Op.STAT, "/studio/proj/nope.tx"))
     reader = RecordingReader(studio)
-    result = warm_batch(Batch(0, meta=meta), ctx_for(studio, reader))
+    result = execute_batch(Batch(0, meta=meta), ctx_for(studio, reader))
     assert sorted(reader.meta) == sorted([("readdir", "/studio/proj/udim/"), ("stat", p),
                                           ("stat", "/studio/proj/nope.tx")])
     assert result.meta_done == 2 and result.meta_failed == 1
@@ -222,7 +222,7 @@ def test_stop_request_ends_the_batch_early(studio: Studio) -> None:
         if r.counters["reads"] >= 5:
             stop.set()
 
-    result = warm_batch(one_batch(studio, [(p, 0, 1000) for p in paths]),
+    result = execute_batch(one_batch(studio, [(p, 0, 1000) for p in paths]),
                         ctx_for(studio, reader, in_flight=2, should_stop=stop.is_set, progress=progress,
                                 clock=iter(range(10**6)).__next__))
     assert 5 <= result.reads < 50 and result.bytes_failed == 0
@@ -265,7 +265,7 @@ def test_batches_of_a_plan_cover_it(studio: Studio) -> None:
     plan = studio.whole(paths)
     total = WarmResult()
     for b in make_batches(plan, MiB, rate_bps=1_000_000):
-        r = warm_batch(b, ctx_for(studio, RecordingReader(studio)))
+        r = execute_batch(b, ctx_for(studio, RecordingReader(studio)))
         total.bytes_done += r.bytes_done
         total.files_done += r.files_done
     assert total.bytes_done == plan.bytes and total.files_done == 20
@@ -275,7 +275,7 @@ def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened(stud
     many = [studio.file(f"udim/d.{1001 + i}.tx", 100) for i in range(LIST_DIR_MIN)]
     few = [studio.file(f"other/o{i}.tx", 100) for i in range(3)]
     reader = RecordingReader(studio)
-    result = warm_batch(whole_batch(studio.whole(many + few), MiB), ctx_for(studio, reader, in_flight=8))
+    result = execute_batch(whole_batch(studio.whole(many + few), MiB), ctx_for(studio, reader, in_flight=8))
     assert result.files_done == LIST_DIR_MIN + 3 and result.meta_done == 1
     listed = reader.events.index(("listed", "/studio/proj/udim"))
     udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p]
@@ -299,7 +299,7 @@ def test_many_threads_falling_back_from_o_direct_at_once_read_the_right_file(stu
 def test_missing_inputs_make_an_embedded_warm_partial_and_optional_ones_do_not(studio: Studio) -> None:
     from dataclasses import replace
 
-    from prewarm.plan.model import Finding
+    from prewarm.plan.records import Finding
 
     a = studio.file("a.tx", MiB)
     plan = studio.whole([a])
@@ -347,7 +347,7 @@ def test_a_file_appended_to_while_it_is_warmed_is_changed(studio: Studio) -> Non
             with open(studio.local(p), "ab") as f:
                 f.write(b"appended")
 
-    result = warm_batch(batch, ctx_for(studio, RecordingReader(studio), in_flight=1, progress=progress))
+    result = execute_batch(batch, ctx_for(studio, RecordingReader(studio), in_flight=1, progress=progress))
     assert grown.is_set()
     assert set(result.findings) == {p} and result.findings[p].kind is FindingKind.CHANGED
     assert "modified while warmed" in result.findings[p].detail
@@ -383,7 +383,7 @@ def test_a_gateway_that_answers_nothing_is_reported_stalled_then_resumed(studio:
 
     threading.Timer(0.8, gate.set).start()
     with caplog.at_level("WARNING", logger="prewarm.warm.loop"):
-        result = warm_batch(one_batch(studio, [(p, 0, 4096) for p in paths]),
+        result = execute_batch(one_batch(studio, [(p, 0, 4096) for p in paths]),
                             ctx_for(studio, Hanging(studio), in_flight=2, stall_s=0.3))
     assert result.files_done == 3
     messages = [r.getMessage() for r in caplog.records]

@@ -13,8 +13,8 @@ import time
 import pytest
 import redis
 
-from prewarm.plan.model import FileInfo
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo
 from prewarm.site.settings import Settings
 from prewarm.state import dispatch, keys, runner
 from prewarm.state.dedupe import RedisDedupe, forget_gateway
@@ -349,7 +349,7 @@ def test_workers_refuse_paths_outside_their_roots_even_if_the_submitter_did_not(
 def test_missing_inputs_make_a_redis_job_partial_by_the_same_rule(r: redis.Redis, studio: Studio) -> None:
     from dataclasses import replace
 
-    from prewarm.plan.model import Finding
+    from prewarm.plan.records import Finding
 
     plan = replace(studio.whole([studio.file("a.tx", MiB)]), missing=(Finding("/studio/proj/gone.tx", "not found"),))
     sent = Sent()

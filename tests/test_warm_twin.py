@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import MetaOp
 from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.plan.records import MetaOp
 from prewarm.site.settings import Settings
 from prewarm.state.client import connect
 from prewarm.state.jobs import WarmJob

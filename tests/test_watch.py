@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.farm.watch import Spool, TraceDrop, client_submitter, local_submitter
+from prewarm.farm.spool import Spool, client_submitter, local_submitter
+from prewarm.farm.tracedrop import TraceDrop
 from prewarm.site.settings import Settings
 from prewarm.traces.files import read_traces
 from prewarm.traces.store import list_traces

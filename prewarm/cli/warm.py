@@ -25,7 +25,8 @@ from prewarm.cli.options import (
     redis_of,
     site_settings,
 )
-from prewarm.errors import ConfigError, ServiceError
+from prewarm.errors import ConfigError
+from prewarm.flow import following
 from prewarm.plan.model import Plan
 from prewarm.plan.units import parse_rate
 from prewarm.site.mounts import ReadMode
@@ -38,20 +39,6 @@ if TYPE_CHECKING:
     from prewarm.state.celery_app import CelerySender
 
 EXIT_UNFINISHED = 1
-
-POLL_S = 0.5
-"""How often a waiting `prewarm warm` reads job state from Redis."""
-
-STALL_S = 60.0
-"""A waiting `prewarm warm` says so when no batch has finished for this long (no worker on the queue?)."""
-
-GIVE_UP_S = 600.0
-"""A waiting `prewarm warm` stops waiting (exit 3) when no batch has finished for this long: its warm jobs
-stay queued for a worker to come, and `prewarm status` follows them."""
-
-REFILL_S = 5.0
-"""How often a waiting `prewarm warm` tops up the dispatch window (re-sending lost batches)."""
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("warm", help="read a plan's ranges through the gateway mount so the gateway caches them",
@@ -71,9 +58,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--gateway", action="append", default=[], metavar="NAME",
                    help="warm this gateway node's cache (queue prewarm.NAME) instead of the plan's; repeatable")
     p.add_argument("--no-wait", action="store_true", help="with Redis: print the job ids and return at once")
-    p.add_argument("--give-up", type=float, default=GIVE_UP_S, metavar="SECONDS",
+    p.add_argument("--give-up", type=float, default=following.GIVE_UP_S, metavar="SECONDS",
                    help=f"with Redis: stop waiting (exit 3) when no batch has finished for this long; the warm "
-                        f"stays queued (default {GIVE_UP_S:.0f})")
+                        f"stays queued (default {following.GIVE_UP_S:.0f})")
     p.add_argument("--retry", metavar="ID", help="re-read only the failed ranges of warm job ID")
     p.add_argument("--json", action="store_true", help="print the final report(s) as JSON on stdout")
     p.add_argument("--report", metavar="FILE", help="write the warm report when it ends: FILE.html (the page "
@@ -120,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     report_path = _report_path(args.report)
     if not settings.redis_url:
         plan = warming.check_plan(plan, settings, args.source)
-        progress = Progress(sys.stderr)
+        progress = ProgressLine(sys.stderr)
         warm = embedded.warm_embedded(plan, settings, progress=progress.update)
         progress.done()
         if report_path:
@@ -161,8 +148,7 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
 
 def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, settings: Settings,
             sender: CelerySender) -> int:
-    """Wait for the jobs to end, showing progress; meanwhile re-send batches lost on the way (see dispatch)."""
-    from prewarm.state import runner
+    """Wait for the jobs to end (`prewarm.flow.following`), showing progress; then report them."""
     from prewarm.state.jobs import WarmJob
 
     warn_unserved(sender, [h.info(findings=False) for h in (WarmJob(r, i) for i in ids)])
@@ -171,35 +157,12 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
             print(job_id)
         return 0
     print("warm job(s): " + " ".join(ids), file=sys.stderr)
-    progress = Progress(sys.stderr)
-    handles = [WarmJob(r, i) for i in ids]
-    next_refill = time.monotonic() + REFILL_S
-    seen: tuple[int, ...] = ()
-    moved_at = time.monotonic()
-    stall = _Stall(ids, args.give_up)
-    while True:
-        infos = [h.info(findings=False) for h in handles]
-        gone = [h.id for h, i in zip(handles, infos, strict=True) if i is None]
-        if gone:
-            progress.done()
-            raise ServiceError(lost_jobs(r, gone, args))
-        live = [i for i in infos if i is not None]
-        progress.update(_combined(live))
-        if all(i.state.final for i in live):
-            break
-        now = time.monotonic()
-        mark = tuple(i.batches_done for i in live)
-        if mark != seen:
-            seen, moved_at = mark, now
-        else:
-            stall.check(now - moved_at, live, progress)
-        if time.monotonic() >= next_refill:
-            for gw in {i.gateway for i in live}:
-                runner.refill(r, gw, settings, sender.send)
-            next_refill = time.monotonic() + REFILL_S
-        time.sleep(POLL_S)
-    progress.done()
-    final = [i for i in (h.info() for h in handles) if i is not None]
+    progress = ProgressLine(sys.stderr)
+    try:
+        final = following.follow(r, ids, settings, sender.send, args.give_up, progress.update,
+                                 lambda line: print(line, file=sys.stderr), lambda gone: lost_jobs(r, gone, args))
+    finally:
+        progress.done()
     if args.report:
         from prewarm.report import load
 
@@ -207,34 +170,6 @@ def _follow(r: redis.Redis[bytes], ids: list[str], args: argparse.Namespace, set
             _write_report(args.report, load.load(r, info.id, settings.throttle_bps),
                           info.gateway if len(final) > 1 else "")
     return _report(final, args.json)
-
-
-class _Stall:
-    """What a waiting `prewarm warm` says while no batch finishes: a note every `STALL_S`, and after
-    `give_up_s` it stops waiting (ServiceError, exit 3), naming the queues and what to do."""
-
-    def __init__(self, ids: list[str], give_up_s: float) -> None:
-        self.ids = ids
-        self.give_up_s = give_up_s
-        self.noted = 0.0
-
-    def check(self, stalled_s: float, live: list[JobInfo], progress: Progress) -> None:
-        from prewarm.state import keys
-
-        gateways = sorted({i.gateway for i in live})
-        queues = ", ".join(keys.queue(g) for g in gateways)
-        if stalled_s >= self.give_up_s:
-            progress.done()
-            workers = " ".join(f"--gateway {g}" for g in gateways)
-            raise ServiceError(f"no batch finished for {stalled_s:.0f}s: no worker is warming {queues}. The warm "
-                               f"stays queued: start one (`prewarm worker {workers}`) and follow it with "
-                               f"`prewarm status {self.ids[0]}`, or `prewarm cancel {self.ids[0]}`")
-        if stalled_s - self.noted >= STALL_S:
-            self.noted = stalled_s
-            print(f"no batch finished for {stalled_s:.0f}s: is a worker consuming {queues}? (still waiting, "
-                  f"at most {self.give_up_s:.0f}s)", file=sys.stderr)
-        elif stalled_s < self.noted:
-            self.noted = 0.0
 
 
 def warn_unserved(sender: CelerySender, infos: Sequence[JobInfo | None]) -> None:
@@ -278,20 +213,6 @@ def lost_jobs(r: redis.Redis[bytes], gone: list[str], args: argparse.Namespace) 
             "cache, not read again over the WAN")
 
 
-def _combined(infos: list[JobInfo]) -> JobInfo:
-    first = infos[0]
-    if len(infos) == 1:
-        return first
-    out = replace(first, id=",".join(i.id for i in infos), counters=dict(first.counters),
-                  bytes_planned=sum(i.bytes_planned for i in infos), files_planned=sum(i.files_planned for i in infos),
-                  bytes_read_live=sum(i.bytes_read_live for i in infos),
-                  started=min((i.started for i in infos if i.started), default=None))
-    for i in infos[1:]:
-        for k, v in i.counters.items():
-            out.counters[k] += v
-    return out
-
-
 def _report(infos: list[JobInfo], as_json: bool) -> int:
     if as_json:
         print(json.dumps([i.to_json() for i in infos], indent=1))
@@ -301,7 +222,7 @@ def _report(infos: list[JobInfo], as_json: bool) -> int:
     return 0 if all(i.state is JobState.DONE for i in infos) else EXIT_UNFINISHED
 
 
-class Progress:
+class ProgressLine:
     """A live line on a terminal; a plain line every `every_s` seconds otherwise (logs, CI)."""
 
     def __init__(self, out: IO[str], every_s: float = 5.0) -> None:

@@ -47,13 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prewarm.farm.watch import (
-        Spool,
-        TraceDrop,
-        client_submitter,
-        local_submitter,
-        watch,
-    )
+    from prewarm.farm.spool import Spool, client_submitter, local_submitter
+    from prewarm.farm.tracedrop import TraceDrop
+    from prewarm.farm.watch import watch
 
     if not args.spool and not args.traces:
         raise ConfigError("watch", "give --spool DIR, --traces DIR or both")

@@ -48,8 +48,9 @@ from prewarm.flow import warming
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.build import PlanOptions
 from prewarm.plan.manifest import Manifest, parse_manifest
-from prewarm.plan.model import FileInfo, Plan, PlannedRange, Reason
+from prewarm.plan.model import Plan
 from prewarm.plan.ranges import Span, normalize, subtract
+from prewarm.plan.records import FileInfo, PlannedRange, Reason
 from prewarm.site.settings import Settings
 from prewarm.state import frames as fstate
 from prewarm.state import keys, runner

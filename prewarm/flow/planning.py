@@ -12,21 +12,19 @@ add trace aliases, never local paths.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from prewarm.errors import ConfigError, ManifestError, OutsideRoots
 from prewarm.formats.reader import StructureReader, guarded_files
 from prewarm.formats.scenes import SceneReader
 from prewarm.plan.aggregate import TraceSet, aggregate_runs, merge
 from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames, prediction_options
-from prewarm.plan.inputs import Resolved, resolve_inputs
+from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.ordering import Columns, serially
@@ -35,6 +33,7 @@ from prewarm.plan.scenes import Expansion, expand_scenes
 from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
+from prewarm.traces import cores
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import TraceFile, collect, read_batches
 from prewarm.traces.store import load_profiles
@@ -151,7 +150,7 @@ def check_inputs(manifest: Manifest, roots: tuple[str, ...]) -> None:
                                f"{spec.path!r} is outside the allowed roots {list(roots)}")
 
 
-def plan_resolved(manifest: Manifest, resolved: Resolved, ts: TraceSet, fs: SiteFS, settings: Settings,
+def plan_resolved(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, fs: SiteFS, settings: Settings,
                   options: PlanOptions = DEFAULT_OPTIONS, trace_counts: Mapping[str, int] | None = None,
                   created: float | None = None, cores: int = 1) -> Plan:
     """The plan of inputs already resolved and traces already aggregated (benches split them per run).
@@ -246,19 +245,14 @@ def load_traces(paths: Sequence[str | TraceFile], path_map: PathMap, frame: int 
     files = collect(paths)
     if not files:
         return TraceSet(), ImportStats()
-    workers = workers or min(len(files), os.cpu_count() or 1, 8)
-    size = sum(f.size for f in files)
-    if workers < 2 or size < min_parallel_bytes:
+    workers = cores.workers_for(len(files), sum(f.size for f in files), min_parallel_bytes, workers)
+    if workers < 2:
         return _aggregate_files(files, path_map, frame)
-    ctx = multiprocessing.get_context("spawn")
     step = -(-len(files) // workers)  # contiguous groups: merged in file order, the same TraceSet as one process
     groups = [files[i:i + step] for i in range(0, len(files), step)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with cores.pool(workers) as pool:
         parts = list(pool.map(_aggregate_files, groups, [path_map] * len(groups), [frame] * len(groups)))
     stats = ImportStats()
-    for _, s in parts:
-        for f in fields(ImportStats):
-            if isinstance(getattr(s, f.name), int):
-                setattr(stats, f.name, getattr(stats, f.name) + getattr(s, f.name))
-        stats.first_skipped = stats.first_skipped or s.first_skipped
+    for _, part in parts:
+        stats.add(part)
     return merge(ts for ts, _ in parts), stats

@@ -23,7 +23,8 @@ from redis.exceptions import LockNotOwnedError
 
 from prewarm.errors import ConfigError, PlanFileError
 from prewarm.plan.inputs import Failure, Kind, Stat
-from prewarm.plan.model import FileInfo, Plan
+from prewarm.plan.model import Plan
+from prewarm.plan.records import FileInfo
 from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
@@ -97,7 +98,9 @@ LOCK_S = 60
 
 
 @dataclass(frozen=True)
-class Submitted:
+class Submission:
+    """What `submit` hands back (the farm API answers with its own `Submitted` model, built from this)."""
+
     ids: tuple[str, ...]
     """One warm job per gateway node, in the order of the gateways."""
     duplicate: bool
@@ -120,7 +123,7 @@ def identity(plan: Plan) -> str:
 
 
 def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Send, where: str,
-                gateways: Sequence[str] = (), reuse: bool = True) -> Submitted:
+                gateways: Sequence[str] = (), reuse: bool = True) -> Submission:
     """Check `plan` and warm it on each gateway (`gateways`, else the plan's, else the default one).
 
     `reuse=False` (an operator's explicit `prewarm warm`) always starts new warms; the
@@ -142,7 +145,7 @@ def submit_plan(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Sen
                 r.set(keys.submission(gw, key), existing, ex=settings.service_dedupe_s)
                 fresh = True
             ids.append(existing)
-    return Submitted(tuple(ids), duplicate=not fresh)
+    return Submission(tuple(ids), duplicate=not fresh)
 
 
 def _live_duplicate(r: redis.Redis[bytes], key: str, gateway: str) -> str | None:

@@ -24,7 +24,7 @@ from prewarm.formats.exr import MAGIC as EXR_MAGIC
 from prewarm.formats.exr import read_exr
 from prewarm.formats.source import BudgetExceeded, Fetcher
 from prewarm.formats.tiff import StructureError, read_tiff
-from prewarm.plan.model import FileInfo
+from prewarm.plan.records import FileInfo
 from prewarm.plan.structure import Structure
 from prewarm.site.guard import Guard
 

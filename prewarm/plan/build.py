@@ -17,12 +17,13 @@ from prewarm.errors import ManifestError
 from prewarm.plan.access import Op
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.framespec import format_frames
-from prewarm.plan.inputs import Missing, Resolved
+from prewarm.plan.inputs import Missing, ResolvedInputs
 from prewarm.plan.limits import FOLD_MISSING, MAX_FINDINGS
 from prewarm.plan.manifest import FrameOrder, Manifest
-from prewarm.plan.model import FIELDS_LIMITS, FileInfo, Finding, MetaOp, Plan
+from prewarm.plan.model import FIELDS_LIMITS, Plan
 from prewarm.plan.ordering import FanOut, order_ranges, serially
 from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
+from prewarm.plan.records import FileInfo, Finding, MetaOp
 
 Lookup = Callable[[str], FileInfo | None]
 
@@ -136,7 +137,7 @@ def fold_missing(manifest: Manifest, resolved: Sequence[Missing], traced: Sequen
     return out
 
 
-def build_plan(manifest: Manifest, resolved: Resolved, ts: TraceSet, lookup: Lookup, options: PlanOptions,
+def build_plan(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, lookup: Lookup, options: PlanOptions,
                effective: Effective, trace_counts: Mapping[str, int], created: float | None,
                structure: Structures = lambda p: None, fan_out: FanOut = serially, parts: int = 1) -> Plan:
     """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary.

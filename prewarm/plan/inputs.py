@@ -27,8 +27,8 @@ from typing import Protocol
 from prewarm.errors import ManifestError
 from prewarm.plan.limits import MAX_FILES
 from prewarm.plan.manifest import InputSpec, Manifest
-from prewarm.plan.model import NOT_UTF8, FileInfo, path_problem, shown
 from prewarm.plan.patterns import PathPattern
+from prewarm.plan.records import NOT_UTF8, FileInfo, path_problem, shown
 
 
 class Kind(StrEnum):
@@ -95,14 +95,14 @@ class Missing:
 
 
 @dataclass(frozen=True)
-class Resolved:
+class ResolvedInputs:
     files: tuple[ResolvedFile, ...]
     missing: tuple[Missing, ...]
     listed_dirs: tuple[str, ...]
     """Studio folders listed (tile folders, folder inputs): a warm lists them again to warm READDIR."""
 
 
-def resolve_inputs(manifest: Manifest, fs: FileSystem) -> Resolved:
+def resolve_inputs(manifest: Manifest, fs: FileSystem) -> ResolvedInputs:
     """Every input of `manifest` as the files that exist now, in manifest then frame order."""
     resolver = _Resolver(fs, manifest.source)
     for index, spec in enumerate(manifest.inputs):
@@ -118,7 +118,7 @@ def resolve_inputs(manifest: Manifest, fs: FileSystem) -> Resolved:
             resolver.sequence(index, spec, manifest.frames)
         else:
             resolver.file(index, spec, pattern.expand(), None)
-    return Resolved(tuple(resolver.files), tuple(resolver.missing), tuple(resolver.listed))
+    return ResolvedInputs(tuple(resolver.files), tuple(resolver.missing), tuple(resolver.listed))
 
 
 def _selected(rel: str, name: str, globs: tuple[str, ...]) -> bool:

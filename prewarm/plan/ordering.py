@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from prewarm.plan.model import RangeTable, Reason
 from prewarm.plan.predict import Deferred, Prediction
+from prewarm.plan.rangetable import RangeTable
+from prewarm.plan.records import Reason
 
 CONFIDENCE = {
     Reason.TRACE: 1.0,

@@ -37,8 +37,9 @@ from typing import Protocol
 
 from prewarm.errors import InputError, ManifestError
 from prewarm.plan.manifest import InputSpec, Manifest
-from prewarm.plan.model import NOT_UTF8, Finding, Origin, Plan, shown
+from prewarm.plan.model import Plan
 from prewarm.plan.patterns import PathPattern
+from prewarm.plan.records import NOT_UTF8, Finding, Origin, shown
 
 
 class SceneKind(StrEnum):

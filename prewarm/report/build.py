@@ -18,8 +18,9 @@ from typing import Any
 from prewarm.errors import InputError
 from prewarm.plan.evaluate import input_of
 from prewarm.plan.framespec import parse_frames
-from prewarm.plan.model import FileInfo, Plan
+from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo
 from prewarm.warm.batches import Batch
 from prewarm.warm.job import JobInfo, JobState
 from prewarm.warm.results import FileFinding, FindingKind

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from prewarm.plan.inputs import Failure, Kind, Stat
-from prewarm.plan.model import FileInfo
+from prewarm.plan.records import FileInfo
 from prewarm.site.guard import Guard, NotAFile, Refused
 
 CHUNK = 256

@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import redis
 
-from prewarm.plan.model import FileInfo
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo
 from prewarm.state import keys
 from prewarm.warm.results import Claim
 

@@ -19,7 +19,7 @@ from prewarm.state.dedupe import RedisDedupe
 from prewarm.state.jobs import WarmJob
 from prewarm.state.throttle import RedisThrottle
 from prewarm.warm.batches import MAX_META, MAX_READS, Batch, batch_bytes, iter_batches, make_retry_batches
-from prewarm.warm.loop import WarmContext, warm_batch
+from prewarm.warm.loop import WarmContext, execute_batch
 from prewarm.warm.reader import Reader, site_reader
 from prewarm.warm.results import WarmResult
 from prewarm.warm.timeline import Sampler
@@ -78,7 +78,7 @@ def run_batch(r: redis.Redis[bytes], settings: Settings, job_id: str, index: int
             throttle=RedisThrottle(r, gw, settings.throttle_bps),
             dedupe=RedisDedupe(r, gw, job_id, settings.read_size, settings.dedupe_ttl_s),
             should_stop=job.cancelled, progress=sampler, window=window)
-        result = warm_batch(job.batch(index), ctx)
+        result = execute_batch(job.batch(index), ctx)
         sampler.flush()
         job.complete_batch(index, result)
     dispatch.finished(r, gw, job_id, index)

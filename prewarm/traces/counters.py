@@ -25,7 +25,7 @@ neither planning nor filing needs one. strace leaves `t` as its time stamp text 
 as the pid text (converting them is a third of the parse, and only some readers want
 them): `seconds`, `to_access` and `access_to_json` convert."""
 
-Batch = list[Rec]
+Records = list[Rec]
 """Records of a run of lines: importers hand records on a few thousand at a time."""
 
 
@@ -43,7 +43,7 @@ def to_access(r: Rec) -> Access:
     return Access(r[0], r[1], r[2], r[3], r[4], seconds(r[5]), r[6], r[7], int(tid) if isinstance(tid, str) else tid)
 
 
-def accesses(batches: Iterable[Batch]) -> Iterator[Access]:
+def accesses(batches: Iterable[Records]) -> Iterator[Access]:
     for batch in batches:
         for r in batch:
             yield to_access(r)

@@ -34,7 +34,7 @@ from prewarm.plan.access import Access
 from prewarm.plan.limits import MAX_TRACE_BYTES, MAX_TRACE_FILES, MAX_TRACE_LINE, MAX_TRACE_LINES
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.guard import Guard, NotAFile, Refused
-from prewarm.traces.counters import Batch, ImportStats, Resolve, accesses
+from prewarm.traces.counters import ImportStats, Records, Resolve, accesses
 from prewarm.traces.jsonl import jsonl_batches
 from prewarm.traces.strace import strace_batches
 
@@ -180,7 +180,7 @@ def read_traces(paths: Sequence[str | TraceFile], path_map: PathMap | None = Non
 
 
 def read_batches(paths: Sequence[str | TraceFile], path_map: PathMap | None = None, frame: int | None = None,
-                 keep: Callable[[str], bool] | None = None, stats: ImportStats | None = None) -> Iterator[Batch]:
+                 keep: Callable[[str], bool] | None = None, stats: ImportStats | None = None) -> Iterator[Records]:
     """`read_traces` as runs of record tuples (`Rec`): what planning and the store read, at a
     fraction of the cost of one `Access` per call."""
     files = collect(paths)
@@ -194,13 +194,13 @@ def read_batches(paths: Sequence[str | TraceFile], path_map: PathMap | None = No
     return _stream(files, frame, resolve, counters)
 
 
-def _stream(files: list[TraceFile], frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
+def _stream(files: list[TraceFile], frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Records]:
     for f in files:
         stats.files += 1
         yield from _read_file(f, frame if frame is not None else frame_from_name(f.base), resolve, stats)
 
 
-def _read_file(tf: TraceFile, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Batch]:
+def _read_file(tf: TraceFile, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Records]:
     """Bad lines are counted, but a file in which *no* line is a record is not a trace
     (a `sizes.json` in the traces folder, a log of something else): that is an error."""
     where = tf.name
@@ -224,7 +224,7 @@ def _read_file(tf: TraceFile, frame: int | None, resolve: Resolve, stats: Import
 
 
 def _parse(fh: IO[bytes], where: str, frame: int | None, resolve: Resolve,
-           stats: ImportStats) -> Iterator[Batch]:
+           stats: ImportStats) -> Iterator[Records]:
     """The file's format told by its first line that is not blank, then its records.
 
     Leading blank lines are counted, not kept (a 48 KB gzip of them is a billion lines),

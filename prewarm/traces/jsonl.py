@@ -17,7 +17,7 @@ from typing import IO, Any
 import orjson
 
 from prewarm.plan.access import Access, Op
-from prewarm.traces.counters import Batch, ImportStats, Rec, Resolve, accesses, seconds
+from prewarm.traces.counters import ImportStats, Rec, Records, Resolve, accesses, seconds
 
 _OPS = {op.value: op for op in Op}
 
@@ -54,7 +54,7 @@ def _record(obj: Any, path: str, frame: int | None) -> Rec:
 
 
 def jsonl_batches(chunks: Iterable[Sequence[str | bytes]], stats: ImportStats, frame: int | None = None,
-                  resolve: Resolve | None = None, where: str = "<jsonl>", skip: int = 0) -> Iterator[Batch]:
+                  resolve: Resolve | None = None, where: str = "<jsonl>", skip: int = 0) -> Iterator[Records]:
     """Stream the records of a JSON Lines trace given as runs of lines.
 
     `frame` is used for records without their own `frame`; `resolve` maps each path
@@ -67,7 +67,7 @@ def jsonl_batches(chunks: Iterable[Sequence[str | bytes]], stats: ImportStats, f
     loads = orjson.loads
     try:
         for chunk in chunks:
-            out: Batch = []
+            out: Records = []
             for line in chunk:
                 n += 1
                 try:
@@ -127,7 +127,7 @@ def record_to_json(r: Rec) -> dict[str, object]:
     return d
 
 
-def dump_records(batch: Batch) -> bytes:
+def dump_records(batch: Records) -> bytes:
     """JSON Lines of a run of records, one write's worth."""
     dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     return b"".join([dumps(record_to_json(r), option=nl) for r in batch])

@@ -49,14 +49,12 @@ from __future__ import annotations
 import errno
 import gzip
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import stat as statmod
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,7 +67,8 @@ from prewarm.plan.pathmap import PathMap
 from prewarm.plan.structure import Filed, Identity, Structure
 from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
-from prewarm.traces.counters import Batch, ImportStats
+from prewarm.traces import cores
+from prewarm.traces.counters import ImportStats, Records
 from prewarm.traces.files import TraceFile, collect, read_batches
 from prewarm.traces.jsonl import dump_records
 from prewarm.traces.profile import (
@@ -220,15 +219,15 @@ def import_traces(settings: Settings, paths: Sequence[str | TraceFile], show: st
     result = ImportResult(show or UNKNOWN, shot or UNKNOWN, job, str(folder))
     files = collect(paths)
     guard = _guard(settings)
-    workers = workers or min(len(files), os.cpu_count() or 1, 8)
+    workers = cores.workers_for(len(files), sum(f.size for f in files), min_parallel_bytes, workers)
     made: list[_Part] = []
     with _job_folder(guard, parts) as dfd:
         try:
-            if workers < 2 or sum(f.size for f in files) < min_parallel_bytes:
+            if workers < 2:
                 made.append(_import_part(settings, guard, files, frame, parts))
             else:
                 groups = [files[len(files) * i // workers:len(files) * (i + 1) // workers] for i in range(workers)]
-                with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                with cores.pool(workers) as pool:
                     futures = [pool.submit(_import_part, settings, guard, g, frame, parts) for g in groups]
                     for fut in futures:  # every worker finishes (or fails) before any temporary file is judged
                         with suppress(Exception):
@@ -389,11 +388,11 @@ def _import_part(settings: Settings, guard: Guard, files: list[TraceFile], frame
     return part
 
 
-def _by_frame(run: Batch) -> dict[int | None, Batch]:
+def _by_frame(run: Records) -> dict[int | None, Records]:
     first, last = run[0][4], run[-1][4]
     if first == last and all(r[4] == first for r in run):
         return {first: run}  # strace logs, and JSON Lines written a frame at a time
-    out: dict[int | None, Batch] = {}
+    out: dict[int | None, Records] = {}
     for r in run:
         out.setdefault(r[4], []).append(r)
     return out
@@ -701,10 +700,10 @@ def _rebuild_or_why(raw: TraceFile) -> list[FrameProfile] | str:
 def _rebuild_all(raws: list[TraceFile]) -> list[list[FrameProfile] | str]:
     """Rebuild profiles over all cores when there is enough to read (a store filed by an older
     prewarm, or after a profile format change: once, then the profiles are kept)."""
-    workers = min(len(raws), os.cpu_count() or 1, 8)
-    if workers < 2 or sum(r.size for r in raws) < PARALLEL_BYTES:
+    workers = cores.workers_for(len(raws), sum(r.size for r in raws), PARALLEL_BYTES)
+    if workers < 2:
         return [_rebuild_or_why(r) for r in raws]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with cores.pool(workers) as pool:
         return list(pool.map(_rebuild_or_why, raws, chunksize=max(1, len(raws) // (4 * workers))))
 
 

@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from prewarm.plan.access import Access, Op
-from prewarm.traces.counters import Batch, ImportStats, Rec, Resolve, accesses
+from prewarm.traces.counters import ImportStats, Rec, Records, Resolve, accesses
 
 _UNFINISHED: Final = " <unfinished ...>"
 _UNFINISHED_LINE: Final = _UNFINISHED + "\n"
@@ -369,10 +369,10 @@ class _Parser:
         self.stats, self.frame, self.resolve, self.where = stats, frame, resolve, where
         self.n = 0
 
-    def feed(self, lines: list[str], fast: bool = True) -> Batch:
+    def feed(self, lines: list[str], fast: bool = True) -> Records:
         """The records a run of lines completes. `fast=False` sends every line through the
         general parser (the reference the fast path is tested against)."""
-        out: Batch = []
+        out: Records = []
         n = self.n
         for line in lines:
             n += 1
@@ -382,11 +382,11 @@ class _Parser:
         return out
 
     @staticmethod
-    def _general(rec: Rec | None, out: Batch) -> None:
+    def _general(rec: Rec | None, out: Records) -> None:
         if rec is not None:
             out.append(rec)
 
-    def _fast(self, line: str, n: int, out: Batch) -> bool:
+    def _fast(self, line: str, n: int, out: Records) -> bool:
         """A `PID  STAMP call` line, by index arithmetic on the line as read (no split, no
         strip, nothing sliced that is not kept). False, with nothing changed, hands the line
         to the general parser: no pid column, no stamp, `[pid N]`, torn or odd text."""
@@ -409,7 +409,7 @@ class _Parser:
             return self._hot(line, b, st, se, pid, out)
         return True
 
-    def _resumed(self, line: str, b: int, pid: str, n: int, out: Batch) -> None:
+    def _resumed(self, line: str, b: int, pid: str, n: int, out: Records) -> None:
         """`<... name resumed>rest`: joined to its start, the whole call is handled as if
         strace had written it on one line, with the start's stamp."""
         r = line.find(" resumed>", b)
@@ -424,7 +424,7 @@ class _Parser:
         if not self._hot(call, ss + 1, 0, ss, pid, out):
             self._general(self._call(call[ss + 1:].rstrip(), pid, call[:ss] or None, n), out)
 
-    def _hot(self, text: str, b: int, st: int, se: int, pid: str, out: Batch) -> bool:
+    def _hot(self, text: str, b: int, st: int, se: int, pid: str, out: Records) -> bool:
         """read/pread64/lseek of a file descriptor, the call at `text[b:]` and its stamp at
         `text[st:se]` (sliced only for a record); False (nothing changed) for any other
         call, a descriptor that is not a file, `)   = 4` padding, `= ?` or odd or torn
@@ -588,7 +588,7 @@ records still waiting in it; 4,096-line batches cost an import 10% in collection
 
 def strace_batches(chunks: Iterable[list[str]], stats: ImportStats, frame: int | None = None,
                    resolve: Resolve | None = None, where: str = "<strace>", fast: bool = True,
-                   skip: int = 0) -> Iterator[Batch]:
+                   skip: int = 0) -> Iterator[Records]:
     """Stream the records of an strace log given as runs of lines, in the order the calls completed.
 
     `frame` is set on every record; `resolve` maps each path once (see `Resolve`);

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import FileInfo, MetaOp, Plan
+from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo, MetaOp
 
 TARGET_SECONDS = 0.5
 """Transfer time a batch should take at the configured rate: 3 ms overhead is then 0.6%."""

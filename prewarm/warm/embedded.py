@@ -23,7 +23,7 @@ from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
 from prewarm.warm.batches import embedded_batches, merge, merged_size
 from prewarm.warm.job import JobInfo, JobState, final_state
-from prewarm.warm.loop import WarmContext, warm_batch
+from prewarm.warm.loop import WarmContext, execute_batch
 from prewarm.warm.reader import OpenOnce, Reader, site_reader
 from prewarm.warm.results import FileFinding, Snapshot, WarmResult
 from prewarm.warm.throttle import TokenBucket, Unthrottled
@@ -82,7 +82,7 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
             for r in batch.reads:
                 per_file[r.path] = per_file.get(r.path, 0) + r.length
             opens.last_reads(batch.closes)
-            result = warm_batch(batch, ctx)
+            result = execute_batch(batch, ctx)
             for k in WarmResult.COUNTERS:
                 setattr(totals, k, getattr(totals, k) + getattr(result, k))
             for path, finding in result.findings.items():

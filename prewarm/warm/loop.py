@@ -46,8 +46,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import FileInfo, MetaOp
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo, MetaOp
 from prewarm.site.guard import NotAFile, Refused
 from prewarm.warm.batches import Batch
 from prewarm.warm.reader import OpenFile, Reader
@@ -574,6 +574,6 @@ class _Run:
                 self.result.files_done += 1
 
 
-def warm_batch(batch: Batch, ctx: WarmContext) -> WarmResult:
+def execute_batch(batch: Batch, ctx: WarmContext) -> WarmResult:
     """Warm one batch; never raises for a file's problem, only for a broken environment."""
     return _Run(batch, ctx).run()

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from prewarm.plan.model import FileInfo
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.records import FileInfo
 
 
 class FindingKind(StrEnum):

@@ -23,10 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from prewarm.plan.access import Op
-from prewarm.plan.model import MetaOp, Plan
+from prewarm.plan.model import Plan
+from prewarm.plan.records import MetaOp
 from prewarm.site.agent import MountCounters, restarted
 from prewarm.warm.batches import Batch, dir_listings
-from prewarm.warm.loop import WarmContext, warm_batch
+from prewarm.warm.loop import WarmContext, execute_batch
 from prewarm.warm.results import WarmResult
 
 MAX_OPS = 100_000
@@ -57,7 +58,7 @@ def metadata_ops(plans: Iterable[Plan], max_ops: int = MAX_OPS) -> tuple[MetaOp,
 
 def rewarm_metadata(plans: Iterable[Plan], ctx: WarmContext, max_ops: int = MAX_OPS) -> WarmResult:
     """Run the plans' metadata operations through the warm loop (no data is read)."""
-    return warm_batch(Batch(0, meta=metadata_ops(plans, max_ops)), ctx)
+    return execute_batch(Batch(0, meta=metadata_ops(plans, max_ops)), ctx)
 
 
 @dataclass(frozen=True, slots=True)
