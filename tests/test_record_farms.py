@@ -24,7 +24,7 @@ from openjd.model import (
     preprocess_job_parameters,
 )
 
-from prewarm.farm.watch import TraceDrop
+from prewarm.farm.tracedrop import TraceDrop
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
 from prewarm.traces.files import read_traces

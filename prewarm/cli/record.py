@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prewarm.flow.filing import structure_of
     from prewarm.traces.record import record
     from prewarm.traces.store import describe
 
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--with", f"expected one of {', '.join(RECORDERS)}, got {args.recorder!r}")
     if args.drop:
         return _record_to_drop(settings, cmd, args, frame)
-    result = record(settings, cmd, args.job, args.show, args.shot, frame, args.keep_raw, args.recorder)
+    result = record(settings, cmd, args.job, args.show, args.shot, frame, args.keep_raw, args.recorder,
+                    structures=structure_of(settings))
     for note in result.notes:
         print(f"prewarm record: {note}", file=sys.stderr)
     if result.stored is not None:
@@ -93,7 +95,7 @@ def _arg_after(cmd: list[str], flag: str) -> str | None:
 def _record_to_drop(settings: Settings, cmd: list[str], args: argparse.Namespace, frame: int | None) -> int:
     """Record into the watch folder: the sidecar first, then the record renamed into place, so the
     watcher never sees a record without its job or a record half written (hidden names are skipped)."""
-    from prewarm.farm.watch import SIDECAR
+    from prewarm.farm.tracedrop import SIDECAR
     from prewarm.traces.record import record
 
     folder = Path(args.drop)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from prewarm.errors import InputError
 from prewarm.farm.watch import Outcome, Refusals, Settler, ignored, kind, read_real, unique
+from prewarm.flow.filing import structure_of
 from prewarm.plan.limits import MAX_TRACE_LINE
 from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
@@ -53,6 +54,7 @@ class TraceDrop:
         self.settler = Settler(self.settle_s, self.clock)
         self.guard = Guard.local(str(self.folder))
         self.refusals = Refusals("traces")
+        self.structures = structure_of(self.settings)    # textures filed in tiles, with their identity
 
     def candidates(self) -> list[Path]:
         found: list[Path] = []
@@ -75,7 +77,7 @@ class TraceDrop:
                 show, shot, job, frame = self.identity(p, sidecar)
                 rel = p.relative_to(self.folder).as_posix()
                 found = trace_files(f"{self.guard.roots[0]}/{rel}", self.guard, rel)
-                result = import_traces(self.settings, found, show, shot, job, frame)
+                result = import_traces(self.settings, found, show, shot, job, frame, structures=self.structures)
             except InputError as exc:
                 outcomes.append(self._failed(p, sidecar, str(exc)))
                 continue

@@ -169,13 +169,15 @@ def note_start(r: redis.Redis[bytes], event: FrameEvent) -> None:
 
 def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
                 trace: str | TraceFile | Sequence[TraceFile]) -> str:
+    from prewarm.flow.filing import structure_of
     from prewarm.traces.store import import_traces
 
     meta = fstate.registered(r, event.job) or {}
     try:
         files = [trace] if isinstance(trace, str | TraceFile) else list(trace)
         result = import_traces(settings, files, meta.get("show") or None, meta.get("shot") or None,
-                               meta.get("name") or event.job, frame=event.frame)
+                               meta.get("name") or event.job, frame=event.frame,
+                               structures=structure_of(settings))
     except (PrewarmError, OSError, ValueError) as exc:
         return _finding(r, event, str(exc) if isinstance(exc, PrewarmError) else f"{type(exc).__name__}: {exc}")
     r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)

@@ -37,7 +37,7 @@ from prewarm.errors import ConfigError, InputError, ServiceError
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.settings import Settings
 from prewarm.traces.ebpf import RECORDERS, EbpfRecorder, EbpfUnavailable
-from prewarm.traces.store import ImportResult, import_traces, store_root, under_roots
+from prewarm.traces.store import ImportResult, StructureOf, import_traces, store_root, under_roots
 
 __all__ = ["RECORDERS", "STRACE_CALLS", "RecordResult", "choose", "record", "resolve_command", "strace_argv"]
 
@@ -112,10 +112,11 @@ def choose(wanted: str | None) -> tuple[str, str]:
 
 def record(settings: Settings, argv: Sequence[str], job: str, show: str | None = None, shot: str | None = None,
            frame: int | None = None, keep_raw: str | None = None, recorder: str | None = None,
-           file: bool = True) -> RecordResult:
+           file: bool = True, structures: StructureOf | None = None) -> RecordResult:
     """Run `argv` under a recorder (`recorder`: "ebpf", "strace", or None to choose), then import
     its record (reads under the roots only) into the store, unless `file` is false (the caller
-    keeps the raw record at `keep_raw`, e.g. for a watch folder).
+    keeps the raw record at `keep_raw`, e.g. for a watch folder). `structures` reads the textures the
+    record names, so that the store files them in tiles with their identity (`prewarm.flow.filing`).
 
     The raw record is written beside where it goes (the store, or `keep_raw`'s folder: same
     file system, no copy of a big log through /tmp) and removed after the import unless
@@ -147,7 +148,7 @@ def record(settings: Settings, argv: Sequence[str], job: str, show: str | None =
             returncode = _run(strace_argv(raw, command))
         if not file:
             return RecordResult(returncode, None, None, kind, notes)
-        return _file(settings, raw, returncode, show, shot, job, frame, kind, notes)
+        return _file(settings, raw, returncode, (show, shot, job, frame), kind, notes, structures)
     finally:
         if raw and keep_raw:
             shutil.move(raw, keep_raw)
@@ -166,11 +167,13 @@ def _raw_folder(settings: Settings) -> Path:
     return root
 
 
-def _file(settings: Settings, raw: str, returncode: int, show: str | None, shot: str | None, job: str,
-          frame: int | None, kind: str, notes: list[str]) -> RecordResult:
-    """The record filed in the store; a record that cannot be is a line, never the render's failure."""
+def _file(settings: Settings, raw: str, returncode: int, names: tuple[str | None, str | None, str, int | None],
+          kind: str, notes: list[str], structures: StructureOf | None) -> RecordResult:
+    """The record filed in the store under `names` (show, shot, job, frame); a record that cannot be
+    is a line, never the render's failure."""
+    show, shot, job, frame = names
     try:
-        stored = import_traces(settings, [raw], show, shot, job, frame)
+        stored = import_traces(settings, [raw], show, shot, job, frame, structures=structures)
     except (InputError, ConfigError) as exc:  # the render's status matters more than its trace
         return RecordResult(returncode, None, f"trace not filed: {exc}", kind, notes)
     except OSError as exc:
