@@ -69,7 +69,8 @@ from pathlib import Path
 from typing import Any
 
 from prewarm.errors import ServiceError
-from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
+from prewarm.flow.jobs import load_manifest
+from prewarm.flow.planning import PlanOptions, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.evaluate import ready_at

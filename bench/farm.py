@@ -68,7 +68,8 @@ from pathlib import Path
 from typing import Any
 
 from prewarm.flow import live
-from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
+from prewarm.flow.jobs import load_manifest
+from prewarm.flow.planning import PlanOptions, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.inputs import ResolvedInputs, resolve_inputs

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale
 
 from prewarm.flow import live
-from prewarm.flow.planning import PlanOptions, load_manifest, plan_manifest
+from prewarm.flow.jobs import load_manifest
+from prewarm.flow.planning import PlanOptions, plan_manifest
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from prewarm.flow.filing import structure_of
-from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
+from prewarm.flow.jobs import load_manifest
+from prewarm.flow.planning import PlanOptions, plan_resolved, site_fs
 from prewarm.formats.reader import read_structure
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.evaluate import (

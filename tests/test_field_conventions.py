@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
+from prewarm.flow.jobs import load_manifest
+from prewarm.flow.planning import PlanOptions, plan_resolved, site_fs
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.evaluate import evaluate

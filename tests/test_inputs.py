@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from prewarm.flow.planning import load_manifest
+from prewarm.flow.jobs import load_manifest
 from prewarm.plan.inputs import (
     Failure,
     Missing,

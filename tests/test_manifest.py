@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from prewarm.errors import ManifestError
-from prewarm.flow.planning import load_manifest
+from prewarm.flow.jobs import load_manifest
 from prewarm.plan.manifest import FrameOrder, InputSpec, parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.patterns import PathPattern
@@ -212,10 +212,10 @@ def test_load_manifest_reads_a_file(tmp_path: Path) -> None:
 def test_load_manifest_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest(tmp_path / "nope.yaml")
-    assert str(info.value) == f"{tmp_path / 'nope.yaml'}: cannot read manifest: No such file or directory"
+    assert str(info.value) == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
     with pytest.raises(ManifestError) as info:
-        load_manifest(tmp_path)
-    assert str(info.value) == f"{tmp_path}: cannot read manifest: Is a directory"
+        load_manifest(tmp_path)     # a folder is a job bundle to the one loader
+    assert str(info.value) == f"{tmp_path}: not a job bundle: no template.yaml or template.json"
     binary = tmp_path / "job.yaml"
     binary.write_bytes(b"job: \xff\xfe\n")
     with pytest.raises(ManifestError) as info:

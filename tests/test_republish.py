@@ -20,10 +20,10 @@ from prewarm.flow.filing import structure_of
 from prewarm.formats.reader import read_structure
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import aggregate
-from prewarm.plan.model import FileInfo, Reason
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import predict
 from prewarm.plan.ranges import normalize
+from prewarm.plan.records import FileInfo, Reason
 from prewarm.plan.structure import Filed, Identity, Level, Structure
 from prewarm.site.settings import Settings
 from prewarm.testkit.textures import make_exr, make_texture

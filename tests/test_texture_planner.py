@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import tifffile
 
-from prewarm.flow.planning import PlanOptions, load_manifest, plan_resolved, site_fs
+from prewarm.flow.jobs import load_manifest
+from prewarm.flow.planning import PlanOptions, plan_resolved, site_fs
 from prewarm.plan.aggregate import TraceSet, aggregate, restrict
 from prewarm.plan.evaluate import evaluate, ready_at
 from prewarm.plan.inputs import resolve_inputs

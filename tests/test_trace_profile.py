@@ -16,8 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from prewarm.flow.jobs import plan_job
-from prewarm.flow.planning import load_manifest
+from prewarm.flow.jobs import load_manifest, plan_job
 from prewarm.plan.aggregate import TraceSet, aggregate
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings

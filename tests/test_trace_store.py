@@ -11,7 +11,8 @@ import pytest
 
 from prewarm.cli import main
 from prewarm.errors import ConfigError, TraceError
-from prewarm.flow.planning import load_manifest, plan_manifest
+from prewarm.flow.jobs import load_manifest
+from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings

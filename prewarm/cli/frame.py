@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _register(r: redis.Redis[bytes], settings: Settings, args: argparse.Namespace) -> int:
     from prewarm.flow import live, warming
-    from prewarm.flow.planning import load_manifest, plan_manifest
+    from prewarm.flow.jobs import load_manifest
+    from prewarm.flow.planning import plan_manifest
     from prewarm.state.celery_app import CelerySender
 
     live.check_job_id(args.job, "JOB")

@@ -41,7 +41,7 @@ from prewarm.site.settings import Settings
 from prewarm.traces.files import TraceFile
 
 __all__ = ["MAX_JOB_BYTES", "Job", "bundle_folder", "bundle_object", "context", "deadline", "from_text", "hook", "load",
-           "load_plan", "parameter_file", "plan", "plan_job"]
+           "load_manifest", "load_plan", "parameter_file", "plan", "plan_job"]
 
 MAX_JOB_BYTES = 8 << 20
 """A manifest, a bundle file, a hook payload or a Deadline job file is kilobytes: a larger text is
@@ -90,6 +90,14 @@ def load(source: str | os.PathLike[str], settings: Settings, parameters: Mapping
         raise ManifestError(where, f"larger than {limit:,} bytes (the site's max_request_bytes): a job "
                                    "description is kilobytes; list folders or patterns")
     return from_text(_decoded(head, where), where, ctx, plans=True)
+
+
+def load_manifest(source: str | os.PathLike[str], settings: Settings | None = None) -> Manifest:
+    """The manifest of the job in `source`, read as `load` reads any job (a plan file is refused)."""
+    job = load(source, settings or Settings())
+    if job.manifest is None:
+        raise ManifestError(str(source), "a plan, not a job: give the job's manifest or bundle")
+    return job.manifest
 
 
 def from_text(text: str, where: str, ctx: Context, guard: Guard | None = None, plans: bool = False) -> Job:

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 
-from prewarm.errors import ConfigError, ManifestError, OutsideRoots
+from prewarm.errors import ConfigError, OutsideRoots
 from prewarm.formats.reader import StructureReader, guarded_files
 from prewarm.formats.scenes import SceneReader
 from prewarm.plan.aggregate import TraceSet, aggregate_runs, merge
 from prewarm.plan.build import Effective, PlanOptions, build_plan, job_frames, prediction_options
 from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
-from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.ordering import Columns, serially
 from prewarm.plan.pathmap import PathMap
@@ -41,28 +41,8 @@ from prewarm.traces.store import load_profiles
 DEFAULT_OPTIONS = PlanOptions()
 """Nothing asked for beyond the manifest and the site's settings."""
 
-__all__ = ["PlanOptions", "check_inputs", "load_manifest", "load_traces", "plan_manifest",
+__all__ = ["PlanOptions", "check_inputs", "load_traces", "plan_manifest",
            "plan_resolved", "site_fs"]
-
-
-def load_manifest(path: str | os.PathLike[str], limit: int = Settings.max_request_bytes) -> Manifest:
-    """Read and parse a manifest file; unreadable files fail like bad ones, in one line.
-
-    At most `limit` bytes are read (the site's `max_request_bytes`, what the service accepts):
-    a manifest is kilobytes, and parsing costs about 4 µs a byte.
-    """
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
-        if len(data) > limit:
-            raise ManifestError(str(path), f"larger than {limit:,} bytes (the site's max_request_bytes): a "
-                                           "manifest is kilobytes; list folders or patterns")
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
-    except OSError as exc:
-        raise ManifestError(str(path), f"cannot read manifest: {exc.strerror or type(exc).__name__}") from exc
-    return parse_manifest(text, str(path))
 
 
 def plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,

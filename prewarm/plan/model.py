@@ -31,14 +31,11 @@ from prewarm.plan.records import (
     MetaOp,
     Origin,
     PlannedRange,
-    Reason,
     path_problem,
     shown,
 )
 
-__all__ = ["DEFAULT_GRANULE", "FIELDS_LIMITS", "FORMAT", "FileInfo", "Plan", "Reason"]
-"""FileInfo and Reason live in `prewarm.plan.records`; named here too for the modules that still import
-them from the plan (plan/predict.py, plan/texture.py) until they import them from records."""
+__all__ = ["DEFAULT_GRANULE", "FIELDS_LIMITS", "FORMAT", "Plan"]
 
 FORMAT = "prewarm.plan/1"
 

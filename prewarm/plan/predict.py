@@ -63,8 +63,8 @@ from itertools import chain, pairwise
 from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
-from prewarm.plan.model import FileInfo, Reason
 from prewarm.plan.ranges import Span, clip, clip_normal, covered_by, intersect, normalize, subtract, total, widen
+from prewarm.plan.records import FileInfo, Reason
 from prewarm.plan.structure import Filed, Structure
 from prewarm.plan.texture import (
     META_TIER,

@@ -31,8 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from prewarm.plan.model import Reason
 from prewarm.plan.ranges import Span, normalize
+from prewarm.plan.records import Reason
 from prewarm.plan.structure import Structure, Tile
 
 META_TIER = 0
