@@ -29,6 +29,7 @@ from prewarm.errors import ConfigError, ServiceError
 from prewarm.plan.ranges import ByteRange
 from prewarm.report import verify
 from prewarm.report.verify import Counters, SampleFile, Verdict
+from prewarm.warm.job import JobState
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if verdict.undecided:
         return 3
     all_cached = verdict.judged > 0 and not verdict.cold
-    return 0 if all_cached or (rewarmed and rewarmed["state"] == "done") else 1
+    return 0 if all_cached or (rewarmed and rewarmed["state"] == JobState.DONE) else 1
 
 
 def _unreadable(path: str, exc: OSError) -> ConfigError:

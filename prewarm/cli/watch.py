@@ -85,12 +85,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _once(pollers: list[Callable[[], list[Outcome]]], settle_s: float) -> int:
     """One pass: see each drop, let it settle, take it; exit 1 when any failed."""
+    from prewarm.farm.watch import DropState
+
     failed = 0
     for poll in pollers:
         poll()  # first sight of each drop
     time.sleep(settle_s)
     for poll in pollers:
         for outcome in poll():
-            failed += outcome.state == "failed"
+            failed += outcome.state == DropState.FAILED
             print(f"{outcome.name}: {outcome.state}: {outcome.detail}", file=sys.stderr)
     return 1 if failed else 0

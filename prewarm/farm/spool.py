@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prewarm.errors import InputError, ManifestError, ServiceError
-from prewarm.farm.watch import Outcome, Refusals, Settler, ignored, kind, read_real, unique
+from prewarm.farm.watch import DropState, Outcome, Refusals, Settler, ignored, kind, read_real, unique
 from prewarm.plan.manifest import Manifest
 from prewarm.site.settings import Settings
 
@@ -141,38 +141,38 @@ class Spool:
         try:
             digest = _digest(path)
         except OSError as exc:
-            return self._finish(path, "failed", f"cannot read: {exc.strerror or type(exc).__name__}")
+            return self._finish(path, DropState.FAILED, f"cannot read: {exc.strerror or type(exc).__name__}")
         except InputError as exc:
-            return self._finish(path, "failed", str(exc))
+            return self._finish(path, DropState.FAILED, str(exc))
         first = self._ledger().get(digest)
         if first is not None and self.wall() - first.t < self.dedupe_s:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first.t))
-            return self._finish(path, "duplicate", f"same content as {first.name} submitted {when} "
+            return self._finish(path, DropState.DUPLICATE, f"same content as {first.name} submitted {when} "
                                                    f"({first.result}): not submitted again")
         try:
             result = self.submit(path)
         except ServiceError as exc:
             self.retry_at[path.name] = self.clock() + self.retry_s
             log.warning("spool: %s: %s (retrying in %.0fs)", path.name, exc, self.retry_s)
-            return Outcome(path.name, "waiting", str(exc))
+            return Outcome(path.name, DropState.WAITING, str(exc))
         except InputError as exc:
-            return self._finish(path, "failed", str(exc))
+            return self._finish(path, DropState.FAILED, str(exc))
         except Exception as exc:  # a bug or an unexpected file must not stop the watcher
             log.exception("spool: %s", path.name)
-            return self._finish(path, "failed", f"unexpected {type(exc).__name__} (see the watcher's log)")
+            return self._finish(path, DropState.FAILED, f"unexpected {type(exc).__name__} (see the watcher's log)")
         self._record(digest, path.name, result)
-        return self._finish(path, "done", result)
+        return self._finish(path, DropState.DONE, result)
 
-    def _finish(self, path: Path, state: str, detail: str) -> Outcome:
+    def _finish(self, path: Path, state: DropState, detail: str) -> Outcome:
         """Moves the drop on with its note; messages name the drop, not its claim in processing/."""
         self.retry_at.pop(path.name, None)
         detail = detail.replace(str(path), path.name)
-        folder = self.folder / ("failed" if state == "failed" else "done")
+        folder = self.folder / ("failed" if state == DropState.FAILED else "done")
         dest = unique(folder / path.name)
-        note = dest.with_name(dest.name + (".error.txt" if state == "failed" else ".result.txt"))
+        note = dest.with_name(dest.name + (".error.txt" if state == DropState.FAILED else ".result.txt"))
         note.write_text(detail.rstrip() + "\n", encoding="utf-8")
         os.rename(path, dest)
-        (log.warning if state == "failed" else log.info)("spool: %s: %s: %s", path.name, state, detail)
+        (log.warning if state == DropState.FAILED else log.info)("spool: %s: %s: %s", path.name, state, detail)
         return Outcome(path.name, state, detail)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prewarm.errors import InputError
-from prewarm.farm.watch import Outcome, Refusals, Settler, ignored, kind, read_real, unique
+from prewarm.farm.watch import DropState, Outcome, Refusals, Settler, ignored, kind, read_real, unique
 from prewarm.flow.filing import structure_of
 from prewarm.plan.limits import MAX_TRACE_LINE
 from prewarm.site.guard import Guard
@@ -87,7 +87,7 @@ class TraceDrop:
             p.unlink(missing_ok=True)
             sidecar.unlink(missing_ok=True)
             log.info("traces: %s: %s", p.name, describe(result))
-            outcomes.append(Outcome(str(p.relative_to(self.folder)), "done", describe(result)))
+            outcomes.append(Outcome(str(p.relative_to(self.folder)), DropState.DONE, describe(result)))
         return outcomes
 
     def identity(self, path: Path, sidecar: Path) -> tuple[str | None, str | None, str, int | None]:
@@ -120,7 +120,7 @@ class TraceDrop:
         if kind(sidecar) == "file":
             os.rename(sidecar, dest.with_name(dest.name + SIDECAR))
         log.warning("traces: %s: %s", path.name, why)
-        return Outcome(path.name, "failed", why)
+        return Outcome(path.name, DropState.FAILED, why)
 
 
 def _opt(value: object) -> str | None:

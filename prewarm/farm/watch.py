@@ -25,11 +25,13 @@ import stat as statmod
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from prewarm.errors import InputError
 
-__all__ = ["MAX_DROP_BYTES", "Outcome", "Refusals", "Settler", "ignored", "kind", "read_real", "unique", "watch"]
+__all__ = ["MAX_DROP_BYTES", "DropState", "Outcome", "Refusals", "Settler", "ignored", "kind", "read_real", "unique",
+           "watch"]
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +145,21 @@ class Settler:
         self.seen.pop(path, None)
 
 
+class DropState(StrEnum):
+    """What became of a drop: a `str` enum, so it prints and logs as the word a user reads."""
+
+    DONE = "done"
+    DUPLICATE = "duplicate"
+    """Same content as a recent submission: moved to `done/` with a note, not submitted again."""
+    FAILED = "failed"
+    WAITING = "waiting"
+    """The service is unreachable: left in `processing/`, retried later."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     name: str
-    state: str
-    """done, duplicate, failed or waiting (service unreachable: retried later)."""
+    state: DropState
     detail: str
 
 
