@@ -55,7 +55,7 @@ demo: setup system-deps
 	$(VENV)/bin/prewarm plan sample_jobs/shot100/manifest.yaml --local /studio/proj=.demo/proj \
 		$(foreach f,1 2 3 4 5 6,--traces sample_jobs/shot100/traces/frame.000$(f).strace.gz) \
 		--summary -o .demo/shot100.plan.json
-	$(PY) bench/e2e.py --demo
+	$(VENV)/bin/prewarm demo sample_jobs/shot100
 
 # Lint and types: ruff (with a complexity limit) and mypy --strict on the package.
 lint: setup

@@ -16,7 +16,8 @@ from prewarm import __version__
 from prewarm.errors import InputError, ServiceError
 
 COMMANDS = ("plan", "sample", "twin", "warm", "doctor", "status", "cancel", "throttle", "serve", "submit", "traces",
-            "record", "report", "evaluate", "verify", "metrics", "watch", "worker", "frame")
+            "record", "report", "evaluate", "verify", "metrics", "watch", "worker", "frame",
+            "demo")
 
 EXIT_INPUT = 2
 EXIT_SERVICE = 3

@@ -26,7 +26,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,20 @@ def cleanup_stale_mount(mountpoint: Path, state_dir: Path | None = None) -> bool
     for path in _state_paths(mountpoint, state_dir):
         path.unlink(missing_ok=True)
     return cleaned
+
+
+@contextmanager
+def running_twin(origin: Path, work: Path, config: TwinConfig) -> Iterator[TwinHandle]:
+    """A twin of `origin` mounted at `work/mnt` (cache and state in `work`) for a `with` block: the demo
+    and the end-to-end bench run one per cache model."""
+    missing = fuse_missing()
+    if missing:
+        raise ServiceError(f"the gateway twin needs FUSE: {missing} (./scripts/system-deps.sh installs it)")
+    twin = start_twin(origin, work / "mnt", config, cache_dir=work / "cache", state_dir=work / "state")
+    try:
+        yield twin
+    finally:
+        twin.stop()
 
 
 def start_twin(origin: Path, mountpoint: Path, config: TwinConfig | None = None, *,
