@@ -142,3 +142,20 @@ def test_unwritable_output_is_one_line_exit_2(local: str, tmp_path: Path):
 def test_plan_to_dev_null_leaves_the_device_alone(local: str):
     r = prewarm("plan", str(SAMPLES / "shot100/manifest.yaml"), "--local", local, "-o", "/dev/null")
     assert r.returncode == 0 and Path("/dev/null").is_char_device()
+
+
+def test_summary_is_the_typed_totals_then_the_planner_stats() -> None:
+    """The plan file's `summary` (contract 3): the totals' keys in their order, then the planner's stats."""
+    from prewarm.plan.records import FileInfo, PlannedRange, Reason
+
+    plan = Plan(job="j", frames=(1, 2), granule=4096,
+                ranges=(PlannedRange("/s/a", 0, 4096), PlannedRange("/s/b", 0, 8192, reason=Reason.PATTERN)),
+                files={"/s/a": FileInfo("/s/a", 10_000, 1.0), "/s/b": FileInfo("/s/b", 8192, 1.0)},
+                stats={"trace_records": 7})
+    totals = plan.totals()
+    assert (totals.bytes, totals.files, totals.ranges, totals.whole_file_bytes) == (12288, 2, 2, 18192)
+    assert totals.bytes_by_reason == {"pattern": 8192, "trace": 4096}
+    summary = plan.summary()
+    assert list(summary) == ["bytes", "files", "ranges", "frames", "whole_file_bytes", "metadata_ops", "missing",
+                             "dropped_bytes", "dropped_ranges", "bytes_by_reason", "trace_records"]
+    assert summary == {**totals.to_json(), "trace_records": 7}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from prewarm.cli.options import add_job_flags, add_path_map_flags, load_job, site_settings
@@ -118,7 +119,7 @@ def human(n: float) -> str:
     raise AssertionError
 
 
-def _structure_row(s: dict[str, Any]) -> str:
+def _structure_row(s: Mapping[str, Any]) -> str:
     """Files predicted by their tiles, and those a reader could not read (left to the byte model)."""
     kinds = s.get("structured_files") or {}
     read = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
@@ -128,21 +129,20 @@ def _structure_row(s: dict[str, Any]) -> str:
 
 
 def summary_table(plan: Plan) -> str:
-    s = plan.summary()
-    whole = s["whole_file_bytes"]
+    t, s = plan.totals(), plan.stats
     rows = [
         ("job", plan.job),
-        ("frames", f"{s['frames']} (first {plan.frames[0] if plan.frames else '-'})"),
-        ("planned", f"{human(s['bytes'])} in {s['ranges']} ranges of {s['files']} files"
-                    + (f" ({s['bytes'] / whole:.0%} of those files)" if whole else "")),
-        ("by reason", ", ".join(f"{k} {human(v)}" for k, v in s["bytes_by_reason"].items()) or "-"),
-        ("metadata", f"{s['metadata_ops']} operations (stat, readdir)"),
+        ("frames", f"{t.frames} (first {plan.frames[0] if plan.frames else '-'})"),
+        ("planned", f"{human(t.bytes)} in {t.ranges} ranges of {t.files} files"
+                    + (f" ({t.bytes / t.whole_file_bytes:.0%} of those files)" if t.whole_file_bytes else "")),
+        ("by reason", ", ".join(f"{k} {human(v)}" for k, v in t.bytes_by_reason.items()) or "-"),
+        ("metadata", f"{t.metadata_ops} operations (stat, readdir)"),
         ("traces", f"{s.get('trace_records', 0)} records from {s.get('trace_frames', 0)} frames"
                    f" ({s.get('trace_lines_skipped', 0)} lines skipped,"
                    f" {s.get('trace_calls_failed', 0)} failed calls)"),
         ("structure", _structure_row(s)),
-        ("missing", str(s["missing"])),
-        ("dropped", f"{human(s['dropped_bytes'])} over budget" if s["dropped_ranges"] else "nothing"),
+        ("missing", str(t.missing)),
+        ("dropped", f"{human(t.dropped_bytes)} over budget" if t.dropped_ranges else "nothing"),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prewarm.plan import limits
@@ -35,7 +35,7 @@ from prewarm.plan.records import (
     shown,
 )
 
-__all__ = ["DEFAULT_GRANULE", "FIELDS_LIMITS", "FORMAT", "Plan"]
+__all__ = ["DEFAULT_GRANULE", "FIELDS_LIMITS", "FORMAT", "Plan", "PlanTotals"]
 
 FORMAT = "prewarm.plan/1"
 
@@ -50,6 +50,31 @@ FIELDS_LIMITS = {"ranges": limits.MAX_RANGES, "dropped": limits.MAX_RANGES, "fra
                  "files": limits.MAX_FILES, "metadata": limits.MAX_METADATA, "missing": limits.MAX_FINDINGS + 1,
                  "gateways": limits.MAX_GATEWAYS}
 """Most items each top-level field of a plan may hold."""
+
+
+@dataclass(frozen=True)
+class PlanTotals:
+    """What a plan holds, counted: typed for the code that reads them (the summary table, the service's
+    answer), and the first keys of the plan file's `summary` in this order (contract 3), before the
+    planner's `stats`."""
+
+    bytes: int
+    files: int
+    """Files with a planned range."""
+    ranges: int
+    frames: int
+    whole_file_bytes: int
+    """Those files' whole sizes: what warming them whole would cost."""
+    metadata_ops: int
+    missing: int
+    """Findings, a folded one counting each path (optional ones too; `Plan.missing_inputs` leaves them out)."""
+    dropped_bytes: int
+    dropped_ranges: int
+    bytes_by_reason: dict[str, int]
+    """Planned bytes by why they were planned, sorted by reason."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -99,22 +124,25 @@ class Plan:
         """Inputs the render needs that are not there (optional ones do not count; a folded finding counts each)."""
         return sum(m.count for m in self.missing if not m.optional)
 
-    def summary(self) -> dict[str, Any]:
+    def totals(self) -> PlanTotals:
         planned_files = self.table.paths()
         dropped = RangeTable.of(self.dropped)
-        return {
-            "bytes": self.bytes,
-            "files": len(planned_files),
-            "ranges": len(self.ranges),
-            "frames": len(self.frames),
-            "whole_file_bytes": sum(self.files[p].size for p in planned_files if p in self.files),
-            "metadata_ops": len(self.metadata),
-            "missing": sum(m.count for m in self.missing),
-            "dropped_bytes": dropped.bytes,
-            "dropped_ranges": len(dropped),
-            "bytes_by_reason": dict(sorted(self.table.bytes_by_reason().items())),
-            **dict(self.stats),
-        }
+        return PlanTotals(
+            bytes=self.bytes,
+            files=len(planned_files),
+            ranges=len(self.ranges),
+            frames=len(self.frames),
+            whole_file_bytes=sum(self.files[p].size for p in planned_files if p in self.files),
+            metadata_ops=len(self.metadata),
+            missing=sum(m.count for m in self.missing),
+            dropped_bytes=dropped.bytes,
+            dropped_ranges=len(dropped),
+            bytes_by_reason=dict(sorted(self.table.bytes_by_reason().items())),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The plan file's `summary`: the totals, then the planner's statistics."""
+        return {**self.totals().to_json(), **dict(self.stats)}
 
     def to_json(self, ranges: bool = True) -> dict[str, Any]:
         """The plan as JSON data (contract 3); `ranges=False` leaves `ranges` and `dropped` empty."""
