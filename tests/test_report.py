@@ -244,3 +244,13 @@ def test_missing_inputs_the_first_frame_reads_make_the_headline_red_and_agree_wi
     page = report_html.render(rep)
     assert '<div class="verdict bad">Not ready for frame 1: it reads inputs that do not exist' in page
     assert "Ready for frame" not in page.replace("Not ready for frame", "")
+
+
+def test_coverage_labels_keep_the_digits_an_input_does_not_vary() -> None:
+    """Only the frame number of a sequence becomes `#`; the shot and version stay; a lone file keeps its name."""
+    seq = [f"/studio/proj/shot100/cache/shot100_fx_v003.{1001 + i}.vdb" for i in range(3)]
+    blend = "/studio/proj/shot100/shot100_lighting_v001.blend"
+    plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in [*seq, blend]))
+    batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in [*seq, blend]))
+    rep = report.build(_info(), plan, report.Progress.of([batch], {0}))
+    assert [row["path"] for row in rep["coverage"]] == ["/studio/proj/shot100/cache/shot100_fx_v003.####.vdb", blend]

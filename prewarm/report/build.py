@@ -10,6 +10,7 @@ loading them from Redis is `prewarm.report.load`.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,14 +159,17 @@ def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[
         return []
     lost = {f.path for f in info.findings if f.kind in LOST}
     acc: dict[str, list[int]] = {}
+    labels: dict[str, Label] = {}
     for path, planned in progress.planned.items():
         done = 0 if path in lost else max(progress.done.get(path, 0) - failed_by_file.get(path, 0), 0)
-        row = acc.setdefault(input_of(path), [0, 0, 0, 0])
+        key = input_of(path)
+        row = acc.setdefault(key, [0, 0, 0, 0])
         row[0] += planned
         row[1] += min(done, planned)
         row[2] += 1
         row[3] += files[path].size if path in files else planned
-    rows = [_row(k, *v) for k, v in acc.items()]
+        labels.setdefault(key, Label(path)).add(path)
+    rows = [_row(labels[k].text(), *v) for k, v in acc.items()]
     rows.sort(key=lambda r: (-r["planned"], r["path"]))
     if len(rows) > COVERAGE_ROWS:
         rest = rows[COVERAGE_ROWS - 1:]
@@ -173,6 +177,28 @@ def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[
                                                 *(sum(r[k] for r in rest) for k in ("planned", "warmed", "files",
                                                                                      "file_bytes")))]
     return rows
+
+
+_RUNS = re.compile(r"(\d+)")
+
+
+class Label:
+    """A folded input's name as the manifest writes it: only the digit runs that differ between
+    its files become `#` (`shot100_lighting_v001.####.exr`, not `shot###_lighting_v###.####.exr`);
+    a lone file keeps its name. Files folded under one `input_of` key (same folder, same name
+    but for the digits, run for run of the same width) split into the same parts."""
+
+    def __init__(self, first: str) -> None:
+        self.parts = _RUNS.split(first)
+        self.varies = [False] * len(self.parts)
+
+    def add(self, path: str) -> None:
+        for i, part in enumerate(_RUNS.split(path)):
+            if i % 2 and part != self.parts[i]:
+                self.varies[i] = True
+
+    def text(self) -> str:
+        return "".join("#" * len(p) if self.varies[i] else p for i, p in enumerate(self.parts))
 
 
 def _row(path: str, planned: int, warmed: int, files: int, whole: int) -> dict[str, Any]:
