@@ -27,6 +27,7 @@ import stat as statmod
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import IO, cast
 
 from prewarm.errors import TraceError
@@ -38,7 +39,8 @@ from prewarm.traces.counters import ImportStats, Records, Resolve, accesses
 from prewarm.traces.jsonl import jsonl_batches
 from prewarm.traces.strace import strace_batches
 
-__all__ = ["ImportStats", "TraceFile", "frame_from_name", "read_batches", "read_traces", "sniff", "trace_files"]
+__all__ = ["ImportStats", "TraceFile", "TraceFormat", "frame_from_name", "read_batches", "read_traces", "sniff",
+           "trace_files"]
 
 READ_HINT = 1 << 20
 """Bytes read at a time: runs of a few thousand lines, a bounded buffer."""
@@ -152,13 +154,21 @@ def frame_from_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def sniff(line: str) -> str | None:
-    """The format a trace's first non-empty line belongs to: "jsonl", "strace" or None."""
+class TraceFormat(StrEnum):
+    """What a trace file holds, told by its content (a `str` enum: it compares and prints as the word)."""
+
+    JSONL = "jsonl"
+    """prewarm's own JSON Lines records, a read or an open a line."""
+    STRACE = "strace"
+
+
+def sniff(line: str) -> TraceFormat | None:
+    """The format a trace's first non-empty line belongs to, or None."""
     text = line.lstrip()
     if text.startswith("{"):
-        return "jsonl"
+        return TraceFormat.JSONL
     if _STRACE_LINE.match(text):
-        return "strace"
+        return TraceFormat.STRACE
     return None
 
 
@@ -243,10 +253,10 @@ def _parse(fh: IO[bytes], where: str, frame: int | None, resolve: Resolve,
     else:
         return  # empty: a frame that read nothing traced
     kind = sniff(first_block.split(b"\n", 1)[0].decode("utf-8", "surrogateescape"))
-    if kind == "jsonl":
+    if kind is TraceFormat.JSONL:
         runs_b = itertools.chain((first_block,), blocks)
         yield from jsonl_batches((run.split(b"\n") for run in runs_b), stats, frame, resolve, where, blank)
-    elif kind == "strace":
+    elif kind is TraceFormat.STRACE:
         runs_s = (run.decode("utf-8", "surrogateescape").split("\n")
                   for run in itertools.chain((first_block,), blocks))
         yield from strace_batches(runs_s, stats, frame, resolve, where, skip=blank)
