@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from prewarm.plan.model import Plan
@@ -93,13 +92,12 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
         info.meta_planned += len(batch.meta)
 
     try:
-        # the rest of the plan is merged while the head is read: the first read waits for neither
-        with ThreadPoolExecutor(1, thread_name_prefix="prewarm-merge") as pool:
-            rest_spans = plan.table.spans()
-            merging = pool.submit(merge, (s for s in rest_spans if s[0] not in ended) if ended else rest_spans)
-            for batch in head:
-                warm(batch)
-            merged = merging.result()
+        # the head is read before the rest is merged: a merge on a thread beside it held the GIL
+        # the reader threads need between their system calls, and doubled the time to first read
+        for batch in head:
+            warm(batch)
+        spans = plan.table.spans()
+        merged = merge((s for s in spans if s[0] not in ended) if ended else spans)
         rest, rest_files = merged_size(merged)
         info.bytes_planned += rest
         info.files_planned += rest_files
