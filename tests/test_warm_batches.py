@@ -240,3 +240,11 @@ def test_an_embedded_warm_reads_before_it_has_merged_the_whole_plan(tmp_path: Pa
     assert info.state is JobState.DONE
     assert info.counters["files_done"] == info.files_planned == 2 * FIRST_READS
     assert info.bytes_planned == info.counters["bytes_done"] == 2 * FIRST_READS * 4096
+
+
+def test_files_of_many_ranges_still_make_a_head() -> None:
+    plan = plan_of(*[(f"/f{i}", k * 20, 10) for i in range(4) for k in range(FIRST_READS + 50)])
+    first, ended = embedded_head(plan, MiB)
+    assert sorted(ended) == ["/f0", "/f1", "/f2", "/f3"]
+    assert sorted(r for b in first for r in b.reads) == sorted(whole_batch(plan, MiB).reads)
+    assert len(first[0].reads) == FIRST_READS  # the first batch stays small

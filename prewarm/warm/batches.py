@@ -256,18 +256,22 @@ pieces take tens of milliseconds to cut; 256 take well under a round trip."""
 
 def embedded_head(plan: Plan, granule: int) -> tuple[list[Batch], frozenset[str]]:
     """The first batches of an embedded warm, cut before the whole plan is merged: the files whose
-    every range is among the plan's first `FIRST_READS` (in plan order), with the plan's first
-    metadata operations; and those files, which `embedded_batches` then leaves out.
+    every range is among the plan's first `FIRST_READS` (in plan order; else its first
+    `EMBEDDED_READS`, for plans of files of many ranges), with the plan's first metadata
+    operations; and those files, which `embedded_batches` then leaves out.
 
     Merging a plan of a million ranges takes over a second, and the first read used to wait for
     it: files that end within the head are merged alone (their merge is the same as in the whole
     plan, nothing after them overlaps), so the first read leaves at once. Empty when no file ends
     within the head (then the first read waits for the merge, as before).
     """
-    done = frozenset(plan.table.ended_within(FIRST_READS))
-    if not done:
+    for k in (FIRST_READS, EMBEDDED_READS):
+        done = frozenset(plan.table.ended_within(k))
+        if done:
+            break
+    else:
         return [], done
-    head = [s for s in islice(_spans(plan), FIRST_READS) if s[0] in done]
+    head = [s for s in islice(_spans(plan), k) if s[0] in done]
     return list(iter_batches(plan.metadata[:MAX_META], head, plan.files, granule, 1 << 62, EMBEDDED_READS,
                              MAX_META, first_reads=FIRST_READS)), done
 
