@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from prewarm.errors import ConfigError
 from prewarm.plan.access import Op
 from prewarm.plan.model import Plan
+from prewarm.plan.pathmap import PathMap
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.rangetable import RangeTable
 from prewarm.plan.records import FileInfo, MetaOp, PlannedRange
 from prewarm.plan.units import parse_rate
-from prewarm.warm.batches import MAX_READS, Batch, batch_bytes, make_batches, pieces
+from prewarm.site.settings import Settings
+from prewarm.warm.batches import (
+    FIRST_READS,
+    MAX_META,
+    MAX_READS,
+    Batch,
+    batch_bytes,
+    embedded_batches,
+    embedded_head,
+    make_batches,
+    merge,
+    pieces,
+    whole_batch,
+)
+from prewarm.warm.embedded import warm_embedded
+from prewarm.warm.job import JobState
+from prewarm.warm.reader import OpenFile, Reader, site_reader
 from prewarm.warm.throttle import TokenBucket
 
 MiB = 1 << 20
@@ -127,3 +149,102 @@ def test_parse_rate(text: str, bps: int | None) -> None:
 def test_parse_rate_refuses_nonsense(text: str) -> None:
     with pytest.raises(ConfigError, match="--rate"):
         parse_rate(text, "command line", "--rate", ConfigError)
+
+
+def test_the_head_and_the_merged_rest_are_the_whole_plan_each_file_closed_once() -> None:
+    """Files that end within the plan's first reads are cut alone; with the rest merged without them,
+    the batches read exactly what the whole plan's merge reads, and count each file once."""
+    recurring = [("/r", 0, 10)]
+    head = [(f"/h{i}", k * 10, 10) for i in range(50) for k in range(3)]
+    later = [(f"/t{i}", 0, 10) for i in range(FIRST_READS)] + [("/r", 5, 10), ("/h0", 0, 5)]
+    meta = tuple(MetaOp(Op.STAT, f"/m{i}") for i in range(MAX_META + 3))
+    plan = plan_of(*recurring, *head, *later, meta=meta)
+    first, ended = embedded_head(plan, MiB)
+    assert "/r" not in ended and "/h0" not in ended and "/h1" in ended and "/t0" in ended
+    assert f"/t{FIRST_READS - 1}" not in ended  # past the head
+    rest = merge(s for s in plan.table.spans() if s[0] not in ended)
+    batches = [*first, *embedded_batches(plan, MiB, rest, head=len(first))]
+    assert [b.index for b in batches] == list(range(len(batches)))
+    whole = whole_batch(plan, MiB)
+    assert sorted(r for b in batches for r in b.reads) == sorted(whole.reads)
+    closes = [p for b in batches for p in b.closes]
+    assert sorted(closes) == sorted(whole.closes)
+    assert [m for b in batches for m in b.meta if m.op is Op.STAT] == list(meta)
+    assert first[0].reads[0].path == "/h1"  # the first file that ends in the head is read first
+
+
+class FirstRead:
+    """A reader that notes its first read (the test's view of when the warm starts reading)."""
+
+    def __init__(self, inner: Reader) -> None:
+        self.inner, self.read = inner, threading.Event()
+
+    def refusal(self, path: str) -> str | None:
+        return self.inner.refusal(path)
+
+    def stat(self, path: str) -> None:
+        self.inner.stat(path)
+
+    def listdir(self, path: str) -> int:
+        return self.inner.listdir(path)
+
+    def open(self, path: str) -> OpenFile:
+        handle, read = self.inner.open(path), self.read
+
+        class Noting:
+            size, mtime, regular = handle.size, handle.mtime, handle.regular
+
+            def read(self, offset: int, length: int) -> int:
+                read.set()
+                return handle.read(offset, length)
+
+            def identity(self) -> tuple[int, float]:
+                return handle.identity()
+
+            def close(self) -> None:
+                handle.close()
+
+        return Noting()
+
+
+class GatedTable(RangeTable):
+    """A plan's ranges whose spans past the head are handed out only after the first read (or 10 s):
+    a warm that merged the whole plan before reading would hold them up and be seen doing so."""
+
+    gate: threading.Event
+    waited: list[bool]
+
+    def spans(self) -> Iterator[tuple[str, int, int]]:
+        for k, span in enumerate(super().spans()):
+            if k == FIRST_READS:
+                self.waited.append(not self.gate.wait(10))
+            yield span
+
+
+def test_an_embedded_warm_reads_before_it_has_merged_the_whole_plan(tmp_path: Path) -> None:
+    (tmp_path / "f").mkdir()
+    ranges = []
+    for i in range(2 * FIRST_READS):
+        (tmp_path / "f" / str(i)).write_bytes(b"x" * 4096)
+        ranges += [PlannedRange(f"/studio/f/{i}", 0, 2048), PlannedRange(f"/studio/f/{i}", 2048, 2048)]
+    files = {r.path: FileInfo(r.path, 4096, (tmp_path / "f" / r.path.rsplit("/", 1)[1]).stat().st_mtime)
+             for r in ranges}
+    settings = Settings(path_map=PathMap.parse([{"studio": "/studio", "local": str(tmp_path)}], "test"),
+                        granule=MiB, in_flight=4)
+    reader = FirstRead(site_reader(settings))
+    table = GatedTable(ranges)
+    table.gate, table.waited = reader.read, []
+    plan = Plan(job="j", frames=(1,), ranges=table, files=files)
+    info = warm_embedded(plan, settings, reader=reader).info
+    assert table.waited == [False]  # the rest's merge waited for the first read, not the other way round
+    assert info.state is JobState.DONE
+    assert info.counters["files_done"] == info.files_planned == 2 * FIRST_READS
+    assert info.bytes_planned == info.counters["bytes_done"] == 2 * FIRST_READS * 4096
+
+
+def test_files_of_many_ranges_still_make_a_head() -> None:
+    plan = plan_of(*[(f"/f{i}", k * 20, 10) for i in range(4) for k in range(FIRST_READS + 50)])
+    first, ended = embedded_head(plan, MiB)
+    assert sorted(ended) == ["/f0", "/f1", "/f2", "/f3"]
+    assert sorted(r for b in first for r in b.reads) == sorted(whole_batch(plan, MiB).reads)
+    assert len(first[0].reads) == FIRST_READS  # the first batch stays small

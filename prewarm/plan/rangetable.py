@@ -122,6 +122,12 @@ class RangeTable(Sequence[PlannedRange]):
             yield (f'{{"path": {paths[p]}, "offset": {o}, "length": {n}, "frame": {frame}, '
                    f'"frames": {k}, "reason": {reasons[c]}}}')
 
+    def ended_within(self, k: int) -> list[str]:
+        """Paths named by the first `k` ranges and by none after them, in order of first appearance:
+        their ranges can be merged and warmed before the rest of the plan is even looked at."""
+        later = set(self._path[k:])
+        return [self._paths[p] for p in dict.fromkeys(self._path[:k]) if p not in later]
+
     def paths(self) -> list[str]:
         """The distinct paths, in order of first appearance."""
         return list(self._paths)

@@ -26,6 +26,7 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, NamedTuple
 
 from prewarm.plan.access import Op
@@ -253,11 +254,36 @@ FIRST_READS = 256
 pieces take tens of milliseconds to cut; 256 take well under a round trip."""
 
 
-def embedded_batches(plan: Plan, granule: int, merged: Merged | None = None) -> Iterator[Batch]:
+def embedded_head(plan: Plan, granule: int) -> tuple[list[Batch], frozenset[str]]:
+    """The first batches of an embedded warm, cut before the whole plan is merged: the files whose
+    every range is among the plan's first `FIRST_READS` (in plan order; else its first
+    `EMBEDDED_READS`, for plans of files of many ranges), with the plan's first metadata
+    operations; and those files, which `embedded_batches` then leaves out.
+
+    Merging a plan of a million ranges takes over a second, and the first read used to wait for
+    it: files that end within the head are merged alone (their merge is the same as in the whole
+    plan, nothing after them overlaps), so the first read leaves at once. Empty when no file ends
+    within the head (then the first read waits for the merge, as before).
+    """
+    for k in (FIRST_READS, EMBEDDED_READS):
+        done = frozenset(plan.table.ended_within(k))
+        if done:
+            break
+    else:
+        return [], done
+    head = [s for s in islice(_spans(plan), k) if s[0] in done]
+    return list(iter_batches(plan.metadata[:MAX_META], head, plan.files, granule, 1 << 62, EMBEDDED_READS,
+                             MAX_META, first_reads=FIRST_READS)), done
+
+
+def embedded_batches(plan: Plan, granule: int, merged: Merged | None = None, head: int = 0) -> Iterator[Batch]:
     """The plan as the batches of an embedded warm, made as they are taken (from `merged`, the plan's
-    spans already merged, when given); the first one small, so the first read goes out at once."""
-    return iter_batches(plan.metadata, merged or _spans(plan), plan.files, granule, 1 << 62, EMBEDDED_READS,
-                        MAX_META, first_reads=FIRST_READS)
+    spans already merged, when given); the first one small, so the first read goes out at once.
+    After `head` batches of `embedded_head`, `merged` must leave out its files, and the batches go on
+    from its index and its metadata."""
+    meta = plan.metadata[MAX_META:] if head else plan.metadata
+    return iter_batches(meta, merged or _spans(plan), plan.files, granule, 1 << 62, EMBEDDED_READS,
+                        MAX_META, first_reads=None if head else FIRST_READS, index=head)
 
 
 def whole_batch(plan: Plan, granule: int) -> Batch:
@@ -288,7 +314,7 @@ def make_retry_batches(failed: Sequence[ByteRange], files: Mapping[str, FileInfo
 
 def iter_batches(meta: Sequence[MetaOp], spans: Iterable[tuple[str, int, int]] | Merged,
                  files: Mapping[str, FileInfo], granule: int, target: int, max_reads: int, max_meta: int,
-                 first_reads: int | None = None) -> Iterator[Batch]:
+                 first_reads: int | None = None, index: int = 0) -> Iterator[Batch]:
     """Read batches of at most `max_reads` reads or `target` bytes, lazily; the plan's metadata
     operations ride with the first of them, `max_meta` a batch (what is left over goes in
     batches of its own at the end).
@@ -298,7 +324,6 @@ def iter_batches(meta: Sequence[MetaOp], spans: Iterable[tuple[str, int, int]] |
     a batch, the loop runs them in slots no read or open needs, so they overlap the reads.
     """
     chunks = deque(tuple(meta[i:i + max_meta]) for i in range(0, len(meta), max_meta))
-    index = 0
     chunk: list[ByteRange] = []
     closes: set[str] = set()
     size = 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
-from prewarm.warm.batches import embedded_batches, merge, merged_size
+from prewarm.warm.batches import Batch, embedded_batches, embedded_head, merge, merged_size
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, execute_batch
 from prewarm.warm.reader import OpenOnce, Reader, site_reader
@@ -51,12 +51,12 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                   progress: Callable[[JobInfo], None] | None = None) -> EmbeddedWarm:
     """`run_embedded`, keeping what `prewarm warm --report` needs."""
-    merged = merge(plan.table.spans())
-    planned, files = merged_size(merged)
+    head, ended = embedded_head(plan, settings.read_size)
+    planned = sum(b.bytes for b in head)
     gateway = ",".join(settings.gateways(plan.gateways))
     info = JobInfo(id=f"local-{uuid.uuid4().hex[:8]}", name=plan.job, gateway=gateway,
                    state=JobState.RUNNING, created=time.time(), started=time.time(), priority=plan.priority,
-                   start=plan.start, bytes_planned=planned, files_planned=files)
+                   start=plan.start, bytes_planned=planned, files_planned=len(ended))
     sampler = Sampler(info.samples.append)
     totals = WarmResult()
 
@@ -77,19 +77,32 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     findings: dict[str, FileFinding] = {}
     failed: list[ByteRange] = []
     per_file: dict[str, int] = {}
+
+    def warm(batch: Batch) -> None:
+        for r in batch.reads:
+            per_file[r.path] = per_file.get(r.path, 0) + r.length
+        opens.last_reads(batch.closes)
+        result = execute_batch(batch, ctx)
+        for k in WarmResult.COUNTERS:
+            setattr(totals, k, getattr(totals, k) + getattr(result, k))
+        for path, finding in result.findings.items():
+            findings.setdefault(path, finding)
+        failed.extend(result.failed)
+        info.batches += 1
+        info.meta_planned += len(batch.meta)
+
     try:
-        for batch in embedded_batches(plan, settings.read_size, merged):
-            for r in batch.reads:
-                per_file[r.path] = per_file.get(r.path, 0) + r.length
-            opens.last_reads(batch.closes)
-            result = execute_batch(batch, ctx)
-            for k in WarmResult.COUNTERS:
-                setattr(totals, k, getattr(totals, k) + getattr(result, k))
-            for path, finding in result.findings.items():
-                findings.setdefault(path, finding)
-            failed.extend(result.failed)
-            info.batches += 1
-            info.meta_planned += len(batch.meta)
+        # the head is read before the rest is merged: a merge on a thread beside it held the GIL
+        # the reader threads need between their system calls, and doubled the time to first read
+        for batch in head:
+            warm(batch)
+        spans = plan.table.spans()
+        merged = merge((s for s in spans if s[0] not in ended) if ended else spans)
+        rest, rest_files = merged_size(merged)
+        info.bytes_planned += rest
+        info.files_planned += rest_files
+        for batch in embedded_batches(plan, settings.read_size, merged, head=len(head)):
+            warm(batch)
     finally:
         opens.close()
     sampler.flush()
