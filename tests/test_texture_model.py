@@ -88,11 +88,14 @@ def test_a_truck_moves_on_beyond_the_traced_frames_and_widens_with_distance():
     assert len([t for t in near if t[0] == 0]) < len([t for t in got if t[0] == 0])
 
 
-def test_between_traced_frames_the_union_is_grown_and_nothing_finer_is_added():
+def test_between_traced_frames_the_union_is_not_grown_and_nothing_finer_is_added():
+    """The two footprints bracket the frame's: `grow` applies beside the traced frames, not between."""
     st = mip()
     fps = {1: frozenset({(1, 0, 0)}), 5: frozenset({(1, 3, 0)})}
-    got = predict_tiles(st, fps, 3, (1, 5), TextureOptions(grow=0, finer=3))
+    got = predict_tiles(st, fps, 3, (1, 5), TextureOptions(grow=1, finer=3))
     assert {t for t, r in got.items() if t[0] == 1} == {(1, 0, 0), (1, 3, 0)}
+    beside = predict_tiles(st, fps, 6, (5,), TextureOptions(grow=1, finer=0))
+    assert {(1, 2, 0), (1, 3, 1)} <= set(beside), "beside them, grown by a tile"
     assert Reason.FINER not in got.values()
     assert (2, 0, 0) in got and (2, 1, 0) in got  # coarser levels over the region
 
