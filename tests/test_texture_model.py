@@ -88,11 +88,17 @@ def test_a_truck_moves_on_beyond_the_traced_frames_and_widens_with_distance():
     assert len([t for t in near if t[0] == 0]) < len([t for t in got if t[0] == 0])
 
 
-def test_between_traced_frames_the_union_is_grown_and_nothing_finer_is_added():
+def test_between_traced_frames_the_union_is_not_grown_and_nothing_finer_is_added():
+    """The two footprints bracket the frame's: `grow` applies further beyond the traced frames than
+    their spacing, not between them nor next to them."""
     st = mip()
     fps = {1: frozenset({(1, 0, 0)}), 5: frozenset({(1, 3, 0)})}
-    got = predict_tiles(st, fps, 3, (1, 5), TextureOptions(grow=0, finer=3))
+    got = predict_tiles(st, fps, 3, (1, 5), TextureOptions(grow=1, finer=3))
     assert {t for t, r in got.items() if t[0] == 1} == {(1, 0, 0), (1, 3, 0)}
+    still = {1: frozenset({(1, 1, 1)}), 5: frozenset({(1, 1, 1)})}
+    assert {t for t in predict_tiles(st, still, 7, (5,), TextureOptions(grow=1, finer=0)) if t[0] == 1} == {(1, 1, 1)}
+    far = predict_tiles(st, still, 12, (5,), TextureOptions(grow=1, finer=0))
+    assert {(1, 0, 0), (1, 2, 2)} <= set(far), "further out than their spacing, grown by a tile"
     assert Reason.FINER not in got.values()
     assert (2, 0, 0) in got and (2, 1, 0) in got  # coarser levels over the region
 

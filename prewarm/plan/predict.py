@@ -36,9 +36,9 @@ Models, chosen per file from what the training frames (frames with traces) did:
   levels last (within the cap, coarse first), so a budget drops the finest first.
   A tile of a tile set that no traced frame read while a sibling was read is planned
   the same way, with reason `unread_tile` (the shots looked elsewhere so far; a frame
-  that turns to it reads its header and a few coarse tiles): no level finer than its
-  siblings were read at, only for frames beyond the traced ones by more than their
-  spacing, and a budget drops it first.
+  that turns to it reads its header and a few coarse tiles): no level finer than the
+  coarsest each traced frame read its siblings at (the finest of those), only for frames
+  beyond the traced ones by more than their spacing, and a budget drops it first.
 * **Re-published files** (traces from the store, `TraceSet.filed`): a structured file whose
   digest changed since its traces were filed, at the same levels and tile sizes, is
   predicted from the traced tiles at its new offsets; other levels or tile sizes, or
@@ -856,8 +856,10 @@ def _candidate_frames(c: Candidate, all_frames: tuple[int, ...], job_set: set[in
 def _unread_siblings(candidates: list[Candidate], ts: TraceSet, structure: Structures) -> dict[str, int | None]:
     """Tiles of a tile set that no traced frame read while a sibling was: the traced shots did not
     look at them, so they are the least sure (and a budget drops them first). With each, the finest
-    resolution traced frames read of its set's tiles: a tile of a UDIM set covers the same UV area
-    as its siblings, so a frame turning to it samples the same levels, not finer ones."""
+    level to plan: the coarsest level each traced frame read of its set's tiles, the finest of those
+    over the frames. A frame turning to an unread tile sees it at the edge of its view, sampled as the
+    siblings' far areas are (their coarsest level read), not as their centre (shot300's truck: 6.4 MiB
+    of unread tiles at the siblings' finest level, 1.85 at this one, no frame reading them)."""
     finest: dict[int, int] = {}
     for c in candidates:
         if c.tile_set is None or c.path not in ts.reads:
@@ -865,8 +867,10 @@ def _unread_siblings(candidates: list[Candidate], ts: TraceSet, structure: Struc
         st = structure(c.path)
         finest.setdefault(c.tile_set, 0)
         if st is not None:
-            tiles = st.tiles_read(normalize(s for spans in ts.reads[c.path].values() for s in spans))[0]
-            finest[c.tile_set] = max([finest[c.tile_set], *(st.levels[t[0]].resolution for t in tiles)])
+            for spans in ts.reads[c.path].values():
+                read = [st.levels[t[0]].resolution for t in st.tiles_read(spans)[0]]
+                if read:
+                    finest[c.tile_set] = max(finest[c.tile_set], min(read))
     out: dict[str, int | None] = {}
     for c in candidates:
         if c.tile_set is not None and c.tile_set in finest and c.path not in ts.reads and not c.whole:
