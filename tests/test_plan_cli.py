@@ -159,3 +159,21 @@ def test_summary_is_the_typed_totals_then_the_planner_stats() -> None:
     assert list(summary) == ["bytes", "files", "ranges", "frames", "whole_file_bytes", "metadata_ops", "missing",
                              "dropped_bytes", "dropped_ranges", "bytes_by_reason", "trace_records"]
     assert summary == {**totals.to_json(), "trace_records": 7}
+
+
+def test_a_deadline_10_pair_plans_from_the_command_line(local: str, tmp_path: Path):
+    """`prewarm plan JOB_INFO --plugin-info PLUGIN_INFO`: the pair a Deadline 10 submitter writes, read by the
+    one loader as the service reads it; its scene and texture planned, named by the job info."""
+    job_info, plugin_info = tmp_path / "job_info.job", tmp_path / "plugin_info.job"
+    job_info.write_text("Plugin=Blender\nName=shot100 lighting v001\nFrames=1-6\nChunkSize=1\n")
+    plugin_info.write_text("SceneFile=/studio/proj/shot100/shot100_lighting_v001.blend\n"
+                           "TextureFile=/studio/proj/assets/tex/studio_hdri.exr\n")
+    r = prewarm("plan", str(job_info), "--plugin-info", str(plugin_info), "--traces",
+                str(SAMPLES / "shot100/traces"), "--local", local, "-o", str(tmp_path / "plan.json"))
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "plan.json").read_text())
+    assert data["frames"] == [1, 2, 3, 4, 5, 6] and data["job"] == "shot100 lighting v001"
+    paths = {x["path"] for x in data["ranges"]}
+    assert {"/studio/proj/shot100/shot100_lighting_v001.blend", "/studio/proj/assets/tex/studio_hdri.exr"} <= paths
+    bad = prewarm("plan", str(job_info), "--plugin-info", str(tmp_path / "nope.job"), "--local", local)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope.job" in bad.stderr

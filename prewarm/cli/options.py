@@ -76,6 +76,14 @@ def add_job_flags(p: argparse.ArgumentParser) -> None:
                    help="a job bundle's parameter values file (parameterValues: [{name, value}]); -p wins")
 
 
+def add_local_job_flags(p: argparse.ArgumentParser) -> None:
+    """`add_job_flags`, and a Deadline 10 pair read on this machine (`prewarm submit` sends its pair
+    to the service with --deadline-job/--deadline-plugin)."""
+    add_job_flags(p)
+    p.add_argument("--plugin-info", metavar="FILE",
+                   help="JOB is a Deadline 10 job info file, and this its plugin info file (SceneFile=...)")
+
+
 def parameters_of(args: argparse.Namespace) -> dict[str, str]:
     """`--parameter-values FILE`, then each `-p Name=Value` on top."""
     from prewarm.flow.adapters.openjd import MAX_VALUE_CHARS
@@ -95,9 +103,12 @@ def parameters_of(args: argparse.Namespace) -> dict[str, str]:
 
 def load_job(args: argparse.Namespace, source: str, settings: Settings) -> Job:
     """The job in `source` (`prewarm.flow.jobs.load`) with this command's parameter values; its notes on stderr."""
-    from prewarm.flow.jobs import load
+    from prewarm.flow.jobs import deadline_files, load
 
-    job = load(source, settings, parameters_of(args))
+    if getattr(args, "plugin_info", None):
+        job = deadline_files(source, args.plugin_info, settings)
+    else:
+        job = load(source, settings, parameters_of(args))
     for note in job.notes:
         print(f"{source}: {note}", file=sys.stderr)
     return job

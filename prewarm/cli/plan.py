@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from prewarm.cli.options import add_job_flags, add_path_map_flags, load_job, site_settings
+from prewarm.cli.options import add_local_job_flags, add_path_map_flags, load_job, site_settings
 from prewarm.errors import ConfigError
 from prewarm.flow import jobs
 from prewarm.flow.planning import PlanOptions
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         f"(default {PREDICT.unseen_coarse})")
     p.add_argument("--no-structure", dest="structure", action="store_false", default=None,
                    help="do not read files' structure (texture tiles, EXR tables): the byte model only")
-    add_job_flags(p)
+    add_local_job_flags(p)
     add_path_map_flags(p)
     p.set_defaults(func=run)
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from prewarm.cli.options import (
-    add_job_flags,
+    add_local_job_flags,
     add_path_map_flags,
     add_redis_flag,
     load_job,
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--report", metavar="FILE", help="write the warm report when it ends: FILE.html (the page "
                                                     "`prewarm report` makes) or FILE.json; with several gateways, "
                                                     "one file each, named FILE-GATEWAY.html")
-    add_job_flags(p)
+    add_local_job_flags(p)
     add_path_map_flags(p)
     p.set_defaults(func=run)
 

@@ -40,8 +40,8 @@ from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 from prewarm.traces.files import TraceFile
 
-__all__ = ["MAX_JOB_BYTES", "Job", "bundle_folder", "bundle_object", "context", "deadline", "from_text", "hook", "load",
-           "load_manifest", "load_plan", "parameter_file", "plan", "plan_job"]
+__all__ = ["MAX_JOB_BYTES", "Job", "bundle_folder", "bundle_object", "context", "deadline", "deadline_files",
+           "from_text", "hook", "load", "load_manifest", "load_plan", "parameter_file", "plan", "plan_job"]
 
 MAX_JOB_BYTES = 8 << 20
 """A manifest, a bundle file, a hook payload or a Deadline job file is kilobytes: a larger text is
@@ -149,6 +149,21 @@ def deadline(job_info: str, plugin_info: str, where: str, ctx: Context, extra_in
              plugin_where: str | None = None) -> Job:
     """A Deadline 10 submission: its job info and plugin info texts."""
     return Job(where, manifest=job_to_manifest(job_info, plugin_info, where, extra_inputs, plugin_where, ctx))
+
+
+def deadline_files(job_info: str, plugin_info: str, settings: Settings) -> Job:
+    """A Deadline 10 submission from the two files its submitter writes (`JOB --plugin-info FILE`),
+    each read no larger than the site's `max_request_bytes`."""
+    limit = settings.max_request_bytes
+    texts: list[str] = []
+    for path in (job_info, plugin_info):
+        with _open(Path(path), True) as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise ManifestError(path, f"larger than {limit:,} bytes (the site's max_request_bytes): not a "
+                                      "Deadline job or plugin info file")
+        texts.append(_decoded(data, path))
+    return deadline(texts[0], texts[1], job_info, context(settings), plugin_where=plugin_info)
 
 
 def parameter_file(path: str) -> dict[str, str]:
