@@ -62,13 +62,14 @@ from prewarm.state.client import connect
 from prewarm.state.dedupe import forget_gateway
 from prewarm.state.jobs import WarmJob
 from prewarm.state.throttle import set_rate
+from prewarm.testkit.readers import FirstRead
 from prewarm.testkit.services import RedisServer, start_worker
 from prewarm.twin.control import TwinHandle, fuse_missing, start_twin
 from prewarm.twin.gateway import GiB, MiB, TwinConfig
 from prewarm.warm.batches import LIST_DIR_MIN, Batch
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobInfo, JobState
-from prewarm.warm.reader import OpenFile, Reader, site_reader
+from prewarm.warm.reader import site_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 FIO_TWIN_JOBS = 128
@@ -300,47 +301,6 @@ def run_fio(logs: list[Path], direct: bool, listed: list[Path]) -> Run:
     if errors:
         raise SystemExit(f"fio jobs failed: {errors}")
     return Run(wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-
-
-class FirstRead:
-    """The site's reader, noting when the first read is issued (time to first read after the start)."""
-
-    def __init__(self, inner: Reader) -> None:
-        self.inner = inner
-        self.first: float | None = None
-        self._lock = threading.Lock()
-
-    def refusal(self, path: str) -> str | None:
-        return self.inner.refusal(path)
-
-    def stat(self, path: str) -> None:
-        self.inner.stat(path)
-
-    def listdir(self, path: str) -> int:
-        return self.inner.listdir(path)
-
-    def open(self, path: str) -> OpenFile:
-        handle = self.inner.open(path)
-        if self.first is not None:
-            return handle
-        outer = self
-
-        class Noting:
-            size, mtime, regular = handle.size, handle.mtime, handle.regular
-
-            def read(self, offset: int, length: int) -> int:
-                if outer.first is None:
-                    with outer._lock:
-                        outer.first = outer.first or time.monotonic()
-                return handle.read(offset, length)
-
-            def identity(self) -> tuple[int, float]:
-                return handle.identity()
-
-            def close(self) -> None:
-                handle.close()
-
-        return Noting()
 
 
 @dataclass

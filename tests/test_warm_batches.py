@@ -17,6 +17,7 @@ from prewarm.plan.rangetable import RangeTable
 from prewarm.plan.records import FileInfo, MetaOp, PlannedRange
 from prewarm.plan.units import parse_rate
 from prewarm.site.settings import Settings
+from prewarm.testkit.readers import FirstRead
 from prewarm.warm.batches import (
     FIRST_READS,
     MAX_META,
@@ -32,7 +33,7 @@ from prewarm.warm.batches import (
 )
 from prewarm.warm.embedded import warm_embedded
 from prewarm.warm.job import JobState
-from prewarm.warm.reader import OpenFile, Reader, site_reader
+from prewarm.warm.reader import site_reader
 from prewarm.warm.throttle import TokenBucket
 
 MiB = 1 << 20
@@ -171,40 +172,6 @@ def test_the_head_and_the_merged_rest_are_the_whole_plan_each_file_closed_once()
     assert sorted(closes) == sorted(whole.closes)
     assert [m for b in batches for m in b.meta if m.op is Op.STAT] == list(meta)
     assert first[0].reads[0].path == "/h1"  # the first file that ends in the head is read first
-
-
-class FirstRead:
-    """A reader that notes its first read (the test's view of when the warm starts reading)."""
-
-    def __init__(self, inner: Reader) -> None:
-        self.inner, self.read = inner, threading.Event()
-
-    def refusal(self, path: str) -> str | None:
-        return self.inner.refusal(path)
-
-    def stat(self, path: str) -> None:
-        self.inner.stat(path)
-
-    def listdir(self, path: str) -> int:
-        return self.inner.listdir(path)
-
-    def open(self, path: str) -> OpenFile:
-        handle, read = self.inner.open(path), self.read
-
-        class Noting:
-            size, mtime, regular = handle.size, handle.mtime, handle.regular
-
-            def read(self, offset: int, length: int) -> int:
-                read.set()
-                return handle.read(offset, length)
-
-            def identity(self) -> tuple[int, float]:
-                return handle.identity()
-
-            def close(self) -> None:
-                handle.close()
-
-        return Noting()
 
 
 class GatedTable(RangeTable):
