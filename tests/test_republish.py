@@ -9,6 +9,7 @@ A store entry with no identity (an older prewarm) is one finding per file, never
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ import pytest
 from prewarm.cli import main
 from prewarm.flow.filing import structure_of
 from prewarm.formats.reader import read_structure
-from prewarm.plan.access import Access
-from prewarm.plan.aggregate import aggregate
+from prewarm.plan.access import Access, Op
+from prewarm.plan.aggregate import TraceSet, aggregate, aggregate_runs, merge, restrict
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.predict import predict
 from prewarm.plan.ranges import normalize
@@ -27,6 +28,7 @@ from prewarm.plan.records import FileInfo, Reason
 from prewarm.plan.structure import Filed, Identity, Level, Structure
 from prewarm.site.settings import Settings
 from prewarm.testkit.textures import make_exr, make_texture
+from prewarm.traces.files import read_batches, read_traces
 from prewarm.traces.profile import FrameProfile, ProfileError, decode, encode
 
 TEX = "/s/tex/rock.tx"
@@ -105,6 +107,42 @@ def test_raw_traces_carry_no_identity_and_keep_todays_rule() -> None:
     ts, _ = traced(st, range(1, 5), [(0, 1, 1)])
     assert ts.filed is None
     assert plan(ts, st).changed == []
+
+
+def stat_of(st: Structure, frames: range) -> list[Access]:
+    """The `fstat` each frame made of the file, with the size it returned (a raw strace shows it)."""
+    return [Access(TEX, Op.STAT, length=st.size, frame=f) for f in frames]
+
+
+def test_raw_traces_whose_stat_size_differs_now_plan_the_file_by_its_levels_with_a_finding() -> None:
+    old, new = texture(64), texture(200, tile=70)
+    ts = raw(old, range(1, 5), [(0, 1, 1)])
+    assert ts.sizes == {TEX: {f: old.size for f in range(1, 5)}}
+    res = plan(ts, new)
+    assert len(res.changed) == 1 and f"{old.size:,} bytes when traced (its traced stat)" in res.changed[0][1]
+    assert {p.reason for p in res.predictions} == {Reason.FALLBACK}, "by its levels, never its old offsets"
+    assert plan(ts, old).changed == [], "the same size: its traced offsets, and nothing said"
+
+
+def test_raw_traces_of_a_changed_file_with_no_structure_are_planned_by_bytes_with_a_finding() -> None:
+    old = texture(64)
+    ts = raw(old, range(1, 5), [(0, 1, 1)])
+    res = predict(range(1, 9), [], ts, lambda p: FileInfo(p, old.size + 10, 0.0), structure=lambda p: None)
+    assert len(res.changed) == 1 and "planned by bytes" in res.changed[0][1] and spans_of(res, 2)
+
+
+def test_traced_sizes_follow_the_frames_kept_and_merged() -> None:
+    st = texture(64)
+    ts = raw(st, range(1, 5), [(0, 1, 1)])
+    assert restrict(ts, [2, 3]).sizes == {TEX: {2: st.size, 3: st.size}}
+    assert merge([restrict(ts, [1]), restrict(ts, [4])]).sizes == {TEX: {1: st.size, 4: st.size}}
+    assert replace(ts, sizes={}) == ts, "sizes are evidence beside the traces, as the store's identities"
+
+
+def raw(st: Structure, frames: range, tiles: list[tuple[int, int, int]]) -> TraceSet:
+    """Raw traces of `frames` reading `tiles` of `st`, each frame's `fstat` with the size it returned."""
+    reads = [Access(TEX, offset=s, length=e - s, frame=f) for f in frames for s, e in [*st.meta, *map(st.span, tiles)]]
+    return aggregate([*reads, *stat_of(st, frames)])
 
 
 def test_profiles_keep_what_was_filed_and_read_older_ones_without_it() -> None:
@@ -189,3 +227,19 @@ def test_a_tiled_exr_is_filed_by_its_tiles_too(tmp_path: Path) -> None:
     assert read is not None
     got = read("/studio/proj/plate.exr")
     assert got is not None and got[1].format == "exr" and got[0].shape[0] == (256, 128, 64, 64)
+
+
+def test_a_raw_strace_carries_its_fstat_sizes_to_the_plan(tmp_path: Path) -> None:
+    """From a strace log on disk, through the importer the planner uses (`aggregate_runs` of
+    `read_batches`): the size `fstat` returned reaches `TraceSet.sizes`, and the same as `aggregate`."""
+    st = texture(64)
+    log = tmp_path / "frame.0003.strace"
+    log.write_text(
+        f'7 10:00:00.000001 openat(AT_FDCWD, "{TEX}", O_RDONLY) = 3<{TEX}>\n'
+        f"7 10:00:00.000002 fstat(3<{TEX}>, {{st_mode=S_IFREG|0644, st_size={st.size}, ...}}) = 0\n"
+        f'7 10:00:00.000003 pread64(3<{TEX}>, ""..., 100, 164) = 100\n')
+    pm = PathMap.parse([{"studio": "/s", "local": "/s"}], "test")
+    runs = aggregate_runs(read_batches([str(log)], pm))
+    assert runs.sizes == aggregate(read_traces([str(log)], pm)).sizes == {TEX: {3: st.size}}
+    assert runs.reads == {TEX: {3: [(164, 264)]}}
+    assert "bytes when traced (its traced stat)" in plan(runs, texture(200, tile=70)).changed[0][1]

@@ -293,7 +293,7 @@ def test_escaped_paths_from_strace_61() -> None:
     name = '/tmp/stx/a>b c"d,é).txt'
     assert [(a.path, a.op, a.offset, a.length) for a in records] == [
         (name, Op.OPEN, 0, 0), (name, Op.READ, 1, 3), (name, Op.READ, 0, 2), (name, Op.READ, 0, 5),
-        ("/tmp/stx", Op.READDIR, 0, 0), (name, Op.STAT, 0, 0), (name, Op.READ, 0, 5), (name, Op.STAT, 0, 0)]
+        ("/tmp/stx", Op.READDIR, 0, 0), (name, Op.STAT, 0, 5), (name, Op.READ, 0, 5), (name, Op.STAT, 0, 5)]
     assert stats.skipped_lines == 0
 
 
@@ -330,6 +330,21 @@ def test_unescape(raw: str, path: str) -> None:
 def test_metadata_calls(line: str, expected: tuple[str, Op]) -> None:
     records, _ = parse("9 " + line)
     assert [(a.path, a.op) for a in records] == [expected]
+
+
+@pytest.mark.parametrize("line, size", [
+    ('newfstatat(4</p/e.png>, "", {st_mode=S_IFREG|0644, st_size=99542, ...}, AT_EMPTY_PATH) = 0', 99542),
+    ('fstat(3</p/a{b}.tx>, {st_mode=S_IFREG|0644, st_size=33243798, ...}) = 0', 33243798),
+    ('statx(AT_FDCWD, "/p/f.usd", AT_STATX_SYNC_AS_STAT, STATX_ALL, {stx_mask=STATX_BASIC_STATS|STATX_MNT_ID, '
+     'stx_attributes=0, stx_mode=S_IFREG|0644, stx_size=1234, ...}) = 0', 1234),
+    ('stat("/p/st_size=9", {st_mode=S_IFREG|0644, st_size=5, ...}) = 0', 5),
+    ('newfstatat(AT_FDCWD, "/p/d", {st_mode=S_IFDIR|0755, st_size=4096, ...}, 0) = 0', 0),
+    ('newfstatat(AT_FDCWD, "/p/x", {st_mode=S_IFREG|0644, ...}, 0) = 0', 0),
+])
+def test_a_stat_carries_the_size_it_returned_for_a_regular_file(line: str, size: int) -> None:
+    """A raw trace's stat sizes are what a plan tells a changed file by (no size shown: 0, unknown)."""
+    records, _ = parse("9 " + line)
+    assert [(a.op, a.length) for a in records] == [(Op.STAT, size)]
 
 
 @pytest.mark.parametrize("line", [

@@ -23,9 +23,11 @@ class Op(StrEnum):
 class Access:
     """One file access seen in a trace, after path mapping.
 
-    `offset`/`length` only mean something for `Op.READ`; `length` is what the call
+    `offset`/`length` mean something for `Op.READ`: `length` is what the call
     returned (bytes really read), not what it asked for, because that is what the
-    gateway had to serve.
+    gateway had to serve. For `Op.STAT`, `length` is the size the call returned for a
+    regular file, 0 when the trace does not show it (a plan from raw traces tells from
+    it that the file changed since).
     """
 
     path: str

@@ -36,12 +36,17 @@ class TraceSet:
     when they were filed (a frame missing there was filed without one: by an older prewarm). None
     from raw traces, which carry no identity. Not compared: what the store knows about the files
 beside the reads does not make its traces other traces than the raw files' (`to_traceset`)."""
+    sizes: dict[str, dict[int, int]] = field(default_factory=dict, compare=False)
+    """From raw traces: per file, per frame, the size its stat (`fstat`, `statx`) returned, where the
+    trace shows one. A plan against a file of another size knows it changed since it was traced,
+    as the store's identities say. Not compared, as `filed`: the store does not keep them."""
 
 
 def aggregate(records: Iterable[Access]) -> TraceSet:
     acc: dict[str, dict[int, SpanAccumulator]] = defaultdict(dict)
     stats: dict[str, set[int]] = defaultdict(set)
     listed: dict[str, set[int]] = defaultdict(set)
+    sizes: dict[str, dict[int, int]] = defaultdict(dict)
     frames: set[int] = set()
     n = unframed = 0
     for a in records:
@@ -62,9 +67,11 @@ def aggregate(records: Iterable[Access]) -> TraceSet:
             listed[a.path].add(f)
         else:
             stats[a.path].add(f)
+            if a.op is Op.STAT and a.length > 0:
+                sizes[a.path][f] = a.length
     reads = {p: {f: sa.spans() for f, sa in per.items()} for p, per in acc.items()}
     return TraceSet(reads=reads, stats=dict(stats), listed=dict(listed), frames=frozenset(frames),
-                    records=n, unframed=unframed)
+                    records=n, unframed=unframed, sizes=dict(sizes))
 
 
 def aggregate_runs(runs: Iterable[Sequence[tuple[Any, ...]]]) -> TraceSet:
@@ -73,6 +80,7 @@ def aggregate_runs(runs: Iterable[Sequence[tuple[Any, ...]]]) -> TraceSet:
     acc: dict[str, dict[int, SpanAccumulator]] = {}
     stats: dict[str, set[int]] = defaultdict(set)
     listed: dict[str, set[int]] = defaultdict(set)
+    sizes: dict[str, dict[int, int]] = defaultdict(dict)
     frames: set[int] = set()
     n = unframed = 0
     last_path: str | None = None
@@ -103,9 +111,11 @@ def aggregate_runs(runs: Iterable[Sequence[tuple[Any, ...]]]) -> TraceSet:
             else:
                 frames.add(f)
                 (listed if r[1] is Op.READDIR else stats)[r[0]].add(f)
+                if r[1] is Op.STAT and r[3] > 0:
+                    sizes[r[0]][f] = r[3]
     reads = {p: {f: sa.spans() for f, sa in per.items()} for p, per in acc.items()}
     return TraceSet(reads=reads, stats=dict(stats), listed=dict(listed), frames=frozenset(frames),
-                    records=n, unframed=unframed)
+                    records=n, unframed=unframed, sizes=dict(sizes))
 
 
 def restrict(ts: TraceSet, keep_frames: Iterable[int]) -> TraceSet:
@@ -120,8 +130,9 @@ def restrict(ts: TraceSet, keep_frames: Iterable[int]) -> TraceSet:
     listed = {p: fs & keep for p, fs in ts.listed.items() if fs & keep}
     filed = None if ts.filed is None else {
         p: kept for p, per in ts.filed.items() if (kept := {f: v for f, v in per.items() if f in keep})}
+    sizes = {p: mine for p, by in ts.sizes.items() if (mine := {f: n for f, n in by.items() if f in keep})}
     return TraceSet(reads=reads, stats=stats, listed=listed, frames=ts.frames & keep,
-                    records=ts.records, unframed=ts.unframed, filed=filed)
+                    records=ts.records, unframed=ts.unframed, filed=filed, sizes=sizes)
 
 
 def merge(parts: Iterable[TraceSet]) -> TraceSet:
@@ -129,6 +140,7 @@ def merge(parts: Iterable[TraceSet]) -> TraceSet:
     reads: dict[str, dict[int, list[Span]]] = {}
     stats: dict[str, set[int]] = defaultdict(set)
     listed: dict[str, set[int]] = defaultdict(set)
+    sizes: dict[str, dict[int, int]] = defaultdict(dict)
     frames: set[int] = set()
     n = unframed = 0
     for part in parts:
@@ -140,8 +152,10 @@ def merge(parts: Iterable[TraceSet]) -> TraceSet:
             stats[p] |= fs
         for p, fs in part.listed.items():
             listed[p] |= fs
+        for p, per_size in part.sizes.items():
+            sizes[p].update(per_size)
         frames |= part.frames
         n += part.records
         unframed += part.unframed
     return TraceSet(reads=reads, stats=dict(stats), listed=dict(listed), frames=frozenset(frames),
-                    records=n, unframed=unframed)
+                    records=n, unframed=unframed, sizes=dict(sizes))

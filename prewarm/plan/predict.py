@@ -42,8 +42,9 @@ Models, chosen per file from what the training frames (frames with traces) did:
 * **Re-published files** (traces from the store, `TraceSet.filed`): a structured file whose
   digest changed since its traces were filed, at the same levels and tile sizes, is
   predicted from the traced tiles at its new offsets; other levels or tile sizes, or
-  traced reads that do not fit the file (`_misfit`, all raw `--traces` have), plan it by
-  its levels. Either way a finding says so: a traced file is never dropped in silence.
+  traced reads that do not fit the file (`_misfit`), or, from raw `--traces`, a size now
+  other than their `fstat`/`statx` returned, plan it by its levels. Either way a finding
+  says so: a traced file is never dropped in silence.
 * **Occasional files** (a decal every 12th frame, a prop that enters): a file a frame's
   traced neighbours did not read is still planned for it, with the footprint the traced
   frames read (`occasional`), after everything the frame is known to read; not a file
@@ -678,7 +679,8 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
         shared += 1
         st = structure(p)
         make: Deferred
-        reads, misfit = _fitted(p, st, per, info.size, None if ts.filed is None else ts.filed.get(p, {}), result)
+        reads, misfit = _fitted(p, st, per, info.size, None if ts.filed is None else ts.filed.get(p, {}), result,
+                                ts.sizes.get(p, {}))
         if st is not None and misfit:
             result.predictions.extend(_by_levels(p, st, job_frames, Reason.FALLBACK, opts))
             continue
@@ -756,7 +758,7 @@ class _Refit:
 
 
 def _refit(st: Structure | None, per: Mapping[int, list[Span]], filed: Mapping[int, Filed] | None,
-           size: int) -> _Refit:
+           size: int, stat_sizes: Mapping[int, int] | None = None) -> _Refit:
     """The traced reads of a structured file, at the offsets of the file as it is now.
 
     From the trace store (`filed` is not None), each frame's reads were filed in tiles with the
@@ -766,8 +768,12 @@ def _refit(st: Structure | None, per: Mapping[int, list[Span]], filed: Mapping[i
     the tiles mean nothing here (`lost`). A frame filed with no identity (an older prewarm) keeps its
     byte offsets, said once per file. A file structured when filed whose structure cannot be read now
     (`st` None) and whose size changed is `lost` too: the byte model plans it, with a finding.
-    Raw traces carry no identity: their reads as they are."""
+    Raw traces carry no identity, only the sizes their stat calls returned (`stat_sizes`, by frame):
+    another size now says the file changed (`lost`, as another shape), else their reads as they are."""
     if filed is None:
+        stated = set((stat_sizes or {}).values())
+        if stated and stated != {size}:
+            return _Refit(per, f"{max(stated):,} bytes when traced (its traced stat), {size:,} now")
         return _Refit(per)
     if st is None:  # structured when filed, unreadable now: if it changed, the byte model says so
         sizes = {v.identity.size for f, v in filed.items() if f in per}
@@ -804,10 +810,11 @@ def _refit(st: Structure | None, per: Mapping[int, list[Span]], filed: Mapping[i
 
 
 def _fitted(path: str, st: Structure | None, per: Mapping[int, list[Span]], size: int,
-            filed: Mapping[int, Filed] | None, result: PredictResult) -> tuple[Mapping[int, list[Span]], bool]:
+            filed: Mapping[int, Filed] | None, result: PredictResult,
+            stat_sizes: Mapping[int, int] | None = None) -> tuple[Mapping[int, list[Span]], bool]:
     """A traced file's reads as they fit the file now (`_refit`), and whether they do not (a finding
     either way: a traced file is never dropped, nor moved, in silence)."""
-    refit = _refit(st, per, filed, size)
+    refit = _refit(st, per, filed, size, stat_sizes)
     misfit = refit.lost or _misfit(st, refit.reads, size)
     if misfit:
         result.changed.append((path, f"changed since traced ({misfit}): "

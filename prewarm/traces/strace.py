@@ -262,15 +262,15 @@ class _Calls:
 
     def stat_at(self, args: str, ret: str) -> Found | None:
         path = _at_path(args)
-        return (path, Op.STAT, 0, 0) if path is not None else None
+        return (path, Op.STAT, 0, _stat_size(args)) if path is not None else None
 
     def stat(self, args: str, ret: str) -> Found | None:
         name = _quoted(args, 0)
-        return (name, Op.STAT, 0, 0) if name is not None and name.startswith("/") else None
+        return (name, Op.STAT, 0, _stat_size(args)) if name is not None and name.startswith("/") else None
 
     def fstat(self, args: str, ret: str) -> Found | None:
         fd = _fd(args)
-        return (fd[1], Op.STAT, 0, 0) if fd is not None else None
+        return (fd[1], Op.STAT, 0, _stat_size(args)) if fd is not None else None
 
     def getdents(self, args: str, ret: str) -> Found | None:
         """The call that returns 0 only marks the end of a listing already recorded."""
@@ -287,6 +287,22 @@ class _Calls:
         length = int(parts[1])
         offset = _offset(parts[4][len(fd[0]) + 3:])
         return (fd[1], Op.READ, offset, length) if length > 0 else None
+
+
+def _stat_size(args: str) -> int:
+    """The size a stat call returned for a regular file (`{st_mode=S_IFREG|0644, st_size=5, ...}`,
+    statx's `stx_size=`), 0 when it shows none: a plan from raw traces tells from it that a file
+    changed since it was traced. The structure is the call's last braces, after any path."""
+    brace = args.rfind("{")
+    if brace < 0 or args.find("S_IFREG", brace) < 0:
+        return 0
+    at = args.find("_size=", brace)
+    if at < 0:
+        return 0
+    i = end = at + 6
+    while end < len(args) and args[end].isdigit():
+        end += 1
+    return int(args[i:end]) if end > i else 0
 
 
 def _is_noise(body: str) -> bool:
