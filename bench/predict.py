@@ -15,7 +15,9 @@ readers). Runs the real planner: importer, input resolution, structure readers,
 prediction, ordering.
 
 Cases (issue 25): shot300 is the field's numbering (frames from 1001 beside UDIM tiles
-1001-1003, shot200's traces renamed); shot210 is shot200's textures re-published in
+1001-1003, shot200's traces renamed); shot220 a long dolly-in over shot200's textures (one
+MIP level finer every 8 frames: its first quarter traces 12 frames and plans the 36 after
+them, the push-in several levels deep); shot210 is shot200's textures re-published in
 place with another compression, planned from shot200's traces (made against the old
 files) and scored against the tiles those frames read, at their new offsets. Its `store`
 rows plan from the trace store, the traces filed (with each texture's tiles and identity)
@@ -93,6 +95,8 @@ TARGETS = {  # (shot, split): (min recall, max over-fetch, first frame covered w
     ("shot300", "first quarter"): (0.9, 4.0, None),
     ("shot200", "truck"): (0.9, 4.0, None),            # beyond the traced frames
     ("shot300", "truck"): (0.9, 4.0, None),
+    ("shot220", "every 4th"): (0.99, 3.0, None),       # a long dolly-in: between traced frames
+    ("shot220", "first quarter"): (0.9, 4.0, None),    # its first 12 frames traced, the push-in planned beyond
     ("shot210", "every 4th"): (0.95, 2.0, None),       # re-published between the traced render and this one
     ("shot210", "first quarter"): (0.95, 2.0, None),
 }
@@ -222,7 +226,7 @@ def _score_splits(manifest: Manifest, full: TraceSet, truth: TraceSet, shot: str
     return rows
 
 
-SHOTS = ("shot100", "shot200", "shot300", "shot210")
+SHOTS = ("shot100", "shot200", "shot300", "shot210", "shot220")
 
 
 def build(samples: Path, tree: Path, sparse: bool, shots: list[str]) -> str:

@@ -212,4 +212,5 @@ def test_aggregate_runs_equals_aggregate_on_real_traces() -> None:
     paths = [str(shots / "shot100" / "traces"), str(shots / "shot200" / "traces")]
     a, b = aggregate(read_traces(paths)), aggregate_runs(read_batches(paths))
     assert a == b and list(a.reads) == list(b.reads) and list(a.stats) == list(b.stats)
+    assert a.sizes == b.sizes and a.sizes, "shot100's newfstatat sizes, through both"
     assert a.records > 50_000 and len(a.frames) == 36

@@ -4,7 +4,8 @@
 
 plus optional `op` (read, stat, readdir, open; default read), `t` (epoch seconds),
 `host`, `job`, `tid`. Unknown keys are ignored so newer writers stay readable by older
-readers. A `read` must say where and how much it read; other ops need only a path.
+readers. A `read` must say where and how much it read; other ops need only a path. A
+`stat`'s `length`, when given, is the size it returned (a plan tells a changed file by it).
 A line that is not valid JSON or breaks these rules is counted and skipped.
 """
 
