@@ -20,6 +20,14 @@ def test_parallel_import_equals_sequential_on_real_traces():
     assert (par_stats.records, par_stats.lines, par_stats.files) == (seq_stats.records, seq_stats.lines, 36)
 
 
+def test_parallel_import_keeps_the_sizes_traced_stats_returned():
+    """shot100's renders stat their inputs (newfstatat): the sizes merge across processes as read alone."""
+    paths = [str(SAMPLES / "shot100" / "traces")]
+    seq, _ = load_traces(paths, PathMap(), workers=1)
+    par, _ = load_traces(paths, PathMap(), workers=2, min_parallel_bytes=0)
+    assert par.sizes == seq.sizes and seq.sizes
+
+
 def test_traced_files_join_only_below_job_folders_or_roots():
     m = parse_manifest("job: j\nframes: 1\ninputs:\n  - /studio/p/shot/a.blend\n  - /studio/p/tex/\n", "m.yaml")
     ok = job_folders(m, ["/studio/p/shot/a.blend"], roots=["/studio/lib"])
