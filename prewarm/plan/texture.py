@@ -288,7 +288,7 @@ def predict_tiles(st: Structure, fps: Footprints, frame: int, nearest: tuple[int
         far = opts.finer if distance > spacing(traced) else 0
         close = distance <= spacing(traced)
         if pace > 0:  # a push-in the traced frames show: children of all it may reach, as deep as its pace goes
-            depth = max(1, far, math.ceil(pace * distance))
+            depth = min(len(st.levels), max(1, far, math.ceil(pace * distance)))
             hedge = within(st, grow(st, children(st, moved, depth), opts.grow), moved)
         else:  # one they do not show: children of where the footprint is headed, not of its widening
             hedge = within(st, children(st, ahead, far), ahead)
