@@ -134,7 +134,10 @@ def test_bad_events_are_one_line_4xx(svc: Svc, body: dict[str, Any], where: str)
 
 def _cloud(detail_type: str, **detail: Any) -> dict[str, Any]:
     """An event as EventBridge delivers it (the envelope of the EventBridge user guide's event
-    structure reference; `detail` as Deadline Cloud's events detail reference lists it)."""
+    structure reference; `detail` as Deadline Cloud's events detail reference lists it). Checked
+    against aws-deadline/deadline-cloud (which has no EventBridge code): ids as its tests' mocks
+    (`task-<32 hex>-2`), a task's `runStatus` and a job's `taskRunStatus` with the statuses of its
+    `taskRunStatusCounts`, and GetTask's `parameters` as `{"Frame": {"int": "7"}}`."""
     return {"version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": detail_type,
             "source": "aws.deadline", "account": "111122223333", "time": "2026-12-07T21:00:00Z",
             "region": "us-west-2", "resources": [],
@@ -163,7 +166,11 @@ def test_deadline_cloud_task_run_status_changes(svc: Svc) -> None:
     assert svc.post("/events/deadline-cloud", odd).json()["where"] == "detail.jobId"
     bad = _cloud("Task Run Status Change", stepId="s", taskId="task-x", runStatus="RUNNING")
     assert svc.post("/events/deadline-cloud", bad).json()["where"] == "detail.taskId"
-    ended = svc.post("/events/deadline-cloud", _cloud("Job Run Status Change", runStatus="SUCCEEDED"))
+    running = _cloud("Job Run Status Change", previousTaskRunStatus="READY", taskRunStatus="RUNNING",
+                     taskRunStatusCounts={"RUNNING": 1, "READY": 7, "SUCCEEDED": 0})
+    assert svc.post("/events/deadline-cloud", running).json()["result"] == "recorded"
+    ended = svc.post("/events/deadline-cloud", _cloud("Job Run Status Change", previousTaskRunStatus="RUNNING",
+                                                      taskRunStatus="SUCCEEDED"))
     assert ended.json()["result"].startswith("ended")
     assert fstate.registered(svc.r, CLOUD_JOB)["state"] == "finished"  # type: ignore[index]
 

@@ -105,11 +105,18 @@ class JobEventBody(_Strict):
 
 
 class CloudDetail(_Loose):
+    """An event's `detail`. A task's status is `runStatus` (GetTask's field), a job's is
+    `taskRunStatus` (GetJob's and ListJobs': a job has no run status of its own, only the
+    summary of its tasks'), as the deadline-cloud client reads them
+    (src/deadline/client/cli/_groups/job_group.py)."""
+
     jobId: str = Field(max_length=128)
     taskId: str | None = Field(None, max_length=128)
     runStatus: str | None = Field(None, max_length=32)
+    taskRunStatus: str | None = Field(None, max_length=32)
     parameters: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(None, max_length=16)
-    """Not in the event itself: a forwarder that looked the task up (GetTask) may add its parameters."""
+    """Not in the event itself: a forwarder that looked the task up (GetTask) may add its parameters,
+    `{"Frame": {"int": "12"}}` (a name, then the one value under its type)."""
 
 
 class CloudEvent(_Loose):
@@ -307,7 +314,7 @@ def deadline_cloud_event(request: Request, body: CloudEvent) -> dict[str, Any]:
     d = body.detail
     live.check_job_id(d.jobId, "detail.jobId")
     if body.detail_type == "Job Run Status Change":
-        event = CLOUD_JOB_STATUS.get(d.runStatus or "")
+        event = CLOUD_JOB_STATUS.get(d.taskRunStatus or "")
         result = "ignored" if event is None else live.job_event(r, d.jobId, event, at)
         return {"job": d.jobId, "result": result}
     if body.detail_type != "Task Run Status Change":
