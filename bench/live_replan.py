@@ -74,7 +74,8 @@ def main() -> int:
                 live.register(r, "scale-1", manifest, [], "manifest", manifest_path.read_text())
                 fstate.apply_many(r, [FrameEvent(k, "scale-1", f, 1.0 if k is Kind.START else 600.0, "n")
                                       for f in scale.TRAINED for k in (Kind.START, Kind.DONE)])
-                r.hset("prewarm:live:scale-1:meta", "traces_filed", len(scale.TRAINED))
+                for f in scale.TRAINED:
+                    fstate.add_evidence(r, "scale-1", f)
                 planned: list[float] = []
 
                 def planner(m: Manifest, frames: tuple[int, ...], planned: list[float] = planned) -> Plan:

@@ -76,6 +76,7 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     studio_trace = "/studio/proj/" + Path(trace).name
     body = {"events": [
         {"job": "render-42", "frame": 1, "event": "start", "node": "n1", "at": 100},
+        {"job": "render-42", "frame": 1, "event": "progress", "at": 130, "trace": studio_trace},
         {"job": "render-42", "frame": 1, "event": "done", "at": 160, "trace": studio_trace},
         {"job": "render-42", "frame": 1, "event": "done", "at": 161},
         {"job": "render-42", "frame": 99, "event": "start"},
@@ -84,9 +85,9 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     assert svc.post("/frames", body, auth=False).status_code == 401
     resp = svc.post("/frames", body)
     assert resp.status_code == 202, resp.text
-    assert [x["outcome"] for x in resp.json()["results"]] == ["started", "done", "duplicate", "unknown_frame",
-                                                              "unknown_job"]
-    assert resp.json()["results"][1]["trace"] == "filed" and resp.json()["refused"] == 2
+    assert [x["outcome"] for x in resp.json()["results"]] == ["started", "progress", "done", "duplicate",
+                                                              "unknown_frame", "unknown_job"]
+    assert [x["trace"] for x in resp.json()["results"][1:3]] == ["filed", "filed"] and resp.json()["refused"] == 2
     state = svc.get("/live/jobs/render-42").json()
     [row] = state["frames"]
     assert row["batches_missing_at_start"] > 0, "nothing ran the warm's batches before the frame started"
@@ -96,7 +97,7 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     assert state["started_before_warm"] == [1] and "evaluation" not in state
     evaluated = svc.get("/live/jobs/render-42?evaluate=true").json()["evaluation"]
     assert evaluated["frames_traced"] == 1 and evaluated["overall"]["recall"] == 1.0
-    assert state["events"] == {"started": 1, "done": 1, "duplicate": 1, "unknown_frame": 1}
+    assert state["events"] == {"started": 1, "progress": 1, "done": 1, "duplicate": 1, "unknown_frame": 1}
     deadline = time.monotonic() + 60  # the service's own loop re-plans, a debounce after the event
     while (state := svc.get("/live/jobs/render-42").json())["replans"] == 0 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -43,7 +43,7 @@ def _register(r: redis.Redis, job: str = "job-1", frames: str = "1-8") -> None:
     live.register(r, job, parse_manifest(MANIFEST.replace("1-8", frames), "m.yaml"), [])
 
 
-S, D, RQ, F = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL
+S, D, RQ, F, P = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL, Kind.PROGRESS
 
 
 @pytest.mark.parametrize(("events", "outcomes", "final"), [
@@ -56,6 +56,9 @@ S, D, RQ, F = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL
     ([(S, 10, "a"), (RQ, 12, ""), (S, 13, "b")], ["started", "requeued", "started"], "running"),
     ([(S, 10, "a"), (F, 12, ""), (F, 13, "")], ["started", "failed", "duplicate"], "failed"),
     ([(RQ, 5, "")], ["duplicate"], None),
+    ([(S, 10, "a"), (P, 11, "a"), (P, 12, "a"), (D, 20, "a")], ["started", "progress", "progress", "done"], "done"),
+    ([(P, 5, "")], ["late_progress"], None),
+    ([(S, 10, "a"), (D, 20, "a"), (P, 19, "a")], ["started", "done", "late_progress"], "done"),
 ])
 @pytest.mark.integration
 def test_events_are_applied_once_in_any_order(r: redis.Redis, events: list[tuple[Kind, float, str]],
@@ -179,6 +182,35 @@ def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio
 
 
 @pytest.mark.integration
+def test_running_frames_records_so_far_replan_within_minutes(r: redis.Redis, tmp_path: Path,
+                                                             running: tuple[live.Manifest, Sent, object]) -> None:
+    _, sent, settings = running
+    for f in range(1, 5):
+        live.report_event(r, settings, FrameEvent(S, "job-1", f, 100.0, f"n{f}"))
+        rep = live.report_event(r, settings, FrameEvent(P, "job-1", f, 160.0), _trace(tmp_path, f))
+        assert rep.to_json() == {"outcome": "progress", "trace": "filed"}
+    assert fstate.evidence(r, "job-1") == 4 and r.zscore(keys.LIVE_DUE, "job-1") is not None
+    [done] = live.replan_due(r, settings, sent, now=1e12)
+    assert done.frames == 4 and done.running == 4, "frames 5-8 re-planned, the running ones not"
+    assert any(str(d["path"]).endswith("big.tx") and "fallback" in str(d["why"]) for d in done.dropped), \
+        "4 frames' records so far read only the texture's head: its whole-file guess is dropped"
+    new = WarmJob(r, done.warm[0]).plan()
+    assert {pr.path.rsplit("/", 1)[-1] for pr in new.ranges if pr.frame is not None} <= {
+        f"fluid.{f:04d}.vdb" for f in range(5, 9)}
+    # Late or unreadable records never replace a finished frame's trace, and never stop the job.
+    store = tmp_path / "store" / "proj" / "shot100" / "shot100_fx_v002" / "frame.0001.jsonl.gz"
+    live.report_event(r, settings, FrameEvent(D, "job-1", 1, 900.0), _trace(tmp_path, 1))
+    filed = store.stat().st_mtime_ns
+    late = live.report_event(r, settings, FrameEvent(P, "job-1", 1, 890.0), _trace(tmp_path, 1))
+    assert late.outcome is Outcome.LATE_PROGRESS and late.trace is None and store.stat().st_mtime_ns == filed
+    bad = tmp_path / "partial.jsonl"
+    bad.write_text("not records\n")
+    rep = live.report_event(r, settings, FrameEvent(P, "job-1", 2, 300.0), str(bad))
+    assert rep.outcome is Outcome.PROGRESS and (rep.trace or "").startswith("not filed")
+    assert fstate.odd_events(r, "job-1")[0]["finding"] == "trace not filed"
+
+
+@pytest.mark.integration
 def test_a_trace_that_cannot_be_read_is_a_finding(r: redis.Redis, tmp_path: Path,
                                                   running: tuple[live.Manifest, Sent, object]) -> None:
     _, sent, settings = running
@@ -226,6 +258,9 @@ def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_p
                                     "plan").ids
     assert main([*base, "register", "5f2a9c", str(manifest), "--warm", warm_id, "--redis", redis_url]) == 0
     assert main([*base, "start", "5f2a9c", "2", "--node", "n9", "--at", "10", "--redis", redis_url]) == 0
+    assert main([*base, "progress", "5f2a9c", "2", "--at", "40", "--trace", _trace(tmp_path, 2), "--redis",
+                 redis_url]) == 0
+    assert "5f2a9c frame 2: progress; trace filed" in capsys.readouterr().err
     assert main([*base, "done", "5f2a9c", "2", "--at", "70", "--trace", _trace(tmp_path, 2), "--redis",
                  redis_url]) == 0
     assert "5f2a9c frame 2: done; trace filed" in capsys.readouterr().err

@@ -7,7 +7,7 @@
     POST /api/v1/live/jobs/{job}/events    a job-level event: {"event": "started|finished|requeued|
                                            failed|suspended|resumed|deleted"}
     POST /api/v1/frames                    frame events: {"events": [{"job", "frame", "event":
-                                           "start|done|requeue|fail", "node"?, "at"?, "trace"?}]}
+                                           "start|done|requeue|fail|progress", "node"?, "at"?, "trace"?}]}
     POST /api/v1/events/deadline-cloud     an AWS Deadline Cloud event as EventBridge delivers it
                                            ("Task Run Status Change", "Job Run Status Change")
     POST /api/v1/events/opencue            an OpenCue monitoring event as Cuebot publishes it to Kafka
@@ -93,7 +93,8 @@ class Event(_Strict):
     event: Kind
     node: str = Field("", max_length=256)
     at: float | None = Field(None, ge=0, le=253_402_300_799, description="epoch seconds; default: now")
-    trace: str | None = Field(None, max_length=4096, description="with `done`: the frame's trace, a studio path")
+    trace: str | None = Field(None, max_length=4096, description="with `done`: the frame's trace, a studio path; "
+                                                                   "with `progress`: its records so far")
 
 
 class Events(_Strict):

@@ -3,9 +3,12 @@
 A job is *live* once registered (`register`): its manifest and its warm ids are kept
 with its frame events (`prewarm.state.frames`). Events come from any farm
 (`report_event`); a finished frame's trace is filed into the trace store under the
-job's names, so the store holds the job's own frames beside its earlier versions.
+job's names, so the store holds the job's own frames beside its earlier versions. A
+running frame may post its records so far (`progress`, every few minutes: a render
+reads most of its data early), filed the same way and replaced by its finished trace:
+the loop then learns within minutes of the first wave's start, not when it ends.
 
-Each finished (or requeued) frame asks for a re-plan; asks are coalesced per job and
+Each finished (or requeued) frame, and each frame's records so far, asks for a re-plan; asks are coalesced per job and
 taken after `DEBOUNCE_S` (`replan_due`, run by the service's `LiveLoop` or by
 `prewarm frame replan`), at most `MAX_JOBS_PER_ROUND` jobs a round, each planned
 once however many events arrived meanwhile. A re-plan (`replan`):
@@ -77,11 +80,15 @@ GUESSES = frozenset({Reason.FALLBACK, Reason.WHOLE, Reason.UNREAD_TILE, Reason.R
 ANSWERED = frozenset({Reason.FALLBACK})
 """Guesses a finished frame's trace answers: a file no traced frame read at all. The planner keeps
 planning it whole (another frame might read it); the live job stops once `MIN_EVIDENCE` of its
-own frames have finished, traced, without reading it. Unread tiles of a tile set stay: in a
+own frames have records filed (finished or so far) that do not read it. Unread tiles of a tile set stay: in a
 push-in the later frames read finer tiles than any earlier frame did."""
 
 MIN_EVIDENCE = 4
-"""Finished frames with traces filed before the re-plans drop what none of them read."""
+"""Frames with records filed (finished, or so far: `progress`) before the re-plans drop what none
+of them read. Records so far count: waiting for finished frames lets a 20-minute frame's whole-file
+guesses run for 20 minutes (bench/farm.py: live WAN bytes 2.9x the oracle's, against 2.1x when
+frames post their records every 2 minutes); a running frame that reads a dropped file later reads
+it cold, once, and the next re-plan warms what it read for the frames after it."""
 
 MAX_LISTED = 200
 """Dropped ranges listed per re-plan (all are counted)."""
@@ -134,7 +141,8 @@ class Reported:
 def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
                  trace: str | TraceFile | Sequence[TraceFile] | None = None, now: float | None = None,
                  unreadable: str | None = None) -> Reported:
-    """Record `event`; a finished frame's trace is filed, and a re-plan is asked for.
+    """Record `event`; a finished frame's trace, or a running frame's records so far (`progress`),
+    is filed, and a re-plan is asked for.
 
     A trace that cannot be read or filed (`unreadable`: the caller could not even open it)
     is a finding in the job's log: the event still counts and the job warms on.
@@ -144,15 +152,33 @@ def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
         return Reported(outcome)
     filed = None
     finished = event.kind is Kind.DONE and outcome in (Outcome.DONE, Outcome.DONE_WITHOUT_START)
-    if unreadable is not None and finished:
-        filed = _finding(r, event, unreadable)
-    elif trace is not None and finished:
-        filed = _file_trace(r, settings, event, trace)
-    if finished or outcome is Outcome.REQUEUED:
+    so_far = outcome is Outcome.PROGRESS
+    if (finished or so_far) and (trace is not None or unreadable is not None):
+        filed = _file_records(r, settings, event, trace, unreadable, finished)
+    if finished or outcome is Outcome.REQUEUED or (so_far and filed == "filed"):
         fstate.ask_replan(r, event.job, time.time() if now is None else now)
     if outcome in (Outcome.STARTED, Outcome.RESTARTED):
         note_start(r, event)
     return Reported(outcome, filed)
+
+
+FILING_LOCK_S = 300
+"""The longest one frame's records may take to file (a frame's trace is megabytes at most)."""
+
+
+def _file_records(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
+                  trace: str | TraceFile | Sequence[TraceFile] | None, unreadable: str | None, finished: bool
+                  ) -> str:
+    """File a frame's records, one filing of a frame at a time: a frame's records so far never
+    replace its finished trace (filed records replace the frame's earlier ones in the store), since
+    they are filed only while the frame still runs, checked under the frame's lock."""
+    with r.lock(keys.live_filing(event.job, event.frame), timeout=FILING_LOCK_S, blocking_timeout=FILING_LOCK_S):
+        if not finished and fstate.state_of(r, event.job, event.frame) is not FrameState.RUNNING:
+            return "not filed: the frame is no longer running"
+        if unreadable is not None:
+            return _finding(r, event, unreadable)
+        assert trace is not None
+        return _file_trace(r, settings, event, trace)
 
 
 def note_start(r: redis.Redis[bytes], event: FrameEvent) -> None:
@@ -180,7 +206,11 @@ def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
                                structures=structure_of(settings))
     except (PrewarmError, OSError, ValueError) as exc:
         return _finding(r, event, str(exc) if isinstance(exc, PrewarmError) else f"{type(exc).__name__}: {exc}")
-    r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)
+    if event.kind is Kind.DONE:
+        r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)
+    else:
+        r.hincrby(keys.live(event.job, "meta"), "progress_filed", 1)
+    fstate.add_evidence(r, event.job, event.frame)
     r.hset(keys.live(event.job, "meta"), "store_folder", result.folder)
     return "filed"
 
@@ -307,7 +337,7 @@ def _replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now
         out.skipped = "every frame has started"
         return out
     plan = (planner or _store_planner(settings))(manifest, waiting)
-    wanted, unneeded = without_unread(plan.ranges, int(meta.get("traces_filed", "0")))
+    wanted, unneeded = without_unread(plan.ranges, fstate.evidence(r, job))
     previous = [str(w) for w in json.loads(meta.get("warm", "[]"))]
     sent, unsent, old_files = _stop_previous(r, previous, job)
     covered = _merge(fstate.covered(r, job), sent)
