@@ -297,3 +297,45 @@ def test_one_replan_of_a_job_at_a_time(r: redis.Redis, running: tuple[live.Manif
     assert live.replan(r, settings, sent, "job-1").skipped == "another re-plan of the job is running"
     held.release()
     assert live.replan(r, settings, sent, "job-1").warm, "the lock is free again"
+
+
+def _file(settings: object, tmp: Path, frame: int, reads: list[tuple[str, int, int]]) -> None:
+    from prewarm.traces.store import import_traces
+
+    p = tmp / f"f{frame}.jsonl"
+    p.write_text("".join(json.dumps({"path": f"/studio/proj/{rel}", "offset": o, "length": n, "frame": frame}) + "\n"
+                         for rel, o, n in reads))
+    import_traces(settings, [str(p)], "proj", "shot100", "shot100_fx_v002", frame=frame)  # type: ignore[arg-type]
+
+
+def _bytes(ranges: list[live.PlannedRange]) -> dict[str, list[tuple[int, int]]]:
+    return live._spans((pr.path, pr.offset, pr.length) for pr in ranges)
+
+
+def test_incremental_replans_predict_only_what_new_frames_change(studio: Studio, tmp_path: Path) -> None:
+    _tree(studio)
+    studio.file("tex/other.bin", 4 * MiB)
+    settings = studio.settings(trace_store=str(tmp_path / "store"))
+    manifest = parse_manifest(MANIFEST + "  - /studio/proj/tex/other.bin\n", "m.yaml")
+    for f in (1, 2, 3, 4):
+        _file(settings, tmp_path, f, [(f"cache/fluid.{f:04d}.vdb", 0, 256 << 10), ("tex/big.tx", 0, MiB),
+                                      ("tex/other.bin", MiB, 64 << 10)])
+    job = f"inc-{tmp_path.name}"
+    live.replan_incrementally(settings, job, manifest, (5, 6, 7, 8))
+    assert live.last_incremental[job].whole == "first re-plan of the job here"
+    for f in (5, 6):  # a wave that reads more of the texture and none of other.bin
+        _file(settings, tmp_path, f, [(f"cache/fluid.{f:04d}.vdb", 0, 512 << 10), ("tex/big.tx", 0, 2 * MiB)])
+    second = live.replan_incrementally(settings, job, manifest, (7, 8))
+    how = live.last_incremental[job]
+    assert how.whole == "" and how.changed_files == 3, "fluid.0005, fluid.0006 and big.tx changed"
+    assert how.planned_files == 7, "the fluid sequence (6 traced files, each borrows from its neighbours) and " \
+                                   "big.tx; not other.bin"
+    whole = plan_manifest(manifest, None, settings, live.PlanOptions(frames=(7, 8)))
+    got, want = _bytes(list(second.ranges)), _bytes(list(whole.ranges))
+    for path, spans in want.items():  # every byte the whole re-plan names, the incremental one names too
+        assert not live.subtract(spans, got.get(path, [])), path
+    assert got["/studio/proj/tex/other.bin"] == want["/studio/proj/tex/other.bin"], "reused as planned"
+    assert got["/studio/proj/tex/big.tx"] == want["/studio/proj/tex/big.tx"], "re-predicted from the new frames"
+    requeued = live.replan_incrementally(settings, job, manifest, (3, 7, 8))
+    assert live.last_incremental[job].whole == "frames wait again that the last plan did not cover"
+    assert "/studio/proj/cache/fluid.0003.vdb" in {pr.path for pr in requeued.ranges}
