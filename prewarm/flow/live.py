@@ -259,6 +259,7 @@ def job_event(r: redis.Redis[bytes], job: str, event: JobEvent, now: float | Non
             if gateway is not None:
                 stopped += fstate.stop_dispatch(r, str(wid), gateway.decode(), f"job {event.value}") is not None
         fstate.update(r, job, {"state": event.value, "ended": now})
+        forget(job)
         return f"ended; {stopped} warm(s) stopped"
     if event is JobEvent.SUSPENDED:
         fstate.update(r, job, {"state": "suspended"})
@@ -431,10 +432,12 @@ INCREMENTAL_SHARE = 0.5
 """A re-plan whose new evidence touches more than this share of the traced files plans them all:
 past it, planning the part costs nearly what the whole does."""
 
-JOBS_KEPT = 16
-"""Live jobs whose last plan this process keeps for incremental re-plans (the service's loop; a
-`prewarm frame replan` run is a process of its own and plans whole). A 1,000-frame job's plan of
-20,000 ranges is a few megabytes."""
+JOBS_KEPT = 4
+"""Live jobs whose last plan and decoded store profiles this process keeps for incremental re-plans
+(the service's loop; a `prewarm frame replan` run is a process of its own and plans whole). Measured
+once: 83 MB for bench/live_replan.py's job (1,000 frames, 2,000 inputs, 1M records filed), most of it
+the profiles. A job that ends, or is registered again, is forgotten at once; the least recently
+re-planned goes first."""
 
 
 @dataclass
