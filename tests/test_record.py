@@ -91,6 +91,11 @@ def test_record_cli(setup: tuple[Settings, Path, Path], tmp_path: Path, capsys: 
     assert "frames 7-7" in capsys.readouterr().err
     assert main(["--config", str(config), "record", "--", "true"]) == 2          # no job given
     assert "--job" in capsys.readouterr().err
+    assert main(["--config", str(config), "record", "--job", "j", "--frame", "2", "--live-job", "dl-1", "--drop",
+                 str(tmp_path / "drop"), "--", "true"]) == 2
+    assert "--live-job: records so far are filed in the store" in capsys.readouterr().err
+    assert main(["--config", str(config), "record", "--job", "j", "--live-job", "dl-1", "--", "true"]) == 2
+    assert "--live-job: say which frame" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("pyenv") is None, reason="no pyenv on this machine")

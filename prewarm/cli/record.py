@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if args.recorder not in (None, *RECORDERS):
         raise ConfigError("--with", f"expected one of {', '.join(RECORDERS)}, got {args.recorder!r}")
     if args.drop:
+        if args.live_job:
+            raise ConfigError("--live-job", "records so far are filed in the store, not left in a drop folder: "
+                                            "give --live-job or --drop, not both")
         return _record_to_drop(settings, cmd, args, frame)
     result = record(settings, cmd, args.job, args.show, args.shot, frame, args.keep_raw, args.recorder,
                     structures=structure_of(settings), progress=_progress(settings, args, frame))
