@@ -339,3 +339,20 @@ def test_incremental_replans_predict_only_what_new_frames_change(studio: Studio,
     requeued = live.replan_incrementally(settings, job, manifest, (3, 7, 8))
     assert live.last_incremental[job].whole == "frames wait again that the last plan did not cover"
     assert "/studio/proj/cache/fluid.0003.vdb" in {pr.path for pr in requeued.ranges}
+
+
+@pytest.mark.integration
+def test_a_primed_job_is_replanned_incrementally_from_its_first_replan(
+        r: redis.Redis, tmp_path: Path, running: tuple[live.Manifest, Sent, object]) -> None:
+    _, sent, settings = running
+    live.forget("job-1")
+    assert live.prime(r, settings, "job-1") and not live.prime(r, settings, "job-1"), "once per job"
+    assert not live.prime(r, settings, "nobody")
+    for f in (1, 2):
+        live.report_event(r, settings, FrameEvent(S, "job-1", f, 100.0, f"n{f}"))
+        live.report_event(r, settings, FrameEvent(D, "job-1", f, 160.0), _trace(tmp_path, f))
+    [done] = live.replan_due(r, settings, sent, now=1e12)
+    assert done.planned is not None and done.planned.changed_files == 3, done.to_json()["planned"]
+    assert done.planned.whole == "3 of 3 files' evidence changed", "compared with the primed plan (in a job this " \
+                                                                   "small every file changed: planned whole)"
+    assert done.frames == 6 and done.warm

@@ -187,7 +187,10 @@ def _loop(request: Request) -> None:
 async def register_job(request: Request, body: LiveJob) -> dict[str, Any]:
     r, settings = _state(request)
     live.check_job_id(body.job, "job")
-    return await run_in_threadpool(_register, r, settings, request.app.state.send, body)
+    out = await run_in_threadpool(_register, r, settings, request.app.state.send, body)
+    _loop(request)
+    request.app.state.live_loop.prime_later(body.job)  # its first re-plan is then incremental
+    return out
 
 
 def _register(r: redis.Redis[bytes], settings: Settings, send: Send, body: LiveJob) -> dict[str, Any]:
