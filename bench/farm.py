@@ -24,8 +24,9 @@ time is added before its new queue applies.
   flight, each booking the link when the one before it ends;
 - strategies: `cold` (no warm), `naive` (every resolved input whole, from submission),
   `once` (prewarm's plan at submission from the traces it has, no events), `live` (the
-  same plan, then each finished frame's trace re-plans the frames not started:
-  `DEBOUNCE_S` after the frame, plus the planner's wall time; the warm's unsent queue is
+  same plan, then each finished frame's trace, and every `--progress-s` (120 s) each running
+  frame's records so far, re-plan the frames not started: `DEBOUNCE_S` after the event, plus
+  the planner's wall time; the warm's unsent queue is
   replaced by the new plan less what has arrived or is in flight, ordered by when each
   frame is expected to start, as `prewarm.flow.live` does), `oracle` (a plan of the
   burst frames' own reads, spread 0, at submission);
@@ -37,13 +38,14 @@ Figures per strategy: `node_wait_s` (render-node seconds spent waiting on reads,
 frames), `max_frame_wait_s` and `frame_wait_s` (per frame), `makespan_s` (submission to
 last frame done), `wan_bytes` (warm plus cold reads over the link), `link_busy` (the
 share of the makespan the link was transferring). Defaults (stated in the README): K=8
-nodes, B=180 s boot, median frame 20 minutes, 30 ms RTT, and a link rate set per shot so
+nodes, B=180 s boot, median frame 20 minutes, 30 ms RTT, records so far every 2 minutes of
+a running frame, and a link rate set per shot so
 that what its frames read (the oracle's plan) takes half the boot time: a warm of the
 right bytes finishes before the nodes are up, one of whole files (10-15x on textures)
 does not; `--mbps` fixes the rate instead.
 
     .venv/bin/python bench/farm.py [--nodes 8] [--boot-s 180] [--frame-min 20] [--rtt-ms 30] [--mbps X]
-                                   [--shot DIR]... [--json FILE]
+                                   [--progress-s 120] [--shot DIR]... [--json FILE]
 
 `--shot DIR` runs any shot folder laid out as bench/e2e.py's (manifest.yaml, traces/,
 sizes.json, optional tree/ and textures.json; studio paths under /studio/proj). Writes
@@ -71,7 +73,7 @@ from prewarm.flow import live
 from prewarm.flow.jobs import load_manifest
 from prewarm.flow.planning import PlanOptions, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
-from prewarm.plan.aggregate import TraceSet, aggregate, restrict
+from prewarm.plan.aggregate import TraceSet, aggregate, merge, restrict
 from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
@@ -105,6 +107,9 @@ class Setup:
     streams: int = 4
     request: int = 256 << 10
     debounce_s: float = live.DEBOUNCE_S
+    progress_s: float = 120.0
+    """How often a running frame posts its records so far (`prewarm frame progress`; 0: only its
+    finished trace, when it ends)."""
     warm_share: float = 0.5
     """The warm's throttle (prewarm's `throttle_bps`) as a share of the link, so frames' reads
     find the link free at least this often."""
@@ -162,7 +167,7 @@ class Result:
                 "frame_start_s": {str(f): round(t, 1) for f, t in sorted(self.frame_start_s.items())}}
 
 
-Replanner = Callable[[list[int], list[int], dict[int, Frame], float], list[PlannedRange]]
+Replanner = Callable[[list[int], list[int], dict[int, Frame], float, dict[int, float]], list[PlannedRange]]
 """`(finished, waiting, states, now) -> ranges`: the live strategy's re-plan."""
 
 
@@ -191,6 +196,9 @@ class Burst:
         self.states: dict[int, Frame] = {}
         self.finished: list[int] = []
         self.replan_due: float | None = None
+        self.partial: dict[int, float] = {}
+        """Running frame -> how far into its recorded time its posted records reach."""
+        self.t0: dict[int, float] = {}
         self._enqueue(warm)
 
     def _push(self, t: float, kind: str, payload: Any = None) -> None:
@@ -271,6 +279,9 @@ class Burst:
         self.states[frame] = Frame(frame, FrameState.RUNNING, "node", self.now)
         self.result.frame_start_s[frame] = self.now
         self.result.frame_wait_s[frame] = 0.0
+        self.t0[frame] = t0
+        if self.replanner is not None and self.s.progress_s > 0:
+            self._push(self.now + self.s.progress_s, "progress", (frame, self.now))
         for th in threads:
             first = th[0].t if th[0].t is not None else t0
             self._push(self.now + (first - t0) * self.stretch, "thread", Thread(frame, th))
@@ -306,15 +317,27 @@ class Burst:
             until = max(until, done)
         return until - self.now
 
+    def _on_progress(self, payload: tuple[int, float]) -> None:
+        frame, started = payload
+        if self.states[frame].state is not FrameState.RUNNING:
+            return
+        self.partial[frame] = self.t0[frame] + (self.now - started) / self.stretch
+        self._ask_replan()
+        self._push(self.now + self.s.progress_s, "progress", payload)
+
+    def _ask_replan(self) -> None:
+        if self.replanner is not None and self.replan_due is None:
+            self.replan_due = self.now + self.s.debounce_s
+            self._push(self.replan_due, "replan")
+
     def _on_frame_done(self, frame: int) -> None:
         self.result.makespan_s = max(self.result.makespan_s, self.now)
         old = self.states[frame]
         self.states[frame] = Frame(frame, FrameState.DONE, old.node, old.started, self.now, 1)
         self.finished.append(frame)
+        self.partial.pop(frame, None)
         self._push(self.now, "node")
-        if self.replanner is not None and self.replan_due is None:
-            self.replan_due = self.now + self.s.debounce_s
-            self._push(self.replan_due, "replan")
+        self._ask_replan()
 
     def _on_replan(self, _: Any) -> None:
         assert self.replanner is not None
@@ -325,7 +348,7 @@ class Burst:
         if not waiting:
             return
         t0 = time.perf_counter()
-        ranges = self.replanner(sorted(done_frames), waiting, dict(self.states), self.now)
+        ranges = self.replanner(sorted(done_frames), waiting, dict(self.states), self.now, dict(self.partial))
         took = time.perf_counter() - t0
         self.result.replans += 1
         self.result.replan_wall_s.append(took)
@@ -339,15 +362,22 @@ class Burst:
 
 
 def live_replanner(shot: Shot, prior: TraceSet, prior_frames: set[int], first: Plan) -> Replanner:
-    """Re-plan the waiting frames from the earlier traces and the finished frames' own, as `flow.live`
-    does from the store; the queue is the new plan ordered by expected start, plus the previous
+    """Re-plan the waiting frames from the earlier traces, the finished frames' own and the running
+    frames' records so far, as `flow.live` does from the store (every frame with records counts as
+    evidence that drops guesses); the queue is the new plan ordered by expected start, plus the previous
     queue's traced ranges it no longer names (running frames may read them), less the guesses."""
     queue = {"ranges": list(first.ranges)}
 
-    def replan(finished: list[int], waiting: list[int], states: dict[int, Frame], now: float) -> list[PlannedRange]:
+    by_frame = {f[0].frame: f for f in shot.frames}
+
+    def replan(finished: list[int], waiting: list[int], states: dict[int, Frame], now: float,
+               partial: dict[int, float]) -> list[PlannedRange]:
         ts = restrict(shot.traced, sorted(prior_frames | set(finished)))
+        if partial:
+            ts = merge([ts, aggregate(a for f, upto in partial.items() for a in by_frame[f]
+                                      if a.t is None or a.t <= upto)])
         plan = shot.plan(ts, waiting)
-        wanted, _ = live.without_unread(plan.ranges, len(finished))
+        wanted, _ = live.without_unread(plan.ranges, len(finished) + len(partial))
         need: dict[str, list[tuple[int, int]]] = {}
         for r in wanted:
             need.setdefault(r.path, []).append((r.offset, r.end))
@@ -449,6 +479,8 @@ def main() -> int:
     ap.add_argument("--request-kib", type=int, default=Setup.request >> 10, help="largest warm request, KiB")
     ap.add_argument("--warm-share", type=float, default=Setup.warm_share,
                     help="the warm's throttle, as a share of the link (prewarm's throttle_bps)")
+    ap.add_argument("--progress-s", type=float, default=Setup.progress_s,
+                    help="a running frame posts its records so far this often (0: only when it ends)")
     ap.add_argument("--shot", action="append", default=[], metavar="DIR")
     ap.add_argument("--samples", default=str(ROOT / "sample_jobs"))
     ap.add_argument("--strategy", action="append", choices=STRATEGIES, default=None)
@@ -469,10 +501,12 @@ def main() -> int:
                 needed = shot.plan(shot.traced, shot.numbers, oracle=True).bytes
                 bps = args.mbps * MB if args.mbps else needed / (args.boot_s / 2)
                 setup = Setup(args.nodes, args.boot_s, args.frame_min * 60, args.rtt_ms / 1000, bps, args.streams,
-                              args.request_kib << 10, warm_share=args.warm_share)
+                              args.request_kib << 10, warm_share=args.warm_share,
+                              progress_s=args.progress_s)
                 setups[d.name] = {"nodes": setup.nodes, "boot_s": setup.boot_s, "frame_s": setup.frame_s,
                                   "rtt_ms": args.rtt_ms, "mbps": round(bps / MB, 4), "streams": setup.streams,
                                   "request_bytes": setup.request, "warm_share": setup.warm_share, "page_bytes": PAGE,
+                                  "progress_s": setup.progress_s,
                                   "frames": len(shot.frames)}
                 print(f"{d.name}: {len(shot.frames)} frames, inputs {whole / 1e6:.1f} MB, link {bps / MB:.3f} MB/s",
                       file=sys.stderr)

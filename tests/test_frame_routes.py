@@ -76,6 +76,7 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     studio_trace = "/studio/proj/" + Path(trace).name
     body = {"events": [
         {"job": "render-42", "frame": 1, "event": "start", "node": "n1", "at": 100},
+        {"job": "render-42", "frame": 1, "event": "progress", "at": 130, "trace": studio_trace},
         {"job": "render-42", "frame": 1, "event": "done", "at": 160, "trace": studio_trace},
         {"job": "render-42", "frame": 1, "event": "done", "at": 161},
         {"job": "render-42", "frame": 99, "event": "start"},
@@ -84,9 +85,9 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     assert svc.post("/frames", body, auth=False).status_code == 401
     resp = svc.post("/frames", body)
     assert resp.status_code == 202, resp.text
-    assert [x["outcome"] for x in resp.json()["results"]] == ["started", "done", "duplicate", "unknown_frame",
-                                                              "unknown_job"]
-    assert resp.json()["results"][1]["trace"] == "filed" and resp.json()["refused"] == 2
+    assert [x["outcome"] for x in resp.json()["results"]] == ["started", "progress", "done", "duplicate",
+                                                              "unknown_frame", "unknown_job"]
+    assert [x["trace"] for x in resp.json()["results"][1:3]] == ["filed", "filed"] and resp.json()["refused"] == 2
     state = svc.get("/live/jobs/render-42").json()
     [row] = state["frames"]
     assert row["batches_missing_at_start"] > 0, "nothing ran the warm's batches before the frame started"
@@ -96,7 +97,7 @@ def test_generic_events_with_a_trace_and_what_is_refused(svc: Svc) -> None:
     assert state["started_before_warm"] == [1] and "evaluation" not in state
     evaluated = svc.get("/live/jobs/render-42?evaluate=true").json()["evaluation"]
     assert evaluated["frames_traced"] == 1 and evaluated["overall"]["recall"] == 1.0
-    assert state["events"] == {"started": 1, "done": 1, "duplicate": 1, "unknown_frame": 1}
+    assert state["events"] == {"started": 1, "progress": 1, "done": 1, "duplicate": 1, "unknown_frame": 1}
     deadline = time.monotonic() + 60  # the service's own loop re-plans, a debounce after the event
     while (state := svc.get("/live/jobs/render-42").json())["replans"] == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -134,7 +135,10 @@ def test_bad_events_are_one_line_4xx(svc: Svc, body: dict[str, Any], where: str)
 
 def _cloud(detail_type: str, **detail: Any) -> dict[str, Any]:
     """An event as EventBridge delivers it (the envelope of the EventBridge user guide's event
-    structure reference; `detail` as Deadline Cloud's events detail reference lists it)."""
+    structure reference; `detail` as Deadline Cloud's events detail reference lists it). Checked
+    against aws-deadline/deadline-cloud (which has no EventBridge code): ids as its tests' mocks
+    (`task-<32 hex>-2`), a task's `runStatus` and a job's `taskRunStatus` with the statuses of its
+    `taskRunStatusCounts`, and GetTask's `parameters` as `{"Frame": {"int": "7"}}`."""
     return {"version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": detail_type,
             "source": "aws.deadline", "account": "111122223333", "time": "2026-12-07T21:00:00Z",
             "region": "us-west-2", "resources": [],
@@ -163,7 +167,11 @@ def test_deadline_cloud_task_run_status_changes(svc: Svc) -> None:
     assert svc.post("/events/deadline-cloud", odd).json()["where"] == "detail.jobId"
     bad = _cloud("Task Run Status Change", stepId="s", taskId="task-x", runStatus="RUNNING")
     assert svc.post("/events/deadline-cloud", bad).json()["where"] == "detail.taskId"
-    ended = svc.post("/events/deadline-cloud", _cloud("Job Run Status Change", runStatus="SUCCEEDED"))
+    running = _cloud("Job Run Status Change", previousTaskRunStatus="READY", taskRunStatus="RUNNING",
+                     taskRunStatusCounts={"RUNNING": 1, "READY": 7, "SUCCEEDED": 0})
+    assert svc.post("/events/deadline-cloud", running).json()["result"] == "recorded"
+    ended = svc.post("/events/deadline-cloud", _cloud("Job Run Status Change", previousTaskRunStatus="RUNNING",
+                                                      taskRunStatus="SUCCEEDED"))
     assert ended.json()["result"].startswith("ended")
     assert fstate.registered(svc.r, CLOUD_JOB)["state"] == "finished"  # type: ignore[index]
 

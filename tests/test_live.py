@@ -43,7 +43,7 @@ def _register(r: redis.Redis, job: str = "job-1", frames: str = "1-8") -> None:
     live.register(r, job, parse_manifest(MANIFEST.replace("1-8", frames), "m.yaml"), [])
 
 
-S, D, RQ, F = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL
+S, D, RQ, F, P = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL, Kind.PROGRESS
 
 
 @pytest.mark.parametrize(("events", "outcomes", "final"), [
@@ -56,6 +56,9 @@ S, D, RQ, F = Kind.START, Kind.DONE, Kind.REQUEUE, Kind.FAIL
     ([(S, 10, "a"), (RQ, 12, ""), (S, 13, "b")], ["started", "requeued", "started"], "running"),
     ([(S, 10, "a"), (F, 12, ""), (F, 13, "")], ["started", "failed", "duplicate"], "failed"),
     ([(RQ, 5, "")], ["duplicate"], None),
+    ([(S, 10, "a"), (P, 11, "a"), (P, 12, "a"), (D, 20, "a")], ["started", "progress", "progress", "done"], "done"),
+    ([(P, 5, "")], ["late_progress"], None),
+    ([(S, 10, "a"), (D, 20, "a"), (P, 19, "a")], ["started", "done", "late_progress"], "done"),
 ])
 @pytest.mark.integration
 def test_events_are_applied_once_in_any_order(r: redis.Redis, events: list[tuple[Kind, float, str]],
@@ -179,6 +182,35 @@ def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio
 
 
 @pytest.mark.integration
+def test_running_frames_records_so_far_replan_within_minutes(r: redis.Redis, tmp_path: Path,
+                                                             running: tuple[live.Manifest, Sent, object]) -> None:
+    _, sent, settings = running
+    for f in range(1, 5):
+        live.report_event(r, settings, FrameEvent(S, "job-1", f, 100.0, f"n{f}"))
+        rep = live.report_event(r, settings, FrameEvent(P, "job-1", f, 160.0), _trace(tmp_path, f))
+        assert rep.to_json() == {"outcome": "progress", "trace": "filed"}
+    assert fstate.evidence(r, "job-1") == 4 and r.zscore(keys.LIVE_DUE, "job-1") is not None
+    [done] = live.replan_due(r, settings, sent, now=1e12)
+    assert done.frames == 4 and done.running == 4, "frames 5-8 re-planned, the running ones not"
+    assert any(str(d["path"]).endswith("big.tx") and "fallback" in str(d["why"]) for d in done.dropped), \
+        "4 frames' records so far read only the texture's head: its whole-file guess is dropped"
+    new = WarmJob(r, done.warm[0]).plan()
+    assert {pr.path.rsplit("/", 1)[-1] for pr in new.ranges if pr.frame is not None} <= {
+        f"fluid.{f:04d}.vdb" for f in range(5, 9)}
+    # Late or unreadable records never replace a finished frame's trace, and never stop the job.
+    store = tmp_path / "store" / "proj" / "shot100" / "shot100_fx_v002" / "frame.0001.jsonl.gz"
+    live.report_event(r, settings, FrameEvent(D, "job-1", 1, 900.0), _trace(tmp_path, 1))
+    filed = store.stat().st_mtime_ns
+    late = live.report_event(r, settings, FrameEvent(P, "job-1", 1, 890.0), _trace(tmp_path, 1))
+    assert late.outcome is Outcome.LATE_PROGRESS and late.trace is None and store.stat().st_mtime_ns == filed
+    bad = tmp_path / "partial.jsonl"
+    bad.write_text("not records\n")
+    rep = live.report_event(r, settings, FrameEvent(P, "job-1", 2, 300.0), str(bad))
+    assert rep.outcome is Outcome.PROGRESS and (rep.trace or "").startswith("not filed")
+    assert fstate.odd_events(r, "job-1")[0]["finding"] == "trace not filed"
+
+
+@pytest.mark.integration
 def test_a_trace_that_cannot_be_read_is_a_finding(r: redis.Redis, tmp_path: Path,
                                                   running: tuple[live.Manifest, Sent, object]) -> None:
     _, sent, settings = running
@@ -226,6 +258,9 @@ def test_the_frame_command(redis_url: str, r: redis.Redis, studio: Studio, tmp_p
                                     "plan").ids
     assert main([*base, "register", "5f2a9c", str(manifest), "--warm", warm_id, "--redis", redis_url]) == 0
     assert main([*base, "start", "5f2a9c", "2", "--node", "n9", "--at", "10", "--redis", redis_url]) == 0
+    assert main([*base, "progress", "5f2a9c", "2", "--at", "40", "--trace", _trace(tmp_path, 2), "--redis",
+                 redis_url]) == 0
+    assert "5f2a9c frame 2: progress; trace filed" in capsys.readouterr().err
     assert main([*base, "done", "5f2a9c", "2", "--at", "70", "--trace", _trace(tmp_path, 2), "--redis",
                  redis_url]) == 0
     assert "5f2a9c frame 2: done; trace filed" in capsys.readouterr().err
@@ -262,3 +297,62 @@ def test_one_replan_of_a_job_at_a_time(r: redis.Redis, running: tuple[live.Manif
     assert live.replan(r, settings, sent, "job-1").skipped == "another re-plan of the job is running"
     held.release()
     assert live.replan(r, settings, sent, "job-1").warm, "the lock is free again"
+
+
+def _file(settings: object, tmp: Path, frame: int, reads: list[tuple[str, int, int]]) -> None:
+    from prewarm.traces.store import import_traces
+
+    p = tmp / f"f{frame}.jsonl"
+    p.write_text("".join(json.dumps({"path": f"/studio/proj/{rel}", "offset": o, "length": n, "frame": frame}) + "\n"
+                         for rel, o, n in reads))
+    import_traces(settings, [str(p)], "proj", "shot100", "shot100_fx_v002", frame=frame)  # type: ignore[arg-type]
+
+
+def _bytes(ranges: list[live.PlannedRange]) -> dict[str, list[tuple[int, int]]]:
+    return live._spans((pr.path, pr.offset, pr.length) for pr in ranges)
+
+
+def test_incremental_replans_predict_only_what_new_frames_change(studio: Studio, tmp_path: Path) -> None:
+    _tree(studio)
+    studio.file("tex/other.bin", 4 * MiB)
+    settings = studio.settings(trace_store=str(tmp_path / "store"))
+    manifest = parse_manifest(MANIFEST + "  - /studio/proj/tex/other.bin\n", "m.yaml")
+    for f in (1, 2, 3, 4):
+        _file(settings, tmp_path, f, [(f"cache/fluid.{f:04d}.vdb", 0, 256 << 10), ("tex/big.tx", 0, MiB),
+                                      ("tex/other.bin", MiB, 64 << 10)])
+    job = f"inc-{tmp_path.name}"
+    live.replan_incrementally(settings, job, manifest, (5, 6, 7, 8))
+    assert live.last_incremental[job].whole == "first re-plan of the job here"
+    for f in (5, 6):  # a wave that reads more of the texture and none of other.bin
+        _file(settings, tmp_path, f, [(f"cache/fluid.{f:04d}.vdb", 0, 512 << 10), ("tex/big.tx", 0, 2 * MiB)])
+    second = live.replan_incrementally(settings, job, manifest, (7, 8))
+    how = live.last_incremental[job]
+    assert how.whole == "" and how.changed_files == 3, "fluid.0005, fluid.0006 and big.tx changed"
+    assert how.planned_files == 7, "the fluid sequence (6 traced files, each borrows from its neighbours) and " \
+                                   "big.tx; not other.bin"
+    whole = plan_manifest(manifest, None, settings, live.PlanOptions(frames=(7, 8)))
+    got, want = _bytes(list(second.ranges)), _bytes(list(whole.ranges))
+    for path, spans in want.items():  # every byte the whole re-plan names, the incremental one names too
+        assert not live.subtract(spans, got.get(path, [])), path
+    assert got["/studio/proj/tex/other.bin"] == want["/studio/proj/tex/other.bin"], "reused as planned"
+    assert got["/studio/proj/tex/big.tx"] == want["/studio/proj/tex/big.tx"], "re-predicted from the new frames"
+    requeued = live.replan_incrementally(settings, job, manifest, (3, 7, 8))
+    assert live.last_incremental[job].whole == "frames wait again that the last plan did not cover"
+    assert "/studio/proj/cache/fluid.0003.vdb" in {pr.path for pr in requeued.ranges}
+
+
+@pytest.mark.integration
+def test_a_primed_job_is_replanned_incrementally_from_its_first_replan(
+        r: redis.Redis, tmp_path: Path, running: tuple[live.Manifest, Sent, object]) -> None:
+    _, sent, settings = running
+    live.forget("job-1")
+    assert live.prime(r, settings, "job-1") and not live.prime(r, settings, "job-1"), "once per job"
+    assert not live.prime(r, settings, "nobody")
+    for f in (1, 2):
+        live.report_event(r, settings, FrameEvent(S, "job-1", f, 100.0, f"n{f}"))
+        live.report_event(r, settings, FrameEvent(D, "job-1", f, 160.0), _trace(tmp_path, f))
+    [done] = live.replan_due(r, settings, sent, now=1e12)
+    assert done.planned is not None and done.planned.changed_files == 3, done.to_json()["planned"]
+    assert done.planned.whole == "3 of 3 files' evidence changed", "compared with the primed plan (in a job this " \
+                                                                   "small every file changed: planned whole)"
+    assert done.frames == 6 and done.warm

@@ -3,6 +3,7 @@
     prewarm frame register JOB MANIFEST [--warm ID]...     make JOB live (without --warm: warm it now)
     prewarm frame start JOB FRAME [--node N] [--at T]      a frame started (node: $PREWARM_NODE or this host)
     prewarm frame done JOB FRAME [--node N] [--trace FILE] a frame finished; its trace is filed in the store
+    prewarm frame progress JOB FRAME --trace FILE          a running frame's records so far, filed likewise
     prewarm frame requeue|fail JOB FRAME
     prewarm frame replan [--loop]                          run the re-plans that are due (the service does this)
     prewarm frame show JOB [--json]                        the job's frames and events
@@ -42,23 +43,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reg.add_argument("--warm", action="append", default=None, metavar="ID",
                      help="its warm job id (repeatable); without it the job is planned from the store and warmed")
     helps = {"start": "a frame started", "done": "a frame finished (with its trace)",
-             "requeue": "a frame was requeued: it will start again", "fail": "a frame failed"}
-    for verb in ("start", "done", "requeue", "fail"):
+             "requeue": "a frame was requeued: it will start again", "fail": "a frame failed",
+             "progress": "a running frame's records so far (filed until its finished trace replaces them)"}
+    for verb in ("start", "done", "requeue", "fail", "progress"):
         v = verbs.add_parser(verb, help=helps[verb])
         v.add_argument("job", help="the farm's job id")
         v.add_argument("frame", help="the frame number")
         v.add_argument("--node", default=os.environ.get("PREWARM_NODE") or socket.gethostname(),
                        help="the render node (default $PREWARM_NODE, else this host's name)")
         v.add_argument("--at", type=float, default=None, metavar="EPOCH", help="when (default now)")
-        if verb == "done":
-            v.add_argument("--trace", metavar="FILE", help="its trace (strace or JSON Lines), filed in the store")
+        if verb in ("done", "progress"):
+            v.add_argument("--trace", metavar="FILE", required=verb == "progress",
+                           help="its trace (strace or JSON Lines), filed in the store")
             v.add_argument("--store", metavar="DIR", help="the trace store folder (default: trace_store setting)")
     rp = verbs.add_parser("replan", help="run the re-plans that are due (the service runs them itself)")
     rp.add_argument("--loop", action="store_true", help="keep running, every 2 s, until interrupted")
     show = verbs.add_parser("show", help="a live job's frames, events and last re-plan")
     show.add_argument("job")
     show.add_argument("--json", action="store_true")
-    for v in (reg, rp, show, *(verbs.choices[k] for k in ("start", "done", "requeue", "fail"))):
+    for v in (reg, rp, show, *(verbs.choices[k] for k in ("start", "done", "requeue", "fail", "progress"))):
         add_redis_flag(v)
     p.set_defaults(func=run)
 

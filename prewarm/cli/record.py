@@ -15,13 +15,18 @@ import re
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prewarm.cli.options import site_settings
-from prewarm.errors import ConfigError
+from prewarm.cli.options import add_redis_flag, site_settings
+from prewarm.errors import ConfigError, PrewarmError
 from prewarm.site.settings import Settings
 from prewarm.traces.ebpf import RECORDERS
+
+if TYPE_CHECKING:
+    from prewarm.traces.record import Progress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +50,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="force a recorder (default: eBPF where the machine allows it, else strace; "
                         "$PREWARM_RECORD_WITH)")
     p.add_argument("--keep-raw", metavar="FILE", help="also keep the recorder's raw record here")
+    p.add_argument("--live-job", metavar="ID", default=os.environ.get("PREWARM_LIVE_JOB") or None,
+                   help="the live job (the farm's id, `prewarm frame register`) to post this frame's records so far "
+                        "to while it renders, through Redis (default $PREWARM_LIVE_JOB)")
+    p.add_argument("--progress-s", type=float, default=120.0, metavar="S",
+                   help="with --live-job: post the records so far every S seconds (default 120)")
+    add_redis_flag(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the render command")
     p.set_defaults(func=run)
 
@@ -70,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     if args.recorder not in (None, *RECORDERS):
         raise ConfigError("--with", f"expected one of {', '.join(RECORDERS)}, got {args.recorder!r}")
     if args.drop:
+        if args.live_job:
+            raise ConfigError("--live-job", "records so far are filed in the store, not left in a drop folder: "
+                                            "give --live-job or --drop, not both")
         return _record_to_drop(settings, cmd, args, frame)
     result = record(settings, cmd, args.job, args.show, args.shot, frame, args.keep_raw, args.recorder,
-                    structures=structure_of(settings))
+                    structures=structure_of(settings), progress=_progress(settings, args, frame))
     for note in result.notes:
         print(f"prewarm record: {note}", file=sys.stderr)
     if result.stored is not None:
@@ -80,6 +94,36 @@ def run(args: argparse.Namespace) -> int:
     elif result.error:
         print(f"prewarm record: {result.error}", file=sys.stderr)
     return result.returncode
+
+
+def _progress(settings: Settings, args: argparse.Namespace, frame: int | None) -> Progress | None:
+    """Posting the records so far to a live job (`prewarm frame progress`, through Redis), or None."""
+    if not args.live_job:
+        return None
+    from prewarm.cli.options import redis_of
+    from prewarm.flow import live
+    from prewarm.state.frames import FrameEvent, Kind
+    from prewarm.traces.record import Progress
+
+    live.check_job_id(args.live_job, "--live-job")
+    if frame is None:
+        raise ConfigError("--live-job", "say which frame this render is (--frame, --frame-arg or $PREWARM_FRAME)")
+    if not 1.0 <= args.progress_s <= 86_400:
+        raise ConfigError("--progress-s", "between 1 and 86400 seconds")
+    node = os.environ.get("PREWARM_NODE") or socket.gethostname()
+    try:
+        r = redis_of(settings, "record --live-job")
+    except PrewarmError as exc:  # the render runs whatever; its finished record is still filed
+        print(f"prewarm record: records so far not posted: {exc}", file=sys.stderr)
+        return None
+
+    def post(path: str) -> None:
+        done = live.report_event(r, settings, FrameEvent(Kind.PROGRESS, args.live_job, frame, time.time(), node),
+                                 path)
+        if done.trace not in (None, "filed"):
+            print(f"prewarm record: records so far of frame {frame}: {done.outcome.value}, {done.trace}",
+                  file=sys.stderr)
+    return Progress(args.progress_s, post)
 
 
 def _arg_after(cmd: list[str], flag: str) -> str | None:

@@ -7,7 +7,7 @@
     POST /api/v1/live/jobs/{job}/events    a job-level event: {"event": "started|finished|requeued|
                                            failed|suspended|resumed|deleted"}
     POST /api/v1/frames                    frame events: {"events": [{"job", "frame", "event":
-                                           "start|done|requeue|fail", "node"?, "at"?, "trace"?}]}
+                                           "start|done|requeue|fail|progress", "node"?, "at"?, "trace"?}]}
     POST /api/v1/events/deadline-cloud     an AWS Deadline Cloud event as EventBridge delivers it
                                            ("Task Run Status Change", "Job Run Status Change")
     POST /api/v1/events/opencue            an OpenCue monitoring event as Cuebot publishes it to Kafka
@@ -93,7 +93,8 @@ class Event(_Strict):
     event: Kind
     node: str = Field("", max_length=256)
     at: float | None = Field(None, ge=0, le=253_402_300_799, description="epoch seconds; default: now")
-    trace: str | None = Field(None, max_length=4096, description="with `done`: the frame's trace, a studio path")
+    trace: str | None = Field(None, max_length=4096, description="with `done`: the frame's trace, a studio path; "
+                                                                   "with `progress`: its records so far")
 
 
 class Events(_Strict):
@@ -105,11 +106,18 @@ class JobEventBody(_Strict):
 
 
 class CloudDetail(_Loose):
+    """An event's `detail`. A task's status is `runStatus` (GetTask's field), a job's is
+    `taskRunStatus` (GetJob's and ListJobs': a job has no run status of its own, only the
+    summary of its tasks'), as the deadline-cloud client reads them
+    (src/deadline/client/cli/_groups/job_group.py)."""
+
     jobId: str = Field(max_length=128)
     taskId: str | None = Field(None, max_length=128)
     runStatus: str | None = Field(None, max_length=32)
+    taskRunStatus: str | None = Field(None, max_length=32)
     parameters: dict[Annotated[str, Field(max_length=64)], Any] | None = Field(None, max_length=16)
-    """Not in the event itself: a forwarder that looked the task up (GetTask) may add its parameters."""
+    """Not in the event itself: a forwarder that looked the task up (GetTask) may add its parameters,
+    `{"Frame": {"int": "12"}}` (a name, then the one value under its type)."""
 
 
 class CloudEvent(_Loose):
@@ -179,7 +187,10 @@ def _loop(request: Request) -> None:
 async def register_job(request: Request, body: LiveJob) -> dict[str, Any]:
     r, settings = _state(request)
     live.check_job_id(body.job, "job")
-    return await run_in_threadpool(_register, r, settings, request.app.state.send, body)
+    out = await run_in_threadpool(_register, r, settings, request.app.state.send, body)
+    _loop(request)
+    request.app.state.live_loop.prime_later(body.job)  # its first re-plan is then incremental
+    return out
 
 
 def _register(r: redis.Redis[bytes], settings: Settings, send: Send, body: LiveJob) -> dict[str, Any]:
@@ -307,7 +318,7 @@ def deadline_cloud_event(request: Request, body: CloudEvent) -> dict[str, Any]:
     d = body.detail
     live.check_job_id(d.jobId, "detail.jobId")
     if body.detail_type == "Job Run Status Change":
-        event = CLOUD_JOB_STATUS.get(d.runStatus or "")
+        event = CLOUD_JOB_STATUS.get(d.taskRunStatus or "")
         result = "ignored" if event is None else live.job_event(r, d.jobId, event, at)
         return {"job": d.jobId, "result": result}
     if body.detail_type != "Task Run Status Change":

@@ -3,9 +3,12 @@
 A job is *live* once registered (`register`): its manifest and its warm ids are kept
 with its frame events (`prewarm.state.frames`). Events come from any farm
 (`report_event`); a finished frame's trace is filed into the trace store under the
-job's names, so the store holds the job's own frames beside its earlier versions.
+job's names, so the store holds the job's own frames beside its earlier versions. A
+running frame may post its records so far (`progress`, every few minutes: a render
+reads most of its data early), filed the same way and replaced by its finished trace:
+the loop then learns within minutes of the first wave's start, not when it ends.
 
-Each finished (or requeued) frame asks for a re-plan; asks are coalesced per job and
+Each finished (or requeued) frame, and each frame's records so far, asks for a re-plan; asks are coalesced per job and
 taken after `DEBOUNCE_S` (`replan_due`, run by the service's `LiveLoop` or by
 `prewarm frame replan`), at most `MAX_JOBS_PER_ROUND` jobs a round, each planned
 once however many events arrived meanwhile. A re-plan (`replan`):
@@ -38,14 +41,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import redis
 
 from prewarm.errors import ConfigError, InputError, PrewarmError
-from prewarm.flow import warming
-from prewarm.flow.planning import plan_manifest
+from prewarm.flow import planning, warming
+from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.build import PlanOptions
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.model import Plan
@@ -58,6 +61,7 @@ from prewarm.state.dispatch import Send
 from prewarm.state.frames import FrameEvent, FrameState, Kind, Outcome
 from prewarm.state.jobs import WarmJob
 from prewarm.traces.files import TraceFile
+from prewarm.traces.store import ProfileCache
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +81,15 @@ GUESSES = frozenset({Reason.FALLBACK, Reason.WHOLE, Reason.UNREAD_TILE, Reason.R
 ANSWERED = frozenset({Reason.FALLBACK})
 """Guesses a finished frame's trace answers: a file no traced frame read at all. The planner keeps
 planning it whole (another frame might read it); the live job stops once `MIN_EVIDENCE` of its
-own frames have finished, traced, without reading it. Unread tiles of a tile set stay: in a
+own frames have records filed (finished or so far) that do not read it. Unread tiles of a tile set stay: in a
 push-in the later frames read finer tiles than any earlier frame did."""
 
 MIN_EVIDENCE = 4
-"""Finished frames with traces filed before the re-plans drop what none of them read."""
+"""Frames with records filed (finished, or so far: `progress`) before the re-plans drop what none
+of them read. Records so far count: waiting for finished frames lets a 20-minute frame's whole-file
+guesses run for 20 minutes (bench/farm.py: live WAN bytes 2.9x the oracle's, against 2.1x when
+frames post their records every 2 minutes); a running frame that reads a dropped file later reads
+it cold, once, and the next re-plan warms what it read for the frames after it."""
 
 MAX_LISTED = 200
 """Dropped ranges listed per re-plan (all are counted)."""
@@ -115,6 +123,7 @@ def register(r: redis.Redis[bytes], job: str, manifest: Manifest, warm_ids: Sequ
         name = r.hget(keys.job(wid), "name")
         if name is None or name.decode() != manifest.job:
             raise InputError(f"warm[{i}]", f"warm job {wid} is not a warm of job {manifest.job!r}")
+    forget(job)
     fstate.register(r, job, manifest.frames, {
         "kind": kind, "body": body, "name": manifest.job, "show": manifest.show or "", "shot": manifest.shot or "",
         "warm": json.dumps(list(warm_ids)), "first_warm": json.dumps(list(warm_ids)), "state": "live"})
@@ -134,7 +143,8 @@ class Reported:
 def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
                  trace: str | TraceFile | Sequence[TraceFile] | None = None, now: float | None = None,
                  unreadable: str | None = None) -> Reported:
-    """Record `event`; a finished frame's trace is filed, and a re-plan is asked for.
+    """Record `event`; a finished frame's trace, or a running frame's records so far (`progress`),
+    is filed, and a re-plan is asked for.
 
     A trace that cannot be read or filed (`unreadable`: the caller could not even open it)
     is a finding in the job's log: the event still counts and the job warms on.
@@ -144,15 +154,33 @@ def report_event(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
         return Reported(outcome)
     filed = None
     finished = event.kind is Kind.DONE and outcome in (Outcome.DONE, Outcome.DONE_WITHOUT_START)
-    if unreadable is not None and finished:
-        filed = _finding(r, event, unreadable)
-    elif trace is not None and finished:
-        filed = _file_trace(r, settings, event, trace)
-    if finished or outcome is Outcome.REQUEUED:
+    so_far = outcome is Outcome.PROGRESS
+    if (finished or so_far) and (trace is not None or unreadable is not None):
+        filed = _file_records(r, settings, event, trace, unreadable, finished)
+    if finished or outcome is Outcome.REQUEUED or (so_far and filed == "filed"):
         fstate.ask_replan(r, event.job, time.time() if now is None else now)
     if outcome in (Outcome.STARTED, Outcome.RESTARTED):
         note_start(r, event)
     return Reported(outcome, filed)
+
+
+FILING_LOCK_S = 300
+"""The longest one frame's records may take to file (a frame's trace is megabytes at most)."""
+
+
+def _file_records(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
+                  trace: str | TraceFile | Sequence[TraceFile] | None, unreadable: str | None, finished: bool
+                  ) -> str:
+    """File a frame's records, one filing of a frame at a time: a frame's records so far never
+    replace its finished trace (filed records replace the frame's earlier ones in the store), since
+    they are filed only while the frame still runs, checked under the frame's lock."""
+    with r.lock(keys.live_filing(event.job, event.frame), timeout=FILING_LOCK_S, blocking_timeout=FILING_LOCK_S):
+        if not finished and fstate.state_of(r, event.job, event.frame) is not FrameState.RUNNING:
+            return "not filed: the frame is no longer running"
+        if unreadable is not None:
+            return _finding(r, event, unreadable)
+        assert trace is not None
+        return _file_trace(r, settings, event, trace)
 
 
 def note_start(r: redis.Redis[bytes], event: FrameEvent) -> None:
@@ -180,7 +208,11 @@ def _file_trace(r: redis.Redis[bytes], settings: Settings, event: FrameEvent,
                                structures=structure_of(settings))
     except (PrewarmError, OSError, ValueError) as exc:
         return _finding(r, event, str(exc) if isinstance(exc, PrewarmError) else f"{type(exc).__name__}: {exc}")
-    r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)
+    if event.kind is Kind.DONE:
+        r.hincrby(keys.live(event.job, "meta"), "traces_filed", 1)
+    else:
+        r.hincrby(keys.live(event.job, "meta"), "progress_filed", 1)
+    fstate.add_evidence(r, event.job, event.frame)
     r.hset(keys.live(event.job, "meta"), "store_folder", result.folder)
     return "filed"
 
@@ -227,6 +259,7 @@ def job_event(r: redis.Redis[bytes], job: str, event: JobEvent, now: float | Non
             if gateway is not None:
                 stopped += fstate.stop_dispatch(r, str(wid), gateway.decode(), f"job {event.value}") is not None
         fstate.update(r, job, {"state": event.value, "ended": now})
+        forget(job)
         return f"ended; {stopped} warm(s) stopped"
     if event is JobEvent.SUSPENDED:
         fstate.update(r, job, {"state": "suspended"})
@@ -259,17 +292,21 @@ class Replan:
     warm: list[str] = field(default_factory=list)
     took_s: float = 0.0
     skipped: str = ""
+    planned: Incremental | None = None
+    """How the store planner planned: the files whose evidence changed, or all and why."""
 
     def to_json(self) -> dict[str, object]:
         return {"job": self.job, "frames": self.frames, "running": self.running, "added_bytes": self.added_bytes,
                 "carried_bytes": self.carried_bytes, "dropped_bytes": self.dropped_bytes,
                 "dropped": self.dropped, "warm": self.warm, "took_s": round(self.took_s, 3),
-                "skipped": self.skipped}
+                "skipped": self.skipped,
+                "planned": None if self.planned is None else {
+                    "whole": self.planned.whole, "changed_files": self.planned.changed_files,
+                    "planned_files": self.planned.planned_files, "traced_files": self.planned.traced_files}}
 
 
 def replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now: float | None = None,
-           load: Loader = load_manifest_text, planner: Callable[[Manifest, tuple[int, ...]], Plan] | None = None
-           ) -> Replan:
+           load: Loader = load_manifest_text, planner: Planner | None = None) -> Replan:
     """Re-plan the frames of `job` that have not started and warm the difference (see the module).
     One re-plan of a job at a time (a Redis lock): another that finds it held is skipped, since
     the one running reads the frames' state as it is."""
@@ -288,7 +325,7 @@ REPLAN_LOCK_S = 120
 
 
 def _replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now: float | None, load: Loader,
-            planner: Callable[[Manifest, tuple[int, ...]], Plan] | None) -> Replan:
+            planner: Planner | None) -> Replan:
     t0 = time.perf_counter()
     now = time.time() if now is None else now
     meta = fstate.registered(r, job)
@@ -306,8 +343,9 @@ def _replan(r: redis.Redis[bytes], settings: Settings, send: Send, job: str, now
     if not waiting:
         out.skipped = "every frame has started"
         return out
-    plan = (planner or _store_planner(settings))(manifest, waiting)
-    wanted, unneeded = without_unread(plan.ranges, int(meta.get("traces_filed", "0")))
+    plan = (planner or _store_planner(settings, job))(manifest, waiting)
+    out.planned = last_incremental.get(job) if planner is None else None
+    wanted, unneeded = without_unread(plan.ranges, fstate.evidence(r, job))
     previous = [str(w) for w in json.loads(meta.get("warm", "[]"))]
     sent, unsent, old_files = _stop_previous(r, previous, job)
     covered = _merge(fstate.covered(r, job), sent)
@@ -340,7 +378,19 @@ def _warm(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: Send, whe
     never matched against earlier submissions (`submit_plan`'s identity): a difference is new by
     construction, and hashing every range of a big one costs a re-plan a third of its time."""
     plan = warming.check_plan(plan, settings, where, need_roots=False)
-    return [runner.submit(r, plan, settings, send, gw).id for gw in settings.gateways(plan.gateways)]
+    ids = [runner.submit(r, plan, settings, send, gw).id for gw in settings.gateways(plan.gateways)]
+    with _kept_lock:
+        for wid in ids:
+            _submitted[wid] = plan
+        while len(_submitted) > 2 * JOBS_KEPT:
+            _submitted.popitem(last=False)
+    return ids
+
+
+_submitted: OrderedDict[str, Plan] = OrderedDict()
+"""The plans of the warms this process's re-plans submitted, by warm id: the next re-plan of the
+job stops that warm and needs its plan, which reading back from Redis cost 1.0 of a 4.6 s re-plan
+of a 1,000-frame job (a stored plan never changes, so the copy is the plan)."""
 
 
 MANIFESTS_KEPT = 64
@@ -366,10 +416,169 @@ def _manifest(load: Loader, kind: str, body: str) -> Manifest:
     return manifest
 
 
-def _store_planner(settings: Settings) -> Callable[[Manifest, tuple[int, ...]], Plan]:
+Planner = Callable[[Manifest, tuple[int, ...]], Plan]
+"""`planner(manifest, waiting)`: the plan of the frames still to start."""
+
+
+def _store_planner(settings: Settings, job: str) -> Planner:
     def plan(manifest: Manifest, frames: tuple[int, ...]) -> Plan:
-        return plan_manifest(manifest, None, settings, PlanOptions(frames=frames))
+        return replan_incrementally(settings, job, manifest, frames)
     return plan
+
+
+# incremental re-planning
+
+INCREMENTAL_SHARE = 0.5
+"""A re-plan whose new evidence touches more than this share of the traced files plans them all:
+past it, planning the part costs nearly what the whole does."""
+
+JOBS_KEPT = 4
+"""Live jobs whose last plan and decoded store profiles this process keeps for incremental re-plans
+(the service's loop; a `prewarm frame replan` run is a process of its own and plans whole). Measured
+once: 83 MB for bench/live_replan.py's job (1,000 frames, 2,000 inputs, 1M records filed), most of it
+the profiles. A job that ends, or is registered again, is forgotten at once; the least recently
+re-planned goes first."""
+
+
+@dataclass
+class _Kept:
+    """What the last re-plan of a job knew: for which frames, from what evidence, and its plan."""
+
+    waiting: frozenset[int]
+    signatures: dict[str, int]
+    ranges: list[PlannedRange]
+    files: dict[str, FileInfo]
+    granule: int
+    profiles: ProfileCache
+    """The store's profiles, decoded: the next re-plan reads only the frames filed since."""
+    units: dict[str, str] = field(default_factory=dict)
+    """What each file is re-predicted with (`_units`), as far as asked."""
+
+
+_kept: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
+_kept_lock = threading.Lock()
+
+
+@dataclass
+class Incremental:
+    """How the last `replan_incrementally` planned: in part or whole, and why."""
+
+    whole: str = ""
+    """Why every file was planned ("" when only the changed ones were)."""
+    changed_files: int = 0
+    planned_files: int = 0
+    traced_files: int = 0
+
+
+last_incremental: dict[str, Incremental] = {}
+"""Per live job, how its last re-plan in this process planned (shown in `Replan`)."""
+
+
+def replan_incrementally(settings: Settings, job: str, manifest: Manifest, waiting: tuple[int, ...]) -> Plan:
+    """The plan of `waiting` from the store, re-predicting only what new evidence changed.
+
+    The store's traces are loaded whole (a second at 1,000 frames); each file's evidence
+    (which frames read which spans, and stat-ed it) is compared with the last re-plan's.
+    A file whose evidence changed is re-predicted, with every file of its input when the
+    input is a per-frame or tile pattern (a frame's file borrows from its neighbours'); the
+    rest of the last plan is reused, less the ranges only frames that have started needed.
+    The whole job is planned when this process has no earlier plan of it, when frames wait
+    again that the last plan did not cover (requeued), when a scene input could have brought
+    in files of its own, or when more than `INCREMENTAL_SHARE` of the files changed.
+
+    What it does not redo: a file the new frames did not touch keeps its prediction even
+    where the number of traced frames enters it (a shared file read by most traced frames is
+    planned for every frame): its ranges stay planned, which errs towards warming more.
+    """
+    from prewarm.plan.aggregate import restrict_paths
+    from prewarm.plan.scenes import scene_kind
+    from prewarm.traces.store import load_profiles
+
+    key = (job, hashlib.sha256(repr(manifest).encode()).hexdigest())
+    options = PlanOptions(frames=waiting)
+    with _kept_lock:
+        kept = _kept.pop(key, None)  # this re-plan's to update; another of the job plans whole meanwhile
+    profiles: ProfileCache = {} if kept is None else kept.profiles
+    ts = load_profiles(settings, manifest, settings.path_map.merged(manifest.path_map), cache=profiles).traces
+    signatures = _signatures(ts)
+    wait = frozenset(waiting)
+    how = Incremental(planned_files=len(signatures), traced_files=len(signatures))
+    changed: set[str] = set()
+    if kept is None:
+        how.whole = "first re-plan of the job here"
+    elif not wait <= kept.waiting:
+        how.whole = "frames wait again that the last plan did not cover"
+    elif any(scene_kind(spec) is not None for spec in manifest.inputs):
+        how.whole = "a scene input"
+    else:
+        changed = {p for p in signatures.keys() | kept.signatures.keys()
+                   if signatures.get(p) != kept.signatures.get(p)}
+        how.changed_files = len(changed)
+        if len(changed) > INCREMENTAL_SHARE * max(1, len(signatures)):
+            how.whole = f"{len(changed)} of {len(signatures)} files' evidence changed"
+    memo: dict[str, str] = {}
+    if how.whole or kept is None:
+        plan = planning.plan_traced(manifest, ts, settings, options)
+        ranges, files = list(plan.ranges), dict(plan.files)
+    else:
+        memo = kept.units
+        unit = _units(manifest, memo)
+        units = {unit(p) for p in changed}
+        redo = {p for p in signatures if p in changed or unit(p) in units}
+        inputs = tuple(spec for i, spec in enumerate(manifest.inputs)
+                       if f"input:{i}" in units or spec.pattern.text in changed)
+        part = planning.plan_traced(replace(manifest, inputs=inputs), restrict_paths(ts, redo), settings, options)
+        how.planned_files = len(redo)
+        ranges = [pr for pr in kept.ranges if pr.path not in redo and unit(pr.path) not in units
+                  and (pr.frame is None or pr.frame in wait or pr.frames > 1)]
+        ranges += part.ranges
+        files = {**kept.files, **part.files}
+        plan = part
+    named = {pr.path for pr in ranges}
+    files = {p: f for p, f in files.items() if p in named}
+    with _kept_lock:
+        _kept[key] = _Kept(wait, signatures, ranges, files, plan.granule, profiles, memo)
+        _kept.move_to_end(key)
+        while len(_kept) > JOBS_KEPT:
+            _kept.popitem(last=False)
+        last_incremental[job] = how
+        while len(last_incremental) > JOBS_KEPT:
+            last_incremental.pop(next(iter(last_incremental)))
+    return Plan(job=manifest.job, frames=waiting, ranges=ranges, files=files, granule=plan.granule,
+                created=plan.created, start=manifest.start, priority=manifest.priority, gateways=manifest.gateways)
+
+
+def forget(job: str) -> None:
+    """Drop this process's last plan of `job`: registered again, it is re-planned whole first."""
+    with _kept_lock:
+        for key in [k for k in _kept if k[0] == job]:
+            del _kept[key]
+        last_incremental.pop(job, None)
+
+
+def _signatures(ts: TraceSet) -> dict[str, int]:
+    """Per file, a hash of its evidence: which traced frames read which spans, and which stat-ed it."""
+    out = {p: hash(tuple((f, tuple(spans)) for f, spans in sorted(per.items()))) for p, per in ts.reads.items()}
+    for p, frames in ts.stats.items():
+        out[p] = hash((out.get(p, 0), tuple(sorted(frames))))
+    return out
+
+
+def _units(manifest: Manifest, memo: dict[str, str]) -> Callable[[str], str]:
+    """What a file is re-predicted with: every file of its input when that is a per-frame or tile
+    pattern (`input:N`), else itself. Remembered in `memo`: a job's files keep their input."""
+    patterned = [(f"input:{i}", spec.pattern, "" if spec.pattern.frame_in_directory else spec.pattern.directory + "/")
+                 for i, spec in enumerate(manifest.inputs) if spec.pattern.has_frame or spec.pattern.has_tile]
+
+    def unit(path: str) -> str:
+        known = memo.get(path)
+        if known is None:
+            folder = path.rpartition("/")[0] + "/"
+            known = next((name for name, pattern, where in patterned
+                          if (not where or folder == where) and pattern.match(path) is not None), path)
+            memo[path] = known
+        return known
+    return unit
 
 
 def _stop_previous(r: redis.Redis[bytes], warm_ids: Sequence[str], job: str
@@ -385,7 +594,9 @@ def _stop_previous(r: redis.Redis[bytes], warm_ids: Sequence[str], job: str
             continue
         n = fstate.stop_dispatch(r, wid, gateway.decode(), f"live re-plan of {job}")
         batches = warm.batches()
-        plan = warm.plan()
+        with _kept_lock:
+            kept = _submitted.get(wid)
+        plan = kept if kept is not None else warm.plan()
         files.update(plan.files)
         for b in batches:
             if n is None or b.index < n:
@@ -489,8 +700,36 @@ def replan_due(r: redis.Redis[bytes], settings: Settings, send: Send, now: float
     return done
 
 
+def prime(r: redis.Redis[bytes], settings: Settings, job: str, load: Loader = load_manifest_text) -> bool:
+    """Plan `job`'s frames not started yet from the store, whole, and keep the plan without warming
+    it: the job's first re-plan, when its first frames' records arrive, is then incremental (1.7 s
+    against 3.2 s at 1,000 frames). False when the job is gone, not live, already planned here, or
+    being re-planned."""
+    meta = fstate.registered(r, job)
+    if meta is None or meta.get("state", "live") != "live":
+        return False
+    manifest = _manifest(load, meta.get("kind", "manifest"), meta.get("body", ""))
+    with _kept_lock:
+        if any(k[0] == job for k in _kept):
+            return False
+    lock = r.lock(keys.live(job, "lock"), timeout=REPLAN_LOCK_S, blocking_timeout=0)
+    if not lock.acquire():
+        return False
+    try:
+        state = fstate.frames(r, job)
+        waiting = tuple(f for f in manifest.frames
+                        if f not in state or state[f].state in (FrameState.WAITING, FrameState.FAILED))
+        if waiting:
+            replan_incrementally(settings, job, manifest, waiting)
+        return bool(waiting)
+    finally:
+        with suppress(redis.exceptions.LockError):
+            lock.release()
+
+
 class LiveLoop:
-    """A daemon thread that runs `replan_due` every `interval_s` (the service starts one)."""
+    """A daemon thread that runs `replan_due` every `interval_s` (the service starts one), and between
+    rounds primes the jobs registered through it (`prime`)."""
 
     def __init__(self, r: redis.Redis[bytes], settings: Settings, send: Send, load: Loader = load_manifest_text,
                  interval_s: float = DEBOUNCE_S) -> None:
@@ -498,6 +737,14 @@ class LiveLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._priming: OrderedDict[str, None] = OrderedDict()
+
+    def prime_later(self, job: str) -> None:
+        """Prime `job` in a coming round (the newest `JOBS_KEPT` asked are kept)."""
+        with self._lock:
+            self._priming[job] = None
+            while len(self._priming) > JOBS_KEPT:
+                self._priming.popitem(last=False)
 
     def ensure_started(self) -> None:
         with self._lock:
@@ -510,6 +757,11 @@ class LiveLoop:
         while not self._stop.wait(self.interval_s):
             try:
                 replan_due(self.r, self.settings, self.send, debounce_s=self.interval_s, load=self.load)
+                with self._lock:
+                    job = next(iter(self._priming), None)
+                    self._priming.pop(job or "", None)
+                if job is not None:
+                    prime(self.r, self.settings, job, self.load)
             except Exception:  # the loop outlives any one round; the round's error is logged
                 log.exception("live re-planning round failed")
 

@@ -42,7 +42,7 @@ DEFAULT_OPTIONS = PlanOptions()
 """Nothing asked for beyond the manifest and the site's settings."""
 
 __all__ = ["PlanOptions", "check_inputs", "load_traces", "plan_manifest",
-           "plan_resolved", "site_fs"]
+           "plan_resolved", "plan_traced", "site_fs"]
 
 
 def plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,
@@ -91,13 +91,26 @@ def _plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None,
     else:
         ts, imported = load_traces(traces, aliases, options.frame)
         counts = {"trace_lines_skipped": imported.skipped_lines, "trace_calls_failed": imported.failed_calls}
+    plan = _plan_traced(manifest, ts, settings, options, counts, clock(), cores)
+    return replace(plan, stats={**plan.stats, **stats}) if stats else plan
+
+
+def plan_traced(manifest: Manifest, ts: TraceSet, settings: Settings, options: PlanOptions = DEFAULT_OPTIONS,
+                clock: Callable[[], float] = time.time) -> Plan:
+    """Plan `manifest` from traces already aggregated: a live re-plan loads the store's once and
+    plans only the inputs whose evidence changed (`prewarm.flow.live`)."""
+    with _without_cycle_collection():
+        return _plan_traced(manifest, ts, settings, options, {}, clock(), 1)
+
+
+def _plan_traced(manifest: Manifest, ts: TraceSet, settings: Settings, options: PlanOptions,
+                 counts: Mapping[str, int], created: float, cores: int) -> Plan:
     with site_fs(settings) as fs:
         check_inputs(manifest, fs.guard.roots)
         scenes = expand_scene_inputs(manifest, fs.guard, options)
         resolved = resolve_inputs(scenes.manifest, fs)
-        plan = plan_resolved(scenes.manifest, resolved, ts, fs, settings, options, counts, clock(), cores)
-    plan = scenes.annotate(plan, resolved.files, resolved.missing)
-    return replace(plan, stats={**plan.stats, **stats}) if stats else plan
+        plan = plan_resolved(scenes.manifest, resolved, ts, fs, settings, options, counts, created, cores)
+    return scenes.annotate(plan, resolved.files, resolved.missing)
 
 
 def expand_scene_inputs(manifest: Manifest, guard: Guard, options: PlanOptions) -> Expansion:

@@ -9,7 +9,7 @@ a few hundred thousand spans).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +133,15 @@ def restrict(ts: TraceSet, keep_frames: Iterable[int]) -> TraceSet:
     sizes = {p: mine for p, by in ts.sizes.items() if (mine := {f: n for f, n in by.items() if f in keep})}
     return TraceSet(reads=reads, stats=stats, listed=listed, frames=ts.frames & keep,
                     records=ts.records, unframed=ts.unframed, filed=filed, sizes=sizes)
+
+
+def restrict_paths(ts: TraceSet, keep: Collection[str]) -> TraceSet:
+    """The same traces limited to some files, every frame kept (a file's share of the traced frames
+    stays what it was): how a live re-plan predicts only the files whose evidence changed."""
+    filed = None if ts.filed is None else {p: per for p, per in ts.filed.items() if p in keep}
+    return TraceSet(reads={p: per for p, per in ts.reads.items() if p in keep},
+                    stats={p: fs for p, fs in ts.stats.items() if p in keep}, listed=ts.listed,
+                    frames=ts.frames, records=ts.records, unframed=ts.unframed, filed=filed)
 
 
 def merge(parts: Iterable[TraceSet]) -> TraceSet:

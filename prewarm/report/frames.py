@@ -47,6 +47,8 @@ def live_report(r: redis.Redis[bytes], job: str, settings: Settings | None = Non
         "frames": frames,
         "started_before_warm": [row["frame"] for row in frames if row["warm_at_start"] is False],
         "traces_filed": int(meta.get("traces_filed", "0")),
+        "progress_filed": int(meta.get("progress_filed", "0")),
+        "frames_with_records": fstate.evidence(r, job),
         "traces_unreadable": int(meta.get("traces_unreadable", "0")),
         "odd_events": fstate.odd_events(r, job, 50),
     }

@@ -15,6 +15,9 @@ frame's state and decides, atomically, what the event means:
            done                                         "duplicate" (finished twice)
     requeue  any but waiting       -> waiting            "requeued"
     fail   running                 -> failed             "failed"
+    progress running               (unchanged)           "progress" (its records so far come with it)
+           any other state                               "late_progress" (not filed: a finished frame's
+                                                          own trace is the truth, a waiting one read nothing)
 
 Events for a job nobody registered ("unknown_job") or a frame not in the job
 ("unknown_frame") are refused and counted; everything else is counted per outcome in
@@ -56,6 +59,8 @@ class Kind(StrEnum):
     DONE = "done"
     REQUEUE = "requeue"
     FAIL = "fail"
+    PROGRESS = "progress"
+    """A running frame's records so far: what it read in its first minutes, long before it ends."""
 
 
 class Outcome(StrEnum):
@@ -66,6 +71,8 @@ class Outcome(StrEnum):
     DONE_WITHOUT_START = "done_without_start"
     REQUEUED = "requeued"
     FAILED = "failed"
+    PROGRESS = "progress"
+    LATE_PROGRESS = "late_progress"
     DUPLICATE = "duplicate"
     UNKNOWN_JOB = "unknown_job"
     UNKNOWN_FRAME = "unknown_frame"
@@ -151,6 +158,9 @@ elseif kind == 'requeue' then
   if f.s ~= 'waiting' then f = {s = 'waiting', a = f.a}; out = 'requeued'; odd = false end
 elseif kind == 'fail' then
   if f.s == 'running' then f.s = 'failed'; f.t1 = at; out = 'failed'; odd = false end
+elseif kind == 'progress' then
+  if f.s == 'running' then return note('progress', false) end
+  return note('late_progress', true)
 end
 if out ~= 'duplicate' then redis.call('HSET', frames, frame, cjson.encode(f)) end
 return note(out, odd)
@@ -223,6 +233,27 @@ def apply_many(r: redis.Redis[bytes], events: Iterable[FrameEvent]) -> list[Outc
     if refused:
         r.hincrby(keys.LIVE_REFUSED, Outcome.UNKNOWN_JOB.value, len(refused))
     return out
+
+
+def state_of(r: redis.Redis[bytes], job: str, frame: int) -> FrameState:
+    """One frame's state (a frame no event has named yet is waiting)."""
+    raw = r.hget(keys.live(job, "frames"), str(frame))
+    return FrameState.WAITING if raw is None else FrameState(json.loads(raw)["s"])
+
+
+def add_evidence(r: redis.Redis[bytes], job: str, frame: int) -> int:
+    """Note that `frame` has records in the store (finished, or so far); how many frames have."""
+    key = keys.live(job, "traced")
+    with r.pipeline(transaction=True) as p:
+        p.sadd(key, frame)
+        p.expire(key, RETENTION_S)
+        p.scard(key)
+        return int(p.execute()[2])
+
+
+def evidence(r: redis.Redis[bytes], job: str) -> int:
+    """Frames of the job with records in the store."""
+    return int(r.scard(keys.live(job, "traced")))
 
 
 def requeue_all(r: redis.Redis[bytes], job: str, include_done: bool = True) -> int:

@@ -135,13 +135,19 @@ def task_id(job_id: str, index: int) -> str:
 #                              covered (hash: path -> spans already sent to the gateway),
 #                              ready (hash: frame -> was its data warm when it started),
 #                              needs (hash: "W:frame" -> the last batch of warm W that frame needs),
-#                              lock (held while the job is re-planned)
+#                              lock (held while the job is re-planned),
+#                              traced (set: frames with records in the store, finished or so far)
+#     prewarm:live:L:filing:F  a lock held while frame F's records are filed (so far, or finished)
 #     prewarm:live:due         zset L -> when a re-plan was first asked for (coalesced)
 #     prewarm:live:refused     hash: events refused before any job could be named (counters)
 
-LIVE_PARTS = ("meta", "frames", "known", "log", "covered", "ready", "needs", "lock")
+LIVE_PARTS = ("meta", "frames", "known", "log", "covered", "ready", "needs", "lock", "traced")
 
 LIVE_DUE = f"{PREFIX}:live:due"
+
+
+def live_filing(job: str, frame: int) -> str:
+    return f"{PREFIX}:live:{job}:filing:{frame}"
 
 LIVE_REFUSED = f"{PREFIX}:live:refused"
 

@@ -29,9 +29,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from prewarm.errors import ConfigError, InputError, ServiceError
 from prewarm.plan.pathmap import PathMap
@@ -39,7 +42,8 @@ from prewarm.site.settings import Settings
 from prewarm.traces.ebpf import RECORDERS, EbpfRecorder, EbpfUnavailable
 from prewarm.traces.store import ImportResult, StructureOf, import_traces, store_root, under_roots
 
-__all__ = ["RECORDERS", "STRACE_CALLS", "RecordResult", "choose", "record", "resolve_command", "strace_argv"]
+__all__ = ["RECORDERS", "STRACE_CALLS", "Progress", "RecordResult", "choose", "record", "resolve_command",
+           "strace_argv"]
 
 STRACE_CALLS = "openat,openat2,read,readv,pread64,preadv,preadv2,lseek,newfstatat,statx,getdents64,mmap"
 """Opens (set a descriptor's position to 0), reads, seeks (move it), stats, listings and
@@ -59,6 +63,18 @@ class RecordResult:
     """Which recorder ran the render."""
     notes: list[str] = field(default_factory=list)
     """One line each: which recorder and why, a fallback, what eBPF could not account for."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Post a running render's records so far every `every_s` seconds: `post(path)` is given a file
+    of the complete records the recorder has written up to then (all of them, each time: the store
+    files a frame's records again by replacing them). A render reads most of its data in its first
+    minutes; a live job learns from them long before the frame ends (`prewarm frame progress`).
+    Whatever `post` raises is its own line on stderr, never the render's failure."""
+
+    every_s: float
+    post: Callable[[str], None]
 
 
 def resolve_command(argv: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
@@ -112,11 +128,13 @@ def choose(wanted: str | None) -> tuple[str, str]:
 
 def record(settings: Settings, argv: Sequence[str], job: str, show: str | None = None, shot: str | None = None,
            frame: int | None = None, keep_raw: str | None = None, recorder: str | None = None,
-           file: bool = True, structures: StructureOf | None = None) -> RecordResult:
+           file: bool = True, structures: StructureOf | None = None, progress: Progress | None = None
+           ) -> RecordResult:
     """Run `argv` under a recorder (`recorder`: "ebpf", "strace", or None to choose), then import
     its record (reads under the roots only) into the store, unless `file` is false (the caller
     keeps the raw record at `keep_raw`, e.g. for a watch folder). `structures` reads the textures the
     record names, so that the store files them in tiles with their identity (`prewarm.flow.filing`).
+    `progress` posts the records so far while the render runs.
 
     The raw record is written beside where it goes (the store, or `keep_raw`'s folder: same
     file system, no copy of a big log through /tmp) and removed after the import unless
@@ -136,7 +154,7 @@ def record(settings: Settings, argv: Sequence[str], job: str, show: str | None =
         if kind == "ebpf":
             fd, raw = tempfile.mkstemp(prefix=".record-", suffix=".jsonl", dir=root)
             try:
-                returncode, ebpf_notes = _run_ebpf(settings, command, fd)
+                returncode, ebpf_notes = _run_ebpf(settings, command, fd, raw, progress)
                 notes += ebpf_notes
             except EbpfUnavailable as exc:
                 notes.append(f"{exc}; using strace")
@@ -145,7 +163,8 @@ def record(settings: Settings, argv: Sequence[str], job: str, show: str | None =
         if kind == "strace":
             fd, raw = tempfile.mkstemp(prefix=".record-", suffix=".strace", dir=root)
             os.close(fd)
-            returncode = _run(strace_argv(raw, command))
+            with _posting(raw, progress):
+                returncode = _run(strace_argv(raw, command))
         if not file:
             return RecordResult(returncode, None, None, kind, notes)
         return _file(settings, raw, returncode, (show, shot, job, frame), kind, notes, structures)
@@ -181,19 +200,67 @@ def _file(settings: Settings, raw: str, returncode: int, names: tuple[str | None
     return RecordResult(returncode, stored, None, kind, notes)
 
 
-def _run_ebpf(settings: Settings, command: list[str], fd: int) -> tuple[int, list[str]]:
-    """Run the command under the eBPF recorder, its JSON Lines written to `fd`; EbpfUnavailable
-    (before the command ran) if the program cannot be loaded."""
+def _run_ebpf(settings: Settings, command: list[str], fd: int, raw: str, progress: Progress | None
+              ) -> tuple[int, list[str]]:
+    """Run the command under the eBPF recorder, its JSON Lines written to `fd` (the file `raw`);
+    EbpfUnavailable (before the command ran) if the program cannot be loaded."""
     with os.fdopen(fd, "wb", buffering=1 << 20) as out:
         rec = EbpfRecorder(out, _keeper(settings))
         proc = rec.start(command)
         try:
-            returncode = _wait(proc)
+            with _posting(raw, progress, out):
+                returncode = _wait(proc)
         finally:
             stats = rec.stop()
     lost = [f"{n} {what}" for n, what in ((stats.lost_runs, "reads a full kernel map dropped"),
                                           (stats.lost_events, "events bpftrace's ring dropped")) if n]
     return returncode, ([f"eBPF could not account for {', '.join(lost)}"] if lost else [])
+
+
+@contextmanager
+def _posting(raw: str, progress: Progress | None, out: IO[bytes] | None = None) -> Iterator[None]:
+    """While the render runs, every `progress.every_s`: the complete lines of `raw` so far (after
+    flushing `out`, the eBPF recorder's buffered writer) copied beside it, and posted."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+    snapshot = f"{raw}.so-far"
+
+    def run() -> None:
+        while not stop.wait(progress.every_s):
+            if out is not None:
+                with suppress(ValueError, OSError):  # closed as the render ended
+                    out.flush()
+            try:
+                if _snapshot(raw, snapshot):
+                    progress.post(snapshot)
+            except Exception as exc:  # the render never fails for its records so far
+                print(f"prewarm record: records so far not posted: {exc}", file=sys.stderr)
+
+    poster = threading.Thread(target=run, name="prewarm-record-progress", daemon=True)
+    poster.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        poster.join()
+        Path(snapshot).unlink(missing_ok=True)
+
+
+def _snapshot(raw: str, snapshot: str) -> bool:
+    """Copy the complete lines of `raw` to `snapshot` (a MiB at a time: a long render's strace log
+    is hundreds of megabytes); False when there is none yet."""
+    last = written = 0
+    with open(raw, "rb") as src, open(snapshot, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                last = written + nl + 1
+            written += len(chunk)
+        dst.truncate(last)
+    return last > 0
 
 
 def _keeper(settings: Settings) -> Callable[[str], bool] | None:
