@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from prewarm.errors import ManifestError
 from prewarm.flow import live, warming
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
@@ -23,6 +24,7 @@ from prewarm.state import keys
 from prewarm.state.frames import FrameEvent, FrameState, Kind, Outcome
 from prewarm.state.jobs import WarmJob
 from prewarm.warm.job import JobState
+from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
 from tests.test_warm_redis import Sent, drain
 
@@ -108,6 +110,22 @@ def test_job_ids_are_checked() -> None:
     for bad in ("", "../x", "a b", "x" * 200, "-x"):
         with pytest.raises(live.InputError):
             live.check_job_id(bad)
+
+
+def test_a_registered_manifest_text_is_read_by_the_one_job_loader() -> None:
+    """What `prewarm plan` reads as a job's text, a re-plan reads: YAML, JSON, a bundle posted whole;
+    a plan's text is no job to re-plan."""
+    yaml_text = "job: shot010\nframes: 1-3\ninputs: [/studio/proj/a.blend]\n"
+    assert live.load_manifest_text("manifest", yaml_text) == parse_manifest(yaml_text, "manifest")
+    template = (ROOT / "sample_jobs" / "bundles" / "nuke_comp_chunked" / "template.yaml").read_text()
+    values = {"parameterValues": [{"name": "Frames", "value": "1-2"},
+                                  {"name": "NukeScriptFile", "value": "/studio/proj/comp.nk"}]}
+    bundle = live.load_manifest_text("manifest", json.dumps({"template": template, "parameter_values": values}))
+    assert bundle.frames == (1, 2) and "/studio/proj/comp.nk" in [i.path for i in bundle.inputs]
+    with pytest.raises(ManifestError, match="a plan, not a job"):
+        live.load_manifest_text("manifest", json.dumps({"job": "x", "ranges": []}))
+    with pytest.raises(live.ConfigError, match="only the service can re-plan it"):
+        live.load_manifest_text("submission", "{}")
 
 
 # re-planning

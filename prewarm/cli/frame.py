@@ -84,8 +84,11 @@ def _register(r: redis.Redis[bytes], settings: Settings, args: argparse.Namespac
     from prewarm.state.celery_app import CelerySender
 
     live.check_job_id(args.job, "JOB")
-    manifest = load_manifest(args.manifest)
-    with open(args.manifest, encoding="utf-8") as fh:  # parsed above, so readable UTF-8
+    if os.path.isdir(args.manifest):
+        raise ConfigError(args.manifest, "a live job registers a manifest file: register a job bundle through the "
+                                         "service (POST /live/jobs), which re-plans farm submissions")
+    manifest = load_manifest(args.manifest, settings)
+    with open(args.manifest, encoding="utf-8") as fh:  # read above: a file within max_request_bytes, UTF-8
         text = fh.read()
     ids = args.warm
     if ids is None:

@@ -44,10 +44,11 @@ from enum import StrEnum
 import redis
 
 from prewarm.errors import ConfigError, InputError, PrewarmError
-from prewarm.flow import warming
+from prewarm.flow import jobs, warming
+from prewarm.flow.adapters import NO_CONTEXT
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.build import PlanOptions
-from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import Span, normalize, subtract
 from prewarm.plan.records import FileInfo, PlannedRange, Reason
@@ -100,10 +101,13 @@ service's knows farm submissions (`prewarm.farm.frame_routes.loader`)."""
 
 
 def load_manifest_text(kind: str, body: str) -> Manifest:
-    """The loader of jobs registered with a manifest's text (the CLI's, and the default)."""
+    """The loader of jobs registered with a manifest's text (the CLI's, and the default): read by the
+    one loader of jobs (`flow.jobs.from_text`), as `prewarm plan` reads that text; a plan is refused."""
     if kind != "manifest":
         raise ConfigError("live job", f"registered from a {kind!r} submission: only the service can re-plan it")
-    return parse_manifest(body, "manifest")
+    job = jobs.from_text(body, "manifest", NO_CONTEXT)
+    assert job.manifest is not None     # from_text gives plans only when asked to
+    return job.manifest
 
 
 def register(r: redis.Redis[bytes], job: str, manifest: Manifest, warm_ids: Sequence[str],
