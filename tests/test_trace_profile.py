@@ -111,14 +111,12 @@ def test_plan_from_profiles_is_the_plan_from_the_raw_traces(tmp_path: Path, shot
     from_profiles = plan_job(manifest, [], settings)
     from_store_files = plan_job(manifest, [result.folder], settings)
     from_raw = plan_job(manifest, [raw], settings)
-    assert from_profiles.stats["traces_from_store"] == [result.folder]
+    assert from_profiles.stats.store.traces_from_store == [result.folder]
     core = ("ranges", "metadata", "files", "missing", "dropped", "frames")
     for other in (from_store_files, from_raw):
         assert all(getattr(from_profiles, k) == getattr(other, k) for k in core)
     assert len(from_profiles.ranges) > 10 and {r.reason for r in from_profiles.ranges} >= {"trace"}
-    stats = dict(from_profiles.stats)
-    stats.pop("traces_from_store")
-    assert stats == dict(from_store_files.stats)       # records and frames counted alike
+    assert replace(from_profiles.stats, store=None) == from_store_files.stats      # records and frames counted alike
 
 
 def test_stale_torn_and_old_format_profiles_are_rebuilt(settings: Settings) -> None:
@@ -221,6 +219,6 @@ def test_a_job_with_an_unreadable_raw_file_is_left_out_and_said(tmp_path: Path, 
     torn = Path(bad.folder) / "frame.0002.jsonl.gz"
     torn.write_bytes(torn.read_bytes()[:200])
     plan = plan_job(str(SAMPLE / "shot100" / "manifest.yaml"), [], settings)
-    assert list(plan.stats["traces_skipped"]) == [bad.folder]
-    assert "frame.0002.jsonl.gz" in plan.stats["traces_skipped"][bad.folder]
+    assert list(plan.stats.store.traces_skipped) == [bad.folder]
+    assert "frame.0002.jsonl.gz" in plan.stats.store.traces_skipped[bad.folder]
     assert plan.ranges == plan_job(str(SAMPLE / "shot100" / "manifest.yaml"), [good.folder], settings).ranges

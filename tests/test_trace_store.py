@@ -241,4 +241,4 @@ def test_a_plan_over_forked_parts_is_the_plan_made_in_one_process(real_traces: P
     assert "".join(forked.json_text()) == "".join(one.json_text())
     assert len(one.ranges) > 10
     if shot == "shot200":
-        assert one.stats["tiled_files"] > 0
+        assert one.stats.predict.tiled_files > 0

@@ -34,6 +34,7 @@ from prewarm.plan.records import (
     path_problem,
     shown,
 )
+from prewarm.plan.stats import PlanStats
 
 __all__ = ["DEFAULT_GRANULE", "FIELDS_LIMITS", "FORMAT", "Plan", "PlanTotals"]
 
@@ -94,8 +95,9 @@ class Plan:
     priority: int = 0
     gateways: tuple[str, ...] = ()
     """Gateway nodes whose caches to warm (a queue each); empty: the configured default."""
-    stats: Mapping[str, Any] = field(default_factory=dict)
-    """Planner statistics (trace records used, frames seen, ...) shown in the summary."""
+    stats: PlanStats | None = None
+    """What the planner counted (trace records used, frames seen, ...), shown in the summary;
+    None in a plan read from its file or written by hand."""
     origins: Mapping[str, Origin] = field(default_factory=dict)
     """Files a scene input brought in (`prewarm.plan.scenes`), by path; written into their `files` entries."""
 
@@ -142,7 +144,7 @@ class Plan:
 
     def summary(self) -> dict[str, Any]:
         """The plan file's `summary`: the totals, then the planner's statistics."""
-        return {**self.totals().to_json(), **dict(self.stats)}
+        return {**self.totals().to_json(), **(self.stats.to_json() if self.stats is not None else {})}
 
     def to_json(self, ranges: bool = True) -> dict[str, Any]:
         """The plan as JSON data (contract 3); `ranges=False` leaves `ranges` and `dropped` empty."""
