@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import ijson
 import pytest
 import redis
 
+from prewarm.errors import PlanFileError
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
-from prewarm.plan.records import PlannedRange
+from prewarm.plan.records import FileInfo, PlannedRange
 from prewarm.report import build as report
 from prewarm.report import html as report_html
 from prewarm.state import runner
@@ -254,3 +256,55 @@ def test_coverage_labels_keep_the_digits_an_input_does_not_vary() -> None:
     batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in [*seq, blend]))
     rep = report.build(_info(), plan, report.Progress.of([batch], {0}))
     assert [row["path"] for row in rep["coverage"]] == ["/studio/proj/shot100/cache/shot100_fx_v003.####.vdb", blend]
+
+
+def test_coverage_rows_are_the_manifests_inputs_as_it_writes_them(tmp_path: Path) -> None:
+    """A plan keeps its manifest's inputs and each file's input: the report names a row by the input
+    (`<UDIM>`, `####`, a folder) and sums its files; a file of no input, and every file of a plan
+    written before plans kept their inputs, is folded by name as before."""
+    tiles = [f"/studio/proj/tex/diffuse.{1001 + i}.tx" for i in range(3)]
+    frames = [f"/studio/proj/cache/fx.{1 + i:04d}.vdb" for i in range(2)]
+    lib = ["/studio/proj/lib/a.abc", "/studio/proj/lib/b.abc"]
+    traced = "/studio/proj/other/x.bin"
+    paths = [*tiles, *frames, *lib, traced]
+    inputs = ("/studio/proj/tex/diffuse.<UDIM>.tx", "/studio/proj/cache/fx.####.vdb", "/studio/proj/lib/")
+    plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in paths),
+                files={p: FileInfo(p, 2 * MiB, 1.0) for p in paths}, inputs=inputs,
+                input_of={**dict.fromkeys(tiles, 0), **dict.fromkeys(frames, 1), **dict.fromkeys(lib, 2)})
+    text = "".join(plan.json_text())
+    loaded = Plan.from_json(json.loads(text))
+    assert loaded.inputs == inputs and loaded.input_of == plan.input_of
+    assert Plan.from_events(ijson.parse(text.encode(), use_float=True)).input_of == plan.input_of
+    batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in paths))
+    rows = {r["path"]: r["files"] for r in report.build(_info(), loaded, report.Progress.of([batch], {0}))["coverage"]}
+    assert rows == {inputs[0]: 3, inputs[1]: 2, inputs[2]: 2, traced: 1}
+
+    old = json.loads(text)
+    del old["inputs"]
+    for entry in old["files"].values():
+        entry.pop("input", None)
+    rows = {r["path"]: r["files"]
+            for r in report.build(_info(), Plan.from_json(old), report.Progress.of([batch], {0}))["coverage"]}
+    assert rows == {"/studio/proj/tex/diffuse.####.tx": 3, "/studio/proj/cache/fx.####.vdb": 2,
+                    "/studio/proj/lib/a.abc": 1, "/studio/proj/lib/b.abc": 1, traced: 1}
+
+    bad = json.loads(text)
+    bad["files"][tiles[0]]["input"] = 3
+    with pytest.raises(PlanFileError, match=r"diffuse.1001.tx'\]\.input: 3 is not the index of one of the plan's"):
+        Plan.from_json(bad)
+
+
+def test_a_planned_manifest_names_each_files_input(studio: Studio) -> None:
+    """`prewarm plan` keeps the manifest's inputs as written, and each planned file's index among them."""
+    from prewarm.flow.planning import plan_manifest
+    from prewarm.plan.manifest import parse_manifest
+
+    studio.file("shot/plate.0001.exr", 4096)
+    studio.file("shot/plate.0002.exr", 4096)
+    studio.file("shot/scene.blend", 8192)
+    manifest = parse_manifest("job: j\nframes: 1-2\ninputs:\n- /studio/proj/shot/scene.blend\n"
+                              "- /studio/proj/shot/plate.####.exr\n", "m")
+    plan = plan_manifest(manifest, [], studio.settings())
+    assert plan.inputs == ("/studio/proj/shot/scene.blend", "/studio/proj/shot/plate.####.exr")
+    assert plan.input_of == {"/studio/proj/shot/scene.blend": 0, "/studio/proj/shot/plate.0001.exr": 1,
+                             "/studio/proj/shot/plate.0002.exr": 1}

@@ -182,10 +182,16 @@ def build_plan(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, looku
     missing += [Finding(p, why, optional=True) for p, why in result.changed[:MAX_FINDINGS]]
     stats = PlanStats(replace(imported, trace_records=ts.records, trace_frames=len(ts.frames)),
                       effective.granule, result.stats)
+    planned_files = {p: files[p] for p in planned}
+    input_of: dict[str, int] = {}
+    for f in resolved.files:    # a file two inputs name is its first's, as planning took it
+        if f.path in planned_files:
+            input_of.setdefault(f.path, f.input_index)
     plan = Plan(job=manifest.job, frames=tuple(frames), ranges=ordered.ranges, metadata=tuple(metadata),
-                files={p: files[p] for p in planned}, missing=tuple(missing), dropped=ordered.dropped,
+                files=planned_files, missing=tuple(missing), dropped=ordered.dropped,
                 granule=effective.granule, created=created, start=manifest.start, priority=manifest.priority,
-                gateways=manifest.gateways, stats=stats)
+                gateways=manifest.gateways, stats=stats, inputs=tuple(spec.path for spec in manifest.inputs),
+                input_of=input_of)
     for key, most in FIELDS_LIMITS.items():  # a plan the warm side would refuse is refused here, not there
         if len(getattr(plan, key)) > most:
             raise ManifestError(manifest.source, f"{key}: the plan would hold {len(getattr(plan, key)):,}, more than "

@@ -74,7 +74,7 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
     failed_by_file: dict[str, int] = defaultdict(int)
     for r in failed:
         failed_by_file[r.path] += r.length
-    coverage = _coverage(info, progress, failed_by_file, {} if plan is None else plan.files)
+    coverage = _coverage(info, progress, failed_by_file, plan)
     missing = [f for f in info.findings if f.kind is FindingKind.MISSING]
     planned_by_file = progress.planned if progress is not None else {}
     report: dict[str, Any] = {
@@ -152,24 +152,30 @@ def _series(points: list[Point], started: float | None) -> list[dict[str, float]
 
 
 def _coverage(info: JobInfo, progress: Progress | None, failed_by_file: Mapping[str, int],
-              files: Mapping[str, FileInfo]) -> list[dict[str, Any]]:
-    """Per input (a file, or a frame or tile sequence folded as the manifest names it): bytes warmed
-    of bytes planned, and bytes planned of the files' whole size, the saving against warming them whole."""
+              plan: Plan | None) -> list[dict[str, Any]]:
+    """Per input, named as the manifest writes it (`fluid.####.vdb`, `diffuse.<UDIM>.tx`, a folder):
+    bytes warmed of bytes planned, and bytes planned of the files' whole size, the saving against
+    warming them whole. A file of no manifest input (traces named it), or of a plan that does not
+    say (written before plans kept their inputs), is folded with its siblings by name (`Label`)."""
     if progress is None:
         return []
+    files: Mapping[str, FileInfo] = {} if plan is None else plan.files
+    inputs, input_index = ((), {}) if plan is None else (plan.inputs, plan.input_of)
     lost = {f.path for f in info.findings if f.kind in LOST}
-    acc: dict[str, list[int]] = {}
-    labels: dict[str, Label] = {}
+    acc: dict[tuple[int, str], list[int]] = {}
+    labels: dict[tuple[int, str], Label] = {}
     for path, planned in progress.planned.items():
         done = 0 if path in lost else max(progress.done.get(path, 0) - failed_by_file.get(path, 0), 0)
-        key = input_of(path)
+        index = input_index.get(path, -1)
+        key = (index, inputs[index] if index >= 0 else input_of(path))
         row = acc.setdefault(key, [0, 0, 0, 0])
         row[0] += planned
         row[1] += min(done, planned)
         row[2] += 1
         row[3] += files[path].size if path in files else planned
-        labels.setdefault(key, Label(path)).add(path)
-    rows = [_row(labels[k].text(), *v) for k, v in acc.items()]
+        if index < 0:
+            labels.setdefault(key, Label(path)).add(path)
+    rows = [_row(labels[k].text() if k in labels else k[1], *v) for k, v in acc.items()]
     rows.sort(key=lambda r: (-r["planned"], r["path"]))
     if len(rows) > COVERAGE_ROWS:
         rest = rows[COVERAGE_ROWS - 1:]
