@@ -39,17 +39,40 @@ class Sent(list[tuple[str, str, int]]):
 
 
 def test_sampler_emits_one_point_a_second_and_the_rest_on_flush() -> None:
-    now = [100.2]
+    """A second's point holds the bytes read within it: those read between two calls that straddle
+    its end are shared by time (5 of the 10 read from 100.75 to 101.25 are second 100's)."""
+    now = [100.25]
     points: list[Point] = []
     s = Sampler(points.append, clock=lambda: now[0])
-    for t, done, flying in [(100.5, 10, 4), (100.9, 20, 5), (101.1, 30, 6), (101.8, 45, 2), (103.0, 60, 1)]:
+    for t, done, flying in [(100.5, 10, 4), (100.75, 20, 5), (101.25, 30, 6), (101.75, 45, 2), (103.25, 63, 1)]:
         now[0] = t
         s(Snapshot(done, {}, flying))
     s.flush()
-    assert points == [Point(100, 30, 6), Point(101, 30, 1)]
+    assert points == [Point(100, 25, 6), Point(101, 23, 1), Point(102, 12, 1), Point(103, 3, 0)]
     now[0] = 103.5
     s.flush()
-    assert points == [Point(100, 30, 6), Point(101, 30, 1)]  # nothing new since
+    assert len(points) == 4 and sum(p.bytes for p in points) == 63  # nothing new since
+
+
+def test_a_steady_warm_reads_at_its_rate_in_every_sample_the_first_and_last_too() -> None:
+    """The first rate sample of a report: a warm reading 1 MB/s that starts 0.8 s into a second, and
+    one whose reads each take 3 s (a call only as each ends), show 1 MB/s in every second they ran,
+    from t=0: not a fifth of it for the first second (it ran 0.2 s of it), nor three times it
+    for the second a three-second read was counted in."""
+    for every in (0.1, 3.0):
+        now = [500.8]
+        points: list[Point] = []
+        s = Sampler(points.append, clock=lambda now=now: now[0])
+        done = 0
+        while now[0] < 509.3 - 1e-9:
+            now[0] = min(now[0] + every, 509.3)
+            done = round((now[0] - 500.8) * 1e6)
+            s(Snapshot(done, {}, 4))
+        s.flush()
+        info = _info(started=500.8, finished=509.3, bytes_planned=done)
+        series = report.build(info, None, None, points=points)["series"]
+        assert series[0]["t"] == 0.0 and len(series) == 10
+        assert [round(p["bytes_per_s"] / 1e6, 2) for p in series] == [1.0] * 10, (every, series)
 
 
 def test_points_of_concurrent_batches_add_up_per_second_and_gaps_are_zero() -> None:

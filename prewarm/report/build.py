@@ -30,6 +30,10 @@ from prewarm.warm.timeline import Point, merged
 MAX_POINTS = 600
 """Series longer than this are averaged into buckets: a plot has no use for more points than pixels."""
 
+MIN_SPAN_S = 0.01
+"""The shortest time a rate sample is divided by: a warm that ran a millisecond of a second
+(clocks of two hosts a little apart) is not shown reading a thousand times its bytes."""
+
 COVERAGE_ROWS = 40
 """Inputs shown in the coverage chart, largest first; the rest are summed in one row."""
 
@@ -70,7 +74,8 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
           evaluation: Mapping[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
     """The whole report as JSON-able data: what `prewarm report --json` prints and the HTML page shows."""
     c = info.counters
-    series = _series(merged(points), info.started)
+    seconds = merged(points)
+    series = _series(seconds, info.started, info.finished)
     failed_by_file: dict[str, int] = defaultdict(int)
     for r in failed:
         failed_by_file[r.path] += r.length
@@ -90,7 +95,7 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
                        "ranges": info.failed_ranges},
         },
         "timing": _timing(info, throttle_bps, now),
-        "readiness": _readiness(info, plan, series, failed, now),
+        "readiness": _readiness(info, plan, seconds, failed, now),
         "series": series,
         "coverage": coverage,
         "problems": [f.to_json() for f in info.findings]
@@ -137,8 +142,13 @@ def _timing(info: JobInfo, throttle_bps: int | None, now: float | None) -> dict[
             "link": info.link}
 
 
-def _series(points: list[Point], started: float | None) -> list[dict[str, float]]:
-    """Seconds since the start with bytes/s and reads in flight, averaged into at most MAX_POINTS buckets."""
+def _series(points: list[Point], started: float | None, finished: float | None) -> list[dict[str, float]]:
+    """Seconds since the start with bytes/s and reads in flight, averaged into at most MAX_POINTS buckets.
+
+    Points are whole epoch seconds; the warm ran only part of its first and last: a bucket's
+    bytes are divided by the time the warm ran within it (from `started`, up to `finished`),
+    so a warm that started 0.8 s into a second does not show a fifth of its rate there, and
+    its first sample is at t=0, not before the start."""
     if not points:
         return []
     t0 = started if started is not None else points[0].t
@@ -146,7 +156,13 @@ def _series(points: list[Point], started: float | None) -> list[dict[str, float]
     out = []
     for i in range(0, len(points), step):
         chunk = points[i:i + step]
-        out.append({"t": round(chunk[0].t - t0, 3), "bytes_per_s": sum(p.bytes for p in chunk) / len(chunk),
+        lo, hi = float(chunk[0].t), float(chunk[-1].t + 1)
+        if started is not None and lo < started < hi:
+            lo = started
+        if finished is not None and lo < finished < hi:
+            hi = finished
+        out.append({"t": round(max(lo - t0, 0.0), 3),
+                    "bytes_per_s": sum(p.bytes for p in chunk) / max(hi - lo, MIN_SPAN_S),
                     "in_flight": sum(p.in_flight for p in chunk) / len(chunk)})
     return out
 
@@ -212,13 +228,13 @@ def _row(path: str, planned: int, warmed: int, files: int, whole: int) -> dict[s
             "planned_share": planned / whole if whole else 1.0, "saved_bytes": max(whole - planned, 0)}
 
 
-def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
+def _readiness(info: JobInfo, plan: Plan | None, seconds: list[Point],
                failed: Sequence[ByteRange], now: float | None) -> dict[str, Any]:
     """Whether what the first frame needs is warm, and when it was (estimated from plan order).
 
     The first frame's ranges and the every-frame ranges come first in a plan, and batches are
     dispatched in plan order, so the first frame is ready once the warm has moved that prefix
-    of the plan's bytes; the time is read off the cumulative throughput series.
+    of the plan's bytes; the time is read off the bytes read each second.
     """
     if plan is None or not plan.frames or not (plan.ranges or plan.missing):
         return {"first_frame": None, "ready": None, "ready_at": None, "start": None, "margin_s": None}
@@ -237,7 +253,7 @@ def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
     share = position / total if total else 1.0
     reached = info.state.final or info.progress()[1] >= share * info.bytes_planned
     ready = reached and not blocked and info.state is not JobState.CANCELLED
-    ready_at = _when(info, series, share) if ready else None
+    ready_at = _when(info, seconds, share) if ready else None
     margin = None if plan.start is None or ready_at is None else plan.start - ready_at
     return {"first_frame": first, "ready": ready, "ready_at": ready_at, "start": plan.start,
             "margin_s": margin, "share_of_plan": share, "blocked_by": sorted(blocked)[:20],
@@ -246,16 +262,17 @@ def _readiness(info: JobInfo, plan: Plan | None, series: list[dict[str, float]],
             or (margin is not None and margin < 0)}
 
 
-def _when(info: JobInfo, series: list[dict[str, float]], share: float) -> float | None:
+def _when(info: JobInfo, seconds: list[Point], share: float) -> float | None:
+    """The end of the second by which `share` of the bytes read had been read (no later than the end)."""
     if info.started is None:
         return None
-    total = sum(s["bytes_per_s"] for s in series)
-    if not series or total <= 0:
+    total = sum(p.bytes for p in seconds)
+    if total <= 0:
         return info.finished
-    step = series[1]["t"] - series[0]["t"] if len(series) > 1 else 1.0
-    acc = 0.0
-    for s in series:
-        acc += s["bytes_per_s"]
+    acc = 0
+    for p in seconds:
+        acc += p.bytes
         if acc >= share * total - 1e-9:
-            return info.started + s["t"] + step
+            end = float(p.t + 1)
+            return end if info.finished is None else min(end, info.finished)
     return info.finished
