@@ -95,7 +95,8 @@ def test_evaluate_a_warm_job_is_kept_in_redis_and_shown_in_its_report(
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["overall"] == {"recall": 1.0, "overfetch": 2.0, "needed_bytes": 4 * BLOCK,
                                                  "planned_bytes": 8 * BLOCK, "hit_bytes": 4 * BLOCK}
-    assert report_redis.load(r, job.id)["evaluation"]["overall"]["recall"] == 1.0
+    evaluation = report_redis.load(r, job.id).evaluation
+    assert evaluation is not None and evaluation["overall"]["recall"] == 1.0
     [history] = r.lrange("prewarm:shot:shot010:evaluations", 0, -1)
     assert json.loads(history)["warm_job"] == job.id
 
