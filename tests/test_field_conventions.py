@@ -111,7 +111,7 @@ def test_shot_from_1001_with_udim_sets_plans_tiles_by_structure(shot300: Path, t
     assert plan.stats.predict.tiled_files == 5, "four traced UDIM tiles and the tree, by their tiles"
     read = set(trained.reads)
     assert not [r for r in plan.ranges if r.path in read and r.reason is Reason.FALLBACK]
-    assert evaluate(plan, restrict(traces300, test))["overall"]["recall"] >= 0.9
+    assert evaluate(plan, restrict(traces300, test)).overall.recall >= 0.9
 
 
 def test_a_decal_one_traced_frame_read_is_planned_last_for_the_other_frames(shot300: Path, traces300: TraceSet):

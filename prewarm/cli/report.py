@@ -54,6 +54,6 @@ def text_lines(report: Report) -> list[str]:
     if report.retry.command:
         lines.append(f"  retry the {report.retry.ranges} failed range(s): {report.retry.command}")
     if report.evaluation:
-        o = report.evaluation["overall"]
-        lines.append(f"  prediction: recall {o['recall']:.1%}, over-fetch {o['overfetch']:.2f}x")
+        o = report.evaluation.overall
+        lines.append(f"  prediction: recall {o.recall:.1%}, over-fetch {o.overfetch:.2f}x")
     return lines

@@ -15,10 +15,9 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prewarm.errors import InputError
-from prewarm.plan.evaluate import input_of
+from prewarm.plan.evaluate import Evaluation, input_of
 from prewarm.plan.framespec import parse_frames
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
@@ -84,7 +83,7 @@ def retry_command(info: JobInfo) -> str | None:
 
 def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: Sequence[ByteRange] = (),
           points: Sequence[Point] = (), throttle_bps: int | None = None,
-          evaluation: Mapping[str, Any] | None = None, now: float | None = None) -> Report:
+          evaluation: Evaluation | None = None, now: float | None = None) -> Report:
     """The whole report: what the HTML page and `prewarm report` show, and (`Report.to_json`) what
     `prewarm report --json` prints."""
     c = info.counters
@@ -112,7 +111,7 @@ def build(info: JobInfo, plan: Plan | None, progress: Progress | None, failed: S
                                             f"{m.reason}{f' (manifest line {m.line})' if m.line else ''}")
                                     for m in plan.missing]),
         retry=Retry(retry_command(info), info.failed_ranges),
-        evaluation=None if evaluation is None else dict(evaluation),
+        evaluation=evaluation,
     )
 
 

@@ -14,6 +14,7 @@ scoring, `prewarm.plan.evaluate`), so prediction quality shows while the job ren
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import redis
@@ -77,5 +78,6 @@ def live_evaluation(r: redis.Redis[bytes], meta: dict[str, str], finished: list[
     if not rendered.frames:
         return None
     result = evaluate(plan, rendered)
-    return {"frames_finished": len(finished), "frames_traced": len(rendered.frames), "overall": result["overall"],
-            "missed_by_reason": result["missed_by_reason"], "missed": result["missed"][:20]}
+    return {"frames_finished": len(finished), "frames_traced": len(rendered.frames),
+            "overall": asdict(result.overall), "missed_by_reason": result.missed_by_reason,
+            "missed": [asdict(m) for m in result.missed[:20]]}

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from html import escape
-from typing import Any
 
+from prewarm.plan.evaluate import Evaluation
 from prewarm.report.model import CoverageRow, Problem, Readiness, Report, Retry, Summary, Timing
 
 W, H = 720, 180
@@ -234,23 +234,23 @@ def _problems(problems: Sequence[Problem], retry: Retry) -> str:
     return "".join(out)
 
 
-def _evaluation(e: Mapping[str, Any]) -> str:
-    o = e["overall"]
-    out = [(f"<p>Against the reads of {e.get('frames_traced', 0)} rendered frame(s), on "
-           f"{e.get('block', 65536) // 1024} KiB blocks: recall <b>{o['recall']:.1%}</b>, over-fetch "
-           f"<b>{o['overfetch']:.2f}</b>x ({_mb(o['needed_bytes'])} needed, {_mb(o['planned_bytes'])} planned).</p>")]
-    if e.get("per_input"):
+def _evaluation(e: Evaluation) -> str:
+    o = e.overall
+    out = [(f"<p>Against the reads of {e.frames_traced} rendered frame(s), on "
+           f"{e.block // 1024} KiB blocks: recall <b>{o.recall:.1%}</b>, over-fetch "
+           f"<b>{o.overfetch:.2f}</b>x ({_mb(o.needed_bytes)} needed, {_mb(o.planned_bytes)} planned).</p>")]
+    if e.per_input:
         out.append("<table><tr><th>input</th><th>recall</th><th>over-fetch</th><th>needed</th><th>planned</th></tr>")
-        out.extend(f'<tr><td class="path">{escape(r["input"])}</td><td>{r["recall"]:.1%}</td>'
-                   f'<td>{r["overfetch"]:.2f}</td><td>{_mb(r["needed_bytes"])}</td><td>{_mb(r["planned_bytes"])}</td></tr>'
-                   for r in e["per_input"][:40])
+        out.extend(f'<tr><td class="path">{escape(r.input)}</td><td>{r.recall:.1%}</td>'
+                   f'<td>{"-" if r.overfetch is None else f"{r.overfetch:.2f}"}</td><td>{_mb(r.needed_bytes)}</td>'
+                   f'<td>{_mb(r.planned_bytes)}</td></tr>' for r in e.per_input[:40])
         out.append("</table>")
-    if e.get("missed_by_reason"):
-        out.append("<p>Missed: " + "; ".join(f"{_mb(n)} {escape(why)}" for why, n in e["missed_by_reason"].items())
+    if e.missed_by_reason:
+        out.append("<p>Missed: " + "; ".join(f"{_mb(n)} {escape(why)}" for why, n in e.missed_by_reason.items())
                    + ". These evaluations are kept with the job and the shot so later plans can learn from them.</p>")
-    if e.get("missed"):
+    if e.missed:
         out.append("<h3>Missed reads, and why</h3><table><tr><th>file</th><th>why</th><th>bytes</th></tr>")
-        out.extend(f'<tr><td class="path">{escape(m["path"])}</td><td style="text-align:left">{escape(m["why"])}</td>'
-                   f'<td>{_mb(m["bytes"])}</td></tr>' for m in e["missed"][:40])
+        out.extend(f'<tr><td class="path">{escape(m.path)}</td><td style="text-align:left">{escape(m.why)}</td>'
+                   f'<td>{_mb(m.bytes)}</td></tr>' for m in e.missed[:40])
         out.append("</table>")
     return "".join(out)

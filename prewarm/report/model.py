@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from prewarm.plan.evaluate import Evaluation
+
 __all__ = ["CoverageRow", "JobHead", "Problem", "Readiness", "Report", "Retry", "Sample", "Summary", "Tally",
            "Timing"]
 
@@ -165,12 +167,13 @@ class Report:
     coverage: list[CoverageRow]
     problems: list[Problem]
     retry: Retry
-    evaluation: dict[str, Any] | None
-    """`prewarm evaluate`'s result for the job, as it stored it (`prewarm.plan.evaluate`); None before."""
+    evaluation: Evaluation | None
+    """`prewarm evaluate`'s result for the job, as it stored it; None before it ran."""
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON data (`prewarm report --json`, the service's report route)."""
         return {"job": asdict(self.job), "summary": self.summary.to_json(), "timing": asdict(self.timing),
                 "readiness": self.readiness.to_json(), "series": [asdict(s) for s in self.series],
                 "coverage": [asdict(r) for r in self.coverage], "problems": [asdict(p) for p in self.problems],
-                "retry": asdict(self.retry), "evaluation": self.evaluation}
+                "retry": asdict(self.retry),
+                "evaluation": None if self.evaluation is None else self.evaluation.to_json()}

@@ -22,11 +22,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import redis
 
 from prewarm.errors import ServiceError
+from prewarm.plan.evaluate import Evaluation
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.state import keys
@@ -197,13 +197,14 @@ class WarmJob:
         """Indexes of the batches whose results are recorded."""
         return {int(x) for x in self.r.smembers(self.part("done"))}
 
-    def evaluation(self) -> dict[str, Any] | None:
+    def evaluation(self) -> Evaluation | None:
         """The last `prewarm evaluate` of this job, if any."""
         raw = self.r.get(self.part("evaluation"))
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else Evaluation.from_json(json.loads(raw))
 
-    def store_evaluation(self, shot: str, result: dict[str, Any], history: int) -> str:
+    def store_evaluation(self, shot: str, evaluation: Evaluation, history: int) -> str:
         """Keep an evaluation with the job and at the head of its shot's history (the newest `history`)."""
+        result = evaluation.to_json()
         text = json.dumps(result)
         shot_key = keys.shot_evaluations(shot)
         with self.r.pipeline() as p:
