@@ -44,3 +44,14 @@ def test_the_throttle_is_drawn_on_the_throughput_plot_inside_it() -> None:
     assert m and html.PAD_T <= float(m.group(1)) < html.H - html.PAD_B  # above the 30 MB/s line, in the plot
     assert "throttle 50.0 MB/s" in svg
     assert 'class="cap"' not in html._line_chart(times, rates, 1e-6, "MB/s", "#000", "throughput")
+
+
+def test_an_input_the_frames_read_nothing_of_is_shown_without_an_over_fetch() -> None:
+    """`evaluate` gives such an input no over-fetch (None): the page shows `-`, it does not fail."""
+    from prewarm.plan.evaluate import Evaluation, InputScore, Score
+
+    e = Evaluation("s", 65536, 2, 2, Score(1.0, 2.0, 65536, 131072, 65536),
+                   [InputScore("/studio/proj/a.tx", 1.0, 1.0, 65536, 65536),
+                    InputScore("/studio/proj/unread.tx", 0.0, None, 0, 65536)], {}, [], 0)
+    page = html._evaluation(e)
+    assert '<td class="path">/studio/proj/unread.tx</td><td>0.0%</td><td>-</td>' in page
