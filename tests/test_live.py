@@ -187,10 +187,14 @@ def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio
     live.report_event(r, settings, FrameEvent(S, "job-1", 4, 300.0, "n2"))
     report = live_report(r, "job-1", settings)
     assert report is not None
-    warm_at = {f["frame"]: f["warm_at_start"] for f in report["frames"]}
+    warm_at = {f.frame: f.warm_at_start for f in report.frames}
     assert warm_at == {1: False, 2: False, 3: False, 4: True}, "1-3 started before any batch ran, 4 after all"
-    assert report["started_before_warm"] == [1, 2, 3]
-    assert report["evaluation"]["frames_traced"] == 2 and report["evaluation"]["overall"]["recall"] == 1.0
+    assert report.started_before_warm == [1, 2, 3]
+    ev = report.evaluation
+    assert ev is not None and ev.overall is not None and ev.frames_traced == 2 and ev.overall.recall == 1.0
+    shown = report.to_json()
+    assert shown["started_before_warm"] == [1, 2, 3] and shown["evaluation"]["overall"]["recall"] == 1.0
+    assert shown["frames"][0]["state"] == "done" and "evaluation" not in live_report(r, "job-1").to_json()
     sent_spans = fstate.covered(r, "job-1")
     for pr in new.ranges:  # the new warm never reads what the old one had sent
         assert not any(s < pr.end and e > pr.offset for s, e in sent_spans.get(pr.path, []))

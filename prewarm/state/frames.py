@@ -104,10 +104,6 @@ class Frame:
     finished: float | None = None
     attempts: int = 0
 
-    def to_json(self) -> dict[str, object]:
-        return {"frame": self.frame, "state": self.state.value, "node": self.node, "started": self.started,
-                "finished": self.finished, "attempts": self.attempts}
-
 
 _APPLY = """
 local meta, frames, known, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
