@@ -286,10 +286,10 @@ SWAP = """
 import os, sys
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.guard import Guard, Refused
-from prewarm.warm.reader import DirectReader
+from prewarm.warm.reader import MountReader
 
 root, outside = sys.argv[1], sys.argv[2]
-reader = DirectReader(Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),))))
+reader = MountReader(Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),))))
 reader.open("/studio/proj/swap/a.tx").close()  # the folder's resolution is now cached
 os.rename(root + "/swap", root + "/swap.old")
 os.symlink(outside, root + "/swap")  # swapped for a link out, after the check

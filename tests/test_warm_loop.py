@@ -25,14 +25,14 @@ from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whol
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
 from prewarm.warm.loop import WarmContext, execute_batch
-from prewarm.warm.reader import DirectReader, OpenFile
+from prewarm.warm.reader import MountReader, OpenFile
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
 
 
-class RecordingReader(DirectReader):
+class RecordingReader(MountReader):
     """The real reader of the studio tree, keeping a log of opens and reads (by studio path),
     failing on request (an errno per studio path)."""
 
