@@ -66,7 +66,8 @@ from prewarm.testkit.samples import build_shot
 from prewarm.testkit.textures import build_textures
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces
-from prewarm.traces.store import import_traces, load_profiles
+from prewarm.traces.loading import load_profiles
+from prewarm.traces.store import import_traces
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,17 +20,11 @@ from prewarm.flow.jobs import load_manifest, plan_job
 from prewarm.plan.aggregate import TraceSet, aggregate
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import PROFILES, list_traces, prune, store_traces
 from prewarm.traces.files import read_traces, trace_files
+from prewarm.traces.loading import frame_profiles, load_profiles
 from prewarm.traces.profile import FORMAT, FrameProfile, ProfileError, decode, encode
-from prewarm.traces.store import (
-    PROFILES,
-    frame_profiles,
-    import_traces,
-    list_traces,
-    load_profiles,
-    prune,
-    store_traces,
-)
+from prewarm.traces.store import import_traces
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_jobs"
 
@@ -199,11 +193,11 @@ def test_render_nodes_filing_frames_at_once_leave_a_consistent_store(settings: S
 
 def test_profiles_of_many_stale_files_are_rebuilt_over_processes(settings: Settings,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from prewarm.traces import store
+    from prewarm.traces import loading
 
     result = import_traces(settings, _frames("shot200"), "proj", "shot200", "old_v001")
     shutil.rmtree(Path(result.folder) / PROFILES)
-    monkeypatch.setattr(store, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(loading, "PARALLEL_BYTES", 0)
     manifest = load_manifest(SAMPLE / "shot200" / "manifest.yaml")
     stored = load_profiles(settings, manifest)
     raw = aggregate(read_traces([result.folder]))

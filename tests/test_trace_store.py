@@ -16,16 +16,10 @@ from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import find_traces, list_traces, prune, version_family
 from prewarm.traces.files import read_traces
 from prewarm.traces.profile import decode as decode_profile
-from prewarm.traces.store import (
-    OPEN_FRAMES,
-    find_traces,
-    import_traces,
-    list_traces,
-    prune,
-    version_family,
-)
+from prewarm.traces.store import OPEN_FRAMES, import_traces
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_jobs"
 SHOT100 = SAMPLE / "shot100"

@@ -19,8 +19,8 @@ import pytest
 from prewarm.farm.spool import Spool, client_submitter, local_submitter
 from prewarm.farm.tracedrop import TraceDrop
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import list_traces
 from prewarm.traces.files import read_traces
-from prewarm.traces.store import list_traces
 from tests.fixtures.studio import Studio
 
 TRACES = Path(__file__).resolve().parents[1] / "sample_jobs" / "shot100" / "traces"

@@ -37,7 +37,7 @@ from prewarm.site.settings import Settings
 from prewarm.traces import cores
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import TraceFile, collect, read_batches
-from prewarm.traces.store import load_profiles
+from prewarm.traces.loading import load_profiles
 
 DEFAULT_OPTIONS = PlanOptions()
 """Nothing asked for beyond the manifest and the site's settings."""

@@ -128,8 +128,8 @@ def live_evaluation(r: redis.Redis[bytes], meta: dict[str, str], finished: list[
     """The submitted plan scored against the finished frames' filed traces; None before any was
     filed (or when the submitted warm has expired)."""
     from prewarm.plan.aggregate import aggregate
+    from prewarm.traces.catalogue import store_traces
     from prewarm.traces.files import read_traces
-    from prewarm.traces.store import store_traces
 
     folder = meta.get("store_folder")
     first = json.loads(meta.get("first_warm", "[]"))
