@@ -40,6 +40,7 @@ from enum import StrEnum
 import redis
 
 from prewarm.state import keys
+from prewarm.warm.job import JobState
 
 RETENTION_S = 7 * 86400
 """Live job records expire a week after registration, like warm jobs."""
@@ -374,7 +375,7 @@ def record_readiness(r: redis.Redis[bytes], job: str, frame: int, at: float, war
         if state is None:
             continue
         found = True
-        if state.value == "done":  # every batch warmed: nothing to look up
+        if state is JobState.DONE:  # every batch warmed: nothing to look up
             continue
         if not r.hexists(keys.live(job, "needs"), f"{wid}:"):
             _needs(r, job, wid)
