@@ -18,6 +18,7 @@ from prewarm.plan.model import Plan
 from prewarm.plan.records import PlannedRange
 from prewarm.report import load as report_redis
 from prewarm.state import runner
+from prewarm.state.jobs import WarmJob
 from prewarm.traces.jsonl import access_to_json
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
@@ -97,6 +98,8 @@ def test_evaluate_a_warm_job_is_kept_in_redis_and_shown_in_its_report(
                                                  "planned_bytes": 8 * BLOCK, "hit_bytes": 4 * BLOCK}
     evaluation = report_redis.load(r, job.id).evaluation
     assert evaluation is not None and evaluation.overall.recall == 1.0
+    r.set(WarmJob(r, job.id).part("evaluation"), json.dumps({"overall": {"recall": 1.0}}))  # another version's
+    assert report_redis.load(r, job.id).evaluation is None
     [history] = r.lrange("prewarm:shot:shot010:evaluations", 0, -1)
     assert json.loads(history)["warm_job"] == job.id
 

@@ -198,9 +198,15 @@ class WarmJob:
         return {int(x) for x in self.r.smembers(self.part("done"))}
 
     def evaluation(self) -> Evaluation | None:
-        """The last `prewarm evaluate` of this job, if any."""
+        """The last `prewarm evaluate` of this job, if any; one of another shape (kept by another
+        version of prewarm) is none, not a failed report."""
         raw = self.r.get(self.part("evaluation"))
-        return None if raw is None else Evaluation.from_json(json.loads(raw))
+        if raw is None:
+            return None
+        try:
+            return Evaluation.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def store_evaluation(self, shot: str, evaluation: Evaluation, history: int) -> str:
         """Keep an evaluation with the job and at the head of its shot's history (the newest `history`)."""
