@@ -68,7 +68,8 @@ from prewarm.testkit.samples import build_shot
 from prewarm.testkit.textures import build_textures
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import read_traces
-from prewarm.traces.store import import_traces, load_profiles
+from prewarm.traces.loading import load_profiles
+from prewarm.traces.store import import_traces
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,6 +119,8 @@ def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str,
          test: list[int], granule: int, default_granule: int) -> dict[str, Any]:
     recall, over = score(plan_blocks(plan), needed)
     at = ready_at(plan, full, test[0]) if test else None
+    assert plan.stats is not None and plan.stats.structure is not None  # plan_resolved counts both
+    predicted, structure = plan.stats.predict, plan.stats.structure
     targeted = granule == default_granule and variant == TARGETED.get(shot, "prewarm")
     target = TARGETS.get((shot, split)) if targeted else None
     met = None
@@ -129,10 +132,12 @@ def _row(shot: str, split: str, variant: str, plan: Plan, needed: set[tuple[str,
             "recall": round(recall, 4), "overfetch": round(over, 3),
             "first_frame_at": None if at is None else round(at, 3),
             "needed_bytes": len(needed) * BLOCK, "planned_bytes": plan.bytes,
-            "missing": plan.missing_inputs, "changed": plan.stats.get("changed_since_traced", 0),
-            "remapped": plan.stats.get("remapped_files", 0),
+            "missing": plan.missing_inputs, "changed": predicted.changed_since_traced,
+            "remapped": predicted.remapped_files,
             "bytes_by_reason": dict(sorted(plan.table.bytes_by_reason().items())),
-            "structure": {k: plan.stats.get(k) for k in ("structured_files", "structure_unreadable", "tiled_files")},
+            "structure": {"structured_files": structure.structured_files,
+                          "structure_unreadable": structure.structure_unreadable,
+                          "tiled_files": predicted.tiled_files},
             "target": None if target is None else {"recall": target[0], "overfetch": target[1],
                                                    "first_frame_at": target[2], "met": met}}
 

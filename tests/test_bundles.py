@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,19 @@ def test_parameter_values_given_override_the_bundles(tmp_path: Path) -> None:
     assert job.manifest is not None and job.manifest.frames == (1, 2, 3)
     values = tmp_path / "values.yaml"
     values.write_text("parameterValues:\n- {name: Frames, value: 10-12}\n")
-    assert jobs.parameter_file(str(values)) == {"Frames": "10-12"}
+    assert jobs.parameter_file(str(values), settings) == {"Frames": "10-12"}
+
+
+def test_parameter_values_and_bundle_files_are_read_no_larger_than_the_sites_request_limit(tmp_path: Path) -> None:
+    """One default per setting: the service's body limit bounds every job file, the CLI's too."""
+    small = replace(_settings(tmp_path), max_request_bytes=40)
+    values = tmp_path / "values.yaml"
+    values.write_text("parameterValues:\n- {name: Frames, value: 10-12}\n")
+    with pytest.raises(ManifestError, match=r"larger than 40 bytes \(the site's max_request_bytes\)"):
+        jobs.parameter_file(str(values), small)
+    with pytest.raises(ManifestError, match=r"template.yaml: larger than 40 bytes \(the site's max_request_bytes\)"):
+        jobs.load(BUNDLES / "nuke_comp_chunked", small)
+    assert jobs.load(BUNDLES / "nuke_comp_chunked", _settings(tmp_path)).manifest is not None
 
 
 def test_required_parameters_without_values_stay_one_clear_refusal(tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ import redis
 
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import aggregate
-from prewarm.plan.evaluate import BLOCK, Training, evaluate, input_of
+from prewarm.plan.evaluate import BLOCK, Evaluation, Training, evaluate, input_of
 from prewarm.plan.model import Plan
 from prewarm.plan.records import PlannedRange
 from prewarm.report import load as report_redis
 from prewarm.state import runner
+from prewarm.state.jobs import WarmJob
 from prewarm.traces.jsonl import access_to_json
 from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
@@ -42,23 +43,23 @@ def test_recall_overfetch_per_input_and_why_each_miss() -> None:
                                (vdb, 4 * BLOCK, BLOCK, 50), (new, 0, BLOCK, 10)))
     training = Training.of(aggregate(reads((tex, 0, BLOCK, 9), (tex, 0, BLOCK, 12))))
     e = evaluate(plan, rendered, training)
-    o = e["overall"]
-    assert o["needed_bytes"] == 6 * BLOCK and o["hit_bytes"] == 3 * BLOCK
-    assert (o["recall"], o["overfetch"]) == (0.5, round(5 / 6, 3))
-    per = {row["input"]: row for row in e["per_input"]}
-    assert per["/p/tex/a.tx"]["recall"] == round(2 / 3, 4) and per["/p/tex/a.tx"]["overfetch"] == round(4 / 3, 3)
-    why = {(m["path"], m["why"]) for m in e["missed"]}
+    o = e.overall
+    assert o.needed_bytes == 6 * BLOCK and o.hit_bytes == 3 * BLOCK
+    assert (o.recall, o.overfetch) == (0.5, round(5 / 6, 3))
+    per = {row.input: row for row in e.per_input}
+    assert per["/p/tex/a.tx"].recall == round(2 / 3, 4) and per["/p/tex/a.tx"].overfetch == round(4 / 3, 3)
+    why = {(m.path, m.why) for m in e.missed}
     assert why == {(tex, "region outside the prediction"),
                    (vdb, "frame with no neighbours in the training traces"),
                    (new, "pattern never seen in the training traces")}
-    assert sum(e["missed_by_reason"].values()) == 3 * BLOCK
-    json.dumps(e)
+    assert sum(e.missed_by_reason.values()) == 3 * BLOCK
+    assert Evaluation.from_json(json.loads(json.dumps(e.to_json()))) == e    # kept as JSON, read back whole
 
 
 def test_without_training_traces_an_unplanned_file_is_never_seen() -> None:
     plan = Plan(job="s", frames=(1,), ranges=(PlannedRange("/p/a", 0, BLOCK),))
     e = evaluate(plan, aggregate(reads(("/p/b", 0, 10, 1))))
-    assert [m["why"] for m in e["missed"]] == ["never seen: the plan has nothing of this file"]
+    assert [m.why for m in e.missed] == ["never seen: the plan has nothing of this file"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,7 +96,10 @@ def test_evaluate_a_warm_job_is_kept_in_redis_and_shown_in_its_report(
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["overall"] == {"recall": 1.0, "overfetch": 2.0, "needed_bytes": 4 * BLOCK,
                                                  "planned_bytes": 8 * BLOCK, "hit_bytes": 4 * BLOCK}
-    assert report_redis.load(r, job.id)["evaluation"]["overall"]["recall"] == 1.0
+    evaluation = report_redis.load(r, job.id).evaluation
+    assert evaluation is not None and evaluation.overall.recall == 1.0
+    r.set(WarmJob(r, job.id).part("evaluation"), json.dumps({"overall": {"recall": 1.0}}))  # another version's
+    assert report_redis.load(r, job.id).evaluation is None
     [history] = r.lrange("prewarm:shot:shot010:evaluations", 0, -1)
     assert json.loads(history)["warm_job"] == job.id
 

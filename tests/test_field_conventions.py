@@ -64,7 +64,7 @@ def test_a_tile_pattern_is_never_a_sequence_even_when_frames_read_their_own_tile
     assert len(find_sequences(ts, max_delta=2)) == 1, "by the numbers alone"
     cands = [Candidate(t, tile_set=0) for t in TILES]
     res = predict(range(1001, 1049), cands, ts, lookup_from(dict.fromkeys(TILES, 10_000)))
-    assert res.missing == [] and res.stats["sequences"] == 0
+    assert res.missing == [] and res.stats.sequences == 0
 
 
 def test_a_real_sequence_from_1001_still_finds_a_missing_member():
@@ -107,11 +107,11 @@ def test_shot_from_1001_with_udim_sets_plans_tiles_by_structure(shot300: Path, t
     trained = restrict(traces300, train)
     plan = _plan(shot300, trained, test)
     assert plan.missing == (), "no finding for tiles nothing says exist"
-    assert plan.stats["sequences"] == 0
-    assert plan.stats["tiled_files"] == 5, "four traced UDIM tiles and the tree, by their tiles"
+    assert plan.stats.predict.sequences == 0
+    assert plan.stats.predict.tiled_files == 5, "four traced UDIM tiles and the tree, by their tiles"
     read = set(trained.reads)
     assert not [r for r in plan.ranges if r.path in read and r.reason is Reason.FALLBACK]
-    assert evaluate(plan, restrict(traces300, test))["overall"]["recall"] >= 0.9
+    assert evaluate(plan, restrict(traces300, test)).overall.recall >= 0.9
 
 
 def test_a_decal_one_traced_frame_read_is_planned_last_for_the_other_frames(shot300: Path, traces300: TraceSet):

@@ -240,7 +240,8 @@ def test_watch_folders_leave_links_fifos_and_devices_alone(tree: Hostile, tmp_pa
 def test_the_trace_store_is_listed_and_pruned_without_following_links(tree: Hostile, tmp_path: Path) -> None:
     from prewarm.plan.manifest import parse_manifest
     from prewarm.site.settings import Settings
-    from prewarm.traces.store import find_traces, import_traces, list_traces, prune
+    from prewarm.traces.catalogue import find_traces, list_traces, prune
+    from prewarm.traces.store import import_traces
 
     store = tmp_path / "store"
     settings = Settings(trace_store=str(store), roots=(STUDIO,))
@@ -286,10 +287,10 @@ SWAP = """
 import os, sys
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.guard import Guard, Refused
-from prewarm.warm.reader import DirectReader
+from prewarm.warm.reader import MountReader
 
 root, outside = sys.argv[1], sys.argv[2]
-reader = DirectReader(Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),))))
+reader = MountReader(Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),))))
 reader.open("/studio/proj/swap/a.tx").close()  # the folder's resolution is now cached
 os.rename(root + "/swap", root + "/swap.old")
 os.symlink(outside, root + "/swap")  # swapped for a link out, after the check

@@ -32,7 +32,7 @@ def test_warm_plans_a_manifest_from_the_trace_store_as_plan_does(tmp_path: Path,
     manifest = str(SAMPLE / "shot100" / "manifest.yaml")
     warmed, _ = load_source(manifest, [], settings, argparse.Namespace())
     planned = jobs.plan_job(manifest, [], settings)
-    assert warmed.stats["traces_from_store"] == [result.folder] == planned.stats["traces_from_store"]
+    assert warmed.stats.store.traces_from_store == [result.folder] == planned.stats.store.traces_from_store
     assert warmed.ranges == planned.ranges and warmed.summary()["bytes"] > 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from prewarm.errors import ManifestError
 from prewarm.flow import live, warming
 from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
@@ -23,6 +24,7 @@ from prewarm.state import keys
 from prewarm.state.frames import FrameEvent, FrameState, Kind, Outcome
 from prewarm.state.jobs import WarmJob
 from prewarm.warm.job import JobState
+from tests.fixtures.services import ROOT
 from tests.fixtures.studio import Studio
 from tests.test_warm_redis import Sent, drain
 
@@ -113,6 +115,22 @@ def test_job_ids_are_checked() -> None:
             live.check_job_id(bad)
 
 
+def test_a_registered_manifest_text_is_read_by_the_one_job_loader() -> None:
+    """What `prewarm plan` reads as a job's text, a re-plan reads: YAML, JSON, a bundle posted whole;
+    a plan's text is no job to re-plan."""
+    yaml_text = "job: shot010\nframes: 1-3\ninputs: [/studio/proj/a.blend]\n"
+    assert live.load_manifest_text("manifest", yaml_text) == parse_manifest(yaml_text, "manifest")
+    template = (ROOT / "sample_jobs" / "bundles" / "nuke_comp_chunked" / "template.yaml").read_text()
+    values = {"parameterValues": [{"name": "Frames", "value": "1-2"},
+                                  {"name": "NukeScriptFile", "value": "/studio/proj/comp.nk"}]}
+    bundle = live.load_manifest_text("manifest", json.dumps({"template": template, "parameter_values": values}))
+    assert bundle.frames == (1, 2) and "/studio/proj/comp.nk" in [i.path for i in bundle.inputs]
+    with pytest.raises(ManifestError, match="a plan, not a job"):
+        live.load_manifest_text("manifest", json.dumps({"job": "x", "ranges": []}))
+    with pytest.raises(live.ConfigError, match="only the service can re-plan it"):
+        live.load_manifest_text("submission", "{}")
+
+
 # re-planning
 
 
@@ -172,10 +190,14 @@ def test_finished_frames_replan_the_rest_and_drop_guesses(r: redis.Redis, studio
     live.report_event(r, settings, FrameEvent(S, "job-1", 4, 300.0, "n2"))
     report = live_report(r, "job-1", settings)
     assert report is not None
-    warm_at = {f["frame"]: f["warm_at_start"] for f in report["frames"]}
+    warm_at = {f.frame: f.warm_at_start for f in report.frames}
     assert warm_at == {1: False, 2: False, 3: False, 4: True}, "1-3 started before any batch ran, 4 after all"
-    assert report["started_before_warm"] == [1, 2, 3]
-    assert report["evaluation"]["frames_traced"] == 2 and report["evaluation"]["overall"]["recall"] == 1.0
+    assert report.started_before_warm == [1, 2, 3]
+    ev = report.evaluation
+    assert ev is not None and ev.overall is not None and ev.frames_traced == 2 and ev.overall.recall == 1.0
+    shown = report.to_json()
+    assert shown["started_before_warm"] == [1, 2, 3] and shown["evaluation"]["overall"]["recall"] == 1.0
+    assert shown["frames"][0]["state"] == "done" and "evaluation" not in live_report(r, "job-1").to_json()
     sent_spans = fstate.covered(r, "job-1")
     for pr in new.ranges:  # the new warm never reads what the old one had sent
         assert not any(s < pr.end and e > pr.offset for s, e in sent_spans.get(pr.path, []))

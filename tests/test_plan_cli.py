@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import covered, normalize
+from prewarm.plan.stats import PlanStats, PredictStats, SceneStats, StoreStats, StructureStats, TraceStats
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_jobs"
@@ -151,14 +153,33 @@ def test_summary_is_the_typed_totals_then_the_planner_stats() -> None:
     plan = Plan(job="j", frames=(1, 2), granule=4096,
                 ranges=(PlannedRange("/s/a", 0, 4096), PlannedRange("/s/b", 0, 8192, reason=Reason.PATTERN)),
                 files={"/s/a": FileInfo("/s/a", 10_000, 1.0), "/s/b": FileInfo("/s/b", 8192, 1.0)},
-                stats={"trace_records": 7})
+                stats=PlanStats(TraceStats(trace_records=7), 4096, PredictStats(sequences=1)))
     totals = plan.totals()
     assert (totals.bytes, totals.files, totals.ranges, totals.whole_file_bytes) == (12288, 2, 2, 18192)
     assert totals.bytes_by_reason == {"pattern": 8192, "trace": 4096}
     summary = plan.summary()
     assert list(summary) == ["bytes", "files", "ranges", "frames", "whole_file_bytes", "metadata_ops", "missing",
-                             "dropped_bytes", "dropped_ranges", "bytes_by_reason", "trace_records"]
-    assert summary == {**totals.to_json(), "trace_records": 7}
+                             "dropped_bytes", "dropped_ranges", "bytes_by_reason", "trace_records", "trace_frames",
+                             "trace_lines_skipped", "trace_calls_failed", "granule", "sequences", "remapped_files",
+                             "identity_unknown", "shared_files", "changed_since_traced", "tiled_files",
+                             "unseen_files", "unseen_tiled_files", "unread_tiles"]
+    assert summary["trace_records"] == 7 and summary["sequences"] == 1 and summary["granule"] == 4096
+    assert Plan.from_json(json.loads("".join(plan.json_text()))).summary() == totals.to_json(), \
+        "a plan read back has no planner stats: its summary is its totals"
+
+
+def test_planner_stats_parts_write_their_keys_after_the_predictors_in_their_order() -> None:
+    """Structure, scenes and the store add their keys only when they were counted, in that order;
+    the store's skipped folders only when there are some."""
+    stats = PlanStats(TraceStats(), 4096, PredictStats(), structure=StructureStats({"tiff": 2}, 0, {}),
+                      scenes=SceneStats(scenes=1, scene_files_planned=3), store=StoreStats(["/store/a"]))
+    keys = list(stats.to_json())
+    assert keys[keys.index("unread_tiles") + 1:] == [
+        "structured_files", "structure_unreadable", "structure_unreadable_files", "scenes", "scene_layers",
+        "scene_inputs", "scene_unresolved", "scene_outside_roots", "scene_files_planned", "traces_from_store"]
+    skipped = replace(stats, store=StoreStats(["/store/a"], {"/store/b": "frame.0002.jsonl.gz: not gzip"}))
+    assert list(skipped.to_json())[-2:] == ["traces_from_store", "traces_skipped"]
+    assert "scenes" not in PlanStats(TraceStats(), 4096, PredictStats()).to_json()
 
 
 def test_a_deadline_10_pair_plans_from_the_command_line(local: str, tmp_path: Path):

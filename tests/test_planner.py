@@ -47,10 +47,10 @@ def test_plan_without_traces_uses_earlier_jobs_of_the_shot_from_the_store(shot_t
     settings = replace(Settings(), trace_store=str(tmp_path / "store"), roots=("/studio/proj",), path_map=local)
     import_traces(settings, [str(SAMPLES / "shot100" / "traces")], "proj", "shot100", "shot100_lighting_v000")
     plan = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], settings, PlanOptions())
-    assert plan.stats["trace_frames"] == 24 and plan.stats["traces_from_store"]
+    assert plan.stats.traces.trace_frames == 24 and plan.stats.store.traces_from_store
     assert {r.reason for r in plan.ranges} >= {"trace"}
     untraced = plan_job(str(SAMPLES / "shot100" / "manifest.yaml"), [], Settings(path_map=local), PlanOptions())
-    assert untraced.stats["trace_frames"] == 0
+    assert untraced.stats.traces.trace_frames == 0
 
 
 def test_forked_parts_come_back_in_order_and_a_failed_child_fails_the_plan(monkeypatch):

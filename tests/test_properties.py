@@ -39,7 +39,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 MANIFEST_KEYS = ("job", "frames", "inputs", "show", "shot", "start", "priority", "gateway", "max_bytes", "granule",
                  "path_map", "frame_order")
 manifests = st.fixed_dictionaries({}, optional={k: values for k in MANIFEST_KEYS})
-PLAN_KEYS = ("format", "job", "frames", "granule", "start", "priority", "gateways", "ranges", "metadata", "files",
+PLAN_KEYS = ("format", "job", "frames", "granule", "start", "priority", "gateways", "ranges", "metadata", "inputs", "files",
              "missing", "dropped", "created")
 ranges = st.fixed_dictionaries({}, optional={"path": values, "offset": values, "length": values, "frame": values,
                                              "frames": values, "reason": values})

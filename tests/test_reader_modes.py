@@ -13,7 +13,7 @@ from prewarm.plan.pathmap import PathMap
 from prewarm.site.guard import Guard
 from prewarm.site.mounts import Kernel, Mount, ReadMode, device_of, parse_mountinfo
 from prewarm.site.settings import Settings
-from prewarm.warm.reader import DirectReader
+from prewarm.warm.reader import MountReader
 
 
 def table_for(path: Path, fstype: str, source: str, options: str) -> tuple[Mount, ...]:
@@ -36,8 +36,8 @@ def file_of(tmp_path: Path) -> Path:
 def test_on_the_gateways_fsc_mount_auto_reads_buffered(tmp_path: Path) -> None:
     f = file_of(tmp_path)
     table = table_for(f, "nfs", "filer:/vol", "rw,vers=3,rsize=1048576,fsc")
-    new = DirectReader(guard(tmp_path), ReadMode.AUTO, lambda: table, Kernel(6, 8))
-    old = DirectReader(guard(tmp_path), ReadMode.AUTO, lambda: table, Kernel(5, 13))
+    new = MountReader(guard(tmp_path), ReadMode.AUTO, lambda: table, Kernel(6, 8))
+    old = MountReader(guard(tmp_path), ReadMode.AUTO, lambda: table, Kernel(5, 13))
     for reader, drops in ((new, True), (old, False)):
         opened = reader.open(str(f))
         try:
@@ -50,7 +50,7 @@ def test_on_the_gateways_fsc_mount_auto_reads_buffered(tmp_path: Path) -> None:
 def test_elsewhere_auto_reads_with_o_direct(tmp_path: Path) -> None:
     f = file_of(tmp_path)
     table = table_for(f, "nfs4", "proxy:/files", "rw,vers=4.2,addr=10.0.0.5")
-    opened = DirectReader(guard(tmp_path), ReadMode.AUTO, lambda: table, Kernel(6, 8)).open(str(f))
+    opened = MountReader(guard(tmp_path), ReadMode.AUTO, lambda: table, Kernel(6, 8)).open(str(f))
     try:
         assert opened.direct  # type: ignore[attr-defined]
         assert opened.read(0, 4096) == 4096
@@ -61,7 +61,7 @@ def test_elsewhere_auto_reads_with_o_direct(tmp_path: Path) -> None:
 def test_forced_direct_on_an_fsc_mount_is_obeyed(tmp_path: Path) -> None:
     f = file_of(tmp_path)
     table = table_for(f, "nfs", "filer:/vol", "rw,fsc")
-    reader = DirectReader(guard(tmp_path), "direct", lambda: table, Kernel(6, 8))
+    reader = MountReader(guard(tmp_path), "direct", lambda: table, Kernel(6, 8))
     assert reader.choice(str(f)).direct and "caches nothing" in reader.choice(str(f)).why
 
 
@@ -75,7 +75,7 @@ def test_a_mount_that_appears_later_is_found(tmp_path: Path) -> None:
         calls.append(1)
         return tables[min(len(calls) - 1, 1)]
 
-    reader = DirectReader(guard(tmp_path), ReadMode.AUTO, mounts, Kernel(6, 8))
+    reader = MountReader(guard(tmp_path), ReadMode.AUTO, mounts, Kernel(6, 8))
     assert os.stat("/proc/version").st_dev != os.stat(f).st_dev
     assert reader.choice("/proc/version").direct  # reads the first table: no line for /proc's device
     assert not reader.choice(str(f)).direct       # a device not seen before: read again, fsc found

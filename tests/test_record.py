@@ -15,9 +15,9 @@ from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import find_traces
 from prewarm.traces.files import read_traces
 from prewarm.traces.record import record, resolve_command
-from prewarm.traces.store import find_traces
 
 READER = """
 import os, sys

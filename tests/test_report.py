@@ -10,14 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import ijson
 import pytest
 import redis
 
+from prewarm.errors import PlanFileError
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
-from prewarm.plan.records import PlannedRange
+from prewarm.plan.records import FileInfo, PlannedRange
 from prewarm.report import build as report
 from prewarm.report import html as report_html
+from prewarm.report.model import CoverageRow, Tally
 from prewarm.state import runner
 from prewarm.state.jobs import WarmJob
 from prewarm.warm import embedded
@@ -37,17 +40,40 @@ class Sent(list[tuple[str, str, int]]):
 
 
 def test_sampler_emits_one_point_a_second_and_the_rest_on_flush() -> None:
-    now = [100.2]
+    """A second's point holds the bytes read within it: those read between two calls that straddle
+    its end are shared by time (5 of the 10 read from 100.75 to 101.25 are second 100's)."""
+    now = [100.25]
     points: list[Point] = []
     s = Sampler(points.append, clock=lambda: now[0])
-    for t, done, flying in [(100.5, 10, 4), (100.9, 20, 5), (101.1, 30, 6), (101.8, 45, 2), (103.0, 60, 1)]:
+    for t, done, flying in [(100.5, 10, 4), (100.75, 20, 5), (101.25, 30, 6), (101.75, 45, 2), (103.25, 63, 1)]:
         now[0] = t
         s(Snapshot(done, {}, flying))
     s.flush()
-    assert points == [Point(100, 30, 6), Point(101, 30, 1)]
+    assert points == [Point(100, 25, 6), Point(101, 23, 1), Point(102, 12, 1), Point(103, 3, 0)]
     now[0] = 103.5
     s.flush()
-    assert points == [Point(100, 30, 6), Point(101, 30, 1)]  # nothing new since
+    assert len(points) == 4 and sum(p.bytes for p in points) == 63  # nothing new since
+
+
+def test_a_steady_warm_reads_at_its_rate_in_every_sample_the_first_and_last_too() -> None:
+    """The first rate sample of a report: a warm reading 1 MB/s that starts 0.8 s into a second, and
+    one whose reads each take 3 s (a call only as each ends), show 1 MB/s in every second they ran,
+    from t=0: not a fifth of it for the first second (it ran 0.2 s of it), nor three times it
+    for the second a three-second read was counted in."""
+    for every in (0.1, 3.0):
+        now = [500.8]
+        points: list[Point] = []
+        s = Sampler(points.append, clock=lambda now=now: now[0])
+        done = 0
+        while now[0] < 509.3 - 1e-9:
+            now[0] = min(now[0] + every, 509.3)
+            done = round((now[0] - 500.8) * 1e6)
+            s(Snapshot(done, {}, 4))
+        s.flush()
+        info = _info(started=500.8, finished=509.3, bytes_planned=done)
+        series = report.build(info, None, None, points=points).series
+        assert series[0].t == 0.0 and len(series) == 10
+        assert [round(p.bytes_per_s / 1e6, 2) for p in series] == [1.0] * 10, (every, series)
 
 
 def test_points_of_concurrent_batches_add_up_per_second_and_gaps_are_zero() -> None:
@@ -75,20 +101,29 @@ def test_report_summary_coverage_retry_and_readiness() -> None:
     points = [Point(1000 + i, 4 * MiB, 8) for i in range(10)]
     rep = report.build(info, plan, report.Progress.of(batches, {0, 1}), [ByteRange(b, 8 * MiB, MiB)], points,
                        throttle_bps=8 * MiB, now=1030.0)
-    s = rep["summary"]
-    assert s["planned"] == {"bytes": 40 * MiB, "files": 3, "meta": 0}
-    assert s["missing"] == {"bytes": 10 * MiB, "files": 1, "inputs": 0}
-    assert s["failed"]["ranges"] == 1
-    assert [row["path"] for row in rep["coverage"]] == [b, c, a]  # largest first
-    assert rep["coverage"][0]["warmed"] == 25 * MiB and rep["coverage"][1]["warmed"] == 0
-    assert rep["timing"]["ideal_s"] == 5.0 and rep["timing"]["elapsed_s"] == 10.0
-    assert rep["retry"]["command"] == "prewarm warm --retry j1"
-    ready = rep["readiness"]
+    s = rep.summary
+    assert s.planned == Tally(40 * MiB, 3, meta=0)
+    assert s.missing == Tally(10 * MiB, 1, inputs=0)
+    assert s.failed.ranges == 1
+    assert [row.path for row in rep.coverage] == [b, c, a]  # largest first
+    assert rep.coverage[0].warmed == 25 * MiB and rep.coverage[1].warmed == 0
+    assert rep.timing.ideal_s == 5.0 and rep.timing.elapsed_s == 10.0
+    assert rep.retry.command == "prewarm warm --retry j1"
+    ready = rep.readiness
     # frame 1001 needs a and the first 6 MiB of b: the first quarter of the plan, warm after ~3 s of 10
-    assert ready["first_frame"] == 1001 and ready["ready"] is True
-    assert ready["ready_at"] == 1003.0 and ready["margin_s"] == 17.0
-    assert [p["kind"] for p in rep["problems"]] == ["missing"]
-    json.dumps(rep)
+    assert ready.first_frame == 1001 and ready.ready is True
+    assert ready.ready_at == 1003.0 and ready.margin_s == 17.0
+    assert [p.kind for p in rep.problems] == ["missing"]
+    data = json.loads(json.dumps(rep.to_json()))    # the JSON keeps its shape: each summary line its own keys
+    assert list(data) == ["job", "summary", "timing", "readiness", "series", "coverage", "problems", "retry",
+                          "evaluation"]
+    assert data["summary"]["planned"] == {"bytes": 40 * MiB, "files": 3, "meta": 0}
+    assert data["summary"]["skipped"] == {"bytes": 0, "files": 0}
+    assert data["summary"]["missing"] == {"bytes": 10 * MiB, "files": 1, "inputs": 0}
+    assert data["readiness"]["late"] is False and data["series"][0] == {"t": 0.0, "bytes_per_s": 4 * MiB,
+                                                                         "in_flight": 8}
+    assert report.build(_info(), None, None).to_json()["readiness"] == {
+        "first_frame": None, "ready": None, "ready_at": None, "start": None, "margin_s": None}
 
 
 def test_coverage_says_what_share_of_each_file_was_planned() -> None:
@@ -101,9 +136,9 @@ def test_coverage_says_what_share_of_each_file_was_planned() -> None:
                 files={p: FileInfo(p, 8 * MiB, 1.0) for p in tex})
     batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in tex))
     rep = report.build(replace(_info()), plan, report.Progress.of([batch], {0}))
-    [row] = rep["coverage"]                                   # the tile set folds into one input
-    assert (row["files"], row["planned"], row["file_bytes"]) == (3, 3 * MiB, 24 * MiB)
-    assert row["planned_share"] == 0.125 and row["saved_bytes"] == 21 * MiB
+    [row] = rep.coverage                                      # the tile set folds into one input
+    assert (row.files, row.planned, row.file_bytes) == (3, 3 * MiB, 24 * MiB)
+    assert row.planned_share == 0.125 and row.saved_bytes == 21 * MiB
     assert "12% of the files (25.2 MB)" in report_html.render(rep)
 
 
@@ -112,9 +147,8 @@ def test_first_frame_blocked_by_a_failed_file_is_not_ready() -> None:
     plan = Plan(job="s", frames=(1,), start=2000.0, ranges=(PlannedRange(a, 0, MiB, frame=1),))
     info = _info(findings=[FileFinding(a, FindingKind.DENIED, "Permission denied")], state=JobState.FAILED)
     rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}))
-    assert rep["readiness"]["ready"] is False and rep["readiness"]["blocked_by"] == [a]
-    assert rep["coverage"] == [{"path": a, "planned": MiB, "warmed": 0, "files": 1, "file_bytes": MiB,
-                                "planned_share": 1.0, "saved_bytes": 0}]  # no size in the plan: the planned bytes
+    assert rep.readiness.ready is False and rep.readiness.blocked_by == [a]
+    assert rep.coverage == [CoverageRow(a, MiB, 0, 1, MiB, 1.0, 0)]  # no size in the plan: the planned bytes
     assert "Not ready for frame 1" in report_html.render(rep)
 
 
@@ -128,7 +162,7 @@ def test_embedded_warm_records_its_time_series(studio: Studio) -> None:
     assert len(info.samples) >= 2 and max(p.in_flight for p in info.samples) >= 1
     rep = report.build(info, plan, report.Progress.of([Batch(0, reads=tuple(
         ByteRange(r.path, r.offset, r.length) for r in plan.ranges))], {0}), (), info.samples, s.throttle_bps)
-    assert rep["series"] and all(row["warmed"] == row["planned"] for row in rep["coverage"])
+    assert rep.series and all(row.warmed == row.planned for row in rep.coverage)
 
 
 def _redis_job(r: redis.Redis, studio: Studio, with_missing: bool) -> str:
@@ -155,14 +189,12 @@ def test_report_from_redis_has_samples_and_coverage(r: redis.Redis, studio: Stud
     job_id = _redis_job(r, studio, with_missing=True)
     assert sum(p.bytes for p in WarmJob(r, job_id).points()) == 12 * MiB
     rep = report_redis.load(r, job_id)
-    assert rep["job"]["state"] == "partial"
-    assert rep["summary"]["warmed"]["bytes"] == 12 * MiB and rep["series"]
-    gone = [row for row in rep["coverage"] if row["path"].endswith("gone.tx")]
-    assert gone == [{"path": "/studio/proj/gone.tx", "planned": MiB, "warmed": 0, "files": 1, "file_bytes": MiB,
-                     "planned_share": 1.0, "saved_bytes": 0}]
-    assert {"path": "/studio/proj/t#.tx", "planned": 12 * MiB, "warmed": 12 * MiB, "files": 6, "file_bytes": 12 * MiB,
-            "planned_share": 1.0, "saved_bytes": 0} in rep["coverage"]
-    assert rep["readiness"]["ready"] is False and rep["readiness"]["margin_s"] is None
+    assert rep.job.state == "partial"
+    assert rep.summary.warmed.bytes == 12 * MiB and rep.series
+    gone = [row for row in rep.coverage if row.path.endswith("gone.tx")]
+    assert gone == [CoverageRow("/studio/proj/gone.tx", MiB, 0, 1, MiB, 1.0, 0)]
+    assert CoverageRow("/studio/proj/t#.tx", 12 * MiB, 12 * MiB, 6, 12 * MiB, 1.0, 0) in rep.coverage
+    assert rep.readiness.ready is False and rep.readiness.margin_s is None
 
 
 def chromium(page: Path, tmp: Path) -> tuple[str, str]:
@@ -235,11 +267,11 @@ def test_missing_inputs_the_first_frame_reads_make_the_headline_red_and_agree_wi
     info.counters.update(bytes_done=MiB, files_done=1)
     rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}),
                        now=1000.0)
-    ready = rep["readiness"]
-    assert ready["ready"] is False
-    assert ready["missing_inputs"] == ["/studio/proj/plate.####.exr", "/studio/proj/tex/wood.tx"]
-    table = [p for p in rep["problems"] if p["kind"] == "missing-input"]
-    assert rep["summary"]["missing"]["files"] == 12 == sum(p.get("count", 1) for p in plan.to_json()["missing"])
+    ready = rep.readiness
+    assert ready.ready is False
+    assert ready.missing_inputs == ["/studio/proj/plate.####.exr", "/studio/proj/tex/wood.tx"]
+    table = [p for p in rep.problems if p.kind == "missing-input"]
+    assert rep.summary.missing.files == 12 == sum(p.get("count", 1) for p in plan.to_json()["missing"])
     assert len(table) == 4
     page = report_html.render(rep)
     assert '<div class="verdict bad">Not ready for frame 1: it reads inputs that do not exist' in page
@@ -253,4 +285,55 @@ def test_coverage_labels_keep_the_digits_an_input_does_not_vary() -> None:
     plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in [*seq, blend]))
     batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in [*seq, blend]))
     rep = report.build(_info(), plan, report.Progress.of([batch], {0}))
-    assert [row["path"] for row in rep["coverage"]] == ["/studio/proj/shot100/cache/shot100_fx_v003.####.vdb", blend]
+    assert [row.path for row in rep.coverage] == ["/studio/proj/shot100/cache/shot100_fx_v003.####.vdb", blend]
+
+
+def test_coverage_rows_are_the_manifests_inputs_as_it_writes_them(tmp_path: Path) -> None:
+    """A plan keeps its manifest's inputs and each file's input: the report names a row by the input
+    (`<UDIM>`, `####`, a folder) and sums its files; a file of no input, and every file of a plan
+    written before plans kept their inputs, is folded by name as before."""
+    tiles = [f"/studio/proj/tex/diffuse.{1001 + i}.tx" for i in range(3)]
+    frames = [f"/studio/proj/cache/fx.{1 + i:04d}.vdb" for i in range(2)]
+    lib = ["/studio/proj/lib/a.abc", "/studio/proj/lib/b.abc"]
+    traced = "/studio/proj/other/x.bin"
+    paths = [*tiles, *frames, *lib, traced]
+    inputs = ("/studio/proj/tex/diffuse.<UDIM>.tx", "/studio/proj/cache/fx.####.vdb", "/studio/proj/lib/")
+    plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in paths),
+                files={p: FileInfo(p, 2 * MiB, 1.0) for p in paths}, inputs=inputs,
+                input_of={**dict.fromkeys(tiles, 0), **dict.fromkeys(frames, 1), **dict.fromkeys(lib, 2)})
+    text = "".join(plan.json_text())
+    loaded = Plan.from_json(json.loads(text))
+    assert loaded.inputs == inputs and loaded.input_of == plan.input_of
+    assert Plan.from_events(ijson.parse(text.encode(), use_float=True)).input_of == plan.input_of
+    batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in paths))
+    rows = {r.path: r.files for r in report.build(_info(), loaded, report.Progress.of([batch], {0})).coverage}
+    assert rows == {inputs[0]: 3, inputs[1]: 2, inputs[2]: 2, traced: 1}
+
+    old = json.loads(text)
+    del old["inputs"]
+    for entry in old["files"].values():
+        entry.pop("input", None)
+    rows = {r.path: r.files for r in report.build(_info(), Plan.from_json(old), report.Progress.of([batch], {0})).coverage}
+    assert rows == {"/studio/proj/tex/diffuse.####.tx": 3, "/studio/proj/cache/fx.####.vdb": 2,
+                    "/studio/proj/lib/a.abc": 1, "/studio/proj/lib/b.abc": 1, traced: 1}
+
+    bad = json.loads(text)
+    bad["files"][tiles[0]]["input"] = 3
+    with pytest.raises(PlanFileError, match=r"diffuse.1001.tx'\]\.input: 3 is not the index of one of the plan's"):
+        Plan.from_json(bad)
+
+
+def test_a_planned_manifest_names_each_files_input(studio: Studio) -> None:
+    """`prewarm plan` keeps the manifest's inputs as written, and each planned file's index among them."""
+    from prewarm.flow.planning import plan_manifest
+    from prewarm.plan.manifest import parse_manifest
+
+    studio.file("shot/plate.0001.exr", 4096)
+    studio.file("shot/plate.0002.exr", 4096)
+    studio.file("shot/scene.blend", 8192)
+    manifest = parse_manifest("job: j\nframes: 1-2\ninputs:\n- /studio/proj/shot/scene.blend\n"
+                              "- /studio/proj/shot/plate.####.exr\n", "m")
+    plan = plan_manifest(manifest, [], studio.settings())
+    assert plan.inputs == ("/studio/proj/shot/scene.blend", "/studio/proj/shot/plate.####.exr")
+    assert plan.input_of == {"/studio/proj/shot/scene.blend": 0, "/studio/proj/shot/plate.0001.exr": 1,
+                             "/studio/proj/shot/plate.0002.exr": 1}

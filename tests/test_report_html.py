@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from prewarm.report import html
+from prewarm.report.model import CoverageRow
 
 MiB = 1 << 20
 
@@ -20,10 +21,8 @@ def _texts(svg: str) -> list[tuple[float, str, str]]:
 
 def test_coverage_labels_and_shares_fit_the_chart_whatever_the_names() -> None:
     long = "/studio/proj/" + "very_long_directory_name/" * 8 + "shot010_lighting_v003.####.exr"
-    rows = [{"path": long, "planned": 40 * MiB, "warmed": 40 * MiB, "files": 1200, "file_bytes": 400 * MiB,
-             "planned_share": 0.1},
-            {"path": "/studio/proj/a.tx", "planned": 4 * MiB, "warmed": 0, "files": 1, "file_bytes": 4 * MiB,
-             "planned_share": 1.0}]
+    rows = [CoverageRow.of(long, 40 * MiB, 40 * MiB, 1200, 400 * MiB),
+            CoverageRow.of("/studio/proj/a.tx", 4 * MiB, 0, 1, 4 * MiB)]
     svg = html._coverage(rows)
     texts = _texts(svg)
     assert len(texts) == 4
@@ -39,9 +38,20 @@ def test_coverage_labels_and_shares_fit_the_chart_whatever_the_names() -> None:
 
 
 def test_the_throttle_is_drawn_on_the_throughput_plot_inside_it() -> None:
-    series = [{"t": float(i), "bytes_per_s": 30e6, "in_flight": 4.0} for i in range(10)]
-    svg = html._line_chart(series, "bytes_per_s", 1e-6, "MB/s", "#000", "throughput", cap=50e6)
+    times, rates = [float(i) for i in range(10)], [30e6] * 10
+    svg = html._line_chart(times, rates, 1e-6, "MB/s", "#000", "throughput", cap=50e6)
     m = re.search(r'<line class="cap" x1="[\d.]+" x2="[\d.]+" y1="([\d.]+)"', svg)
     assert m and html.PAD_T <= float(m.group(1)) < html.H - html.PAD_B  # above the 30 MB/s line, in the plot
     assert "throttle 50.0 MB/s" in svg
-    assert 'class="cap"' not in html._line_chart(series, "bytes_per_s", 1e-6, "MB/s", "#000", "throughput")
+    assert 'class="cap"' not in html._line_chart(times, rates, 1e-6, "MB/s", "#000", "throughput")
+
+
+def test_an_input_the_frames_read_nothing_of_is_shown_without_an_over_fetch() -> None:
+    """`evaluate` gives such an input no over-fetch (None): the page shows `-`, it does not fail."""
+    from prewarm.plan.evaluate import Evaluation, InputScore, Score
+
+    e = Evaluation("s", 65536, 2, 2, Score(1.0, 2.0, 65536, 131072, 65536),
+                   [InputScore("/studio/proj/a.tx", 1.0, 1.0, 65536, 65536),
+                    InputScore("/studio/proj/unread.tx", 0.0, None, 0, 65536)], {}, [], 0)
+    page = html._evaluation(e)
+    assert '<td class="path">/studio/proj/unread.tx</td><td>0.0%</td><td>-</td>' in page

@@ -67,7 +67,7 @@ def test_a_republished_texture_plans_the_traced_tiles_at_their_new_offsets() -> 
     ts.filed = {TEX: filed}
     res = plan(ts, new)
     assert [why for _, why in res.changed] and "re-published since traced" in res.changed[0][1]
-    assert res.stats["remapped_files"] == 1 and res.stats["changed_since_traced"] == 1
+    assert res.stats.remapped_files == 1 and res.stats.changed_since_traced == 1
     got = spans_of(res, 2)  # a traced frame: exactly its tiles, at their new offsets, and the new header
     assert got == normalize([*new.meta, new.span((0, 1, 1)), new.span((1, 0, 0))])
     assert not any(p.reason is Reason.FALLBACK for p in res.predictions)
@@ -78,7 +78,7 @@ def test_the_same_file_keeps_its_traced_offsets_and_says_nothing() -> None:
     ts, filed = traced(st, range(1, 5), [(0, 1, 1)])
     ts.filed = {TEX: filed}
     res = plan(ts, st)
-    assert res.changed == [] and res.stats["remapped_files"] == 0
+    assert res.changed == [] and res.stats.remapped_files == 0
 
 
 def test_other_levels_or_tile_sizes_are_a_finding_and_the_levels_model() -> None:
@@ -98,7 +98,7 @@ def test_a_store_entry_with_no_identity_is_one_finding_per_file() -> None:
     ts.filed = {}  # from the store, filed by an older prewarm
     res = plan(ts, st)
     assert len(res.changed) == 1 and "identity when traced unknown" in res.changed[0][1]
-    assert res.stats["identity_unknown"] == 1 and res.stats["changed_since_traced"] == 0
+    assert res.stats.identity_unknown == 1 and res.stats.changed_since_traced == 0
     assert spans_of(res, 2)  # still planned from its traced offsets
 
 

@@ -18,7 +18,7 @@ from prewarm.warm import embedded
 from prewarm.warm.batches import LIST_DIR_MIN
 from prewarm.warm.job import JobState
 from prewarm.warm.loop import WarmContext
-from prewarm.warm.reader import DirectReader, site_reader
+from prewarm.warm.reader import MountReader, site_reader
 from prewarm.warm.rewarm import after_restart, metadata_ops
 from tests.fixtures.studio import PREFIX, Studio
 from tests.fixtures.twin import StartTwin
@@ -71,7 +71,7 @@ def test_after_a_restart_the_recent_jobs_metadata_is_warm_again_and_their_data_n
     for p in paths:                                   # what a render does first: stat, then read its tiles
         local = twin.mount / os.path.relpath(p, PREFIX)
         os.stat(local)
-        f = DirectReader(Guard((str(twin.mount),), PathMap())).open(str(local))
+        f = MountReader(Guard((str(twin.mount),), PathMap())).open(str(local))
         f.read(100_000, 37_000)
         f.close()
     s = twin.stats()

@@ -99,7 +99,7 @@ def test_thousands_of_unresolved_assets_are_a_bounded_list(usd_tree: SceneTree) 
     attrs = "\n".join(f"    asset t{i} = @./missing/t{i}.png@" for i in range(5000))
     (usd_tree.root / "many.usda").write_text(f'#usda 1.0\ndef "Many"\n{{\n{attrs}\n}}\n')
     plan = plan_manifest(manifest_of(f"{STUDIO}/many.usda"), [], usd_tree.settings())
-    assert len(plan.missing) == 101 and plan.stats["scene_unresolved"] == 5000
+    assert len(plan.missing) == 101 and plan.stats.scenes.scene_unresolved == 5000
     assert plan.missing[-1].reason == "4,900 more unresolved paths in the scene (the first 100 are listed)"
 
 

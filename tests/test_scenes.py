@@ -22,6 +22,7 @@ from prewarm.plan.scenes import (
     frames_in_steps,
     scene_kind,
 )
+from prewarm.plan.stats import PlanStats, PredictStats, SceneStats, TraceStats
 
 S = "/studio/proj"
 
@@ -96,8 +97,7 @@ def test_expansion_appends_dependencies_once_with_their_origin() -> None:
     assert added[1].pattern.has_tile and added[0].pattern.is_literal
     assert out.origins == {3: Origin(f"{S}/shot.usda", f"{S}/shot.usda"), 4: Origin(f"{S}/shot.usda", f"{S}/asset.usd"),
                            5: Origin(f"{S}/shot.usda", f"{S}/shot.usda")}
-    assert out.stats == {"scenes": 2, "scene_layers": 3, "scene_inputs": 3, "scene_unresolved": 0,
-                         "scene_outside_roots": 1}
+    assert out.stats == SceneStats(scenes=2, scene_layers=3, scene_inputs=3, scene_unresolved=0, scene_outside_roots=1)
     assert [r.frames for r in read.asked] == [(1, 2, 3), (1, 2, 3)]
 
 
@@ -118,7 +118,7 @@ def test_expansion_findings_name_the_layer_and_are_bounded() -> None:
         Finding(f"{S}/a.usd", "4 more unresolved paths in the scene (the first 3 are listed)", 4),
         Finding(f"{S}/bad.blend", "cannot read the scene: not a .blend file, or a corrupt one", 6),
     )
-    assert out.stats["scenes"] == 2 and out.stats["scene_unresolved"] == 7   # the absent one is resolution's
+    assert out.stats.scenes == 2 and out.stats.scene_unresolved == 7   # the absent one is resolution's
 
 
 def test_a_reader_error_becomes_the_manifests_line() -> None:
@@ -149,12 +149,12 @@ def test_annotate_gives_files_their_origin_and_missing_ones_their_layer() -> Non
              ResolvedFile(f"{S}/tex/a.png", 10, 1.0, 2), ResolvedFile(f"{S}/tex/own.png", 10, 1.0, 3)]
     missing = [Missing(f"{S}/tex/gone.png", 4, "not found", 4)]
     plan = Plan("j", (1,), tuple(PlannedRange(p, 0, 10) for p in info), files=info,
-                missing=(Finding(f"{S}/tex/gone.png", "not found", 4),))
+                missing=(Finding(f"{S}/tex/gone.png", "not found", 4),), stats=PlanStats(TraceStats(), 4096, PredictStats()))
     done = out.annotate(plan, files, missing)
     assert done.origins == {f"{S}/tex/a.png": Origin(f"{S}/shot.usda", f"{S}/asset.usd")}
     assert done.missing == (Finding(f"{S}/tex/gone.png", f"not found (asked for by {S}/asset.usd)", 4),
                             Finding(f"{S}/x.png", f"not found (asked for by {S}/asset.usd)", 4))
-    assert done.stats["scene_files_planned"] == 1
+    assert done.stats is not None and done.stats.scenes is not None and done.stats.scenes.scene_files_planned == 1
 
 
 def test_origins_survive_the_plan_json_and_old_plans_still_load() -> None:

@@ -73,10 +73,10 @@ def test_stepped_training_predicts_the_rest_in_tile_space(real_textures: Path, t
     frames = sorted(traces.frames)
     train, test = frames[::4], [f for f in frames if f not in frames[::4]]
     plan = plan_for(real_textures, restrict(traces, train), test)
-    assert plan.stats["structured_files"] == {"tiff": 6} and plan.stats["structure_unreadable"] == 0
-    assert plan.stats["tiled_files"] == 5 and plan.stats["unseen_tiled_files"] == 1
-    result = evaluate(plan, restrict(traces, test))["overall"]
-    assert result["recall"] >= 0.95
+    assert plan.stats.structure.structured_files == {"tiff": 6} and plan.stats.structure.structure_unreadable == 0
+    assert plan.stats.predict.tiled_files == 5 and plan.stats.predict.unseen_tiled_files == 1
+    result = evaluate(plan, restrict(traces, test)).overall
+    assert result.recall >= 0.95
     # the push-in: frame 36 reads level-0 tiles no traced frame read, predicted one level finer
     finer = normalize((r.offset, r.end) for r in plan.ranges if r.reason is Reason.FINER
                       and r.path.endswith("rock_col.tx"))
@@ -84,14 +84,14 @@ def test_stepped_training_predicts_the_rest_in_tile_space(real_textures: Path, t
     assert sum(covered(finer, s, e) for s, e in need) > 0
     bytes_only = plan_for(real_textures, restrict(traces, train), test,
                           knobs={"structure": False})
-    assert evaluate(bytes_only, restrict(traces, test))["overall"]["recall"] < result["recall"]
+    assert evaluate(bytes_only, restrict(traces, test)).overall.recall < result.recall
 
 
 def test_without_traces_coarse_levels_come_first_and_the_first_frame_is_ready_early(
         real_textures: Path, traces: TraceSet):
     frames = sorted(traces.frames)
     plan = plan_for(real_textures, TraceSet(), frames)
-    assert evaluate(plan, traces)["overall"]["recall"] == 1.0
+    assert evaluate(plan, traces).overall.recall == 1.0
     at = ready_at(plan, traces, frames[0])
     assert at is not None and at < 0.4
     sparse_like = plan_for(real_textures, TraceSet(), frames, knobs={"structure": False})
@@ -104,7 +104,7 @@ def test_without_traces_coarse_levels_come_first_and_the_first_frame_is_ready_ea
 def test_sparse_files_that_should_be_textures_fall_back_and_are_counted(shot_trees: Path, traces: TraceSet):
     frames = sorted(traces.frames)
     plan = plan_for(shot_trees, restrict(traces, frames[::4]), frames[1::4])
-    assert plan.stats["structure_unreadable"] == 6 and plan.stats["tiled_files"] == 0
+    assert plan.stats.structure.structure_unreadable == 6 and plan.stats.predict.tiled_files == 0
     assert plan.ranges and all(r.reason is not Reason.FINER for r in plan.ranges)
 
 

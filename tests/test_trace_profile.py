@@ -20,17 +20,11 @@ from prewarm.flow.jobs import load_manifest, plan_job
 from prewarm.plan.aggregate import TraceSet, aggregate
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import PROFILES, list_traces, prune, store_traces
 from prewarm.traces.files import read_traces, trace_files
+from prewarm.traces.loading import frame_profiles, load_profiles
 from prewarm.traces.profile import FORMAT, FrameProfile, ProfileError, decode, encode
-from prewarm.traces.store import (
-    PROFILES,
-    frame_profiles,
-    import_traces,
-    list_traces,
-    load_profiles,
-    prune,
-    store_traces,
-)
+from prewarm.traces.store import import_traces
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_jobs"
 
@@ -111,14 +105,12 @@ def test_plan_from_profiles_is_the_plan_from_the_raw_traces(tmp_path: Path, shot
     from_profiles = plan_job(manifest, [], settings)
     from_store_files = plan_job(manifest, [result.folder], settings)
     from_raw = plan_job(manifest, [raw], settings)
-    assert from_profiles.stats["traces_from_store"] == [result.folder]
+    assert from_profiles.stats.store.traces_from_store == [result.folder]
     core = ("ranges", "metadata", "files", "missing", "dropped", "frames")
     for other in (from_store_files, from_raw):
         assert all(getattr(from_profiles, k) == getattr(other, k) for k in core)
     assert len(from_profiles.ranges) > 10 and {r.reason for r in from_profiles.ranges} >= {"trace"}
-    stats = dict(from_profiles.stats)
-    stats.pop("traces_from_store")
-    assert stats == dict(from_store_files.stats)       # records and frames counted alike
+    assert replace(from_profiles.stats, store=None) == from_store_files.stats      # records and frames counted alike
 
 
 def test_stale_torn_and_old_format_profiles_are_rebuilt(settings: Settings) -> None:
@@ -201,11 +193,11 @@ def test_render_nodes_filing_frames_at_once_leave_a_consistent_store(settings: S
 
 def test_profiles_of_many_stale_files_are_rebuilt_over_processes(settings: Settings,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from prewarm.traces import store
+    from prewarm.traces import loading
 
     result = import_traces(settings, _frames("shot200"), "proj", "shot200", "old_v001")
     shutil.rmtree(Path(result.folder) / PROFILES)
-    monkeypatch.setattr(store, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(loading, "PARALLEL_BYTES", 0)
     manifest = load_manifest(SAMPLE / "shot200" / "manifest.yaml")
     stored = load_profiles(settings, manifest)
     raw = aggregate(read_traces([result.folder]))
@@ -221,6 +213,6 @@ def test_a_job_with_an_unreadable_raw_file_is_left_out_and_said(tmp_path: Path, 
     torn = Path(bad.folder) / "frame.0002.jsonl.gz"
     torn.write_bytes(torn.read_bytes()[:200])
     plan = plan_job(str(SAMPLE / "shot100" / "manifest.yaml"), [], settings)
-    assert list(plan.stats["traces_skipped"]) == [bad.folder]
-    assert "frame.0002.jsonl.gz" in plan.stats["traces_skipped"][bad.folder]
+    assert list(plan.stats.store.traces_skipped) == [bad.folder]
+    assert "frame.0002.jsonl.gz" in plan.stats.store.traces_skipped[bad.folder]
     assert plan.ranges == plan_job(str(SAMPLE / "shot100" / "manifest.yaml"), [good.folder], settings).ranges

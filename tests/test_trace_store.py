@@ -16,16 +16,10 @@ from prewarm.flow.planning import plan_manifest
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import find_traces, list_traces, prune, version_family
 from prewarm.traces.files import read_traces
 from prewarm.traces.profile import decode as decode_profile
-from prewarm.traces.store import (
-    OPEN_FRAMES,
-    find_traces,
-    import_traces,
-    list_traces,
-    prune,
-    version_family,
-)
+from prewarm.traces.store import OPEN_FRAMES, import_traces
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_jobs"
 SHOT100 = SAMPLE / "shot100"
@@ -241,4 +235,4 @@ def test_a_plan_over_forked_parts_is_the_plan_made_in_one_process(real_traces: P
     assert "".join(forked.json_text()) == "".join(one.json_text())
     assert len(one.ranges) > 10
     if shot == "shot200":
-        assert one.stats["tiled_files"] > 0
+        assert one.stats.predict.tiled_files > 0

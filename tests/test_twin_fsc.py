@@ -22,7 +22,7 @@ from prewarm.site.settings import Settings
 from prewarm.twin.control import TwinHandle
 from prewarm.warm import embedded
 from prewarm.warm.job import JobState
-from prewarm.warm.reader import DirectReader
+from prewarm.warm.reader import MountReader
 from tests.fixtures.studio import PREFIX, Studio
 from tests.fixtures.twin import StartTwin
 
@@ -66,9 +66,9 @@ def test_the_fsc_twin_is_recognised_from_its_mountinfo_line(studio: Studio, gate
     assert reader.choice(str(render.mount / os.path.relpath(f, PREFIX))).direct
 
 
-def raw(mode: ReadMode, *mounts: Path) -> DirectReader:
+def raw(mode: ReadMode, *mounts: Path) -> MountReader:
     """A reader of the mounts' own paths, as a render reading the mount directly would."""
-    return DirectReader(Guard(tuple(str(m) for m in mounts), PathMap()), mode)
+    return MountReader(Guard(tuple(str(m) for m in mounts), PathMap()), mode)
 
 
 def test_auto_fills_the_cache_of_the_fsc_mount(studio: Studio, gateway_twin: StartTwin) -> None:

@@ -86,9 +86,9 @@ def test_prewarm_predicts_later_frames_of_a_stage_from_earlier_ones(stage: Path)
     settings = Settings(path_map=path_map, roots=(STUDIO,))
     plan = plan_manifest(manifest, training, settings, PlanOptions(frames=(5, 6, 7, 8), granule=4096))
     rendered = aggregate(read_traces([str(DATA / "traces" / f"frame.{f:04d}.strace.gz") for f in range(5, 9)]))
-    result = evaluate(plan, rendered)["overall"]
-    assert result["recall"] >= 0.99, result
-    assert result["overfetch"] <= 1.1, result      # the rest: clips motion blur may read (frame 5 reads 4)
+    result = evaluate(plan, rendered).overall
+    assert result.recall >= 0.99, result
+    assert result.overfetch <= 1.1, result      # the rest: clips motion blur may read (frame 5 reads 4)
     # each clip planned for its own frame (traces), plus the one before frame 5 that motion blur
     # may read (the scene: active clips in [F - 1, F + 1]; the traced process sampled no subframes)
     assert {r.path.rpartition("/")[2]: r.frame for r in plan.ranges if "/clips/anim." in r.path} == {

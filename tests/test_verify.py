@@ -55,8 +55,9 @@ def test_timing_splits_first_reads_between_the_hit_and_the_miss_it_measured() ->
     samples = [ByteRange("/a", i * MiB, 4096) for i in range(4)]
     times = [(0.031, 0.0004), (0.0004, 0.0003), (0.045, 0.0004), (0.0006, 0.0005)]
     v = verify.judge_times(samples, times)
-    assert v.cold == [samples[0], samples[2]] and v.detail["miss_ms"] == 38.0 and v.undecided is None
-    assert v.detail["hit_ms"] == 0.5 and 0.5 < v.detail["threshold_ms"] < 38.0
+    assert v.timings is not None and v.timings.miss_ms == 38.0 and v.timings.threshold_ms is not None
+    assert v.cold == [samples[0], samples[2]] and v.undecided is None
+    assert v.timings.hit_ms == 0.5 and 0.5 < v.timings.threshold_ms < 38.0
 
 
 def test_a_fully_cached_warm_reads_as_cached_against_cold_probes_with_its_confidence() -> None:

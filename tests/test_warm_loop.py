@@ -25,14 +25,14 @@ from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whol
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
 from prewarm.warm.loop import WarmContext, execute_batch
-from prewarm.warm.reader import DirectReader, OpenFile
+from prewarm.warm.reader import MountReader, OpenFile
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
 
 
-class RecordingReader(DirectReader):
+class RecordingReader(MountReader):
     """The real reader of the studio tree, keeping a log of opens and reads (by studio path),
     failing on request (an errno per studio path)."""
 
@@ -330,8 +330,8 @@ def test_an_embedded_warm_of_many_batches_keeps_one_running_byte_count(studio: S
     assert info.state is JobState.DONE and info.counters["reads"] == 80
     assert all(p.bytes >= 0 for p in info.samples)
     assert sum(p.bytes for p in info.samples) == info.counters["bytes_done"] == 5 * 64 * 1024
-    series = build(info, None, None, points=info.samples)["series"]
-    assert all(s["bytes_per_s"] >= 0 for s in series)
+    series = build(info, None, None, points=info.samples).series
+    assert all(s.bytes_per_s >= 0 for s in series)
 
 
 def test_a_file_appended_to_while_it_is_warmed_is_changed(studio: Studio) -> None:

@@ -3,6 +3,7 @@ and the trace drop folder; then the real watchdog watcher as a process, stopped 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -18,8 +19,8 @@ import pytest
 from prewarm.farm.spool import Spool, client_submitter, local_submitter
 from prewarm.farm.tracedrop import TraceDrop
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import list_traces
 from prewarm.traces.files import read_traces
-from prewarm.traces.store import list_traces
 from tests.fixtures.studio import Studio
 
 TRACES = Path(__file__).resolve().parents[1] / "sample_jobs" / "shot100" / "traces"
@@ -190,6 +191,25 @@ def test_dropped_traces_are_filed_by_place_sidecar_or_records(tmp_path: Path) ->
     assert "whose trace?" in (folder / "failed" / "stray.strace.error.txt").read_text()
     assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [
         "half.strace.part", "stray.strace", "stray.strace.error.txt"]
+
+
+def test_a_loose_trace_is_read_as_the_import_reads_it_and_a_sidecar_within_the_request_limit(tmp_path: Path) -> None:
+    """A gzip JSON Lines trace named like plain text is told by its content (the one trace opener, through
+    the drop's guard) and filed under the job its records name; a sidecar larger than the site's
+    max_request_bytes is refused by that setting, not by a limit of the watcher's own."""
+    settings = Settings(trace_store=str(tmp_path / "store"), roots=("/studio/proj",), max_request_bytes=200)
+    clock, folder = Clock(), tmp_path / "drop"
+    drop = TraceDrop(folder, settings, settle_s=1.0, clock=clock)
+    folder.joinpath("render.log").write_bytes(gzip.compress(json.dumps(
+        {"path": "/studio/proj/a.tx", "offset": 0, "length": 10, "frame": 4, "job": "shot300_fx_v002"}).encode()))
+    _drop(folder, "node7/render.log.gz", TRACES / "frame.0002.strace.gz")
+    (folder / "node7" / "render.log.gz.prewarm.json").write_text(json.dumps({"job": "x", "note": "n" * 300}))
+    drop.poll()
+    clock.t = 2.0
+    assert {o.name: o.state for o in drop.poll()} == {"render.log": "done", "render.log.gz": "failed"}
+    assert [j.job for j in list_traces(settings)] == ["shot300_fx_v002"]
+    assert "larger than 200 bytes (the site's max_request_bytes)" in (
+        folder / "failed" / "render.log.gz.error.txt").read_text()
 
 
 def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prewarm.cli.options import (
     add_path_map_flags,
@@ -26,6 +26,8 @@ from prewarm.site import atomic
 
 if TYPE_CHECKING:
     import redis
+
+    from prewarm.plan.evaluate import Evaluation
 
 HISTORY = 20
 """Evaluations kept per shot (job name) in Redis."""
@@ -72,21 +74,21 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(plan, rendered, training)
     where = _keep(args, r, job_id, plan.job, result)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result.to_json(), indent=1))
     else:
-        o = result["overall"]
-        print(f"{plan.job}: recall {o['recall']:.1%}, over-fetch {o['overfetch']:.2f}x over "
-              f"{result['frames_traced']} rendered frame(s) ({o['needed_bytes'] / 1e6:,.1f} MB needed, "
-              f"{o['planned_bytes'] / 1e6:,.1f} MB planned)")
-        for why, n in result["missed_by_reason"].items():
+        o = result.overall
+        print(f"{plan.job}: recall {o.recall:.1%}, over-fetch {o.overfetch:.2f}x over "
+              f"{result.frames_traced} rendered frame(s) ({o.needed_bytes / 1e6:,.1f} MB needed, "
+              f"{o.planned_bytes / 1e6:,.1f} MB planned)")
+        for why, n in result.missed_by_reason.items():
             print(f"  missed {n / 1e6:,.1f} MB: {why}")
         print(f"kept in {where}")
     return 0
 
 
 def _keep(args: argparse.Namespace, r: redis.Redis[bytes] | None, job_id: str | None, shot: str,
-          result: dict[str, Any]) -> str:
-    text = json.dumps(result)
+          result: Evaluation) -> str:
+    text = json.dumps(result.to_json())
     if args.output or r is None or job_id is None:
         path = args.output or f"{os.path.splitext(args.source)[0]}.evaluation.json"
         atomic.write_text(path, text, "--output")

@@ -87,8 +87,11 @@ def _register(r: redis.Redis[bytes], settings: Settings, args: argparse.Namespac
     from prewarm.state.celery_app import CelerySender
 
     live.check_job_id(args.job, "JOB")
-    manifest = load_manifest(args.manifest)
-    with open(args.manifest, encoding="utf-8") as fh:  # parsed above, so readable UTF-8
+    if os.path.isdir(args.manifest):
+        raise ConfigError(args.manifest, "a live job registers a manifest file: register a job bundle through the "
+                                         "service (POST /live/jobs), which re-plans farm submissions")
+    manifest = load_manifest(args.manifest, settings)
+    with open(args.manifest, encoding="utf-8") as fh:  # read above: a file within max_request_bytes, UTF-8
         text = fh.read()
     ids = args.warm
     if ids is None:
@@ -138,18 +141,18 @@ def _show(r: redis.Redis[bytes], settings: Settings, job: str, as_json: bool) ->
     if report is None:
         raise ConfigError(job, "no live job of that id (never registered, or expired)")
     if as_json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report.to_json(), indent=1))
         return 0
-    print(f"{job} ({report['name']}): {report['state']}, {report['replans']} re-plan(s), events {report['events']}")
-    for f in report["frames"]:
-        warm = {None: "-", True: "warm", False: "NOT WARM"}[f["warm_at_start"]]
-        print(f"  {f['frame']:>6} {f['state']:<8} {f['node'] or '-':<16} started {f['started'] or '-'} "
-              f"finished {f['finished'] or '-'} data at start: {warm}")
-    if report["started_before_warm"]:
-        print(f"started before their data was warm: {report['started_before_warm']}")
-    ev = report.get("evaluation")
-    if ev and "overall" in ev:
-        o = ev["overall"]
-        print(f"prediction so far ({ev['frames_traced']} finished frames traced): recall {o['recall']:.3f}, "
-              f"over-fetch {o['overfetch']:.2f}x")
+    print(f"{job} ({report.name}): {report.state}, {report.replans} re-plan(s), events {report.events}")
+    for f in report.frames:
+        warm = {None: "-", True: "warm", False: "NOT WARM"}[f.warm_at_start]
+        print(f"  {f.frame:>6} {f.state.value:<8} {f.node or '-':<16} started {f.started or '-'} "
+              f"finished {f.finished or '-'} data at start: {warm}")
+    if report.started_before_warm:
+        print(f"started before their data was warm: {report.started_before_warm}")
+    ev = report.evaluation
+    if ev is not None and ev.overall is not None:
+        o = ev.overall
+        print(f"prediction so far ({ev.frames_traced} finished frames traced): recall {o.recall:.3f}, "
+              f"over-fetch {o.overfetch:.2f}x")
     return 0

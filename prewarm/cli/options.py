@@ -84,12 +84,12 @@ def add_local_job_flags(p: argparse.ArgumentParser) -> None:
                    help="JOB is a Deadline 10 job info file, and this its plugin info file (SceneFile=...)")
 
 
-def parameters_of(args: argparse.Namespace) -> dict[str, str]:
-    """`--parameter-values FILE`, then each `-p Name=Value` on top."""
+def parameters_of(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """`--parameter-values FILE` (no larger than the site's `max_request_bytes`), then each `-p Name=Value` on top."""
     from prewarm.flow.adapters.openjd import MAX_VALUE_CHARS
     from prewarm.flow.jobs import parameter_file
 
-    out = parameter_file(args.parameter_values) if getattr(args, "parameter_values", None) else {}
+    out = parameter_file(args.parameter_values, settings) if getattr(args, "parameter_values", None) else {}
     for text in getattr(args, "parameter", []):
         name, sep, value = text.partition("=")
         if not sep or not name.strip():
@@ -108,7 +108,7 @@ def load_job(args: argparse.Namespace, source: str, settings: Settings) -> Job:
     if getattr(args, "plugin_info", None):
         job = deadline_files(source, args.plugin_info, settings)
     else:
-        job = load(source, settings, parameters_of(args))
+        job = load(source, settings, parameters_of(args, settings))
     for note in job.notes:
         print(f"{source}: {note}", file=sys.stderr)
     return job

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any
 
 from prewarm.cli.options import add_local_job_flags, add_path_map_flags, load_job, site_settings
 from prewarm.errors import ConfigError
@@ -20,6 +18,7 @@ from prewarm.plan.framespec import parse_frames
 from prewarm.plan.limits import granule_problem
 from prewarm.plan.model import Plan
 from prewarm.plan.predict import KNOBS, PredictOptions, check_knob
+from prewarm.plan.stats import StructureStats, TraceStats
 from prewarm.plan.units import parse_size, size_text
 from prewarm.site import atomic
 from prewarm.site.settings import Settings
@@ -119,17 +118,18 @@ def human(n: float) -> str:
     raise AssertionError
 
 
-def _structure_row(s: Mapping[str, Any]) -> str:
+def _structure_row(s: StructureStats) -> str:
     """Files predicted by their tiles, and those a reader could not read (left to the byte model)."""
-    kinds = s.get("structured_files") or {}
-    read = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
-    bad = s.get("structure_unreadable", 0)
+    read = ", ".join(f"{n} {k}" for k, n in sorted(s.structured_files.items())) or "none"
+    bad = s.structure_unreadable
     return f"{read} read by structure; {bad} unreadable (byte model)" + (
-        f", e.g. {next(iter(s['structure_unreadable_files']))}" if bad else "")
+        f", e.g. {next(iter(s.structure_unreadable_files))}" if bad else "")
 
 
 def summary_table(plan: Plan) -> str:
-    t, s = plan.totals(), plan.stats
+    t = plan.totals()
+    s = plan.stats.traces if plan.stats is not None else TraceStats()
+    structure = plan.stats.structure if plan.stats is not None else None
     rows = [
         ("job", plan.job),
         ("frames", f"{t.frames} (first {plan.frames[0] if plan.frames else '-'})"),
@@ -137,10 +137,9 @@ def summary_table(plan: Plan) -> str:
                     + (f" ({t.bytes / t.whole_file_bytes:.0%} of those files)" if t.whole_file_bytes else "")),
         ("by reason", ", ".join(f"{k} {human(v)}" for k, v in t.bytes_by_reason.items()) or "-"),
         ("metadata", f"{t.metadata_ops} operations (stat, readdir)"),
-        ("traces", f"{s.get('trace_records', 0)} records from {s.get('trace_frames', 0)} frames"
-                   f" ({s.get('trace_lines_skipped', 0)} lines skipped,"
-                   f" {s.get('trace_calls_failed', 0)} failed calls)"),
-        ("structure", _structure_row(s)),
+        ("traces", f"{s.trace_records} records from {s.trace_frames} frames"
+                   f" ({s.trace_lines_skipped} lines skipped, {s.trace_calls_failed} failed calls)"),
+        ("structure", _structure_row(structure or StructureStats())),
         ("missing", str(t.missing)),
         ("dropped", f"{human(t.dropped_bytes)} over budget" if t.dropped_ranges else "nothing"),
     ]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from prewarm.cli.options import add_redis_flag, redis_of, site_settings
+from prewarm.report.model import Report
 from prewarm.site import atomic
 
 
@@ -32,28 +32,28 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         atomic.write_text(args.html, report_html.render(data), "--html")
     if args.json:
-        print(json.dumps(data, indent=1))
+        print(json.dumps(data.to_json(), indent=1))
     elif not args.html:
         print("\n".join(text_lines(data)))
     return 0
 
 
-def text_lines(data: dict[str, Any]) -> list[str]:
-    j, s, t, r = data["job"], data["summary"], data["timing"], data["readiness"]
-    lines = [f"warm {j['id']} ({j['name']}) on {j['gateway']}: {j['state']}"]
-    for name in ("planned", "warmed", "skipped", "missing", "failed"):
-        lines.append(f"  {name:<8} {s[name]['bytes'] / 1e6:>12,.1f} MB {s[name]['files']:>8,} files")
-    if t["elapsed_s"] is not None:
-        ideal = "" if t["ideal_s"] is None else f" (ideal {t['ideal_s']:.1f}s at the throttle)"
-        lines.append(f"  took {t['elapsed_s']:.1f}s{ideal}")
-    if r["first_frame"] is not None:
-        when = "" if r["margin_s"] is None else f", {r['margin_s']:+.0f}s before the frames start"
-        lines.append(f"  first frame {r['first_frame']}: {'ready' if r['ready'] else 'not ready'}{when}")
-    for p in data["problems"][:20]:
-        lines.append(f"  {p['kind']}: {p['path']}: {p['detail']}")
-    if data["retry"]["command"]:
-        lines.append(f"  retry the {data['retry']['ranges']} failed range(s): {data['retry']['command']}")
-    if data["evaluation"]:
-        o = data["evaluation"]["overall"]
-        lines.append(f"  prediction: recall {o['recall']:.1%}, over-fetch {o['overfetch']:.2f}x")
+def text_lines(report: Report) -> list[str]:
+    j, t, r = report.job, report.timing, report.readiness
+    lines = [f"warm {j.id} ({j.name}) on {j.gateway}: {j.state}"]
+    for name, tally in report.summary.lines():
+        lines.append(f"  {name:<8} {tally.bytes / 1e6:>12,.1f} MB {tally.files:>8,} files")
+    if t.elapsed_s is not None:
+        ideal = "" if t.ideal_s is None else f" (ideal {t.ideal_s:.1f}s at the throttle)"
+        lines.append(f"  took {t.elapsed_s:.1f}s{ideal}")
+    if r.first_frame is not None:
+        when = "" if r.margin_s is None else f", {r.margin_s:+.0f}s before the frames start"
+        lines.append(f"  first frame {r.first_frame}: {'ready' if r.ready else 'not ready'}{when}")
+    for p in report.problems[:20]:
+        lines.append(f"  {p.kind}: {p.path}: {p.detail}")
+    if report.retry.command:
+        lines.append(f"  retry the {report.retry.ranges} failed range(s): {report.retry.command}")
+    if report.evaluation:
+        o = report.evaluation.overall
+        lines.append(f"  prediction: recall {o.recall:.1%}, over-fetch {o.overfetch:.2f}x")
     return lines

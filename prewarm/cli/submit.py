@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from prewarm.cli.options import add_job_flags, parameters_of
+from prewarm.cli.options import add_job_flags, parameters_of, site_settings
 from prewarm.errors import ConfigError
 
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("submit", "give a manifest, a bundle folder, or --deadline-job/--deadline-plugin")
     elif args.remote_bundle or os.path.isdir(args.source):
         result = client.submit_bundle(args.source, args.traces, remote=args.remote_bundle,
-                                      parameters=parameters_of(args))
+                                      parameters=parameters_of(args, site_settings(args)))
     else:
         if not os.path.isfile(args.source):
             raise ConfigError(args.source, "no such manifest file or bundle folder")

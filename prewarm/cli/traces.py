@@ -1,4 +1,5 @@
-"""`prewarm traces import|list|prune`: the trace store of earlier renders (see prewarm.traces.store)."""
+"""`prewarm traces import|list|prune`: the trace store of earlier renders (see prewarm.traces.store and
+prewarm.traces.catalogue)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from prewarm.flow.filing import structure_of
     from prewarm.plan.units import parse_size
+    from prewarm.traces import catalogue
     from prewarm.traces import store as trace_store
 
     settings = site_settings(args)
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(trace_store.describe(result), file=sys.stderr)
         return 0
     if args.verb == "list":
-        for job in trace_store.list_traces(settings, args.show, args.shot):
+        for job in catalogue.list_traces(settings, args.show, args.shot):
             if args.json:
                 print(json.dumps(asdict(job)))
             else:
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_jobs is not None and args.keep_jobs < 0:
         raise ConfigError("--keep-jobs", "must be 0 or more")
     max_bytes = parse_size(args.max_bytes, "command line", "--max-bytes") if args.max_bytes else None
-    pruned = trace_store.prune(settings, max_bytes=max_bytes, keep_jobs=args.keep_jobs)
+    pruned = catalogue.prune(settings, max_bytes=max_bytes, keep_jobs=args.keep_jobs)
     for job in pruned.removed:
         print(f"removed {job.show}/{job.shot}/{job.job} ({job.bytes / 1e6:.2f} MB)", file=sys.stderr)
     print(f"{len(pruned.removed)} job(s) removed, {pruned.bytes_freed / 1e6:.2f} MB freed, "

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prewarm.cli.options import (
@@ -81,21 +81,33 @@ def run(args: argparse.Namespace) -> int:
     out = verdict.to_json()
     if note:
         out["note"] = note
-    rewarmed: dict[str, Any] | None = None
+    rewarmed: Rewarmed | None = None
     if args.rewarm and verdict.cold:
         files = {s.path for s in verdict.cold}
         sub = replace(plan, ranges=tuple(r for r in plan.ranges if r.path in files), metadata=())
         info = embedded.run_embedded(sub, settings)
-        rewarmed = {"files": len(files), "bytes": sub.bytes, "state": info.state.value}
-        out["rewarmed"] = rewarmed
+        rewarmed = Rewarmed(len(files), sub.bytes, info.state)
+        out["rewarmed"] = rewarmed.to_json()
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        _print(plan.job, verdict, out, note, rewarmed)
+        _print(plan.job, verdict, note, rewarmed)
     if verdict.undecided:
         return 3
     all_cached = verdict.judged > 0 and not verdict.cold
-    return 0 if all_cached or (rewarmed and rewarmed["state"] == JobState.DONE) else 1
+    return 0 if all_cached or (rewarmed is not None and rewarmed.state is JobState.DONE) else 1
+
+
+@dataclass(frozen=True)
+class Rewarmed:
+    """What `--rewarm` warmed again: the cold samples' files."""
+
+    files: int
+    bytes: int
+    state: JobState
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": self.files, "bytes": self.bytes, "state": self.state.value}
 
 
 def _unreadable(path: str, exc: OSError) -> ConfigError:
@@ -139,19 +151,22 @@ def _judge(agent: str | None, samples: list[ByteRange], open_file: verify.Open,
     return verify.by_timing(samples, probes(), open_file), ""
 
 
-def _print(job: str, verdict: Verdict, out: dict[str, Any], note: str, rewarmed: dict[str, Any] | None) -> None:
+def _print(job: str, verdict: Verdict, note: str, rewarmed: Rewarmed | None) -> None:
     if verdict.undecided:
         print(f"{job}: {verdict.undecided} (method {verdict.method}, {verdict.samples} samples)")
     else:
         low, high = verdict.interval_pct or (0.0, 100.0)
-        extra = "".join(f", {k} {out[k]}" for k in ("hit_ms", "miss_ms", "threshold_ms") if out.get(k) is not None)
+        t = verdict.timings
+        extra = "" if t is None else "".join(f", {k} {v}" for k, v in (("hit_ms", t.hit_ms), ("miss_ms", t.miss_ms),
+                                                                        ("threshold_ms", t.threshold_ms))
+                                             if v is not None)
         print(f"{job}: {verdict.cached_pct or 0.0:.1f}% cached (95% within {low:.0f}-{high:.0f}%; "
               f"{verdict.cached}/{verdict.judged} samples, method {verdict.method}{extra}"
               f"{f', {verdict.unreached} never reached the gateway' if verdict.unreached else ''})")
     if note:
         print(f"  {note}", file=sys.stderr)
-    if rewarmed:
-        print(f"  re-warmed {rewarmed['files']} file(s), {rewarmed['bytes'] / 1e6:,.1f} MB: {rewarmed['state']}")
+    if rewarmed is not None:
+        print(f"  re-warmed {rewarmed.files} file(s), {rewarmed.bytes / 1e6:,.1f} MB: {rewarmed.state.value}")
 
 
 def _agent(url: str) -> Counters:

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from prewarm.cli.options import (
     add_local_job_flags,
@@ -36,6 +36,7 @@ from prewarm.warm.job import JobInfo, JobState, summary_lines
 if TYPE_CHECKING:
     import redis
 
+    from prewarm.report.model import Report
     from prewarm.state.celery_app import CelerySender
 
 EXIT_UNFINISHED = 1
@@ -187,7 +188,7 @@ def _report_path(text: str | None) -> str | None:
     return text
 
 
-def _write_report(path: str, data: dict[str, Any], suffix: str = "") -> None:
+def _write_report(path: str, report: Report, suffix: str = "") -> None:
     """The report as the page `prewarm report --html` writes, or its JSON; written whole."""
     from prewarm.report import html
     from prewarm.site import atomic
@@ -195,7 +196,7 @@ def _write_report(path: str, data: dict[str, Any], suffix: str = "") -> None:
     if suffix:
         stem, dot, ext = path.rpartition(".")
         path = f"{stem}-{suffix}.{ext}"
-    text = html.render(data) if not path.lower().endswith(".json") else json.dumps(data, indent=1)
+    text = html.render(report) if not path.lower().endswith(".json") else json.dumps(report.to_json(), indent=1)
     atomic.write_text(path, text, "--report")
     print(f"report: {path}", file=sys.stderr)
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.spool:
         submit = client_submitter(args.server, args.token) if args.server else local_submitter(settings)
         spool = Spool(args.spool, submit, settle_s=args.settle, retry_s=args.retry,
-                      dedupe_s=settings.service_dedupe_s)
+                      dedupe_s=settings.service_dedupe_s, max_bytes=settings.max_request_bytes)
         pollers.append(spool.poll)
         folders.append(Path(args.spool))
     if args.traces:

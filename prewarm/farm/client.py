@@ -21,9 +21,11 @@ import requests
 
 from prewarm.errors import InputError, ServiceError
 from prewarm.flow.adapters.openjd import BUNDLE_EXTS, BUNDLE_FILES
+from prewarm.site.settings import Settings
 
-MAX_BUNDLE_FILE = 4 << 20
-"""A bundle file beyond this is not a job description (the service's whole body limit is 8 MiB)."""
+MAX_BUNDLE_FILE = Settings.max_request_bytes
+"""A bundle file beyond the service's default body limit (`max_request_bytes`) could not be sent: refused
+here, unread, rather than by the service after the upload."""
 
 
 class PrewarmClient:
@@ -58,7 +60,8 @@ class PrewarmClient:
         for f in sorted(folder.iterdir()):
             if f.is_file() and f.stem in BUNDLE_FILES and f.suffix in BUNDLE_EXTS:
                 if f.stat().st_size > MAX_BUNDLE_FILE:
-                    raise InputError(str(f), f"over {MAX_BUNDLE_FILE} bytes: not a job description")
+                    raise InputError(str(f), f"over {MAX_BUNDLE_FILE:,} bytes (the service's max_request_bytes): "
+                                             "not a job description")
                 if f.stem in files:
                     raise InputError(str(f), f"the bundle has two {f.stem} files: keep one")
                 files[f.stem] = _read(f, str(f))

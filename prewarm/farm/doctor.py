@@ -43,7 +43,7 @@ from prewarm.site.mounts import (
 )
 from prewarm.site.settings import Settings
 from prewarm.state import keys
-from prewarm.warm.reader import DirectReader
+from prewarm.warm.reader import MountReader
 
 WALK_LIMIT = 2000
 """Directory entries looked at, at most, to find a file for the test read."""
@@ -238,7 +238,7 @@ def _o_direct(guard: Guard, path: str, choice: ReadChoice) -> Check:
 
 def _timed_read(guard: Guard, path: str, mode: ReadMode) -> Check:
     """One read as the warm makes it: its latency is a gateway round trip (cold) or a hit."""
-    reader = DirectReader(guard, mode)
+    reader = MountReader(guard, mode)
     try:
         f = reader.open(path)
         try:

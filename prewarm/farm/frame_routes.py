@@ -223,7 +223,7 @@ def job_state(request: Request, job: str = PathParam(max_length=128),
     report = frame_report.live_report(r, live.check_job_id(job, "job"), settings if evaluate else None)
     if report is None:
         raise HTTPException(404, f"no live job {job!r} (never registered, or expired)")
-    return report
+    return report.to_json()
 
 
 @router.post("/live/jobs/{job}/events")

@@ -24,6 +24,7 @@ from prewarm.errors import ConfigError
 from prewarm.report import html as report_html
 from prewarm.report import load as report_redis
 from prewarm.report.metrics import RedisCollector
+from prewarm.report.model import Report
 from prewarm.site.settings import Settings
 from prewarm.state import keys
 
@@ -33,7 +34,7 @@ def _state(request: Request) -> tuple[redis.Redis[bytes], Settings]:
     return request.app.state.redis, request.app.state.settings
 
 
-def _load(request: Request, job_id: str) -> dict[str, Any]:
+def _load(request: Request, job_id: str) -> Report:
     if not keys.is_job_id(job_id):
         raise HTTPException(404, f"no warm job {job_id!r}: ids are hexadecimal")
     r, settings = _state(request)
@@ -45,7 +46,7 @@ def _load(request: Request, job_id: str) -> dict[str, Any]:
 
 @router.get("/jobs/{job_id}/report")
 def job_report(request: Request, job_id: str = PathParam(max_length=64)) -> dict[str, Any]:
-    return _load(request, job_id)
+    return _load(request, job_id).to_json()
 
 
 @router.get("/jobs/{job_id}/report.html", response_class=HTMLResponse)

@@ -48,7 +48,7 @@ InputError for a bad job (-> failed/) and ServiceError when it should be tried a
 WORK_DIRS = ("processing", "done", "failed")
 
 
-def _digest(path: Path) -> str:
+def _digest(path: Path, limit: int) -> str:
     """The drop's content; a bundle's links are named, not followed (the bundle reader refuses them)."""
     h = hashlib.sha256()
     if kind(path) == "dir":
@@ -57,9 +57,9 @@ def _digest(path: Path) -> str:
             for f in sorted(files):
                 full = Path(folder, f)
                 h.update(os.path.relpath(full, path).encode() + b"\0")
-                h.update((read_real(full) if kind(full) == "file" else os.readlink(full).encode()) + b"\0")
+                h.update((read_real(full, limit) if kind(full) == "file" else os.readlink(full).encode()) + b"\0")
         return "d" + h.hexdigest()
-    return "f" + hashlib.sha256(read_real(path)).hexdigest()
+    return "f" + hashlib.sha256(read_real(path, limit)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,11 @@ class _Entry:
 class Spool:
     def __init__(self, folder: str | Path, submit: Submit, settle_s: float = 1.0, retry_s: float = 10.0,
                  dedupe_s: float = 6 * 3600, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, max_bytes: int = Settings.max_request_bytes) -> None:
         self.folder = Path(folder)
         self.submit = submit
+        self.max_bytes = max_bytes
+        """The largest file of a drop read (the site's `max_request_bytes`, as `flow.jobs` reads the job)."""
         self.retry_s = retry_s
         self.dedupe_s = dedupe_s
         self.clock = clock
@@ -139,7 +141,7 @@ class Spool:
 
     def _process(self, path: Path) -> Outcome:
         try:
-            digest = _digest(path)
+            digest = _digest(path, self.max_bytes)
         except OSError as exc:
             return self._finish(path, DropState.FAILED, f"cannot read: {exc.strerror or type(exc).__name__}")
         except InputError as exc:

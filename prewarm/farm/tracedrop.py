@@ -13,25 +13,24 @@ links, reading real files) is `prewarm.farm.watch`'s.
 
 from __future__ import annotations
 
-import gzip
 import io
 import itertools
 import json
 import logging
 import os
-import stat as statmod
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prewarm.errors import InputError
+from prewarm.errors import InputError, TraceError
 from prewarm.farm.watch import DropState, Outcome, Refusals, Settler, ignored, kind, read_real, unique
 from prewarm.flow.filing import structure_of
 from prewarm.plan.limits import MAX_TRACE_LINE
 from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
+from prewarm.traces.files import TraceFile, opened, trace_files
 
 __all__ = ["SIDECAR", "TraceDrop"]
 
@@ -66,7 +65,6 @@ class TraceDrop:
         return found
 
     def poll(self) -> list[Outcome]:
-        from prewarm.traces.files import trace_files
         from prewarm.traces.store import describe, import_traces
 
         outcomes: list[Outcome] = []
@@ -74,9 +72,9 @@ class TraceDrop:
             self.settler.forget(p)
             sidecar = p.with_name(p.name + SIDECAR)
             try:
-                show, shot, job, frame = self.identity(p, sidecar)
                 rel = p.relative_to(self.folder).as_posix()
                 found = trace_files(f"{self.guard.roots[0]}/{rel}", self.guard, rel)
+                show, shot, job, frame = self.identity(p, sidecar, found[0])
                 result = import_traces(self.settings, found, show, shot, job, frame, structures=self.structures)
             except InputError as exc:
                 outcomes.append(self._failed(p, sidecar, str(exc)))
@@ -90,11 +88,11 @@ class TraceDrop:
             outcomes.append(Outcome(str(p.relative_to(self.folder)), DropState.DONE, describe(result)))
         return outcomes
 
-    def identity(self, path: Path, sidecar: Path) -> tuple[str | None, str | None, str, int | None]:
+    def identity(self, path: Path, sidecar: Path, trace: TraceFile) -> tuple[str | None, str | None, str, int | None]:
         """(show, shot, job, frame) of a dropped trace: sidecar, then its place, then its records."""
         if os.path.lexists(sidecar):
             try:
-                meta = json.loads(read_real(sidecar))
+                meta = json.loads(read_real(sidecar, self.settings.max_request_bytes))
             except ValueError as exc:
                 raise InputError(sidecar.name, f"not a valid sidecar: {exc}") from exc
             if not isinstance(meta, dict) or not isinstance(meta.get("job"), str):
@@ -107,7 +105,7 @@ class TraceDrop:
         if parts:
             padded = (None,) * (3 - len(parts[-3:])) + tuple(parts[-3:])
             return padded[0], padded[1], str(padded[2]), None
-        job = _job_from_records(path)
+        job = _job_from_records(trace)
         if job is None:
             raise InputError(str(path), f"whose trace? put it in show/shot/job/ below the drop folder, "
                                         f"or beside a {path.name}{SIDECAR} sidecar naming its job")
@@ -127,16 +125,11 @@ def _opt(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _job_from_records(path: Path) -> str | None:
-    """The `job` field of the first JSON Lines record that has one (within the first lines)."""
+def _job_from_records(trace: TraceFile) -> str | None:
+    """The `job` field of the first JSON Lines record that has one (within the first lines), read
+    as the import reads the file (`prewarm.traces.files.opened`: through the drop's guard)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as raw:
-            if not statmod.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            gz = raw.read(2) == b"\x1f\x8b"
-            raw.seek(0)
-            binary = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        with opened(trace) as binary:
             fh = io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
             for line in itertools.islice(iter(lambda: fh.readline(MAX_TRACE_LINE), ""), 1000):
                 if not line.lstrip().startswith("{"):
@@ -147,6 +140,6 @@ def _job_from_records(path: Path) -> str | None:
                     continue
                 if isinstance(job, str) and job.strip():
                     return job
-    except (OSError, EOFError, zlib.error):
+    except (OSError, EOFError, zlib.error, TraceError):
         return None
     return None

@@ -30,16 +30,12 @@ from pathlib import Path
 
 from prewarm.errors import InputError
 
-__all__ = ["MAX_DROP_BYTES", "DropState", "Outcome", "Refusals", "Settler", "ignored", "kind", "read_real", "unique",
+__all__ = ["DropState", "Outcome", "Refusals", "Settler", "ignored", "kind", "read_real", "unique",
            "watch"]
 
 log = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
-
-
-MAX_DROP_BYTES = 8 << 20
-"""A manifest, a bundle file or a sidecar is kilobytes; the service takes 8 MiB at most too."""
 
 
 def ignored(name: str) -> bool:
@@ -71,8 +67,9 @@ class Refusals:
         return False
 
 
-def read_real(path: Path, limit: int = MAX_DROP_BYTES) -> bytes:
-    """The bytes of a real file, never through a link, never a FIFO; InputError naming the drop otherwise."""
+def read_real(path: Path, limit: int) -> bytes:
+    """The bytes of a real file, never through a link, never a FIFO, at most `limit` (the site's
+    `max_request_bytes`: a manifest, a bundle file or a sidecar is kilobytes); InputError naming the drop otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -83,7 +80,8 @@ def read_real(path: Path, limit: int = MAX_DROP_BYTES) -> bytes:
             raise InputError(path.name, "not a regular file: not read")
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise InputError(path.name, f"larger than {limit >> 20} MiB: not a job or a sidecar")
+        raise InputError(path.name, f"larger than {limit:,} bytes (the site's max_request_bytes): not a job or a "
+                                    "sidecar")
     return data
 
 

@@ -40,12 +40,8 @@ from prewarm.site.guard import Guard
 from prewarm.site.settings import Settings
 from prewarm.traces.files import TraceFile
 
-__all__ = ["MAX_JOB_BYTES", "Job", "bundle_folder", "bundle_object", "context", "deadline", "deadline_files",
+__all__ = ["Job", "bundle_folder", "bundle_object", "context", "deadline", "deadline_files",
            "from_text", "hook", "load", "load_manifest", "load_plan", "parameter_file", "plan", "plan_job"]
-
-MAX_JOB_BYTES = 8 << 20
-"""A manifest, a bundle file, a hook payload or a Deadline job file is kilobytes: a larger text is
-refused unread (a plan file is the exception: it is streamed, never held whole)."""
 
 HOOK_KEYS = ("jobBundleDir", "jobName", "assetReferences", "attachments")
 """Keys that only a Deadline Cloud submission hook's payload has."""
@@ -63,7 +59,7 @@ class Job:
 
 def context(settings: Settings, parameters: Mapping[str, str] | None = None) -> Context:
     """What the site and the user add to a farm's description: parameter values, path map, roots."""
-    return Context(dict(parameters or {}), settings.path_map, settings.allowed_roots())
+    return Context(dict(parameters or {}), settings.path_map, settings.allowed_roots(), settings.max_request_bytes)
 
 
 def load(source: str | os.PathLike[str], settings: Settings, parameters: Mapping[str, str] | None = None,
@@ -166,12 +162,15 @@ def deadline_files(job_info: str, plugin_info: str, settings: Settings) -> Job:
     return deadline(texts[0], texts[1], job_info, context(settings), plugin_where=plugin_info)
 
 
-def parameter_file(path: str) -> dict[str, str]:
-    """A parameter values file as `deadline bundle submit --parameter-values` reads it."""
+def parameter_file(path: str, settings: Settings) -> dict[str, str]:
+    """A parameter values file as `deadline bundle submit --parameter-values` reads it, no larger than
+    the site's `max_request_bytes` (as a bundle's own parameter values file)."""
+    limit = settings.max_request_bytes
     with _open(Path(path), True) as fh:
-        data = fh.read(MAX_JOB_BYTES + 1)
-    if len(data) > MAX_JOB_BYTES:
-        raise ManifestError(path, f"larger than {MAX_JOB_BYTES >> 20} MiB: not a parameter values file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ManifestError(path, f"larger than {limit:,} bytes (the site's max_request_bytes): not a parameter "
+                                  "values file")
     return openjd_adapter.parameter_values(safe_load(_decoded(data, path), path, "not valid YAML or JSON"), path)
 
 

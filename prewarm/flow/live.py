@@ -47,10 +47,11 @@ from enum import StrEnum
 import redis
 
 from prewarm.errors import ConfigError, InputError, PrewarmError
-from prewarm.flow import planning, warming
+from prewarm.flow import jobs, planning, warming
+from prewarm.flow.adapters import NO_CONTEXT
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.build import PlanOptions
-from prewarm.plan.manifest import Manifest, parse_manifest
+from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import Span, normalize, subtract
 from prewarm.plan.records import FileInfo, PlannedRange, Reason
@@ -61,7 +62,7 @@ from prewarm.state.dispatch import Send
 from prewarm.state.frames import FrameEvent, FrameState, Kind, Outcome
 from prewarm.state.jobs import WarmJob
 from prewarm.traces.files import TraceFile
-from prewarm.traces.store import ProfileCache
+from prewarm.traces.loading import ProfileCache
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,13 @@ service's knows farm submissions (`prewarm.farm.frame_routes.loader`)."""
 
 
 def load_manifest_text(kind: str, body: str) -> Manifest:
-    """The loader of jobs registered with a manifest's text (the CLI's, and the default)."""
+    """The loader of jobs registered with a manifest's text (the CLI's, and the default): read by the
+    one loader of jobs (`flow.jobs.from_text`), as `prewarm plan` reads that text; a plan is refused."""
     if kind != "manifest":
         raise ConfigError("live job", f"registered from a {kind!r} submission: only the service can re-plan it")
-    return parse_manifest(body, "manifest")
+    job = jobs.from_text(body, "manifest", NO_CONTEXT)
+    assert job.manifest is not None     # from_text gives plans only when asked to
+    return job.manifest
 
 
 def register(r: redis.Redis[bytes], job: str, manifest: Manifest, warm_ids: Sequence[str],
@@ -492,7 +496,7 @@ def replan_incrementally(settings: Settings, job: str, manifest: Manifest, waiti
     """
     from prewarm.plan.aggregate import restrict_paths
     from prewarm.plan.scenes import scene_kind
-    from prewarm.traces.store import load_profiles
+    from prewarm.traces.loading import load_profiles
 
     key = (job, hashlib.sha256(repr(manifest).encode()).hexdigest())
     options = PlanOptions(frames=waiting)

@@ -15,7 +15,7 @@ import gc
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 
@@ -30,13 +30,14 @@ from prewarm.plan.model import Plan
 from prewarm.plan.ordering import Columns, serially
 from prewarm.plan.pathmap import PathMap
 from prewarm.plan.scenes import Expansion, expand_scenes
+from prewarm.plan.stats import StoreStats, TraceStats
 from prewarm.site.fs import SiteFS
 from prewarm.site.guard import Guard, inside
 from prewarm.site.settings import Settings
 from prewarm.traces import cores
 from prewarm.traces.counters import ImportStats
 from prewarm.traces.files import TraceFile, collect, read_batches
-from prewarm.traces.store import load_profiles
+from prewarm.traces.loading import load_profiles
 
 DEFAULT_OPTIONS = PlanOptions()
 """Nothing asked for beyond the manifest and the site's settings."""
@@ -81,18 +82,19 @@ def _without_cycle_collection() -> Iterator[None]:
 def _plan_manifest(manifest: Manifest, traces: Sequence[str | TraceFile] | None, settings: Settings,
                    options: PlanOptions, clock: Callable[[], float], cores: int = 1) -> Plan:
     aliases = settings.path_map.merged(manifest.path_map)
-    stats: dict[str, object] = {}
+    store: StoreStats | None = None
     if traces is None:
         stored = load_profiles(settings, manifest, aliases, options.frame)
-        ts, counts = stored.traces, {"trace_lines_skipped": 0, "trace_calls_failed": 0}  # profiles hold no bad lines
+        ts, counts = stored.traces, TraceStats()  # profiles hold no bad lines
         if stored.folders:
-            stats = {"traces_from_store": stored.folders,
-                     **({"traces_skipped": stored.skipped} if stored.skipped else {})}
+            store = StoreStats(stored.folders, stored.skipped)
     else:
         ts, imported = load_traces(traces, aliases, options.frame)
-        counts = {"trace_lines_skipped": imported.skipped_lines, "trace_calls_failed": imported.failed_calls}
+        counts = TraceStats(trace_lines_skipped=imported.skipped_lines, trace_calls_failed=imported.failed_calls)
     plan = _plan_traced(manifest, ts, settings, options, counts, clock(), cores)
-    return replace(plan, stats={**plan.stats, **stats}) if stats else plan
+    if store is None or plan.stats is None:
+        return plan
+    return replace(plan, stats=replace(plan.stats, store=store))
 
 
 def plan_traced(manifest: Manifest, ts: TraceSet, settings: Settings, options: PlanOptions = DEFAULT_OPTIONS,
@@ -100,11 +102,11 @@ def plan_traced(manifest: Manifest, ts: TraceSet, settings: Settings, options: P
     """Plan `manifest` from traces already aggregated: a live re-plan loads the store's once and
     plans only the inputs whose evidence changed (`prewarm.flow.live`)."""
     with _without_cycle_collection():
-        return _plan_traced(manifest, ts, settings, options, {}, clock(), 1)
+        return _plan_traced(manifest, ts, settings, options, TraceStats(), clock(), 1)
 
 
 def _plan_traced(manifest: Manifest, ts: TraceSet, settings: Settings, options: PlanOptions,
-                 counts: Mapping[str, int], created: float, cores: int) -> Plan:
+                 counts: TraceStats, created: float, cores: int) -> Plan:
     with site_fs(settings) as fs:
         check_inputs(manifest, fs.guard.roots)
         scenes = expand_scene_inputs(manifest, fs.guard, options)
@@ -144,7 +146,7 @@ def check_inputs(manifest: Manifest, roots: tuple[str, ...]) -> None:
 
 
 def plan_resolved(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, fs: SiteFS, settings: Settings,
-                  options: PlanOptions = DEFAULT_OPTIONS, trace_counts: Mapping[str, int] | None = None,
+                  options: PlanOptions = DEFAULT_OPTIONS, imported: TraceStats | None = None,
                   created: float | None = None, cores: int = 1) -> Plan:
     """The plan of inputs already resolved and traces already aggregated (benches split them per run).
 
@@ -157,9 +159,10 @@ def plan_resolved(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, fs
         roots=settings.roots)
     # The files' own structure (texture tiles, EXR tables), read once per file through the guard.
     structures = StructureReader(guarded_files(fs.guard) if prediction_options(manifest, options).structure else None)
-    plan = build_plan(manifest, resolved, ts, fs.info, options, effective, trace_counts or {}, created,
+    plan = build_plan(manifest, resolved, ts, fs.info, options, effective, imported or TraceStats(), created,
                       structures.by_path(fs.info), forked if cores > 1 else serially, cores)
-    return replace(plan, stats={**plan.stats, **structures.stats()})
+    assert plan.stats is not None  # build_plan's plans carry what it counted
+    return replace(plan, stats=replace(plan.stats, structure=structures.stats()))
 
 
 FORK_MAX_RSS = 256 << 20

@@ -25,6 +25,7 @@ from prewarm.formats.exr import read_exr
 from prewarm.formats.source import BudgetExceeded, Fetcher
 from prewarm.formats.tiff import StructureError, read_tiff
 from prewarm.plan.records import FileInfo
+from prewarm.plan.stats import StructureStats
 from prewarm.plan.structure import Structure
 from prewarm.site.guard import Guard
 
@@ -91,10 +92,9 @@ class StructureReader:
             return None if info is None else self.structure(info)
         return structure
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> StructureStats:
         """For the plan's summary: files read by structure, and those left to the byte model and why."""
-        return {"structured_files": dict(self.formats), "structure_unreadable": len(self.unreadable),
-                "structure_unreadable_files": dict(sorted(self.unreadable.items())[:20])}
+        return StructureStats(dict(self.formats), len(self.unreadable), dict(sorted(self.unreadable.items())[:20]))
 
 
 def guarded_files(guard: Guard) -> Opener:

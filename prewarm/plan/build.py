@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prewarm.errors import ManifestError
 from prewarm.plan.access import Op
@@ -24,6 +24,7 @@ from prewarm.plan.model import FIELDS_LIMITS, Plan
 from prewarm.plan.ordering import FanOut, order_ranges, serially
 from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
 from prewarm.plan.records import FileInfo, Finding, MetaOp
+from prewarm.plan.stats import PlanStats, TraceStats
 
 Lookup = Callable[[str], FileInfo | None]
 
@@ -138,9 +139,10 @@ def fold_missing(manifest: Manifest, resolved: Sequence[Missing], traced: Sequen
 
 
 def build_plan(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, lookup: Lookup, options: PlanOptions,
-               effective: Effective, trace_counts: Mapping[str, int], created: float | None,
+               effective: Effective, imported: TraceStats, created: float | None,
                structure: Structures = lambda p: None, fan_out: FanOut = serially, parts: int = 1) -> Plan:
-    """The plan of `manifest`; `trace_counts` are the import's counters shown in the summary.
+    """The plan of `manifest`; `imported` holds the trace import's counters (lines skipped, calls
+    failed) shown in the summary, to which the records and frames of `ts` are added here.
     `structure` gives a file's levels and tiles where a reader could read them (`prewarm.formats`).
     With `parts` > 1 the traced files are predicted and ordered in that many parts, which
     `fan_out` may run in other processes (`order_ranges`): the same plan either way."""
@@ -178,12 +180,18 @@ def build_plan(manifest: Manifest, resolved: ResolvedInputs, ts: TraceSet, looku
     missing = fold_missing(manifest, resolved.missing, result.missing)
     # a changed file is there: shown, and the warm is not less for it
     missing += [Finding(p, why, optional=True) for p, why in result.changed[:MAX_FINDINGS]]
-    stats = {"trace_records": ts.records, "trace_frames": len(ts.frames), **trace_counts,
-             "granule": effective.granule, **result.stats}
+    stats = PlanStats(replace(imported, trace_records=ts.records, trace_frames=len(ts.frames)),
+                      effective.granule, result.stats)
+    planned_files = {p: files[p] for p in planned}
+    input_of: dict[str, int] = {}
+    for f in resolved.files:    # a file two inputs name is its first's, as planning took it
+        if f.path in planned_files:
+            input_of.setdefault(f.path, f.input_index)
     plan = Plan(job=manifest.job, frames=tuple(frames), ranges=ordered.ranges, metadata=tuple(metadata),
-                files={p: files[p] for p in planned}, missing=tuple(missing), dropped=ordered.dropped,
+                files=planned_files, missing=tuple(missing), dropped=ordered.dropped,
                 granule=effective.granule, created=created, start=manifest.start, priority=manifest.priority,
-                gateways=manifest.gateways, stats=stats)
+                gateways=manifest.gateways, stats=stats, inputs=tuple(spec.path for spec in manifest.inputs),
+                input_of=input_of)
     for key, most in FIELDS_LIMITS.items():  # a plan the warm side would refuse is refused here, not there
         if len(getattr(plan, key)) > most:
             raise ManifestError(manifest.source, f"{key}: the plan would hold {len(getattr(plan, key)):,}, more than "

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from prewarm.plan.aggregate import TraceSet
@@ -94,7 +94,70 @@ class Training:
         return not any(abs(frame - f) <= NEIGHBOUR_FRAMES for f in self.frames)
 
 
-def evaluate(plan: Plan, rendered: TraceSet, training: Training | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Score:
+    """A plan against what the rendered frames read, on `BLOCK`s."""
+
+    recall: float
+    """Needed blocks the plan held."""
+    overfetch: float
+    """Planned blocks per needed block."""
+    needed_bytes: int
+    planned_bytes: int
+    hit_bytes: int
+
+
+@dataclass(frozen=True)
+class InputScore:
+    """The score of one input (`input_of`: a file, or a sequence folded by its digits)."""
+
+    input: str
+    recall: float
+    overfetch: float | None
+    """None: the frames read nothing of it."""
+    needed_bytes: int
+    planned_bytes: int
+
+
+@dataclass(frozen=True)
+class Miss:
+    """Needed bytes of a file the plan did not hold, and why."""
+
+    path: str
+    why: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `prewarm evaluate` says of a plan; kept as its JSON with the warm job and the shot."""
+
+    job: str
+    block: int
+    frames_traced: int
+    frames_planned: int
+    overall: Score
+    per_input: list[InputScore]
+    missed_by_reason: dict[str, int]
+    """Missed bytes by why, most first."""
+    missed: list[Miss]
+    """The largest misses (at most `MISSED_ROWS`)."""
+    missed_files: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Evaluation:
+        """An evaluation `to_json` wrote (kept in Redis or beside a plan)."""
+        return cls(job=data["job"], block=data["block"], frames_traced=data["frames_traced"],
+                   frames_planned=data["frames_planned"], overall=Score(**data["overall"]),
+                   per_input=[InputScore(**r) for r in data["per_input"]],
+                   missed_by_reason=dict(data["missed_by_reason"]), missed=[Miss(**m) for m in data["missed"]],
+                   missed_files=data["missed_files"])
+
+
+def evaluate(plan: Plan, rendered: TraceSet, training: Training | None = None) -> Evaluation:
     """The plan scored against the rendered frames' reads, overall, per input, and what was missed and why."""
     planned = plan_blocks(plan)
     needed = needed_blocks(rendered, [f for f in rendered.frames if not plan.frames or f in set(plan.frames)])
@@ -103,9 +166,8 @@ def evaluate(plan: Plan, rendered: TraceSet, training: Training | None = None) -
     per_need: Counter[str] = Counter(input_of(p) for p, _ in needed)
     per_plan: Counter[str] = Counter(input_of(p) for p, _ in planned)
     per_hit: Counter[str] = Counter(input_of(p) for p, b in needed if (p, b) in planned)
-    per_input = [{"input": i, "recall": round(per_hit[i] / n, 4) if n else 0.0,
-                  "overfetch": round(per_plan[i] / n, 3) if n else None,
-                  "needed_bytes": n * BLOCK, "planned_bytes": per_plan[i] * BLOCK}
+    per_input = [InputScore(i, round(per_hit[i] / n, 4) if n else 0.0, round(per_plan[i] / n, 3) if n else None,
+                            n * BLOCK, per_plan[i] * BLOCK)
                  for i in sorted(set(per_need) | set(per_plan), key=lambda i: (-per_need[i], i))
                  for n in (per_need[i],)]
     missed: dict[tuple[str, str], int] = Counter()
@@ -116,18 +178,13 @@ def evaluate(plan: Plan, rendered: TraceSet, training: Training | None = None) -
         why = _why(blk[0], frames, planned_paths, training)
         missed[(blk[0], why)] += BLOCK
         why_total[why] += BLOCK
-    rows: list[dict[str, Any]] = sorted(({"path": p, "why": w, "bytes": n} for (p, w), n in missed.items()),
-                                        key=lambda r: (-r["bytes"], r["path"]))
-    return {
-        "job": plan.job, "block": BLOCK, "frames_traced": len(rendered.frames),
-        "frames_planned": len(plan.frames),
-        "overall": {"recall": round(recall, 4), "overfetch": round(over, 3), "needed_bytes": len(needed) * BLOCK,
-                    "planned_bytes": len(planned) * BLOCK, "hit_bytes": len(planned & needed.keys()) * BLOCK},
-        "per_input": per_input,
-        "missed_by_reason": dict(why_total.most_common()),
-        "missed": rows[:MISSED_ROWS],
-        "missed_files": len({p for p, _ in missed}),
-    }
+    rows = sorted((Miss(p, w, n) for (p, w), n in missed.items()), key=lambda r: (-r.bytes, r.path))
+    return Evaluation(
+        job=plan.job, block=BLOCK, frames_traced=len(rendered.frames), frames_planned=len(plan.frames),
+        overall=Score(round(recall, 4), round(over, 3), len(needed) * BLOCK, len(planned) * BLOCK,
+                      len(planned & needed.keys()) * BLOCK),
+        per_input=per_input, missed_by_reason=dict(why_total.most_common()), missed=rows[:MISSED_ROWS],
+        missed_files=len({p for p, _ in missed}))
 
 
 def _why(path: str, frames: set[int], planned_paths: set[str], training: Training | None) -> str:

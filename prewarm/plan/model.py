@@ -26,6 +26,7 @@ from prewarm.plan import limits
 from prewarm.plan.rangetable import RangeTable
 from prewarm.plan.records import (
     MAX_OFFSET,
+    MAX_TEXT,
     FileInfo,
     Finding,
     MetaOp,
@@ -34,6 +35,7 @@ from prewarm.plan.records import (
     path_problem,
     shown,
 )
+from prewarm.plan.stats import PlanStats
 
 __all__ = ["DEFAULT_GRANULE", "FIELDS_LIMITS", "FORMAT", "Plan", "PlanTotals"]
 
@@ -48,7 +50,7 @@ around sparse tile reads cost about 4x what a perfect plan needs."""
 
 FIELDS_LIMITS = {"ranges": limits.MAX_RANGES, "dropped": limits.MAX_RANGES, "frames": limits.MAX_FRAMES,
                  "files": limits.MAX_FILES, "metadata": limits.MAX_METADATA, "missing": limits.MAX_FINDINGS + 1,
-                 "gateways": limits.MAX_GATEWAYS}
+                 "gateways": limits.MAX_GATEWAYS, "inputs": limits.MAX_FILES}
 """Most items each top-level field of a plan may hold."""
 
 
@@ -94,10 +96,18 @@ class Plan:
     priority: int = 0
     gateways: tuple[str, ...] = ()
     """Gateway nodes whose caches to warm (a queue each); empty: the configured default."""
-    stats: Mapping[str, Any] = field(default_factory=dict)
-    """Planner statistics (trace records used, frames seen, ...) shown in the summary."""
+    stats: PlanStats | None = None
+    """What the planner counted (trace records used, frames seen, ...), shown in the summary;
+    None in a plan read from its file or written by hand."""
     origins: Mapping[str, Origin] = field(default_factory=dict)
     """Files a scene input brought in (`prewarm.plan.scenes`), by path; written into their `files` entries."""
+    inputs: tuple[str, ...] = ()
+    """The manifest's inputs as it writes them (`fluid.####.vdb`, `diffuse.<UDIM>.tx`, a folder), so
+    what reads the plan (the report's coverage) can name a file's input as the manifest does. Empty
+    in plans written before it was kept: readers fold file names themselves."""
+    input_of: Mapping[str, int] = field(default_factory=dict)
+    """Each planned file's input, an index into `inputs`, written as its `files` entry's `input`;
+    files only traces named (outside every input) have none."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranges", RangeTable.of(self.ranges))
@@ -142,7 +152,7 @@ class Plan:
 
     def summary(self) -> dict[str, Any]:
         """The plan file's `summary`: the totals, then the planner's statistics."""
-        return {**self.totals().to_json(), **dict(self.stats)}
+        return {**self.totals().to_json(), **(self.stats.to_json() if self.stats is not None else {})}
 
     def to_json(self, ranges: bool = True) -> dict[str, Any]:
         """The plan as JSON data (contract 3); `ranges=False` leaves `ranges` and `dropped` empty."""
@@ -157,6 +167,7 @@ class Plan:
             "granule": self.granule,
             "ranges": [r.to_json() for r in self.ranges] if ranges else [],
             "metadata": [{"op": m.op.value, "path": m.path} for m in self.metadata],
+            "inputs": list(self.inputs),
             "files": {p: self._file_json(p, f) for p, f in sorted(self.files.items())},
             "missing": [m.to_json() for m in self.missing],
             "dropped": [r.to_json() for r in self.dropped] if ranges else [],
@@ -186,11 +197,15 @@ class Plan:
             first = False
 
     def _file_json(self, path: str, info: FileInfo) -> dict[str, Any]:
-        """`scene` and `layer` only for files a scene brought in: older readers ignore them."""
+        """`input` for files of a manifest input, `scene` and `layer` only for files a scene brought in:
+        older readers ignore them."""
+        out: dict[str, Any] = {"size": info.size, "mtime": info.mtime}
+        if path in self.input_of:
+            out["input"] = self.input_of[path]
         origin = self.origins.get(path)
-        if origin is None:
-            return {"size": info.size, "mtime": info.mtime}
-        return {"size": info.size, "mtime": info.mtime, "scene": origin.scene, "layer": origin.layer}
+        if origin is not None:
+            out.update(scene=origin.scene, layer=origin.layer)
+        return out
 
     @classmethod
     def from_json(cls, data: Any, where: str = "plan") -> Plan:
@@ -234,7 +249,7 @@ class Plan:
         """
         counts = {"ranges": len(self.ranges), "dropped": len(self.dropped), "frames": len(self.frames),
                   "files": len(self.files), "metadata": len(self.metadata), "missing": len(self.missing),
-                  "gateways": len(self.gateways)}
+                  "gateways": len(self.gateways), "inputs": len(self.inputs)}
         for key, n in counts.items():
             if n > FIELDS_LIMITS[key]:
                 return key, f"{n:,} items, more than {FIELDS_LIMITS[key]:,} (see prewarm.plan.limits)"
@@ -243,7 +258,7 @@ class Plan:
         problem = limits.granule_problem(self.granule)
         if problem:
             return "granule", problem
-        return self._paths_problem() or self._spans_problem()
+        return self._paths_problem() or self._spans_problem() or self._inputs_problem()
 
     def _paths_problem(self) -> tuple[str, str] | None:
         """The first path of the plan `path_problem` refuses, as (field, what is wrong)."""
@@ -261,6 +276,17 @@ class Plan:
             problem = path_problem(m.path)
             if problem:
                 return f"metadata[{i}].path", problem
+        return None
+
+    def _inputs_problem(self) -> tuple[str, str] | None:
+        """The first input that is no text, or file whose `input` names no input of the plan (a file no
+        longer in `files`, as a metadata-only copy of a plan leaves them, is not written: harmless)."""
+        for i, text in enumerate(self.inputs):
+            if not text or len(text) > MAX_TEXT:
+                return f"inputs[{i}]", f"expected a non-empty string of at most {MAX_TEXT} characters"
+        for path, i in self.input_of.items():
+            if not 0 <= i < len(self.inputs):
+                return f"files[{shown(path)[:200]!r}].input", f"{i} is not the index of one of the plan's inputs"
         return None
 
     def _spans_problem(self) -> tuple[str, str] | None:

@@ -133,6 +133,8 @@ class Validator:
         self.where = where
         self.origins: dict[str, Origin] = {}
         """Scene origins of the files validated so far (`files` entries with `scene`)."""
+        self.input_of: dict[str, int] = {}
+        """Inputs of the files validated so far (`files` entries with `input`), checked against `inputs` by the plan."""
 
     def fail(self, fld: str, message: str) -> NoReturn:
         raise PlanFileError(f"{self.where}: {fld}" if fld else self.where, message)
@@ -219,6 +221,9 @@ class Validator:
             priority=self.integer(obj.get("priority", 0), "priority", lo=-limits.MAX_PRIORITY,
                                   hi=limits.MAX_PRIORITY),
             gateways=gateways, origins=dict(self.origins),
+            inputs=tuple(self.string(t, f"inputs[{i}]") for i, t in enumerate(self.array(obj.get("inputs", []),
+                                                                                          "inputs"))),
+            input_of=dict(self.input_of),
         )
         problem = plan.limit_problem()
         if problem:
@@ -246,6 +251,8 @@ class Validator:
             im = self.mapping(info, f"files[{p!r}]")
             files[path] = FileInfo(path, self.integer(im.get("size"), f"files[{p!r}].size"),
                                    self.number(im.get("mtime"), f"files[{p!r}].mtime"))
+            if "input" in im:
+                self.input_of[path] = self.integer(im["input"], f"files[{p!r}].input", hi=limits.MAX_FILES)
             if "scene" in im:
                 self.origins[path] = Origin(self.path(im["scene"], f"files[{p!r}].scene"),
                                             self.path(im.get("layer", im["scene"]), f"files[{p!r}].layer"))

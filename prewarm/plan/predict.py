@@ -66,6 +66,7 @@ from typing import Any
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.ranges import Span, clip, clip_normal, covered_by, intersect, normalize, subtract, total, widen
 from prewarm.plan.records import FileInfo, Reason
+from prewarm.plan.stats import PredictStats
 from prewarm.plan.structure import Filed, Structure
 from prewarm.plan.texture import (
     META_TIER,
@@ -190,7 +191,7 @@ class PredictResult:
     predictions: list[Prediction] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason): files traces say frames will read, which do not exist."""
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: PredictStats = field(default_factory=PredictStats)
     changed: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason): traced files that changed since their traces were made (re-published)."""
     deferred: list[tuple[str, Deferred]] = field(default_factory=list)
@@ -662,10 +663,10 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
     in_sequence = {p for s in seqs for p in s.members.values()}
     for seq in seqs:
         _predict_sequence(seq, job_frames, ts, lookup, traced_ok, opts, result, explained)
-    result.stats["sequences"] = len(seqs)
+    result.stats.sequences = len(seqs)
 
     shared = textures = 0
-    result.stats["remapped_files"] = result.stats["identity_unknown"] = 0
+    result.stats.remapped_files = result.stats.identity_unknown = 0
     groups = neighbour_groups(train, job_frames, opts.neighbours)
     every = tuple(f for _, _, frames in groups for f in frames)
     for p, per in ts.reads.items():
@@ -696,9 +697,9 @@ def predict(job: Iterable[int], candidates: Iterable[Candidate], ts: TraceSet, l
             result.deferred.append((p, make))
         else:
             result.predictions.extend(make())
-    result.stats["shared_files"] = shared
-    result.stats["changed_since_traced"] = len(result.changed) - result.stats["identity_unknown"]
-    result.stats["tiled_files"] = textures
+    result.stats.shared_files = shared
+    result.stats.changed_since_traced = len(result.changed) - result.stats.identity_unknown
+    result.stats.tiled_files = textures
     _predict_unseen(candidates, job_frames, ts, lookup, structure, opts, result, explained)
     return result
 
@@ -822,8 +823,8 @@ def _fitted(path: str, st: Structure | None, per: Mapping[int, list[Span]], size
         return refit.reads, True
     if refit.note:
         result.changed.append((path, refit.note))
-    result.stats["remapped_files"] += bool(refit.moved)
-    result.stats["identity_unknown"] += bool(refit.unknown and not refit.moved)
+    result.stats.remapped_files += bool(refit.moved)
+    result.stats.identity_unknown += bool(refit.unknown and not refit.moved)
     return refit.reads, False
 
 
@@ -931,6 +932,6 @@ def _predict_unseen(candidates: list[Candidate], job_frames: list[int], ts: Trac
         else:
             spans = normalize([(0, opts.probe), (info.size - opts.probe, info.size)])
         result.predictions.append(Prediction(c.path, frames, spans, reason, last=True))
-    result.stats["unseen_files"] = unseen
-    result.stats["unseen_tiled_files"] = structured
-    result.stats["unread_tiles"] = len(unread_tiles)
+    result.stats.unseen_files = unseen
+    result.stats.unseen_tiled_files = structured
+    result.stats.unread_tiles = len(unread_tiles)

@@ -40,6 +40,7 @@ from prewarm.plan.manifest import InputSpec, Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.patterns import PathPattern
 from prewarm.plan.records import NOT_UTF8, Finding, Origin, shown
+from prewarm.plan.stats import SceneStats
 
 
 class SceneKind(StrEnum):
@@ -165,13 +166,14 @@ class Expansion:
     origins: Mapping[int, Origin] = field(default_factory=dict)
     """Index of each appended input -> the scene input that brought it and the layer that asked."""
     findings: tuple[Finding, ...] = ()
-    stats: Mapping[str, int] = field(default_factory=dict)
+    stats: SceneStats | None = None
+    """None: the manifest has no scene input."""
 
     def annotate(self, plan: Plan, files: Iterable[_Resolved], missing: Iterable[_Missed]) -> Plan:
         """The plan with each scene-borne file's origin, missing ones naming the layer that asked
         for them, and the scenes' own findings. `files`/`missing` are the resolved inputs, in
         input order: a file the manifest names itself is not the scene's."""
-        if not self.origins and not self.findings and not self.stats:
+        if not self.origins and not self.findings and self.stats is None:
             return plan
         first: dict[str, int] = {}
         for f in files:
@@ -181,8 +183,10 @@ class Expansion:
             (m.path, m.input_line): self.origins[m.input_index].layer for m in missing if m.input_index in self.origins}
         found = tuple(replace(m, reason=f"{m.reason} (asked for by {asked[(m.path, m.line)]})")
                       if (m.path, m.line) in asked else m for m in plan.missing)
-        return replace(plan, origins={**plan.origins, **origins}, missing=found + self.findings,
-                       stats={**plan.stats, **self.stats, "scene_files_planned": len(origins)})
+        stats = plan.stats
+        if stats is not None and self.stats is not None:
+            stats = replace(stats, scenes=replace(self.stats, scene_files_planned=len(origins)))
+        return replace(plan, origins={**plan.origins, **origins}, missing=found + self.findings, stats=stats)
 
 
 def expand_scenes(manifest: Manifest, read: ReadScene, *, frames: Sequence[int] | None = None,
@@ -199,7 +203,7 @@ def expand_scenes(manifest: Manifest, read: ReadScene, *, frames: Sequence[int] 
     known = {spec.path for spec in inputs}
     origins: dict[int, Origin] = {}
     findings: list[Finding] = []
-    stats = {"scenes": 0, "scene_layers": 0, "scene_inputs": 0, "scene_unresolved": 0, "scene_outside_roots": 0}
+    stats = SceneStats()
     for spec in manifest.inputs:
         kind = scene_kind(spec)
         if kind is None:
@@ -210,10 +214,10 @@ def expand_scenes(manifest: Manifest, read: ReadScene, *, frames: Sequence[int] 
             raise ManifestError(f"{manifest.source}:{spec.line}", str(exc)) from exc
         if found.absent:
             continue
-        stats["scenes"] += 1
-        stats["scene_layers"] += found.layers
+        stats.scenes += 1
+        stats.scene_layers += found.layers
         findings.extend(_scene_findings(spec, found, limits))
-        stats["scene_unresolved"] += len(found.unresolved)
+        stats.scene_unresolved += len(found.unresolved)
         for dep in found.deps:
             if dep.path in known:
                 continue
@@ -222,7 +226,7 @@ def expand_scenes(manifest: Manifest, read: ReadScene, *, frames: Sequence[int] 
                 findings.append(Finding(shown(dep.path), f"{NOT_UTF8} (asked for by {shown(dep.layer)})", spec.line))
                 continue
             if not allowed(dep.path):
-                stats["scene_outside_roots"] += 1
+                stats.scene_outside_roots += 1
                 continue
             try:
                 pattern = PathPattern(dep.path) if dep.pattern else PathPattern.literal(dep.path)
@@ -231,8 +235,8 @@ def expand_scenes(manifest: Manifest, read: ReadScene, *, frames: Sequence[int] 
                 continue
             origins[len(inputs)] = Origin(spec.path, dep.layer)
             inputs.append(InputSpec(pattern, spec.line, optional=spec.optional, expand=False, frames=dep.frames))
-            stats["scene_inputs"] += 1
-    if not stats["scenes"]:
+            stats.scene_inputs += 1
+    if not stats.scenes:
         return Expansion(manifest)
     return Expansion(replace(manifest, inputs=tuple(inputs)), origins, tuple(findings), stats)
 

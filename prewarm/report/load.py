@@ -6,17 +6,17 @@ Shared by `prewarm report` and the service's report routes, so both show the sam
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import redis
 
 from prewarm.errors import ConfigError
 from prewarm.report import build as report
+from prewarm.report.model import Report
 from prewarm.state.jobs import WarmJob
 from prewarm.state.throttle import get_rate
 
 
-def load(r: redis.Redis[bytes], job_id: str, throttle_bps: int | None = None) -> dict[str, Any]:
+def load(r: redis.Redis[bytes], job_id: str, throttle_bps: int | None = None) -> Report:
     """The report of job `job_id`; ConfigError (exit 2 / HTTP 404) when there is no such job."""
     job = WarmJob(r, job_id)
     info = job.info()

@@ -38,7 +38,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from prewarm.plan.ranges import ByteRange
@@ -107,6 +107,28 @@ def choose(ranges: Sequence[ByteRange], n: int, granule: int, seed: int | None =
 
 
 @dataclass
+class Timings:
+    """What a verdict by timing measured: the hit cost, and the miss cost and threshold once it saw misses."""
+
+    hit_ms: float
+    probes: int
+    """Reads outside the plan, expected cold: the miss cost's calibration."""
+    cold_probes: int
+    """Of them, those slower than a hit."""
+    miss_ms: float | None = None
+    threshold_ms: float | None = None
+    separation: float | None = None
+    """miss / hit."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The first three always; the miss cost, threshold and separation once measured."""
+        out: dict[str, Any] = {"hit_ms": self.hit_ms, "probes": self.probes, "cold_probes": self.cold_probes}
+        if self.miss_ms is not None:
+            out.update(miss_ms=self.miss_ms, threshold_ms=self.threshold_ms, separation=self.separation)
+        return out
+
+
+@dataclass
 class Verdict:
     """How much of a warm the gateway holds now, and how that was measured."""
 
@@ -118,7 +140,8 @@ class Verdict:
     """Samples that never reached the gateway (counters did not move at all): not judged."""
     undecided: str | None = None
     """Why the method could not tell hits from misses; then nothing is judged."""
-    detail: dict[str, Any] = field(default_factory=dict)
+    timings: Timings | None = None
+    """How the timing method calibrated itself (None with the agent's counters)."""
 
     @property
     def judged(self) -> int:
@@ -143,7 +166,7 @@ class Verdict:
                 "confidence_95": None if interval is None else [round(interval[0], 1), round(interval[1], 1)],
                 "undecided": self.undecided,
                 "unreached": self.unreached, "cold": [[r.path, r.offset, r.length] for r in self.cold[:200]],
-                **self.detail}
+                **(self.timings.to_json() if self.timings is not None else {})}
 
 
 Read = Callable[[ByteRange], None]
@@ -235,23 +258,23 @@ def judge_times(samples: Sequence[ByteRange], times: Sequence[tuple[float, float
     cold_probe_firsts = [f for f, _ in probe_times if f >= SEPARATION * warm]
     slow_firsts = [f for f, _ in times if f >= SEPARATION * warm]
     cold_seen = cold_probe_firsts if len(cold_probe_firsts) >= MIN_COLD else slow_firsts
-    detail: dict[str, Any] = {"hit_ms": _ms(warm), "probes": len(probe_times),
-                              "cold_probes": len(cold_probe_firsts)}
+    timings = Timings(_ms(warm), len(probe_times), len(cold_probe_firsts))
     if len(cold_seen) < MIN_COLD:
         why = f"fewer than {MIN_COLD} reads were slower than a hit" + (
             ": the probes outside the plan were cached too" if probe_times else
             ", and the plan leaves no range of its files to probe")
-        return Verdict("timing", len(samples), 0, undecided=f"cannot tell: {why}; use --agent", detail=detail)
+        return Verdict("timing", len(samples), 0, undecided=f"cannot tell: {why}; use --agent", timings=timings)
     cold = statistics.median(cold_seen)
     threshold = max((warm * cold) ** 0.5, min(cold_seen) / 2)
     near = sum(1 for f, _ in times if threshold / 2 < f < threshold * 1.5)
-    detail.update(miss_ms=_ms(cold), threshold_ms=_ms(threshold), separation=round(cold / warm, 1) if warm else None)
+    timings = replace(timings, miss_ms=_ms(cold), threshold_ms=_ms(threshold),
+                      separation=round(cold / warm, 1) if warm else None)
     if near > AMBIGUOUS_SHARE * len(times):
         return Verdict("timing", len(samples), 0, undecided=(
             f"cannot tell: {near} of {len(times)} first reads lie near the {_ms(threshold)} ms threshold "
-            "(a busy host or link); use --agent"), detail=detail)
+            "(a busy host or link); use --agent"), timings=timings)
     cold_samples = [s for s, (f, _) in zip(samples, times, strict=True) if f > threshold]
-    return Verdict("timing", len(samples), len(samples) - len(cold_samples), cold_samples, detail=detail)
+    return Verdict("timing", len(samples), len(samples) - len(cold_samples), cold_samples, timings=timings)
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -43,6 +43,7 @@ from enum import StrEnum
 import redis
 
 from prewarm.state import keys
+from prewarm.warm.job import JobState
 
 RETENTION_S = 7 * 86400
 """Live job records expire a week after registration, like warm jobs."""
@@ -110,10 +111,6 @@ class Frame:
     started: float | None = None
     finished: float | None = None
     attempts: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        return {"frame": self.frame, "state": self.state.value, "node": self.node, "started": self.started,
-                "finished": self.finished, "attempts": self.attempts}
 
 
 _APPLY = """
@@ -409,7 +406,7 @@ def record_readiness(r: redis.Redis[bytes], job: str, frame: int, at: float, war
         if state is None:
             continue
         found = True
-        if state.value == "done":  # every batch warmed: nothing to look up
+        if state is JobState.DONE:  # every batch warmed: nothing to look up
             continue
         if not r.hexists(keys.live(job, "needs"), f"{wid}:"):
             _needs(r, job, wid)

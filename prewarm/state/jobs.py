@@ -22,11 +22,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import redis
 
 from prewarm.errors import ServiceError
+from prewarm.plan.evaluate import Evaluation
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.state import keys
@@ -197,13 +197,20 @@ class WarmJob:
         """Indexes of the batches whose results are recorded."""
         return {int(x) for x in self.r.smembers(self.part("done"))}
 
-    def evaluation(self) -> dict[str, Any] | None:
-        """The last `prewarm evaluate` of this job, if any."""
+    def evaluation(self) -> Evaluation | None:
+        """The last `prewarm evaluate` of this job, if any; one of another shape (kept by another
+        version of prewarm) is none, not a failed report."""
         raw = self.r.get(self.part("evaluation"))
-        return None if raw is None else dict(json.loads(raw))
+        if raw is None:
+            return None
+        try:
+            return Evaluation.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError):
+            return None
 
-    def store_evaluation(self, shot: str, result: dict[str, Any], history: int) -> str:
+    def store_evaluation(self, shot: str, evaluation: Evaluation, history: int) -> str:
         """Keep an evaluation with the job and at the head of its shot's history (the newest `history`)."""
+        result = evaluation.to_json()
         text = json.dumps(result)
         shot_key = keys.shot_evaluations(shot)
         with self.r.pipeline() as p:

@@ -26,6 +26,7 @@ import re
 import stat as statmod
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO, cast
@@ -210,20 +211,29 @@ def _stream(files: list[TraceFile], frame: int | None, resolve: Resolve, stats: 
         yield from _read_file(f, frame if frame is not None else frame_from_name(f.base), resolve, stats)
 
 
+@contextmanager
+def opened(tf: TraceFile) -> Iterator[IO[bytes]]:
+    """A trace file's bytes, through its guard and uncompressed: gzip told by its first bytes,
+    never its name. The one opener of trace files (the import, and the trace drop looking for
+    a record's `job`); a truncated gzip raises EOFError or zlib.error as it is read."""
+    fd, _ = tf.guard.open(tf.path)
+    with os.fdopen(fd, "rb") as raw:
+        if not statmod.S_ISREG(os.fstat(raw.fileno()).st_mode):
+            raise TraceError(tf.name, "not a trace file (a folder)")
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        with gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw as fh:
+            yield cast(IO[bytes], fh)
+
+
 def _read_file(tf: TraceFile, frame: int | None, resolve: Resolve, stats: ImportStats) -> Iterator[Records]:
     """Bad lines are counted, but a file in which *no* line is a record is not a trace
     (a `sizes.json` in the traces folder, a log of something else): that is an error."""
     where = tf.name
     records, skipped, filtered = stats.records, stats.skipped_lines, stats.filtered
     try:
-        fd, _ = tf.guard.open(tf.path)
-        with os.fdopen(fd, "rb") as raw:
-            if not statmod.S_ISREG(os.fstat(raw.fileno()).st_mode):
-                raise TraceError(where, "not a trace file (a folder)")
-            compressed = raw.read(2) == _GZIP_MAGIC
-            raw.seek(0)
-            with gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw as fh:
-                yield from _parse(cast(IO[bytes], fh), where, frame, resolve, stats)
+        with opened(tf) as fh:
+            yield from _parse(fh, where, frame, resolve, stats)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise TraceError(where, "cannot read: not valid gzip data (truncated or corrupt)") from exc
     except OSError as exc:

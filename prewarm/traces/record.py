@@ -39,8 +39,9 @@ from typing import IO
 from prewarm.errors import ConfigError, InputError, ServiceError
 from prewarm.plan.pathmap import PathMap
 from prewarm.site.settings import Settings
+from prewarm.traces.catalogue import store_root
 from prewarm.traces.ebpf import RECORDERS, EbpfRecorder, EbpfUnavailable
-from prewarm.traces.store import ImportResult, StructureOf, import_traces, store_root, under_roots
+from prewarm.traces.store import ImportResult, StructureOf, import_traces, under_roots
 
 __all__ = ["RECORDERS", "STRACE_CALLS", "Progress", "RecordResult", "choose", "record", "resolve_command",
            "strace_argv"]

@@ -180,8 +180,9 @@ class MountGone(OSError):
         self.root = root
 
 
-class DirectReader:
-    """The production reader: each file read the way its mount needs (see the module docstring).
+class MountReader:
+    """The production reader: each file read the way its mount needs (see the module docstring):
+    O_DIRECT on a client of the gateway's export, buffered on the gateway's own `fsc` mount.
 
     The mount table is read again when a file is on a device not seen before (a mount
     that appeared since), so a long-lived worker follows its mounts.
@@ -277,9 +278,9 @@ class DirectReader:
         return MountGone(local) if now != dev or (was_mount and not os.path.ismount(local)) else None
 
 
-def site_reader(settings: Settings) -> DirectReader:
+def site_reader(settings: Settings) -> MountReader:
     """The reader of this machine: its roots and its path map through one guard, its `read_mode`."""
-    return DirectReader(Guard(settings.allowed_roots(), settings.path_map), settings.read_mode)
+    return MountReader(Guard(settings.allowed_roots(), settings.path_map), settings.read_mode)
 
 
 def keep_open_default() -> int:

@@ -26,31 +26,58 @@ class Point:
 
 
 class Sampler:
-    """Turns progress calls (many a second) into at most one point a second; cheap when called often."""
+    """Turns progress calls (many a second) into at most one point a second; cheap when called often.
+
+    A point holds the bytes read *within* its second: the bytes read between two calls that
+    straddle a second's end are shared out by time, as read at an even rate between them, so
+    a read that took three seconds counts a third in each (not all three seconds' bytes in the
+    second the last call before it fell in, which showed a rate three times the link's), and
+    the first second holds only what was read after the warm started.
+    """
 
     def __init__(self, emit: Callable[[Point], None], clock: Callable[[], float] = time.time) -> None:
         self.emit = emit
         self.clock = clock
-        self.sec = int(clock())
+        self.at = clock()
+        """When the last progress call came (at first: when the batch started)."""
+        self.done = 0
+        """Bytes read by then."""
+        self.sec = int(self.at)
+        """The second being filled."""
         self.sent = 0
         self.last: Snapshot | None = None
 
     def __call__(self, result: Snapshot) -> None:
         self.last = result
-        now = int(self.clock())
-        if now != self.sec:
+        now = self.clock()
+        if int(now) != self.sec:
             self._emit(result, now)
+        self.at, self.done = now, result.bytes_done
 
     def flush(self) -> None:
         """The bytes of the last partial second (in flight is 0: the batch is over)."""
-        if self.last is not None and self.last.bytes_done > self.sent:
-            self.emit(Point(int(self.clock()), self.last.bytes_done - self.sent, 0))
+        if self.last is None:
+            return
+        now = self.clock()
+        if int(now) != self.sec:
+            self._emit(self.last, now)
+        if self.last.bytes_done > self.sent:
+            self.emit(Point(self.sec, self.last.bytes_done - self.sent, 0))
             self.sent = self.last.bytes_done
 
-    def _emit(self, result: Snapshot, now: int) -> None:
-        self.emit(Point(self.sec, result.bytes_done - self.sent, result.in_flight))
-        self.sent = result.bytes_done
-        self.sec = now
+    def _emit(self, result: Snapshot, now: float) -> None:
+        """Close each second from the one being filled up to `now`'s, sharing the bytes read since
+        the last call by time; seconds that get no bytes are left out (`merged` fills them)."""
+        rate = (result.bytes_done - self.done) / (now - self.at) if now > self.at else 0.0
+        first = True
+        while self.sec < int(now):
+            end = self.sec + 1
+            upto = min(self.done + round(rate * max(end - self.at, 0.0)), result.bytes_done)
+            if first or upto > self.sent:
+                self.emit(Point(self.sec, upto - self.sent, result.in_flight))
+                self.sent = upto
+            first = False
+            self.sec = end
 
 
 def merged(points: Iterable[Point]) -> list[Point]:

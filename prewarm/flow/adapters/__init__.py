@@ -22,6 +22,7 @@ from prewarm.errors import ManifestError
 from prewarm.plan.framespec import format_frames
 from prewarm.plan.manifest import Manifest, parse_manifest
 from prewarm.plan.pathmap import PathMap, is_windows
+from prewarm.site.settings import Settings
 
 __all__ = ["Context", "build_manifest", "check_path"]
 
@@ -40,6 +41,9 @@ class Context:
     roots: tuple[str, ...] = ()
     """The site's studio roots: a bundle's own files (its scripts, resolved against its folder) that lie
     outside them are shipped with the job by job attachments, not read from the filer: not warmed."""
+    max_bytes: int = Settings.max_request_bytes
+    """The largest bundle file (template, asset references, parameter values) read: the site's
+    `max_request_bytes`, what the service accepts as a whole submission."""
 
 
 NO_CONTEXT = Context()

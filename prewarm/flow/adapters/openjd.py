@@ -42,6 +42,7 @@ import os
 import posixpath
 import stat as statmod
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,6 @@ BUNDLE_EXTS = (".yaml", ".yml", ".json")
 
 PREWARM_KEYS = {"prewarm:show": "show", "prewarm:shot": "shot", "prewarm:gateway": "gateway",
                 "prewarm:max_bytes": "max_bytes", "prewarm:start": "start"}
-
-MAX_FILE_BYTES = 8 << 20
-"""Templates are a few KB; a bigger file is a mistake (or an attack), not a job."""
 
 MAX_VALUE_CHARS = 32 << 10
 """A parameter value longer than this is not a job's value: refused before openjd-model sees it."""
@@ -107,10 +105,10 @@ def hook_to_manifest(payload: Mapping[str, Any], where: str, files: Mapping[str,
         raise ManifestError(where, "jobName: expected the job's name (a non-empty string)")
     given = dict(context.parameters)
     given.update(_pairs(payload.get("parameters"), f"{where}: parameters"))
-    context = Context(given, context.path_map, context.roots)
+    context = replace(context, parameters=given)
     refs = _hook_refs(payload, where, context)
     if files is not None:
-        docs = _docs_of_object(files, where)
+        docs = _docs_of_object(files, where, context.max_bytes)
         folder, studio = NO_FOLDER, None
     else:
         bundle_dir = payload.get("jobBundleDir")
@@ -130,7 +128,7 @@ def bundle_json_to_manifest(obj: Mapping[str, Any], where: str, context: Context
     "parameter_values": {...}}`, keys also as file names (`"template.yaml"`), each value the
     file's content as an object or as its YAML/JSON text. Relative paths have no bundle
     folder to resolve against: left out, with a note."""
-    docs = _docs_of_object(obj, where)
+    docs = _docs_of_object(obj, where, context.max_bytes)
     if "template" not in docs:
         raise ManifestError(where, "template: missing")
     return _to_manifest(docs, where, NO_FOLDER, None, context, notes)
@@ -168,11 +166,11 @@ def _read_folder(bundle_dir: str | Path, where: str, guard: Guard | None,
             raise ManifestError(f"{where}/{found[1]}", f"the bundle also has {found[0]}: keep one")
         if found:
             name = f"{where}/{found[0]}"
-            docs[stem] = (_load(guard, f"{folder}/{found[0]}", name), name)
+            docs[stem] = (_load(guard, f"{folder}/{found[0]}", name, context.max_bytes), name)
     return docs, folder, studio
 
 
-def _docs_of_object(obj: Mapping[str, Any], where: str) -> dict[str, tuple[Any, str]]:
+def _docs_of_object(obj: Mapping[str, Any], where: str, limit: int) -> dict[str, tuple[Any, str]]:
     if not isinstance(obj, Mapping):
         raise ManifestError(where, "expected an object with template, asset_references, parameter_values")
     docs: dict[str, tuple[Any, str]] = {}
@@ -186,14 +184,15 @@ def _docs_of_object(obj: Mapping[str, Any], where: str) -> dict[str, tuple[Any, 
             raise ManifestError(where, f"{key}: the bundle also has {docs[stem][1].rsplit(': ', 1)[-1]}: keep one")
         value = obj[key]
         if isinstance(value, str):
-            if len(value) > MAX_FILE_BYTES:
-                raise ManifestError(f"{where}: {stem}", f"larger than {MAX_FILE_BYTES >> 20} MiB: not a bundle file")
+            if len(value) > limit:
+                raise ManifestError(f"{where}: {stem}", f"larger than {limit:,} bytes (the site's max_request_bytes): "
+                                                        "not a bundle file")
             value = _parse_text(value, f"{where}: {key}")
         docs[stem] = (value, f"{where}: {key}")
     return docs
 
 
-def _load(guard: Guard, path: str, name: str) -> Any:
+def _load(guard: Guard, path: str, name: str, limit: int) -> Any:
     try:
         fd, _ = guard.open(path)
     except OSError as exc:
@@ -201,9 +200,9 @@ def _load(guard: Guard, path: str, name: str) -> Any:
     with os.fdopen(fd, "rb") as fh:
         if not statmod.S_ISREG(os.fstat(fh.fileno()).st_mode):
             raise ManifestError(name, "not a file")
-        data = fh.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ManifestError(name, f"larger than {MAX_FILE_BYTES >> 20} MiB: not a job bundle file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ManifestError(name, f"larger than {limit:,} bytes (the site's max_request_bytes): not a job bundle file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
