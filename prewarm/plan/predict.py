@@ -602,7 +602,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
             by_reason[why].append(t)
         for why, ts in by_reason.items():
             for tier, spans in tiers(st, ts):
-                yield Prediction(path, tuple(frames), spans, why, tier)
+                yield Prediction(path, tuple(frames), spans, why, tier, last=why is Reason.FINER_FAR)
     if absent and occasional:
         seen = grow(st, (t for fp in fps.values() for t in fp), opts.texture.grow)
         yield from _occasional(path, absent, [(META_TIER, normalize([*st.meta, *rest])),
