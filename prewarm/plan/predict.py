@@ -23,7 +23,9 @@ Models, chosen per file from what the training frames (frames with traces) did:
   that trades coverage for bytes.
 * **Structured files** (a reader found levels and tiles: `.tx`, tiled EXR): predicted in
   tile space by `prewarm.plan.texture` (footprints grown by tiles, children one level
-  finer on a push-in, coarser levels over every region), headers and tables first.
+  finer on a push-in, coarser levels over every region), headers and tables first; far
+  beyond the traced frames, levels finer still under the footprint's centre (reason
+  `finer_far`), after everything the frames are known to read.
 * **Regions of a shared cache** (an Alembic archive: a compact region per frame): a steady
   progression inside the sample data is extrapolated; a frame between two traced
   frames of ordered regions lies between them; anything else (repeats of a cycle,
