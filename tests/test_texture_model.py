@@ -224,6 +224,12 @@ def test_deeper_levels_converge_on_the_footprints_centre() -> None:
     assert {x for _, x, _ in converging(st, wrapped, 1, 2)} == {14, 15, 0, 1}
     bounded = footprint | {(3, 0, 0)}  # the coarser level read bounds it: only its quarter of the middle
     assert converging(st, bounded, 1, 2) == {(0, x, y) for x in range(6, 8) for y in range(6, 8)}
+    deep = mip((1024, 512, 256, 128, 64))  # level 3: 4x4 tiles ... level 0: 32x32
+    middle = {(3, x, y) for x in (1, 2) for y in (1, 2)}
+    got = converging(deep, middle, 1, 3)
+    assert {t for t in got if t[0] == 1} == {(1, x, y) for x in range(6, 10) for y in range(6, 10)}
+    assert {t for t in got if t[0] == 0} == {(0, x, y) for x in range(14, 18) for y in range(14, 18)}, \
+        "the third level under the central quarter: again four times the footprint's tiles"
 
 
 def test_far_beyond_a_steady_span_a_second_level_comes_under_its_centre_last() -> None:

@@ -300,15 +300,26 @@ def converging(st: Structure, footprint: Iterable[Tile], first: int, depth: int)
     ys = [_towards(my, (y + 0.5) / lv.rows) for _, y in cells]
     cx, hx = mx + (min(xs) + max(xs)) / 2, (max(xs) - min(xs)) / 2 + 0.5 / lv.columns
     cy, hy = my + (min(ys) + max(ys)) / 2, (max(ys) - min(ys)) / 2 + 0.5 / lv.rows
+
+    def inside(level: int, x: int, y: int, share: float) -> bool:
+        """The tile overlaps the central share (by more than rounding: only touching its edge does not)."""
+        c = st.levels[level]
+        return abs(_towards(cx, (x + 0.5) / c.columns)) < share * hx + 0.5 / c.columns - EPS \
+            and abs(_towards(cy, (y + 0.5) / c.rows)) < share * hy + 0.5 / c.rows - EPS
+
+    # level by level, only under the tiles kept a level up: each share lies inside the one before,
+    # so the work is about four times the footprint's tiles a level, not the whole subtree
     out: set[Tile] = set()
-    for t in children(st, footprint, depth):
-        level = st.levels[t[0]]
-        k = round(math.log2(level.resolution / lv.resolution))
-        share = 2.0 ** (1 - k)
-        # the tile overlaps the central share (by more than rounding: a tile only touching its edge does not)
-        if k > first and abs(_towards(cx, (t[1] + 0.5) / level.columns)) < share * hx + 0.5 / level.columns - EPS \
-                and abs(_towards(cy, (t[2] + 0.5) / level.rows)) < share * hy + 0.5 / level.rows - EPS:
-            out.add(t)
+    frontier: list[tuple[int, set[tuple[int, int]]]] = [(finest, cells)]
+    for k in range(1, depth + 1):
+        nxt: list[tuple[int, set[tuple[int, int]]]] = []
+        for level, at in frontier:
+            for child in st.finer(level):
+                got = {(x, y) for x, y in st.project(at, level, child) if inside(child, x, y, 2.0 ** (1 - k))}
+                if k > first:
+                    out.update((child, x, y) for x, y in got)
+                nxt.append((child, got))
+        frontier = nxt
     return within(st, out, footprint)
 
 
