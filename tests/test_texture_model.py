@@ -9,12 +9,14 @@ from prewarm.plan.texture import (
     TextureOptions,
     children,
     coarser,
+    converging,
     drift,
     footprints,
     grow,
     predict_tiles,
     push_in,
     tiers,
+    unseen_depth,
     whole_by_tier,
     within,
 )
@@ -200,3 +202,50 @@ def test_in_a_push_in_a_footprint_that_narrows_has_not_moved() -> None:
     assert drift(st, narrowing, [1, 2, 3], narrowing=True) == ((0.0, 0.0), (0.0, 0.0))
     (vx, _), _ = drift(st, narrowing, [1, 2, 3])
     assert vx > 0, "without a push-in, the tiles that fell off read as a move"
+
+
+def test_the_depth_a_hidden_push_in_may_reach_grows_with_the_log_of_the_distance() -> None:
+    """Less than a level over the traced span, at a steady pace: one level up to twice the span
+    past them, two up to six times, three up to fourteen."""
+    assert [unseen_depth(8, d) for d in (1, 16, 17, 48, 49, 112, 113)] == [1, 1, 2, 2, 3, 3, 4]
+    assert unseen_depth(0, 3) == unseen_depth(1, 3) == 2, "one traced frame: a span of one frame"
+
+
+def test_deeper_levels_converge_on_the_footprints_centre() -> None:
+    """The second level finer under the central half of the footprint: four times its tiles,
+    not sixteen; the first level is the `finer` hedge's, not repeated."""
+    st = mip((512, 256, 128, 64))  # level 2: 4x4 tiles, level 0: 16x16
+    footprint = {(2, x, y) for x in (1, 2) for y in (1, 2)}  # the middle of the texture: [0.25, 0.75)
+    got = converging(st, footprint, 1, 2)
+    assert got == {(0, x, y) for x in range(6, 10) for y in range(6, 10)}, "the central half: [0.375, 0.625)"
+    assert converging(st, footprint, 1, 1) == set() and converging(st, footprint, 2, 2) == set()
+    assert {t[0] for t in converging(st, footprint, 0, 2)} == {0, 1}
+    wrapped = {(2, 0, 1), (2, 3, 1)}  # a lookup wrapping round a repeating texture: centred on its seam
+    assert {x for _, x, _ in converging(st, wrapped, 1, 2)} == {14, 15, 0, 1}
+    bounded = footprint | {(3, 0, 0)}  # the coarser level read bounds it: only its quarter of the middle
+    assert converging(st, bounded, 1, 2) == {(0, x, y) for x in range(6, 8) for y in range(6, 8)}
+    deep = mip((1024, 512, 256, 128, 64))  # level 3: 4x4 tiles ... level 0: 32x32
+    middle = {(3, x, y) for x in (1, 2) for y in (1, 2)}
+    got = converging(deep, middle, 1, 3)
+    assert {t for t in got if t[0] == 1} == {(1, x, y) for x in range(6, 10) for y in range(6, 10)}
+    assert {t for t in got if t[0] == 0} == {(0, x, y) for x in range(14, 18) for y in range(14, 18)}, \
+        "the third level under the central quarter: again four times the footprint's tiles"
+
+
+def test_far_beyond_a_steady_span_a_second_level_comes_under_its_centre_last() -> None:
+    """Frames 1-3 read one level; past twice their span the second level finer is added, reason
+    `FINER_FAR`, under the central half of where the footprint is; `finer` 0 turns it off."""
+    st = mip((512, 256, 128, 64))
+    steady = {f: frozenset({(2, x, y) for x in (1, 2) for y in (1, 2)}) for f in (1, 2, 3)}
+    opts = TextureOptions(grow=0, finer=1)
+    near = predict_tiles(st, steady, 7, (3,), opts)  # 4 frames out: twice the span (2)
+    far = predict_tiles(st, steady, 8, (3,), opts)
+    assert Reason.FINER_FAR not in near.values() and Reason.FINER in near.values()
+    assert {t for t, r in far.items() if r is Reason.FINER_FAR} == {(0, x, y) for x in range(6, 10)
+                                                                     for y in range(6, 10)}
+    assert {t for t, r in far.items() if r is Reason.FINER} == {(1, x, y) for x in range(2, 6) for y in range(2, 6)}
+    off = predict_tiles(st, steady, 8, (3,), TextureOptions(grow=0, finer=0)).values()
+    assert Reason.FINER_FAR not in off and Reason.FINER not in off
+    pushing = {1: frozenset({(3, 0, 0)}), 2: frozenset({(3, 0, 0)}), 3: frozenset({(2, 1, 1)})}
+    assert Reason.FINER_FAR not in predict_tiles(st, pushing, 30, (3,), opts).values(), \
+        "a push-in shown goes as deep as its pace: no prior"

@@ -124,3 +124,31 @@ def test_flags_win_over_the_manifest_knobs(real_textures: Path, tmp_path: Path):
         return int(json.loads(r.stdout)["summary"]["bytes"])
 
     assert planned("--finer", "0", "--tile-grow", "0") < planned("--finer", "1", "--tile-grow", "1") < planned()
+
+
+def test_far_beyond_a_check_render_the_hidden_push_in_hedge_comes_last_under_its_own_reason(
+        real_textures: Path, traces: TraceSet, tmp_path: Path):
+    """Frames 1-9 traced (no push-in in them), 10-36 planned: frame 36 reads rock_col's finest
+    level, two levels finer than any traced frame. Past twice the traced span the second level
+    finer comes under the footprint's centre, reason `finer_far`, after everything else the
+    frames are known to read, and the summary shows what it costs."""
+    rock = "/studio/proj/assets/lookdev/tex/rock_col.tx"
+    plan = plan_for(real_textures, restrict(traces, list(range(1, 10))), list(range(10, 37)))
+    far = [i for i, r in enumerate(plan.ranges) if r.reason is Reason.FINER_FAR]
+    known = [i for i, r in enumerate(plan.ranges) if r.reason in (Reason.TRACE, Reason.NEIGHBOURS, Reason.FINER)]
+    assert far and min(far) > max(known)
+    assert plan.totals().bytes_by_reason["finer_far"] == sum(plan.ranges[i].length for i in far)
+    rock_far = [plan.ranges[i] for i in far if plan.ranges[i].path == rock]
+    assert rock_far and min(r.frame or 0 for r in rock_far) > 9 + 2 * 8, "past twice the span of frames 1-9"
+    spans = normalize((r.offset, r.end) for r in rock_far)
+    assert sum(covered(spans, s, e) for s, e in traces.reads[rock][36]) > 0, "some of frame 36's finest tiles"
+
+    traces_dir = tmp_path / "traces"
+    traces_dir.mkdir()
+    for f in range(1, 10):
+        (traces_dir / f"frame.{f:04d}.strace.gz").write_bytes((SHOT / f"traces/frame.{f:04d}.strace.gz").read_bytes())
+    r = prewarm("plan", str(SHOT / "manifest.yaml"), "--traces", str(traces_dir), "--local",
+                f"/studio/proj={real_textures}", "--frames", "10-36", "--summary")
+    assert r.returncode == 0, r.stderr
+    by_reason = next(line for line in r.stderr.splitlines() if line.startswith("by reason"))
+    assert "finer_far" in by_reason

@@ -37,6 +37,7 @@ CONFIDENCE = {
     Reason.FALLBACK: 0.3,
     Reason.OCCASIONAL: 0.25,
     Reason.UNREAD_TILE: 0.2,
+    Reason.FINER_FAR: 0.2,
 }
 """How sure a reason is: it scales a segment's value under a budget and ranks equals."""
 

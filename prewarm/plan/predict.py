@@ -23,7 +23,9 @@ Models, chosen per file from what the training frames (frames with traces) did:
   that trades coverage for bytes.
 * **Structured files** (a reader found levels and tiles: `.tx`, tiled EXR): predicted in
   tile space by `prewarm.plan.texture` (footprints grown by tiles, children one level
-  finer on a push-in, coarser levels over every region), headers and tables first.
+  finer on a push-in, coarser levels over every region), headers and tables first; far
+  beyond the traced frames, levels finer still under the footprint's centre (reason
+  `finer_far`), after everything the frames are known to read.
 * **Regions of a shared cache** (an Alembic archive: a compact region per frame): a steady
   progression inside the sample data is extrapolated; a frame between two traced
   frames of ordered regions lies between them; anything else (repeats of a cycle,
@@ -603,7 +605,7 @@ def _predict_texture(path: str, st: Structure, per: Mapping[int, list[Span]], tr
             by_reason[why].append(t)
         for why, ts in by_reason.items():
             for tier, spans in tiers(st, ts):
-                yield Prediction(path, tuple(frames), spans, why, tier)
+                yield Prediction(path, tuple(frames), spans, why, tier, last=why is Reason.FINER_FAR)
     if absent and occasional:
         seen = grow(st, (t for fp in fps.values() for t in fp), opts.texture.grow)
         yield from _occasional(path, absent, [(META_TIER, normalize([*st.meta, *rest])),

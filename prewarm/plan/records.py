@@ -67,6 +67,7 @@ class Reason(StrEnum):
     REGION = "region"          # a shared cache's sample data, where a frame's region cannot be placed
     UNREAD_TILE = "unread_tile"  # a tile of a tile set (<UDIM>) no traced frame read while its siblings were
     OCCASIONAL = "occasional"  # what a few traced frames read (a decal every 10th frame), for the other frames
+    FINER_FAR = "finer_far"    # levels finer still, for frames far beyond the traced ones: a push-in they could hide
 
 
 @dataclass(frozen=True, slots=True)
