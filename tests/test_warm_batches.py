@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,8 +176,9 @@ def test_the_head_and_the_merged_rest_are_the_whole_plan_each_file_closed_once()
 
 
 class GatedTable(RangeTable):
-    """A plan's ranges whose spans past the head are handed out only after the first read (or 10 s):
-    a warm that merged the whole plan before reading would hold them up and be seen doing so."""
+    """A plan's ranges whose spans past the head, or whose columns (the whole plan at once), are handed
+    out only after the first read (or 10 s): a warm that merged the whole plan before reading would
+    hold them up and be seen doing so."""
 
     gate: threading.Event
     waited: list[bool]
@@ -186,6 +188,10 @@ class GatedTable(RangeTable):
             if k == FIRST_READS:
                 self.waited.append(not self.gate.wait(10))
             yield span
+
+    def columns(self) -> tuple[list[str], array[int], array[int], array[int]]:
+        self.waited.append(not self.gate.wait(10))
+        return super().columns()
 
 
 def test_an_embedded_warm_reads_before_it_has_merged_the_whole_plan(tmp_path: Path) -> None:

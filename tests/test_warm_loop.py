@@ -21,11 +21,12 @@ from prewarm.plan.access import Op
 from prewarm.plan.ranges import ByteRange
 from prewarm.plan.records import MetaOp
 from prewarm.site.guard import Guard
-from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
+from prewarm.testkit.readers import FirstRead
+from prewarm.warm.batches import LIST_DIR_MIN, Batch, Reads, make_batches, pieces, whole_batch
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
 from prewarm.warm.loop import WarmContext, execute_batch
-from prewarm.warm.reader import DirectReader, OpenFile
+from prewarm.warm.reader import DirectReader, OpenFile, read_each
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
 from tests.fixtures.studio import Studio
 
@@ -83,6 +84,10 @@ class RecordingReader(DirectReader):
                     with outer.lock:
                         outer.active -= 1
 
+            def read_many(self, offsets: Any, lengths: Any, positions: Any, lo: int, hi: int,
+                          short: list[tuple[int, int]]) -> int:
+                return read_each(self, offsets, lengths, positions, lo, hi, short)
+
             def identity(self) -> tuple[int, float]:
                 return real.identity()
 
@@ -113,7 +118,7 @@ def ctx_for(studio: Studio, reader: RecordingReader, **kw: Any) -> WarmContext:
 def one_batch(studio: Studio, plan_ranges: list[tuple[str, int, int]], meta: tuple[MetaOp, ...] = ()) -> Batch:
     plan = studio.plan(plan_ranges, metadata=meta)
     reads = pieces([(r.path, r.offset, r.length) for r in plan.ranges], MiB)
-    return Batch(0, reads=tuple(reads), meta=meta, files=dict(plan.files), closes=frozenset(r.path for r in reads))
+    return Batch(0, reads=Reads.of(reads), meta=meta, files=dict(plan.files), closes=frozenset(r.path for r in reads))
 
 
 def test_every_planned_byte_is_read_once_and_nothing_else(studio: Studio) -> None:
@@ -189,7 +194,7 @@ def test_denied_is_final_and_transient_errors_are_retried_with_backoff(studio: S
 def test_paths_outside_the_roots_are_never_opened(studio: Studio, bad: str) -> None:
     ok = studio.file("ok.tx", 1000)
     reader = RecordingReader(studio)
-    batch = Batch(0, reads=(ByteRange(bad, 0, 100), ByteRange(ok, 0, 1000)),
+    batch = Batch(0, reads=Reads.of((ByteRange(bad, 0, 100), ByteRange(ok, 0, 1000))),
                   meta=(MetaOp(Op.STAT, bad), MetaOp(Op.READDIR, bad)),
                   files={ok: studio.info(ok)}, closes=frozenset({bad, ok}))
     result = execute_batch(batch, ctx_for(studio, reader))
@@ -271,14 +276,29 @@ def test_batches_of_a_plan_cover_it(studio: Studio) -> None:
     assert total.bytes_done == plan.bytes and total.files_done == 20
 
 
-def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened(studio: Studio) -> None:
+def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened_but_the_first(studio: Studio) -> None:
     many = [studio.file(f"udim/d.{1001 + i}.tx", 100) for i in range(LIST_DIR_MIN)]
     few = [studio.file(f"other/o{i}.tx", 100) for i in range(3)]
-    reader = RecordingReader(studio)
-    result = execute_batch(whole_batch(studio.whole(many + few), MiB), ctx_for(studio, reader, in_flight=8))
+    batch = whole_batch(studio.whole(many + few), MiB)
+    first = batch.reads[0].path
+    assert "/udim/" in first
+
+    class ListingAfterTheFirstRead(RecordingReader):
+        """A listing that answers only once the first read has gone out (a slow READDIR)."""
+
+        waited: bool | None = None
+
+        def listdir(self, path: str) -> int:
+            self.waited = noted.read.wait(5)
+            return super().listdir(path)
+
+    reader = ListingAfterTheFirstRead(studio)
+    noted = FirstRead(reader)
+    result = execute_batch(batch, WarmContext(reader=noted, in_flight=8, sleep=[].append))
     assert result.files_done == LIST_DIR_MIN + 3 and result.meta_done == 1
+    assert reader.waited, "the first read went out while the listing was outstanding"
     listed = reader.events.index(("listed", "/studio/proj/udim"))
-    udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p]
+    udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p and p != first]
     assert min(udim_opens) > listed, "one READDIRPLUS first, then opens served from the attribute cache"
     assert ("readdir", "/studio/proj/other") not in reader.meta
 

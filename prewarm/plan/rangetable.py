@@ -122,6 +122,10 @@ class RangeTable(Sequence[PlannedRange]):
             yield (f'{{"path": {paths[p]}, "offset": {o}, "length": {n}, "frame": {frame}, '
                    f'"frames": {k}, "reason": {reasons[c]}}}')
 
+    def columns(self) -> tuple[list[str], array[int], array[int], array[int]]:
+        """The distinct paths and the path index, offset and length columns, as held (not copies)."""
+        return self._paths, self._path, self._offset, self._length
+
     def ended_within(self, k: int) -> list[str]:
         """Paths named by the first `k` ranges and by none after them, in order of first appearance:
         their ranges can be merged and warmed before the rest of the plan is even looked at."""

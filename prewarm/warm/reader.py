@@ -28,6 +28,7 @@ import os
 import resource
 import stat
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -61,10 +62,44 @@ class OpenFile(Protocol):
     def read(self, offset: int, length: int) -> int:
         """Read `[offset, offset+length)`; return the bytes read (fewer at end of file)."""
 
+    def read_many(self, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+                  short: list[tuple[int, int]]) -> int:
+        """Read `positions[lo:hi]` of the columns `offsets` and `lengths` in order, as `read` would each;
+        note `(k, bytes)` in `short` for each that read fewer bytes; return the bytes read. The first
+        read that raises ends the run: `ReadsCut` says which, with the error (see `read_each`)."""
+
     def identity(self) -> tuple[int, float]:
         """(size, mtime) now: compared with the plan's again once the file's reads are done."""
 
     def close(self) -> None: ...
+
+
+class ReadsCut(Exception):
+    """A run of reads stopped at `positions[at]`, which raised `cause`; `got` bytes were read before it.
+
+    The loop settles the reads before it, retries that one alone as it retries any read, and
+    goes on with the rest: each read has the fate it would have had alone.
+    """
+
+    def __init__(self, at: int, got: int, cause: OSError) -> None:
+        super().__init__(at, got, cause)
+        self.at, self.got, self.cause = at, got, cause
+
+
+def read_each(file: OpenFile, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+              short: list[tuple[int, int]]) -> int:
+    """`OpenFile.read_many` as one `read` per read: for files that wrap another's reads."""
+    total = 0
+    for k in range(lo, hi):
+        p = positions[k]
+        try:
+            got = file.read(offsets[p], lengths[p])
+        except OSError as exc:
+            raise ReadsCut(k, total, exc) from exc
+        total += got
+        if got < lengths[p]:
+            short.append((k, got))
+    return total
 
 
 class Reader(Protocol):
@@ -156,6 +191,39 @@ class _File:
                 break
             done += got
         return done
+
+    def read_many(self, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+                  short: list[tuple[int, int]]) -> int:
+        """The hot path: one `preadv` per read (and the page drop, where pages are dropped), nothing
+        else; whatever is not that plain case (a read longer than the buffer, a partial read, an error)
+        goes through `read`, which knows what to do."""
+        view = _buffer()
+        total = 0
+        for k in range(lo, hi):
+            p = positions[k]
+            offset, length = offsets[p], lengths[p]
+            try:
+                fd, direct = self.fd, self.direct
+                if length > BUFFER_BYTES:
+                    got = self.read(offset, length)
+                else:
+                    got = os.preadv(fd, [view[:length]], offset)
+                    if not direct and self.drop_pages:
+                        os.posix_fadvise(fd, offset, got, os.POSIX_FADV_DONTNEED)
+                    if 0 < got < length:
+                        got += self.read(offset + got, length - got)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not direct:
+                    raise ReadsCut(k, total, exc) from exc
+                try:
+                    self._fall_back()
+                    got = self.read(offset, length)
+                except OSError as again:
+                    raise ReadsCut(k, total, again) from again
+            total += got
+            if got < length:
+                short.append((k, got))
+        return total
 
     def identity(self) -> tuple[int, float]:
         st = os.fstat(self.fd)
@@ -308,6 +376,10 @@ class _Shared:
 
     def read(self, offset: int, length: int) -> int:
         return self._kept.handle.read(offset, length)
+
+    def read_many(self, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+                  short: list[tuple[int, int]]) -> int:
+        return self._kept.handle.read_many(offsets, lengths, positions, lo, hi, short)
 
     def identity(self) -> tuple[int, float]:
         return self._kept.handle.identity()
