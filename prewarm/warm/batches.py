@@ -36,7 +36,7 @@ from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.plan.rangetable import RangeTable
 from prewarm.plan.records import FileInfo, MetaOp
-from prewarm.warm.columns import Block, Cutter, Merged, merge_spans, merge_table
+from prewarm.warm.columns import Block, Cutter, Merged, ended_within, merge_spans, merge_table
 
 TARGET_SECONDS = 0.5
 """Transfer time a batch should take at the configured rate: 3 ms overhead is then 0.6%."""
@@ -320,11 +320,9 @@ def embedded_head(plan: Plan, granule: int) -> tuple[list[Batch], frozenset[str]
     plan, nothing after them overlaps), so the first read leaves at once. Empty when no file ends
     within the head (then the first read waits for the merge, as before).
     """
-    for k in (FIRST_READS, EMBEDDED_READS):
-        done = frozenset(plan.table.ended_within(k))
-        if done:
-            break
-    else:
+    k, ended = ended_within(plan.table, (FIRST_READS, EMBEDDED_READS))
+    done = frozenset(ended)
+    if not done:
         return [], done
     head = [s for s in islice(_spans(plan), k) if s[0] in done]
     return list(iter_batches(plan.metadata[:MAX_META], head, plan.files, granule, 1 << 62, EMBEDDED_READS,

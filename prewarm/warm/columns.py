@@ -43,7 +43,7 @@ class Merged:
 
     @property
     def nbytes(self) -> int:
-        return int(self.end.sum() - self.start.sum())
+        return int((self.end - self.start).sum())
 
     @property
     def nfiles(self) -> int:
@@ -82,7 +82,7 @@ def _running_end(s: Ints, e: Ints, fstart: npt.NDArray[np.intp]) -> Ints:
     """The largest end so far within each file (spans sorted by file, then start)."""
     counts = np.diff(np.r_[fstart, len(e)])
     fmax = np.maximum.reduceat(e, fstart)
-    if int(fmax.sum()) + len(fmax) < _DISJOINT_LIMIT:
+    if sum(fmax.tolist()) + len(fmax) < _DISJOINT_LIMIT:  # in Python ints: a numpy sum would wrap
         # files laid end to end: one running maximum over all of them never crosses a file
         base = np.repeat(np.r_[0, np.cumsum(fmax + 1)[:-1]], counts)
         running: Ints = np.maximum.accumulate(e + base) - base
@@ -116,6 +116,24 @@ def merge_table(table: RangeTable, without: frozenset[str] = frozenset()) -> Mer
         skip[[i for i, path in enumerate(paths) if path in without]] = True
         n = np.where(skip[p], 0, n)
     return merge_columns(paths, p, np.frombuffer(offset, dtype=np.int64), n)
+
+
+def ended_within(table: RangeTable, ks: Iterable[int]) -> tuple[int, list[str]]:
+    """The first `k` of `ks` for which some paths are named by the plan's first `k` ranges and by none
+    after them, and those paths in order of first appearance (their ranges can be merged and warmed
+    before the rest of the plan is even looked at); `(0, [])` if none. Each path's last range is
+    found once, whatever the plan's size (a set of the rest of a million ranges took 50 ms a `k`)."""
+    paths, pid, _, _ = table.columns()
+    p = np.frombuffer(pid, dtype=np.uint32)
+    last = np.full(len(paths), -1, dtype=np.int64)
+    np.maximum.at(last, p, np.arange(len(p), dtype=np.int64))
+    for k in ks:
+        ids, first = np.unique(p[:k], return_index=True)
+        ids = ids[np.argsort(first)]
+        done = [paths[i] for i in ids[last[ids] < k].tolist()]
+        if done:
+            return k, done
+    return 0, []
 
 
 @dataclass(frozen=True, eq=False)

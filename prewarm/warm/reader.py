@@ -143,16 +143,17 @@ class _File:
         self.fd = -1
         self.direct = False
         self.drop_pages = drop_pages
+        opened = where
         if direct and hasattr(os, "O_DIRECT"):
             try:
-                self.fd, _ = guard.open_resolved(path, where, os.O_RDONLY | os.O_DIRECT)
+                self.fd, opened = guard.open_resolved(path, where, os.O_RDONLY | os.O_DIRECT)
                 self.direct = True
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
         if self.fd < 0:
-            self.fd, _ = guard.open_resolved(path, where, os.O_RDONLY)
-        st = os.fstat(self.fd)
+            self.fd, opened = guard.open_resolved(path, where, os.O_RDONLY)
+        st = opened.stat if opened.stat is not None else os.fstat(self.fd)
         self.size = st.st_size
         self.mtime = st.st_mtime
         self.regular = stat.S_ISREG(st.st_mode)
@@ -269,9 +270,10 @@ class DirectReader:
         self._root_dev: dict[str, tuple[int, bool]] = {}
         """Each root's local folder -> (device, a mount point?) when this reader first used it."""
 
-    def choice(self, path: str) -> ReadChoice:
-        """How the local `path` is read; raises OSError as `stat` does (a missing file)."""
-        dev = os.stat(path).st_dev
+    def choice(self, path: str, st: os.stat_result | None = None) -> ReadChoice:
+        """How the local `path` is read (`st`: what the file system said of it, if known, saving a `stat`);
+        raises OSError as `stat` does (a missing file)."""
+        dev = (st or os.stat(path)).st_dev
         with self._lock:
             found = self._choices.get(dev)
         if found is not None:
@@ -295,7 +297,7 @@ class DirectReader:
         root = self._note_root(path)
         try:
             where = self.guard.resolve(path)
-            c = self.choice(where.local)
+            c = self.choice(where.local, where.stat)
             return _File(self.guard, path, where, c.direct, c.drop_pages)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise self._gone(root) or exc from None
