@@ -13,10 +13,10 @@ Overlapping or touching ranges of one file are merged first, so a plan naming th
 same bytes twice (or a hostile plan of a hundred thousand adjacent one-byte ranges)
 costs one read, placed where the plan first needed it.
 
-Memory follows the plan's ranges, never its bytes: merging works on typed arrays,
-pieces are cut one at a time as batches are taken (`iter_batches`), and a batch
-holds at most `MAX_READS` of them. A 16 TiB plan is 16 million 1 MiB reads; none of
-them exists before its batch does.
+Memory follows the plan's ranges, never its bytes: merging works on numpy columns
+(`columns.py`), reads are cut a block at a time as batches are taken (`iter_batches`),
+and a batch holds at most `MAX_READS` of them, as columns (`Reads`), not objects. A
+16 TiB plan is 16 million 1 MiB reads; none of them exists before its batch does.
 """
 
 from __future__ import annotations
@@ -128,6 +128,14 @@ class Reads(Sequence[ByteRange]):
         for k, i in enumerate(self.pid):
             out[i].append(k)
         return out
+
+    def starting_before(self, positions: array[int], size: int) -> array[int] | None:
+        """Of the reads at `positions`, those that start before `size`; None when all of them do."""
+        offset = self.offset
+        for p in positions:
+            if offset[p] >= size:
+                return array("q", [q for q in positions if offset[q] < size])
+        return None
 
     def file_bytes(self) -> dict[str, int]:
         """Bytes read per file."""
@@ -324,7 +332,7 @@ def embedded_head(plan: Plan, granule: int) -> tuple[list[Batch], frozenset[str]
     done = frozenset(ended)
     if not done:
         return [], done
-    head = [s for s in islice(_spans(plan), k) if s[0] in done]
+    head = [s for s in islice(plan.table.spans(), k) if s[0] in done]
     return list(iter_batches(plan.metadata[:MAX_META], head, plan.files, granule, 1 << 62, EMBEDDED_READS,
                              MAX_META, first_reads=FIRST_READS)), done
 
@@ -341,14 +349,10 @@ def embedded_batches(plan: Plan, granule: int, merged: Merged | None = None, hea
 
 def whole_batch(plan: Plan, granule: int) -> Batch:
     """The entire plan as one batch (small plans and tests: memory grows with the plan's reads)."""
-    reads = Reads.of(pieces(_spans(plan), granule))
+    reads = Reads.of(pieces(plan.table, granule))
     paths = reads.paths
     return Batch(0, reads=reads, meta=plan.metadata + dir_listings(paths, plan.metadata),
                  files=dict(plan.files), closes=frozenset(paths))
-
-
-def _spans(plan: Plan) -> Iterator[tuple[str, int, int]]:
-    return plan.table.spans()
 
 
 def make_batches(plan: Plan, granule: int, rate_bps: int | None,

@@ -54,43 +54,63 @@ def _i64(values: Any) -> Ints:
     return np.asarray(values, dtype=np.int64)
 
 
-def merge_columns(paths: list[str], pid: Ints, offset: Ints, length: Ints) -> Merged:
-    """Spans given as columns (`pid` indexes `paths`; plan order) merged per file, in first-need order."""
-    idx = np.flatnonzero(length > 0)
-    p, s, e = pid[idx], offset[idx], offset[idx] + length[idx]
-    empty = _i64([])
-    if not idx.size:
-        return Merged(paths, empty, empty, empty, np.full(len(paths), -1, dtype=np.int64))
-    order = np.lexsort((s, p))  # by file, then start; stable: ties keep plan order
-    p, s, e, k = p[order], s[order], e[order], idx[order]
+def merge_columns(paths: list[str], pid: npt.NDArray[np.integer[Any]], offset: Ints, length: Ints) -> Merged:
+    """Spans given as columns (`pid` indexes `paths`; plan order) merged per file, in first-need order.
+
+    Written for memory as much as time: what the sort must reorder is copied once, the running
+    maximum is taken in place, and each temporary is dropped as soon as it is used.
+    """
+    if length.size and int(length.min()) > 0:
+        pos = np.lexsort((offset, pid))  # by file, then start; stable: ties keep plan order
+    else:
+        keep = np.flatnonzero(length > 0)
+        if not keep.size:
+            empty = _i64([])
+            return Merged(paths, empty, empty, empty, np.full(len(paths), -1, dtype=np.int64))
+        pos = keep[np.lexsort((offset[keep], pid[keep]))]
+        del keep
+    p = pid[pos]
+    s = offset[pos]
+    e = s + length[pos]
     fstart = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
-    new = np.empty(len(p), dtype=bool)
-    new[0] = True
-    new[1:] = s[1:] > _running_end(s, e, fstart)[:-1]
-    new[fstart] = True
-    heads = np.flatnonzero(new)
-    m_pid, m_start = p[heads], s[heads]
-    m_end, m_pos = np.maximum.reduceat(e, heads), np.minimum.reduceat(k, heads)
+    heads, m_end = _merge_sorted(s, e, fstart)
+    del e
+    m_pid, m_start, m_pos = p[heads].astype(np.int64), s[heads], np.minimum.reduceat(pos, heads)
+    del p, s, pos
     first_need = np.argsort(m_pos, kind="stable")
+    del m_pos
     m_pid, m_start, m_end = m_pid[first_need], m_start[first_need], m_end[first_need]
     last = np.full(len(paths), -1, dtype=np.int64)
     np.maximum.at(last, m_pid, np.arange(len(m_pid), dtype=np.int64))
     return Merged(paths, m_pid, m_start, m_end, last)
 
 
-def _running_end(s: Ints, e: Ints, fstart: npt.NDArray[np.intp]) -> Ints:
-    """The largest end so far within each file (spans sorted by file, then start)."""
-    counts = np.diff(np.r_[fstart, len(e)])
+def _merge_sorted(s: Ints, e: Ints, fstart: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], Ints]:
+    """Spans sorted by file, then start (files beginning at `fstart`): the index of each merged span's
+    first span, and each merged span's end. A span starts a new merged span when it starts past
+    every end before it in its file (touching spans merge)."""
+    n = len(e)
+    counts = np.diff(np.r_[fstart, n])
     fmax = np.maximum.reduceat(e, fstart)
     if sum(fmax.tolist()) + len(fmax) < _DISJOINT_LIMIT:  # in Python ints: a numpy sum would wrap
         # files laid end to end: one running maximum over all of them never crosses a file
         base = np.repeat(np.r_[0, np.cumsum(fmax + 1)[:-1]], counts)
-        running: Ints = np.maximum.accumulate(e + base) - base
-        return running
-    out = np.empty_like(e)
-    for a, n in zip(fstart.tolist(), counts.tolist(), strict=True):
-        out[a:a + n] = np.maximum.accumulate(e[a:a + n])
-    return out
+        run = e + base
+        np.maximum.accumulate(run, out=run)
+        run -= base
+        del base
+    else:
+        run = np.empty_like(e)
+        for a, k in zip(fstart.tolist(), counts.tolist(), strict=True):
+            run[a:a + k] = np.maximum.accumulate(e[a:a + k])
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.greater(s[1:], run[:-1], out=new[1:])
+    new[fstart] = True
+    heads = np.flatnonzero(new)
+    del new
+    ends: Ints = run[np.r_[heads[1:] - 1, n - 1]]
+    return heads, ends
 
 
 def merge_spans(spans: Iterable[tuple[str, int, int]]) -> Merged:
@@ -109,7 +129,7 @@ def merge_spans(spans: Iterable[tuple[str, int, int]]) -> Merged:
 def merge_table(table: RangeTable, without: frozenset[str] = frozenset()) -> Merged:
     """A plan's range table merged straight from its columns, leaving out the files in `without`."""
     paths, pid, offset, length = table.columns()
-    p = np.frombuffer(pid, dtype=np.uint32).astype(np.int64)
+    p = np.frombuffer(pid, dtype=np.uint32)
     n = np.frombuffer(length, dtype=np.int64)
     if without:
         skip = np.zeros(len(paths), dtype=bool)
@@ -155,9 +175,8 @@ class Cutter:
     def __init__(self, merged: Merged, granule: int) -> None:
         self.m = merged
         self.granule = granule
-        self.first = merged.start // granule
-        self.count = (merged.end - 1) // granule - self.first + 1
-        self.ends = np.cumsum(self.count)
+        self.ends = np.cumsum((merged.end - 1) // granule - merged.start // granule + 1)
+        """Reads cut from the merged spans up to each one (the only column the cutter adds: 8 bytes a span)."""
         self.total = int(self.ends[-1]) if len(self.ends) else 0
         self.at = 0
 
@@ -165,8 +184,10 @@ class Cutter:
         """The next `n` reads (fewer at the end)."""
         idx = np.arange(self.at, min(self.total, self.at + n), dtype=np.int64)
         span = np.searchsorted(self.ends, idx, side="right")
-        block = self.first[span] + idx - (self.ends[span] - self.count[span])
         g, m = self.granule, self.m
+        first = m.start[span] // g
+        count = (m.end[span] - 1) // g - first + 1
+        block = first + idx - (self.ends[span] - count)
         start = np.maximum(m.start[span], block * g)
         end = np.minimum(m.end[span], (block + 1) * g)
         pid = m.pid[span]

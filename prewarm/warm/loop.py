@@ -641,13 +641,12 @@ class _Run:
             return
         f.handle = handle
         f.ident = planned or FileInfo(f.path, handle.size, handle.mtime)
-        offset = self.offset
-        inside = array("q", (p for p in f.pos if offset[p] < handle.size))
-        if len(inside) < len(f.pos):
+        inside = self.batch.reads.starting_before(f.pos, handle.size)
+        if inside is not None:
             self._finding(f.path, FindingKind.CHANGED,
                           f"ranges past the end of the file ({handle.size} bytes): not read")
             for k in range(len(f.pos)):
-                if offset[f.pos[k]] >= handle.size:
+                if self.offset[f.pos[k]] >= handle.size:
                     self._fail(self._piece(f, k), FindingKind.CHANGED)
             f.pos, f.left = inside, len(inside)
         if f.pos:
