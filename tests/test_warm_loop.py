@@ -26,7 +26,7 @@ from prewarm.warm.batches import LIST_DIR_MIN, Batch, Reads, make_batches, piece
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
 from prewarm.warm.loop import WarmContext, execute_batch
-from prewarm.warm.reader import DirectReader, OpenFile, read_each
+from prewarm.warm.reader import DirectReader, OpenFile, OpenOnce, read_each
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
 from tests.fixtures.studio import Studio
 
@@ -388,6 +388,41 @@ def test_an_embedded_warm_opens_each_file_once_and_reports_its_window(studio: St
     assert info.counters["reads"] == len(ranges) and info.counters["files_done"] == 3
     assert reader.opens == Counter(paths)
     assert info.link is not None and info.link["in_flight"] >= 2 and info.link["rtt_s"] > 0
+
+
+def test_a_file_opened_ahead_is_opened_once_and_an_open_waits_for_another_of_the_same_file(studio: Studio) -> None:
+    """The warm's first file is opened on a thread of its own while the first batch is cut; the batch's
+    own open waits for that one instead of opening the file a second time."""
+    p = studio.file("ahead/a.tx", 8192)
+    gate = threading.Event()
+
+    class Slow(RecordingReader):
+        def open(self, path: str) -> OpenFile:
+            gate.wait(5)
+            return super().open(path)
+
+    reader = Slow(studio)
+    opens = OpenOnce(reader)
+    opens.open_ahead(p)
+    got: list[int] = []
+    waiting = threading.Thread(target=lambda: got.append(opens.open(p).read(0, 4096)))
+    waiting.start()
+    time.sleep(0.05)
+    gate.set()
+    waiting.join(5)
+    opens.close()
+    assert got == [4096] and reader.opens == Counter({p: 1}) and opens.opens == 1
+
+
+def test_an_embedded_warm_whose_first_file_is_missing_reports_it_once(studio: Studio) -> None:
+    """The open ahead of a missing file fails quietly; the batch's own open meets it and reports it."""
+    a = studio.file("b.tx", 4096)
+    gone = "/studio/proj/gone.tx"
+    plan = studio.plan([(gone, 0, 100), (a, 0, 4096)])
+    reader = RecordingReader(studio)
+    info = run_embedded(plan, studio.settings(), reader=reader)
+    assert info.state is JobState.PARTIAL and [f.path for f in info.findings] == [gone]
+    assert info.findings[0].kind is FindingKind.MISSING and info.counters["files_done"] == 1
 
 
 def test_a_gateway_that_answers_nothing_is_reported_stalled_then_resumed(studio: Studio,

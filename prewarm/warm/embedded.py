@@ -52,6 +52,10 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                   progress: Callable[[JobInfo], None] | None = None) -> EmbeddedWarm:
     """`run_embedded`, keeping what `prewarm warm --report` needs."""
+    opens = OpenOnce(reader or site_reader(settings))
+    first = next((path for path, _, length in plan.table.spans() if length > 0), None)
+    if first is not None:
+        opens.open_ahead(first)
     head, ended = embedded_head(plan, settings.read_size)
     planned = sum(b.bytes for b in head)
     gateway = ",".join(settings.gateways(plan.gateways))
@@ -72,7 +76,6 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
                 if settings.throttle_bps else Unthrottled())
-    opens = OpenOnce(reader or site_reader(settings))
     window = Window(settings.in_flight)
     ctx = WarmContext(reader=opens, in_flight=settings.in_flight, throttle=throttle, progress=report, window=window)
     findings: dict[str, FileFinding] = {}

@@ -409,6 +409,9 @@ class OpenOnce:
         self._lock = threading.Lock()
         self._files: OrderedDict[str, _Kept] = OrderedDict()
         self._last: frozenset[str] = frozenset()
+        self._ahead: threading.Thread | None = None
+        self._opening: dict[str, threading.Event] = {}
+        """Paths a thread is opening now: others wait for it rather than open them twice."""
         self.opens = 0
 
     def last_reads(self, paths: frozenset[str]) -> None:
@@ -426,26 +429,41 @@ class OpenOnce:
         return self.reader.listdir(path)
 
     def open(self, path: str) -> OpenFile:
-        with self._lock:
-            kept = self._files.get(path)
-            if kept is not None:
-                self._files.move_to_end(path)
-                kept.users += 1
-                return _Shared(self, path, kept)
-        handle = self.reader.open(path)
+        return _Shared(self, path, self._use(path))
+
+    def _use(self, path: str) -> _Kept:
+        """The kept descriptor of `path`, or a new one, with one more user; while another thread is
+        opening `path`, wait for it rather than open it again (after a failure there, open it here, to
+        meet the error anew)."""
+        while True:
+            with self._lock:
+                kept = self._files.get(path)
+                if kept is not None:
+                    self._files.move_to_end(path)
+                    kept.users += 1
+                    return kept
+                busy = self._opening.get(path)
+                if busy is None:
+                    busy = self._opening[path] = threading.Event()
+                    break
+            busy.wait()
+        try:
+            handle = self.reader.open(path)
+        except BaseException:
+            with self._lock:
+                del self._opening[path]
+            busy.set()
+            raise
         with self._lock:
             self.opens += 1
-            kept = self._files.get(path)
-            spare = kept is not None
-            if kept is None:
-                kept = self._files[path] = _Kept(handle)
+            del self._opening[path]
+            kept = self._files[path] = _Kept(handle)
             kept.users += 1
             closing = self._trim()
-        if spare:  # another thread opened it meanwhile: one descriptor is enough
-            handle.close()
+        busy.set()
         for k in closing:
             k.handle.close()
-        return _Shared(self, path, kept)
+        return kept
 
     def release(self, path: str, kept: _Kept) -> None:
         with self._lock:
@@ -471,8 +489,28 @@ class OpenOnce:
                 out.append(kept)
         return out
 
+    def open_ahead(self, path: str) -> None:
+        """Open `path` on a thread of its own and keep it open: the warm's first file, whose open (two
+        round trips of lookups or more on a cold gateway) then overlaps the cutting of the first batch
+        and the start of its threads. A failure is left for the batch's own open to meet and report."""
+        def run() -> None:
+            try:
+                kept = self._use(path)
+            except OSError:
+                return
+            with self._lock:  # kept without a user, not closed as a last read would be
+                kept.users -= 1
+                closing = self._trim()
+            for k in closing:
+                k.handle.close()
+
+        self._ahead = threading.Thread(target=run, name="prewarm-open-ahead", daemon=True)
+        self._ahead.start()
+
     def close(self) -> None:
         """Close every file kept open; the warm is over."""
+        if self._ahead is not None:
+            self._ahead.join()
         with self._lock:
             files, self._files = list(self._files.values()), OrderedDict()
         for kept in files:
