@@ -25,9 +25,10 @@ from prewarm.testkit.readers import FirstRead
 from prewarm.warm.batches import LIST_DIR_MIN, Batch, Reads, make_batches, pieces, whole_batch
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
-from prewarm.warm.loop import WarmContext, execute_batch
+from prewarm.warm.loop import CHUNK_RTT_S, WarmContext, execute_batch
 from prewarm.warm.reader import DirectReader, OpenFile, OpenOnce, read_each
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
+from prewarm.warm.window import Window
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
@@ -388,6 +389,45 @@ def test_an_embedded_warm_opens_each_file_once_and_reports_its_window(studio: St
     assert info.counters["reads"] == len(ranges) and info.counters["files_done"] == 3
     assert reader.opens == Counter(paths)
     assert info.link is not None and info.link["in_flight"] >= 2 and info.link["rtt_s"] > 0
+
+
+def _quick_window() -> Window:
+    """A window that has measured page-cached round trips (microseconds): the loop takes reads in runs."""
+    w = Window(2)
+    for i in range(200):
+        w.observe(1e-5, 4096, i * 1e-3)
+    assert w.min_rtt < CHUNK_RTT_S
+    return w
+
+
+def test_reads_taken_in_runs_keep_each_reads_fate(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quick reads are taken a run of one file at a time; a read of a run that fails is retried alone
+    with the same backoff, one that still fails is that read's finding, and the run goes on after it."""
+    flaky = studio.file("runs/flaky.tx", 400 * 4096)
+    broken = studio.file("runs/broken.tx", 400 * 4096)
+    reader = RecordingReader(studio, fail_read={flaky: [errno.EIO, errno.ETIMEDOUT],
+                                                broken: [errno.EIO] * 4})
+    slept: list[float] = []
+    runs: list[int] = []
+    batch = one_batch(studio, [(flaky, 0, 400 * 4096), (broken, 0, 400 * 4096)])
+    batch = Batch(0, reads=Reads.of(pieces([(r.path, r.offset, r.length) for r in batch.reads], 4096)),
+                  files=batch.files, closes=batch.closes)
+    original = read_each
+
+    def noting(file: Any, offsets: Any, lengths: Any, positions: Any, lo: int, hi: int,
+               short: list[tuple[int, int]]) -> int:
+        runs.append(hi - lo)
+        return original(file, offsets, lengths, positions, lo, hi, short)
+
+    monkeypatch.setitem(globals(), "read_each", noting)  # what RecordingReader's files run
+    result = execute_batch(batch, ctx_for(studio, reader, in_flight=2, sleep=slept.append, window=_quick_window()))
+    assert max(runs) > 1, "reads were taken in runs"
+    assert slept.count(0.05) == 2 and slept.count(0.1) == 2 and slept.count(0.2) == 1
+    assert set(result.findings) == {broken} and result.findings[broken].kind is FindingKind.IO_ERROR
+    assert result.failed == [ByteRange(broken, 0, 4096)], "only the read that kept failing is offered to --retry"
+    assert result.bytes_done == 2 * 400 * 4096 - 4096 and result.reads == 799
+    assert sorted(reader.reads) == sorted((r.path, r.offset, r.length) for r in batch.reads
+                                          if r != ByteRange(broken, 0, 4096))
 
 
 def test_a_file_opened_ahead_is_opened_once_and_an_open_waits_for_another_of_the_same_file(studio: Studio) -> None:

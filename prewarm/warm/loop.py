@@ -145,6 +145,10 @@ CHUNK_READS = 64
 taking each under the lock, settling it and measuring it cost more than the read; where they take a
 round trip, threads take one read at a time (see `_Run._chunk`)."""
 
+CHUNK_RTT_S = 0.001
+"""Reads are taken in runs only once the window has measured round trips below this: a run through a
+gateway would hold a thread for several round trips, slowing a cancel and the warm's tail."""
+
 
 class _File:
     """A file of the batch: the positions of its reads in the batch's columns, and how far they are taken."""
@@ -548,10 +552,9 @@ class _Run:
                 + len(self.meta))
 
     def _chunk(self) -> int:
-        """Reads a thread takes of one file at once: one, unless far more reads are ready than threads
-        (then the reads are quick, or the threads could not keep up anyway), up to `CHUNK_READS`;
-        never when each read is claimed or paced."""
-        if not self.fast:
+        """Reads a thread takes of one file at once: one, unless the reads are quick (`CHUNK_RTT_S`) and
+        far more are ready than threads, up to `CHUNK_READS`; never when each read is claimed or paced."""
+        if not self.fast or not self.window.min_rtt < CHUNK_RTT_S:
             return 1
         return max(1, min(CHUNK_READS, self.ready_reads // (4 * self.window.size)))
 
