@@ -24,7 +24,7 @@ from prewarm.report.model import CoverageRow, Tally
 from prewarm.state import runner
 from prewarm.state.jobs import WarmJob
 from prewarm.warm import embedded
-from prewarm.warm.batches import Batch
+from prewarm.warm.batches import Batch, Reads
 from prewarm.warm.job import JobInfo, JobState
 from prewarm.warm.results import FileFinding, FindingKind, Snapshot
 from prewarm.warm.timeline import Point, Sampler, merged
@@ -94,8 +94,8 @@ def test_report_summary_coverage_retry_and_readiness() -> None:
     plan = Plan(job="shot010", frames=(1001, 1002), start=1020.0, ranges=(
         PlannedRange(a, 0, 4 * MiB, frame=None), PlannedRange(b, 0, 6 * MiB, frame=1001),
         PlannedRange(c, 0, 10 * MiB, frame=1002), PlannedRange(b, 6 * MiB, 20 * MiB, frame=1002)))
-    batches = [Batch(0, reads=(ByteRange(a, 0, 4 * MiB), ByteRange(b, 0, 6 * MiB))),
-               Batch(1, reads=(ByteRange(c, 0, 10 * MiB), ByteRange(b, 6 * MiB, 20 * MiB)))]
+    batches = [Batch(0, reads=Reads.of((ByteRange(a, 0, 4 * MiB), ByteRange(b, 0, 6 * MiB)))),
+               Batch(1, reads=Reads.of((ByteRange(c, 0, 10 * MiB), ByteRange(b, 6 * MiB, 20 * MiB))))]
     info = _info(findings=[FileFinding(c, FindingKind.MISSING, "No such file or directory")], failed_ranges=1)
     info.counters.update(bytes_done=29 * MiB, files_done=2, bytes_failed=11 * MiB, files_failed=1)
     points = [Point(1000 + i, 4 * MiB, 8) for i in range(10)]
@@ -134,7 +134,7 @@ def test_coverage_says_what_share_of_each_file_was_planned() -> None:
     tex = [f"/studio/proj/tex/t.{1001 + i}.tx" for i in range(3)]
     plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in tex),
                 files={p: FileInfo(p, 8 * MiB, 1.0) for p in tex})
-    batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in tex))
+    batch = Batch(0, reads=Reads.of(ByteRange(p, 0, MiB) for p in tex))
     rep = report.build(replace(_info()), plan, report.Progress.of([batch], {0}))
     [row] = rep.coverage                                      # the tile set folds into one input
     assert (row.files, row.planned, row.file_bytes) == (3, 3 * MiB, 24 * MiB)
@@ -146,7 +146,7 @@ def test_first_frame_blocked_by_a_failed_file_is_not_ready() -> None:
     a = "/studio/proj/a.tx"
     plan = Plan(job="s", frames=(1,), start=2000.0, ranges=(PlannedRange(a, 0, MiB, frame=1),))
     info = _info(findings=[FileFinding(a, FindingKind.DENIED, "Permission denied")], state=JobState.FAILED)
-    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}))
+    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=Reads.of((ByteRange(a, 0, MiB),)))], {0}))
     assert rep.readiness.ready is False and rep.readiness.blocked_by == [a]
     assert rep.coverage == [CoverageRow(a, MiB, 0, 1, MiB, 1.0, 0)]  # no size in the plan: the planned bytes
     assert "Not ready for frame 1" in report_html.render(rep)
@@ -160,7 +160,7 @@ def test_embedded_warm_records_its_time_series(studio: Studio) -> None:
     assert info.state is JobState.DONE
     assert sum(p.bytes for p in info.samples) == info.counters["bytes_done"] == 12 * MiB
     assert len(info.samples) >= 2 and max(p.in_flight for p in info.samples) >= 1
-    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=tuple(
+    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=Reads.of(
         ByteRange(r.path, r.offset, r.length) for r in plan.ranges))], {0}), (), info.samples, s.throttle_bps)
     assert rep.series and all(row.warmed == row.planned for row in rep.coverage)
 
@@ -265,7 +265,7 @@ def test_missing_inputs_the_first_frame_reads_make_the_headline_red_and_agree_wi
                          Finding("/studio/proj/extra.tx", "no such file", 6, optional=True)))
     info = _info(state=JobState.DONE)
     info.counters.update(bytes_done=MiB, files_done=1)
-    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=(ByteRange(a, 0, MiB),))], {0}),
+    rep = report.build(info, plan, report.Progress.of([Batch(0, reads=Reads.of((ByteRange(a, 0, MiB),)))], {0}),
                        now=1000.0)
     ready = rep.readiness
     assert ready.ready is False
@@ -283,7 +283,7 @@ def test_coverage_labels_keep_the_digits_an_input_does_not_vary() -> None:
     seq = [f"/studio/proj/shot100/cache/shot100_fx_v003.{1001 + i}.vdb" for i in range(3)]
     blend = "/studio/proj/shot100/shot100_lighting_v001.blend"
     plan = Plan(job="s", frames=(1,), ranges=tuple(PlannedRange(p, 0, MiB, frame=1) for p in [*seq, blend]))
-    batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in [*seq, blend]))
+    batch = Batch(0, reads=Reads.of(ByteRange(p, 0, MiB) for p in [*seq, blend]))
     rep = report.build(_info(), plan, report.Progress.of([batch], {0}))
     assert [row.path for row in rep.coverage] == ["/studio/proj/shot100/cache/shot100_fx_v003.####.vdb", blend]
 
@@ -305,7 +305,7 @@ def test_coverage_rows_are_the_manifests_inputs_as_it_writes_them(tmp_path: Path
     loaded = Plan.from_json(json.loads(text))
     assert loaded.inputs == inputs and loaded.input_of == plan.input_of
     assert Plan.from_events(ijson.parse(text.encode(), use_float=True)).input_of == plan.input_of
-    batch = Batch(0, reads=tuple(ByteRange(p, 0, MiB) for p in paths))
+    batch = Batch(0, reads=Reads.of(ByteRange(p, 0, MiB) for p in paths))
     rows = {r.path: r.files for r in report.build(_info(), loaded, report.Progress.of([batch], {0})).coverage}
     assert rows == {inputs[0]: 3, inputs[1]: 2, inputs[2]: 2, traced: 1}
 

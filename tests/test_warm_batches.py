@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from prewarm.warm.batches import (
     MAX_META,
     MAX_READS,
     Batch,
+    Reads,
     batch_bytes,
     embedded_batches,
     embedded_head,
+    iter_batches,
     make_batches,
     merge,
     pieces,
@@ -175,17 +178,25 @@ def test_the_head_and_the_merged_rest_are_the_whole_plan_each_file_closed_once()
 
 
 class GatedTable(RangeTable):
-    """A plan's ranges whose spans past the head are handed out only after the first read (or 10 s):
-    a warm that merged the whole plan before reading would hold them up and be seen doing so."""
+    """A plan's ranges whose spans past the head, or whose columns once the head is found from them
+    (the whole plan's merge), are handed out only after the first read (or 10 s): a warm that merged
+    the whole plan before reading would hold them up and be seen doing so."""
 
     gate: threading.Event
     waited: list[bool]
+    looked: int = 0
 
     def spans(self) -> Iterator[tuple[str, int, int]]:
         for k, span in enumerate(super().spans()):
             if k == FIRST_READS:
                 self.waited.append(not self.gate.wait(10))
             yield span
+
+    def columns(self) -> tuple[list[str], array[int], array[int], array[int]]:
+        self.looked += 1
+        if self.looked > 1:
+            self.waited.append(not self.gate.wait(10))
+        return super().columns()
 
 
 def test_an_embedded_warm_reads_before_it_has_merged_the_whole_plan(tmp_path: Path) -> None:
@@ -215,3 +226,60 @@ def test_files_of_many_ranges_still_make_a_head() -> None:
     assert sorted(ended) == ["/f0", "/f1", "/f2", "/f3"]
     assert sorted(r for b in first for r in b.reads) == sorted(whole_batch(plan, MiB).reads)
     assert len(first[0].reads) == FIRST_READS  # the first batch stays small
+
+
+def _naive_pieces(spans: list[tuple[str, int, int]], granule: int) -> list[ByteRange]:
+    """The merge and cut written the plain way: each file's spans sorted and merged, the merged spans in
+    the order of their earliest plan position, cut at granule boundaries."""
+    per: dict[str, list[tuple[int, int, int]]] = {}
+    for k, (path, off, n) in enumerate(spans):
+        if n > 0:
+            per.setdefault(path, []).append((off, off + n, k))
+    merged = []
+    for path, items in per.items():
+        items.sort(key=lambda t: t[0])
+        s, e, k = items[0]
+        for s2, e2, k2 in items[1:]:
+            if s2 <= e:
+                e, k = max(e, e2), min(k, k2)
+            else:
+                merged.append((k, path, s, e))
+                s, e, k = s2, e2, k2
+        merged.append((k, path, s, e))
+    out = []
+    for _, path, s, e in sorted(merged):
+        while s < e:
+            b = min(e, (s // granule + 1) * granule)
+            out.append(ByteRange(path, s, b - s))
+            s = b
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_columnar_merge_and_cut_match_the_plain_one(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    huge = 1 << 62 if seed % 5 == 0 else 0  # offsets past what laying files end to end can hold
+    spans = [(f"/f{rng.randrange(6)}", huge + rng.randrange(0, 5000), rng.randrange(-1, 900))
+             for _ in range(rng.randrange(1, 300))]
+    assert pieces(spans, 1024) == _naive_pieces(spans, 1024)
+    table = RangeTable()
+    for s in spans:
+        table.add(*s)
+    assert pieces(table, 1024) == _naive_pieces(spans, 1024)
+    batches = list(iter_batches((), table, {}, 1024, 3000, 7, 10))
+    assert [r for b in batches for r in b.reads] == _naive_pieces(spans, 1024)
+    assert all(len(b.reads) <= 7 and (b.bytes < 3000 + 1024) for b in batches)
+    assert sorted(p for b in batches for p in b.closes) == sorted({r.path for r in _naive_pieces(spans, 1024)})
+
+
+def test_reads_are_columns_that_read_as_byte_ranges() -> None:
+    rs = [ByteRange("/a", 0, 10), ByteRange("/b", 5, 5), ByteRange("/a", 20, 1)]
+    reads = Reads.of(rs)
+    assert reads.paths == ["/a", "/b"] and list(reads.pid) == [0, 1, 0]
+    assert list(reads) == rs and reads == rs and reads[1] == rs[1] and reads[1:] == rs[1:]
+    assert [list(p) for p in reads.by_file()] == [[0, 2], [1]]
+    assert reads.file_bytes() == {"/a": 11, "/b": 5}
+    batch = Batch(3, reads=reads)
+    assert Batch.from_json(batch.to_json()).reads == rs

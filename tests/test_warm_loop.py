@@ -21,12 +21,14 @@ from prewarm.plan.access import Op
 from prewarm.plan.ranges import ByteRange
 from prewarm.plan.records import MetaOp
 from prewarm.site.guard import Guard
-from prewarm.warm.batches import LIST_DIR_MIN, Batch, make_batches, pieces, whole_batch
+from prewarm.testkit.readers import FirstRead
+from prewarm.warm.batches import LIST_DIR_MIN, Batch, Reads, make_batches, pieces, whole_batch
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
-from prewarm.warm.loop import WarmContext, execute_batch
-from prewarm.warm.reader import MountReader, OpenFile
+from prewarm.warm.loop import CHUNK_RTT_S, WarmContext, execute_batch
+from prewarm.warm.reader import MountReader, OpenFile, OpenOnce, read_each
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
+from prewarm.warm.window import Window
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
@@ -83,6 +85,10 @@ class RecordingReader(MountReader):
                     with outer.lock:
                         outer.active -= 1
 
+            def read_many(self, offsets: Any, lengths: Any, positions: Any, lo: int, hi: int,
+                          short: list[tuple[int, int]]) -> int:
+                return read_each(self, offsets, lengths, positions, lo, hi, short)
+
             def identity(self) -> tuple[int, float]:
                 return real.identity()
 
@@ -113,7 +119,7 @@ def ctx_for(studio: Studio, reader: RecordingReader, **kw: Any) -> WarmContext:
 def one_batch(studio: Studio, plan_ranges: list[tuple[str, int, int]], meta: tuple[MetaOp, ...] = ()) -> Batch:
     plan = studio.plan(plan_ranges, metadata=meta)
     reads = pieces([(r.path, r.offset, r.length) for r in plan.ranges], MiB)
-    return Batch(0, reads=tuple(reads), meta=meta, files=dict(plan.files), closes=frozenset(r.path for r in reads))
+    return Batch(0, reads=Reads.of(reads), meta=meta, files=dict(plan.files), closes=frozenset(r.path for r in reads))
 
 
 def test_every_planned_byte_is_read_once_and_nothing_else(studio: Studio) -> None:
@@ -189,7 +195,7 @@ def test_denied_is_final_and_transient_errors_are_retried_with_backoff(studio: S
 def test_paths_outside_the_roots_are_never_opened(studio: Studio, bad: str) -> None:
     ok = studio.file("ok.tx", 1000)
     reader = RecordingReader(studio)
-    batch = Batch(0, reads=(ByteRange(bad, 0, 100), ByteRange(ok, 0, 1000)),
+    batch = Batch(0, reads=Reads.of((ByteRange(bad, 0, 100), ByteRange(ok, 0, 1000))),
                   meta=(MetaOp(Op.STAT, bad), MetaOp(Op.READDIR, bad)),
                   files={ok: studio.info(ok)}, closes=frozenset({bad, ok}))
     result = execute_batch(batch, ctx_for(studio, reader))
@@ -271,14 +277,29 @@ def test_batches_of_a_plan_cover_it(studio: Studio) -> None:
     assert total.bytes_done == plan.bytes and total.files_done == 20
 
 
-def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened(studio: Studio) -> None:
+def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened_but_the_first(studio: Studio) -> None:
     many = [studio.file(f"udim/d.{1001 + i}.tx", 100) for i in range(LIST_DIR_MIN)]
     few = [studio.file(f"other/o{i}.tx", 100) for i in range(3)]
-    reader = RecordingReader(studio)
-    result = execute_batch(whole_batch(studio.whole(many + few), MiB), ctx_for(studio, reader, in_flight=8))
+    batch = whole_batch(studio.whole(many + few), MiB)
+    first = batch.reads[0].path
+    assert "/udim/" in first
+
+    class ListingAfterTheFirstRead(RecordingReader):
+        """A listing that answers only once the first read has gone out (a slow READDIR)."""
+
+        waited: bool | None = None
+
+        def listdir(self, path: str) -> int:
+            self.waited = noted.read.wait(5)
+            return super().listdir(path)
+
+    reader = ListingAfterTheFirstRead(studio)
+    noted = FirstRead(reader)
+    result = execute_batch(batch, WarmContext(reader=noted, in_flight=8, sleep=[].append))
     assert result.files_done == LIST_DIR_MIN + 3 and result.meta_done == 1
+    assert reader.waited, "the first read went out while the listing was outstanding"
     listed = reader.events.index(("listed", "/studio/proj/udim"))
-    udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p]
+    udim_opens = [i for i, (kind, p) in enumerate(reader.events) if kind == "open" and "/udim/" in p and p != first]
     assert min(udim_opens) > listed, "one READDIRPLUS first, then opens served from the attribute cache"
     assert ("readdir", "/studio/proj/other") not in reader.meta
 
@@ -368,6 +389,80 @@ def test_an_embedded_warm_opens_each_file_once_and_reports_its_window(studio: St
     assert info.counters["reads"] == len(ranges) and info.counters["files_done"] == 3
     assert reader.opens == Counter(paths)
     assert info.link is not None and info.link["in_flight"] >= 2 and info.link["rtt_s"] > 0
+
+
+def _quick_window() -> Window:
+    """A window that has measured page-cached round trips (microseconds): the loop takes reads in runs."""
+    w = Window(2)
+    for i in range(200):
+        w.observe(1e-5, 4096, i * 1e-3)
+    assert w.min_rtt < CHUNK_RTT_S
+    return w
+
+
+def test_reads_taken_in_runs_keep_each_reads_fate(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quick reads are taken a run of one file at a time; a read of a run that fails is retried alone
+    with the same backoff, one that still fails is that read's finding, and the run goes on after it."""
+    flaky = studio.file("runs/flaky.tx", 400 * 4096)
+    broken = studio.file("runs/broken.tx", 400 * 4096)
+    reader = RecordingReader(studio, fail_read={flaky: [errno.EIO, errno.ETIMEDOUT],
+                                                broken: [errno.EIO] * 4})
+    slept: list[float] = []
+    runs: list[int] = []
+    batch = one_batch(studio, [(flaky, 0, 400 * 4096), (broken, 0, 400 * 4096)])
+    batch = Batch(0, reads=Reads.of(pieces([(r.path, r.offset, r.length) for r in batch.reads], 4096)),
+                  files=batch.files, closes=batch.closes)
+    original = read_each
+
+    def noting(file: Any, offsets: Any, lengths: Any, positions: Any, lo: int, hi: int,
+               short: list[tuple[int, int]]) -> int:
+        runs.append(hi - lo)
+        return original(file, offsets, lengths, positions, lo, hi, short)
+
+    monkeypatch.setitem(globals(), "read_each", noting)  # what RecordingReader's files run
+    result = execute_batch(batch, ctx_for(studio, reader, in_flight=2, sleep=slept.append, window=_quick_window()))
+    assert max(runs) > 1, "reads were taken in runs"
+    assert slept.count(0.05) == 2 and slept.count(0.1) == 2 and slept.count(0.2) == 1
+    assert set(result.findings) == {broken} and result.findings[broken].kind is FindingKind.IO_ERROR
+    assert result.failed == [ByteRange(broken, 0, 4096)], "only the read that kept failing is offered to --retry"
+    assert result.bytes_done == 2 * 400 * 4096 - 4096 and result.reads == 799
+    assert sorted(reader.reads) == sorted((r.path, r.offset, r.length) for r in batch.reads
+                                          if r != ByteRange(broken, 0, 4096))
+
+
+def test_a_file_opened_ahead_is_opened_once_and_an_open_waits_for_another_of_the_same_file(studio: Studio) -> None:
+    """The warm's first file is opened on a thread of its own while the first batch is cut; the batch's
+    own open waits for that one instead of opening the file a second time."""
+    p = studio.file("ahead/a.tx", 8192)
+    gate = threading.Event()
+
+    class Slow(RecordingReader):
+        def open(self, path: str) -> OpenFile:
+            gate.wait(5)
+            return super().open(path)
+
+    reader = Slow(studio)
+    opens = OpenOnce(reader)
+    opens.open_ahead(p)
+    got: list[int] = []
+    waiting = threading.Thread(target=lambda: got.append(opens.open(p).read(0, 4096)))
+    waiting.start()
+    time.sleep(0.05)
+    gate.set()
+    waiting.join(5)
+    opens.close()
+    assert got == [4096] and reader.opens == Counter({p: 1}) and opens.opens == 1
+
+
+def test_an_embedded_warm_whose_first_file_is_missing_reports_it_once(studio: Studio) -> None:
+    """The open ahead of a missing file fails quietly; the batch's own open meets it and reports it."""
+    a = studio.file("b.tx", 4096)
+    gone = "/studio/proj/gone.tx"
+    plan = studio.plan([(gone, 0, 100), (a, 0, 4096)])
+    reader = RecordingReader(studio)
+    info = run_embedded(plan, studio.settings(), reader=reader)
+    assert info.state is JobState.PARTIAL and [f.path for f in info.findings] == [gone]
+    assert info.findings[0].kind is FindingKind.MISSING and info.counters["files_done"] == 1
 
 
 def test_a_gateway_that_answers_nothing_is_reported_stalled_then_resumed(studio: Studio,

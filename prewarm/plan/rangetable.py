@@ -122,11 +122,9 @@ class RangeTable(Sequence[PlannedRange]):
             yield (f'{{"path": {paths[p]}, "offset": {o}, "length": {n}, "frame": {frame}, '
                    f'"frames": {k}, "reason": {reasons[c]}}}')
 
-    def ended_within(self, k: int) -> list[str]:
-        """Paths named by the first `k` ranges and by none after them, in order of first appearance:
-        their ranges can be merged and warmed before the rest of the plan is even looked at."""
-        later = set(self._path[k:])
-        return [self._paths[p] for p in dict.fromkeys(self._path[:k]) if p not in later]
+    def columns(self) -> tuple[list[str], array[int], array[int], array[int]]:
+        """The distinct paths and the path index, offset and length columns, as held (not copies)."""
+        return self._paths, self._path, self._offset, self._length
 
     def paths(self) -> list[str]:
         """The distinct paths, in order of first appearance."""

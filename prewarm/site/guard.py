@@ -40,7 +40,7 @@ import os
 import posixpath
 import stat as statmod
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from prewarm.plan.pathmap import PathMap, Prefix
 
@@ -86,6 +86,9 @@ class Resolved:
     local: str
     mode: int = 0
     """`st_mode` of the local path when it was resolved (0: a root, not looked at)."""
+    stat: os.stat_result | None = field(default=None, compare=False)
+    """What the file system said of it: its `lstat` when resolved, its descriptor's `fstat` once
+    `open_resolved` opened it (so a reader asks again for neither: on a gateway mount each is a request)."""
 
 
 def is_clean(path: str) -> bool:
@@ -199,7 +202,7 @@ class Guard:
             st = os.lstat(local)
             if statmod.S_ISLNK(st.st_mode):
                 return posixpath.join(self._follow(base.studio, local), *names[i + 1:])
-            here = Resolved(posixpath.join(base.studio, name), local, st.st_mode)
+            here = Resolved(posixpath.join(base.studio, name), local, st.st_mode, st)
             if statmod.S_ISDIR(st.st_mode):
                 with self._lock:
                     self._dirs[here.studio] = here
@@ -224,7 +227,8 @@ class Guard:
         return self.open_resolved(studio, self.resolve(studio), flags)
 
     def open_resolved(self, studio: str, where: Resolved, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
-        """Open what `resolve` found, then make sure the descriptor is that file.
+        """Open what `resolve` found, then make sure the descriptor is that file; `where` again, with the
+        descriptor's `fstat`.
 
         Opened non-blocking and one component at a time below the root, never following a
         link, so a FIFO or a symlink swapped in after the check can neither hang the open
@@ -236,7 +240,8 @@ class Guard:
         fd = self._open_beneath(studio, where, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")
-            mode = os.fstat(fd).st_mode
+            st = os.fstat(fd)
+            mode = st.st_mode
             if real != where.local:
                 raise Refused(studio, "changed while being opened (a symlink swapped in?)")
             if not (statmod.S_ISREG(mode) or statmod.S_ISDIR(mode)):
@@ -246,7 +251,7 @@ class Guard:
         except BaseException:
             os.close(fd)
             raise
-        return fd, where
+        return fd, replace(where, stat=st)
 
     def for_library(self, path: str) -> str | None:
         """The local path to hand a library that opens files itself (usd-core, BAT), for `path` (a local

@@ -40,7 +40,7 @@ def submit(r: redis.Redis[bytes], plan: Plan, settings: Settings, send: dispatch
             raise ConfigError("--retry", f"warm job {retry_of.id} has no failed ranges to retry")
         batches = make_retry_batches(failed, plan.files, settings.read_size, settings.throttle_bps)
     else:
-        batches = iter_batches(plan.metadata, plan.table.spans(), plan.files, settings.read_size,
+        batches = iter_batches(plan.metadata, plan.table, plan.files, settings.read_size,
                                batch_bytes(settings.throttle_bps, settings.read_size), MAX_READS, MAX_META)
     job = WarmJob.create(r, plan, batches, gw, settings.read_size,
                          retry_of=None if retry_of is None else retry_of.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 
 from prewarm.warm.reader import OpenFile, Reader
 
@@ -34,6 +35,14 @@ class FirstRead:
     def listdir(self, path: str) -> int:
         return self.inner.listdir(path)
 
+    def note(self) -> None:
+        """A read is about to be issued: the first one sets `first` and `read`."""
+        if not self.read.is_set():
+            with self._lock:
+                if self.first is None:
+                    self.first = time.monotonic()
+                    self.read.set()
+
     def open(self, path: str) -> OpenFile:
         handle = self.inner.open(path)
         if self.read.is_set():
@@ -44,12 +53,13 @@ class FirstRead:
             size, mtime, regular = handle.size, handle.mtime, handle.regular
 
             def read(self, offset: int, length: int) -> int:
-                if not outer.read.is_set():
-                    with outer._lock:
-                        if outer.first is None:
-                            outer.first = time.monotonic()
-                            outer.read.set()
+                outer.note()
                 return handle.read(offset, length)
+
+            def read_many(self, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+                          short: list[tuple[int, int]]) -> int:
+                outer.note()
+                return handle.read_many(offsets, lengths, positions, lo, hi, short)
 
             def identity(self) -> tuple[int, float]:
                 return handle.identity()

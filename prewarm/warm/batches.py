@@ -13,10 +13,10 @@ Overlapping or touching ranges of one file are merged first, so a plan naming th
 same bytes twice (or a hostile plan of a hundred thousand adjacent one-byte ranges)
 costs one read, placed where the plan first needed it.
 
-Memory follows the plan's ranges, never its bytes: merging works on typed arrays,
-pieces are cut one at a time as batches are taken (`iter_batches`), and a batch
-holds at most `MAX_READS` of them. A 16 TiB plan is 16 million 1 MiB reads; none of
-them exists before its batch does.
+Memory follows the plan's ranges, never its bytes: merging works on numpy columns
+(`columns.py`), reads are cut a block at a time as batches are taken (`iter_batches`),
+and a batch holds at most `MAX_READS` of them, as columns (`Reads`), not objects. A
+16 TiB plan is 16 million 1 MiB reads; none of them exists before its batch does.
 """
 
 from __future__ import annotations
@@ -27,12 +27,16 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any, overload
+
+import numpy as np
 
 from prewarm.plan.access import Op
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
+from prewarm.plan.rangetable import RangeTable
 from prewarm.plan.records import FileInfo, MetaOp
+from prewarm.warm.columns import Block, Cutter, Merged, ended_within, merge_spans, merge_table
 
 TARGET_SECONDS = 0.5
 """Transfer time a batch should take at the configured rate: 3 ms overhead is then 0.6%."""
@@ -56,12 +60,127 @@ turn N opens into N sequential round trips.
 """
 
 
+class Reads(Sequence[ByteRange]):
+    """A batch's reads as columns: each file's path once (`paths`), and per read the index of its
+    path, its offset and its length, in typed arrays (20 bytes a read).
+
+    The loop reads the columns and cuts them into each reader thread's work without making an
+    object per read: at a few microseconds of system call per page-cached 4 KiB read, a
+    `ByteRange` per piece, a tuple per heap entry and a future per read cost more than the
+    reads (60-85 us of CPU per read against fio's 2-3). Iterating gives `ByteRange`s, for
+    the report, the Redis form and tests.
+    """
+
+    __slots__ = ("paths", "pid", "offset", "length", "_ids")
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.pid: array[int] = array("I")
+        self.offset: array[int] = array("q")
+        self.length: array[int] = array("q")
+        self._ids: dict[str, int] = {}
+
+    @classmethod
+    def from_columns(cls, paths: list[str], pid: bytes, offset: bytes, length: bytes) -> Reads:
+        """Reads from raw columns: `paths` distinct, `pid` unsigned 32-bit indexes into them, `offset`
+        and `length` signed 64-bit, in native byte order."""
+        out = cls()
+        out.paths = paths
+        out._ids = {p: i for i, p in enumerate(paths)}
+        out.pid.frombytes(pid)
+        out.offset.frombytes(offset)
+        out.length.frombytes(length)
+        return out
+
+    @classmethod
+    def of(cls, reads: Iterable[ByteRange]) -> Reads:
+        out = cls()
+        for r in reads:
+            out.add(out.path_id(r.path), r.offset, r.length)
+        return out
+
+    def path_id(self, path: str) -> int:
+        """The index of `path` in `paths`, added if new."""
+        i = self._ids.get(path)
+        if i is None:
+            i = self._ids[path] = len(self.paths)
+            self.paths.append(path)
+        return i
+
+    def add(self, i: int, offset: int, length: int) -> None:
+        self.pid.append(i)
+        self.offset.append(offset)
+        self.length.append(length)
+
+    def add_cut(self, i: int, s: int, e: int, granule: int) -> int:
+        """`[s, e)` of path `i` as reads that never straddle a granule boundary; how many."""
+        n = 0
+        while s < e:
+            b = min(e, (s // granule + 1) * granule)
+            self.add(i, s, b - s)
+            s = b
+            n += 1
+        return n
+
+    def by_file(self) -> list[array[int]]:
+        """For each path (by index), the positions of its reads, in order."""
+        out = [array("q") for _ in self.paths]
+        for k, i in enumerate(self.pid):
+            out[i].append(k)
+        return out
+
+    def starting_before(self, positions: array[int], size: int) -> array[int] | None:
+        """Of the reads at `positions`, those that start before `size`; None when all of them do."""
+        offset = self.offset
+        for p in positions:
+            if offset[p] >= size:
+                return array("q", [q for q in positions if offset[q] < size])
+        return None
+
+    def file_bytes(self) -> dict[str, int]:
+        """Bytes read per file."""
+        per = [0] * len(self.paths)
+        for i, n in zip(self.pid, self.length, strict=True):
+            per[i] += n
+        return dict(zip(self.paths, per, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.pid)
+
+    @overload
+    def __getitem__(self, k: int) -> ByteRange: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> Sequence[ByteRange]: ...
+
+    def __getitem__(self, k: int | slice) -> ByteRange | Sequence[ByteRange]:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self.pid)))]
+        return ByteRange(self.paths[self.pid[k]], self.offset[k], self.length[k])
+
+    def __iter__(self) -> Iterator[ByteRange]:
+        paths = self.paths
+        for i, off, n in zip(self.pid, self.offset, self.length, strict=True):
+            yield ByteRange(paths[i], off, n)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Reads({list(self)!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Reads (and metadata operations) warmed by one task, with the identity of each file read."""
 
     index: int
-    reads: tuple[ByteRange, ...] = ()
+    reads: Reads = field(default_factory=lambda: Reads())
     meta: tuple[MetaOp, ...] = ()
     files: Mapping[str, FileInfo] = field(default_factory=dict)
     closes: frozenset[str] = frozenset()
@@ -69,7 +188,7 @@ class Batch:
 
     @property
     def bytes(self) -> int:
-        return sum(r.length for r in self.reads)
+        return sum(self.reads.length)
 
     def to_json(self) -> dict[str, Any]:
         """Each path once (`paths`), reads by its index; runs of contiguous reads of one file as one
@@ -90,17 +209,18 @@ class Batch:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Batch:
         """Load a batch this module wrote (it is stored by prewarm itself, not user input)."""
-        reads: list[ByteRange] = []
+        reads = Reads()
         paths = data.get("paths", [])
         for item in data["reads"]:
             path = paths[item[0]] if isinstance(item[0], int) else item[0]
+            i = reads.path_id(path)
             if len(item) == 4:
-                reads.extend(_cut(path, int(item[1]), int(item[1]) + int(item[2]), int(item[3])))
+                reads.add_cut(i, int(item[1]), int(item[1]) + int(item[2]), int(item[3]))
             else:
-                reads.append(ByteRange(path, int(item[1]), int(item[2])))
+                reads.add(i, int(item[1]), int(item[2]))
         return cls(
             index=int(data["index"]),
-            reads=tuple(reads),
+            reads=reads,
             meta=tuple(MetaOp(Op(op), p) for op, p in data["meta"]),
             files={p: FileInfo(p, int(s), float(m)) for p, (s, m) in data["files"].items()},
             closes=frozenset(data["closes"]),
@@ -145,94 +265,37 @@ def batch_bytes(rate_bps: int | None, granule: int) -> int:
     return max(granule, int(rate * TARGET_SECONDS))
 
 
-def _merged(spans: Iterable[tuple[str, int, int]]) -> tuple[list[str], array[int], array[int], array[int], array[int]]:
-    """Each file's overlapping or touching spans merged: (paths, path ids, starts, ends) as arrays,
-    and the order in which the merged spans are first needed (the earliest plan position in each).
-
-    Only typed arrays and one file's spans at a time: spans are bucketed by file (a counting
-    sort on the path id), each file's are sorted alone, and the merged spans are put back in
-    plan order by their positions, which are distinct plan indexes.
-    """
-    ids: dict[str, int] = {}
-    paths: list[str] = []
-    pid, start, end = array("I"), array("q"), array("q")
-    for path, off, length in spans:
-        if length <= 0:
-            continue
-        i = ids.get(path)
-        if i is None:
-            i = ids[path] = len(paths)
-            paths.append(path)
-        pid.append(i)
-        start.append(off)
-        end.append(off + length)
-    first = array("q", [0]) * (len(paths) + 1)
-    for i in pid:
-        first[i + 1] += 1
-    for i in range(len(paths)):
-        first[i + 1] += first[i]
-    fill = array("q", first)
-    by_file = array("q", [0]) * len(pid)
-    for k, i in enumerate(pid):
-        by_file[fill[i]] = k
-        fill[i] += 1
-    del fill
-    m_pid, m_start, m_end, m_pos = array("I"), array("q"), array("q"), array("q")
-    for i in range(len(paths)):
-        for k in sorted(by_file[first[i]:first[i + 1]], key=start.__getitem__):
-            if m_pid and m_pid[-1] == i and start[k] <= m_end[-1]:
-                m_end[-1] = max(m_end[-1], end[k])
-                m_pos[-1] = min(m_pos[-1], k)
-            else:
-                m_pid.append(i)
-                m_start.append(start[k])
-                m_end.append(end[k])
-                m_pos.append(k)
-    del by_file, first
-    slot = array("q", [-1]) * len(pid)
-    for m, k in enumerate(m_pos):
-        slot[k] = m
-    order = array("q", (m for m in slot if m >= 0))
-    return paths, m_pid, m_start, m_end, order
+Spans = Iterable[tuple[str, int, int]] | RangeTable | Merged
+"""A plan's spans: `(path, offset, length)` in plan order, its range table, or what `merge` made of them."""
 
 
-class Merged(NamedTuple):
-    """`_merged`'s columns: paths, path ids, starts, ends, first-need order."""
-
-    paths: list[str]
-    pid: array[int]
-    start: array[int]
-    end: array[int]
-    order: array[int]
+def merge(spans: Spans) -> Merged:
+    """Spans merged once, for `merged_size` and `iter_batches` both (the merge is most of a big plan's cost)."""
+    if isinstance(spans, Merged):
+        return spans
+    return merge_table(spans) if isinstance(spans, RangeTable) else merge_spans(spans)
 
 
-def merged_size(spans: Iterable[tuple[str, int, int]] | Merged) -> tuple[int, int]:
+def merged_size(spans: Spans) -> tuple[int, int]:
     """(bytes, files) that spans cover once merged: what a warm of them will read at most."""
-    paths, _, start, end, _ = spans if isinstance(spans, Merged) else _merged(spans)
-    return sum(end) - sum(start), len(paths)
+    m = merge(spans)
+    return m.nbytes, m.nfiles
 
 
-def merge(spans: Iterable[tuple[str, int, int]]) -> Merged:
-    """Spans merged once, for `merged_size` and `iter_pieces` both (the merge is most of a big plan's cost)."""
-    return Merged(*_merged(spans))
-
-
-def iter_pieces(spans: Iterable[tuple[str, int, int]] | Merged, granule: int) -> Iterator[tuple[ByteRange, bool]]:
+def iter_pieces(spans: Spans, granule: int) -> Iterator[tuple[ByteRange, bool]]:
     """Merge each file's overlapping ranges, keep first-need order, cut at granule boundaries,
-    one piece at a time; the flag marks each file's last piece. `spans` are `(path, offset,
-    length)` in plan order, or what `merge` made of them."""
-    paths, pid, start, end, order = spans if isinstance(spans, Merged) else _merged(spans)
-    last = array("q", [0]) * len(paths)
-    for k, m in enumerate(order):
-        last[pid[m]] = k
-    for k, m in enumerate(order):
-        path, s, e = paths[pid[m]], start[m], end[m]
-        final = last[pid[m]] == k
-        for piece in _cut(path, s, e, granule):
-            yield piece, final and piece.end == e
+    one piece at a time; the flag marks each file's last piece."""
+    m = merge(spans)
+    cut = Cutter(m, granule)
+    while cut.at < cut.total:
+        block = cut.take(EMBEDDED_READS)
+        cut.advance(len(block.pid))
+        for i, off, n, final in zip(block.pid.tolist(), block.offset.tolist(), block.length.tolist(),
+                                    block.final.tolist(), strict=True):
+            yield ByteRange(m.paths[i], off, n), final
 
 
-def pieces(spans: Iterable[tuple[str, int, int]], granule: int) -> list[ByteRange]:
+def pieces(spans: Spans, granule: int) -> list[ByteRange]:
     """All of `iter_pieces` at once (small plans and tests)."""
     return [p for p, _ in iter_pieces(spans, granule)]
 
@@ -265,13 +328,11 @@ def embedded_head(plan: Plan, granule: int) -> tuple[list[Batch], frozenset[str]
     plan, nothing after them overlaps), so the first read leaves at once. Empty when no file ends
     within the head (then the first read waits for the merge, as before).
     """
-    for k in (FIRST_READS, EMBEDDED_READS):
-        done = frozenset(plan.table.ended_within(k))
-        if done:
-            break
-    else:
+    k, ended = ended_within(plan.table, (FIRST_READS, EMBEDDED_READS))
+    done = frozenset(ended)
+    if not done:
         return [], done
-    head = [s for s in islice(_spans(plan), k) if s[0] in done]
+    head = [s for s in islice(plan.table.spans(), k) if s[0] in done]
     return list(iter_batches(plan.metadata[:MAX_META], head, plan.files, granule, 1 << 62, EMBEDDED_READS,
                              MAX_META, first_reads=FIRST_READS)), done
 
@@ -282,26 +343,22 @@ def embedded_batches(plan: Plan, granule: int, merged: Merged | None = None, hea
     After `head` batches of `embedded_head`, `merged` must leave out its files, and the batches go on
     from its index and its metadata."""
     meta = plan.metadata[MAX_META:] if head else plan.metadata
-    return iter_batches(meta, merged or _spans(plan), plan.files, granule, 1 << 62, EMBEDDED_READS,
+    return iter_batches(meta, merged or plan.table, plan.files, granule, 1 << 62, EMBEDDED_READS,
                         MAX_META, first_reads=None if head else FIRST_READS, index=head)
 
 
 def whole_batch(plan: Plan, granule: int) -> Batch:
     """The entire plan as one batch (small plans and tests: memory grows with the plan's reads)."""
-    reads = pieces(_spans(plan), granule)
-    paths = {r.path for r in reads}
-    return Batch(0, reads=tuple(reads), meta=plan.metadata + dir_listings(paths, plan.metadata),
+    reads = Reads.of(pieces(plan.table, granule))
+    paths = reads.paths
+    return Batch(0, reads=reads, meta=plan.metadata + dir_listings(paths, plan.metadata),
                  files=dict(plan.files), closes=frozenset(paths))
-
-
-def _spans(plan: Plan) -> Iterator[tuple[str, int, int]]:
-    return plan.table.spans()
 
 
 def make_batches(plan: Plan, granule: int, rate_bps: int | None,
                  max_reads: int = MAX_READS, max_meta: int = MAX_META) -> list[Batch]:
     """The plan's reads, the first batches carrying its metadata operations too (see `iter_batches`)."""
-    return list(iter_batches(plan.metadata, _spans(plan), plan.files, granule, batch_bytes(rate_bps, granule),
+    return list(iter_batches(plan.metadata, plan.table, plan.files, granule, batch_bytes(rate_bps, granule),
                              max_reads, max_meta))
 
 
@@ -312,9 +369,8 @@ def make_retry_batches(failed: Sequence[ByteRange], files: Mapping[str, FileInfo
                              granule, batch_bytes(rate_bps, granule), max_reads, MAX_META))
 
 
-def iter_batches(meta: Sequence[MetaOp], spans: Iterable[tuple[str, int, int]] | Merged,
-                 files: Mapping[str, FileInfo], granule: int, target: int, max_reads: int, max_meta: int,
-                 first_reads: int | None = None, index: int = 0) -> Iterator[Batch]:
+def iter_batches(meta: Sequence[MetaOp], spans: Spans, files: Mapping[str, FileInfo], granule: int, target: int,
+                 max_reads: int, max_meta: int, first_reads: int | None = None, index: int = 0) -> Iterator[Batch]:
     """Read batches of at most `max_reads` reads or `target` bytes, lazily; the plan's metadata
     operations ride with the first of them, `max_meta` a batch (what is left over goes in
     batches of its own at the end).
@@ -322,31 +378,36 @@ def iter_batches(meta: Sequence[MetaOp], spans: Iterable[tuple[str, int, int]] |
     Metadata used to go in batches of its own first, and every read waited for them: the
     first read of shot200 reached the gateway 0.54 s after the start (`dd`: 0.13 s). In
     a batch, the loop runs them in slots no read or open needs, so they overlap the reads.
+
+    Each batch is cut from a block of reads as columns (`columns.Cutter`): no object per read.
     """
     chunks = deque(tuple(meta[i:i + max_meta]) for i in range(0, len(meta), max_meta))
-    chunk: list[ByteRange] = []
-    closes: set[str] = set()
-    size = 0
+    m = merge(spans)
+    cut = Cutter(m, granule)
     limit = min(max_reads, first_reads or max_reads)
-    for piece, final in iter_pieces(spans, granule):
-        chunk.append(piece)
-        size += piece.length
-        if final:
-            closes.add(piece.path)
-        if len(chunk) >= limit or size >= target:
-            yield _batch(index, chunk, closes, files, chunks.popleft() if chunks else ())
-            index += 1
-            chunk, closes, size, limit = [], set(), 0, max_reads
-    if chunk:
-        yield _batch(index, chunk, closes, files, chunks.popleft() if chunks else ())
+    while cut.at < cut.total:
+        block = cut.take(limit)
+        n = min(len(block.length), int(np.searchsorted(np.cumsum(block.length), target)) + 1)
+        cut.advance(n)
+        yield _batch(index, m.paths, block, n, files, chunks.popleft() if chunks else ())
         index += 1
+        limit = max_reads
     for rest in chunks:
         yield Batch(index, meta=rest)
         index += 1
 
 
-def _batch(index: int, chunk: list[ByteRange], closes: set[str], files: Mapping[str, FileInfo],
+def _batch(index: int, paths: list[str], block: Block, n: int, files: Mapping[str, FileInfo],
            meta: tuple[MetaOp, ...]) -> Batch:
-    paths = {r.path for r in chunk}
-    return Batch(index, reads=tuple(chunk), meta=meta + dir_listings(paths, meta),
-                 files={p: files[p] for p in sorted(paths) if p in files}, closes=frozenset(closes))
+    """The first `n` reads of `block` as a batch, its paths numbered by first appearance (the loop
+    opens its files in that order)."""
+    pid = block.pid[:n]
+    ids, first, inverse = np.unique(pid, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[order] = np.arange(len(ids))
+    reads = Reads.from_columns([paths[i] for i in ids[order].tolist()], rank[inverse].astype(np.uint32).tobytes(),
+                               block.offset[:n].tobytes(), block.length[:n].tobytes())
+    closes = frozenset(paths[i] for i in pid[block.final[:n]].tolist())
+    return Batch(index, reads=reads, meta=meta + dir_listings(reads.paths, meta),
+                 files={p: files[p] for p in sorted(reads.paths) if p in files}, closes=closes)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from prewarm.plan.model import Plan
 from prewarm.plan.ranges import ByteRange
 from prewarm.site.settings import Settings
-from prewarm.warm.batches import Batch, embedded_batches, embedded_head, merge, merged_size
+from prewarm.warm.batches import Batch, embedded_batches, embedded_head, merged_size
+from prewarm.warm.columns import merge_table
 from prewarm.warm.job import JobInfo, JobState, final_state
 from prewarm.warm.loop import WarmContext, execute_batch
 from prewarm.warm.reader import OpenOnce, Reader, site_reader
@@ -51,6 +52,10 @@ def run_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
                   progress: Callable[[JobInfo], None] | None = None) -> EmbeddedWarm:
     """`run_embedded`, keeping what `prewarm warm --report` needs."""
+    opens = OpenOnce(reader or site_reader(settings))
+    first = next((path for path, _, length in plan.table.spans() if length > 0), None)
+    if first is not None:
+        opens.open_ahead(first)
     head, ended = embedded_head(plan, settings.read_size)
     planned = sum(b.bytes for b in head)
     gateway = ",".join(settings.gateways(plan.gateways))
@@ -71,7 +76,6 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
 
     throttle = (TokenBucket(settings.throttle_bps, time.monotonic, time.sleep)
                 if settings.throttle_bps else Unthrottled())
-    opens = OpenOnce(reader or site_reader(settings))
     window = Window(settings.in_flight)
     ctx = WarmContext(reader=opens, in_flight=settings.in_flight, throttle=throttle, progress=report, window=window)
     findings: dict[str, FileFinding] = {}
@@ -79,8 +83,8 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
     per_file: dict[str, int] = {}
 
     def warm(batch: Batch) -> None:
-        for r in batch.reads:
-            per_file[r.path] = per_file.get(r.path, 0) + r.length
+        for path, n in batch.reads.file_bytes().items():
+            per_file[path] = per_file.get(path, 0) + n
         opens.last_reads(batch.closes)
         result = execute_batch(batch, ctx)
         for k in WarmResult.COUNTERS:
@@ -96,8 +100,7 @@ def warm_embedded(plan: Plan, settings: Settings, reader: Reader | None = None,
         # the reader threads need between their system calls, and doubled the time to first read
         for batch in head:
             warm(batch)
-        spans = plan.table.spans()
-        merged = merge((s for s in spans if s[0] not in ended) if ended else spans)
+        merged = merge_table(plan.table, ended)
         rest, rest_files = merged_size(merged)
         info.bytes_planned += rest
         info.files_planned += rest_files

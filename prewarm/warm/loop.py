@@ -13,13 +13,19 @@ round trip. So opens, reads and metadata operations run on as many threads as th
 in-flight window says (`window.Window`: sized to bandwidth x RTT from the reads'
 own latencies and throughput). Each thread takes its next work itself, under one
 lock, and settles it there: no future per read and no central loop to wake. The
-system call runs with the lock and the GIL released. Work is taken preferring
-reads of files already open (plan order) over opening the next file, and each file
-is opened once per batch (once per warm through `reader.OpenOnce`). Directory listings go first (opens wait for them),
-then opens, and the plan's other metadata operations (stats of files the render
-looks at) only fill slots no open needs: on a cold gateway every one of them costs
-round trips, and before any data moves they only delay the first byte (shot100 at
-30 ms: 16 stats took every slot before the first open).
+system call runs with the lock and the GIL released. The batch's reads stay columns
+(`batches.Reads`): each file holds the positions of its reads, the ready queue holds
+one entry per open file, and a thread takes a run of one file's reads at once
+(`CHUNK_READS` at most, only when far more are ready than threads: page-cached reads
+of microseconds) and does them in `OpenFile.read_many`, one `preadv` each, with no
+object per read. Work is taken preferring reads of files already open (plan order)
+over opening the next file, and each file is opened once per batch (once per warm
+through `reader.OpenOnce`). The batch's first file is opened first of all, then
+directory listings go (the other opens of a listed folder wait for them), then opens,
+and the plan's other metadata operations (stats of files the render looks at) only
+fill slots no open needs: on a cold gateway every one of them costs round trips, and
+before any data moves they only delay the first byte (shot100 at 30 ms: 16 stats took
+every slot before the first open).
 
 What can go wrong is reported, never guessed around:
 - a file whose size or mtime differs from the plan, or that reads short, is
@@ -39,6 +45,7 @@ import logging
 import posixpath
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +57,7 @@ from prewarm.plan.ranges import ByteRange
 from prewarm.plan.records import FileInfo, MetaOp
 from prewarm.site.guard import NotAFile, Refused
 from prewarm.warm.batches import Batch
-from prewarm.warm.reader import OpenFile, Reader
+from prewarm.warm.reader import OpenFile, Reader, ReadsCut
 from prewarm.warm.results import (
     Claim,
     Dedupe,
@@ -133,20 +140,41 @@ class WarmContext:
     None: a window of this batch alone, starting at `in_flight`."""
 
 
-@dataclass
+CHUNK_READS = 64
+"""Reads a thread takes of one file at once, at most: where reads take microseconds (page-cached files),
+taking each under the lock, settling it and measuring it cost more than the read; where they take a
+round trip, threads take one read at a time (see `_Run._chunk`)."""
+
+CHUNK_RTT_S = 0.001
+"""Reads are taken in runs only once the window has measured round trips below this: a run through a
+gateway would hold a thread for several round trips, slowing a cancel and the warm's tail."""
+
+
 class _File:
-    path: str
-    pieces: list[tuple[int, ByteRange]]
-    handle: OpenFile | None = None
-    ident: FileInfo | None = None
-    left: int = 0
-    read_any: bool = False
+    """A file of the batch: the positions of its reads in the batch's columns, and how far they are taken."""
+
+    __slots__ = ("path", "slot", "pos", "next", "left", "handle", "ident", "read_any")
+
+    def __init__(self, path: str, slot: int, pos: array[int]) -> None:
+        self.path = path
+        self.slot = slot
+        self.pos = pos
+        self.next = 0
+        """Index in `pos` of the next read no thread has taken."""
+        self.left = len(pos)
+        """Reads taken or not whose outcome is not settled yet."""
+        self.handle: OpenFile | None = None
+        self.ident: FileInfo | None = None
+        self.read_any = False
 
 
 @dataclass(frozen=True, slots=True)
-class _Read:
+class _Reads:
+    """Reads `pos[lo:hi]` of one file, done one after the other by one thread."""
+
     file: _File
-    piece: ByteRange
+    lo: int
+    hi: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +195,19 @@ class _Close:
     file: _File
 
 
-_Work = _Read | _Open | _Meta | _Close
+_Work = _Reads | _Open | _Meta | _Close
+
+
+@dataclass(slots=True)
+class _Done:
+    """What a run of reads did: reads issued, bytes read and skipped (dedupe), and per read (by index
+    in the file's positions) the short ones and the failed ones."""
+
+    reads: int = 0
+    got: int = 0
+    skipped: int = 0
+    short: list[tuple[int, int]] = field(default_factory=list)
+    failed: list[tuple[int, OSError]] = field(default_factory=list)
 
 
 class _Run:
@@ -175,11 +215,18 @@ class _Run:
         self.batch = batch
         self.ctx = ctx
         self.result = WarmResult()
+        cols = batch.reads
+        self.offset, self.length = cols.offset, cols.length
         self.files: dict[str, _File] = {}
+        self.by_slot: list[_File | None] = [None] * len(cols.paths)
         self.to_open: deque[str] = deque()
+        self.lead: _File | None = None
+        """The file of the batch's first read, opened first."""
         self.listings: deque[MetaOp] = deque()
         self.meta: deque[MetaOp] = deque()
-        self.ready: list[tuple[int, str, ByteRange]] = []
+        self.ready: list[tuple[int, int]] = []
+        """(position of a file's next read, its slot) per open file with reads to take: plan order."""
+        self.ready_reads = 0
         self.closing: deque[_File] = deque()
         self.failed_here: set[str] = set()
         self.listing: dict[str, list[str]] = {}
@@ -189,6 +236,8 @@ class _Run:
         self.claimed: dict[tuple[str, int], Claim] = {}
         self.attempted: set[tuple[str, int]] = set()
         self.window = ctx.window or Window(ctx.in_flight)
+        self.fast = ctx.dedupe is None and isinstance(ctx.throttle, Unthrottled)
+        """Reads go straight to `OpenFile.read_many`: nothing to claim or to pace between them."""
         self.cond = threading.Condition()
         self.active = 0
         self.threads = 0
@@ -206,36 +255,42 @@ class _Run:
                 self.listing[op.path.rstrip("/") or "/"] = []
             else:
                 self.meta.append(op)
-        refused: dict[str, str | None] = {}
-        for pos, r in enumerate(batch.reads):
-            f = self.files.get(r.path)
-            if f is None:
-                why = refused[r.path] if r.path in refused else refused.setdefault(r.path, ctx.reader.refusal(r.path))
-                if why:
-                    self._finding(r.path, FindingKind.OUTSIDE, f"{why}: not read")
-                    self.result.bytes_failed += r.length
-                    continue
-                f = self.files[r.path] = _File(r.path, [])
-                parked = self.listing.get(posixpath.dirname(r.path))
-                (self.to_open if parked is None else parked).append(r.path)
-            f.pieces.append((pos, r))
-            f.left += 1
+        for slot, (path, pos) in enumerate(zip(cols.paths, cols.by_file(), strict=True)):
+            if why := ctx.reader.refusal(path):
+                self._finding(path, FindingKind.OUTSIDE, f"{why}: not read")
+                self.result.bytes_failed += sum(self.length[p] for p in pos)
+                continue
+            f = self.files[path] = self.by_slot[slot] = _File(path, slot, pos)
+            if self.lead is None:
+                # The batch's first file is opened before anything else, beside its folder's listing:
+                # the listing only saves later opens their round trips, the first read need not wait.
+                self.lead = f
+                continue
+            parked = self.listing.get(posixpath.dirname(path))
+            (self.to_open if parked is None else parked).append(path)
         if ctx.dedupe is not None:
             self._preclaim(ctx.dedupe)
+
+    def _piece(self, f: _File, k: int) -> ByteRange:
+        """The `k`th read of `f` as a value (for the dedupe index and the failed ranges)."""
+        p = f.pos[k]
+        return ByteRange(f.path, self.offset[p], self.length[p])
 
     def _preclaim(self, dedupe: Dedupe) -> None:
         """Claim the batch's pieces up front, by planned identity: a file whose every piece is
         already warm is not even opened (a second job over the same data sends the gateway nothing)."""
-        items = [(self.batch.files[f.path], piece) for f in self.files.values() if f.path in self.batch.files
-                 for _, piece in f.pieces]
+        items = [(self.batch.files[f.path], self._piece(f, k)) for f in self.files.values()
+                 if f.path in self.batch.files for k in range(len(f.pos))]
         for (_, piece), claim in zip(items, dedupe.claim_now(items), strict=True):
             self.claimed[(piece.path, piece.offset)] = claim
         for f in self.files.values():
-            keep = [(pos, p) for pos, p in f.pieces if self.claimed.get((p.path, p.offset)) is not Claim.SKIP]
-            self.result.bytes_skipped += sum(p.length for _, p in f.pieces) - sum(p.length for _, p in keep)
-            f.pieces, f.left = keep, len(keep)
-        gone = {path for path, f in self.files.items() if not f.pieces}
+            keep = array("q", (p for p in f.pos if self.claimed.get((f.path, self.offset[p])) is not Claim.SKIP))
+            self.result.bytes_skipped += sum(self.length[p] for p in f.pos) - sum(self.length[p] for p in keep)
+            f.pos, f.left = keep, len(keep)
+        gone = {path for path, f in self.files.items() if not f.pos}
         self.to_open = deque(p for p in self.to_open if p not in gone)
+        if self.lead is not None and self.lead.path in gone:
+            self.lead = None
         for d, parked in self.listing.items():
             self.listing[d] = [p for p in parked if p not in gone]
 
@@ -243,18 +298,21 @@ class _Run:
         self.failed_here.add(path)
         self.result.findings.setdefault(path, FileFinding(path, kind, text))
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
+    def _retrying(self, fn: Callable[[], T], failed: OSError | None = None) -> T:
+        """`fn()`, tried again after transient errors with exponential backoff; `failed`: its first
+        try already failed so (a run of reads stopped there), and counts as one."""
         attempt = 0
         while True:
-            try:
-                return fn()
-            except Refused:
-                raise
-            except OSError as exc:
-                if exc.errno not in TRANSIENT or attempt >= self.ctx.retries:
-                    raise
-                self.ctx.sleep(self.ctx.backoff_s * 2 ** attempt)
-                attempt += 1
+            if failed is None:
+                try:
+                    return fn()
+                except OSError as exc:
+                    failed = exc
+            if isinstance(failed, Refused) or failed.errno not in TRANSIENT or attempt >= self.ctx.retries:
+                raise failed
+            self.ctx.sleep(self.ctx.backoff_s * 2 ** attempt)
+            attempt += 1
+            failed = None
 
     # work done in reader threads, outside the lock
 
@@ -265,19 +323,65 @@ class _Run:
         """(read?, bytes): read False means the dedupe index says the gateway holds it."""
         handle, ident, dedupe = f.handle, f.ident, self.ctx.dedupe
         assert handle is not None and ident is not None
+        if dedupe is None:
+            self.ctx.throttle.acquire(piece.length)
+            return True, self._retrying(partial(handle.read, piece.offset, piece.length))
+        self.attempted.add((piece.path, piece.offset))
         pre = self.claimed.get((piece.path, piece.offset))
-        if dedupe is not None and pre is not Claim.READ and not dedupe.claim(ident, piece):
+        if pre is not Claim.READ and not dedupe.claim(ident, piece):
             return False, 0
         try:
             self.ctx.throttle.acquire(piece.length)
             got = self._retrying(lambda: handle.read(piece.offset, piece.length))
         except BaseException:
-            if dedupe is not None:
-                dedupe.release(ident, piece)
+            dedupe.release(ident, piece)
             raise
-        if dedupe is not None:
-            (dedupe.warmed if got == piece.length else dedupe.release)(ident, piece)
+        (dedupe.warmed if got == piece.length else dedupe.release)(ident, piece)
         return True, got
+
+    def _reads(self, f: _File, lo: int, hi: int) -> _Done:
+        """Reads `lo..hi-1` of `f`, one after the other; a read that fails is retried alone and the
+        run goes on after it, so each read has the fate it would have had alone."""
+        done = _Done()
+        handle = f.handle
+        assert handle is not None
+        if not self.fast:
+            for k in range(lo, hi):
+                piece = self._piece(f, k)
+                try:
+                    read, got = self._read(f, piece)
+                except OSError as exc:
+                    done.failed.append((k, exc))
+                    continue
+                if not read:
+                    done.skipped += piece.length
+                    continue
+                done.reads += 1
+                done.got += got
+                if got < piece.length:
+                    done.short.append((k, got))
+            return done
+        k = lo
+        while k < hi:
+            try:
+                done.got += handle.read_many(self.offset, self.length, f.pos, k, hi, done.short)
+                done.reads += hi - k
+                break
+            except ReadsCut as cut:
+                done.got += cut.got
+                done.reads += cut.at - k
+                k = cut.at + 1
+                p = f.pos[cut.at]
+                try:
+                    got = self._retrying(partial(handle.read, self.offset[p], self.length[p]), cut.cause)
+                except OSError as exc:
+                    done.failed.append((cut.at, exc))
+                    continue
+                done.reads += 1
+                done.got += got
+                if got < self.length[p]:
+                    done.short.append((cut.at, got))
+        return done
 
     def _meta(self, op: MetaOp) -> None:
         reader = self.ctx.reader
@@ -339,9 +443,6 @@ class _Run:
             threads.append(t)
             t.start()
 
-    def pending_work(self) -> int:
-        return len(self.closing) + len(self.ready) + len(self.listings) + len(self.to_open) + len(self.meta)
-
     def _worker(self) -> None:
         cond = self.cond
         with cond:
@@ -361,17 +462,17 @@ class _Run:
                     cond.acquire()
                 self.active -= 1
                 self.last_done = time.monotonic()
-                if exc is None and not (isinstance(work, _Read) and not outcome[0]):
+                reads = isinstance(work, _Reads)
+                if exc is None and not (reads and not outcome.reads):
                     # opens and metadata are round trips too: counted with no bytes, so a warm of many
                     # small files sizes its window for open + read, not for the read alone
-                    self.window.observe(self.last_done - t0, outcome[1] if isinstance(work, _Read) else 0,
-                                        self.last_done)
+                    self.window.observe(self.last_done - t0, outcome.got if reads else 0, self.last_done,
+                                        outcome.reads if reads else 1)
                 try:
                     self._settle(work, outcome, exc)
                 except BaseException as e:
                     self.error = self.error or e
-                if self.ctx.progress is not None and (not isinstance(work, _Read)
-                                                      or self.last_done >= self.next_progress):
+                if self.ctx.progress is not None and (not reads or self.last_done >= self.next_progress):
                     self.next_progress = self.last_done + PROGRESS_S
                     self.ctx.progress(self.result.snapshot(self.active))
                 room = self.window.size - self.active - 1
@@ -399,13 +500,8 @@ class _Run:
 
     def _do(self, work: _Work) -> Any:
         match work:
-            case _Read(file=f, piece=piece):
-                if self.ctx.dedupe is None:
-                    assert f.handle is not None
-                    self.ctx.throttle.acquire(piece.length)
-                    return True, self._retrying(partial(f.handle.read, piece.offset, piece.length))
-                self.attempted.add((piece.path, piece.offset))
-                return self._read(f, piece)
+            case _Reads(file=f, lo=lo, hi=hi):
+                return self._reads(f, lo, hi)
             case _Open(file=f):
                 return self._open(f)
             case _Meta(op=op):
@@ -435,10 +531,10 @@ class _Run:
         """Pieces claimed up front but never read (file changed or missing, batch cancelled): let others have them."""
         for f in self.files.values():
             planned = self.batch.files.get(f.path)
-            for _, piece in f.pieces:
-                key = (piece.path, piece.offset)
+            for k in range(len(f.pos)):
+                key = (f.path, self.offset[f.pos[k]])
                 if planned is not None and self.claimed.get(key) is Claim.READ and key not in self.attempted:
-                    dedupe.release(planned, piece)
+                    dedupe.release(planned, self._piece(f, k))
 
     def _stop_requested(self) -> bool:
         if self.stopped or self.ctx.should_stop is None:
@@ -449,12 +545,35 @@ class _Run:
             self.stopped = self.ctx.should_stop()
         return self.stopped
 
+    def pending_work(self) -> int:
+        """Work that threads could take now: a run of reads counts once."""
+        runs = -(-self.ready_reads // self._chunk()) if self.ready_reads else 0
+        return (len(self.closing) + runs + (self.lead is not None) + len(self.listings) + len(self.to_open)
+                + len(self.meta))
+
+    def _chunk(self) -> int:
+        """Reads a thread takes of one file at once: one, unless the reads are quick (`CHUNK_RTT_S`) and
+        far more are ready than threads, up to `CHUNK_READS`; never when each read is claimed or paced."""
+        if not self.fast or not self.window.min_rtt < CHUNK_RTT_S:
+            return 1
+        return max(1, min(CHUNK_READS, self.ready_reads // (4 * self.window.size)))
+
     def _next(self) -> _Work | None:
         if self.closing:
             return _Close(self.closing.popleft())
         if self.ready:
-            _, path, piece = heapq.heappop(self.ready)
-            return _Read(self.files[path], piece)
+            _, slot = heapq.heappop(self.ready)
+            f = self.by_slot[slot]
+            assert f is not None
+            lo = f.next
+            hi = f.next = min(len(f.pos), lo + self._chunk())
+            self.ready_reads -= hi - lo
+            if hi < len(f.pos):
+                heapq.heappush(self.ready, (f.pos[hi], slot))
+            return _Reads(f, lo, hi)
+        if self.lead is not None:
+            f, self.lead = self.lead, None
+            return _Open(f)
         if self.listings:
             return _Meta(self.listings.popleft())
         if self.to_open:
@@ -475,13 +594,14 @@ class _Run:
                     self._os_finding(op.path, exc)
             case _Open(file=f):
                 self._opened(f, outcome if exc is None else None, exc)
-            case _Read(file=f, piece=piece):
+            case _Reads(file=f, lo=lo, hi=hi):
                 if exc is not None:
-                    self._fail(piece, self._os_finding(f.path, exc))
+                    kind = self._os_finding(f.path, exc)
+                    for k in range(lo, hi):
+                        self._fail(self._piece(f, k), kind)
                 else:
-                    read, got = outcome
-                    self._account(f, piece, read, got)
-                f.left -= 1
+                    self._account(f, outcome)
+                f.left -= hi - lo
                 if f.left == 0 and f.handle is not None:
                     self.closing.append(f)
             case _Close(file=f):
@@ -501,8 +621,8 @@ class _Run:
             self.result.failed.append(piece)
 
     def _fail_file(self, f: _File, kind: FindingKind) -> None:
-        for _, piece in f.pieces:
-            self._fail(piece, kind)
+        for k in range(len(f.pos)):
+            self._fail(self._piece(f, k), kind)
 
     def _opened(self, f: _File, handle: OpenFile | None, exc: BaseException | None) -> None:
         if handle is None:
@@ -524,17 +644,18 @@ class _Run:
             return
         f.handle = handle
         f.ident = planned or FileInfo(f.path, handle.size, handle.mtime)
-        inside_file = [(pos, p) for pos, p in f.pieces if p.offset < handle.size]
-        if len(inside_file) < len(f.pieces):
+        inside = self.batch.reads.starting_before(f.pos, handle.size)
+        if inside is not None:
             self._finding(f.path, FindingKind.CHANGED,
                           f"ranges past the end of the file ({handle.size} bytes): not read")
-            for _, piece in f.pieces:
-                if piece.offset >= handle.size:
-                    self._fail(piece, FindingKind.CHANGED)
-            f.pieces, f.left = inside_file, len(inside_file)
-        for pos, piece in f.pieces:
-            heapq.heappush(self.ready, (pos, f.path, piece))
-        if not f.pieces:
+            for k in range(len(f.pos)):
+                if self.offset[f.pos[k]] >= handle.size:
+                    self._fail(self._piece(f, k), FindingKind.CHANGED)
+            f.pos, f.left = inside, len(inside)
+        if f.pos:
+            heapq.heappush(self.ready, (f.pos[0], f.slot))
+            self.ready_reads += len(f.pos)
+        else:
             handle.close()
             f.handle = None
 
@@ -552,16 +673,17 @@ class _Run:
             self._finding(f.path, FindingKind.CHANGED,
                           f"modified while warmed (size {was.size} -> {size}, mtime {was.mtime} -> {mtime})")
 
-    def _account(self, f: _File, piece: ByteRange, read: bool, got: int) -> None:
-        if not read:
-            self.result.bytes_skipped += piece.length
-            return
-        self.result.reads += 1
-        f.read_any = True
-        self.result.bytes_done += got
-        if got < piece.length:
+    def _account(self, f: _File, done: _Done) -> None:
+        self.result.bytes_skipped += done.skipped
+        self.result.reads += done.reads
+        self.result.bytes_done += done.got
+        f.read_any = f.read_any or done.reads > 0
+        for k, got in done.short:
+            piece = self._piece(f, k)
             self._finding(f.path, FindingKind.CHANGED, f"short read at {piece.offset + got}: file truncated?")
             self._fail(ByteRange(piece.path, piece.offset + got, piece.length - got), FindingKind.CHANGED)
+        for k, exc in done.failed:
+            self._fail(self._piece(f, k), self._os_finding(f.path, exc))
 
     def _count_files(self) -> None:
         for path in self.batch.closes:

@@ -28,6 +28,7 @@ import os
 import resource
 import stat
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -61,10 +62,44 @@ class OpenFile(Protocol):
     def read(self, offset: int, length: int) -> int:
         """Read `[offset, offset+length)`; return the bytes read (fewer at end of file)."""
 
+    def read_many(self, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+                  short: list[tuple[int, int]]) -> int:
+        """Read `positions[lo:hi]` of the columns `offsets` and `lengths` in order, as `read` would each;
+        note `(k, bytes)` in `short` for each that read fewer bytes; return the bytes read. The first
+        read that raises ends the run: `ReadsCut` says which, with the error (see `read_each`)."""
+
     def identity(self) -> tuple[int, float]:
         """(size, mtime) now: compared with the plan's again once the file's reads are done."""
 
     def close(self) -> None: ...
+
+
+class ReadsCut(Exception):
+    """A run of reads stopped at `positions[at]`, which raised `cause`; `got` bytes were read before it.
+
+    The loop settles the reads before it, retries that one alone as it retries any read, and
+    goes on with the rest: each read has the fate it would have had alone.
+    """
+
+    def __init__(self, at: int, got: int, cause: OSError) -> None:
+        super().__init__(at, got, cause)
+        self.at, self.got, self.cause = at, got, cause
+
+
+def read_each(file: OpenFile, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+              short: list[tuple[int, int]]) -> int:
+    """`OpenFile.read_many` as one `read` per read: for files that wrap another's reads."""
+    total = 0
+    for k in range(lo, hi):
+        p = positions[k]
+        try:
+            got = file.read(offsets[p], lengths[p])
+        except OSError as exc:
+            raise ReadsCut(k, total, exc) from exc
+        total += got
+        if got < lengths[p]:
+            short.append((k, got))
+    return total
 
 
 class Reader(Protocol):
@@ -108,16 +143,17 @@ class _File:
         self.fd = -1
         self.direct = False
         self.drop_pages = drop_pages
+        opened = where
         if direct and hasattr(os, "O_DIRECT"):
             try:
-                self.fd, _ = guard.open_resolved(path, where, os.O_RDONLY | os.O_DIRECT)
+                self.fd, opened = guard.open_resolved(path, where, os.O_RDONLY | os.O_DIRECT)
                 self.direct = True
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
         if self.fd < 0:
-            self.fd, _ = guard.open_resolved(path, where, os.O_RDONLY)
-        st = os.fstat(self.fd)
+            self.fd, opened = guard.open_resolved(path, where, os.O_RDONLY)
+        st = opened.stat if opened.stat is not None else os.fstat(self.fd)
         self.size = st.st_size
         self.mtime = st.st_mtime
         self.regular = stat.S_ISREG(st.st_mode)
@@ -156,6 +192,39 @@ class _File:
                 break
             done += got
         return done
+
+    def read_many(self, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+                  short: list[tuple[int, int]]) -> int:
+        """The hot path: one `preadv` per read (and the page drop, where pages are dropped), nothing
+        else; whatever is not that plain case (a read longer than the buffer, a partial read, an error)
+        goes through `read`, which knows what to do."""
+        view = _buffer()
+        total = 0
+        for k in range(lo, hi):
+            p = positions[k]
+            offset, length = offsets[p], lengths[p]
+            try:
+                fd, direct = self.fd, self.direct
+                if length > BUFFER_BYTES:
+                    got = self.read(offset, length)
+                else:
+                    got = os.preadv(fd, [view[:length]], offset)
+                    if not direct and self.drop_pages:
+                        os.posix_fadvise(fd, offset, got, os.POSIX_FADV_DONTNEED)
+                    if 0 < got < length:
+                        got += self.read(offset + got, length - got)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not direct:
+                    raise ReadsCut(k, total, exc) from exc
+                try:
+                    self._fall_back()
+                    got = self.read(offset, length)
+                except OSError as again:
+                    raise ReadsCut(k, total, again) from again
+            total += got
+            if got < length:
+                short.append((k, got))
+        return total
 
     def identity(self) -> tuple[int, float]:
         st = os.fstat(self.fd)
@@ -202,9 +271,10 @@ class MountReader:
         self._root_dev: dict[str, tuple[int, bool]] = {}
         """Each root's local folder -> (device, a mount point?) when this reader first used it."""
 
-    def choice(self, path: str) -> ReadChoice:
-        """How the local `path` is read; raises OSError as `stat` does (a missing file)."""
-        dev = os.stat(path).st_dev
+    def choice(self, path: str, st: os.stat_result | None = None) -> ReadChoice:
+        """How the local `path` is read (`st`: what the file system said of it, if known, saving a `stat`);
+        raises OSError as `stat` does (a missing file)."""
+        dev = (st or os.stat(path)).st_dev
         with self._lock:
             found = self._choices.get(dev)
         if found is not None:
@@ -228,7 +298,7 @@ class MountReader:
         root = self._note_root(path)
         try:
             where = self.guard.resolve(path)
-            c = self.choice(where.local)
+            c = self.choice(where.local, where.stat)
             return _File(self.guard, path, where, c.direct, c.drop_pages)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise self._gone(root) or exc from None
@@ -310,6 +380,10 @@ class _Shared:
     def read(self, offset: int, length: int) -> int:
         return self._kept.handle.read(offset, length)
 
+    def read_many(self, offsets: array[int], lengths: array[int], positions: array[int], lo: int, hi: int,
+                  short: list[tuple[int, int]]) -> int:
+        return self._kept.handle.read_many(offsets, lengths, positions, lo, hi, short)
+
     def identity(self) -> tuple[int, float]:
         return self._kept.handle.identity()
 
@@ -336,6 +410,9 @@ class OpenOnce:
         self._lock = threading.Lock()
         self._files: OrderedDict[str, _Kept] = OrderedDict()
         self._last: frozenset[str] = frozenset()
+        self._ahead: threading.Thread | None = None
+        self._opening: dict[str, threading.Event] = {}
+        """Paths a thread is opening now: others wait for it rather than open them twice."""
         self.opens = 0
 
     def last_reads(self, paths: frozenset[str]) -> None:
@@ -353,26 +430,41 @@ class OpenOnce:
         return self.reader.listdir(path)
 
     def open(self, path: str) -> OpenFile:
-        with self._lock:
-            kept = self._files.get(path)
-            if kept is not None:
-                self._files.move_to_end(path)
-                kept.users += 1
-                return _Shared(self, path, kept)
-        handle = self.reader.open(path)
+        return _Shared(self, path, self._use(path))
+
+    def _use(self, path: str) -> _Kept:
+        """The kept descriptor of `path`, or a new one, with one more user; while another thread is
+        opening `path`, wait for it rather than open it again (after a failure there, open it here, to
+        meet the error anew)."""
+        while True:
+            with self._lock:
+                kept = self._files.get(path)
+                if kept is not None:
+                    self._files.move_to_end(path)
+                    kept.users += 1
+                    return kept
+                busy = self._opening.get(path)
+                if busy is None:
+                    busy = self._opening[path] = threading.Event()
+                    break
+            busy.wait()
+        try:
+            handle = self.reader.open(path)
+        except BaseException:
+            with self._lock:
+                del self._opening[path]
+            busy.set()
+            raise
         with self._lock:
             self.opens += 1
-            kept = self._files.get(path)
-            spare = kept is not None
-            if kept is None:
-                kept = self._files[path] = _Kept(handle)
+            del self._opening[path]
+            kept = self._files[path] = _Kept(handle)
             kept.users += 1
             closing = self._trim()
-        if spare:  # another thread opened it meanwhile: one descriptor is enough
-            handle.close()
+        busy.set()
         for k in closing:
             k.handle.close()
-        return _Shared(self, path, kept)
+        return kept
 
     def release(self, path: str, kept: _Kept) -> None:
         with self._lock:
@@ -398,8 +490,28 @@ class OpenOnce:
                 out.append(kept)
         return out
 
+    def open_ahead(self, path: str) -> None:
+        """Open `path` on a thread of its own and keep it open: the warm's first file, whose open (two
+        round trips of lookups or more on a cold gateway) then overlaps the cutting of the first batch
+        and the start of its threads. A failure is left for the batch's own open to meet and report."""
+        def run() -> None:
+            try:
+                kept = self._use(path)
+            except OSError:
+                return
+            with self._lock:  # kept without a user, not closed as a last read would be
+                kept.users -= 1
+                closing = self._trim()
+            for k in closing:
+                k.handle.close()
+
+        self._ahead = threading.Thread(target=run, name="prewarm-open-ahead", daemon=True)
+        self._ahead.start()
+
     def close(self) -> None:
         """Close every file kept open; the warm is over."""
+        if self._ahead is not None:
+            self._ahead.join()
         with self._lock:
             files, self._files = list(self._files.values()), OrderedDict()
         for kept in files:

@@ -99,15 +99,16 @@ class Window:
         self.min_rtt = math.inf
         self.read_bytes = 0.0
 
-    def observe(self, latency: float, nbytes: int, now: float) -> None:
-        """One operation done: `latency` seconds from issue to completion, `nbytes` read (0: an open, a
-        stat or a listing), at `now`. "Read size" below is bytes per operation."""
+    def observe(self, latency: float, nbytes: int, now: float, ops: int = 1) -> None:
+        """`ops` operations done one after the other by one thread: `latency` seconds from the first's issue
+        to the last's completion, `nbytes` read (0: an open, a stat or a listing), at `now`. "Read size"
+        below is bytes per operation."""
         with self._lock:
             if self._start is None:
                 self._start = now - latency
             self._last = now
             self._bytes += nbytes
-            self._reads += 1
+            self._reads += ops
             self._latency += latency
             if self._reads >= self.size and now - self._start >= MIN_ROUND_S:
                 self._round(now - self._start)
