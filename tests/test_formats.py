@@ -115,8 +115,8 @@ def test_reader_reads_each_file_once_and_counts_the_unreadable(tmp_path: Path, t
     assert isinstance(got[0], Structure) and got[1] is None and got[2] is None
     assert opened == [f"/studio{p}" for p in (tx, sparse, scene)]
     stats = reader.stats()
-    assert stats["structure_unreadable"] == 1 and "sparse" in str(stats["structure_unreadable_files"])
-    assert stats["structured_files"] == {"tiff": 1}
+    assert stats.structure_unreadable == 1 and "sparse" in str(stats.structure_unreadable_files)
+    assert stats.structured_files == {"tiff": 1}
 
 
 def test_a_file_that_vanished_or_lies_outside_the_roots_is_a_reason_not_an_error(tmp_path: Path, tx: Path):
