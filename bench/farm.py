@@ -57,7 +57,9 @@ JSON (`--json`, default bench/out/farm.json) with `strategies.<name>.node_wait_s
 `.makespan_s`, `.wan_bytes` (the `fresh` start, summed over the shots that have it) and
 the same under `earlier.strategies` and `first-quarter.strategies` and per shot. Per
 shot, `waits` lists the reads that waited longest: frame, file, offset, and whether the
-page was still queued (`queued`: pages ahead of it), in flight, or in no plan (null).
+page was still queued (`queued`: pages ahead of it), in flight, or in no plan (null);
+`warm_unread_bytes` (and `_by_reason`, `_before_first_replan`) is what the warm fetched
+that no frame read, by the reason of the plan range that queued it.
 """
 
 from __future__ import annotations
@@ -171,6 +173,10 @@ class Result:
     replans: int = 0
     replan_wall_s: list[float] = field(default_factory=list)
     first_apply_s: float | None = None
+    warm_unread: int = 0
+    """Warmed bytes no frame read: the guesses' cost."""
+    warm_unread_before: int = 0
+    warm_unread_by_reason: dict[str, int] = field(default_factory=dict)
     warm_bytes_before: int = 0
     """What the warm had booked when the first re-plan applied: the guesses warmed before any records."""
     waits: list[dict[str, Any]] = field(default_factory=list)
@@ -188,6 +194,8 @@ class Result:
                 "replan_wall_max_s": round(max(self.replan_wall_s, default=0.0), 3),
                 "first_replan_applied_s": None if self.first_apply_s is None else round(self.first_apply_s, 1),
                 "warm_bytes_before_first_replan": self.warm_bytes_before,
+                "warm_unread_bytes": self.warm_unread, "warm_unread_bytes_before_first_replan": self.warm_unread_before,
+                "warm_unread_bytes_by_reason": dict(sorted(self.warm_unread_by_reason.items())),
                 "frame_wait_s": {str(f): round(w, 2) for f, w in sorted(self.frame_wait_s.items())},
                 "waits": sorted(self.waits, key=lambda w: -w["wait_s"])[:WAITS_LISTED],
                 "frame_start_s": {str(f): round(t, 1) for f, t in sorted(self.frame_start_s.items())}}
@@ -214,6 +222,10 @@ class Burst:
         self.queued: dict[tuple[str, int], int] = {}
         """Page -> its place in the queue (for the wait diagnostics)."""
         self.applied = 0.0
+        self.warmed_at: dict[tuple[str, int], float] = {}
+        self.why: dict[tuple[str, int], str] = {}
+        """Page -> the reason of the plan range that last queued it."""
+        self.read_pages: set[tuple[str, int]] = set()
         self.idle_streams = 0
         self.replanner = replanner
         self.result = Result()
@@ -243,6 +255,7 @@ class Burst:
                 if key not in seen and key not in self.ready:
                     seen.add(key)
                     pages.append(key)
+                    self.why[key] = r.reason.value
         self.queue, self.qpos = pages, 0
         self.queued = {k: i for i, k in enumerate(pages)}
         self.applied = self.now
@@ -257,6 +270,14 @@ class Burst:
             self.now, _, kind, payload = heapq.heappop(self.events)
             getattr(self, f"_on_{kind}")(payload)
         self.result.wan_bytes = int(self._booked)
+        unread = [t for k, t in self.warmed_at.items() if k not in self.read_pages]
+        first = self.result.first_apply_s
+        self.result.warm_unread = len(unread) * PAGE
+        self.result.warm_unread_before = sum(1 for t in unread if first is None or t < first) * PAGE
+        for k in self.warmed_at:
+            if k not in self.read_pages:
+                why = self.why.get(k, "?")
+                self.result.warm_unread_by_reason[why] = self.result.warm_unread_by_reason.get(why, 0) + PAGE
         return self.result
 
     _booked = 0.0
@@ -296,6 +317,7 @@ class Burst:
         done = self._book(len(pages) * PAGE)
         for key in pages:
             self.ready[key] = done
+            self.warmed_at[key] = self.now
         self._push(done, "stream")
 
     # the farm
@@ -338,6 +360,7 @@ class Burst:
         missing: list[tuple[str, int]] = []
         until = self.now
         for p in range(a.offset // PAGE, (a.offset + a.length - 1) // PAGE + 1):
+            self.read_pages.add((a.path, p))
             at = self.ready.get((a.path, p))
             if at is None:
                 missing.append((a.path, p))
