@@ -266,3 +266,25 @@ def test_deadline10_event_plugin_gives_up_on_a_hung_service(silent_server: str, 
 
 def test_the_plugin_ships_the_same_hook_module() -> None:
     assert (PLUGIN / "prewarm_hook.py").read_bytes() == HOOK.read_bytes()
+
+
+def test_the_hook_says_it_gave_up_when_the_socket_timeout_fires_before_its_deadline(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """On a loaded node the socket's own timeout can fire just before the join's deadline: the same
+    give-up, in the same words (a farm admin greps for them), not a bare TimeoutError."""
+    import importlib.util
+    import urllib.error
+    import urllib.request
+
+    spec = importlib.util.spec_from_file_location("prewarm_hook_timeout", HOOK)
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+
+    def urlopen(*_: object, **__: object) -> object:
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    with caplog.at_level("WARNING"):
+        assert hook.post_json("http://127.0.0.1:9", "/live/jobs", {}, give_up_s=0.5) is None
+    assert "did not answer within 0.5s" in caplog.text

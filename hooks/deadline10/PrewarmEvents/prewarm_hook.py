@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -69,11 +70,14 @@ def post_json(server, path, body, token=None, give_up_s=GIVE_UP_S, goes_on="subm
             outcome["error"] = "HTTP %s: %s" % (exc.code, _error_text(exc))
         except Exception as exc:  # the hook must survive anything the network does
             outcome["error"] = "%s: %s" % (type(exc).__name__, exc)
+            # the socket's own timeout can fire just before the join's deadline (a loaded node): the same give-up
+            outcome["timed_out"] = isinstance(exc, socket.timeout) or isinstance(getattr(exc, "reason", None),
+                                                                                 socket.timeout)
 
     worker = threading.Thread(target=call, name="prewarm-hook", daemon=True)
     worker.start()
     worker.join(give_up_s)
-    if worker.is_alive():
+    if worker.is_alive() or outcome.get("timed_out"):
         log.warning("prewarm: %s did not answer within %.1fs; %s", url, give_up_s, goes_on)
         return None
     if "error" in outcome:
