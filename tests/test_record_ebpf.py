@@ -280,3 +280,15 @@ def test_reads_a_full_map_drops_are_counted(studio: tuple[Settings, list[str]], 
     dropped = int(note.split()[5])
     assert kept <= {(i * 1000, 100) for i in range(1000)}
     assert len(kept) + dropped == 1000 and dropped > 0
+
+
+def test_a_render_that_reads_at_once_is_recorded_from_its_first_call(studio: tuple[Settings, list[str]]) -> None:
+    """dd opens and reads before a Python render would have imported anything: the render starts
+    only once every probe is attached (bpftrace runs BEGIN before attaching them), so its open
+    is seen and its reads named."""
+    settings, argv = studio
+    for i in range(3):
+        result = record(settings, ["dd", f"if={argv[2]}/c.bin", "of=/dev/null", "bs=4096", "count=3", "status=none"],
+                        job=f"j_dd{i}", recorder="ebpf")
+        assert result.returncode == 0 and result.recorder == "ebpf"
+        assert blocks(result) == {"c.bin": {0, 1, 2}}

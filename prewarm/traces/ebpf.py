@@ -86,6 +86,10 @@ MAX_FILES = 1 << 20
 """Distinct files user space names (about 200 bytes each): a render that opens more has
 the reads of the rest counted as unnamed, and the recorder stays bounded."""
 
+MAX_PENDING = 1 << 18
+"""Drained reads user space holds until their file's open event is read (the ring of events and
+the map drains are read in no fixed order), about 100 bytes each; beyond it they count as unnamed."""
+
 PERF_PAGES = 256
 """Pages of bpftrace's event ring per CPU (1 MiB): room for bursts of opens and stats."""
 
@@ -142,14 +146,20 @@ def _sized(off: str) -> str:
 
 
 def program() -> str:
-    """The bpftrace program; `$1` is the pid of the wrapper that becomes the render."""
+    """The bpftrace program; `$1` is the pid of the wrapper that becomes the render, `$2` the recorder's.
+
+    bpftrace runs BEGIN before it attaches the other probes, so a line printed there would let
+    the render start while its first opens still go unseen (reads of a file whose open was missed
+    cannot be named: a fast render's whole record was lost that way under load). Readiness is
+    printed instead by the last probe attached, on a call the recorder makes until it fires.
+    """
     read_enter = f"{{ {_file('args->fd')} if {_REG} {{ @r[tid] = ({_DEV}, {_INO}, (uint64)(OFF)); }} }}"
     drains = []
     for i in range(3):
         cond = "if" if i == 0 else "else if"
         drains.append(f"{cond} ($k == {i}) {{ print(@a{i}); clear(@a{i}); }}")
     return "\n".join([
-        'BEGIN { @t[$1] = 1; @e = 0; printf("R\\n"); }',
+        "BEGIN { @t[$1] = 1; @e = 0; }",
         "tracepoint:sched:sched_process_fork /@t[args->parent_pid]/ { @t[args->child_pid] = 1; }",
         "tracepoint:sched:sched_process_exit /@t[tid]/ { delete(@t[tid]); }",
         # read and pread64, the calls renderers make: all at enter (see _sized)
@@ -197,6 +207,8 @@ def program() -> str:
         "curtask->fs->pwd.dentry->d_inode->i_ino, str(uptr(@an[tid]))); } delete(@an[tid]); delete(@cd[tid]); "
         "delete(@ci[tid]); }",
         f"interval:ms:{DRAIN_MS} {{ @e = @e + 1; $k = ((uint64)@e + 1) % 3; {' '.join(drains)} }}",
+        # attached last (bpftrace attaches in this order, BEGIN before all): once it fires, every probe above is on
+        'tracepoint:syscalls:sys_enter_getppid /pid == $2/ { printf("R %d %lu\\n", cpu, nsecs); }',
         "END { print(@a0); print(@a1); print(@a2); print(@lost); "
         "clear(@a0); clear(@a1); clear(@a2); clear(@lost); clear(@t); clear(@e); "
         "clear(@r); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
@@ -211,6 +223,9 @@ _WRAPPER = "import os, sys\nos.read(int(sys.argv[1]), 1)\nos.close(int(sys.argv[
 
 _READY_S = 120.0
 """How long bpftrace may take to compile and attach (seconds on a busy two-core machine)."""
+
+_FLUSH_S = 10.0
+"""How long the recorder waits for the rings to be read out after the render ends."""
 
 _TRACEFS = "/sys/kernel/tracing"
 
@@ -330,7 +345,8 @@ class EbpfRecorder:
         self.stats = EbpfStats()
         self._proc: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
-        self._ready = threading.Event()
+        self._marks: dict[int, int] = {}
+        self._marked = threading.Condition()
         self._errors: list[str] = []
         self._pending: list[tuple[int, int, int, int, int]] = []
         self._clock = time.time() - time.monotonic()
@@ -347,8 +363,8 @@ class EbpfRecorder:
                "BPFTRACE_PERF_RB_PAGES": str(PERF_PAGES)}
         try:
             self._proc = subprocess.Popen(["bpftrace", "--no-warnings", "-f", "json", "-B", "line", "-e", program(),
-                                           str(render.pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                          preexec_fn=_end_with_parent)
+                                           str(render.pid), str(os.getpid())], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, env=env, preexec_fn=_end_with_parent)
         except OSError as exc:
             self._abandon(render, gate_w)
             raise EbpfUnavailable(f"bpftrace did not start: {exc.strerror}") from exc
@@ -357,7 +373,7 @@ class EbpfRecorder:
         for t in self._threads:
             t.start()
         deadline = time.monotonic() + _READY_S
-        while not self._ready.wait(0.1):
+        while not self._mark(None, 0.05):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self._abandon(render, gate_w)
                 self._end_bpftrace()
@@ -400,8 +416,35 @@ class EbpfRecorder:
             if pipe is not None:
                 pipe.close()
 
+    def _mark(self, cpu: int | None, wait_s: float) -> bool:
+        """Make the call the last-attached probe answers (on `cpu`, or where this thread runs) and
+        wait up to `wait_s` for its line: True once it is read."""
+        since = time.monotonic_ns()  # bpftrace's nsecs is the same clock
+        if cpu is None:
+            os.getppid()
+        else:
+            allowed = os.sched_getaffinity(0)
+            try:
+                os.sched_setaffinity(0, {cpu})
+                os.getppid()
+            finally:
+                os.sched_setaffinity(0, allowed)
+        with self._marked:
+            return self._marked.wait_for(lambda: self._marks.get(-1 if cpu is None else cpu, -1) >= since, wait_s)
+
+    def _flush(self) -> None:
+        """Every event the render caused read before bpftrace is stopped. Events go to one ring per
+        CPU, read when the kernel wakes bpftrace, and bpftrace 0.17 may leave a ring unread when it
+        is interrupted: a fast render's opens were lost that way, and with them the names of all its
+        reads. A mark made on a CPU and read back means everything before it on that CPU's ring was."""
+        cpus = sorted(os.sched_getaffinity(0))
+        deadline = time.monotonic() + _FLUSH_S
+        while cpus and time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            cpus = [c for c in cpus if not self._mark(c, 0.2)]
+
     def stop(self) -> EbpfStats:
         """End bpftrace (the render has exited), write the last reads; the stats of the record."""
+        self._flush()
         self._end_bpftrace()
         pending, self._pending = self._pending, []
         self._write_runs(pending, final=True)
@@ -428,7 +471,10 @@ class EbpfRecorder:
     def _event(self, line: str) -> None:
         kind = line[:1]
         if kind == "R":
-            self._ready.set()
+            with self._marked:
+                cpu, ns = (int(x) for x in line.split()[1:3])
+                self._marks[cpu] = self._marks[-1] = ns
+                self._marked.notify_all()
         elif kind == "O":
             self._open(line.split(" ", 9)[1:])
         elif kind == "S":
@@ -496,14 +542,14 @@ class EbpfRecorder:
 
     def _write_runs(self, runs: list[tuple[int, int, int, int, int]], final: bool) -> None:
         """Reads as records in the order they were first made; reads of files not yet named
-        wait for the end (their open may still be in the ring), at most `MAP_KEYS` of them."""
+        wait for the end (their open may still be in the ring), at most `MAX_PENDING` of them."""
         runs.sort()
         dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
         lines = []
         for ns, dev, ino, off, n in runs:
             path = self.names.files.get((dev, ino), "")
             if path == "":
-                if final or len(self._pending) >= MAP_KEYS:
+                if final or len(self._pending) >= MAX_PENDING:
                     self.stats.unnamed += 1
                 else:
                     self._pending.append((ns, dev, ino, off, n))
