@@ -131,6 +131,28 @@ _BASE = ("if (@ad[tid] == 0xffffff9c) { $bd = curtask->fs->pwd.dentry->d_inode->
 compares the `int` argument unsigned)."""
 
 
+def _described(body: str) -> str:
+    """An action for a call on `args->fd` by the render's tree: `body` runs with `$fp`, `$ip`, `$d`,
+    `$i` set to the descriptor's `struct file *`, its inode's address, device and inode number
+    (`$ip` 0: not a regular file).
+
+    Walking the descriptor table through BTF is ten kernel reads per call, most of the program's
+    cost; so what a descriptor names is kept in `@fc`, keyed by (process, descriptor) and stamped
+    with the process's generation (`@t[pid]`, the tree filter's value), and a call whose entry
+    carries the current generation reads nothing. The generation changes (a new `nsecs`) on every
+    `close`, `dup2`, `dup3`, `close_range` and `execve` the process makes, after the call, so a
+    number that may now name another file is never taken from the cache: at worst a live
+    descriptor is looked up again. A child starts with its own generation (and pid).
+    """
+    return ("{ $g = @t[pid]; if ($g != 0) { $fd = (uint64)args->fd; $fp = (uint64)0; $ip = (uint64)0; "
+            "$d = (uint64)0; $i = (uint64)0; $c = @fc[pid, $fd]; "
+            "if ($c.0 == $g) { $fp = $c.1; $ip = $c.2; $d = $c.3; $i = $c.4; } else { " + _file("$fd") +
+            " if ($f != 0) { $in = $f->f_inode; $fp = (uint64)$f; if (($in->i_mode & 0xf000) == 0x8000) { "
+            "$ip = (uint64)$in; $d = (uint64)$in->i_sb->s_dev; $i = (uint64)$in->i_ino; } "
+            "@fc[pid, $fd] = ($g, $fp, $ip, $d, $i); } } "
+            "if ($ip != 0) { " + body + " } } }")
+
+
 def _sized(off: str) -> str:
     """A `read`/`pread64` of `args->count` bytes at `off`, recorded when it is made.
 
@@ -139,10 +161,13 @@ def _sized(off: str) -> str:
     would: one probe per read instead of two, and no map of calls in flight. A read
     that then fails (EIO) is still recorded: it is what the render asked for.
     """
-    return (f"{{ {_file('args->fd')} if ($f != 0) {{ $in = $f->f_inode; if (($in->i_mode & 0xf000) == 0x8000) {{ "
-            f"$o = (uint64)({off}); $sz = (uint64)$in->i_size; $n = (uint64)args->count; "
-            f"if ($o < $sz && $n > 0) {{ if ($o + $n > $sz) {{ $n = $sz - $o; }} "
-            f"{_reads('$in->i_sb->s_dev', '$in->i_ino', '$o', '$n')} }} }} }} }}")
+    return _described(f"$o = (uint64)({off}); $sz = (uint64)((struct inode *)$ip)->i_size; $n = (uint64)args->count; "
+                      f"if ($o < $sz && $n > 0) {{ if ($o + $n > $sz) {{ $n = $sz - $o; }} "
+                      f"{_reads('$d', '$i', '$o', '$n')} }}")
+
+
+_POS = "((struct file *)$fp)->f_pos"
+"""The descriptor's position (its open file's, shared by its dups and across fork)."""
 
 
 def program() -> str:
@@ -153,65 +178,70 @@ def program() -> str:
     cannot be named: a fast render's whole record was lost that way under load). Readiness is
     printed instead by the last probe attached, on a call the recorder makes until it fires.
     """
-    read_enter = f"{{ {_file('args->fd')} if {_REG} {{ @r[tid] = ({_DEV}, {_INO}, (uint64)(OFF)); }} }}"
+    read_enter = _described("@r[tid] = ($d, $i, (uint64)(OFF));")
     drains = []
     for i in range(3):
         cond = "if" if i == 0 else "else if"
         drains.append(f"{cond} ($k == {i}) {{ print(@a{i}); clear(@a{i}); }}")
     return "\n".join([
-        "BEGIN { @t[$1] = 1; @e = 0; }",
-        "tracepoint:sched:sched_process_fork /@t[args->parent_pid]/ { @t[args->child_pid] = 1; }",
+        # the render's tree: processes by pid (threads share theirs), the value the descriptor generation
+        "BEGIN { @t[$1] = nsecs; @e = 0; "  # and @fc's types, before the probes that read it
+        "@fc[pid, (uint64)0] = ((uint64)0, (uint64)0, (uint64)0, (uint64)0, (uint64)0); delete(@fc[pid, (uint64)0]); }",
+        "tracepoint:sched:sched_process_fork /@t[pid]/ { @t[args->child_pid] = nsecs; }",
         "tracepoint:sched:sched_process_exit /@t[tid]/ { delete(@t[tid]); }",
+        # calls after which a descriptor number may name another file: a new generation
+        "tracepoint:syscalls:sys_exit_close, tracepoint:syscalls:sys_exit_dup2, tracepoint:syscalls:sys_exit_dup3, "
+        "tracepoint:syscalls:sys_exit_close_range, tracepoint:syscalls:sys_exit_execve, "
+        "tracepoint:syscalls:sys_exit_execveat /@t[pid]/ { @t[pid] = nsecs; }",
         # read and pread64, the calls renderers make: all at enter (see _sized)
-        "tracepoint:syscalls:sys_enter_read /@t[tid]/ " + _sized("$f->f_pos"),
-        "tracepoint:syscalls:sys_enter_pread64 /@t[tid]/ " + _sized("args->pos"),
+        "tracepoint:syscalls:sys_enter_read " + _sized(_POS),
+        "tracepoint:syscalls:sys_enter_pread64 " + _sized("args->pos"),
         # vectored reads: where at enter, how much at exit
-        "tracepoint:syscalls:sys_enter_readv /@t[tid]/ " + read_enter.replace("OFF", "$f->f_pos"),
-        "tracepoint:syscalls:sys_enter_preadv /@t[tid]/ "
-        + read_enter.replace("OFF", "(args->pos_l | (args->pos_h << 32))"),
-        "tracepoint:syscalls:sys_enter_preadv2 /@t[tid]/ "
-        + read_enter.replace("OFF", "((int64)args->pos_l == -1 ? $f->f_pos : (args->pos_l | (args->pos_h << 32)))"),
+        "tracepoint:syscalls:sys_enter_readv " + read_enter.replace("OFF", _POS),
+        "tracepoint:syscalls:sys_enter_preadv " + read_enter.replace("OFF", "(args->pos_l | (args->pos_h << 32))"),
+        "tracepoint:syscalls:sys_enter_preadv2 "
+        + read_enter.replace("OFF", f"((int64)args->pos_l == -1 ? {_POS} : (args->pos_l | (args->pos_h << 32)))"),
         "tracepoint:syscalls:sys_exit_readv, tracepoint:syscalls:sys_exit_preadv, tracepoint:syscalls:sys_exit_preadv2 "
         f"{{ $x = @r[tid]; if ($x.1 != 0) {{ if (args->ret > 0) "
         f"{{ {_reads('$x.0', '$x.1', '$x.2', '(uint64)args->ret')} }} delete(@r[tid]); }} }}",
         # mmap of a file: a read of the mapped region
-        f"tracepoint:syscalls:sys_enter_mmap /@t[tid] && args->fd < 0x80000000 && args->len > 0/ "
-        f"{{ {_file('args->fd')} if {_REG} {{ {_reads(_DEV, _INO, 'args->off', 'args->len')} }} }}",
+        "tracepoint:syscalls:sys_enter_mmap /args->fd < 0x80000000 && args->len > 0/ "
+        + _described(_reads("$d", "$i", "(uint64)args->off", "(uint64)args->len")),
         # opens, stats, listings: named calls, sent as events
-        "tracepoint:syscalls:sys_enter_openat /@t[tid]/ "
+        "tracepoint:syscalls:sys_enter_openat /@t[pid]/ "
         "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; @af[tid] = args->flags; }",
-        "tracepoint:syscalls:sys_enter_openat2 /@t[tid]/ "
+        "tracepoint:syscalls:sys_enter_openat2 /@t[pid]/ "
         "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; "
         "@af[tid] = *(uint64 *)uptr(args->how); }",
-        "tracepoint:syscalls:sys_exit_openat, tracepoint:syscalls:sys_exit_openat2 /@t[tid]/ "
+        "tracepoint:syscalls:sys_exit_openat, tracepoint:syscalls:sys_exit_openat2 /@t[pid]/ "
         f"{{ if (args->ret >= 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} {_file('args->ret')} "
         f"if ($f != 0) {{ printf(\"O %d %d %d %u %lu %u %lu %d %s\\n\", pid, args->ret, "
         f"$f->f_inode->i_mode & 0xf000, {_DEV}, {_INO}, $bd, $bi, @af[tid], str(uptr(@an[tid]))); }} }} "
         "delete(@an[tid]); delete(@ad[tid]); delete(@af[tid]); }",
-        "tracepoint:syscalls:sys_enter_newfstatat, tracepoint:syscalls:sys_enter_statx /@t[tid]/ "
+        "tracepoint:syscalls:sys_enter_newfstatat, tracepoint:syscalls:sys_enter_statx /@t[pid]/ "
         "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; }",
-        "tracepoint:syscalls:sys_exit_newfstatat, tracepoint:syscalls:sys_exit_statx /@t[tid]/ "
+        "tracepoint:syscalls:sys_exit_newfstatat, tracepoint:syscalls:sys_exit_statx /@t[pid]/ "
         f"{{ if (args->ret == 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} "
         f"printf(\"S %d %u %lu %s\\n\", pid, $bd, $bi, str(uptr(@an[tid]))); }} "
         "delete(@an[tid]); delete(@ad[tid]); }",
-        "tracepoint:syscalls:sys_enter_getdents64 /@t[tid]/ { @gd[tid] = args->fd; }",
-        "tracepoint:syscalls:sys_exit_getdents64 /@t[tid]/ "
+        "tracepoint:syscalls:sys_enter_getdents64 /@t[pid]/ { @gd[tid] = args->fd; }",
+        "tracepoint:syscalls:sys_exit_getdents64 /@t[pid]/ "
         f"{{ if (args->ret > 0) {{ {_file('@gd[tid]')} if ($f != 0) "
         f"{{ printf(\"D %u %lu\\n\", {_DEV}, {_INO}); }} }} delete(@gd[tid]); }}",
         # chdir: the new working directory is the old one joined to the name
-        "tracepoint:syscalls:sys_enter_chdir /@t[tid]/ { @an[tid] = (uint64)args->filename; "
+        "tracepoint:syscalls:sys_enter_chdir /@t[pid]/ { @an[tid] = (uint64)args->filename; "
         "@cd[tid] = curtask->fs->pwd.dentry->d_inode->i_sb->s_dev; "
         "@ci[tid] = curtask->fs->pwd.dentry->d_inode->i_ino; }",
-        "tracepoint:syscalls:sys_exit_chdir /@t[tid]/ { if (args->ret == 0) { "
+        "tracepoint:syscalls:sys_exit_chdir /@t[pid]/ { if (args->ret == 0) { "
         "printf(\"C %d %u %lu %u %lu %s\\n\", pid, @cd[tid], @ci[tid], curtask->fs->pwd.dentry->d_inode->i_sb->s_dev, "
         "curtask->fs->pwd.dentry->d_inode->i_ino, str(uptr(@an[tid]))); } delete(@an[tid]); delete(@cd[tid]); "
         "delete(@ci[tid]); }",
-        f"interval:ms:{DRAIN_MS} {{ @e = @e + 1; $k = ((uint64)@e + 1) % 3; {' '.join(drains)} }}",
+        f"interval:ms:{DRAIN_MS} {{ @e = @e + 1; $k = ((uint64)@e + 1) % 3; {' '.join(drains)} clear(@fc); }}",
         # attached last (bpftrace attaches in this order, BEGIN before all): once it fires, every probe above is on
         'tracepoint:syscalls:sys_enter_getppid /pid == $2/ { printf("R %d %lu\\n", cpu, nsecs); }',
         "END { print(@a0); print(@a1); print(@a2); print(@lost); "
         "clear(@a0); clear(@a1); clear(@a2); clear(@lost); clear(@t); clear(@e); "
-        "clear(@r); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
+        "clear(@r); clear(@fc); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
     ]) + "\n"
 
 
