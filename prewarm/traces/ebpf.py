@@ -11,14 +11,17 @@ are rarer and are sent as events.
 
 How the program knows what it reads, without following descriptors:
 
-* Only the render's process tree: a map of tracked thread ids starts with the
-  wrapper's pid (the command waits on a pipe until the program is attached, so
-  nothing is missed) and grows on `sched_process_fork` (children and threads alike)
-  and shrinks on `sched_process_exit`. Other processes on the machine cost a map
-  lookup per call and are not recorded.
+* Only the render's process tree: a map of tracked processes (`@t`, by pid: threads
+  share theirs) starts with the wrapper's pid (the command waits on a pipe until the
+  program is attached, so nothing is missed) and grows on `sched_process_fork` and
+  shrinks on `sched_process_exit`. Other processes on the machine cost a map lookup
+  per traced call and are not recorded. A process whose main thread exits while its
+  other threads run on is no longer followed (rare: `pthread_exit` in `main`).
 * A descriptor is looked up in the calling task's own descriptor table (kernel
-  structures, through the kernel's BTF): the `struct file` gives the inode and the
-  *file's real position*. So `dup`/`dup2`/`dup3`, descriptors inherited across fork,
+  structures, through the kernel's BTF), once per descriptor and generation (see
+  `_described`; the descriptor table shared by a child made with `CLONE_FILES` but
+  not `CLONE_THREAD` is not followed across the two): the `struct file` gives the
+  inode and the *file's real position*. So `dup`/`dup2`/`dup3`, descriptors inherited across fork,
   `close` and reuse of a number, `lseek` (any whence) and a `read`'s advance are what
   the kernel says they are, where the strace importer has to follow them from the log.
   `preadv2` with offset -1 reads at the position, as the man page says.
@@ -34,12 +37,13 @@ How the program knows what it reads, without following descriptors:
   read of the mapped region (the importer's rule, and `prewarm record` asks strace for
   `mmap` too, so both records hold the same blocks).
 
-Memory: each of the three kernel read maps holds `MAP_KEYS` distinct reads (a 32-byte
-key and an 8-byte first-seen time, about 80 bytes with the hash table's own, so about
-3 x 20 MiB, preallocated by the kernel); the map of vectored reads in flight holds one
-entry per thread inside one, and the tracked-thread map at most `MAP_KEYS` threads alive
-at once. A map that fills within one drain interval drops new reads; each refused
-insert is counted (`lost_runs`). User space keeps one path per
+Memory: bpftrace 0.17 gives every map `MAP_KEYS` entries, preallocated by the kernel, so
+the program's six maps are a fixed 152 MiB of kernel memory (measured from their `memlock`
+in /proc/PID/fdinfo): the three read maps (a 32-byte key and an 8-byte first-seen time,
+26 MiB each), the descriptor cache (30 MiB), each thread's call in flight (24 MiB) and the
+tracked processes (20 MiB); so the program keeps no more maps than it needs (one map of
+calls in flight for all calls, the drain epoch in `@t[0]`). A read map that fills within
+one drain interval drops new reads; each refused insert is counted (`lost_runs`). User space keeps one path per
 distinct file opened, at most `MAX_FILES` of them, and no reads: every drain is
 written out at once. So the recorder's memory does not grow with the number of reads
 or the length of the render, only with the number of distinct files, up to the cap.
@@ -111,7 +115,7 @@ def _reads(dev: str, ino: str, off: str, n: str) -> str:
     """Statements adding the read of `n` bytes at `off` to the current epoch's map, once: the
     same read made again (a re-read tile) costs a lookup and no update. A new read that a
     full map refused is found missing right after, and counted in `@lost`."""
-    out = ["$k = (uint64)@e % 3;"]
+    out = ["$k = @t[0] % 3;"]
     for i in range(3):
         cond = "if" if i == 0 else "else if"
         out.append(f"{cond} ($k == {i}) {{ if (!@a{i}[{dev}, {ino}, {off}, {n}]) "
@@ -123,10 +127,10 @@ def _reads(dev: str, ino: str, off: str, n: str) -> str:
 _REG = "($f != 0 && ($f->f_inode->i_mode & 0xf000) == 0x8000)"
 _DEV = "$f->f_inode->i_sb->s_dev"
 _INO = "$f->f_inode->i_ino"
-_BASE = ("if (@ad[tid] == 0xffffff9c) { $bd = curtask->fs->pwd.dentry->d_inode->i_sb->s_dev; "
-         "$bi = curtask->fs->pwd.dentry->d_inode->i_ino; } else { " + _file("@ad[tid]") +
+_BASE = ("$dfd = @n[tid].1; if ($dfd == 0xffffff9c) { $bd = curtask->fs->pwd.dentry->d_inode->i_sb->s_dev; "
+         "$bi = curtask->fs->pwd.dentry->d_inode->i_ino; } else { " + _file("$dfd") +
          " if ($f != 0) { $bd = " + _DEV + "; $bi = " + _INO + "; } }")
-"""Statements setting `$bd`/`$bi` to the device and inode a name in `@an[tid]` is relative to: the
+"""Statements setting `$bd`/`$bi` to the device and inode the name of the call in flight (`$n`) is relative to: the
 `dirfd`'s, or the working directory's for AT_FDCWD (-100, kept as its 32 bits: bpftrace 0.17
 compares the `int` argument unsigned)."""
 
@@ -178,14 +182,15 @@ def program() -> str:
     cannot be named: a fast render's whole record was lost that way under load). Readiness is
     printed instead by the last probe attached, on a call the recorder makes until it fires.
     """
-    read_enter = _described("@r[tid] = ($d, $i, (uint64)(OFF));")
+    read_enter = _described("@n[tid] = ($d, $i, (uint64)(OFF));")
     drains = []
     for i in range(3):
         cond = "if" if i == 0 else "else if"
         drains.append(f"{cond} ($k == {i}) {{ print(@a{i}); clear(@a{i}); }}")
     return "\n".join([
         # the render's tree: processes by pid (threads share theirs), the value the descriptor generation
-        "BEGIN { @t[$1] = nsecs; @e = 0; "  # and @fc's types, before the probes that read it
+        # (and @t[0], pid 0 making no calls, the drain epoch: see _reads); @fc's types before the probes read it
+        "BEGIN { @t[$1] = nsecs; @t[0] = 0; "
         "@fc[pid, (uint64)0] = ((uint64)0, (uint64)0, (uint64)0, (uint64)0, (uint64)0); delete(@fc[pid, (uint64)0]); }",
         "tracepoint:sched:sched_process_fork /@t[pid]/ { @t[args->child_pid] = nsecs; }",
         "tracepoint:sched:sched_process_exit /@t[tid]/ { delete(@t[tid]); }",
@@ -202,46 +207,43 @@ def program() -> str:
         "tracepoint:syscalls:sys_enter_preadv2 "
         + read_enter.replace("OFF", f"((int64)args->pos_l == -1 ? {_POS} : (args->pos_l | (args->pos_h << 32)))"),
         "tracepoint:syscalls:sys_exit_readv, tracepoint:syscalls:sys_exit_preadv, tracepoint:syscalls:sys_exit_preadv2 "
-        f"{{ $x = @r[tid]; if ($x.1 != 0) {{ if (args->ret > 0) "
-        f"{{ {_reads('$x.0', '$x.1', '$x.2', '(uint64)args->ret')} }} delete(@r[tid]); }} }}",
+        f"{{ $x = @n[tid]; if ($x.1 != 0) {{ if (args->ret > 0) "
+        f"{{ {_reads('$x.0', '$x.1', '$x.2', '(uint64)args->ret')} }} delete(@n[tid]); }} }}",
         # mmap of a file: a read of the mapped region
         "tracepoint:syscalls:sys_enter_mmap /args->fd < 0x80000000 && args->len > 0/ "
         + _described(_reads("$d", "$i", "(uint64)args->off", "(uint64)args->len")),
         # opens, stats, listings: named calls, sent as events
+        # opens, stats, listings, chdir: named calls, sent as events; @n holds each thread's call in flight
         "tracepoint:syscalls:sys_enter_openat /@t[pid]/ "
-        "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; @af[tid] = args->flags; }",
+        "{ @n[tid] = ((uint64)args->filename, (uint64)(args->dfd & 0xffffffff), (uint64)args->flags); }",
         "tracepoint:syscalls:sys_enter_openat2 /@t[pid]/ "
-        "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; "
-        "@af[tid] = *(uint64 *)uptr(args->how); }",
+        "{ @n[tid] = ((uint64)args->filename, (uint64)(args->dfd & 0xffffffff), *(uint64 *)uptr(args->how)); }",
         "tracepoint:syscalls:sys_exit_openat, tracepoint:syscalls:sys_exit_openat2 /@t[pid]/ "
-        f"{{ if (args->ret >= 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} {_file('args->ret')} "
-        f"if ($f != 0) {{ printf(\"O %d %d %d %u %lu %u %lu %d %s\\n\", pid, args->ret, "
-        f"$f->f_inode->i_mode & 0xf000, {_DEV}, {_INO}, $bd, $bi, @af[tid], str(uptr(@an[tid]))); }} }} "
-        "delete(@an[tid]); delete(@ad[tid]); delete(@af[tid]); }",
+        f"{{ if (args->ret >= 0 && @n[tid].0 != 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} "
+        f"{_file('args->ret')} if ($f != 0) {{ printf(\"O %d %d %d %u %lu %u %lu %d %s\\n\", pid, args->ret, "
+        f"$f->f_inode->i_mode & 0xf000, {_DEV}, {_INO}, $bd, $bi, @n[tid].2, str(uptr(@n[tid].0))); }} }} "
+        "delete(@n[tid]); }",
         "tracepoint:syscalls:sys_enter_newfstatat, tracepoint:syscalls:sys_enter_statx /@t[pid]/ "
-        "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; }",
+        "{ @n[tid] = ((uint64)args->filename, (uint64)(args->dfd & 0xffffffff), (uint64)0); }",
         "tracepoint:syscalls:sys_exit_newfstatat, tracepoint:syscalls:sys_exit_statx /@t[pid]/ "
-        f"{{ if (args->ret == 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} "
-        f"printf(\"S %d %u %lu %s\\n\", pid, $bd, $bi, str(uptr(@an[tid]))); }} "
-        "delete(@an[tid]); delete(@ad[tid]); }",
-        "tracepoint:syscalls:sys_enter_getdents64 /@t[pid]/ { @gd[tid] = args->fd; }",
+        f"{{ if (args->ret == 0 && @n[tid].0 != 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} "
+        f"printf(\"S %d %u %lu %s\\n\", pid, $bd, $bi, str(uptr(@n[tid].0))); }} delete(@n[tid]); }}",
+        "tracepoint:syscalls:sys_enter_getdents64 /@t[pid]/ { @n[tid] = ((uint64)args->fd, (uint64)1, (uint64)0); }",
         "tracepoint:syscalls:sys_exit_getdents64 /@t[pid]/ "
-        f"{{ if (args->ret > 0) {{ {_file('@gd[tid]')} if ($f != 0) "
-        f"{{ printf(\"D %u %lu\\n\", {_DEV}, {_INO}); }} }} delete(@gd[tid]); }}",
+        f"{{ $n = @n[tid]; if (args->ret > 0 && $n.1 == 1) {{ {_file('$n.0')} if ($f != 0) "
+        f"{{ printf(\"D %u %lu\\n\", {_DEV}, {_INO}); }} }} delete(@n[tid]); }}",
         # chdir: the new working directory is the old one joined to the name
-        "tracepoint:syscalls:sys_enter_chdir /@t[pid]/ { @an[tid] = (uint64)args->filename; "
-        "@cd[tid] = curtask->fs->pwd.dentry->d_inode->i_sb->s_dev; "
-        "@ci[tid] = curtask->fs->pwd.dentry->d_inode->i_ino; }",
-        "tracepoint:syscalls:sys_exit_chdir /@t[pid]/ { if (args->ret == 0) { "
-        "printf(\"C %d %u %lu %u %lu %s\\n\", pid, @cd[tid], @ci[tid], curtask->fs->pwd.dentry->d_inode->i_sb->s_dev, "
-        "curtask->fs->pwd.dentry->d_inode->i_ino, str(uptr(@an[tid]))); } delete(@an[tid]); delete(@cd[tid]); "
-        "delete(@ci[tid]); }",
-        f"interval:ms:{DRAIN_MS} {{ @e = @e + 1; $k = ((uint64)@e + 1) % 3; {' '.join(drains)} clear(@fc); }}",
+        "tracepoint:syscalls:sys_enter_chdir /@t[pid]/ { @n[tid] = ((uint64)args->filename, "
+        "(uint64)curtask->fs->pwd.dentry->d_inode->i_sb->s_dev, curtask->fs->pwd.dentry->d_inode->i_ino); }",
+        "tracepoint:syscalls:sys_exit_chdir /@t[pid]/ { if (args->ret == 0 && @n[tid].0 != 0) { "
+        "printf(\"C %d %lu %lu %u %lu %s\\n\", pid, @n[tid].1, @n[tid].2, "
+        "curtask->fs->pwd.dentry->d_inode->i_sb->s_dev, curtask->fs->pwd.dentry->d_inode->i_ino, "
+        "str(uptr(@n[tid].0))); } delete(@n[tid]); }",
+        f"interval:ms:{DRAIN_MS} {{ @t[0] = @t[0] + 1; $k = (@t[0] + 1) % 3; {' '.join(drains)} clear(@fc); }}",
         # attached last (bpftrace attaches in this order, BEGIN before all): once it fires, every probe above is on
         'tracepoint:syscalls:sys_enter_getppid /pid == $2/ { printf("R %d %lu\\n", cpu, nsecs); }',
         "END { print(@a0); print(@a1); print(@a2); print(@lost); "
-        "clear(@a0); clear(@a1); clear(@a2); clear(@lost); clear(@t); clear(@e); "
-        "clear(@r); clear(@fc); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
+        "clear(@a0); clear(@a1); clear(@a2); clear(@lost); clear(@t); clear(@fc); clear(@n); }",
     ]) + "\n"
 
 
