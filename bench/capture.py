@@ -14,7 +14,10 @@ and through `record(..., recorder="ebpf")`, interleaved, median of `--repeat` ru
 
 `floor_s`: the render run plain while bpftrace holds the recorder's tracepoints with empty
 actions (`floor_program`): what attaching those probes costs any eBPF recorder, the kernel's
-share; `ebpf_s` minus `floor_s` is the program's.
+share; `ebpf_s` minus `floor_s` is the program's. With `--bpf-stats`, `floor_ns_per_call` and
+`ebpf_ns_per_call` are the run time per call of the case's busiest probe (the read probe) as
+the kernel's BPF statistics count it: the program's own cost, which the machine's other load
+hardly moves (the statistics add about 40 ns a call to both).
 
 `plain_s`, `floor_s`, `strace_s`, `ebpf_s` are the render's own wall time (it times itself, from
 its first line, before its imports, to its end): what a production frame pays.
@@ -44,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +65,27 @@ from prewarm.traces.ebpf import program  # noqa: E402
 from prewarm.traces.files import read_traces  # noqa: E402
 from prewarm.traces.record import RecordResult, record  # noqa: E402
 
+STATS = """
+def bpf_ns():
+    # run time per call of the busiest BPF program of the bpftrace that traces this process
+    # (its parent under the floor, its sibling under prewarm record), from the kernel's BPF statistics
+    me, best = os.getppid(), (0, 0)
+    for p in [str(me)] + [q for q in os.listdir("/proc") if q.isdigit()]:
+        try:
+            stat = open(f"/proc/{p}/stat").read()
+            if "(bpftrace)" not in stat or (p != str(me) and stat.rsplit(")", 1)[1].split()[1] != str(me)):
+                continue
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                if os.readlink(f"/proc/{p}/fd/{fd}") == "anon_inode:bpf-prog":
+                    info = dict(x.split(":", 1) for x in open(f"/proc/{p}/fdinfo/{fd}").read().splitlines() if ":" in x)
+                    best = max(best, (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))))
+        except OSError:
+            continue
+        break
+    return best[1] / best[0] if best[0] else 0.0
+open(out, "w").write(f"{wall} {c.user + c.system} {bpf_ns()}")
+"""
+
 READER = """
 import time
 t0 = time.perf_counter()
@@ -74,7 +100,8 @@ ts = [threading.Thread(target=loop, args=(k, 200_000 // threads)) for k in range
 for t in ts: t.start()
 for t in ts: t.join()
 c = os.times()
-open(out, "w").write(f"{time.perf_counter() - t0} {c.user + c.system}")
+wall = time.perf_counter() - t0
+STATS
 """
 
 TEXTURE = '''
@@ -106,8 +133,11 @@ for j in range(H):
         if frame % 12 == 0:
             acc += ts.texture(f"{d0}/sign_mask.tx", opt, s % 1, tt % 1, d, 0, 0, d, 1)[0]
 c = os.times()
-open(out, "w").write(f"{time.perf_counter() - t0} {c.user + c.system}")
+wall = time.perf_counter() - t0
+STATS
 '''
+
+READER, TEXTURE = (script.replace("\nSTATS\n", "\n" + STATS) for script in (READER, TEXTURE))
 
 TARGETS = {"reader": 1.5, "texture": 1.05, "threaded": 1.05}
 KINDS = ("plain", "floor", "strace", "ebpf")
@@ -117,6 +147,20 @@ def floor_program() -> str:
     """The recorder's tracepoints, each with an empty action: the price of the probes themselves."""
     points = [line.split(" /")[0].split(" {")[0] for line in program().splitlines() if line.startswith("tracepoint:")]
     return "".join(f"{p} {{ }}\n" for p in points)
+
+
+@contextmanager
+def bpf_stats(on: bool) -> Iterator[None]:
+    """kernel.bpf_stats_enabled on for the block when asked (and put back as it was)."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    was = knob.read_text().strip()
+    if on:
+        knob.write_text("1")
+    try:
+        yield
+    finally:
+        if on:
+            knob.write_text(was)
 
 
 def run_floor(argv: list[str]) -> None:
@@ -143,6 +187,7 @@ def run_case(settings: Settings, argv: list[str], timing: Path, repeat: int, job
     """Plain, strace and eBPF runs of one command, interleaved; medians and the last records."""
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     cpu: dict[str, list[float]] = {k: [] for k in KINDS}
+    per_call: dict[str, list[float]] = {k: [] for k in KINDS}
     totals: dict[str, list[float]] = {"strace": [], "ebpf": []}
     last: dict[str, RecordResult] = {}
     for i in range(repeat):
@@ -158,9 +203,10 @@ def run_case(settings: Settings, argv: list[str], timing: Path, repeat: int, job
                     raise SystemExit(f"{job} under {kind}: status {result.returncode}, {result.notes}, {result.error}")
                 totals[kind].append(time.perf_counter() - t0)
                 last[kind] = result
-            wall, used = timing.read_text().split()
+            wall, used, ns = timing.read_text().split()
             times[kind].append(float(wall))
             cpu[kind].append(float(used))
+            per_call[kind].append(float(ns))
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     n_reads = reads(last["strace"])
@@ -171,6 +217,8 @@ def run_case(settings: Settings, argv: list[str], timing: Path, repeat: int, job
             "strace_cpu_s": round(med_cpu["strace"], 3), "ebpf_cpu_s": round(med_cpu["ebpf"], 3),
             "floor_cpu_ratio": round(med_cpu["floor"] / med_cpu["plain"], 3),
             "ebpf_cpu_ratio": round(med_cpu["ebpf"] / med_cpu["plain"], 3),
+            "floor_ns_per_call": round(statistics.median(per_call["floor"])) or None,
+            "ebpf_ns_per_call": round(statistics.median(per_call["ebpf"])) or None,
             "strace_total_s": round(statistics.median(totals["strace"]), 2),
             "ebpf_total_s": round(statistics.median(totals["ebpf"]), 2),
             "blocks_equal": blocks(last["ebpf"]) == blocks(last["strace"]),
@@ -197,10 +245,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--plan-frames", default="1,12,30", help="shot200 frames recorded both ways for the plan check")
+    ap.add_argument("--bpf-stats", action="store_true",
+                    help="turn on the kernel's BPF run-time statistics for the run (about 40 ns more per call) "
+                         "and report each case's busiest probe's run time per call, under the floor and eBPF")
     ap.add_argument("--texture-scale", type=int, default=8, help="the timed texture render's image, times 96 x 54")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "capture.json"))
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="capture-") as tmp:
+    with bpf_stats(args.bpf_stats), tempfile.TemporaryDirectory(prefix="capture-") as tmp:
         d = Path(tmp)
         proj = d / "proj"
         print(f"building shot200: {build_shot(ROOT / 'sample_jobs' / 'shot200', proj)}", file=sys.stderr)
@@ -227,6 +278,9 @@ def main() -> None:
               f"{r['floor_ratio']:8.3f} {r['ebpf_ratio']:7.3f} {'<=' + str(TARGETS[name]):>7} "
               f"{r['floor_cpu_ratio']:11.3f} {r['ebpf_cpu_ratio']:10.3f} {str(r['blocks_equal']):>9} "
               f"{r['records_per_s']:10,}")
+    if args.bpf_stats:
+        print("run time per call of the busiest probe (ns): " + ", ".join(
+            f"{name} floor {r['floor_ns_per_call']} eBPF {r['ebpf_ns_per_call']}" for name, r in results.items()))
     print(f"plan of shot200 from eBPF records of frames {args.plan_frames} == from strace records: {same_plan}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
