@@ -458,6 +458,9 @@ class EbpfRecorder:
             allowed = os.sched_getaffinity(0)
             try:
                 os.sched_setaffinity(0, {cpu})
+            except OSError:  # a CPU this process may not run on: its ring cannot be marked from here
+                return True
+            try:
                 os.getppid()
             finally:
                 os.sched_setaffinity(0, allowed)
