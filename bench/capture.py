@@ -1,23 +1,32 @@
 """What recording costs a render: plain, under strace, under the eBPF recorder (`prewarm record`).
 
-Three cases, each run plain, through `record(..., recorder="strace")` and through
-`record(..., recorder="ebpf")`, interleaved, median of `--repeat` runs:
+Three cases, each run plain, under the floor (below), through `record(..., recorder="strace")`
+and through `record(..., recorder="ebpf")`, interleaved, median of `--repeat` runs:
 
 * `reader`: Python, one thread, 200,000 `pread64` of 4 KiB over a 64 MiB file.
 * `texture`: shot200's sample texture render, frame 1: an OpenImageIO TextureSystem
   render over shot200's six real `.tx` textures, built by prewarm's testkit
   (`build_shot`, openimageio). The render script is the one that made shot200's real
-  traces (/work/shared/data/real-traces/shot200/generate/tex_frame_dev.py), copied here.
+  traces (/work/shared/data/real-traces/shot200/generate/tex_frame_dev.py), copied here,
+  with its image `--texture-scale` times wider and taller (768 x 432 at 8, about a second of
+  CPU: the 96 x 54 frame of the traces renders in 70 ms, too short to time a few percent on).
 * `threaded`: 8 threads, 25,000 `pread64` of 4 KiB each (200,000 in all).
 
-`plain_s`, `strace_s`, `ebpf_s` are the render's own wall time (it times itself, from
+`floor_s`: the render run plain while bpftrace holds the recorder's tracepoints with empty
+actions (`floor_program`): what attaching those probes costs any eBPF recorder, the kernel's
+share; `ebpf_s` minus `floor_s` is the program's. With `--bpf-stats`, `floor_ns_per_call` and
+`ebpf_ns_per_call` are the run time per call of the case's busiest probe (the read probe) as
+the kernel's BPF statistics count it: the program's own cost, which the machine's other load
+hardly moves (the statistics add about 40 ns a call to both).
+
+`plain_s`, `floor_s`, `strace_s`, `ebpf_s` are the render's own wall time (it times itself, from
 its first line, before its imports, to its end): what a production frame pays.
 `*_cpu_s` are its CPU time (user + system, its own threads): the BPF program runs in
 the render's system calls, so `ebpf_cpu_ratio` is its cost with the machine's other
 load taken out (strace's cost is mostly waiting, which CPU time does not show). The recorder's start and the
 filing of the record come before and after the render (`*_total_s`: the whole
 `prewarm record`; bpftrace takes a few seconds to compile and attach, once per frame).
-`strace_ratio`/`ebpf_ratio` are against `plain_s` of the same run. `blocks_equal`: the
+`strace_ratio`/`ebpf_ratio`/`floor_ratio` are against `plain_s` of the same run. `blocks_equal`: the
 eBPF record's 4 KiB blocks per file, as filed in the store, equal the strace record's.
 `records_per_s`: the read calls the render made (counted in its strace record) per
 second of the render under eBPF. `plans_equal`: a plan of shot200 (frames 1-36) from
@@ -38,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +61,30 @@ from prewarm.plan.manifest import parse_manifest  # noqa: E402
 from prewarm.plan.pathmap import PathMap, Prefix  # noqa: E402
 from prewarm.site.settings import Settings  # noqa: E402
 from prewarm.testkit.samples import build_shot  # noqa: E402
+from prewarm.traces.ebpf import program  # noqa: E402
 from prewarm.traces.files import read_traces  # noqa: E402
 from prewarm.traces.record import RecordResult, record  # noqa: E402
+
+STATS = """
+def bpf_ns():
+    # run time per call of the busiest BPF program of the bpftrace that traces this process
+    # (its parent under the floor, its sibling under prewarm record), from the kernel's BPF statistics
+    me, best = os.getppid(), (0, 0)
+    for p in [str(me)] + [q for q in os.listdir("/proc") if q.isdigit()]:
+        try:
+            stat = open(f"/proc/{p}/stat").read()
+            if "(bpftrace)" not in stat or (p != str(me) and stat.rsplit(")", 1)[1].split()[1] != str(me)):
+                continue
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                if os.readlink(f"/proc/{p}/fd/{fd}") == "anon_inode:bpf-prog":
+                    info = dict(x.split(":", 1) for x in open(f"/proc/{p}/fdinfo/{fd}").read().splitlines() if ":" in x)
+                    best = max(best, (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))))
+        except OSError:
+            continue
+        break
+    return best[1] / best[0] if best[0] else 0.0
+open(out, "w").write(f"{wall} {c.user + c.system} {bpf_ns()}")
+"""
 
 READER = """
 import time
@@ -67,7 +100,8 @@ ts = [threading.Thread(target=loop, args=(k, 200_000 // threads)) for k in range
 for t in ts: t.start()
 for t in ts: t.join()
 c = os.times()
-open(out, "w").write(f"{time.perf_counter() - t0} {c.user + c.system}")
+wall = time.perf_counter() - t0
+STATS
 """
 
 TEXTURE = '''
@@ -76,9 +110,10 @@ import time
 t0 = time.perf_counter()
 import OpenImageIO as oiio, os, sys, math
 root, frame, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+scale = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 ts = oiio.TextureSystem(shared=False)
 ts.attribute("max_memory_MB", 64.0); ts.attribute("autotile", 0)
-W, H = 96, 54
+W, H = 96 * scale, 54 * scale
 t = (frame - 1) / 35.0
 zoom = 0.35 if t < 0.66 else 0.35 - (t - 0.66) * 0.8
 cx, cy = 0.1 + 0.8 * min(t / 0.66, 1.0), 0.45
@@ -98,10 +133,40 @@ for j in range(H):
         if frame % 12 == 0:
             acc += ts.texture(f"{d0}/sign_mask.tx", opt, s % 1, tt % 1, d, 0, 0, d, 1)[0]
 c = os.times()
-open(out, "w").write(f"{time.perf_counter() - t0} {c.user + c.system}")
+wall = time.perf_counter() - t0
+STATS
 '''
 
+READER, TEXTURE = (script.replace("\nSTATS\n", "\n" + STATS) for script in (READER, TEXTURE))
+
 TARGETS = {"reader": 1.5, "texture": 1.05, "threaded": 1.05}
+KINDS = ("plain", "floor", "strace", "ebpf")
+
+
+def floor_program() -> str:
+    """The recorder's tracepoints, each with an empty action: the price of the probes themselves."""
+    points = [line.split(" /")[0].split(" {")[0] for line in program().splitlines() if line.startswith("tracepoint:")]
+    return "".join(f"{p} {{ }}\n" for p in points)
+
+
+@contextmanager
+def bpf_stats(on: bool) -> Iterator[None]:
+    """kernel.bpf_stats_enabled on for the block when asked (and put back as it was)."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    was = knob.read_text().strip()
+    if on:
+        knob.write_text("1")
+    try:
+        yield
+    finally:
+        if on:
+            knob.write_text(was)
+
+
+def run_floor(argv: list[str]) -> None:
+    """`argv` run by bpftrace (-c: the command starts once every probe is attached) holding the floor program."""
+    subprocess.run(["bpftrace", "--no-warnings", "-c", " ".join(argv), "-e", floor_program()], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def blocks(result: RecordResult) -> dict[str, set[int]]:
@@ -120,31 +185,40 @@ def reads(result: RecordResult) -> int:
 
 def run_case(settings: Settings, argv: list[str], timing: Path, repeat: int, job: str) -> dict[str, Any]:
     """Plain, strace and eBPF runs of one command, interleaved; medians and the last records."""
-    times: dict[str, list[float]] = {"plain": [], "strace": [], "ebpf": []}
-    cpu: dict[str, list[float]] = {"plain": [], "strace": [], "ebpf": []}
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    cpu: dict[str, list[float]] = {k: [] for k in KINDS}
+    per_call: dict[str, list[float]] = {k: [] for k in KINDS}
     totals: dict[str, list[float]] = {"strace": [], "ebpf": []}
     last: dict[str, RecordResult] = {}
     for i in range(repeat):
-        for kind in ("plain", "strace", "ebpf"):
+        for kind in KINDS:
             t0 = time.perf_counter()
             if kind == "plain":
                 subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+            elif kind == "floor":
+                run_floor(argv)
             else:
                 result = record(settings, argv, job=f"{job}_{kind}_{i}", frame=1, recorder=kind)
                 if result.returncode != 0 or result.recorder != kind or result.stored is None:
                     raise SystemExit(f"{job} under {kind}: status {result.returncode}, {result.notes}, {result.error}")
                 totals[kind].append(time.perf_counter() - t0)
                 last[kind] = result
-            wall, used = timing.read_text().split()
+            wall, used, ns = timing.read_text().split()
             times[kind].append(float(wall))
             cpu[kind].append(float(used))
+            per_call[kind].append(float(ns))
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     n_reads = reads(last["strace"])
-    return {"plain_s": round(med["plain"], 3), "strace_s": round(med["strace"], 3), "ebpf_s": round(med["ebpf"], 3),
-            "strace_ratio": round(med["strace"] / med["plain"], 2), "ebpf_ratio": round(med["ebpf"] / med["plain"], 3),
-            "plain_cpu_s": round(med_cpu["plain"], 3), "strace_cpu_s": round(med_cpu["strace"], 3),
-            "ebpf_cpu_s": round(med_cpu["ebpf"], 3), "ebpf_cpu_ratio": round(med_cpu["ebpf"] / med_cpu["plain"], 3),
+    return {"plain_s": round(med["plain"], 3), "floor_s": round(med["floor"], 3), "strace_s": round(med["strace"], 3),
+            "ebpf_s": round(med["ebpf"], 3), "strace_ratio": round(med["strace"] / med["plain"], 2),
+            "floor_ratio": round(med["floor"] / med["plain"], 3), "ebpf_ratio": round(med["ebpf"] / med["plain"], 3),
+            "plain_cpu_s": round(med_cpu["plain"], 3), "floor_cpu_s": round(med_cpu["floor"], 3),
+            "strace_cpu_s": round(med_cpu["strace"], 3), "ebpf_cpu_s": round(med_cpu["ebpf"], 3),
+            "floor_cpu_ratio": round(med_cpu["floor"] / med_cpu["plain"], 3),
+            "ebpf_cpu_ratio": round(med_cpu["ebpf"] / med_cpu["plain"], 3),
+            "floor_ns_per_call": round(statistics.median(per_call["floor"])) or None,
+            "ebpf_ns_per_call": round(statistics.median(per_call["ebpf"])) or None,
             "strace_total_s": round(statistics.median(totals["strace"]), 2),
             "ebpf_total_s": round(statistics.median(totals["ebpf"]), 2),
             "blocks_equal": blocks(last["ebpf"]) == blocks(last["strace"]),
@@ -171,9 +245,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--plan-frames", default="1,12,30", help="shot200 frames recorded both ways for the plan check")
+    ap.add_argument("--bpf-stats", action="store_true",
+                    help="turn on the kernel's BPF run-time statistics for the run (about 40 ns more per call) "
+                         "and report each case's busiest probe's run time per call, under the floor and eBPF")
+    ap.add_argument("--texture-scale", type=int, default=8, help="the timed texture render's image, times 96 x 54")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "capture.json"))
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="capture-") as tmp:
+    with bpf_stats(args.bpf_stats), tempfile.TemporaryDirectory(prefix="capture-") as tmp:
         d = Path(tmp)
         proj = d / "proj"
         print(f"building shot200: {build_shot(ROOT / 'sample_jobs' / 'shot200', proj)}", file=sys.stderr)
@@ -187,22 +265,27 @@ def main() -> None:
                             path_map=PathMap((Prefix("/studio/proj", (), str(proj)),)))
         cases = {
             "reader": [sys.executable, str(d / "reader.py"), str(data), str(timing), "1"],
-            "texture": [sys.executable, str(d / "texture.py"), str(proj), "1", str(timing)],
+            "texture": [sys.executable, str(d / "texture.py"), str(proj), "1", str(timing), str(args.texture_scale)],
             "threaded": [sys.executable, str(d / "reader.py"), str(data), str(timing), "8"],
         }
         results = {name: run_case(settings, argv, timing, args.repeat, name) for name, argv in cases.items()}
         frames = [int(f) for f in args.plan_frames.split(",")]
         same_plan = plans_equal(settings, d / "texture.py", proj, timing, frames)
-    print(f"{'case':10} {'plain s':>8} {'strace s':>9} {'eBPF s':>8} {'strace x':>9} {'eBPF x':>7} {'target':>7} "
-          f"{'eBPF cpu x':>10} {'blocks =':>9} {'reads/s':>10}")
+    print(f"{'case':10} {'plain s':>8} {'strace s':>9} {'eBPF s':>8} {'strace x':>9} {'floor x':>8} {'eBPF x':>7} "
+          f"{'target':>7} {'floor cpu x':>11} {'eBPF cpu x':>10} {'blocks =':>9} {'reads/s':>10}")
     for name, r in results.items():
         print(f"{name:10} {r['plain_s']:8.3f} {r['strace_s']:9.3f} {r['ebpf_s']:8.3f} {r['strace_ratio']:9.2f} "
-              f"{r['ebpf_ratio']:7.3f} {'<=' + str(TARGETS[name]):>7} {r['ebpf_cpu_ratio']:10.3f} "
-              f"{str(r['blocks_equal']):>9} {r['records_per_s']:10,}")
+              f"{r['floor_ratio']:8.3f} {r['ebpf_ratio']:7.3f} {'<=' + str(TARGETS[name]):>7} "
+              f"{r['floor_cpu_ratio']:11.3f} {r['ebpf_cpu_ratio']:10.3f} {str(r['blocks_equal']):>9} "
+              f"{r['records_per_s']:10,}")
+    if args.bpf_stats:
+        print("run time per call of the busiest probe (ns): " + ", ".join(
+            f"{name} floor {r['floor_ns_per_call']} eBPF {r['ebpf_ns_per_call']}" for name, r in results.items()))
     print(f"plan of shot200 from eBPF records of frames {args.plan_frames} == from strace records: {same_plan}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cpu_count": os.cpu_count(), "repeat": args.repeat, "cases": results,
+    out.write_text(json.dumps({"cpu_count": os.cpu_count(), "repeat": args.repeat,
+                               "texture_scale": args.texture_scale, "cases": results,
                                "targets": TARGETS, "plans_equal": same_plan, "plan_frames": frames}, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
 

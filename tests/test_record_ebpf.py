@@ -280,3 +280,47 @@ def test_reads_a_full_map_drops_are_counted(studio: tuple[Settings, list[str]], 
     dropped = int(note.split()[5])
     assert kept <= {(i * 1000, 100) for i in range(1000)}
     assert len(kept) + dropped == 1000 and dropped > 0
+
+
+def test_a_render_that_reads_at_once_is_recorded_from_its_first_call(studio: tuple[Settings, list[str]]) -> None:
+    """dd opens and reads before a Python render would have imported anything: the render starts
+    only once every probe is attached (bpftrace runs BEGIN before attaching them), so its open
+    is seen and its reads named."""
+    settings, argv = studio
+    for i in range(3):
+        result = record(settings, ["dd", f"if={argv[2]}/c.bin", "of=/dev/null", "bs=4096", "count=3", "status=none"],
+                        job=f"j_dd{i}", recorder="ebpf")
+        assert result.returncode == 0 and result.recorder == "ebpf"
+        assert blocks(result) == {"c.bin": {0, 1, 2}}
+
+
+REUSE = r"""
+import os, sys
+d = sys.argv[1]
+a = os.open(f"{d}/a.bin", os.O_RDONLY)
+os.pread(a, 100, 0)                      # a.bin block 0: the descriptor is now known to the program
+os.close(a)
+c = os.open(f"{d}/c.bin", os.O_RDONLY)   # the lowest free number: a's
+assert c == a
+os.pread(c, 100, 4096)                   # c.bin block 1, not a.bin
+e = os.open(f"{d}/e.bin", os.O_RDONLY)
+os.pread(e, 100, 8192)                   # e.bin block 2
+os.dup2(c, e)                            # e's number now names c.bin
+os.pread(e, 100, 12288)                  # c.bin block 3
+f = os.open(f"{d}/f.bin", os.O_RDONLY)   # close-on-exec, as Python opens them
+os.pread(f, 100, 16384)                  # f.bin block 4
+os.execv(sys.executable, [sys.executable, "-c",
+         "import os, sys\ng = os.open(sys.argv[1], os.O_RDONLY)\nos.pread(g, 100, 20480)", f"{d}/g.bin"])
+"""
+
+
+def test_a_descriptor_number_that_names_another_file_is_not_taken_for_the_old_one(
+        studio: tuple[Settings, list[str]], tmp_path: Path) -> None:
+    """The program remembers what each descriptor names: a number closed and opened again, one
+    replaced by dup2, and the numbers after exec (close-on-exec) name their new files."""
+    settings, argv = studio
+    script = tmp_path / "reuse.py"
+    script.write_text(REUSE)
+    result = record(settings, [sys.executable, str(script), argv[2]], job="j_reuse", recorder="ebpf")
+    assert result.returncode == 0 and result.recorder == "ebpf"
+    assert blocks(result) == {"a.bin": {0}, "c.bin": {1, 3}, "e.bin": {2}, "f.bin": {4}, "g.bin": {5}}

@@ -11,14 +11,17 @@ are rarer and are sent as events.
 
 How the program knows what it reads, without following descriptors:
 
-* Only the render's process tree: a map of tracked thread ids starts with the
-  wrapper's pid (the command waits on a pipe until the program is attached, so
-  nothing is missed) and grows on `sched_process_fork` (children and threads alike)
-  and shrinks on `sched_process_exit`. Other processes on the machine cost a map
-  lookup per call and are not recorded.
+* Only the render's process tree: a map of tracked processes (`@t`, by pid: threads
+  share theirs) starts with the wrapper's pid (the command waits on a pipe until the
+  program is attached, so nothing is missed) and grows on `sched_process_fork` and
+  shrinks on `sched_process_exit`. Other processes on the machine cost a map lookup
+  per traced call and are not recorded. A process whose main thread exits while its
+  other threads run on is no longer followed (rare: `pthread_exit` in `main`).
 * A descriptor is looked up in the calling task's own descriptor table (kernel
-  structures, through the kernel's BTF): the `struct file` gives the inode and the
-  *file's real position*. So `dup`/`dup2`/`dup3`, descriptors inherited across fork,
+  structures, through the kernel's BTF), once per descriptor and generation (see
+  `_described`; the descriptor table shared by a child made with `CLONE_FILES` but
+  not `CLONE_THREAD` is not followed across the two): the `struct file` gives the
+  inode and the *file's real position*. So `dup`/`dup2`/`dup3`, descriptors inherited across fork,
   `close` and reuse of a number, `lseek` (any whence) and a `read`'s advance are what
   the kernel says they are, where the strace importer has to follow them from the log.
   `preadv2` with offset -1 reads at the position, as the man page says.
@@ -34,12 +37,13 @@ How the program knows what it reads, without following descriptors:
   read of the mapped region (the importer's rule, and `prewarm record` asks strace for
   `mmap` too, so both records hold the same blocks).
 
-Memory: each of the three kernel read maps holds `MAP_KEYS` distinct reads (a 32-byte
-key and an 8-byte first-seen time, about 80 bytes with the hash table's own, so about
-3 x 20 MiB, preallocated by the kernel); the map of vectored reads in flight holds one
-entry per thread inside one, and the tracked-thread map at most `MAP_KEYS` threads alive
-at once. A map that fills within one drain interval drops new reads; each refused
-insert is counted (`lost_runs`). User space keeps one path per
+Memory: bpftrace 0.17 gives every map `MAP_KEYS` entries, preallocated by the kernel, so
+the program's six maps are a fixed 152 MiB of kernel memory (measured from their `memlock`
+in /proc/PID/fdinfo): the three read maps (a 32-byte key and an 8-byte first-seen time,
+26 MiB each), the descriptor cache (30 MiB), each thread's call in flight (24 MiB) and the
+tracked processes (20 MiB); so the program keeps no more maps than it needs (one map of
+calls in flight for all calls, the drain epoch in `@t[0]`). A read map that fills within
+one drain interval drops new reads; each refused insert is counted (`lost_runs`). User space keeps one path per
 distinct file opened, at most `MAX_FILES` of them, and no reads: every drain is
 written out at once. So the recorder's memory does not grow with the number of reads
 or the length of the render, only with the number of distinct files, up to the cap.
@@ -86,6 +90,10 @@ MAX_FILES = 1 << 20
 """Distinct files user space names (about 200 bytes each): a render that opens more has
 the reads of the rest counted as unnamed, and the recorder stays bounded."""
 
+MAX_PENDING = 1 << 18
+"""Drained reads user space holds until their file's open event is read (the ring of events and
+the map drains are read in no fixed order), about 100 bytes each; beyond it they count as unnamed."""
+
 PERF_PAGES = 256
 """Pages of bpftrace's event ring per CPU (1 MiB): room for bursts of opens and stats."""
 
@@ -107,7 +115,7 @@ def _reads(dev: str, ino: str, off: str, n: str) -> str:
     """Statements adding the read of `n` bytes at `off` to the current epoch's map, once: the
     same read made again (a re-read tile) costs a lookup and no update. A new read that a
     full map refused is found missing right after, and counted in `@lost`."""
-    out = ["$k = (uint64)@e % 3;"]
+    out = ["$k = @t[0] % 3;"]
     for i in range(3):
         cond = "if" if i == 0 else "else if"
         out.append(f"{cond} ($k == {i}) {{ if (!@a{i}[{dev}, {ino}, {off}, {n}]) "
@@ -119,12 +127,34 @@ def _reads(dev: str, ino: str, off: str, n: str) -> str:
 _REG = "($f != 0 && ($f->f_inode->i_mode & 0xf000) == 0x8000)"
 _DEV = "$f->f_inode->i_sb->s_dev"
 _INO = "$f->f_inode->i_ino"
-_BASE = ("if (@ad[tid] == 0xffffff9c) { $bd = curtask->fs->pwd.dentry->d_inode->i_sb->s_dev; "
-         "$bi = curtask->fs->pwd.dentry->d_inode->i_ino; } else { " + _file("@ad[tid]") +
+_BASE = ("$dfd = @n[tid].1; if ($dfd == 0xffffff9c) { $bd = curtask->fs->pwd.dentry->d_inode->i_sb->s_dev; "
+         "$bi = curtask->fs->pwd.dentry->d_inode->i_ino; } else { " + _file("$dfd") +
          " if ($f != 0) { $bd = " + _DEV + "; $bi = " + _INO + "; } }")
-"""Statements setting `$bd`/`$bi` to the device and inode a name in `@an[tid]` is relative to: the
+"""Statements setting `$bd`/`$bi` to the device and inode the name of the call in flight (`$n`) is relative to: the
 `dirfd`'s, or the working directory's for AT_FDCWD (-100, kept as its 32 bits: bpftrace 0.17
 compares the `int` argument unsigned)."""
+
+
+def _described(body: str) -> str:
+    """An action for a call on `args->fd` by the render's tree: `body` runs with `$fp`, `$ip`, `$d`,
+    `$i` set to the descriptor's `struct file *`, its inode's address, device and inode number
+    (`$ip` 0: not a regular file).
+
+    Walking the descriptor table through BTF is ten kernel reads per call, most of the program's
+    cost; so what a descriptor names is kept in `@fc`, keyed by (process, descriptor) and stamped
+    with the process's generation (`@t[pid]`, the tree filter's value), and a call whose entry
+    carries the current generation reads nothing. The generation changes (a new `nsecs`) on every
+    `close`, `dup2`, `dup3`, `close_range` and `execve` the process makes, after the call, so a
+    number that may now name another file is never taken from the cache: at worst a live
+    descriptor is looked up again. A child starts with its own generation (and pid).
+    """
+    return ("{ $g = @t[pid]; if ($g != 0) { $fd = (uint64)args->fd; $fp = (uint64)0; $ip = (uint64)0; "
+            "$d = (uint64)0; $i = (uint64)0; $c = @fc[pid, $fd]; "
+            "if ($c.0 == $g) { $fp = $c.1; $ip = $c.2; $d = $c.3; $i = $c.4; } else { " + _file("$fd") +
+            " if ($f != 0) { $in = $f->f_inode; $fp = (uint64)$f; if (($in->i_mode & 0xf000) == 0x8000) { "
+            "$ip = (uint64)$in; $d = (uint64)$in->i_sb->s_dev; $i = (uint64)$in->i_ino; } "
+            "@fc[pid, $fd] = ($g, $fp, $ip, $d, $i); } } "
+            "if ($ip != 0) { " + body + " } } }")
 
 
 def _sized(off: str) -> str:
@@ -135,71 +165,85 @@ def _sized(off: str) -> str:
     would: one probe per read instead of two, and no map of calls in flight. A read
     that then fails (EIO) is still recorded: it is what the render asked for.
     """
-    return (f"{{ {_file('args->fd')} if ($f != 0) {{ $in = $f->f_inode; if (($in->i_mode & 0xf000) == 0x8000) {{ "
-            f"$o = (uint64)({off}); $sz = (uint64)$in->i_size; $n = (uint64)args->count; "
-            f"if ($o < $sz && $n > 0) {{ if ($o + $n > $sz) {{ $n = $sz - $o; }} "
-            f"{_reads('$in->i_sb->s_dev', '$in->i_ino', '$o', '$n')} }} }} }} }}")
+    return _described(f"$o = (uint64)({off}); $sz = (uint64)((struct inode *)$ip)->i_size; $n = (uint64)args->count; "
+                      f"if ($o < $sz && $n > 0) {{ if ($o + $n > $sz) {{ $n = $sz - $o; }} "
+                      f"{_reads('$d', '$i', '$o', '$n')} }}")
+
+
+_POS = "((struct file *)$fp)->f_pos"
+"""The descriptor's position (its open file's, shared by its dups and across fork)."""
 
 
 def program() -> str:
-    """The bpftrace program; `$1` is the pid of the wrapper that becomes the render."""
-    read_enter = f"{{ {_file('args->fd')} if {_REG} {{ @r[tid] = ({_DEV}, {_INO}, (uint64)(OFF)); }} }}"
+    """The bpftrace program; `$1` is the pid of the wrapper that becomes the render, `$2` the recorder's.
+
+    bpftrace runs BEGIN before it attaches the other probes, so a line printed there would let
+    the render start while its first opens still go unseen (reads of a file whose open was missed
+    cannot be named: a fast render's whole record was lost that way under load). Readiness is
+    printed instead by the last probe attached, on a call the recorder makes until it fires.
+    """
+    read_enter = _described("@n[tid] = ($d, $i, (uint64)(OFF));")
     drains = []
     for i in range(3):
         cond = "if" if i == 0 else "else if"
         drains.append(f"{cond} ($k == {i}) {{ print(@a{i}); clear(@a{i}); }}")
     return "\n".join([
-        'BEGIN { @t[$1] = 1; @e = 0; printf("R\\n"); }',
-        "tracepoint:sched:sched_process_fork /@t[args->parent_pid]/ { @t[args->child_pid] = 1; }",
+        # the render's tree: processes by pid (threads share theirs), the value the descriptor generation
+        # (and @t[0], pid 0 making no calls, the drain epoch: see _reads); @fc's types before the probes read it
+        "BEGIN { @t[$1] = nsecs; @t[0] = 0; "
+        "@fc[pid, (uint64)0] = ((uint64)0, (uint64)0, (uint64)0, (uint64)0, (uint64)0); delete(@fc[pid, (uint64)0]); }",
+        "tracepoint:sched:sched_process_fork /@t[pid]/ { @t[args->child_pid] = nsecs; }",
         "tracepoint:sched:sched_process_exit /@t[tid]/ { delete(@t[tid]); }",
+        # calls after which a descriptor number may name another file: a new generation
+        "tracepoint:syscalls:sys_exit_close, tracepoint:syscalls:sys_exit_dup2, tracepoint:syscalls:sys_exit_dup3, "
+        "tracepoint:syscalls:sys_exit_close_range, tracepoint:syscalls:sys_exit_execve, "
+        "tracepoint:syscalls:sys_exit_execveat /@t[pid]/ { @t[pid] = nsecs; }",
         # read and pread64, the calls renderers make: all at enter (see _sized)
-        "tracepoint:syscalls:sys_enter_read /@t[tid]/ " + _sized("$f->f_pos"),
-        "tracepoint:syscalls:sys_enter_pread64 /@t[tid]/ " + _sized("args->pos"),
+        "tracepoint:syscalls:sys_enter_read " + _sized(_POS),
+        "tracepoint:syscalls:sys_enter_pread64 " + _sized("args->pos"),
         # vectored reads: where at enter, how much at exit
-        "tracepoint:syscalls:sys_enter_readv /@t[tid]/ " + read_enter.replace("OFF", "$f->f_pos"),
-        "tracepoint:syscalls:sys_enter_preadv /@t[tid]/ "
-        + read_enter.replace("OFF", "(args->pos_l | (args->pos_h << 32))"),
-        "tracepoint:syscalls:sys_enter_preadv2 /@t[tid]/ "
-        + read_enter.replace("OFF", "((int64)args->pos_l == -1 ? $f->f_pos : (args->pos_l | (args->pos_h << 32)))"),
+        "tracepoint:syscalls:sys_enter_readv " + read_enter.replace("OFF", _POS),
+        "tracepoint:syscalls:sys_enter_preadv " + read_enter.replace("OFF", "(args->pos_l | (args->pos_h << 32))"),
+        "tracepoint:syscalls:sys_enter_preadv2 "
+        + read_enter.replace("OFF", f"((int64)args->pos_l == -1 ? {_POS} : (args->pos_l | (args->pos_h << 32)))"),
         "tracepoint:syscalls:sys_exit_readv, tracepoint:syscalls:sys_exit_preadv, tracepoint:syscalls:sys_exit_preadv2 "
-        f"{{ $x = @r[tid]; if ($x.1 != 0) {{ if (args->ret > 0) "
-        f"{{ {_reads('$x.0', '$x.1', '$x.2', '(uint64)args->ret')} }} delete(@r[tid]); }} }}",
+        f"{{ $x = @n[tid]; if ($x.1 != 0) {{ if (args->ret > 0) "
+        f"{{ {_reads('$x.0', '$x.1', '$x.2', '(uint64)args->ret')} }} delete(@n[tid]); }} }}",
         # mmap of a file: a read of the mapped region
-        f"tracepoint:syscalls:sys_enter_mmap /@t[tid] && args->fd < 0x80000000 && args->len > 0/ "
-        f"{{ {_file('args->fd')} if {_REG} {{ {_reads(_DEV, _INO, 'args->off', 'args->len')} }} }}",
+        "tracepoint:syscalls:sys_enter_mmap /args->fd < 0x80000000 && args->len > 0/ "
+        + _described(_reads("$d", "$i", "(uint64)args->off", "(uint64)args->len")),
         # opens, stats, listings: named calls, sent as events
-        "tracepoint:syscalls:sys_enter_openat /@t[tid]/ "
-        "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; @af[tid] = args->flags; }",
-        "tracepoint:syscalls:sys_enter_openat2 /@t[tid]/ "
-        "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; "
-        "@af[tid] = *(uint64 *)uptr(args->how); }",
-        "tracepoint:syscalls:sys_exit_openat, tracepoint:syscalls:sys_exit_openat2 /@t[tid]/ "
-        f"{{ if (args->ret >= 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} {_file('args->ret')} "
-        f"if ($f != 0) {{ printf(\"O %d %d %d %u %lu %u %lu %d %s\\n\", pid, args->ret, "
-        f"$f->f_inode->i_mode & 0xf000, {_DEV}, {_INO}, $bd, $bi, @af[tid], str(uptr(@an[tid]))); }} }} "
-        "delete(@an[tid]); delete(@ad[tid]); delete(@af[tid]); }",
-        "tracepoint:syscalls:sys_enter_newfstatat, tracepoint:syscalls:sys_enter_statx /@t[tid]/ "
-        "{ @an[tid] = (uint64)args->filename; @ad[tid] = args->dfd & 0xffffffff; }",
-        "tracepoint:syscalls:sys_exit_newfstatat, tracepoint:syscalls:sys_exit_statx /@t[tid]/ "
-        f"{{ if (args->ret == 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} "
-        f"printf(\"S %d %u %lu %s\\n\", pid, $bd, $bi, str(uptr(@an[tid]))); }} "
-        "delete(@an[tid]); delete(@ad[tid]); }",
-        "tracepoint:syscalls:sys_enter_getdents64 /@t[tid]/ { @gd[tid] = args->fd; }",
-        "tracepoint:syscalls:sys_exit_getdents64 /@t[tid]/ "
-        f"{{ if (args->ret > 0) {{ {_file('@gd[tid]')} if ($f != 0) "
-        f"{{ printf(\"D %u %lu\\n\", {_DEV}, {_INO}); }} }} delete(@gd[tid]); }}",
+        # opens, stats, listings, chdir: named calls, sent as events; @n holds each thread's call in flight
+        "tracepoint:syscalls:sys_enter_openat /@t[pid]/ "
+        "{ @n[tid] = ((uint64)args->filename, (uint64)(args->dfd & 0xffffffff), (uint64)args->flags); }",
+        "tracepoint:syscalls:sys_enter_openat2 /@t[pid]/ "
+        "{ @n[tid] = ((uint64)args->filename, (uint64)(args->dfd & 0xffffffff), *(uint64 *)uptr(args->how)); }",
+        "tracepoint:syscalls:sys_exit_openat, tracepoint:syscalls:sys_exit_openat2 /@t[pid]/ "
+        f"{{ if (args->ret >= 0 && @n[tid].0 != 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} "
+        f"{_file('args->ret')} if ($f != 0) {{ printf(\"O %d %d %d %u %lu %u %lu %d %s\\n\", pid, args->ret, "
+        f"$f->f_inode->i_mode & 0xf000, {_DEV}, {_INO}, $bd, $bi, @n[tid].2, str(uptr(@n[tid].0))); }} }} "
+        "delete(@n[tid]); }",
+        "tracepoint:syscalls:sys_enter_newfstatat, tracepoint:syscalls:sys_enter_statx /@t[pid]/ "
+        "{ @n[tid] = ((uint64)args->filename, (uint64)(args->dfd & 0xffffffff), (uint64)0); }",
+        "tracepoint:syscalls:sys_exit_newfstatat, tracepoint:syscalls:sys_exit_statx /@t[pid]/ "
+        f"{{ if (args->ret == 0 && @n[tid].0 != 0) {{ $bd = (uint32)0; $bi = (uint64)0; {_BASE} "
+        f"printf(\"S %d %u %lu %s\\n\", pid, $bd, $bi, str(uptr(@n[tid].0))); }} delete(@n[tid]); }}",
+        "tracepoint:syscalls:sys_enter_getdents64 /@t[pid]/ { @n[tid] = ((uint64)args->fd, (uint64)1, (uint64)0); }",
+        "tracepoint:syscalls:sys_exit_getdents64 /@t[pid]/ "
+        f"{{ $n = @n[tid]; if (args->ret > 0 && $n.1 == 1) {{ {_file('$n.0')} if ($f != 0) "
+        f"{{ printf(\"D %u %lu\\n\", {_DEV}, {_INO}); }} }} delete(@n[tid]); }}",
         # chdir: the new working directory is the old one joined to the name
-        "tracepoint:syscalls:sys_enter_chdir /@t[tid]/ { @an[tid] = (uint64)args->filename; "
-        "@cd[tid] = curtask->fs->pwd.dentry->d_inode->i_sb->s_dev; "
-        "@ci[tid] = curtask->fs->pwd.dentry->d_inode->i_ino; }",
-        "tracepoint:syscalls:sys_exit_chdir /@t[tid]/ { if (args->ret == 0) { "
-        "printf(\"C %d %u %lu %u %lu %s\\n\", pid, @cd[tid], @ci[tid], curtask->fs->pwd.dentry->d_inode->i_sb->s_dev, "
-        "curtask->fs->pwd.dentry->d_inode->i_ino, str(uptr(@an[tid]))); } delete(@an[tid]); delete(@cd[tid]); "
-        "delete(@ci[tid]); }",
-        f"interval:ms:{DRAIN_MS} {{ @e = @e + 1; $k = ((uint64)@e + 1) % 3; {' '.join(drains)} }}",
+        "tracepoint:syscalls:sys_enter_chdir /@t[pid]/ { @n[tid] = ((uint64)args->filename, "
+        "(uint64)curtask->fs->pwd.dentry->d_inode->i_sb->s_dev, curtask->fs->pwd.dentry->d_inode->i_ino); }",
+        "tracepoint:syscalls:sys_exit_chdir /@t[pid]/ { if (args->ret == 0 && @n[tid].0 != 0) { "
+        "printf(\"C %d %lu %lu %u %lu %s\\n\", pid, @n[tid].1, @n[tid].2, "
+        "curtask->fs->pwd.dentry->d_inode->i_sb->s_dev, curtask->fs->pwd.dentry->d_inode->i_ino, "
+        "str(uptr(@n[tid].0))); } delete(@n[tid]); }",
+        f"interval:ms:{DRAIN_MS} {{ @t[0] = @t[0] + 1; $k = (@t[0] + 1) % 3; {' '.join(drains)} clear(@fc); }}",
+        # attached last (bpftrace attaches in this order, BEGIN before all): once it fires, every probe above is on
+        'tracepoint:syscalls:sys_enter_getppid /pid == $2/ { printf("R %d %lu\\n", cpu, nsecs); }',
         "END { print(@a0); print(@a1); print(@a2); print(@lost); "
-        "clear(@a0); clear(@a1); clear(@a2); clear(@lost); clear(@t); clear(@e); "
-        "clear(@r); clear(@an); clear(@ad); clear(@af); clear(@gd); clear(@cd); clear(@ci); }",
+        "clear(@a0); clear(@a1); clear(@a2); clear(@lost); clear(@t); clear(@fc); clear(@n); }",
     ]) + "\n"
 
 
@@ -211,6 +255,9 @@ _WRAPPER = "import os, sys\nos.read(int(sys.argv[1]), 1)\nos.close(int(sys.argv[
 
 _READY_S = 120.0
 """How long bpftrace may take to compile and attach (seconds on a busy two-core machine)."""
+
+_FLUSH_S = 10.0
+"""How long the recorder waits for the rings to be read out after the render ends."""
 
 _TRACEFS = "/sys/kernel/tracing"
 
@@ -330,7 +377,8 @@ class EbpfRecorder:
         self.stats = EbpfStats()
         self._proc: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
-        self._ready = threading.Event()
+        self._marks: dict[int, int] = {}
+        self._marked = threading.Condition()
         self._errors: list[str] = []
         self._pending: list[tuple[int, int, int, int, int]] = []
         self._clock = time.time() - time.monotonic()
@@ -347,8 +395,8 @@ class EbpfRecorder:
                "BPFTRACE_PERF_RB_PAGES": str(PERF_PAGES)}
         try:
             self._proc = subprocess.Popen(["bpftrace", "--no-warnings", "-f", "json", "-B", "line", "-e", program(),
-                                           str(render.pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                          preexec_fn=_end_with_parent)
+                                           str(render.pid), str(os.getpid())], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, env=env, preexec_fn=_end_with_parent)
         except OSError as exc:
             self._abandon(render, gate_w)
             raise EbpfUnavailable(f"bpftrace did not start: {exc.strerror}") from exc
@@ -357,7 +405,7 @@ class EbpfRecorder:
         for t in self._threads:
             t.start()
         deadline = time.monotonic() + _READY_S
-        while not self._ready.wait(0.1):
+        while not self._mark(None, 0.05):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self._abandon(render, gate_w)
                 self._end_bpftrace()
@@ -400,8 +448,38 @@ class EbpfRecorder:
             if pipe is not None:
                 pipe.close()
 
+    def _mark(self, cpu: int | None, wait_s: float) -> bool:
+        """Make the call the last-attached probe answers (on `cpu`, or where this thread runs) and
+        wait up to `wait_s` for its line: True once it is read."""
+        since = time.monotonic_ns()  # bpftrace's nsecs is the same clock
+        if cpu is None:
+            os.getppid()
+        else:
+            allowed = os.sched_getaffinity(0)
+            try:
+                os.sched_setaffinity(0, {cpu})
+            except OSError:  # a CPU this process may not run on: its ring cannot be marked from here
+                return True
+            try:
+                os.getppid()
+            finally:
+                os.sched_setaffinity(0, allowed)
+        with self._marked:
+            return self._marked.wait_for(lambda: self._marks.get(-1 if cpu is None else cpu, -1) >= since, wait_s)
+
+    def _flush(self) -> None:
+        """Every event the render caused read before bpftrace is stopped. Events go to one ring per
+        CPU, read when the kernel wakes bpftrace, and bpftrace 0.17 may leave a ring unread when it
+        is interrupted: a fast render's opens were lost that way, and with them the names of all its
+        reads. A mark made on a CPU and read back means everything before it on that CPU's ring was."""
+        cpus = sorted(os.sched_getaffinity(0))
+        deadline = time.monotonic() + _FLUSH_S
+        while cpus and time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            cpus = [c for c in cpus if not self._mark(c, 0.2)]
+
     def stop(self) -> EbpfStats:
         """End bpftrace (the render has exited), write the last reads; the stats of the record."""
+        self._flush()
         self._end_bpftrace()
         pending, self._pending = self._pending, []
         self._write_runs(pending, final=True)
@@ -428,7 +506,10 @@ class EbpfRecorder:
     def _event(self, line: str) -> None:
         kind = line[:1]
         if kind == "R":
-            self._ready.set()
+            with self._marked:
+                cpu, ns = (int(x) for x in line.split()[1:3])
+                self._marks[cpu] = self._marks[-1] = ns
+                self._marked.notify_all()
         elif kind == "O":
             self._open(line.split(" ", 9)[1:])
         elif kind == "S":
@@ -496,14 +577,14 @@ class EbpfRecorder:
 
     def _write_runs(self, runs: list[tuple[int, int, int, int, int]], final: bool) -> None:
         """Reads as records in the order they were first made; reads of files not yet named
-        wait for the end (their open may still be in the ring), at most `MAP_KEYS` of them."""
+        wait for the end (their open may still be in the ring), at most `MAX_PENDING` of them."""
         runs.sort()
         dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
         lines = []
         for ns, dev, ino, off, n in runs:
             path = self.names.files.get((dev, ino), "")
             if path == "":
-                if final or len(self._pending) >= MAP_KEYS:
+                if final or len(self._pending) >= MAX_PENDING:
                     self.stats.unnamed += 1
                 else:
                     self._pending.append((ns, dev, ino, off, n))
