@@ -75,10 +75,10 @@ from prewarm.flow.planning import PlanOptions, plan_resolved, site_fs
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet, aggregate, merge, restrict
 from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
+from prewarm.plan.knobs import PredictOptions
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
-from prewarm.plan.predict import PredictOptions
 from prewarm.plan.ranges import normalize
 from prewarm.plan.records import PlannedRange
 from prewarm.site.fs import SiteFS
