@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup system-deps demo lint test test-fast bench native native-clean
 
-# The hot modules (setup.py's COMPILED: the strace parser, the range algebra, the predictor,
-# the plan's ordering and the warm's batch cutting) are compiled by the package's own build, one mypyc compilation of
+# The hot modules (setup.py's COMPILED: the strace parser, the range algebra, the predictor and
+# its models, the plan's ordering and the warm's batch cutting) are compiled by the package's own build, one mypyc compilation of
 # all of them: `make setup` runs that build in place (`setup.py build_ext --inplace`, the same
 # compilation `pip install .` and `pip wheel .` run), and again whenever one of their sources
 # or setup.py is newer than the build, so every make target runs current code (a pytest run

@@ -86,10 +86,10 @@ from prewarm.formats.reader import read_structure
 from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import TraceSet, aggregate, merge, restrict
 from prewarm.plan.inputs import ResolvedInputs, resolve_inputs
+from prewarm.plan.knobs import PredictOptions
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
-from prewarm.plan.predict import PredictOptions
 from prewarm.plan.ranges import Span, normalize
 from prewarm.plan.records import PlannedRange
 from prewarm.plan.structure import Structure

@@ -55,10 +55,10 @@ from prewarm.plan.evaluate import (
     score,
 )
 from prewarm.plan.inputs import resolve_inputs
+from prewarm.plan.knobs import PredictOptions
 from prewarm.plan.manifest import Manifest
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
-from prewarm.plan.predict import PredictOptions
 from prewarm.plan.ranges import Span, normalize
 from prewarm.plan.structure import Structure
 from prewarm.plan.texture import TextureOptions

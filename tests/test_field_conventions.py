@@ -20,9 +20,11 @@ from prewarm.plan.evaluate import evaluate
 from prewarm.plan.inputs import resolve_inputs
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
-from prewarm.plan.predict import Candidate, find_sequences, predict
+from prewarm.plan.predict import predict
+from prewarm.plan.prediction import Candidate
 from prewarm.plan.ranges import intersect, normalize, total
 from prewarm.plan.records import FileInfo, Reason
+from prewarm.plan.sequences import find_sequences
 from prewarm.plan.structure import Level, Structure
 from prewarm.site.settings import Settings
 from prewarm.testkit.samples import build_shot

@@ -7,16 +7,14 @@ from hypothesis import strategies as st
 
 from prewarm.plan.access import Access
 from prewarm.plan.aggregate import aggregate, restrict
+from prewarm.plan.knobs import PredictOptions
 from prewarm.plan.ordering import order_ranges
-from prewarm.plan.predict import (
-    Candidate,
-    PredictOptions,
-    find_sequences,
-    fit_progression,
-    predict,
-)
+from prewarm.plan.predict import predict
+from prewarm.plan.prediction import Candidate
 from prewarm.plan.ranges import normalize
 from prewarm.plan.records import FileInfo, Reason
+from prewarm.plan.sequences import find_sequences
+from prewarm.plan.shared import fit_progression
 
 KiB = 1024
 MiB = 1 << 20
@@ -165,7 +163,7 @@ def test_restrict_splits_training_frames():
 
 def test_order_puts_first_frames_and_shared_data_first_and_fallbacks_last():
     sizes = {"/s/scene": 4 * MiB, "/s/seq.0001": MiB, "/s/seq.0002": MiB, "/s/unseen": 2 * MiB}
-    from prewarm.plan.predict import Prediction
+    from prewarm.plan.prediction import Prediction
     preds = [
         Prediction("/s/unseen", (1, 2), [(0, 2 * MiB)], Reason.FALLBACK, last=True),
         Prediction("/s/seq.0002", (2,), [(0, MiB)], Reason.PATTERN),
@@ -178,7 +176,7 @@ def test_order_puts_first_frames_and_shared_data_first_and_fallbacks_last():
 
 
 def test_budget_keeps_most_frames_per_byte_and_reports_the_rest():
-    from prewarm.plan.predict import Prediction
+    from prewarm.plan.prediction import Prediction
     sizes = {"/s/shared": 2 * MiB, "/s/one": 2 * MiB}
     preds = [Prediction("/s/one", (1,), [(0, 2 * MiB)], Reason.TRACE),
              Prediction("/s/shared", (1, 2, 3), [(0, 2 * MiB)], Reason.TRACE)]
@@ -189,7 +187,7 @@ def test_budget_keeps_most_frames_per_byte_and_reports_the_rest():
 
 
 def test_ranges_are_granule_aligned_and_clipped_to_file_size():
-    from prewarm.plan.predict import Prediction
+    from prewarm.plan.prediction import Prediction
     out = order_ranges([Prediction("/s/f", (1,), [(10, 20), (3 * MiB + 5, 3 * MiB + 9)], Reason.TRACE)],
                        [1], {"/s/f": 3 * MiB + 100}, granule=MiB)
     assert [(r.offset, r.length) for r in out.ranges] == [(0, MiB), (3 * MiB, 100)]

@@ -9,7 +9,8 @@ from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.inputs import Missing, ResolvedFile
 from prewarm.plan.manifest import parse_manifest
 from prewarm.plan.model import Plan
-from prewarm.plan.predict import Candidate, predict
+from prewarm.plan.predict import predict
+from prewarm.plan.prediction import Candidate
 from prewarm.plan.records import FileInfo, Finding, Origin, PlannedRange
 from prewarm.plan.scenes import (
     SceneDep,

@@ -15,9 +15,9 @@ from prewarm.errors import ConfigError
 from prewarm.flow import jobs
 from prewarm.flow.planning import PlanOptions
 from prewarm.plan.framespec import parse_frames
+from prewarm.plan.knobs import KNOBS, PredictOptions, check_knob
 from prewarm.plan.limits import granule_problem
 from prewarm.plan.model import Plan
-from prewarm.plan.predict import KNOBS, PredictOptions, check_knob
 from prewarm.plan.stats import StructureStats, TraceStats
 from prewarm.plan.units import parse_size, size_text
 from prewarm.site import atomic

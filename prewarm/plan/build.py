@@ -18,11 +18,13 @@ from prewarm.plan.access import Op
 from prewarm.plan.aggregate import TraceSet
 from prewarm.plan.framespec import format_frames
 from prewarm.plan.inputs import Missing, ResolvedInputs
+from prewarm.plan.knobs import PredictOptions, with_knobs
 from prewarm.plan.limits import FOLD_MISSING, MAX_FINDINGS
 from prewarm.plan.manifest import FrameOrder, Manifest
 from prewarm.plan.model import FIELDS_LIMITS, Plan
 from prewarm.plan.ordering import FanOut, order_ranges, serially
-from prewarm.plan.predict import Candidate, PredictOptions, Structures, predict, with_knobs
+from prewarm.plan.predict import predict
+from prewarm.plan.prediction import Candidate, Structures
 from prewarm.plan.records import FileInfo, Finding, MetaOp
 from prewarm.plan.stats import PlanStats, TraceStats
 

@@ -36,7 +36,7 @@ in what they use (`prewarm.plan.scenes`).
       - {studio: /studio/proj, aliases: [/net/filer01/proj]}
     frame_order: spec         # `spec`: frames render in the spec's order (default);
                               # `sorted`: the farm renders them in ascending order
-    predict: {finer: 1, tile_grow: 1}   # prediction knobs (prewarm.plan.predict.KNOBS); flags win
+    predict: {finer: 1, tile_grow: 1}   # prediction knobs (prewarm.plan.knobs.KNOBS); flags win
 
 Sizes are an integer of bytes or a number with a unit: `B`, `KB`/`MB`/`GB`/`TB`
 (powers of 1000), `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); bare `G` is refused as
@@ -65,6 +65,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from prewarm.errors import ConfigError, InputError, ManifestError
 from prewarm.plan.framespec import MAX_FRAMES, parse_frames
+from prewarm.plan.knobs import check_knob
 from prewarm.plan.limits import (
     MAX_FILES,
     MAX_GATEWAYS,
@@ -76,7 +77,6 @@ from prewarm.plan.limits import (
 )
 from prewarm.plan.pathmap import PathMap, Prefix
 from prewarm.plan.patterns import PathPattern
-from prewarm.plan.predict import check_knob
 from prewarm.plan.units import parse_size
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from prewarm.plan.predict import Deferred, Prediction
+from prewarm.plan.prediction import Deferred, Prediction
 from prewarm.plan.rangetable import RangeTable
 from prewarm.plan.records import Reason
 

@@ -29,9 +29,9 @@ from prewarm.plan.access import Access, Op
 from prewarm.plan.aggregate import aggregate, restrict
 from prewarm.plan.evaluate import ready_at
 from prewarm.plan.inputs import resolve_inputs
+from prewarm.plan.knobs import PredictOptions
 from prewarm.plan.model import Plan
 from prewarm.plan.pathmap import PathMap
-from prewarm.plan.predict import PredictOptions
 from prewarm.plan.records import MetaOp
 from prewarm.site.settings import Settings
 from prewarm.state import keys, runner

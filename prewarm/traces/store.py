@@ -35,7 +35,7 @@ formats itself, so `prewarm.flow.filing` makes one through the site's guard), ea
 profile keeps, per structured file it read, the tiles `(level, x, y)` read and the file's
 identity at filing time (size, mtime, inode, a digest of its header and tile tables, its
 levels' and tiles' sizes). A plan against a texture re-published since maps those tiles to
-its new offsets (`prewarm.plan.predict`). Frames filed without a reader, or by an older
+its new offsets (`prewarm.plan.refit`). Frames filed without a reader, or by an older
 prewarm, have no identity: the planner says so once per file and checks their bytes.
 
 Render nodes may write into the store's folder, so nothing in it is trusted: it is
