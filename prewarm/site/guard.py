@@ -18,6 +18,12 @@ opens, stats or lists goes through `Guard`:
   for a link between the check and the open is refused before anything beyond it is
   opened. The kernel's own name for the opened descriptor (`/proc/self/fd/N`) must then
   be that symlink-free local path, a second check.
+- A warm's files (`open_file`) are looked up in a descriptor of their folder that the
+  guard keeps (`KEEP_FOLDERS`), opened that way once and checked by its kernel name
+  before each use, so a folder's path is not walked again for every file; the file is
+  taken as an `O_PATH` descriptor first (which opens nothing), checked by kernel name and
+  mode, and only then that inode opened. A kept folder that moved, went or became a link
+  is forgotten and the path resolved from the root again.
 
 Refusals are `Refused` (an `OSError`, so the warm loop's error handling sees it), whose
 message names the studio path and what is wrong, never a local path of this machine.
@@ -139,7 +145,7 @@ class Guard:
         self._lock = threading.Lock()
         self._folders: OrderedDict[str, int] = OrderedDict()
         """A folder's symlink-free local path -> an O_PATH descriptor on it, opened from its root one
-        component at a time and checked (`open_file`); closed by `close` or when the guard is collected."""
+        component at a time and checked (`open_file`); closed when the guard is collected."""
         self._closer = weakref.finalize(self, _close_all, self._folders)
 
     @classmethod
@@ -234,14 +240,13 @@ class Guard:
             local = self._root_local[root] = os.path.realpath(self.path_map.to_local(root))
         return local
 
-    def close(self) -> None:
-        """Close the folder descriptors this guard keeps (it stays usable: they are opened again)."""
-        with self._lock:
-            _close_all(self._folders)
-
     def folder(self, studio: str) -> Resolved:
         """The resolved folder that holds `studio`, with its attributes (a root's asked for once)."""
         parent = studio.rstrip("/").rpartition("/")[0] or "/"
+        with self._lock:
+            where = self._dirs.get(parent)
+        if where is not None and where.stat is not None:
+            return where  # resolved before: not walked again (each component a LOOKUP at the gateway)
         where = self.resolve(parent)
         if where.stat is None:
             with self._lock:
@@ -431,6 +436,6 @@ class Guard:
 
 
 def _close_all(fds: OrderedDict[str, int]) -> None:
-    """Close the kept folder descriptors (at `Guard.close`, or when the guard is collected)."""
+    """Close the kept folder descriptors (when the guard is collected)."""
     while fds:
         os.close(fds.popitem()[1])
