@@ -156,3 +156,33 @@ def test_a_missing_file_is_an_ordinary_not_found(tree: tuple[Path, Path]) -> Non
     local, _ = tree
     with pytest.raises(FileNotFoundError):
         guard(local).open(f"{STUDIO}/tex/gone.tx")
+
+
+def test_open_file_keeps_a_bounded_set_of_folder_descriptors_and_reads_each_file(
+        tree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each folder is opened once and kept, the least recently used closed beyond `KEEP_FOLDERS`; the files
+    opened through them are the files named (and a link inside the roots is still followed)."""
+    import prewarm.site.guard as guard_module
+
+    local, _ = tree
+    monkeypatch.setattr(guard_module, "KEEP_FOLDERS", 2)
+    for i in range(4):
+        (local / f"s{i}").mkdir()
+        (local / f"s{i}" / "f.tx").write_bytes(bytes([65 + i]) * 10)
+    (local / "s0" / "latest.tx").symlink_to("f.tx")
+    g = guard(local)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(2):
+        for i in range(4):
+            fd, where = g.open_file(f"{STUDIO}/s{i}/f.tx")
+            try:
+                assert os.read(fd, 100) == bytes([65 + i]) * 10
+                assert where.local == str(local / f"s{i}" / "f.tx") and where.stat is not None
+                assert os.fstat(fd).st_ino == where.stat.st_ino
+            finally:
+                os.close(fd)
+    assert len(g._folders) == 2 and set(g._folders) == {str(local / "s2"), str(local / "s3")}
+    assert len(os.listdir("/proc/self/fd")) == before + 2  # only the kept ones stay open
+    fd, where = g.open_file(f"{STUDIO}/s0/latest.tx")
+    os.close(fd)
+    assert where.local == str(local / "s0" / "f.tx")

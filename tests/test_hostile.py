@@ -309,7 +309,8 @@ def test_a_folder_swapped_for_a_link_after_the_check_is_refused_before_anything_
     script.write_text(SWAP)
     run = traced([sys.executable, str(script), str(tree.root), str(tree.outside)], tmp_path / "swap.strace",
                  cwd=ROOT, env=clean_env())
-    assert run.proc.stdout.strip() == f"{STUDIO}/swap/secret.txt: changed while being opened (a symlink swapped in?)"
+    # the kept folder descriptor now names swap.old: forgotten, and the path resolved again from the root
+    assert run.proc.stdout.strip() == f"{STUDIO}/swap/secret.txt: a symlink leads outside the allowed roots"
     assert_nothing_outside(run, tree)
     assert f"{tree.root}/swap/a.tx" in run.opened()
 
@@ -836,3 +837,71 @@ def test_the_confined_reader_is_never_given_its_working_folder_or_the_root_of_al
         folders = program_folders()
         assert "/" not in folders and str(tree.outside) not in folders, folders
         assert os.path.realpath(Path(__file__).parents[1] / "prewarm") in folders
+
+
+KEPT = """
+import os, shutil, sys
+from prewarm.plan.pathmap import PathMap, Prefix
+from prewarm.site.guard import Guard
+from prewarm.warm.reader import MountReader
+
+root, outside, case = sys.argv[1], sys.argv[2], sys.argv[3]
+guard = Guard(("/studio/proj",), PathMap((Prefix("/studio/proj", (), root),)))
+reader = MountReader(guard)
+reader.open("/studio/proj/kept/a.tx").close()  # the folder's descriptor is now kept by the guard
+if case == "moved-out":
+    os.rename(root + "/kept", outside + "/kept")
+elif case == "moved-out-racing":  # moved right after the kept folder's name was checked, before the lookup
+    name_of = os.readlink
+    def racing(path):
+        name = name_of(path)
+        if name == root + "/kept" and not os.path.islink(name):
+            os.rename(name, outside + "/kept")
+            os.symlink(outside + "/kept", name)
+        return name
+    os.readlink = racing
+elif case == "recreated":
+    shutil.rmtree(root + "/kept")
+    os.mkdir(root + "/kept")
+    with open(root + "/kept/b.tx", "wb") as f:
+        f.write(b"new" * 7)
+elif case == "file-to-link":
+    os.remove(root + "/kept/b.tx")
+    os.symlink(outside + "/secret.txt", root + "/kept/b.tx")
+try:
+    f = reader.open("/studio/proj/kept/b.tx")
+except OSError as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("opened", f.size, os.fstat(f.fd).st_ino == os.stat(root + "/kept/b.tx").st_ino)
+"""
+
+
+@pytest.mark.parametrize("case, said", [
+    ("moved-out", "FileNotFoundError"),
+    ("moved-out-racing", "Refused /studio/proj/kept/b.tx: a symlink leads outside the allowed roots"),
+    ("file-to-link", "Refused /studio/proj/kept/b.tx: a symlink leads outside the allowed roots"),
+    ("recreated", "opened 21 True"),
+])
+def test_a_kept_folder_descriptor_never_leads_a_read_outside_the_roots(
+        tree: Hostile, tmp_path: Path, case: str, said: str) -> None:
+    """The guard keeps a descriptor per folder (`Guard.open_file`): a folder moved out of the roots (before
+    the lookup, or racing it and swapped for a link out), a file swapped for a link out, or a folder removed
+    and made again must be refused or read from what the path names now, never from outside."""
+    kept = tree.root / "kept"
+    kept.mkdir()
+    (kept / "a.tx").write_bytes(b"a" * 10)
+    (kept / "b.tx").write_bytes(SECRET)
+    script = tmp_path / "kept.py"
+    script.write_text(KEPT)
+    run = traced([sys.executable, str(script), str(tree.root), str(tree.outside), case],
+                 tmp_path / "kept.strace", cwd=ROOT, env=clean_env())
+    assert run.proc.stdout.strip().startswith(said), run.proc.stderr[-2000:]
+    assert f"{tree.root}/kept/a.tx" in run.opened()
+    assert not any(p.startswith(str(tree.outside)) for p in run.opened()), "a file outside the roots was opened"
+    if case == "moved-out-racing":
+        # the only thing done outside: the name looked up (O_PATH, nothing opened) in the moved folder
+        assert {p for p in run.touched() if p.startswith(str(tree.outside))} <= \
+            {f"{tree.outside}/kept", f"{tree.outside}/kept/b.tx"}
+    else:
+        assert_nothing_outside(run, tree)

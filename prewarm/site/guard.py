@@ -18,6 +18,12 @@ opens, stats or lists goes through `Guard`:
   for a link between the check and the open is refused before anything beyond it is
   opened. The kernel's own name for the opened descriptor (`/proc/self/fd/N`) must then
   be that symlink-free local path, a second check.
+- A warm's files (`open_file`) are looked up in a descriptor of their folder that the
+  guard keeps (`KEEP_FOLDERS`), opened that way once and checked by its kernel name
+  before each use, so a folder's path is not walked again for every file; the file is
+  taken as an `O_PATH` descriptor first (which opens nothing), checked by kernel name and
+  mode, and only then that inode opened. A kept folder that moved, went or became a link
+  is forgotten and the path resolved from the root again.
 
 Refusals are `Refused` (an `OSError`, so the warm loop's error handling sees it), whose
 message names the studio path and what is wrong, never a local path of this machine.
@@ -40,12 +46,20 @@ import os
 import posixpath
 import stat as statmod
 import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from prewarm.plan.pathmap import PathMap, Prefix
 
 MAX_LINKS = 40
 """Symlinks followed while resolving one path, as Linux's own limit: more is a loop."""
+
+KEEP_FOLDERS = 256
+"""Folder descriptors a guard keeps (`Guard.open_file`), the least recently used closed first beyond it.
+A job's files lie in a few folders; an O_PATH descriptor costs the gateway nothing while it is kept."""
+
+CHANGED = "changed while being opened (a symlink swapped in?)"
 
 
 NO_ROOTS = ("this machine has no allowed studio roots: set `roots` or `path_map` in its settings file "
@@ -129,6 +143,10 @@ class Guard:
         self._root_local: dict[str, str] = {}
         self._dirs: dict[str, Resolved] = {}
         self._lock = threading.Lock()
+        self._folders: OrderedDict[str, int] = OrderedDict()
+        """A folder's symlink-free local path -> an O_PATH descriptor on it, opened from its root one
+        component at a time and checked (`open_file`); closed when the guard is collected."""
+        self._closer = weakref.finalize(self, _close_all, self._folders)
 
     @classmethod
     def local(cls, folder: str) -> Guard:
@@ -222,6 +240,116 @@ class Guard:
             local = self._root_local[root] = os.path.realpath(self.path_map.to_local(root))
         return local
 
+    def folder(self, studio: str) -> Resolved:
+        """The resolved folder that holds `studio`, with its attributes (a root's asked for once)."""
+        parent = studio.rstrip("/").rpartition("/")[0] or "/"
+        with self._lock:
+            where = self._dirs.get(parent)
+        if where is not None and where.stat is not None:
+            return where  # resolved before: not walked again (each component a LOOKUP at the gateway)
+        where = self.resolve(parent)
+        if where.stat is None:
+            with self._lock:
+                known = self._dirs.get(where.studio)
+            if known is None or known.stat is None:
+                known = replace(where, stat=os.stat(where.local))
+                with self._lock:
+                    self._dirs[where.studio] = known
+            where = known
+        return where
+
+    def open_file(self, studio: str, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
+        """`open`, for the files a warm reads: the same checks, and on a gateway only the file's own LOOKUP,
+        OPEN and GETATTR.
+
+        The file's name is looked up in a descriptor of its folder that the guard keeps: that folder
+        was resolved inside the roots and opened from its root one component at a time once (O_PATH,
+        never following a link), so its path is not walked again for every file (each component a
+        LOOKUP at the gateway). The kernel's name for the kept folder must still be its symlink-free
+        local path (a folder moved, removed or swapped for a link since gives another name). The file
+        is then taken as an `O_PATH` descriptor (`openat`, never following a link), which opens
+        nothing: its kernel name must be the folder's path joined with its name, and its `fstat` a
+        regular file or folder; only then is that very inode opened, through `/proc/self/fd`, so a
+        FIFO or device is never opened and a name swapped after the check changes nothing. A file that
+        is a symlink, or a kept folder that changed, takes the full resolution of `open` from the
+        root (which follows links that stay inside the roots and refuses the others).
+        """
+        parent, _, name = studio.rstrip("/").rpartition("/")
+        if studio.rstrip("/") in self.roots or not is_clean(studio.rstrip("/") or "/"):
+            return self.open(studio, flags)
+        folder = self.folder(studio)
+        if folder.studio != (parent or "/"):
+            return self.open(studio, flags)  # the folder is reached through a link: named as resolved there
+        local = posixpath.join(folder.local, name)
+        dirfd = self._folder_fd(studio, folder)
+        try:
+            if os.readlink(f"/proc/self/fd/{dirfd}") != folder.local:
+                self._forget(folder)  # the kept folder was removed or moved: decide from the root again
+                return self.open(studio, flags)
+            at = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        finally:
+            os.close(dirfd)
+        try:
+            if os.readlink(f"/proc/self/fd/{at}") != local:
+                self._forget(folder)  # moved or swapped since it was checked: decide from the root again
+                return self.open(studio, flags)
+            st = os.fstat(at)
+            if statmod.S_ISLNK(st.st_mode):  # a link: followed from the root, inside the roots only
+                return self.open(studio, flags)
+            if not (statmod.S_ISREG(st.st_mode) or statmod.S_ISDIR(st.st_mode)):
+                raise NotAFile(studio)
+            fd = os.open(f"/proc/self/fd/{at}", (flags & ~os.O_NONBLOCK) | os.O_NOCTTY | os.O_CLOEXEC)
+        finally:
+            os.close(at)
+        return fd, Resolved(posixpath.join(folder.studio, name), local, st.st_mode, st)
+
+    def _folder_fd(self, studio: str, folder: Resolved) -> int:
+        """A descriptor of `folder` (a duplicate of the kept one: the caller closes it, so evicting the
+        kept one never closes a descriptor another thread is opening a file in)."""
+        with self._lock:
+            kept = self._folders.get(folder.local)
+            if kept is not None:
+                self._folders.move_to_end(folder.local)
+                return os.dup(kept)
+        fd = self._open_beneath(studio, folder, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != folder.local:
+                raise Refused(studio, CHANGED)
+            mine = os.dup(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            old = self._folders.pop(folder.local, None)
+            self._folders[folder.local] = fd
+            while len(self._folders) > KEEP_FOLDERS:
+                os.close(self._folders.popitem(last=False)[1])
+        if old is not None:
+            os.close(old)
+        return mine
+
+    def _forget(self, folder: Resolved) -> None:
+        """Drop what the guard knows of `folder` (its descriptor and the resolutions below it): it changed."""
+        with self._lock:
+            fd = self._folders.pop(folder.local, None)
+            for known in [k for k in self._dirs if k == folder.studio or k.startswith(folder.studio + "/")]:
+                del self._dirs[known]
+        if fd is not None:
+            os.close(fd)
+
+    def _check(self, studio: str, fd: int, local: str, flags: int) -> os.stat_result:
+        """The checks after an open: the kernel's name for `fd` is `local`, it is a file or a folder; its
+        `fstat`. The non-blocking flag is cleared once it is known to be one, unless asked for."""
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        st = os.fstat(fd)
+        if real != local:
+            raise Refused(studio, CHANGED)
+        if not (statmod.S_ISREG(st.st_mode) or statmod.S_ISDIR(st.st_mode)):
+            raise NotAFile(studio)
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
+        return st
+
     def open(self, studio: str, flags: int = os.O_RDONLY) -> tuple[int, Resolved]:
         """A descriptor on the resolved file or folder, checked after the open; the caller closes it."""
         return self.open_resolved(studio, self.resolve(studio), flags)
@@ -239,15 +367,7 @@ class Guard:
             raise NotAFile(studio)
         fd = self._open_beneath(studio, where, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            real = os.readlink(f"/proc/self/fd/{fd}")
-            st = os.fstat(fd)
-            mode = st.st_mode
-            if real != where.local:
-                raise Refused(studio, "changed while being opened (a symlink swapped in?)")
-            if not (statmod.S_ISREG(mode) or statmod.S_ISDIR(mode)):
-                raise NotAFile(studio)
-            if not flags & os.O_NONBLOCK:
-                os.set_blocking(fd, True)
+            st = self._check(studio, fd, where.local, flags)
         except BaseException:
             os.close(fd)
             raise
@@ -280,7 +400,7 @@ class Guard:
                     step = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                 except (NotADirectoryError, OSError) as exc:
                     if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                        raise Refused(studio, "changed while being opened (a symlink swapped in?)") from exc
+                        raise Refused(studio, CHANGED) from exc
                     raise
                 os.close(fd)
                 fd = step
@@ -288,7 +408,7 @@ class Guard:
                 return os.open(parts[-1], flags, dir_fd=fd)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise Refused(studio, "changed while being opened (a symlink swapped in?)") from exc
+                    raise Refused(studio, CHANGED) from exc
                 raise
         finally:
             os.close(fd)
@@ -313,3 +433,9 @@ class Guard:
                 return sorted(entry.name for entry in it)
         finally:
             os.close(fd)
+
+
+def _close_all(fds: OrderedDict[str, int]) -> None:
+    """Close the kept folder descriptors (when the guard is collected)."""
+    while fds:
+        os.close(fds.popitem()[1])

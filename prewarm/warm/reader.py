@@ -136,23 +136,23 @@ def _buffer() -> memoryview:
 
 
 class _File:
-    def __init__(self, guard: Guard, path: str, where: Resolved, direct: bool, drop_pages: bool = True) -> None:
+    def __init__(self, guard: Guard, path: str, direct: bool, drop_pages: bool = True) -> None:
         self.guard = guard
-        self.where = where
         self.path = path
         self.fd = -1
         self.direct = False
         self.drop_pages = drop_pages
-        opened = where
+        opened: Resolved | None = None
         if direct and hasattr(os, "O_DIRECT"):
             try:
-                self.fd, opened = guard.open_resolved(path, where, os.O_RDONLY | os.O_DIRECT)
+                self.fd, opened = guard.open_file(path, os.O_RDONLY | os.O_DIRECT)
                 self.direct = True
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-        if self.fd < 0:
-            self.fd, opened = guard.open_resolved(path, where, os.O_RDONLY)
+        if opened is None:
+            self.fd, opened = guard.open_file(path, os.O_RDONLY)
+        self.where = opened
         st = opened.stat if opened.stat is not None else os.fstat(self.fd)
         self.size = st.st_size
         self.mtime = st.st_mtime
@@ -297,9 +297,9 @@ class MountReader:
     def open(self, path: str) -> OpenFile:
         root = self._note_root(path)
         try:
-            where = self.guard.resolve(path)
-            c = self.choice(where.local, where.stat)
-            return _File(self.guard, path, where, c.direct, c.drop_pages)
+            folder = self.guard.folder(path)
+            c = self.choice(folder.local, folder.stat)
+            return _File(self.guard, path, c.direct, c.drop_pages)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise self._gone(root) or exc from None
 
