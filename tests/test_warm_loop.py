@@ -25,10 +25,10 @@ from prewarm.testkit.readers import FirstRead
 from prewarm.warm.batches import LIST_DIR_MIN, Batch, Reads, make_batches, pieces, whole_batch
 from prewarm.warm.embedded import run_embedded
 from prewarm.warm.job import JobState
-from prewarm.warm.loop import CHUNK_RTT_S, WarmContext, execute_batch
+from prewarm.warm.loop import WarmContext, execute_batch
 from prewarm.warm.reader import MountReader, OpenFile, OpenOnce, read_each
 from prewarm.warm.results import FindingKind, Snapshot, WarmResult
-from prewarm.warm.window import Window
+from prewarm.warm.window import QUICK_RTT_S, Window
 from tests.fixtures.studio import Studio
 
 MiB = 1 << 20
@@ -396,7 +396,7 @@ def _quick_window() -> Window:
     w = Window(2)
     for i in range(200):
         w.observe(1e-5, 4096, i * 1e-3)
-    assert w.min_rtt < CHUNK_RTT_S
+    assert w.min_rtt < QUICK_RTT_S
     return w
 
 

@@ -44,3 +44,15 @@ def test_a_link_that_slows_shrinks_the_window_again() -> None:
     big = w.size
     simulate(w, rtt=0.030, bandwidth=10e6, read=64 * KiB, seconds=15)
     assert w.size < big and w.size >= 4
+
+
+def test_a_reader_bound_by_the_interpreter_falls_to_its_floor_though_its_round_trips_grow_with_it() -> None:
+    """Page-cached reads on threads that share the interpreter: each read's measured round trip is
+    the other threads' time holding it (n x 3 us), so bandwidth x round trip grows with the window
+    it sizes; the window is decided by the round trip being quick, not by that product."""
+    w = Window(16)
+    simulate(w, rtt=3e-6, bandwidth=1e12, read=4 * KiB, seconds=0.5)
+    assert w.size == FLOOR
+    slow = Window(16)
+    simulate(slow, rtt=0.030, bandwidth=100e6, read=16 * KiB, seconds=3)
+    assert slow.size > FLOOR  # a round trip over a link is not mistaken for the reader's own

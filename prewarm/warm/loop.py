@@ -67,7 +67,7 @@ from prewarm.warm.results import (
     WarmResult,
 )
 from prewarm.warm.throttle import Throttle, Unthrottled
-from prewarm.warm.window import Window
+from prewarm.warm.window import QUICK_RTT_S, Window
 
 T = TypeVar("T")
 
@@ -144,11 +144,6 @@ CHUNK_READS = 64
 """Reads a thread takes of one file at once, at most: where reads take microseconds (page-cached files),
 taking each under the lock, settling it and measuring it cost more than the read; where they take a
 round trip, threads take one read at a time (see `_Run._chunk`)."""
-
-CHUNK_RTT_S = 0.001
-"""Reads are taken in runs only once the window has measured round trips below this: a run through a
-gateway would hold a thread for several round trips, slowing a cancel and the warm's tail."""
-
 
 class _File:
     """A file of the batch: the positions of its reads in the batch's columns, and how far they are taken."""
@@ -552,9 +547,10 @@ class _Run:
                 + len(self.meta))
 
     def _chunk(self) -> int:
-        """Reads a thread takes of one file at once: one, unless the reads are quick (`CHUNK_RTT_S`) and
+        """Reads a thread takes of one file at once: one, unless the reads are quick (`QUICK_RTT_S`: a run through a
+        gateway would hold a thread for several round trips, slowing a cancel and the warm's tail) and
         far more are ready than threads, up to `CHUNK_READS`; never when each read is claimed or paced."""
-        if not self.fast or not self.window.min_rtt < CHUNK_RTT_S:
+        if not self.fast or not self.window.min_rtt < QUICK_RTT_S:
             return 1
         return max(1, min(CHUNK_READS, self.ready_reads // (4 * self.window.size)))
 
