@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prewarm.plan.access import Access
-from prewarm.plan.aggregate import aggregate, restrict
+from prewarm.plan.access import Access, Op
+from prewarm.plan.aggregate import aggregate, restrict, restrict_paths
 from prewarm.plan.knobs import PredictOptions
 from prewarm.plan.ordering import order_ranges
 from prewarm.plan.predict import predict
@@ -159,6 +159,16 @@ def test_restrict_splits_training_frames():
     ts = aggregate(alembic_training(range(1, 11)))
     sub = restrict(ts, range(1, 4))
     assert sub.frames == frozenset({1, 2, 3}) and set(sub.reads["/s/anim.abc"]) == {1, 2, 3}
+
+
+def test_restrict_paths_keeps_every_frame_and_what_each_kept_file_was_when_traced():
+    """A live re-plan predicts only some files from the whole job's traces: their traced stat sizes
+    (which tell a file changed since it was traced) go with them."""
+    ts = aggregate([*reads("/s/a.tx", 1, (0, 100)), *reads("/s/b.tx", 2, (0, 50)),
+                    Access("/s/a.tx", Op.STAT, length=4096, frame=1), Access("/s/b.tx", Op.STAT, length=512, frame=2)])
+    sub = restrict_paths(ts, {"/s/a.tx"})
+    assert set(sub.reads) == {"/s/a.tx"} and sub.frames == ts.frames
+    assert sub.sizes == {"/s/a.tx": {1: 4096}}
 
 
 def test_order_puts_first_frames_and_shared_data_first_and_fallbacks_last():

@@ -141,7 +141,8 @@ def restrict_paths(ts: TraceSet, keep: Collection[str]) -> TraceSet:
     filed = None if ts.filed is None else {p: per for p, per in ts.filed.items() if p in keep}
     return TraceSet(reads={p: per for p, per in ts.reads.items() if p in keep},
                     stats={p: fs for p, fs in ts.stats.items() if p in keep}, listed=ts.listed,
-                    frames=ts.frames, records=ts.records, unframed=ts.unframed, filed=filed)
+                    frames=ts.frames, records=ts.records, unframed=ts.unframed, filed=filed,
+                    sizes={p: by for p, by in ts.sizes.items() if p in keep})
 
 
 def merge(parts: Iterable[TraceSet]) -> TraceSet:
