@@ -12,12 +12,13 @@ and through `record(..., recorder="ebpf")`, interleaved, median of `--repeat` ru
   CPU: the 96 x 54 frame of the traces renders in 70 ms, too short to time a few percent on).
 * `threaded`: 8 threads, 25,000 `pread64` of 4 KiB each (200,000 in all).
 
-`floor_s`: the render run plain while bpftrace holds the recorder's tracepoints with empty
-actions (`floor_program`): what attaching those probes costs any eBPF recorder, the kernel's
-share; `ebpf_s` minus `floor_s` is the program's. With `--bpf-stats`, `floor_ns_per_call` and
-`ebpf_ns_per_call` are the run time per call of the case's busiest probe (the read probe) as
-the kernel's BPF statistics count it: the program's own cost, which the machine's other load
-hardly moves (the statistics add about 40 ns a call to both).
+`floor_s`: the render run under the recorder built as its floor (`compile_program(floor=True)`:
+the same programs on the same tracepoints, each returning at once): what attaching them costs
+any eBPF recorder, the kernel's share; `ebpf_s` minus `floor_s` is the program's. With
+`--bpf-stats`, `floor_ns_per_call` and `ebpf_ns_per_call` are the run time per call of the busiest
+program (the raw `sys_enter` one, over every call it sees: the render's and every other
+process's) as the kernel's BPF statistics count it: the program's own cost, which the machine's
+other load hardly moves (the statistics add about 40 ns a call to both).
 
 `plain_s`, `floor_s`, `strace_s`, `ebpf_s` are the render's own wall time (it times itself, from
 its first line, before its imports, to its end): what a production frame pays.
@@ -25,7 +26,7 @@ its first line, before its imports, to its end): what a production frame pays.
 the render's system calls, so `ebpf_cpu_ratio` is its cost with the machine's other
 load taken out (strace's cost is mostly waiting, which CPU time does not show). The recorder's start and the
 filing of the record come before and after the render (`*_total_s`: the whole
-`prewarm record`; bpftrace takes a few seconds to compile and attach, once per frame).
+`prewarm record`; clang and libbpf compile, load and attach the program in a fraction of a second).
 `strace_ratio`/`ebpf_ratio`/`floor_ratio` are against `plain_s` of the same run. `blocks_equal`: the
 eBPF record's 4 KiB blocks per file, as filed in the store, equal the strace record's.
 `records_per_s`: the read calls the render made (counted in its strace record) per
@@ -34,7 +35,7 @@ the eBPF records of frames `--plan-frames` equals the plan from their strace rec
 
     .venv/bin/python bench/capture.py [--repeat 3] [--json bench/out/capture.json]
 
-Needs root (or CAP_BPF and CAP_PERFMON), bpftrace, strace, and the `textures` extra.
+Needs root (or CAP_BPF and CAP_PERFMON), clang and libbpf, strace, and the `textures` extra.
 """
 
 from __future__ import annotations
@@ -61,27 +62,22 @@ from prewarm.plan.manifest import parse_manifest  # noqa: E402
 from prewarm.plan.pathmap import PathMap, Prefix  # noqa: E402
 from prewarm.site.settings import Settings  # noqa: E402
 from prewarm.testkit.samples import build_shot  # noqa: E402
-from prewarm.traces.ebpf import program  # noqa: E402
+from prewarm.traces.ebpf import EbpfRecorder  # noqa: E402
 from prewarm.traces.files import read_traces  # noqa: E402
 from prewarm.traces.record import RecordResult, record  # noqa: E402
 
 STATS = """
 def bpf_ns():
-    # run time per call of the busiest BPF program of the bpftrace that traces this process
-    # (its parent under the floor, its sibling under prewarm record), from the kernel's BPF statistics
+    # run time per call of the busiest BPF program the bench (this render's parent, which loaded the
+    # recorder's programs in-process) holds, from the kernel's BPF statistics
     me, best = os.getppid(), (0, 0)
-    for p in [str(me)] + [q for q in os.listdir("/proc") if q.isdigit()]:
-        try:
-            stat = open(f"/proc/{p}/stat").read()
-            if "(bpftrace)" not in stat or (p != str(me) and stat.rsplit(")", 1)[1].split()[1] != str(me)):
-                continue
-            for fd in os.listdir(f"/proc/{p}/fd"):
-                if os.readlink(f"/proc/{p}/fd/{fd}") == "anon_inode:bpf-prog":
-                    info = dict(x.split(":", 1) for x in open(f"/proc/{p}/fdinfo/{fd}").read().splitlines() if ":" in x)
-                    best = max(best, (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))))
-        except OSError:
-            continue
-        break
+    try:
+        for fd in os.listdir(f"/proc/{me}/fd"):
+            if os.readlink(f"/proc/{me}/fd/{fd}") == "anon_inode:bpf-prog":
+                info = dict(x.split(":", 1) for x in open(f"/proc/{me}/fdinfo/{fd}").read().splitlines() if ":" in x)
+                best = max(best, (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))))
+    except OSError:
+        pass
     return best[1] / best[0] if best[0] else 0.0
 open(out, "w").write(f"{wall} {c.user + c.system} {bpf_ns()}")
 """
@@ -143,12 +139,6 @@ TARGETS = {"reader": 1.5, "texture": 1.05, "threaded": 1.05}
 KINDS = ("plain", "floor", "strace", "ebpf")
 
 
-def floor_program() -> str:
-    """The recorder's tracepoints, each with an empty action: the price of the probes themselves."""
-    points = [line.split(" /")[0].split(" {")[0] for line in program().splitlines() if line.startswith("tracepoint:")]
-    return "".join(f"{p} {{ }}\n" for p in points)
-
-
 @contextmanager
 def bpf_stats(on: bool) -> Iterator[None]:
     """kernel.bpf_stats_enabled on for the block when asked (and put back as it was)."""
@@ -164,9 +154,15 @@ def bpf_stats(on: bool) -> Iterator[None]:
 
 
 def run_floor(argv: list[str]) -> None:
-    """`argv` run by bpftrace (-c: the command starts once every probe is attached) holding the floor program."""
-    subprocess.run(["bpftrace", "--no-warnings", "-c", " ".join(argv), "-e", floor_program()], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """`argv` run under the recorder built as its floor (the command starts once every program is attached)."""
+    with open(os.devnull, "wb") as out:
+        rec = EbpfRecorder(out, None, floor=True)
+        proc = rec.start(argv)
+        try:
+            if proc.wait() != 0:
+                raise SystemExit(f"{argv[1]} under the floor: status {proc.returncode}")
+        finally:
+            rec.stop()
 
 
 def blocks(result: RecordResult) -> dict[str, set[int]]:

@@ -3,7 +3,8 @@
 #   redis-server: broker and state store for the Celery warm tests
 #   fuse3:        fusermount3 and libfuse3 for the gateway twin (PyPI mfusepy binds it)
 #   strace:       trace capture (`prewarm record`) and its tests
-#   bpftrace:     trace capture at a render's own speed (`prewarm record --with ebpf`) and its tests
+#   clang, libbpf-dev: trace capture at a render's own speed (`prewarm record --with ebpf`): clang compiles
+#                 the recorder's eBPF program, libbpf loads it; bpftool: its tests see what is loaded
 #   chromium:     headless check that the HTML warm report renders with its plots, no console errors
 #   gcc, python3-dev: `make setup` compiles the strace parser with mypyc
 #   fio:          bench/warm.py replays each warm's reads with fio, the reference I/O engine
@@ -12,7 +13,9 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v strace >/dev/null || need+=(strace)
-command -v bpftrace >/dev/null || need+=(bpftrace)
+command -v clang >/dev/null || need+=(clang)
+[[ -e /usr/include/bpf/bpf_helpers.h ]] || need+=(libbpf-dev)
+command -v bpftool >/dev/null || need+=(bpftool)
 command -v chromium >/dev/null || need+=(chromium)
 command -v gcc >/dev/null || need+=(gcc)
 command -v fio >/dev/null || need+=(fio)

@@ -99,8 +99,10 @@ def test_an_sdist_builds_a_wheel_that_installs_the_compiled_modules(tmp_path):
                     str(tmp_path / sdist)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     (wheel,) = wheels.glob("*.whl")
     assert not wheel.name.endswith("-none-any.whl"), "a pure-Python wheel"
-    built = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")}
+    names = set(zipfile.ZipFile(wheel).namelist())
+    built = {n for n in names if n.endswith(".so")}
     assert {f"prewarm/native__mypyc{SUFFIX}", *(f"{m}{SUFFIX}" for m in MODULES)} == built
+    assert "prewarm/traces/recorder.bpf.c" in names     # the eBPF recorder compiles it at each record
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

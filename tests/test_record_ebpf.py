@@ -1,10 +1,11 @@
 """The eBPF recorder on this machine's kernel: the blocks strace's record holds, the whole
 process tree and nothing else, descriptors followed as the kernel follows them, and the
-fall back to strace. CI runs as root with bpftrace installed by scripts/system-deps.sh."""
+fall back to strace. CI runs as root with clang, libbpf and bpftool installed by scripts/system-deps.sh."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def records(studio: tuple[Settings, list[str]]) -> dict[str, RecordResult]:
 
 
 def test_this_machine_records_with_ebpf() -> None:
-    assert ebpf.available() is None            # CI is root with bpftrace: the real recorder is tested
+    assert ebpf.available() is None            # CI is root with clang and libbpf: the real recorder is tested
     assert choose(None)[0] == "ebpf" and choose("strace")[0] == "strace"
 
 
@@ -175,19 +176,29 @@ def test_ebpf_returns_status_of_a_killed_render(studio: tuple[Settings, list[str
     assert blocks(result) == {"c.bin": {0}}     # what it read before it died is filed
 
 
-def test_a_program_that_cannot_load_falls_back_to_strace(studio: tuple[Settings, list[str]],
+def test_a_program_that_cannot_load_falls_back_to_strace(studio: tuple[Settings, list[str]], tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program the kernel refuses (here: a tracepoint this kernel does not have) and one clang
+    cannot compile: each says why in one line, and the render runs under strace."""
     settings, argv = studio
-    monkeypatch.setattr(ebpf, "program", lambda: "tracepoint:syscalls:sys_enter_no_such_call { @x = 1; }\n")
-    result = record(settings, [*argv, "4"], job="j_fallback", recorder="ebpf")
-    assert result.returncode == 4 and result.recorder == "strace"
-    assert len(result.notes) == 2 and "bpftrace could not load its program" in result.notes[1]
-    assert "\n" not in result.notes[1] and blocks(result)["d.bin"] == {2}
+    source = ebpf.SOURCE.read_text()
+    refused = tmp_path / "refused.bpf.c"
+    refused.write_text(source.replace('SEC("raw_tp/sched_process_exit")',
+                                      'SEC("raw_tp/no_such_tracepoint")'))
+    broken = tmp_path / "broken.bpf.c"
+    broken.write_text(source.replace("struct rkey r = {", "struct rkey r = {{"))
+    for program, why in ((refused, "the eBPF program could not load: "), (broken, "clang could not compile the program: ")):
+        monkeypatch.setattr(ebpf, "SOURCE", program)
+        result = record(settings, [*argv, "4"], job="j_fallback", recorder="ebpf")
+        assert result.returncode == 4 and result.recorder == "strace"
+        assert len(result.notes) == 2 and result.notes[1].startswith(why), result.notes
+        assert "\n" not in result.notes[1] and blocks(result)["d.bin"] == {2}
 
 
-def test_no_bpftrace_means_strace(studio: tuple[Settings, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_clang_means_strace(studio: tuple[Settings, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("prewarm.traces.ebpf.shutil.which", lambda name, path=None: None)
-    assert choose(None) == ("strace", "strace (bpftrace is not installed (apt-get install bpftrace) for eBPF)")
+    assert choose(None) == ("strace", "strace (clang and libbpf's headers are not installed "
+                                      "(apt-get install clang libbpf-dev) for eBPF)")
     assert choose("ebpf")[0] == "strace"
 
 
@@ -199,7 +210,7 @@ def test_cli_says_which_recorder(studio: tuple[Settings, list[str]], tmp_path: P
                       f"path_map: [{{studio: /studio/proj, local: {settings.path_map.entries[0].local}}}]\n")
     assert main(["--config", str(config), "record", "--job", "j_cli", "--frame", "3", "--", *argv, "0"]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "prewarm record: eBPF (bpftrace on the syscall tracepoints)"
+    assert err[0] == "prewarm record: eBPF (libbpf on the raw syscall tracepoint)"
     assert main(["--config", str(config), "record", "--with", "strace", "--job", "j_cli", "--", *argv, "0"]) == 0
     assert capsys.readouterr().err.splitlines()[0] == "prewarm record: strace (asked for)"
     with pytest.raises(SystemExit) as exited:
@@ -233,11 +244,19 @@ def _children(pid: int) -> dict[int, str]:
     return out
 
 
+def _programs() -> set[int]:
+    """Ids of the recorder's read programs loaded in the kernel now, as bpftool lists them."""
+    shown = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True, timeout=60)
+    return {p["id"] for p in json.loads(shown.stdout) if p.get("name") == "pw_enter"}
+
+
 def test_a_killed_recorder_leaves_no_program_attached(studio: tuple[Settings, list[str]], tmp_path: Path) -> None:
-    """The node's task killed with `prewarm record` in it: bpftrace ends too (its parent-death signal)."""
+    """The node's task killed with `prewarm record` in it: its programs go with it (they live as long as
+    the recorder's descriptors: nothing is pinned), and the render is not stopped by it."""
     settings, argv = studio
     config = tmp_path / "config.yaml"
     config.write_text(f"trace_store: {settings.trace_store}\n")
+    before = _programs()
     wrapper = subprocess.Popen([str(Path(sys.executable).parent / "prewarm"), "--config", str(config), "record", "--job", "j",
                                 "--with", "ebpf", "--", "sleep", "60"], stderr=subprocess.DEVNULL)
     sleeper = None
@@ -246,15 +265,16 @@ def test_a_killed_recorder_leaves_no_program_attached(studio: tuple[Settings, li
         while "sleep" not in _children(wrapper.pid).values():   # the render runs once the program is attached
             assert time.monotonic() < deadline and wrapper.poll() is None
             time.sleep(0.2)
-        kids = _children(wrapper.pid)
-        tracer = next(p for p, name in kids.items() if name == "bpftrace")
-        sleeper = next(p for p, name in kids.items() if name == "sleep")
+        sleeper = next(p for p, name in _children(wrapper.pid).items() if name == "sleep")
+        ours = _programs() - before
+        assert len(ours) == 1
         wrapper.kill()
         wrapper.wait()
         deadline = time.monotonic() + 60
-        while Path(f"/proc/{tracer}").exists() and "Z" not in Path(f"/proc/{tracer}/stat").read_text().split(")")[1][:3]:
-            assert time.monotonic() < deadline, "bpftrace outlived prewarm record"
+        while ours & _programs():
+            assert time.monotonic() < deadline, "the recorder's program outlived prewarm record"
             time.sleep(0.2)
+        assert Path(f"/proc/{sleeper}").exists()
     finally:
         wrapper.kill()
         wrapper.wait()
@@ -284,8 +304,7 @@ def test_reads_a_full_map_drops_are_counted(studio: tuple[Settings, list[str]], 
 
 def test_a_render_that_reads_at_once_is_recorded_from_its_first_call(studio: tuple[Settings, list[str]]) -> None:
     """dd opens and reads before a Python render would have imported anything: the render starts
-    only once every probe is attached (bpftrace runs BEGIN before attaching them), so its open
-    is seen and its reads named."""
+    only once every program is attached and follows it, so its open is seen and its reads named."""
     settings, argv = studio
     for i in range(3):
         result = record(settings, ["dd", f"if={argv[2]}/c.bin", "of=/dev/null", "bs=4096", "count=3", "status=none"],

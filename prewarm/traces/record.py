@@ -1,8 +1,9 @@
 """`prewarm record`: run a render command under eBPF or strace and file its reads in the trace store.
 
-Two recorders, one record: the eBPF recorder (`prewarm.traces.ebpf`, bpftrace on the
-syscall tracepoints, reads counted in kernel maps) costs a render little, and is used
-where the machine allows it (root or CAP_BPF and CAP_PERFMON, BTF, tracefs, bpftrace);
+Two recorders, one record: the eBPF recorder (`prewarm.traces.ebpf`, a program on the raw
+`sys_enter` tracepoint loaded by libbpf, reads counted in kernel maps) costs a render little,
+and is used where the machine allows it (root or CAP_BPF and CAP_PERFMON, BTF, tracefs, clang
+and libbpf);
 strace works anywhere but stops the render twice per call it follows. Either way the
 record is filed through the store's `import_traces`, so what the store holds does not
 depend on which one ran. A recorder that cannot load its program says why in one line
@@ -123,7 +124,7 @@ def choose(wanted: str | None) -> tuple[str, str]:
     why = available()
     if wanted == "ebpf":
         return ("ebpf", "eBPF (asked for)") if why is None else ("strace", f"eBPF cannot run: {why}; using strace")
-    return ("ebpf", "eBPF (bpftrace on the syscall tracepoints)") if why is None else \
+    return ("ebpf", "eBPF (libbpf on the raw syscall tracepoint)") if why is None else \
         ("strace", f"strace ({why} for eBPF)")
 
 
@@ -214,7 +215,7 @@ def _run_ebpf(settings: Settings, command: list[str], fd: int, raw: str, progres
         finally:
             stats = rec.stop()
     lost = [f"{n} {what}" for n, what in ((stats.lost_runs, "reads a full kernel map dropped"),
-                                          (stats.lost_events, "events bpftrace's ring dropped")) if n]
+                                          (stats.lost_events, "events a full ring dropped")) if n]
     return returncode, ([f"eBPF could not account for {', '.join(lost)}"] if lost else [])
 
 
