@@ -24,7 +24,7 @@
 #define AT_FDCWD -100
 #define PATH_MAX 4096
 #define MAX_IOV 64      /* buffers of a vectored read added up; more are left out of its length */
-#define RECENT 4096     /* reads each CPU remembers, so that a read made again skips the hash map */
+#define RECENT 16384    /* reads each CPU remembers (512 KiB each), so that a read made again skips the hash map */
 
 /* The floor of `bench/capture.py`: the same programs on the same tracepoints, returning at once. */
 #ifdef FLOOR
