@@ -343,3 +343,39 @@ def test_a_descriptor_number_that_names_another_file_is_not_taken_for_the_old_on
     result = record(settings, [sys.executable, str(script), argv[2]], job="j_reuse", recorder="ebpf")
     assert result.returncode == 0 and result.recorder == "ebpf"
     assert blocks(result) == {"a.bin": {0}, "c.bin": {1, 3}, "e.bin": {2}, "f.bin": {4}, "g.bin": {5}}
+
+
+def test_a_name_that_names_nothing_is_not_recorded(studio: tuple[Settings, list[str]], tmp_path: Path) -> None:
+    """Opens and stats are seen at their entry: one of a name that does not exist failed, and is
+    not in the record (a renderer probes search paths for every texture)."""
+    settings, argv = studio
+    script = tmp_path / "probe.py"
+    script.write_text("import os, sys\nd = sys.argv[1]\n"
+                      "for name in ('missing.bin', 'sub/missing.bin'):\n"
+                      "    try:\n        os.open(os.path.join(d, name), os.O_RDONLY)\n    except OSError:\n        pass\n"
+                      "    try:\n        os.stat(os.path.join(d, name))\n    except OSError:\n        pass\n"
+                      "os.pread(os.open(os.path.join(d, 'c.bin'), os.O_RDONLY), 10, 0)\n")
+    result = record(settings, [sys.executable, str(script), argv[2]], job="j_probe", recorder="ebpf")
+    assert result.returncode == 0 and result.recorder == "ebpf"
+    assert ops(result, Op.OPEN) == {"c.bin"} and ops(result, Op.STAT) == set()
+    assert blocks(result) == {"c.bin": {0}}
+
+
+def test_the_kernel_memory_is_fixed_when_the_program_loads(tmp_path: Path) -> None:
+    """What the kernel holds for the program is sized at load and the same whatever the render
+    reads: 1 read and 100,000 distinct reads of a 400 MiB sparse file."""
+    data = tmp_path / "big.bin"
+    with open(data, "wb") as fh:
+        fh.truncate(400 << 20)
+    used = []
+    for n in (1, 100_000):
+        with open(tmp_path / "out.jsonl", "wb") as out:
+            rec = ebpf.EbpfRecorder(out, None)
+            proc = rec.start([sys.executable, "-c", f"import os\nfd = os.open({str(data)!r}, os.O_RDONLY)\n"
+                              f"for i in range({n}):\n    os.pread(fd, 10, i * 4096)\n"])
+            assert proc.wait() == 0
+            stats = rec.stop()
+        assert stats.runs >= n and stats.lost_runs == 0
+        used.append(stats.kernel_bytes)
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    assert used[0] == used[1] and 0 < used[0] <= (40 << 20) + 8 * pid_max
