@@ -376,14 +376,14 @@ class EbpfRecorder:
         """The read map emptied: its reads written (events read first, so their files are named)."""
         assert self._loaded is not None
         while True:
-            n = self._loaded.drain("reads", self._keys, self._values, _BATCH)
+            n, end = self._loaded.drain("reads", self._keys, self._values, _BATCH)
             if n:
                 keys = np.frombuffer(memoryview(self._keys), dtype=np.uint64, count=4 * n).reshape(n, 4).tolist()
                 ns = np.frombuffer(memoryview(self._values), dtype=np.uint64, count=n).tolist()
                 runs = [(t, k[0], k[1], k[2], k[3]) for t, k in zip(ns, keys, strict=True)]
                 self.stats.runs += n
                 self._write_runs(runs, final=False)
-            if n < _BATCH:
+            if end:
                 return
 
     def _event(self, data: bytes) -> None:

@@ -127,16 +127,18 @@ class Loaded:
     def lookup(self, name: str, key: ctypes._CData, value: ctypes._CData) -> bool:
         return bool(self.bpf.lib.bpf_map_lookup_elem(self.map_fd(name), ctypes.byref(key), ctypes.byref(value)) == 0)
 
-    def drain(self, name: str, keys: ctypes.Array[Any], values: ctypes.Array[Any], most: int) -> int:
+    def drain(self, name: str, keys: ctypes.Array[Any], values: ctypes.Array[Any], most: int) -> tuple[int, bool]:
         """Take up to `most` entries out of hash map `name` into `keys` and `values` (deleted as they are
-        read): how many."""
+        read): how many, and whether the map's end was reached. The kernel stops a batch at a bucket that
+        would not fit whole, so fewer than `most` does not mean the map is empty: only the end does."""
         count = ctypes.c_uint32(most)
         out_batch = ctypes.c_uint64(0)
         rc = self.bpf.lib.bpf_map_lookup_and_delete_batch(self.map_fd(name), None, ctypes.byref(out_batch), keys,
                                                           values, ctypes.byref(count), None)
-        if rc and ctypes.get_errno() not in (0, 2):  # ENOENT: the map is now empty, `count` entries were read
-            raise LibbpfError(f"map {name}: {os.strerror(ctypes.get_errno())}")
-        return count.value
+        errno = ctypes.get_errno() if rc else 0
+        if rc and errno != 2:  # ENOENT: the end was reached, `count` entries were read
+            raise LibbpfError(f"map {name}: {os.strerror(errno)}")
+        return count.value, rc != 0
 
     def run_time(self, program: str) -> tuple[int, int]:
         """Nanoseconds the kernel counted in `program` and its number of runs (both 0 unless the kernel's
