@@ -112,6 +112,10 @@ class Reader(Protocol):
     def refusal(self, path: str) -> str | None:
         """Why the path's text alone is refused (outside the roots, no roots at all), or None: before any IO."""
 
+    def prepare(self, path: str) -> None:
+        """Before `path` is opened on another thread: what of its open needs no lookup of its own, done on
+        this one (see `OpenOnce.open_ahead`); never raises (the open meets any error itself)."""
+
     def open(self, path: str) -> OpenFile: ...
 
     def stat(self, path: str) -> None: ...
@@ -300,11 +304,25 @@ class MountReader:
     def refusal(self, path: str) -> str | None:
         return self.guard.refusal(path)
 
+    def prepare(self, path: str) -> None:
+        """The root's local folder resolved (its own path's lstats, a request at most on a gateway mount) and
+        its first look started: the open that follows on another thread then goes straight to the folder's
+        and the file's lookups, with no system call before them in which the caller's Python work could
+        keep it waiting for the interpreter."""
+        root = self._root_of(path)
+        if root is None or self.guard.refusal(path):
+            return
+        self._look(self._root_folder(path))
+        try:
+            self.guard.resolve(root)
+        except OSError:
+            pass
+
     def open(self, path: str) -> OpenFile:
         root = self._root_folder(path)
+        self._look(root)
         try:
             folder = self.guard.folder(path)
-            self._look(root)  # after the folder's lookups: the first file's need not wait for it
             c = self.choice(folder.local, folder.stat)
             return _File(self.guard, path, c.direct, c.drop_pages)
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -328,10 +346,14 @@ class MountReader:
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise self._gone(root) or exc from None
 
+    def _root_of(self, path: str) -> str | None:
+        """The root that holds `path` (the text alone)."""
+        return max((r for r in self.guard.roots if r == "/" or path == r or path.startswith(r + "/")), key=len,
+                   default=None)
+
     def _root_folder(self, path: str) -> str | None:
         """The local folder of `path`'s root, as mapped (no IO)."""
-        root = max((r for r in self.guard.roots if r == "/" or path == r or path.startswith(r + "/")), key=len,
-                   default=None)
+        root = self._root_of(path)
         if root is None:
             return None
         local = self._root_local.get(root)
@@ -459,6 +481,9 @@ class OpenOnce:
     def refusal(self, path: str) -> str | None:
         return self.reader.refusal(path)
 
+    def prepare(self, path: str) -> None:
+        self.reader.prepare(path)
+
     def stat(self, path: str) -> None:
         self.reader.stat(path)
 
@@ -529,7 +554,10 @@ class OpenOnce:
     def open_ahead(self, path: str) -> None:
         """Open `path` on a thread of its own and keep it open: the warm's first file, whose open (two
         round trips of lookups or more on a cold gateway) then overlaps the cutting of the first batch
-        and the start of its threads. A failure is left for the batch's own open to meet and report."""
+        and the start of its threads. What of the open needs no lookup of the file's own is done first,
+        here (`Reader.prepare`), so the thread's first system call is a lookup, not one that returns to
+        find this thread cutting the batch and holding the interpreter (up to the interpreter's 5 ms
+        switch interval each). A failure is left for the batch's own open to meet and report."""
         def run() -> None:
             try:
                 kept = self._use(path)
@@ -541,6 +569,7 @@ class OpenOnce:
             for k in closing:
                 k.handle.close()
 
+        self.reader.prepare(path)
         self._ahead = threading.Thread(target=run, name="prewarm-open-ahead", daemon=True)
         self._ahead.start()
 
