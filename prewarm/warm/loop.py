@@ -218,7 +218,7 @@ class _Run:
         self.lead: _File | None = None
         """The file of the batch's first read, opened first."""
         self.leading: _File | None = None
-        """That file while its open is out: listings wait for it (see `_next`)."""
+        """That file while its open is out: listings and stats wait for it (see `_next`)."""
         self.listings: deque[MetaOp] = deque()
         self.meta: deque[MetaOp] = deque()
         self.ready: list[tuple[int, int]] = []
