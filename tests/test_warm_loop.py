@@ -304,6 +304,48 @@ def test_a_directory_of_many_planned_files_is_listed_before_they_are_opened_but_
     assert ("readdir", "/studio/proj/other") not in reader.meta
 
 
+def test_no_listing_or_stat_goes_out_while_the_first_file_is_being_opened(studio: Studio) -> None:
+    """A gateway without parallel directory operations (FUSE) serialises a folder's lookups with its
+    listing, so a listing or stat that got in first held the first read back by its round trip."""
+    many = [studio.file(f"udim/d.{1001 + i}.tx", 100) for i in range(LIST_DIR_MIN)]
+    looked = studio.file("other/looked.tx", 100)
+    batch = whole_batch(studio.whole(many, metadata=(MetaOp(Op.STAT, looked),)), MiB)
+    first = batch.reads[0].path
+
+    class SlowFirstOpen(RecordingReader):
+        opening = False
+
+        def __init__(self) -> None:
+            super().__init__(studio)
+            self.overlapped: list[str] = []
+
+        def open(self, path: str) -> OpenFile:
+            if path != first:
+                return super().open(path)
+            self.opening = True
+            try:
+                time.sleep(0.1)  # a cold folder and file: two round trips
+                return super().open(path)
+            finally:
+                self.opening = False
+
+        def stat(self, path: str) -> None:
+            if self.opening:
+                self.overlapped.append(path)
+            super().stat(path)
+
+        def listdir(self, path: str) -> int:
+            if self.opening:
+                self.overlapped.append(path)
+            return super().listdir(path)
+
+    reader = SlowFirstOpen()
+    result = execute_batch(batch, ctx_for(studio, reader, in_flight=8))
+    assert result.files_done == LIST_DIR_MIN and result.meta_done == 2
+    assert sorted(reader.meta) == [("readdir", "/studio/proj/udim"), ("stat", looked)]
+    assert reader.overlapped == [], "a listing or stat went out beside the first file's open"
+
+
 def test_many_threads_falling_back_from_o_direct_at_once_read_the_right_file(studio: Studio) -> None:
     p = studio.file("unaligned.bin", 64 * 1024)
     reader = RecordingReader(studio)

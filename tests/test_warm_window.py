@@ -1,9 +1,10 @@
-"""The in-flight window on a simulated link: it grows to fill a link whose round trip is long and
-stays at its floor where reads are as fast as the reader (pure: the clock is simulated)."""
+"""The in-flight window on a simulated link: it grows to fill a link whose round trip is long,
+stays at its floor where reads are as fast as the reader, and at one read where they are page
+copies (pure: the clock is simulated)."""
 
 from __future__ import annotations
 
-from prewarm.warm.window import CEILING, FLOOR, Window
+from prewarm.warm.window import CACHED_RTT_S, CEILING, FLOOR, QUICK_RTT_S, Window
 
 KiB = 1024
 
@@ -31,11 +32,20 @@ def test_a_long_round_trip_grows_the_window_to_about_twice_the_bandwidth_delay_p
     assert est is not None and abs(est.rtt_s - 0.030) < 1e-9 and est.bdp_reads >= 0.9 * bdp
 
 
-def test_a_fast_reader_brings_the_window_down_to_its_floor() -> None:
-    """Page-cached files: the product is below one read, more threads would only contend."""
+def test_page_cached_reads_bring_the_window_down_to_one_read() -> None:
+    """Page-cached files: the product is below one read, a second thread would only contend."""
     w = Window(16)
     simulate(w, rtt=3e-6, bandwidth=470e6, read=4 * KiB, seconds=1, queue=False)  # measured: 100k reads, tmpfs
-    assert w.size == FLOOR and w.largest <= 32
+    assert w.size == 1 and w.largest <= 32
+
+
+def test_quick_reads_that_wait_on_a_device_keep_the_floor() -> None:
+    """Reads of a local disk or a near server (tens to hundreds of microseconds) wait on something a
+    second thread overlaps: the floor, not one."""
+    for rtt in (2 * CACHED_RTT_S, QUICK_RTT_S / 2):
+        w = Window(16)
+        simulate(w, rtt=rtt, bandwidth=1e12, read=4 * KiB, seconds=0.5, queue=False)
+        assert w.size == FLOOR
 
 
 def test_a_link_that_slows_shrinks_the_window_again() -> None:
@@ -46,13 +56,13 @@ def test_a_link_that_slows_shrinks_the_window_again() -> None:
     assert w.size < big and w.size >= 4
 
 
-def test_a_reader_bound_by_the_interpreter_falls_to_its_floor_though_its_round_trips_grow_with_it() -> None:
+def test_a_reader_bound_by_the_interpreter_falls_to_one_read_though_its_round_trips_grow_with_it() -> None:
     """Page-cached reads on threads that share the interpreter: each read's measured round trip is
     the other threads' time holding it (n x 3 us), so bandwidth x round trip grows with the window
     it sizes; the window is decided by the round trip being quick, not by that product."""
     w = Window(16)
     simulate(w, rtt=3e-6, bandwidth=1e12, read=4 * KiB, seconds=0.5)
-    assert w.size == FLOOR
+    assert w.size == 1
     slow = Window(16)
     simulate(slow, rtt=0.030, bandwidth=100e6, read=16 * KiB, seconds=3)
     assert slow.size > FLOOR  # a round trip over a link is not mistaken for the reader's own

@@ -29,6 +29,9 @@ class FirstRead:
     def refusal(self, path: str) -> str | None:
         return self.inner.refusal(path)
 
+    def prepare(self, path: str) -> None:
+        self.inner.prepare(path)
+
     def stat(self, path: str) -> None:
         self.inner.stat(path)
 

@@ -20,9 +20,9 @@ one entry per open file, and a thread takes a run of one file's reads at once
 of microseconds) and does them in `OpenFile.read_many`, one `preadv` each, with no
 object per read. Work is taken preferring reads of files already open (plan order)
 over opening the next file, and each file is opened once per batch (once per warm
-through `reader.OpenOnce`). The batch's first file is opened first of all, then
-directory listings go (the other opens of a listed folder wait for them), then opens,
-and the plan's other metadata operations (stats of files the render looks at) only
+through `reader.OpenOnce`). The batch's first file is opened first of all, then, once it
+is open, directory listings go (the other opens of a listed folder wait for them), then opens,
+and (also once it is open) the plan's other metadata operations (stats of files the render looks at) only
 fill slots no open needs: on a cold gateway every one of them costs round trips, and
 before any data moves they only delay the first byte (shot100 at 30 ms: 16 stats took
 every slot before the first open).
@@ -217,6 +217,8 @@ class _Run:
         self.to_open: deque[str] = deque()
         self.lead: _File | None = None
         """The file of the batch's first read, opened first."""
+        self.leading: _File | None = None
+        """That file while its open is out: listings and stats wait for it (see `_next`)."""
         self.listings: deque[MetaOp] = deque()
         self.meta: deque[MetaOp] = deque()
         self.ready: list[tuple[int, int]] = []
@@ -543,8 +545,8 @@ class _Run:
     def pending_work(self) -> int:
         """Work that threads could take now: a run of reads counts once."""
         runs = -(-self.ready_reads // self._chunk()) if self.ready_reads else 0
-        return (len(self.closing) + runs + (self.lead is not None) + len(self.listings) + len(self.to_open)
-                + len(self.meta))
+        meta = len(self.listings) + len(self.meta) if self.leading is None else 0
+        return len(self.closing) + runs + (self.lead is not None) + meta + len(self.to_open)
 
     def _chunk(self) -> int:
         """Reads a thread takes of one file at once: one, unless the reads are quick (`QUICK_RTT_S`: a run through a
@@ -569,12 +571,16 @@ class _Run:
             return _Reads(f, lo, hi)
         if self.lead is not None:
             f, self.lead = self.lead, None
+            self.leading = f
             return _Open(f)
-        if self.listings:
+        if self.listings and self.leading is None:
+            # A gateway without parallel directory operations (FUSE, the twin) serialises a folder's
+            # LOOKUPs with its READDIRs, and a listing's or a stat's own lookups with the first file's:
+            # one that got in first would hold the first read back by its round trip.
             return _Meta(self.listings.popleft())
         if self.to_open:
             return _Open(self.files[self.to_open.popleft()])
-        if self.meta:
+        if self.meta and self.leading is None:
             return _Meta(self.meta.popleft())
         return None
 
@@ -589,6 +595,8 @@ class _Run:
                     self.result.meta_failed += 1
                     self._os_finding(op.path, exc)
             case _Open(file=f):
+                if f is self.leading:
+                    self.leading = None
                 self._opened(f, outcome if exc is None else None, exc)
             case _Reads(file=f, lo=lo, hi=hi):
                 if exc is not None:

@@ -51,6 +51,10 @@ from prewarm.site.settings import Settings
 BUFFER_BYTES = 1 << 20
 """Largest single read; longer ranges are read in several calls (granules are 1 MiB)."""
 
+NOTE_WAIT_S = 10.0
+"""How long a failed open waits for its root's first look (`MountReader._look`) before deciding
+whether the mount went: that look is two requests to the same mount that just answered."""
+
 
 class OpenFile(Protocol):
     """An open file: its identity as seen now, and a way to read it."""
@@ -107,6 +111,10 @@ class Reader(Protocol):
 
     def refusal(self, path: str) -> str | None:
         """Why the path's text alone is refused (outside the roots, no roots at all), or None: before any IO."""
+
+    def prepare(self, path: str) -> None:
+        """Before `path` is opened on another thread: what of its open needs no lookup of its own, done on
+        this one (see `OpenOnce.open_ahead`); never raises (the open meets any error itself)."""
 
     def open(self, path: str) -> OpenFile: ...
 
@@ -270,6 +278,8 @@ class MountReader:
         self._root_local: dict[str, str] = {}
         self._root_dev: dict[str, tuple[int, bool]] = {}
         """Each root's local folder -> (device, a mount point?) when this reader first used it."""
+        self._noted: dict[str, threading.Event] = {}
+        """Each root's local folder -> set once `_root_dev` holds what could be learned of it."""
 
     def choice(self, path: str, st: os.stat_result | None = None) -> ReadChoice:
         """How the local `path` is read (`st`: what the file system said of it, if known, saving a `stat`);
@@ -294,8 +304,23 @@ class MountReader:
     def refusal(self, path: str) -> str | None:
         return self.guard.refusal(path)
 
+    def prepare(self, path: str) -> None:
+        """The root's local folder resolved (its own path's lstats, a request at most on a gateway mount) and
+        its first look started: the open that follows on another thread then goes straight to the folder's
+        and the file's lookups, with no system call before them in which the caller's Python work could
+        keep it waiting for the interpreter."""
+        root = self._root_of(path)
+        if root is None or self.guard.refusal(path):
+            return
+        self._look(self._root_folder(path))
+        try:
+            self.guard.resolve(root)
+        except OSError:
+            pass
+
     def open(self, path: str) -> OpenFile:
-        root = self._note_root(path)
+        root = self._root_folder(path)
+        self._look(root)
         try:
             folder = self.guard.folder(path)
             c = self.choice(folder.local, folder.stat)
@@ -305,7 +330,8 @@ class MountReader:
 
     def stat(self, path: str) -> None:
         """A LOOKUP and GETATTR of every component through the gateway: warms its attribute and dentry caches."""
-        root = self._note_root(path)
+        root = self._root_folder(path)
+        self._look(root)
         try:
             self.guard.stat(path)
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -313,32 +339,65 @@ class MountReader:
 
     def listdir(self, path: str) -> int:
         """A READDIR through the gateway: renderers resolve UDIMs and sequences by listing."""
-        root = self._note_root(path)
+        root = self._root_folder(path)
+        self._look(root)
         try:
             return len(self.guard.listdir(path))
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise self._gone(root) or exc from None
 
-    def _note_root(self, path: str) -> str | None:
-        """The local folder of `path`'s root; the first time it is seen, which device it is and whether it
-        is a mount point: the mount this warm started on."""
-        root = max((r for r in self.guard.roots if r == "/" or path == r or path.startswith(r + "/")), key=len,
+    def _root_of(self, path: str) -> str | None:
+        """The root that holds `path` (the text alone)."""
+        return max((r for r in self.guard.roots if r == "/" or path == r or path.startswith(r + "/")), key=len,
                    default=None)
+
+    def _root_folder(self, path: str) -> str | None:
+        """The local folder of `path`'s root, as mapped (no IO)."""
+        root = self._root_of(path)
         if root is None:
             return None
         local = self._root_local.get(root)
         if local is None:
-            local = self.guard.path_map.to_local(root)
-            try:
-                self._root_dev[local] = (os.stat(local).st_dev, os.path.ismount(local))
-            except OSError:
-                pass
-            self._root_local[root] = local
+            local = self._root_local[root] = self.guard.path_map.to_local(root)
         return local
+
+    def _look(self, local: str | None) -> None:
+        """The first time a root is used: which device its folder is and whether it is a mount point (the
+        mount this warm started on, for `_gone`), looked at on a thread of their own, which also reads the
+        mount table `choice` will need.
+
+        Off the first read's way: on a gateway mount the root's `stat` and `ismount` are requests of their
+        own, and done before the first file's lookups they cost 2-3.7 ms of the twin's 65 ms to the first
+        read. A failed open waits for the look (`_gone`).
+        """
+        if local is None:
+            return
+        with self._lock:
+            if local in self._noted:
+                return
+            self._noted[local] = threading.Event()
+        threading.Thread(target=self._note, args=(local,), name="prewarm-note-root", daemon=True).start()
+
+    def _note(self, local: str) -> None:
+        try:
+            self._root_dev[local] = (os.stat(local).st_dev, os.path.ismount(local))
+        except OSError:
+            pass
+        finally:
+            self._noted[local].set()
+        if self._table is None:
+            try:
+                table = self._mounts()
+            except OSError:
+                return  # `choice` reads it itself, and says why it cannot
+            with self._lock:
+                if self._table is None:
+                    self._table = table
 
     def _gone(self, local: str | None) -> MountGone | None:
         """`MountGone` if the root's folder is no longer the mount (device) it was when first seen."""
-        if local is None or local not in self._root_dev:
+        noted = None if local is None else self._noted.get(local)
+        if local is None or noted is None or not noted.wait(NOTE_WAIT_S) or local not in self._root_dev:
             return None
         dev, was_mount = self._root_dev[local]
         try:
@@ -423,6 +482,9 @@ class OpenOnce:
     def refusal(self, path: str) -> str | None:
         return self.reader.refusal(path)
 
+    def prepare(self, path: str) -> None:
+        self.reader.prepare(path)
+
     def stat(self, path: str) -> None:
         self.reader.stat(path)
 
@@ -493,7 +555,10 @@ class OpenOnce:
     def open_ahead(self, path: str) -> None:
         """Open `path` on a thread of its own and keep it open: the warm's first file, whose open (two
         round trips of lookups or more on a cold gateway) then overlaps the cutting of the first batch
-        and the start of its threads. A failure is left for the batch's own open to meet and report."""
+        and the start of its threads. What of the open needs no lookup of the file's own is done first,
+        here (`Reader.prepare`), so the thread's first system call is a lookup, not one that returns to
+        find this thread cutting the batch and holding the interpreter (up to the interpreter's 5 ms
+        switch interval each). A failure is left for the batch's own open to meet and report."""
         def run() -> None:
             try:
                 kept = self._use(path)
@@ -505,6 +570,7 @@ class OpenOnce:
             for k in closing:
                 k.handle.close()
 
+        self.reader.prepare(path)
         self._ahead = threading.Thread(target=run, name="prewarm-open-ahead", daemon=True)
         self._ahead.start()
 

@@ -17,12 +17,14 @@ the warm starts, and both differ per site, so the window is measured, not config
   it, and it grows back as the link recovers.
 
 Where the reader, not the link, is the limit (page-cached local files: round trips under
-`QUICK_RTT_S`) the window falls to `FLOOR` for as long as they stay that quick: more threads would only contend
-for the interpreter. That is decided from the round trip, not from throughput, because
-throughput can still grow with threads on an idle machine with two cores, and every
-thread's measured round trip then includes the others' time holding the interpreter, so
-the product above grows with the window it sizes (1M page-cached reads: 64 threads, 9.8 s;
-2 threads, 3.1 s). Pure: the clock is passed in.
+`QUICK_RTT_S`) the window falls to `FLOOR` for as long as they stay that quick: more threads
+would only contend for the interpreter; and to one read where they are a copy of a few pages
+(`CACHED_RTT_S`), too short for a second thread to overlap anything but the interpreter's
+hand-over. That is decided from the round trip, not from throughput, because throughput can
+still grow with threads on an idle machine with two cores, and every thread's measured round
+trip then includes the others' time holding the interpreter, so the product above grows with
+the window it sizes (1M page-cached reads: 64 threads, 9.8 s; 2 threads, 3.1 s; 1 thread, 1.8 s).
+Pure: the clock is passed in.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ GAIN = 2.0
 
 QUICK_RTT_S = 0.001
 """A round whose reads took less than this on average waited on no link (local or page-cached data)."""
+
+CACHED_RTT_S = 20e-6
+"""A round whose reads took less than this on average waited on nothing: small reads copied from the page
+cache (a 4 KiB read on tmpfs: 1-4 us; a device or a network answers in tens of microseconds at best).
+One thread then: a second's system call lasts less than handing it the interpreter (1M reads of 4 KiB
+from tmpfs, idle machine: one thread 1.95 s of wall and CPU, two 3.2 s wall and 4.0 s CPU)."""
 
 MIN_ROUND_S = 0.02
 """A round lasts at least this long: rounds of a few microseconds on local files would measure noise."""
@@ -134,8 +142,9 @@ class Window:
             self._best_size = self.size  # only while searching: a noisy round later must not pin it down
         self.best_rate = max(self.best_rate, rate)
         self._flat = 0 if grew else self._flat + 1
-        if self._latency / self._reads < QUICK_RTT_S:
-            self.size = self.floor
+        per_read = self._latency / self._reads
+        if per_read < QUICK_RTT_S:
+            self.size = 1 if per_read < CACHED_RTT_S else self.floor
             return
         if self.growing and self._flat < FLAT_ROUNDS and self.size < self.ceiling:
             if grew:  # a flat round is measured again at the same size: it may have been noise
