@@ -9,18 +9,21 @@ from prewarm.warm.window import CACHED_RTT_S, CEILING, FLOOR, QUICK_RTT_S, Windo
 KiB = 1024
 
 
-def simulate(window: Window, rtt: float, bandwidth: float, read: int, seconds: float, queue: bool = True) -> None:
-    """Reads of `read` bytes over a link of `rtt` and `bandwidth` (bytes/s), `window.size` at a time:
-    each takes the round trip plus its share of the link, as a queue at the bottleneck would; with
-    `queue` False the bottleneck is the reader itself (the interpreter), whose waits no read sees."""
-    now = 0.0
-    while now < seconds:
+def simulate(window: Window, rtt: float, bandwidth: float, read: int, seconds: float, queue: bool = True,
+             start: float = 0.0) -> float:
+    """Reads of `read` bytes over a link of `rtt` and `bandwidth` (bytes/s), `window.size` at a time,
+    from `start` for `seconds` (the clock at the end is returned): each takes the round trip plus its
+    share of the link, as a queue at the bottleneck would; with `queue` False the bottleneck is the
+    reader itself (the interpreter), whose waits no read sees."""
+    now = start
+    while now < start + seconds:
         n = window.size
         # n reads in flight complete together after a round trip, or later if the link is full
         took = max(rtt, n * read / bandwidth)
         now += took
         for _ in range(n):
             window.observe(took if queue else rtt, read, now)
+    return now
 
 
 def test_a_long_round_trip_grows_the_window_to_about_twice_the_bandwidth_delay_product() -> None:
@@ -66,3 +69,19 @@ def test_a_reader_bound_by_the_interpreter_falls_to_one_read_though_its_round_tr
     slow = Window(16)
     simulate(slow, rtt=0.030, bandwidth=100e6, read=16 * KiB, seconds=3)
     assert slow.size > FLOOR  # a round trip over a link is not mistaken for the reader's own
+
+
+def test_a_link_bound_phase_after_page_cached_reads_grows_the_window_again() -> None:
+    """A worker's window lives across its batches of one gateway: a batch the gateway's page cache
+    answered (microsecond round trips) must not leave a later batch that crosses the link sized by
+    those round trips and its throughput: the search starts again."""
+    w = Window(16)
+    bdp = 100e6 * 0.030 / (16 * KiB)
+    now = simulate(w, rtt=0.030, bandwidth=100e6, read=16 * KiB, seconds=3)
+    assert not w.growing and bdp <= w.size             # the search on the link had ended
+    now = simulate(w, rtt=3e-6, bandwidth=470e6, read=4 * KiB, seconds=1, queue=False, start=now)
+    assert w.size == 1
+    simulate(w, rtt=0.030, bandwidth=100e6, read=16 * KiB, seconds=3, start=now)
+    assert bdp <= w.size <= CEILING
+    est = w.estimate()
+    assert est is not None and abs(est.rtt_s - 0.030) < 1e-9

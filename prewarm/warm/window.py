@@ -24,6 +24,9 @@ hand-over. That is decided from the round trip, not from throughput, because thr
 still grow with threads on an idle machine with two cores, and every thread's measured round
 trip then includes the others' time holding the interpreter, so the product above grows with
 the window it sizes (1M page-cached reads: 64 threads, 9.8 s; 2 threads, 3.1 s; 1 thread, 1.8 s).
+When reads that quick are followed by reads that cross the link (a worker's window outlives
+its batches of one gateway: a batch the gateway's cache answered, then a cold one), the
+search starts again: the quick rounds' round trip and throughput say nothing of the link.
 Pure: the clock is passed in.
 """
 
@@ -113,6 +116,8 @@ class Window:
         self._rates: deque[float] = deque(maxlen=RATE_ROUNDS)
         self.min_rtt = math.inf
         self.read_bytes = 0.0
+        self._quick = False
+        """The last round's reads waited on no link (see `_round`)."""
 
     def observe(self, latency: float, nbytes: int, now: float, ops: int = 1) -> None:
         """`ops` operations done one after the other by one thread: `latency` seconds from the first's issue
@@ -133,7 +138,10 @@ class Window:
 
     def _round(self, elapsed: float) -> None:
         rate = self._bytes / elapsed
-        self.min_rtt = min(self.min_rtt, self._latency / self._reads)
+        per_read = self._latency / self._reads
+        if self._quick and per_read >= QUICK_RTT_S:
+            self._search_again()
+        self.min_rtt = min(self.min_rtt, per_read)
         mean = self._bytes / self._reads
         self.read_bytes = mean if not self.read_bytes else 0.875 * self.read_bytes + 0.125 * mean
         grew = rate >= max(self._rates, default=0.0) * GROWTH
@@ -142,8 +150,8 @@ class Window:
             self._best_size = self.size  # only while searching: a noisy round later must not pin it down
         self.best_rate = max(self.best_rate, rate)
         self._flat = 0 if grew else self._flat + 1
-        per_read = self._latency / self._reads
-        if per_read < QUICK_RTT_S:
+        self._quick = per_read < QUICK_RTT_S
+        if self._quick:
             self.size = 1 if per_read < CACHED_RTT_S else self.floor
             return
         if self.growing and self._flat < FLAT_ROUNDS and self.size < self.ceiling:
@@ -155,6 +163,18 @@ class Window:
         want = math.ceil(GAIN * max(self._rates) * self.min_rtt / max(self.read_bytes, 1.0))
         self.size = max(self.floor, min(self._best_size, want))
         self.largest = max(self.largest, self.size)
+
+    def _search_again(self) -> None:
+        """Reads that waited on no link (a gateway's page cache) are followed by reads that cross it: what
+        the quick rounds measured says nothing of the link (their round trips are microseconds, their
+        throughput the memory's), and a worker's window outlives its batches of one gateway, so the
+        search starts again from this round, as at a warm's start."""
+        self.min_rtt = math.inf
+        self.best_rate = 0.0
+        self._rates.clear()
+        self._flat = 0
+        self._best_size = self.size
+        self.growing = True
 
     def estimate(self) -> LinkEstimate | None:
         """The measured link; before a round has completed (a warm shorter than `MIN_ROUND_S`), what
