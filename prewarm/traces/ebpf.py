@@ -153,9 +153,6 @@ class EbpfStats:
     """Distinct files named."""
     kernel_bytes: int = 0
     """The program's kernel maps, as the kernel charges them (fixed when it loads)."""
-    enter_ns: tuple[int, int] = (0, 0)
-    """The raw `sys_enter` program's run time (ns) and runs, as the kernel's BPF statistics counted them
-    (zeros unless they are on): its cost per call, which the machine's other load hardly moves."""
 
 
 def _has_caps() -> bool:
@@ -343,7 +340,6 @@ class EbpfRecorder:
         if self._ring is not None and self._loaded is not None:
             self._ring.consume()
             self._drain()
-            self.stats.enter_ns = self._loaded.run_time("pw_enter")
             for i, name in ((0, "lost_runs"), (1, "lost_events")):
                 n = ctypes.c_uint64(0)
                 if self._loaded.lookup("lost", ctypes.c_uint32(i), n):

@@ -15,7 +15,6 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any
 
 __all__ = ["Libbpf", "LibbpfError", "Loaded", "Ring", "load"]
@@ -32,8 +31,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_object__load": (ctypes.c_int, [_P]),
     "bpf_object__next_program": (_P, [_P, _P]),
     "bpf_program__attach": (_P, [_P]),
-    "bpf_program__fd": (ctypes.c_int, [_P]),
-    "bpf_program__name": (ctypes.c_char_p, [_P]),
     "bpf_link__destroy": (ctypes.c_int, [_P]),
     "bpf_object__close": (None, [_P]),
     "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, _P, _P, ctypes.c_uint64]),
@@ -139,22 +136,6 @@ class Loaded:
         if rc and errno != 2:  # ENOENT: the end was reached, `count` entries were read
             raise LibbpfError(f"map {name}: {os.strerror(errno)}")
         return count.value, rc != 0
-
-    def run_time(self, program: str) -> tuple[int, int]:
-        """Nanoseconds the kernel counted in `program` and its number of runs (both 0 unless the kernel's
-        BPF statistics are on: `sysctl kernel.bpf_stats_enabled=1`)."""
-        prog = self.bpf.lib.bpf_object__next_program(self._obj, None)
-        while prog and self.bpf.lib.bpf_program__name(prog) != program.encode():
-            prog = self.bpf.lib.bpf_object__next_program(self._obj, prog)
-        got = {"run_time_ns": 0, "run_cnt": 0}
-        if prog:
-            with suppress(OSError), open(f"/proc/self/fdinfo/{self.bpf.lib.bpf_program__fd(prog)}",
-                                         encoding="ascii") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    if key in got:
-                        got[key] = int(value)
-        return got["run_time_ns"], got["run_cnt"]
 
     def close(self) -> None:
         for link in self._links:
