@@ -8,13 +8,13 @@ this kernel's offsets from the kernel's BTF, so one source serves every kernel w
 
 What it costs a render is what decides the design:
 
-* Reads are seen on the raw `sys_enter` tracepoint, which hands the program the call's
-  registers. The `syscalls:sys_enter_pread64` tracepoint that bpftrace attaches to copies
-  every call's arguments into a perf buffer first: with an EMPTY program there a pread
-  loop ran 1.38x slower (2.0x on 8 threads), on the raw tracepoint 1.12x. Calls whose
-  result matters (opens, stats, listings, vectored reads) are finished on their own
-  `sys_exit_*` tracepoints; a `read`/`pread64` is recorded at its entry (a read of a
-  regular file returns `min(count, size - offset)` bytes: the entry says what the exit would).
+* Everything is seen at a call's entry, on the BTF-typed raw `sys_enter` tracepoint, which
+  hands the program the call's registers. The `syscalls:sys_enter_pread64` tracepoint that
+  bpftrace attaches to copies every call's arguments into a perf buffer first: with an EMPTY
+  program there a pread loop ran 1.38x slower (2.0x on 8 threads), on the raw tracepoint
+  1.12x; any `sys_exit` hook would put every call of the machine through the exit path too
+  (about +50 ns a call). A read of a regular file returns `min(count, size - offset)` bytes,
+  so its entry says what its exit would (a vectored read's length is its first 64 buffers').
 * Reads are not sent to user space one by one: each distinct read, `(device, inode,
   offset, length)`, is kept once in a kernel hash map (the same tile read again costs a
   lookup) that user space empties every `DRAIN_MS`. Reads keep their exact offsets, not only
@@ -30,23 +30,26 @@ What it costs a render is what decides the design:
   and generation: the `struct file` gives the inode and the *file's real position*. So
   `dup`/`dup2`/`dup3`, descriptors inherited across fork, `close` and reuse of a number,
   `lseek` (any whence) and a `read`'s advance are what the kernel says they are, where the
-  strace importer has to follow them from the log. The generation changes after every call
-  that may make a number name another file (close, dup2, dup3, close_range, exec), so a
-  cached descriptor is never taken for the file it named before; the last descriptor each
-  CPU used is kept beside the cache (a loop of reads of one file skips the hash).
-* Files are named by their inode, and the open events say which path each inode was
-  opened as: the name and the inode of the directory it is relative to (the `dirfd`'s, or
-  the working directory's for `AT_FDCWD`), joined in user space to that directory's path
-  (learned when the directory was opened, or the command's starting directory) with
-  symlinks resolved, as strace's `-y` does.
+  strace importer has to follow them from the log. The generation changes when a call that
+  may make a number name another file (close, dup2, dup3, close_range, exec) starts, so a
+  cached descriptor is not taken for the file it named before (a thread that reads a
+  descriptor while another closes it, a race in the render, may count against the closing
+  file); the last descriptor each CPU used is kept beside the cache (a loop of reads of one
+  file skips the hash), and so are the last 16,384 reads each CPU saw (a read made again
+  skips the read map).
+* Files are named by their inode. An open, stat or `chdir` sends its name and the inode of
+  the directory it is relative to (the `dirfd`'s, or the working directory's for
+  `AT_FDCWD`); user space joins it to that directory's path (learned when the directory was
+  opened, or the command's starting directory), resolves symlinks as strace's `-y` does, and
+  asks the file system what it names: its inode, or nothing (a failed call, left out).
 * Files opened for writing, truncation or exclusive creation are the render's outputs and
   left out, as the strace importer leaves them out; `mmap` of a file is a read of the mapped
   region (the importer's rule, and `prewarm record` asks strace for `mmap` too, so both
   records hold the same blocks).
 
 Memory: the kernel maps are fixed when the program loads (`kernel_bytes()` reads their size
-back): distinct reads (`MAP_KEYS`), the descriptor cache and each thread's call in flight
-(least recently used entries give way), the pid array and the event ring. A read map that
+back): distinct reads (`MAP_KEYS`), the descriptor cache (least recently used entries give
+way), the per-CPU caches, the pid array and the event ring. A read map that
 fills within one drain interval drops new reads; each refused insert is counted
 (`lost_runs`), as are events a full ring refused (`lost_events`). User space keeps one path
 per distinct file opened, at most `MAX_FILES` of them, and no reads: every drain is written
@@ -97,7 +100,7 @@ MAP_KEYS = 1 << 18
 200,000-pread loop of the bench makes in that time."""
 
 FD_KEYS = 1 << 16
-"""Descriptors cached (process, number), and threads with a call in flight: least recently used give way."""
+"""Descriptors cached (process, number): least recently used give way."""
 
 RING_BYTES = 1 << 22
 """The event ring (4 MiB): opens, stats and listings between two reads of it (every 100 ms)."""
