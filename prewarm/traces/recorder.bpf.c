@@ -109,7 +109,7 @@ static __always_inline struct file *file_of(__u64 fd)
  * generation changes when a call that may make a number name another file (close, dup2, dup3,
  * close_range, exec) starts, so a number is not taken for the file it named before (a thread that
  * reads a descriptor while another closes it could cache the closing file: a race in the render). */
-static __always_inline struct fdval *described(__u32 tgid, __u64 gen, __u64 fd, struct fdval *fresh)
+static __always_inline struct fdval *described(__u32 tgid, __u64 gen, __u64 fd)
 {
     __u32 zero = 0;
     struct last *l = bpf_map_lookup_elem(&last, &zero);
@@ -119,31 +119,30 @@ static __always_inline struct fdval *described(__u32 tgid, __u64 gen, __u64 fd, 
         return &l->v;
     struct fdkey k = { tgid, (__u32)fd };
     struct fdval *v = bpf_map_lookup_elem(&fds, &k);
+    l->tgid = tgid;
+    l->fd = (__u32)fd;
     if (v && v->gen == gen) {
-        l->tgid = tgid;
-        l->fd = (__u32)fd;
         l->v = *v;
         return &l->v;
     }
     struct file *f = file_of(fd);
-    if (!f)
+    if (!f) {
+        l->v.gen = 0;   /* no generation is 0 (0 is "not the render's"): the slot names nothing now */
         return 0;
-    struct inode *in = BPF_CORE_READ(f, f_inode);
-    fresh->gen = gen;
-    fresh->file = (__u64)f;
-    fresh->inode = 0;
-    fresh->dev = 0;
-    fresh->ino = 0;
-    if ((BPF_CORE_READ(in, i_mode) & S_IFMT) == S_IFREG) {
-        fresh->inode = (__u64)in;
-        fresh->dev = BPF_CORE_READ(in, i_sb, s_dev);
-        fresh->ino = BPF_CORE_READ(in, i_ino);
     }
-    bpf_map_update_elem(&fds, &k, fresh, BPF_ANY);
-    l->tgid = tgid;
-    l->fd = (__u32)fd;
-    l->v = *fresh;
-    return fresh;
+    struct inode *in = BPF_CORE_READ(f, f_inode);
+    l->v.gen = gen;
+    l->v.file = (__u64)f;
+    l->v.inode = 0;
+    l->v.dev = 0;
+    l->v.ino = 0;
+    if ((BPF_CORE_READ(in, i_mode) & S_IFMT) == S_IFREG) {
+        l->v.inode = (__u64)in;
+        l->v.dev = BPF_CORE_READ(in, i_sb, s_dev);
+        l->v.ino = BPF_CORE_READ(in, i_ino);
+    }
+    bpf_map_update_elem(&fds, &k, &l->v, BPF_ANY);
+    return &l->v;
 }
 
 /* A read of `n` bytes at `off` kept once: the same read made again costs a lookup. */
@@ -230,6 +229,13 @@ static __always_inline void base_of(__s32 dfd, struct event *e)
     e->bino = BPF_CORE_READ(in, i_ino);
 }
 
+/* The event's first `size` bytes to user space; one a full ring refuses is counted. */
+static __always_inline void send(struct event *e, __u64 size)
+{
+    if (bpf_ringbuf_output(&events, e, size, 0))
+        count_lost(1);
+}
+
 /* The event with its name read from the caller's memory, only as long as the name is. */
 static __always_inline void send_named(struct event *e, __u64 name)
 {
@@ -238,8 +244,7 @@ static __always_inline void send_named(struct event *e, __u64 name)
         n = 1, e->name[0] = 0;
     if (n > PATH_MAX)
         n = PATH_MAX;
-    if (bpf_ringbuf_output(&events, e, EVENT_HEAD + n, 0))
-        count_lost(1);
+    send(e, EVENT_HEAD + n);
 }
 
 /* A call that names a path: sent with the name and the directory it is relative to. */
@@ -272,21 +277,21 @@ int pw_enter(__u64 *ctx)
     if (!gen || !*gen)
         return 0;
     __u64 di = regs->di, si = regs->si, dx = regs->dx, r10 = regs->r10;
-    struct fdval fresh, *v;
+    struct fdval *v;
     struct event *e;
     switch (id) {
     case SYS_READ:
-        v = described(tgid, *gen, di, &fresh);
+        v = described(tgid, *gen, di);
         if (v && v->inode)
             sized_read(v, position(v), dx);
         return 0;
     case SYS_PREAD64:
-        v = described(tgid, *gen, di, &fresh);
+        v = described(tgid, *gen, di);
         if (v && v->inode)
             sized_read(v, r10, dx);
         return 0;
     case SYS_READV: case SYS_PREADV: case SYS_PREADV2:
-        v = described(tgid, *gen, di, &fresh);
+        v = described(tgid, *gen, di);
         if (v && v->inode)
             sized_read(v, id == SYS_READV || (id == SYS_PREADV2 && (__s64)r10 == -1) ? position(v) : r10,
                        vector_bytes(si, dx));
@@ -295,7 +300,7 @@ int pw_enter(__u64 *ctx)
         __u64 fd = regs->r8;
         if ((__s32)fd < 0 || si == 0)
             return 0;
-        v = described(tgid, *gen, fd, &fresh);
+        v = described(tgid, *gen, fd);
         if (v && v->inode)
             note_read(v->dev, v->ino, regs->r9, si);
         return 0;
@@ -321,8 +326,7 @@ int pw_enter(__u64 *ctx)
             struct inode *in = BPF_CORE_READ(f, f_inode);
             e->dev = BPF_CORE_READ(in, i_sb, s_dev);
             e->ino = BPF_CORE_READ(in, i_ino);
-            if (bpf_ringbuf_output(&events, e, EVENT_HEAD, 0))
-                count_lost(1);
+            send(e, EVENT_HEAD);
         }
         return 0;
     }
