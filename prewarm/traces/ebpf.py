@@ -60,7 +60,6 @@ of the render, only with the number of distinct files, up to the cap.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import posixpath
@@ -81,7 +80,7 @@ from typing import IO
 import numpy as np
 import orjson
 
-from prewarm.traces.libbpf import Libbpf, LibbpfError, Loaded, Ring, load
+from prewarm.traces.libbpf import Libbpf, LibbpfError, Loaded, Ring, library, load
 
 __all__ = ["RECORDERS", "EbpfRecorder", "EbpfStats", "EbpfUnavailable", "available", "compile_program",
            "kernel_dev"]
@@ -187,7 +186,7 @@ def available() -> str | None:
         return f"the recorder's program knows x86_64's system calls, not {platform.machine()}'s"
     if shutil.which("clang") is None or not os.path.exists(_HELPERS):
         return "clang and libbpf's headers are not installed (apt-get install clang libbpf-dev)"
-    if ctypes.util.find_library("bpf") is None:
+    if library() is None:
         return "libbpf is not installed (apt-get install libbpf1)"
     if not _has_caps():
         return "needs root or CAP_BPF and CAP_PERFMON"
@@ -218,16 +217,13 @@ def _pid_max() -> int:
     return MAX_PIDS
 
 
-def kernel_bytes(loaded: Loaded, names: tuple[str, ...]) -> int:
-    """What the kernel charges for the maps `names` (their `memlock` in /proc/self/fdinfo)."""
+def kernel_bytes(loaded: Loaded) -> int:
+    """What the kernel charges for the program's maps (their `memlock` in /proc/self/fdinfo)."""
     total = 0
-    for name in names:
-        with suppress(OSError, ValueError), open(f"/proc/self/fdinfo/{loaded.map_fd(name)}", encoding="ascii") as fh:
+    for fd in loaded.map_fds():
+        with suppress(OSError, ValueError), open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as fh:
             total += next((int(line.split()[1]) for line in fh if line.startswith("memlock:")), 0)
     return total
-
-
-_MAPS = ("tracked", "last", "fds", "reads", "recent", "events", "scratch", "lost")
 
 
 def kernel_dev(st_dev: int) -> int:
@@ -316,7 +312,7 @@ class EbpfRecorder:
         except LibbpfError as exc:
             self._close()
             raise EbpfUnavailable(f"the eBPF program could not load: {exc}") from exc
-        self.stats.kernel_bytes = kernel_bytes(self._loaded, _MAPS)
+        self.stats.kernel_bytes = kernel_bytes(self._loaded)
         gate_r, gate_w = os.pipe()
         try:
             render = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(gate_r), *argv], pass_fds=(gate_r,))
@@ -397,19 +393,23 @@ class EbpfRecorder:
         if path is None:
             self.stats.unnamed += 1
             return
+        real = None  # the path as strace's -y names it, symlinks resolved: only for what is kept
         if kind == _EV_OPEN and flags & _OUTPUT_FLAGS and len(self.names.outputs) < MAX_FILES:
-            self.names.outputs.add(os.path.realpath(path))  # the render's own output, maybe not made yet
+            real = os.path.realpath(path)
+            self.names.outputs.add(real)  # the render's own output, maybe not made yet
         try:
             st = os.stat(path)
         except (OSError, ValueError):  # the call failed (or the file is gone already): nothing was named
             return
         if kind == _EV_STAT:
             self._write(path, "stat")
-        elif kind == _EV_CHDIR:
+            return
+        key, real = (kernel_dev(st.st_dev), st.st_ino), real or os.path.realpath(path)
+        if kind == _EV_CHDIR:
             if stat.S_ISDIR(st.st_mode):
-                self.names.dirs[(kernel_dev(st.st_dev), st.st_ino)] = os.path.realpath(path)
+                self.names.dirs[key] = real
         elif kind == _EV_OPEN and name:
-            self._open((kernel_dev(st.st_dev), st.st_ino), st.st_mode, os.path.realpath(path))
+            self._open(key, st.st_mode, real)
 
     def _write(self, path: str | None, op: str) -> None:
         if path is None:
@@ -418,7 +418,7 @@ class EbpfRecorder:
             self.out.write(orjson.dumps({"path": path, "op": op}, option=orjson.OPT_APPEND_NEWLINE))
 
     def _open(self, key: tuple[int, int], mode: int, path: str) -> None:
-        """An open of `path` (symlinks resolved, as strace's -y names it), the inode `key`."""
+        """An open of `path` (symlinks resolved), the inode `key`."""
         if stat.S_ISDIR(mode):
             if len(self.names.dirs) < MAX_FILES:
                 self.names.dirs[key] = path

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Libbpf", "LibbpfError", "Loaded", "Ring", "load"]
+__all__ = ["Libbpf", "LibbpfError", "Loaded", "Ring", "library", "load"]
 
 _PRINT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _SAMPLE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
@@ -28,6 +29,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_object__find_map_by_name": (_P, [_P, ctypes.c_char_p]),
     "bpf_map__set_max_entries": (ctypes.c_int, [_P, ctypes.c_uint32]),
     "bpf_map__fd": (ctypes.c_int, [_P]),
+    "bpf_object__next_map": (_P, [_P, _P]),
     "bpf_object__load": (ctypes.c_int, [_P]),
     "bpf_object__next_program": (_P, [_P, _P]),
     "bpf_program__attach": (_P, [_P]),
@@ -44,6 +46,13 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
 }
 
 
+@functools.cache
+def library() -> str | None:
+    """libbpf's shared library as the dynamic linker finds it (None: not installed); looked up once
+    (`find_library` runs `ldconfig -p`), by the check of whether the recorder can run and by its load."""
+    return ctypes.util.find_library("bpf")
+
+
 class LibbpfError(RuntimeError):
     """libbpf could not open, load or attach the program; the message is libbpf's own first reason."""
 
@@ -52,7 +61,7 @@ class Libbpf:
     """libbpf.so.1 with its functions typed, and what it last said (its log, kept for the reason of a failure)."""
 
     def __init__(self) -> None:
-        name = ctypes.util.find_library("bpf")
+        name = library()
         if name is None:
             raise LibbpfError("libbpf is not installed (apt-get install libbpf1)")
         self.lib = ctypes.CDLL(name, use_errno=True)
@@ -116,6 +125,14 @@ class Loaded:
 
     def map_fd(self, name: str) -> int:
         return int(self.bpf.lib.bpf_map__fd(self.bpf.lib.bpf_object__find_map_by_name(self._obj, name.encode())))
+
+    def map_fds(self) -> list[int]:
+        """The descriptors of all the object's maps."""
+        fds, m = [], self.bpf.lib.bpf_object__next_map(self._obj, None)
+        while m:
+            fds.append(int(self.bpf.lib.bpf_map__fd(m)))
+            m = self.bpf.lib.bpf_object__next_map(self._obj, m)
+        return fds
 
     def update(self, name: str, key: ctypes._CData, value: ctypes._CData) -> None:
         if self.bpf.lib.bpf_map_update_elem(self.map_fd(name), ctypes.byref(key), ctypes.byref(value), 0):
